@@ -1,0 +1,10 @@
+//! Compiles the protos in `appliance/proto/` with protox, so no `protoc` is needed.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["../proto/admin.proto"];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["../proto"])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

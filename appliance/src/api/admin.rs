@@ -1,0 +1,183 @@
+//! The admin gRPC service: status, apply/get/delete of objects, server actions.
+//!
+//! Parses and validates documents itself (so the CLI, console and bridge get the same
+//! errors) and writes through `Store` on the blocking pool (redb commits fsync).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use appliance_rpc::admin::{
+    self as pb, ApplyReply, ApplyRequest, DeleteReply, DeleteRequest, GetReply, GetRequest,
+    ServerActionKind, ServerActionReply, ServerActionRequest, StatusReply, StatusRequest,
+    admin_server::Admin,
+};
+use tonic::{Request, Response, Status};
+
+use crate::model::{self, Kind, Object};
+use crate::store::{Store, StoreError, Stored};
+
+/// State of the admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    store: Store,
+    started: Instant,
+    data_dir: String,
+}
+
+impl AdminService {
+    pub fn new(store: Store, data_dir: String) -> Self {
+        AdminService {
+            store,
+            started: Instant::now(),
+            data_dir,
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store))
+            .await
+            .map_err(|e| Status::internal(format!("store task failed: {e}")))?
+            .map_err(store_status)
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    match &e {
+        StoreError::NotFound { .. } => Status::not_found(e.to_string()),
+        StoreError::Rejected { .. } => Status::failed_precondition(e.to_string()),
+        _ => {
+            tracing::error!(error = %crate::error_chain(&e), "store failure");
+            Status::internal(crate::error_chain(&e))
+        }
+    }
+}
+
+fn parse_kind(s: &str) -> Result<Kind, Status> {
+    Kind::parse_cli(s).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "unknown kind `{s}` (expected server, serverclass, environment, metalmachine or serverbinding)"
+        ))
+    })
+}
+
+fn to_pb(s: Stored) -> pb::Object {
+    pb::Object {
+        kind: s.object.kind().to_string(),
+        name: s.object.name().to_string(),
+        json: s.object.to_json(),
+        revision: s.revision,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let (counts, revision) = self.blocking(|s| Ok((s.counts()?, s.revision()?))).await?;
+        Ok(Response::new(StatusReply {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            objects: counts
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect::<HashMap<_, _>>(),
+            store_revision: revision,
+            data_dir: self.data_dir.clone(),
+        }))
+    }
+
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
+        let req = req.into_inner();
+        let objects = model::parse_documents(&req.documents)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if objects.is_empty() {
+            return Err(Status::invalid_argument(
+                "no objects in the given documents",
+            ));
+        }
+        if req.dry_run {
+            let applied = objects
+                .iter()
+                .map(|o| pb::AppliedObject {
+                    kind: o.kind().to_string(),
+                    name: o.name().to_string(),
+                    result: "valid (dry run)".into(),
+                    revision: 0,
+                })
+                .collect();
+            return Ok(Response::new(ApplyReply { applied }));
+        }
+        let applied = self.blocking(move |s| s.apply(objects)).await?;
+        Ok(Response::new(ApplyReply {
+            applied: applied
+                .into_iter()
+                .map(|a| pb::AppliedObject {
+                    kind: a.kind.to_string(),
+                    name: a.name,
+                    result: a.result.as_str().into(),
+                    revision: a.revision,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
+        let req = req.into_inner();
+        let kind = parse_kind(&req.kind)?;
+        let objects = if req.name.is_empty() {
+            self.blocking(move |s| s.list(kind)).await?
+        } else {
+            let name = req.name.clone();
+            let found = self.blocking(move |s| s.get(kind, &name)).await?;
+            vec![
+                found
+                    .ok_or_else(|| Status::not_found(format!("{kind} `{}` not found", req.name)))?,
+            ]
+        };
+        Ok(Response::new(GetReply {
+            objects: objects.into_iter().map(to_pb).collect(),
+        }))
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteReply>, Status> {
+        let req = req.into_inner();
+        let kind = parse_kind(&req.kind)?;
+        let revision = self.blocking(move |s| s.delete(kind, &req.name)).await?;
+        Ok(Response::new(DeleteReply { revision }))
+    }
+
+    async fn server_action(
+        &self,
+        req: Request<ServerActionRequest>,
+    ) -> Result<Response<ServerActionReply>, Status> {
+        let req = req.into_inner();
+        let action = ServerActionKind::try_from(req.action)
+            .ok()
+            .filter(|a| *a != ServerActionKind::ServerActionUnspecified)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown action {}", req.action)))?;
+        let stored = self
+            .blocking(move |s| {
+                s.update(Kind::Server, &req.name, |o| {
+                    let Object::Server(server) = o else {
+                        return Err("not a server".into());
+                    };
+                    match action {
+                        ServerActionKind::ServerActionAccept => server.spec.accepted = true,
+                        ServerActionKind::ServerActionCordon => server.spec.cordoned = true,
+                        ServerActionKind::ServerActionUncordon => server.spec.cordoned = false,
+                        ServerActionKind::ServerActionUnspecified => {
+                            return Err("no action given".into());
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        Ok(Response::new(ServerActionReply {
+            server: Some(to_pb(stored)),
+        }))
+    }
+}

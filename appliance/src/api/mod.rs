@@ -1,0 +1,8 @@
+//! gRPC services (tonic) implementing `appliance-rpc`, served on the HTTP port.
+//!
+//! `admin`: operator/bridge calls behind the admin token (`auth`). Agent-facing services
+//! come later and are not behind the token. Services talk to the store only through
+//! `store::Store`.
+
+pub mod admin;
+pub mod auth;

@@ -1,0 +1,206 @@
+//! Wiring of `appliance serve`: resolve config, open the store, create the admin token,
+//! start every service, and shut all of them down together on SIGINT/SIGTERM.
+//!
+//! Every long-running task is spawned here and stops on the shared shutdown signal.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::admin::AdminService;
+use crate::api::auth;
+use crate::cli::ServeArgs;
+use crate::config::{Config, LoadConfigError};
+use crate::http::{self, HttpState, Metrics};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("configuration")]
+    Config(#[from] LoadConfigError),
+    #[error("cannot create data dir {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store")]
+    Store(#[from] StoreError),
+    #[error("admin token")]
+    Token(#[from] auth::TokenError),
+    #[error("cannot listen on {addr} (HTTP + gRPC)")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed")]
+    Http(#[source] std::io::Error),
+}
+
+/// Builds the effective config: embedded default, then `--config`, then flags/env.
+pub fn effective_config(args: &ServeArgs) -> Result<Config, LoadConfigError> {
+    let mut config = Config::default();
+    if let Some(path) = &args.config {
+        config = config.overlay_file(path)?;
+    }
+    if let Some(v) = &args.data_dir {
+        config.data_dir = v.clone();
+    }
+    if let Some(v) = args.http_listen {
+        config.http.listen = v;
+    }
+    if let Some(v) = &args.interface {
+        config.interface = v.clone();
+    }
+    if let Some(v) = args.dhcp_mode {
+        config.dhcp.mode = v;
+    }
+    if let Some(v) = args.log_format {
+        config.log.format = v;
+    }
+    if let Some(v) = &args.log_level {
+        config.log.level = v.clone();
+    }
+    Ok(config)
+}
+
+fn is_root() -> bool {
+    // The effective uid decides who may bind ports below 1024; /proc is always there on Linux.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Where a non-root user's data goes when the configured dir cannot be created.
+pub fn user_data_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("appliance"))
+}
+
+/// Creates the data dir; a non-root user whose configured dir is not writable falls back
+/// to their own state dir (the returned note says so).
+fn prepare_data_dir(configured: &Path) -> Result<(PathBuf, Option<String>), ServeError> {
+    let create = |p: &Path| {
+        std::fs::create_dir_all(p).and_then(|_| {
+            // Probe writability: an existing root-owned dir is not usable by a user.
+            let probe = p.join(".write-probe");
+            std::fs::write(&probe, b"").and_then(|_| std::fs::remove_file(&probe))
+        })
+    };
+    match create(configured) {
+        Ok(()) => Ok((configured.to_path_buf(), None)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !is_root() => {
+            let fallback = user_data_dir().ok_or_else(|| ServeError::DataDir {
+                path: configured.to_path_buf(),
+                source: e,
+            })?;
+            create(&fallback).map_err(|source| ServeError::DataDir {
+                path: fallback.clone(),
+                source,
+            })?;
+            let note = format!(
+                "data dir {} is not writable for this user; using {}",
+                configured.display(),
+                fallback.display()
+            );
+            Ok((fallback, Some(note)))
+        }
+        Err(source) => Err(ServeError::DataDir {
+            path: configured.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Resolves a shutdown watch on SIGINT or SIGTERM.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Runs the box until SIGINT/SIGTERM.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let (data_dir, dir_note) = prepare_data_dir(&config.data_dir)?;
+    let mut skipped = Vec::new();
+    if let Some(note) = dir_note {
+        skipped.push(note);
+    }
+    let store_path = data_dir.join("state.redb");
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .expect("store open task")?;
+    let token = auth::load_or_create(&data_dir)?;
+    if token.created {
+        // Printed once, on first start, so the operator can copy it; afterwards only the
+        // 0600 file holds it.
+        eprintln!(
+            "admin token (saved to {}): {}",
+            data_dir.join(auth::TOKEN_FILE).display(),
+            token.token
+        );
+    }
+
+    // Privileged PXE services arrive with the network boot path; until then they are
+    // reported as not running so an operator is not surprised.
+    if !is_root() {
+        skipped.push(
+            "not running as root: DHCP (udp/67, 4011) and TFTP (udp/69) need privileges and are skipped"
+                .to_string(),
+        );
+    }
+    if !skipped.is_empty() {
+        tracing::warn!("{}", skipped.join("; "));
+    }
+
+    let shutdown = shutdown_signal();
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = HttpState {
+        store: store.clone(),
+        metrics: Arc::new(Metrics::default()),
+        ready: ready.clone(),
+    };
+    let admin = AdminService::new(store.clone(), data_dir.display().to_string());
+    let router = http::router(state, admin, token.token);
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.http.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(ServeError::Http)?;
+    tracing::info!(
+        http = %local,
+        data_dir = %data_dir.display(),
+        revision = store.revision()?,
+        "appliance serving"
+    );
+    ready.store(true, Ordering::Relaxed);
+    http::serve(listener, router, wait_for(shutdown))
+        .await
+        .map_err(ServeError::Http)
+}

@@ -1,0 +1,150 @@
+//! Command-line interface (clap): `serve`, `ctl`, `config`, `version`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{DhcpMode, LogFormat};
+
+/// A bare-metal provisioning appliance: it PXE-boots the servers of a rack, keeps their
+/// inventory and lifecycle, and hands them to Cluster API clusters (Sidero-compatible).
+///
+/// Start the box with `appliance serve` (runs on its embedded default config; see
+/// `appliance config default`). Drive a running box with `appliance ctl`.
+#[derive(Debug, Parser)]
+#[command(name = "appliance", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the box: HTTP + gRPC on :8081 (iPXE, metadata, admin API), and the PXE services.
+    ///
+    /// Settings come from the embedded default config, overlaid by --config FILE, then by
+    /// the flags below (each also settable as an APPLIANCE_* environment variable).
+    /// Needs root for DHCP (udp/67) and TFTP (udp/69); without it those are skipped with a
+    /// warning and the rest serves. The admin token is created on first start in the data
+    /// dir (admin.token, mode 0600) and printed once.
+    Serve(ServeArgs),
+    /// Talk to a running box over its admin API.
+    Ctl(CtlArgs),
+    /// Show configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML file overlaid on the embedded default (any subset of its keys).
+    #[arg(long, env = "APPLIANCE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: redb store, admin token, boot asset cache.
+    #[arg(long, env = "APPLIANCE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP + gRPC listen address.
+    #[arg(long, env = "APPLIANCE_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Provisioning (PXE) interface, or "auto".
+    #[arg(long, env = "APPLIANCE_INTERFACE")]
+    pub interface: Option<String>,
+    /// DHCP mode: own the network, proxy beside an existing server, or off.
+    #[arg(long, env = "APPLIANCE_DHCP_MODE", value_enum)]
+    pub dhcp_mode: Option<DhcpMode>,
+    /// Log format (journald is picked automatically under systemd).
+    #[arg(long = "log", env = "APPLIANCE_LOG", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. "info" or "appliance=debug,info".
+    #[arg(long, env = "APPLIANCE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the embedded default configuration (a valid --config file).
+    Default,
+    /// Print the effective configuration after --config, flags and environment.
+    Show(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Admin API endpoint of the box.
+    #[arg(
+        long,
+        env = "APPLIANCE_ENDPOINT",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub endpoint: String,
+    /// Admin token. Default: read from <data-dir>/admin.token on the box.
+    #[arg(long, env = "APPLIANCE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory to read the admin token from.
+    #[arg(long, env = "APPLIANCE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Version, uptime and object counts of the box.
+    Status,
+    /// Servers: list, inspect, accept, cordon, delete.
+    Server {
+        #[command(subcommand)]
+        command: ServerCommand,
+    },
+    /// Create or update objects from a YAML file (multi-document; "-" reads stdin).
+    /// All documents are validated first; either all are written or none.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Validate only; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print objects of a kind (server, serverclass, environment, metalmachine,
+    /// serverbinding); all of them, or one by name.
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Delete one object.
+    Delete { kind: String, name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Table of all servers.
+    List,
+    /// One server as YAML.
+    Get {
+        name: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Yaml)]
+        output: Output,
+    },
+    /// Accept a discovered server: from now on the box may wipe and allocate it.
+    Accept { name: String },
+    /// Exclude a server from allocation (an existing allocation is kept).
+    Cordon { name: String },
+    /// Make a cordoned server allocatable again.
+    Uncordon { name: String },
+    /// Forget a server.
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Yaml,
+    Json,
+}

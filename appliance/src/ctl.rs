@@ -1,0 +1,299 @@
+//! `appliance ctl`: a thin admin-API client. Formats replies for people (tables) or for
+//! re-applying (YAML/JSON).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use appliance_rpc::admin::admin_client::AdminClient;
+use appliance_rpc::admin::{
+    ApplyRequest, DeleteRequest, GetRequest, Object as PbObject, ServerActionKind,
+    ServerActionRequest, StatusRequest,
+};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::api::auth;
+use crate::cli::{CtlArgs, CtlCommand, Output, ServerCommand};
+use crate::model::{Kind, Object};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("endpoint `{endpoint}` is not a valid URL")]
+    Endpoint { endpoint: String },
+    #[error("cannot reach the appliance at {endpoint}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("no admin token: pass --token or APPLIANCE_TOKEN, or run where {path} is readable")]
+    NoToken { path: PathBuf },
+    #[error("cannot read {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} ({:?})", .0.message(), .0.code())]
+    Api(tonic::Status),
+    #[error(
+        "unknown kind `{0}` (expected server, serverclass, environment, metalmachine or serverbinding)"
+    )]
+    Kind(String),
+    #[error("the appliance returned an unreadable object")]
+    BadReply(#[source] crate::model::ParseObjectError),
+}
+
+impl From<tonic::Status> for CtlError {
+    fn from(s: tonic::Status) -> Self {
+        CtlError::Api(s)
+    }
+}
+
+type Client = AdminClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
+    >,
+>;
+
+fn token(args: &CtlArgs) -> Result<String, CtlError> {
+    if let Some(t) = &args.token {
+        return Ok(t.clone());
+    }
+    let configured = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| crate::config::Config::default().data_dir);
+    let mut candidates = vec![configured.clone()];
+    candidates.extend(crate::app::user_data_dir());
+    for dir in &candidates {
+        if let Ok(t) = auth::read(dir) {
+            return Ok(t);
+        }
+    }
+    Err(CtlError::NoToken {
+        path: configured.join(auth::TOKEN_FILE),
+    })
+}
+
+async fn connect(args: &CtlArgs) -> Result<Client, CtlError> {
+    let token = token(args)?;
+    let channel = Channel::from_shared(args.endpoint.clone())
+        .map_err(|_| CtlError::Endpoint {
+            endpoint: args.endpoint.clone(),
+        })?
+        .connect()
+        .await
+        .map_err(|source| CtlError::Connect {
+            endpoint: args.endpoint.clone(),
+            source,
+        })?;
+    let bearer: MetadataValue<_> =
+        format!("Bearer {token}")
+            .parse()
+            .map_err(|_| CtlError::NoToken {
+                path: PathBuf::from("(token has characters not allowed in a header)"),
+            })?;
+    let add_token: Box<
+        dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
+    > = Box::new(move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", bearer.clone());
+        Ok(req)
+    });
+    Ok(AdminClient::with_interceptor(channel, add_token))
+}
+
+fn parse_kind(s: &str) -> Result<Kind, CtlError> {
+    Kind::parse_cli(s).ok_or_else(|| CtlError::Kind(s.to_string()))
+}
+
+/// Runs one ctl command; output goes to stdout.
+pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
+    let mut client = connect(&args).await?;
+    match args.command {
+        CtlCommand::Status => {
+            let s = client.status(StatusRequest {}).await?.into_inner();
+            println!("version:   {}", s.version);
+            println!("uptime:    {}s", s.uptime_seconds);
+            println!("data dir:  {}", s.data_dir);
+            println!("revision:  {}", s.store_revision);
+            let mut kinds: Vec<_> = s.objects.into_iter().collect();
+            kinds.sort();
+            for (k, n) in kinds {
+                println!("{:<16}{n}", format!("{k}:"));
+            }
+        }
+        CtlCommand::Apply { file, dry_run } => {
+            let documents = read_input(&file)?;
+            let reply = client
+                .apply(ApplyRequest { documents, dry_run })
+                .await?
+                .into_inner();
+            for a in reply.applied {
+                println!("{}/{} {}", a.kind.to_lowercase(), a.name, a.result);
+            }
+        }
+        CtlCommand::Get { kind, name, output } => {
+            let kind = parse_kind(&kind)?;
+            let objects = get(&mut client, kind, name.unwrap_or_default()).await?;
+            print_objects(kind, &objects, output)?;
+        }
+        CtlCommand::Delete { kind, name } => {
+            let kind = parse_kind(&kind)?;
+            client
+                .delete(DeleteRequest {
+                    kind: kind.to_string(),
+                    name: name.clone(),
+                })
+                .await?;
+            println!("{}/{name} deleted", kind.as_str().to_lowercase());
+        }
+        CtlCommand::Server { command } => server(&mut client, command).await?,
+    }
+    Ok(())
+}
+
+async fn server(client: &mut Client, command: ServerCommand) -> Result<(), CtlError> {
+    let (name, action, verb) = match command {
+        ServerCommand::List => {
+            let objects = get(client, Kind::Server, String::new()).await?;
+            return print_objects(Kind::Server, &objects, Output::Table);
+        }
+        ServerCommand::Get { name, output } => {
+            let objects = get(client, Kind::Server, name).await?;
+            return print_objects(Kind::Server, &objects, output);
+        }
+        ServerCommand::Delete { name } => {
+            client
+                .delete(DeleteRequest {
+                    kind: Kind::Server.to_string(),
+                    name: name.clone(),
+                })
+                .await?;
+            println!("server/{name} deleted");
+            return Ok(());
+        }
+        ServerCommand::Accept { name } => (name, ServerActionKind::ServerActionAccept, "accepted"),
+        ServerCommand::Cordon { name } => (name, ServerActionKind::ServerActionCordon, "cordoned"),
+        ServerCommand::Uncordon { name } => {
+            (name, ServerActionKind::ServerActionUncordon, "uncordoned")
+        }
+    };
+    client
+        .server_action(ServerActionRequest {
+            name: name.clone(),
+            action: action as i32,
+        })
+        .await?;
+    println!("server/{name} {verb}");
+    Ok(())
+}
+
+async fn get(client: &mut Client, kind: Kind, name: String) -> Result<Vec<Object>, CtlError> {
+    let reply = client
+        .get(GetRequest {
+            kind: kind.to_string(),
+            name,
+        })
+        .await?
+        .into_inner();
+    reply
+        .objects
+        .iter()
+        .map(|o: &PbObject| Object::from_json(kind, &o.json).map_err(CtlError::BadReply))
+        .collect()
+}
+
+fn read_input(file: &PathBuf) -> Result<String, CtlError> {
+    let err = |source| CtlError::ReadFile {
+        path: file.clone(),
+        source,
+    };
+    if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(err)?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).map_err(err)
+    }
+}
+
+fn print_objects(kind: Kind, objects: &[Object], output: Output) -> Result<(), CtlError> {
+    match output {
+        Output::Yaml => {
+            for (i, o) in objects.iter().enumerate() {
+                if i > 0 {
+                    println!("---");
+                }
+                print!("{}", o.to_yaml());
+            }
+        }
+        Output::Json => {
+            let values: Vec<serde_json::Value> = objects
+                .iter()
+                .map(|o| serde_json::to_value(o).expect("serialises"))
+                .collect();
+            let out = if values.len() == 1 {
+                serde_json::to_string_pretty(&values[0])
+            } else {
+                serde_json::to_string_pretty(&values)
+            };
+            println!("{}", out.expect("serialises"));
+        }
+        Output::Table => print!("{}", table(kind, objects)),
+    }
+    Ok(())
+}
+
+/// A fixed-width table: one row per object, columns by kind.
+pub fn table(kind: Kind, objects: &[Object]) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    match kind {
+        Kind::Server => {
+            rows.push(
+                [
+                    "NAME",
+                    "HOSTNAME",
+                    "ACCEPTED",
+                    "CORDONED",
+                    "ALLOCATED",
+                    "CLEAN",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            for o in objects {
+                if let Object::Server(s) = o {
+                    let status = s.status.clone().unwrap_or_default();
+                    rows.push(vec![
+                        s.metadata.name.clone(),
+                        s.spec.hostname.clone().unwrap_or_default(),
+                        s.spec.accepted.to_string(),
+                        s.spec.cordoned.to_string(),
+                        status.in_use.to_string(),
+                        status.is_clean.to_string(),
+                    ]);
+                }
+            }
+        }
+        _ => {
+            rows.push(vec!["NAME".into()]);
+            rows.extend(objects.iter().map(|o| vec![o.name().to_string()]));
+        }
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,82 @@
+//! The one TCP listener on :8081: axum routes (health, metrics; later iPXE scripts, assets,
+//! metadata, console) and tonic gRPC services on the same port, split by path (gRPC paths
+//! are `/<package>.<Service>/<Method>`). HTTP/1.1 and HTTP/2 (h2c, for gRPC) both served.
+
+mod metrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use appliance_rpc::admin::admin_server::AdminServer;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::api::admin::AdminService;
+use crate::api::auth;
+use crate::store::Store;
+
+pub use metrics::Metrics;
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Builds the full router: plain HTTP routes plus gRPC services.
+pub fn router(state: HttpState, admin: AdminService, admin_token: String) -> Router {
+    let metrics = state.metrics.clone();
+    let check = move |req: tonic::Request<()>| {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if auth::check_bearer(header, &admin_token) {
+            metrics.admin_calls.inc();
+            Ok(req)
+        } else {
+            metrics.admin_auth_failures.inc();
+            Err(tonic::Status::unauthenticated(
+                "admin API needs `authorization: Bearer <token>`; the token is in <data_dir>/admin.token",
+            ))
+        }
+    };
+    let grpc = Routes::new(AdminServer::with_interceptor(admin, check)).into_axum_router();
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
+        .with_state(state)
+        .merge(grpc)
+}
+
+async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Content type of Prometheus text exposition.
+pub(crate) const PROMETHEUS_TEXT: (header::HeaderName, &str) =
+    (header::CONTENT_TYPE, "text/plain; version=0.0.4");

@@ -1,0 +1,24 @@
+//! The provisioning appliance as a library; `main.rs` is a thin shell around it.
+//! See ARCHITECTURE.md at the repository root for the map of rooms and how data flows.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod ctl;
+pub mod http;
+pub mod logging;
+pub mod model;
+pub mod store;
+
+/// Formats an error with its whole source chain: "outer: inner: innermost".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

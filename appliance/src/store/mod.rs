@@ -1,0 +1,414 @@
+//! The store: one redb file under the data dir, the only writer of durable state.
+//!
+//! Every state change is one write transaction committed with redb's default (immediate,
+//! fsync'd) durability; a change is acknowledged only after its commit returns. After each
+//! commit the changed keys go out on a broadcast change feed that the reconciler, console
+//! and kube-bridge subscribe to. Only this module names redb types.
+
+mod migrate;
+mod tables;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use tokio::sync::broadcast;
+
+use crate::model::{Kind, Object};
+
+pub use migrate::SCHEMA_VERSION;
+use tables::{META, OBJECTS, object_key};
+
+/// A committed change, as sent on the change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub revision: u64,
+    pub kind: Kind,
+    pub name: String,
+    pub op: ChangeOp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    Put,
+    Delete,
+}
+
+/// An object as stored, with the store revision of its last change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub object: Object,
+    pub revision: u64,
+}
+
+/// What `apply` did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyResult {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl ApplyResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyResult::Created => "created",
+            ApplyResult::Configured => "configured",
+            ApplyResult::Unchanged => "unchanged",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub kind: Kind,
+    pub name: String,
+    pub result: ApplyResult,
+    pub revision: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open store {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error(
+        "store {path} has schema version {found}, newer than this binary's {supported}; \
+         refusing to open it (upgrade the appliance binary)"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    #[error("store {path} failed schema migration from version {from}")]
+    Migration {
+        path: PathBuf,
+        from: u64,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("this binary has no migration step from schema version {version}")]
+    MissingMigration { version: u64 },
+    #[error("{kind} `{name}` not found")]
+    NotFound { kind: Kind, name: String },
+    #[error("{kind} `{name}` cannot be changed: {reason}")]
+    Rejected {
+        kind: Kind,
+        name: String,
+        reason: String,
+    },
+    #[error("stored {kind} `{name}` is unreadable: {message}")]
+    CorruptRecord {
+        kind: Kind,
+        name: String,
+        message: String,
+    },
+    #[error("store transaction failed")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("store table access failed")]
+    Table(#[from] redb::TableError),
+    #[error("store read/write failed")]
+    Storage(#[from] redb::StorageError),
+    #[error("store commit failed")]
+    Commit(#[from] redb::CommitError),
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    path: PathBuf,
+    changes: broadcast::Sender<Change>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the store file, migrating an older schema and refusing a
+    /// newer one or a corrupt file.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        migrate::run(&db, path)?;
+        let (changes, _) = broadcast::channel(4096);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                path: path.to_path_buf(),
+                changes,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Subscribes to committed changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.inner.changes.subscribe()
+    }
+
+    /// The revision of the last committed change (0 for an empty store).
+    pub fn revision(&self) -> Result<u64, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta
+            .get(tables::META_REVISION)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    pub fn get(&self, kind: Kind, name: &str) -> Result<Option<Stored>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(OBJECTS)?;
+        let found = table.get(object_key(kind, name).as_str())?;
+        found
+            .map(|v| tables::decode_record(kind, name, v.value()))
+            .transpose()
+    }
+
+    /// All objects of one kind, sorted by name.
+    pub fn list(&self, kind: Kind) -> Result<Vec<Stored>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(OBJECTS)?;
+        let prefix = tables::kind_prefix(kind);
+        let mut out = Vec::new();
+        for entry in table.range(prefix.as_str()..)? {
+            let (k, v) = entry?;
+            let Some(name) = k.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            out.push(tables::decode_record(kind, name, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Number of stored objects per kind.
+    pub fn counts(&self) -> Result<BTreeMap<Kind, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for kind in Kind::ALL {
+            out.insert(kind, self.list(kind)?.len() as u64);
+        }
+        Ok(out)
+    }
+
+    /// Creates or replaces objects in one transaction: all land or none does. An incoming
+    /// object without `status` keeps the stored status (as `kubectl apply` does).
+    pub fn apply(&self, objects: Vec<Object>) -> Result<Vec<Applied>, StoreError> {
+        let mut changes = Vec::new();
+        let mut applied = Vec::with_capacity(objects.len());
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut table = txn.open_table(OBJECTS)?;
+            let mut revision = meta
+                .get(tables::META_REVISION)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            for mut object in objects {
+                let kind = object.kind();
+                let name = object.name().to_string();
+                let key = object_key(kind, &name);
+                let existing = table
+                    .get(key.as_str())?
+                    .map(|v| tables::decode_record(kind, &name, v.value()))
+                    .transpose()?;
+                if let Some(old) = &existing {
+                    keep_status_if_absent(&mut object, &old.object);
+                }
+                let result = match &existing {
+                    Some(old) if old.object == object => {
+                        applied.push(Applied {
+                            kind,
+                            name,
+                            result: ApplyResult::Unchanged,
+                            revision: old.revision,
+                        });
+                        continue;
+                    }
+                    Some(_) => ApplyResult::Configured,
+                    None => ApplyResult::Created,
+                };
+                revision += 1;
+                table.insert(
+                    key.as_str(),
+                    tables::encode_record(revision, &object).as_slice(),
+                )?;
+                changes.push(Change {
+                    revision,
+                    kind,
+                    name: name.clone(),
+                    op: ChangeOp::Put,
+                });
+                applied.push(Applied {
+                    kind,
+                    name,
+                    result,
+                    revision,
+                });
+            }
+            meta.insert(tables::META_REVISION, revision)?;
+        }
+        if changes.is_empty() {
+            txn.abort()?;
+        } else {
+            txn.commit()?;
+        }
+        self.publish(changes);
+        Ok(applied)
+    }
+
+    /// Changes one stored object with `edit` inside one transaction. `edit` may refuse with
+    /// a reason; then nothing is written.
+    pub fn update(
+        &self,
+        kind: Kind,
+        name: &str,
+        edit: impl FnOnce(&mut Object) -> Result<(), String>,
+    ) -> Result<Stored, StoreError> {
+        let txn = self.inner.db.begin_write()?;
+        let stored;
+        let mut change = None;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut table = txn.open_table(OBJECTS)?;
+            let key = object_key(kind, name);
+            let old = table
+                .get(key.as_str())?
+                .map(|v| tables::decode_record(kind, name, v.value()))
+                .transpose()?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind,
+                    name: name.to_string(),
+                })?;
+            let mut object = old.object.clone();
+            edit(&mut object).map_err(|reason| StoreError::Rejected {
+                kind,
+                name: name.to_string(),
+                reason,
+            })?;
+            if object.kind() != kind || object.name() != name {
+                return Err(StoreError::Rejected {
+                    kind,
+                    name: name.to_string(),
+                    reason: "an update may not change kind or name".into(),
+                });
+            }
+            if object == old.object {
+                stored = old;
+            } else {
+                let revision = meta
+                    .get(tables::META_REVISION)?
+                    .map(|v| v.value())
+                    .unwrap_or(0)
+                    + 1;
+                table.insert(
+                    key.as_str(),
+                    tables::encode_record(revision, &object).as_slice(),
+                )?;
+                meta.insert(tables::META_REVISION, revision)?;
+                change = Some(Change {
+                    revision,
+                    kind,
+                    name: name.to_string(),
+                    op: ChangeOp::Put,
+                });
+                stored = Stored { object, revision };
+            }
+        }
+        if change.is_some() {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        self.publish(change);
+        Ok(stored)
+    }
+
+    /// Deletes one object; returns the revision of the deletion.
+    pub fn delete(&self, kind: Kind, name: &str) -> Result<u64, StoreError> {
+        let txn = self.inner.db.begin_write()?;
+        let revision;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut table = txn.open_table(OBJECTS)?;
+            if table.remove(object_key(kind, name).as_str())?.is_none() {
+                return Err(StoreError::NotFound {
+                    kind,
+                    name: name.to_string(),
+                });
+            }
+            revision = meta
+                .get(tables::META_REVISION)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
+            meta.insert(tables::META_REVISION, revision)?;
+        }
+        txn.commit()?;
+        self.publish(Some(Change {
+            revision,
+            kind,
+            name: name.to_string(),
+            op: ChangeOp::Delete,
+        }));
+        Ok(revision)
+    }
+
+    /// Total number of stored objects (all kinds).
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        Ok(txn.open_table(OBJECTS)?.len()?)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    fn publish(&self, changes: impl IntoIterator<Item = Change>) {
+        for c in changes {
+            // No subscribers is fine: nobody is watching yet.
+            let _ = self.inner.changes.send(c);
+        }
+    }
+}
+
+fn keep_status_if_absent(new: &mut Object, old: &Object) {
+    match (new, old) {
+        (Object::Server(n), Object::Server(o)) if n.status.is_none() => n.status = o.status.clone(),
+        (Object::ServerClass(n), Object::ServerClass(o)) if n.status.is_none() => {
+            n.status = o.status.clone()
+        }
+        (Object::Environment(n), Object::Environment(o)) if n.status.is_none() => {
+            n.status = o.status.clone()
+        }
+        (Object::MetalMachine(n), Object::MetalMachine(o)) if n.status.is_none() => {
+            n.status = o.status.clone()
+        }
+        (Object::ServerBinding(n), Object::ServerBinding(o)) if n.status.is_none() => {
+            n.status = o.status.clone()
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

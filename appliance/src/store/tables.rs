@@ -1,0 +1,48 @@
+//! Every redb table of the store, in one place, and the record encoding.
+//!
+//! `objects`: key `"<Kind>/<name>"`, value = 8-byte big-endian revision + canonical JSON.
+//! `meta`: schema version and the store revision counter.
+
+use redb::TableDefinition;
+
+use super::{StoreError, Stored};
+use crate::model::{Kind, Object};
+
+pub const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+pub const META_REVISION: &str = "revision";
+
+pub fn kind_prefix(kind: Kind) -> String {
+    format!("{}/", kind.as_str())
+}
+
+pub fn object_key(kind: Kind, name: &str) -> String {
+    format!("{}/{name}", kind.as_str())
+}
+
+pub fn encode_record(revision: u64, object: &Object) -> Vec<u8> {
+    let json = object.to_json();
+    let mut out = Vec::with_capacity(8 + json.len());
+    out.extend_from_slice(&revision.to_be_bytes());
+    out.extend_from_slice(json.as_bytes());
+    out
+}
+
+pub fn decode_record(kind: Kind, name: &str, bytes: &[u8]) -> Result<Stored, StoreError> {
+    let corrupt = |message: String| StoreError::CorruptRecord {
+        kind,
+        name: name.to_string(),
+        message,
+    };
+    let (rev, json) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| corrupt(format!("record is {} bytes, shorter than 8", bytes.len())))?;
+    let json = std::str::from_utf8(json).map_err(|e| corrupt(e.to_string()))?;
+    let object = Object::from_json(kind, json).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Stored {
+        object,
+        revision: u64::from_be_bytes(*rev),
+    })
+}

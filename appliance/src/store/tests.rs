@@ -1,0 +1,234 @@
+use super::*;
+use crate::model::parse_documents;
+
+fn server_yaml(name: &str, accepted: bool) -> String {
+    format!(
+        "apiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata:\n  name: {name}\nspec:\n  accepted: {accepted}\n"
+    )
+}
+
+fn objects(yaml: &str) -> Vec<Object> {
+    parse_documents(yaml).unwrap()
+}
+
+fn open_temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn apply_get_list_delete() {
+    let (_dir, store) = open_temp();
+    let applied = store
+        .apply(objects(&format!(
+            "{}---\n{}",
+            server_yaml("b", false),
+            server_yaml("a", true)
+        )))
+        .unwrap();
+    assert_eq!(applied.len(), 2);
+    assert!(applied.iter().all(|a| a.result == ApplyResult::Created));
+    assert_eq!(store.revision().unwrap(), 2);
+
+    let names: Vec<_> = store
+        .list(Kind::Server)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.object.name().to_string())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(store.list(Kind::ServerClass).unwrap().is_empty());
+
+    let again = store.apply(objects(&server_yaml("a", true))).unwrap();
+    assert_eq!(again[0].result, ApplyResult::Unchanged);
+    assert_eq!(
+        store.revision().unwrap(),
+        2,
+        "unchanged apply commits nothing"
+    );
+
+    let changed = store.apply(objects(&server_yaml("a", false))).unwrap();
+    assert_eq!(changed[0].result, ApplyResult::Configured);
+    assert_eq!(changed[0].revision, 3);
+
+    assert_eq!(store.delete(Kind::Server, "a").unwrap(), 4);
+    assert!(store.get(Kind::Server, "a").unwrap().is_none());
+    assert!(matches!(
+        store.delete(Kind::Server, "a"),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn change_feed_sees_committed_changes_in_order() {
+    let (_dir, store) = open_temp();
+    let mut rx = store.subscribe();
+    store.apply(objects(&server_yaml("a", false))).unwrap();
+    store
+        .update(Kind::Server, "a", |o| {
+            if let Object::Server(s) = o {
+                s.spec.accepted = true;
+            }
+            Ok(())
+        })
+        .unwrap();
+    store.delete(Kind::Server, "a").unwrap();
+    let got: Vec<_> = (0..3).map(|_| rx.try_recv().unwrap()).collect();
+    assert_eq!(
+        got.iter().map(|c| (c.revision, c.op)).collect::<Vec<_>>(),
+        [
+            (1, ChangeOp::Put),
+            (2, ChangeOp::Put),
+            (3, ChangeOp::Delete)
+        ]
+    );
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn rejected_update_writes_nothing() {
+    let (_dir, store) = open_temp();
+    store.apply(objects(&server_yaml("a", false))).unwrap();
+    let err = store
+        .update(Kind::Server, "a", |o| {
+            if let Object::Server(s) = o {
+                s.spec.accepted = true;
+            }
+            Err("not allowed".into())
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("not allowed"));
+    let Object::Server(s) = store.get(Kind::Server, "a").unwrap().unwrap().object else {
+        panic!("wrong kind");
+    };
+    assert!(!s.spec.accepted);
+    assert_eq!(store.revision().unwrap(), 1);
+}
+
+#[test]
+fn survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        store.apply(objects(&server_yaml("a", true))).unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert!(store.get(Kind::Server, "a").unwrap().is_some());
+    assert_eq!(store.revision().unwrap(), 1);
+}
+
+#[test]
+fn newer_schema_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        store.apply(objects(&server_yaml("a", true))).unwrap();
+        migrate::force_version(&store.inner.db, SCHEMA_VERSION + 1).unwrap();
+    }
+    let err = Store::open(&path).unwrap_err().to_string();
+    assert!(err.contains("newer than this binary"), "{err}");
+    // The file still holds the newer version and the data: nothing was migrated or lost.
+    let db = Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    let version = meta
+        .get(tables::META_SCHEMA_VERSION)
+        .unwrap()
+        .unwrap()
+        .value();
+    assert_eq!(version, SCHEMA_VERSION + 1);
+    assert_eq!(txn.open_table(OBJECTS).unwrap().len().unwrap(), 1);
+}
+
+#[test]
+fn older_schema_without_step_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        migrate::force_version(&store.inner.db, 0).unwrap();
+    }
+    let err = Store::open(&path).unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        chain.contains("no migration step from schema version 0"),
+        "{chain}"
+    );
+}
+
+#[test]
+fn corrupt_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    std::fs::write(
+        &path,
+        b"this is not a redb file at all, just some text bytes",
+    )
+    .unwrap();
+    let err = Store::open(&path).unwrap_err().to_string();
+    assert!(err.contains("cannot open store"), "{err}");
+}
+
+/// Random sequences of applies, updates and deletes against the store and a BTreeMap
+/// model, with a reopen in the middle; the two must agree after every step.
+#[test]
+fn agrees_with_a_btreemap_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let mut store = Store::open(&path).unwrap();
+    let mut model: BTreeMap<String, bool> = BTreeMap::new();
+    // Deterministic xorshift so the test is repeatable.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for step in 0..300 {
+        let name = format!("s{}", next() % 12);
+        match next() % 4 {
+            0 | 1 => {
+                let accepted = next() % 2 == 0;
+                store.apply(objects(&server_yaml(&name, accepted))).unwrap();
+                model.insert(name, accepted);
+            }
+            2 => {
+                let r = store.delete(Kind::Server, &name);
+                assert_eq!(r.is_ok(), model.remove(&name).is_some());
+            }
+            _ => {
+                let r = store.update(Kind::Server, &name, |o| {
+                    if let Object::Server(s) = o {
+                        s.spec.accepted = !s.spec.accepted;
+                    }
+                    Ok(())
+                });
+                match model.get_mut(&name) {
+                    Some(v) => {
+                        r.unwrap();
+                        *v = !*v;
+                    }
+                    None => assert!(r.is_err()),
+                }
+            }
+        }
+        if step == 150 {
+            drop(store);
+            store = Store::open(&path).unwrap();
+        }
+        let got: BTreeMap<String, bool> = store
+            .list(Kind::Server)
+            .unwrap()
+            .into_iter()
+            .map(|s| match s.object {
+                Object::Server(s) => (s.metadata.name, s.spec.accepted),
+                _ => panic!("wrong kind"),
+            })
+            .collect();
+        assert_eq!(got, model, "after step {step}");
+    }
+}
