@@ -185,7 +185,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         ready: ready.clone(),
     };
     let admin = AdminService::new(store.clone(), data_dir.display().to_string());
-    let router = http::router(state, admin, token.token);
+    let router = http::router(state, admin, Arc::from(token.token.as_str()));
     let listener = TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServeError::Bind {

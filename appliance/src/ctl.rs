@@ -50,12 +50,11 @@ impl From<tonic::Status> for CtlError {
     }
 }
 
-type Client = AdminClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+/// Adds the bearer token to every call.
+type AddToken =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+
+type Client = AdminClient<tonic::service::interceptor::InterceptedService<Channel, AddToken>>;
 
 fn token(args: &CtlArgs) -> Result<String, CtlError> {
     if let Some(t) = &args.token {
@@ -95,9 +94,7 @@ async fn connect(args: &CtlArgs) -> Result<Client, CtlError> {
             .map_err(|_| CtlError::NoToken {
                 path: PathBuf::from("(token has characters not allowed in a header)"),
             })?;
-    let add_token: Box<
-        dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
-    > = Box::new(move |mut req: tonic::Request<()>| {
+    let add_token: AddToken = Box::new(move |mut req: tonic::Request<()>| {
         req.metadata_mut().insert("authorization", bearer.clone());
         Ok(req)
     });

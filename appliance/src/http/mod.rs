@@ -31,15 +31,19 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
 }
 
-/// Builds the full router: plain HTTP routes plus gRPC services.
-pub fn router(state: HttpState, admin: AdminService, admin_token: String) -> Router {
-    let metrics = state.metrics.clone();
-    let check = move |req: tonic::Request<()>| {
+/// The admin-token check for gRPC services: `authorization: Bearer <token>` or
+/// UNAUTHENTICATED. Wrap every admin-side service with it:
+/// `FooServer::with_interceptor(svc, admin_auth(token, metrics))`.
+pub fn admin_auth(
+    token: Arc<str>,
+    metrics: Arc<Metrics>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |req: tonic::Request<()>| {
         let header = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if auth::check_bearer(header, &admin_token) {
+        if auth::check_bearer(header, &token) {
             metrics.admin_calls.inc();
             Ok(req)
         } else {
@@ -48,8 +52,13 @@ pub fn router(state: HttpState, admin: AdminService, admin_token: String) -> Rou
                 "admin API needs `authorization: Bearer <token>`; the token is in <data_dir>/admin.token",
             ))
         }
-    };
-    let grpc = Routes::new(AdminServer::with_interceptor(admin, check)).into_axum_router();
+    }
+}
+
+/// Builds the full router: plain HTTP routes plus gRPC services.
+pub fn router(state: HttpState, admin: AdminService, admin_token: Arc<str>) -> Router {
+    let auth = admin_auth(admin_token, state.metrics.clone());
+    let grpc = Routes::new(AdminServer::with_interceptor(admin, auth)).into_axum_router();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
