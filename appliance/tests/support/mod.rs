@@ -1,0 +1,181 @@
+//! Test fixture: a real `appliance serve` child process on a free loopback port with a
+//! temporary data dir, and helpers to run `appliance ctl` against it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_appliance");
+
+/// A running appliance; killed on drop.
+pub struct Appliance {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Appliance {
+    /// Starts on a fresh temp data dir.
+    pub fn start() -> Appliance {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let mut a = Appliance::start_in(&data_dir);
+        a._tmp = Some(tmp);
+        a
+    }
+
+    /// Starts on a given data dir (kept by the caller across restarts).
+    pub fn start_in(data_dir: &Path) -> Appliance {
+        Appliance::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Appliance {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // Tests run in parallel (and as root in CI): no service on the privileged ports.
+        std::fs::create_dir_all(data_dir).unwrap();
+        let config = data_dir.join("test-config.toml");
+        std::fs::write(&config, "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n").unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--log-level", "warn"])
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--http-listen")
+            .arg(addr.to_string())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("appliance binary starts");
+        let mut a = Appliance {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+        };
+        a.wait_healthy();
+        a
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("appliance exited early with {status}: {err}");
+            }
+            if http_get(self.addr, "/healthz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("appliance did not become healthy on {}", self.addr);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs `appliance ctl <args>` against this box with the token from its data dir.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_stdin(args, None)
+    }
+
+    pub fn ctl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("ctl")
+            .arg("--endpoint")
+            .arg(self.endpoint())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// `ctl` that must succeed; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    pub fn stop(&mut self) {
+        // SIGTERM for a graceful stop.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Minimal HTTP/1.1 GET over std: (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+    Some((code, body))
+}
