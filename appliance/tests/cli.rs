@@ -280,3 +280,129 @@ fn corrupt_store_refuses_to_start() {
         b"definitely not a redb file"
     );
 }
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+/// Waits for /healthz on `addr`, or panics with the child's stderr.
+fn wait_health(child: &mut std::process::Child, addr: std::net::SocketAddr) {
+    for _ in 0..200 {
+        if http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200) {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("exited with {status}: {err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("not healthy");
+}
+
+/// The README's run command must work for a user who is not root: privileged services are
+/// skipped with ONE warning, the data dir falls back to the user's state dir, the rest serves.
+#[test]
+fn non_root_user_gets_one_warning_and_serves_on_defaults() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let mut cmd = if is_root() {
+        if std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIP: running as root and setpriv is missing; cannot drop to a user");
+            return;
+        }
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        std::process::Command::new(BIN)
+    };
+    let mut child = cmd
+        .args(["serve", "--http-listen", &addr.to_string()])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_health(&mut child, addr);
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<_> = err.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "expected one warning, got: {err}");
+    assert!(warnings[0].contains("not running as root"), "{err}");
+    assert!(
+        home.path()
+            .join(".local/state/appliance/admin.token")
+            .exists(),
+        "data dir fell back to the user's state dir: {err}"
+    );
+}
+
+#[test]
+fn json_logs_and_journald_fallback() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (format, expect_json) in [("json", true), ("journald", false)] {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port())
+            .parse()
+            .unwrap();
+        let dir = tmp.path().join(format);
+        let cfg = tmp.path().join("c.toml");
+        std::fs::write(&cfg, "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n").unwrap();
+        let mut child = std::process::Command::new(BIN)
+            .args([
+                "serve",
+                "--log",
+                format,
+                "--http-listen",
+                &addr.to_string(),
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&dir)
+            // No journald socket here: a clear fallback to stderr is expected.
+            .env_remove("JOURNAL_STREAM")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_health(&mut child, addr);
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let log_lines: Vec<_> = err
+            .lines()
+            .filter(|l| !l.starts_with("admin token"))
+            .collect();
+        assert!(!log_lines.is_empty(), "{err}");
+        if expect_json {
+            for l in &log_lines {
+                let v: serde_json::Value = serde_json::from_str(l).expect("a JSON log line");
+                assert!(v.get("level").is_some(), "{l}");
+            }
+        } else if !std::path::Path::new("/run/systemd/journal/socket").exists() {
+            assert!(err.contains("journald is not reachable"), "{err}");
+        }
+    }
+}
