@@ -1,6 +1,10 @@
 //! Compiles the protos in `appliance/proto/` with protox, so no `protoc` is needed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["../proto/admin.proto"];
+    let protos = [
+        "../proto/admin.proto",
+        "../proto/agent.proto",
+        "../proto/lifecycle.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -8,7 +8,9 @@ pub mod config;
 pub mod ctl;
 pub mod http;
 pub mod logging;
+pub mod metadata;
 pub mod model;
+pub mod reconcile;
 pub mod store;
 
 /// Formats an error with its whole source chain: "outer: inner: innermost".

@@ -7,3 +7,15 @@
 pub mod admin {
     tonic::include_proto!("appliance.admin.v1");
 }
+
+/// Agent API (`api.Agent`, wire-compatible with Sidero Metal's agent API plus extensions):
+/// called by `appliance agent` in the PXE-booted initramfs; unauthenticated.
+pub mod agent {
+    tonic::include_proto!("api");
+}
+
+/// Lifecycle API (`appliance.lifecycle.v1`): allocate/release servers and read lifecycle
+/// events; behind the admin token.
+pub mod lifecycle {
+    tonic::include_proto!("appliance.lifecycle.v1");
+}

@@ -5,8 +5,10 @@
 //! commit the changed keys go out on a broadcast change feed that the reconciler, console
 //! and kube-bridge subscribe to. Only this module names redb types.
 
+mod events;
 mod migrate;
 mod tables;
+mod txn;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,10 @@ use tokio::sync::broadcast;
 
 use crate::model::{Kind, Object};
 
+pub use events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
 pub use migrate::SCHEMA_VERSION;
 use tables::{META, OBJECTS, object_key};
+pub use txn::Txn;
 
 /// A committed change, as sent on the change feed.
 #[derive(Debug, Clone, PartialEq, Eq)]

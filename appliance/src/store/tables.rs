@@ -46,3 +46,12 @@ pub fn decode_record(kind: Kind, name: &str, bytes: &[u8]) -> Result<Stored, Sto
         revision: u64::from_be_bytes(*rev),
     })
 }
+
+// --- lifecycle room (store/txn.rs, store/events.rs) ---
+
+/// Lifecycle events: key (server name, global sequence number), value = JSON `EventRecord`.
+pub const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("lifecycle_events");
+/// Allocations: key server name, value = JSON `AllocationRecord` (owner, bootstrap data…).
+pub const ALLOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("lifecycle_allocations");
+/// The last event sequence number handed out (in `META`).
+pub const META_EVENT_SEQ: &str = "lifecycle_event_seq";

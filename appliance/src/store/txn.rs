@@ -1,0 +1,212 @@
+//! Multi-object write transactions: `Store::transact` runs a closure against a `Txn` that
+//! reads and writes objects, lifecycle events and allocations inside ONE redb write
+//! transaction. The closure's error aborts it (nothing written); success commits (fsync'd)
+//! and then publishes the changed objects on the change feed.
+//!
+//! Used by the lifecycle (reconcile/) so that a transition (server status + binding +
+//! event) is atomic. Only this module and its siblings name redb types.
+
+use redb::{ReadableTable, Table};
+
+use super::events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
+use super::tables::{self, ALLOCATIONS, EVENTS, META, OBJECTS, object_key};
+use super::{Change, ChangeOp, Store, StoreError, Stored};
+use crate::model::{Kind, Object};
+
+/// An open write transaction (see `Store::transact`).
+pub struct Txn<'t> {
+    objects: Table<'t, &'static str, &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
+    events: Table<'t, (&'static str, u64), &'static [u8]>,
+    allocations: Table<'t, &'static str, &'static [u8]>,
+    revision: u64,
+    changes: Vec<Change>,
+    dirty: bool,
+}
+
+impl Txn<'_> {
+    pub fn get(&self, kind: Kind, name: &str) -> Result<Option<Stored>, StoreError> {
+        self.objects
+            .get(object_key(kind, name).as_str())?
+            .map(|v| tables::decode_record(kind, name, v.value()))
+            .transpose()
+    }
+
+    /// All objects of one kind, sorted by name.
+    pub fn list(&self, kind: Kind) -> Result<Vec<Stored>, StoreError> {
+        let prefix = tables::kind_prefix(kind);
+        let mut out = Vec::new();
+        for entry in self.objects.range(prefix.as_str()..)? {
+            let (k, v) = entry?;
+            let Some(name) = k.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            out.push(tables::decode_record(kind, name, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Creates or replaces `object`; returns its revision (unchanged objects keep theirs and
+    /// are not written).
+    pub fn put(&mut self, object: &Object) -> Result<u64, StoreError> {
+        let kind = object.kind();
+        let name = object.name().to_string();
+        let key = object_key(kind, &name);
+        if let Some(old) = self.get(kind, &name)?
+            && old.object == *object
+        {
+            return Ok(old.revision);
+        }
+        self.revision += 1;
+        self.objects.insert(
+            key.as_str(),
+            tables::encode_record(self.revision, object).as_slice(),
+        )?;
+        self.changes.push(Change {
+            revision: self.revision,
+            kind,
+            name,
+            op: ChangeOp::Put,
+        });
+        self.dirty = true;
+        Ok(self.revision)
+    }
+
+    /// Deletes one object; false if it did not exist.
+    pub fn delete(&mut self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        if self
+            .objects
+            .remove(object_key(kind, name).as_str())?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        self.revision += 1;
+        self.changes.push(Change {
+            revision: self.revision,
+            kind,
+            name: name.to_string(),
+            op: ChangeOp::Delete,
+        });
+        self.dirty = true;
+        Ok(true)
+    }
+
+    /// Appends a lifecycle event; keeps the newest `EVENTS_PER_SERVER` per server.
+    pub fn append_event(&mut self, event: NewEvent) -> Result<u64, StoreError> {
+        let seq = self
+            .meta
+            .get(tables::META_EVENT_SEQ)?
+            .map(|v| v.value())
+            .unwrap_or(0)
+            + 1;
+        self.meta.insert(tables::META_EVENT_SEQ, seq)?;
+        let record = EventRecord::from_new(seq, event);
+        self.events
+            .insert((record.server.as_str(), seq), record.to_json().as_bytes())?;
+        let server = record.server.clone();
+        let mut old = Vec::new();
+        {
+            let range = self
+                .events
+                .range((server.as_str(), 0)..(server.as_str(), u64::MAX))?;
+            for entry in range {
+                let (k, _) = entry?;
+                old.push(k.value().1);
+            }
+        }
+        if old.len() > EVENTS_PER_SERVER {
+            for s in &old[..old.len() - EVENTS_PER_SERVER] {
+                self.events.remove((server.as_str(), *s))?;
+            }
+        }
+        self.dirty = true;
+        Ok(seq)
+    }
+
+    pub fn allocation(&self, server: &str) -> Result<Option<AllocationRecord>, StoreError> {
+        self.allocations
+            .get(server)?
+            .map(|v| AllocationRecord::decode(server, v.value()))
+            .transpose()
+    }
+
+    /// All allocations, by server name.
+    pub fn allocations(&self) -> Result<Vec<(String, AllocationRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.allocations.iter()? {
+            let (k, v) = entry?;
+            let server = k.value().to_string();
+            let record = AllocationRecord::decode(&server, v.value())?;
+            out.push((server, record));
+        }
+        Ok(out)
+    }
+
+    pub fn put_allocation(
+        &mut self,
+        server: &str,
+        record: &AllocationRecord,
+    ) -> Result<(), StoreError> {
+        self.allocations
+            .insert(server, record.to_json().as_bytes())?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub fn delete_allocation(&mut self, server: &str) -> Result<bool, StoreError> {
+        let removed = self.allocations.remove(server)?.is_some();
+        self.dirty |= removed;
+        Ok(removed)
+    }
+}
+
+impl Store {
+    /// Runs `f` inside one write transaction. `Err` from `f` aborts (nothing is written);
+    /// `Ok` commits if anything was written, then publishes the changed objects.
+    pub fn transact<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let txn = self.inner.db.begin_write().map_err(StoreError::from)?;
+        let (result, changes, dirty) = {
+            let meta = txn.open_table(META).map_err(StoreError::from)?;
+            let revision = meta
+                .get(tables::META_REVISION)
+                .map_err(StoreError::from)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let mut t = Txn {
+                objects: txn.open_table(OBJECTS).map_err(StoreError::from)?,
+                meta,
+                events: txn.open_table(EVENTS).map_err(StoreError::from)?,
+                allocations: txn.open_table(ALLOCATIONS).map_err(StoreError::from)?,
+                revision,
+                changes: Vec::new(),
+                dirty: false,
+            };
+            let result = f(&mut t);
+            if result.is_ok() && !t.changes.is_empty() {
+                t.meta
+                    .insert(tables::META_REVISION, t.revision)
+                    .map_err(StoreError::from)?;
+            }
+            (result, t.changes, t.dirty)
+        };
+        match result {
+            Ok(v) if dirty => {
+                txn.commit().map_err(StoreError::from)?;
+                self.publish(changes);
+                Ok(v)
+            }
+            Ok(v) => {
+                txn.abort().map_err(StoreError::from)?;
+                Ok(v)
+            }
+            Err(e) => {
+                txn.abort().map_err(StoreError::from)?;
+                Err(e)
+            }
+        }
+    }
+}
