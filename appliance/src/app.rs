@@ -15,6 +15,7 @@ use crate::api::auth;
 use crate::cli::ServeArgs;
 use crate::config::{Config, LoadConfigError};
 use crate::http::{self, HttpState, Metrics};
+use crate::net::tftp::{TftpBindError, TftpServer, TftpSettings};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tftp(TftpBindError),
     #[error("HTTP server failed")]
     Http(#[source] std::io::Error),
 }
@@ -169,15 +172,28 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // reported as not running so an operator is not surprised.
     if !is_root() {
         skipped.push(
-            "not running as root: DHCP (udp/67, 4011) and TFTP (udp/69) need privileges and are skipped"
-                .to_string(),
+            "not running as root: DHCP (udp/67, 4011) needs privileges and is skipped".to_string(),
         );
+    }
+
+    let shutdown = shutdown_signal();
+
+    let mut tftp_task = None;
+    if config.tftp.enabled {
+        match TftpServer::bind(TftpSettings::from(&config.tftp)).await {
+            Ok(server) => tftp_task = Some(tokio::spawn(server.run(shutdown.clone()))),
+            Err(e) if e.source.kind() == std::io::ErrorKind::PermissionDenied && !is_root() => {
+                skipped.push(format!(
+                    "TFTP (udp {}) not started: binding needs privileges",
+                    config.tftp.listen
+                ));
+            }
+            Err(e) => return Err(ServeError::Tftp(e)),
+        }
     }
     if !skipped.is_empty() {
         tracing::warn!("{}", skipped.join("; "));
     }
-
-    let shutdown = shutdown_signal();
     let ready = Arc::new(AtomicBool::new(false));
     let state = HttpState {
         store: store.clone(),
@@ -200,7 +216,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         "appliance serving"
     );
     ready.store(true, Ordering::Relaxed);
-    http::serve(listener, router, wait_for(shutdown))
+    let served = http::serve(listener, router, wait_for(shutdown))
         .await
-        .map_err(ServeError::Http)
+        .map_err(ServeError::Http);
+    if let Some(task) = tftp_task {
+        if served.is_ok() {
+            // The TFTP task saw the same shutdown signal; it ends once its transfers end.
+            let _ = task.await;
+        } else {
+            task.abort();
+        }
+    }
+    served
 }

@@ -61,6 +61,19 @@ pub struct TftpConfig {
     pub listen: SocketAddr,
     /// Directory holding the iPXE binaries (Debian's `ipxe` package: /usr/lib/ipxe).
     pub root: PathBuf,
+    /// Transfers running at once; further read requests are dropped until a slot frees
+    /// (clients retransmit them).
+    pub max_transfers: usize,
+    /// Retransmission timeout when the client does not negotiate `timeout` (RFC 2349).
+    pub retransmit_ms: u64,
+    /// Retransmissions of one window before a transfer is given up.
+    pub max_retries: u32,
+    /// Largest block size granted (RFC 2348, 8..=65464).
+    pub max_blksize: u16,
+    /// Largest window granted (RFC 7440).
+    pub max_windowsize: u16,
+    /// Memory for caching served files (MiB); larger files are read from disk.
+    pub cache_mib: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

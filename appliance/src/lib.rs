@@ -10,6 +10,8 @@ pub mod http;
 pub mod logging;
 pub mod metadata;
 pub mod model;
+pub mod net;
+pub mod protocol;
 pub mod reconcile;
 pub mod store;
 

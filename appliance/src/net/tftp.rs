@@ -1,0 +1,497 @@
+//! TFTP service glue: the UDP listener (port 69 by default) and one tokio task per read
+//! transfer on its own ephemeral, connected UDP socket (standard TFTP, RFC 1350 §4).
+//! All protocol decisions come from the pure core in `protocol::tftp`; this file owns
+//! sockets, timers and file reads only.
+//!
+//! - Requests the core refuses (write requests, paths outside the root, non-octet modes,
+//!   malformed packets) get the core's TFTP ERROR and a `warn` log line naming the client.
+//! - At most `max_transfers` transfers run at once; a read request beyond that is dropped
+//!   (logged) so the client retransmits it a moment later instead of failing the boot.
+//! - A retransmitted RRQ from a client whose transfer is already running is ignored.
+//! - Files up to `cache_mib` (total) are kept in memory keyed by path, size and mtime, so
+//!   a rack of machines fetching `ipxe.efi` at once reads it from disk once; bigger files
+//!   are read from disk per window.
+//! - Symlinks inside the root are followed (see `protocol::tftp::path`).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::config::TftpConfig;
+use crate::protocol::tftp::transfer::{self, Decision, Limits, ReadTransfer, Status, Transmit};
+use crate::protocol::tftp::wire::{self, ErrorCode, MAX_PACKET, RequestedOptions};
+
+/// Everything the TFTP service needs, resolved from the config.
+#[derive(Debug, Clone)]
+pub struct TftpSettings {
+    pub listen: SocketAddr,
+    pub root: PathBuf,
+    pub limits: Limits,
+    pub max_transfers: usize,
+    pub cache_bytes: u64,
+}
+
+impl From<&TftpConfig> for TftpSettings {
+    fn from(c: &TftpConfig) -> Self {
+        TftpSettings {
+            listen: c.listen,
+            root: c.root.clone(),
+            limits: Limits {
+                max_blksize: c.max_blksize.clamp(wire::MIN_BLKSIZE, wire::MAX_BLKSIZE),
+                max_windowsize: c.max_windowsize.max(1),
+                default_timeout: Duration::from_millis(c.retransmit_ms.max(1)),
+                max_retries: c.max_retries,
+            },
+            max_transfers: c.max_transfers.max(1),
+            cache_bytes: c.cache_mib.saturating_mul(1 << 20),
+        }
+    }
+}
+
+/// Binding the listening socket failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for TFTP on udp {addr}")]
+pub struct TftpBindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+/// The bound, not yet running, TFTP service.
+#[derive(Debug)]
+pub struct TftpServer {
+    socket: UdpSocket,
+    ctx: Arc<Ctx>,
+}
+
+#[derive(Debug)]
+struct Ctx {
+    settings: TftpSettings,
+    cache: FileCache,
+    /// Clients with a running transfer (duplicate RRQs are ignored).
+    active: Mutex<HashSet<SocketAddr>>,
+}
+
+impl TftpServer {
+    pub async fn bind(settings: TftpSettings) -> Result<TftpServer, TftpBindError> {
+        let addr = settings.listen;
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| TftpBindError { addr, source })?;
+        let cache = FileCache::new(settings.cache_bytes);
+        Ok(TftpServer {
+            socket,
+            ctx: Arc::new(Ctx {
+                settings,
+                cache,
+                active: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Serves until `shutdown` turns true; running transfers are told (ERROR) and awaited.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let local = self.local_addr().ok();
+        tracing::info!(listen = ?local, root = %self.ctx.settings.root.display(), "TFTP serving");
+        let slots = Arc::new(Semaphore::new(self.ctx.settings.max_transfers));
+        let mut transfers = JoinSet::new();
+        let mut buf = vec![0u8; MAX_PACKET + 1];
+        let for_transfers = shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = stopped(&mut shutdown) => break,
+                Some(_) = transfers.join_next(), if !transfers.is_empty() => {}
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, peer)) => {
+                        self.on_datagram(&buf[..n], peer, &slots, &mut transfers, &for_transfers)
+                            .await;
+                    }
+                    Err(e) => {
+                        // E.g. an ICMP error for an ERROR we sent earlier; the listener
+                        // keeps going. Pause briefly so a persistent error cannot spin.
+                        tracing::debug!(error = %e, "TFTP listener receive error");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+        while transfers.join_next().await.is_some() {}
+        tracing::info!("TFTP stopped");
+    }
+
+    async fn on_datagram(
+        &self,
+        bytes: &[u8],
+        peer: SocketAddr,
+        slots: &Arc<Semaphore>,
+        transfers: &mut JoinSet<()>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        match transfer::decide(bytes) {
+            Decision::Ignore => {
+                tracing::debug!(%peer, "TFTP: ERROR packet on the listening port ignored");
+            }
+            Decision::Refuse {
+                code,
+                message,
+                requested,
+            } => {
+                tracing::warn!(%peer, file = requested.as_deref().unwrap_or(""), code = code.to_u16(), "TFTP request refused: {message}");
+                let mut out = Vec::new();
+                wire::encode_error(code, &message, &mut out);
+                if let Err(e) = self.socket.send_to(&out, peer).await {
+                    tracing::debug!(%peer, error = %e, "TFTP: cannot send ERROR");
+                }
+            }
+            Decision::Read {
+                requested,
+                path,
+                options,
+            } => {
+                if !self.ctx.active.lock().expect("lock").insert(peer) {
+                    tracing::debug!(%peer, file = %requested, "TFTP: retransmitted RRQ ignored");
+                    return;
+                }
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    self.ctx.active.lock().expect("lock").remove(&peer);
+                    tracing::warn!(%peer, file = %requested, max = self.ctx.settings.max_transfers,
+                        "TFTP: too many transfers; request dropped (the client will retry)");
+                    return;
+                };
+                let ctx = self.ctx.clone();
+                let shutdown = shutdown.clone();
+                transfers.spawn(async move {
+                    let _active = ActiveGuard { ctx: &ctx, peer };
+                    serve_read(&ctx, peer, &requested, &path, &options, shutdown).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// Resolves when the shutdown flag is set (without holding the watch guard).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+struct ActiveGuard<'a> {
+    ctx: &'a Ctx,
+    peer: SocketAddr,
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.ctx.active.lock() {
+            a.remove(&self.peer);
+        }
+    }
+}
+
+/// One read transfer, start to end. Never returns an error: everything is logged.
+async fn serve_read(
+    ctx: &Ctx,
+    peer: SocketAddr,
+    requested: &str,
+    path: &Path,
+    options: &RequestedOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let unspecified = match ctx.settings.listen.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let local_ip = if ctx.settings.listen.ip().is_unspecified() {
+        unspecified
+    } else {
+        ctx.settings.listen.ip()
+    };
+    let socket = match UdpSocket::bind((local_ip, 0)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%peer, file = %requested, error = %e, "TFTP: cannot open a transfer socket");
+            return;
+        }
+    };
+    if let Err(e) = socket.connect(peer).await {
+        tracing::warn!(%peer, file = %requested, error = %e, "TFTP: cannot reach the client");
+        return;
+    }
+
+    let full = ctx.settings.root.join(path);
+    let source = match ctx.cache.open(&full).await {
+        Ok(s) => s,
+        Err(e) => {
+            let (code, message) = match e.kind() {
+                io::ErrorKind::NotFound => (ErrorCode::FileNotFound, "file not found"),
+                io::ErrorKind::PermissionDenied => (ErrorCode::AccessViolation, "access denied"),
+                io::ErrorKind::InvalidInput => (ErrorCode::FileNotFound, "not a regular file"),
+                _ => (ErrorCode::NotDefined, "cannot read file"),
+            };
+            tracing::warn!(%peer, file = %requested, error = %e, "TFTP request refused: {message}");
+            let mut out = Vec::new();
+            wire::encode_error(code, message, &mut out);
+            let _ = socket.send(&out).await;
+            return;
+        }
+    };
+    if !options.ignored.is_empty() {
+        tracing::debug!(%peer, file = %requested, ignored = ?options.ignored, "TFTP: options ignored");
+    }
+
+    let started = Instant::now();
+    let now = || started.elapsed();
+    let mut out = Vec::new();
+    let mut t = ReadTransfer::start(now(), options, source.len(), &ctx.settings.limits, &mut out);
+    let mut send_buf = Vec::with_capacity(4 + usize::from(t.negotiated().blksize));
+    let mut recv_buf = vec![0u8; MAX_PACKET + 1];
+    let mut client_gone = false;
+    loop {
+        if let Err(e) = flush(&socket, &source, &mut out, &mut send_buf).await {
+            tracing::debug!(%peer, error = %e, "TFTP: send failed");
+            if e.kind() == io::ErrorKind::ConnectionRefused {
+                client_gone = true;
+                break;
+            }
+        }
+        if t.is_finished() {
+            break;
+        }
+        let deadline = t
+            .poll_at()
+            .map_or(started + Duration::from_secs(3600), |d| started + d);
+        tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => {
+                t.abort("server shutting down", &mut out);
+                let _ = flush(&socket, &source, &mut out, &mut send_buf).await;
+                break;
+            }
+            r = socket.recv(&mut recv_buf) => match r {
+                Ok(n) => match wire::decode(&recv_buf[..n]) {
+                    Ok(packet) => t.handle_packet(now(), &packet, &mut out),
+                    Err(e) => t.handle_malformed(e, &mut out),
+                },
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    client_gone = true;
+                    break;
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "TFTP: receive failed"),
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => t.handle_timeout(now(), &mut out),
+        }
+    }
+    let n = t.negotiated();
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match t.status() {
+        Status::Complete => tracing::info!(
+            %peer, file = %requested, bytes = source.len(), blksize = n.blksize,
+            windowsize = n.windowsize, retransmits = t.stats.retransmits, elapsed_ms,
+            "TFTP sent"
+        ),
+        Status::Failed(e) => tracing::warn!(
+            %peer, file = %requested, retransmits = t.stats.retransmits, elapsed_ms,
+            "TFTP transfer failed: {}", crate::error_chain(e)
+        ),
+        Status::Running if client_gone => tracing::warn!(
+            %peer, file = %requested, elapsed_ms, "TFTP transfer failed: client port unreachable"
+        ),
+        Status::Running => {}
+    }
+}
+
+/// Sends everything in `out` (DATA built from `source`).
+async fn flush(
+    socket: &UdpSocket,
+    source: &Source,
+    out: &mut Vec<Transmit>,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut result = Ok(());
+    let disk_window = match source {
+        Source::Disk { .. } => Some(source.read_window(out).await?),
+        Source::Memory(_) => None,
+    };
+    for tx in out.drain(..) {
+        let r = match tx {
+            Transmit::Packet(bytes) => socket.send(&bytes).await,
+            Transmit::Data { block, offset, len } => {
+                buf.clear();
+                let data = match (&disk_window, source) {
+                    (Some((start, bytes)), _) => slice(bytes, offset - start, len),
+                    (None, Source::Memory(bytes)) => slice(bytes, offset, len),
+                    (None, Source::Disk { .. }) => &[][..],
+                };
+                wire::encode_data_header(block, buf, data);
+                socket.send(buf).await
+            }
+        };
+        if let Err(e) = r {
+            result = Err(e);
+        }
+    }
+    result
+}
+
+fn slice(bytes: &[u8], offset: u64, len: usize) -> &[u8] {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let end = start.saturating_add(len).min(bytes.len());
+    &bytes[start..end]
+}
+
+/// Where a transfer's bytes come from.
+#[derive(Debug)]
+enum Source {
+    Memory(Arc<[u8]>),
+    Disk { file: Arc<std::fs::File>, len: u64 },
+}
+
+impl Source {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Memory(b) => b.len() as u64,
+            Source::Disk { len, .. } => *len,
+        }
+    }
+
+    /// Reads the byte range covering all DATA in `out` with one positional read.
+    async fn read_window(&self, out: &[Transmit]) -> io::Result<(u64, Vec<u8>)> {
+        let Source::Disk { file, .. } = self else {
+            return Ok((0, Vec::new()));
+        };
+        let ranges = out.iter().filter_map(|t| match t {
+            Transmit::Data { offset, len, .. } => Some((*offset, *offset + *len as u64)),
+            Transmit::Packet(_) => None,
+        });
+        let (start, end) = ranges.fold((u64::MAX, 0), |(s, e), (a, b)| (s.min(a), e.max(b)));
+        if start >= end {
+            return Ok((0, Vec::new()));
+        }
+        let file = file.clone();
+        let len = usize::try_from(end - start).unwrap_or(0);
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; len];
+            let mut done = 0;
+            while done < len {
+                match file.read_at(&mut buf[done..], start + done as u64)? {
+                    0 => break, // file shrank; short DATA follows, the client sees a short file
+                    n => done += n,
+                }
+            }
+            buf.truncate(done);
+            Ok((start, buf))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+/// In-memory copies of recently served files, keyed by path and validated by size and
+/// mtime on every open.
+#[derive(Debug)]
+struct FileCache {
+    max_bytes: u64,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    entries: HashMap<PathBuf, CacheEntry>,
+    used: u64,
+    tick: u64,
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    len: u64,
+    mtime: Option<SystemTime>,
+    data: Arc<[u8]>,
+    last_used: u64,
+}
+
+impl FileCache {
+    fn new(max_bytes: u64) -> FileCache {
+        FileCache {
+            max_bytes,
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
+
+    async fn open(&self, path: &Path) -> io::Result<Source> {
+        let meta = tokio::fs::metadata(path).await?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        let (len, mtime) = (meta.len(), meta.modified().ok());
+        if len > self.max_bytes {
+            let file = std::fs::File::open(path)?;
+            return Ok(Source::Disk {
+                file: Arc::new(file),
+                len,
+            });
+        }
+        {
+            let mut inner = self.inner.lock().expect("cache lock");
+            inner.tick += 1;
+            let tick = inner.tick;
+            if let Some(e) = inner.entries.get_mut(path)
+                && e.len == len
+                && e.mtime == mtime
+            {
+                e.last_used = tick;
+                return Ok(Source::Memory(e.data.clone()));
+            }
+        }
+        let data: Arc<[u8]> = tokio::fs::read(path).await?.into();
+        let mut inner = self.inner.lock().expect("cache lock");
+        if let Some(old) = inner.entries.remove(path) {
+            inner.used -= old.len;
+        }
+        let size = data.len() as u64;
+        while inner.used + size > self.max_bytes {
+            let Some(victim) = inner
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(p, _)| p.clone())
+            else {
+                break;
+            };
+            if let Some(e) = inner.entries.remove(&victim) {
+                inner.used -= e.len;
+            }
+        }
+        // Only cache what was read consistently with the stat (no concurrent rewrite).
+        if size == len && inner.used + size <= self.max_bytes {
+            let tick = inner.tick;
+            inner.used += size;
+            inner.entries.insert(
+                path.to_path_buf(),
+                CacheEntry {
+                    len: size,
+                    mtime,
+                    data: data.clone(),
+                    last_used: tick,
+                },
+            );
+        }
+        Ok(Source::Memory(data))
+    }
+}

@@ -1,0 +1,5 @@
+//! Sans-IO protocol cores: pure functions and state machines that take bytes, time and
+//! state and return decisions and bytes to send. No tokio, sockets, clock, filesystem or
+//! RNG here; the tokio glue lives in `net/`.
+
+pub mod tftp;

@@ -1,0 +1,423 @@
+//! The TFTP service on loopback against real clients (curl, tftp-hpa, atftp) and a raw UDP
+//! client for the refusal paths. Each test runs its own server on a random port with its
+//! own temp root; a test whose client binary is missing skips with a printed reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use appliance::net::tftp::{TftpServer, TftpSettings};
+use appliance::protocol::tftp::transfer::Limits;
+use appliance::protocol::tftp::wire::{self, ErrorCode, Packet};
+use tokio::net::UdpSocket;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+struct Server {
+    addr: SocketAddr,
+    root: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(cache_bytes: u64) -> Server {
+        let root = tempfile::tempdir().unwrap();
+        let settings = TftpSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            root: root.path().to_path_buf(),
+            limits: Limits::default(),
+            max_transfers: 256,
+            cache_bytes,
+        };
+        let server = TftpServer::bind(settings).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(server.run(rx));
+        Server {
+            addr,
+            root,
+            stop,
+            task,
+        }
+    }
+
+    fn put(&self, name: &str, size: usize) -> PathBuf {
+        let path = self.root.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Deterministic, non-repeating-ish content so misplaced blocks are caught.
+        let data: Vec<u8> = (0..size)
+            .map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8)
+            .collect();
+        std::fs::write(&path, data).unwrap();
+        path
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("TFTP server stops on shutdown")
+            .unwrap();
+    }
+}
+
+fn have(bin: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false);
+    if !found {
+        eprintln!("SKIP: `{bin}` not installed (apt-get install curl tftp-hpa atftp)");
+    }
+    found
+}
+
+async fn run(cmd: &mut Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(60), cmd.kill_on_drop(true).output())
+        .await
+        .expect("client finished within 60 s")
+        .expect("client starts")
+}
+
+fn same(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
+}
+
+async fn curl(addr: SocketAddr, name: &str, out: &Path, blksize: Option<u16>) -> Output {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-S", "--path-as-is", "-o"]).arg(out);
+    if let Some(b) = blksize {
+        cmd.args(["--tftp-blksize", &b.to_string()]);
+    }
+    cmd.arg(format!("tftp://{addr}/{name}"));
+    run(&mut cmd).await
+}
+
+#[tokio::test]
+async fn curl_fetches_with_default_and_1468_blocks() {
+    if !have("curl") {
+        return;
+    }
+    let s = Server::start(64 << 20).await;
+    let src = s.put("ipxe.efi", 850_528);
+    let dir = tempfile::tempdir().unwrap();
+    for blksize in [None, Some(1468), Some(8192)] {
+        let out = dir.path().join("out");
+        let o = curl(s.addr, "ipxe.efi", &out, blksize).await;
+        assert!(o.status.success(), "curl {blksize:?}: {o:?}");
+        assert!(same(&src, &out), "curl {blksize:?}: content differs");
+    }
+    // A leading slash names the same file (PXE clients send both forms).
+    let out = dir.path().join("out2");
+    let o = curl(s.addr, "/ipxe.efi", &out, Some(1468)).await;
+    assert!(o.status.success(), "{o:?}");
+    assert!(same(&src, &out));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tftp_hpa_fetches_files_and_cannot_put() {
+    if !have("tftp") {
+        return;
+    }
+    let s = Server::start(64 << 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, size) in [("undionly.kpxe", 74_213), ("sub/empty", 0), ("exact", 1024)] {
+        let src = s.put(name, size);
+        let out = dir.path().join("out");
+        let o = run(Command::new("tftp")
+            .args([&s.addr.ip().to_string(), &s.addr.port().to_string()])
+            .args(["-m", "binary", "-c", "get", name])
+            .arg(&out))
+        .await;
+        assert!(o.status.success(), "{name}: {o:?}");
+        assert!(same(&src, &out), "{name}: content differs");
+    }
+    // Write requests are refused; nothing appears in the root.
+    let local = dir.path().join("upload");
+    std::fs::write(&local, b"hello").unwrap();
+    let o = run(Command::new("tftp")
+        .args([&s.addr.ip().to_string(), &s.addr.port().to_string()])
+        .args(["-m", "binary", "-c", "put"])
+        .arg(&local)
+        .arg("uploaded"))
+    .await;
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(text.contains("read-only"), "tftp put output: {text}");
+    assert!(!s.root.path().join("uploaded").exists());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn atftp_fetches_with_windowsize_8() {
+    if !have("atftp") {
+        return;
+    }
+    let s = Server::start(64 << 20).await;
+    let src = s.put("ipxe.efi", 850_528);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = run(Command::new("atftp")
+        .args([
+            "--trace",
+            "--option",
+            "blksize 1468",
+            "--option",
+            "windowsize 8",
+        ])
+        .args(["-g", "-r", "ipxe.efi", "-l"])
+        .arg(&out)
+        .args([&s.addr.ip().to_string(), &s.addr.port().to_string()]))
+    .await;
+    assert!(o.status.success(), "{o:?}");
+    assert!(same(&src, &out), "content differs");
+    // atftp's trace shows the OACK; windowsize must be granted (tftpd-hpa drops it).
+    let trace =
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(
+        trace.contains("received OACK") && trace.contains("windowsize: 8"),
+        "atftp trace: {}",
+        &trace[..trace.len().min(2000)]
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_fetches_are_all_correct() {
+    if !have("curl") {
+        return;
+    }
+    let s = Server::start(64 << 20).await;
+    let src = s.put("ipxe.efi", 850_528);
+    let dir = tempfile::tempdir().unwrap();
+    let mut jobs = Vec::new();
+    for i in 0..50 {
+        let out = dir.path().join(format!("out{i}"));
+        let addr = s.addr;
+        // Mix block sizes as a rack of different firmware would.
+        let blksize = [None, Some(1468), Some(1432)][i % 3];
+        jobs.push(tokio::spawn(async move {
+            let o = curl(addr, "ipxe.efi", &out, blksize).await;
+            (o, out)
+        }));
+    }
+    for j in jobs {
+        let (o, out) = j.await.unwrap();
+        assert!(o.status.success(), "{o:?}");
+        assert!(same(&src, &out), "{}: content differs", out.display());
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn large_file_from_disk_wraps_block_numbers() {
+    if !have("atftp") {
+        return;
+    }
+    // No cache: the file is read from disk per window. 8-byte blocks: 70,001 blocks, so
+    // block numbers pass 65535 and wrap to 0; a window of 64 keeps that quick.
+    let s = Server::start(0).await;
+    let src = s.put("big.bin", 8 * 70_000 + 3);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = run(Command::new("atftp")
+        .args(["--option", "blksize 8", "--option", "windowsize 64"])
+        .args(["-g", "-r", "big.bin", "-l"])
+        .arg(&out)
+        .args([&s.addr.ip().to_string(), &s.addr.port().to_string()]))
+    .await;
+    assert!(o.status.success(), "{o:?}");
+    assert!(same(&src, &out), "content differs");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn traversal_attempts_are_refused_by_real_clients() {
+    let s = Server::start(64 << 20).await;
+    // A secret next to the root must stay unreachable.
+    let secret = s.root.path().parent().unwrap().join(format!(
+        "tftp-secret-{}",
+        s.root.path().file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&secret, b"secret").unwrap();
+    let name = secret.file_name().unwrap().to_string_lossy().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    if have("curl") {
+        for path in [
+            format!("../{name}"),
+            format!("/../{name}"),
+            format!("..%2f{name}"),
+        ] {
+            let out = dir.path().join("c");
+            let o = curl(s.addr, &path, &out, None).await;
+            assert!(!o.status.success(), "curl {path}: {o:?}");
+            assert!(!out.exists() || std::fs::read(&out).unwrap().is_empty());
+        }
+    }
+    if have("tftp") {
+        let out = dir.path().join("t");
+        let o = run(Command::new("tftp")
+            .args([&s.addr.ip().to_string(), &s.addr.port().to_string()])
+            .args(["-m", "binary", "-c", "get", &format!("../{name}")])
+            .arg(&out))
+        .await;
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(text.contains(".."), "tftp-hpa output: {text}");
+        assert!(!out.exists() || std::fs::read(&out).unwrap().is_empty());
+    }
+    std::fs::remove_file(&secret).unwrap();
+    s.stop().await;
+}
+
+/// Sends `bytes` to the listener and returns the first reply.
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> (Vec<u8>, SocketAddr, UdpSocket) {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(bytes, addr).await.unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .expect("a reply within 5 s")
+        .unwrap();
+    buf.truncate(n);
+    (buf, from, sock)
+}
+
+fn rrq(op: u8, name: &[u8], mode: &str, opts: &[(&str, &str)]) -> Vec<u8> {
+    let mut v = vec![0, op];
+    v.extend_from_slice(name);
+    v.push(0);
+    v.extend_from_slice(mode.as_bytes());
+    v.push(0);
+    for (k, val) in opts {
+        v.extend_from_slice(k.as_bytes());
+        v.push(0);
+        v.extend_from_slice(val.as_bytes());
+        v.push(0);
+    }
+    v
+}
+
+fn error_code(reply: &[u8]) -> ErrorCode {
+    match wire::decode(reply).unwrap() {
+        Packet::Error { code, .. } => code,
+        p => panic!("expected ERROR, got {p:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_tftp_errors_and_the_server_keeps_serving() {
+    let s = Server::start(64 << 20).await;
+    s.put("ok.bin", 100);
+    std::fs::create_dir(s.root.path().join("adir")).unwrap();
+    let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
+        (
+            "WRQ",
+            rrq(2, b"x", "octet", &[]),
+            ErrorCode::AccessViolation,
+        ),
+        (
+            "traversal",
+            rrq(1, b"../etc/passwd", "octet", &[]),
+            ErrorCode::AccessViolation,
+        ),
+        (
+            "backslash traversal",
+            rrq(1, b"..\\..\\etc\\passwd", "octet", &[]),
+            ErrorCode::AccessViolation,
+        ),
+        (
+            "missing file",
+            rrq(1, b"nope.efi", "octet", &[]),
+            ErrorCode::FileNotFound,
+        ),
+        (
+            "directory",
+            rrq(1, b"adir", "octet", &[]),
+            ErrorCode::FileNotFound,
+        ),
+        (
+            "netascii",
+            rrq(1, b"ok.bin", "netascii", &[]),
+            ErrorCode::IllegalOperation,
+        ),
+        (
+            "unknown mode",
+            rrq(1, b"ok.bin", "binary", &[]),
+            ErrorCode::IllegalOperation,
+        ),
+        ("garbage", vec![0xff; 40], ErrorCode::IllegalOperation),
+        ("one byte", vec![1], ErrorCode::IllegalOperation),
+        (
+            "unterminated",
+            b"\x00\x01ok.bin".to_vec(),
+            ErrorCode::IllegalOperation,
+        ),
+        ("stray ACK", vec![0, 4, 0, 1], ErrorCode::IllegalOperation),
+    ];
+    for (name, bytes, want) in cases {
+        let (reply, _, _) = exchange(s.addr, &bytes).await;
+        assert_eq!(error_code(&reply), want, "{name}");
+    }
+    // After all that, a normal transfer still works (from the same listener).
+    let (reply, from, sock) = exchange(s.addr, &rrq(1, b"ok.bin", "octet", &[])).await;
+    assert_ne!(from, s.addr, "transfers use their own port");
+    assert!(
+        matches!(wire::decode(&reply).unwrap(), Packet::Data { block: 1, data } if data.len() == 100)
+    );
+    sock.send_to(&[0, 4, 0, 1], from).await.unwrap();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn window_of_8_arrives_before_any_ack() {
+    let s = Server::start(64 << 20).await;
+    s.put("f", 1468 * 20);
+    let (reply, from, sock) = exchange(
+        s.addr,
+        &rrq(
+            1,
+            b"f",
+            "octet",
+            &[("blksize", "1468"), ("windowsize", "8"), ("tsize", "0")],
+        ),
+    )
+    .await;
+    let Packet::Oack { options } = wire::decode(&reply).unwrap() else {
+        panic!("expected OACK")
+    };
+    let got: Vec<(String, String)> = options.into_iter().map(|o| (o.name, o.value)).collect();
+    assert_eq!(
+        got,
+        [("blksize", "1468"), ("tsize", "29360"), ("windowsize", "8")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    sock.send_to(&[0, 4, 0, 0], from).await.unwrap();
+    let mut buf = vec![0u8; 70_000];
+    for want in 1..=8u16 {
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let Packet::Data { block, data } = wire::decode(&buf[..n]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((block, data.len()), (want, 1468));
+    }
+    // Tell the server we saw only 1..3 (a gap): it continues with 4.
+    sock.send_to(&[0, 4, 0, 3], from).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        wire::decode(&buf[..n]).unwrap(),
+        Packet::Data { block: 4, .. }
+    ));
+    // Give up as a client: the transfer ends on our ERROR.
+    sock.send_to(&[0, 5, 0, 0, b'b', b'y', b'e', 0], from)
+        .await
+        .unwrap();
+    s.stop().await;
+}
