@@ -3,24 +3,49 @@
 //! (MetalMachine, ServerBinding), so a Sidero user's YAML applies unchanged and reads back
 //! equivalent.
 //!
-//! Pure data + parsing: no IO. Parsing rejects unknown fields and wrong types with the path
-//! of the offending field (`spec.hardware.compute.processorCount`).
+//! Pure data + parsing: no IO. Parsing rejects unknown fields, wrong types, unknown enum
+//! values and broken rules (`validate::Check`) with the path of the offending field
+//! (`spec.hardware.compute.processors[0].coreCount`). Only the storage versions are accepted:
+//! `metal.sidero.dev/v1alpha2` and `infrastructure.cluster.x-k8s.io/v1alpha3` (v1alpha1
+//! shapes differ and are refused with a clear error rather than misread).
 
 pub mod binding;
 pub mod environment;
 pub mod meta;
 pub mod server;
 pub mod serverclass;
+pub mod validate;
+pub mod yaml;
+
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::DeserializeSeed;
 
-pub use binding::{MetalMachine, ServerBinding};
-pub use environment::Environment;
-pub use meta::{ObjectMeta, Resource};
-pub use server::Server;
-pub use serverclass::ServerClass;
+pub use binding::{
+    MetalMachine, MetalMachineSpec, MetalMachineStatus, ServerBinding, ServerBindingSpec,
+    ServerBindingStatus, SideroLinkSpec,
+};
+pub use environment::{
+    Asset, AssetCondition, Environment, EnvironmentSpec, EnvironmentStatus, Kernel,
+};
+pub use meta::{
+    Address, AddressType, Condition, ConditionSeverity, ConditionStatus, LabelSelector,
+    LabelSelectorRequirement, ObjectMeta, ObjectReference, OwnerReference, Resource,
+    SelectorOperator,
+};
+pub use server::{
+    Bmc, BootFromDiskMethod, ComputeInformation, ConfigPatch, CredentialSource,
+    HardwareInformation, ManagementApi, MemoryInformation, MemoryModule, NetworkInformation,
+    NetworkInterface, PatchOp, PowerState, Processor, PxeMode, SecretKeyRef, Server, ServerSpec,
+    ServerStatus, StorageDevice, StorageInformation, SystemInformation,
+};
+pub use serverclass::{Qualifiers, ServerClass, ServerClassSpec, ServerClassStatus};
+
+use validate::Check;
 
 /// The kinds of object the store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,7 +85,7 @@ impl Kind {
         }
     }
 
-    /// API groups accepted on input for this kind.
+    /// The API group of this kind (the part of `apiVersion` before `/`).
     pub fn api_group(self) -> &'static str {
         match self {
             Kind::Server | Kind::ServerClass | Kind::Environment => "metal.sidero.dev",
@@ -95,6 +120,9 @@ impl fmt::Display for Kind {
 }
 
 /// Any stored object.
+// Unboxed on purpose: objects are few and short-lived, and other rooms construct and match
+// `Object::Server(server)` directly.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Object {
@@ -110,7 +138,14 @@ pub enum Object {
 pub enum ParseObjectError {
     #[error("document {document}: not valid YAML: {message}")]
     Syntax { document: usize, message: String },
-    #[error("document {document}: missing `{field}`")]
+    #[error(
+        "document {document}: expected a mapping with apiVersion, kind and metadata, found {found}"
+    )]
+    NotAMapping {
+        document: usize,
+        found: &'static str,
+    },
+    #[error("document {document}: missing `{field}` (a string)")]
     Missing {
         document: usize,
         field: &'static str,
@@ -120,13 +155,13 @@ pub enum ParseObjectError {
     )]
     UnknownKind { document: usize, kind: String },
     #[error(
-        "document {document}: apiVersion `{api_version}` is not served for {kind} (expected group {group})"
+        "document {document}: apiVersion `{api_version}` is not served for {kind} (expected {expected})"
     )]
     WrongApiVersion {
         document: usize,
         kind: Kind,
         api_version: String,
-        group: &'static str,
+        expected: &'static str,
     },
     #[error("document {document} ({kind}): at `{path}`: {message}")]
     Field {
@@ -202,70 +237,27 @@ impl Object {
                 document: 1,
                 message: e.to_string(),
             })?;
-        Object::from_value(kind, value, 1)
-    }
-
-    fn from_value(
-        kind: Kind,
-        value: serde_json::Value,
-        document: usize,
-    ) -> Result<Object, ParseObjectError> {
-        fn typed<T: serde::de::DeserializeOwned>(
-            kind: Kind,
-            value: serde_json::Value,
-            document: usize,
-        ) -> Result<T, ParseObjectError> {
-            serde_path_to_error::deserialize(value).map_err(|e| ParseObjectError::Field {
-                document,
+        let obj = Object::from_value(value, 1)?;
+        if obj.kind() != kind {
+            return Err(ParseObjectError::Invalid {
+                document: 1,
                 kind,
-                path: e.path().to_string(),
-                message: e.into_inner().to_string(),
-            })
+                message: format!("stored object is a {}", obj.kind()),
+            });
         }
-        let obj = match kind {
-            Kind::Server => Object::Server(typed(kind, value, document)?),
-            Kind::ServerClass => Object::ServerClass(typed(kind, value, document)?),
-            Kind::Environment => Object::Environment(typed(kind, value, document)?),
-            Kind::MetalMachine => Object::MetalMachine(typed(kind, value, document)?),
-            Kind::ServerBinding => Object::ServerBinding(typed(kind, value, document)?),
-        };
-        obj.validate(document)?;
         Ok(obj)
     }
 
-    /// Checks that serde cannot express: names are DNS-1123 subdomains.
-    fn validate(&self, document: usize) -> Result<(), ParseObjectError> {
-        let name = self.name();
-        if let Err(message) = meta::validate_name(name) {
-            return Err(ParseObjectError::Field {
-                document,
-                kind: self.kind(),
-                path: "metadata.name".into(),
-                message,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Parses multi-document YAML (JSON is accepted as YAML). Empty documents are skipped.
-/// Rejects the whole input on the first bad document, and on two documents with the same
-/// kind and name.
-pub fn parse_documents(text: &str) -> Result<Vec<Object>, ParseObjectError> {
-    let mut out: Vec<(usize, Object)> = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let document = i + 1;
-        let value = serde_json::Value::deserialize(de).map_err(|e| ParseObjectError::Syntax {
-            document,
-            message: e.to_string(),
-        })?;
-        if value.is_null() {
-            continue;
-        }
+    /// Reads one document: checks `kind` and `apiVersion`, deserialises the typed shape
+    /// (unknown fields and wrong types fail with their path), then runs the `Check` rules.
+    pub fn from_value(
+        value: serde_json::Value,
+        document: usize,
+    ) -> Result<Object, ParseObjectError> {
         let Some(map) = value.as_object() else {
-            return Err(ParseObjectError::Syntax {
+            return Err(ParseObjectError::NotAMapping {
                 document,
-                message: "expected a mapping with apiVersion, kind, metadata".into(),
+                found: json_type(&value),
             });
         };
         let kind_str =
@@ -286,15 +278,73 @@ pub fn parse_documents(text: &str) -> Result<Vec<Object>, ParseObjectError> {
                     document,
                     field: "apiVersion",
                 })?;
-        if api_version.split('/').next() != Some(kind.api_group()) {
+        if api_version != kind.api_version() {
             return Err(ParseObjectError::WrongApiVersion {
                 document,
                 kind,
                 api_version: api_version.to_string(),
-                group: kind.api_group(),
+                expected: kind.api_version(),
             });
         }
-        let obj = Object::from_value(kind, value, document)?;
+        fn typed<T: serde::de::DeserializeOwned + Serialize + Check>(
+            kind: Kind,
+            value: serde_json::Value,
+            document: usize,
+        ) -> Result<T, ParseObjectError> {
+            let field = |path: String, message: String| ParseObjectError::Field {
+                document,
+                kind,
+                path,
+                message,
+            };
+            let typed: T = serde_path_to_error::deserialize(&value)
+                .map_err(|e| field(e.path().to_string(), e.into_inner().to_string()))?;
+            let printed = serde_json::to_value(&typed).expect("model types serialise infallibly");
+            if let Some(e) = validate::find_list_read_as_mapping(&value, &printed, "") {
+                return Err(field(e.path, e.message));
+            }
+            typed.check("").map_err(|e| field(e.path, e.message))?;
+            Ok(typed)
+        }
+        Ok(match kind {
+            Kind::Server => Object::Server(typed(kind, value, document)?),
+            Kind::ServerClass => Object::ServerClass(typed(kind, value, document)?),
+            Kind::Environment => Object::Environment(typed(kind, value, document)?),
+            Kind::MetalMachine => Object::MetalMachine(typed(kind, value, document)?),
+            Kind::ServerBinding => Object::ServerBinding(typed(kind, value, document)?),
+        })
+    }
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "nothing",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a mapping",
+    }
+}
+
+/// Parses multi-document YAML (JSON is accepted as YAML). Empty documents are skipped.
+/// Rejects the whole input on the first bad document, and on two documents with the same
+/// kind and name.
+pub fn parse_documents(text: &str) -> Result<Vec<Object>, ParseObjectError> {
+    let mut out: Vec<(usize, Object)> = Vec::new();
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
+        let value =
+            yaml::StrictValue::new()
+                .deserialize(de)
+                .map_err(|e| ParseObjectError::Syntax {
+                    document,
+                    message: e.to_string(),
+                })?;
+        if value.is_null() {
+            continue;
+        }
+        let obj = Object::from_value(value, document)?;
         if let Some((first, _)) = out
             .iter()
             .find(|(_, o)| o.kind() == obj.kind() && o.name() == obj.name())
@@ -302,7 +352,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Object>, ParseObjectError> {
             return Err(ParseObjectError::Duplicate {
                 first: *first,
                 second: document,
-                kind,
+                kind: obj.kind(),
                 name: obj.name().to_string(),
             });
         }
