@@ -2,4 +2,5 @@
 //! state and return decisions and bytes to send. No tokio, sockets, clock, filesystem or
 //! RNG here; the tokio glue lives in `net/`.
 
+pub mod ipmi;
 pub mod tftp;

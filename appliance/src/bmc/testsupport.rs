@@ -1,0 +1,189 @@
+//! Test-only helpers: a real OpenIPMI `ipmi_sim` on loopback (config generated into a
+//! temp dir, unique port, killed on drop) with a chassis-control script whose state files
+//! the tests read, and an `ipmitool -I lanplus` runner for cross-checks.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free UDP port on loopback (bound then released; good enough for tests).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Returns false (after printing why) when ipmi_sim/ipmitool are missing.
+pub fn ipmi_tools_present(test: &str) -> bool {
+    if have("ipmi_sim") && have("ipmitool") {
+        true
+    } else {
+        println!(
+            "SKIP {test}: ipmi_sim or ipmitool not installed (apt-get install openipmi ipmitool)"
+        );
+        false
+    }
+}
+
+const SCRIPT: &str = r#"#!/bin/sh
+S=$(cd "$(dirname "$0")" && pwd)/state
+mc=$1; op=$2; shift 2
+echo "$mc $op $*" >> $S/calls.log
+case $op in
+  get) for p in "$@"; do
+         case $p in
+           power) echo "power:$(cat $S/power 2>/dev/null || echo 0)";;
+           boot)  echo "boot:$(cat $S/boot 2>/dev/null || echo default)";;
+           *) echo "Invalid parameter: $p"; exit 1;;
+         esac; done;;
+  set) while [ -n "$1" ]; do
+         p=$1; v=$2; shift 2
+         case $p in
+           power) echo "$v" > $S/power;;
+           reset) echo reset >> $S/resets;;
+           boot)  echo "$v" > $S/boot;;
+           shutdown) echo 0 > $S/power;;
+           identify) :;;
+           *) echo "Invalid parameter: $p"; exit 1;;
+         esac; done;;
+  check) :;;
+  *) echo "bad op $op"; exit 1;;
+esac
+exit 0
+"#;
+
+/// A running ipmi_sim with users `admin`/`password` (administrator).
+pub struct IpmiSim {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl IpmiSim {
+    pub fn start() -> IpmiSim {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_udp_port();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("state")).unwrap();
+        let script = d.join("chassis_control.sh");
+        std::fs::write(&script, SCRIPT).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let lan = format!(
+            r#"name "bmctest"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 {port}
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  chassis_control "{} 0x20"
+  user 1 true  ""      "test"     user  10 none md2 md5 straight
+  user 2 true  "admin" "password" admin 10 none md2 md5 straight
+"#,
+            script.display()
+        );
+        std::fs::write(d.join("lan.conf"), lan).unwrap();
+        std::fs::write(
+            d.join("sim.emu"),
+            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
+        )
+        .unwrap();
+        let child = Command::new("ipmi_sim")
+            .arg("-c")
+            .arg(d.join("lan.conf"))
+            .arg("-f")
+            .arg(d.join("sim.emu"))
+            .arg("-s")
+            .arg(d.join("state"))
+            .arg("-n")
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ipmi_sim starts");
+        let sim = IpmiSim { port, dir, child };
+        // Ready when ipmitool can log in.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if sim
+                .ipmitool("admin", "password", 3, &["chassis", "power", "status"])
+                .0
+            {
+                return sim;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("ipmi_sim did not come up on port {port}");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn state(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.state_dir().join(name))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn calls(&self) -> String {
+        self.state("calls.log").unwrap_or_default()
+    }
+
+    /// Runs ipmitool against this sim; returns (success, stdout+stderr).
+    pub fn ipmitool(&self, user: &str, pass: &str, suite: u8, args: &[&str]) -> (bool, String) {
+        ipmitool_at(&self.endpoint(), user, pass, suite, args)
+    }
+}
+
+/// Runs `ipmitool -I lanplus` against `host:port`.
+pub fn ipmitool_at(
+    endpoint: &str,
+    user: &str,
+    pass: &str,
+    suite: u8,
+    args: &[&str],
+) -> (bool, String) {
+    let (host, port) = endpoint.rsplit_once(':').unwrap();
+    let out = Command::new("ipmitool")
+        .args([
+            "-I", "lanplus", "-H", host, "-p", port, "-U", user, "-P", pass,
+        ])
+        .args(["-C", &suite.to_string(), "-N", "1", "-R", "2"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ipmitool runs");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+impl Drop for IpmiSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
