@@ -1,0 +1,230 @@
+//! The real `appliance serve` inside the lab namespace, bound to the bridge address, with a
+//! test config (data dir in the lab directory, TFTP root /usr/lib/ipxe, HTTP on :8081), plus
+//! `appliance ctl` and plain-HTTP helpers that run inside the namespace (the bridge address is
+//! only reachable there).
+//!
+//! The binary: `$APPLIANCE_BIN` if set, else `cargo build -p appliance --bin appliance` is run
+//! once per test process (a no-op when up to date) and the path Cargo reports is used, so the
+//! tests always run the binary built from this tree, whatever the target dir.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::netns::{BRIDGE, BRIDGE_ADDR, Netns};
+use crate::process::{Guarded, run};
+use crate::{tail, workspace_root};
+
+/// HTTP + gRPC port of the appliance in the lab.
+pub const HTTP_PORT: u16 = 8081;
+
+/// Path of the `appliance` binary to test (built on first use).
+pub fn binary() -> Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| build_binary().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("appliance binary: {e}"))
+}
+
+fn build_binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("APPLIANCE_BIN") {
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            bail!("APPLIANCE_BIN={} is not a file", bin.display());
+        }
+        return Ok(bin);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    let mut child = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "-p",
+            "appliance",
+            "--bin",
+            "appliance",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("run cargo build -p appliance")?;
+    let stdout = child.stdout.take().context("cargo stdout")?;
+    let mut exe = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("read cargo output")?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == "appliance"
+            && let Some(path) = msg["executable"].as_str()
+        {
+            exe = Some(PathBuf::from(path));
+        }
+    }
+    let status = child.wait().context("wait for cargo build")?;
+    if !status.success() {
+        bail!("cargo build -p appliance failed ({status})");
+    }
+    exe.ok_or_else(|| anyhow!("cargo build reported no appliance executable"))
+}
+
+/// How the appliance under test is configured.
+#[derive(Debug, Clone)]
+pub struct ApplianceConfig {
+    /// `[dhcp] mode`: "server", "proxy" or "off".
+    pub dhcp_mode: String,
+    /// More TOML appended to the generated config (sections/keys the test needs).
+    pub extra_toml: String,
+    /// tracing filter.
+    pub log_level: String,
+}
+
+impl ApplianceConfig {
+    pub fn dhcp_mode(mode: &str) -> ApplianceConfig {
+        ApplianceConfig {
+            dhcp_mode: mode.to_string(),
+            extra_toml: String::new(),
+            log_level: "debug,h2=info,hyper=info,tower=info,tonic=info".to_string(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Appliance {
+    process: Guarded,
+    bin: PathBuf,
+    data_dir: PathBuf,
+    config_path: PathBuf,
+    ns_name: String,
+}
+
+impl Appliance {
+    pub(crate) fn start(ns: &Netns, dir: &Path, config: &ApplianceConfig) -> Result<Appliance> {
+        let bin = binary()?;
+        let data_dir = dir.join("data");
+        std::fs::create_dir_all(&data_dir)?;
+        let config_path = dir.join("appliance.toml");
+        let toml = format!(
+            "data_dir = \"{data}\"\ninterface = \"{BRIDGE}\"\n\n[http]\nlisten = \"{BRIDGE_ADDR}:{HTTP_PORT}\"\n\n[dhcp]\nmode = \"{mode}\"\n\n[tftp]\nenabled = true\nlisten = \"{BRIDGE_ADDR}:69\"\nroot = \"{tftp}\"\n\n[log]\nformat = \"human\"\nlevel = \"{level}\"\n\n{extra}\n",
+            data = data_dir.display(),
+            mode = config.dhcp_mode,
+            tftp = crate::IPXE_DIR,
+            level = config.log_level,
+            extra = config.extra_toml,
+        );
+        std::fs::write(&config_path, toml)?;
+        let mut cmd = ns.command(bin.to_str().context("binary path is not UTF-8")?);
+        cmd.arg("serve").arg("--config").arg(&config_path);
+        // No colours in the log file.
+        cmd.env("NO_COLOR", "1");
+        let process = Guarded::spawn("appliance", cmd, &dir.join("appliance.log"))?;
+        let mut appliance = Appliance {
+            process,
+            bin,
+            data_dir,
+            config_path,
+            ns_name: ns.name().to_string(),
+        };
+        appliance.wait_ready(ns, Duration::from_secs(30))?;
+        Ok(appliance)
+    }
+
+    fn wait_ready(&mut self, ns: &Netns, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.process.exited() {
+                bail!(
+                    "appliance serve exited ({status}) during startup\n--- log ---\n{}",
+                    tail(&self.log(), 4000)
+                );
+            }
+            if let Ok((200, _)) = http_get(ns, &format!("{}/healthz", self.base_url())) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "appliance not healthy within {timeout:?}\n--- log ---\n{}",
+                    tail(&self.log(), 4000)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `http://10.77.0.1:8081`
+    pub fn base_url(&self) -> String {
+        format!("http://{BRIDGE_ADDR}:{HTTP_PORT}")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// Fails when the process is no longer running (a crash during a test).
+    pub fn check_alive(&mut self) -> Result<()> {
+        match self.process.exited() {
+            None => Ok(()),
+            Some(status) => bail!(
+                "appliance exited ({status})\n--- log ---\n{}",
+                tail(&self.log(), 4000)
+            ),
+        }
+    }
+
+    /// Runs `appliance ctl <args>` against this appliance (inside the namespace).
+    pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns_name])
+            .arg(&self.bin)
+            .arg("ctl")
+            .arg("--endpoint")
+            .arg(self.base_url())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args);
+        run(&mut cmd)
+    }
+
+    /// `appliance ctl apply -f <file with yaml>`.
+    pub fn apply(&self, dir: &Path, yaml: &str) -> Result<String> {
+        let file = tempfile::Builder::new()
+            .prefix("apply-")
+            .suffix(".yaml")
+            .tempfile_in(dir)?;
+        std::fs::write(file.path(), yaml)?;
+        self.ctl(&["apply", "-f", file.path().to_str().context("utf-8 path")?])
+    }
+}
+
+/// GET `url` from inside the namespace: (status, body). Status 0 = no HTTP response.
+pub fn http_get(ns: &Netns, url: &str) -> Result<(u16, String)> {
+    let out = ns
+        .command("curl")
+        .args(["-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}", url])
+        .stdin(Stdio::null())
+        .output()
+        .context("run curl")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    let code = code.trim().parse().unwrap_or(0);
+    Ok((code, body.to_string()))
+}

@@ -1,0 +1,140 @@
+//! The `Lab` fixture: one network namespace with a bridge, a scratch directory for configs
+//! and logs, the appliance and/or reference peers inside the namespace, and VMs on taps.
+//!
+//! Teardown is drop: VMs (owned by the test, dropped before the lab), then the appliance and
+//! peers, then the namespace (which kills anything still running in it). When the test
+//! panics the scratch directory is kept and its path printed, so the logs survive a failure.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::appliance::{self, Appliance, ApplianceConfig};
+use crate::netns::Netns;
+use crate::peers::{Dnsmasq, DnsmasqRole, StaticHttp};
+use crate::tail;
+use crate::vm::{Vm, VmSpec};
+
+#[derive(Debug)]
+pub struct Lab {
+    appliance: Option<Appliance>,
+    dnsmasq: Option<Dnsmasq>,
+    http: Option<StaticHttp>,
+    ns: Netns,
+    dir: Option<tempfile::TempDir>,
+    vms_started: u32,
+}
+
+impl Lab {
+    pub fn new() -> Result<Lab> {
+        let ns = Netns::create()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}.", ns.name()))
+            .tempdir()
+            .context("lab scratch dir")?;
+        Ok(Lab {
+            appliance: None,
+            dnsmasq: None,
+            http: None,
+            ns,
+            dir: Some(dir),
+            vms_started: 0,
+        })
+    }
+
+    /// The scratch directory (configs, logs, serial consoles, data dir).
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("lab dir lives until drop").path()
+    }
+
+    pub fn ns(&self) -> &Netns {
+        &self.ns
+    }
+
+    /// Starts `appliance serve` in the namespace and waits until it answers /healthz.
+    pub fn start_appliance(&mut self, config: &ApplianceConfig) -> Result<&mut Appliance> {
+        let appliance = Appliance::start(&self.ns, self.dir(), config)?;
+        Ok(self.appliance.insert(appliance))
+    }
+
+    pub fn appliance(&mut self) -> &mut Appliance {
+        self.appliance.as_mut().expect("start_appliance first")
+    }
+
+    pub fn start_dnsmasq(&mut self, role: &DnsmasqRole) -> Result<&Dnsmasq> {
+        let d = Dnsmasq::start(&self.ns, self.dir(), role)?;
+        Ok(self.dnsmasq.insert(d))
+    }
+
+    pub fn dnsmasq(&self) -> Option<&Dnsmasq> {
+        self.dnsmasq.as_ref()
+    }
+
+    pub fn start_static_http(&mut self, root: &Path, port: u16) -> Result<&StaticHttp> {
+        let h = StaticHttp::start(&self.ns, self.dir(), root, port)?;
+        Ok(self.http.insert(h))
+    }
+
+    pub fn static_http(&self) -> Option<&StaticHttp> {
+        self.http.as_ref()
+    }
+
+    /// Boots a VM on a new tap. The test owns it; dropping it kills QEMU.
+    pub fn start_vm(&mut self, spec: &VmSpec) -> Result<Vm> {
+        let n = self.vms_started;
+        self.vms_started += 1;
+        let mac = spec.mac.clone().unwrap_or_else(|| {
+            // Unique within the lab; the namespace isolates labs from each other.
+            format!("52:54:00:77:{:02x}:{:02x}", (n >> 8) & 0xff, n & 0xff)
+        });
+        Vm::start(&self.ns, self.dir(), &format!("vm{n}"), mac, spec)
+    }
+
+    /// GET a URL (or a path on the appliance) from inside the namespace.
+    pub fn http_get(&self, url_or_path: &str) -> Result<(u16, String)> {
+        let url = if url_or_path.starts_with("http") {
+            url_or_path.to_string()
+        } else {
+            format!(
+                "http://{}:{}{url_or_path}",
+                crate::netns::BRIDGE_ADDR,
+                appliance::HTTP_PORT
+            )
+        };
+        appliance::http_get(&self.ns, &url)
+    }
+
+    /// The ends of every service log, for failure messages.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        if let Some(a) = &self.appliance {
+            out.push_str(&format!(
+                "--- appliance log ({}) ---\n{}\n",
+                a.log_path().display(),
+                tail(&a.log(), 6000)
+            ));
+        }
+        if let Some(d) = &self.dnsmasq {
+            out.push_str(&format!("--- dnsmasq log ---\n{}\n", tail(&d.log(), 3000)));
+        }
+        if let Some(h) = &self.http {
+            out.push_str(&format!("--- httpd log ---\n{}\n", tail(&h.log(), 2000)));
+        }
+        out
+    }
+
+    /// Where logs are kept (the scratch dir).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir().join(name)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("lab: test failed; logs kept in {}", dir.keep().display());
+        }
+    }
+}

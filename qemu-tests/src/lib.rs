@@ -1,0 +1,145 @@
+//! End-to-end lab for the network boot path: real firmware (SeaBIOS + the iPXE option ROM,
+//! OVMF's own UEFI PXE client) boots under QEMU (TCG) on a bridge inside a private network
+//! namespace, against the real `appliance serve` bound to that bridge.
+//!
+//! The room: this crate only drives external processes (`ip`, `qemu-system-x86_64`, the
+//! `appliance` binary, `dnsmasq`, `busybox httpd`, `curl`) and reads their logs; it never
+//! links appliance internals, so what it tests is exactly what an operator runs.
+//!
+//! - [`netns`]: a uniquely named namespace (`labqt-<pid>-<n>`) with a bridge and taps; on drop
+//!   every process inside is killed and the namespace deleted. Stale namespaces of dead test
+//!   processes are reaped on the next start.
+//! - [`appliance`]: builds/locates the binary, writes a test config, runs `serve` in the
+//!   namespace, `ctl` and HTTP helpers.
+//! - [`vm`]: QEMU PXE clients (BIOS or UEFI), serial console to a file, waiting for a marker.
+//! - [`env`]: the test Environment (Debian kernel + busybox initramfs that prints a marker).
+//! - [`peers`]: dnsmasq (address-only DHCP for proxy mode, or a full reference PXE setup) and
+//!   a static HTTP server.
+//! - [`lab`]: the [`Lab`] fixture tying these together; drop order tears everything down.
+//!
+//! Tests call [`require_lab!`] first and return early (printing the reason) unless
+//! `APPLIANCE_E2E=1` is set (scripts/test sets it), when not root, or when QEMU/iPXE/OVMF are
+//! missing.
+
+pub mod appliance;
+pub mod env;
+pub mod lab;
+pub mod netns;
+pub mod peers;
+mod process;
+pub mod vm;
+
+use std::path::{Path, PathBuf};
+
+pub use lab::Lab;
+pub use vm::{Firmware, Vm, VmSpec};
+
+/// SeaBIOS' iPXE option ROM for virtio-net (package ipxe-qemu).
+pub const IPXE_ROM_DIR: &str = "/usr/lib/ipxe/qemu";
+/// Debian's iPXE binaries (package ipxe), served over TFTP.
+pub const IPXE_DIR: &str = "/usr/lib/ipxe";
+/// OVMF firmware (package ovmf).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// What a test needs from the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Root, netns/tap, QEMU, the iPXE ROMs and binaries, curl.
+    Bios,
+    /// All of `Bios` plus OVMF.
+    Uefi,
+}
+
+/// Environment variable that opts in to the lab tests (`scripts/test` sets it). The crate is
+/// a workspace member, so `cargo test --workspace` builds it; without the variable its tests
+/// skip quickly instead of booting VMs on every developer's test run.
+pub const OPT_IN_VAR: &str = "APPLIANCE_E2E";
+
+/// Why this machine cannot run a lab test, or `None` when it can.
+pub fn skip_reason(needs: Needs) -> Option<String> {
+    if std::env::var_os(OPT_IN_VAR).is_none_or(|v| v.is_empty() || v == "0") {
+        return Some(format!(
+            "end-to-end QEMU tests are opt-in: set {OPT_IN_VAR}=1 (scripts/test does)"
+        ));
+    }
+    if !is_root() {
+        return Some("not root (needs network namespaces, tap devices, udp/67 and udp/69)".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun missing (no tap devices)".into());
+    }
+    for tool in ["ip", "qemu-system-x86_64", "curl", "cpio", "xz"] {
+        if which(tool).is_none() {
+            return Some(format!("{tool} not installed (run scripts/setup)"));
+        }
+    }
+    for file in [
+        format!("{IPXE_ROM_DIR}/efi-virtio.rom"),
+        format!("{IPXE_DIR}/undionly.kpxe"),
+        format!("{IPXE_DIR}/ipxe.efi"),
+    ] {
+        if !Path::new(&file).exists() {
+            return Some(format!("{file} missing (packages ipxe, ipxe-qemu)"));
+        }
+    }
+    if needs == Needs::Uefi {
+        for file in [OVMF_CODE, OVMF_VARS] {
+            if !Path::new(file).exists() {
+                return Some(format!("{file} missing (package ovmf)"));
+            }
+        }
+    }
+    None
+}
+
+/// Returns early from a test, printing why, when the lab cannot run here.
+#[macro_export]
+macro_rules! require_lab {
+    ($needs:expr) => {
+        if let Some(reason) = $crate::skip_reason($needs) {
+            eprintln!("SKIP {}: {reason}", module_path!());
+            return;
+        }
+    };
+}
+
+/// Effective uid 0 (from /proc, no libc).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The first executable `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The workspace root (parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("qemu-tests lives inside the workspace")
+        .to_path_buf()
+}
+
+/// The last `max` bytes of `text`, cut at a char boundary, for failure messages.
+pub fn tail(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}

@@ -1,0 +1,218 @@
+//! QEMU PXE clients (TCG: KVM is not usable on the CI machines) on a tap of the lab bridge.
+//!
+//! - [`Firmware::Bios`]: SeaBIOS with the iPXE option ROM of ipxe-qemu on virtio-net
+//!   (`-machine graphics=off` puts SeaBIOS' and iPXE's screen output on the serial port).
+//! - [`Firmware::Uefi`]: OVMF (a private copy of the vars store) with the NIC's option ROM
+//!   removed (`romfile=`), so the firmware's own PXE client (EDK2 PxeBcDxe on VirtioNetDxe)
+//!   does DHCP and TFTP: the path goes through the server's DHCP and TFTP and iPXE only starts
+//!   once `ipxe.efi` was fetched. With the ROM, OVMF would start the ROM's iPXE directly.
+//!
+//! The serial console goes to a file that [`Vm::wait_for`] polls. QEMU runs with
+//! `-no-reboot`, so a guest that powers off or reboots ends the process.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::netns::Netns;
+use crate::process::Guarded;
+use crate::{OVMF_CODE, OVMF_VARS, tail};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS + the iPXE option ROM (PXE client = iPXE, user class "iPXE", arch 0).
+    Bios,
+    /// OVMF's own UEFI PXE client (arch 7, not iPXE) → TFTP → ipxe.efi.
+    Uefi,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub firmware: Firmware,
+    /// SMBIOS system UUID (`-uuid`): what iPXE sends as `${uuid}` and Servers are named by.
+    pub uuid: Option<String>,
+    /// MAC address of the NIC; the lab picks a unique one when `None`.
+    pub mac: Option<String>,
+    pub memory_mb: u32,
+    /// A raw disk image booted after the NIC (bootindex 1).
+    pub disk: Option<PathBuf>,
+}
+
+impl VmSpec {
+    pub fn new(firmware: Firmware) -> VmSpec {
+        VmSpec {
+            firmware,
+            uuid: None,
+            mac: None,
+            memory_mb: 512,
+            disk: None,
+        }
+    }
+
+    pub fn uuid(mut self, uuid: &str) -> VmSpec {
+        self.uuid = Some(uuid.to_string());
+        self
+    }
+
+    pub fn disk(mut self, disk: &Path) -> VmSpec {
+        self.disk = Some(disk.to_path_buf());
+        self
+    }
+}
+
+#[derive(Debug)]
+pub struct Vm {
+    name: String,
+    mac: String,
+    serial: PathBuf,
+    process: Guarded,
+    started: Instant,
+}
+
+impl Vm {
+    /// Starts QEMU inside `ns` on a new tap. Files (serial log, QEMU's own log, OVMF vars)
+    /// go to `dir`.
+    pub(crate) fn start(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        mac: String,
+        spec: &VmSpec,
+    ) -> Result<Vm> {
+        let tap = ns.add_tap()?;
+        let serial = dir.join(format!("{name}.serial.log"));
+        let mut cmd = ns.command("qemu-system-x86_64");
+        cmd.args(["-name", name, "-accel", "tcg", "-smp", "1"])
+            .args(["-m", &spec.memory_mb.to_string()])
+            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()));
+        if let Some(uuid) = &spec.uuid {
+            cmd.args(["-uuid", uuid]);
+        }
+        let mut nic = format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=0");
+        match spec.firmware {
+            Firmware::Bios => {
+                cmd.args(["-machine", "pc,graphics=off"]);
+            }
+            Firmware::Uefi => {
+                let vars = dir.join(format!("{name}.OVMF_VARS.fd"));
+                std::fs::copy(OVMF_VARS, &vars)
+                    .with_context(|| format!("copy {OVMF_VARS} to {}", vars.display()))?;
+                cmd.args(["-machine", "q35,graphics=off"])
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                    ))
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        vars.display()
+                    ));
+                nic.push_str(",romfile=");
+            }
+        }
+        cmd.arg("-netdev")
+            .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
+            .arg("-device")
+            .arg(nic);
+        if let Some(disk) = &spec.disk {
+            cmd.arg("-drive")
+                .arg(format!("if=none,id=d0,format=raw,file={}", disk.display()))
+                .args(["-device", "virtio-blk-pci,drive=d0,bootindex=1"]);
+        }
+        cmd.args(["-boot", "strict=on"]);
+        let process = Guarded::spawn(name, cmd, &dir.join(format!("{name}.qemu.log")))?;
+        Ok(Vm {
+            name: name.to_string(),
+            mac,
+            serial,
+            process,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn mac(&self) -> &str {
+        &self.mac
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    pub fn serial_path(&self) -> &Path {
+        &self.serial
+    }
+
+    /// Everything the guest wrote on its serial console so far.
+    pub fn serial(&self) -> String {
+        std::fs::read(&self.serial)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Waits until a serial line contains `needle`; returns that line. Fails on timeout or
+    /// when QEMU exits first, with the end of the serial log and QEMU's own output.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let exited = self.process.exited();
+            let serial = self.serial();
+            if let Some(line) = serial.lines().find(|l| l.contains(needle)) {
+                return Ok(line.trim_end_matches('\r').to_string());
+            }
+            if let Some(status) = exited {
+                bail!(
+                    "VM {} exited ({status}) after {:.1}s without printing {needle:?}\n{}",
+                    self.name,
+                    self.started.elapsed().as_secs_f64(),
+                    self.describe(&serial)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "VM {} did not print {needle:?} within {timeout:?}\n{}",
+                    self.name,
+                    self.describe(&serial)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for QEMU to exit (the guest powered off or rebooted with `-no-reboot`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.process.exited().is_none() {
+            if Instant::now() >= deadline {
+                bail!("VM {} still running after {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Seconds since QEMU was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    fn describe(&self, serial: &str) -> String {
+        format!(
+            "--- serial ({}), last 3000 bytes ---\n{}\n--- qemu output ({}) ---\n{}",
+            self.serial.display(),
+            tail(serial, 3000),
+            self.process.log_path().display(),
+            tail(&self.process.log(), 1000)
+        )
+    }
+}
