@@ -12,8 +12,11 @@ use tokio::sync::watch;
 
 use crate::api::admin::AdminService;
 use crate::api::auth;
+use crate::boot::BootFromDiskMethod;
+use crate::boot::assets::AssetDirs;
 use crate::cli::ServeArgs;
-use crate::config::{Config, LoadConfigError};
+use crate::config::{Config, DiskBootMethod, LoadConfigError};
+use crate::http::boot::BootContext;
 use crate::http::{self, HttpState, Metrics};
 use crate::net::tftp::{TftpBindError, TftpServer, TftpSettings};
 use crate::store::{Store, StoreError};
@@ -146,6 +149,35 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// The boot routes' view of the config.
+fn boot_context(
+    config: &Config,
+    data_dir: &Path,
+    store: Store,
+    admin_token: Arc<str>,
+) -> BootContext {
+    let listen = config.http.listen;
+    let fallback_endpoint = if listen.ip().is_unspecified() {
+        format!("127.0.0.1:{}", listen.port())
+    } else {
+        listen.to_string()
+    };
+    BootContext {
+        store,
+        dirs: AssetDirs::new(data_dir, config.boot.agent_dir.as_deref()),
+        tftp_root: config.tftp.root.clone(),
+        advertise: config.boot.advertise.clone().filter(|a| !a.is_empty()),
+        fallback_endpoint,
+        default_method: match config.boot.boot_from_disk_method {
+            DiskBootMethod::IpxeExit => BootFromDiskMethod::IpxeExit,
+            DiskBootMethod::Http404 => BootFromDiskMethod::Http404,
+            DiskBootMethod::IpxeSanboot => BootFromDiskMethod::IpxeSanboot,
+        },
+        extra_agent_args: config.boot.extra_agent_kernel_args.clone(),
+        admin_token,
+    }
+}
+
 /// Runs the box until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let (data_dir, dir_note) = prepare_data_dir(&config.data_dir)?;
@@ -195,13 +227,21 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tracing::warn!("{}", skipped.join("; "));
     }
     let ready = Arc::new(AtomicBool::new(false));
+    let admin_token: Arc<str> = Arc::from(token.token.as_str());
+    let boot = Arc::new(boot_context(
+        &config,
+        &data_dir,
+        store.clone(),
+        admin_token.clone(),
+    ));
     let state = HttpState {
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
         ready: ready.clone(),
+        boot,
     };
     let admin = AdminService::new(store.clone(), data_dir.display().to_string());
-    let router = http::router(state, admin, Arc::from(token.token.as_str()));
+    let router = http::router(state, admin, admin_token);
     let listener = TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServeError::Bind {

@@ -24,7 +24,38 @@ pub struct Config {
     pub http: HttpConfig,
     pub dhcp: DhcpConfig,
     pub tftp: TftpConfig,
+    pub boot: BootConfig,
     pub log: LogConfig,
+}
+
+/// How installed servers leave the PXE path unless their Server/ServerClass says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskBootMethod {
+    IpxeExit,
+    Http404,
+    IpxeSanboot,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootConfig {
+    /// "host:port" booting servers use to reach this box in absolute URLs (sidero.endpoint=,
+    /// talos.config=, siderolink.api=). Unset: the Host header of each request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Boot-from-disk method when neither Server nor ServerClass names one.
+    pub boot_from_disk_method: DiskBootMethod,
+    /// Extra kernel args for the agent environment, merged by key over the defaults.
+    pub extra_agent_kernel_args: Vec<String>,
+    /// Directory holding the built-in agent environments (agent-amd64/, agent-arm64/, each
+    /// with vmlinuz and initramfs.xz). Unset: <data_dir>/env.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_dir: Option<PathBuf>,
+    /// An asset download fails when no byte arrives for this many seconds.
+    pub download_idle_timeout_secs: u64,
+    /// A failed asset download is tried again after this many seconds.
+    pub download_retry_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod bmc;
+pub mod boot;
 pub mod cli;
 pub mod config;
 pub mod ctl;
@@ -26,4 +27,11 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// Installs rustls' `ring` crypto provider as the process default (idempotent; a provider
+/// already installed is kept). Call before building any reqwest/rustls client: the binary
+/// links no OpenSSL and no aws-lc.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -2,6 +2,7 @@
 //! metadata, console) and tonic gRPC services on the same port, split by path (gRPC paths
 //! are `/<package>.<Service>/<Method>`). HTTP/1.1 and HTTP/2 (h2c, for gRPC) both served.
 
+pub mod boot;
 mod metrics;
 
 use std::future::Future;
@@ -29,6 +30,8 @@ pub struct HttpState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// Network-boot routes (`/boot.ipxe`, `/ipxe`, `/tftp/`, `/env/`).
+    pub boot: Arc<boot::BootContext>,
 }
 
 /// The admin-token check for gRPC services: `authorization: Bearer <token>` or
@@ -59,11 +62,13 @@ pub fn admin_auth(
 pub fn router(state: HttpState, admin: AdminService, admin_token: Arc<str>) -> Router {
     let auth = admin_auth(admin_token, state.metrics.clone());
     let grpc = Routes::new(AdminServer::with_interceptor(admin, auth)).into_axum_router();
+    let boot_routes = boot::routes(state.boot.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .with_state(state)
+        .merge(boot_routes)
         .merge(grpc)
 }
 
@@ -81,9 +86,12 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Content type of Prometheus text exposition.

@@ -1,0 +1,395 @@
+//! The network-boot routes on :8081: `/boot.ipxe` (generic chain script), `/ipxe` (the
+//! per-server decision), `/tftp/<file>` (iPXE binaries over HTTP, for UEFI HTTP boot) and
+//! `/env/<name>/{vmlinuz,initramfs.xz,initrd}` (Environment assets, streamed with Range).
+//!
+//! Thin glue: reads the store, calls the pure decision (`crate::boot`) and renderer
+//! (`crate::protocol::ipxe`), and streams files from disk without loading them whole.
+//! Every request on these routes is logged as `HTTP <method> <uri> <remote> -> <status>`.
+
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::boot::args::{agent_args, environment_args, parse_mac};
+use crate::boot::assets::{self, Asset, AssetDirs, EnvSpec};
+use crate::boot::{
+    Arch, BindingFacts, BootFromDiskMethod, BootPlan, ClassFacts, Lookup, ServerFacts, decide,
+    is_agent_environment,
+};
+use crate::model::{Kind, Object, meta::validate_name};
+use crate::protocol::http_range::{self, RangeAnswer};
+use crate::protocol::ipxe::{self, EnvironmentBoot};
+use crate::store::{Store, StoreError};
+
+/// What the boot routes need; built once in `app.rs`.
+#[derive(Debug)]
+pub struct BootContext {
+    pub store: Store,
+    pub dirs: AssetDirs,
+    /// Root of `/tftp/<file>` (config `tftp.root`).
+    pub tftp_root: PathBuf,
+    /// Config `boot.advertise` ("host:port"), used in absolute URLs when set.
+    pub advertise: Option<String>,
+    /// Used when neither `advertise` nor a Host header gives an endpoint.
+    pub fallback_endpoint: String,
+    pub default_method: BootFromDiskMethod,
+    pub extra_agent_args: Vec<String>,
+    /// Admin token for the upload API.
+    pub admin_token: Arc<str>,
+}
+
+/// The boot routes, with request logging.
+pub fn routes(ctx: Arc<BootContext>) -> Router {
+    Router::new()
+        .route("/boot.ipxe", get(boot_ipxe))
+        .route("/ipxe", get(ipxe))
+        .route("/tftp/{*path}", get(tftp_file))
+        .route("/env/{name}/{file}", get(env_file))
+        .layer(middleware::from_fn(log_request))
+        .with_state(ctx)
+}
+
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "-".into());
+    let resp = next.run(req).await;
+    tracing::info!(
+        target: "appliance::http::boot",
+        "HTTP {method} {uri} {remote} -> {}",
+        resp.status().as_u16()
+    );
+    resp
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+async fn boot_ipxe() -> Response {
+    text(StatusCode::OK, ipxe::chain_script("/ipxe"))
+}
+
+/// `host:port` for absolute URLs: config `advertise`, else the Host header, else the
+/// listen address.
+fn endpoint(ctx: &BootContext, headers: &HeaderMap) -> String {
+    if let Some(a) = &ctx.advertise {
+        return a.clone();
+    }
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| ctx.fallback_endpoint.clone())
+}
+
+fn internal(e: &StoreError) -> Response {
+    tracing::error!(error = %crate::error_chain(e), "boot decision: store read failed");
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("store read failed: {}\n", crate::error_chain(e)),
+    )
+}
+
+/// Reads what the decision needs for `uuid` from the store.
+fn lookup(store: &Store, uuid: &str) -> Result<Lookup, StoreError> {
+    if validate_name(uuid).is_err() {
+        // Not a possible object name (empty, odd characters): an unknown server.
+        return Ok(Lookup::default());
+    }
+    let server = match store.get(Kind::Server, uuid)? {
+        Some(s) => match &s.object {
+            Object::Server(s) => Some(ServerFacts::from_server(s)),
+            _ => None,
+        },
+        None => None,
+    };
+    let binding = match store.get(Kind::ServerBinding, uuid)? {
+        Some(b) => match &b.object {
+            Object::ServerBinding(b) => Some(BindingFacts::from_binding(b)),
+            _ => None,
+        },
+        None => None,
+    };
+    let class = match binding.as_ref().and_then(|b| b.server_class.as_deref()) {
+        Some(name) => match store.get(Kind::ServerClass, name)? {
+            Some(c) => match &c.object {
+                Object::ServerClass(c) => Some(ClassFacts::from_class(c)),
+                _ => None,
+            },
+            None => None,
+        },
+        None => None,
+    };
+    Ok(Lookup {
+        server,
+        binding,
+        class,
+    })
+}
+
+fn not_ready(name: &str, reason: &str) -> Response {
+    text(
+        StatusCode::PRECONDITION_FAILED,
+        format!("environment \"{name}\" is not ready: {reason}\n"),
+    )
+}
+
+fn env_script(name: &str, args: &[String]) -> Response {
+    let kernel = format!("/env/{name}/{}", Asset::Kernel.file_name());
+    let initrd = format!("/env/{name}/{}", Asset::Initrd.file_name());
+    match ipxe::environment_script(&EnvironmentBoot {
+        kernel_url: &kernel,
+        initrd_url: &initrd,
+        args,
+    }) {
+        Ok(s) => text(StatusCode::OK, s),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("environment \"{name}\" cannot be rendered: {e}\n"),
+        ),
+    }
+}
+
+async fn ipxe(
+    State(ctx): State<Arc<BootContext>>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let first = |k: &str| {
+        query
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    let uuid = first("uuid").trim().to_ascii_lowercase();
+    let arch = Arch::from_query(first("arch"));
+    let mac = parse_mac(first("mac"));
+    let endpoint = endpoint(&ctx, &headers);
+
+    let store = ctx.store.clone();
+    let uuid2 = uuid.clone();
+    let found = tokio::task::spawn_blocking(move || lookup(&store, &uuid2)).await;
+    let found = match found {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return internal(&e),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("boot decision failed: {e}\n"),
+            );
+        }
+    };
+    let plan = decide(&found, arch, ctx.default_method);
+    tracing::info!(uuid = %uuid, mac = mac.as_deref().unwrap_or("-"), plan = ?plan, "boot decision");
+    let env_name = match plan {
+        BootPlan::Disk { method, .. } => {
+            let r = ipxe::boot_from_disk(method);
+            return text(
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+                r.body,
+            );
+        }
+        BootPlan::Agent { arch, .. } => arch.agent_environment().to_string(),
+        BootPlan::Environment { name, .. } => name,
+    };
+    if is_agent_environment(&env_name) {
+        let missing: Vec<String> = Asset::ALL
+            .iter()
+            .filter(|a| !ctx.dirs.present(&env_name, **a))
+            .map(|a| ctx.dirs.file(&env_name, *a).display().to_string())
+            .collect();
+        if !missing.is_empty() {
+            return not_ready(
+                &env_name,
+                &format!(
+                    "agent files missing: {} (build the agent image, or appliance ctl env upload {env_name} --kernel FILE --initrd FILE)",
+                    missing.join(", ")
+                ),
+            );
+        }
+        let args = agent_args(mac.as_deref(), &endpoint, &ctx.extra_agent_args);
+        return env_script(&env_name, &args);
+    }
+    let store = ctx.store.clone();
+    let name2 = env_name.clone();
+    let env = tokio::task::spawn_blocking(move || store.get(Kind::Environment, &name2)).await;
+    let env = match env {
+        Ok(Ok(Some(s))) => match s.object {
+            Object::Environment(e) => e,
+            _ => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store returned a wrong kind\n",
+                );
+            }
+        },
+        Ok(Ok(None)) => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("environment \"{env_name}\" not found\n"),
+            );
+        }
+        Ok(Err(e)) => return internal(&e),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("environment lookup failed: {e}\n"),
+            );
+        }
+    };
+    let spec = EnvSpec::from_environment(&env);
+    let conds = assets::conditions(&env);
+    if let Err(reason) = assets::readiness(&spec, &conds, |a| ctx.dirs.present(&env_name, a)) {
+        return not_ready(&env_name, &reason);
+    }
+    let args = environment_args(&spec.args, &endpoint);
+    env_script(&env_name, &args)
+}
+
+/// Joins a client-supplied relative path under `root`, refusing anything that could leave
+/// it lexically: empty components, `.`, `..`, absolute paths, backslashes and NULs.
+/// Symlinks already inside the root (placed by the operator or a package, e.g. Debian's
+/// `ipxe.efi -> /boot/ipxe.efi`) are followed.
+pub fn safe_join(root: &Path, rel: &str) -> Option<PathBuf> {
+    if rel.is_empty() || rel.len() > 1024 || rel.contains(['\\', '\0']) {
+        return None;
+    }
+    let mut out = root.to_path_buf();
+    for comp in rel.split('/') {
+        if comp.is_empty() || comp == "." || comp == ".." {
+            return None;
+        }
+        let p = Path::new(comp);
+        if !matches!(p.components().next(), Some(Component::Normal(_)))
+            || p.components().count() != 1
+        {
+            return None;
+        }
+        out.push(comp);
+    }
+    Some(out)
+}
+
+async fn tftp_file(
+    State(ctx): State<Arc<BootContext>>,
+    UrlPath(path): UrlPath<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let Some(full) = safe_join(&ctx.tftp_root, &path) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("refused path {path:?}: only plain names below the TFTP root are served\n"),
+        );
+    };
+    serve_file(&full, &method, &headers).await
+}
+
+async fn env_file(
+    State(ctx): State<Arc<BootContext>>,
+    UrlPath((name, file)): UrlPath<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if !is_agent_environment(&name) && validate_name(&name).is_err() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("refused environment name {name:?}\n"),
+        );
+    }
+    let Some(asset) = Asset::from_file_name(&file) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no such asset {file:?} (vmlinuz, initramfs.xz or initrd)\n"),
+        );
+    };
+    serve_file(&ctx.dirs.file(&name, asset), &method, &headers).await
+}
+
+/// Bytes per read while streaming a file.
+const CHUNK: usize = 256 * 1024;
+
+/// Serves one regular file with single-range support; never reads it whole into memory.
+pub async fn serve_file(path: &Path, method: &Method, headers: &HeaderMap) -> Response {
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot open file to serve");
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        }
+    };
+    let meta = match file.metadata().await {
+        Ok(m) if m.is_file() => m,
+        _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let len = meta.len();
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, count) = match http_range::answer(range, len) {
+        RangeAnswer::Full => (StatusCode::OK, 0, len),
+        RangeAnswer::Partial { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeAnswer::Unsatisfiable => {
+            return Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(Body::from(format!(
+                    "range not satisfiable: file has {len} bytes\n"
+                )))
+                .unwrap_or_else(|_| StatusCode::RANGE_NOT_SATISFIABLE.into_response());
+        }
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, HeaderValue::from(count));
+    if status == StatusCode::PARTIAL_CONTENT {
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{len}", start + count - 1),
+        );
+    }
+    if *method == Method::HEAD {
+        return builder
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
+    if start > 0 {
+        use tokio::io::AsyncSeekExt;
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
+            tracing::warn!(path = %path.display(), error = %e, "seek failed");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "seek failed\n");
+        }
+    }
+    file.set_max_buf_size(CHUNK);
+    use tokio::io::AsyncReadExt;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), CHUNK);
+    builder
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

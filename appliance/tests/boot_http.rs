@@ -1,0 +1,368 @@
+//! The network-boot routes over a real TCP socket on 127.0.0.1:0, with a real redb store and
+//! real files: `/boot.ipxe`, `/ipxe` decisions, `/env` and `/tftp` streaming with Range,
+//! path-traversal refusal, and 412 for environments that are not ready.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use appliance::boot::BootFromDiskMethod;
+use appliance::boot::assets::AssetDirs;
+use appliance::http::boot::{BootContext, routes};
+use appliance::model::parse_documents;
+use appliance::store::Store;
+
+struct Box_ {
+    base: String,
+    store: Store,
+    dir: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+async fn start(default_method: BootFromDiskMethod) -> Box_ {
+    appliance::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let tftp = dir.path().join("tftp");
+    std::fs::create_dir_all(tftp.join("sub")).unwrap();
+    std::fs::write(tftp.join("undionly.kpxe"), b"pretend ipxe").unwrap();
+    std::fs::write(tftp.join("sub/x.efi"), b"efi").unwrap();
+    std::fs::write(dir.path().join("secret"), b"do not serve").unwrap();
+    let ctx = BootContext {
+        store: store.clone(),
+        dirs: AssetDirs::new(dir.path(), None),
+        tftp_root: tftp,
+        advertise: None,
+        fallback_endpoint: "127.0.0.1:8081".into(),
+        default_method,
+        extra_agent_args: vec!["panic=0".into()],
+        admin_token: Arc::from("t0ken-for-tests-0123456789"),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = routes(Arc::new(ctx)).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Box_ {
+        base: format!("http://{addr}"),
+        store,
+        dir,
+        _server: server,
+    }
+}
+
+fn apply(store: &Store, yaml: &str) {
+    store.apply(parse_documents(yaml).unwrap()).unwrap();
+}
+
+fn write_env(dir: &Path, name: &str, kernel: &[u8], initrd: &[u8]) {
+    let d = dir.join("env").join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("vmlinuz"), kernel).unwrap();
+    std::fs::write(d.join("initramfs.xz"), initrd).unwrap();
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+const UUID: &str = "4c4c4544-0042-3010-8050-b4c04f4d4e31";
+
+#[tokio::test]
+async fn boot_ipxe_is_the_chain_script() {
+    let b = start(BootFromDiskMethod::IpxeExit).await;
+    let (status, body) = get(&format!("{}/boot.ipxe", b.base)).await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("#!ipxe\n"));
+    assert!(body.contains("chain --replace /ipxe?uuid=${uuid}&mac=${net${idx}/mac:hexhyp}"));
+}
+
+#[tokio::test]
+async fn unknown_server_gets_the_agent_or_412_without_agent_files() {
+    let b = start(BootFromDiskMethod::IpxeExit).await;
+    let url = format!(
+        "{}/ipxe?uuid={UUID}&mac=52-54-00-12-34-56&domain=&hostname=&serial=&arch=x86_64",
+        b.base
+    );
+    let (status, body) = get(&url).await;
+    assert_eq!(status, 412, "{body}");
+    assert!(
+        body.starts_with("environment \"agent-amd64\" is not ready: agent files missing"),
+        "{body}"
+    );
+
+    write_env(b.dir.path(), "agent-amd64", b"k", b"i");
+    let (status, body) = get(&url).await;
+    assert_eq!(status, 200, "{body}");
+    let host = b.base.trim_start_matches("http://");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines[0], "#!ipxe");
+    assert!(
+        lines[1].starts_with("kernel /env/agent-amd64/vmlinuz "),
+        "{body}"
+    );
+    for want in [
+        "console=ttyS0",
+        "initrd=initramfs.xz",
+        "panic=0",
+        "sidero.mac=52:54:00:12:34:56",
+        &format!("sidero.endpoint={host}"),
+    ] {
+        assert!(
+            lines[1].split(' ').any(|a| a == want),
+            "{want} missing: {body}"
+        );
+    }
+    assert_eq!(lines[2], "initrd /env/agent-amd64/initramfs.xz");
+    assert_eq!(lines[3], "boot");
+
+    // arm64 asks for the arm64 agent, which is not there.
+    let (status, body) = get(&format!("{}/ipxe?uuid={UUID}&arch=arm64", b.base)).await;
+    assert_eq!(status, 412);
+    assert!(body.contains("agent-arm64"), "{body}");
+    // No query at all is an unknown server too.
+    assert_eq!(get(&format!("{}/ipxe", b.base)).await.0, 200);
+}
+
+const SERVER: &str = "apiVersion: metal.sidero.dev/v1alpha2
+kind: Server
+metadata:
+  name: 4c4c4544-0042-3010-8050-b4c04f4d4e31
+spec:
+  accepted: true
+";
+
+const BINDING: &str = "apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3
+kind: ServerBinding
+metadata:
+  name: 4c4c4544-0042-3010-8050-b4c04f4d4e31
+spec: {}
+";
+
+#[tokio::test]
+async fn allocated_server_boots_default_environment_when_ready() {
+    let b = start(BootFromDiskMethod::IpxeExit).await;
+    write_env(b.dir.path(), "agent-amd64", b"k", b"i");
+    let url = format!("{}/ipxe?uuid={UUID}&mac=52-54-00-12-34-56", b.base);
+    // Known but not allocated: the agent.
+    apply(&b.store, SERVER);
+    let (status, body) = get(&url).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("/env/agent-amd64/vmlinuz"), "{body}");
+    // Allocated: Environment `default`, which does not exist.
+    apply(&b.store, BINDING);
+    let (status, body) = get(&url).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "environment \"default\" not found\n")
+    );
+    // Exists, not downloaded: 412 with the reason.
+    apply(
+        &b.store,
+        "apiVersion: metal.sidero.dev/v1alpha2
+kind: Environment
+metadata: {name: default}
+spec:
+  kernel: {url: 'http://example.invalid/vmlinuz', args: [console=ttyS0, talos.platform=metal]}
+  initrd: {url: 'http://example.invalid/initramfs.xz'}
+",
+    );
+    let (status, body) = get(&url).await;
+    assert_eq!(status, 412);
+    assert!(
+        body.starts_with("environment \"default\" is not ready: kernel from http://example.invalid/vmlinuz is not downloaded yet"),
+        "{body}"
+    );
+    // A failed download is the reason.
+    apply(
+        &b.store,
+        "apiVersion: metal.sidero.dev/v1alpha2
+kind: Environment
+metadata: {name: default}
+spec:
+  kernel: {url: 'http://example.invalid/vmlinuz', args: [console=ttyS0, talos.platform=metal]}
+  initrd: {url: 'http://example.invalid/initramfs.xz'}
+status:
+  conditions:
+  - {type: Ready, status: 'True', url: 'http://example.invalid/vmlinuz', sha512: ''}
+  - {type: Ready, status: 'False', url: 'http://example.invalid/initramfs.xz', reason: DownloadFailed, message: 'HTTP 404 Not Found'}
+",
+    );
+    write_env(b.dir.path(), "default", b"kernel", b"initrd");
+    let (status, body) = get(&url).await;
+    assert_eq!(status, 412);
+    assert!(
+        body.contains("initrd DownloadFailed: HTTP 404 Not Found"),
+        "{body}"
+    );
+    // Ready: the environment script with the appended Talos args.
+    apply(
+        &b.store,
+        "apiVersion: metal.sidero.dev/v1alpha2
+kind: Environment
+metadata: {name: default}
+spec:
+  kernel: {url: 'http://example.invalid/vmlinuz', args: [console=ttyS0, talos.platform=metal]}
+  initrd: {url: 'http://example.invalid/initramfs.xz'}
+status:
+  conditions:
+  - {type: Ready, status: 'True', url: 'http://example.invalid/vmlinuz', sha512: ''}
+  - {type: Ready, status: 'True', url: 'http://example.invalid/initramfs.xz', sha512: ''}
+",
+    );
+    let (status, body) = get(&url).await;
+    assert_eq!(status, 200, "{body}");
+    let host = b.base.trim_start_matches("http://");
+    assert_eq!(
+        body,
+        format!(
+            "#!ipxe\nkernel /env/default/vmlinuz console=ttyS0 talos.platform=metal talos.config=http://{host}/configdata?uuid= siderolink.api={host}\ninitrd /env/default/initramfs.xz\nboot\n"
+        )
+    );
+    // The script's relative URLs resolve to the files.
+    assert_eq!(
+        get(&format!("{}/env/default/vmlinuz", b.base)).await,
+        (200, "kernel".into())
+    );
+    assert_eq!(
+        get(&format!("{}/env/default/initrd", b.base)).await,
+        (200, "initrd".into())
+    );
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn env_files_stream_with_ranges() {
+    let b = start(BootFromDiskMethod::IpxeExit).await;
+    let data = pattern(3 * 1024 * 1024 + 17);
+    write_env(b.dir.path(), "e1", b"k", &data);
+    let url = format!("{}/env/e1/initramfs.xz", b.base);
+    let client = reqwest::Client::new();
+
+    let full = client.get(&url).send().await.unwrap();
+    assert_eq!(full.status().as_u16(), 200);
+    assert_eq!(
+        full.headers()["content-length"],
+        data.len().to_string().as_str()
+    );
+    assert_eq!(full.headers()["accept-ranges"], "bytes");
+    assert!(full.bytes().await.unwrap() == data);
+
+    let len = data.len();
+    let cases: Vec<(String, usize, usize)> = vec![
+        ("bytes=0-99".into(), 0, 99),
+        ("bytes=1048576-2097151".into(), 1048576, 2097151),
+        ("bytes=-1000".into(), len - 1000, len - 1),
+        (format!("bytes={}-", len - 5), len - 5, len - 1),
+        (format!("bytes=100-{}", len + 999), 100, len - 1),
+    ];
+    for (range, start, end) in cases {
+        let r = client
+            .get(&url)
+            .header("range", &range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 206, "{range}");
+        assert_eq!(
+            r.headers()["content-range"],
+            format!("bytes {start}-{end}/{len}").as_str(),
+            "{range}"
+        );
+        assert_eq!(
+            r.headers()["content-length"],
+            (end - start + 1).to_string().as_str()
+        );
+        assert!(r.bytes().await.unwrap() == data[start..=end], "{range}");
+    }
+    for range in [
+        format!("bytes={len}-"),
+        "bytes=-0".into(),
+        format!("bytes={}-{}", len + 10, len + 20),
+    ] {
+        let r = client
+            .get(&url)
+            .header("range", &range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 416, "{range}");
+        assert_eq!(
+            r.headers()["content-range"],
+            format!("bytes */{len}").as_str()
+        );
+    }
+    // HEAD: headers only, with the real length.
+    let r = client.head(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-length"], len.to_string().as_str());
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = client
+        .head(&url)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 206);
+    assert_eq!(r.headers()["content-length"], "10");
+}
+
+/// Sends a raw request line (no client-side path normalisation) and returns the status.
+async fn raw_status(base: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        !text.contains("do not serve"),
+        "{path} leaked a file outside the root"
+    );
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn tftp_and_env_refuse_traversal() {
+    let b = start(BootFromDiskMethod::IpxeExit).await;
+    assert_eq!(
+        get(&format!("{}/tftp/undionly.kpxe", b.base)).await,
+        (200, "pretend ipxe".into())
+    );
+    assert_eq!(
+        get(&format!("{}/tftp/sub/x.efi", b.base)).await,
+        (200, "efi".into())
+    );
+    assert_eq!(get(&format!("{}/tftp/missing.efi", b.base)).await.0, 404);
+    // A directory is not a file.
+    assert_eq!(raw_status(&b.base, "/tftp/sub").await, 404);
+    for path in [
+        "/tftp/../secret",
+        "/tftp/..%2fsecret",
+        "/tftp/%2e%2e/secret",
+        "/tftp/sub/../../secret",
+        "/tftp/sub/%2e%2e/%2e%2e/secret",
+        "/tftp//etc/passwd",
+        "/tftp/%2fetc%2fpasswd",
+        "/tftp/sub%5c..%5c..%5csecret",
+        "/tftp/./undionly.kpxe",
+        "/env/..%2f..%2fsecret/vmlinuz",
+        "/env/%2e%2e/vmlinuz",
+        "/env/../secret",
+        "/env/e1/..%2f..%2fsecret",
+        "/env/UPPER/vmlinuz",
+    ] {
+        let status = raw_status(&b.base, path).await;
+        assert!(status == 400 || status == 404, "{path} -> {status}");
+    }
+}
