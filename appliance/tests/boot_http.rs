@@ -366,3 +366,120 @@ async fn tftp_and_env_refuse_traversal() {
         assert!(status == 400 || status == 404, "{path} -> {status}");
     }
 }
+
+#[tokio::test]
+async fn installed_server_boots_from_disk_by_each_method() {
+    use BootFromDiskMethod::*;
+    let cases: &[(BootFromDiskMethod, &str, &str, u16, &str)] = &[
+        // (config default, server method, class method, status, body)
+        (IpxeExit, "", "", 200, "#!ipxe\nexit\n"),
+        (Http404, "", "", 404, ""),
+        (
+            IpxeSanboot,
+            "",
+            "",
+            200,
+            "#!ipxe\nsanboot --no-describe --drive 0x80\n",
+        ),
+        (IpxeExit, "", "http-404", 404, ""),
+        (
+            IpxeExit,
+            "ipxe-sanboot",
+            "http-404",
+            200,
+            "#!ipxe\nsanboot --no-describe --drive 0x80\n",
+        ),
+        (Http404, "ipxe-exit", "ipxe-sanboot", 200, "#!ipxe\nexit\n"),
+        (
+            IpxeExit,
+            "",
+            "ipxe-sanboot",
+            200,
+            "#!ipxe\nsanboot --no-describe --drive 0x80\n",
+        ),
+    ];
+    for (default, server_method, class_method, status, body) in cases {
+        let b = start(*default).await;
+        let method_line = |m: &str| {
+            if m.is_empty() {
+                String::new()
+            } else {
+                format!("  bootFromDiskMethod: {m}\n")
+            }
+        };
+        apply(
+            &b.store,
+            &format!(
+                "apiVersion: metal.sidero.dev/v1alpha2
+kind: ServerClass
+metadata: {{name: workers}}
+spec:
+{}  environmentRef: {{name: talos}}
+---
+apiVersion: metal.sidero.dev/v1alpha2
+kind: Server
+metadata: {{name: {UUID}}}
+spec:
+  accepted: true
+{}status:
+  conditions:
+  - {{type: PXEBooted, status: 'True', lastTransitionTime: '2026-11-26T07:00:00Z'}}
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3
+kind: ServerBinding
+metadata: {{name: {UUID}}}
+spec:
+  serverClassRef: {{name: workers}}
+  metalMachineRef: {{name: m0, namespace: default}}
+",
+                method_line(class_method),
+                method_line(server_method)
+            ),
+        );
+        let (got_status, got_body) = get(&format!("{}/ipxe?uuid={UUID}", b.base)).await;
+        assert_eq!(
+            (got_status, got_body.as_str()),
+            (*status, *body),
+            "default {default:?}, server {server_method:?}, class {class_method:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pxe_boot_always_and_class_environment() {
+    let b = start(BootFromDiskMethod::IpxeExit).await;
+    apply(
+        &b.store,
+        &format!(
+            "apiVersion: metal.sidero.dev/v1alpha2
+kind: ServerClass
+metadata: {{name: workers}}
+spec:
+  environmentRef: {{name: talos}}
+---
+apiVersion: metal.sidero.dev/v1alpha2
+kind: Server
+metadata: {{name: {UUID}}}
+spec:
+  accepted: true
+  pxeBootAlways: true
+status:
+  conditions:
+  - {{type: PXEBooted, status: 'True', lastTransitionTime: '2026-11-26T07:00:00Z'}}
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1alpha3
+kind: ServerBinding
+metadata: {{name: {UUID}}}
+spec:
+  serverClassRef: {{name: workers}}
+  metalMachineRef: {{name: m0, namespace: default}}
+"
+        ),
+    );
+    // pxeBootAlways: not the disk but the class's Environment (which does not exist).
+    let (status, body) = get(&format!("{}/ipxe?uuid={UUID}", b.base)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "environment \"talos\" not found\n")
+    );
+}

@@ -122,12 +122,16 @@ fn lookup(store: &Store, uuid: &str) -> Result<Lookup, StoreError> {
         },
         None => None,
     };
+    // The binding: a ServerBinding object named like the server (Sidero, kube-bridge), or
+    // the lifecycle's allocation record for it.
     let binding = match store.get(Kind::ServerBinding, uuid)? {
         Some(b) => match &b.object {
             Object::ServerBinding(b) => Some(BindingFacts::from_binding(b)),
             _ => None,
         },
-        None => None,
+        None => store.allocation(uuid)?.map(|a| BindingFacts {
+            server_class: a.server_class,
+        }),
     };
     let class = match binding.as_ref().and_then(|b| b.server_class.as_deref()) {
         Some(name) => match store.get(Kind::ServerClass, name)? {

@@ -26,7 +26,7 @@ impl Check for EnvironmentSpec {}
 pub struct Kernel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Hex SHA-512. Recorded, not verified (as upstream).
+    /// Hex SHA-512. Unlike upstream, the appliance verifies downloads and uploads against it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha512: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -66,4 +66,11 @@ pub struct AssetCondition {
     /// `"Ready"`. Always serialised.
     #[serde(rename = "type", default)]
     pub type_: String,
+    /// Why the asset is not ready (`DownloadFailed`, `Sha512Mismatch`, …) or how it got
+    /// there (`Downloaded`, `Uploaded`). Appliance addition, absent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail for `reason`. Appliance addition, absent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
