@@ -16,6 +16,7 @@ use crate::boot::BootFromDiskMethod;
 use crate::boot::assets::AssetDirs;
 use crate::cli::ServeArgs;
 use crate::config::{Config, DiskBootMethod, LoadConfigError};
+use crate::error_chain;
 use crate::http::boot::BootContext;
 use crate::http::{self, HttpState, Metrics};
 use crate::net::tftp::{TftpBindError, TftpServer, TftpSettings};
@@ -200,15 +201,28 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         );
     }
 
-    // Privileged PXE services arrive with the network boot path; until then they are
-    // reported as not running so an operator is not surprised.
-    if !is_root() {
-        skipped.push(
-            "not running as root: DHCP (udp/67, 4011) needs privileges and is skipped".to_string(),
-        );
-    }
-
     let shutdown = shutdown_signal();
+
+    // DHCP: a failure to start (no privileges, no interface) is reported with the other
+    // skipped services and the rest keeps serving.
+    let _dhcp = match crate::net::dhcp::start(&config, store.clone(), shutdown.clone()).await {
+        Ok(crate::net::dhcp::DhcpStatus::Running(h)) => Some(h),
+        Ok(crate::net::dhcp::DhcpStatus::NotStarted(why)) => {
+            skipped.push(why);
+            None
+        }
+        Err(e) if e.is_permission_denied() => {
+            skipped.push(format!(
+                "DHCP not started: {} (needs root or CAP_NET_BIND_SERVICE)",
+                error_chain(&e)
+            ));
+            None
+        }
+        Err(e) => {
+            skipped.push(format!("DHCP not started: {}", error_chain(&e)));
+            None
+        }
+    };
 
     let mut tftp_task = None;
     if config.tftp.enabled {
@@ -224,7 +238,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     }
     if !skipped.is_empty() {
-        tracing::warn!("{}", skipped.join("; "));
+        let who = if is_root() {
+            ""
+        } else {
+            "not running as root: "
+        };
+        tracing::warn!("{who}{}", skipped.join("; "));
     }
     let ready = Arc::new(AtomicBool::new(false));
     let admin_token: Arc<str> = Arc::from(token.token.as_str());

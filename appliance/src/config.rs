@@ -83,6 +83,140 @@ pub struct DhcpConfig {
     /// UDP port for DHCP (67) and for the PXE proxy (4011).
     pub listen_port: u16,
     pub proxy_port: u16,
+    /// Lease time for pools that do not set their own.
+    pub lease_time_secs: u32,
+    /// How long an address a client DECLINEd (found in use) stays out of the pool.
+    pub decline_hold_secs: u32,
+    /// Boot file names handed to network-booting clients.
+    pub boot: DhcpBootConfig,
+    /// Address pools (server mode). With none, server mode does not start (so a default
+    /// install never answers DHCP on a network it was not told about).
+    pub pools: Vec<DhcpPoolConfig>,
+    /// Fixed addresses by MAC (server mode); each must lie in a pool's subnet.
+    pub reservations: Vec<DhcpReservationConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpBootConfig {
+    /// BIOS PXE (arch 0), over TFTP.
+    pub bios: String,
+    /// UEFI x86-64 (arch 6, 7, 9 over TFTP; 15, 16 over HTTP at /tftp/<file>).
+    pub uefi_x64: String,
+    /// UEFI arm64 (arch 11 over TFTP; 19 over HTTP).
+    pub uefi_arm64: String,
+    /// iPXE script on the HTTP listener, for clients already running iPXE.
+    pub ipxe_script: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpPoolConfig {
+    /// First and last address handed out (inclusive), in one subnet.
+    pub range_start: std::net::Ipv4Addr,
+    pub range_end: std::net::Ipv4Addr,
+    pub netmask: std::net::Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Vec<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Overrides `dhcp.lease_time_secs` for this pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_time_secs: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpReservationConfig {
+    /// `52:54:00:12:34:56` (or with `-`).
+    pub mac: String,
+    pub ip: std::net::Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// Parses a MAC address written as six hex octets separated by `:` or `-`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let bad = || format!("`{s}` is not a MAC address like 52:54:00:12:34:56");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
+
+impl DhcpConfig {
+    /// Checks pools and reservations; the error names the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        use std::net::Ipv4Addr;
+        if self.lease_time_secs == 0 {
+            return Err("dhcp.lease_time_secs: must be positive".into());
+        }
+        let mut subnets = Vec::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            let key = format!("dhcp.pools[{i}]");
+            let mask = u32::from(p.netmask);
+            if mask.leading_ones() + mask.trailing_zeros() != 32 || mask == 0 || mask == u32::MAX {
+                return Err(format!(
+                    "{key}.netmask: {} is not a usable subnet mask",
+                    p.netmask
+                ));
+            }
+            let (start, end) = (u32::from(p.range_start), u32::from(p.range_end));
+            if start > end {
+                return Err(format!(
+                    "{key}.range_start: {} is after range_end {}",
+                    p.range_start, p.range_end
+                ));
+            }
+            let network = start & mask;
+            let subnet = format!("{}/{}", Ipv4Addr::from(network), mask.leading_ones());
+            if end & mask != network {
+                return Err(format!(
+                    "{key}.range_end: {} is outside subnet {subnet} of range_start",
+                    p.range_end
+                ));
+            }
+            if start == network || end == network | !mask {
+                return Err(format!(
+                    "{key}: range {}-{} includes the network or broadcast address of {subnet}",
+                    p.range_start, p.range_end
+                ));
+            }
+            if let Some(r) = p.router
+                && u32::from(r) & mask != network
+            {
+                return Err(format!("{key}.router: {r} is outside subnet {subnet}"));
+            }
+            if p.lease_time_secs == Some(0) {
+                return Err(format!("{key}.lease_time_secs: must be positive"));
+            }
+            if subnets.contains(&(network, mask)) {
+                return Err(format!("{key}: a second pool in subnet {subnet}"));
+            }
+            subnets.push((network, mask));
+        }
+        for (i, r) in self.reservations.iter().enumerate() {
+            let key = format!("dhcp.reservations[{i}]");
+            parse_mac(&r.mac).map_err(|e| format!("{key}.mac: {e}"))?;
+            if !subnets
+                .iter()
+                .any(|(net, mask)| u32::from(r.ip) & mask == *net)
+            {
+                return Err(format!("{key}.ip: {} is in no pool's subnet", r.ip));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,10 +281,18 @@ impl Default for Config {
 impl Config {
     /// Parses a complete config document.
     pub fn parse(text: &str, origin: &str) -> Result<Config, LoadConfigError> {
-        toml::from_str(text).map_err(|e| LoadConfigError::Parse {
+        let config: Config = toml::from_str(text).map_err(|e| LoadConfigError::Parse {
             origin: origin.to_string(),
             message: e.to_string(),
-        })
+        })?;
+        config
+            .dhcp
+            .validate()
+            .map_err(|message| LoadConfigError::Parse {
+                origin: origin.to_string(),
+                message,
+            })?;
+        Ok(config)
     }
 
     /// Overlays a (possibly partial) TOML document on this config: keys present in `text`
@@ -239,6 +381,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("enabled"), "{err}");
+    }
+
+    #[test]
+    fn dhcp_pool_and_reservation_errors_name_the_key() {
+        let pool = |body: &str| {
+            format!(
+                "[[dhcp.pools]]\nnetmask = \"255.255.255.0\"\n{body}\n\
+                 [[dhcp.reservations]]\nmac = \"52:54:00:00:00:01\"\nip = \"10.9.0.20\"\n"
+            )
+        };
+        let ok = pool("range_start = \"10.9.0.100\"\nrange_end = \"10.9.0.200\"");
+        let c = Config::default().overlay(&ok, "f.toml").unwrap();
+        assert_eq!(c.dhcp.pools.len(), 1);
+        assert_eq!(
+            c.dhcp.reservations[0].ip,
+            "10.9.0.20".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+        for (body, want) in [
+            (
+                "range_start = \"10.9.0.200\"\nrange_end = \"10.9.0.100\"",
+                "dhcp.pools[0].range_start: 10.9.0.200 is after range_end 10.9.0.100",
+            ),
+            (
+                "range_start = \"10.9.0.100\"\nrange_end = \"10.9.1.5\"",
+                "dhcp.pools[0].range_end: 10.9.1.5 is outside subnet 10.9.0.0/24",
+            ),
+            (
+                "range_start = \"10.9.0.100\"\nrange_end = \"10.9.0.200\"\nrouter = \"10.8.0.1\"",
+                "dhcp.pools[0].router: 10.8.0.1 is outside subnet 10.9.0.0/24",
+            ),
+            (
+                "range_start = \"10.9.0.0\"\nrange_end = \"10.9.0.200\"",
+                "includes the network or broadcast address",
+            ),
+            (
+                "range_start = \"10.8.0.100\"\nrange_end = \"10.8.0.200\"",
+                "dhcp.reservations[0].ip: 10.9.0.20 is in no pool's subnet",
+            ),
+        ] {
+            let err = Config::default()
+                .overlay(&pool(body), "f.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{body}: {err}");
+        }
+        let bad_mac = ok.replace("52:54:00:00:00:01", "52:54:00:00:01");
+        let err = Config::default()
+            .overlay(&bad_mac, "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dhcp.reservations[0].mac"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! Tokio glue for the protocol cores in `protocol/`: sockets, timers and files. Each
-//! service is a task spawned from `app.rs` that stops on the shared shutdown signal.
+//! Tokio glue for the protocol cores in `protocol/`: sockets, timers, files and the hand-off
+//! of durable changes to the store. Each service is a task spawned from `app.rs` that stops
+//! on the shared shutdown signal.
 
+pub mod dhcp;
+pub mod iface;
 pub mod tftp;

@@ -6,6 +6,7 @@
 //! and kube-bridge subscribe to. Only this module names redb types.
 
 mod events;
+mod leases;
 mod migrate;
 mod tables;
 mod txn;
@@ -110,6 +111,11 @@ pub enum StoreError {
     CorruptRecord {
         kind: Kind,
         name: String,
+        message: String,
+    },
+    #[error("stored DHCP lease for {addr} is unreadable: {message}")]
+    CorruptLease {
+        addr: std::net::Ipv4Addr,
         message: String,
     },
     #[error("store transaction failed")]

@@ -55,3 +55,7 @@ pub const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("li
 pub const ALLOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("lifecycle_allocations");
 /// The last event sequence number handed out (in `META`).
 pub const META_EVENT_SEQ: &str = "lifecycle_event_seq";
+
+// dhcp
+/// `dhcp_leases`: key = IPv4 address as u32, value = `store::leases` record encoding.
+pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("dhcp_leases");

@@ -1,0 +1,25 @@
+//! DHCPv4 server and PXE proxyDHCP, sans-IO.
+//!
+//! - `wire`: screening + decoding of datagrams (`dhcproto` codec), reply encoding.
+//! - `boot`: boot file by client architecture and iPXE detection.
+//! - `lease`: lease records, lease changes, the in-memory lease table.
+//! - `server`: the decision machine (`DhcpServer::handle`).
+//!
+//! May touch: nothing outside this folder but `std`, `dhcproto` and `thiserror`. The tokio
+//! glue is `net/dhcp.rs`; lease persistence is `store/leases.rs`.
+
+pub mod boot;
+pub mod lease;
+pub mod server;
+pub mod wire;
+
+pub use boot::{BootConfig, ClientKind, Firmware};
+pub use lease::{Lease, LeaseChange, LeaseState, LeaseTable};
+pub use server::{
+    Decision, Destination, DhcpServer, Mode, Pool, Port, Reply, Reservation, ServerConfig,
+    ServerConfigError,
+};
+pub use wire::DropReason;
+
+#[cfg(test)]
+mod tests;
