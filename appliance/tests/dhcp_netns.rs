@@ -1,0 +1,744 @@
+//! Root-only: the real `appliance serve` answering real DHCP clients across veth pairs in
+//! network namespaces this test creates (names start with `dh`).
+//!
+//! - server mode: busybox `udhcpc` (plain, PXE arch 7, iPXE, reserved MAC, RELEASE), a short
+//!   `perfdhcp` run, and a restart that must keep every lease;
+//! - proxy mode: dnsmasq hands out addresses, the appliance adds boot information; a
+//!   PXE-like client (this test binary re-executed inside the client namespace, see
+//!   `probe_child`) checks both offers and the port-4011 exchange.
+//!
+//! Skips with a printed reason when not root or when a tool is missing.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Encodable};
+
+const BIN: &str = env!("CARGO_BIN_EXE_appliance");
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn have(tool: &str, args: &[&str]) -> bool {
+    Command::new(tool)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Why this test cannot run here, if it cannot.
+fn skip_reason(tools: &[(&str, &[&str])]) -> Option<String> {
+    if !is_root() {
+        return Some("not root: network namespaces and udp/67 need root".into());
+    }
+    for (tool, args) in tools {
+        if !have(tool, args) {
+            return Some(format!(
+                "`{tool}` is not installed (scripts/setup installs it)"
+            ));
+        }
+    }
+    None
+}
+
+fn run(cmd: &[&str]) {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A short unique tag for namespace and interface names (interface names max 15 chars).
+fn tag() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}{}",
+        std::process::id() % 10000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Network namespaces deleted on drop (which also deletes the veths inside).
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn new(names: &[String]) -> Namespaces {
+        for n in names {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+            run(&["ip", "netns", "add", n]);
+            run(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        Namespaces(names.to_vec())
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+/// Creates a veth pair `a` (in `ns_a`) <-> `b` (in `ns_b`), both up, with optional addresses.
+fn veth(ns_a: &str, a: &str, addr_a: Option<&str>, ns_b: &str, b: &str, addr_b: Option<&str>) {
+    run(&["ip", "link", "add", a, "type", "veth", "peer", "name", b]);
+    run(&["ip", "link", "set", a, "netns", ns_a]);
+    run(&["ip", "link", "set", b, "netns", ns_b]);
+    for (ns, dev, addr) in [(ns_a, a, addr_a), (ns_b, b, addr_b)] {
+        if let Some(addr) = addr {
+            run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+        }
+        run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+}
+
+/// A child process killed on drop; its stderr+stdout go to `log`.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(ns: &str, cmd: &[&str], log: &Path) -> Proc {
+        let f = std::fs::File::create(log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Proc {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("exited with {status} before `{needle}`:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no `{needle}` within 20 s:\n{}", self.log());
+    }
+
+    /// SIGTERM, then wait (a clean stop, as systemd does it).
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_appliance(ns: &str, dir: &Path, config: &str) -> Proc {
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut p = Proc::spawn(
+        ns,
+        &[BIN, "serve", "--config", cfg.to_str().unwrap()],
+        &dir.join("appliance.log"),
+    );
+    p.wait_for_log("dhcp serving");
+    p
+}
+
+/// Writes the udhcpc event script (records the `bound` variables in `$DH_OUT`).
+fn udhcpc_script(dir: &Path) -> PathBuf {
+    let script = dir.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        // With DH_CONFIGURE the address is put on the interface (so a RELEASE can be sent
+        // from it) and removed again on deconfig.
+        "#!/bin/sh\n\
+         case \"$1\" in\n\
+         bound) [ -n \"$DH_CONFIGURE\" ] && ip addr add \"$ip/24\" dev \"$interface\"\n\
+           for v in ip subnet router dns domain lease serverid siaddr boot_file hostname; do\n\
+             eval \"echo $v=\\$$v\"\n\
+           done > \"$DH_OUT\" ;;\n\
+         deconfig) [ -n \"$DH_CONFIGURE\" ] && [ -f \"$DH_OUT\" ] && \
+           ip addr del \"$(sed -n s/^ip=//p \"$DH_OUT\")/24\" dev \"$interface\" ;;\n\
+         esac\nexit 0\n",
+    )
+    .unwrap();
+    run(&["chmod", "+x", script.to_str().unwrap()]);
+    script
+}
+
+/// Runs busybox udhcpc once in `ns` on `dev`; returns the variables of its `bound` event.
+fn udhcpc(ns: &str, dev: &str, dir: &Path, extra: &[&str]) -> HashMap<String, String> {
+    let script = udhcpc_script(dir);
+    let out_file = dir.join("udhcpc.out");
+    let _ = std::fs::remove_file(&out_file);
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "busybox", "udhcpc", "-f", "-q", "-n"])
+        .args([
+            "-t",
+            "4",
+            "-T",
+            "1",
+            "-i",
+            dev,
+            "-s",
+            script.to_str().unwrap(),
+        ])
+        .args(extra)
+        .env("DH_OUT", &out_file)
+        .output()
+        .unwrap();
+    let vars = std::fs::read_to_string(&out_file).unwrap_or_else(|_| {
+        panic!(
+            "udhcpc {extra:?} got no lease: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    vars.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Runs udhcpc until bound, then makes it send a DHCPRELEASE (SIGUSR2; `-q -R` does not
+/// send one in busybox 1.35) and stops it. Returns the released address.
+fn udhcpc_release(ns: &str, dev: &str, dir: &Path) -> String {
+    let out_file = dir.join("udhcpc.out");
+    let _ = std::fs::remove_file(&out_file);
+    let log = dir.join("udhcpc-release.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "busybox", "udhcpc", "-f", "-t", "4", "-T", "1",
+        ])
+        .args(["-i", dev, "-s", udhcpc_script(dir).to_str().unwrap()])
+        .env("DH_OUT", &out_file)
+        .env("DH_CONFIGURE", "1")
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let wait = |what: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && !what() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait(&|| {
+        std::fs::read_to_string(&out_file)
+            .unwrap_or_default()
+            .contains("hostname=")
+    });
+    let ip = std::fs::read_to_string(&out_file)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("ip=").map(str::to_string))
+        .unwrap_or_else(|| panic!("no lease: {}", std::fs::read_to_string(&log).unwrap()));
+    run(&["kill", "-USR2", &pid]);
+    wait(&|| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("entering released state")
+    });
+    run(&["kill", "-TERM", &pid]);
+    let _ = child.wait();
+    ip
+}
+
+fn set_mac(ns: &str, dev: &str, mac: &str) {
+    run(&["ip", "-n", ns, "link", "set", dev, "down"]);
+    run(&["ip", "-n", ns, "link", "set", dev, "address", mac]);
+    run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+}
+
+fn in_range(ip: &str, lo: u8, hi: u8) -> bool {
+    let ip: Ipv4Addr = ip.parse().unwrap();
+    let last = ip.octets()[3];
+    ip.octets()[..3] == [10, 77, 0] && (lo..=hi).contains(&last)
+}
+
+#[test]
+fn server_mode_serves_real_clients_and_keeps_leases_across_restart() {
+    if let Some(why) = skip_reason(&[
+        ("busybox", &["--help"]),
+        ("perfdhcp", &["-h"]),
+        ("ip", &["-V"]),
+    ]) {
+        eprintln!("SKIP server_mode_serves_real_clients_and_keeps_leases_across_restart: {why}");
+        return;
+    }
+    let t = tag();
+    let (ns_s, ns_c) = (format!("dh{t}s"), format!("dh{t}c"));
+    let _ns = Namespaces::new(&[ns_s.clone(), ns_c.clone()]);
+    let (dev_s, dev_c) = (format!("dh{t}s0"), format!("dh{t}c0"));
+    veth(
+        &ns_s,
+        &dev_s,
+        Some("10.77.0.1/24"),
+        &ns_c,
+        &dev_c,
+        Some("10.77.0.2/24"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"data_dir = "{data}"
+interface = "{dev_s}"
+[http]
+listen = "127.0.0.1:8081"
+[tftp]
+enabled = false
+[log]
+format = "json"
+level = "appliance=debug,info"
+[dhcp]
+mode = "server"
+[[dhcp.pools]]
+range_start = "10.77.0.100"
+range_end = "10.77.0.200"
+netmask = "255.255.255.0"
+router = "10.77.0.1"
+dns = ["10.77.0.1"]
+domain = "lab.test"
+[[dhcp.reservations]]
+mac = "02:00:00:00:00:99"
+ip = "10.77.0.50"
+hostname = "reserved-node"
+"#,
+        data = tmp.path().join("data").display()
+    );
+    let server = start_appliance(&ns_s, tmp.path(), &config);
+
+    // A plain client gets an address from the pool and the network options.
+    set_mac(&ns_c, &dev_c, "02:00:00:00:00:01");
+    let plain = udhcpc(&ns_c, &dev_c, tmp.path(), &[]);
+    let a_ip = plain["ip"].clone();
+    assert!(in_range(&a_ip, 100, 200), "{plain:?}");
+    assert_eq!(plain["subnet"], "255.255.255.0");
+    assert_eq!(plain["router"].trim(), "10.77.0.1");
+    assert_eq!(plain["dns"].trim(), "10.77.0.1");
+    assert_eq!(plain["domain"], "lab.test");
+    assert_eq!(plain["lease"], "3600");
+    assert_eq!(plain["serverid"], "10.77.0.1");
+    assert_eq!(plain["boot_file"], "", "no boot file for a plain client");
+
+    // The same client again (INIT-REBOOT style) keeps its address.
+    assert_eq!(udhcpc(&ns_c, &dev_c, tmp.path(), &[])["ip"], a_ip);
+
+    // PXE clients get boot files by arch; an iPXE client gets the HTTP script.
+    let uefi = udhcpc(
+        &ns_c,
+        &dev_c,
+        tmp.path(),
+        &["-x", "0x5d:0007", "-V", "PXEClient:Arch:00007:UNDI:003016"],
+    );
+    assert_eq!(uefi["boot_file"], "ipxe.efi", "{uefi:?}");
+    assert_eq!(uefi["siaddr"], "10.77.0.1");
+    let ipxe = udhcpc(
+        &ns_c,
+        &dev_c,
+        tmp.path(),
+        &["-x", "0x5d:0000", "-x", "0x4d:69505845"],
+    );
+    assert_eq!(
+        ipxe["boot_file"], "http://10.77.0.1:8081/boot.ipxe",
+        "{ipxe:?}"
+    );
+
+    // A reserved MAC gets its fixed address and hostname.
+    set_mac(&ns_c, &dev_c, "02:00:00:00:00:99");
+    let res = udhcpc(&ns_c, &dev_c, tmp.path(), &[]);
+    assert_eq!(res["ip"], "10.77.0.50");
+    assert_eq!(res["hostname"], "reserved-node");
+
+    // RELEASE frees the address: client 2 takes and releases one, client 3 may ask for it.
+    set_mac(&ns_c, &dev_c, "02:00:00:00:00:02");
+    let released = udhcpc_release(&ns_c, &dev_c, tmp.path());
+    set_mac(&ns_c, &dev_c, "02:00:00:00:00:03");
+    let taken = udhcpc(&ns_c, &dev_c, tmp.path(), &["-r", &released])["ip"].clone();
+    assert_eq!(
+        taken,
+        released,
+        "a released address can go to another client\n{}",
+        server.log()
+    );
+
+    // perfdhcp: a short burst of full DORAs from 50 simulated clients, all answered.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns_c, "perfdhcp", "-4", "-l", &dev_c])
+        .args(["-r", "100", "-R", "50", "-p", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let acks = text
+        .split("***Statistics for: REQUEST-ACK***")
+        .nth(1)
+        .and_then(|s| s.lines().find(|l| l.starts_with("received packets:")))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "perfdhcp output: {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        acks >= 150,
+        "perfdhcp got {acks} ACKs in 2 s at 100/s:\n{text}"
+    );
+    assert!(text.contains("non unique addresses: 0"), "{text}");
+
+    // Restart: every lease is still there.
+    server.stop();
+    let server = start_appliance(&ns_s, tmp.path(), &config);
+    let loaded: u32 = server
+        .log()
+        .lines()
+        .find(|l| l.contains("dhcp serving"))
+        .and_then(|l| l.split("\"leases\":").nth(1))
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no lease count in {}", server.log()));
+    // 5 udhcpc clients (one released) + the perfdhcp clients.
+    assert!(loaded >= 5, "{loaded} leases loaded");
+    set_mac(&ns_c, &dev_c, "02:00:00:00:00:04");
+    let other = udhcpc(&ns_c, &dev_c, tmp.path(), &["-r", &a_ip]);
+    assert_ne!(
+        other["ip"], a_ip,
+        "a stored lease is not handed to another client"
+    );
+    assert!(in_range(&other["ip"], 100, 200));
+    set_mac(&ns_c, &dev_c, "02:00:00:00:00:01");
+    assert_eq!(
+        udhcpc(&ns_c, &dev_c, tmp.path(), &[])["ip"],
+        a_ip,
+        "old client keeps its address"
+    );
+    drop(server);
+}
+
+// ------------------------------------------------------------------------- proxy mode
+
+/// The PXE-like client, run by the parent test inside the client namespace:
+/// `ip netns exec <ns> <this test binary> --exact probe_child --nocapture` with `DH_PROBE_*`
+/// set. Sends a DISCOVER (broadcast, port 68 → 67), prints every reply, then sends a
+/// REQUEST to the proxy's port 4011 and prints that reply. Does nothing without the env.
+#[test]
+fn probe_child() {
+    let Ok(dev) = std::env::var("DH_PROBE_DEV") else {
+        return;
+    };
+    let pxe = std::env::var("DH_PROBE_PXE").is_ok();
+    let ciaddr: Ipv4Addr = std::env::var("DH_PROBE_CIADDR").unwrap().parse().unwrap();
+    let sock = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    sock.set_reuse_address(true).unwrap();
+    sock.set_broadcast(true).unwrap();
+    sock.bind_device(Some(dev.as_bytes())).unwrap();
+    sock.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 68)).into())
+        .unwrap();
+    let sock: std::net::UdpSocket = sock.into();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mac = [0x02, 0, 0, 0, 0x11, 0x22];
+    let guid: Vec<u8> = std::iter::once(0).chain(0x10..0x20).collect();
+    let build = |ty: MessageType, ciaddr: Ipv4Addr| {
+        let mut m = Message::new_with_id(
+            0xd4c0_0001,
+            ciaddr,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &mac,
+        );
+        m.set_opcode(Opcode::BootRequest);
+        m.set_flags(Flags::default().set_broadcast());
+        let o = m.opts_mut();
+        o.insert(DhcpOption::MessageType(ty));
+        if pxe {
+            o.insert(DhcpOption::ClientSystemArchitecture(7.into()));
+            o.insert(DhcpOption::ClassIdentifier(
+                b"PXEClient:Arch:00007:UNDI:003016".to_vec(),
+            ));
+            o.insert(DhcpOption::ClientMachineIdentifier(guid.clone()));
+        }
+        m.to_vec().unwrap()
+    };
+    let collect = |sock: &std::net::UdpSocket, label: &str, secs: u64| {
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                println!("REPLY {label} {from} {}", hex::encode(&buf[..n]));
+            }
+        }
+    };
+    sock.send_to(
+        &build(MessageType::Discover, Ipv4Addr::UNSPECIFIED),
+        (Ipv4Addr::BROADCAST, 67),
+    )
+    .unwrap();
+    collect(&sock, "discover", 3);
+    if let Ok(proxy) = std::env::var("DH_PROBE_PROXY") {
+        let proxy: Ipv4Addr = proxy.parse().unwrap();
+        sock.send_to(&build(MessageType::Request, ciaddr), (proxy, 4011))
+            .unwrap();
+        collect(&sock, "pxe4011", 2);
+    }
+}
+
+struct ProbeReply {
+    label: String,
+    msg: Message,
+}
+
+fn probe(ns: &str, dev: &str, pxe: bool, ciaddr: &str, proxy: Option<&str>) -> Vec<ProbeReply> {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(exe)
+        .args(["--exact", "probe_child", "--nocapture", "--test-threads=1"])
+        .env("DH_PROBE_DEV", dev)
+        .env("DH_PROBE_CIADDR", ciaddr);
+    if pxe {
+        cmd.env("DH_PROBE_PXE", "1");
+    }
+    if let Some(p) = proxy {
+        cmd.env("DH_PROBE_PROXY", p);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "probe failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        // libtest may print "test probe_child ... " on the same line as the first reply.
+        .filter_map(|l| l.find("REPLY ").map(|i| &l[i + "REPLY ".len()..]))
+        .map(|l| {
+            let mut parts = l.split(' ');
+            let label = parts.next().unwrap().to_string();
+            let _from = parts.next().unwrap();
+            let bytes = hex::decode(parts.next().unwrap()).unwrap();
+            ProbeReply {
+                label,
+                msg: Message::from_bytes(&bytes).unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn server_id(m: &Message) -> Option<Ipv4Addr> {
+    match m.opts().get(OptionCode::ServerIdentifier) {
+        Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
+        _ => None,
+    }
+}
+
+fn opt(m: &Message, code: OptionCode) -> Option<Vec<u8>> {
+    match m.opts().get(code)? {
+        DhcpOption::ClassIdentifier(v)
+        | DhcpOption::BootfileName(v)
+        | DhcpOption::VendorExtensions(v)
+        | DhcpOption::ClientMachineIdentifier(v) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn proxy_mode_adds_boot_info_beside_dnsmasq() {
+    if let Some(why) = skip_reason(&[("dnsmasq", &["--version"]), ("ip", &["-V"])]) {
+        eprintln!("SKIP proxy_mode_adds_boot_info_beside_dnsmasq: {why}");
+        return;
+    }
+    // Three namespaces on one L2: the client's namespace holds the bridge.
+    let t = tag();
+    let (ns_a, ns_d, ns_c) = (format!("dh{t}a"), format!("dh{t}d"), format!("dh{t}c"));
+    let _ns = Namespaces::new(&[ns_a.clone(), ns_d.clone(), ns_c.clone()]);
+    let br = format!("dh{t}br");
+    run(&["ip", "-n", &ns_c, "link", "add", &br, "type", "bridge"]);
+    run(&[
+        "ip",
+        "-n",
+        &ns_c,
+        "addr",
+        "add",
+        "10.78.0.50/24",
+        "dev",
+        &br,
+    ]);
+    run(&["ip", "-n", &ns_c, "link", "set", &br, "up"]);
+    let (dev_a, dev_d) = (format!("dh{t}a0"), format!("dh{t}d0"));
+    for (ns, dev, addr) in [
+        (&ns_a, &dev_a, "10.78.0.1/24"),
+        (&ns_d, &dev_d, "10.78.0.2/24"),
+    ] {
+        let peer = format!("{dev}p");
+        veth(ns, dev, Some(addr), &ns_c, &peer, None);
+        run(&["ip", "-n", &ns_c, "link", "set", &peer, "master", &br]);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dnsmasq = Proc::spawn(
+        &ns_d,
+        &[
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--user=root",
+            "--group=root",
+            &format!("--interface={dev_d}"),
+            "--bind-interfaces",
+            "--dhcp-range=10.78.0.100,10.78.0.150,255.255.255.0,1h",
+            "--leasefile-ro",
+            "--dhcp-authoritative",
+            "--no-ping",
+            "--log-facility=-",
+        ],
+        &tmp.path().join("dnsmasq.log"),
+    );
+    dnsmasq.wait_for_log("DHCP, IP range");
+    let config = format!(
+        r#"data_dir = "{data}"
+interface = "{dev_a}"
+[http]
+listen = "127.0.0.1:8081"
+[tftp]
+enabled = false
+[log]
+level = "appliance=debug,info"
+[dhcp]
+mode = "proxy"
+"#,
+        data = tmp.path().join("data").display()
+    );
+    let appliance = start_appliance(&ns_a, tmp.path(), &config);
+    let box_ip: Ipv4Addr = "10.78.0.1".parse().unwrap();
+
+    // A PXE client: an address from dnsmasq, boot information (and no address) from us.
+    let replies = probe(&ns_c, &br, true, "10.78.0.50", Some("10.78.0.1"));
+    let from_dnsmasq: Vec<_> = replies
+        .iter()
+        .filter(|r| {
+            r.label == "discover" && server_id(&r.msg) == Some("10.78.0.2".parse().unwrap())
+        })
+        .collect();
+    assert!(
+        !from_dnsmasq.is_empty(),
+        "dnsmasq offered nothing\n{:?}\n{}\n{}",
+        replies
+            .iter()
+            .map(|r| (&r.label, server_id(&r.msg), r.msg.yiaddr()))
+            .collect::<Vec<_>>(),
+        dnsmasq.log(),
+        appliance.log()
+    );
+    assert_ne!(from_dnsmasq[0].msg.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    let ours: Vec<_> = replies
+        .iter()
+        .filter(|r| server_id(&r.msg) == Some(box_ip))
+        .collect();
+    let offer = ours
+        .iter()
+        .find(|r| r.label == "discover")
+        .unwrap_or_else(|| {
+            panic!(
+                "no proxy offer\n{:?}\n{}",
+                replies
+                    .iter()
+                    .map(|r| (&r.label, server_id(&r.msg), r.msg.yiaddr()))
+                    .collect::<Vec<_>>(),
+                appliance.log()
+            )
+        });
+    let m = &offer.msg;
+    assert_eq!(m.opts().msg_type(), Some(MessageType::Offer));
+    assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED, "proxy gives no address");
+    assert_eq!(m.siaddr(), box_ip);
+    assert_eq!(
+        opt(m, OptionCode::BootfileName).as_deref(),
+        Some(&b"ipxe.efi"[..])
+    );
+    assert_eq!(
+        opt(m, OptionCode::ClassIdentifier).as_deref(),
+        Some(&b"PXEClient"[..])
+    );
+    assert_eq!(
+        opt(m, OptionCode::VendorExtensions),
+        Some(vec![6, 1, 8, 255])
+    );
+    let guid: Vec<u8> = std::iter::once(0).chain(0x10..0x20).collect();
+    assert_eq!(opt(m, OptionCode::ClientMachineIdentifier), Some(guid));
+    let ack = ours
+        .iter()
+        .find(|r| r.label == "pxe4011")
+        .unwrap_or_else(|| panic!("no answer on port 4011\n{}", appliance.log()));
+    assert_eq!(ack.msg.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(ack.msg.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(
+        opt(&ack.msg, OptionCode::BootfileName).as_deref(),
+        Some(&b"ipxe.efi"[..])
+    );
+
+    // A plain client: dnsmasq answers, the proxy stays silent.
+    let replies = probe(&ns_c, &br, false, "10.78.0.50", None);
+    assert!(
+        replies
+            .iter()
+            .any(|r| server_id(&r.msg) == Some("10.78.0.2".parse().unwrap()))
+    );
+    assert!(
+        !replies.iter().any(|r| server_id(&r.msg) == Some(box_ip)),
+        "proxy answered a non-PXE client"
+    );
+    drop(appliance);
+    drop(dnsmasq);
+}
