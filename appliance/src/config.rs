@@ -26,6 +26,27 @@ pub struct Config {
     pub tftp: TftpConfig,
     pub boot: BootConfig,
     pub log: LogConfig,
+    pub bmc: BmcConfig,
+}
+
+/// Power control through server BMCs (IPMI/Redfish), see `bmc/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BmcConfig {
+    /// When the agent reports a BMC, create a dedicated `sidero` user on it (generated
+    /// password, administrator) and store the credentials, as Sidero's auto BMC setup does.
+    pub auto_setup: bool,
+    /// Overall deadline of one BMC operation (session setup included), seconds.
+    pub call_timeout_secs: u64,
+    /// BMC operations in flight at once, across all BMCs (one per BMC at most).
+    pub max_concurrent: usize,
+    /// How often each server's power state is read into `status.power`, seconds.
+    pub poll_interval_secs: u64,
+    /// Boot mode for "PXE next boot" when the Server has no `spec.pxeMode`: "uefi" or "bios".
+    pub default_pxe_mode: String,
+    /// IPMI: wait for one reply before retransmitting, milliseconds; and retransmissions.
+    pub ipmi_attempt_ms: u64,
+    pub ipmi_retries: u32,
 }
 
 /// How installed servers leave the PXE path unless their Server/ServerClass says otherwise.

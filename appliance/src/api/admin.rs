@@ -65,10 +65,13 @@ fn parse_kind(s: &str) -> Result<Kind, Status> {
 }
 
 fn to_pb(s: Stored) -> pb::Object {
+    // Inline BMC passwords never leave the box (bmc room).
+    let mut object = s.object;
+    crate::store::redact_secrets(&mut object);
     pb::Object {
-        kind: s.object.kind().to_string(),
-        name: s.object.name().to_string(),
-        json: s.object.to_json(),
+        kind: object.kind().to_string(),
+        name: object.name().to_string(),
+        json: object.to_json(),
         revision: s.revision,
     }
 }

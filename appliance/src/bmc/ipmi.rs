@@ -8,6 +8,7 @@
 //! (remembering the last reason for the timeout error). Randomness (session id, RAKP
 //! random, AES IVs) comes from the OS here, not from the core.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -40,11 +41,12 @@ impl Default for IpmiTimeouts {
 }
 
 /// A BMC reached over IPMI/RMCP+.
-#[derive(Clone)]
 pub struct IpmiBmc {
     endpoint: String,
     creds: Credentials,
-    suite: CipherSuite,
+    /// The suite in use (id); with `auto`, 17 until the BMC refuses it, then 3.
+    suite: AtomicU8,
+    auto: bool,
     timeouts: IpmiTimeouts,
 }
 
@@ -53,7 +55,8 @@ impl std::fmt::Debug for IpmiBmc {
         f.debug_struct("IpmiBmc")
             .field("endpoint", &self.endpoint)
             .field("user", &self.creds.username)
-            .field("suite", &self.suite)
+            .field("suite", &self.suite())
+            .field("auto", &self.auto)
             .finish()
     }
 }
@@ -83,13 +86,44 @@ impl IpmiBmc {
         IpmiBmc {
             endpoint: endpoint.into(),
             creds,
-            suite,
+            suite: AtomicU8::new(suite.id()),
+            auto: false,
             timeouts,
         }
     }
 
+    /// Like [`IpmiBmc::new`], but tries cipher suite 17 first and falls back to 3 (and
+    /// stays there) when the BMC refuses 17 at session open.
+    pub fn new_auto(
+        endpoint: impl Into<String>,
+        creds: Credentials,
+        timeouts: IpmiTimeouts,
+    ) -> IpmiBmc {
+        let mut b = IpmiBmc::new(endpoint, creds, CipherSuite::Suite17, timeouts);
+        b.auto = true;
+        b
+    }
+
+    /// The cipher suite in use.
     pub fn suite(&self) -> CipherSuite {
-        self.suite
+        CipherSuite::from_id(self.suite.load(Ordering::Relaxed)).unwrap_or(CipherSuite::Suite3)
+    }
+
+    /// Opens an administrator session, falling back from suite 17 to 3 in auto mode.
+    pub async fn open(&self) -> Result<IpmiConn<'_>, BmcError> {
+        match self.open_with(self.suite()).await {
+            Err(BmcError::Auth { message, .. })
+                if self.auto
+                    && self.suite() == CipherSuite::Suite17
+                    && message.contains("open session request") =>
+            {
+                tracing::info!(endpoint = %self.endpoint, "BMC refused cipher suite 17; using 3");
+                self.suite
+                    .store(CipherSuite::Suite3.id(), Ordering::Relaxed);
+                self.open_with(CipherSuite::Suite3).await
+            }
+            other => other,
+        }
     }
 
     fn err_auth(&self, e: SessionError) -> BmcError {
@@ -187,13 +221,12 @@ impl IpmiBmc {
         }
     }
 
-    /// Opens an administrator session.
-    pub async fn open(&self) -> Result<IpmiConn<'_>, BmcError> {
+    async fn open_with(&self, suite: CipherSuite) -> Result<IpmiConn<'_>, BmcError> {
         let sock = self.socket().await?;
         let params = LoginParams {
             username: self.creds.username.as_bytes().to_vec(),
             password: self.creds.password.as_bytes().to_vec(),
-            suite: self.suite,
+            suite,
             privilege: PRIV_ADMIN,
         };
         let console_sid = u32::from_le_bytes(random::<4>()) | 1;

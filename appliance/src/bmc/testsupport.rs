@@ -187,3 +187,185 @@ impl Drop for IpmiSim {
         let _ = self.child.wait();
     }
 }
+
+/// Where `sushy-emulator` is: `$SUSHY_EMULATOR`, the venv `scripts/setup` creates
+/// (`/opt/sushy-tools`), or `PATH`.
+pub fn sushy_emulator() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SUSHY_EMULATOR") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = PathBuf::from("/opt/sushy-tools/bin/sushy-emulator");
+    if venv.exists() {
+        return Some(venv);
+    }
+    have("sushy-emulator").then(|| PathBuf::from("sushy-emulator"))
+}
+
+/// Returns the emulator path, or None after printing why the test skips.
+pub fn sushy_present(test: &str) -> Option<PathBuf> {
+    let p = sushy_emulator();
+    if p.is_none() || !have("openssl") || !have("curl") {
+        println!(
+            "SKIP {test}: sushy-emulator (pip install sushy-tools; scripts/setup does it), openssl or curl missing"
+        );
+        return None;
+    }
+    p
+}
+
+pub const SUSHY_SYSTEM: &str = "11111111-2222-3333-4444-555555555501";
+
+/// A running sushy-emulator (fake driver, HTTPS with a fresh self-signed cert, basic auth
+/// admin/password) on a unique loopback port; killed on drop.
+pub struct Sushy {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Sushy {
+    pub fn start(emulator: &std::path::Path) -> Sushy {
+        Sushy::start_on(emulator, free_tcp_port())
+    }
+
+    pub fn start_on(emulator: &std::path::Path, port: u16) -> Sushy {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(d.join("key.pem"))
+            .arg("-out")
+            .arg(d.join("cert.pem"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl req failed");
+        // bcrypt (cost 4: every request verifies it) with the emulator's own Python.
+        let python = emulator
+            .parent()
+            .map(|b| b.join("python3"))
+            .filter(|p| p.exists());
+        let python = python.unwrap_or_else(|| PathBuf::from("python3"));
+        let out = Command::new(python)
+            .args([
+                "-c",
+                "import bcrypt;print('admin:'+bcrypt.hashpw(b'password',bcrypt.gensalt(rounds=4)).decode())",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bcrypt: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(d.join("htpasswd"), &out.stdout).unwrap();
+        let conf = format!(
+            r#"SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'
+SUSHY_EMULATOR_LISTEN_PORT = {port}
+SUSHY_EMULATOR_SSL_CERT = '{d}/cert.pem'
+SUSHY_EMULATOR_SSL_KEY = '{d}/key.pem'
+SUSHY_EMULATOR_AUTH_FILE = '{d}/htpasswd'
+SUSHY_EMULATOR_STATE_DIR = '{d}/state'
+SUSHY_EMULATOR_FAKE_DRIVER = True
+SUSHY_EMULATOR_FAKE_SYSTEMS = [
+    {{'uuid': '{SUSHY_SYSTEM}', 'name': 'node-1', 'power_state': 'Off',
+     'external_notifier': False, 'nics': [{{'mac': '52:54:00:12:34:01', 'ip': '10.99.0.101'}}]}},
+]
+"#,
+            d = d.display()
+        );
+        std::fs::write(d.join("emulator.conf"), conf).unwrap();
+        let child = Command::new(emulator)
+            .arg("--config")
+            .arg(d.join("emulator.conf"))
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("sushy.log")).unwrap())
+            .spawn()
+            .expect("sushy-emulator starts");
+        let sushy = Sushy { port, dir, child };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if sushy
+                .curl(&[
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &sushy.url("/redfish/v1/"),
+                ])
+                .1
+                == "200"
+            {
+                return sushy;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("sushy-emulator did not come up on port {port}");
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
+    }
+
+    /// curl -k -u admin:password …: (success, stdout).
+    pub fn curl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "-k", "-u", "admin:password", "--max-time", "5"])
+            .args(args)
+            .output()
+            .expect("curl runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// The system as sushy itself reports it.
+    pub fn system(&self) -> serde_json::Value {
+        let (ok, body) = self.curl(&[&self.url(&format!("/redfish/v1/Systems/{SUSHY_SYSTEM}"))]);
+        assert!(ok, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn cert_sha256(&self) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-outform", "der", "-in"])
+            .arg(self.dir.path().join("cert.pem"))
+            .output()
+            .unwrap();
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&out.stdout))
+    }
+}
+
+impl Drop for Sushy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

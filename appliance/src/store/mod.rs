@@ -5,6 +5,7 @@
 //! commit the changed keys go out on a broadcast change feed that the reconciler, console
 //! and kube-bridge subscribe to. Only this module names redb types.
 
+mod bmc;
 mod events;
 mod leases;
 mod migrate;
@@ -20,6 +21,7 @@ use tokio::sync::broadcast;
 
 use crate::model::{Kind, Object};
 
+pub use bmc::{BmcSettings, REDACTED, bmc_secret_name, redact_secrets};
 pub use events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
 pub use migrate::SCHEMA_VERSION;
 use tables::{META, OBJECTS, object_key};
@@ -243,6 +245,7 @@ impl Store {
                     .transpose()?;
                 if let Some(old) = &existing {
                     keep_status_if_absent(&mut object, &old.object);
+                    bmc::keep_redacted_pass(&mut object, &old.object);
                 }
                 let result = match &existing {
                     Some(old) if old.object == object => {

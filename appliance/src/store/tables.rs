@@ -59,3 +59,11 @@ pub const META_EVENT_SEQ: &str = "lifecycle_event_seq";
 // dhcp
 /// `dhcp_leases`: key = IPv4 address as u32, value = `store::leases` record encoding.
 pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("dhcp_leases");
+
+// --- bmc room (store/bmc.rs) ---
+
+/// BMC credentials: key `"<namespace>/<name>"`, value = JSON map (the Secrets that
+/// `spec.bmc.userFrom/passFrom` point at).
+pub const BMC_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("bmc_secrets");
+/// Per-server BMC settings: key server name, value = JSON `BmcSettings`.
+pub const BMC_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bmc_settings");

@@ -110,6 +110,23 @@ async fn suite17_is_refused_by_ipmi_sim_with_a_clear_error() {
 }
 
 #[tokio::test]
+async fn auto_suite_falls_back_from_17_to_3_on_ipmi_sim() {
+    if !ipmi_tools_present("auto_suite_falls_back_from_17_to_3_on_ipmi_sim") {
+        return;
+    }
+    let sim = IpmiSim::start();
+    let bmc = IpmiBmc::new_auto(sim.endpoint(), admin(), quick());
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+    assert_eq!(bmc.suite(), CipherSuite::Suite3);
+    // Against a BMC that speaks 17 (the responder), auto mode stays on 17.
+    let (endpoint, task) = serve_responder(Responder::new(b"admin", b"password")).await;
+    let bmc = IpmiBmc::new_auto(endpoint, admin(), quick());
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+    assert_eq!(bmc.suite(), CipherSuite::Suite17);
+    task.abort();
+}
+
+#[tokio::test]
 async fn wrong_password_is_a_clear_login_error() {
     if !ipmi_tools_present("wrong_password_is_a_clear_login_error") {
         return;

@@ -1,0 +1,306 @@
+//! BMC room of the store: credentials and per-server BMC settings.
+//!
+//! `bmc_secrets`: key `"<namespace>/<name>"`, value = JSON map key → value. This plays the
+//! part of the Kubernetes Secrets that Sidero's `spec.bmc.userFrom/passFrom.secretKeyRef`
+//! point at; automatic BMC setup and `ctl server bmc set` write here and point the Server's
+//! `spec.bmc` at it, so the password never sits in the Server object.
+//! `bmc_settings`: key server name, value = JSON [`BmcSettings`] (Redfish TLS trust and the
+//! pinned certificate fingerprint, preferred IPMI cipher suite).
+//!
+//! Also the redaction rule for inline `spec.bmc.pass`: shown as `<redacted>` by the admin
+//! API, and an apply that carries `<redacted>` back keeps the stored password.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableDatabase, ReadableTable, TableError};
+use serde::{Deserialize, Serialize};
+
+use super::tables::{self, BMC_SECRETS, BMC_SETTINGS, META, OBJECTS, object_key};
+use super::{Change, ChangeOp, Store, StoreError, Stored};
+use crate::model::server::{Bmc as BmcSpec, CredentialSource, SecretKeyRef};
+use crate::model::{Kind, Object};
+
+/// What the admin API shows instead of an inline BMC password.
+pub const REDACTED: &str = "<redacted>";
+
+/// Per-server BMC settings that have no place in Sidero's `spec.bmc`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BmcSettings {
+    /// Redfish: accept a certificate that does not chain to a trusted root (self-signed
+    /// BMC certs), pinning it on first contact.
+    #[serde(default)]
+    pub insecure_tls: bool,
+    /// Redfish: SHA-256 of the BMC's certificate (hex), pinned on first contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_sha256: Option<String>,
+    /// Redfish: ComputerSystem id; the first member of /redfish/v1/Systems when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_id: Option<String>,
+    /// IPMI cipher suite (3 or 17); tried 17 then 3 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher_suite: Option<u8>,
+}
+
+fn corrupt(name: &str, what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::CorruptRecord {
+        kind: Kind::Server,
+        name: name.to_string(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// Replaces an inline BMC password by [`REDACTED`] (for showing objects).
+pub fn redact_secrets(object: &mut Object) {
+    if let Object::Server(s) = object
+        && let Some(bmc) = s.spec.bmc.as_mut()
+        && bmc.pass.as_deref().is_some_and(|p| !p.is_empty())
+    {
+        bmc.pass = Some(REDACTED.to_string());
+    }
+}
+
+/// An incoming object that carries [`REDACTED`] as its BMC password keeps the stored one.
+pub(super) fn keep_redacted_pass(new: &mut Object, old: &Object) {
+    if let (Object::Server(n), Object::Server(o)) = (new, old)
+        && let Some(nb) = n.spec.bmc.as_mut()
+        && nb.pass.as_deref() == Some(REDACTED)
+    {
+        nb.pass = o.spec.bmc.as_ref().and_then(|b| b.pass.clone());
+    }
+}
+
+/// The secret (namespace `default`, name `<server>-bmc`) that holds a server's BMC
+/// credentials, as Sidero names it.
+pub fn bmc_secret_name(server: &str) -> String {
+    format!("{server}-bmc")
+}
+
+impl Store {
+    /// One key of a stored secret.
+    pub fn bmc_secret_value(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = match txn.open_table(BMC_SECRETS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let id = format!("{namespace}/{name}");
+        let Some(v) = table.get(id.as_str())? else {
+            return Ok(None);
+        };
+        let map: BTreeMap<String, String> =
+            serde_json::from_slice(v.value()).map_err(|e| corrupt(&id, "bmc secret", e))?;
+        Ok(map.get(key).cloned())
+    }
+
+    /// Resolves a `userFrom`/`passFrom` source against the secrets table.
+    pub fn resolve_credential(
+        &self,
+        source: &CredentialSource,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(r) = &source.secret_key_ref else {
+            return Ok(None);
+        };
+        self.bmc_secret_value(r.namespace.as_deref().unwrap_or("default"), &r.name, &r.key)
+    }
+
+    pub fn bmc_settings(&self, server: &str) -> Result<BmcSettings, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = match txn.open_table(BMC_SETTINGS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(BmcSettings::default()),
+            Err(e) => return Err(e.into()),
+        };
+        match table.get(server)? {
+            None => Ok(BmcSettings::default()),
+            Some(v) => {
+                serde_json::from_slice(v.value()).map_err(|e| corrupt(server, "bmc settings", e))
+            }
+        }
+    }
+
+    /// Changes a server's BMC settings in one transaction.
+    pub fn update_bmc_settings(
+        &self,
+        server: &str,
+        edit: impl FnOnce(&mut BmcSettings),
+    ) -> Result<BmcSettings, StoreError> {
+        let txn = self.inner.db.begin_write()?;
+        let settings;
+        {
+            let mut table = txn.open_table(BMC_SETTINGS)?;
+            let mut s = match table.get(server)? {
+                None => BmcSettings::default(),
+                Some(v) => serde_json::from_slice(v.value())
+                    .map_err(|e| corrupt(server, "bmc settings", e))?,
+            };
+            edit(&mut s);
+            let json = serde_json::to_vec(&s).expect("settings serialise");
+            table.insert(server, json.as_slice())?;
+            settings = s;
+        }
+        txn.commit()?;
+        Ok(settings)
+    }
+
+    /// Stores BMC credentials for `server` in its secret and points `spec.bmc` at it
+    /// (endpoint, port, interface as given; no inline password), in one transaction.
+    pub fn set_server_bmc(
+        &self,
+        server: &str,
+        mut spec: BmcSpec,
+        username: &str,
+        password: &str,
+    ) -> Result<Stored, StoreError> {
+        let secret = bmc_secret_name(server);
+        let txn = self.inner.db.begin_write()?;
+        let stored;
+        let revision;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut objects = txn.open_table(OBJECTS)?;
+            let mut secrets = txn.open_table(BMC_SECRETS)?;
+            let key = object_key(Kind::Server, server);
+            let old = objects
+                .get(key.as_str())?
+                .map(|v| tables::decode_record(Kind::Server, server, v.value()))
+                .transpose()?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: Kind::Server,
+                    name: server.to_string(),
+                })?;
+            let mut object = old.object;
+            let Object::Server(s) = &mut object else {
+                unreachable!("the Server key holds a Server");
+            };
+            let reference = |key: &str| {
+                Some(CredentialSource {
+                    secret_key_ref: Some(SecretKeyRef {
+                        namespace: Some("default".into()),
+                        name: secret.clone(),
+                        key: key.to_string(),
+                    }),
+                })
+            };
+            spec.user = None;
+            spec.pass = None;
+            spec.user_from = reference("user");
+            spec.pass_from = reference("pass");
+            s.spec.bmc = Some(spec);
+            let map = BTreeMap::from([
+                ("user".to_string(), username.to_string()),
+                ("pass".to_string(), password.to_string()),
+            ]);
+            let id = format!("default/{secret}");
+            secrets.insert(
+                id.as_str(),
+                serde_json::to_vec(&map).expect("map serialises").as_slice(),
+            )?;
+            revision = meta
+                .get(tables::META_REVISION)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
+            objects.insert(
+                key.as_str(),
+                tables::encode_record(revision, &object).as_slice(),
+            )?;
+            meta.insert(tables::META_REVISION, revision)?;
+            stored = Stored { object, revision };
+        }
+        txn.commit()?;
+        self.publish(Some(Change {
+            revision,
+            kind: Kind::Server,
+            name: server.to_string(),
+            op: ChangeOp::Put,
+        }));
+        Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(name: &str, extra: &str) -> Object {
+        crate::model::parse_documents(&format!(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata:\n  name: {name}\nspec:\n  accepted: true\n{extra}"
+        ))
+        .unwrap()
+        .remove(0)
+    }
+
+    #[test]
+    fn credentials_go_to_the_secret_not_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store.apply(vec![server("s1", "")]).unwrap();
+        let spec = BmcSpec {
+            endpoint: "10.0.0.5".into(),
+            port: Some(623),
+            ..Default::default()
+        };
+        let stored = store
+            .set_server_bmc("s1", spec, "sidero", "s3cret")
+            .unwrap();
+        let json = stored.object.to_json();
+        assert!(!json.contains("s3cret"), "{json}");
+        assert!(json.contains("s1-bmc"), "{json}");
+        let Object::Server(s) = store.get(Kind::Server, "s1").unwrap().unwrap().object else {
+            panic!()
+        };
+        let bmc = s.spec.bmc.unwrap();
+        let pass = store
+            .resolve_credential(bmc.pass_from.as_ref().unwrap())
+            .unwrap();
+        assert_eq!(pass.as_deref(), Some("s3cret"));
+        assert!(
+            store
+                .set_server_bmc("nope", BmcSpec::default(), "u", "p")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn inline_password_is_redacted_and_survives_a_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let extra = "  bmc:\n    endpoint: 10.0.0.5\n    user: admin\n    pass: hunter2\n";
+        store.apply(vec![server("s1", extra)]).unwrap();
+        let mut shown = store.get(Kind::Server, "s1").unwrap().unwrap().object;
+        redact_secrets(&mut shown);
+        let yaml = shown.to_yaml();
+        assert!(
+            !yaml.contains("hunter2") && yaml.contains(REDACTED),
+            "{yaml}"
+        );
+        // Re-applying what was shown keeps the real password.
+        let reparsed = crate::model::parse_documents(&yaml).unwrap().remove(0);
+        store.apply(vec![reparsed]).unwrap();
+        let Object::Server(s) = store.get(Kind::Server, "s1").unwrap().unwrap().object else {
+            panic!()
+        };
+        assert_eq!(s.spec.bmc.unwrap().pass.as_deref(), Some("hunter2"));
+    }
+
+    #[test]
+    fn settings_default_and_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        assert_eq!(store.bmc_settings("x").unwrap(), BmcSettings::default());
+        store
+            .update_bmc_settings("x", |s| s.pinned_sha256 = Some("ab".into()))
+            .unwrap();
+        assert_eq!(
+            store.bmc_settings("x").unwrap().pinned_sha256.as_deref(),
+            Some("ab")
+        );
+    }
+}
