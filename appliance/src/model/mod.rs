@@ -225,9 +225,11 @@ impl Object {
         serde_json::to_string(self).expect("model types serialise infallibly")
     }
 
-    /// YAML as `get -o yaml` prints it.
+    /// YAML as `kubectl get -o yaml` prints it (keys sorted; strings quoted wherever a YAML
+    /// 1.1 or 1.2 reader could misread them).
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).expect("model types serialise infallibly")
+        let value = serde_json::to_value(self).expect("model types serialise infallibly");
+        yaml::to_yaml_string(&value)
     }
 
     /// Reads a stored JSON object of a known kind (document 1 in errors).

@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 use serde::Deserialize;
+use serde::de::DeserializeSeed;
 
 use super::*;
 
@@ -554,5 +555,73 @@ proptest! {
         edits in proptest::collection::vec((any::<usize>(), any::<usize>(), any::<bool>()), 1..6),
     ) {
         parse_never_panics_and_round_trips(&mutate(ALL_FIXTURES[which], &edits));
+    }
+}
+
+/// Reads YAML text back into a JSON value the way `parse_documents` does.
+fn read_yaml(text: &str) -> serde_json::Value {
+    let de = serde_yaml::Deserializer::from_str(text);
+    yaml::StrictValue::new()
+        .deserialize(de)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+#[test]
+fn printed_yaml_quotes_what_yaml_readers_could_misread() {
+    use serde_json::json;
+    // (value, exact printed line)
+    let cases = [
+        (json!("Dell Inc."), "k: Dell Inc.\n"),
+        (json!("/dev/sda"), "k: /dev/sda\n"),
+        (json!("on"), "k: \"on\"\n"),
+        (json!("Off"), "k: \"Off\"\n"),
+        (json!("y"), "k: \"y\"\n"),
+        (json!("null"), "k: \"null\"\n"),
+        (json!("0001"), "k: \"0001\"\n"),
+        (json!("10.0.0.1"), "k: \"10.0.0.1\"\n"),
+        (json!("52:54:00:12:34:56"), "k: \"52:54:00:12:34:56\"\n"),
+        (json!("a: b"), "k: \"a: b\"\n"),
+        (json!("x #y"), "k: \"x #y\"\n"),
+        (json!(""), "k: \"\"\n"),
+        (json!("tab\there"), "k: \"tab\\there\"\n"),
+        (
+            json!("del\u{7f}nel\u{85}ls\u{2028}"),
+            "k: \"del\\u007Fnel\\u0085ls\\u2028\"\n",
+        ),
+        (json!("one\ntwo\n"), "k: |\n  one\n  two\n"),
+        (json!("one\n\ntwo"), "k: |-\n  one\n\n  two\n"),
+        (json!(" lead\nx"), "k: \" lead\\nx\"\n"),
+        (json!("two\n\n"), "k: \"two\\n\\n\"\n"),
+        (json!(true), "k: true\n"),
+        (json!(null), "k: null\n"),
+        (json!(-12), "k: -12\n"),
+        (json!([]), "k: []\n"),
+        (json!({}), "k: {}\n"),
+        (
+            json!([[1, 2], {"b": 1, "a": [3]}]),
+            "k:\n- - 1\n  - 2\n- a:\n  - 3\n  b: 1\n",
+        ),
+    ];
+    for (value, printed) in cases {
+        let doc = json!({ "k": value });
+        let text = yaml::to_yaml_string(&doc);
+        assert_eq!(text, printed, "{value}");
+        assert_eq!(read_yaml(&text), doc, "{text}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn printed_yaml_reads_back_for_any_text(
+        key in any::<String>(),
+        items in proptest::collection::vec(any::<String>(), 0..4),
+        text in any::<String>(),
+    ) {
+        use serde_json::json;
+        let doc = json!({ key: { "list": items, "text": text.clone(), "nested": [[text]] } });
+        let printed = yaml::to_yaml_string(&doc);
+        prop_assert_eq!(read_yaml(&printed), doc);
     }
 }
