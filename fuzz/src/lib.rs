@@ -1,0 +1,7 @@
+//! Pure rooms compiled on their own for fuzzing: their source files are included directly
+//! instead of building the whole appliance crate (tokio, tonic, redb…) with sanitizers.
+
+/// `appliance::model`: depends only on serde, serde_json, serde_yaml, serde_path_to_error
+/// and thiserror.
+#[path = "../../appliance/src/model/mod.rs"]
+pub mod model;
