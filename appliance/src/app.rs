@@ -253,13 +253,22 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         store.clone(),
         admin_token.clone(),
     ));
+    let admin = AdminService::new(store.clone(), data_dir.display().to_string());
+    let console = http::console::ConsoleState::new(
+        store.clone(),
+        admin.clone(),
+        admin_token.clone(),
+        config.clone(),
+        config.console.secure_cookie,
+    );
+    tokio::spawn(console.clone().record_events(wait_for(shutdown.clone())));
     let state = HttpState {
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
         ready: ready.clone(),
         boot,
+        console,
     };
-    let admin = AdminService::new(store.clone(), data_dir.display().to_string());
     let router = http::router(state, admin, admin_token);
     let listener = TcpListener::bind(config.http.listen)
         .await

@@ -27,6 +27,7 @@ pub struct Config {
     pub boot: BootConfig,
     pub log: LogConfig,
     pub bmc: BmcConfig,
+    pub console: ConsoleConfig,
 }
 
 /// Power control through server BMCs (IPMI/Redfish), see `bmc/`.
@@ -47,6 +48,15 @@ pub struct BmcConfig {
     /// IPMI: wait for one reply before retransmitting, milliseconds; and retransmissions.
     pub ipmi_attempt_ms: u64,
     pub ipmi_retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Mark the console session cookie `Secure`. Only for a box reached over HTTPS (a TLS
+    /// proxy in front of :8081): browsers drop Secure cookies on plain HTTP (except to
+    /// localhost), which would make login impossible.
+    pub secure_cookie: bool,
 }
 
 /// How installed servers leave the PXE path unless their Server/ServerClass says otherwise.

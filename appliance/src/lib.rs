@@ -7,6 +7,7 @@ pub mod bmc;
 pub mod boot;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod ctl;
 pub mod http;
 pub mod logging;

@@ -1,8 +1,10 @@
 //! The one TCP listener on :8081: axum routes (health, metrics; later iPXE scripts, assets,
-//! metadata, console) and tonic gRPC services on the same port, split by path (gRPC paths
-//! are `/<package>.<Service>/<Method>`). HTTP/1.1 and HTTP/2 (h2c, for gRPC) both served.
+//! metadata; the web console in `console`) and tonic gRPC services on the same port, split
+//! by path (gRPC paths are `/<package>.<Service>/<Method>`). HTTP/1.1 and HTTP/2 (h2c, for
+//! gRPC) both served. Handlers see the peer address as `ConnectInfo<SocketAddr>`.
 
 pub mod boot;
+pub mod console;
 mod metrics;
 
 use std::future::Future;
@@ -32,6 +34,8 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// Network-boot routes (`/boot.ipxe`, `/ipxe`, `/tftp/`, `/env/`).
     pub boot: Arc<boot::BootContext>,
+    /// The web console (pages, JSON API, SSE); see `console`.
+    pub console: console::ConsoleState,
 }
 
 /// The admin-token check for gRPC services: `authorization: Bearer <token>` or
@@ -63,12 +67,14 @@ pub fn router(state: HttpState, admin: AdminService, admin_token: Arc<str>) -> R
     let auth = admin_auth(admin_token, state.metrics.clone());
     let grpc = Routes::new(AdminServer::with_interceptor(admin, auth)).into_axum_router();
     let boot_routes = boot::routes(state.boot.clone());
+    let console = console::router(state.console.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .with_state(state)
         .merge(boot_routes)
+        .merge(console)
         .merge(grpc)
 }
 

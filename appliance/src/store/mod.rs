@@ -8,6 +8,7 @@
 mod bmc;
 mod events;
 mod leases;
+mod console;
 mod migrate;
 mod tables;
 mod txn;

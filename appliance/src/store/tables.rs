@@ -67,3 +67,9 @@ pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("dhcp_lease
 pub const BMC_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("bmc_secrets");
 /// Per-server BMC settings: key server name, value = JSON `BmcSettings`.
 pub const BMC_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bmc_settings");
+
+// --- console room: console login settings (`store/console.rs`) ---
+
+/// Console settings: key `"admin_password"` → argon2id PHC string.
+pub const CONSOLE: TableDefinition<&str, &str> = TableDefinition::new("console");
+pub const CONSOLE_ADMIN_PASSWORD: &str = "admin_password";

@@ -1,0 +1,239 @@
+// End-to-end test of the web console in headless Chromium (Debian's /usr/bin/chromium)
+// driven by playwright-core. Started by appliance/tests/console_browser.rs against a real
+// `appliance serve`; can also be run by hand:
+//
+//   BASE_URL=http://127.0.0.1:8081 DATA_DIR=/var/lib/appliance APPLIANCE_BIN=appliance \
+//   SHOTS_DIR=target/console-screenshots NODE_PATH=target/console-node/node_modules \
+//   node appliance/console-tests/e2e.mjs
+//
+// Steps: log in (a wrong secret first), see servers applied through the admin API appear
+// without a reload, accept and cordon one (confirmed in a dialog, reflected live and in
+// `appliance ctl`), see disabled power actions, edit a ServerClass with a bad field and see
+// the error at its line and field, log out and be refused afterwards. Screenshots of every
+// main page at laptop and phone widths go to SHOTS_DIR; first-load page weights to
+// SHOTS_DIR/page-weights.json. Exits non-zero on the first failed check.
+
+import { createRequire } from "node:module";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync, readFileSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const require = createRequire(join(process.env.NODE_PATH || ".", "noop.js"));
+const { chromium } = require("playwright-core");
+
+const BASE = process.env.BASE_URL;
+const DATA_DIR = process.env.DATA_DIR;
+const BIN = process.env.APPLIANCE_BIN;
+const SHOTS = process.env.SHOTS_DIR;
+const HERE = dirname(fileURLToPath(import.meta.url));
+const TOKEN = readFileSync(join(DATA_DIR, "admin.token"), "utf8").trim();
+mkdirSync(SHOTS, { recursive: true });
+
+const LAPTOP = { width: 1366, height: 860 };
+const PHONE = { width: 390, height: 844 };
+const NEW_SERVER = "a1b2c3d4-0000-4000-8000-00000000e2e1";
+
+let step = "start";
+function check(cond, what) {
+  if (!cond) throw new Error(`check failed at step "${step}": ${what}`);
+  console.log(`  ok: ${what}`);
+}
+function ctl(...args) {
+  return execFileSync(BIN, ["ctl", "--endpoint", BASE, "--data-dir", DATA_DIR, ...args], { encoding: "utf8" });
+}
+function apply(yaml) {
+  return execFileSync(BIN, ["ctl", "--endpoint", BASE, "--data-dir", DATA_DIR, "apply", "-f", "-"], { input: yaml, encoding: "utf8" });
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
+  headless: true,
+});
+
+async function shot(page, name) {
+  await page.waitForTimeout(150);
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+try {
+  const context = await browser.newContext({ viewport: LAPTOP });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => { console.error("page error:", e.message); process.exitCode = 1; });
+  page.on("console", (m) => { if (m.type() === "error" && !/401|Failed to load resource/.test(m.text())) console.error("console error:", m.text()); });
+
+  step = "login";
+  await page.goto(BASE + "/servers");
+  check(new URL(page.url()).pathname === "/login", "an unauthenticated page visit redirects to /login");
+  await shot(page, "login-laptop");
+  await page.getByLabel("Admin token or console password").fill("definitely-wrong-secret");
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.locator("#login-error").waitFor({ state: "visible" });
+  check((await page.locator("#login-error").textContent()).includes("wrong token or password"), "a wrong secret shows an error");
+  await page.getByLabel("Admin token or console password").fill(TOKEN);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.waitForURL(BASE + "/servers");
+  check(true, "login with the admin token lands on the page asked for");
+  const cookies = await context.cookies();
+  const sc = cookies.find((c) => c.name === "appliance_session");
+  check(sc && sc.httpOnly && sc.sameSite === "Strict", "session cookie is HttpOnly and SameSite=Strict");
+  await page.locator("#live.on").waitFor();
+  check(true, "the live stream connected");
+
+  step = "overview live";
+  await page.getByRole("link", { name: "Overview" }).click();
+  await page.locator("#state-counts").waitFor();
+  await page.evaluate(() => { window.__noReload = "still here"; });
+  const before = Number(await page.locator('[data-count="total"]').textContent());
+  apply(readFileSync(join(HERE, "fixtures.yaml"), "utf8"));
+  await page.waitForFunction((n) => Number(document.querySelector('[data-count="total"]').textContent) >= n + 5, before);
+  check(await page.evaluate(() => window.__noReload === "still here"), "overview counts updated live, without a reload");
+  await page.locator("#events li").first().waitFor();
+  check(await page.locator("#events li").count() > 0, "recent events listed");
+  await shot(page, "overview-laptop");
+
+  step = "server appears";
+  await page.getByRole("link", { name: "Servers", exact: true }).click();
+  await page.locator("#servers-table").waitFor();
+  await page.evaluate(() => { window.__noReload = "servers"; });
+  // A newly discovered server (until the agent API lands: registered through the admin API).
+  apply(`apiVersion: metal.sidero.dev/v1alpha2
+kind: Server
+metadata:
+  name: ${NEW_SERVER}
+  labels: {rack: e2e}
+spec:
+  hostname: e2e-node
+  hardware:
+    system: {manufacturer: QEMU, productName: Standard PC}
+    compute: {processorCount: 2, totalCoreCount: 2}
+    memory: {totalSize: 1 GB}
+    storage: {deviceCount: 2, devices: [{size: 2147483648}, {size: 1073741824}]}
+`);
+  const row = page.locator(`tr[data-server="${NEW_SERVER}"]`);
+  await row.waitFor();
+  check(await page.evaluate(() => window.__noReload === "servers"), "the new server appeared in the table without a reload");
+  check((await row.locator(".badge").first().textContent()) === "discovered", "it is shown as discovered");
+  await shot(page, "servers-laptop");
+
+  step = "filter and sort";
+  await page.getByLabel("State").selectOption("discovered");
+  await page.waitForFunction(() => [...document.querySelectorAll("#servers-table tbody tr")].every((r) => r.querySelector(".badge").textContent === "discovered"));
+  check(new URL(page.url()).searchParams.get("state") === "discovered", "state filter is in the URL and applied server-side");
+  await page.getByRole("button", { name: "Clear" }).click();
+  await page.getByRole("button", { name: /Memory/ }).click();
+  await page.waitForFunction(() => new URL(location.href).searchParams.get("sort") === "memory");
+  check(true, "sorting by memory");
+
+  step = "accept";
+  await page.getByRole("link", { name: "e2e-node" }).click();
+  await page.locator("#server-state").waitFor();
+  await page.evaluate(() => { window.__noReload = "detail"; });
+  check(await page.locator('[data-action="power-on"]').isDisabled(), "power on is disabled (no BMC backend yet)");
+  check((await page.locator('[data-action="power-on"]').getAttribute("title")).includes("not available"), "…with a tooltip saying why");
+  await page.locator('[data-action="accept"]').click();
+  await page.locator("dialog#confirm[open]").waitFor();
+  await page.getByRole("button", { name: "Accept" }).last().click();
+  await page.waitForFunction(() => document.querySelector("#server-state .badge").textContent !== "discovered");
+  check(/"accepted":\s*true/.test(ctl("get", "server", NEW_SERVER, "-o", "json")), "accept reached the store (ctl get shows accepted: true)");
+  check(await page.evaluate(() => window.__noReload === "detail"), "accepted state shown live, without a reload");
+
+  step = "cordon";
+  await page.locator('[data-action="cordon"]').click();
+  await page.locator("dialog#confirm[open]").waitFor();
+  await page.locator("#confirm-ok").click();
+  await page.locator("#server-state .b-cordoned").waitFor();
+  check(/"cordoned":\s*true/.test(ctl("get", "server", NEW_SERVER, "-o", "json")), "cordon reached the store");
+  check(await page.locator('[data-action="uncordon"]').isVisible(), "uncordon offered once cordoned");
+  await shot(page, "server-detail-laptop");
+
+  step = "class edit with a bad field";
+  await page.getByRole("link", { name: "Classes", exact: true }).click();
+  await page.getByRole("link", { name: "control-plane" }).click();
+  const ta = page.locator("textarea#yaml");
+  await ta.waitFor();
+  const good = await ta.inputValue();
+  const lines = good.split("\n");
+  const specLine = lines.indexOf("spec:");
+  check(specLine >= 0, "the class YAML has a spec");
+  lines.splice(specLine + 1, 0, "  cpus: 4");
+  await ta.fill(lines.join("\n"));
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#yaml-error").waitFor({ state: "visible" });
+  const errText = await page.locator("#yaml-error").textContent();
+  check(errText.includes("spec.cpus") && errText.includes("unknown field"), `the error names the field: ${errText.trim()}`);
+  check(await page.locator(`.gutter span.err[data-line="${specLine + 2}"]`).count() === 1, `the error is marked at line ${specLine + 2} where the field is`);
+  check((await ta.getAttribute("aria-invalid")) === "true", "the editor is marked invalid for assistive tech");
+  check(!/cpus/.test(ctl("get", "serverclass", "control-plane", "-o", "yaml")), "nothing was written");
+  await shot(page, "class-edit-error-laptop");
+  // Fix it and save for real.
+  await ta.fill(good.replace("tier: control", "tier: control-plane"));
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator(".toast").filter({ hasText: "configured" }).waitFor();
+  check(/tier: control-plane/.test(ctl("get", "serverclass", "control-plane", "-o", "yaml")), "a valid edit is saved");
+  await page.getByRole("link", { name: "Classes", exact: true }).click();
+  await page.locator("table").waitFor();
+  await shot(page, "classes-laptop");
+
+  step = "environment";
+  await page.getByRole("link", { name: "Environments" }).click();
+  await page.getByRole("link", { name: "default" }).click();
+  await page.locator("textarea#yaml").waitFor();
+  check((await page.locator("#assets .badge").first().textContent()).includes("ready"), "environment asset status shown");
+  await shot(page, "environment-laptop");
+
+  step = "settings";
+  await page.getByRole("link", { name: "Settings" }).click();
+  await page.getByText("Effective configuration").waitFor();
+  await shot(page, "settings-laptop");
+
+  step = "phone";
+  const phone = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true, storageState: await context.storageState() });
+  const pp = await phone.newPage();
+  for (const [path, name, wait] of [["/", "overview", "#state-counts"], ["/servers", "servers", "#servers-table"], [`/servers/${NEW_SERVER}`, "server-detail", "#server-state"],
+    ["/classes", "classes", "table"], ["/environments/default", "environment", "textarea"], ["/settings", "settings", "pre"]]) {
+    await pp.goto(BASE + path);
+    await pp.locator(wait).first().waitFor();
+    const overflow = await pp.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 1, `${name} fits the phone width (overflow ${overflow}px)`);
+    await shot(pp, `${name}-phone`);
+  }
+  const loginPhone = await (await browser.newContext({ viewport: PHONE, deviceScaleFactor: 2, isMobile: true })).newPage();
+  await loginPhone.goto(BASE + "/login");
+  await shot(loginPhone, "login-phone");
+
+  step = "page weights";
+  const weights = {};
+  for (const [path, name, wait] of [["/login", "login", "#secret"], ["/", "overview", "#state-counts"], ["/servers", "servers", "#servers-table"],
+    [`/servers/${NEW_SERVER}`, "server-detail", "#server-state"], ["/classes", "classes", "table"], ["/environments/default", "environment", "textarea"], ["/settings", "settings", "pre"]]) {
+    const ctx = await browser.newContext({ viewport: LAPTOP, storageState: path === "/login" ? undefined : await context.storageState() });
+    const p = await ctx.newPage();
+    const cdp = await ctx.newCDPSession(p);
+    await cdp.send("Network.enable");
+    let bytes = 0, requests = 0;
+    cdp.on("Network.loadingFinished", (e) => { bytes += e.encodedDataLength; requests += 1; });
+    await p.goto(BASE + path);
+    await p.locator(wait).first().waitFor();
+    await p.waitForTimeout(300);
+    weights[name] = { kib: Math.round((bytes / 1024) * 10) / 10, requests };
+    await ctx.close();
+  }
+  writeFileSync(join(SHOTS, "page-weights.json"), JSON.stringify(weights, null, 2));
+  console.log("page weights (KiB transferred on first load, uncompressed):", JSON.stringify(weights));
+
+  step = "logout";
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.waitForURL(BASE + "/login");
+  const after = await page.request.get(BASE + "/api/v1/overview");
+  check(after.status() === 401, "after logout the API answers 401");
+  await page.goto(BASE + "/servers");
+  check(new URL(page.url()).pathname === "/login", "after logout pages redirect to /login");
+  console.log("console e2e: all checks passed");
+} catch (e) {
+  console.error(String(e.stack || e));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

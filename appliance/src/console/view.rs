@@ -1,0 +1,537 @@
+//! What the console shows, computed from stored objects: server rows (state, class,
+//! hardware summary), the servers query (filter, sort, page) and the overview counts.
+//!
+//! Pure. Reads objects through their canonical JSON, so fields other rooms add to the
+//! model (`status.state`, `status.power`, `status.addresses`, `spec.bmc`…) show up here as
+//! soon as they exist, without this room naming their Rust types.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::model::Object;
+
+/// Lifecycle states in display order. `status.state` from the lifecycle room wins when
+/// present; otherwise the state is derived from Sidero's (accepted, inUse, isClean) tuple.
+pub const STATES: [&str; 10] = [
+    "discovered",
+    "accepted",
+    "wiping",
+    "available",
+    "allocated",
+    "booting",
+    "installed",
+    "running",
+    "released",
+    "failed",
+];
+
+/// One row of the servers table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServerRow {
+    pub name: String,
+    pub hostname: String,
+    pub state: String,
+    pub accepted: bool,
+    pub cordoned: bool,
+    pub in_use: bool,
+    pub clean: bool,
+    pub power: String,
+    pub classes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub manufacturer: String,
+    pub product: String,
+    pub cpus: u64,
+    pub cores: u64,
+    pub memory_mib: u64,
+    pub disks: u64,
+    pub storage_bytes: u64,
+    pub nics: u64,
+    pub hardware: String,
+    pub revision: u64,
+}
+
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn b(v: &Value, ptr: &str) -> bool {
+    v.pointer(ptr).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn n(v: &Value, ptr: &str) -> Option<u64> {
+    let x = v.pointer(ptr)?;
+    x.as_u64().or_else(|| x.as_f64().map(|f| f.max(0.0) as u64))
+}
+
+/// "16 GB" / "16384 MB" / 17179869184 → MiB.
+fn size_mib(v: Option<&Value>) -> Option<u64> {
+    let v = v?;
+    if let Some(bytes) = v.as_u64() {
+        return Some(bytes / (1 << 20));
+    }
+    let text = v.as_str()?.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let num: f64 = text[..split].trim().parse().ok()?;
+    let unit = text[split..].trim().to_ascii_uppercase();
+    let mib = match unit.as_str() {
+        "" | "B" => num / (1u64 << 20) as f64,
+        "KB" | "KIB" => num / 1024.0,
+        "MB" | "MIB" => num,
+        "GB" | "GIB" => num * 1024.0,
+        "TB" | "TIB" => num * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(mib as u64)
+}
+
+/// Human size from MiB: "512 MiB", "16 GiB", "1.5 TiB".
+pub fn human_mib(mib: u64) -> String {
+    if mib >= 1 << 20 {
+        format!("{:.1} TiB", mib as f64 / (1u64 << 20) as f64)
+    } else if mib >= 1024 {
+        let g = mib as f64 / 1024.0;
+        if g.fract() < 0.05 {
+            format!("{g:.0} GiB")
+        } else {
+            format!("{g:.1} GiB")
+        }
+    } else {
+        format!("{mib} MiB")
+    }
+}
+
+/// The lifecycle state of a server from its JSON.
+pub fn server_state(v: &Value) -> String {
+    for ptr in ["/status/state", "/status/phase", "/status/lifecycle/state"] {
+        let st = s(v, ptr);
+        if !st.is_empty() {
+            return st.to_ascii_lowercase();
+        }
+    }
+    let accepted = b(v, "/spec/accepted");
+    let in_use = b(v, "/status/inUse");
+    let clean = b(v, "/status/isClean");
+    match (accepted, in_use, clean) {
+        (false, _, _) => "discovered",
+        (true, true, _) => "allocated",
+        (true, false, true) => "available",
+        (true, false, false) => "accepted",
+    }
+    .to_string()
+}
+
+/// Class membership: server name → class names, from ServerClass status lists.
+#[derive(Debug, Default, Clone)]
+pub struct ClassIndex {
+    pub members: BTreeMap<String, BTreeSet<String>>,
+    pub classes: Vec<ClassCount>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClassCount {
+    pub name: String,
+    pub available: u64,
+    pub in_use: u64,
+}
+
+impl ClassIndex {
+    pub fn build<'a>(classes: impl IntoIterator<Item = &'a Object>) -> ClassIndex {
+        let mut idx = ClassIndex::default();
+        for class in classes {
+            let v = serde_json::to_value(class).unwrap_or_default();
+            let name = class.name().to_string();
+            let list = |ptr: &str| -> Vec<String> {
+                v.pointer(ptr)
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let available = list("/status/serversAvailable");
+            let in_use = list("/status/serversInUse");
+            for server in available.iter().chain(&in_use) {
+                idx.members
+                    .entry(server.clone())
+                    .or_default()
+                    .insert(name.clone());
+            }
+            idx.classes.push(ClassCount {
+                name,
+                available: available.len() as u64,
+                in_use: in_use.len() as u64,
+            });
+        }
+        idx
+    }
+}
+
+/// Projects a stored Server into a table row.
+pub fn server_row(object: &Object, revision: u64, classes: &ClassIndex) -> ServerRow {
+    let v = serde_json::to_value(object).unwrap_or_default();
+    let hw = v.pointer("/spec/hardware").cloned().unwrap_or(Value::Null);
+    let cpus = n(&hw, "/compute/processorCount")
+        .or_else(|| {
+            hw.pointer("/compute/processors")
+                .and_then(Value::as_array)
+                .map(|a| a.len() as u64)
+        })
+        .unwrap_or(0);
+    let cores = n(&hw, "/compute/totalCoreCount").unwrap_or(0);
+    let memory_mib = size_mib(hw.pointer("/memory/totalSize"))
+        .or_else(|| {
+            hw.pointer("/memory/modules")
+                .and_then(Value::as_array)
+                .map(|m| m.iter().filter_map(|x| n(x, "/size")).sum())
+        })
+        .unwrap_or(0);
+    let devices = hw.pointer("/storage/devices").and_then(Value::as_array);
+    let disks = n(&hw, "/storage/deviceCount")
+        .or_else(|| devices.map(|d| d.len() as u64))
+        .unwrap_or(0);
+    let storage_bytes = devices
+        .map(|d| d.iter().filter_map(|x| n(x, "/size")).sum::<u64>())
+        .filter(|b| *b > 0)
+        .or_else(|| size_mib(hw.pointer("/storage/totalSize")).map(|m| m << 20))
+        .unwrap_or(0);
+    let nics = n(&hw, "/network/interfaceCount")
+        .or_else(|| {
+            hw.pointer("/network/interfaces")
+                .and_then(Value::as_array)
+                .map(|a| a.len() as u64)
+        })
+        .unwrap_or(0);
+    let mut parts = Vec::new();
+    if cpus > 0 {
+        parts.push(if cores > 0 {
+            format!("{cpus} CPU / {cores} cores")
+        } else {
+            format!("{cpus} CPU")
+        });
+    }
+    if memory_mib > 0 {
+        parts.push(format!("{} RAM", human_mib(memory_mib)));
+    }
+    if disks > 0 {
+        parts.push(format!(
+            "{disks} disk{} {}",
+            if disks == 1 { "" } else { "s" },
+            human_mib(storage_bytes >> 20)
+        ));
+    }
+    if nics > 0 {
+        parts.push(format!("{nics} NIC{}", if nics == 1 { "" } else { "s" }));
+    }
+    let power = s(&v, "/status/power");
+    ServerRow {
+        name: object.name().to_string(),
+        hostname: s(&v, "/spec/hostname").to_string(),
+        state: server_state(&v),
+        accepted: b(&v, "/spec/accepted"),
+        cordoned: b(&v, "/spec/cordoned"),
+        in_use: b(&v, "/status/inUse"),
+        clean: b(&v, "/status/isClean"),
+        power: if power.is_empty() { "unknown" } else { power }.to_string(),
+        classes: classes
+            .members
+            .get(object.name())
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default(),
+        labels: object.metadata().labels.clone(),
+        manufacturer: s(&hw, "/system/manufacturer").to_string(),
+        product: s(&hw, "/system/productName").to_string(),
+        cpus,
+        cores,
+        memory_mib,
+        disks,
+        storage_bytes,
+        nics,
+        hardware: parts.join(", "),
+        revision,
+    }
+}
+
+/// Filter, sort and page of the servers table (all optional).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default)]
+pub struct ServerQuery {
+    /// Lifecycle state, or "cordoned".
+    pub state: String,
+    /// ServerClass name; "-" = in no class.
+    pub class: String,
+    /// `key` or `key=value`; several separated by commas (all must match).
+    pub label: String,
+    /// Free text over name, hostname, labels, manufacturer, product and hardware summary.
+    pub q: String,
+    /// name | hostname | state | class | cpus | memory | storage | revision
+    pub sort: String,
+    /// "desc" for descending.
+    pub order: String,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 500;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServerPage {
+    pub total: usize,
+    pub matched: usize,
+    pub offset: usize,
+    pub limit: usize,
+    pub rows: Vec<ServerRow>,
+}
+
+fn matches(row: &ServerRow, q: &ServerQuery) -> bool {
+    if !q.state.is_empty() {
+        let ok = if q.state == "cordoned" {
+            row.cordoned
+        } else {
+            row.state.eq_ignore_ascii_case(&q.state)
+        };
+        if !ok {
+            return false;
+        }
+    }
+    if !q.class.is_empty() {
+        let ok = if q.class == "-" {
+            row.classes.is_empty()
+        } else {
+            row.classes.contains(&q.class)
+        };
+        if !ok {
+            return false;
+        }
+    }
+    for sel in q.label.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let ok = match sel.split_once('=') {
+            Some((k, v)) => row.labels.get(k.trim()).is_some_and(|x| x == v.trim()),
+            None => row.labels.contains_key(sel),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    let text = q.q.trim().to_ascii_lowercase();
+    if !text.is_empty() {
+        for word in text.split_whitespace() {
+            let hay = [
+                row.name.as_str(),
+                &row.hostname,
+                &row.manufacturer,
+                &row.product,
+                &row.hardware,
+                &row.state,
+            ];
+            let in_fields = hay.iter().any(|h| h.to_ascii_lowercase().contains(word));
+            let in_labels = row.labels.iter().any(|(k, v)| {
+                k.to_ascii_lowercase().contains(word) || v.to_ascii_lowercase().contains(word)
+            });
+            let in_classes = row.classes.iter().any(|c| c.contains(word));
+            if !(in_fields || in_labels || in_classes) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn state_rank(state: &str) -> usize {
+    STATES
+        .iter()
+        .position(|s| *s == state)
+        .unwrap_or(STATES.len())
+}
+
+/// Applies `q` to all rows: filter, stable sort (ties by name), then one page.
+pub fn query(rows: &[ServerRow], q: &ServerQuery) -> ServerPage {
+    let limit = match q.limit {
+        0 => DEFAULT_LIMIT,
+        l => l.min(MAX_LIMIT),
+    };
+    let mut hits: Vec<&ServerRow> = rows.iter().filter(|r| matches(r, q)).collect();
+    let key = |a: &ServerRow, b: &ServerRow| -> Ordering {
+        match q.sort.as_str() {
+            "hostname" => a.hostname.cmp(&b.hostname),
+            "state" => state_rank(&a.state)
+                .cmp(&state_rank(&b.state))
+                .then_with(|| a.state.cmp(&b.state)),
+            "class" => a.classes.first().cmp(&b.classes.first()),
+            "cpus" => a.cpus.cmp(&b.cpus).then(a.cores.cmp(&b.cores)),
+            "memory" => a.memory_mib.cmp(&b.memory_mib),
+            "storage" => a.storage_bytes.cmp(&b.storage_bytes),
+            "revision" => a.revision.cmp(&b.revision),
+            _ => Ordering::Equal,
+        }
+    };
+    hits.sort_by(|a, b| {
+        let o = key(a, b);
+        let o = if q.order == "desc" { o.reverse() } else { o };
+        o.then_with(|| a.name.cmp(&b.name))
+    });
+    let matched = hits.len();
+    let offset = q.offset.min(matched);
+    ServerPage {
+        total: rows.len(),
+        matched,
+        offset,
+        limit,
+        rows: hits.into_iter().skip(offset).take(limit).cloned().collect(),
+    }
+}
+
+/// Counts by lifecycle state (every known state present, even at 0) plus cordoned.
+pub fn state_counts(rows: &[ServerRow]) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = STATES.iter().map(|s| (s.to_string(), 0)).collect();
+    let mut cordoned = 0;
+    for r in rows {
+        *out.entry(r.state.clone()).or_default() += 1;
+        if r.cordoned {
+            cordoned += 1;
+        }
+    }
+    out.insert("cordoned".into(), cordoned);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_documents;
+
+    fn server(name: &str, extra: &str) -> Object {
+        let yaml = format!(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata:\n  name: {name}\n{extra}"
+        );
+        parse_documents(&yaml).unwrap().remove(0)
+    }
+
+    const HW: &str = "spec:
+  hostname: node-1
+  accepted: true
+  hardware:
+    system: {manufacturer: QEMU, productName: Standard PC}
+    compute: {processorCount: 2, totalCoreCount: 4}
+    memory: {totalSize: 16 GB, moduleCount: 2}
+    storage:
+      deviceCount: 2
+      devices: [{size: 10737418240}, {size: 10737418240}]
+    network: {interfaceCount: 1}
+status: {ready: true, inUse: false, isClean: true}
+";
+
+    #[test]
+    fn row_from_sidero_hardware() {
+        let o = server("a", HW);
+        let r = server_row(&o, 7, &ClassIndex::default());
+        assert_eq!(r.state, "available");
+        assert_eq!((r.cpus, r.cores, r.memory_mib, r.disks), (2, 4, 16384, 2));
+        assert_eq!(r.storage_bytes, 20 << 30);
+        assert_eq!(
+            r.hardware,
+            "2 CPU / 4 cores, 16 GiB RAM, 2 disks 20 GiB, 1 NIC"
+        );
+        assert_eq!(r.manufacturer, "QEMU");
+        assert_eq!(r.power, "unknown");
+        let bare = server_row(&server("b", ""), 1, &ClassIndex::default());
+        assert_eq!(bare.state, "discovered");
+        assert_eq!(bare.hardware, "");
+    }
+
+    #[test]
+    fn sizes() {
+        let v = |s: &str| Value::String(s.into());
+        assert_eq!(size_mib(Some(&v("8 GB"))), Some(8192));
+        assert_eq!(size_mib(Some(&v("512MB"))), Some(512));
+        assert_eq!(size_mib(Some(&v("1.5 TB"))), Some(1572864));
+        assert_eq!(size_mib(Some(&v("lots"))), None);
+        assert_eq!(size_mib(Some(&Value::from(1u64 << 30))), Some(1024));
+        assert_eq!(human_mib(512), "512 MiB");
+        assert_eq!(human_mib(16384), "16 GiB");
+        assert_eq!(human_mib(1536), "1.5 GiB");
+    }
+
+    fn rows() -> Vec<ServerRow> {
+        let class = parse_documents(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata: {name: big}\nstatus: {serversAvailable: [s1], serversInUse: [s3]}\n",
+        )
+        .unwrap();
+        let idx = ClassIndex::build(&class);
+        assert_eq!(
+            idx.classes,
+            vec![ClassCount {
+                name: "big".into(),
+                available: 1,
+                in_use: 1
+            }]
+        );
+        (0..5)
+            .map(|i| {
+                let extra = match i {
+                    1 => "metadata:\n  name: s1\n  labels: {rack: a1}\nspec: {accepted: true, hardware: {compute: {processorCount: 8}}}\nstatus: {isClean: true}\n",
+                    2 => "metadata:\n  name: s2\n  labels: {rack: b2}\nspec: {accepted: true, cordoned: true}\n",
+                    3 => "metadata: {name: s3}\nspec: {accepted: true}\nstatus: {inUse: true}\n",
+                    _ => "",
+                };
+                let yaml = format!(
+                    "apiVersion: metal.sidero.dev/v1alpha2\nkind: Server\n{}",
+                    if extra.is_empty() {
+                        format!("metadata: {{name: s{i}}}\n")
+                    } else {
+                        extra.to_string()
+                    }
+                );
+                let o = parse_documents(&yaml).unwrap().remove(0);
+                server_row(&o, i, &idx)
+            })
+            .collect()
+    }
+
+    fn names(p: &ServerPage) -> Vec<&str> {
+        p.rows.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn filter_sort_page() {
+        let rows = rows();
+        let q = |f: &dyn Fn(&mut ServerQuery)| {
+            let mut q = ServerQuery::default();
+            f(&mut q);
+            query(&rows, &q)
+        };
+        assert_eq!(names(&q(&|_| {})), ["s0", "s1", "s2", "s3", "s4"]);
+        assert_eq!(names(&q(&|q| q.state = "discovered".into())), ["s0", "s4"]);
+        assert_eq!(names(&q(&|q| q.state = "cordoned".into())), ["s2"]);
+        assert_eq!(names(&q(&|q| q.class = "big".into())), ["s1", "s3"]);
+        assert_eq!(names(&q(&|q| q.class = "-".into())), ["s0", "s2", "s4"]);
+        assert_eq!(names(&q(&|q| q.label = "rack".into())), ["s1", "s2"]);
+        assert_eq!(names(&q(&|q| q.label = "rack=b2".into())), ["s2"]);
+        assert_eq!(names(&q(&|q| q.q = "8 cpu".into())), ["s1"]);
+        let p = q(&|q| {
+            q.sort = "state".into();
+            q.order = "desc".into();
+        });
+        assert_eq!(names(&p), ["s3", "s1", "s2", "s0", "s4"]);
+        let p = q(&|q| {
+            q.offset = 3;
+            q.limit = 1;
+        });
+        assert_eq!((p.total, p.matched, names(&p)), (5, 5, vec!["s3"]));
+        let p = q(&|q| q.offset = 99);
+        assert!(p.rows.is_empty());
+        let counts = state_counts(&rows);
+        assert_eq!(counts["discovered"], 2);
+        assert_eq!(counts["available"], 1);
+        assert_eq!(counts["allocated"], 1);
+        assert_eq!(counts["cordoned"], 1);
+        assert_eq!(counts["running"], 0);
+    }
+}

@@ -1,0 +1,319 @@
+//! The console's HTTP surface against a real `appliance serve`, with plain HTTP requests:
+//! what is reachable without login, session cookie flags, CSRF and Origin checks on
+//! mutating calls, logout, validation errors located at the field, and login lockout.
+
+mod console_support;
+
+use console_support::{Appliance, Response};
+
+const SERVER: &str = "apiVersion: metal.sidero.dev/v1alpha2
+kind: Server
+metadata:
+  name: 11111111-2222-3333-4444-555555555555
+spec:
+  hostname: http-test
+";
+
+const CLASS: &str = "apiVersion: metal.sidero.dev/v1alpha2
+kind: ServerClass
+metadata:
+  name: big
+spec:
+  qualifiers: {}
+";
+
+fn login(app: &Appliance, secret: &str) -> Response {
+    let body = serde_json::json!({ "secret": secret }).to_string();
+    app.request(
+        "POST",
+        "/api/v1/login",
+        &[("Content-Type", "application/json")],
+        Some(&body),
+    )
+}
+
+/// Logs in with the admin token; returns (cookie header value, csrf token).
+fn session(app: &Appliance) -> (String, String) {
+    let r = login(app, &app.token());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let set = r.header("set-cookie").unwrap().to_string();
+    let cookie = set.split(';').next().unwrap().to_string();
+    let csrf = r.json()["csrf"].as_str().unwrap().to_string();
+    (cookie, csrf)
+}
+
+fn accepted(app: &Appliance) -> bool {
+    app.ctl(
+        &[
+            "get",
+            "server",
+            "11111111-2222-3333-4444-555555555555",
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .contains("\"accepted\": true")
+}
+
+#[test]
+fn unauthenticated_requests_are_refused_and_public_routes_stay_open() {
+    let app = Appliance::start();
+    app.ctl(&["apply", "-f", "-"], Some(SERVER));
+
+    for path in [
+        "/",
+        "/servers",
+        "/servers/x",
+        "/classes",
+        "/environments/default",
+        "/settings",
+    ] {
+        let r = app.request("GET", path, &[], None);
+        assert_eq!(r.status, 303, "{path}");
+        assert!(
+            r.header("location").unwrap().starts_with("/login"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        app.request("GET", "/servers", &[], None).header("location"),
+        Some("/login?next=/servers")
+    );
+    for (method, path) in [
+        ("GET", "/api/v1/session"),
+        ("GET", "/api/v1/overview"),
+        ("GET", "/api/v1/servers"),
+        (
+            "GET",
+            "/api/v1/servers/11111111-2222-3333-4444-555555555555",
+        ),
+        ("GET", "/api/v1/serverclasses"),
+        ("GET", "/api/v1/settings"),
+        ("GET", "/api/v1/events"),
+        (
+            "POST",
+            "/api/v1/servers/11111111-2222-3333-4444-555555555555/actions/accept",
+        ),
+        (
+            "DELETE",
+            "/api/v1/servers/11111111-2222-3333-4444-555555555555",
+        ),
+        ("PUT", "/api/v1/serverclasses/big"),
+        ("POST", "/api/v1/logout"),
+    ] {
+        let r = app.request(
+            method,
+            path,
+            &[("Cookie", "appliance_session=forged")],
+            None,
+        );
+        assert_eq!(r.status, 401, "{method} {path}: {}", r.body);
+    }
+    assert!(!accepted(&app), "an unauthenticated accept changed nothing");
+
+    // Public: health, the login page and the console's static assets (with ETag caching).
+    assert_eq!(app.request("GET", "/healthz", &[], None).status, 200);
+    let login_page = app.request("GET", "/login", &[], None);
+    assert_eq!(login_page.status, 200);
+    assert!(login_page.header("content-security-policy").is_some());
+    let js = app.request("GET", "/console/app.js", &[], None);
+    assert_eq!(js.status, 200);
+    let etag = js.header("etag").unwrap().to_string();
+    assert!(js.header("cache-control").unwrap().contains("max-age"));
+    let again = app.request("GET", "/console/app.js", &[("If-None-Match", &etag)], None);
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    assert_eq!(
+        app.request("GET", "/console/nope.js", &[], None).status,
+        404
+    );
+    assert_eq!(
+        app.request("GET", "/console/index.html", &[], None).status,
+        404
+    );
+}
+
+#[test]
+fn session_csrf_origin_and_logout() {
+    let app = Appliance::start();
+    app.ctl(&["apply", "-f", "-"], Some(SERVER));
+
+    let bad = login(&app, "not-the-token");
+    assert_eq!(bad.status, 401);
+    assert!(bad.header("set-cookie").is_none());
+    let not_json = app.request("POST", "/api/v1/login", &[], Some("secret=x"));
+    assert_eq!(not_json.status, 415);
+
+    let r = login(&app, &app.token());
+    let set = r.header("set-cookie").unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "cookie lacks {flag}: {set}");
+    }
+    let (cookie, csrf) = session(&app);
+    let cookie = cookie.as_str();
+    let ok = app.request("GET", "/api/v1/overview", &[("Cookie", cookie)], None);
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.json()["servers"], 1);
+    assert_eq!(ok.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        app.request("GET", "/servers", &[("Cookie", cookie)], None)
+            .status,
+        200
+    );
+
+    let accept = "/api/v1/servers/11111111-2222-3333-4444-555555555555/actions/accept";
+    // No CSRF token, a wrong one, or the right one from another origin: refused, no change.
+    let r = app.request("POST", accept, &[("Cookie", cookie)], None);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = app.request(
+        "POST",
+        accept,
+        &[("Cookie", cookie), ("X-CSRF-Token", "0000")],
+        None,
+    );
+    assert_eq!(r.status, 403);
+    let r = app.request(
+        "POST",
+        accept,
+        &[
+            ("Cookie", cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Origin", "http://evil.example"),
+        ],
+        None,
+    );
+    assert_eq!(r.status, 403);
+    let r = app.request(
+        "DELETE",
+        "/api/v1/servers/11111111-2222-3333-4444-555555555555",
+        &[("Cookie", cookie)],
+        None,
+    );
+    assert_eq!(r.status, 403);
+    assert!(!accepted(&app), "refused calls changed nothing");
+
+    // With the token (and a same-origin Origin, as a browser sends) it works.
+    let origin = app.base_url();
+    let r = app.request(
+        "POST",
+        accept,
+        &[
+            ("Cookie", cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Origin", &origin),
+        ],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(accepted(&app));
+
+    // Unknown and not-yet-available actions are clear errors.
+    let r = app.request(
+        "POST",
+        "/api/v1/servers/11111111-2222-3333-4444-555555555555/actions/power-on",
+        &[("Cookie", cookie), ("X-CSRF-Token", &csrf)],
+        None,
+    );
+    assert_eq!(r.status, 501, "{}", r.body);
+    let r = app.request(
+        "POST",
+        "/api/v1/servers/11111111-2222-3333-4444-555555555555/actions/explode",
+        &[("Cookie", cookie), ("X-CSRF-Token", &csrf)],
+        None,
+    );
+    assert_eq!(r.status, 404);
+
+    // Logout needs the CSRF token too, then the session is gone.
+    assert_eq!(
+        app.request("POST", "/api/v1/logout", &[("Cookie", cookie)], None)
+            .status,
+        403
+    );
+    let r = app.request(
+        "POST",
+        "/api/v1/logout",
+        &[("Cookie", cookie), ("X-CSRF-Token", &csrf)],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(
+        app.request("GET", "/api/v1/overview", &[("Cookie", cookie)], None)
+            .status,
+        401
+    );
+}
+
+#[test]
+fn yaml_errors_are_located_and_change_nothing() {
+    let app = Appliance::start();
+    app.ctl(&["apply", "-f", "-"], Some(CLASS));
+    let (cookie, csrf) = session(&app);
+    let h = [
+        ("Cookie", cookie.as_str()),
+        ("X-CSRF-Token", csrf.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let bad = CLASS.replace("spec:\n", "spec:\n  cpus: 4\n");
+    let body = serde_json::json!({ "yaml": bad }).to_string();
+    let r = app.request("PUT", "/api/v1/serverclasses/big", &h, Some(&body));
+    assert_eq!(r.status, 422, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["field"], "spec.cpus");
+    assert_eq!(j["line"], 6);
+    assert!(
+        j["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `cpus`")
+    );
+
+    let renamed =
+        serde_json::json!({ "yaml": CLASS.replace("name: big", "name: other") }).to_string();
+    let r = app.request("PUT", "/api/v1/serverclasses/big", &h, Some(&renamed));
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["field"], "metadata.name");
+    assert_eq!(r.json()["line"], 4);
+
+    let syntax = serde_json::json!({ "yaml": "kind: [unclosed\n" }).to_string();
+    assert_eq!(
+        app.request("PUT", "/api/v1/serverclasses/big", &h, Some(&syntax))
+            .status,
+        422
+    );
+    assert_eq!(
+        app.request("PUT", "/api/v1/serverclasses/big", &h, Some("not json"))
+            .status,
+        400
+    );
+    assert!(
+        !app.ctl(&["get", "serverclass", "big", "-o", "yaml"], None)
+            .contains("cpus")
+    );
+
+    let good = serde_json::json!({ "yaml": CLASS.replace("qualifiers: {}", "qualifiers: {labelSelectors: [{rack: a1}]}") }).to_string();
+    let r = app.request("PUT", "/api/v1/serverclasses/big", &h, Some(&good));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"], "configured");
+    assert!(
+        app.ctl(&["get", "serverclass", "big", "-o", "yaml"], None)
+            .contains("rack: a1")
+    );
+}
+
+#[test]
+fn repeated_wrong_logins_lock_the_client_out() {
+    let app = Appliance::start();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(login(&app, "wrong-wrong-wrong").status);
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert_eq!(statuses[5], 429, "{statuses:?}");
+    // While locked, even the right token is not looked at.
+    let r = login(&app, &app.token());
+    assert_eq!(r.status, 429);
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry));
+}
