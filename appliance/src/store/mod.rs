@@ -6,9 +6,9 @@
 //! and kube-bridge subscribe to. Only this module names redb types.
 
 mod bmc;
+mod console;
 mod events;
 mod leases;
-mod console;
 mod migrate;
 mod tables;
 mod txn;
