@@ -13,9 +13,9 @@ use serde_json::Value;
 
 use crate::model::Object;
 
-/// Lifecycle states in display order. `status.state` from the lifecycle room wins when
-/// present; otherwise the state is derived from Sidero's (accepted, inUse, isClean) tuple.
-pub const STATES: [&str; 10] = [
+/// Lifecycle states in display order (the phases of `reconcile::lifecycle`). A phase
+/// stored on the Server (`status.state` or `status.phase`) wins when present; otherwise the state is derived from Sidero's (accepted, inUse, isClean) tuple.
+pub const STATES: [&str; 8] = [
     "discovered",
     "accepted",
     "wiping",
@@ -23,9 +23,7 @@ pub const STATES: [&str; 10] = [
     "allocated",
     "booting",
     "installed",
-    "running",
     "released",
-    "failed",
 ];
 
 /// One row of the servers table.
@@ -532,6 +530,6 @@ status: {ready: true, inUse: false, isClean: true}
         assert_eq!(counts["available"], 1);
         assert_eq!(counts["allocated"], 1);
         assert_eq!(counts["cordoned"], 1);
-        assert_eq!(counts["running"], 0);
+        assert_eq!(counts["installed"], 0);
     }
 }

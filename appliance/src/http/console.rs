@@ -739,10 +739,11 @@ async fn server_detail(State(state): State<ConsoleState>, Path(name): Path<Strin
     let result = blocking(&state, move |st| {
         let found = st.inner.store.get(Kind::Server, &n)?;
         let (_, classes) = st.rows()?;
-        Ok((found, classes))
+        let lifecycle = st.inner.store.events(Some(&n), 100)?;
+        Ok((found, classes, lifecycle))
     })
     .await;
-    let (found, classes) = match result {
+    let (found, classes, lifecycle) = match result {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -755,6 +756,14 @@ async fn server_detail(State(state): State<ConsoleState>, Path(name): Path<Strin
         "object": stored.object,
         "yaml": stored.object.to_yaml(),
         "history": state.recent(Some(&name), 100),
+        "lifecycle": lifecycle.iter().rev().map(|e| json!({
+            "seq": e.seq,
+            "at": e.time_ms / 1000,
+            "event": e.event,
+            "from": e.from,
+            "to": e.to,
+            "message": e.message,
+        })).collect::<Vec<_>>(),
         "capabilities": capabilities(),
     }))
     .into_response()

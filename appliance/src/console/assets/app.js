@@ -321,10 +321,13 @@ async function viewServer([name]) {
         miniTable("Disks", ["Device", "Type", "Size", "Model", "WWID"], (sto.devices || []).map((x) => [x.deviceName || x.name, x.type, fmtBytes(x.size), x.productName, x.wwid])),
         miniTable("Network interfaces", ["Name", "MAC", "MTU", "Addresses"], (net.interfaces || []).map((x) => [x.name, x.mac, x.mtu, (x.addresses || []).join(", ")])),
       ]);
+    const when = (at) => h("time", { datetime: new Date(at * 1000).toISOString(), title: new Date(at * 1000).toLocaleString() }, fmtAgo(at));
     const history = h("section", { class: "panel span-all", "aria-labelledby": "h-hist" }, h("h2", { id: "h-hist" }, "Lifecycle history"),
-      d.history.length ? h("ol", { class: "timeline", id: "history" }, d.history.map((e) => h("li", {}, h("time", { title: new Date(e.at * 1000).toLocaleString() }, fmtAgo(e.at)),
-        h("span", { class: "what" }, e.op === "delete" ? "deleted" : e.detail ? ["→ ", h("strong", {}, e.detail)] : "updated", h("span", { class: "muted" }, ` (rev ${e.revision})`)))))
-        : h("p", { class: "muted" }, "No changes to this server since the box started."),
+      d.lifecycle.length ? h("ol", { class: "timeline", id: "lifecycle" }, d.lifecycle.map((e) => h("li", {}, when(e.at),
+        h("span", { class: "what" }, h("strong", {}, e.event), " ", e.from ? [badge(e.from), " → "] : null, badge(e.to), e.message ? h("span", { class: "muted" }, ` ${e.message}`) : null))))
+        : d.history.length ? h("ol", { class: "timeline", id: "history" }, d.history.map((e) => h("li", {}, when(e.at),
+          h("span", { class: "what" }, e.op === "delete" ? "deleted" : e.detail ? ["→ ", h("strong", {}, e.detail)] : "updated", h("span", { class: "muted" }, ` (rev ${e.revision})`)))))
+          : h("p", { class: "muted" }, "No lifecycle events recorded for this server yet."),
       (st.conditions || []).length ? miniTable("Conditions", ["Type", "Status", "Reason", "Since"], st.conditions.map((c) => [c.type, c.status, c.reason || c.message, c.lastTransitionTime])) : null);
     $main.replaceChildren(
       h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, link("/servers", "Servers"), " / ", r.hostname || r.name),
