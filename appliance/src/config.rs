@@ -64,6 +64,8 @@ pub struct ConsoleConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum DiskBootMethod {
     IpxeExit,
+    // kebab-case alone would make this "http404"; Sidero and our docs say "http-404".
+    #[serde(rename = "http-404")]
     Http404,
     IpxeSanboot,
 }
@@ -393,6 +395,28 @@ mod tests {
             .unwrap();
         assert_eq!(c.http.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(c.tftp, Config::default().tftp);
+    }
+
+    #[test]
+    fn boot_from_disk_methods_use_sidero_names() {
+        for (name, want) in [
+            ("ipxe-exit", DiskBootMethod::IpxeExit),
+            ("http-404", DiskBootMethod::Http404),
+            ("ipxe-sanboot", DiskBootMethod::IpxeSanboot),
+        ] {
+            let c = Config::default()
+                .overlay(
+                    &format!("[boot]\nboot_from_disk_method = \"{name}\"\n"),
+                    "t",
+                )
+                .unwrap();
+            assert_eq!(c.boot.boot_from_disk_method, want, "{name}");
+        }
+        assert!(
+            Config::default()
+                .overlay("[boot]\nboot_from_disk_method = \"http404\"\n", "t")
+                .is_err()
+        );
     }
 
     #[test]

@@ -76,7 +76,10 @@ async fn boot_ipxe_is_the_chain_script() {
     let (status, body) = get(&format!("{}/boot.ipxe", b.base)).await;
     assert_eq!(status, 200);
     assert!(body.starts_with("#!ipxe\n"));
-    assert!(body.contains("chain --replace /ipxe?uuid=${uuid}&mac=${net${idx}/mac:hexhyp}"));
+    let host = b.base.trim_start_matches("http://");
+    assert!(body.contains(&format!(
+        "chain --replace http://{host}/ipxe?uuid=${{uuid}}&mac=${{net${{idx}}/mac:hexhyp}}"
+    )));
 }
 
 #[tokio::test]

@@ -83,8 +83,12 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn boot_ipxe() -> Response {
-    text(StatusCode::OK, ipxe::chain_script("/ipxe"))
+async fn boot_ipxe(State(ctx): State<Arc<BootContext>>, headers: HeaderMap) -> Response {
+    // Absolute, as Sidero: the script's `dhcp` makes iPXE reset its working URI to
+    // tftp://<next-server>/ when a DHCP server sets next-server (the site's server beside
+    // us in proxy mode), and a relative /ipxe would then go there (found by qemu-tests).
+    let url = format!("http://{}/ipxe", endpoint(&ctx, &headers));
+    text(StatusCode::OK, ipxe::chain_script(&url))
 }
 
 /// `host:port` for absolute URLs: config `advertise`, else the Host header, else the
