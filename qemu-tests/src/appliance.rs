@@ -8,6 +8,7 @@
 //! tests always run the binary built from this tree, whatever the target dir.
 
 use std::io::BufRead;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -75,24 +76,90 @@ fn build_binary() -> Result<PathBuf> {
     exe.ok_or_else(|| anyhow!("cargo build reported no appliance executable"))
 }
 
+/// The appliance's DHCP pool in the lab (server mode).
+pub const POOL: (Ipv4Addr, Ipv4Addr) =
+    (Ipv4Addr::new(10, 77, 0, 100), Ipv4Addr::new(10, 77, 0, 149));
+
 /// How the appliance under test is configured.
 #[derive(Debug, Clone)]
 pub struct ApplianceConfig {
     /// `[dhcp] mode`: "server", "proxy" or "off".
     pub dhcp_mode: String,
-    /// More TOML appended to the generated config (sections/keys the test needs).
+    /// Give DHCP server mode the lab pool [`POOL`] on the bridge subnet.
+    pub pool: bool,
+    /// A directory with `vmlinuz` + `initramfs.xz` installed as the built-in agent
+    /// environment `agent-amd64` (what unknown servers boot).
+    pub agent_env: Option<PathBuf>,
+    /// `[boot] boot_from_disk_method`.
+    pub boot_from_disk_method: Option<String>,
+    /// More TOML appended to the generated config.
     pub extra_toml: String,
     /// tracing filter.
     pub log_level: String,
 }
 
 impl ApplianceConfig {
-    pub fn dhcp_mode(mode: &str) -> ApplianceConfig {
+    fn with_mode(mode: &str, pool: bool) -> ApplianceConfig {
         ApplianceConfig {
             dhcp_mode: mode.to_string(),
+            pool,
+            agent_env: None,
+            boot_from_disk_method: None,
             extra_toml: String::new(),
-            log_level: "debug,h2=info,hyper=info,tower=info,tonic=info".to_string(),
+            log_level: "debug,h2=info,hyper=info,tower=info,tonic=info,axum=info".to_string(),
         }
+    }
+
+    /// DHCP server mode with the lab pool.
+    pub fn server() -> ApplianceConfig {
+        ApplianceConfig::with_mode("server", true)
+    }
+
+    /// proxyDHCP beside another DHCP server: boot information only, no pool.
+    pub fn proxy() -> ApplianceConfig {
+        ApplianceConfig::with_mode("proxy", false)
+    }
+
+    /// No DHCP at all.
+    pub fn dhcp_off() -> ApplianceConfig {
+        ApplianceConfig::with_mode("off", false)
+    }
+
+    /// Boot `dir`'s `vmlinuz` + `initramfs.xz` as the agent environment.
+    pub fn agent_env(mut self, dir: &Path) -> ApplianceConfig {
+        self.agent_env = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn boot_from_disk_method(mut self, method: &str) -> ApplianceConfig {
+        self.boot_from_disk_method = Some(method.to_string());
+        self
+    }
+
+    fn render(&self, data_dir: &Path, agent_dir: &Path) -> String {
+        let mut t = format!(
+            "data_dir = \"{data}\"\ninterface = \"{BRIDGE}\"\n\n[http]\nlisten = \"{BRIDGE_ADDR}:{HTTP_PORT}\"\n\n[dhcp]\nmode = \"{mode}\"\n\n[tftp]\nenabled = true\nlisten = \"{BRIDGE_ADDR}:69\"\nroot = \"{tftp}\"\n\n[boot]\nagent_dir = \"{agent}\"\n",
+            data = data_dir.display(),
+            mode = self.dhcp_mode,
+            tftp = crate::IPXE_DIR,
+            agent = agent_dir.display(),
+        );
+        if let Some(m) = &self.boot_from_disk_method {
+            t.push_str(&format!("boot_from_disk_method = \"{m}\"\n"));
+        }
+        t.push_str(&format!(
+            "\n[log]\nformat = \"human\"\nlevel = \"{}\"\n",
+            self.log_level
+        ));
+        if self.pool {
+            let (first, last) = POOL;
+            t.push_str(&format!(
+                "\n[[dhcp.pools]]\nrange_start = \"{first}\"\nrange_end = \"{last}\"\nnetmask = \"255.255.255.0\"\nrouter = \"{BRIDGE_ADDR}\"\nlease_time_secs = 600\n"
+            ));
+        }
+        t.push('\n');
+        t.push_str(&self.extra_toml);
+        t
     }
 }
 
@@ -110,15 +177,17 @@ impl Appliance {
         let bin = binary()?;
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir)?;
+        let agent_dir = dir.join("agent");
+        if let Some(src) = &config.agent_env {
+            let env = agent_dir.join("agent-amd64");
+            std::fs::create_dir_all(&env)?;
+            for f in ["vmlinuz", "initramfs.xz"] {
+                std::fs::copy(src.join(f), env.join(f))
+                    .with_context(|| format!("install {} as agent-amd64", src.join(f).display()))?;
+            }
+        }
         let config_path = dir.join("appliance.toml");
-        let toml = format!(
-            "data_dir = \"{data}\"\ninterface = \"{BRIDGE}\"\n\n[http]\nlisten = \"{BRIDGE_ADDR}:{HTTP_PORT}\"\n\n[dhcp]\nmode = \"{mode}\"\n\n[tftp]\nenabled = true\nlisten = \"{BRIDGE_ADDR}:69\"\nroot = \"{tftp}\"\n\n[log]\nformat = \"human\"\nlevel = \"{level}\"\n\n{extra}\n",
-            data = data_dir.display(),
-            mode = config.dhcp_mode,
-            tftp = crate::IPXE_DIR,
-            level = config.log_level,
-            extra = config.extra_toml,
-        );
+        let toml = config.render(&data_dir, &agent_dir);
         std::fs::write(&config_path, toml)?;
         let mut cmd = ns.command(bin.to_str().context("binary path is not UTF-8")?);
         cmd.arg("serve").arg("--config").arg(&config_path);

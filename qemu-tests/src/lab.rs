@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::appliance::{self, Appliance, ApplianceConfig};
-use crate::netns::Netns;
+use std::net::Ipv4Addr;
+
+use crate::netns::{Netns, PeerNs};
 use crate::peers::{Dnsmasq, DnsmasqRole, StaticHttp};
 use crate::tail;
 use crate::vm::{Vm, VmSpec};
@@ -20,6 +22,7 @@ pub struct Lab {
     appliance: Option<Appliance>,
     dnsmasq: Option<Dnsmasq>,
     http: Option<StaticHttp>,
+    peer: Option<PeerNs>,
     ns: Netns,
     dir: Option<tempfile::TempDir>,
     vms_started: u32,
@@ -36,6 +39,7 @@ impl Lab {
             appliance: None,
             dnsmasq: None,
             http: None,
+            peer: None,
             ns,
             dir: Some(dir),
             vms_started: 0,
@@ -61,8 +65,19 @@ impl Lab {
         self.appliance.as_mut().expect("start_appliance first")
     }
 
+    /// dnsmasq on the bridge itself (10.77.0.1), in the lab namespace.
     pub fn start_dnsmasq(&mut self, role: &DnsmasqRole) -> Result<&Dnsmasq> {
-        let d = Dnsmasq::start(&self.ns, self.dir(), role)?;
+        let d = Dnsmasq::start(&self.ns.place(), self.dir(), role)?;
+        Ok(self.dnsmasq.insert(d))
+    }
+
+    /// dnsmasq on another host of the segment: a peer namespace at 10.77.0.2 (so it does
+    /// not share udp/67 with the appliance, as on a real site).
+    pub fn start_dnsmasq_peer(&mut self, role: &DnsmasqRole) -> Result<&Dnsmasq> {
+        let peer = self.ns.add_peer(Ipv4Addr::new(10, 77, 0, 2))?;
+        let place = peer.place();
+        self.peer = Some(peer);
+        let d = Dnsmasq::start(&place, self.dir(), role)?;
         Ok(self.dnsmasq.insert(d))
     }
 
@@ -71,7 +86,7 @@ impl Lab {
     }
 
     pub fn start_static_http(&mut self, root: &Path, port: u16) -> Result<&StaticHttp> {
-        let h = StaticHttp::start(&self.ns, self.dir(), root, port)?;
+        let h = StaticHttp::start(&self.ns.place(), self.dir(), root, port)?;
         Ok(self.http.insert(h))
     }
 
@@ -115,7 +130,11 @@ impl Lab {
             ));
         }
         if let Some(d) = &self.dnsmasq {
-            out.push_str(&format!("--- dnsmasq log ---\n{}\n", tail(&d.log(), 3000)));
+            out.push_str(&format!(
+                "--- dnsmasq log ({}) ---\n{}\n",
+                d.log_path().display(),
+                tail(&d.log(), 3000)
+            ));
         }
         if let Some(h) = &self.http {
             out.push_str(&format!("--- httpd log ---\n{}\n", tail(&h.log(), 2000)));

@@ -22,6 +22,7 @@
 //! missing.
 
 pub mod appliance;
+pub mod disk;
 pub mod env;
 pub mod lab;
 pub mod netns;

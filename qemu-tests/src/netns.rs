@@ -1,5 +1,6 @@
 //! A private network namespace `labqt-<pid>-<n>` holding one bridge (`br0`, 10.77.0.1/24)
-//! and any number of tap devices enslaved to it (one per VM). Everything the lab starts runs
+//! and any number of tap devices enslaved to it (one per VM), plus optional peer namespaces
+//! joined to the bridge by a veth (other hosts on the segment). Everything the lab starts runs
 //! inside it (`ip netns exec`), so tests never touch the host's network and can use the fixed
 //! ports 67/69/8081 concurrently with other tests.
 //!
@@ -29,6 +30,48 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub struct Netns {
     name: String,
     taps: AtomicU32,
+    peers: AtomicU32,
+}
+
+/// Where a program runs: a namespace, the interface it serves and that interface's address.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub ns: String,
+    pub iface: String,
+    pub addr: Ipv4Addr,
+}
+
+impl Place {
+    /// A command that runs `program` in this place's namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, program]);
+        cmd
+    }
+}
+
+/// A namespace joined to a lab's bridge by a veth (see [`Netns::add_peer`]); deleted (with
+/// everything in it) on drop.
+#[derive(Debug)]
+pub struct PeerNs {
+    name: String,
+    addr: Ipv4Addr,
+}
+
+impl PeerNs {
+    pub fn place(&self) -> Place {
+        Place {
+            ns: self.name.clone(),
+            iface: "eth0".to_string(),
+            addr: self.addr,
+        }
+    }
+}
+
+impl Drop for PeerNs {
+    fn drop(&mut self) {
+        destroy(&self.name);
+    }
 }
 
 impl Netns {
@@ -44,6 +87,7 @@ impl Netns {
         let ns = Netns {
             name,
             taps: AtomicU32::new(0),
+            peers: AtomicU32::new(0),
         };
         let addr = format!("{BRIDGE_ADDR}/{PREFIX_LEN}");
         for args in [
@@ -83,6 +127,42 @@ impl Netns {
         cmd
     }
 
+    /// Where programs on the bridge itself run: this namespace, `br0`, 10.77.0.1.
+    pub fn place(&self) -> Place {
+        Place {
+            ns: self.name.clone(),
+            iface: BRIDGE.to_string(),
+            addr: BRIDGE_ADDR,
+        }
+    }
+
+    /// A second namespace plugged into the bridge by a veth pair, its end (`eth0`) addressed
+    /// `addr`/24: another host on the segment (e.g. the site's own DHCP server beside the
+    /// appliance, which must not share the appliance's udp/67).
+    pub fn add_peer(&self, addr: Ipv4Addr) -> Result<PeerNs> {
+        let n = self.peers.fetch_add(1, Ordering::SeqCst);
+        let peer = PeerNs {
+            name: format!("{}p{n}", self.name),
+            addr,
+        };
+        run(Command::new("ip").args(["netns", "add", &peer.name]))?;
+        let veth = format!("veth{n}");
+        self.ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &peer.name,
+        ])?;
+        self.ip(&["link", "set", &veth, "master", BRIDGE])?;
+        self.ip(&["link", "set", &veth, "up"])?;
+        let cidr = format!("{addr}/{PREFIX_LEN}");
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["addr", "add", &cidr, "dev", "eth0"],
+            &["link", "set", "eth0", "up"],
+        ] {
+            run(Command::new("ip").arg("-n").arg(&peer.name).args(args))?;
+        }
+        Ok(peer)
+    }
+
     /// Adds a tap on the bridge and returns its name (`tap0`, `tap1`, …).
     pub fn add_tap(&self) -> Result<String> {
         let tap = format!("tap{}", self.taps.fetch_add(1, Ordering::SeqCst));
@@ -112,7 +192,7 @@ fn destroy(name: &str) {
     }
 }
 
-/// Deletes `labqt-<pid>-<n>` namespaces whose `<pid>` no longer runs.
+/// Deletes `labqt-<pid>-<n>[p<m>]` namespaces whose `<pid>` no longer runs.
 fn reap_stale() {
     let Ok(list) = run(Command::new("ip").args(["netns", "list"])) else {
         return;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::netns::{BRIDGE, BRIDGE_ADDR, Netns};
+use crate::netns::Place;
 use crate::process::Guarded;
 
 /// First and last address dnsmasq hands out (the appliance's pool, when it has one, must
@@ -38,9 +38,9 @@ pub struct Dnsmasq {
 }
 
 impl Dnsmasq {
-    pub(crate) fn start(ns: &Netns, dir: &Path, role: &DnsmasqRole) -> Result<Dnsmasq> {
+    pub(crate) fn start(place: &Place, dir: &Path, role: &DnsmasqRole) -> Result<Dnsmasq> {
         let (first, last) = DNSMASQ_RANGE;
-        let mut cmd = ns.command("dnsmasq");
+        let mut cmd = place.command("dnsmasq");
         cmd.args([
             "--no-daemon",
             "--conf-file=/dev/null",
@@ -52,8 +52,8 @@ impl Dnsmasq {
             "--log-dhcp",
             "--dhcp-authoritative",
         ])
-        .arg(format!("--interface={BRIDGE}"))
-        .arg(format!("--listen-address={BRIDGE_ADDR}"))
+        .arg(format!("--interface={}", place.iface))
+        .arg(format!("--listen-address={}", place.addr))
         .arg(format!("--dhcp-range={first},{last},255.255.255.0,1h"))
         .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
         if let DnsmasqRole::Pxe {
@@ -78,6 +78,10 @@ impl Dnsmasq {
     pub fn log(&self) -> String {
         self.process.log()
     }
+
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
 }
 
 /// busybox httpd serving a directory on `BRIDGE_ADDR:port`, logging every request.
@@ -88,17 +92,17 @@ pub struct StaticHttp {
 }
 
 impl StaticHttp {
-    pub(crate) fn start(ns: &Netns, dir: &Path, root: &Path, port: u16) -> Result<StaticHttp> {
-        let mut cmd = ns.command("busybox");
+    pub(crate) fn start(place: &Place, dir: &Path, root: &Path, port: u16) -> Result<StaticHttp> {
+        let mut cmd = place.command("busybox");
         cmd.args(["httpd", "-f", "-vv"])
             .arg("-p")
-            .arg(format!("{BRIDGE_ADDR}:{port}"))
+            .arg(format!("{}:{port}", place.addr))
             .arg("-h")
             .arg(root);
         let process = Guarded::spawn("httpd", cmd, &dir.join("httpd.log"))?;
         Ok(StaticHttp {
             process,
-            base_url: format!("http://{BRIDGE_ADDR}:{port}"),
+            base_url: format!("http://{}:{port}", place.addr),
         })
     }
 

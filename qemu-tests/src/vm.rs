@@ -55,6 +55,11 @@ impl VmSpec {
         self
     }
 
+    pub fn memory(mut self, mb: u32) -> VmSpec {
+        self.memory_mb = mb;
+        self
+    }
+
     pub fn disk(mut self, disk: &Path) -> VmSpec {
         self.disk = Some(disk.to_path_buf());
         self
