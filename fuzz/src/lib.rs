@@ -5,3 +5,7 @@
 /// and thiserror.
 #[path = "../../appliance/src/model/mod.rs"]
 pub mod model;
+
+/// `appliance::protocol::tftp`: the TFTP core depends on nothing but std and thiserror.
+#[path = "../../appliance/src/protocol/tftp/mod.rs"]
+pub mod tftp;

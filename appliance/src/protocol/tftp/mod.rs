@@ -3,5 +3,6 @@
 //! do with a request, and the per-transfer state machine). Glue: `net::tftp`.
 
 pub mod path;
+pub mod properties;
 pub mod transfer;
 pub mod wire;
