@@ -3,6 +3,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "../proto/admin.proto",
         "../proto/agent.proto",
+        "../proto/console.proto",
         "../proto/lifecycle.proto",
     ];
     for p in protos {

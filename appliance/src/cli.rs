@@ -120,6 +120,19 @@ pub enum CtlCommand {
     },
     /// Delete one object.
     Delete { kind: String, name: String },
+    /// Web console administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set the web console password (at least 12 characters). Reads it from stdin: typed
+    /// twice without echo on a terminal, or the first line of piped input. Stored on the box
+    /// as an argon2id hash; every console session ends. The admin token keeps working.
+    SetPassword,
 }
 
 #[derive(Debug, Subcommand)]

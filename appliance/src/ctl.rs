@@ -9,11 +9,13 @@ use appliance_rpc::admin::{
     ApplyRequest, DeleteRequest, GetRequest, Object as PbObject, ServerActionKind,
     ServerActionRequest, StatusRequest,
 };
+use appliance_rpc::console::SetPasswordRequest;
+use appliance_rpc::console::console_admin_client::ConsoleAdminClient;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::api::auth;
-use crate::cli::{CtlArgs, CtlCommand, Output, ServerCommand};
+use crate::cli::{AdminCommand, CtlArgs, CtlCommand, Output, ServerCommand};
 use crate::model::{Kind, Object};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum CtlError {
         "unknown kind `{0}` (expected server, serverclass, environment, metalmachine or serverbinding)"
     )]
     Kind(String),
+    #[error("the two passwords differ; nothing was changed")]
+    PasswordMismatch,
     #[error("the appliance returned an unreadable object")]
     BadReply(#[source] crate::model::ParseObjectError),
 }
@@ -77,6 +81,12 @@ fn token(args: &CtlArgs) -> Result<String, CtlError> {
 }
 
 async fn connect(args: &CtlArgs) -> Result<Client, CtlError> {
+    let (channel, add_token) = channel(args).await?;
+    Ok(AdminClient::with_interceptor(channel, add_token))
+}
+
+/// A channel to the box and the interceptor that adds the admin token.
+async fn channel(args: &CtlArgs) -> Result<(Channel, AddToken), CtlError> {
     let token = token(args)?;
     let channel = Channel::from_shared(args.endpoint.clone())
         .map_err(|_| CtlError::Endpoint {
@@ -98,7 +108,7 @@ async fn connect(args: &CtlArgs) -> Result<Client, CtlError> {
         req.metadata_mut().insert("authorization", bearer.clone());
         Ok(req)
     });
-    Ok(AdminClient::with_interceptor(channel, add_token))
+    Ok((channel, add_token))
 }
 
 fn parse_kind(s: &str) -> Result<Kind, CtlError> {
@@ -107,6 +117,9 @@ fn parse_kind(s: &str) -> Result<Kind, CtlError> {
 
 /// Runs one ctl command; output goes to stdout.
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
+    if let CtlCommand::Admin { command } = &args.command {
+        return admin(&args, command).await;
+    }
     let mut client = connect(&args).await?;
     match args.command {
         CtlCommand::Status => {
@@ -147,8 +160,70 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             println!("{}/{name} deleted", kind.as_str().to_lowercase());
         }
         CtlCommand::Server { command } => server(&mut client, command).await?,
+        CtlCommand::Admin { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+async fn admin(args: &CtlArgs, command: &AdminCommand) -> Result<(), CtlError> {
+    match command {
+        AdminCommand::SetPassword => {
+            let password = read_new_password()?;
+            let (channel, add_token) = channel(args).await?;
+            let mut client = ConsoleAdminClient::with_interceptor(channel, add_token);
+            let reply = client
+                .set_password(SetPasswordRequest { password })
+                .await?
+                .into_inner();
+            println!(
+                "console password set; {} console session(s) ended",
+                reply.sessions_ended
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads a new password from stdin: on a terminal, twice without echo (`stty -echo`);
+/// otherwise the first line.
+fn read_new_password() -> Result<String, CtlError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let read_line = || -> Result<String, CtlError> {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|source| CtlError::ReadFile {
+                path: PathBuf::from("-"),
+                source,
+            })?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    if !stdin.is_terminal() {
+        return read_line();
+    }
+    let stty = |arg: &str| {
+        let _ = std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    };
+    let prompt = |text: &str| -> Result<String, CtlError> {
+        eprint!("{text}");
+        let _ = std::io::stderr().flush();
+        stty("-echo");
+        let line = read_line();
+        stty("echo");
+        eprintln!();
+        line
+    };
+    let first = prompt("New console password: ")?;
+    let second = prompt("Repeat it: ")?;
+    if first != second {
+        return Err(CtlError::PasswordMismatch);
+    }
+    Ok(first)
 }
 
 async fn server(client: &mut Client, command: ServerCommand) -> Result<(), CtlError> {

@@ -317,3 +317,60 @@ fn repeated_wrong_logins_lock_the_client_out() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=900).contains(&retry));
 }
+
+#[test]
+fn console_password_set_with_ctl_logs_in_and_ends_sessions() {
+    let app = Appliance::start();
+    let (cookie, _) = session(&app);
+    assert_eq!(login(&app, "correct horse battery staple").status, 401);
+
+    // Too short: refused by the box, nothing stored.
+    let out = std::process::Command::new(console_support::BIN)
+        .args(["ctl", "--endpoint", &app.base_url(), "--data-dir"])
+        .arg(app.data_dir())
+        .args(["admin", "set-password"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"short\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 12"));
+    // Without the admin token the console-admin gRPC service refuses.
+    let out = std::process::Command::new(console_support::BIN)
+        .args(["ctl", "--endpoint", &app.base_url(), "--token", "nope"])
+        .args(["admin", "set-password"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"));
+
+    let said = app.ctl(
+        &["admin", "set-password"],
+        Some("correct horse battery staple\n"),
+    );
+    assert!(said.contains("1 console session(s) ended"), "{said}");
+    // The session that existed before the change is gone.
+    assert_eq!(
+        app.request(
+            "GET",
+            "/api/v1/overview",
+            &[("Cookie", cookie.as_str())],
+            None
+        )
+        .status,
+        401
+    );
+    let r = login(&app, "correct horse battery staple");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["method"], "password");
+    assert_eq!(login(&app, "correct horse battery stapler").status, 401);
+    // The admin token still logs in.
+    assert_eq!(login(&app, &app.token()).status, 200);
+}

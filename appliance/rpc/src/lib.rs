@@ -19,3 +19,9 @@ pub mod agent {
 pub mod lifecycle {
     tonic::include_proto!("appliance.lifecycle.v1");
 }
+
+/// Console administration (`appliance.console.v1`): the web console password; behind the
+/// admin token.
+pub mod console {
+    tonic::include_proto!("appliance.console.v1");
+}

@@ -199,6 +199,42 @@ impl ConsoleState {
     }
 }
 
+/// Why the console password could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum SetConsolePasswordError {
+    #[error("password refused")]
+    Policy(#[source] password::SetPasswordError),
+    #[error("no randomness available for a salt")]
+    Random,
+    #[error("storing the password hash failed")]
+    Store(#[source] StoreError),
+    #[error("password task failed")]
+    Task,
+}
+
+impl ConsoleState {
+    /// Hashes and stores a new console password, then ends every console session (a
+    /// password change must lock out whoever had a session). Returns how many ended.
+    pub async fn set_password(&self, new: String) -> Result<usize, SetConsolePasswordError> {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|_| SetConsolePasswordError::Random)?;
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let phc = password::hash(&new, salt).map_err(SetConsolePasswordError::Policy)?;
+            store
+                .set_console_password_hash(&phc)
+                .map_err(SetConsolePasswordError::Store)
+        })
+        .await
+        .map_err(|_| SetConsolePasswordError::Task)??;
+        let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+        let ended = sessions.len();
+        sessions.clear();
+        tracing::info!(sessions_ended = ended, "console password set");
+        Ok(ended)
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

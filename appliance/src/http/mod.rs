@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use appliance_rpc::admin::admin_server::AdminServer;
+use appliance_rpc::console::console_admin_server::ConsoleAdminServer;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -65,7 +66,10 @@ pub fn admin_auth(
 /// Builds the full router: plain HTTP routes plus gRPC services.
 pub fn router(state: HttpState, admin: AdminService, admin_token: Arc<str>) -> Router {
     let auth = admin_auth(admin_token, state.metrics.clone());
-    let grpc = Routes::new(AdminServer::with_interceptor(admin, auth)).into_axum_router();
+    let console_admin = crate::api::console::ConsoleAdminService::new(state.console.clone());
+    let grpc = Routes::new(AdminServer::with_interceptor(admin, auth.clone()))
+        .add_service(ConsoleAdminServer::with_interceptor(console_admin, auth))
+        .into_axum_router();
     let boot_routes = boot::routes(state.boot.clone());
     let console = console::router(state.console.clone());
     Router::new()

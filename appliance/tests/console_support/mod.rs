@@ -29,18 +29,27 @@ fn free_port() -> u16 {
 impl Appliance {
     pub fn start() -> Appliance {
         // A port picked by the kernel and released again; retried if someone takes it.
+        let mut last_log = String::new();
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            // Only the HTTP listener: DHCP/TFTP would need fixed ports (and root), which
+            // parallel tests cannot share.
+            let cfg = dir.path().join("config.toml");
+            std::fs::write(&cfg, "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n").unwrap();
             let child = Command::new(BIN)
-                .args(["serve", "--data-dir"])
+                .arg("serve")
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--data-dir")
                 .arg(dir.path())
                 .arg("--http-listen")
                 .arg(addr.to_string())
                 .env("APPLIANCE_LOG_LEVEL", "warn")
                 .env_remove("APPLIANCE_CONFIG")
+                .env_remove("APPLIANCE_DHCP_MODE")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
                 .spawn()
                 .unwrap();
             let mut app = Appliance { child, addr, dir };
@@ -56,9 +65,11 @@ impl Appliance {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            last_log =
+                std::fs::read_to_string(app.dir.path().join("serve.log")).unwrap_or_default();
             drop(app);
         }
-        panic!("appliance serve did not come up");
+        panic!("appliance serve did not come up:\n{last_log}");
     }
 
     pub fn data_dir(&self) -> &Path {
