@@ -13,6 +13,7 @@ use appliance_rpc::admin::{
 };
 use tonic::{Request, Response, Status};
 
+use super::apply_batch::ApplyBatcher;
 use crate::model::{self, Kind, Object};
 use crate::store::{Store, StoreError, Stored};
 
@@ -20,13 +21,16 @@ use crate::store::{Store, StoreError, Stored};
 #[derive(Debug, Clone)]
 pub struct AdminService {
     store: Store,
+    applies: ApplyBatcher,
     started: Instant,
     data_dir: String,
 }
 
 impl AdminService {
+    /// Needs a tokio runtime: spawns the apply group-commit task.
     pub fn new(store: Store, data_dir: String) -> Self {
         AdminService {
+            applies: ApplyBatcher::spawn(store.clone()),
             store,
             started: Instant::now(),
             data_dir,
@@ -113,7 +117,7 @@ impl Admin for AdminService {
                 .collect();
             return Ok(Response::new(ApplyReply { applied }));
         }
-        let applied = self.blocking(move |s| s.apply(objects)).await?;
+        let applied = self.applies.apply(objects).await?;
         Ok(Response::new(ApplyReply {
             applied: applied
                 .into_iter()

@@ -5,5 +5,6 @@
 //! `store::Store`.
 
 pub mod admin;
+pub mod apply_batch;
 pub mod auth;
 pub mod console;
