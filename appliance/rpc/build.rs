@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "../proto/agent.proto",
         "../proto/console.proto",
         "../proto/lifecycle.proto",
+        "../proto/power.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

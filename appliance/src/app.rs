@@ -269,7 +269,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         boot,
         console,
     };
-    let router = http::router(state, admin, admin_token);
+    // BMC power control (bmc room): the Power admin service and the power-state poller.
+    let power = crate::bmc::power::PowerControl::new(store.clone(), &config.bmc);
+    let power_auth = http::admin_auth(admin_token.clone(), state.metrics.clone());
+    let power_routes = crate::bmc::service::routes(power.clone(), power_auth);
+    let power_poller = tokio::spawn(crate::bmc::power::run_poller(
+        power.clone(),
+        std::time::Duration::from_secs(config.bmc.poll_interval_secs),
+        shutdown.clone(),
+    ));
+    let router = http::router(state, admin, admin_token).merge(power_routes);
     let listener = TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -287,6 +296,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let served = http::serve(listener, router, wait_for(shutdown))
         .await
         .map_err(ServeError::Http);
+    power_poller.abort();
     if let Some(task) = tftp_task {
         if served.is_ok() {
             // The TFTP task saw the same shutdown signal; it ends once its transfers end.

@@ -153,6 +153,70 @@ pub enum ServerCommand {
     Uncordon { name: String },
     /// Forget a server.
     Delete { name: String },
+    /// Power through the server's BMC (IPMI or Redfish): on, off, cycle (powers on a server
+    /// that is off), reset, soft (ACPI shutdown), or status.
+    Power {
+        #[arg(value_enum)]
+        action: PowerArg,
+        name: String,
+    },
+    /// Boot device override through the BMC: pxe or disk, for the next boot only unless
+    /// --persistent. Mode: --uefi or --bios (default: the server's spec.pxeMode, else the
+    /// box's [bmc] default_pxe_mode).
+    Bootdev {
+        #[arg(value_enum)]
+        device: BootdevArg,
+        name: String,
+        #[arg(long, conflicts_with = "bios")]
+        uefi: bool,
+        #[arg(long)]
+        bios: bool,
+        #[arg(long)]
+        persistent: bool,
+    },
+    /// Point a server at its BMC. The password is read from --password-file or
+    /// APPLIANCE_BMC_PASSWORD (never from the command line) and kept in the box's secret
+    /// store; the Server's spec.bmc refers to it.
+    Bmc {
+        name: String,
+        /// BMC host or IP (IPMI), or host / https:// URL (Redfish).
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        port: Option<u16>,
+        /// lanplus (suite 17, falling back to 3), lanplus-3, lanplus-17 or redfish.
+        #[arg(long, default_value = "lanplus")]
+        interface: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, env = "APPLIANCE_BMC_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// File holding the password (first line).
+        #[arg(long, conflicts_with = "password")]
+        password_file: Option<PathBuf>,
+        /// Redfish: accept a self-signed certificate; it is pinned on first contact.
+        #[arg(long)]
+        insecure_tls: bool,
+        /// Redfish: forget the pinned certificate (the BMC was re-keyed on purpose).
+        #[arg(long)]
+        clear_pin: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PowerArg {
+    On,
+    Off,
+    Cycle,
+    Reset,
+    Soft,
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BootdevArg {
+    Pxe,
+    Disk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -55,7 +55,7 @@ impl From<tonic::Status> for CtlError {
 }
 
 /// Adds the bearer token to every call.
-type AddToken =
+pub(crate) type AddToken =
     Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
 
 type Client = AdminClient<tonic::service::interceptor::InterceptedService<Channel, AddToken>>;
@@ -86,7 +86,7 @@ async fn connect(args: &CtlArgs) -> Result<Client, CtlError> {
 }
 
 /// A channel to the box and the interceptor that adds the admin token.
-async fn channel(args: &CtlArgs) -> Result<(Channel, AddToken), CtlError> {
+pub(crate) async fn channel(args: &CtlArgs) -> Result<(Channel, AddToken), CtlError> {
     let token = token(args)?;
     let channel = Channel::from_shared(args.endpoint.clone())
         .map_err(|_| CtlError::Endpoint {
@@ -119,6 +119,11 @@ fn parse_kind(s: &str) -> Result<Kind, CtlError> {
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     if let CtlCommand::Admin { command } = &args.command {
         return admin(&args, command).await;
+    }
+    if let CtlCommand::Server { command } = &args.command
+        && crate::bmc::ctl::handles(command)
+    {
+        return crate::bmc::ctl::run(&args, command).await;
     }
     let mut client = connect(&args).await?;
     match args.command {
@@ -250,6 +255,9 @@ async fn server(client: &mut Client, command: ServerCommand) -> Result<(), CtlEr
         ServerCommand::Cordon { name } => (name, ServerActionKind::ServerActionCordon, "cordoned"),
         ServerCommand::Uncordon { name } => {
             (name, ServerActionKind::ServerActionUncordon, "uncordoned")
+        }
+        ServerCommand::Power { .. } | ServerCommand::Bootdev { .. } | ServerCommand::Bmc { .. } => {
+            unreachable!("BMC commands are dispatched to bmc::ctl before connecting")
         }
     };
     client

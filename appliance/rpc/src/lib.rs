@@ -25,3 +25,8 @@ pub mod lifecycle {
 pub mod console {
     tonic::include_proto!("appliance.console.v1");
 }
+
+/// Power API (`appliance.power.v1`): BMC power/boot-device control, behind the admin token.
+pub mod power {
+    tonic::include_proto!("appliance.power.v1");
+}

@@ -11,10 +11,12 @@
 //! May touch: the network (UDP to BMCs, HTTPS to Redfish), `store` (credentials, pinned
 //! certificates) through its typed API. Never logs credentials.
 
+pub mod ctl;
 pub mod gate;
 pub mod ipmi;
-// pub mod power;
+pub mod power;
 pub mod redfish;
+pub mod service;
 // pub mod setup;
 
 use std::fmt;
