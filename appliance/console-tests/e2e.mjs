@@ -186,14 +186,16 @@ spec:
 
   step = "settings";
   await page.getByRole("link", { name: "Settings" }).click();
-  await page.getByText("Effective configuration").waitFor();
+  await page.locator("#dhcp-mode").waitFor();
+  check((await page.locator("#dhcp-mode").getAttribute("data-mode")) === "off", "settings show the DHCP mode the box runs with");
+  check((await page.locator("#pools").textContent()).includes("10.10.0.100 – 10.10.0.199"), "settings show the configured address pool");
   await shot(page, "settings-laptop");
 
   step = "phone";
   const phone = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true, storageState: await context.storageState() });
   const pp = await phone.newPage();
   for (const [path, name, wait] of [["/", "overview", "#state-counts"], ["/servers", "servers", "#servers-table"], [`/servers/${NEW_SERVER}`, "server-detail", "#server-state"],
-    ["/classes", "classes", "table"], ["/environments/default", "environment", "textarea"], ["/settings", "settings", "pre"]]) {
+    ["/classes", "classes", "table"], ["/environments/default", "environment", "textarea"], ["/settings", "settings", "#dhcp-mode"]]) {
     await pp.goto(BASE + path);
     await pp.locator(wait).first().waitFor();
     const overflow = await pp.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
@@ -207,7 +209,7 @@ spec:
   step = "page weights";
   const weights = {};
   for (const [path, name, wait] of [["/login", "login", "#secret"], ["/", "overview", "#state-counts"], ["/servers", "servers", "#servers-table"],
-    [`/servers/${NEW_SERVER}`, "server-detail", "#server-state"], ["/classes", "classes", "table"], ["/environments/default", "environment", "textarea"], ["/settings", "settings", "pre"]]) {
+    [`/servers/${NEW_SERVER}`, "server-detail", "#server-state"], ["/classes", "classes", "table"], ["/environments/default", "environment", "textarea"], ["/settings", "settings", "#dhcp-mode"]]) {
     const ctx = await browser.newContext({ viewport: LAPTOP, storageState: path === "/login" ? undefined : await context.storageState() });
     const p = await ctx.newPage();
     const cdp = await ctx.newCDPSession(p);

@@ -74,7 +74,12 @@ fn console_end_to_end_in_chromium() {
         return;
     }
     let shots = target.join("console-screenshots");
-    let app = Appliance::start();
+    // A pool in the config so the settings page has one to show (DHCP itself stays off).
+    let app = Appliance::start_with(
+        "[[dhcp.pools]]\nrange_start = \"10.10.0.100\"\nrange_end = \"10.10.0.199\"\n\
+         netmask = \"255.255.255.0\"\nrouter = \"10.10.0.1\"\ndns = [\"10.10.0.1\"]\n\
+         domain = \"lab.example\"\n",
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("console-tests/e2e.mjs");
     let out = Command::new("node")
         .arg(&script)

@@ -207,6 +207,25 @@ fn session_csrf_origin_and_logout() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(accepted(&app));
+    // The servers table reflects it at once (rows follow the change feed).
+    let page = app.request(
+        "GET",
+        "/api/v1/servers?state=accepted",
+        &[("Cookie", cookie)],
+        None,
+    );
+    assert_eq!(page.json()["page"]["matched"], 1, "{}", page.body);
+    app.ctl(
+        &["server", "cordon", "11111111-2222-3333-4444-555555555555"],
+        None,
+    );
+    let page = app.request(
+        "GET",
+        "/api/v1/servers?state=cordoned",
+        &[("Cookie", cookie)],
+        None,
+    );
+    assert_eq!(page.json()["page"]["matched"], 1, "{}", page.body);
 
     // Unknown and not-yet-available actions are clear errors.
     let r = app.request(

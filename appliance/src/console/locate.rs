@@ -269,4 +269,19 @@ spec:
             }
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Any text and any path: no panic, and a found line exists in the text.
+        #[test]
+        fn any_input_is_safe(
+            yaml in "([ a-z:\\-\\[\\]{},#'\"\n]|\\PC){0,200}",
+            path in "[a-z.\\[\\]0-9]{0,30}",
+        ) {
+            if let Some(line) = locate(&yaml, &parse_path(&path)) {
+                proptest::prop_assert!(line >= 1 && line <= yaml.lines().count());
+            }
+            let _ = unknown_field(&yaml);
+        }
+    }
 }

@@ -72,13 +72,18 @@ struct Inner {
     sessions: Mutex<Sessions>,
     throttle: Mutex<LoginThrottle>,
     events: Mutex<VecDeque<RecentEvent>>,
-    rows: Mutex<Option<RowsCache>>,
+    rows: Mutex<RowsCache>,
 }
 
+/// Server rows kept current from the change feed: built once, then each request first
+/// applies the changes queued on its own receiver (re-reading only the changed servers), so
+/// a client that refreshes on an SSE event sees that change. A lagged receiver rebuilds.
 struct RowsCache {
-    revision: u64,
-    rows: Arc<Vec<ServerRow>>,
+    rx: tokio::sync::broadcast::Receiver<Change>,
+    built: bool,
+    rows: std::collections::BTreeMap<String, ServerRow>,
     classes: Arc<ClassIndex>,
+    snapshot: Option<Arc<Vec<ServerRow>>>,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -108,6 +113,7 @@ impl ConsoleState {
         config: Config,
         secure_cookie: bool,
     ) -> Self {
+        let rx = store.subscribe();
         ConsoleState {
             inner: Arc::new(Inner {
                 store,
@@ -118,15 +124,29 @@ impl ConsoleState {
                 sessions: Mutex::default(),
                 throttle: Mutex::default(),
                 events: Mutex::default(),
-                rows: Mutex::default(),
+                rows: Mutex::new(RowsCache {
+                    rx,
+                    built: false,
+                    rows: Default::default(),
+                    classes: Arc::default(),
+                    snapshot: None,
+                }),
             }),
         }
     }
 
     /// Follows the store change feed into the recent-events list until `shutdown`.
     /// Spawned once from `app.rs`.
+    /// Also builds the server rows once at start, so the first page view does not wait.
     pub async fn record_events(self, shutdown: impl std::future::Future<Output = ()>) {
         let mut rx = self.inner.store.subscribe();
+        let warm = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = warm.rows() {
+                tracing::warn!(error = %crate::error_chain(&e), "console: building server rows failed");
+            }
+        })
+        .await;
         tokio::pin!(shutdown);
         loop {
             let first = tokio::select! {
@@ -168,34 +188,81 @@ impl ConsoleState {
             .collect()
     }
 
-    /// All server rows and the class index, recomputed only when the store revision moved.
+    /// All server rows (sorted by name) and the class index, current as of now.
     fn rows(&self) -> Result<(Arc<Vec<ServerRow>>, Arc<ClassIndex>), StoreError> {
+        use tokio::sync::broadcast::error::TryRecvError;
         let store = &self.inner.store;
-        let revision = store.revision()?;
-        if let Some(c) = &*self.inner.rows.lock().expect("rows lock")
-            && c.revision == revision
-        {
-            return Ok((c.rows.clone(), c.classes.clone()));
+        let mut c = self.inner.rows.lock().expect("rows lock");
+        let mut servers = std::collections::BTreeSet::new();
+        let mut classes_changed = false;
+        let mut rebuild = !c.built;
+        loop {
+            match c.rx.try_recv() {
+                Ok(change) => match change.kind {
+                    Kind::Server => {
+                        servers.insert(change.name);
+                    }
+                    Kind::ServerClass => classes_changed = true,
+                    _ => {}
+                },
+                Err(TryRecvError::Lagged(_)) => rebuild = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
         }
-        let classes: Vec<Object> = store
-            .list(Kind::ServerClass)?
-            .into_iter()
-            .map(|s| s.object)
-            .collect();
-        let index = Arc::new(ClassIndex::build(&classes));
-        let rows: Arc<Vec<ServerRow>> = Arc::new(
-            store
+        if rebuild || classes_changed {
+            let list: Vec<Object> = store
+                .list(Kind::ServerClass)?
+                .into_iter()
+                .map(|s| s.object)
+                .collect();
+            c.classes = Arc::new(ClassIndex::build(&list));
+        }
+        if rebuild {
+            let index = c.classes.clone();
+            c.rows = store
                 .list(Kind::Server)?
                 .iter()
-                .map(|s| view::server_row(&s.object, s.revision, &index))
-                .collect(),
-        );
-        *self.inner.rows.lock().expect("rows lock") = Some(RowsCache {
-            revision,
-            rows: rows.clone(),
-            classes: index.clone(),
-        });
-        Ok((rows, index))
+                .map(|s| {
+                    let row = view::server_row(&s.object, s.revision, &index);
+                    (row.name.clone(), row)
+                })
+                .collect();
+            c.built = true;
+            c.snapshot = None;
+        } else {
+            if classes_changed {
+                let index = c.classes.clone();
+                for row in c.rows.values_mut() {
+                    row.classes = index
+                        .members
+                        .get(&row.name)
+                        .map(|m| m.iter().cloned().collect())
+                        .unwrap_or_default();
+                }
+                c.snapshot = None;
+            }
+            for name in servers {
+                match store.get(Kind::Server, &name)? {
+                    Some(s) => {
+                        let row = view::server_row(&s.object, s.revision, &c.classes);
+                        c.rows.insert(name, row);
+                    }
+                    None => {
+                        c.rows.remove(&name);
+                    }
+                }
+                c.snapshot = None;
+            }
+        }
+        let snapshot = match &c.snapshot {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(c.rows.values().cloned().collect::<Vec<_>>());
+                c.snapshot = Some(s.clone());
+                s
+            }
+        };
+        Ok((snapshot, c.classes.clone()))
     }
 }
 
@@ -728,7 +795,13 @@ async fn session_info(axum::Extension(s): axum::Extension<SessionCtx>) -> Respon
 async fn overview(State(state): State<ConsoleState>) -> Response {
     let result = blocking(&state, |st| {
         let (rows, classes) = st.rows()?;
-        let counts = st.inner.store.counts()?;
+        let mut counts = std::collections::BTreeMap::new();
+        counts.insert(Kind::Server, rows.len() as u64);
+        counts.insert(Kind::ServerClass, classes.classes.len() as u64);
+        counts.insert(
+            Kind::Environment,
+            st.inner.store.list(Kind::Environment)?.len() as u64,
+        );
         Ok((
             view::state_counts(&rows),
             classes.classes.clone(),
@@ -1134,18 +1207,73 @@ async fn delete_object(
 }
 
 async fn settings(State(state): State<ConsoleState>) -> Response {
+    let leases = match blocking(&state, |st| st.inner.store.dhcp_leases()).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let now = unix_now();
+    let bound: Vec<_> = leases
+        .iter()
+        .filter(|l| {
+            matches!(l.state, crate::protocol::dhcp::LeaseState::Bound) && l.expires_at > now
+        })
+        .collect();
     let c = &state.inner.config;
+    let d = &c.dhcp;
+    let pools: Vec<Value> = d
+        .pools
+        .iter()
+        .map(|p| {
+            let (lo, hi) = (u32::from(p.range_start), u32::from(p.range_end));
+            let size = hi.saturating_sub(lo).saturating_add(1);
+            let in_use = bound
+                .iter()
+                .filter(|l| (lo..=hi).contains(&u32::from(l.addr)))
+                .count();
+            json!({
+                "range": format!("{} – {}", p.range_start, p.range_end),
+                "netmask": p.netmask.to_string(),
+                "router": p.router.map(|r| r.to_string()),
+                "dns": p.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "domain": p.domain,
+                "size": size,
+                "in_use": in_use,
+            })
+        })
+        .collect();
+    let active: Vec<Value> = bound
+        .iter()
+        .take(200)
+        .map(|l| {
+            json!({
+                "ip": l.addr.to_string(),
+                "mac": l.chaddr.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                "hostname": l.hostname,
+                "expires_in": l.expires_at.saturating_sub(now),
+            })
+        })
+        .collect();
     let config_value = serde_json::to_value(c).unwrap_or_default();
     Json(json!({
         "network": {
             "interface": c.interface,
             "http_listen": c.http.listen.to_string(),
-            "dhcp": config_value.get("dhcp"),
             "tftp": config_value.get("tftp"),
+        },
+        "dhcp": {
+            "mode": config_value.pointer("/dhcp/mode"),
+            "listen_port": d.listen_port,
+            "proxy_port": d.proxy_port,
+            "lease_time_secs": d.lease_time_secs,
+            "boot": config_value.pointer("/dhcp/boot"),
+            "pools": pools,
+            "reservations": d.reservations.len(),
+            "active_leases": bound.len(),
+            "leases": active,
         },
         "effective_toml": c.to_toml(),
         "editable": false,
-        "editable_reason": "settings come from the config file, flags and APPLIANCE_* environment; edit /etc/appliance/config.toml and restart the service",
+        "editable_reason": "Settings come from the config file, flags and APPLIANCE_* environment; edit /etc/appliance/config.toml and restart the service",
     }))
     .into_response()
 }

@@ -28,6 +28,11 @@ fn free_port() -> u16 {
 
 impl Appliance {
     pub fn start() -> Appliance {
+        Appliance::start_with("")
+    }
+
+    /// Starts with `extra` TOML appended to the test config (DHCP off, TFTP off).
+    pub fn start_with(extra: &str) -> Appliance {
         // A port picked by the kernel and released again; retried if someone takes it.
         let mut last_log = String::new();
         for _ in 0..5 {
@@ -36,7 +41,11 @@ impl Appliance {
             // Only the HTTP listener: DHCP/TFTP would need fixed ports (and root), which
             // parallel tests cannot share.
             let cfg = dir.path().join("config.toml");
-            std::fs::write(&cfg, "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n").unwrap();
+            std::fs::write(
+                &cfg,
+                format!("[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n{extra}"),
+            )
+            .unwrap();
             let child = Command::new(BIN)
                 .arg("serve")
                 .arg("--config")

@@ -45,6 +45,7 @@ function toast(msg, kind = "") {
   document.getElementById("toasts").append(t);
   setTimeout(() => t.remove(), kind === "error" ? 8000 : 4000);
 }
+function setMain(...kids) { $main.replaceChildren(...kids.filter((k) => k !== null && k !== undefined && k !== false)); }
 function setTitle(t) { document.title = `${t} · Appliance console`; }
 
 // ---------- API ----------
@@ -107,11 +108,11 @@ async function render(focus) {
     if (focus) $main.focus({ preventScroll: true });
     return;
   }
-  $main.replaceChildren(h("div", { class: "panel" }, h("h1", {}, "Not found"), h("p", {}, link("/", "Back to the overview"))));
+  setMain(h("div", { class: "panel" }, h("h1", {}, "Not found"), h("p", {}, link("/", "Back to the overview"))));
 }
 function showError(e) {
   if (e instanceof ApiError && e.status === 401) return;
-  $main.replaceChildren(h("div", { class: "panel" }, h("h1", {}, e.status === 404 ? "Not found" : "Something went wrong"), h("p", { class: "field-error" }, e.message), h("p", {}, link("/", "Back to the overview"))));
+  setMain(h("div", { class: "panel" }, h("h1", {}, e.status === 404 ? "Not found" : "Something went wrong"), h("p", { class: "field-error" }, e.message), h("p", {}, link("/", "Back to the overview"))));
 }
 document.addEventListener("click", (ev) => {
   const a = ev.target.closest("a[data-nav]");
@@ -160,7 +161,7 @@ async function viewOverview() {
         h("ol", { class: "timeline", id: "events" }, o.events.map((e) => h("li", {},
           h("time", { datetime: new Date(e.at * 1000).toISOString(), title: new Date(e.at * 1000).toLocaleString() }, fmtAgo(e.at)),
           h("span", { class: "what" }, eventText(e))))));
-    $main.replaceChildren(
+    setMain(
       h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Overview"), h("p", { class: "sub" }, `${o.servers} servers · ${o.objects.ServerClass || 0} classes · ${o.objects.Environment || 0} environments · store revision ${o.revision}`))),
       stats, h("div", { class: "grid cols-2" }, classes, events));
   };
@@ -196,7 +197,7 @@ async function viewServers() {
   const table = h("div", { class: "table-wrap" });
   const pager = h("div", { class: "pager" });
   const summary = h("p", { class: "sub", id: "servers-summary", "aria-live": "polite" });
-  $main.replaceChildren(h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Servers"), summary)), h("section", { class: "panel flush" }, form, table, pager));
+  setMain(h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Servers"), summary)), h("section", { class: "panel flush" }, form, table, pager));
 
   function update(changes) {
     const p = params();
@@ -329,7 +330,7 @@ async function viewServer([name]) {
           h("span", { class: "what" }, e.op === "delete" ? "deleted" : e.detail ? ["→ ", h("strong", {}, e.detail)] : "updated", h("span", { class: "muted" }, ` (rev ${e.revision})`)))))
           : h("p", { class: "muted" }, "No lifecycle events recorded for this server yet."),
       (st.conditions || []).length ? miniTable("Conditions", ["Type", "Status", "Reason", "Since"], st.conditions.map((c) => [c.type, c.status, c.reason || c.message, c.lastTransitionTime])) : null);
-    $main.replaceChildren(
+    setMain(
       h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, link("/servers", "Servers"), " / ", r.hostname || r.name),
       h("div", { class: "page-head" }, h("div", {}, h("h1", {}, r.hostname || r.name), h("p", { class: "sub" }, [sys.manufacturer, sys.productName].filter(Boolean).join(" ") || "Server", ` · revision ${r.revision}`)),
         h("div", { class: "actions actionbar", role: "group", "aria-label": "Server actions" }, ACTIONS.map(actionBtn), h("span", { class: "sep", "aria-hidden": "true" }), del)),
@@ -367,7 +368,7 @@ async function viewList(kind, [_, creating]) {
     const rows = d.items.map((i) => kind === "serverclasses"
       ? h("tr", {}, h("td", { class: "name-cell" }, link(`${K.page}/${encodeURIComponent(i.name)}`, i.name)), h("td", { class: "num" }, i.available), h("td", { class: "num" }, i.in_use), h("td", {}, i.environment || h("span", { class: "muted" }, "default")))
       : h("tr", {}, h("td", { class: "name-cell" }, link(`${K.page}/${encodeURIComponent(i.name)}`, i.name)), h("td", { class: "mono" }, i.kernel || "—"), h("td", {}, i.assets.length ? i.assets.map((a) => [assetBadge(a), " "]) : h("span", { class: "muted" }, "—"))));
-    $main.replaceChildren(
+    setMain(
       h("div", { class: "page-head" }, h("div", {}, h("h1", {}, K.title), h("p", { class: "sub" }, `${d.items.length} defined`)),
         h("div", { class: "actions" }, h("button", { class: "btn primary", type: "button", onclick: () => editor(kind, null, K.template) }, `New ${K.one}`))),
       h("section", { class: "panel flush" }, d.items.length ? h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, head.map((c, i) => h("th", { scope: "col", class: i && kind === "serverclasses" && i < 3 ? "num" : "" }, c)))), h("tbody", {}, rows)))
@@ -449,7 +450,7 @@ function editor(kind, name, yaml, summary) {
     ? h("dl", { class: "kv" }, h("dt", {}, "Available"), h("dd", {}, summary.available), h("dt", {}, "In use"), h("dd", {}, summary.in_use), h("dt", {}, "Environment"), h("dd", {}, summary.environment || "default"))
     : [summary.assets.length ? assetTable(summary.assets) : h("p", { class: "muted" }, "No kernel or initrd URLs."),
       h("p", { class: "help" }, "Download status comes from the Environment's status conditions on the box.")]) : null;
-  $main.replaceChildren(
+  setMain(
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, link(K.page, K.title), " / ", creating ? "new" : name),
     h("div", { class: "page-head" }, h("h1", {}, creating ? `New ${K.one}` : name)),
     h("div", { class: "grid" }, side, h("section", { class: "panel" }, form)));
@@ -462,19 +463,39 @@ function editor(kind, name, yaml, summary) {
 // ---------- Settings ----------
 async function viewSettings() {
   setTitle("Settings");
-  const s = await api("GET", "/api/v1/settings");
-  const n = s.network, dhcp = n.dhcp || {};
-  const kv = (pairs) => h("dl", { class: "kv" }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v === undefined || v === null || v === "" ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v))]));
-  const dhcpPairs = [["Mode", dhcp.mode], ...Object.entries(dhcp).filter(([k]) => k !== "mode").map(([k, v]) => [k.replace(/_/g, " "), v])];
-  $main.replaceChildren(
-    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Settings"), h("p", { class: "sub" }, "What the box is running with"))),
-    h("p", { class: "notice" }, s.editable_reason, "."),
-    h("div", { class: "grid cols-2" },
-      h("section", { class: "panel", "aria-labelledby": "h-net" }, h("h2", { id: "h-net" }, "Network"), kv([["Provisioning interface", n.interface], ["HTTP + gRPC", n.http_listen]])),
-      h("section", { class: "panel", "aria-labelledby": "h-dhcp" }, h("h2", { id: "h-dhcp" }, "DHCP"), kv(dhcpPairs)),
-      h("section", { class: "panel", "aria-labelledby": "h-tftp" }, h("h2", { id: "h-tftp" }, "TFTP"), kv(Object.entries(n.tftp || {}))),
-      h("section", { class: "panel", "aria-labelledby": "h-acct" }, h("h2", { id: "h-acct" }, "This session"), kv([["Logged in with", session.method === "token" ? "admin token" : "console password"], ["Version", session.version]]))),
-    h("section", { class: "panel", "aria-labelledby": "h-eff" }, h("h2", { id: "h-eff" }, "Effective configuration (read-only)"), h("pre", { class: "code", tabindex: "0" }, s.effective_toml)));
+  const draw = async () => {
+    const s = await api("GET", "/api/v1/settings");
+    const n = s.network, d = s.dhcp;
+    const show = (v) => (v === undefined || v === null || v === "" ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
+    const kv = (pairs) => h("dl", { class: "kv" }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v instanceof Node ? v : show(v))]));
+    const modeText = { server: "DHCP server (owns the network)", proxy: "proxyDHCP beside an existing DHCP server", off: "DHCP is disabled" }[d.mode] || d.mode;
+    const boot = d.boot || {};
+    setMain(
+      h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Settings"), h("p", { class: "sub" }, "What the box is running with"))),
+      h("p", { class: "notice" }, s.editable_reason, "."),
+      h("div", { class: "grid cols-2" },
+        h("section", { class: "panel", "aria-labelledby": "h-dhcp" }, h("h2", { id: "h-dhcp" }, "DHCP"), kv([
+          ["Mode", h("span", { id: "dhcp-mode", "data-mode": d.mode }, badge(d.mode === "off" ? "off" : "on"), " ", modeText)],
+          ["Ports", `udp/${d.listen_port}${d.mode === "proxy" ? `, udp/${d.proxy_port}` : ""}`],
+          ["Lease time", `${d.lease_time_secs} s`], ["Active leases", d.active_leases], ["Reservations", d.reservations],
+          ["Boot files", h("span", { class: "mono" }, `BIOS ${boot.bios} · UEFI ${boot.uefi_x64} · ARM64 ${boot.uefi_arm64} · iPXE ${boot.ipxe_script}`)],
+        ])),
+        h("section", { class: "panel", "aria-labelledby": "h-net" }, h("h2", { id: "h-net" }, "Network"), kv([
+          ["Provisioning interface", n.interface], ["HTTP + gRPC", n.http_listen],
+          ["TFTP", n.tftp ? (n.tftp.enabled ? `on, ${n.tftp.listen}, root ${n.tftp.root}` : "off") : "—"],
+          ["Logged in with", session.method === "token" ? "admin token" : "console password"], ["Version", session.version]]))),
+      h("section", { class: "panel flush", "aria-labelledby": "h-pools" }, h("h2", { id: "h-pools" }, "Address pools"),
+        d.pools.length ? h("div", { class: "table-wrap" }, h("table", { id: "pools" }, h("thead", {}, h("tr", {}, ["Range", "Netmask", "Router", "DNS", "Domain", "In use"].map((c) => h("th", { scope: "col" }, c)))),
+          h("tbody", {}, d.pools.map((p) => h("tr", {}, h("td", { class: "mono" }, p.range), h("td", { class: "mono" }, p.netmask), h("td", { class: "mono" }, show(p.router)),
+            h("td", { class: "mono" }, p.dns.join(", ") || "—"), h("td", {}, show(p.domain)), h("td", { class: "num" }, `${p.in_use} / ${p.size}`))))))
+          : h("p", { class: "empty" }, d.mode === "server" ? "No pools configured: add [[dhcp.pools]] to the config." : "No pools: the box does not hand out addresses in this mode.")),
+      d.leases.length ? h("section", { class: "panel flush", "aria-labelledby": "h-leases" }, h("h2", { id: "h-leases" }, "Active leases"),
+        h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, ["Address", "MAC", "Hostname", "Expires in"].map((c) => h("th", { scope: "col" }, c)))),
+          h("tbody", {}, d.leases.map((l) => h("tr", {}, h("td", { class: "mono" }, l.ip), h("td", { class: "mono" }, l.mac), h("td", {}, show(l.hostname)), h("td", { class: "num" }, `${Math.round(l.expires_in / 60)} min`))))))) : null,
+      h("section", { class: "panel", "aria-labelledby": "h-eff" }, h("details", {}, h("summary", { id: "h-eff" }, "Effective configuration (read-only TOML)"), h("pre", { class: "code", tabindex: "0" }, s.effective_toml))));
+  };
+  current.refresh = () => draw().catch(showError);
+  await draw();
 }
 
 // ---------- Start ----------
