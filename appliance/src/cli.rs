@@ -1,4 +1,4 @@
-//! Command-line interface (clap): `serve`, `ctl`, `config`, `version`.
+//! Command-line interface (clap): `serve`, `ctl`, `agent`, `config`, `version`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,8 +36,36 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Run as the agent in the PXE-booted agent initramfs: register this server with the box
+    /// named by `sidero.endpoint=` on the kernel command line, then wait/wipe/reboot as told.
+    Agent(AgentArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AgentArgs {
+    /// File holding the kernel command line (`sidero.endpoint=`, `sidero.mac=`).
+    #[arg(long, default_value = "/proc/cmdline")]
+    pub cmdline: PathBuf,
+    /// Box endpoint `host:port`, overriding `sidero.endpoint=`.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Root under which sys/ and proc/ are read.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Never wipe (a wipe request ends the agent with an error).
+    #[arg(long)]
+    pub no_wipe: bool,
+    /// Print the hardware inventory this machine would register, and exit.
+    #[arg(long)]
+    pub print_inventory: bool,
+    /// Print the final reboot/poweroff instead of doing it.
+    #[arg(long)]
+    pub no_power_action: bool,
+    /// Log filter.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -1,6 +1,7 @@
 //! The provisioning appliance as a library; `main.rs` is a thin shell around it.
 //! See ARCHITECTURE.md at the repository root for the map of rooms and how data flows.
 
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod bmc;

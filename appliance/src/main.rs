@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use appliance::cli::{Cli, Command, ConfigCommand};
-use appliance::{app, config, ctl, error_chain, logging};
+use appliance::{agent, app, config, ctl, error_chain, logging};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -48,6 +48,36 @@ fn main() -> ExitCode {
                         1
                     };
                     fail(&e, code)
+                }
+            }
+        }
+        Command::Agent(args) => {
+            agent::init_logging(&args.log_level);
+            if args.print_inventory {
+                let addrs = agent::if_addresses();
+                return match agent::inventory::read(&args.root, &addrs) {
+                    Ok(inv) => {
+                        println!("{inv:#?}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e, 1),
+                };
+            }
+            let opts = agent::AgentOptions {
+                cmdline: args.cmdline,
+                endpoint: args.endpoint,
+                root: args.root,
+                no_wipe: args.no_wipe,
+            };
+            match runtime().block_on(agent::run(opts)) {
+                Ok(outcome) if args.no_power_action => {
+                    println!("{outcome:?}");
+                    ExitCode::SUCCESS
+                }
+                Ok(outcome) => fail(&agent::act(&outcome), 1),
+                Err(e) => {
+                    tracing::error!("AGENT-FAILED {}", error_chain(&e));
+                    fail(&e, 1)
                 }
             }
         }
