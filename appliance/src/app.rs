@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -14,6 +15,7 @@ use crate::api::admin::AdminService;
 use crate::api::auth;
 use crate::boot::BootFromDiskMethod;
 use crate::boot::assets::AssetDirs;
+use crate::boot::download::{EnvSyncConfig, EnvSyncTask};
 use crate::cli::ServeArgs;
 use crate::config::{Config, DiskBootMethod, LoadConfigError};
 use crate::error_chain;
@@ -179,6 +181,29 @@ fn boot_context(
     }
 }
 
+/// The Environment asset download task (follows the store change feed).
+fn env_sync(config: &Config, data_dir: &Path, store: Store) -> EnvSyncTask {
+    crate::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("appliance/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "HTTP client with defaults only");
+            reqwest::Client::new()
+        });
+    EnvSyncTask::new(
+        store,
+        client,
+        EnvSyncConfig {
+            dirs: AssetDirs::new(data_dir, config.boot.agent_dir.as_deref()),
+            idle_timeout: Duration::from_secs(config.boot.download_idle_timeout_secs.max(1)),
+            retry_after: Duration::from_secs(config.boot.download_retry_secs.max(1)),
+            max_parallel: 2,
+        },
+    )
+}
+
 /// Runs the box until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let (data_dir, dir_note) = prepare_data_dir(&config.data_dir)?;
@@ -245,6 +270,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         };
         tracing::warn!("{who}{}", skipped.join("; "));
     }
+    let env_sync_task =
+        tokio::spawn(env_sync(&config, &data_dir, store.clone()).run(shutdown.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let admin_token: Arc<str> = Arc::from(token.token.as_str());
     let boot = Arc::new(boot_context(
@@ -297,6 +324,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .await
         .map_err(ServeError::Http);
     power_poller.abort();
+    // The download task saw the same shutdown signal and drops running downloads.
+    let _ = env_sync_task.await;
     if let Some(task) = tftp_task {
         if served.is_ok() {
             // The TFTP task saw the same shutdown signal; it ends once its transfers end.

@@ -153,6 +153,11 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Environments' boot files (for air-gapped sites).
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +166,20 @@ pub enum AdminCommand {
     /// twice without echo on a terminal, or the first line of piped input. Stored on the box
     /// as an argon2id hash; every console session ends. The admin token keeps working.
     SetPassword,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Put a kernel and/or initrd into the box's cache for Environment NAME (apply the
+    /// Environment first), or for a built-in agent environment (agent-amd64, agent-arm64).
+    /// Checked against the spec's sha512; the Environment becomes ready when both are there.
+    Upload {
+        name: String,
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,7 +15,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::api::auth;
-use crate::cli::{AdminCommand, CtlArgs, CtlCommand, Output, ServerCommand};
+use crate::boot::assets::Asset;
+use crate::cli::{AdminCommand, CtlArgs, CtlCommand, EnvCommand, Output, ServerCommand};
 use crate::model::{Kind, Object};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,10 @@ pub enum CtlError {
     Kind(String),
     #[error("the two passwords differ; nothing was changed")]
     PasswordMismatch,
+    #[error("environment upload")]
+    Upload(#[from] crate::boot::upload::UploadAssetError),
+    #[error("nothing to upload: give --kernel FILE and/or --initrd FILE")]
+    NothingToUpload,
     #[error("the appliance returned an unreadable object")]
     BadReply(#[source] crate::model::ParseObjectError),
 }
@@ -111,6 +116,27 @@ pub(crate) async fn channel(args: &CtlArgs) -> Result<(Channel, AddToken), CtlEr
     Ok((channel, add_token))
 }
 
+/// `ctl env …`: plain HTTP (streamed file uploads), not gRPC.
+async fn env(args: &CtlArgs, command: &EnvCommand) -> Result<(), CtlError> {
+    let EnvCommand::Upload {
+        name,
+        kernel,
+        initrd,
+    } = command;
+    if kernel.is_none() && initrd.is_none() {
+        return Err(CtlError::NothingToUpload);
+    }
+    let token = token(args)?;
+    for (asset, path) in [(Asset::Kernel, kernel), (Asset::Initrd, initrd)] {
+        if let Some(path) = path {
+            let summary =
+                crate::boot::upload::upload(&args.endpoint, &token, name, asset, path).await?;
+            println!("{name}: {summary}");
+        }
+    }
+    Ok(())
+}
+
 fn parse_kind(s: &str) -> Result<Kind, CtlError> {
     Kind::parse_cli(s).ok_or_else(|| CtlError::Kind(s.to_string()))
 }
@@ -124,6 +150,9 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         && crate::bmc::ctl::handles(command)
     {
         return crate::bmc::ctl::run(&args, command).await;
+    }
+    if let CtlCommand::Env { command } = &args.command {
+        return env(&args, command).await;
     }
     let mut client = connect(&args).await?;
     match args.command {
@@ -166,6 +195,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         CtlCommand::Server { command } => server(&mut client, command).await?,
         CtlCommand::Admin { .. } => unreachable!("handled above"),
+        CtlCommand::Env { .. } => unreachable!("handled before connecting"),
     }
     Ok(())
 }

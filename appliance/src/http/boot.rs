@@ -16,7 +16,7 @@ use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 
 use crate::boot::args::{agent_args, environment_args, parse_mac};
 use crate::boot::assets::{self, Asset, AssetDirs, EnvSpec};
@@ -53,6 +53,7 @@ pub fn routes(ctx: Arc<BootContext>) -> Router {
         .route("/ipxe", get(ipxe))
         .route("/tftp/{*path}", get(tftp_file))
         .route("/env/{name}/{file}", get(env_file))
+        .route("/api/v1/environments/{name}/{asset}", put(upload))
         .layer(middleware::from_fn(log_request))
         .with_state(ctx)
 }
@@ -400,4 +401,195 @@ pub async fn serve_file(path: &Path, method: &Method, headers: &HeaderMap) -> Re
     builder
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Largest accepted upload (a kernel or an initrd).
+const MAX_UPLOAD: u64 = 8 << 30;
+
+/// `PUT /api/v1/environments/<name>/{kernel,initrd}` with `authorization: Bearer <admin
+/// token>`: streams the body into the cache (temp file + rename), computes its SHA-512,
+/// refuses it (422) when the spec names a different digest, and records a ready condition.
+/// `<name>` is a stored Environment, or a built-in agent environment (files only).
+async fn upload(
+    State(ctx): State<Arc<BootContext>>,
+    UrlPath((name, asset)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !crate::api::auth::check_bearer(bearer, &ctx.admin_token) {
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "uploads need `authorization: Bearer <token>`; the token is in <data_dir>/admin.token\n",
+        );
+    }
+    let Some(asset) = Asset::parse(&asset) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no asset {asset:?}: upload `kernel` or `initrd`\n"),
+        );
+    };
+    let agent = is_agent_environment(&name);
+    if !agent && validate_name(&name).is_err() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("refused environment name {name:?}\n"),
+        );
+    }
+    let spec = if agent {
+        None
+    } else {
+        let store = ctx.store.clone();
+        let n = name.clone();
+        match tokio::task::spawn_blocking(move || store.get(Kind::Environment, &n)).await {
+            Ok(Ok(Some(s))) => match &s.object {
+                Object::Environment(e) => Some(EnvSpec::from_environment(e)),
+                _ => None,
+            },
+            Ok(Ok(None)) => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "environment \"{name}\" not found: apply it first, then upload its files\n"
+                    ),
+                );
+            }
+            Ok(Err(e)) => return internal(&e),
+            Err(e) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("environment lookup failed: {e}\n"),
+                );
+            }
+        }
+    };
+    let expected = spec
+        .as_ref()
+        .map(|s| s.asset(asset).sha512.clone())
+        .unwrap_or_default();
+    let dest = ctx.dirs.file(&name, asset);
+    let got = match receive(body, &dest, &expected).await {
+        Ok(got) => got,
+        Err((status, msg)) => {
+            tracing::warn!(environment = %name, asset = asset.as_str(), error = %msg, "upload refused");
+            return text(status, format!("{msg}\n"));
+        }
+    };
+    if let Some(spec) = &spec {
+        let cond = assets::AssetCondition {
+            url: assets::condition_key(asset, spec.asset(asset)),
+            sha512: got.sha512.clone(),
+            ready: true,
+            reason: "Uploaded".into(),
+            message: if expected.is_empty() {
+                format!("{} bytes uploaded", got.bytes)
+            } else {
+                format!("{} bytes uploaded, sha512 verified", got.bytes)
+            },
+        };
+        let (store, dirs, n) = (ctx.store.clone(), ctx.dirs.clone(), name.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            crate::boot::download::record_condition(&store, &dirs, &n, asset, &cond)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return internal(&e),
+            Err(e) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("status write failed: {e}\n"),
+                );
+            }
+        }
+    }
+    tracing::info!(environment = %name, asset = asset.as_str(), bytes = got.bytes, sha512 = %got.sha512, "environment asset uploaded");
+    text(
+        StatusCode::OK,
+        format!(
+            "{} {} bytes sha512 {}\n",
+            asset.as_str(),
+            got.bytes,
+            got.sha512
+        ),
+    )
+}
+
+/// Streams an upload body into `dest` via a temp file, checking size and digest.
+async fn receive(
+    body: Body,
+    dest: &Path,
+    expected: &str,
+) -> Result<crate::boot::download::Fetched, (StatusCode, String)> {
+    use sha2::{Digest, Sha512};
+    use tokio::io::AsyncWriteExt;
+    use tokio_stream::StreamExt;
+    let io_err = |what: &str, p: &Path, e: std::io::Error| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot {what} {}: {e}", p.display()),
+        )
+    };
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| io_err("create", dir, e))?;
+    let mut rnd = [0u8; 6];
+    let _ = getrandom::fill(&mut rnd);
+    let file_name = dest
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.upload-{}", hex::encode(rnd)));
+    let result = async {
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| io_err("create", &tmp, e))?;
+        let mut hasher = Sha512::new();
+        let mut bytes = 0u64;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("upload body broke off: {e}"),
+                )
+            })?;
+            bytes += chunk.len() as u64;
+            if bytes > MAX_UPLOAD {
+                return Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("upload larger than {MAX_UPLOAD} bytes"),
+                ));
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| io_err("write", &tmp, e))?;
+        }
+        if bytes == 0 {
+            return Err((StatusCode::BAD_REQUEST, "empty upload".to_string()));
+        }
+        out.sync_all().await.map_err(|e| io_err("sync", &tmp, e))?;
+        let sha512 = hex::encode(hasher.finalize());
+        if !expected.is_empty() && !sha512.eq_ignore_ascii_case(expected) {
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "sha512 of the upload is {sha512}, the Environment spec asks for {expected}"
+                ),
+            ));
+        }
+        tokio::fs::rename(&tmp, dest)
+            .await
+            .map_err(|e| io_err("rename into", dest, e))?;
+        Ok(crate::boot::download::Fetched { sha512, bytes })
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
 }

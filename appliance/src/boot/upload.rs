@@ -1,0 +1,85 @@
+//! Client side of the upload API (`appliance ctl env upload`): streams a local file to
+//! `PUT <endpoint>/api/v1/environments/<name>/{kernel,initrd}` with the admin token.
+
+use std::path::{Path, PathBuf};
+
+use super::assets::Asset;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadAssetError {
+    #[error("cannot open {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot reach the appliance at {url}")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the appliance refused the {asset} upload (HTTP {status}): {message}")]
+    Refused {
+        asset: &'static str,
+        status: u16,
+        message: String,
+    },
+}
+
+/// Uploads `path` as `asset` of environment `name`; returns the server's one-line summary
+/// (`kernel <bytes> bytes sha512 <hex>`).
+pub async fn upload(
+    endpoint: &str,
+    token: &str,
+    name: &str,
+    asset: Asset,
+    path: &Path,
+) -> Result<String, UploadAssetError> {
+    crate::install_crypto_provider();
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|source| UploadAssetError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|source| UploadAssetError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    let url = format!(
+        "{}/api/v1/environments/{name}/{}",
+        endpoint.trim_end_matches('/'),
+        asset.as_str()
+    );
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
+    let request_err = |source| UploadAssetError::Request {
+        url: url.clone(),
+        source,
+    };
+    let resp = reqwest::Client::new()
+        .put(&url)
+        .bearer_auth(token)
+        .header(reqwest::header::CONTENT_LENGTH, len)
+        .body(body)
+        .send()
+        .await
+        .map_err(request_err)?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(request_err)?;
+    if !status.is_success() {
+        return Err(UploadAssetError::Refused {
+            asset: asset.as_str(),
+            status: status.as_u16(),
+            message: text.trim().to_string(),
+        });
+    }
+    Ok(text.trim().to_string())
+}
