@@ -178,6 +178,7 @@ fn boot_context(
         },
         extra_agent_args: config.boot.extra_agent_kernel_args.clone(),
         admin_token,
+        downloads: config.boot.download_assets,
     }
 }
 
@@ -270,8 +271,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         };
         tracing::warn!("{who}{}", skipped.join("; "));
     }
-    let env_sync_task =
-        tokio::spawn(env_sync(&config, &data_dir, store.clone()).run(shutdown.clone()));
+    let env_sync_task = config
+        .boot
+        .download_assets
+        .then(|| tokio::spawn(env_sync(&config, &data_dir, store.clone()).run(shutdown.clone())));
     let ready = Arc::new(AtomicBool::new(false));
     let admin_token: Arc<str> = Arc::from(token.token.as_str());
     let boot = Arc::new(boot_context(
@@ -325,7 +328,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .map_err(ServeError::Http);
     power_poller.abort();
     // The download task saw the same shutdown signal and drops running downloads.
-    let _ = env_sync_task.await;
+    if let Some(task) = env_sync_task {
+        let _ = task.await;
+    }
     if let Some(task) = tftp_task {
         if served.is_ok() {
             // The TFTP task saw the same shutdown signal; it ends once its transfers end.

@@ -85,6 +85,9 @@ pub struct BootConfig {
     /// with vmlinuz and initramfs.xz). Unset: <data_dir>/env.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_dir: Option<PathBuf>,
+    /// Fetch Environment kernels/initrds from their URLs. false: no outbound fetches at all
+    /// (air-gapped sites put files in with `appliance ctl env upload`).
+    pub download_assets: bool,
     /// An asset download fails when no byte arrives for this many seconds.
     pub download_idle_timeout_secs: u64,
     /// A failed asset download is tried again after this many seconds.

@@ -37,6 +37,7 @@ async fn start(default_method: BootFromDiskMethod) -> Box_ {
         default_method,
         extra_agent_args: vec!["panic=0".into()],
         admin_token: Arc::from("t0ken-for-tests-0123456789"),
+        downloads: true,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

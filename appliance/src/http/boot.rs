@@ -44,6 +44,8 @@ pub struct BootContext {
     pub extra_agent_args: Vec<String>,
     /// Admin token for the upload API.
     pub admin_token: Arc<str>,
+    /// Whether the download task runs (config `boot.download_assets`).
+    pub downloads: bool,
 }
 
 /// The boot routes, with request logging.
@@ -269,7 +271,12 @@ async fn ipxe(
     let spec = EnvSpec::from_environment(&env);
     let conds = assets::conditions(&env);
     if let Err(reason) = assets::readiness(&spec, &conds, |a| ctx.dirs.present(&env_name, a)) {
-        return not_ready(&env_name, &reason);
+        let hint = if ctx.downloads {
+            ""
+        } else {
+            " (downloads are off: [boot] download_assets = false; use appliance ctl env upload)"
+        };
+        return not_ready(&env_name, &format!("{reason}{hint}"));
     }
     let args = environment_args(&spec.args, &endpoint);
     env_script(&env_name, &args)

@@ -41,9 +41,13 @@ impl Appliance {
             // Only the HTTP listener: DHCP/TFTP would need fixed ports (and root), which
             // parallel tests cannot share.
             let cfg = dir.path().join("config.toml");
+            // No outbound asset downloads: the fixtures name public URLs (tests stay on
+            // loopback).
             std::fs::write(
                 &cfg,
-                format!("[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n{extra}"),
+                format!(
+                    "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n[boot]\ndownload_assets = false\n{extra}"
+                ),
             )
             .unwrap();
             let child = Command::new(BIN)
