@@ -9,3 +9,7 @@ pub mod model;
 /// `appliance::protocol::tftp`: the TFTP core depends on nothing but std and thiserror.
 #[path = "../../appliance/src/protocol/tftp/mod.rs"]
 pub mod tftp;
+
+/// `appliance::protocol::dhcp`: depends only on dhcproto and thiserror.
+#[path = "../../appliance/src/protocol/dhcp/mod.rs"]
+pub mod dhcp;
