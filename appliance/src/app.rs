@@ -22,6 +22,7 @@ use crate::error_chain;
 use crate::http::boot::BootContext;
 use crate::http::{self, HttpState, Metrics};
 use crate::net::tftp::{TftpBindError, TftpServer, TftpSettings};
+use crate::reconcile::Lifecycle;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -308,7 +309,26 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         std::time::Duration::from_secs(config.bmc.poll_interval_secs),
         shutdown.clone(),
     ));
-    let router = http::router(state, admin, admin_token).merge(power_routes);
+    // The lifecycle: agent API, allocation, metadata, and its reconcile task; it powers
+    // servers through the BMC room's PowerControl (servers without a BMC are skipped).
+    let (lifecycle, reconcile_task) = Lifecycle::new(
+        store.clone(),
+        config.lifecycle.clone(),
+        Arc::new(power.clone()),
+    );
+    lifecycle.set_auto_bmc_setup(config.bmc.auto_setup);
+    // The built-in `any` class exists before the box answers (as Sidero's startup runnable).
+    let any_store = store.clone();
+    if let Ok(Err(e)) =
+        tokio::task::spawn_blocking(move || crate::reconcile::task::ensure_any_class(&any_store))
+            .await
+    {
+        tracing::warn!(error = %crate::error_chain(&e), "cannot create ServerClass `any`");
+    }
+    let reconcile_task = tokio::spawn(reconcile_task.run(shutdown.clone()));
+    let admin = AdminService::new(store.clone(), data_dir.display().to_string())
+        .with_lifecycle(lifecycle.clone());
+    let router = http::router(state, admin, admin_token, lifecycle).merge(power_routes);
     let listener = TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -331,6 +351,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if let Some(task) = env_sync_task {
         let _ = task.await;
     }
+    let _ = reconcile_task.await;
     if let Some(task) = tftp_task {
         if served.is_ok() {
             // The TFTP task saw the same shutdown signal; it ends once its transfers end.

@@ -158,6 +158,41 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: EnvCommand,
     },
+    /// Bind a clean, accepted, uncordoned server to an owner: the first available in a
+    /// class (ascending name), or a named server. Prints the server's name.
+    Allocate {
+        /// Pick from this ServerClass (e.g. "any").
+        #[arg(
+            long = "class",
+            conflicts_with = "server",
+            required_unless_present = "server"
+        )]
+        class: Option<String>,
+        /// Take this server.
+        #[arg(long)]
+        server: Option<String>,
+        /// Who holds it (e.g. a MetalMachine "namespace/name"); one server per owner.
+        #[arg(long)]
+        owner: String,
+        /// Machine config (Talos YAML) served by /configdata ("-" reads stdin).
+        #[arg(long)]
+        bootstrap: Option<PathBuf>,
+        /// JSON file with an array of RFC 6902 operations applied after class and server
+        /// patches.
+        #[arg(long)]
+        patches: Option<PathBuf>,
+        /// Environment to boot (default: Server > ServerClass > "default").
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    /// Release a server (by owner or by name): its binding is deleted and it is wiped
+    /// before it is available again.
+    Release {
+        #[arg(long, conflicts_with = "server", required_unless_present = "server")]
+        owner: Option<String>,
+        #[arg(long)]
+        server: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +282,13 @@ pub enum ServerCommand {
         /// Redfish: forget the pinned certificate (the BMC was re-keyed on purpose).
         #[arg(long)]
         clear_pin: bool,
+    },
+    /// Lifecycle events of a server (or of all servers), oldest first.
+    Events {
+        name: Option<String>,
+        /// Only the newest N.
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
     },
 }
 

@@ -28,6 +28,7 @@ pub struct Config {
     pub log: LogConfig,
     pub bmc: BmcConfig,
     pub console: ConsoleConfig,
+    pub lifecycle: LifecycleConfig,
 }
 
 /// Power control through server BMCs (IPMI/Redfish), see `bmc/`.
@@ -296,6 +297,77 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// How a wipe is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WipeMode {
+    /// First and last MiB of every disk (partition tables incl. backup GPT), as Sidero's
+    /// default `insecure_wipe`.
+    Fast,
+    /// Every byte of every disk, with progress reported.
+    Full,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Accept newly registered servers at once (they WILL be wiped).
+    pub auto_accept: bool,
+    /// "fast" or "full".
+    pub wipe: WipeMode,
+    /// How long to wait for a server to come back after a power cycle (agent heartbeat,
+    /// wipe report or boot) before retrying: "90s", "20m", "1h".
+    #[serde(with = "duration_text")]
+    pub reboot_timeout: std::time::Duration,
+    /// Power-cycle retries (with doubling backoff) before condition `PowerCycle=False`
+    /// (reason `RebootTimeout`) is raised.
+    pub reboot_retries: u32,
+    /// How often a waiting agent asks for its next action.
+    pub agent_poll_seconds: u32,
+}
+
+/// Durations as text: "<n>s", "<n>m" or "<n>h".
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("duration `{s}`: expected <number><s|m|h>, e.g. \"20m\""))?;
+        let secs = match unit {
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            _ => return Err(format!("duration `{s}`: unit must be s, m or h")),
+        };
+        if secs == 0 {
+            return Err(format!("duration `{s}` must be positive"));
+        }
+        Ok(Duration::from_secs(secs))
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        let secs = d.as_secs();
+        let text = if secs.is_multiple_of(3600) {
+            format!("{}h", secs / 3600)
+        } else if secs.is_multiple_of(60) {
+            format!("{}m", secs / 60)
+        } else {
+            format!("{secs}s")
+        };
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadConfigError {
     #[error("cannot read config file {path}")]
@@ -490,6 +562,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dhcp.reservations[0].mac"), "{err}");
+    }
+
+    #[test]
+    fn lifecycle_defaults_and_durations() {
+        let c = Config::default();
+        assert!(!c.lifecycle.auto_accept);
+        assert_eq!(c.lifecycle.wipe, WipeMode::Fast);
+        assert_eq!(
+            c.lifecycle.reboot_timeout,
+            std::time::Duration::from_secs(1200)
+        );
+        let c = c
+            .overlay("[lifecycle]\nreboot_timeout = \"90s\"\n", "t")
+            .unwrap();
+        assert_eq!(
+            c.lifecycle.reboot_timeout,
+            std::time::Duration::from_secs(90)
+        );
+        // Round-trips through TOML (overlay serialises the base).
+        let c = c.overlay("", "t").unwrap();
+        assert_eq!(
+            c.lifecycle.reboot_timeout,
+            std::time::Duration::from_secs(90)
+        );
+        for bad in ["\"20\"", "\"0m\"", "\"5d\"", "\"m\"", "20"] {
+            let err = Config::default()
+                .overlay(&format!("[lifecycle]\nreboot_timeout = {bad}\n"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("reboot_timeout") || err.contains("duration"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

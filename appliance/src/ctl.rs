@@ -154,6 +154,9 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     if let CtlCommand::Env { command } = &args.command {
         return env(&args, command).await;
     }
+    if let Some(done) = crate::reconcile::ctl::run(&args).await {
+        return done;
+    }
     let mut client = connect(&args).await?;
     match args.command {
         CtlCommand::Status => {
@@ -196,6 +199,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCommand::Server { command } => server(&mut client, command).await?,
         CtlCommand::Admin { .. } => unreachable!("handled above"),
         CtlCommand::Env { .. } => unreachable!("handled before connecting"),
+        CtlCommand::Allocate { .. } | CtlCommand::Release { .. } => {}
     }
     Ok(())
 }
@@ -281,6 +285,8 @@ async fn server(client: &mut Client, command: ServerCommand) -> Result<(), CtlEr
             println!("server/{name} deleted");
             return Ok(());
         }
+        // Lifecycle commands are run by `reconcile::ctl` before we get here.
+        ServerCommand::Events { .. } => return Ok(()),
         ServerCommand::Accept { name } => (name, ServerActionKind::ServerActionAccept, "accepted"),
         ServerCommand::Cordon { name } => (name, ServerActionKind::ServerActionCordon, "cordoned"),
         ServerCommand::Uncordon { name } => {
@@ -369,6 +375,7 @@ pub fn table(kind: Kind, objects: &[Object]) -> String {
                     "CORDONED",
                     "ALLOCATED",
                     "CLEAN",
+                    "STATE",
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -383,6 +390,7 @@ pub fn table(kind: Kind, objects: &[Object]) -> String {
                         s.spec.cordoned.to_string(),
                         status.in_use.to_string(),
                         status.is_clean.to_string(),
+                        status.state.clone().unwrap_or_default(),
                     ]);
                 }
             }

@@ -24,6 +24,9 @@ pub struct AdminService {
     applies: ApplyBatcher,
     started: Instant,
     data_dir: String,
+    /// When set, server actions go through the lifecycle state machine (one transaction
+    /// with its event; illegal actions are refused with the reason).
+    lifecycle: Option<crate::reconcile::Lifecycle>,
 }
 
 impl AdminService {
@@ -34,7 +37,14 @@ impl AdminService {
             store,
             started: Instant::now(),
             data_dir,
+            lifecycle: None,
         }
+    }
+
+    /// Routes accept/cordon/uncordon through the lifecycle.
+    pub fn with_lifecycle(mut self, lc: crate::reconcile::Lifecycle) -> Self {
+        self.lifecycle = Some(lc);
+        self
     }
 
     async fn blocking<T: Send + 'static>(
@@ -165,6 +175,28 @@ impl Admin for AdminService {
             .ok()
             .filter(|a| *a != ServerActionKind::ServerActionUnspecified)
             .ok_or_else(|| Status::invalid_argument(format!("unknown action {}", req.action)))?;
+        if let Some(lc) = &self.lifecycle {
+            use crate::reconcile::lifecycle::Event;
+            let event = match action {
+                ServerActionKind::ServerActionAccept => Event::Accept,
+                ServerActionKind::ServerActionCordon => Event::Cordon,
+                ServerActionKind::ServerActionUncordon => Event::Uncordon,
+                ServerActionKind::ServerActionUnspecified => {
+                    return Err(Status::invalid_argument("no action given"));
+                }
+            };
+            lc.fire(&req.name, event, "operator action")
+                .await
+                .map_err(super::agent::lifecycle_status)?;
+            let name = req.name.clone();
+            let stored = self
+                .blocking(move |s| s.get(Kind::Server, &name))
+                .await?
+                .ok_or_else(|| Status::not_found(format!("server `{}` not found", req.name)))?;
+            return Ok(Response::new(ServerActionReply {
+                server: Some(to_pb(stored)),
+            }));
+        }
         let stored = self
             .blocking(move |s| {
                 s.update(Kind::Server, &req.name, |o| {

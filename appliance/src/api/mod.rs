@@ -5,6 +5,8 @@
 //! `store::Store`.
 
 pub mod admin;
+pub mod agent;
 pub mod apply_batch;
 pub mod auth;
 pub mod console;
+pub mod lifecycle;

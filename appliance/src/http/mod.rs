@@ -63,15 +63,35 @@ pub fn admin_auth(
     }
 }
 
-/// Builds the full router: plain HTTP routes plus gRPC services.
-pub fn router(state: HttpState, admin: AdminService, admin_token: Arc<str>) -> Router {
+/// Builds the full router: plain HTTP routes, the metadata service (`/configdata`), and the
+/// gRPC services: admin and lifecycle (behind the admin token) and the agent API (NOT
+/// behind the token: agents are unauthenticated, as in Sidero). All gRPC services must be
+/// in one `Routes` (tonic's router carries a fallback, and axum merges only one).
+pub fn router(
+    state: HttpState,
+    admin: AdminService,
+    admin_token: Arc<str>,
+    lifecycle: crate::reconcile::Lifecycle,
+) -> Router {
+    use appliance_rpc::agent::agent_server::AgentServer;
+    use appliance_rpc::lifecycle::lifecycle_server::LifecycleServer;
     let auth = admin_auth(admin_token, state.metrics.clone());
     let console_admin = crate::api::console::ConsoleAdminService::new(state.console.clone());
-    let grpc = Routes::new(AdminServer::with_interceptor(admin, auth.clone()))
-        .add_service(ConsoleAdminServer::with_interceptor(console_admin, auth))
-        .into_axum_router();
     let boot_routes = boot::routes(state.boot.clone());
     let console = console::router(state.console.clone());
+    let grpc = Routes::new(AdminServer::with_interceptor(admin, auth.clone()))
+        .add_service(ConsoleAdminServer::with_interceptor(
+            console_admin,
+            auth.clone(),
+        ))
+        .add_service(AgentServer::new(crate::api::agent::AgentService::new(
+            lifecycle.clone(),
+        )))
+        .add_service(LifecycleServer::with_interceptor(
+            crate::api::lifecycle::LifecycleService::new(lifecycle.clone()),
+            auth,
+        ))
+        .into_axum_router();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -79,6 +99,7 @@ pub fn router(state: HttpState, admin: AdminService, admin_token: Arc<str>) -> R
         .with_state(state)
         .merge(boot_routes)
         .merge(console)
+        .merge(crate::metadata::router(lifecycle.store().clone()))
         .merge(grpc)
 }
 

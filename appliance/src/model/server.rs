@@ -90,6 +90,10 @@ pub struct ServerStatus {
         deserialize_with = "empty_as_none"
     )]
     pub power: Option<PowerState>,
+    /// Lifecycle phase (appliance extension, kept consistent with the flags above):
+    /// discovered, accepted, wiping, available, allocated, booting, installed, released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 impl Check for ServerStatus {

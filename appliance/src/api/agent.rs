@@ -1,0 +1,727 @@
+//! The agent gRPC service (`api.Agent`, Sidero-compatible): registration, wipe reports,
+//! addresses, heartbeats, BMC info, and (extension) the agent's next action and wipe
+//! progress. NOT behind the admin token: agents are unauthenticated, as in Sidero; every
+//! call concerns only the server named by its SMBIOS UUID.
+//!
+//! Every request is validated before anything is written; bad input is INVALID_ARGUMENT
+//! with the reason. Writes go through the lifecycle (`reconcile::Lifecycle`), one store
+//! transaction each. Heartbeats and wipe progress are kept in memory only (a heartbeat per
+//! wiping server every few minutes must not cost an fsync).
+
+use std::net::IpAddr;
+
+use appliance_rpc::agent::{
+    self as pb, AgentAction, CreateServerRequest, CreateServerResponse, HeartbeatRequest,
+    HeartbeatResponse, MarkServerAsWipedRequest, MarkServerAsWipedResponse, NextActionRequest,
+    NextActionResponse, ReconcileServerAddressesRequest, ReconcileServerAddressesResponse,
+    ReportWipeProgressRequest, ReportWipeProgressResponse, UpdateBmcInfoRequest,
+    UpdateBmcInfoResponse, agent_server::Agent,
+};
+use serde_json::{Map, Value, json};
+use tonic::{Request, Response, Status};
+
+use crate::config::WipeMode;
+use crate::model::{Kind, Object, Server};
+use crate::reconcile::apply::{self, NewServer};
+use crate::reconcile::lifecycle::{self, Event, Instruction, Phase};
+use crate::reconcile::task::DiskProgress;
+use crate::reconcile::{Lifecycle, LifecycleError};
+
+/// Longest string accepted in any agent field.
+const MAX_STR: usize = 1024;
+/// Most entries accepted in any agent list.
+const MAX_LIST: usize = 1024;
+
+/// The agent service.
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    lc: Lifecycle,
+}
+
+impl AgentService {
+    pub fn new(lc: Lifecycle) -> Self {
+        AgentService { lc }
+    }
+
+    async fn server(&self, name: &str) -> Result<Server, Status> {
+        let store = self.lc.store().clone();
+        let n = name.to_string();
+        let found = tokio::task::spawn_blocking(move || store.get(Kind::Server, &n))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| lifecycle_status(LifecycleError::Store(e)))?;
+        match found.map(|s| s.object) {
+            Some(Object::Server(s)) => Ok(s),
+            _ => Err(Status::not_found(format!(
+                "server {name} is not registered (call CreateServer first)"
+            ))),
+        }
+    }
+}
+
+/// Maps lifecycle errors to gRPC codes; the message is the reason.
+pub fn lifecycle_status(e: LifecycleError) -> Status {
+    let msg = crate::error_chain(&e);
+    match e {
+        LifecycleError::UnknownServer(_)
+        | LifecycleError::UnknownClass(_)
+        | LifecycleError::NothingToRelease(_) => Status::not_found(msg),
+        LifecycleError::Illegal(_) => Status::failed_precondition(msg),
+        LifecycleError::Invalid(_) => Status::invalid_argument(msg),
+        LifecycleError::NoneAvailable { .. } => Status::resource_exhausted(msg),
+        LifecycleError::OwnerTaken { .. } => Status::already_exists(msg),
+        LifecycleError::Store(_) | LifecycleError::Internal(_) => {
+            tracing::error!(error = %msg, "lifecycle failure");
+            Status::internal(msg)
+        }
+    }
+}
+
+/// A server UUID as the name of its Server: canonical 8-4-4-4-12 hex, lower-cased. The
+/// all-zero and all-ones UUIDs some firmware reports are refused (they are not unique).
+pub fn parse_uuid(field: &str, s: &str) -> Result<String, Status> {
+    let lower = s.trim().to_ascii_lowercase();
+    let groups: Vec<&str> = lower.split('-').collect();
+    let lens = [8, 4, 4, 4, 12];
+    let ok = groups.len() == 5
+        && groups
+            .iter()
+            .zip(lens)
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !ok {
+        return Err(Status::invalid_argument(format!(
+            "{field} `{}` is not a UUID (expected 8-4-4-4-12 hex digits)",
+            s.chars().take(64).collect::<String>()
+        )));
+    }
+    let digits: String = lower.chars().filter(|c| *c != '-').collect();
+    if digits.bytes().all(|b| b == b'0') || digits.bytes().all(|b| b == b'f') {
+        return Err(Status::invalid_argument(format!(
+            "{field} `{lower}` is a placeholder UUID, not unique to this server; fix the SMBIOS UUID in the firmware"
+        )));
+    }
+    Ok(lower)
+}
+
+fn check_str(path: &str, s: &str) -> Result<(), Status> {
+    if s.len() > MAX_STR {
+        return Err(Status::invalid_argument(format!(
+            "{path} is {} bytes, at most {MAX_STR} allowed",
+            s.len()
+        )));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "{path} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_len(path: &str, n: usize) -> Result<(), Status> {
+    if n > MAX_LIST {
+        return Err(Status::invalid_argument(format!(
+            "{path} has {n} entries, at most {MAX_LIST} allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// Builds a JSON object from (key, value) pairs, leaving out empty strings and zero numbers
+/// (Go `omitempty`, as Sidero serialises the hardware).
+struct Obj<'a> {
+    path: &'a str,
+    map: Map<String, Value>,
+}
+
+impl<'a> Obj<'a> {
+    fn new(path: &'a str) -> Self {
+        Obj {
+            path,
+            map: Map::new(),
+        }
+    }
+    fn s(mut self, key: &str, v: &str) -> Result<Self, Status> {
+        check_str(&format!("{}.{key}", self.path), v)?;
+        if !v.is_empty() {
+            self.map.insert(key.into(), json!(v));
+        }
+        Ok(self)
+    }
+    fn n(mut self, key: &str, v: u64) -> Self {
+        if v != 0 {
+            self.map.insert(key.into(), json!(v));
+        }
+        self
+    }
+    fn v(mut self, key: &str, v: Value) -> Self {
+        let empty = match &v {
+            Value::Array(a) => a.is_empty(),
+            Value::Object(m) => m.is_empty(),
+            Value::Null => true,
+            _ => false,
+        };
+        if !empty {
+            self.map.insert(key.into(), v);
+        }
+        self
+    }
+    fn done(self) -> Value {
+        Value::Object(self.map)
+    }
+}
+
+fn storage_type(t: i32) -> &'static str {
+    match pb::StorageType::try_from(t) {
+        Ok(pb::StorageType::Ssd) => "SSD",
+        Ok(pb::StorageType::Hdd) => "HDD",
+        Ok(pb::StorageType::NvMe) => "NVMe",
+        Ok(pb::StorageType::Sd) => "SD",
+        _ => "Unknown",
+    }
+}
+
+/// The agent's hardware report in the Server `spec.hardware` v1alpha2 layout (§4.1):
+/// memory/storage totals as "<N> GB", storage model/serial as productName/serialNumber,
+/// interfaces without a MAC skipped. Returns (uuid, hardware).
+pub fn hardware_json(hw: &pb::HardwareInformation) -> Result<(String, Value), Status> {
+    let system = hw.system.as_ref().ok_or_else(|| {
+        Status::invalid_argument("hardware.system is required (it carries the SMBIOS UUID)")
+    })?;
+    let uuid = parse_uuid("hardware.system.uuid", &system.uuid)?;
+    let system = Obj::new("hardware.system")
+        .s("uuid", &uuid)?
+        .s("manufacturer", &system.manufacturer)?
+        .s("productName", &system.product_name)?
+        .s("version", &system.version)?
+        .s("serialNumber", &system.serial_number)?
+        .s("skuNumber", &system.sku_number)?
+        .s("family", &system.family)?
+        .done();
+    let mut out = Obj::new("hardware").v("system", system);
+    if let Some(c) = &hw.compute {
+        check_len("hardware.compute.processors", c.processors.len())?;
+        let procs = c
+            .processors
+            .iter()
+            .map(|p| {
+                Ok(Obj::new("hardware.compute.processors[]")
+                    .s("manufacturer", &p.manufacturer)?
+                    .s("productName", &p.product_name)?
+                    .s("serialNumber", &p.serial_number)?
+                    .n("speed", p.speed.into())
+                    .n("coreCount", p.core_count.into())
+                    .n("threadCount", p.thread_count.into())
+                    .done())
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let compute = Obj::new("hardware.compute")
+            .n("totalCoreCount", c.total_core_count.into())
+            .n("totalThreadCount", c.total_thread_count.into())
+            .n("processorCount", c.processor_count.into())
+            .v("processors", Value::Array(procs))
+            .done();
+        out = out.v("compute", compute);
+    }
+    if let Some(m) = &hw.memory {
+        check_len("hardware.memory.modules", m.modules.len())?;
+        let modules = m
+            .modules
+            .iter()
+            .map(|x| {
+                Ok(Obj::new("hardware.memory.modules[]")
+                    .s("manufacturer", &x.manufacturer)?
+                    .s("productName", &x.product_name)?
+                    .s("serialNumber", &x.serial_number)?
+                    .s("type", &x.r#type)?
+                    .n("size", x.size.into())
+                    .n("speed", x.speed.into())
+                    .done())
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let mut mem = Obj::new("hardware.memory");
+        if m.total_size != 0 {
+            mem = mem.v("totalSize", json!(format!("{} GB", m.total_size / 1024)));
+        }
+        let mem = mem
+            .n("moduleCount", m.module_count.into())
+            .v("modules", Value::Array(modules))
+            .done();
+        out = out.v("memory", mem);
+    }
+    if let Some(s) = &hw.storage {
+        check_len("hardware.storage.devices", s.devices.len())?;
+        let devices = s
+            .devices
+            .iter()
+            .map(|d| {
+                Ok(Obj::new("hardware.storage.devices[]")
+                    .v("type", json!(storage_type(d.r#type)))
+                    .n("size", d.size)
+                    .s("productName", &d.model)?
+                    .s("serialNumber", &d.serial)?
+                    .s("name", &d.name)?
+                    .s("deviceName", &d.device_name)?
+                    .s("uuid", &d.uuid)?
+                    .s("wwid", &d.wwid)?
+                    .done())
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let mut st = Obj::new("hardware.storage");
+        if s.total_size != 0 {
+            st = st.v("totalSize", json!(format!("{} GB", s.total_size >> 30)));
+        }
+        let st = st
+            .n("deviceCount", s.device_count.into())
+            .v("devices", Value::Array(devices))
+            .done();
+        out = out.v("storage", st);
+    }
+    if let Some(n) = &hw.network {
+        check_len("hardware.network.interfaces", n.interfaces.len())?;
+        let mut ifaces = Vec::new();
+        for i in n.interfaces.iter().filter(|i| !i.mac.is_empty()) {
+            check_len("hardware.network.interfaces[].addresses", i.addresses.len())?;
+            for a in &i.addresses {
+                check_str("hardware.network.interfaces[].addresses[]", a)?;
+            }
+            let addrs: Vec<Value> = i.addresses.iter().map(|a| json!(a)).collect();
+            ifaces.push(
+                Obj::new("hardware.network.interfaces[]")
+                    .n("index", i.index.into())
+                    .s("name", &i.name)?
+                    .s("flags", &i.flags)?
+                    .n("mtu", i.mtu.into())
+                    .s("mac", &i.mac)?
+                    .v("addresses", Value::Array(addrs))
+                    .done(),
+            );
+        }
+        let net = Obj::new("hardware.network")
+            .n("interfaceCount", n.interface_count.into())
+            .v("interfaces", Value::Array(ifaces))
+            .done();
+        out = out.v("network", net);
+    }
+    Ok((uuid, out.done()))
+}
+
+fn has_bmc(server: &Server) -> bool {
+    serde_json::to_value(&server.spec)
+        .ok()
+        .and_then(|v| v.get("bmc").cloned())
+        .is_some_and(|b| !b.is_null())
+}
+
+fn pb_wipe_mode(m: WipeMode) -> pb::WipeMode {
+    match m {
+        WipeMode::Fast => pb::WipeMode::Fast,
+        WipeMode::Full => pb::WipeMode::Full,
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn create_server(
+        &self,
+        req: Request<CreateServerRequest>,
+    ) -> Result<Response<CreateServerResponse>, Status> {
+        let req = req.into_inner();
+        let hw = req
+            .hardware
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("hardware is required"))?;
+        let (uuid, hardware) = hardware_json(hw)?;
+        check_str("hostname", &req.hostname)?;
+        if req.hostname.len() > 253 {
+            return Err(Status::invalid_argument(
+                "hostname is longer than 253 bytes",
+            ));
+        }
+        let new = NewServer {
+            name: uuid,
+            hostname: (!req.hostname.is_empty()).then(|| req.hostname.clone()),
+            hardware,
+        };
+        let r = self.lc.register(new).await.map_err(lifecycle_status)?;
+        let state = apply::server_state(&r.server);
+        let cfg = self.lc.config();
+        let mut resp = CreateServerResponse {
+            state: state.phase.as_str().to_string(),
+            ..Default::default()
+        };
+        if state.phase != Phase::Discovered {
+            resp.setup_bmc = self.lc.auto_bmc_setup() && !has_bmc(&r.server);
+            if r.wipe {
+                resp.wipe = true;
+                resp.insecure_wipe = cfg.wipe == WipeMode::Fast;
+                resp.reboot_timeout = cfg.reboot_timeout.as_secs_f64();
+            }
+        }
+        if r.created {
+            tracing::info!(server = %r.server.metadata.name, state = %state.phase, "server registered");
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn mark_server_as_wiped(
+        &self,
+        req: Request<MarkServerAsWipedRequest>,
+    ) -> Result<Response<MarkServerAsWipedResponse>, Status> {
+        let req = req.into_inner();
+        let uuid = parse_uuid("uuid", &req.uuid)?;
+        self.lc.touch(&uuid);
+        let mode = match pb::WipeMode::try_from(req.wipe_mode) {
+            Ok(pb::WipeMode::Full) => "full wipe",
+            Ok(pb::WipeMode::Fast) => "fast wipe",
+            _ => "wipe",
+        };
+        self.lc
+            .fire(&uuid, Event::Wiped, &format!("agent reported {mode} done"))
+            .await
+            .map_err(lifecycle_status)?;
+        Ok(Response::new(MarkServerAsWipedResponse {}))
+    }
+
+    async fn reconcile_server_addresses(
+        &self,
+        req: Request<ReconcileServerAddressesRequest>,
+    ) -> Result<Response<ReconcileServerAddressesResponse>, Status> {
+        let req = req.into_inner();
+        let uuid = parse_uuid("uuid", &req.uuid)?;
+        check_len("address", req.address.len())?;
+        let mut sent: Vec<(String, String)> = Vec::new();
+        for a in &req.address {
+            if a.r#type.is_empty()
+                || a.r#type.len() > 64
+                || !a.r#type.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                return Err(Status::invalid_argument(format!(
+                    "address type `{}` must be 1-64 letters/digits (e.g. InternalIP)",
+                    a.r#type.chars().take(64).collect::<String>()
+                )));
+            }
+            if a.r#type.ends_with("IP") && a.address.parse::<IpAddr>().is_err() {
+                return Err(Status::invalid_argument(format!(
+                    "address `{}` of type {} is not an IP address",
+                    a.address.chars().take(64).collect::<String>(),
+                    a.r#type
+                )));
+            }
+            check_str("address[].address", &a.address)?;
+            if a.address.is_empty() {
+                return Err(Status::invalid_argument("address[].address is empty"));
+            }
+            sent.push((a.r#type.clone(), a.address.clone()));
+        }
+        self.lc.touch(&uuid);
+        let store = self.lc.store().clone();
+        tokio::task::spawn_blocking(move || {
+            apply::edit_server(&store, &uuid, |v| {
+                let status = v
+                    .as_object_mut()
+                    .ok_or("server is not an object")?
+                    .entry("status")
+                    .or_insert_with(|| json!({}));
+                let list = status
+                    .as_object_mut()
+                    .ok_or("status is not an object")?
+                    .entry("addresses")
+                    .or_insert_with(|| json!([]));
+                let arr = list.as_array_mut().ok_or("addresses is not a list")?;
+                // Replace, per type sent, the addresses of that type; keep other types.
+                arr.retain(|a| {
+                    let t = a.get("type").and_then(Value::as_str).unwrap_or_default();
+                    !sent.iter().any(|(st, _)| st == t)
+                });
+                arr.extend(sent.iter().map(|(t, a)| json!({"type": t, "address": a})));
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(lifecycle_status)?;
+        Ok(Response::new(ReconcileServerAddressesResponse {}))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let uuid = parse_uuid("uuid", &req.into_inner().uuid)?;
+        self.server(&uuid).await?;
+        self.lc.touch(&uuid);
+        Ok(Response::new(HeartbeatResponse {}))
+    }
+
+    async fn update_bmc_info(
+        &self,
+        req: Request<UpdateBmcInfoRequest>,
+    ) -> Result<Response<UpdateBmcInfoResponse>, Status> {
+        let req = req.into_inner();
+        let uuid = parse_uuid("uuid", &req.uuid)?;
+        let info = req
+            .bmc_info
+            .ok_or_else(|| Status::invalid_argument("bmc_info is required"))?;
+        if !info.ip.is_empty() && info.ip.parse::<IpAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "bmc_info.ip `{}` is not an IP address",
+                info.ip.chars().take(64).collect::<String>()
+            )));
+        }
+        if info.port > 65535 {
+            return Err(Status::invalid_argument(format!(
+                "bmc_info.port {} is not a UDP port",
+                info.port
+            )));
+        }
+        check_str("bmc_info.user", &info.user)?;
+        check_str("bmc_info.pass", &info.pass)?;
+        if info.user.is_empty() != info.pass.is_empty() {
+            return Err(Status::invalid_argument(
+                "bmc_info.user and bmc_info.pass go together",
+            ));
+        }
+        self.lc.touch(&uuid);
+        let store = self.lc.store().clone();
+        tokio::task::spawn_blocking(move || {
+            apply::edit_server(&store, &uuid, |v| {
+                let spec = v
+                    .as_object_mut()
+                    .ok_or("server is not an object")?
+                    .entry("spec")
+                    .or_insert_with(|| json!({}));
+                let spec = spec.as_object_mut().ok_or("spec is not an object")?;
+                let bmc = spec.entry("bmc").or_insert_with(|| json!({}));
+                let bmc = bmc.as_object_mut().ok_or("spec.bmc is not an object")?;
+                if !info.ip.is_empty() {
+                    bmc.insert("endpoint".into(), json!(info.ip));
+                }
+                if !bmc.contains_key("endpoint") {
+                    return Err("the BMC address is not known yet: send bmc_info.ip first".into());
+                }
+                let port = if info.port == 0 { 623 } else { info.port };
+                bmc.insert("port".into(), json!(port));
+                if !info.user.is_empty() {
+                    // Inline credentials (Sidero keeps them in a Secret; the box has none).
+                    bmc.remove("userFrom");
+                    bmc.remove("passFrom");
+                    bmc.insert("user".into(), json!(info.user));
+                    bmc.insert("pass".into(), json!(info.pass));
+                }
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(lifecycle_status)?;
+        Ok(Response::new(UpdateBmcInfoResponse {}))
+    }
+
+    async fn next_action(
+        &self,
+        req: Request<NextActionRequest>,
+    ) -> Result<Response<NextActionResponse>, Status> {
+        let uuid = parse_uuid("uuid", &req.into_inner().uuid)?;
+        let server = self.server(&uuid).await?;
+        self.lc.touch(&uuid);
+        let state = apply::server_state(&server);
+        let (instruction, reason) = lifecycle::agent_instruction(state.phase, has_bmc(&server));
+        let mut phase = state.phase;
+        if instruction == Instruction::Wipe && phase != Phase::Wiping {
+            let o = self
+                .lc
+                .fire(&uuid, Event::WipeStarted, "agent told to wipe")
+                .await
+                .map_err(lifecycle_status)?;
+            phase = o.step.next.phase;
+        }
+        let cfg = self.lc.config();
+        let action = match instruction {
+            Instruction::Wait => AgentAction::Wait,
+            Instruction::Wipe => AgentAction::Wipe,
+            Instruction::Reboot => AgentAction::Reboot,
+            Instruction::PowerOff => AgentAction::Poweroff,
+        };
+        Ok(Response::new(NextActionResponse {
+            action: action as i32,
+            wipe_mode: pb_wipe_mode(cfg.wipe) as i32,
+            poll_seconds: cfg.agent_poll_seconds.max(1),
+            reboot_timeout: cfg.reboot_timeout.as_secs_f64(),
+            state: phase.as_str().to_string(),
+            reason: reason.to_string(),
+        }))
+    }
+
+    async fn report_wipe_progress(
+        &self,
+        req: Request<ReportWipeProgressRequest>,
+    ) -> Result<Response<ReportWipeProgressResponse>, Status> {
+        let req = req.into_inner();
+        let uuid = parse_uuid("uuid", &req.uuid)?;
+        check_len("disks", req.disks.len())?;
+        let mut disks = Vec::with_capacity(req.disks.len());
+        for d in req.disks {
+            check_str("disks[].device_name", &d.device_name)?;
+            check_str("disks[].method", &d.method)?;
+            if d.device_name.is_empty() {
+                return Err(Status::invalid_argument("disks[].device_name is empty"));
+            }
+            if d.bytes_done > d.bytes_total {
+                return Err(Status::invalid_argument(format!(
+                    "disk {}: bytes_done {} exceeds bytes_total {}",
+                    d.device_name, d.bytes_done, d.bytes_total
+                )));
+            }
+            disks.push(DiskProgress {
+                device: d.device_name,
+                bytes_done: d.bytes_done,
+                bytes_total: d.bytes_total,
+                method: d.method,
+                done: d.done,
+            });
+        }
+        let server = self.server(&uuid).await?;
+        if apply::server_state(&server).phase != Phase::Wiping {
+            return Err(Status::failed_precondition(format!(
+                "server {uuid} is {}, not wiping",
+                apply::server_state(&server).phase
+            )));
+        }
+        self.lc.touch(&uuid);
+        self.lc.set_progress(&uuid, disks);
+        Ok(Response::new(ReportWipeProgressResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids() {
+        assert_eq!(
+            parse_uuid("u", "4C4C4544-0042-3510-8052-B4C04F4E3132").unwrap(),
+            "4c4c4544-0042-3510-8052-b4c04f4e3132"
+        );
+        for bad in [
+            "",
+            "x",
+            "00000000-0000-0000-0000-000000000000",
+            "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+            "4c4c4544-0042-3510-8052-b4c04f4e313",
+            "4c4c4544-0042-3510-8052-b4c04f4e313g",
+            "4c4c45440042-3510-8052-b4c04f4e3132-",
+        ] {
+            let e = parse_uuid("hardware.system.uuid", bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert!(
+                e.message().contains("hardware.system.uuid"),
+                "{}",
+                e.message()
+            );
+        }
+    }
+
+    #[test]
+    fn hardware_maps_to_the_v1alpha2_layout() {
+        let hw = pb::HardwareInformation {
+            system: Some(pb::SystemInformation {
+                uuid: "4C4C4544-0042-3510-8052-B4C04F4E3132".into(),
+                manufacturer: "QEMU".into(),
+                ..Default::default()
+            }),
+            compute: Some(pb::ComputeInformation {
+                total_core_count: 2,
+                total_thread_count: 2,
+                processor_count: 2,
+                processors: vec![pb::Processor {
+                    manufacturer: "Intel".into(),
+                    core_count: 1,
+                    ..Default::default()
+                }],
+            }),
+            memory: Some(pb::MemoryInformation {
+                total_size: 1024,
+                module_count: 1,
+                modules: vec![],
+            }),
+            storage: Some(pb::StorageInformation {
+                total_size: 2 << 30,
+                device_count: 1,
+                devices: vec![pb::StorageDevice {
+                    r#type: pb::StorageType::Hdd as i32,
+                    size: 1 << 30,
+                    model: "QEMU HARDDISK".into(),
+                    device_name: "/dev/vda".into(),
+                    ..Default::default()
+                }],
+            }),
+            network: Some(pb::NetworkInformation {
+                interface_count: 2,
+                interfaces: vec![
+                    pb::NetworkInterface {
+                        name: "lo".into(),
+                        ..Default::default()
+                    },
+                    pb::NetworkInterface {
+                        index: 2,
+                        name: "eth0".into(),
+                        mac: "52:54:00:12:34:56".into(),
+                        mtu: 1500,
+                        addresses: vec!["10.0.0.5/24".into()],
+                        ..Default::default()
+                    },
+                ],
+            }),
+        };
+        let (uuid, v) = hardware_json(&hw).unwrap();
+        assert_eq!(uuid, "4c4c4544-0042-3510-8052-b4c04f4e3132");
+        assert_eq!(
+            v,
+            json!({
+                "system": {"uuid": uuid, "manufacturer": "QEMU"},
+                "compute": {"totalCoreCount": 2, "totalThreadCount": 2, "processorCount": 2,
+                            "processors": [{"manufacturer": "Intel", "coreCount": 1}]},
+                "memory": {"totalSize": "1 GB", "moduleCount": 1},
+                "storage": {"totalSize": "2 GB", "deviceCount": 1,
+                            "devices": [{"type": "HDD", "size": 1u64 << 30, "productName": "QEMU HARDDISK", "deviceName": "/dev/vda"}]},
+                "network": {"interfaceCount": 2,
+                            "interfaces": [{"index": 2, "name": "eth0", "mtu": 1500, "mac": "52:54:00:12:34:56", "addresses": ["10.0.0.5/24"]}]}
+            })
+        );
+        // The Server model accepts it.
+        let doc = json!({"apiVersion": "metal.sidero.dev/v1alpha2", "kind": "Server",
+                         "metadata": {"name": uuid}, "spec": {"hardware": v}});
+        Object::from_json(Kind::Server, &doc.to_string()).unwrap();
+    }
+
+    #[test]
+    fn bad_hardware_is_rejected_with_the_field() {
+        let mut hw = pb::HardwareInformation::default();
+        assert!(
+            hardware_json(&hw)
+                .unwrap_err()
+                .message()
+                .contains("hardware.system")
+        );
+        hw.system = Some(pb::SystemInformation {
+            uuid: "4c4c4544-0042-3510-8052-b4c04f4e3132".into(),
+            manufacturer: "x\u{0}y".into(),
+            ..Default::default()
+        });
+        let e = hardware_json(&hw).unwrap_err();
+        assert!(
+            e.message().contains("hardware.system.manufacturer"),
+            "{}",
+            e.message()
+        );
+        hw.system.as_mut().unwrap().manufacturer = "a".repeat(MAX_STR + 1);
+        assert!(
+            hardware_json(&hw)
+                .unwrap_err()
+                .message()
+                .contains("at most")
+        );
+    }
+}

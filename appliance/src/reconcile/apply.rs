@@ -1,0 +1,450 @@
+//! The effectful half of the lifecycle: each function runs ONE store transaction that reads
+//! the server, asks the pure machine (`lifecycle::plan`) and writes the new status, the
+//! binding/allocation if any, and the lifecycle event together. Actions are returned to the
+//! caller, who runs them after the commit. Synchronous (redb); call from `spawn_blocking`.
+
+use serde_json::{Value, json};
+
+use super::lifecycle::{self, Context, Event, IllegalTransition, Phase, ServerState, Step};
+use crate::model::{Kind, Object, Server};
+use crate::store::{AllocationRecord, NewEvent, Store, StoreError, Txn};
+
+/// Annotation on a ServerBinding naming its owner.
+pub const OWNER_ANNOTATION: &str = "appliance.sidero.dev/owner";
+
+/// Why a lifecycle operation changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("server `{0}` not found")]
+    UnknownServer(String),
+    #[error("server class `{0}` not found")]
+    UnknownClass(String),
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no server available in class `{class}` (needs accepted, clean, uncordoned, free)")]
+    NoneAvailable { class: String },
+    #[error("owner `{owner}` already holds server `{server}`")]
+    OwnerTaken { owner: String, server: String },
+    #[error("{0} holds nothing")]
+    NothingToRelease(String),
+    #[error("store")]
+    Store(#[from] StoreError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// The machine state of a stored server.
+pub fn server_state(server: &Server) -> ServerState {
+    let status = server.status.clone().unwrap_or_default();
+    ServerState {
+        phase: Phase::of_server(
+            status.state.as_deref(),
+            server.spec.accepted,
+            status.in_use,
+            status.is_clean,
+        ),
+        cordoned: server.spec.cordoned,
+    }
+}
+
+/// Writes a machine state into the Server's spec/status (Sidero flags + `status.state`).
+pub fn write_state(server: &mut Server, state: ServerState) {
+    let f = lifecycle::flags(state.phase);
+    server.spec.accepted = f.accepted;
+    server.spec.cordoned = state.cordoned;
+    let status = server.status.get_or_insert_with(Default::default);
+    status.ready = f.ready;
+    status.in_use = f.in_use;
+    status.is_clean = f.is_clean;
+    status.state = Some(state.phase.as_str().to_string());
+}
+
+/// A transition that committed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub from: ServerState,
+    pub step: Step,
+    pub server: Server,
+}
+
+fn load_server(t: &Txn<'_>, name: &str) -> Result<Server, LifecycleError> {
+    match t.get(Kind::Server, name)? {
+        Some(s) => match s.object {
+            Object::Server(server) => Ok(server),
+            _ => Err(LifecycleError::UnknownServer(name.to_string())),
+        },
+        None => Err(LifecycleError::UnknownServer(name.to_string())),
+    }
+}
+
+/// Plans `event` for the server and, if legal and a change, writes state + event inside `t`.
+fn transition_in(
+    t: &mut Txn<'_>,
+    name: &str,
+    event: Event,
+    ctx: &Context,
+    now_ms: u64,
+    message: &str,
+) -> Result<Outcome, LifecycleError> {
+    let mut server = load_server(t, name)?;
+    let from = server_state(&server);
+    let step = lifecycle::plan(from, event, ctx)?;
+    if step.changed {
+        write_state(&mut server, step.next);
+        t.put(&Object::Server(server.clone()))?;
+        t.append_event(NewEvent {
+            time_ms: now_ms,
+            server: name.to_string(),
+            event: event.name().to_string(),
+            from: from.phase.as_str().to_string(),
+            to: step.next.phase.as_str().to_string(),
+            message: message.to_string(),
+        })?;
+    }
+    Ok(Outcome { from, step, server })
+}
+
+/// One event on one server, in one transaction.
+pub fn transition(
+    store: &Store,
+    name: &str,
+    event: Event,
+    ctx: &Context,
+    now_ms: u64,
+    message: &str,
+) -> Result<Outcome, LifecycleError> {
+    store.transact(|t| transition_in(t, name, event, ctx, now_ms, message))
+}
+
+/// What the agent reported at registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewServer {
+    pub name: String,
+    pub hostname: Option<String>,
+    /// v1alpha2 `spec.hardware` as JSON.
+    pub hardware: Value,
+}
+
+/// Result of a registration.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub created: bool,
+    pub server: Server,
+    /// The step taken (creation, or wipe started), if any.
+    pub step: Option<Step>,
+    /// The agent is to wipe now.
+    pub wipe: bool,
+}
+
+/// CreateServer: creates the Server (hardware captured once, as Sidero), or, for a known
+/// accepted dirty free server, starts its wipe. One transaction.
+pub fn register(
+    store: &Store,
+    new: &NewServer,
+    auto_accept: bool,
+    ctx: &Context,
+    now_ms: u64,
+) -> Result<Registered, LifecycleError> {
+    store.transact(|t| {
+        if let Some(stored) = t.get(Kind::Server, &new.name)? {
+            let Object::Server(server) = stored.object else {
+                return Err(LifecycleError::UnknownServer(new.name.clone()));
+            };
+            let state = server_state(&server);
+            if matches!(
+                state.phase,
+                Phase::Accepted | Phase::Wiping | Phase::Released
+            ) {
+                let o = transition_in(
+                    t,
+                    &new.name,
+                    Event::WipeStarted,
+                    ctx,
+                    now_ms,
+                    "agent registered; told to wipe",
+                )?;
+                return Ok(Registered {
+                    created: false,
+                    server: o.server,
+                    step: Some(o.step),
+                    wipe: true,
+                });
+            }
+            return Ok(Registered {
+                created: false,
+                server,
+                step: None,
+                wipe: false,
+            });
+        }
+        let step = lifecycle::register(auto_accept, ctx);
+        let mut spec = json!({ "hardware": new.hardware, "accepted": false });
+        if let Some(h) = &new.hostname {
+            spec["hostname"] = json!(h);
+        }
+        let doc = json!({
+            "apiVersion": Kind::Server.api_version(),
+            "kind": "Server",
+            "metadata": { "name": new.name },
+            "spec": spec,
+        });
+        let Object::Server(mut server) = Object::from_json(Kind::Server, &doc.to_string())
+            .map_err(|e| LifecycleError::Invalid(format!("hardware: {e}")))?
+        else {
+            return Err(LifecycleError::Invalid("not a server".into()));
+        };
+        write_state(&mut server, step.next);
+        t.put(&Object::Server(server.clone()))?;
+        t.append_event(NewEvent {
+            time_ms: now_ms,
+            server: new.name.clone(),
+            event: "register".into(),
+            from: String::new(),
+            to: step.next.phase.as_str().into(),
+            message: if auto_accept {
+                "registered by its agent; auto-accepted".into()
+            } else {
+                "registered by its agent".into()
+            },
+        })?;
+        Ok(Registered {
+            created: true,
+            server,
+            step: Some(step),
+            wipe: false,
+        })
+    })
+}
+
+/// Edits a server's JSON form (for fields outside the lifecycle, e.g. addresses, BMC),
+/// re-validating it; writes only on change. One transaction.
+pub fn edit_server(
+    store: &Store,
+    name: &str,
+    edit: impl FnOnce(&mut Value) -> Result<(), String>,
+) -> Result<bool, LifecycleError> {
+    store.transact(|t| {
+        let server = load_server(t, name)?;
+        let mut v = serde_json::to_value(&server).expect("servers serialise");
+        edit(&mut v).map_err(LifecycleError::Invalid)?;
+        let edited = Object::from_json(Kind::Server, &v.to_string())
+            .map_err(|e| LifecycleError::Invalid(e.to_string()))?;
+        if edited == Object::Server(server) {
+            return Ok(false);
+        }
+        t.put(&edited)?;
+        Ok(true)
+    })
+}
+
+/// What to allocate, for whom.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllocateInput {
+    pub server_class: Option<String>,
+    pub server: Option<String>,
+    pub owner: String,
+    pub bootstrap_data: String,
+    pub config_patches: Vec<Value>,
+    pub environment: Option<String>,
+}
+
+/// A committed allocation.
+#[derive(Debug, Clone)]
+pub struct Allocated {
+    pub outcome: Outcome,
+    pub record: AllocationRecord,
+    pub binding_revision: u64,
+}
+
+/// Whether a server may be picked from a class now: available and uncordoned.
+fn eligible(server: &Server) -> bool {
+    let s = server_state(server);
+    s.phase == Phase::Available && !s.cordoned
+}
+
+/// Allocate: picks the server (named, or the first eligible class member by ascending
+/// name), then in the same transaction moves it to `allocated`, creates its ServerBinding
+/// (named after the server) and stores the allocation (owner, bootstrap data, patches).
+pub fn allocate(
+    store: &Store,
+    input: &AllocateInput,
+    ctx: &Context,
+    now_ms: u64,
+) -> Result<Allocated, LifecycleError> {
+    if input.owner.trim().is_empty() {
+        return Err(LifecycleError::Invalid("owner must not be empty".into()));
+    }
+    let (class_name, explicit) = match (&input.server_class, &input.server) {
+        (Some(c), None) => (Some(c.clone()), false),
+        (None, Some(_)) => (None, true),
+        _ => {
+            return Err(LifecycleError::Invalid(
+                "give exactly one of a server class or a server".into(),
+            ));
+        }
+    };
+    store.transact(|t| {
+        if let Some((server, _)) = t
+            .allocations()?
+            .into_iter()
+            .find(|(_, r)| r.owner == input.owner)
+        {
+            return Err(LifecycleError::OwnerTaken {
+                owner: input.owner.clone(),
+                server,
+            });
+        }
+        let name = match (&class_name, &input.server) {
+            (Some(class), _) => pick_from_class(t, class)?,
+            (None, Some(server)) => server.clone(),
+            (None, None) => unreachable!("checked above"),
+        };
+        let outcome = transition_in(
+            t,
+            &name,
+            Event::Allocate { explicit },
+            ctx,
+            now_ms,
+            &format!("allocated to {}", input.owner),
+        )?;
+        let (ns, machine) = match input.owner.split_once('/') {
+            Some((ns, m)) => (Some(ns.to_string()), m.to_string()),
+            None => (None, input.owner.clone()),
+        };
+        let mut spec = json!({
+            "metalMachineRef": { "kind": "MetalMachine", "name": machine },
+        });
+        if let Some(ns) = ns {
+            spec["metalMachineRef"]["namespace"] = json!(ns);
+        }
+        if let Some(class) = &class_name {
+            spec["serverClassRef"] = json!({
+                "apiVersion": Kind::ServerClass.api_version(),
+                "kind": "ServerClass",
+                "name": class,
+            });
+        }
+        let doc = json!({
+            "apiVersion": Kind::ServerBinding.api_version(),
+            "kind": "ServerBinding",
+            "metadata": { "name": name, "annotations": { OWNER_ANNOTATION: input.owner } },
+            "spec": spec,
+            "status": { "ready": true },
+        });
+        let binding = Object::from_json(Kind::ServerBinding, &doc.to_string())
+            .map_err(|e| LifecycleError::Invalid(format!("binding: {e}")))?;
+        let binding_revision = t.put(&binding)?;
+        let record = AllocationRecord {
+            owner: input.owner.clone(),
+            server_class: class_name.clone(),
+            bootstrap_data: input.bootstrap_data.clone(),
+            config_patches: input.config_patches.clone(),
+            environment: input.environment.clone(),
+            time_ms: now_ms,
+        };
+        t.put_allocation(&name, &record)?;
+        Ok(Allocated {
+            outcome,
+            record,
+            binding_revision,
+        })
+    })
+}
+
+/// Sidero's selection: walk the class's members in ascending name order, take the first
+/// that is available and uncordoned. Membership is evaluated now (not from a possibly
+/// stale status list).
+fn pick_from_class(t: &Txn<'_>, class: &str) -> Result<String, LifecycleError> {
+    let Some(stored) = t.get(Kind::ServerClass, class)? else {
+        return Err(LifecycleError::UnknownClass(class.to_string()));
+    };
+    let Object::ServerClass(class_obj) = stored.object else {
+        return Err(LifecycleError::UnknownClass(class.to_string()));
+    };
+    let matcher = super::classes::Matcher::new(&class_obj);
+    for stored in t.list(Kind::Server)? {
+        if let Object::Server(server) = stored.object
+            && eligible(&server)
+            && matcher.matches(&server)
+        {
+            return Ok(server.metadata.name);
+        }
+    }
+    Err(LifecycleError::NoneAvailable {
+        class: class.to_string(),
+    })
+}
+
+/// Who to release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseBy {
+    Owner(String),
+    Server(String),
+}
+
+/// Release: deletes the binding and allocation and moves the server to `released` (it is
+/// wiped before it is available again). One transaction.
+pub fn release(
+    store: &Store,
+    by: &ReleaseBy,
+    ctx: &Context,
+    now_ms: u64,
+) -> Result<Outcome, LifecycleError> {
+    store.transact(|t| {
+        let name = match by {
+            ReleaseBy::Server(s) => s.clone(),
+            ReleaseBy::Owner(o) => t
+                .allocations()?
+                .into_iter()
+                .find(|(_, r)| &r.owner == o)
+                .map(|(s, _)| s)
+                .ok_or_else(|| LifecycleError::NothingToRelease(format!("owner `{o}`")))?,
+        };
+        let owner = t.allocation(&name)?.map(|r| r.owner);
+        t.delete_allocation(&name)?;
+        t.delete(Kind::ServerBinding, &name)?;
+        let message = match owner {
+            Some(o) => format!("released by {o}"),
+            None => "released".to_string(),
+        };
+        transition_in(t, &name, Event::Release, ctx, now_ms, &message)
+    })
+}
+
+/// A ServerBinding was deleted outside `release` (admin delete, kube-bridge): release the
+/// server the same way. Nothing happens if it is not allocated.
+pub fn binding_gone(
+    store: &Store,
+    server: &str,
+    ctx: &Context,
+    now_ms: u64,
+) -> Result<Option<Outcome>, LifecycleError> {
+    store.transact(|t| {
+        if t.get(Kind::ServerBinding, server)?.is_some() {
+            return Ok(None);
+        }
+        let s = match load_server(t, server) {
+            Ok(s) => s,
+            Err(LifecycleError::UnknownServer(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !matches!(
+            server_state(&s).phase,
+            Phase::Allocated | Phase::Booting | Phase::Installed
+        ) {
+            return Ok(None);
+        }
+        t.delete_allocation(server)?;
+        transition_in(
+            t,
+            server,
+            Event::Release,
+            ctx,
+            now_ms,
+            "its ServerBinding was deleted",
+        )
+        .map(Some)
+    })
+}
