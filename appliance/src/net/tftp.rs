@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -206,7 +207,7 @@ async fn serve_read(
     requested: &str,
     path: &Path,
     options: &RequestedOptions,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let unspecified = match ctx.settings.listen.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -250,15 +251,56 @@ async fn serve_read(
         tracing::debug!(%peer, file = %requested, ignored = ?options.ignored, "TFTP: options ignored");
     }
 
+    // The transfer itself runs on a blocking thread: in lock-step TFTP every block waits
+    // for one ACK, and a blocking recv wakes with fewer syscalls and no executor hop.
+    let socket = match socket
+        .into_std()
+        .and_then(|s| s.set_nonblocking(false).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%peer, file = %requested, error = %e, "TFTP: cannot prepare the transfer socket");
+            return;
+        }
+    };
+    let limits = ctx.settings.limits.clone();
+    let options = options.clone();
+    let requested = requested.to_string();
+    let run = move || {
+        run_transfer(
+            &socket, &source, &options, &limits, &shutdown, peer, &requested,
+        )
+    };
+    if let Err(e) = tokio::task::spawn_blocking(run).await {
+        tracing::warn!(%peer, error = %e, "TFTP transfer thread failed");
+    }
+}
+
+/// Drives one transfer to its end on the calling (blocking) thread and logs the outcome.
+fn run_transfer(
+    socket: &std::net::UdpSocket,
+    source: &Source,
+    options: &RequestedOptions,
+    limits: &Limits,
+    shutdown: &watch::Receiver<bool>,
+    peer: SocketAddr,
+    requested: &str,
+) {
+    // Wake at least this often to notice deadlines and shutdown.
+    const TICK: Duration = Duration::from_millis(100);
+    if let Err(e) = socket.set_read_timeout(Some(TICK)) {
+        tracing::warn!(%peer, error = %e, "TFTP: cannot set a receive timeout");
+        return;
+    }
     let started = Instant::now();
     let now = || started.elapsed();
     let mut out = Vec::new();
-    let mut t = ReadTransfer::start(now(), options, source.len(), &ctx.settings.limits, &mut out);
-    let mut send_buf = Vec::with_capacity(4 + usize::from(t.negotiated().blksize));
+    let mut t = ReadTransfer::start(now(), options, source.len(), limits, &mut out);
+    let mut sender = Sender::new(t.negotiated().blksize);
     let mut recv_buf = vec![0u8; MAX_PACKET + 1];
     let mut client_gone = false;
     loop {
-        if let Err(e) = flush(&socket, &source, &mut out, &mut send_buf).await {
+        if let Err(e) = sender.flush(socket, source, &mut out) {
             tracing::debug!(%peer, error = %e, "TFTP: send failed");
             if e.kind() == io::ErrorKind::ConnectionRefused {
                 client_gone = true;
@@ -268,28 +310,32 @@ async fn serve_read(
         if t.is_finished() {
             break;
         }
-        let deadline = t
-            .poll_at()
-            .map_or(started + Duration::from_secs(3600), |d| started + d);
-        tokio::select! {
-            biased;
-            _ = stopped(&mut shutdown) => {
-                t.abort("server shutting down", &mut out);
-                let _ = flush(&socket, &source, &mut out, &mut send_buf).await;
+        if *shutdown.borrow() {
+            t.abort("server shutting down", &mut out);
+            let _ = sender.flush(socket, source, &mut out);
+            break;
+        }
+        match socket.recv(&mut recv_buf) {
+            Ok(n) => match wire::decode(&recv_buf[..n]) {
+                Ok(packet) => t.handle_packet(now(), &packet, &mut out),
+                Err(e) => t.handle_malformed(e, &mut out),
+            },
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                client_gone = true;
                 break;
             }
-            r = socket.recv(&mut recv_buf) => match r {
-                Ok(n) => match wire::decode(&recv_buf[..n]) {
-                    Ok(packet) => t.handle_packet(now(), &packet, &mut out),
-                    Err(e) => t.handle_malformed(e, &mut out),
-                },
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    client_gone = true;
-                    break;
-                }
-                Err(e) => tracing::debug!(%peer, error = %e, "TFTP: receive failed"),
-            },
-            _ = tokio::time::sleep_until(deadline.into()) => t.handle_timeout(now(), &mut out),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "TFTP: receive failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if t.poll_at().is_some_and(|d| now() >= d) {
+            t.handle_timeout(now(), &mut out);
         }
     }
     let n = t.negotiated();
@@ -311,37 +357,128 @@ async fn serve_read(
     }
 }
 
-/// Sends everything in `out` (DATA built from `source`).
-async fn flush(
-    socket: &UdpSocket,
-    source: &Source,
-    out: &mut Vec<Transmit>,
-    buf: &mut Vec<u8>,
-) -> io::Result<()> {
-    let mut result = Ok(());
-    let disk_window = match source {
-        Source::Disk { .. } => Some(source.read_window(out).await?),
-        Source::Memory(_) => None,
-    };
-    for tx in out.drain(..) {
-        let r = match tx {
-            Transmit::Packet(bytes) => socket.send(&bytes).await,
-            Transmit::Data { block, offset, len } => {
-                buf.clear();
-                let data = match (&disk_window, source) {
-                    (Some((start, bytes)), _) => slice(bytes, offset - start, len),
-                    (None, Source::Memory(bytes)) => slice(bytes, offset, len),
-                    (None, Source::Disk { .. }) => &[][..],
-                };
-                wire::encode_data_header(block, buf, data);
-                socket.send(buf).await
-            }
-        };
-        if let Err(e) = r {
-            result = Err(e);
+/// Whether UDP segmentation offload (one sendmsg for a run of equal-size datagrams) works
+/// here; cleared on the first refusal so every later window uses plain sends.
+static GSO_USABLE: AtomicBool =
+    AtomicBool::new(cfg!(all(target_os = "linux", target_pointer_width = "64")));
+
+/// Turns the core's [`Transmit`]s into datagrams. A window of DATA blocks (consecutive,
+/// equal size but the last) goes out as one UDP GSO `sendmsg` where the kernel allows it.
+struct Sender {
+    buf: Vec<u8>,
+    segment: usize,
+    window: Vec<u8>,
+}
+
+impl Sender {
+    fn new(blksize: u16) -> Sender {
+        Sender {
+            buf: Vec::with_capacity(4 + usize::from(blksize)),
+            segment: 4 + usize::from(blksize),
+            window: Vec::new(),
         }
     }
-    result
+
+    fn flush(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        source: &Source,
+        out: &mut Vec<Transmit>,
+    ) -> io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let disk_window = source.read_window(out)?;
+        let data_of = |offset: u64, len: usize| match (&disk_window, source) {
+            (Some((start, bytes)), _) => slice(bytes, offset - start, len),
+            (None, Source::Memory(bytes)) => slice(bytes, offset, len),
+            (None, Source::Disk { .. }) => &[][..],
+        };
+        let mut result = Ok(());
+        let mut i = 0;
+        while i < out.len() {
+            // The longest run of DATA starting at i that fits one GSO send.
+            let max_segments = (65_000 / self.segment).min(64);
+            let mut run = 0;
+            while i + run < out.len()
+                && run < max_segments
+                && matches!(out[i + run], Transmit::Data { len, .. } if len + 4 == self.segment || run > 0)
+            {
+                let short =
+                    matches!(out[i + run], Transmit::Data { len, .. } if len + 4 < self.segment);
+                run += 1;
+                if short {
+                    break;
+                }
+            }
+            let r = if run >= 2 && GSO_USABLE.load(Ordering::Relaxed) {
+                self.window.clear();
+                for tx in &out[i..i + run] {
+                    if let Transmit::Data { block, offset, len } = *tx {
+                        wire::encode_data_header(block, &mut self.window, data_of(offset, len));
+                    }
+                }
+                match send_gso(socket, &self.window, self.segment) {
+                    Err(e) if gso_refused(&e) => {
+                        tracing::debug!(error = %e, "UDP GSO not usable; sending datagrams one by one");
+                        GSO_USABLE.store(false, Ordering::Relaxed);
+                        continue;
+                    }
+                    r => {
+                        i += run;
+                        r
+                    }
+                }
+            } else {
+                let r = match &out[i] {
+                    Transmit::Packet(bytes) => socket.send(bytes),
+                    &Transmit::Data { block, offset, len } => {
+                        self.buf.clear();
+                        wire::encode_data_header(block, &mut self.buf, data_of(offset, len));
+                        socket.send(&self.buf)
+                    }
+                };
+                i += 1;
+                r
+            };
+            if let Err(e) = r {
+                result = Err(e);
+            }
+        }
+        out.clear();
+        result.map(|_| ())
+    }
+}
+
+fn gso_refused(e: &io::Error) -> bool {
+    // EIO: device cannot checksum-offload; EINVAL/ENOPROTOOPT: kernel without UDP_SEGMENT.
+    matches!(e.raw_os_error(), Some(5 | 22 | 92))
+}
+
+/// One `sendmsg` carrying `bytes` with a UDP_SEGMENT control message: the kernel splits it
+/// into datagrams of `segment` bytes (the last may be shorter).
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn send_gso(socket: &std::net::UdpSocket, bytes: &[u8], segment: usize) -> io::Result<usize> {
+    const SOL_UDP: i32 = 17;
+    const UDP_SEGMENT: i32 = 103;
+    let segment = u16::try_from(segment).map_err(|_| io::Error::from_raw_os_error(22))?;
+    // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; } + u16, padded:
+    // CMSG_LEN(2) = 18, CMSG_SPACE(2) = 24 on 64-bit Linux.
+    let mut control = [0u8; 24];
+    control[..8].copy_from_slice(&18u64.to_ne_bytes());
+    control[8..12].copy_from_slice(&SOL_UDP.to_ne_bytes());
+    control[12..16].copy_from_slice(&UDP_SEGMENT.to_ne_bytes());
+    control[16..18].copy_from_slice(&segment.to_ne_bytes());
+    let iov = [io::IoSlice::new(bytes)];
+    let msg = socket2::MsgHdr::new()
+        .with_buffers(&iov)
+        .with_control(&control);
+    socket2::SockRef::from(socket).sendmsg(&msg, 0)
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn send_gso(_: &std::net::UdpSocket, _: &[u8], _: usize) -> io::Result<usize> {
+    Err(io::Error::from_raw_os_error(22))
 }
 
 fn slice(bytes: &[u8], offset: u64, len: usize) -> &[u8] {
@@ -367,10 +504,11 @@ impl Source {
         }
     }
 
-    /// Reads the byte range covering all DATA in `out` with one positional read.
-    async fn read_window(&self, out: &[Transmit]) -> io::Result<(u64, Vec<u8>)> {
+    /// For a disk source, reads the byte range covering all DATA in `out` with positional
+    /// reads; `None` for a memory source.
+    fn read_window(&self, out: &[Transmit]) -> io::Result<Option<(u64, Vec<u8>)>> {
         let Source::Disk { file, .. } = self else {
-            return Ok((0, Vec::new()));
+            return Ok(None);
         };
         let ranges = out.iter().filter_map(|t| match t {
             Transmit::Data { offset, len, .. } => Some((*offset, *offset + *len as u64)),
@@ -378,25 +516,20 @@ impl Source {
         });
         let (start, end) = ranges.fold((u64::MAX, 0), |(s, e), (a, b)| (s.min(a), e.max(b)));
         if start >= end {
-            return Ok((0, Vec::new()));
+            return Ok(Some((0, Vec::new())));
         }
-        let file = file.clone();
+        use std::os::unix::fs::FileExt;
         let len = usize::try_from(end - start).unwrap_or(0);
-        tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let mut buf = vec![0u8; len];
-            let mut done = 0;
-            while done < len {
-                match file.read_at(&mut buf[done..], start + done as u64)? {
-                    0 => break, // file shrank; short DATA follows, the client sees a short file
-                    n => done += n,
-                }
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match file.read_at(&mut buf[done..], start + done as u64)? {
+                0 => break, // the file shrank: the client gets a short file
+                n => done += n,
             }
-            buf.truncate(done);
-            Ok((start, buf))
-        })
-        .await
-        .map_err(io::Error::other)?
+        }
+        buf.truncate(done);
+        Ok(Some((start, buf)))
     }
 }
 
