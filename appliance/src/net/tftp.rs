@@ -1,7 +1,12 @@
-//! TFTP service glue: the UDP listener (port 69 by default) and one tokio task per read
-//! transfer on its own ephemeral, connected UDP socket (standard TFTP, RFC 1350 §4).
-//! All protocol decisions come from the pure core in `protocol::tftp`; this file owns
+//! TFTP service glue: the UDP listener (port 69 by default, a tokio task) and one read
+//! transfer per client on its own ephemeral, connected UDP socket (standard TFTP, RFC 1350
+//! §4). All protocol decisions come from the pure core in `protocol::tftp`; this file owns
 //! sockets, timers and file reads only.
+//!
+//! A transfer runs on a tokio blocking thread: lock-step TFTP waits for one ACK per block,
+//! and a blocking `recv` with a 100 ms tick (for deadlines and shutdown) answers it with
+//! the fewest syscalls. A window of DATA goes out as one UDP GSO `sendmsg` (the kernel
+//! splits it into datagrams) when the kernel allows it, else datagram by datagram.
 //!
 //! - Requests the core refuses (write requests, paths outside the root, non-octet modes,
 //!   malformed packets) get the core's TFTP ERROR and a `warn` log line naming the client.
