@@ -13,3 +13,8 @@ pub mod tftp;
 /// `appliance::protocol::dhcp`: depends only on dhcproto and thiserror.
 #[path = "../../appliance/src/protocol/dhcp/mod.rs"]
 pub mod dhcp;
+
+/// `appliance::protocol::ipmi`: the RMCP+ core depends on std, thiserror and the RustCrypto
+/// hmac/sha1/sha2/aes/cbc crates.
+#[path = "../../appliance/src/protocol/ipmi/mod.rs"]
+pub mod ipmi;

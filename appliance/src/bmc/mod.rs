@@ -17,7 +17,7 @@ pub mod ipmi;
 pub mod power;
 pub mod redfish;
 pub mod service;
-// pub mod setup;
+pub mod setup;
 
 use std::fmt;
 use std::future::Future;

@@ -344,6 +344,38 @@ fn set_condition(
     }
 }
 
+/// Sets condition `type_` on a Server in one transaction (no write when unchanged):
+/// `Ok(())` = True, `Err((reason, message))` = False. Failures are logged, not returned.
+pub fn set_condition_on(
+    store: &Store,
+    server: &str,
+    type_: &str,
+    outcome: Result<(), (&str, String)>,
+    now: &str,
+) {
+    let r = store.update(Kind::Server, server, |o| {
+        let Object::Server(s) = o else {
+            return Err("not a server".into());
+        };
+        let status = s.status.get_or_insert_with(Default::default);
+        match &outcome {
+            Ok(()) => set_condition(&mut status.conditions, type_, true, None, None, now),
+            Err((reason, message)) => set_condition(
+                &mut status.conditions,
+                type_,
+                false,
+                Some(reason),
+                Some(message.clone()),
+                now,
+            ),
+        };
+        Ok(())
+    });
+    if let Err(e) = r {
+        tracing::debug!(server, error = %crate::error_chain(&e), "cannot record condition");
+    }
+}
+
 impl PowerControl {
     pub fn new(store: Store, config: &BmcConfig) -> PowerControl {
         let resolver = Arc::new(StoreResolver::new(store.clone(), config));
