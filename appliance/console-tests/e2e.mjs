@@ -131,8 +131,9 @@ spec:
   await page.getByRole("link", { name: "e2e-node" }).click();
   await page.locator("#server-state").waitFor();
   await page.evaluate(() => { window.__noReload = "detail"; });
-  check(await page.locator('[data-action="power-on"]').isDisabled(), "power on is disabled (no BMC backend yet)");
-  check((await page.locator('[data-action="power-on"]').getAttribute("title")).includes("not available"), "…with a tooltip saying why");
+  check(await page.locator('[data-action="power-on"]').isDisabled(), "power on is disabled for a server without a BMC");
+  check((await page.locator('[data-action="power-on"]').getAttribute("title")).includes("no BMC"), "…with a tooltip saying why");
+  check(await page.locator('[data-action="wipe"]').isDisabled(), "wipe is disabled (no backend yet)");
   await page.locator('[data-action="accept"]').click();
   await page.locator("dialog#confirm[open]").waitFor();
   await page.getByRole("button", { name: "Accept" }).last().click();

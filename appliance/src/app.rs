@@ -304,6 +304,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let power = crate::bmc::power::PowerControl::new(store.clone(), &config.bmc);
     let power_auth = http::admin_auth(admin_token.clone(), state.metrics.clone());
     let power_routes = crate::bmc::service::routes(power.clone(), power_auth);
+    state
+        .console
+        .set_power(crate::bmc::service::PowerService::new(power.clone()));
     let power_poller = tokio::spawn(crate::bmc::power::run_poller(
         power.clone(),
         std::time::Duration::from_secs(config.bmc.poll_interval_secs),

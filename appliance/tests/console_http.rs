@@ -227,10 +227,34 @@ fn session_csrf_origin_and_logout() {
     );
     assert_eq!(page.json()["page"]["matched"], 1, "{}", page.body);
 
-    // Unknown and not-yet-available actions are clear errors.
+    // Power goes through the BMC room's Power service: a server without a BMC is refused
+    // with a reason; the page says so up front. Wipe has no backend yet; unknown is 404.
     let r = app.request(
         "POST",
         "/api/v1/servers/11111111-2222-3333-4444-555555555555/actions/power-on",
+        &[("Cookie", cookie), ("X-CSRF-Token", &csrf)],
+        None,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("BMC"), "{}", r.body);
+    let detail = app.request(
+        "GET",
+        "/api/v1/servers/11111111-2222-3333-4444-555555555555",
+        &[("Cookie", cookie)],
+        None,
+    );
+    let caps = &detail.json()["capabilities"];
+    assert_eq!(caps["power-on"]["enabled"], false);
+    assert!(
+        caps["power-on"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no BMC")
+    );
+    assert_eq!(caps["accept"]["enabled"], true);
+    let r = app.request(
+        "POST",
+        "/api/v1/servers/11111111-2222-3333-4444-555555555555/actions/wipe",
         &[("Cookie", cookie), ("X-CSRF-Token", &csrf)],
         None,
     );

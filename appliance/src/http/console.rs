@@ -41,7 +41,11 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use appliance_rpc::power::power_server::Power;
+use appliance_rpc::power::{PowerActionRequest, SetBootDeviceRequest};
+
 use crate::api::admin::AdminService;
+use crate::bmc::service::PowerService;
 use crate::config::Config;
 use crate::console::session::{LoginMethod, Sessions, constant_time_eq, cookie_value};
 use crate::console::throttle::{LoginThrottle, Refusal};
@@ -73,6 +77,8 @@ struct Inner {
     throttle: Mutex<LoginThrottle>,
     events: Mutex<VecDeque<RecentEvent>>,
     rows: Mutex<RowsCache>,
+    /// The BMC room's Power service, once `app.rs` hands it over.
+    power: std::sync::OnceLock<PowerService>,
 }
 
 /// Server rows kept current from the change feed: built once, then each request first
@@ -131,8 +137,14 @@ impl ConsoleState {
                     classes: Arc::default(),
                     snapshot: None,
                 }),
+                power: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Enables power/boot-device actions through the BMC room's Power service.
+    pub fn set_power(&self, power: PowerService) {
+        let _ = self.inner.power.set(power);
     }
 
     /// Follows the store change feed into the recent-events list until `shutdown`.
@@ -766,28 +778,41 @@ async fn logout(
     resp
 }
 
-/// What the box can do to servers right now; buttons for the rest are shown disabled.
-fn capabilities() -> Value {
-    let missing = "not available on this box yet: BMC power control has not landed";
+const NO_WIPE: &str = "not available on this box yet: on-demand wipe needs the agent API and lifecycle wiring, which have not landed";
+
+/// What the box can do to servers right now; buttons for the rest are shown disabled with
+/// the reason. `has_bmc`: None = not known (session-wide view), Some(false) = this server
+/// has no `spec.bmc`.
+fn capabilities(power: bool, has_bmc: Option<bool>) -> Value {
+    let power_cap = if !power {
+        json!({ "enabled": false, "reason": "not available on this box: BMC power control is not running" })
+    } else if has_bmc == Some(false) {
+        json!({ "enabled": false, "reason": "this server has no BMC configured (set one with appliance ctl server bmc NAME …, or let the agent report it)" })
+    } else {
+        json!({ "enabled": true })
+    };
     json!({
         "accept": { "enabled": true },
         "cordon": { "enabled": true },
         "uncordon": { "enabled": true },
         "delete": { "enabled": true },
-        "power-on": { "enabled": false, "reason": missing },
-        "power-off": { "enabled": false, "reason": missing },
-        "power-cycle": { "enabled": false, "reason": missing },
-        "pxe-once": { "enabled": false, "reason": "not available on this box yet: setting the boot device needs BMC control, which has not landed" },
-        "wipe": { "enabled": false, "reason": "not available on this box yet: on-demand wipe needs the agent and lifecycle, which have not landed" },
+        "power-on": power_cap,
+        "power-off": power_cap,
+        "power-cycle": power_cap,
+        "pxe-once": power_cap,
+        "wipe": { "enabled": false, "reason": NO_WIPE },
     })
 }
 
-async fn session_info(axum::Extension(s): axum::Extension<SessionCtx>) -> Response {
+async fn session_info(
+    State(state): State<ConsoleState>,
+    axum::Extension(s): axum::Extension<SessionCtx>,
+) -> Response {
     Json(json!({
         "csrf": s.csrf,
         "method": s.method.as_str(),
         "version": env!("CARGO_PKG_VERSION"),
-        "capabilities": capabilities(),
+        "capabilities": capabilities(state.inner.power.get().is_some(), None),
     }))
     .into_response()
 }
@@ -860,6 +885,7 @@ async fn server_detail(State(state): State<ConsoleState>, Path(name): Path<Strin
         return error(StatusCode::NOT_FOUND, format!("Server `{name}` not found"));
     };
     let row = view::server_row(&stored.object, stored.revision, &classes);
+    let has_bmc = matches!(&stored.object, Object::Server(s) if s.spec.bmc.is_some());
     Json(json!({
         "row": row,
         "object": stored.object,
@@ -873,7 +899,7 @@ async fn server_detail(State(state): State<ConsoleState>, Path(name): Path<Strin
             "to": e.to,
             "message": e.message,
         })).collect::<Vec<_>>(),
-        "capabilities": capabilities(),
+        "capabilities": capabilities(state.inner.power.get().is_some(), Some(has_bmc)),
     }))
     .into_response()
 }
@@ -886,18 +912,15 @@ async fn server_action(
         "accept" => ServerActionKind::ServerActionAccept,
         "cordon" => ServerActionKind::ServerActionCordon,
         "uncordon" => ServerActionKind::ServerActionUncordon,
+        "power-on" | "power-off" | "power-cycle" | "pxe-once" => {
+            return power_action(&state, name, &action).await;
+        }
+        "wipe" => return error(StatusCode::NOT_IMPLEMENTED, NO_WIPE),
         other => {
-            let caps = capabilities();
-            return match caps.get(other).and_then(|c| c.get("reason")) {
-                Some(reason) => error(
-                    StatusCode::NOT_IMPLEMENTED,
-                    reason.as_str().unwrap_or_default(),
-                ),
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    format!("unknown server action `{other}`"),
-                ),
-            };
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown server action `{other}`"),
+            );
         }
     };
     let req = tonic::Request::new(ServerActionRequest {
@@ -909,6 +932,38 @@ async fn server_action(
             let obj = reply.into_inner().server;
             Json(json!({ "ok": true, "revision": obj.map(|o| o.revision) })).into_response()
         }
+        Err(s) => status_error(s),
+    }
+}
+
+/// Power and boot-device actions through the BMC room's Power service (in process).
+async fn power_action(state: &ConsoleState, server: String, action: &str) -> Response {
+    let Some(power) = state.inner.power.get() else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "not available on this box: BMC power control is not running",
+        );
+    };
+    let result = match action {
+        "pxe-once" => power
+            .set_boot_device(tonic::Request::new(SetBootDeviceRequest {
+                server,
+                device: "pxe".into(),
+                mode: String::new(),
+                persistent: false,
+            }))
+            .await
+            .map(|_| ()),
+        _ => power
+            .power_action(tonic::Request::new(PowerActionRequest {
+                server,
+                action: action.trim_start_matches("power-").into(),
+            }))
+            .await
+            .map(|_| ()),
+    };
+    match result {
+        Ok(()) => Json(json!({ "ok": true })).into_response(),
         Err(s) => status_error(s),
     }
 }
