@@ -37,6 +37,10 @@ pub struct VmSpec {
     pub memory_mb: u32,
     /// A raw disk image booted after the NIC (bootindex 1).
     pub disk: Option<PathBuf>,
+    /// Virtual CPUs (`-smp`).
+    pub smp: u32,
+    /// More raw disk images on virtio-blk, not bootable (`vda`, `vdb`… after `disk`).
+    pub data_disks: Vec<PathBuf>,
 }
 
 impl VmSpec {
@@ -47,6 +51,8 @@ impl VmSpec {
             mac: None,
             memory_mb: 512,
             disk: None,
+            smp: 1,
+            data_disks: Vec::new(),
         }
     }
 
@@ -62,6 +68,16 @@ impl VmSpec {
 
     pub fn disk(mut self, disk: &Path) -> VmSpec {
         self.disk = Some(disk.to_path_buf());
+        self
+    }
+
+    pub fn smp(mut self, cpus: u32) -> VmSpec {
+        self.smp = cpus;
+        self
+    }
+
+    pub fn data_disk(mut self, disk: &Path) -> VmSpec {
+        self.data_disks.push(disk.to_path_buf());
         self
     }
 }
@@ -88,11 +104,18 @@ impl Vm {
         let tap = ns.add_tap()?;
         let serial = dir.join(format!("{name}.serial.log"));
         let mut cmd = ns.command("qemu-system-x86_64");
-        cmd.args(["-name", name, "-accel", "tcg", "-smp", "1"])
-            .args(["-m", &spec.memory_mb.to_string()])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()));
+        cmd.args([
+            "-name",
+            name,
+            "-accel",
+            "tcg",
+            "-smp",
+            &spec.smp.to_string(),
+        ])
+        .args(["-m", &spec.memory_mb.to_string()])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()));
         if let Some(uuid) = &spec.uuid {
             cmd.args(["-uuid", uuid]);
         }
@@ -126,6 +149,15 @@ impl Vm {
             cmd.arg("-drive")
                 .arg(format!("if=none,id=d0,format=raw,file={}", disk.display()))
                 .args(["-device", "virtio-blk-pci,drive=d0,bootindex=1"]);
+        }
+        for (i, disk) in spec.data_disks.iter().enumerate() {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=none,id=data{i},format=raw,file={}",
+                    disk.display()
+                ))
+                .arg("-device")
+                .arg(format!("virtio-blk-pci,drive=data{i},serial=data{i}"));
         }
         cmd.args(["-boot", "strict=on"]);
         let process = Guarded::spawn(name, cmd, &dir.join(format!("{name}.qemu.log")))?;

@@ -1,0 +1,246 @@
+//! Discovery end to end: a VM (`-smp 2 -m 1024`, two virtio disks filled with a known
+//! pattern) PXE-boots from the real appliance (SeaBIOS + iPXE ROM → the appliance's DHCP →
+//! /boot.ipxe → /ipxe → the agent environment built by `scripts/build-agent-initramfs` with
+//! the `appliance` binary of this tree) → `appliance agent` registers it over gRPC →
+//! `appliance ctl get server` shows its hardware → `ctl server accept` → the agent is told to
+//! wipe (fast) → the disk images have their first and last MiB zeroed and the middle
+//! untouched → the server is clean and available in class `any` and in a class qualifying
+//! on its core count (and not in one asking for 64 cores).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use qemu_tests::appliance::{ApplianceConfig, binary};
+use qemu_tests::{Firmware, Lab, Needs, VmSpec, require_lab, workspace_root};
+use serde_json::Value;
+
+/// Generous: TCG on 2 shared cores, with builds running beside.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const MIB: usize = 1 << 20;
+const UUID: &str = "4d1c0a3e-7b52-4f6e-9a10-5e6f7a8b9c0d";
+
+/// Builds the agent environment from this tree's binary (once per test process).
+fn agent_env() -> Result<PathBuf> {
+    static ENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let build = || -> Result<PathBuf> {
+            let bin = binary()?;
+            let root = workspace_root();
+            let dir = root.join("qemu-tests/work/env/agent-amd64");
+            let out = Command::new(root.join("scripts/build-agent-initramfs"))
+                .arg(&dir)
+                .env("AGENT_BIN", &bin)
+                // The debug binary is large: trade a little size for build time.
+                .env("AGENT_XZ_PRESET", "1")
+                .output()
+                .context("run scripts/build-agent-initramfs")?;
+            if !out.status.success() {
+                bail!(
+                    "scripts/build-agent-initramfs failed ({}):\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+            Ok(dir)
+        };
+        build().map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(|e| anyhow::anyhow!("building the agent environment: {e}"))
+}
+
+/// The byte the pattern has at `offset` (never zero; changes every 4 KiB).
+fn pattern_byte(offset: usize) -> u8 {
+    ((offset / 4096) % 255) as u8 + 1
+}
+
+fn write_pattern_disk(path: &Path, size: usize) {
+    let data: Vec<u8> = (0..size).map(pattern_byte).collect();
+    std::fs::write(path, data).unwrap();
+}
+
+/// `appliance ctl get <kind> <name> -o json`.
+fn get(lab: &mut Lab, kind: &str, name: &str) -> Result<Value> {
+    let out = lab.appliance().ctl(&["get", kind, name, "-o", "json"])?;
+    serde_json::from_str(&out).with_context(|| format!("ctl get {kind} {name}: {out}"))
+}
+
+/// Polls `check` on the server/class JSON until it holds (≤ `timeout`).
+fn wait_until(
+    lab: &mut Lab,
+    kind: &str,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = get(lab, kind, name);
+        if let Ok(v) = &v
+            && check(v)
+        {
+            return v.clone();
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{kind} {name}: {what} not reached within {timeout:?}; last: {v:#?}\n{}",
+                lab.report()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn available(class: &Value) -> Vec<String> {
+    class["status"]["serversAvailable"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn pxe_agent_registers_is_accepted_wiped_and_available() {
+    require_lab!(Needs::Bios);
+    let env = agent_env().expect("agent environment");
+    let mut lab = Lab::new().expect("lab");
+    lab.start_appliance(&ApplianceConfig::server().agent_env(&env))
+        .expect("appliance");
+
+    let disks = [
+        (lab.path("disk0.img"), 64 * MIB),
+        (lab.path("disk1.img"), 96 * MIB),
+    ];
+    for (p, size) in &disks {
+        write_pattern_disk(p, *size);
+    }
+    let mut spec = VmSpec::new(Firmware::Bios).uuid(UUID).memory(1024).smp(2);
+    for (p, _) in &disks {
+        spec = spec.data_disk(p);
+    }
+    let mut vm = lab.start_vm(&spec).expect("vm");
+
+    // Registration.
+    let line = vm
+        .wait_for("AGENT-REGISTERED", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.report()));
+    eprintln!(
+        "agent registered after {:.1}s: {line}",
+        vm.elapsed().as_secs_f64()
+    );
+    assert!(line.contains(&format!("uuid={UUID}")), "{line}");
+    let s = get(&mut lab, "server", UUID).expect("server registered");
+    let hw = &s["spec"]["hardware"];
+    assert_eq!(hw["system"]["uuid"], UUID, "{s:#}");
+    assert_eq!(hw["compute"]["totalCoreCount"], 2, "{s:#}");
+    assert_eq!(hw["compute"]["totalThreadCount"], 2, "{s:#}");
+    assert_eq!(hw["memory"]["totalSize"], "1 GB", "{s:#}");
+    let devices = hw["storage"]["devices"]
+        .as_array()
+        .expect("storage devices");
+    let sizes: Vec<(String, u64)> = devices
+        .iter()
+        .map(|d| {
+            (
+                d["deviceName"].as_str().unwrap_or_default().to_string(),
+                d["size"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("/dev/vda".to_string(), (64 * MIB) as u64),
+            ("/dev/vdb".to_string(), (96 * MIB) as u64)
+        ],
+        "{s:#}"
+    );
+    assert_eq!(devices[1]["serialNumber"], "data1", "{s:#}");
+    let nics = hw["network"]["interfaces"].as_array().expect("interfaces");
+    assert!(
+        nics.iter().any(|n| n["mac"] == vm.mac()),
+        "PXE NIC {} not in {nics:?}",
+        vm.mac()
+    );
+    assert_ne!(s["spec"]["accepted"], true, "not accepted yet: {s:#}");
+    // Not accepted: nothing is wiped.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !vm.serial().contains("AGENT-WIPE-START"),
+        "wiped before accept"
+    );
+
+    // Classes: `any` plus one qualifying on the core count, one that does not match.
+    let dir = lab.dir().to_path_buf();
+    lab.appliance()
+        .apply(
+            &dir,
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: two-cores\nspec:\n  qualifiers:\n    hardware:\n    - compute:\n        totalCoreCount: 2\n---\napiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: many-cores\nspec:\n  qualifiers:\n    hardware:\n    - compute:\n        totalCoreCount: 64\n",
+        )
+        .expect("apply classes");
+
+    // Accept → wipe.
+    lab.appliance()
+        .ctl(&["server", "accept", UUID])
+        .expect("accept");
+    let wiped = vm
+        .wait_for("AGENT-WIPED", Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.report()));
+    eprintln!("{wiped}");
+    assert!(wiped.contains("mode=fast disks=2"), "{wiped}");
+
+    let s = wait_until(
+        &mut lab,
+        "server",
+        UUID,
+        Duration::from_secs(30),
+        "clean",
+        |s| s["status"]["isClean"] == true,
+    );
+    assert_eq!(s["spec"]["accepted"], true, "{s:#}");
+
+    // The disk images: first and last MiB zero, everything between untouched.
+    for (p, size) in &disks {
+        let data = std::fs::read(p).unwrap();
+        assert_eq!(data.len(), *size, "{} changed size", p.display());
+        let zero_ranges = [0..MIB, size - MIB..*size];
+        for r in zero_ranges {
+            if let Some(i) = data[r.clone()].iter().position(|b| *b != 0) {
+                panic!("{}: byte {} not wiped", p.display(), r.start + i);
+            }
+        }
+        if let Some(i) = (MIB..size - MIB).find(|&i| data[i] != pattern_byte(i)) {
+            panic!("{}: byte {i} outside the wiped ranges changed", p.display());
+        }
+    }
+
+    // Available: in `any` and in `two-cores`, not in `many-cores`.
+    for class in ["any", "two-cores"] {
+        wait_until(
+            &mut lab,
+            "serverclass",
+            class,
+            Duration::from_secs(30),
+            "server available",
+            |c| available(c).contains(&UUID.to_string()),
+        );
+    }
+    let many = get(&mut lab, "serverclass", "many-cores").unwrap();
+    assert!(available(&many).is_empty(), "{many:#}");
+    // The agent stays up waiting for an allocation (no BMC to power it on again).
+    assert!(
+        !vm.serial().contains("AGENT-EXIT"),
+        "agent stopped:\n{}",
+        vm.serial()
+    );
+    lab.appliance().check_alive().expect("appliance still up");
+    vm.kill();
+}
