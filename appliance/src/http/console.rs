@@ -778,7 +778,7 @@ async fn logout(
     resp
 }
 
-const NO_WIPE: &str = "not available on this box yet: on-demand wipe needs the agent API and lifecycle wiring, which have not landed";
+const NO_WIPE: &str = "not offered: the lifecycle wipes a server itself after accept and after release; there is no on-demand wipe API to call yet";
 
 /// What the box can do to servers right now; buttons for the rest are shown disabled with
 /// the reason. `has_bmc`: None = not known (session-wide view), Some(false) = this server
