@@ -102,7 +102,12 @@ async fn suite17_is_refused_by_ipmi_sim_with_a_clear_error() {
         return;
     }
     let sim = IpmiSim::start();
-    let bmc = IpmiBmc::new(sim.endpoint(), admin(), CipherSuite::Suite17, quick());
+    let bmc = IpmiBmc::new(
+        sim.endpoint(),
+        admin(),
+        CipherSuite::Suite17,
+        IpmiTimeouts::default(),
+    );
     let err = bmc.power_state().await.unwrap_err();
     let text = crate::error_chain(&err);
     assert!(matches!(err, BmcError::Auth { .. }), "{text}");
@@ -115,7 +120,7 @@ async fn auto_suite_falls_back_from_17_to_3_on_ipmi_sim() {
         return;
     }
     let sim = IpmiSim::start();
-    let bmc = IpmiBmc::new_auto(sim.endpoint(), admin(), quick());
+    let bmc = IpmiBmc::new_auto(sim.endpoint(), admin(), IpmiTimeouts::default());
     assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
     assert_eq!(bmc.suite(), CipherSuite::Suite3);
     // Against a BMC that speaks 17 (the responder), auto mode stays on 17.
@@ -136,7 +141,12 @@ async fn wrong_password_is_a_clear_login_error() {
         username: "admin".into(),
         password: "not-it".into(),
     };
-    let bmc = IpmiBmc::new(sim.endpoint(), bad, CipherSuite::Suite3, quick());
+    let bmc = IpmiBmc::new(
+        sim.endpoint(),
+        bad,
+        CipherSuite::Suite3,
+        IpmiTimeouts::default(),
+    );
     let err = bmc.power_state().await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, BmcError::Auth { .. }), "{text}");
@@ -149,7 +159,12 @@ async fn wrong_password_is_a_clear_login_error() {
         username: "nobody".into(),
         password: "x".into(),
     };
-    let bmc = IpmiBmc::new(sim.endpoint(), nobody, CipherSuite::Suite3, quick());
+    let bmc = IpmiBmc::new(
+        sim.endpoint(),
+        nobody,
+        CipherSuite::Suite3,
+        IpmiTimeouts::default(),
+    );
     let text = bmc.power_state().await.unwrap_err().to_string();
     assert!(text.contains("login failed"), "{text}");
 }

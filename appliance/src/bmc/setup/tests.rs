@@ -17,9 +17,10 @@ fn admin(pass: &str) -> Credentials {
 }
 
 fn quick() -> IpmiTimeouts {
+    // Generous: ipmi_sim forks its chassis script per command and CI machines are busy.
     IpmiTimeouts {
-        attempt: Duration::from_millis(500),
-        retries: 1,
+        attempt: Duration::from_millis(1000),
+        retries: 2,
     }
 }
 
