@@ -14,9 +14,9 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use dhcproto::v4::{DhcpOption, Message, MessageType};
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode, UnknownOption};
 
-use super::boot::{self, BootConfig, BootInfo, ClientKind};
+use super::boot::{self, BootConfig, BootInfo, ClientKind, Firmware};
 use super::lease::{Lease, LeaseChange, LeaseState, LeaseTable};
 use super::wire::{self, DropReason, Request};
 
@@ -600,6 +600,17 @@ impl DhcpServer {
             boot::is_http_client(req.vendor_class.as_deref()),
         );
         put_boot_info(req, msg, &info);
+        if fw == Firmware::Ipxe {
+            // This offer carries PXEClient but no next-server, so iPXE would take us for a
+            // ProxyDHCP server and send a ProxyDHCPREQUEST to :4011, which server mode does
+            // not answer: ~18 s of retries per `dhcp` under QEMU (seen in qemu-tests). iPXE's
+            // own switch (option 175.176 "no-pxedhcp" = 1) tells it not to.
+            msg.opts_mut()
+                .insert(DhcpOption::Unknown(UnknownOption::new(
+                    OptionCode::Unknown(wire::IPXE_ENCAP),
+                    wire::IPXE_NO_PXEDHCP.to_vec(),
+                )));
+        }
         Some(info)
     }
 

@@ -154,6 +154,7 @@ fn opt_bytes(m: &Message, code: OptionCode) -> Option<Vec<u8>> {
         | DhcpOption::TFTPServerName(v)
         | DhcpOption::VendorExtensions(v)
         | DhcpOption::ClientMachineIdentifier(v) => Some(v.clone()),
+        DhcpOption::Unknown(u) => Some(u.data().to_vec()),
         other => panic!("unexpected option {other:?}"),
     }
 }
@@ -297,6 +298,14 @@ fn server_mode_boot_info_for_every_arch() {
             case.name
         );
         check_boot(&offer, case);
+        // iPXE is told not to look for a ProxyDHCP server (server mode has no :4011).
+        let is_ipxe = case.want.is_some_and(|(_, file, _)| file == SCRIPT);
+        assert_eq!(
+            opt_bytes(&offer, OptionCode::Unknown(175)),
+            is_ipxe.then(|| vec![176, 1, 1]),
+            "{}: 175.176 no-pxedhcp",
+            case.name
+        );
         // The ACK carries the same boot information.
         let req = Pkt {
             requested: Some(offer.yiaddr()),

@@ -271,3 +271,8 @@ pub fn encode(msg: &Message, relay_info: Option<&[u8]>) -> Result<Vec<u8>, DropR
 /// no boot-server discovery, no menu". Without it some PXE ROMs ignore a proxy offer or go
 /// looking for a boot server on port 4011 (PXE-E55).
 pub const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 0x08, 255];
+
+/// Option 175: iPXE's encapsulated options.
+pub const IPXE_ENCAP: u8 = 175;
+/// Encapsulated 175.176 `no-pxedhcp` = 1: do not wait for or request ProxyDHCP.
+pub const IPXE_NO_PXEDHCP: [u8; 3] = [176, 1, 1];

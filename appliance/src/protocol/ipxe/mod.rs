@@ -85,6 +85,10 @@ pub const CHAIN_ATTEMPTS: u32 = 10;
 /// snapshot without it). Its failure is therefore ignored: on an old iPXE the command is
 /// "not found" and the script goes on; a NIC without link then fails at `dhcp` and the
 /// script moves to the next one, as it would have after `iflinkwait`.
+///
+/// DHCP runs as `ifconf --configurator dhcp` (iPXE 2016+), falling back to `dhcp`: plain
+/// `dhcp` in the 2019 iPXE also waits for an IPv6 router advertisement, ~15 s on a segment
+/// without an IPv6 router (measured in qemu-tests: `Configuring (net0 …)` with 18 dots vs 3).
 pub fn chain_script(ipxe_path: &str) -> String {
     format!(
         "#!ipxe
@@ -102,7 +106,7 @@ set idx:int32 0
 isset ${{net${{idx}}/mac}} || goto exhausted
 ifclose
 iflinkwait --timeout 5000 net${{idx}} || echo net${{idx}}: no link yet (or iflinkwait unsupported), trying DHCP anyway
-dhcp net${{idx}} || goto next_iface
+ifconf --configurator dhcp net${{idx}} || dhcp net${{idx}} || goto next_iface
 goto boot
 
 :next_iface

@@ -38,7 +38,9 @@ fn chain_script_shape() {
     ));
     assert!(s.contains("set attempts:int32 10\n"));
     assert!(s.contains("isset ${net${idx}/mac} || goto exhausted\n"));
-    assert!(s.contains("dhcp net${idx} || goto next_iface\n"));
+    assert!(
+        s.contains("ifconf --configurator dhcp net${idx} || dhcp net${idx} || goto next_iface\n")
+    );
     // A missing/failed iflinkwait must not skip the NIC (old iPXE has no such command).
     let lw = s.lines().find(|l| l.starts_with("iflinkwait")).unwrap();
     assert!(lw.contains(" || echo "), "{lw}");
