@@ -26,6 +26,7 @@ pub struct Lab {
     ns: Netns,
     dir: Option<tempfile::TempDir>,
     vms_started: u32,
+    keep_dir: bool,
 }
 
 impl Lab {
@@ -43,6 +44,7 @@ impl Lab {
             ns,
             dir: Some(dir),
             vms_started: 0,
+            keep_dir: false,
         })
     }
 
@@ -142,7 +144,12 @@ impl Lab {
         out
     }
 
-    /// Where logs are kept (the scratch dir).
+    /// Keep the scratch directory (logs, serial consoles) after drop, not only on panic.
+    pub fn keep_dir_on_drop(&mut self) {
+        self.keep_dir = true;
+    }
+
+    /// A file in the scratch dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir().join(name)
     }
@@ -150,10 +157,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if std::thread::panicking()
+        let panicking = std::thread::panicking();
+        if (panicking || self.keep_dir)
             && let Some(dir) = self.dir.take()
         {
-            eprintln!("lab: test failed; logs kept in {}", dir.keep().display());
+            let why = if panicking { "test failed; " } else { "" };
+            eprintln!("lab: {why}logs kept in {}", dir.keep().display());
         }
     }
 }

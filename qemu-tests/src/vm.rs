@@ -41,6 +41,9 @@ pub struct VmSpec {
     pub smp: u32,
     /// More raw disk images on virtio-blk, not bootable (`vda`, `vdb`… after `disk`).
     pub data_disks: Vec<PathBuf>,
+    /// Also offer the serial console on a unix socket `<name>.console.sock` (interactive
+    /// use, `scripts/lab`); the log file is written either way.
+    pub console_socket: bool,
 }
 
 impl VmSpec {
@@ -53,6 +56,7 @@ impl VmSpec {
             disk: None,
             smp: 1,
             data_disks: Vec::new(),
+            console_socket: false,
         }
     }
 
@@ -113,9 +117,19 @@ impl Vm {
             &spec.smp.to_string(),
         ])
         .args(["-m", &spec.memory_mb.to_string()])
-        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()));
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"]);
+        if spec.console_socket {
+            let sock = dir.join(format!("{name}.console.sock"));
+            cmd.arg("-chardev")
+                .arg(format!(
+                    "socket,id=ser0,path={},server=on,wait=off,logfile={}",
+                    sock.display(),
+                    serial.display()
+                ))
+                .args(["-serial", "chardev:ser0"]);
+        } else {
+            cmd.arg("-serial").arg(format!("file:{}", serial.display()));
+        }
         if let Some(uuid) = &spec.uuid {
             cmd.args(["-uuid", uuid]);
         }
@@ -184,6 +198,17 @@ impl Vm {
 
     pub fn serial_path(&self) -> &Path {
         &self.serial
+    }
+
+    /// The console socket (when the spec asked for one).
+    pub fn console_socket(&self) -> PathBuf {
+        self.serial
+            .with_file_name(format!("{}.console.sock", self.name))
+    }
+
+    /// `Some(status text)` once QEMU has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        self.process.exited().map(|s| s.to_string())
     }
 
     /// Everything the guest wrote on its serial console so far.
