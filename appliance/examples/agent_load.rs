@@ -1,0 +1,222 @@
+//! Synthetic agents: registers N servers over the agent gRPC API (`api.Agent/CreateServer`,
+//! each with a realistic v1alpha2 hardware report), then sends one round of heartbeats and
+//! one of NextAction per server. Prints calls/s and latency percentiles per phase.
+//!
+//! usage: agent_load --endpoint http://127.0.0.1:P [--servers N] [--concurrency C]
+//!                   [--channels K]
+//! Every CreateServer is one durable (fsync'd) redb commit on the box.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use appliance_rpc::agent::agent_client::AgentClient;
+use appliance_rpc::agent::{self as pb};
+use tonic::transport::Channel;
+
+struct Args {
+    endpoint: String,
+    servers: usize,
+    concurrency: usize,
+    channels: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        endpoint: String::new(),
+        servers: 10_000,
+        concurrency: 64,
+        channels: 8,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let v = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--endpoint" => a.endpoint = v,
+            "--servers" => a.servers = v.parse()?,
+            "--concurrency" => a.concurrency = v.parse()?,
+            "--channels" => a.channels = v.parse()?,
+            _ => bail!("unknown flag {flag}"),
+        }
+    }
+    if a.endpoint.is_empty() {
+        bail!("--endpoint is required");
+    }
+    Ok(a)
+}
+
+fn uuid(i: usize) -> String {
+    format!(
+        "4c4c4544-{:04x}-{:04x}-8000-{:012x}",
+        (i >> 16) & 0xffff,
+        i & 0xffff,
+        i
+    )
+}
+
+fn hardware(i: usize) -> pb::HardwareInformation {
+    let cpus = 1 + (i % 4) as u32;
+    pb::HardwareInformation {
+        system: Some(pb::SystemInformation {
+            uuid: uuid(i),
+            manufacturer: "Dell Inc.".into(),
+            product_name: "PowerEdge R640".into(),
+            serial_number: format!("SN{i:08}"),
+            sku_number: "SKU=NotProvided".into(),
+            family: "PowerEdge".into(),
+            ..Default::default()
+        }),
+        compute: Some(pb::ComputeInformation {
+            total_core_count: cpus * 16,
+            total_thread_count: cpus * 32,
+            processor_count: cpus,
+            processors: (0..cpus)
+                .map(|_| pb::Processor {
+                    manufacturer: "Intel".into(),
+                    product_name: "Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz".into(),
+                    speed: 2100,
+                    core_count: 16,
+                    thread_count: 32,
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+        memory: Some(pb::MemoryInformation {
+            total_size: 262_144,
+            module_count: 8,
+            modules: (0..8)
+                .map(|m| pb::MemoryModule {
+                    manufacturer: "Samsung".into(),
+                    product_name: "M393A4K40CB2-CTD".into(),
+                    serial_number: format!("{i:06}{m:02}"),
+                    r#type: "DDR4".into(),
+                    size: 32_768,
+                    speed: 2666,
+                })
+                .collect(),
+        }),
+        storage: Some(pb::StorageInformation {
+            total_size: 2 * 960_197_124_096,
+            device_count: 2,
+            devices: (0..2)
+                .map(|d| pb::StorageDevice {
+                    r#type: pb::StorageType::Ssd as i32,
+                    size: 960_197_124_096,
+                    model: "SAMSUNG MZ7LH960".into(),
+                    serial: format!("S4{i:08}{d}"),
+                    name: format!("sd{}", (b'a' + d) as char),
+                    device_name: format!("/dev/sd{}", (b'a' + d) as char),
+                    wwid: format!("naa.5002538e{i:08x}{d}"),
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+        network: Some(pb::NetworkInformation {
+            interface_count: 2,
+            interfaces: (0..2u32)
+                .map(|n| pb::NetworkInterface {
+                    index: n + 2,
+                    name: format!("eno{}", n + 1),
+                    flags: "up|broadcast|multicast".into(),
+                    mtu: 1500,
+                    mac: format!(
+                        "52:54:{:02x}:{:02x}:{:02x}:{:02x}",
+                        (i >> 16) & 0xff,
+                        (i >> 8) & 0xff,
+                        i & 0xff,
+                        n
+                    ),
+                    addresses: vec![],
+                })
+                .collect(),
+        }),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Register,
+    Heartbeat,
+    NextAction,
+}
+
+async fn call(c: &mut AgentClient<Channel>, phase: Phase, i: usize) -> Result<()> {
+    match phase {
+        Phase::Register => {
+            c.create_server(pb::CreateServerRequest {
+                hardware: Some(hardware(i)),
+                hostname: format!("node-{i}"),
+            })
+            .await?;
+        }
+        Phase::Heartbeat => {
+            c.heartbeat(pb::HeartbeatRequest { uuid: uuid(i) }).await?;
+        }
+        Phase::NextAction => {
+            c.next_action(pb::NextActionRequest { uuid: uuid(i) })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn run(args: &Args, channels: &[Channel], phase: Phase, name: &str) -> Result<()> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..args.concurrency {
+        let mut c = AgentClient::new(channels[w % channels.len()].clone());
+        let next = next.clone();
+        let n = args.servers;
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let t = Instant::now();
+                call(&mut c, phase, i).await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(lat)
+        });
+    }
+    let mut lat: Vec<Duration> = Vec::with_capacity(args.servers);
+    while let Some(r) = tasks.join_next().await {
+        lat.extend(r??);
+    }
+    let elapsed = start.elapsed();
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    println!(
+        "{name:<12} {:>6} calls in {:>7.2} s = {:>8.0} /s   p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+        lat.len(),
+        elapsed.as_secs_f64(),
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        p(0.50).as_secs_f64() * 1e3,
+        p(0.99).as_secs_f64() * 1e3,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let mut channels = Vec::new();
+    for _ in 0..args.channels.max(1) {
+        channels.push(
+            Channel::from_shared(args.endpoint.clone())?
+                .connect()
+                .await?,
+        );
+    }
+    println!(
+        "{} synthetic agents, {} concurrent, {} HTTP/2 connections",
+        args.servers, args.concurrency, args.channels
+    );
+    run(&args, &channels, Phase::Register, "register").await?;
+    run(&args, &channels, Phase::Heartbeat, "heartbeat").await?;
+    run(&args, &channels, Phase::NextAction, "next-action").await?;
+    Ok(())
+}
