@@ -1,7 +1,8 @@
 //! gRPC services (tonic) implementing `appliance-rpc`, served on the HTTP port.
 //!
-//! `admin`: operator/bridge calls behind the admin token (`auth`). Agent-facing services
-//! come later and are not behind the token. Services talk to the store only through
+//! `admin` (+ `apply_batch`, its group commit), `lifecycle` and `console`: operator/bridge
+//! calls behind the admin token (`auth`). `agent`: the Sidero-compatible agent API for
+//! PXE-booted servers, unauthenticated as in Sidero. Services talk to the store only through
 //! `store::Store`.
 
 pub mod admin;
