@@ -501,9 +501,9 @@ pub struct ResponseMessage {
     pub data: Vec<u8>,
 }
 
-/// Decodes a response message, verifying both checksums.
-pub fn decode_response(bytes: &[u8]) -> Result<ResponseMessage, DecodeError> {
-    need("IPMI response message", bytes, 8)?;
+/// Checks the header checksum (bytes 0..2) and the body checksum (3..last) of an IPMI LAN
+/// message of at least 4 bytes; returns the index of the body checksum byte.
+fn verify_checksums(bytes: &[u8]) -> Result<usize, DecodeError> {
     if checksum(&bytes[..2]) != bytes[2] {
         return Err(DecodeError::Checksum);
     }
@@ -511,6 +511,13 @@ pub fn decode_response(bytes: &[u8]) -> Result<ResponseMessage, DecodeError> {
     if checksum(&bytes[3..last]) != bytes[last] {
         return Err(DecodeError::Checksum);
     }
+    Ok(last)
+}
+
+/// Decodes a response message, verifying both checksums.
+pub fn decode_response(bytes: &[u8]) -> Result<ResponseMessage, DecodeError> {
+    need("IPMI response message", bytes, 8)?;
+    let last = verify_checksums(bytes)?;
     Ok(ResponseMessage {
         netfn: bytes[1] >> 2,
         cmd: bytes[5],
@@ -532,13 +539,7 @@ pub struct RequestMessage {
 /// Decodes a request message, verifying both checksums.
 pub fn decode_request(bytes: &[u8]) -> Result<RequestMessage, DecodeError> {
     need("IPMI request message", bytes, 7)?;
-    if checksum(&bytes[..2]) != bytes[2] {
-        return Err(DecodeError::Checksum);
-    }
-    let last = bytes.len() - 1;
-    if checksum(&bytes[3..last]) != bytes[last] {
-        return Err(DecodeError::Checksum);
-    }
+    let last = verify_checksums(bytes)?;
     Ok(RequestMessage {
         netfn: bytes[1] >> 2,
         cmd: bytes[5],
