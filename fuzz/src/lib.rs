@@ -18,3 +18,8 @@ pub mod dhcp;
 /// hmac/sha1/sha2/aes/cbc crates.
 #[path = "../../appliance/src/protocol/ipmi/mod.rs"]
 pub mod ipmi;
+
+/// `appliance::metadata::strategic`: Talos strategic merge; depends on serde, serde_json,
+/// serde_yaml and thiserror.
+#[path = "../../appliance/src/metadata/strategic.rs"]
+pub mod strategic;

@@ -1,8 +1,10 @@
 //! The metadata service: `GET /configdata?uuid=<uuid>` serves a server's machine config
 //! (bootstrap data of its allocation with ServerClass, then Server, then allocation config
-//! patches applied, as Sidero does).
+//! patches applied, as Sidero does; each layer's RFC 6902 `configPatches`, then its Talos
+//! `strategicPatches`).
 
 pub mod patch;
+pub mod strategic;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -39,8 +41,13 @@ pub enum RenderConfigError {
         #[source]
         source: patch::ApplyPatchError,
     },
-    #[error("{0} has strategicPatches, which this appliance does not apply yet")]
-    StrategicPatches(String),
+    #[error("{source_name} strategicPatches[{index}] cannot be applied")]
+    Strategic {
+        source_name: String,
+        index: usize,
+        #[source]
+        source: strategic::StrategicPatchError,
+    },
     #[error("store")]
     Store(#[from] StoreError),
 }
@@ -57,7 +64,8 @@ impl RenderConfigError {
     }
 }
 
-fn patches_of(spec: &impl serde::Serialize) -> (Value, bool) {
+/// A layer's RFC 6902 patches (one JSON array) and its strategic-merge patch texts.
+fn patches_of(spec: &impl serde::Serialize) -> (Value, Vec<String>) {
     let v = serde_json::to_value(spec).unwrap_or(Value::Null);
     let patches = v
         .get("configPatches")
@@ -66,13 +74,20 @@ fn patches_of(spec: &impl serde::Serialize) -> (Value, bool) {
     let strategic = v
         .get("strategicPatches")
         .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty());
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     (patches, strategic)
 }
 
 /// Assembles the machine config, as Sidero's metadata server does: the allocation's
-/// bootstrap data (YAML), its `version: v1alpha1` document converted to JSON and patched
-/// with the ServerClass patches, then the Server patches, then the allocation's own; the
+/// bootstrap data (YAML) converted to JSON documents; the ServerClass's RFC 6902 patches
+/// applied to the `version: v1alpha1` document, then its strategic patches to the whole
+/// config; the same for the Server; then the allocation's RFC 6902 patches; the
 /// kubelet gets the `metal.sidero.dev/uuid=<uuid>` node label; back to YAML. Pure.
 pub fn render(
     server: &Server,
@@ -94,12 +109,13 @@ pub fn render(
             docs.push(v);
         }
     }
-    let idx = docs
-        .iter()
-        .position(|d| d.get("version").and_then(Value::as_str) == Some("v1alpha1"))
-        .ok_or(RenderConfigError::UnknownConfigType)?;
-    let mut doc = docs[idx].clone();
-    let mut layers: Vec<(String, Value, bool)> = Vec::new();
+    let v1alpha1 = |docs: &[Value]| {
+        docs.iter()
+            .position(|d| d.get("version").and_then(Value::as_str) == Some("v1alpha1"))
+            .ok_or(RenderConfigError::UnknownConfigType)
+    };
+    v1alpha1(&docs)?;
+    let mut layers: Vec<(String, Value, Vec<String>)> = Vec::new();
     if let Some(c) = class {
         let (p, s) = patches_of(&c.spec);
         layers.push((format!("ServerClass {}", c.metadata.name), p, s));
@@ -109,19 +125,26 @@ pub fn render(
     layers.push((
         format!("allocation of {name}"),
         Value::Array(alloc.config_patches.clone()),
-        false,
+        Vec::new(),
     ));
     for (source_name, patches, strategic) in layers {
-        if strategic {
-            return Err(RenderConfigError::StrategicPatches(source_name));
+        let idx = v1alpha1(&docs)?;
+        docs[idx] =
+            patch::apply(&docs[idx], &patches).map_err(|source| RenderConfigError::Patch {
+                source_name: source_name.clone(),
+                source,
+            })?;
+        for (index, text) in strategic.iter().enumerate() {
+            docs =
+                strategic::apply(&docs, text).map_err(|source| RenderConfigError::Strategic {
+                    source_name: source_name.clone(),
+                    index,
+                    source,
+                })?;
         }
-        doc = patch::apply(&doc, &patches).map_err(|source| RenderConfigError::Patch {
-            source_name,
-            source,
-        })?;
     }
-    add_node_label(&mut doc, &name);
-    docs[idx] = doc;
+    let idx = v1alpha1(&docs)?;
+    add_node_label(&mut docs[idx], &name);
     let mut out = String::new();
     for (i, d) in docs.iter().enumerate() {
         if i > 0 {

@@ -108,3 +108,55 @@ fn errors_are_clear() {
     );
     assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
+
+fn with_strategic<T: serde::Serialize + serde::de::DeserializeOwned>(
+    obj: &T,
+    patches: &[&str],
+) -> T {
+    let mut v = serde_json::to_value(obj).unwrap();
+    v["spec"]["strategicPatches"] = json!(patches);
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn strategic_patches_follow_each_layers_json_patches() {
+    // Class: JSON patch sets the disk, then a strategic patch adds a hostname and a document.
+    let c = with_strategic(
+        &class(json!([{"op": "replace", "path": "/machine/install/disk", "value": "/dev/vda"}])),
+        &[
+            "machine:\n  network:\n    hostname: from-class\n---\napiVersion: v1alpha1\nkind: SideroLinkConfig\napiUrl: grpc://10.0.0.1:8081\n",
+        ],
+    );
+    // Server: its strategic patch overrides the class's hostname and removes the document.
+    let s = with_strategic(
+        &server(json!([])),
+        &[
+            "machine:\n  network:\n    hostname: from-server\n",
+            "apiVersion: v1alpha1\nkind: SideroLinkConfig\n$patch: delete\n",
+        ],
+    );
+    let out = render(&s, Some(&c), &alloc(CONFIG, vec![])).unwrap();
+    assert!(!out.contains("SideroLinkConfig"), "{out}");
+    let doc = yaml(&out);
+    assert_eq!(doc["machine"]["network"]["hostname"], json!("from-server"));
+    assert_eq!(doc["machine"]["install"]["disk"], json!("/dev/vda"));
+    assert_eq!(
+        doc["machine"]["kubelet"]["extraArgs"]["node-labels"],
+        json!("metal.sidero.dev/uuid=4c4c4544-0042-3510-8052-b4c04f4e3132")
+    );
+}
+
+#[test]
+fn a_bad_strategic_patch_names_its_source() {
+    let s = with_strategic(
+        &server(json!([])),
+        &["machine: {}\n", "machine:\n  type: [x]\n"],
+    );
+    let e = render(&s, None, &alloc(CONFIG, vec![])).unwrap_err();
+    let msg = crate::error_chain(&e);
+    assert!(
+        msg.contains("Server 4c4c4544-0042-3510-8052-b4c04f4e3132 strategicPatches[1]")
+            && msg.contains("at machine.type: cannot merge a list into a string"),
+        "{msg}"
+    );
+}
