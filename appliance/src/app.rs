@@ -232,7 +232,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     // DHCP: a failure to start (no privileges, no interface) is reported with the other
     // skipped services and the rest keeps serving.
-    let _dhcp = match crate::net::dhcp::start(&config, store.clone(), shutdown.clone()).await {
+    let metrics = Arc::new(Metrics::default());
+    let _dhcp = match crate::net::dhcp::start(
+        &config,
+        store.clone(),
+        metrics.dhcp.clone(),
+        shutdown.clone(),
+    )
+    .await
+    {
         Ok(crate::net::dhcp::DhcpStatus::Running(h)) => Some(h),
         Ok(crate::net::dhcp::DhcpStatus::NotStarted(why)) => {
             skipped.push(why);
@@ -253,7 +261,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     let mut tftp_task = None;
     if config.tftp.enabled {
-        match TftpServer::bind(TftpSettings::from(&config.tftp)).await {
+        match TftpServer::bind_counting(TftpSettings::from(&config.tftp), metrics.tftp.clone())
+            .await
+        {
             Ok(server) => tftp_task = Some(tokio::spawn(server.run(shutdown.clone()))),
             Err(e) if e.source.kind() == std::io::ErrorKind::PermissionDenied && !is_root() => {
                 skipped.push(format!(
@@ -295,7 +305,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tokio::spawn(console.clone().record_events(wait_for(shutdown.clone())));
     let state = HttpState {
         store: store.clone(),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         ready: ready.clone(),
         boot,
         console,

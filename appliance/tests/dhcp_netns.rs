@@ -431,6 +431,46 @@ hostname = "reserved-node"
     );
     assert!(text.contains("non unique addresses: 0"), "{text}");
 
+    // `/metrics` counted what the clients saw: every ACK above, the NAK-free run, nothing
+    // dropped for lack of addresses.
+    let metrics = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns_s,
+            "curl",
+            "-sf",
+            "http://127.0.0.1:8081/metrics",
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
+    let sample = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no `{name}` in /metrics:\n{metrics}"))
+    };
+    let acked = sample("appliance_dhcp_replies_total{type=\"ack\"}");
+    let offered = sample("appliance_dhcp_replies_total{type=\"offer\"}");
+    assert!(
+        acked >= u64::from(acks) + 5,
+        "{acked} ACKs counted\n{metrics}"
+    );
+    assert!(
+        offered >= acked,
+        "{offered} OFFERs, {acked} ACKs\n{metrics}"
+    );
+    assert!(sample("appliance_dhcp_received_total") >= offered + acked);
+    assert_eq!(
+        sample("appliance_dhcp_dropped_total{reason=\"no_address\"}"),
+        0
+    );
+    assert_eq!(
+        sample("appliance_dhcp_dropped_total{reason=\"commit_failed\"}"),
+        0
+    );
+
     // Restart: every lease is still there.
     server.stop();
     let server = start_appliance(&ns_s, tmp.path(), &config);

@@ -5,9 +5,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Arc;
 use std::time::Duration;
 
-use appliance::net::tftp::{TftpServer, TftpSettings};
+use appliance::net::tftp::{TftpCounters, TftpServer, TftpSettings};
 use appliance::protocol::tftp::transfer::Limits;
 use appliance::protocol::tftp::wire::{self, ErrorCode, Packet};
 use tokio::net::UdpSocket;
@@ -19,6 +20,7 @@ struct Server {
     root: tempfile::TempDir,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    counters: Arc<TftpCounters>,
 }
 
 impl Server {
@@ -31,7 +33,10 @@ impl Server {
             max_transfers: 256,
             cache_bytes,
         };
-        let server = TftpServer::bind(settings).await.unwrap();
+        let counters = Arc::new(TftpCounters::default());
+        let server = TftpServer::bind_counting(settings, counters.clone())
+            .await
+            .unwrap();
         let addr = server.local_addr().unwrap();
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(server.run(rx));
@@ -40,6 +45,7 @@ impl Server {
             root,
             stop,
             task,
+            counters,
         }
     }
 
@@ -367,7 +373,20 @@ async fn refusals_are_tftp_errors_and_the_server_keeps_serving() {
         matches!(wire::decode(&reply).unwrap(), Packet::Data { block: 1, data } if data.len() == 100)
     );
     sock.send_to(&[0, 4, 0, 1], from).await.unwrap();
+    let counters = s.counters.clone();
+    // The transfer ends when its thread has read that ACK.
+    for _ in 0..200 {
+        if counters.completed.get() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     s.stop().await;
+    // `/metrics` reads these: every refusal counted, one completed transfer of 100 bytes.
+    assert_eq!(counters.refused.get(), 11);
+    assert_eq!(counters.completed.get(), 1);
+    assert_eq!(counters.bytes_sent.get(), 100);
+    assert_eq!(counters.failed.get(), 0);
 }
 
 #[tokio::test]

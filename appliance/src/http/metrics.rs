@@ -1,12 +1,16 @@
-//! Prometheus text metrics: a few process-wide counters plus store gauges read at scrape.
+//! Prometheus text metrics: process-wide counters (admin API, and the DHCP and TFTP rooms'
+//! own counter sets) plus store gauges read at scrape.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::response::IntoResponse;
 
 use super::{HttpState, PROMETHEUS_TEXT};
+use crate::net::dhcp::DhcpCounters;
+use crate::net::tftp::TftpCounters;
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -14,6 +18,9 @@ pub struct Counter(AtomicU64);
 impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -25,6 +32,20 @@ impl Counter {
 pub struct Metrics {
     pub admin_calls: Counter,
     pub admin_auth_failures: Counter,
+    pub dhcp: Arc<DhcpCounters>,
+    pub tftp: Arc<TftpCounters>,
+}
+
+/// One Prometheus metric family: HELP, TYPE and one sample per label set.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
 }
 
 pub async fn render(State(state): State<HttpState>) -> impl IntoResponse {
@@ -51,6 +72,63 @@ pub async fn render(State(state): State<HttpState>) -> impl IntoResponse {
         out,
         "# HELP appliance_admin_auth_failures_total Admin API calls refused for a missing or wrong token.\n# TYPE appliance_admin_auth_failures_total counter\nappliance_admin_auth_failures_total {}",
         m.admin_auth_failures.get()
+    );
+    let d = &m.dhcp;
+    family(
+        &mut out,
+        "appliance_dhcp_received_total",
+        "counter",
+        "DHCP datagrams received (ports 67 and 4011).",
+        &[("", d.received.get())],
+    );
+    family(
+        &mut out,
+        "appliance_dhcp_replies_total",
+        "counter",
+        "DHCP replies by message type.",
+        &[
+            ("type=\"offer\"", d.offers.get()),
+            ("type=\"ack\"", d.acks.get()),
+            ("type=\"nak\"", d.naks.get()),
+        ],
+    );
+    family(
+        &mut out,
+        "appliance_dhcp_dropped_total",
+        "counter",
+        "DHCP requests not answered, by reason.",
+        &[
+            ("reason=\"malformed\"", d.dropped_malformed.get()),
+            ("reason=\"ignored\"", d.dropped_ignored.get()),
+            ("reason=\"no_address\"", d.dropped_no_address.get()),
+            ("reason=\"overload\"", d.dropped_overload.get()),
+            ("reason=\"commit_failed\"", d.commit_failed.get()),
+        ],
+    );
+    let t = &m.tftp;
+    family(
+        &mut out,
+        "appliance_tftp_refused_total",
+        "counter",
+        "TFTP requests answered with an ERROR.",
+        &[("", t.refused.get())],
+    );
+    family(
+        &mut out,
+        "appliance_tftp_transfers_total",
+        "counter",
+        "TFTP transfers by outcome.",
+        &[
+            ("result=\"complete\"", t.completed.get()),
+            ("result=\"failed\"", t.failed.get()),
+        ],
+    );
+    family(
+        &mut out,
+        "appliance_tftp_sent_bytes_total",
+        "counter",
+        "File bytes of completed TFTP transfers.",
+        &[("", t.bytes_sent.get())],
     );
     if let Some((counts, revision)) = gauges {
         let _ = writeln!(

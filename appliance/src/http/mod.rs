@@ -5,7 +5,7 @@
 
 pub mod boot;
 pub mod console;
-mod metrics;
+pub mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -9,6 +9,8 @@
 //!   ONE redb transaction (group commit: whatever arrived while the previous commit ran),
 //!   and only then sends those replies. A failed commit sends nothing (clients retry).
 //!
+//! Every datagram, reply and drop is counted in [`DhcpCounters`] (shown on `/metrics`).
+//!
 //! May touch: sockets, the clock, `Store::{dhcp_leases, commit_lease_changes}`.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,16 +18,18 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use dhcproto::v4::MessageType;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::config::{Config, DhcpMode, parse_mac};
 use crate::error_chain;
+use crate::http::metrics::Counter;
 use crate::net::iface::{self, Interface};
 use crate::protocol::dhcp::{
-    BootConfig, Destination, DhcpServer, LeaseChange, Mode, Pool, Port, Reservation, ServerConfig,
-    ServerConfigError,
+    BootConfig, Destination, DhcpServer, DropReason, LeaseChange, Mode, Pool, Port, Reservation,
+    ServerConfig, ServerConfigError,
 };
 use crate::store::{Store, StoreError};
 
@@ -35,6 +39,46 @@ const MAX_BATCH: usize = 4096;
 const QUEUE_DEPTH: usize = 16384;
 /// Client port for broadcast and unicast replies.
 const CLIENT_PORT: u16 = 68;
+
+/// What the DHCP service did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DhcpCounters {
+    pub received: Counter,
+    pub offers: Counter,
+    pub acks: Counter,
+    pub naks: Counter,
+    /// Not a well-formed DHCP request.
+    pub dropped_malformed: Counter,
+    /// Well-formed, but not ours to answer (other server, not PXE in proxy mode, …).
+    pub dropped_ignored: Counter,
+    /// No pool for the client's subnet, or its pool is full.
+    pub dropped_no_address: Counter,
+    /// The commit queue was full (the client retries).
+    pub dropped_overload: Counter,
+    /// Requests whose lease commit failed (their replies were withheld).
+    pub commit_failed: Counter,
+}
+
+impl DhcpCounters {
+    fn dropped(&self, reason: &DropReason) {
+        match reason {
+            DropReason::Malformed(_) | DropReason::NotRequest(_) | DropReason::NoMessageType => {
+                self.dropped_malformed.inc()
+            }
+            DropReason::NoPool(_) | DropReason::PoolExhausted(_) => self.dropped_no_address.inc(),
+            _ => self.dropped_ignored.inc(),
+        }
+    }
+
+    fn replied(&self, msg_type: MessageType) {
+        match msg_type {
+            MessageType::Offer => self.offers.inc(),
+            MessageType::Ack => self.acks.inc(),
+            MessageType::Nak => self.naks.inc(),
+            _ => {}
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DhcpStartError {
@@ -185,7 +229,12 @@ struct Pending {
 }
 
 /// The commit thread: group commit, then the replies that waited for it.
-fn commit_loop(store: Store, sock: Arc<UdpSocket>, rx: mpsc::Receiver<Pending>) {
+fn commit_loop(
+    store: Store,
+    sock: Arc<UdpSocket>,
+    rx: mpsc::Receiver<Pending>,
+    counters: Arc<DhcpCounters>,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     let mut changes: Vec<LeaseChange> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -214,7 +263,9 @@ fn commit_loop(store: Store, sock: Arc<UdpSocket>, rx: mpsc::Receiver<Pending>) 
                     requests = batch.len(),
                     "dhcp: lease commit failed; replies withheld (clients will retry)"
                 );
-                batch.clear();
+                for _ in batch.drain(..) {
+                    counters.commit_failed.inc();
+                }
             }
         }
     }
@@ -231,6 +282,7 @@ async fn recv_on(sock: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(u
 pub async fn start(
     config: &Config,
     store: Store,
+    counters: Arc<DhcpCounters>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<DhcpStatus, DhcpStartError> {
     let d = &config.dhcp;
@@ -286,13 +338,16 @@ pub async fn start(
     {
         let store = store.clone();
         let sock = dhcp_sock.clone();
+        let counters = counters.clone();
         std::thread::Builder::new()
             .name("dhcp-commit".into())
-            .spawn(move || commit_loop(store, sock, rx))
+            .spawn(move || commit_loop(store, sock, rx, counters))
             .expect("spawn dhcp commit thread");
     }
     let relay_port = d.listen_port;
-    let task = tokio::spawn(run(core, dhcp_sock, pxe_sock, tx, relay_port, shutdown));
+    let task = tokio::spawn(run(
+        core, dhcp_sock, pxe_sock, tx, relay_port, counters, shutdown,
+    ));
     Ok(DhcpStatus::Running(DhcpHandle {
         interface: iface,
         mode,
@@ -306,6 +361,7 @@ async fn run(
     pxe_sock: Option<UdpSocket>,
     commits: mpsc::SyncSender<Pending>,
     relay_port: u16,
+    counters: Arc<DhcpCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut buf_dhcp = vec![0u8; 4096];
@@ -327,14 +383,17 @@ async fn run(
             Port::Dhcp => &buf_dhcp[..n],
             Port::Pxe => &buf_pxe[..n],
         };
+        counters.received.inc();
         let decision = match core.handle(now(), port, src, bytes) {
             Ok(d) => d,
             Err(reason) => {
+                counters.dropped(&reason);
                 tracing::debug!(%src, ?port, %reason, "dhcp: dropped");
                 continue;
             }
         };
         let reply = decision.reply.map(|r| {
+            counters.replied(r.msg_type);
             tracing::debug!(%src, msg = ?r.msg_type, yiaddr = %r.yiaddr, to = ?r.to, "dhcp: reply");
             (r.packet, target(r.to, relay_port))
         });
@@ -355,6 +414,7 @@ async fn run(
             reply,
         };
         if let Err(mpsc::TrySendError::Full(_)) = commits.try_send(pending) {
+            counters.dropped_overload.inc();
             tracing::debug!(%src, "dhcp: commit queue full, request dropped");
         }
     }

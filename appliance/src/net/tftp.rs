@@ -17,6 +17,8 @@
 //!   a rack of machines fetching `ipxe.efi` at once reads it from disk once; bigger files
 //!   are read from disk per window.
 //! - Symlinks inside the root are followed (see `protocol::tftp::path`).
+//! - Refusals, finished and failed transfers and bytes sent are counted in
+//!   [`TftpCounters`] (shown on `/metrics`).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -31,6 +33,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::TftpConfig;
+use crate::http::metrics::Counter;
 use crate::protocol::tftp::transfer::{self, Decision, Limits, ReadTransfer, Status, Transmit};
 use crate::protocol::tftp::wire::{self, ErrorCode, MAX_PACKET, RequestedOptions};
 
@@ -77,16 +80,36 @@ pub struct TftpServer {
     ctx: Arc<Ctx>,
 }
 
+/// What the TFTP service did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct TftpCounters {
+    /// Requests answered with a TFTP ERROR (bad request, outside the root, not found).
+    pub refused: Counter,
+    pub completed: Counter,
+    pub failed: Counter,
+    /// File bytes of completed transfers.
+    pub bytes_sent: Counter,
+}
+
 #[derive(Debug)]
 struct Ctx {
     settings: TftpSettings,
     cache: FileCache,
     /// Clients with a running transfer (duplicate RRQs are ignored).
     active: Mutex<HashSet<SocketAddr>>,
+    counters: Arc<TftpCounters>,
 }
 
 impl TftpServer {
     pub async fn bind(settings: TftpSettings) -> Result<TftpServer, TftpBindError> {
+        TftpServer::bind_counting(settings, Arc::default()).await
+    }
+
+    /// As [`TftpServer::bind`], counting into `counters`.
+    pub async fn bind_counting(
+        settings: TftpSettings,
+        counters: Arc<TftpCounters>,
+    ) -> Result<TftpServer, TftpBindError> {
         let addr = settings.listen;
         let socket = UdpSocket::bind(addr)
             .await
@@ -98,6 +121,7 @@ impl TftpServer {
                 settings,
                 cache,
                 active: Mutex::new(HashSet::new()),
+                counters,
             }),
         })
     }
@@ -153,6 +177,7 @@ impl TftpServer {
                 message,
                 requested,
             } => {
+                self.ctx.counters.refused.inc();
                 tracing::warn!(%peer, file = requested.as_deref().unwrap_or(""), code = code.to_u16(), "TFTP request refused: {message}");
                 let mut out = Vec::new();
                 wire::encode_error(code, &message, &mut out);
@@ -245,6 +270,7 @@ async fn serve_read(
                 io::ErrorKind::InvalidInput => (ErrorCode::FileNotFound, "not a regular file"),
                 _ => (ErrorCode::NotDefined, "cannot read file"),
             };
+            ctx.counters.refused.inc();
             tracing::warn!(%peer, file = %requested, error = %e, "TFTP request refused: {message}");
             let mut out = Vec::new();
             wire::encode_error(code, message, &mut out);
@@ -271,17 +297,26 @@ async fn serve_read(
     let limits = ctx.settings.limits.clone();
     let options = options.clone();
     let requested = requested.to_string();
+    let counters = ctx.counters.clone();
     let run = move || {
-        run_transfer(
+        let sent = run_transfer(
             &socket, &source, &options, &limits, &shutdown, peer, &requested,
-        )
+        );
+        match sent {
+            Some(bytes) => {
+                counters.completed.inc();
+                counters.bytes_sent.add(bytes);
+            }
+            None => counters.failed.inc(),
+        }
     };
     if let Err(e) = tokio::task::spawn_blocking(run).await {
         tracing::warn!(%peer, error = %e, "TFTP transfer thread failed");
     }
 }
 
-/// Drives one transfer to its end on the calling (blocking) thread and logs the outcome.
+/// Drives one transfer to its end on the calling (blocking) thread and logs the outcome;
+/// the file bytes sent if it completed.
 fn run_transfer(
     socket: &std::net::UdpSocket,
     source: &Source,
@@ -290,12 +325,12 @@ fn run_transfer(
     shutdown: &watch::Receiver<bool>,
     peer: SocketAddr,
     requested: &str,
-) {
+) -> Option<u64> {
     // Wake at least this often to notice deadlines and shutdown.
     const TICK: Duration = Duration::from_millis(100);
     if let Err(e) = socket.set_read_timeout(Some(TICK)) {
         tracing::warn!(%peer, error = %e, "TFTP: cannot set a receive timeout");
-        return;
+        return None;
     }
     let started = Instant::now();
     let now = || started.elapsed();
@@ -346,11 +381,14 @@ fn run_transfer(
     let n = t.negotiated();
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match t.status() {
-        Status::Complete => tracing::info!(
-            %peer, file = %requested, bytes = source.len(), blksize = n.blksize,
-            windowsize = n.windowsize, retransmits = t.stats.retransmits, elapsed_ms,
-            "TFTP sent"
-        ),
+        Status::Complete => {
+            tracing::info!(
+                %peer, file = %requested, bytes = source.len(), blksize = n.blksize,
+                windowsize = n.windowsize, retransmits = t.stats.retransmits, elapsed_ms,
+                "TFTP sent"
+            );
+            return Some(source.len());
+        }
         Status::Failed(e) => tracing::warn!(
             %peer, file = %requested, retransmits = t.stats.retransmits, elapsed_ms,
             "TFTP transfer failed: {}", crate::error_chain(e)
@@ -358,8 +396,10 @@ fn run_transfer(
         Status::Running if client_gone => tracing::warn!(
             %peer, file = %requested, elapsed_ms, "TFTP transfer failed: client port unreachable"
         ),
+        // Stopped by shutdown.
         Status::Running => {}
     }
+    None
 }
 
 /// Whether UDP segmentation offload (one sendmsg for a run of equal-size datagrams) works
