@@ -15,6 +15,8 @@
 //! - [`env`]: the test Environment (Debian kernel + busybox initramfs that prints a marker).
 //! - [`peers`]: dnsmasq (address-only DHCP for proxy mode, or a full reference PXE setup) and
 //!   a static HTTP server.
+//! - [`bmc`]: OpenIPMI `ipmi_sim` in the namespace whose chassis hook powers a real QEMU VM
+//!   on and off (a BMC the appliance drives), and a tcpdump DHCPDISCOVER capture.
 //! - [`lab`]: the [`Lab`] fixture tying these together; drop order tears everything down.
 //!
 //! Tests call [`require_lab!`] first and return early (printing the reason) unless
@@ -22,6 +24,7 @@
 //! missing.
 
 pub mod appliance;
+pub mod bmc;
 pub mod disk;
 pub mod env;
 pub mod lab;

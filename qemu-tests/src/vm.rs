@@ -44,6 +44,9 @@ pub struct VmSpec {
     /// Also offer the serial console on a unix socket `<name>.console.sock` (interactive
     /// use, `scripts/lab`); the log file is written either way.
     pub console_socket: bool,
+    /// `-no-reboot`: a guest reboot ends QEMU (default). Off for VMs whose power a BMC
+    /// controls, where a reboot keeps the machine powered.
+    pub no_reboot: bool,
 }
 
 impl VmSpec {
@@ -57,6 +60,7 @@ impl VmSpec {
             smp: 1,
             data_disks: Vec::new(),
             console_socket: false,
+            no_reboot: true,
         }
     }
 
@@ -84,6 +88,94 @@ impl VmSpec {
         self.data_disks.push(disk.to_path_buf());
         self
     }
+
+    /// A guest reboot restarts the guest instead of ending QEMU.
+    pub fn reboot_keeps_running(mut self) -> VmSpec {
+        self.no_reboot = false;
+        self
+    }
+
+    /// QEMU's arguments (without the program) for VM `name` with NIC `mac` on `tap`; its
+    /// files (serial log `<name>.serial.log`, OVMF vars copy) go to `dir`. The NIC has
+    /// `bootindex=0` and `-boot strict=on` is set, so the firmware PXE boots first.
+    pub fn qemu_args(&self, dir: &Path, name: &str, mac: &str, tap: &str) -> Result<Vec<String>> {
+        let serial = dir.join(format!("{name}.serial.log"));
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |args: &[&str]| a.extend(args.iter().map(|s| s.to_string()));
+        push(&[
+            "-name",
+            name,
+            "-accel",
+            "tcg",
+            "-smp",
+            &self.smp.to_string(),
+        ]);
+        push(&["-m", &self.memory_mb.to_string()]);
+        push(&["-display", "none", "-monitor", "none"]);
+        if self.no_reboot {
+            push(&["-no-reboot"]);
+        }
+        if self.console_socket {
+            let sock = dir.join(format!("{name}.console.sock"));
+            push(&[
+                "-chardev",
+                &format!(
+                    "socket,id=ser0,path={},server=on,wait=off,logfile={}",
+                    sock.display(),
+                    serial.display()
+                ),
+                "-serial",
+                "chardev:ser0",
+            ]);
+        } else {
+            push(&["-serial", &format!("file:{}", serial.display())]);
+        }
+        if let Some(uuid) = &self.uuid {
+            push(&["-uuid", uuid]);
+        }
+        let mut nic = format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=0");
+        match self.firmware {
+            Firmware::Bios => push(&["-machine", "pc,graphics=off"]),
+            Firmware::Uefi => {
+                let vars = dir.join(format!("{name}.OVMF_VARS.fd"));
+                std::fs::copy(OVMF_VARS, &vars)
+                    .with_context(|| format!("copy {OVMF_VARS} to {}", vars.display()))?;
+                push(&[
+                    "-machine",
+                    "q35,graphics=off",
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+                ]);
+                nic.push_str(",romfile=");
+            }
+        }
+        push(&[
+            "-netdev",
+            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            "-device",
+            &nic,
+        ]);
+        if let Some(disk) = &self.disk {
+            push(&[
+                "-drive",
+                &format!("if=none,id=d0,format=raw,file={}", disk.display()),
+                "-device",
+                "virtio-blk-pci,drive=d0,bootindex=1",
+            ]);
+        }
+        for (i, disk) in self.data_disks.iter().enumerate() {
+            push(&[
+                "-drive",
+                &format!("if=none,id=data{i},format=raw,file={}", disk.display()),
+                "-device",
+                &format!("virtio-blk-pci,drive=data{i},serial=data{i}"),
+            ]);
+        }
+        push(&["-boot", "strict=on"]);
+        Ok(a)
+    }
 }
 
 #[derive(Debug)]
@@ -108,72 +200,7 @@ impl Vm {
         let tap = ns.add_tap()?;
         let serial = dir.join(format!("{name}.serial.log"));
         let mut cmd = ns.command("qemu-system-x86_64");
-        cmd.args([
-            "-name",
-            name,
-            "-accel",
-            "tcg",
-            "-smp",
-            &spec.smp.to_string(),
-        ])
-        .args(["-m", &spec.memory_mb.to_string()])
-        .args(["-display", "none", "-monitor", "none", "-no-reboot"]);
-        if spec.console_socket {
-            let sock = dir.join(format!("{name}.console.sock"));
-            cmd.arg("-chardev")
-                .arg(format!(
-                    "socket,id=ser0,path={},server=on,wait=off,logfile={}",
-                    sock.display(),
-                    serial.display()
-                ))
-                .args(["-serial", "chardev:ser0"]);
-        } else {
-            cmd.arg("-serial").arg(format!("file:{}", serial.display()));
-        }
-        if let Some(uuid) = &spec.uuid {
-            cmd.args(["-uuid", uuid]);
-        }
-        let mut nic = format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=0");
-        match spec.firmware {
-            Firmware::Bios => {
-                cmd.args(["-machine", "pc,graphics=off"]);
-            }
-            Firmware::Uefi => {
-                let vars = dir.join(format!("{name}.OVMF_VARS.fd"));
-                std::fs::copy(OVMF_VARS, &vars)
-                    .with_context(|| format!("copy {OVMF_VARS} to {}", vars.display()))?;
-                cmd.args(["-machine", "q35,graphics=off"])
-                    .arg("-drive")
-                    .arg(format!(
-                        "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-                    ))
-                    .arg("-drive")
-                    .arg(format!(
-                        "if=pflash,format=raw,unit=1,file={}",
-                        vars.display()
-                    ));
-                nic.push_str(",romfile=");
-            }
-        }
-        cmd.arg("-netdev")
-            .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
-            .arg("-device")
-            .arg(nic);
-        if let Some(disk) = &spec.disk {
-            cmd.arg("-drive")
-                .arg(format!("if=none,id=d0,format=raw,file={}", disk.display()))
-                .args(["-device", "virtio-blk-pci,drive=d0,bootindex=1"]);
-        }
-        for (i, disk) in spec.data_disks.iter().enumerate() {
-            cmd.arg("-drive")
-                .arg(format!(
-                    "if=none,id=data{i},format=raw,file={}",
-                    disk.display()
-                ))
-                .arg("-device")
-                .arg(format!("virtio-blk-pci,drive=data{i},serial=data{i}"));
-        }
-        cmd.args(["-boot", "strict=on"]);
+        cmd.args(spec.qemu_args(dir, name, &mac, &tap)?);
         let process = Guarded::spawn(name, cmd, &dir.join(format!("{name}.qemu.log")))?;
         Ok(Vm {
             name: name.to_string(),

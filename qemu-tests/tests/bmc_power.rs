@@ -1,0 +1,215 @@
+//! Power through a real BMC end to end: OpenIPMI `ipmi_sim` in the lab namespace fronts a
+//! real QEMU VM (its chassis hook starts and stops the process), and the real appliance
+//! powers that VM over IPMI (RMCP+), after which the VM PXE boots from the appliance.
+//!
+//! 1. A Server (named by the VM's SMBIOS UUID, not accepted, `pxeMode: bios`) gets its BMC
+//!    with `appliance ctl server bmc` (credentials into the box's secret store).
+//! 2. `appliance ctl server accept` → the lifecycle's "set PXE boot once + power cycle (on
+//!    when off)" over IPMI → the hook starts QEMU → SeaBIOS + iPXE ROM → DHCPDISCOVER (seen
+//!    by tcpdump on the bridge) → the appliance's DHCP → /boot.ipxe → /ipxe (this MAC, the
+//!    accepted-but-free server gets the agent environment, here the test Environment) → its
+//!    marker on the serial console. `ctl server power status` reads `on` while it runs, and
+//!    `off` once the test Environment powered the VM off.
+//! 3. `ctl server bootdev pxe --bios` + `ctl server power on` → QEMU again → a new
+//!    DHCPDISCOVER; `ctl server power off` → the QEMU process is gone and status reads off.
+//!
+//! ipmitool cross-checks the BMC's view at each step.
+
+use std::time::{Duration, Instant};
+
+use qemu_tests::appliance::ApplianceConfig;
+use qemu_tests::bmc::{BMC_ADDR, BMC_PASSWORD, BMC_PORT, BMC_USER, DhcpCapture, SimBmc, epoch_now};
+use qemu_tests::env::{MARKER, test_env};
+use qemu_tests::{Firmware, Lab, Needs, VmSpec, require_lab, which};
+
+/// Generous: TCG on 2 shared cores, with builds running beside.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const UUID: &str = "6b1f3c2a-0000-4000-8000-0000000b3c01";
+const MAC: &str = "52:54:00:77:b3:01";
+
+fn power_status(lab: &mut Lab) -> String {
+    lab.appliance()
+        .ctl(&["server", "power", "status", UUID])
+        .unwrap_or_else(|e| panic!("ctl server power status: {e:#}\n{}", lab.report()))
+}
+
+#[track_caller]
+fn ctl(lab: &mut Lab, args: &[&str]) -> String {
+    lab.appliance()
+        .ctl(args)
+        .unwrap_or_else(|e| panic!("ctl {args:?}: {e:#}\n{}", lab.report()))
+}
+
+#[track_caller]
+fn assert_logged(lab: &Lab, bmc: &SimBmc, log: &str, needles: &[&str]) {
+    assert!(
+        log.lines().any(|l| needles.iter().all(|n| l.contains(n))),
+        "no appliance log line with {needles:?}\n{}{}",
+        lab.report(),
+        bmc.report()
+    );
+}
+
+#[test]
+fn appliance_powers_a_vm_through_ipmi_sim_and_it_pxe_boots() {
+    require_lab!(Needs::Bios);
+    for tool in ["ipmi_sim", "ipmitool", "tcpdump"] {
+        if which(tool).is_none() {
+            eprintln!("SKIP bmc_power: {tool} not installed (run scripts/setup)");
+            return;
+        }
+    }
+    let started = Instant::now();
+    let env = test_env().expect("test env");
+    let mut lab = Lab::new().expect("lab");
+    lab.start_appliance(&ApplianceConfig::server().agent_env(&env.dir))
+        .expect("appliance");
+    // Declared after the lab: dropped (VM and ipmi_sim killed) before the namespace goes.
+    let spec = VmSpec::new(Firmware::Bios)
+        .uuid(UUID)
+        .memory(512)
+        .reboot_keeps_running();
+    let bmc = SimBmc::start(&lab, "bmcvm", MAC, &spec).expect("ipmi_sim");
+    let capture = DhcpCapture::start(&lab, MAC).expect("tcpdump");
+    assert_eq!(bmc.qemu_pid(), None, "VM runs before anything powered it");
+
+    // The Server as an operator registers it ahead of discovery, and its BMC.
+    let dir = lab.dir().to_path_buf();
+    lab.appliance()
+        .apply(
+            &dir,
+            &format!(
+                "apiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata:\n  name: {UUID}\nspec:\n  accepted: false\n  pxeMode: bios\n"
+            ),
+        )
+        .expect("apply server");
+    let pw = dir.join("bmc-password");
+    std::fs::write(&pw, format!("{BMC_PASSWORD}\n")).unwrap();
+    ctl(
+        &mut lab,
+        &[
+            "server",
+            "bmc",
+            UUID,
+            "--endpoint",
+            &BMC_ADDR.to_string(),
+            "--port",
+            &BMC_PORT.to_string(),
+            "--user",
+            BMC_USER,
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    let shown = ctl(&mut lab, &["get", "server", UUID, "-o", "yaml"]);
+    assert!(!shown.contains(BMC_PASSWORD), "password shown: {shown}");
+    let status = power_status(&mut lab);
+    assert!(status.contains("power: off"), "{status}");
+
+    // Accept: the lifecycle sets PXE once and powers the server on through the BMC.
+    let t_on = epoch_now();
+    let t0 = Instant::now();
+    ctl(&mut lab, &["server", "accept", UUID]);
+    let pid = bmc
+        .wait_power(true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.report()))
+        .expect("running");
+    let t_running = t0.elapsed();
+    let calls = bmc.calls();
+    let boot_at = calls.find("set boot pxe");
+    let power_at = calls.find("set power 1");
+    assert!(
+        boot_at.is_some() && power_at.is_some() && boot_at < power_at,
+        "expected `set boot pxe` then `set power 1` from the appliance:\n{}",
+        bmc.report()
+    );
+    assert!(bmc.vm_log().contains("start boot=pxe"), "{}", bmc.report());
+    let status = power_status(&mut lab);
+    assert!(status.contains("power: on"), "{status}");
+    let seen_by_ipmitool = bmc.ipmitool(&["chassis", "power", "status"]).unwrap();
+    assert!(seen_by_ipmitool.contains("is on"), "{seen_by_ipmitool}");
+
+    // The VM PXE boots from the appliance.
+    let t_discover = capture
+        .wait_discover(0, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", lab.report(), bmc.report()));
+    let line = bmc
+        .wait_serial(MARKER, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.report()));
+    let t_marker = t0.elapsed();
+    assert!(
+        line.contains(&format!("sidero.mac={MAC}")),
+        "marker without this VM's MAC: {line}"
+    );
+    let log = lab.appliance().log();
+    assert_logged(&lab, &bmc, &log, &["dhcp: reply", "Ack", "yiaddr=10.77.0."]);
+    assert_logged(&lab, &bmc, &log, &["HTTP GET /boot.ipxe ", "-> 200"]);
+    let mac_hyphen = MAC.replace(':', "-");
+    assert_logged(
+        &lab,
+        &bmc,
+        &log,
+        &[
+            &format!("HTTP GET /ipxe?uuid={UUID}&mac={mac_hyphen}"),
+            "-> 200",
+        ],
+    );
+    assert_logged(
+        &lab,
+        &bmc,
+        &log,
+        &["HTTP GET /env/agent-amd64/initramfs.xz ", "-> 200"],
+    );
+    eprintln!(
+        "bmc_power: accept → QEMU running {:.2}s, → first DHCPDISCOVER {:.2}s, → marker {:.1}s (pid {pid})",
+        t_running.as_secs_f64(),
+        t_discover - t_on,
+        t_marker.as_secs_f64()
+    );
+
+    // The test Environment powers off: the BMC and then the appliance read off.
+    bmc.wait_power(false, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let status = power_status(&mut lab);
+    assert!(status.contains("power: off"), "{status}");
+
+    // Explicit power through ctl: boot device PXE, on, then off.
+    let discovers_before = capture.discovers().len();
+    ctl(&mut lab, &["server", "bootdev", "pxe", UUID, "--bios"]);
+    let boot = bmc.ipmitool(&["chassis", "bootparam", "get", "5"]).unwrap();
+    assert!(boot.contains("Force PXE"), "{boot}");
+    let t_on2 = epoch_now();
+    ctl(&mut lab, &["server", "power", "on", UUID]);
+    let pid2 = bmc
+        .wait_power(true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .expect("running");
+    assert_ne!(pid2, pid, "a new QEMU process");
+    let status = power_status(&mut lab);
+    assert!(status.contains("power: on"), "{status}");
+    let t_discover2 = capture
+        .wait_discover(discovers_before, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", lab.report(), bmc.report()));
+    eprintln!(
+        "bmc_power: ctl power on → first DHCPDISCOVER {:.2}s",
+        t_discover2 - t_on2
+    );
+    ctl(&mut lab, &["server", "power", "off", UUID]);
+    // Gone, or a zombie waiting to be reaped: no longer running either way.
+    bmc.wait_power(false, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let status = power_status(&mut lab);
+    assert!(status.contains("power: off"), "{status}");
+    let seen_by_ipmitool = bmc.ipmitool(&["chassis", "power", "status"]).unwrap();
+    assert!(seen_by_ipmitool.contains("is off"), "{seen_by_ipmitool}");
+    assert!(
+        bmc.vm_log().contains(&format!("stop pid={pid2}")),
+        "{}",
+        bmc.report()
+    );
+    lab.appliance().check_alive().expect("appliance still up");
+    eprintln!(
+        "bmc_power: whole test {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
