@@ -13,6 +13,10 @@ use appliance_rpc::agent::agent_client::AgentClient;
 use appliance_rpc::agent::{self as pb};
 use tonic::transport::Channel;
 
+#[path = "../tests/synthetic_agent/mod.rs"]
+mod synthetic_agent;
+use synthetic_agent::{hardware, uuid};
+
 struct Args {
     endpoint: String,
     servers: usize,
@@ -42,94 +46,6 @@ fn parse_args() -> Result<Args> {
         bail!("--endpoint is required");
     }
     Ok(a)
-}
-
-fn uuid(i: usize) -> String {
-    format!(
-        "4c4c4544-{:04x}-{:04x}-8000-{:012x}",
-        (i >> 16) & 0xffff,
-        i & 0xffff,
-        i
-    )
-}
-
-fn hardware(i: usize) -> pb::HardwareInformation {
-    let cpus = 1 + (i % 4) as u32;
-    pb::HardwareInformation {
-        system: Some(pb::SystemInformation {
-            uuid: uuid(i),
-            manufacturer: "Dell Inc.".into(),
-            product_name: "PowerEdge R640".into(),
-            serial_number: format!("SN{i:08}"),
-            sku_number: "SKU=NotProvided".into(),
-            family: "PowerEdge".into(),
-            ..Default::default()
-        }),
-        compute: Some(pb::ComputeInformation {
-            total_core_count: cpus * 16,
-            total_thread_count: cpus * 32,
-            processor_count: cpus,
-            processors: (0..cpus)
-                .map(|_| pb::Processor {
-                    manufacturer: "Intel".into(),
-                    product_name: "Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz".into(),
-                    speed: 2100,
-                    core_count: 16,
-                    thread_count: 32,
-                    ..Default::default()
-                })
-                .collect(),
-        }),
-        memory: Some(pb::MemoryInformation {
-            total_size: 262_144,
-            module_count: 8,
-            modules: (0..8)
-                .map(|m| pb::MemoryModule {
-                    manufacturer: "Samsung".into(),
-                    product_name: "M393A4K40CB2-CTD".into(),
-                    serial_number: format!("{i:06}{m:02}"),
-                    r#type: "DDR4".into(),
-                    size: 32_768,
-                    speed: 2666,
-                })
-                .collect(),
-        }),
-        storage: Some(pb::StorageInformation {
-            total_size: 2 * 960_197_124_096,
-            device_count: 2,
-            devices: (0..2)
-                .map(|d| pb::StorageDevice {
-                    r#type: pb::StorageType::Ssd as i32,
-                    size: 960_197_124_096,
-                    model: "SAMSUNG MZ7LH960".into(),
-                    serial: format!("S4{i:08}{d}"),
-                    name: format!("sd{}", (b'a' + d) as char),
-                    device_name: format!("/dev/sd{}", (b'a' + d) as char),
-                    wwid: format!("naa.5002538e{i:08x}{d}"),
-                    ..Default::default()
-                })
-                .collect(),
-        }),
-        network: Some(pb::NetworkInformation {
-            interface_count: 2,
-            interfaces: (0..2u32)
-                .map(|n| pb::NetworkInterface {
-                    index: n + 2,
-                    name: format!("eno{}", n + 1),
-                    flags: "up|broadcast|multicast".into(),
-                    mtu: 1500,
-                    mac: format!(
-                        "52:54:{:02x}:{:02x}:{:02x}:{:02x}",
-                        (i >> 16) & 0xff,
-                        (i >> 8) & 0xff,
-                        i & 0xff,
-                        n
-                    ),
-                    addresses: vec![],
-                })
-                .collect(),
-        }),
-    }
 }
 
 #[derive(Clone, Copy)]

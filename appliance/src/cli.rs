@@ -283,6 +283,10 @@ pub enum ServerCommand {
         #[arg(long)]
         clear_pin: bool,
     },
+    /// Wipe an available (accepted, clean, free) server again: it becomes dirty, its agent
+    /// is told to wipe, and a server with a BMC is PXE booted + power cycled into the agent.
+    /// Refused for a server that is not accepted, allocated, or already waiting for a wipe.
+    Wipe { name: String },
     /// Lifecycle events of a server (or of all servers), oldest first.
     Events {
         name: Option<String>,

@@ -286,7 +286,7 @@ async fn server(client: &mut Client, command: ServerCommand) -> Result<(), CtlEr
             return Ok(());
         }
         // Lifecycle commands are run by `reconcile::ctl` before we get here.
-        ServerCommand::Events { .. } => return Ok(()),
+        ServerCommand::Events { .. } | ServerCommand::Wipe { .. } => return Ok(()),
         ServerCommand::Accept { name } => (name, ServerActionKind::ServerActionAccept, "accepted"),
         ServerCommand::Cordon { name } => (name, ServerActionKind::ServerActionCordon, "cordoned"),
         ServerCommand::Uncordon { name } => {

@@ -1,10 +1,11 @@
 //! The lifecycle gRPC service (`appliance.lifecycle.v1.Lifecycle`), behind the admin token:
-//! allocate a server to an owner, release it, read lifecycle events. Input is validated
+//! allocate a server to an owner, release it, wipe an available one on demand, read
+//! lifecycle events. Input is validated
 //! before anything is written; each call is one store transaction (`reconcile::apply`).
 
 use appliance_rpc::lifecycle::{
     AllocateReply, AllocateRequest, Event as PbEvent, EventsReply, EventsRequest, ReleaseReply,
-    ReleaseRequest, lifecycle_server::Lifecycle as LifecycleApi,
+    ReleaseRequest, WipeReply, WipeRequest, lifecycle_server::Lifecycle as LifecycleApi,
 };
 use serde_json::Value;
 use tonic::{Request, Response, Status};
@@ -175,6 +176,22 @@ impl LifecycleApi for LifecycleService {
         let revision = self.lc.store().revision().unwrap_or(0);
         Ok(Response::new(ReleaseReply {
             server: o.server.metadata.name,
+            revision,
+        }))
+    }
+
+    async fn wipe(&self, req: Request<WipeRequest>) -> Result<Response<WipeReply>, Status> {
+        let req = req.into_inner();
+        check_name("server", &req.server)?;
+        let o = self
+            .lc
+            .wipe(&req.server, "an operator")
+            .await
+            .map_err(lifecycle_status)?;
+        let revision = self.lc.store().revision().unwrap_or(0);
+        Ok(Response::new(WipeReply {
+            server: o.server.metadata.name,
+            state: o.step.next.phase.as_str().to_string(),
             revision,
         }))
     }

@@ -1,11 +1,11 @@
-//! `appliance ctl allocate | release | server events`: the client side of the lifecycle
+//! `appliance ctl allocate | release | server wipe | server events`: the client side of the lifecycle
 //! API. Returns `None` for commands that are not lifecycle commands.
 
 use std::io::Read;
 use std::path::Path;
 
 use appliance_rpc::lifecycle::lifecycle_client::LifecycleClient;
-use appliance_rpc::lifecycle::{AllocateRequest, EventsRequest, ReleaseRequest};
+use appliance_rpc::lifecycle::{AllocateRequest, EventsRequest, ReleaseRequest, WipeRequest};
 
 use crate::cli::{CtlArgs, CtlCommand, ServerCommand};
 use crate::ctl::{CtlError, channel};
@@ -30,7 +30,7 @@ pub async fn run(args: &CtlArgs) -> Option<Result<(), CtlError>> {
         CtlCommand::Allocate { .. }
         | CtlCommand::Release { .. }
         | CtlCommand::Server {
-            command: ServerCommand::Events { .. },
+            command: ServerCommand::Events { .. } | ServerCommand::Wipe { .. },
         } => Some(run_lifecycle(args).await),
         _ => None,
     }
@@ -80,6 +80,20 @@ async fn run_lifecycle(args: &CtlArgs) -> Result<(), CtlError> {
                 .await?
                 .into_inner();
             println!("server/{} released", r.server);
+        }
+        CtlCommand::Server {
+            command: ServerCommand::Wipe { name },
+        } => {
+            let r = client
+                .wipe(WipeRequest {
+                    server: name.clone(),
+                })
+                .await?
+                .into_inner();
+            println!(
+                "server/{} wipe requested: now {}; its agent is told to wipe, then it is available again",
+                r.server, r.state
+            );
         }
         CtlCommand::Server {
             command: ServerCommand::Events { name, limit },

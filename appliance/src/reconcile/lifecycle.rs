@@ -12,7 +12,9 @@
 //!     └── wipe started ──▶ wiping …
 //! ```
 //! `cordon`/`uncordon` flip a flag in every phase (a cordoned server is not picked from a
-//! class); `unaccept` returns a free server to `discovered`. While the box waits for a
+//! class); `unaccept` returns a free server to `discovered`. `wipe-requested` (an operator's
+//! on-demand wipe) takes an available server back to `accepted` (dirty), so its agent is
+//! told to wipe again; nothing else may be wiped on demand. While the box waits for a
 //! server to reboot (accepted, wiping, released, allocated) a reboot timeout retries the
 //! PXE boot + power cycle with backoff, then raises a condition.
 //!
@@ -137,11 +139,13 @@ pub enum Event {
     Release,
     Cordon,
     Uncordon,
+    /// An operator asked for a wipe of a clean, free server (it becomes dirty again).
+    WipeRequested,
 }
 
 impl Event {
     /// Every kind of event (with representative parameters), for exhaustive tests.
-    pub const ALL: [Event; 11] = [
+    pub const ALL: [Event; 12] = [
         Event::Accept,
         Event::Unaccept,
         Event::WipeStarted,
@@ -153,6 +157,7 @@ impl Event {
         Event::Release,
         Event::Cordon,
         Event::Uncordon,
+        Event::WipeRequested,
     ];
 
     pub fn name(self) -> &'static str {
@@ -168,6 +173,15 @@ impl Event {
             Event::Release => "release",
             Event::Cordon => "cordon",
             Event::Uncordon => "uncordon",
+            Event::WipeRequested => "wipe-requested",
+        }
+    }
+
+    /// The operation as a verb, for messages ("cannot wipe a server that is allocated").
+    pub fn verb(self) -> &'static str {
+        match self {
+            Event::WipeRequested => "wipe",
+            e => e.name(),
         }
     }
 }
@@ -225,7 +239,7 @@ pub struct Step {
 
 /// An event that is not allowed in the current state; nothing changes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot {event} a server that is {from}: {reason}")]
+#[error("cannot {} a server that is {from}: {reason}", event.verb())]
 pub struct IllegalTransition {
     pub from: Phase,
     pub event: Event,
@@ -402,6 +416,28 @@ pub fn plan(state: ServerState, event: Event, ctx: &Context) -> Result<Step, Ill
         }
         Event::Installed if p == Installed => noop(),
         Event::Installed => illegal("it is not allocated"),
+
+        // On demand: only a clean, free server. It waits powered off when it has a BMC (its
+        // agent was told to power off, so a recent call says nothing about whether it will
+        // poll again): always PXE boot + power cycle; the hook skips servers without a BMC,
+        // whose agent is still polling and gets WIPE on its next NextAction.
+        Event::WipeRequested if p == Available => to(
+            Accepted,
+            vec![
+                Action::PxeBootAndPowerCycle,
+                Action::ArmRebootTimer(ctx.reboot_timeout),
+            ],
+        ),
+        Event::WipeRequested if p == Discovered => {
+            illegal("it is not accepted; the box never wipes a server that was not accepted")
+        }
+        Event::WipeRequested if p == Wiping => illegal("it is being wiped already"),
+        Event::WipeRequested if free_dirty => {
+            illegal("it is not clean yet; its agent is already told to wipe it")
+        }
+        Event::WipeRequested => illegal(
+            "it is allocated; an allocated server is never wiped (release it: a released server is wiped)",
+        ),
 
         Event::Release if allocated => to(Released, boot(vec![])),
         Event::Release if p == Released => illegal("it is already released"),

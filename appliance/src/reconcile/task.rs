@@ -268,6 +268,18 @@ impl Lifecycle {
         Ok(a)
     }
 
+    /// An operator's on-demand wipe of an available server: it becomes dirty (`accepted`)
+    /// so its agent is told to WIPE, and a server with a BMC is PXE booted + power cycled
+    /// into the agent. Refused (nothing written) unless the server is available.
+    pub async fn wipe(&self, name: &str, by: &str) -> Result<Outcome, LifecycleError> {
+        self.fire(
+            name,
+            Event::WipeRequested,
+            &format!("wipe requested by {by}"),
+        )
+        .await
+    }
+
     pub async fn release(&self, by: ReleaseBy) -> Result<Outcome, LifecycleError> {
         let ctx = Context {
             agent_connected: false,

@@ -36,13 +36,13 @@ fn st(phase: Phase) -> ServerState {
 fn table() -> Vec<(Phase, Event, Expect)> {
     let to = |p| To(p);
     let mut t = Vec::new();
-    let mut row = |p: Phase, cells: [Expect; 11]| {
+    let mut row = |p: Phase, cells: [Expect; 12]| {
         for (e, x) in Event::ALL.into_iter().zip(cells) {
             t.push((p, e, x));
         }
     };
     // Columns: Accept, Unaccept, WipeStarted, Wiped, RebootTimeout, Allocate,
-    //          EnvironmentBooted, Installed, Release, Cordon, Uncordon
+    //          EnvironmentBooted, Installed, Release, Cordon, Uncordon, WipeRequested
     row(
         Discovered,
         [
@@ -56,6 +56,7 @@ fn table() -> Vec<(Phase, Event, Expect)> {
             Illegal,
             Illegal,
             to(Discovered),
+            Illegal,
             Illegal,
         ],
     );
@@ -73,6 +74,7 @@ fn table() -> Vec<(Phase, Event, Expect)> {
             Illegal,
             to(Accepted),
             Illegal,
+            Illegal,
         ],
     );
     row(
@@ -88,6 +90,7 @@ fn table() -> Vec<(Phase, Event, Expect)> {
             Illegal,
             Illegal,
             to(Wiping),
+            Illegal,
             Illegal,
         ],
     );
@@ -105,6 +108,7 @@ fn table() -> Vec<(Phase, Event, Expect)> {
             Illegal,
             to(Available),
             Illegal,
+            to(Accepted),
         ],
     );
     row(
@@ -120,6 +124,7 @@ fn table() -> Vec<(Phase, Event, Expect)> {
             to(Installed),
             to(Released),
             to(Allocated),
+            Illegal,
             Illegal,
         ],
     );
@@ -137,6 +142,7 @@ fn table() -> Vec<(Phase, Event, Expect)> {
             to(Released),
             to(Booting),
             Illegal,
+            Illegal,
         ],
     );
     row(
@@ -153,6 +159,7 @@ fn table() -> Vec<(Phase, Event, Expect)> {
             to(Released),
             to(Installed),
             Illegal,
+            Illegal,
         ],
     );
     row(
@@ -168,6 +175,7 @@ fn table() -> Vec<(Phase, Event, Expect)> {
             Illegal,
             Illegal,
             to(Released),
+            Illegal,
             Illegal,
         ],
     );
@@ -300,6 +308,68 @@ fn actions_of_the_main_path() {
 
     let s = plan(st(Allocated), Event::EnvironmentBooted, &c).unwrap();
     assert_eq!(s.actions, vec![Action::DisarmRebootTimer]);
+}
+
+#[test]
+fn an_on_demand_wipe_makes_an_available_server_dirty_and_boots_it_into_the_agent() {
+    // Whether or not its agent called recently: an available server with a BMC was told to
+    // power off, so the box always PXE boots + power cycles it (the hook skips servers
+    // without a BMC, whose agent keeps polling).
+    for connected in [false, true] {
+        for cordoned in [false, true] {
+            let from = ServerState {
+                phase: Available,
+                cordoned,
+            };
+            let s = plan(from, Event::WipeRequested, &ctx(connected)).unwrap();
+            assert!(s.changed);
+            assert_eq!(
+                s.next,
+                ServerState {
+                    phase: Accepted,
+                    cordoned
+                }
+            );
+            assert_eq!(
+                s.actions,
+                vec![Action::PxeBootAndPowerCycle, Action::ArmRebootTimer(T)]
+            );
+            // Dirty again: not clean, not ready, and its agent is told to wipe.
+            let f = flags(s.next.phase);
+            assert!(f.accepted && !f.is_clean && !f.ready && !f.in_use);
+            assert_eq!(agent_instruction(s.next.phase, true).0, Instruction::Wipe);
+            // … and the usual path brings it back.
+            let s = plan(s.next, Event::WipeStarted, &ctx(true)).unwrap();
+            let s = plan(s.next, Event::Wiped, &ctx(true)).unwrap();
+            assert_eq!(s.next.phase, Available);
+        }
+    }
+}
+
+#[test]
+fn an_on_demand_wipe_is_refused_with_the_reason_everywhere_else() {
+    let c = ctx(false);
+    let reason = |p| {
+        let e = plan(st(p), Event::WipeRequested, &c).unwrap_err();
+        assert_eq!((e.from, e.event), (p, Event::WipeRequested));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot wipe a server that is {p}: ")),
+            "{e}"
+        );
+        e.reason
+    };
+    assert!(reason(Discovered).contains("never wipes a server that was not accepted"));
+    for p in [Allocated, Booting, Installed] {
+        assert!(
+            reason(p).contains("allocated; an allocated server is never wiped"),
+            "{p}"
+        );
+    }
+    for p in [Accepted, Released] {
+        assert!(reason(p).contains("already told to wipe"), "{p}");
+    }
+    assert!(reason(Wiping).contains("being wiped already"));
 }
 
 #[test]
