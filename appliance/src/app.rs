@@ -339,6 +339,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tracing::warn!(error = %crate::error_chain(&e), "cannot create ServerClass `any`");
     }
     let reconcile_task = tokio::spawn(reconcile_task.run(shutdown.clone()));
+    state
+        .console
+        .set_lifecycle(crate::api::lifecycle::LifecycleService::new(
+            lifecycle.clone(),
+        ));
     let admin = AdminService::new(store.clone(), data_dir.display().to_string())
         .with_lifecycle(lifecycle.clone());
     let router = http::router(state, admin, admin_token, lifecycle).merge(power_routes);

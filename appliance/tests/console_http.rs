@@ -228,7 +228,9 @@ fn session_csrf_origin_and_logout() {
     assert_eq!(page.json()["page"]["matched"], 1, "{}", page.body);
 
     // Power goes through the BMC room's Power service: a server without a BMC is refused
-    // with a reason; the page says so up front. Wipe has no backend yet; unknown is 404.
+    // with a reason; the page says so up front. Wipe goes through the lifecycle: this server
+    // is accepted (dirty, not yet wiped), so it is refused with the state machine's reason,
+    // which the page shows on the disabled button. Unknown is 404.
     let r = app.request(
         "POST",
         "/api/v1/servers/11111111-2222-3333-4444-555555555555/actions/power-on",
@@ -252,13 +254,32 @@ fn session_csrf_origin_and_logout() {
             .contains("no BMC")
     );
     assert_eq!(caps["accept"]["enabled"], true);
+    assert_eq!(caps["wipe"]["enabled"], false);
+    let reason = caps["wipe"]["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("cannot wipe a server that is accepted"),
+        "{reason}"
+    );
+    let before = app.ctl(
+        &["get", "server", "11111111-2222-3333-4444-555555555555"],
+        None,
+    );
     let r = app.request(
         "POST",
         "/api/v1/servers/11111111-2222-3333-4444-555555555555/actions/wipe",
         &[("Cookie", cookie), ("X-CSRF-Token", &csrf)],
         None,
     );
-    assert_eq!(r.status, 501, "{}", r.body);
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains(&reason), "{}", r.body);
+    assert_eq!(
+        app.ctl(
+            &["get", "server", "11111111-2222-3333-4444-555555555555"],
+            None
+        ),
+        before,
+        "a refused wipe changed nothing"
+    );
     let r = app.request(
         "POST",
         "/api/v1/servers/11111111-2222-3333-4444-555555555555/actions/explode",

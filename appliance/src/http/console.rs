@@ -2,8 +2,9 @@
 //! the JSON API under `/api/v1/…` and the live change stream `/api/v1/events` (SSE).
 //!
 //! Reads go through `Store`; every write goes through the in-process admin gRPC service
-//! (`api::admin::AdminService`), so the console gets exactly the validation and lifecycle
-//! rules that `appliance ctl` gets. The pure parts (throttle, sessions, views, error
+//! (`api::admin::AdminService`; the on-demand wipe through `api::lifecycle::LifecycleService`,
+//! power through the bmc room's `PowerService`), so the console gets exactly the validation
+//! and lifecycle rules that `appliance ctl` gets. The pure parts (throttle, sessions, views, error
 //! locations, password hashing) live in `crate::console`.
 //!
 //! Security model:
@@ -45,6 +46,7 @@ use appliance_rpc::power::power_server::Power;
 use appliance_rpc::power::{PowerActionRequest, SetBootDeviceRequest};
 
 use crate::api::admin::AdminService;
+use crate::api::lifecycle::LifecycleService;
 use crate::bmc::service::PowerService;
 use crate::config::Config;
 use crate::console::session::{LoginMethod, Sessions, constant_time_eq, cookie_value};
@@ -79,6 +81,8 @@ struct Inner {
     rows: Mutex<RowsCache>,
     /// The BMC room's Power service, once `app.rs` hands it over.
     power: std::sync::OnceLock<PowerService>,
+    /// The lifecycle's admin service (on-demand wipe), once `app.rs` hands it over.
+    lifecycle: std::sync::OnceLock<LifecycleService>,
 }
 
 /// Server rows kept current from the change feed: built once, then each request first
@@ -138,6 +142,7 @@ impl ConsoleState {
                     snapshot: None,
                 }),
                 power: std::sync::OnceLock::new(),
+                lifecycle: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -145,6 +150,11 @@ impl ConsoleState {
     /// Enables power/boot-device actions through the BMC room's Power service.
     pub fn set_power(&self, power: PowerService) {
         let _ = self.inner.power.set(power);
+    }
+
+    /// Enables the on-demand wipe through the lifecycle's admin service.
+    pub fn set_lifecycle(&self, lifecycle: LifecycleService) {
+        let _ = self.inner.lifecycle.set(lifecycle);
     }
 
     /// Follows the store change feed into the recent-events list until `shutdown`.
@@ -778,12 +788,37 @@ async fn logout(
     resp
 }
 
-const NO_WIPE: &str = "not offered: the lifecycle wipes a server itself after accept and after release; there is no on-demand wipe API to call yet";
+const NO_LIFECYCLE: &str = "not available on this box: the lifecycle service is not running";
+
+/// Whether an on-demand wipe of this server is allowed now, and if not, why: asks the
+/// lifecycle's pure state machine, so the button and the API give the same reason.
+fn wipe_capability(lifecycle: bool, server: Option<&model::Server>) -> Value {
+    use crate::reconcile::lifecycle::{Context, Event, plan};
+    if !lifecycle {
+        return json!({ "enabled": false, "reason": NO_LIFECYCLE });
+    }
+    let Some(server) = server else {
+        return json!({ "enabled": true });
+    };
+    let ctx = Context {
+        agent_connected: false,
+        reboot_timeout: Duration::ZERO,
+        reboot_retries: 0,
+    };
+    match plan(
+        crate::reconcile::apply::server_state(server),
+        Event::WipeRequested,
+        &ctx,
+    ) {
+        Ok(_) => json!({ "enabled": true }),
+        Err(e) => json!({ "enabled": false, "reason": e.to_string() }),
+    }
+}
 
 /// What the box can do to servers right now; buttons for the rest are shown disabled with
 /// the reason. `has_bmc`: None = not known (session-wide view), Some(false) = this server
-/// has no `spec.bmc`.
-fn capabilities(power: bool, has_bmc: Option<bool>) -> Value {
+/// has no `spec.bmc`. `wipe` from `wipe_capability`.
+fn capabilities(power: bool, has_bmc: Option<bool>, wipe: Value) -> Value {
     let power_cap = if !power {
         json!({ "enabled": false, "reason": "not available on this box: BMC power control is not running" })
     } else if has_bmc == Some(false) {
@@ -800,7 +835,7 @@ fn capabilities(power: bool, has_bmc: Option<bool>) -> Value {
         "power-off": power_cap,
         "power-cycle": power_cap,
         "pxe-once": power_cap,
-        "wipe": { "enabled": false, "reason": NO_WIPE },
+        "wipe": wipe,
     })
 }
 
@@ -812,7 +847,11 @@ async fn session_info(
         "csrf": s.csrf,
         "method": s.method.as_str(),
         "version": env!("CARGO_PKG_VERSION"),
-        "capabilities": capabilities(state.inner.power.get().is_some(), None),
+        "capabilities": capabilities(
+            state.inner.power.get().is_some(),
+            None,
+            wipe_capability(state.inner.lifecycle.get().is_some(), None),
+        ),
     }))
     .into_response()
 }
@@ -885,7 +924,12 @@ async fn server_detail(State(state): State<ConsoleState>, Path(name): Path<Strin
         return error(StatusCode::NOT_FOUND, format!("Server `{name}` not found"));
     };
     let row = view::server_row(&stored.object, stored.revision, &classes);
-    let has_bmc = matches!(&stored.object, Object::Server(s) if s.spec.bmc.is_some());
+    let server = match &stored.object {
+        Object::Server(s) => Some(s),
+        _ => None,
+    };
+    let has_bmc = server.is_some_and(|s| s.spec.bmc.is_some());
+    let wipe = wipe_capability(state.inner.lifecycle.get().is_some(), server);
     Json(json!({
         "row": row,
         "object": stored.object,
@@ -899,7 +943,7 @@ async fn server_detail(State(state): State<ConsoleState>, Path(name): Path<Strin
             "to": e.to,
             "message": e.message,
         })).collect::<Vec<_>>(),
-        "capabilities": capabilities(state.inner.power.get().is_some(), Some(has_bmc)),
+        "capabilities": capabilities(state.inner.power.get().is_some(), Some(has_bmc), wipe),
     }))
     .into_response()
 }
@@ -915,7 +959,7 @@ async fn server_action(
         "power-on" | "power-off" | "power-cycle" | "pxe-once" => {
             return power_action(&state, name, &action).await;
         }
-        "wipe" => return error(StatusCode::NOT_IMPLEMENTED, NO_WIPE),
+        "wipe" => return wipe_action(&state, name).await,
         other => {
             return error(
                 StatusCode::NOT_FOUND,
@@ -931,6 +975,23 @@ async fn server_action(
         Ok(reply) => {
             let obj = reply.into_inner().server;
             Json(json!({ "ok": true, "revision": obj.map(|o| o.revision) })).into_response()
+        }
+        Err(s) => status_error(s),
+    }
+}
+
+/// On-demand wipe through the lifecycle's admin service (in process): the same rules and
+/// refusals (409 with the reason) as `appliance ctl server wipe`.
+async fn wipe_action(state: &ConsoleState, server: String) -> Response {
+    use appliance_rpc::lifecycle::WipeRequest;
+    use appliance_rpc::lifecycle::lifecycle_server::Lifecycle as _;
+    let Some(lc) = state.inner.lifecycle.get() else {
+        return error(StatusCode::NOT_IMPLEMENTED, NO_LIFECYCLE);
+    };
+    match lc.wipe(tonic::Request::new(WipeRequest { server })).await {
+        Ok(reply) => {
+            let r = reply.into_inner();
+            Json(json!({ "ok": true, "state": r.state, "revision": r.revision })).into_response()
         }
         Err(s) => status_error(s),
     }

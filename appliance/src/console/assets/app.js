@@ -262,7 +262,7 @@ const ACTIONS = [
   ["power-off", "Power off", "Power this server off through its BMC? Anything running on it stops.", "danger"],
   ["power-cycle", "Power cycle", "Power cycle this server through its BMC?", "danger"],
   ["pxe-once", "PXE boot once", "Make this server PXE boot on its next start?", ""],
-  ["wipe", "Wipe disks", "Wipe every disk of this server? Data on them is destroyed.", "danger"],
+  ["wipe", "Wipe disks", "Wipe every disk of this server? Data on them is destroyed. It is unavailable until its agent has wiped it; a server with a BMC is PXE booted and power cycled into the agent.", "danger"],
 ];
 async function viewServer([name]) {
   setTitle(name);
