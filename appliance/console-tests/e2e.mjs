@@ -1,15 +1,18 @@
 // End-to-end test of the web console in headless Chromium (Debian's /usr/bin/chromium)
 // driven by playwright-core. Started by appliance/tests/console_browser.rs against a real
-// `appliance serve`; can also be run by hand:
+// `appliance serve` (`cargo test -p appliance --test console_browser`). The harness plays
+// the server's agent: this script prints `@agent register|wipe` and reads `@ok <value>` or
+// `@err <message>` back on stdin; the harness answers with the synthetic agent speaking the
+// agent gRPC API (CreateServer with a hardware inventory, heartbeats, NextAction,
+// MarkServerAsWiped), exactly as a PXE-booted agent does.
 //
-//   BASE_URL=http://127.0.0.1:8081 DATA_DIR=/var/lib/appliance APPLIANCE_BIN=appliance \
-//   SHOTS_DIR=target/console-screenshots NODE_PATH=target/console-node/node_modules \
-//   node appliance/console-tests/e2e.mjs
-//
-// Steps: log in (a wrong secret first), see servers applied through the admin API appear
-// without a reload, accept and cordon one (confirmed in a dialog, reflected live and in
-// `appliance ctl`), see disabled power actions, edit a ServerClass with a bad field and see
-// the error at its line and field, log out and be refused afterwards. Screenshots of every
+// Steps: log in (a wrong secret first), see fixtures applied through the admin API raise
+// the overview counts without a reload, see a server registered by the agent appear in
+// the servers table without a reload or navigation, accept it (confirmed in a dialog,
+// reflected live and in `appliance ctl`), watch the agent wipe it to available, cordon it,
+// wipe it on demand (confirmed; accepted live, then available again after the agent's
+// wipe), see disabled power actions, edit a ServerClass with a bad field and see the error
+// at its line and field, log out and be refused afterwards. Screenshots of every
 // main page at laptop and phone widths go to SHOTS_DIR; first-load page weights to
 // SHOTS_DIR/page-weights.json. Exits non-zero on the first failed check.
 
@@ -18,6 +21,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync, readFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
 
 const require = createRequire(join(process.env.NODE_PATH || ".", "noop.js"));
 const { chromium } = require("playwright-core");
@@ -32,7 +36,19 @@ mkdirSync(SHOTS, { recursive: true });
 
 const LAPTOP = { width: 1366, height: 860 };
 const PHONE = { width: 390, height: 844 };
-const NEW_SERVER = "a1b2c3d4-0000-4000-8000-00000000e2e1";
+let NEW_SERVER = ""; // the UUID the agent registers
+
+// The agent, played by the Rust harness over stdin/stdout (see the header).
+const harness = createInterface({ input: process.stdin });
+const waiting = [];
+harness.on("line", (l) => { const w = waiting.shift(); if (w) w(l); });
+async function agent(cmd) {
+  const reply = new Promise((resolve) => waiting.push(resolve));
+  console.log(`@agent ${cmd}`);
+  const line = await reply;
+  if (!line.startsWith("@ok ")) throw new Error(`agent ${cmd} failed: ${line}`);
+  return line.slice(4).trim();
+}
 
 let step = "start";
 function check(cond, what) {
@@ -98,24 +114,20 @@ try {
   await page.getByRole("link", { name: "Servers", exact: true }).click();
   await page.locator("#servers-table").waitFor();
   await page.evaluate(() => { window.__noReload = "servers"; });
-  // A newly discovered server (until the agent API lands: registered through the admin API).
-  apply(`apiVersion: metal.sidero.dev/v1alpha2
-kind: Server
-metadata:
-  name: ${NEW_SERVER}
-  labels: {rack: e2e}
-spec:
-  hostname: e2e-node
-  hardware:
-    system: {manufacturer: QEMU, productName: Standard PC}
-    compute: {processorCount: 2, totalCoreCount: 2}
-    memory: {totalSize: 1 GB}
-    storage: {deviceCount: 2, devices: [{size: 2147483648}, {size: 1073741824}]}
-`);
+  let navigations = 0;
+  const countNav = (f) => { if (f === page.mainFrame()) navigations += 1; };
+  page.on("framenavigated", countNav);
+  const pathBefore = page.url();
+  // The synthetic agent registers the server over the agent gRPC API, as after a PXE boot.
+  NEW_SERVER = await agent("register");
+  check(/^[0-9a-f-]{36}$/.test(NEW_SERVER), `the agent registered ${NEW_SERVER}`);
   const row = page.locator(`tr[data-server="${NEW_SERVER}"]`);
   await row.waitFor();
-  check(await page.evaluate(() => window.__noReload === "servers"), "the new server appeared in the table without a reload");
+  page.off("framenavigated", countNav);
+  check(navigations === 0 && page.url() === pathBefore, "no navigation happened while the server appeared");
+  check(await page.evaluate(() => window.__noReload === "servers"), "the agent's server appeared in the table without a reload");
   check((await row.locator(".badge").first().textContent()) === "discovered", "it is shown as discovered");
+  check((await row.textContent()).includes("2 × 32c"), "with the CPU inventory the agent reported (2 sockets, 32 cores)");
   await shot(page, "servers-laptop");
 
   step = "filter and sort";
@@ -131,23 +143,53 @@ spec:
   await page.getByRole("link", { name: "e2e-node" }).click();
   await page.locator("#server-state").waitFor();
   await page.evaluate(() => { window.__noReload = "detail"; });
+  const badgeIs = (want) => page.waitForFunction((w) => document.querySelector("#server-state .badge").textContent === w, want);
+  const stored = () => JSON.parse(ctl("get", "server", NEW_SERVER, "-o", "json"));
   check(await page.locator('[data-action="power-on"]').isDisabled(), "power on is disabled for a server without a BMC");
   check((await page.locator('[data-action="power-on"]').getAttribute("title")).includes("no BMC"), "…with a tooltip saying why");
-  check(await page.locator('[data-action="wipe"]').isDisabled(), "wipe is disabled (no backend yet)");
+  check(await page.locator('[data-action="wipe"]').isDisabled(), "wipe is disabled for a discovered server");
+  check((await page.locator('[data-action="wipe"]').getAttribute("title")).includes("never wipes a server that was not accepted"), "…with the state machine's reason");
   await page.locator('[data-action="accept"]').click();
   await page.locator("dialog#confirm[open]").waitFor();
   await page.getByRole("button", { name: "Accept" }).last().click();
   await page.waitForFunction(() => document.querySelector("#server-state .badge").textContent !== "discovered");
-  check(/"accepted":\s*true/.test(ctl("get", "server", NEW_SERVER, "-o", "json")), "accept reached the store (ctl get shows accepted: true)");
+  check(stored().spec.accepted === true, "accept reached the store (ctl get shows accepted: true)");
   check(await page.evaluate(() => window.__noReload === "detail"), "accepted state shown live, without a reload");
+
+  step = "agent wipes after accept";
+  check((await agent("wipe")) === "wiping", "the agent's NextAction said WIPE; it wiped and reported it");
+  await badgeIs("available");
+  check(stored().status.state === "available" && stored().status.isClean === true, "available and clean in the store");
+  check(await page.evaluate(() => window.__noReload === "detail"), "available shown live, without a reload");
 
   step = "cordon";
   await page.locator('[data-action="cordon"]').click();
   await page.locator("dialog#confirm[open]").waitFor();
   await page.locator("#confirm-ok").click();
   await page.locator("#server-state .b-cordoned").waitFor();
-  check(/"cordoned":\s*true/.test(ctl("get", "server", NEW_SERVER, "-o", "json")), "cordon reached the store");
+  check(stored().spec.cordoned === true, "cordon reached the store");
   check(await page.locator('[data-action="uncordon"]').isVisible(), "uncordon offered once cordoned");
+
+  step = "wipe on demand";
+  const wipe = page.locator('[data-action="wipe"]');
+  await page.waitForFunction(() => !document.querySelector('[data-action="wipe"]').disabled);
+  check(true, "wipe is offered for an available server");
+  await wipe.click();
+  await page.locator("dialog#confirm[open]").waitFor();
+  check((await page.locator("#confirm-text").textContent()).includes("Data on them is destroyed"), "the wipe asks for confirmation and says what it does");
+  await shot(page, "server-wipe-confirm-laptop");
+  await page.locator("#confirm-ok").click();
+  await badgeIs("accepted");
+  check(stored().status.state === "accepted" && stored().status.isClean === false, "the store has it dirty again (accepted, not clean)");
+  check(stored().spec.cordoned === true, "…still cordoned");
+  await page.locator("#lifecycle li", { hasText: "wipe-requested" }).first().waitFor();
+  check(true, "the lifecycle history shows the wipe request");
+  await page.waitForFunction(() => document.querySelector('[data-action="wipe"]').disabled);
+  check((await wipe.getAttribute("title")).includes("already told to wipe"), "while dirty, wipe is disabled with the reason");
+  check((await agent("wipe")) === "wiping", "the agent's NextAction said WIPE again; it wiped");
+  await badgeIs("available");
+  check(stored().status.isClean === true, "clean again in the store");
+  check(await page.evaluate(() => window.__noReload === "detail"), "the whole wipe was shown live, without a reload");
   await shot(page, "server-detail-laptop");
 
   step = "class edit with a bad field";
@@ -239,4 +281,6 @@ spec:
   process.exitCode = 1;
 } finally {
   await browser.close();
+  harness.close();
+  process.exit(process.exitCode ?? 0);
 }
