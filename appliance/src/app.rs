@@ -330,6 +330,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Arc::new(power.clone()),
     );
     lifecycle.set_auto_bmc_setup(config.bmc.auto_setup);
+    // Auto BMC setup runs behind the same gate as power calls.
+    lifecycle.set_bmc_setup(crate::bmc::setup::AutoSetup::new(
+        store.clone(),
+        power.gate().clone(),
+        &config.bmc,
+    ));
     // The built-in `any` class exists before the box answers (as Sidero's startup runnable).
     let any_store = store.clone();
     if let Ok(Err(e)) =

@@ -37,6 +37,7 @@ pub struct Config {
 pub struct BmcConfig {
     /// When the agent reports a BMC, create a dedicated `sidero` user on it (generated
     /// password, administrator) and store the credentials, as Sidero's auto BMC setup does.
+    /// Off: the credentials the agent reports are stored (as a secret) and used as they are.
     pub auto_setup: bool,
     /// Overall deadline of one BMC operation (session setup included), seconds.
     pub call_timeout_secs: u64,

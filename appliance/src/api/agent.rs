@@ -20,12 +20,14 @@ use appliance_rpc::agent::{
 use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
 
+use crate::bmc::Credentials;
 use crate::config::WipeMode;
 use crate::model::{Kind, Object, Server};
 use crate::reconcile::apply::{self, NewServer};
 use crate::reconcile::lifecycle::{self, Event, Instruction, Phase};
 use crate::reconcile::task::DiskProgress;
 use crate::reconcile::{Lifecycle, LifecycleError};
+use crate::store::StoreError;
 
 /// Longest string accepted in any agent field.
 const MAX_STR: usize = 1024;
@@ -313,6 +315,22 @@ fn has_bmc(server: &Server) -> bool {
         .is_some_and(|b| !b.is_null())
 }
 
+/// Whether to ask the agent for its BMC: no BMC credentials yet, or the last auto setup
+/// failed (the agent's next report retries it).
+fn needs_bmc_setup(server: &Server) -> bool {
+    let has_creds =
+        server.spec.bmc.as_ref().is_some_and(|b| {
+            b.user.as_deref().is_some_and(|u| !u.is_empty()) || b.user_from.is_some()
+        });
+    let failed = server.status.as_ref().is_some_and(|st| {
+        st.conditions.iter().any(|c| {
+            c.type_ == crate::bmc::setup::CONDITION_SETUP
+                && c.status == crate::model::meta::ConditionStatus::False
+        })
+    });
+    !has_creds || failed
+}
+
 fn pb_wipe_mode(m: WipeMode) -> pb::WipeMode {
     match m {
         WipeMode::Fast => pb::WipeMode::Fast,
@@ -351,7 +369,7 @@ impl Agent for AgentService {
             ..Default::default()
         };
         if state.phase != Phase::Discovered {
-            resp.setup_bmc = self.lc.auto_bmc_setup() && !has_bmc(&r.server);
+            resp.setup_bmc = self.lc.auto_bmc_setup() && needs_bmc_setup(&r.server);
             if r.wipe {
                 resp.wipe = true;
                 resp.insecure_wipe = cfg.wipe == WipeMode::Fast;
@@ -483,38 +501,63 @@ impl Agent for AgentService {
             ));
         }
         self.lc.touch(&uuid);
+        let reported = (!info.user.is_empty()).then(|| Credentials {
+            username: info.user.clone(),
+            password: info.pass.clone(),
+        });
+        let setup = self.lc.bmc_setup().cloned();
+        // With auto setup the reported (administrator) credentials are only used to create
+        // the dedicated user, on a task; without it they become the BMC credentials. Either
+        // way they go to the secrets table, never inline into spec.bmc.
+        let store_reported = if setup.is_some() {
+            None
+        } else {
+            reported.clone()
+        };
         let store = self.lc.store().clone();
-        tokio::task::spawn_blocking(move || {
-            apply::edit_server(&store, &uuid, |v| {
-                let spec = v
-                    .as_object_mut()
-                    .ok_or("server is not an object")?
-                    .entry("spec")
-                    .or_insert_with(|| json!({}));
-                let spec = spec.as_object_mut().ok_or("spec is not an object")?;
-                let bmc = spec.entry("bmc").or_insert_with(|| json!({}));
-                let bmc = bmc.as_object_mut().ok_or("spec.bmc is not an object")?;
-                if !info.ip.is_empty() {
-                    bmc.insert("endpoint".into(), json!(info.ip));
-                }
-                if !bmc.contains_key("endpoint") {
-                    return Err("the BMC address is not known yet: send bmc_info.ip first".into());
-                }
-                let port = if info.port == 0 { 623 } else { info.port };
-                bmc.insert("port".into(), json!(port));
-                if !info.user.is_empty() {
-                    // Inline credentials (Sidero keeps them in a Secret; the box has none).
-                    bmc.remove("userFrom");
-                    bmc.remove("passFrom");
-                    bmc.insert("user".into(), json!(info.user));
-                    bmc.insert("pass".into(), json!(info.pass));
-                }
-                Ok(())
-            })
+        let name = uuid.clone();
+        let port = if info.port == 0 { 623 } else { info.port };
+        let bmc = tokio::task::spawn_blocking(move || {
+            store.edit_server_bmc(
+                &name,
+                |bmc| {
+                    if !info.ip.is_empty() {
+                        bmc.endpoint = info.ip.clone();
+                    }
+                    if bmc.endpoint.is_empty() {
+                        return Err(
+                            "the BMC address is not known yet: send bmc_info.ip first".into()
+                        );
+                    }
+                    // 0 = not reported: keep the known port (a credentials-only report
+                    // follows the address report), else IPMI's 623.
+                    if info.port != 0 || bmc.port.is_none() {
+                        bmc.port = Some(port);
+                    }
+                    Ok(())
+                },
+                store_reported
+                    .as_ref()
+                    .map(|c| (c.username.as_str(), c.password.as_str())),
+            )
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(lifecycle_status)?;
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => Status::not_found(format!(
+                "server {uuid} is not registered (call CreateServer first)"
+            )),
+            StoreError::Rejected { .. } => Status::invalid_argument(crate::error_chain(&e)),
+            e => lifecycle_status(LifecycleError::Store(e)),
+        })?;
+        if let (Some(setup), Some(admin)) = (setup, reported)
+            && let Object::Server(s) = bmc.object
+            && let Some(b) = s.spec.bmc
+        {
+            tracing::info!(server = %uuid, endpoint = %b.endpoint, "agent reported BMC credentials: starting auto BMC setup");
+            let port = b.port.unwrap_or(port) as u16;
+            setup.spawn(uuid, b.endpoint, port, admin);
+        }
         Ok(Response::new(UpdateBmcInfoResponse {}))
     }
 

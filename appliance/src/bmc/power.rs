@@ -353,22 +353,37 @@ pub fn set_condition_on(
     outcome: Result<(), (&str, String)>,
     now: &str,
 ) {
+    match outcome {
+        Ok(()) => record_condition(store, server, type_, true, None, None, now),
+        Err((reason, message)) => record_condition(
+            store,
+            server,
+            type_,
+            false,
+            Some(reason),
+            Some(message),
+            now,
+        ),
+    }
+}
+
+/// Sets condition `type_` (True when `ok`) with an optional reason and message on a Server
+/// in one transaction (no write when unchanged). Failures are logged, not returned.
+pub fn record_condition(
+    store: &Store,
+    server: &str,
+    type_: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+    now: &str,
+) {
     let r = store.update(Kind::Server, server, |o| {
         let Object::Server(s) = o else {
             return Err("not a server".into());
         };
         let status = s.status.get_or_insert_with(Default::default);
-        match &outcome {
-            Ok(()) => set_condition(&mut status.conditions, type_, true, None, None, now),
-            Err((reason, message)) => set_condition(
-                &mut status.conditions,
-                type_,
-                false,
-                Some(reason),
-                Some(message.clone()),
-                now,
-            ),
-        };
+        set_condition(&mut status.conditions, type_, ok, reason, message, now);
         Ok(())
     });
     if let Err(e) = r {
@@ -412,6 +427,11 @@ impl PowerControl {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The gate every call to a BMC goes through (shared with auto setup).
+    pub fn gate(&self) -> &BmcGate {
+        &self.inner.gate
     }
 
     fn server(&self, name: &str) -> Result<Server, PowerCtlError> {

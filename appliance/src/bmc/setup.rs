@@ -3,14 +3,22 @@
 //! dedicated `sidero` user with a generated password, administrator privilege, enabled on
 //! the LAN channel; verify it by logging in with it; store it for the Server.
 //!
+//! Triggered by the agent API (`UpdateBMCInfo` with credentials, `[bmc] auto_setup = true`)
+//! through [`AutoSetup::spawn`]: the work runs on its own task behind the shared
+//! [`BmcGate`], so the RPC answers at once and a dead BMC only delays its own setup. A
+//! repeat report reuses the stored user when it still logs in (no second user, no
+//! rotation). Credentials go to the secrets table, never inline in `spec.bmc`, never to logs.
+//!
 //! Failure leaves a clear `BMCSetup=False` condition on the Server (and nothing else
 //! changed). Randomness (the password) comes from the OS here.
 //!
 //! May touch: the BMC (IPMI user commands), the store (secret + `spec.bmc` + condition).
 
+use super::gate::BmcGate;
 use super::ipmi::{IpmiBmc, IpmiTimeouts};
-use super::power::{rfc3339, set_condition_on};
+use super::power::{record_condition, rfc3339, set_condition_on};
 use super::{BmcError, Credentials, PowerState};
+use crate::config::BmcConfig;
 use crate::model::server;
 use crate::protocol::ipmi::command::{self, PasswordOp};
 use crate::store::{Store, StoreError};
@@ -21,6 +29,9 @@ pub const SETUP_USER: &str = "sidero";
 pub const LAN_CHANNEL: u8 = 1;
 /// Server condition written by [`auto_setup_server`].
 pub const CONDITION_SETUP: &str = "BMCSetup";
+/// The first step of [`setup_user`] (its failure with an authentication error means the
+/// reported administrator credentials are wrong).
+const STEP_ADMIN_LOGIN: &str = "log in as the administrator";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -64,10 +75,7 @@ pub async fn setup_user(
 ) -> Result<Credentials, SetupError> {
     let bmc = IpmiBmc::new_auto(endpoint, admin.clone(), timeouts);
     let step = |step: &'static str| move |source| SetupError::Bmc { step, source };
-    let mut conn = bmc
-        .open()
-        .await
-        .map_err(step("log in as the administrator"))?;
+    let mut conn = bmc.open().await.map_err(step(STEP_ADMIN_LOGIN))?;
     let password = generate_password();
     let result = async {
         let access = conn
@@ -136,51 +144,270 @@ pub async fn setup_user(
     Ok(creds)
 }
 
-/// Auto setup for one Server: runs [`setup_user`] against `host:port`, stores the new
-/// credentials (secret + `spec.bmc`), and records `BMCSetup` True/False on the Server.
+/// What [`auto_setup_server`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupOutcome {
+    /// Created (or reset) the dedicated user with a new generated password.
+    Created,
+    /// The dedicated user already stored for this Server still logs in: nothing changed
+    /// on the BMC (repeat reports are idempotent).
+    Reused,
+    /// The agent reported the dedicated user itself (Sidero's in-band setup): verified and
+    /// stored as is.
+    Reported,
+}
+
+/// The result of a successful setup; the credentials are those now stored.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub creds: Credentials,
+    pub outcome: SetupOutcome,
+}
+
+/// `host:port`, bracketing IPv6 literals (the same key the power path gates on).
+pub fn endpoint_of(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A fresh session with `creds` reads the chassis status.
+async fn verify(
+    endpoint: &str,
+    creds: &Credentials,
+    timeouts: IpmiTimeouts,
+) -> Result<(), BmcError> {
+    let bmc = IpmiBmc::new_auto(endpoint, creds.clone(), timeouts);
+    bmc.chassis_power_state().await.map(|_: PowerState| ())
+}
+
+/// The dedicated user stored for `server`, if its `spec.bmc` still points at `host:port`.
+fn stored_setup_user(
+    store: &Store,
+    server: &str,
+    host: &str,
+    port: u16,
+) -> Result<Option<Credentials>, StoreError> {
+    let Some(stored) = store.get(crate::model::Kind::Server, server)? else {
+        return Ok(None);
+    };
+    let crate::model::Object::Server(s) = stored.object else {
+        return Ok(None);
+    };
+    let same_bmc = s.spec.bmc.as_ref().is_some_and(|b| {
+        b.endpoint == host
+            && b.port.unwrap_or(u32::from(server::Bmc::DEFAULT_PORT)) == u32::from(port)
+    });
+    if !same_bmc {
+        return Ok(None);
+    }
+    Ok(store
+        .server_bmc_secret(server)?
+        .filter(|(user, _)| user == SETUP_USER)
+        .map(|(username, password)| Credentials { username, password }))
+}
+
+/// The BMC part of the setup (runs inside the gate): reuse a stored working user, accept
+/// a reported `sidero` user, or create one.
+async fn provision(
+    stored: Option<Credentials>,
+    endpoint: &str,
+    admin: &Credentials,
+    timeouts: IpmiTimeouts,
+) -> Result<Setup, SetupError> {
+    if admin.username == SETUP_USER {
+        verify(endpoint, admin, timeouts)
+            .await
+            .map_err(SetupError::Verify)?;
+        return Ok(Setup {
+            creds: admin.clone(),
+            outcome: SetupOutcome::Reported,
+        });
+    }
+    if let Some(creds) = stored
+        && verify(endpoint, &creds, timeouts).await.is_ok()
+    {
+        return Ok(Setup {
+            creds,
+            outcome: SetupOutcome::Reused,
+        });
+    }
+    let creds = setup_user(endpoint, admin, timeouts).await?;
+    Ok(Setup {
+        creds,
+        outcome: SetupOutcome::Created,
+    })
+}
+
+/// The `reason` of a `BMCSetup=False` condition.
+pub fn failure_reason(e: &SetupError) -> &'static str {
+    match e {
+        SetupError::Bmc {
+            step: STEP_ADMIN_LOGIN,
+            source: BmcError::Auth { .. },
+        } => "AdminLoginFailed",
+        SetupError::Bmc {
+            source: BmcError::Timeout { .. },
+            ..
+        } => "Timeout",
+        SetupError::Bmc {
+            source: BmcError::Unreachable { .. },
+            ..
+        } => "Unreachable",
+        SetupError::Bmc {
+            source: BmcError::Busy { .. },
+            ..
+        } => "Busy",
+        SetupError::Bmc { .. } => "UserSetupFailed",
+        SetupError::NoFreeSlot { .. } => "NoFreeUserSlot",
+        SetupError::Verify(_) => "VerifyFailed",
+        SetupError::Store(_) => "StoreFailed",
+    }
+}
+
+/// Auto setup for one Server, behind `gate` (one call per BMC, bounded overall, one
+/// deadline for the whole BMC part): reuses the stored `sidero` user when it still logs in,
+/// else creates/resets it with `admin` (see [`setup_user`]); stores the credentials in the
+/// secrets table with `spec.bmc` pointing at them (endpoint and port set, other fields
+/// kept), and records `BMCSetup` True, or False with a reason and the error chain.
+/// Credentials are never logged.
 pub async fn auto_setup_server(
     store: &Store,
+    gate: &BmcGate,
     server_name: &str,
     host: &str,
     port: u16,
     admin: &Credentials,
     timeouts: IpmiTimeouts,
-) -> Result<Credentials, SetupError> {
-    let endpoint = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+) -> Result<Setup, SetupError> {
+    let endpoint = endpoint_of(host, port);
     let now = rfc3339(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     );
-    match setup_user(&endpoint, admin, timeouts).await {
-        Ok(creds) => {
-            let spec = server::Bmc {
-                endpoint: host.to_string(),
-                port: Some(u32::from(port)),
-                ..Default::default()
+    let result = async {
+        let stored = stored_setup_user(store, server_name, host, port)?;
+        let setup = gate
+            .run(&endpoint, async {
+                Ok(provision(stored, &endpoint, admin, timeouts).await)
+            })
+            .await
+            .unwrap_or_else(|source| {
+                Err(SetupError::Bmc {
+                    step: "wait for the BMC",
+                    source,
+                })
+            })?;
+        if setup.outcome != SetupOutcome::Reused {
+            store.edit_server_bmc(
+                server_name,
+                |b| {
+                    b.endpoint = host.to_string();
+                    b.port = Some(u32::from(port));
+                    // The user is an IPMI user: a Redfish interface would not use it.
+                    if b.interface
+                        .as_deref()
+                        .is_some_and(|i| !i.starts_with("lanplus"))
+                    {
+                        b.interface = None;
+                    }
+                    Ok(())
+                },
+                Some((&setup.creds.username, &setup.creds.password)),
+            )?;
+        }
+        Ok(setup)
+    }
+    .await;
+    match &result {
+        Ok(setup) => {
+            let (reason, message) = match setup.outcome {
+                SetupOutcome::Created => (
+                    "UserCreated",
+                    "created BMC user `sidero` with a generated password",
+                ),
+                SetupOutcome::Reused => (
+                    "UserReused",
+                    "the stored BMC user `sidero` still logs in; nothing changed",
+                ),
+                SetupOutcome::Reported => (
+                    "ReportedUserVerified",
+                    "the BMC user `sidero` reported by the agent logs in",
+                ),
             };
-            store.set_server_bmc(server_name, spec, &creds.username, &creds.password)?;
-            set_condition_on(store, server_name, CONDITION_SETUP, Ok(()), &now);
-            tracing::info!(server = server_name, endpoint = %endpoint, user = SETUP_USER, "BMC user set up");
-            Ok(creds)
+            record_condition(
+                store,
+                server_name,
+                CONDITION_SETUP,
+                true,
+                Some(reason),
+                Some(message.to_string()),
+                &now,
+            );
+            tracing::info!(server = server_name, endpoint = %endpoint, user = SETUP_USER, outcome = ?setup.outcome, "BMC user set up");
         }
         Err(e) => {
-            let message = crate::error_chain(&e);
+            let message = crate::error_chain(e);
             tracing::warn!(server = server_name, endpoint = %endpoint, error = %message, "BMC setup failed");
             set_condition_on(
                 store,
                 server_name,
                 CONDITION_SETUP,
-                Err(("SetupFailed", message)),
+                Err((failure_reason(e), message)),
                 &now,
             );
-            Err(e)
         }
+    }
+    result
+}
+
+/// Handle the agent API uses to start setups: the store, the BMC gate shared with power
+/// control, and the IPMI timeouts from `[bmc]`. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AutoSetup {
+    store: Store,
+    gate: BmcGate,
+    timeouts: IpmiTimeouts,
+}
+
+impl AutoSetup {
+    pub fn new(store: Store, gate: BmcGate, config: &BmcConfig) -> AutoSetup {
+        AutoSetup {
+            store,
+            gate,
+            timeouts: IpmiTimeouts {
+                attempt: std::time::Duration::from_millis(config.ipmi_attempt_ms.max(50)),
+                retries: config.ipmi_retries,
+            },
+        }
+    }
+
+    /// Starts [`auto_setup_server`] on its own task and returns at once; the outcome is the
+    /// Server's `BMCSetup` condition.
+    pub fn spawn(
+        &self,
+        server: String,
+        host: String,
+        port: u16,
+        admin: Credentials,
+    ) -> tokio::task::JoinHandle<Result<Setup, SetupError>> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            auto_setup_server(
+                &this.store,
+                &this.gate,
+                &server,
+                &host,
+                port,
+                &admin,
+                this.timeouts,
+            )
+            .await
+        })
     }
 }
 

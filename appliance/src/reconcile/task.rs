@@ -68,6 +68,8 @@ struct Shared {
     config: LifecycleConfig,
     /// `[bmc] auto_setup`: ask agents of accepted servers without `spec.bmc` for their BMC.
     auto_bmc_setup: std::sync::atomic::AtomicBool,
+    /// The BMC room's setup starter (set by `app`; absent in tests that do not need it).
+    bmc_setup: std::sync::OnceLock<crate::bmc::setup::AutoSetup>,
     seen: Mutex<HashMap<String, Instant>>,
     progress: Mutex<HashMap<String, Vec<DiskProgress>>>,
     tx: mpsc::UnboundedSender<Planned>,
@@ -92,6 +94,7 @@ impl Lifecycle {
                 store,
                 config,
                 auto_bmc_setup: std::sync::atomic::AtomicBool::new(true),
+                bmc_setup: std::sync::OnceLock::new(),
                 seen: Mutex::new(HashMap::new()),
                 progress: Mutex::new(HashMap::new()),
                 tx,
@@ -128,6 +131,16 @@ impl Lifecycle {
         self.inner
             .auto_bmc_setup
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Hands the agent API the BMC room's auto setup (once; later calls are ignored).
+    pub fn set_bmc_setup(&self, setup: crate::bmc::setup::AutoSetup) {
+        let _ = self.inner.bmc_setup.set(setup);
+    }
+
+    /// The auto setup starter, when `[bmc] auto_setup` is on and one was handed over.
+    pub fn bmc_setup(&self) -> Option<&crate::bmc::setup::AutoSetup> {
+        self.inner.bmc_setup.get().filter(|_| self.auto_bmc_setup())
     }
 
     /// Records a sign of life of the server's agent (any agent call).

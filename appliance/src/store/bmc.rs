@@ -154,14 +154,36 @@ impl Store {
     pub fn set_server_bmc(
         &self,
         server: &str,
-        mut spec: BmcSpec,
+        spec: BmcSpec,
         username: &str,
         password: &str,
     ) -> Result<Stored, StoreError> {
+        self.edit_server_bmc(
+            server,
+            |b| {
+                *b = spec;
+                Ok(())
+            },
+            Some((username, password)),
+        )
+    }
+
+    /// Edits a server's `spec.bmc` (starting from the default when it has none) and, when
+    /// `credentials` are given, stores them in the server's secret and points
+    /// `userFrom`/`passFrom` at it (inline `user`/`pass` are dropped). One transaction;
+    /// nothing is written when nothing changes. An `Err` from `edit` (the reason) rejects
+    /// the change as [`StoreError::Rejected`] and writes nothing.
+    pub fn edit_server_bmc(
+        &self,
+        server: &str,
+        edit: impl FnOnce(&mut BmcSpec) -> Result<(), String>,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<Stored, StoreError> {
         let secret = bmc_secret_name(server);
+        let secret_id = format!("default/{secret}");
         let txn = self.inner.db.begin_write()?;
         let stored;
-        let revision;
+        let mut changed = None;
         {
             let mut meta = txn.open_table(META)?;
             let mut objects = txn.open_table(OBJECTS)?;
@@ -175,53 +197,96 @@ impl Store {
                     kind: Kind::Server,
                     name: server.to_string(),
                 })?;
-            let mut object = old.object;
+            let mut object = old.object.clone();
             let Object::Server(s) = &mut object else {
                 unreachable!("the Server key holds a Server");
             };
-            let reference = |key: &str| {
-                Some(CredentialSource {
-                    secret_key_ref: Some(SecretKeyRef {
-                        namespace: Some("default".into()),
-                        name: secret.clone(),
-                        key: key.to_string(),
-                    }),
-                })
-            };
-            spec.user = None;
-            spec.pass = None;
-            spec.user_from = reference("user");
-            spec.pass_from = reference("pass");
+            let mut spec = s.spec.bmc.clone().unwrap_or_default();
+            edit(&mut spec).map_err(|reason| StoreError::Rejected {
+                kind: Kind::Server,
+                name: server.to_string(),
+                reason,
+            })?;
+            if let Some((username, password)) = credentials {
+                let reference = |key: &str| {
+                    Some(CredentialSource {
+                        secret_key_ref: Some(SecretKeyRef {
+                            namespace: Some("default".into()),
+                            name: secret.clone(),
+                            key: key.to_string(),
+                        }),
+                    })
+                };
+                spec.user = None;
+                spec.pass = None;
+                spec.user_from = reference("user");
+                spec.pass_from = reference("pass");
+                let map = BTreeMap::from([
+                    ("user".to_string(), username.to_string()),
+                    ("pass".to_string(), password.to_string()),
+                ]);
+                let json = serde_json::to_vec(&map).expect("map serialises");
+                let same = secrets
+                    .get(secret_id.as_str())?
+                    .is_some_and(|v| v.value() == json.as_slice());
+                if !same {
+                    secrets.insert(secret_id.as_str(), json.as_slice())?;
+                    changed = Some(None);
+                }
+            }
             s.spec.bmc = Some(spec);
-            let map = BTreeMap::from([
-                ("user".to_string(), username.to_string()),
-                ("pass".to_string(), password.to_string()),
-            ]);
-            let id = format!("default/{secret}");
-            secrets.insert(
-                id.as_str(),
-                serde_json::to_vec(&map).expect("map serialises").as_slice(),
-            )?;
-            revision = meta
-                .get(tables::META_REVISION)?
-                .map(|v| v.value())
-                .unwrap_or(0)
-                + 1;
-            objects.insert(
-                key.as_str(),
-                tables::encode_record(revision, &object).as_slice(),
-            )?;
-            meta.insert(tables::META_REVISION, revision)?;
-            stored = Stored { object, revision };
+            if object == old.object {
+                stored = old;
+            } else {
+                let revision = meta
+                    .get(tables::META_REVISION)?
+                    .map(|v| v.value())
+                    .unwrap_or(0)
+                    + 1;
+                objects.insert(
+                    key.as_str(),
+                    tables::encode_record(revision, &object).as_slice(),
+                )?;
+                meta.insert(tables::META_REVISION, revision)?;
+                changed = Some(Some(revision));
+                stored = Stored { object, revision };
+            }
         }
-        txn.commit()?;
-        self.publish(Some(Change {
-            revision,
-            kind: Kind::Server,
-            name: server.to_string(),
-            op: ChangeOp::Put,
-        }));
+        match changed {
+            None => txn.abort()?,
+            Some(revision) => {
+                txn.commit()?;
+                if let Some(revision) = revision {
+                    self.publish(Some(Change {
+                        revision,
+                        kind: Kind::Server,
+                        name: server.to_string(),
+                        op: ChangeOp::Put,
+                    }));
+                }
+            }
+        }
         Ok(stored)
+    }
+
+    /// The credentials a server's `spec.bmc` refers to in the secrets table (not inline
+    /// ones), when both are there.
+    pub fn server_bmc_secret(&self, server: &str) -> Result<Option<(String, String)>, StoreError> {
+        let Some(stored) = self.get(Kind::Server, server)? else {
+            return Ok(None);
+        };
+        let Object::Server(s) = stored.object else {
+            return Ok(None);
+        };
+        let Some(bmc) = s.spec.bmc else {
+            return Ok(None);
+        };
+        let (Some(user_from), Some(pass_from)) = (&bmc.user_from, &bmc.pass_from) else {
+            return Ok(None);
+        };
+        Ok(self
+            .resolve_credential(user_from)?
+            .zip(self.resolve_credential(pass_from)?))
     }
 }
 

@@ -30,19 +30,30 @@ impl Drop for Sim {
 }
 
 pub fn ipmitool(port: u16, args: &[&str]) -> String {
+    ipmitool_as(port, "admin", "password", args).1
+}
+
+/// `ipmitool -I lanplus -C 3` as `user`/`pass`: (success, stdout+stderr).
+pub fn ipmitool_as(port: u16, user: &str, pass: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("ipmitool")
         .args(["-I", "lanplus", "-H", "127.0.0.1", "-p", &port.to_string()])
-        .args([
-            "-U", "admin", "-P", "password", "-C", "3", "-N", "1", "-R", "2",
-        ])
+        .args(["-U", user, "-P", pass, "-C", "3", "-N", "1", "-R", "2"])
         .args(args)
+        .stdin(Stdio::null())
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
 }
 
 /// Starts ipmi_sim and waits until it answers.
 pub fn start_sim() -> Sim {
+    start_sim_with("password")
+}
+
+/// Starts ipmi_sim with administrator `admin` / `admin_pass` and waits until it answers.
+pub fn start_sim_with(admin_pass: &str) -> Sim {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -62,7 +73,7 @@ pub fn start_sim() -> Sim {
     std::fs::write(
         d.join("lan.conf"),
         format!(
-            "name \"clitest\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 {port}\n    priv_limit admin\n    allowed_auths_admin none md2 md5 straight\n    guid a123456789abcdefa123456789abcdef\n  endlan\n  chassis_control \"{} 0x20\"\n  user 2 true \"admin\" \"password\" admin 10 none md2 md5 straight\n",
+            "name \"clitest\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 {port}\n    priv_limit admin\n    allowed_auths_admin none md2 md5 straight\n    guid a123456789abcdefa123456789abcdef\n  endlan\n  chassis_control \"{} 0x20\"\n  user 2 true \"admin\" \"{admin_pass}\" admin 10 none md2 md5 straight\n",
             script.display()
         ),
     )
@@ -87,7 +98,10 @@ pub fn start_sim() -> Sim {
         .unwrap();
     let sim = Sim { child, port, dir };
     let start = Instant::now();
-    while !ipmitool(port, &["chassis", "power", "status"]).contains("Chassis Power is") {
+    while !ipmitool_as(port, "admin", admin_pass, &["chassis", "power", "status"])
+        .1
+        .contains("Chassis Power is")
+    {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "ipmi_sim did not start"

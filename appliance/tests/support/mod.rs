@@ -42,13 +42,28 @@ impl Appliance {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Appliance {
+        Appliance::start_custom(data_dir, "", "warn", extra)
+    }
+
+    /// Starts with `config` appended to the test config and the given log level.
+    pub fn start_custom(
+        data_dir: &Path,
+        config: &str,
+        log_level: &str,
+        extra: &[&str],
+    ) -> Appliance {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         // Tests run in parallel (and as root in CI): no service on the privileged ports.
         std::fs::create_dir_all(data_dir).unwrap();
-        let config = data_dir.join("test-config.toml");
-        std::fs::write(&config, "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n").unwrap();
+        let path = data_dir.join("test-config.toml");
+        std::fs::write(
+            &path,
+            format!("[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n{config}"),
+        )
+        .unwrap();
+        let config = path;
         let child = Command::new(BIN)
-            .args(["serve", "--log-level", "warn"])
+            .args(["serve", "--log-level", log_level])
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")
@@ -155,6 +170,16 @@ impl Appliance {
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+    }
+
+    /// Stops gracefully and returns everything the box wrote to stderr (its log).
+    pub fn stop_and_log(&mut self) -> String {
+        self.stop();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        err
     }
 }
 

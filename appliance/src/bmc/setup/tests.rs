@@ -51,6 +51,20 @@ fn generated_passwords_are_16_alphanumerics_and_differ() {
     assert_ne!(a, b);
 }
 
+fn gate() -> BmcGate {
+    BmcGate::new(4, Duration::from_secs(30))
+}
+
+async fn run(store: &Store, port: u16, admin: &Credentials) -> Result<Setup, SetupError> {
+    auto_setup_server(store, &gate(), "s1", "127.0.0.1", port, admin, quick()).await
+}
+
+/// The id of the `sidero` user in `ipmitool user list` output.
+fn sidero_id(list: &str) -> String {
+    let line = list.lines().find(|l| l.contains("sidero")).unwrap();
+    line.split_whitespace().next().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_a_user_that_ipmitool_can_use_and_stores_it() {
     if !ipmi_tools_present("creates_a_user_that_ipmitool_can_use_and_stores_it") {
@@ -58,16 +72,9 @@ async fn creates_a_user_that_ipmitool_can_use_and_stores_it() {
     }
     let sim = IpmiSim::start();
     let (_d, store) = store();
-    let creds = auto_setup_server(
-        &store,
-        "s1",
-        "127.0.0.1",
-        sim.port,
-        &admin("password"),
-        quick(),
-    )
-    .await
-    .unwrap();
+    let setup = run(&store, sim.port, &admin("password")).await.unwrap();
+    assert_eq!(setup.outcome, SetupOutcome::Created);
+    let creds = setup.creds;
     assert_eq!(creds.username, "sidero");
     let (ok, out) = tokio::task::block_in_place(|| {
         sim.ipmitool(
@@ -90,33 +97,59 @@ async fn creates_a_user_that_ipmitool_can_use_and_stores_it() {
     let json = serde_json::to_string(&s).unwrap();
     assert!(!json.contains(&creds.password));
     let bmc = s.spec.bmc.unwrap();
+    assert!(bmc.user.is_none() && bmc.pass.is_none());
     assert_eq!(
         store
             .resolve_credential(bmc.pass_from.as_ref().unwrap())
             .unwrap(),
         Some(creds.password.clone())
     );
-    assert_eq!(
-        condition(&store, CONDITION_SETUP).unwrap().status,
-        ConditionStatus::True
-    );
+    let cond = condition(&store, CONDITION_SETUP).unwrap();
+    assert_eq!(cond.status, ConditionStatus::True);
+    assert_eq!(cond.reason.as_deref(), Some("UserCreated"));
 
-    // Running it again reuses the slot and rotates the password.
-    let again = auto_setup_server(
-        &store,
-        "s1",
-        "127.0.0.1",
-        sim.port,
-        &admin("password"),
-        quick(),
-    )
-    .await
-    .unwrap();
-    assert_ne!(again.password, creds.password);
+    // A repeat report is idempotent: the stored user still works, so nothing changes.
+    let revision = store.revision().unwrap();
+    let again = run(&store, sim.port, &admin("password")).await.unwrap();
+    assert_eq!(again.outcome, SetupOutcome::Reused);
+    assert_eq!(again.creds.password, creds.password);
     let (_, list) = tokio::task::block_in_place(|| {
         sim.ipmitool("admin", "password", 3, &["user", "list", "1"])
     });
     assert_eq!(list.matches("sidero").count(), 1, "{list}");
+    assert_eq!(
+        condition(&store, CONDITION_SETUP)
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("UserReused")
+    );
+    assert_eq!(
+        store.revision().unwrap(),
+        revision + 1,
+        "only the condition changed"
+    );
+
+    // Someone changed the user's password on the BMC: the next report resets it in the
+    // same slot (no second user) and the old password stops working.
+    let id = sidero_id(&list);
+    let (ok, out) = tokio::task::block_in_place(|| {
+        sim.ipmitool(
+            "admin",
+            "password",
+            3,
+            &["user", "set", "password", &id, "Changed12345"],
+        )
+    });
+    assert!(ok, "{out}");
+    let third = run(&store, sim.port, &admin("password")).await.unwrap();
+    assert_eq!(third.outcome, SetupOutcome::Created);
+    assert_ne!(third.creds.password, creds.password);
+    let (_, list) = tokio::task::block_in_place(|| {
+        sim.ipmitool("admin", "password", 3, &["user", "list", "1"])
+    });
+    assert_eq!(list.matches("sidero").count(), 1, "{list}");
+    assert_eq!(sidero_id(&list), id);
     let (ok, _) = tokio::task::block_in_place(|| {
         sim.ipmitool(
             "sidero",
@@ -126,6 +159,16 @@ async fn creates_a_user_that_ipmitool_can_use_and_stores_it() {
         )
     });
     assert!(!ok, "old password must no longer work");
+    assert_eq!(
+        store.server_bmc_secret("s1").unwrap().unwrap().1,
+        third.creds.password
+    );
+
+    // An agent that set the user up itself (Sidero's in-band setup) reports `sidero`: it is
+    // verified and stored as reported.
+    let reported = third.creds.clone();
+    let r = run(&store, sim.port, &reported).await.unwrap();
+    assert_eq!(r.outcome, SetupOutcome::Reported);
 }
 
 #[tokio::test]
@@ -135,9 +178,7 @@ async fn wrong_admin_password_leaves_a_condition_and_no_credentials() {
     }
     let sim = IpmiSim::start();
     let (_d, store) = store();
-    let err = auto_setup_server(&store, "s1", "127.0.0.1", sim.port, &admin("bad"), quick())
-        .await
-        .unwrap_err();
+    let err = run(&store, sim.port, &admin("bad")).await.unwrap_err();
     let text = crate::error_chain(&err);
     assert!(
         text.contains("log in as the administrator") && text.contains("wrong password"),
@@ -145,9 +186,26 @@ async fn wrong_admin_password_leaves_a_condition_and_no_credentials() {
     );
     let cond = condition(&store, CONDITION_SETUP).unwrap();
     assert_eq!(cond.status, ConditionStatus::False);
+    assert_eq!(cond.reason.as_deref(), Some("AdminLoginFailed"));
     assert!(cond.message.unwrap().contains("wrong password"));
     let Object::Server(s) = store.get(Kind::Server, "s1").unwrap().unwrap().object else {
         panic!()
     };
     assert!(s.spec.bmc.is_none());
+}
+
+#[tokio::test]
+async fn an_unreachable_bmc_gives_a_clear_condition() {
+    // Nothing listens on this UDP port: ICMP port unreachable (or silence) ends it.
+    let port = crate::bmc::testsupport::free_udp_port();
+    let (_d, store) = store();
+    let err = run(&store, port, &admin("password")).await.unwrap_err();
+    let cond = condition(&store, CONDITION_SETUP).unwrap();
+    assert_eq!(cond.status, ConditionStatus::False);
+    let reason = cond.reason.unwrap();
+    assert!(
+        reason == "Unreachable" || reason == "Timeout",
+        "{reason}: {}",
+        crate::error_chain(&err)
+    );
 }
