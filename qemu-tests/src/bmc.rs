@@ -234,6 +234,32 @@ impl SimBmc {
         }
     }
 
+    /// Waits until a QEMU other than `old` runs (after a cycle or reset); returns its pid.
+    pub fn wait_new_vm(&self, old: u32, timeout: Duration) -> Result<u32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(pid) = self.qemu_pid().filter(|p| *p != old) {
+                return Ok(pid);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "VM {} not restarted (still pid {old} or off) within {timeout:?}\n{}",
+                    self.name,
+                    self.report()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The pids the hook started, in order (from its VM log).
+    pub fn started_pids(&self) -> Vec<u32> {
+        self.vm_log()
+            .lines()
+            .filter_map(|l| l.split_once(" started pid=")?.1.trim().parse().ok())
+            .collect()
+    }
+
     /// The hook's call log (`<epoch> <op> <args>` per call from ipmi_sim).
     pub fn calls(&self) -> String {
         read_lossy(&self.state.join("calls.log"))

@@ -11,7 +11,13 @@
 //!    marker on the serial console. `ctl server power status` reads `on` while it runs, and
 //!    `off` once the test Environment powered the VM off.
 //! 3. `ctl server bootdev pxe --bios` + `ctl server power on` → QEMU again → a new
-//!    DHCPDISCOVER; `ctl server power off` → the QEMU process is gone and status reads off.
+//!    DHCPDISCOVER; `ctl server power cycle` → a new QEMU process that PXE boots again;
+//!    `ctl server power off` → the QEMU process is gone and status reads off.
+//!
+//! A second test shortens the reboot timeout: the test Environment is not the agent, so the
+//! accepted server never shows a sign of life; the lifecycle retries "PXE + power cycle"
+//! through the BMC (a second QEMU process that PXE boots) and then raises condition
+//! `PowerCycle=False` (reason `RebootTimeout`) on the Server.
 //!
 //! ipmitool cross-checks the BMC's view at each step.
 
@@ -20,7 +26,7 @@ use std::time::{Duration, Instant};
 use qemu_tests::appliance::ApplianceConfig;
 use qemu_tests::bmc::{BMC_ADDR, BMC_PASSWORD, BMC_PORT, BMC_USER, DhcpCapture, SimBmc, epoch_now};
 use qemu_tests::env::{MARKER, test_env};
-use qemu_tests::{Firmware, Lab, Needs, VmSpec, require_lab, which};
+use qemu_tests::{Firmware, Lab, Needs, VmSpec, which};
 
 /// Generous: TCG on 2 shared cores, with builds running beside.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -50,21 +56,32 @@ fn assert_logged(lab: &Lab, bmc: &SimBmc, log: &str, needles: &[&str]) {
     );
 }
 
-#[test]
-fn appliance_powers_a_vm_through_ipmi_sim_and_it_pxe_boots() {
-    require_lab!(Needs::Bios);
+/// The lab with the appliance, the BMC-powered VM (off) and a DHCP capture of its MAC, and
+/// the Server registered with its BMC. Fields drop in order: VM and ipmi_sim, tcpdump, then
+/// the lab (appliance, namespace).
+struct Rig {
+    bmc: SimBmc,
+    capture: DhcpCapture,
+    lab: Lab,
+}
+
+/// `None` (after printing why) when this machine cannot run the test.
+fn rig(extra_toml: &str) -> Option<Rig> {
+    if let Some(reason) = qemu_tests::skip_reason(Needs::Bios) {
+        eprintln!("SKIP bmc_power: {reason}");
+        return None;
+    }
     for tool in ["ipmi_sim", "ipmitool", "tcpdump"] {
         if which(tool).is_none() {
             eprintln!("SKIP bmc_power: {tool} not installed (run scripts/setup)");
-            return;
+            return None;
         }
     }
-    let started = Instant::now();
     let env = test_env().expect("test env");
     let mut lab = Lab::new().expect("lab");
-    lab.start_appliance(&ApplianceConfig::server().agent_env(&env.dir))
-        .expect("appliance");
-    // Declared after the lab: dropped (VM and ipmi_sim killed) before the namespace goes.
+    let mut config = ApplianceConfig::server().agent_env(&env.dir);
+    config.extra_toml = extra_toml.to_string();
+    lab.start_appliance(&config).expect("appliance");
     let spec = VmSpec::new(Firmware::Bios)
         .uuid(UUID)
         .memory(512)
@@ -105,6 +122,20 @@ fn appliance_powers_a_vm_through_ipmi_sim_and_it_pxe_boots() {
     assert!(!shown.contains(BMC_PASSWORD), "password shown: {shown}");
     let status = power_status(&mut lab);
     assert!(status.contains("power: off"), "{status}");
+    Some(Rig { bmc, capture, lab })
+}
+
+#[test]
+fn appliance_powers_a_vm_through_ipmi_sim_and_it_pxe_boots() {
+    let started = Instant::now();
+    let Some(Rig {
+        bmc,
+        capture,
+        mut lab,
+    }) = rig("")
+    else {
+        return;
+    };
 
     // Accept: the lifecycle sets PXE once and powers the server on through the BMC.
     let t_on = epoch_now();
@@ -194,6 +225,21 @@ fn appliance_powers_a_vm_through_ipmi_sim_and_it_pxe_boots() {
         "bmc_power: ctl power on → first DHCPDISCOVER {:.2}s",
         t_discover2 - t_on2
     );
+    // Cycle while on: ipmi_sim stops it and starts it again a second later.
+    let discovers_before = capture.discovers().len();
+    ctl(&mut lab, &["server", "power", "cycle", UUID]);
+    let pid3 = bmc
+        .wait_new_vm(pid2, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        bmc.vm_log().contains(&format!("stop pid={pid2}")),
+        "{}",
+        bmc.report()
+    );
+    capture
+        .wait_discover(discovers_before, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", lab.report(), bmc.report()));
+
     ctl(&mut lab, &["server", "power", "off", UUID]);
     // Gone, or a zombie waiting to be reaped: no longer running either way.
     bmc.wait_power(false, Duration::from_secs(10))
@@ -203,13 +249,103 @@ fn appliance_powers_a_vm_through_ipmi_sim_and_it_pxe_boots() {
     let seen_by_ipmitool = bmc.ipmitool(&["chassis", "power", "status"]).unwrap();
     assert!(seen_by_ipmitool.contains("is off"), "{seen_by_ipmitool}");
     assert!(
-        bmc.vm_log().contains(&format!("stop pid={pid2}")),
+        bmc.vm_log().contains(&format!("stop pid={pid3}")),
         "{}",
         bmc.report()
     );
     lab.appliance().check_alive().expect("appliance still up");
     eprintln!(
         "bmc_power: whole test {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The reboot timeout through a real BMC: accepted, powered on by the lifecycle, but no
+/// agent ever reports (the test Environment is not the agent) → after `reboot_timeout` the
+/// lifecycle sets PXE and power cycles again (a new QEMU process that PXE boots again) →
+/// after `reboot_retries` retries condition `PowerCycle=False` (reason `RebootTimeout`).
+#[test]
+fn reboot_timeout_retries_the_power_cycle_through_the_bmc_then_raises_a_condition() {
+    let started = Instant::now();
+    let Some(Rig {
+        bmc,
+        capture,
+        mut lab,
+    }) = rig("[lifecycle]\nreboot_timeout = \"15s\"\nreboot_retries = 1\n")
+    else {
+        return;
+    };
+    let t0 = Instant::now();
+    ctl(&mut lab, &["server", "accept", UUID]);
+    let pid1 = bmc
+        .wait_power(true, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.report()))
+        .expect("running");
+    capture
+        .wait_discover(0, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", lab.report(), bmc.report()));
+    // The retry: a second process, started by the hook (pid1 was stopped by the cycle, or
+    // had powered itself off after its boot).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let pid2 = loop {
+        if let Some(p) = bmc.started_pids().get(1) {
+            break *p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no retry within 120 s\n{}\n{}",
+            lab.report(),
+            bmc.report()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let t_retry = t0.elapsed();
+    assert_ne!(pid1, pid2);
+    assert!(
+        t_retry >= Duration::from_secs(14),
+        "retried after {t_retry:?}, before the 15 s reboot timeout\n{}",
+        bmc.report()
+    );
+    assert!(
+        bmc.calls().matches("set boot pxe").count() >= 2,
+        "PXE is set on every attempt\n{}",
+        bmc.report()
+    );
+    // The retried VM PXE boots again.
+    capture
+        .wait_discover(1, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", lab.report(), bmc.report()));
+
+    // Retries exhausted (backoff 30 s after the first retry): the condition.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let condition = loop {
+        let out = ctl(&mut lab, &["get", "server", UUID, "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("server json");
+        let found = v["status"]["conditions"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["type"] == "PowerCycle").cloned());
+        if let Some(c) = found {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no PowerCycle condition within 120 s: {v:#}\n{}",
+            lab.report()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let t_condition = t0.elapsed();
+    assert_eq!(condition["status"], "False", "{condition:#}");
+    assert_eq!(condition["reason"], "RebootTimeout", "{condition:#}");
+    // No further power action once the retries are exhausted.
+    let starts = bmc.started_pids().len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(bmc.started_pids().len(), starts, "{}", bmc.report());
+    lab.appliance().check_alive().expect("appliance still up");
+    eprintln!(
+        "bmc_power: accept → retry (new QEMU) {:.1}s, → PowerCycle=False {:.1}s; whole test {:.1}s",
+        t_retry.as_secs_f64(),
+        t_condition.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
 }
