@@ -6,8 +6,8 @@
 //!   secret (no password in `ctl get`, none in the log), `ctl server power status` works
 //!   with the generated user, a repeat report creates no second user, and ipmitool logs in
 //!   with the password read from the stopped box's store;
-//! - wrong administrator password: `BMCSetup=False` with a clear reason, the agent API still
-//!   answers and asks the agent again; a corrected report recovers;
+//! - dead BMC, then wrong administrator password: `BMCSetup=False` with a clear reason,
+//!   the agent API still answers and asks the agent again; a corrected report recovers;
 //! - auto setup off: the reported credentials are stored (as a secret) and used as is.
 
 mod ipmi_sim;
@@ -220,6 +220,39 @@ async fn wrong_admin_password_sets_a_clear_condition_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let mut app = Appliance::start_custom(&tmp.path().join("data"), "", "info", &[]);
     let mut a = accepted_agent(&app).await;
+    // A dead BMC (nothing on that port): the RPC answers at once, the setup fails on its
+    // task with a clear reason.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let answered = report(&mut a, "127.0.0.1", dead, "admin", ADMIN_PASS).await;
+    let start = Instant::now();
+    let cond = loop {
+        let (_, v) = server(&app);
+        if let Some(c) = setup_condition(&v) {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no BMCSetup condition"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "dead BMC: UpdateBMCInfo answered in {answered:?}; BMCSetup=False after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(cond["status"], "False", "{cond}");
+    assert!(
+        cond["reason"] == "Unreachable" || cond["reason"] == "Timeout",
+        "{cond}"
+    );
+    a.heartbeat(pb::HeartbeatRequest { uuid: UUID.into() })
+        .await
+        .unwrap();
+
     report(&mut a, "127.0.0.1", sim.port, "admin", "Wr0ngPassw0rd").await;
     let (cond, _) = wait_setup(&app, "AdminLoginFailed").await;
     assert_eq!(cond["status"], "False", "{cond}");

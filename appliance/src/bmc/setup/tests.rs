@@ -72,7 +72,12 @@ async fn creates_a_user_that_ipmitool_can_use_and_stores_it() {
     }
     let sim = IpmiSim::start();
     let (_d, store) = store();
+    let t = std::time::Instant::now();
     let setup = run(&store, sim.port, &admin("password")).await.unwrap();
+    println!(
+        "auto setup (create + verify + store) took {:?}",
+        t.elapsed()
+    );
     assert_eq!(setup.outcome, SetupOutcome::Created);
     let creds = setup.creds;
     assert_eq!(creds.username, "sidero");
@@ -110,7 +115,9 @@ async fn creates_a_user_that_ipmitool_can_use_and_stores_it() {
 
     // A repeat report is idempotent: the stored user still works, so nothing changes.
     let revision = store.revision().unwrap();
+    let t = std::time::Instant::now();
     let again = run(&store, sim.port, &admin("password")).await.unwrap();
+    println!("repeat report (verify stored user) took {:?}", t.elapsed());
     assert_eq!(again.outcome, SetupOutcome::Reused);
     assert_eq!(again.creds.password, creds.password);
     let (_, list) = tokio::task::block_in_place(|| {
