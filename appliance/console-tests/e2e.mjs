@@ -258,15 +258,23 @@ try {
     const cdp = await ctx.newCDPSession(p);
     await cdp.send("Network.enable");
     let bytes = 0, requests = 0;
+    const encodings = {};
     cdp.on("Network.loadingFinished", (e) => { bytes += e.encodedDataLength; requests += 1; });
+    cdp.on("Network.responseReceived", (e) => {
+      const file = new URL(e.response.url).pathname.split("/").pop();
+      const h = Object.fromEntries(Object.entries(e.response.headers).map(([k, v]) => [k.toLowerCase(), v]));
+      encodings[file] = h["content-encoding"] || "identity";
+    });
     await p.goto(BASE + path);
     await p.locator(wait).first().waitFor();
     await p.waitForTimeout(300);
     weights[name] = { kib: Math.round((bytes / 1024) * 10) / 10, requests };
+    const script = path === "/login" ? "login.js" : "app.js";
+    check(encodings[script] === "gzip", `${name}: ${script} arrived gzip-compressed`);
     await ctx.close();
   }
   writeFileSync(join(SHOTS, "page-weights.json"), JSON.stringify(weights, null, 2));
-  console.log("page weights (KiB transferred on first load, uncompressed):", JSON.stringify(weights));
+  console.log("page weights (KiB transferred on first load, assets gzip-compressed):", JSON.stringify(weights));
 
   step = "logout";
   await page.getByRole("button", { name: "Log out" }).click();

@@ -124,6 +124,51 @@ fn unauthenticated_requests_are_refused_and_public_routes_stay_open() {
     let again = app.request("GET", "/console/app.js", &[("If-None-Match", &etag)], None);
     assert_eq!(again.status, 304);
     assert!(again.body.is_empty());
+    assert_eq!(js.header("content-encoding"), None, "no gzip unless asked");
+    assert_eq!(js.header("vary"), Some("accept-encoding"));
+    // gzip for clients that accept it: a representation of its own (own ETag); checked
+    // with curl, which decompresses it to exactly the uncompressed bytes.
+    let gz = app.request(
+        "GET",
+        "/console/app.js",
+        &[("Accept-Encoding", "br, gzip;q=0.8")],
+        None,
+    );
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let gz_etag = gz.header("etag").unwrap().to_string();
+    assert_ne!(gz_etag, etag);
+    let revalidate = |tag: &str, enc: &str| {
+        app.request(
+            "GET",
+            "/console/app.js",
+            &[("If-None-Match", tag), ("Accept-Encoding", enc)],
+            None,
+        )
+        .status
+    };
+    assert_eq!(revalidate(&gz_etag, "gzip"), 304);
+    assert_eq!(revalidate(&gz_etag, "identity"), 200);
+    assert_eq!(revalidate(&etag, "gzip;q=0"), 304);
+    let url = format!("{}/console/app.js", app.base_url());
+    let curl = |extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-w", "\n%{size_download}"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, size) = text.rsplit_once('\n').unwrap();
+        (body.to_string(), size.parse::<usize>().unwrap())
+    };
+    let (plain, plain_size) = curl(&[]);
+    let (unzipped, gz_size) = curl(&["--compressed"]);
+    assert_eq!(unzipped, plain, "gzip copy decompresses to the asset");
+    assert!(
+        gz_size * 3 < plain_size,
+        "app.js: {gz_size} bytes gzip vs {plain_size}"
+    );
     assert_eq!(
         app.request("GET", "/console/nope.js", &[], None).status,
         404

@@ -480,21 +480,41 @@ fn asset_response(path: &str, headers: &HeaderMap, cache: &'static str) -> Respo
     let Some(a) = console::asset(path) else {
         return error(StatusCode::NOT_FOUND, format!("no console asset `{path}`"));
     };
-    let etag = HeaderValue::from_str(&a.etag).expect("etag is ASCII");
+    // The gzip copy is a representation of its own (own strong ETag, Vary).
+    let gz = a.gzip.as_deref().filter(|_| {
+        headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(console::accepts_gzip)
+    });
+    let tag = if gz.is_some() { &a.etag_gzip } else { &a.etag };
+    let etag = HeaderValue::from_str(tag).expect("etag is ASCII");
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == a.etag || t.trim() == "*"));
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
     let mut resp = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut r = Response::new(Body::from(a.body));
+        let mut r = match gz {
+            Some(bytes) => {
+                let mut r = Response::new(Body::from(bytes));
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r
+            }
+            None => Response::new(Body::from(a.body)),
+        };
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(a.content_type),
         );
         r
     };
+    if a.gzip.is_some() {
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
     let h = resp.headers_mut();
     h.insert(header::ETAG, etag);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
