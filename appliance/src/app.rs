@@ -179,6 +179,7 @@ fn boot_context(
         },
         extra_agent_args: config.boot.extra_agent_kernel_args.clone(),
         admin_token,
+        maps: Default::default(),
         downloads: config.boot.download_assets,
     }
 }

@@ -38,6 +38,7 @@ async fn start(default_method: BootFromDiskMethod) -> Box_ {
         extra_agent_args: vec!["panic=0".into()],
         admin_token: Arc::from("t0ken-for-tests-0123456789"),
         downloads: true,
+        maps: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -314,6 +315,51 @@ async fn env_files_stream_with_ranges() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 206);
     assert_eq!(r.headers()["content-length"], "10");
+}
+
+/// Assets are served from a memory map shared per file version: a download that started
+/// before the file was replaced (by rename, as the downloader and upload do) finishes with
+/// the old bytes, the next one gets the new bytes, and a removed file is a 404.
+#[tokio::test]
+async fn env_file_replaced_by_rename_mid_download() {
+    let b = start(BootFromDiskMethod::IpxeExit).await;
+    let old = pattern(8 * 1024 * 1024);
+    write_env(b.dir.path(), "e2", b"k", &old);
+    let url = format!("{}/env/e2/initramfs.xz", b.base);
+    let client = reqwest::Client::new();
+    let mut first = client.get(&url).send().await.unwrap();
+    let mut got = first.chunk().await.unwrap().unwrap().to_vec();
+
+    let new: Vec<u8> = old.iter().map(|b| b ^ 0xff).take(5 * 1024 * 1024).collect();
+    let dir = b.dir.path().join("env/e2");
+    std::fs::write(dir.join("initramfs.xz.tmp"), &new).unwrap();
+    std::fs::rename(dir.join("initramfs.xz.tmp"), dir.join("initramfs.xz")).unwrap();
+
+    let second = client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        second == new,
+        "the replaced file is served after the rename"
+    );
+    while let Some(c) = first.chunk().await.unwrap() {
+        got.extend_from_slice(&c);
+    }
+    assert!(
+        got == old,
+        "a download in flight keeps the old file's bytes"
+    );
+
+    std::fs::remove_file(dir.join("initramfs.xz")).unwrap();
+    assert_eq!(
+        client.get(&url).send().await.unwrap().status().as_u16(),
+        404
+    );
 }
 
 /// Sends a raw request line (no client-side path normalisation) and returns the status.

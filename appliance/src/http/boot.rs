@@ -4,6 +4,11 @@
 //!
 //! Thin glue: reads the store, calls the pure decision (`crate::boot`) and renderer
 //! (`crate::protocol::ipxe`), and streams files from disk without loading them whole.
+//! Environment assets in the box's own cache (which it only ever replaces by rename) are
+//! memory-mapped, one shared map per file version, and handed to hyper as one buffer: bytes
+//! go from the page cache to the socket with no read copy and no blocking-pool hop.
+//! `/tftp/` files and an operator's agent directory may be rewritten in place, so they are
+//! read in chunks.
 //! Every request on these routes is logged as `HTTP <method> <uri> <remote> -> <status>`.
 
 use std::net::SocketAddr;
@@ -46,6 +51,64 @@ pub struct BootContext {
     pub admin_token: Arc<str>,
     /// Whether the download task runs (config `boot.download_assets`).
     pub downloads: bool,
+    /// One shared memory map per served Environment asset.
+    pub maps: MappedFiles,
+}
+
+/// Read-only memory maps of Environment asset files, one per file version (device, inode,
+/// size, mtime), shared by every download of it: concurrent boots read the same pages and
+/// the process maps each file once. A replaced file (new inode) gets a new map; the old one
+/// is freed when its last download ends.
+#[derive(Debug, Default)]
+pub struct MappedFiles {
+    maps: std::sync::Mutex<std::collections::HashMap<PathBuf, (FileVersion, axum::body::Bytes)>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileVersion {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileVersion {
+    fn of(meta: &std::fs::Metadata) -> FileVersion {
+        use std::os::unix::fs::MetadataExt;
+        FileVersion {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
+impl MappedFiles {
+    fn get(
+        &self,
+        path: &Path,
+        file: &tokio::fs::File,
+        meta: &std::fs::Metadata,
+    ) -> std::io::Result<axum::body::Bytes> {
+        let version = FileVersion::of(meta);
+        let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, bytes)) = maps.get(path)
+            && *v == version
+        {
+            return Ok(bytes.clone());
+        }
+        let bytes = map_file(file)?;
+        maps.insert(path.to_path_buf(), (version, bytes.clone()));
+        Ok(bytes)
+    }
+
+    fn forget(&self, path: &Path) {
+        self.maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path);
+    }
 }
 
 /// The boot routes, with request logging.
@@ -318,7 +381,7 @@ async fn tftp_file(
             format!("refused path {path:?}: only plain names below the TFTP root are served\n"),
         );
     };
-    serve_file(&full, &method, &headers).await
+    serve_file(&full, &method, &headers, FileBody::Read).await
 }
 
 async fn env_file(
@@ -339,17 +402,44 @@ async fn env_file(
             format!("no such asset {file:?} (vmlinuz, initramfs.xz or initrd)\n"),
         );
     };
-    serve_file(&ctx.dirs.file(&name, asset), &method, &headers).await
+    let path = ctx.dirs.file(&name, asset);
+    // Only files under the box's own env cache are replaced by rename alone; an operator's
+    // agent directory (`boot.agent_dir`) may be rewritten in place, so it is read.
+    let body = if path.starts_with(&ctx.dirs.env_root) {
+        FileBody::Mapped(&ctx.maps)
+    } else {
+        FileBody::Read
+    };
+    serve_file(&path, &method, &headers, body).await
 }
 
 /// Bytes per read while streaming a file.
 const CHUNK: usize = 256 * 1024;
 
+/// How `serve_file` produces the body.
+#[derive(Debug, Clone, Copy)]
+pub enum FileBody<'a> {
+    /// Chunked reads: safe for any file.
+    Read,
+    /// A read-only memory map. Only for files that are replaced by rename, never truncated
+    /// or rewritten in place (a mapping keeps the old inode alive; a file shrunk in place
+    /// under it would fault the reader).
+    Mapped(&'a MappedFiles),
+}
+
 /// Serves one regular file with single-range support; never reads it whole into memory.
-pub async fn serve_file(path: &Path, method: &Method, headers: &HeaderMap) -> Response {
+pub async fn serve_file(
+    path: &Path,
+    method: &Method,
+    headers: &HeaderMap,
+    body: FileBody<'_>,
+) -> Response {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let FileBody::Mapped(maps) = body {
+                maps.forget(path);
+            }
             return text(StatusCode::NOT_FOUND, "not found\n");
         }
         Err(e) => {
@@ -395,6 +485,24 @@ pub async fn serve_file(path: &Path, method: &Method, headers: &HeaderMap) -> Re
             .body(Body::empty())
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
+    if let FileBody::Mapped(maps) = body
+        && count > 0
+    {
+        match maps.get(path, &file, &meta) {
+            Ok(map) => {
+                // Both ends were checked against `len` by `http_range::answer`.
+                let (from, to) = (start as usize, (start + count) as usize);
+                if to <= map.len() {
+                    return builder
+                        .body(Body::from(map.slice(from..to)))
+                        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+                }
+            }
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "mmap failed; reading instead");
+            }
+        }
+    }
     if start > 0 {
         use tokio::io::AsyncSeekExt;
         if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
@@ -408,6 +516,18 @@ pub async fn serve_file(path: &Path, method: &Method, headers: &HeaderMap) -> Re
     builder
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Maps `file` read-only as one shared buffer (see [`FileBody::Mapped`] for when that is
+/// safe).
+#[allow(unsafe_code)] // the crate's one unsafe block: mmap has no safe form.
+fn map_file(file: &tokio::fs::File) -> std::io::Result<axum::body::Bytes> {
+    // SAFETY: the mapping is read-only and private to this process; the callers only map
+    // files that are replaced by atomic rename (the open inode is never modified), so the
+    // memory stays valid and unchanged for as long as the `Bytes` lives.
+    let map = unsafe { memmap2::Mmap::map(file)? };
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(axum::body::Bytes::from_owner(map))
 }
 
 /// Largest accepted upload (a kernel or an initrd).
