@@ -533,3 +533,47 @@ spec:
         (404, "environment \"talos\" not found\n")
     );
 }
+
+/// `GET` on an upload URL runs the upload's checks without a body (what `ctl env upload`
+/// asks before streaming a file).
+#[tokio::test]
+async fn upload_check_answers_like_the_upload_would() {
+    let b = start(BootFromDiskMethod::IpxeExit).await;
+    let client = reqwest::Client::new();
+    let status = |path: &str, token: Option<&str>| {
+        let mut req = client.get(format!("{}{path}", b.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let token = Some("t0ken-for-tests-0123456789");
+    assert_eq!(
+        status("/api/v1/environments/agent-amd64/kernel", None).await,
+        401
+    );
+    assert_eq!(
+        status(
+            "/api/v1/environments/agent-amd64/kernel",
+            Some("wrong-token-wrong-token")
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        status("/api/v1/environments/agent-amd64/kernel", token).await,
+        200
+    );
+    assert_eq!(
+        status("/api/v1/environments/nosuch/kernel", token).await,
+        404
+    );
+    assert_eq!(
+        status("/api/v1/environments/agent-amd64/bogus", token).await,
+        404
+    );
+    assert_eq!(
+        status("/api/v1/environments/Bad_Name/kernel", token).await,
+        400
+    );
+}

@@ -56,15 +56,32 @@ pub async fn upload(
         endpoint.trim_end_matches('/'),
         asset.as_str()
     );
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-        file,
-        256 * 1024,
-    ));
     let request_err = |source| UploadAssetError::Request {
         url: url.clone(),
         source,
     };
-    let resp = reqwest::Client::new()
+    let client = reqwest::Client::new();
+    // Ask first (same checks, no body): a refusal of the PUT itself can arrive while the
+    // file is still streaming and surface as a reset connection instead of its message.
+    let check = client
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(request_err)?;
+    if !check.status().is_success() {
+        let status = check.status().as_u16();
+        return Err(UploadAssetError::Refused {
+            asset: asset.as_str(),
+            status,
+            message: check.text().await.unwrap_or_default().trim().to_string(),
+        });
+    }
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
+    let resp = client
         .put(&url)
         .bearer_auth(token)
         .header(reqwest::header::CONTENT_LENGTH, len)

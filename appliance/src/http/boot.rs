@@ -118,7 +118,10 @@ pub fn routes(ctx: Arc<BootContext>) -> Router {
         .route("/ipxe", get(ipxe))
         .route("/tftp/{*path}", get(tftp_file))
         .route("/env/{name}/{file}", get(env_file))
-        .route("/api/v1/environments/{name}/{asset}", put(upload))
+        .route(
+            "/api/v1/environments/{name}/{asset}",
+            put(upload).get(upload_check),
+        )
         .layer(middleware::from_fn(log_request))
         .with_state(ctx)
 }
@@ -537,60 +540,97 @@ const MAX_UPLOAD: u64 = 8 << 30;
 /// token>`: streams the body into the cache (temp file + rename), computes its SHA-512,
 /// refuses it (422) when the spec names a different digest, and records a ready condition.
 /// `<name>` is a stored Environment, or a built-in agent environment (files only).
+/// What an upload to `/api/v1/environments/<name>/<asset>` may write, once the token, the
+/// asset name, the environment name and (for a non-agent environment) the Environment
+/// object are checked; or the refusal to send.
+async fn check_upload(
+    ctx: &BootContext,
+    headers: &HeaderMap,
+    name: &str,
+    asset: &str,
+) -> Result<(Asset, Option<EnvSpec>), Response> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !crate::api::auth::check_bearer(bearer, &ctx.admin_token) {
+        return Err(text(
+            StatusCode::UNAUTHORIZED,
+            "uploads need `authorization: Bearer <token>`; the token is in <data_dir>/admin.token\n",
+        ));
+    }
+    let Some(asset) = Asset::parse(asset) else {
+        return Err(text(
+            StatusCode::NOT_FOUND,
+            format!("no asset {asset:?}: upload `kernel` or `initrd`\n"),
+        ));
+    };
+    let agent = is_agent_environment(name);
+    if !agent && validate_name(name).is_err() {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("refused environment name {name:?}\n"),
+        ));
+    }
+    if agent {
+        return Ok((asset, None));
+    }
+    let store = ctx.store.clone();
+    let n = name.to_string();
+    match tokio::task::spawn_blocking(move || store.get(Kind::Environment, &n)).await {
+        Ok(Ok(Some(s))) => match &s.object {
+            Object::Environment(e) => Ok((asset, Some(EnvSpec::from_environment(e)))),
+            _ => Ok((asset, None)),
+        },
+        Ok(Ok(None)) => Err(text(
+            StatusCode::NOT_FOUND,
+            format!("environment \"{name}\" not found: apply it first, then upload its files\n"),
+        )),
+        Ok(Err(e)) => Err(internal(&e)),
+        Err(e) => Err(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("environment lookup failed: {e}\n"),
+        )),
+    }
+}
+
+/// `GET /api/v1/environments/<name>/<asset>`: would an upload be accepted (same checks,
+/// no body)? `appliance ctl env upload` asks first, because a refusal sent while a large
+/// body is still streaming in can reach the client as a reset connection instead of the
+/// status and message.
+async fn upload_check(
+    State(ctx): State<Arc<BootContext>>,
+    UrlPath((name, asset)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    match check_upload(&ctx, &headers, &name, &asset).await {
+        Ok((asset, _)) => {
+            let present = ctx.dirs.present(&name, asset);
+            text(
+                StatusCode::OK,
+                format!(
+                    "{} upload accepted; a file is {}\n",
+                    asset.as_str(),
+                    if present {
+                        "present"
+                    } else {
+                        "not present yet"
+                    }
+                ),
+            )
+        }
+        Err(refusal) => refusal,
+    }
+}
+
 async fn upload(
     State(ctx): State<Arc<BootContext>>,
     UrlPath((name, asset)): UrlPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if !crate::api::auth::check_bearer(bearer, &ctx.admin_token) {
-        return text(
-            StatusCode::UNAUTHORIZED,
-            "uploads need `authorization: Bearer <token>`; the token is in <data_dir>/admin.token\n",
-        );
-    }
-    let Some(asset) = Asset::parse(&asset) else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("no asset {asset:?}: upload `kernel` or `initrd`\n"),
-        );
-    };
-    let agent = is_agent_environment(&name);
-    if !agent && validate_name(&name).is_err() {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("refused environment name {name:?}\n"),
-        );
-    }
-    let spec = if agent {
-        None
-    } else {
-        let store = ctx.store.clone();
-        let n = name.clone();
-        match tokio::task::spawn_blocking(move || store.get(Kind::Environment, &n)).await {
-            Ok(Ok(Some(s))) => match &s.object {
-                Object::Environment(e) => Some(EnvSpec::from_environment(e)),
-                _ => None,
-            },
-            Ok(Ok(None)) => {
-                return text(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "environment \"{name}\" not found: apply it first, then upload its files\n"
-                    ),
-                );
-            }
-            Ok(Err(e)) => return internal(&e),
-            Err(e) => {
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("environment lookup failed: {e}\n"),
-                );
-            }
-        }
+    let (asset, spec) = match check_upload(&ctx, &headers, &name, &asset).await {
+        Ok(ok) => ok,
+        Err(refusal) => return refusal,
     };
     let expected = spec
         .as_ref()
