@@ -192,10 +192,7 @@ impl ConsoleState {
                 .unwrap_or_default();
             let mut ev = self.inner.events.lock().expect("events lock");
             for e in entries {
-                if ev.len() == RECENT_EVENTS {
-                    ev.pop_front();
-                }
-                ev.push_back(e);
+                push_recent(&mut ev, e);
             }
         }
     }
@@ -329,6 +326,24 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Appends to the recent-events list, dropping the oldest beyond `RECENT_EVENTS`. A change
+/// that reads the same as the object's previous entry is left out: `describe` reads the
+/// object as it is when the batch is described, so a create followed by a status write (two
+/// changes, one batch later) would otherwise show twice with the same state.
+fn push_recent(ev: &mut std::collections::VecDeque<RecentEvent>, e: RecentEvent) {
+    let previous = ev
+        .iter()
+        .rev()
+        .find(|p| p.kind == e.kind && p.name == e.name);
+    if previous.is_some_and(|p| p.op == e.op && p.detail == e.detail) {
+        return;
+    }
+    if ev.len() == RECENT_EVENTS {
+        ev.pop_front();
+    }
+    ev.push_back(e);
 }
 
 fn describe(store: &Store, batch: Vec<Change>) -> Vec<RecentEvent> {
@@ -1456,6 +1471,31 @@ async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_events_collapse_repeats_of_the_same_state() {
+        let ev = |rev: u64, name: &str, op: &'static str, detail: &str| RecentEvent {
+            revision: rev,
+            at: 0,
+            kind: "Server".into(),
+            name: name.into(),
+            op,
+            detail: detail.into(),
+        };
+        let mut list = std::collections::VecDeque::new();
+        push_recent(&mut list, ev(1, "a", "put", "discovered"));
+        push_recent(&mut list, ev(2, "b", "put", "discovered"));
+        push_recent(&mut list, ev(3, "a", "put", "discovered"));
+        push_recent(&mut list, ev(4, "a", "put", "accepted"));
+        push_recent(&mut list, ev(5, "a", "put", "discovered"));
+        push_recent(&mut list, ev(6, "a", "delete", ""));
+        let revs: Vec<u64> = list.iter().map(|e| e.revision).collect();
+        assert_eq!(revs, vec![1, 2, 4, 5, 6]);
+        for i in 0..RECENT_EVENTS as u64 + 10 {
+            push_recent(&mut list, ev(10 + i, &format!("s{i}"), "put", "x"));
+        }
+        assert_eq!(list.len(), RECENT_EVENTS);
+    }
 
     #[test]
     fn origin_checks() {
