@@ -1,6 +1,8 @@
 //! Test-only helpers: a real OpenIPMI `ipmi_sim` on loopback (config generated into a
 //! temp dir, unique port, killed on drop) with a chassis-control script whose state files
-//! the tests read, and an `ipmitool -I lanplus` runner for cross-checks.
+//! the tests read, an `ipmitool -I lanplus` runner for cross-checks, and sushy-emulator.
+//! Depends on std, tempfile and serde_json only: the integration tests include this same
+//! file (`tests/ipmi_sim/mod.rs`), so there is one ipmi_sim fixture.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -64,7 +66,8 @@ esac
 exit 0
 "#;
 
-/// A running ipmi_sim with users `admin`/`password` (administrator).
+/// A running ipmi_sim with users `admin`/`password` (administrator; see
+/// [`IpmiSim::start_with`] for another password).
 pub struct IpmiSim {
     pub port: u16,
     pub dir: tempfile::TempDir,
@@ -73,6 +76,11 @@ pub struct IpmiSim {
 
 impl IpmiSim {
     pub fn start() -> IpmiSim {
+        IpmiSim::start_with("password")
+    }
+
+    /// Starts ipmi_sim with administrator `admin` / `admin_pass`.
+    pub fn start_with(admin_pass: &str) -> IpmiSim {
         let dir = tempfile::tempdir().unwrap();
         let port = free_udp_port();
         let d = dir.path();
@@ -95,7 +103,7 @@ set_working_mc 0x20
   endlan
   chassis_control "{} 0x20"
   user 1 true  ""      "test"     user  10 none md2 md5 straight
-  user 2 true  "admin" "password" admin 10 none md2 md5 straight
+  user 2 true  "admin" "{admin_pass}" admin 10 none md2 md5 straight
 "#,
             script.display()
         );
@@ -124,7 +132,7 @@ set_working_mc 0x20
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
             if sim
-                .ipmitool("admin", "password", 3, &["chassis", "power", "status"])
+                .ipmitool("admin", admin_pass, 3, &["chassis", "power", "status"])
                 .0
             {
                 return sim;
