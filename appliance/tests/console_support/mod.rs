@@ -4,26 +4,26 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_appliance");
+#[path = "../support/mod.rs"]
+mod support;
 
-/// A running `appliance serve`; killed on drop.
+pub use support::BIN;
+
+/// A running `appliance serve` (the shared fixture, DHCP/TFTP and asset downloads off);
+/// killed on drop.
 pub struct Appliance {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
+    inner: support::Appliance,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+impl std::ops::Deref for Appliance {
+    type Target = support::Appliance;
+    fn deref(&self) -> &support::Appliance {
+        &self.inner
+    }
 }
 
 impl Appliance {
@@ -31,96 +31,27 @@ impl Appliance {
         Appliance::start_with("")
     }
 
-    /// Starts with `extra` TOML appended to the test config (DHCP off, TFTP off).
+    /// Starts with `extra` TOML appended to the test config. No outbound asset downloads:
+    /// the fixtures name public URLs (tests stay on loopback).
     pub fn start_with(extra: &str) -> Appliance {
-        // A port picked by the kernel and released again; retried if someone takes it.
-        let mut last_log = String::new();
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().unwrap();
-            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            // Only the HTTP listener: DHCP/TFTP would need fixed ports (and root), which
-            // parallel tests cannot share.
-            let cfg = dir.path().join("config.toml");
-            // No outbound asset downloads: the fixtures name public URLs (tests stay on
-            // loopback).
-            std::fs::write(
-                &cfg,
-                format!(
-                    "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n[boot]\ndownload_assets = false\n{extra}"
-                ),
-            )
-            .unwrap();
-            let child = Command::new(BIN)
-                .arg("serve")
-                .arg("--config")
-                .arg(&cfg)
-                .arg("--data-dir")
-                .arg(dir.path())
-                .arg("--http-listen")
-                .arg(addr.to_string())
-                .env("APPLIANCE_LOG_LEVEL", "warn")
-                .env_remove("APPLIANCE_CONFIG")
-                .env_remove("APPLIANCE_DHCP_MODE")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-                .spawn()
-                .unwrap();
-            let mut app = Appliance { child, addr, dir };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = app.child.try_wait() {
-                    break;
-                }
-                if let Ok(r) = app.try_request("GET", "/healthz", &[], None)
-                    && r.status == 200
-                {
-                    return app;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            last_log =
-                std::fs::read_to_string(app.dir.path().join("serve.log")).unwrap_or_default();
-            drop(app);
+        Appliance {
+            inner: support::Appliance::start_config(&format!(
+                "[boot]\ndownload_assets = false\n{extra}"
+            )),
         }
-        panic!("appliance serve did not come up:\n{last_log}");
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn token(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string()
+        &self.inner.data_dir
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.inner.endpoint()
     }
 
     /// `appliance ctl …` against this box; panics unless it succeeds.
     pub fn ctl(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let mut child = Command::new(BIN)
-            .arg("ctl")
-            .arg("--endpoint")
-            .arg(self.base_url())
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            let mut input = child.stdin.take().unwrap();
-            if let Some(s) = stdin {
-                input.write_all(s.as_bytes()).unwrap();
-            }
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = self.inner.ctl_stdin(args, stdin);
         assert!(
             out.status.success(),
             "ctl {args:?} failed: {}",
@@ -166,13 +97,6 @@ impl Appliance {
         body: Option<&str>,
     ) -> Response {
         self.try_request(method, path, headers, body).unwrap()
-    }
-}
-
-impl Drop for Appliance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

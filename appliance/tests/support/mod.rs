@@ -1,5 +1,7 @@
 //! Test fixture: a real `appliance serve` child process on a free loopback port with a
-//! temporary data dir, and helpers to run `appliance ctl` against it.
+//! temporary data dir, and helpers to run `appliance ctl` against it. The box's log goes to
+//! a temp file (never a pipe nobody drains, which would stall a chatty box), and a start
+//! that lost its port to another test is retried on a new one. `console_support` wraps this.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -15,6 +17,7 @@ pub struct Appliance {
     pub child: Child,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    log: tempfile::NamedTempFile,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -36,6 +39,15 @@ impl Appliance {
         a
     }
 
+    /// Starts on a fresh temp data dir with `config` appended to the test config.
+    pub fn start_config(config: &str) -> Appliance {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let mut a = Appliance::start_custom(&data_dir, config, "warn", &[]);
+        a._tmp = Some(tmp);
+        a
+    }
+
     /// Starts on a given data dir (kept by the caller across restarts).
     pub fn start_in(data_dir: &Path) -> Appliance {
         Appliance::start_with(data_dir, &[])
@@ -52,7 +64,6 @@ impl Appliance {
         log_level: &str,
         extra: &[&str],
     ) -> Appliance {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         // Tests run in parallel (and as root in CI): no service on the privileged ports.
         std::fs::create_dir_all(data_dir).unwrap();
         let path = data_dir.join("test-config.toml");
@@ -61,47 +72,69 @@ impl Appliance {
             format!("[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n{config}"),
         )
         .unwrap();
-        let config = path;
-        let child = Command::new(BIN)
-            .args(["serve", "--log-level", log_level])
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--http-listen")
-            .arg(addr.to_string())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("appliance binary starts");
-        let mut a = Appliance {
-            child,
-            addr,
-            data_dir: data_dir.to_path_buf(),
-            _tmp: None,
-        };
-        a.wait_healthy();
-        a
+        // The port is picked by the kernel and released again, so another test may take it
+        // first: then the box exits at once and is started again on a new port.
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let log = tempfile::NamedTempFile::new().unwrap();
+            let child = Command::new(BIN)
+                .args(["serve", "--log-level", log_level])
+                .arg("--config")
+                .arg(&path)
+                .arg("--data-dir")
+                .arg(data_dir)
+                .arg("--http-listen")
+                .arg(addr.to_string())
+                .args(extra)
+                .env_remove("APPLIANCE_CONFIG")
+                .env_remove("APPLIANCE_DHCP_MODE")
+                .env_remove("APPLIANCE_LOG_LEVEL")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log.reopen().unwrap())
+                .spawn()
+                .expect("appliance binary starts");
+            let mut a = Appliance {
+                child,
+                addr,
+                data_dir: data_dir.to_path_buf(),
+                log,
+                _tmp: None,
+            };
+            match a.wait_healthy() {
+                Ok(()) => return a,
+                Err(log) if log.to_ascii_lowercase().contains("address already in use") => {
+                    last_log = log;
+                }
+                Err(log) => panic!("appliance exited early: {log}"),
+            }
+        }
+        panic!("appliance could not get a free port in 5 tries: {last_log}");
     }
 
-    fn wait_healthy(&mut self) {
+    /// Waits for `/healthz`; the log if the box exited first.
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("appliance exited early with {status}: {err}");
+                return Err(format!("{status}: {}", self.log()));
             }
             if http_get(self.addr, "/healthz").is_some_and(|(code, _)| code == 200) {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("appliance did not become healthy on {}", self.addr);
+        panic!(
+            "appliance did not become healthy on {}: {}",
+            self.addr,
+            self.log()
+        );
+    }
+
+    /// Everything the box has written to stderr (its log) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     pub fn endpoint(&self) -> String {
@@ -175,11 +208,7 @@ impl Appliance {
     /// Stops gracefully and returns everything the box wrote to stderr (its log).
     pub fn stop_and_log(&mut self) -> String {
         self.stop();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        err
+        self.log()
     }
 }
 
