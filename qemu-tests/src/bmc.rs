@@ -158,6 +158,45 @@ impl SimBmc {
                 hook.display()
             ),
         )?;
+        SimBmc::spawn(lab, dir, state, name, mac, &[])
+    }
+
+    /// An in-band BMC for a VM built with [`VmSpec::inband_bmc`]`(serial_port)`: ipmi_sim
+    /// also listens on `127.0.0.1:<serial_port>` in the namespace for QEMU's
+    /// `ipmi-bmc-extern` (`serial kcs … codec VM`), has no chassis hook, and its LAN
+    /// configuration (channel 1) carries IP address [`BMC_ADDR`] (set over LAN with
+    /// ipmitool, as an operator would), which is what the guest reads in-band.
+    pub fn start_inband(lab: &Lab, name: &str, serial_port: u16) -> Result<SimBmc> {
+        let dir = lab.dir().join(format!("bmc-{name}"));
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state).context("bmc state dir")?;
+        std::fs::create_dir_all(dir.join("sim")).context("ipmi_sim state dir")?;
+        std::fs::write(
+            dir.join("lan.conf"),
+            format!(
+                "name \"{name}\"\nset_working_mc 0x20\n  startlan 1\n    addr {BMC_ADDR} {BMC_PORT}\n    priv_limit admin\n    allowed_auths_callback none md2 md5 straight\n    allowed_auths_user none md2 md5 straight\n    allowed_auths_operator none md2 md5 straight\n    allowed_auths_admin none md2 md5 straight\n    guid a123456789abcdefa123456789abcdef\n  endlan\n  serial kcs 127.0.0.1 {serial_port} codec VM\n  user 2 true \"{BMC_USER}\" \"{BMC_PASSWORD}\" admin 10 none md2 md5 straight\n"
+            ),
+        )?;
+        let bmc = SimBmc::spawn(lab, dir, state, name, "", &[])?;
+        bmc.ipmitool(&["lan", "set", "1", "ipsrc", "static"])?;
+        bmc.ipmitool(&["lan", "set", "1", "ipaddr", &BMC_ADDR.to_string()])?;
+        let print = bmc.ipmitool(&["lan", "print", "1"])?;
+        if !print.contains(&BMC_ADDR.to_string()) {
+            bail!("ipmi_sim did not take the LAN address:\n{print}");
+        }
+        Ok(bmc)
+    }
+
+    /// Writes `sim.emu`, starts ipmi_sim (`lan.conf` already in `dir`) in the lab namespace
+    /// and waits until `ipmitool` gets an answer from it.
+    fn spawn(
+        lab: &Lab,
+        dir: PathBuf,
+        state: PathBuf,
+        name: &str,
+        mac: &str,
+        extra: &[&str],
+    ) -> Result<SimBmc> {
         std::fs::write(
             dir.join("sim.emu"),
             "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n",
@@ -169,7 +208,8 @@ impl SimBmc {
             .arg(dir.join("sim.emu"))
             .arg("-s")
             .arg(dir.join("sim"))
-            .arg("-n");
+            .arg("-n")
+            .args(extra);
         let sim = Guarded::spawn("ipmi_sim", cmd, &dir.join("ipmi_sim.log"))?;
         let mut bmc = SimBmc {
             sim,
@@ -296,24 +336,23 @@ impl SimBmc {
     /// `ipmitool -I lanplus -C 3` against the sim, from inside the namespace (an
     /// independent client to cross-check what the appliance set).
     pub fn ipmitool(&self, args: &[&str]) -> Result<String> {
+        self.ipmitool_as(BMC_USER, BMC_PASSWORD, args)
+    }
+
+    /// [`SimBmc::ipmitool`] logged in as another user.
+    pub fn ipmitool_as(&self, user: &str, password: &str, args: &[&str]) -> Result<String> {
         let port = BMC_PORT.to_string();
         let addr = BMC_ADDR.to_string();
         run(Command::new("ip")
             .args(["netns", "exec", &self.ns_name, "ipmitool"])
             .args(["-I", "lanplus", "-H", &addr, "-p", &port])
-            .args([
-                "-U",
-                BMC_USER,
-                "-P",
-                BMC_PASSWORD,
-                "-C",
-                "3",
-                "-N",
-                "1",
-                "-R",
-                "2",
-            ])
+            .args(["-U", user, "-P", password, "-C", "3", "-N", "1", "-R", "2"])
             .args(args))
+    }
+
+    /// ipmi_sim's own log.
+    pub fn sim_log(&self) -> String {
+        self.sim.log()
     }
 
     /// Everything a failure message needs.

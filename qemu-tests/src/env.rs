@@ -2,13 +2,17 @@
 //! [`MARKER`] (followed by ` cmdline=<kernel command line>`) on the serial console and powers
 //! off. Built once per test process by `scripts/build-test-initramfs` into the git-ignored
 //! `qemu-tests/work/env/test-env/`.
+//!
+//! Also the agent environment ([`agent_env`]): `scripts/build-agent-initramfs` with this
+//! tree's `appliance` binary, into `qemu-tests/work/env/agent-amd64/`.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
+use crate::appliance::binary;
 use crate::process::run;
 use crate::workspace_root;
 
@@ -38,4 +42,36 @@ pub fn test_env() -> Result<&'static TestEnv> {
     })
     .as_ref()
     .map_err(|e| anyhow!("building the test Environment: {e}"))
+}
+
+/// Builds the agent environment from this tree's binary (once per test process) and
+/// returns its directory (`vmlinuz`, `initramfs.xz`).
+pub fn agent_env() -> Result<PathBuf> {
+    static ENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let build = || -> Result<PathBuf> {
+            let bin = binary()?;
+            let root = workspace_root();
+            let dir = root.join("qemu-tests/work/env/agent-amd64");
+            let out = Command::new(root.join("scripts/build-agent-initramfs"))
+                .arg(&dir)
+                .env("AGENT_BIN", &bin)
+                // The debug binary is large: trade a little size for build time.
+                .env("AGENT_XZ_PRESET", "1")
+                .output()
+                .context("run scripts/build-agent-initramfs")?;
+            if !out.status.success() {
+                bail!(
+                    "scripts/build-agent-initramfs failed ({}):\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+            Ok(dir)
+        };
+        build().map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(|e| anyhow!("building the agent environment: {e}"))
 }

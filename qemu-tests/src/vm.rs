@@ -47,6 +47,10 @@ pub struct VmSpec {
     /// `-no-reboot`: a guest reboot ends QEMU (default). Off for VMs whose power a BMC
     /// controls, where a reboot keeps the machine powered.
     pub no_reboot: bool,
+    /// An in-guest BMC on the ISA KCS interface whose BMC side is external: QEMU connects
+    /// (`ipmi-bmc-extern`, reconnecting) to `127.0.0.1:<port>`, where ipmi_sim's
+    /// `serial kcs … codec VM` listens. The guest then has `/dev/ipmi0` with `ipmi_si`.
+    pub inband_bmc_port: Option<u16>,
 }
 
 impl VmSpec {
@@ -61,6 +65,7 @@ impl VmSpec {
             data_disks: Vec::new(),
             console_socket: false,
             no_reboot: true,
+            inband_bmc_port: None,
         }
     }
 
@@ -86,6 +91,13 @@ impl VmSpec {
 
     pub fn data_disk(mut self, disk: &Path) -> VmSpec {
         self.data_disks.push(disk.to_path_buf());
+        self
+    }
+
+    /// Gives the VM an in-band BMC served by ipmi_sim on `127.0.0.1:<port>` (see
+    /// [`VmSpec::inband_bmc_port`]).
+    pub fn inband_bmc(mut self, port: u16) -> VmSpec {
+        self.inband_bmc_port = Some(port);
         self
     }
 
@@ -171,6 +183,16 @@ impl VmSpec {
                 &format!("if=none,id=data{i},format=raw,file={}", disk.display()),
                 "-device",
                 &format!("virtio-blk-pci,drive=data{i},serial=data{i}"),
+            ]);
+        }
+        if let Some(port) = self.inband_bmc_port {
+            push(&[
+                "-chardev",
+                &format!("socket,id=ipmi0,host=127.0.0.1,port={port},reconnect=1"),
+                "-device",
+                "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",
+                "-device",
+                "isa-ipmi-kcs,bmc=bmc0",
             ]);
         }
         push(&["-boot", "strict=on"]);

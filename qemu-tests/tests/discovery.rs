@@ -7,51 +7,19 @@
 //! untouched → the server is clean and available in class `any` and in a class qualifying
 //! on its core count (and not in one asking for 64 cores).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use qemu_tests::appliance::{ApplianceConfig, binary};
-use qemu_tests::{Firmware, Lab, Needs, VmSpec, require_lab, workspace_root};
+use anyhow::{Context, Result};
+use qemu_tests::appliance::ApplianceConfig;
+use qemu_tests::env::agent_env;
+use qemu_tests::{Firmware, Lab, Needs, VmSpec, require_lab};
 use serde_json::Value;
 
 /// Generous: TCG on 2 shared cores, with builds running beside.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const MIB: usize = 1 << 20;
 const UUID: &str = "4d1c0a3e-7b52-4f6e-9a10-5e6f7a8b9c0d";
-
-/// Builds the agent environment from this tree's binary (once per test process).
-fn agent_env() -> Result<PathBuf> {
-    static ENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let build = || -> Result<PathBuf> {
-            let bin = binary()?;
-            let root = workspace_root();
-            let dir = root.join("qemu-tests/work/env/agent-amd64");
-            let out = Command::new(root.join("scripts/build-agent-initramfs"))
-                .arg(&dir)
-                .env("AGENT_BIN", &bin)
-                // The debug binary is large: trade a little size for build time.
-                .env("AGENT_XZ_PRESET", "1")
-                .output()
-                .context("run scripts/build-agent-initramfs")?;
-            if !out.status.success() {
-                bail!(
-                    "scripts/build-agent-initramfs failed ({}):\n{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
-            Ok(dir)
-        };
-        build().map_err(|e| format!("{e:#}"))
-    })
-    .clone()
-    .map_err(|e| anyhow::anyhow!("building the agent environment: {e}"))
-}
 
 /// The byte the pattern has at `offset` (never zero; changes every 4 KiB).
 fn pattern_byte(offset: usize) -> u8 {

@@ -5,20 +5,26 @@
 //!
 //! The room: `cmdline` (kernel args, pure), `dmi` (SMBIOS table parsing, pure), `inventory`
 //! (sysfs/procfs → the v1alpha2 hardware layout, on a root dir so tests use fixture trees),
-//! `wipe` (ranges, pure; zero writes), and this file: the thin gRPC loop. It touches the
-//! local machine only (its block devices, reboot/poweroff) and talks only to the endpoint on
-//! the kernel command line. It never links server-side rooms.
+//! `wipe` (ranges, pure; zero writes), `bmc` (in-band BMC setup steps over a transport) and
+//! `ipmidev` (that transport: `/dev/ipmi0`, the room's only unsafe code), and this file: the
+//! thin gRPC loop. It touches the local machine only (its block devices, its BMC,
+//! reboot/poweroff) and talks only to the endpoint on the kernel command line. It never
+//! links server-side rooms (it borrows `bmc::setup::generate_password`, a leaf function).
 //!
 //! Call order: CreateServer (retried) → ReconcileServerAddresses → if the reply says wipe:
 //! wipe (Heartbeat every reboot_timeout/3, ReportWipeProgress) → MarkServerAsWiped → loop
 //! { NextAction: WAIT sleeps poll_seconds, WIPE wipes, REBOOT/POWEROFF end the loop }.
 //! A box without NextAction (a Sidero box) gets Sidero's behaviour: reboot after 10 s.
-//! BMC setup (`setup_bmc`) needs in-band IPMI ioctls on /dev/ipmi0, which are not done here
-//! (the crate denies unsafe code): it is logged and skipped.
+//! BMC setup: when CreateServer (after a Sidero box's wipe) or a NextAction reply that is
+//! not WIPE says `setup_bmc`, once per run: read the BMC's LAN address in-band →
+//! UpdateBMCInfo(ip, port) → create/reuse the `sidero` user with a new password →
+//! UpdateBMCInfo(user, pass). Failures (no /dev/ipmi0, BMC errors) are logged, never fatal.
 
+pub mod bmc;
 pub mod cmdline;
 pub mod dmi;
 pub mod inventory;
+pub mod ipmidev;
 pub mod wipe;
 
 use std::path::PathBuf;
@@ -39,6 +45,8 @@ const RETRY_EVERY: Duration = Duration::from_secs(3);
 const ADDRESS_WAIT: Duration = Duration::from_secs(60);
 /// How often wipe progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How long one in-band IPMI request may take (KCS under emulation is slow).
+const IPMI_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of one agent run.
 #[derive(Debug, Clone)]
@@ -156,9 +164,6 @@ pub async fn run(opts: AgentOptions) -> Result<Outcome, AgentError> {
             Err(e) => tracing::warn!("{}", crate::error_chain(&e)),
         }
     }
-    if reg.setup_bmc {
-        bmc_note(&opts.root);
-    }
     // A Sidero box says "wipe" in the reply; our box (which fills in `state`) says it
     // through NextAction, which also moves the server to `wiping` first.
     if reg.wipe && reg.state.is_empty() {
@@ -176,6 +181,11 @@ pub async fn run(opts: AgentOptions) -> Result<Outcome, AgentError> {
             opts.no_wipe,
         )
         .await?;
+    }
+    let mut bmc_done = false;
+    if reg.setup_bmc {
+        setup_bmc(&client, &uuid, &opts.root).await;
+        bmc_done = true;
     }
 
     loop {
@@ -198,7 +208,13 @@ pub async fn run(opts: AgentOptions) -> Result<Outcome, AgentError> {
                 .await?
             }
         };
-        match AgentAction::try_from(next.action).unwrap_or(AgentAction::Unspecified) {
+        let action = AgentAction::try_from(next.action).unwrap_or(AgentAction::Unspecified);
+        // Sidero sets up the BMC after the wipe: a WIPE reply is carried out first.
+        if next.setup_bmc && !bmc_done && action != AgentAction::Wipe {
+            setup_bmc(&client, &uuid, &opts.root).await;
+            bmc_done = true;
+        }
+        match action {
             AgentAction::Wait | AgentAction::Unspecified => {
                 tracing::debug!("waiting: state={} ({})", next.state, next.reason);
                 tokio::time::sleep(Duration::from_secs(u64::from(
@@ -311,13 +327,127 @@ fn log_inventory(inv: &Inventory) {
     );
 }
 
-fn bmc_note(root: &std::path::Path) {
-    if root.join("dev/ipmi0").exists() {
-        tracing::warn!(
-            "box asks for BMC setup; /dev/ipmi0 exists but in-band IPMI is not implemented in this agent: skipped"
-        );
+/// In-band BMC setup as Sidero's agent does it; every failure is logged and ends the
+/// setup, never the agent.
+async fn setup_bmc(client: &AgentClient<Channel>, uuid: &str, root: &std::path::Path) {
+    let dev = if root == std::path::Path::new("/") {
+        PathBuf::from(ipmidev::DEVICE)
     } else {
-        tracing::info!("box asks for BMC setup; no in-band BMC (/dev/ipmi0 absent): skipped");
+        root.join(ipmidev::DEVICE.trim_start_matches('/'))
+    };
+    if !dev.exists() {
+        tracing::info!(
+            "box asks for BMC setup; no in-band BMC ({} absent): skipped",
+            dev.display()
+        );
+        return;
+    }
+    let started = Instant::now();
+    let open = dev.clone();
+    let lan = tokio::task::spawn_blocking(move || {
+        let mut d = ipmidev::IpmiDevice::open(&open, IPMI_TIMEOUT)?;
+        let lan = bmc::read_lan(&mut d, bmc::LAN_CHANNEL)?;
+        Ok::<_, bmc::InbandError>((d, lan))
+    })
+    .await;
+    let (device, lan) = match lan {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "AGENT-BMC-FAILED reading the BMC's LAN address: {}",
+                crate::error_chain(&e)
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("AGENT-BMC-FAILED: the in-band IPMI task panicked: {e}");
+            return;
+        }
+    };
+    tracing::info!(
+        "AGENT-BMC-LAN ip={} port={} (read in-band from {} in {:.0} ms)",
+        lan.ip,
+        lan.port.map_or("-".to_string(), |p| p.to_string()),
+        dev.display(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    if !report_bmc(
+        client,
+        uuid,
+        pb::BmcInfo {
+            ip: lan.ip.to_string(),
+            port: lan.port.map_or(0, u32::from),
+            ..Default::default()
+        },
+    )
+    .await
+    {
+        return;
+    }
+    let user = tokio::task::spawn_blocking(move || {
+        let mut device = device;
+        let password = crate::bmc::setup::generate_password();
+        bmc::ensure_user(&mut device, bmc::LAN_CHANNEL, bmc::SETUP_USER, &password)
+            .map(|slot| (slot, password))
+    })
+    .await;
+    let (slot, password) = match user {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "AGENT-BMC-FAILED setting up the `{}` user: {}",
+                bmc::SETUP_USER,
+                crate::error_chain(&e)
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("AGENT-BMC-FAILED: the in-band IPMI task panicked: {e}");
+            return;
+        }
+    };
+    let how = match slot {
+        crate::protocol::ipmi::command::UserSlot::Existing(_) => "reused",
+        crate::protocol::ipmi::command::UserSlot::Free(_) => "created",
+    };
+    if report_bmc(
+        client,
+        uuid,
+        pb::BmcInfo {
+            user: bmc::SETUP_USER.to_string(),
+            pass: password,
+            ..Default::default()
+        },
+    )
+    .await
+    {
+        tracing::info!(
+            "AGENT-BMC-USER user={} id={} {how}, new password reported ({:.0} ms since start of BMC setup)",
+            bmc::SETUP_USER,
+            slot.id(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+}
+
+/// UpdateBMCInfo (retried like every call); false when it failed (logged).
+async fn report_bmc(client: &AgentClient<Channel>, uuid: &str, info: pb::BmcInfo) -> bool {
+    let req = pb::UpdateBmcInfoRequest {
+        uuid: uuid.to_string(),
+        bmc_info: Some(info),
+    };
+    let r = retry("UpdateBMCInfo", || {
+        let mut c = client.clone();
+        let r = req.clone();
+        async move { c.update_bmc_info(r).await }
+    })
+    .await;
+    match r {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!("AGENT-BMC-FAILED {}", crate::error_chain(&e));
+            false
+        }
     }
 }
 

@@ -593,6 +593,9 @@ impl Agent for AgentService {
             reboot_timeout: cfg.reboot_timeout.as_secs_f64(),
             state: phase.as_str().to_string(),
             reason: reason.to_string(),
+            setup_bmc: phase != Phase::Discovered
+                && self.lc.auto_bmc_setup()
+                && needs_bmc_setup(&server),
         }))
     }
 

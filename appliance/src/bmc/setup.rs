@@ -20,7 +20,7 @@ use super::power::{record_condition, rfc3339, set_condition_on};
 use super::{BmcError, Credentials, PowerState};
 use crate::config::BmcConfig;
 use crate::model::server;
-use crate::protocol::ipmi::command::{self, PasswordOp};
+use crate::protocol::ipmi::command::{self, PasswordOp, UserSlot};
 use crate::store::{Store, StoreError};
 
 /// The user name the appliance creates (Sidero's).
@@ -87,35 +87,32 @@ pub async fn setup_user(
             .map_err(step("get user access"))?;
         let max = access.max_users.clamp(2, 63);
         // Reuse the slot already named `sidero`, else the first empty one.
-        let mut free = None;
-        let mut existing = None;
+        let mut names = Vec::new();
         for id in 2..=max {
             let reply = conn
                 .call(command::get_user_name(id))
                 .await
                 .map_err(step("get user name"))?;
             let name = if reply.completion == 0 {
-                command::parse_user_name(&reply.data).unwrap_or_default()
+                command::parse_user_name(&reply.data).ok()
             } else {
-                Vec::new()
+                None
             };
-            if name == SETUP_USER.as_bytes() {
-                existing = Some(id);
+            let found = name.as_deref() == Some(SETUP_USER.as_bytes());
+            names.push((id, name));
+            if found {
                 break;
             }
-            if free.is_none() && (name.is_empty() || name == b"(Empty User)") {
-                free = Some(id);
-            }
         }
-        let id = match (existing, free) {
-            (Some(id), _) => id,
-            (None, Some(id)) => {
+        let id = match command::pick_user_slot(SETUP_USER.as_bytes(), &names) {
+            Some(UserSlot::Existing(id)) => id,
+            Some(UserSlot::Free(id)) => {
                 let c = command::set_user_name(id, SETUP_USER.as_bytes())
                     .expect("the setup user name is valid");
                 conn.call_ok(c).await.map_err(step("set user name"))?;
                 id
             }
-            (None, None) => return Err(SetupError::NoFreeSlot { max }),
+            None => return Err(SetupError::NoFreeSlot { max }),
         };
         let c = command::set_user_password(id, PasswordOp::SetPassword, password.as_bytes())
             .expect("generated passwords are 16 bytes");

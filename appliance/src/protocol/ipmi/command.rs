@@ -462,3 +462,68 @@ pub fn set_user_access(channel: u8, user_id: u8, privilege: u8) -> Command {
         name: "set user access",
     }
 }
+
+// --- Transport: LAN configuration (in-band discovery of the BMC's address) ------------------
+
+pub const NETFN_TRANSPORT: u8 = 0x0C;
+/// LAN configuration parameter 3: IP address.
+pub const LAN_PARAM_IP: u8 = 3;
+/// LAN configuration parameter 8: primary RMCP port (optional; many BMCs answer 0x80).
+pub const LAN_PARAM_PRIMARY_PORT: u8 = 8;
+
+/// Get LAN Configuration Parameters `param` of `channel` (set 0, block 0).
+pub fn get_lan_config(channel: u8, param: u8) -> Command {
+    Command {
+        netfn: NETFN_TRANSPORT,
+        cmd: 0x02,
+        data: vec![channel & 0x0F, param & 0x7F, 0, 0],
+        name: "get LAN configuration parameters",
+    }
+}
+
+/// The IPv4 address of a Get LAN Configuration Parameters (param 3) reply: revision byte,
+/// then 4 address bytes (MS-byte first).
+pub fn parse_lan_ip(data: &[u8]) -> Result<std::net::Ipv4Addr, CommandError> {
+    need("get LAN configuration parameters (IP address)", data, 5)?;
+    Ok(std::net::Ipv4Addr::new(data[1], data[2], data[3], data[4]))
+}
+
+/// The port of a Get LAN Configuration Parameters (param 8) reply: revision byte, then
+/// the 16-bit port, least significant byte first.
+pub fn parse_lan_port(data: &[u8]) -> Result<u16, CommandError> {
+    need("get LAN configuration parameters (RMCP port)", data, 3)?;
+    Ok(u16::from_le_bytes([data[1], data[2]]))
+}
+
+/// Where the dedicated user goes, given the name of each user id from 2 up (`None`: the
+/// lookup failed): the slot already holding `user` (reused), else the first slot that is
+/// empty, reads "(Empty User)" or failed to read (Sidero's rule); `None` when full.
+pub fn pick_user_slot(user: &[u8], names: &[(u8, Option<Vec<u8>>)]) -> Option<UserSlot> {
+    if let Some((id, _)) = names.iter().find(|(_, n)| n.as_deref() == Some(user)) {
+        return Some(UserSlot::Existing(*id));
+    }
+    names
+        .iter()
+        .find(|(_, n)| match n {
+            None => true,
+            Some(n) => n.is_empty() || n == b"(Empty User)",
+        })
+        .map(|(id, _)| UserSlot::Free(*id))
+}
+
+/// The result of [`pick_user_slot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSlot {
+    /// The user already exists in this slot: keep the name, reset the password.
+    Existing(u8),
+    /// An empty slot: set the name first.
+    Free(u8),
+}
+
+impl UserSlot {
+    pub fn id(self) -> u8 {
+        match self {
+            UserSlot::Existing(id) | UserSlot::Free(id) => id,
+        }
+    }
+}

@@ -45,6 +45,8 @@ pub fn fuzz_decode(data: &[u8]) {
     let _ = command::parse_boot_flags(data);
     let _ = command::parse_user_access(data);
     let _ = command::parse_user_name(data);
+    let _ = command::parse_lan_ip(data);
+    let _ = command::parse_lan_port(data);
     for suite in [wire::CipherSuite::Suite3, wire::CipherSuite::Suite17] {
         let params = session::LoginParams {
             username: b"admin".to_vec(),

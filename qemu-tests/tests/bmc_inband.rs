@@ -1,0 +1,161 @@
+//! Auto BMC setup done by our own agent, in-band, end to end: a VM with an in-guest BMC
+//! (QEMU `isa-ipmi-kcs` + `ipmi-bmc-extern`) whose BMC is OpenIPMI `ipmi_sim` itself
+//! (`serial kcs … codec VM`), which also serves RMCP+ on the lab bridge (10.77.0.1:623).
+//!
+//! 1. The VM PXE-boots the agent environment (`scripts/build-agent-initramfs`, now with
+//!    ipmi_msghandler/ipmi_devintf/ipmi_si → `/dev/ipmi0`) and registers (discovered).
+//! 2. `ctl server accept` → the agent is told to wipe (no disks), then NextAction says
+//!    `setup_bmc` → over `/dev/ipmi0` it reads Get LAN Config parameter 3 (the address
+//!    ipmi_sim holds for channel 1) → UpdateBMCInfo(ip, port) → creates the `sidero` user
+//!    in-band (name, password, admin access, enable) → UpdateBMCInfo("sidero", password).
+//! 3. The appliance verifies that login over the LAN and stores it: the Server gets
+//!    `BMCSetup=True` (reason `ReportedUserVerified`), `spec.bmc` points at 10.77.0.1:623
+//!    with `userFrom/passFrom` and no password, `ctl get` shows no password, and
+//!    `ctl server power status` works. The appliance never saw the admin credentials here,
+//!    so a working power status proves the stored `sidero` password is the one the agent
+//!    set. ipmitool (as admin, over LAN) cross-checks that `sidero` exists once, enabled,
+//!    with ADMINISTRATOR privilege.
+
+use std::time::{Duration, Instant};
+
+use qemu_tests::appliance::ApplianceConfig;
+use qemu_tests::bmc::{BMC_ADDR, BMC_PORT, SimBmc};
+use qemu_tests::env::agent_env;
+use qemu_tests::{Firmware, Lab, Needs, VmSpec, which};
+use serde_json::Value;
+
+/// Generous: TCG on 2 shared cores, with builds running beside.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const UUID: &str = "0c5e7a10-1b2c-4d3e-8f40-00000000ba01";
+/// ipmi_sim's VM-codec listener inside the lab namespace (QEMU connects to it).
+const SERIAL_PORT: u16 = 9002;
+
+#[track_caller]
+fn ctl(lab: &mut Lab, args: &[&str]) -> String {
+    lab.appliance()
+        .ctl(args)
+        .unwrap_or_else(|e| panic!("ctl {args:?}: {e:#}\n{}", lab.report()))
+}
+
+fn server(lab: &mut Lab) -> Value {
+    let out = ctl(lab, &["get", "server", UUID, "-o", "json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl get: {e}: {out}"))
+}
+
+fn bmc_condition(v: &Value) -> Option<Value> {
+    v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "BMCSetup")
+        .cloned()
+}
+
+#[test]
+fn agent_sets_up_its_bmc_in_band_and_the_appliance_verifies_it() {
+    if let Some(reason) = qemu_tests::skip_reason(Needs::Bios) {
+        eprintln!("SKIP bmc_inband: {reason}");
+        return;
+    }
+    for tool in ["ipmi_sim", "ipmitool"] {
+        if which(tool).is_none() {
+            eprintln!("SKIP bmc_inband: {tool} not installed (run scripts/setup)");
+            return;
+        }
+    }
+    let env = agent_env().expect("agent environment");
+    let mut lab = Lab::new().expect("lab");
+    lab.start_appliance(&ApplianceConfig::server().agent_env(&env))
+        .expect("appliance");
+    let bmc = SimBmc::start_inband(&lab, "inband", SERIAL_PORT).expect("ipmi_sim");
+    let spec = VmSpec::new(Firmware::Bios)
+        .uuid(UUID)
+        .memory(512)
+        .inband_bmc(SERIAL_PORT);
+    let mut vm = lab.start_vm(&spec).expect("vm");
+
+    let report = |lab: &Lab, vm: &qemu_tests::Vm, bmc: &SimBmc| {
+        format!(
+            "{}\n--- vm serial ---\n{}\n{}",
+            lab.report(),
+            vm.serial(),
+            bmc.report()
+        )
+    };
+    let line = vm
+        .wait_for("AGENT-REGISTERED", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", report(&lab, &vm, &bmc)));
+    eprintln!(
+        "registered after {:.1}s: {line}",
+        vm.elapsed().as_secs_f64()
+    );
+    assert!(line.contains("setup_bmc=false"), "not accepted yet: {line}");
+    assert!(
+        vm.serial().contains("AGENT-IPMI /dev/ipmi0 present"),
+        "the guest has no /dev/ipmi0:\n{}",
+        report(&lab, &vm, &bmc)
+    );
+
+    let accepted = Instant::now();
+    ctl(&mut lab, &["server", "accept", UUID]);
+    let lan = vm
+        .wait_for("AGENT-BMC-LAN", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", report(&lab, &vm, &bmc)));
+    eprintln!("{lan}");
+    assert!(lan.contains(&format!("ip={BMC_ADDR}")), "{lan}");
+    let user = vm
+        .wait_for("AGENT-BMC-USER", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", report(&lab, &vm, &bmc)));
+    eprintln!("{user}");
+    assert!(user.contains("user=sidero"), "{user}");
+
+    // The appliance verifies the reported user over LAN and stores it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (v, cond) = loop {
+        let v = server(&mut lab);
+        if let Some(c) = bmc_condition(&v)
+            && c["status"] == "True"
+        {
+            break (v, c);
+        }
+        if Instant::now() >= deadline {
+            panic!("no BMCSetup=True: {v:#}\n{}", report(&lab, &vm, &bmc));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    eprintln!(
+        "accept → BMCSetup=True in {:.1}s (VM up {:.1}s): {cond}",
+        accepted.elapsed().as_secs_f64(),
+        vm.elapsed().as_secs_f64()
+    );
+    assert_eq!(cond["reason"], "ReportedUserVerified", "{cond}");
+    let b = &v["spec"]["bmc"];
+    assert_eq!(b["endpoint"], BMC_ADDR.to_string(), "{v:#}");
+    assert!(
+        b["port"].is_null() || b["port"] == u64::from(BMC_PORT),
+        "{v:#}"
+    );
+    assert_eq!(
+        b["userFrom"]["secretKeyRef"]["name"],
+        format!("{UUID}-bmc"),
+        "{v:#}"
+    );
+    assert!(b["pass"].is_null() && b["user"].is_null(), "{v:#}");
+    let yaml = ctl(&mut lab, &["get", "server", UUID, "-o", "yaml"]);
+    assert!(!yaml.contains("pass:"), "{yaml}");
+
+    // The appliance powers through the stored `sidero` login (it never had another).
+    let status = ctl(&mut lab, &["server", "power", "status", UUID]);
+    assert!(status.contains("power: on"), "{status}");
+
+    // The BMC's own view: one `sidero`, enabled, administrator on channel 1.
+    let users = bmc.ipmitool(&["user", "list", "1"]).expect("user list");
+    let rows: Vec<&str> = users.lines().filter(|l| l.contains("sidero")).collect();
+    assert_eq!(rows.len(), 1, "{users}");
+    assert!(rows[0].contains("ADMINISTRATOR"), "{users}");
+
+    // The agent carried on with its job.
+    assert!(!vm.serial().contains("AGENT-BMC-FAILED"), "{}", vm.serial());
+    assert!(!vm.serial().contains("AGENT-EXIT"), "{}", vm.serial());
+    lab.appliance().check_alive().expect("appliance still up");
+    vm.kill();
+}
