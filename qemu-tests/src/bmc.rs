@@ -163,9 +163,9 @@ impl SimBmc {
 
     /// An in-band BMC for a VM built with [`VmSpec::inband_bmc`]`(serial_port)`: ipmi_sim
     /// also listens on `127.0.0.1:<serial_port>` in the namespace for QEMU's
-    /// `ipmi-bmc-extern` (`serial kcs … codec VM`), has no chassis hook, and its LAN
-    /// configuration (channel 1) carries IP address [`BMC_ADDR`] (set over LAN with
-    /// ipmitool, as an operator would), which is what the guest reads in-band.
+    /// `ipmi-bmc-extern` (`serial kcs … codec VM`) and has no chassis hook. Its LAN side
+    /// serves RMCP+ on [`BMC_ADDR`]:[`BMC_PORT`], but the LAN configuration the guest reads
+    /// in-band (channel 1, parameter 3) starts as 0.0.0.0: see [`SimBmc::set_lan_address`].
     pub fn start_inband(lab: &Lab, name: &str, serial_port: u16) -> Result<SimBmc> {
         let dir = lab.dir().join(format!("bmc-{name}"));
         let state = dir.join("state");
@@ -177,14 +177,19 @@ impl SimBmc {
                 "name \"{name}\"\nset_working_mc 0x20\n  startlan 1\n    addr {BMC_ADDR} {BMC_PORT}\n    priv_limit admin\n    allowed_auths_callback none md2 md5 straight\n    allowed_auths_user none md2 md5 straight\n    allowed_auths_operator none md2 md5 straight\n    allowed_auths_admin none md2 md5 straight\n    guid a123456789abcdefa123456789abcdef\n  endlan\n  serial kcs 127.0.0.1 {serial_port} codec VM\n  user 2 true \"{BMC_USER}\" \"{BMC_PASSWORD}\" admin 10 none md2 md5 straight\n"
             ),
         )?;
-        let bmc = SimBmc::spawn(lab, dir, state, name, "", &[])?;
-        bmc.ipmitool(&["lan", "set", "1", "ipsrc", "static"])?;
-        bmc.ipmitool(&["lan", "set", "1", "ipaddr", &BMC_ADDR.to_string()])?;
-        let print = bmc.ipmitool(&["lan", "print", "1"])?;
-        if !print.contains(&BMC_ADDR.to_string()) {
-            bail!("ipmi_sim did not take the LAN address:\n{print}");
+        SimBmc::spawn(lab, dir, state, name, "", &[])
+    }
+
+    /// Sets the static IP address of LAN channel 1 (over LAN with ipmitool, as an operator
+    /// would): what Get LAN Configuration parameter 3 then returns, also in-band.
+    pub fn set_lan_address(&self, ip: Ipv4Addr) -> Result<()> {
+        self.ipmitool(&["lan", "set", "1", "ipsrc", "static"])?;
+        self.ipmitool(&["lan", "set", "1", "ipaddr", &ip.to_string()])?;
+        let print = self.ipmitool(&["lan", "print", "1"])?;
+        if !print.contains(&ip.to_string()) {
+            bail!("ipmi_sim did not take the LAN address {ip}:\n{print}");
         }
-        Ok(bmc)
+        Ok(())
     }
 
     /// Writes `sim.emu`, starts ipmi_sim (`lan.conf` already in `dir`) in the lab namespace
