@@ -221,6 +221,11 @@ fn pxe_agent_registers_is_accepted_wiped_and_available() {
     assert!(available(&many).is_empty(), "{many:#}");
     // Auto BMC setup is on (the default), so the accepted server's agent is asked for its
     // BMC; this VM has none: one log line, no report, no condition, the agent carries on.
+    assert!(
+        vm.serial().contains("AGENT-IPMI none"),
+        "ipmi_si should find no BMC here:\n{}",
+        vm.serial()
+    );
     vm.wait_for(
         "no in-band BMC (/dev/ipmi0 absent): skipped",
         Duration::from_secs(60),
