@@ -57,6 +57,9 @@ pub struct AgentArgs {
     /// Never wipe (a wipe request ends the agent with an error).
     #[arg(long)]
     pub no_wipe: bool,
+    /// Never touch the local BMC (a `setup_bmc` request is logged and skipped).
+    #[arg(long)]
+    pub no_bmc_setup: bool,
     /// Print the hardware inventory this machine would register, and exit.
     #[arg(long)]
     pub print_inventory: bool,

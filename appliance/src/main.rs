@@ -68,6 +68,7 @@ fn main() -> ExitCode {
                 endpoint: args.endpoint,
                 root: args.root,
                 no_wipe: args.no_wipe,
+                no_bmc_setup: args.no_bmc_setup,
             };
             match runtime().block_on(agent::run(opts)) {
                 Ok(outcome) if args.no_power_action => {

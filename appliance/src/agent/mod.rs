@@ -59,6 +59,8 @@ pub struct AgentOptions {
     pub root: PathBuf,
     /// Register and report only: never wipe (for trying the agent on a live machine).
     pub no_wipe: bool,
+    /// Never touch the local BMC: `setup_bmc` is logged and skipped.
+    pub no_bmc_setup: bool,
 }
 
 /// How a run ends (the caller carries it out).
@@ -184,7 +186,7 @@ pub async fn run(opts: AgentOptions) -> Result<Outcome, AgentError> {
     }
     let mut bmc_done = false;
     if reg.setup_bmc {
-        setup_bmc(&client, &uuid, &opts.root).await;
+        setup_bmc(&client, &uuid, &opts).await;
         bmc_done = true;
     }
 
@@ -211,7 +213,7 @@ pub async fn run(opts: AgentOptions) -> Result<Outcome, AgentError> {
         let action = AgentAction::try_from(next.action).unwrap_or(AgentAction::Unspecified);
         // Sidero sets up the BMC after the wipe: a WIPE reply is carried out first.
         if next.setup_bmc && !bmc_done && action != AgentAction::Wipe {
-            setup_bmc(&client, &uuid, &opts.root).await;
+            setup_bmc(&client, &uuid, &opts).await;
             bmc_done = true;
         }
         match action {
@@ -329,7 +331,12 @@ fn log_inventory(inv: &Inventory) {
 
 /// In-band BMC setup as Sidero's agent does it; every failure is logged and ends the
 /// setup, never the agent.
-async fn setup_bmc(client: &AgentClient<Channel>, uuid: &str, root: &std::path::Path) {
+async fn setup_bmc(client: &AgentClient<Channel>, uuid: &str, opts: &AgentOptions) {
+    if opts.no_bmc_setup {
+        tracing::warn!("box asks for BMC setup, but --no-bmc-setup is set: skipped");
+        return;
+    }
+    let root = opts.root.as_path();
     let dev = if root == std::path::Path::new("/") {
         PathBuf::from(ipmidev::DEVICE)
     } else {
