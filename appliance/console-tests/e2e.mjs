@@ -192,6 +192,19 @@ try {
   check(await page.evaluate(() => window.__noReload === "detail"), "the whole wipe was shown live, without a reload");
   await shot(page, "server-detail-laptop");
 
+  step = "csrf";
+  // Forged mutations from the logged-in browser: no token, a wrong token, and (through the
+  // context's request API, which sends the session cookie) the right token from another
+  // origin. Each is refused and the server stays cordoned.
+  const uncordon = `/api/v1/servers/${NEW_SERVER}/actions/uncordon`;
+  const post = (headers) => page.evaluate(async ([u, h]) => (await fetch(u, { method: "POST", headers: h })).status, [uncordon, headers]);
+  check((await post({})) === 403, "a mutation without the CSRF token is refused (403)");
+  check((await post({ "x-csrf-token": "forged-token" })) === 403, "a mutation with a wrong CSRF token is refused (403)");
+  const csrf = (await (await page.request.get(BASE + "/api/v1/session")).json()).csrf;
+  const cross = await page.request.post(BASE + uncordon, { headers: { "x-csrf-token": csrf, origin: "http://evil.example" } });
+  check(cross.status() === 403 && /cross-origin/.test(await cross.text()), "a cross-origin mutation is refused even with the token (403)");
+  check(stored().spec.cordoned === true, "none of them changed anything: still cordoned");
+
   step = "class edit with a bad field";
   await page.getByRole("link", { name: "Classes", exact: true }).click();
   await page.getByRole("link", { name: "control-plane" }).click();
