@@ -238,16 +238,11 @@ impl Store {
             if object == old.object {
                 stored = old;
             } else {
-                let revision = meta
-                    .get(tables::META_REVISION)?
-                    .map(|v| v.value())
-                    .unwrap_or(0)
-                    + 1;
+                let revision = super::next_revision(&mut meta)?;
                 objects.insert(
                     key.as_str(),
                     tables::encode_record(revision, &object).as_slice(),
                 )?;
-                meta.insert(tables::META_REVISION, revision)?;
                 changed = Some(Some(revision));
                 stored = Stored { object, revision };
             }

@@ -329,16 +329,11 @@ impl Store {
             if object == old.object {
                 stored = old;
             } else {
-                let revision = meta
-                    .get(tables::META_REVISION)?
-                    .map(|v| v.value())
-                    .unwrap_or(0)
-                    + 1;
+                let revision = next_revision(&mut meta)?;
                 table.insert(
                     key.as_str(),
                     tables::encode_record(revision, &object).as_slice(),
                 )?;
-                meta.insert(tables::META_REVISION, revision)?;
                 change = Some(Change {
                     revision,
                     kind,
@@ -370,12 +365,7 @@ impl Store {
                     name: name.to_string(),
                 });
             }
-            revision = meta
-                .get(tables::META_REVISION)?
-                .map(|v| v.value())
-                .unwrap_or(0)
-                + 1;
-            meta.insert(tables::META_REVISION, revision)?;
+            revision = next_revision(&mut meta)?;
         }
         txn.commit()?;
         self.publish(Some(Change {
@@ -403,6 +393,20 @@ impl Store {
             let _ = self.inner.changes.send(c);
         }
     }
+}
+
+/// Takes the next store revision and records it in `meta`, inside the caller's write
+/// transaction (which then writes its change under that revision).
+pub(crate) fn next_revision(
+    meta: &mut redb::Table<'_, &'static str, u64>,
+) -> Result<u64, StoreError> {
+    let revision = meta
+        .get(tables::META_REVISION)?
+        .map(|v| v.value())
+        .unwrap_or(0)
+        + 1;
+    meta.insert(tables::META_REVISION, revision)?;
+    Ok(revision)
 }
 
 fn keep_status_if_absent(new: &mut Object, old: &Object) {
