@@ -56,12 +56,24 @@ pub struct BootContext {
 }
 
 /// Read-only memory maps of Environment asset files, one per file version (device, inode,
-/// size, mtime), shared by every download of it: concurrent boots read the same pages and
-/// the process maps each file once. A replaced file (new inode) gets a new map; the old one
-/// is freed when its last download ends.
+/// size, mtime), shared by the downloads running at the same time: concurrent boots read
+/// the same pages and the process maps each file once. The table holds the maps weakly, so
+/// a map is unmapped when its last download ends (a replaced or deleted file's space is
+/// never held after that); the next boot maps the file again from the page cache.
 #[derive(Debug, Default)]
 pub struct MappedFiles {
-    maps: std::sync::Mutex<std::collections::HashMap<PathBuf, (FileVersion, axum::body::Bytes)>>,
+    maps: std::sync::Mutex<
+        std::collections::HashMap<PathBuf, (FileVersion, std::sync::Weak<memmap2::Mmap>)>,
+    >,
+}
+
+/// A shared map as the owner of a response body's bytes.
+struct SharedMap(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,14 +105,20 @@ impl MappedFiles {
     ) -> std::io::Result<axum::body::Bytes> {
         let version = FileVersion::of(meta);
         let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((v, bytes)) = maps.get(path)
-            && *v == version
-        {
-            return Ok(bytes.clone());
-        }
-        let bytes = map_file(file)?;
-        maps.insert(path.to_path_buf(), (version, bytes.clone()));
-        Ok(bytes)
+        let live = maps
+            .get(path)
+            .filter(|(v, _)| *v == version)
+            .and_then(|(_, weak)| weak.upgrade());
+        let map = match live {
+            Some(map) => map,
+            None => {
+                let map = Arc::new(map_file(file)?);
+                maps.retain(|_, (_, weak)| weak.strong_count() > 0);
+                maps.insert(path.to_path_buf(), (version, Arc::downgrade(&map)));
+                map
+            }
+        };
+        Ok(axum::body::Bytes::from_owner(SharedMap(map)))
     }
 
     fn forget(&self, path: &Path) {
@@ -521,16 +539,15 @@ pub async fn serve_file(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// Maps `file` read-only as one shared buffer (see [`FileBody::Mapped`] for when that is
-/// safe).
-#[allow(unsafe_code)] // the crate's one unsafe block: mmap has no safe form.
-fn map_file(file: &tokio::fs::File) -> std::io::Result<axum::body::Bytes> {
+/// Maps `file` read-only (see [`FileBody::Mapped`] for when that is safe).
+#[allow(unsafe_code)] // mmap has no safe form; ARCHITECTURE.md lists this exception.
+fn map_file(file: &tokio::fs::File) -> std::io::Result<memmap2::Mmap> {
     // SAFETY: the mapping is read-only and private to this process; the callers only map
     // files that are replaced by atomic rename (the open inode is never modified), so the
-    // memory stays valid and unchanged for as long as the `Bytes` lives.
+    // memory stays valid and unchanged for as long as the map lives.
     let map = unsafe { memmap2::Mmap::map(file)? };
     let _ = map.advise(memmap2::Advice::Sequential);
-    Ok(axum::body::Bytes::from_owner(map))
+    Ok(map)
 }
 
 /// Largest accepted upload (a kernel or an initrd).
@@ -759,4 +776,40 @@ async fn receive(
         let _ = tokio::fs::remove_file(&tmp).await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open(path: &Path) -> (tokio::fs::File, std::fs::Metadata) {
+        let f = tokio::fs::File::open(path).await.unwrap();
+        let m = f.metadata().await.unwrap();
+        (f, m)
+    }
+
+    /// Downloads at the same time share one map; it is unmapped when the last one ends;
+    /// a file replaced by rename is mapped anew.
+    #[tokio::test]
+    async fn maps_are_shared_while_in_use_and_dropped_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("initramfs.xz");
+        std::fs::write(&path, b"first version").unwrap();
+        let maps = MappedFiles::default();
+        let (f, m) = open(&path).await;
+        let a = maps.get(&path, &f, &m).unwrap();
+        let b = maps.get(&path, &f, &m).unwrap();
+        assert_eq!(a.as_ptr(), b.as_ptr(), "concurrent downloads share one map");
+        let weak = maps.maps.lock().unwrap()[&path].1.clone();
+        drop((a, b));
+        assert!(weak.upgrade().is_none(), "unmapped after the last download");
+
+        let tmp = dir.path().join("initramfs.xz.tmp");
+        std::fs::write(&tmp, b"second, longer version").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let (f2, m2) = open(&path).await;
+        let c = maps.get(&path, &f2, &m2).unwrap();
+        assert_eq!(&c[..], b"second, longer version");
+        assert_eq!(maps.maps.lock().unwrap().len(), 1);
+    }
 }
