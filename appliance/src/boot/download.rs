@@ -172,13 +172,14 @@ async fn fetch_into(
             bytes += n as u64;
         }
     } else if url.starts_with("http://") || url.starts_with("https://") {
+        let request_err = |source| FetchAssetError::Request {
+            url: url.to_string(),
+            source,
+        };
         let resp = tokio::time::timeout(idle, client.get(url).send())
             .await
             .map_err(|_| timeout())?
-            .map_err(|source| FetchAssetError::Request {
-                url: url.to_string(),
-                source,
-            })?;
+            .map_err(request_err)?;
         if !resp.status().is_success() {
             return Err(FetchAssetError::Status {
                 url: url.to_string(),
@@ -190,10 +191,7 @@ async fn fetch_into(
             let chunk = tokio::time::timeout(idle, resp.chunk())
                 .await
                 .map_err(|_| timeout())?
-                .map_err(|source| FetchAssetError::Request {
-                    url: url.to_string(),
-                    source,
-                })?;
+                .map_err(request_err)?;
             let Some(chunk) = chunk else { break };
             hasher.update(&chunk);
             out.write_all(&chunk).await.map_err(write_err)?;
