@@ -23,3 +23,8 @@ pub mod ipmi;
 /// serde_yaml and thiserror.
 #[path = "../../appliance/src/metadata/strategic.rs"]
 pub mod strategic;
+
+/// `appliance::protocol::siderolink`: overlay addressing, Talos log-line decoding and the
+/// event → ServerBinding mapping; depends on serde_json, sha2 and thiserror.
+#[path = "../../appliance/src/protocol/siderolink/mod.rs"]
+pub mod siderolink;

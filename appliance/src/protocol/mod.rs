@@ -7,4 +7,5 @@ pub mod dhcp;
 pub mod http_range;
 pub mod ipmi;
 pub mod ipxe;
+pub mod siderolink;
 pub mod tftp;
