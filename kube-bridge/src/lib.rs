@@ -1,7 +1,9 @@
 //! kube-bridge: mirrors Server/ServerClass/Environment/MetalMachine/ServerBinding objects
 //! between the appliance (through its admin API, `appliance-rpc`) and a Cluster API cluster.
 //!
-//! Not built yet: this crate only fixes its place in the workspace and its one allowed
-//! dependency (the gRPC contract, never appliance internals).
+//! Built so far: [`crd`], Sidero's CRDs as Rust types and the manifests generated from them.
+//! The bridge itself (watch, sync, allocation) is not built yet.
+
+pub mod crd;
 
 pub use appliance_rpc::admin;

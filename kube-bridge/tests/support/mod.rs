@@ -1,0 +1,4 @@
+//! Shared helpers of kube-bridge's integration tests.
+#![allow(dead_code)] // each test binary uses a different part
+
+pub mod schema;
