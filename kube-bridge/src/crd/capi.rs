@@ -2,7 +2,9 @@
 //! MetalMachineTemplate (namespaced, category `cluster-api`) and ServerBinding
 //! (cluster-scoped), as Sidero's `app/caps-controller-manager/api/v1alpha3` types. The only
 //! additions are CAPI v1beta2 contract fields (`status.initialization`, condition
-//! `observedGeneration`).
+//! `observedGeneration`). The CRDs carry CAPI's contract labels
+//! (`cluster.x-k8s.io/v1beta1: v1alpha3`, `…/v1beta2: v1alpha3`): how CAPI core finds the
+//! version of an infrastructure kind to use.
 
 // Each `printcolumn(name = …, type_ = …)` repeats the same keys; clippy reads that as a
 // duplicated attribute.
@@ -21,6 +23,8 @@ use serde::{Deserialize, Serialize};
     kind = "MetalCluster",
     namespaced,
     category = "cluster-api",
+    label("cluster.x-k8s.io/v1beta1", "v1alpha3"),
+    label("cluster.x-k8s.io/v1beta2", "v1alpha3"),
     status = "MetalClusterStatus",
     doc = "MetalCluster is the Schema for the metalclusters API.",
     printcolumn(
@@ -84,6 +88,8 @@ pub struct Initialization {
     kind = "MetalMachine",
     namespaced,
     category = "cluster-api",
+    label("cluster.x-k8s.io/v1beta1", "v1alpha3"),
+    label("cluster.x-k8s.io/v1beta2", "v1alpha3"),
     status = "MetalMachineStatus",
     doc = "MetalMachine is the Schema for the metalmachines API.",
     printcolumn(
@@ -185,6 +191,8 @@ pub enum MachineAddressType {
     kind = "MetalMachineTemplate",
     namespaced,
     category = "cluster-api",
+    label("cluster.x-k8s.io/v1beta1", "v1alpha3"),
+    label("cluster.x-k8s.io/v1beta2", "v1alpha3"),
     doc = "MetalMachineTemplate is the Schema for the metalmachinetemplates API."
 )]
 pub struct MetalMachineTemplateSpec {
@@ -203,6 +211,8 @@ pub struct MetalMachineTemplateResource {
     group = "infrastructure.cluster.x-k8s.io",
     version = "v1alpha3",
     kind = "ServerBinding",
+    label("cluster.x-k8s.io/v1beta1", "v1alpha3"),
+    label("cluster.x-k8s.io/v1beta2", "v1alpha3"),
     status = "ServerBindingStatus",
     doc = "ServerBinding defines the binding between a Server and a MetalMachine.",
     printcolumn(

@@ -1,4 +1,5 @@
 //! Shared helpers of kube-bridge's integration tests.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod clusterctl;
 pub mod schema;
