@@ -5,6 +5,8 @@
 //! is followed key by key and item by item by indentation; flow style or anything the walk
 //! cannot follow yields the deepest line it did reach. Never panics on any input.
 
+use crate::model::ParseObjectError;
+
 /// One step of a field path such as `spec.qualifiers.cpu[0].manufacturer`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
@@ -171,6 +173,62 @@ pub fn locate(yaml: &str, path: &[Segment]) -> Option<usize> {
     found
 }
 
+/// Where a validation error of an edited document is: the field (dotted path, with the
+/// unknown field a serde message names appended) and the editor line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorAt {
+    pub field: Option<String>,
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+/// Places `e`, an error from reading `yaml`: its field path and the line it points at (only
+/// for the first document; a syntax error's own "at line N" when the walk finds nothing).
+pub fn error_at(yaml: &str, e: &ParseObjectError) -> ErrorAt {
+    let (path, message, document) = match e {
+        ParseObjectError::Field {
+            path,
+            message,
+            document,
+            ..
+        } => (Some(path.clone()), message.clone(), *document),
+        ParseObjectError::Missing { field, document } => {
+            (Some(field.to_string()), e.to_string(), *document)
+        }
+        ParseObjectError::Syntax { document, message } => (None, message.clone(), *document),
+        other => (None, other.to_string(), 1),
+    };
+    let mut segments = path.as_deref().map(parse_path).unwrap_or_default();
+    let mut field = path.clone();
+    let already_there = |u: &str| segments.last() == Some(&Segment::Key(u.to_string()));
+    if let Some(unknown) = unknown_field(&message).filter(|u| !already_there(u)) {
+        segments.push(Segment::Key(unknown.to_string()));
+        field = Some(match &path {
+            Some(p) if p != "." && !p.is_empty() => format!("{p}.{unknown}"),
+            _ => unknown.to_string(),
+        });
+    }
+    let line = if document == 1 {
+        locate(yaml, &segments).or_else(|| syntax_line(&message))
+    } else {
+        None
+    };
+    ErrorAt {
+        field,
+        message,
+        line,
+    }
+}
+
+/// serde_yaml syntax errors say "at line N column M".
+pub fn syntax_line(message: &str) -> Option<usize> {
+    let rest = &message[message.find("at line ")? + 8..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +341,14 @@ spec:
             }
             let _ = unknown_field(&yaml);
         }
+    }
+
+    #[test]
+    fn syntax_lines() {
+        assert_eq!(
+            syntax_line("mapping values are not allowed at line 3 column 7"),
+            Some(3)
+        );
+        assert_eq!(syntax_line("nothing"), None);
     }
 }

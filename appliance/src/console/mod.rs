@@ -4,8 +4,9 @@
 //! stored objects into what the pages show (`view`) and the mapping of validation error
 //! paths to editor lines (`locate`).
 //!
-//! Touches nothing outside itself: no IO, no clock, no RNG (callers pass `now` and random
-//! bytes). The assets are plain HTML/CSS/JS with no build step; `assets()` serves them with
+//! No IO, no clock, no RNG (callers pass `now` and random bytes); besides the model it reads
+//! only plain data of other rooms (config, DHCP leases, lifecycle events) and asks the
+//! lifecycle's pure state machine why a wipe is refused. The assets are plain HTML/CSS/JS with no build step; `assets()` serves them with
 //! a strong ETag computed once from their bytes, and a gzip copy (compressed once, in
 //! memory, on first use) for clients that accept it (`accepts_gzip`).
 

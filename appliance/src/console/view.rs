@@ -1,17 +1,24 @@
 //! What the console shows, computed from stored objects: server rows (state, class,
-//! hardware summary), the servers query (filter, sort, page) and the overview counts.
+//! hardware summary), the servers query (filter, sort, page), the overview counts, the
+//! recent-changes list, what the action buttons may do (capabilities), object summaries
+//! (ServerClass, Environment and its asset downloads), lifecycle events and the settings
+//! page (DHCP pools and leases from the config and the lease table).
 //!
 //! Pure. Reads objects through their canonical JSON, so fields other rooms add to the
 //! model (`status.state`, `status.power`, `status.addresses`, `spec.bmc`…) show up here as
 //! soon as they exist, without this room naming their Rust types.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::model::Object;
+use crate::config::Config;
+use crate::model::{self, Kind, Object};
+use crate::protocol::dhcp::{Lease, LeaseState};
+use crate::store::EventRecord;
 
 /// Lifecycle states in display order (the phases of `reconcile::lifecycle`). A phase
 /// stored on the Server (`status.state` or `status.phase`) wins when present; otherwise the state is derived from Sidero's (accepted, inUse, isClean) tuple.
@@ -400,6 +407,254 @@ pub fn state_counts(rows: &[ServerRow]) -> BTreeMap<String, u64> {
     out
 }
 
+/// Recent changes kept for the overview and server history.
+pub const RECENT_EVENTS: usize = 500;
+
+/// One entry of the recent-changes list (from the store change feed).
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentEvent {
+    pub revision: u64,
+    /// Unix seconds when the console saw the change.
+    pub at: u64,
+    pub kind: String,
+    pub name: String,
+    pub op: &'static str,
+    /// For servers: the lifecycle state after the change (and "cordoned").
+    pub detail: String,
+}
+
+/// Appends to the recent-events list, dropping the oldest beyond `RECENT_EVENTS`. A change
+/// that reads the same as the object's previous entry is left out: the change feed glue
+/// reads the object as it is when the batch is described, so a create followed by a status
+/// write (two changes, one batch later) would otherwise show twice with the same state.
+pub fn push_recent(ev: &mut VecDeque<RecentEvent>, e: RecentEvent) {
+    let previous = ev
+        .iter()
+        .rev()
+        .find(|p| p.kind == e.kind && p.name == e.name);
+    if previous.is_some_and(|p| p.op == e.op && p.detail == e.detail) {
+        return;
+    }
+    if ev.len() == RECENT_EVENTS {
+        ev.pop_front();
+    }
+    ev.push_back(e);
+}
+
+/// The detail of a recent-changes entry for a server as stored now: its state, and
+/// ", cordoned" when it is.
+pub fn change_detail(server: &Object) -> String {
+    let v = serde_json::to_value(server).unwrap_or_default();
+    let mut d = server_state(&v);
+    if v.pointer("/spec/cordoned").and_then(Value::as_bool) == Some(true) {
+        d.push_str(", cordoned");
+    }
+    d
+}
+
+/// Why the wipe button is disabled when the box runs without the lifecycle.
+pub const NO_LIFECYCLE: &str = "not available on this box: the lifecycle service is not running";
+
+/// Whether an on-demand wipe of this server is allowed now, and if not, why: asks the
+/// lifecycle's pure state machine, so the button and the API give the same reason.
+pub fn wipe_capability(lifecycle: bool, server: Option<&model::Server>) -> Value {
+    use crate::reconcile::lifecycle::{Context, Event, plan};
+    if !lifecycle {
+        return json!({ "enabled": false, "reason": NO_LIFECYCLE });
+    }
+    let Some(server) = server else {
+        return json!({ "enabled": true });
+    };
+    let ctx = Context {
+        agent_connected: false,
+        reboot_timeout: Duration::ZERO,
+        reboot_retries: 0,
+    };
+    match plan(
+        crate::reconcile::apply::server_state(server),
+        Event::WipeRequested,
+        &ctx,
+    ) {
+        Ok(_) => json!({ "enabled": true }),
+        Err(e) => json!({ "enabled": false, "reason": e.to_string() }),
+    }
+}
+
+/// What the box can do to servers right now; buttons for the rest are shown disabled with
+/// the reason. `has_bmc`: None = not known (session-wide view), Some(false) = this server
+/// has no `spec.bmc`. `wipe` from `wipe_capability`.
+pub fn capabilities(power: bool, has_bmc: Option<bool>, wipe: Value) -> Value {
+    let power_cap = if !power {
+        json!({ "enabled": false, "reason": "not available on this box: BMC power control is not running" })
+    } else if has_bmc == Some(false) {
+        json!({ "enabled": false, "reason": "this server has no BMC configured (set one with appliance ctl server bmc NAME …, or let the agent report it)" })
+    } else {
+        json!({ "enabled": true })
+    };
+    json!({
+        "accept": { "enabled": true },
+        "cordon": { "enabled": true },
+        "uncordon": { "enabled": true },
+        "delete": { "enabled": true },
+        "power-on": power_cap,
+        "power-off": power_cap,
+        "power-cycle": power_cap,
+        "pxe-once": power_cap,
+        "wipe": wipe,
+    })
+}
+
+/// A server's lifecycle events as the detail page lists them, newest first.
+pub fn lifecycle_events(events: &[EventRecord]) -> Vec<Value> {
+    events
+        .iter()
+        .rev()
+        .map(|e| {
+            json!({
+                "seq": e.seq,
+                "at": e.time_ms / 1000,
+                "event": e.event,
+                "from": e.from,
+                "to": e.to,
+                "message": e.message,
+            })
+        })
+        .collect()
+}
+
+/// One line of a ServerClass or Environment list (and the head of its detail page).
+pub fn object_summary(kind: Kind, object: &Object, revision: u64) -> Value {
+    let v = serde_json::to_value(object).unwrap_or_default();
+    match kind {
+        Kind::ServerClass => {
+            let len = |p: &str| v.pointer(p).and_then(Value::as_array).map_or(0, Vec::len);
+            json!({
+                "name": object.name(),
+                "revision": revision,
+                "available": len("/status/serversAvailable"),
+                "in_use": len("/status/serversInUse"),
+                "environment": v.pointer("/spec/environmentRef/name"),
+                "qualifiers": v.pointer("/spec/qualifiers").map(|q| q.to_string()),
+                "labels": object.metadata().labels,
+            })
+        }
+        _ => {
+            let conditions = v
+                .pointer("/status/conditions")
+                .cloned()
+                .unwrap_or(Value::Array(vec![]));
+            json!({
+                "name": object.name(),
+                "revision": revision,
+                "kernel": v.pointer("/spec/kernel/url"),
+                "initrd": v.pointer("/spec/initrd/url"),
+                "args": v.pointer("/spec/kernel/args"),
+                "conditions": conditions,
+                "assets": asset_status(&v),
+            })
+        }
+    }
+}
+
+/// Download status per Environment asset, from its conditions (Sidero: one `Ready`
+/// condition per URL with `status` True/False).
+pub fn asset_status(v: &Value) -> Vec<Value> {
+    let conditions: Vec<&Value> = v
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().collect())
+        .unwrap_or_default();
+    ["kernel", "initrd"]
+        .iter()
+        .filter_map(|part| {
+            let url = v.pointer(&format!("/spec/{part}/url"))?.as_str()?;
+            let cond = conditions
+                .iter()
+                .find(|c| c.get("url").and_then(Value::as_str) == Some(url));
+            let status = match cond.and_then(|c| c.get("status")).and_then(Value::as_str) {
+                Some("True") => "ready",
+                Some("False") => "failed",
+                Some(_) => "pending",
+                None => "not downloaded",
+            };
+            Some(json!({
+                "asset": part,
+                "url": url,
+                "status": status,
+                "message": cond.and_then(|c| c.get("message")),
+            }))
+        })
+        .collect()
+}
+
+/// Leases shown on the settings page at most.
+const SETTINGS_LEASES: usize = 200;
+
+/// The settings page at Unix time `now`: network and DHCP settings from the effective
+/// config, pool usage and the bound leases (the first `SETTINGS_LEASES`) from the lease table.
+pub fn settings(c: &Config, leases: &[Lease], now: u64) -> Value {
+    let bound: Vec<_> = leases
+        .iter()
+        .filter(|l| matches!(l.state, LeaseState::Bound) && l.expires_at > now)
+        .collect();
+    let d = &c.dhcp;
+    let pools: Vec<Value> = d
+        .pools
+        .iter()
+        .map(|p| {
+            let (lo, hi) = (u32::from(p.range_start), u32::from(p.range_end));
+            let size = hi.saturating_sub(lo).saturating_add(1);
+            let in_use = bound
+                .iter()
+                .filter(|l| (lo..=hi).contains(&u32::from(l.addr)))
+                .count();
+            json!({
+                "range": format!("{} – {}", p.range_start, p.range_end),
+                "netmask": p.netmask.to_string(),
+                "router": p.router.map(|r| r.to_string()),
+                "dns": p.dns.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "domain": p.domain,
+                "size": size,
+                "in_use": in_use,
+            })
+        })
+        .collect();
+    let active: Vec<Value> = bound
+        .iter()
+        .take(SETTINGS_LEASES)
+        .map(|l| {
+            json!({
+                "ip": l.addr.to_string(),
+                "mac": l.chaddr.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                "hostname": l.hostname,
+                "expires_in": l.expires_at.saturating_sub(now),
+            })
+        })
+        .collect();
+    let config_value = serde_json::to_value(c).unwrap_or_default();
+    json!({
+        "network": {
+            "interface": c.interface,
+            "http_listen": c.http.listen.to_string(),
+            "tftp": config_value.get("tftp"),
+        },
+        "dhcp": {
+            "mode": config_value.pointer("/dhcp/mode"),
+            "listen_port": d.listen_port,
+            "proxy_port": d.proxy_port,
+            "lease_time_secs": d.lease_time_secs,
+            "boot": config_value.pointer("/dhcp/boot"),
+            "pools": pools,
+            "reservations": d.reservations.len(),
+            "active_leases": bound.len(),
+            "leases": active,
+        },
+        "effective_toml": c.to_toml(),
+        "editable": false,
+        "editable_reason": "Settings come from the config file, flags and APPLIANCE_* environment; edit /etc/appliance/config.toml and restart the service",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,5 +786,41 @@ status: {ready: true, inUse: false, isClean: true}
         assert_eq!(counts["allocated"], 1);
         assert_eq!(counts["cordoned"], 1);
         assert_eq!(counts["installed"], 0);
+    }
+
+    #[test]
+    fn recent_events_collapse_repeats_of_the_same_state() {
+        let ev = |rev: u64, name: &str, op: &'static str, detail: &str| RecentEvent {
+            revision: rev,
+            at: 0,
+            kind: "Server".into(),
+            name: name.into(),
+            op,
+            detail: detail.into(),
+        };
+        let mut list = VecDeque::new();
+        push_recent(&mut list, ev(1, "a", "put", "discovered"));
+        push_recent(&mut list, ev(2, "b", "put", "discovered"));
+        push_recent(&mut list, ev(3, "a", "put", "discovered"));
+        push_recent(&mut list, ev(4, "a", "put", "accepted"));
+        push_recent(&mut list, ev(5, "a", "put", "discovered"));
+        push_recent(&mut list, ev(6, "a", "delete", ""));
+        let revs: Vec<u64> = list.iter().map(|e| e.revision).collect();
+        assert_eq!(revs, vec![1, 2, 4, 5, 6]);
+        for i in 0..RECENT_EVENTS as u64 + 10 {
+            push_recent(&mut list, ev(10 + i, &format!("s{i}"), "put", "x"));
+        }
+        assert_eq!(list.len(), RECENT_EVENTS);
+    }
+
+    #[test]
+    fn environment_asset_status() {
+        let v = json!({
+            "spec": {"kernel": {"url": "http://a/k"}, "initrd": {"url": "http://a/i"}},
+            "status": {"conditions": [{"url": "http://a/k", "status": "True", "type": "Ready"}]},
+        });
+        let a = asset_status(&v);
+        assert_eq!(a[0]["status"], "ready");
+        assert_eq!(a[1]["status"], "not downloaded");
     }
 }

@@ -1,0 +1,139 @@
+//! The console's view of the change feed: the recent-changes list (followed from the store
+//! change feed, shown on the overview and server pages) and the live stream
+//! `GET /api/v1/events` (SSE).
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use serde_json::json;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::auth::SessionCtx;
+use super::{ConsoleState, unix_now};
+use crate::console::view::{self, RecentEvent};
+use crate::model::Kind;
+use crate::store::{Change, ChangeOp, Store};
+
+impl ConsoleState {
+    /// Follows the store change feed into the recent-events list until `shutdown`.
+    /// Spawned once from `app.rs`.
+    /// Also builds the server rows once at start, so the first page view does not wait.
+    pub async fn record_events(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut rx = self.inner.store.subscribe();
+        let warm = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = warm.rows() {
+                tracing::warn!(error = %crate::error_chain(&e), "console: building server rows failed");
+            }
+        })
+        .await;
+        tokio::pin!(shutdown);
+        loop {
+            let first = tokio::select! {
+                _ = &mut shutdown => return,
+                r = rx.recv() => r,
+            };
+            let mut batch = match first {
+                Ok(c) => vec![c],
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            while let Ok(c) = rx.try_recv() {
+                batch.push(c);
+                if batch.len() >= 256 {
+                    break;
+                }
+            }
+            let store = self.inner.store.clone();
+            let entries = tokio::task::spawn_blocking(move || describe(&store, batch))
+                .await
+                .unwrap_or_default();
+            let mut ev = self.inner.events.lock().expect("events lock");
+            for e in entries {
+                view::push_recent(&mut ev, e);
+            }
+        }
+    }
+
+    pub(super) fn recent(&self, name: Option<&str>, limit: usize) -> Vec<RecentEvent> {
+        let ev = self.inner.events.lock().expect("events lock");
+        ev.iter()
+            .rev()
+            .filter(|e| name.is_none_or(|n| e.name == n && e.kind == "Server"))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+fn describe(store: &Store, batch: Vec<Change>) -> Vec<RecentEvent> {
+    let at = unix_now();
+    batch
+        .into_iter()
+        .map(|c| {
+            let detail = match (c.kind, c.op) {
+                (Kind::Server, ChangeOp::Put) => store
+                    .get(Kind::Server, &c.name)
+                    .ok()
+                    .flatten()
+                    .map(|s| view::change_detail(&s.object))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            RecentEvent {
+                revision: c.revision,
+                at,
+                kind: c.kind.to_string(),
+                name: c.name,
+                op: match c.op {
+                    ChangeOp::Put => "put",
+                    ChangeOp::Delete => "delete",
+                },
+                detail,
+            }
+        })
+        .collect()
+}
+
+/// Server-sent events: one `change` event per committed store change, `resync` when this
+/// client fell behind (reload everything), and a keep-alive comment every 15 s. The stream
+/// ends when the session does.
+pub(super) async fn events(
+    State(state): State<ConsoleState>,
+    axum::Extension(s): axum::Extension<SessionCtx>,
+) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
+    let rx = state.inner.store.subscribe();
+    let hello = tokio_stream::once(Ok(Event::default()
+        .event("hello")
+        .data(json!({ "revision": state.inner.store.revision().unwrap_or(0) }).to_string())));
+    let st = state.clone();
+    let changes = BroadcastStream::new(rx)
+        .take_while(move |_| {
+            st.inner
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .is_live(&s.id, Instant::now())
+        })
+        .map(|item| {
+            Ok(match item {
+                Ok(c) => Event::default().event("change").data(
+                    json!({
+                        "revision": c.revision,
+                        "kind": c.kind.to_string(),
+                        "name": c.name,
+                        "op": match c.op { ChangeOp::Put => "put", ChangeOp::Delete => "delete" },
+                    })
+                    .to_string(),
+                ),
+                Err(BroadcastStreamRecvError::Lagged(n)) => Event::default()
+                    .event("resync")
+                    .data(json!({ "missed": n }).to_string()),
+            })
+        });
+    Sse::new(hello.chain(changes)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
