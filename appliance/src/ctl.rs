@@ -51,7 +51,38 @@ pub enum CtlError {
     NothingToUpload,
     #[error("the appliance returned an unreadable object")]
     BadReply(#[source] crate::model::ParseObjectError),
+    #[error("cannot write to stdout")]
+    Stdout(#[source] std::io::Error),
 }
+
+impl CtlError {
+    /// Whether the command failed only because the reader of its output went away
+    /// (`appliance ctl status | head -4`): the command then exits quietly with status 0.
+    pub fn reader_gone(&self) -> bool {
+        matches!(self, CtlError::Stdout(e) if crate::reader_gone(e))
+    }
+}
+
+/// Writes ctl output to stdout; a failed write (a closed pipe) is returned, not a panic.
+pub(crate) fn write_out(text: std::fmt::Arguments<'_>) -> Result<(), CtlError> {
+    crate::write_stdout(text).map_err(CtlError::Stdout)
+}
+
+/// `print!` for ctl output, returning `Result<(), CtlError>` (see [`write_out`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::ctl::write_out(format_args!($($arg)*))
+    };
+}
+
+/// `println!` for ctl output, returning `Result<(), CtlError>` (see [`write_out`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::ctl::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use outln;
 
 impl From<tonic::Status> for CtlError {
     fn from(s: tonic::Status) -> Self {
@@ -131,7 +162,7 @@ async fn env(args: &CtlArgs, command: &EnvCommand) -> Result<(), CtlError> {
         if let Some(path) = path {
             let summary =
                 crate::boot::upload::upload(&args.endpoint, &token, name, asset, path).await?;
-            println!("{name}: {summary}");
+            outln!("{name}: {summary}")?;
         }
     }
     Ok(())
@@ -161,14 +192,14 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     match args.command {
         CtlCommand::Status => {
             let s = client.status(StatusRequest {}).await?.into_inner();
-            println!("version:   {}", s.version);
-            println!("uptime:    {}s", s.uptime_seconds);
-            println!("data dir:  {}", s.data_dir);
-            println!("revision:  {}", s.store_revision);
+            outln!("version:   {}", s.version)?;
+            outln!("uptime:    {}s", s.uptime_seconds)?;
+            outln!("data dir:  {}", s.data_dir)?;
+            outln!("revision:  {}", s.store_revision)?;
             let mut kinds: Vec<_> = s.objects.into_iter().collect();
             kinds.sort();
             for (k, n) in kinds {
-                println!("{:<16}{n}", format!("{k}:"));
+                outln!("{:<16}{n}", format!("{k}:"))?;
             }
         }
         CtlCommand::Apply { file, dry_run } => {
@@ -178,7 +209,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
                 .await?
                 .into_inner();
             for a in reply.applied {
-                println!("{}/{} {}", a.kind.to_lowercase(), a.name, a.result);
+                outln!("{}/{} {}", a.kind.to_lowercase(), a.name, a.result)?;
             }
         }
         CtlCommand::Get { kind, name, output } => {
@@ -194,7 +225,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
                     name: name.clone(),
                 })
                 .await?;
-            println!("{}/{name} deleted", kind.as_str().to_lowercase());
+            outln!("{}/{name} deleted", kind.as_str().to_lowercase())?;
         }
         CtlCommand::Server { command } => server(&mut client, command).await?,
         CtlCommand::Admin { .. } => unreachable!("handled above"),
@@ -214,10 +245,10 @@ async fn admin(args: &CtlArgs, command: &AdminCommand) -> Result<(), CtlError> {
                 .set_password(SetPasswordRequest { password })
                 .await?
                 .into_inner();
-            println!(
+            outln!(
                 "console password set; {} console session(s) ended",
                 reply.sessions_ended
-            );
+            )?;
         }
     }
     Ok(())
@@ -282,7 +313,7 @@ async fn server(client: &mut Client, command: ServerCommand) -> Result<(), CtlEr
                     name: name.clone(),
                 })
                 .await?;
-            println!("server/{name} deleted");
+            outln!("server/{name} deleted")?;
             return Ok(());
         }
         // Lifecycle commands are run by `reconcile::ctl` before we get here.
@@ -302,7 +333,7 @@ async fn server(client: &mut Client, command: ServerCommand) -> Result<(), CtlEr
             action: action as i32,
         })
         .await?;
-    println!("server/{name} {verb}");
+    outln!("server/{name} {verb}")?;
     Ok(())
 }
 
@@ -340,9 +371,9 @@ fn print_objects(kind: Kind, objects: &[Object], output: Output) -> Result<(), C
         Output::Yaml => {
             for (i, o) in objects.iter().enumerate() {
                 if i > 0 {
-                    println!("---");
+                    outln!("---")?;
                 }
-                print!("{}", o.to_yaml());
+                out!("{}", o.to_yaml())?;
             }
         }
         Output::Json => {
@@ -355,9 +386,9 @@ fn print_objects(kind: Kind, objects: &[Object], output: Output) -> Result<(), C
             } else {
                 serde_json::to_string_pretty(&values)
             };
-            println!("{}", out.expect("serialises"));
+            outln!("{}", out.expect("serialises"))?;
         }
-        Output::Table => print!("{}", table(kind, objects)),
+        Output::Table => out!("{}", table(kind, objects))?,
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! `appliance`: parse arguments, run the chosen command, map errors to exit codes.
 //!
 //! Exit codes: 0 success; 1 runtime failure (store, network, API error); 2 bad usage or
-//! configuration.
+//! configuration. A command whose stdout reader went away (`ctl status | head -4`) stops
+//! writing and exits 0 without a message (Rust ignores SIGPIPE, so the write fails with
+//! EPIPE instead of killing the process; `print!` would panic on it).
 
 use std::process::ExitCode;
 
@@ -12,20 +14,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Version => {
-            println!("appliance {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
+        Command::Version => emit(format_args!("appliance {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Config { command } => match command {
-            ConfigCommand::Default => {
-                print!("{}", config::DEFAULT_TOML);
-                ExitCode::SUCCESS
-            }
+            ConfigCommand::Default => emit(format_args!("{}", config::DEFAULT_TOML)),
             ConfigCommand::Show(args) => match app::effective_config(&args) {
-                Ok(c) => {
-                    print!("{}", c.to_toml());
-                    ExitCode::SUCCESS
-                }
+                Ok(c) => emit(format_args!("{}", c.to_toml())),
                 Err(e) => fail(&e, 2),
             },
         },
@@ -56,10 +49,7 @@ fn main() -> ExitCode {
             if args.print_inventory {
                 let addrs = agent::if_addresses();
                 return match agent::inventory::read(&args.root, &addrs) {
-                    Ok(inv) => {
-                        println!("{inv:#?}");
-                        ExitCode::SUCCESS
-                    }
+                    Ok(inv) => emit(format_args!("{inv:#?}\n")),
                     Err(e) => fail(&e, 1),
                 };
             }
@@ -84,6 +74,7 @@ fn main() -> ExitCode {
         }
         Command::Ctl(args) => match runtime().block_on(ctl::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.reader_gone() => ExitCode::SUCCESS,
             Err(e) => fail(&e, 1),
         },
     }
@@ -94,6 +85,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime starts")
+}
+
+/// Prints command output; a reader that went away (a closed pipe) is a quiet success.
+fn emit(text: std::fmt::Arguments<'_>) -> ExitCode {
+    match appliance::write_stdout(text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if appliance::reader_gone(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn fail(e: &dyn std::error::Error, code: u8) -> ExitCode {

@@ -406,3 +406,97 @@ fn json_logs_and_journald_fallback() {
         }
     }
 }
+
+/// `appliance ctl <args>` against `a` with stdout on a pipe whose reader reads `lines` lines
+/// and then closes its end (`lines == 0`: closed before ctl writes anything), like
+/// `ctl … | head -N`. Returns the exit status and stderr.
+fn ctl_into_closing_reader(
+    a: &Appliance,
+    args: &[&str],
+    lines: usize,
+) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, Read};
+    let mut child = std::process::Command::new(BIN)
+        .args(["ctl", "--endpoint", &a.endpoint(), "--token", &a.token()])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = std::io::BufReader::new(stdout);
+    for _ in 0..lines {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "ctl printed less");
+    }
+    drop(reader);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap(), stderr)
+}
+
+#[test]
+fn ctl_whose_reader_goes_away_exits_quietly() {
+    let a = Appliance::start();
+    // `ctl status | <reader gone before the first line>`: every write fails with EPIPE.
+    let (status, stderr) = ctl_into_closing_reader(&a, &["status"], 0);
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(stderr, "");
+
+    // `ctl get server -o yaml | head -1` on more output than a pipe holds (64 KiB): ctl is
+    // still writing, blocked on the full pipe, when the reader closes.
+    let yaml: String = (0..1000)
+        .map(|i| {
+            format!(
+                "---\napiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata:\n  \
+                 name: 00000000-0000-4000-8000-{i:012}\n  labels:\n    rack: a{i}\n\
+                 spec:\n  accepted: false\n  hostname: node-{i}.example.test\n"
+            )
+        })
+        .collect();
+    let applied = a.ctl_stdin(&["apply", "-f", "-"], Some(&yaml));
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let full = a.ctl_ok(&["get", "server", "-o", "yaml"]);
+    assert!(full.len() > 2 * 65536, "{} bytes", full.len());
+    let (status, stderr) = ctl_into_closing_reader(&a, &["get", "server", "-o", "yaml"], 1);
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn refused_connection_prints_each_cause_once() {
+    let port = support::free_port(); // bound, then closed: nothing listens there
+    let out = std::process::Command::new(BIN)
+        .args([
+            "ctl",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--token",
+            "0123456789abcdef",
+            "status",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: cannot reach the appliance at http://127.0.0.1:{port}: "
+        )),
+        "{stderr}"
+    );
+    for cause in ["transport error", "tcp connect error", "Connection refused"] {
+        assert_eq!(stderr.matches(cause).count(), 1, "{cause}: {stderr}");
+    }
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

@@ -8,7 +8,7 @@ use appliance_rpc::power::{
 };
 
 use crate::cli::{BootdevArg, CtlArgs, PowerArg, ServerCommand};
-use crate::ctl::{CtlError, channel};
+use crate::ctl::{CtlError, channel, outln};
 
 /// Whether `command` is one of the BMC commands handled here.
 pub fn handles(command: &ServerCommand) -> bool {
@@ -32,7 +32,7 @@ pub async fn run(args: &CtlArgs, command: &ServerCommand) -> Result<(), CtlError
                 })
                 .await?
                 .into_inner();
-            println!("server/{name} power: {}", r.power);
+            outln!("server/{name} power: {}", r.power)?;
         }
         ServerCommand::Power { action, name } => {
             let action = match action {
@@ -49,7 +49,7 @@ pub async fn run(args: &CtlArgs, command: &ServerCommand) -> Result<(), CtlError
                     action: action.to_string(),
                 })
                 .await?;
-            println!("server/{name} power {action}: done");
+            outln!("server/{name} power {action}: done")?;
         }
         ServerCommand::Bootdev {
             device,
@@ -82,7 +82,7 @@ pub async fn run(args: &CtlArgs, command: &ServerCommand) -> Result<(), CtlError
             } else {
                 "next boot"
             };
-            println!("server/{name} boot device {device} ({when})");
+            outln!("server/{name} boot device {device} ({when})")?;
         }
         ServerCommand::Bmc {
             name,
@@ -124,9 +124,9 @@ pub async fn run(args: &CtlArgs, command: &ServerCommand) -> Result<(), CtlError
                     clear_pin: *clear_pin,
                 })
                 .await?;
-            println!(
+            outln!(
                 "server/{name} BMC set ({interface} {endpoint}); credentials stored in the box"
-            );
+            )?;
         }
         _ => unreachable!("`handles` admits only BMC commands"),
     }

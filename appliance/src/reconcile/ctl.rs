@@ -8,7 +8,7 @@ use appliance_rpc::lifecycle::lifecycle_client::LifecycleClient;
 use appliance_rpc::lifecycle::{AllocateRequest, EventsRequest, ReleaseRequest, WipeRequest};
 
 use crate::cli::{CtlArgs, CtlCommand, ServerCommand};
-use crate::ctl::{CtlError, channel};
+use crate::ctl::{CtlError, channel, outln};
 
 fn read(path: &Path) -> Result<String, CtlError> {
     let err = |source| CtlError::ReadFile {
@@ -69,7 +69,7 @@ async fn run_lifecycle(args: &CtlArgs) -> Result<(), CtlError> {
                 })
                 .await?
                 .into_inner();
-            println!("server/{} allocated to {owner}", r.server);
+            outln!("server/{} allocated to {owner}", r.server)?;
         }
         CtlCommand::Release { owner, server } => {
             let r = client
@@ -79,7 +79,7 @@ async fn run_lifecycle(args: &CtlArgs) -> Result<(), CtlError> {
                 })
                 .await?
                 .into_inner();
-            println!("server/{} released", r.server);
+            outln!("server/{} released", r.server)?;
         }
         CtlCommand::Server {
             command: ServerCommand::Wipe { name },
@@ -90,10 +90,11 @@ async fn run_lifecycle(args: &CtlArgs) -> Result<(), CtlError> {
                 })
                 .await?
                 .into_inner();
-            println!(
+            outln!(
                 "server/{} wipe requested: now {}; its agent is told to wipe, then it is available again",
-                r.server, r.state
-            );
+                r.server,
+                r.state
+            )?;
         }
         CtlCommand::Server {
             command: ServerCommand::Events { name, limit },
@@ -105,12 +106,17 @@ async fn run_lifecycle(args: &CtlArgs) -> Result<(), CtlError> {
                 })
                 .await?
                 .into_inner();
-            println!(
+            outln!(
                 "{:<6} {:<20} {:<36} {:<20} {:<11} {:<11} MESSAGE",
-                "SEQ", "TIME", "SERVER", "EVENT", "FROM", "TO"
-            );
+                "SEQ",
+                "TIME",
+                "SERVER",
+                "EVENT",
+                "FROM",
+                "TO"
+            )?;
             for e in r.events {
-                println!(
+                outln!(
                     "{:<6} {:<20} {:<36} {:<20} {:<11} {:<11} {}",
                     e.seq,
                     e.time,
@@ -119,7 +125,7 @@ async fn run_lifecycle(args: &CtlArgs) -> Result<(), CtlError> {
                     if e.from.is_empty() { "-" } else { &e.from },
                     e.to,
                     e.message
-                );
+                )?;
             }
         }
         _ => {}
