@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::admin::AdminService;
+use crate::api::apply_batch::ApplyBatcher;
 use crate::api::auth;
 use crate::boot::BootFromDiskMethod;
 use crate::boot::assets::AssetDirs;
@@ -133,9 +134,12 @@ fn prepare_data_dir(configured: &Path) -> Result<(PathBuf, Option<String>), Serv
     }
 }
 
-/// Resolves a shutdown watch on SIGINT or SIGTERM.
-fn shutdown_signal() -> watch::Receiver<bool> {
+/// The shared shutdown signal: turns true on SIGINT or SIGTERM (or when `app` sends it).
+fn shutdown_signal() -> (Arc<watch::Sender<bool>>, watch::Receiver<bool>) {
     let (tx, rx) = watch::channel(false);
+    let tx = Arc::new(tx);
+    let signal = tx.clone();
+    // Ends with the runtime (the process) when no signal comes.
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler installs");
@@ -144,9 +148,9 @@ fn shutdown_signal() -> watch::Receiver<bool> {
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
-        let _ = tx.send(true);
+        let _ = signal.send(true);
     });
-    rx
+    (tx, rx)
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
@@ -229,43 +233,33 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         );
     }
 
-    let shutdown = shutdown_signal();
+    let (stop, shutdown) = shutdown_signal();
+    // Every long-running task of the box, joined after the HTTP listener drained.
+    let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = Vec::new();
 
     // DHCP: a failure to start (no privileges, no interface) is reported with the other
     // skipped services and the rest keeps serving.
     let metrics = Arc::new(Metrics::default());
-    let _dhcp = match crate::net::dhcp::start(
-        &config,
-        store.clone(),
-        metrics.dhcp.clone(),
-        shutdown.clone(),
-    )
-    .await
-    {
-        Ok(crate::net::dhcp::DhcpStatus::Running(h)) => Some(h),
-        Ok(crate::net::dhcp::DhcpStatus::NotStarted(why)) => {
-            skipped.push(why);
-            None
+    match crate::net::dhcp::start(&config, store.clone(), metrics.dhcp.clone()).await {
+        Ok(crate::net::dhcp::DhcpStatus::Running(dhcp)) => {
+            tasks.push(("dhcp", tokio::spawn(dhcp.run(shutdown.clone()))));
         }
+        Ok(crate::net::dhcp::DhcpStatus::NotStarted(why)) => skipped.push(why),
         Err(e) if e.is_permission_denied() => {
             skipped.push(format!(
                 "DHCP not started: {} (needs root or CAP_NET_BIND_SERVICE)",
                 error_chain(&e)
             ));
-            None
         }
-        Err(e) => {
-            skipped.push(format!("DHCP not started: {}", error_chain(&e)));
-            None
-        }
-    };
+        Err(e) => skipped.push(format!("DHCP not started: {}", error_chain(&e))),
+    }
 
-    let mut tftp_task = None;
     if config.tftp.enabled {
         match TftpServer::bind_counting(TftpSettings::from(&config.tftp), metrics.tftp.clone())
             .await
         {
-            Ok(server) => tftp_task = Some(tokio::spawn(server.run(shutdown.clone()))),
+            // The TFTP task ends once its running transfers end.
+            Ok(server) => tasks.push(("tftp", tokio::spawn(server.run(shutdown.clone())))),
             Err(e) if e.source.kind() == std::io::ErrorKind::PermissionDenied && !is_root() => {
                 skipped.push(format!(
                     "TFTP (udp {}) not started: binding needs privileges",
@@ -283,60 +277,35 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         };
         tracing::warn!("{who}{}", skipped.join("; "));
     }
-    let env_sync_task = config
-        .boot
-        .download_assets
-        .then(|| tokio::spawn(env_sync(&config, &data_dir, store.clone()).run(shutdown.clone())));
-    let ready = Arc::new(AtomicBool::new(false));
-    let admin_token: Arc<str> = Arc::from(token.token.as_str());
-    let boot = Arc::new(boot_context(
-        &config,
-        &data_dir,
-        store.clone(),
-        admin_token.clone(),
-    ));
-    let admin = AdminService::new(store.clone(), data_dir.display().to_string());
-    let console = http::console::ConsoleState::new(
-        store.clone(),
-        admin.clone(),
-        admin_token.clone(),
-        config.clone(),
-        config.console.secure_cookie,
-    );
-    tokio::spawn(console.clone().record_events(wait_for(shutdown.clone())));
-    let state = HttpState {
-        store: store.clone(),
-        metrics,
-        ready: ready.clone(),
-        boot,
-        console,
-    };
-    // BMC power control (bmc room): the Power admin service and the power-state poller.
+    if config.boot.download_assets {
+        // Drops running downloads on the shutdown signal.
+        let sync = env_sync(&config, &data_dir, store.clone());
+        tasks.push(("env-sync", tokio::spawn(sync.run(shutdown.clone()))));
+    }
+
+    // BMC power control (bmc room) and its power-state poller.
     let power = crate::bmc::power::PowerControl::new(store.clone(), &config.bmc);
-    let power_auth = http::admin_auth(admin_token.clone(), state.metrics.clone());
-    let power_routes = crate::bmc::service::routes(power.clone(), power_auth);
-    state
-        .console
-        .set_power(crate::bmc::service::PowerService::new(power.clone()));
-    let power_poller = tokio::spawn(crate::bmc::power::run_poller(
-        power.clone(),
-        std::time::Duration::from_secs(config.bmc.poll_interval_secs),
-        shutdown.clone(),
+    tasks.push((
+        "power-poller",
+        tokio::spawn(crate::bmc::power::run_poller(
+            power.clone(),
+            Duration::from_secs(config.bmc.poll_interval_secs),
+            shutdown.clone(),
+        )),
     ));
-    // The lifecycle: agent API, allocation, metadata, and its reconcile task; it powers
-    // servers through the BMC room's PowerControl (servers without a BMC are skipped).
+    // Auto BMC setup (`[bmc] auto_setup`) runs behind the same gate as power calls.
+    let bmc_setup = config.bmc.auto_setup.then(|| {
+        crate::bmc::setup::AutoSetup::new(store.clone(), power.gate().clone(), &config.bmc)
+    });
+    // The lifecycle: agent API, allocation, metadata, server actions, and its reconcile
+    // task; it powers servers through the BMC room's PowerControl (servers without a BMC
+    // are skipped).
     let (lifecycle, reconcile_task) = Lifecycle::new(
         store.clone(),
         config.lifecycle.clone(),
         Arc::new(power.clone()),
+        bmc_setup,
     );
-    lifecycle.set_auto_bmc_setup(config.bmc.auto_setup);
-    // Auto BMC setup runs behind the same gate as power calls.
-    lifecycle.set_bmc_setup(crate::bmc::setup::AutoSetup::new(
-        store.clone(),
-        power.gate().clone(),
-        &config.bmc,
-    ));
     // The built-in `any` class exists before the box answers (as Sidero's startup runnable).
     let any_store = store.clone();
     if let Ok(Err(e)) =
@@ -345,15 +314,55 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     {
         tracing::warn!(error = %crate::error_chain(&e), "cannot create ServerClass `any`");
     }
-    let reconcile_task = tokio::spawn(reconcile_task.run(shutdown.clone()));
-    state
-        .console
-        .set_lifecycle(crate::api::lifecycle::LifecycleService::new(
-            lifecycle.clone(),
-        ));
-    let admin = AdminService::new(store.clone(), data_dir.display().to_string())
-        .with_lifecycle(lifecycle.clone());
-    let router = http::router(state, admin, admin_token, lifecycle).merge(power_routes);
+    tasks.push((
+        "reconcile",
+        tokio::spawn(reconcile_task.run(shutdown.clone())),
+    ));
+
+    // The admin service, one for gRPC and the console. Its group-commit task stops after
+    // the listener drained, so calls still in flight then are committed.
+    let (applies, apply_task) = ApplyBatcher::new(store.clone());
+    let (stop_applies, applies_stopped) = watch::channel(false);
+    let apply_task = tokio::spawn(apply_task.run(applies_stopped));
+    let admin = AdminService::new(
+        store.clone(),
+        data_dir.display().to_string(),
+        lifecycle.clone(),
+        applies,
+    );
+    let power_service = crate::bmc::service::PowerService::new(power.clone());
+    let admin_token: Arc<str> = Arc::from(token.token.as_str());
+    let console = http::console::ConsoleState::new(
+        store.clone(),
+        admin.clone(),
+        admin_token.clone(),
+        config.clone(),
+        config.console.secure_cookie,
+    );
+    console.set_power(power_service.clone());
+    console.set_lifecycle(crate::api::lifecycle::LifecycleService::new(
+        lifecycle.clone(),
+    ));
+    tasks.push((
+        "console-events",
+        tokio::spawn(console.clone().record_events(wait_for(shutdown.clone()))),
+    ));
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let boot = Arc::new(boot_context(
+        &config,
+        &data_dir,
+        store.clone(),
+        admin_token.clone(),
+    ));
+    let state = HttpState {
+        store: store.clone(),
+        metrics,
+        ready: ready.clone(),
+        boot,
+        console,
+    };
+    let router = http::router(state, admin, admin_token, lifecycle, power_service);
     let listener = TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -368,21 +377,18 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         "appliance serving"
     );
     ready.store(true, Ordering::Relaxed);
-    let served = http::serve(listener, router, wait_for(shutdown))
+    let served = http::serve(listener, router, wait_for(shutdown.clone()))
         .await
         .map_err(ServeError::Http);
-    power_poller.abort();
-    // The download task saw the same shutdown signal and drops running downloads.
-    if let Some(task) = env_sync_task {
-        let _ = task.await;
+    if served.is_err() {
+        // The listener failed: stop the rest too.
+        let _ = stop.send(true);
     }
-    let _ = reconcile_task.await;
-    if let Some(task) = tftp_task {
-        if served.is_ok() {
-            // The TFTP task saw the same shutdown signal; it ends once its transfers end.
-            let _ = task.await;
-        } else {
-            task.abort();
+    let _ = stop_applies.send(true);
+    tasks.push(("apply", apply_task));
+    for (name, task) in tasks {
+        if let Err(e) = task.await {
+            tracing::warn!(task = name, error = %e, "task ended abnormally");
         }
     }
     served

@@ -14,7 +14,7 @@ use appliance_rpc::admin::{
 use tonic::{Request, Response, Status};
 
 use super::apply_batch::ApplyBatcher;
-use crate::model::{self, Kind, Object};
+use crate::model::{self, Kind};
 use crate::store::{Store, StoreError, Stored};
 
 /// State of the admin service.
@@ -24,27 +24,26 @@ pub struct AdminService {
     applies: ApplyBatcher,
     started: Instant,
     data_dir: String,
-    /// When set, server actions go through the lifecycle state machine (one transaction
-    /// with its event; illegal actions are refused with the reason).
-    lifecycle: Option<crate::reconcile::Lifecycle>,
+    /// Server actions (accept/cordon/uncordon) go through the lifecycle state machine: one
+    /// transaction with its event; illegal actions are refused with the reason.
+    lifecycle: crate::reconcile::Lifecycle,
 }
 
 impl AdminService {
-    /// Needs a tokio runtime: spawns the apply group-commit task.
-    pub fn new(store: Store, data_dir: String) -> Self {
+    /// `applies` is the group-commit handle whose task `app.rs` runs.
+    pub fn new(
+        store: Store,
+        data_dir: String,
+        lifecycle: crate::reconcile::Lifecycle,
+        applies: ApplyBatcher,
+    ) -> Self {
         AdminService {
-            applies: ApplyBatcher::spawn(store.clone()),
+            applies,
             store,
             started: Instant::now(),
             data_dir,
-            lifecycle: None,
+            lifecycle,
         }
-    }
-
-    /// Routes accept/cordon/uncordon through the lifecycle.
-    pub fn with_lifecycle(mut self, lc: crate::reconcile::Lifecycle) -> Self {
-        self.lifecycle = Some(lc);
-        self
     }
 
     async fn blocking<T: Send + 'static>(
@@ -175,46 +174,24 @@ impl Admin for AdminService {
             .ok()
             .filter(|a| *a != ServerActionKind::ServerActionUnspecified)
             .ok_or_else(|| Status::invalid_argument(format!("unknown action {}", req.action)))?;
-        if let Some(lc) = &self.lifecycle {
-            use crate::reconcile::lifecycle::Event;
-            let event = match action {
-                ServerActionKind::ServerActionAccept => Event::Accept,
-                ServerActionKind::ServerActionCordon => Event::Cordon,
-                ServerActionKind::ServerActionUncordon => Event::Uncordon,
-                ServerActionKind::ServerActionUnspecified => {
-                    return Err(Status::invalid_argument("no action given"));
-                }
-            };
-            lc.fire(&req.name, event, "operator action")
-                .await
-                .map_err(super::agent::lifecycle_status)?;
-            let name = req.name.clone();
-            let stored = self
-                .blocking(move |s| s.get(Kind::Server, &name))
-                .await?
-                .ok_or_else(|| Status::not_found(format!("server `{}` not found", req.name)))?;
-            return Ok(Response::new(ServerActionReply {
-                server: Some(to_pb(stored)),
-            }));
-        }
+        use crate::reconcile::lifecycle::Event;
+        let event = match action {
+            ServerActionKind::ServerActionAccept => Event::Accept,
+            ServerActionKind::ServerActionCordon => Event::Cordon,
+            ServerActionKind::ServerActionUncordon => Event::Uncordon,
+            ServerActionKind::ServerActionUnspecified => {
+                return Err(Status::invalid_argument("no action given"));
+            }
+        };
+        self.lifecycle
+            .fire(&req.name, event, "operator action")
+            .await
+            .map_err(super::agent::lifecycle_status)?;
+        let name = req.name.clone();
         let stored = self
-            .blocking(move |s| {
-                s.update(Kind::Server, &req.name, |o| {
-                    let Object::Server(server) = o else {
-                        return Err("not a server".into());
-                    };
-                    match action {
-                        ServerActionKind::ServerActionAccept => server.spec.accepted = true,
-                        ServerActionKind::ServerActionCordon => server.spec.cordoned = true,
-                        ServerActionKind::ServerActionUncordon => server.spec.cordoned = false,
-                        ServerActionKind::ServerActionUnspecified => {
-                            return Err("no action given".into());
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .await?;
+            .blocking(move |s| s.get(Kind::Server, &name))
+            .await?
+            .ok_or_else(|| Status::not_found(format!("server `{}` not found", req.name)))?;
         Ok(Response::new(ServerActionReply {
             server: Some(to_pb(stored)),
         }))

@@ -3,9 +3,11 @@
 //! instead of queueing for N. Each call stays all-or-nothing (the shared transaction commits
 //! or aborts as a whole) and its reply is sent only after that commit returned.
 //!
-//! Touches the store only through `Store::apply`. The task ends when the last handle drops.
+//! Touches the store only through `Store::apply`. The task ([`ApplyTask::run`], spawned by
+//! `app.rs`) stops taking calls on the shutdown signal, commits the calls already queued,
+//! and ends; later calls are answered UNAVAILABLE.
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
 use crate::model::Object;
@@ -33,12 +35,18 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// The group-commit task; run it with [`ApplyTask::run`].
+#[derive(Debug)]
+pub struct ApplyTask {
+    store: Store,
+    rx: mpsc::Receiver<Job>,
+}
+
 impl ApplyBatcher {
-    /// Spawns the task on the current tokio runtime.
-    pub fn spawn(store: Store) -> ApplyBatcher {
+    /// The handle and the task that must be spawned (`ApplyTask::run`).
+    pub fn new(store: Store) -> (ApplyBatcher, ApplyTask) {
         let (jobs, rx) = mpsc::channel(1024);
-        tokio::spawn(run(store, rx));
-        ApplyBatcher { jobs }
+        (ApplyBatcher { jobs }, ApplyTask { store, rx })
     }
 
     /// Writes `objects` (already validated) durably; returns what happened to each.
@@ -53,43 +61,68 @@ impl ApplyBatcher {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_CALLS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+impl ApplyTask {
+    /// Commits calls until `shutdown` turns true (or every handle dropped); then refuses
+    /// new calls, commits those already queued, and returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let ApplyTask { store, mut rx } = self;
+        let mut stopping = false;
+        loop {
+            let first = if stopping {
+                rx.recv().await
+            } else {
+                tokio::select! {
+                    job = rx.recv() => job,
+                    _ = shutdown.wait_for(|s| *s) => {
+                        stopping = true;
+                        rx.close();
+                        continue;
+                    }
+                }
+            };
+            let Some(first) = first else { return };
+            commit(&store, &mut rx, first).await;
+        }
+    }
+}
+
+/// Commits `first` and the calls queued behind it (up to [`MAX_CALLS_PER_COMMIT`]) in one
+/// transaction and answers each.
+async fn commit(store: &Store, rx: &mut mpsc::Receiver<Job>, first: Job) {
+    let mut jobs = vec![first];
+    while jobs.len() < MAX_CALLS_PER_COMMIT {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    let counts: Vec<usize> = jobs.iter().map(|j| j.objects.len()).collect();
+    let all: Vec<Object> = jobs
+        .iter_mut()
+        .flat_map(|j| std::mem::take(&mut j.objects))
+        .collect();
+    let store = store.clone();
+    let result = tokio::task::spawn_blocking(move || store.apply(all)).await;
+    match result {
+        Ok(Ok(applied)) => {
+            let mut applied = applied.into_iter();
+            for (job, n) in jobs.into_iter().zip(counts) {
+                let mine: Vec<Applied> = applied.by_ref().take(n).collect();
+                let _ = job.reply.send(Ok(mine));
             }
         }
-        let counts: Vec<usize> = jobs.iter().map(|j| j.objects.len()).collect();
-        let all: Vec<Object> = jobs
-            .iter_mut()
-            .flat_map(|j| std::mem::take(&mut j.objects))
-            .collect();
-        let store = store.clone();
-        let result = tokio::task::spawn_blocking(move || store.apply(all)).await;
-        match result {
-            Ok(Ok(applied)) => {
-                let mut applied = applied.into_iter();
-                for (job, n) in jobs.into_iter().zip(counts) {
-                    let mine: Vec<Applied> = applied.by_ref().take(n).collect();
-                    let _ = job.reply.send(Ok(mine));
-                }
+        Ok(Err(e)) => {
+            let msg = crate::error_chain(&e);
+            tracing::error!(error = %msg, calls = jobs.len(), "group commit failed");
+            for job in jobs {
+                let _ = job.reply.send(Err(Status::internal(msg.clone())));
             }
-            Ok(Err(e)) => {
-                let msg = crate::error_chain(&e);
-                tracing::error!(error = %msg, calls = jobs.len(), "group commit failed");
-                for job in jobs {
-                    let _ = job.reply.send(Err(Status::internal(msg.clone())));
-                }
-            }
-            Err(e) => {
-                for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Err(Status::internal(format!("store task failed: {e}"))));
-                }
+        }
+        Err(e) => {
+            for job in jobs {
+                let _ = job
+                    .reply
+                    .send(Err(Status::internal(format!("store task failed: {e}"))));
             }
         }
     }
@@ -112,7 +145,9 @@ mod tests {
     async fn concurrent_calls_get_their_own_results_and_all_land() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let batcher = ApplyBatcher::spawn(store.clone());
+        let (batcher, task) = ApplyBatcher::new(store.clone());
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(task.run(shutdown));
         let mut tasks = Vec::new();
         for i in 0..64 {
             let b = batcher.clone();
@@ -141,7 +176,9 @@ mod tests {
     async fn later_calls_in_a_batch_see_earlier_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let batcher = ApplyBatcher::spawn(store.clone());
+        let (batcher, task) = ApplyBatcher::new(store.clone());
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(task.run(shutdown));
         // The same object from many callers at once: exactly one creates it, the rest find
         // it (unchanged or configured), and the final value is one of the written ones.
         let mut tasks = Vec::new();
@@ -164,5 +201,28 @@ mod tests {
             panic!("kind");
         };
         assert!(matches!(s.spec.hostname.as_deref(), Some("even" | "odd")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_commits_queued_calls_then_refuses_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (batcher, task) = ApplyBatcher::new(store.clone());
+        let queued = {
+            let b = batcher.clone();
+            tokio::spawn(async move { b.apply(server("queued", "a")).await })
+        };
+        while batcher.jobs.capacity() == batcher.jobs.max_capacity() {
+            tokio::task::yield_now().await;
+        }
+        // The signal is already up when the task starts: the queued call still lands.
+        let (_stop, shutdown) = watch::channel(true);
+        task.run(shutdown).await;
+        let applied = queued.await.unwrap().unwrap();
+        assert_eq!(applied[0].result, ApplyResult::Created);
+        assert!(store.get(Kind::Server, "queued").unwrap().is_some());
+        let refused = batcher.apply(server("late", "b")).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(store.get(Kind::Server, "late").unwrap().is_none());
     }
 }

@@ -1,11 +1,11 @@
 //! The admin-side Power gRPC service (`appliance.power.v1.Power`, `proto/power.proto`):
 //! power status/actions, boot-device override and setting a Server's BMC, for
 //! `appliance ctl server power|bootdev|bmc`. Served behind the admin token
-//! (`http::admin_auth`), merged into the :8081 router by `app.rs`.
+//! (`http::admin_auth`), in the one gRPC `Routes` of the :8081 router (`http::router`).
 //!
 //! May touch: `PowerControl` and the store's BMC API. Never echoes credentials.
 
-use appliance_rpc::power::power_server::{Power, PowerServer};
+use appliance_rpc::power::power_server::Power;
 use appliance_rpc::power::{
     PowerActionReply, PowerActionRequest, PowerStatusReply, PowerStatusRequest, SetBmcReply,
     SetBmcRequest, SetBootDeviceReply, SetBootDeviceRequest,
@@ -27,23 +27,6 @@ impl PowerService {
     pub fn new(control: PowerControl) -> PowerService {
         PowerService { control }
     }
-}
-
-/// The service as axum routes behind `auth` (the admin-token interceptor). Unlike
-/// `tonic::service::Routes`, the router has no fallback, so it merges with the main one.
-pub fn routes<F>(control: PowerControl, auth: F) -> axum::Router
-where
-    F: FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static,
-{
-    use tonic::server::NamedService;
-    use tower::ServiceExt;
-    let svc = PowerServer::with_interceptor(PowerService::new(control), auth);
-    axum::Router::new().route_service(
-        &format!("/{}/{{*rest}}", PowerServer::<PowerService>::NAME),
-        svc.map_request(|req: axum::http::Request<axum::body::Body>| {
-            req.map(tonic::body::Body::new)
-        }),
-    )
 }
 
 fn status(e: PowerCtlError) -> Status {

@@ -64,17 +64,20 @@ pub fn admin_auth(
 }
 
 /// Builds the full router: plain HTTP routes, the metadata service (`/configdata`), and the
-/// gRPC services: admin and lifecycle (behind the admin token) and the agent API (NOT
-/// behind the token: agents are unauthenticated, as in Sidero). All gRPC services must be
-/// in one `Routes` (tonic's router carries a fallback, and axum merges only one).
+/// gRPC services: admin, console admin, lifecycle and power (behind the admin token) and
+/// the agent API (NOT behind the token: agents are unauthenticated, as in Sidero). All gRPC
+/// services are in one `Routes` (tonic's router carries a fallback, and axum merges only
+/// one).
 pub fn router(
     state: HttpState,
     admin: AdminService,
     admin_token: Arc<str>,
     lifecycle: crate::reconcile::Lifecycle,
+    power: crate::bmc::service::PowerService,
 ) -> Router {
     use appliance_rpc::agent::agent_server::AgentServer;
     use appliance_rpc::lifecycle::lifecycle_server::LifecycleServer;
+    use appliance_rpc::power::power_server::PowerServer;
     let auth = admin_auth(admin_token, state.metrics.clone());
     let console_admin = crate::api::console::ConsoleAdminService::new(state.console.clone());
     let boot_routes = boot::routes(state.boot.clone());
@@ -89,8 +92,9 @@ pub fn router(
         )))
         .add_service(LifecycleServer::with_interceptor(
             crate::api::lifecycle::LifecycleService::new(lifecycle.clone()),
-            auth,
+            auth.clone(),
         ))
+        .add_service(PowerServer::with_interceptor(power, auth))
         .into_axum_router();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -2,12 +2,13 @@
 //! to the provisioning interface, replies sent broadcast / unicast / to the relay as the
 //! core decides, and lease changes made durable before the reply that depends on them.
 //!
-//! Tasks:
-//! - the receive task owns the `DhcpServer` and both sockets; replies that change no lease
+//! [`start`] binds the sockets and loads the leases; `app.rs` spawns [`DhcpService::run`]:
+//! - the receive loop owns the `DhcpServer` and both sockets; replies that change no lease
 //!   (OFFER, NAK, INFORM ACK, proxy replies) go out at once;
-//! - the commit thread receives (lease changes, reply) pairs, commits everything queued in
-//!   ONE redb transaction (group commit: whatever arrived while the previous commit ran),
-//!   and only then sends those replies. A failed commit sends nothing (clients retry).
+//! - the commit thread (started and joined by `run`) receives (lease changes, reply) pairs,
+//!   commits everything queued in ONE redb transaction (group commit: whatever arrived
+//!   while the previous commit ran), and only then sends those replies. A failed commit
+//!   sends nothing (clients retry). On shutdown the queued changes are committed first.
 //!
 //! Every datagram, reply and drop is counted in [`DhcpCounters`] (shown on `/metrics`).
 //!
@@ -107,23 +108,52 @@ impl DhcpStartError {
 /// What `start` did.
 #[derive(Debug)]
 pub enum DhcpStatus {
-    Running(DhcpHandle),
+    /// Bound and ready: spawn [`DhcpService::run`].
+    Running(Box<DhcpService>),
     /// Deliberately not started (mode off, no pool); the reason is for the operator.
     NotStarted(String),
 }
 
-/// Handle to the running DHCP service.
+/// The bound DHCP service, ready to run.
 #[derive(Debug)]
-pub struct DhcpHandle {
+pub struct DhcpService {
     pub interface: Interface,
     pub mode: Mode,
-    task: tokio::task::JoinHandle<()>,
+    core: DhcpServer,
+    dhcp_sock: Arc<UdpSocket>,
+    pxe_sock: Option<UdpSocket>,
+    relay_port: u16,
+    store: Store,
+    counters: Arc<DhcpCounters>,
 }
 
-impl DhcpHandle {
-    /// Waits until the service stopped (after the shutdown signal).
-    pub async fn join(self) {
-        let _ = self.task.await;
+impl DhcpService {
+    /// Serves until `shutdown` turns true; returns once the commit thread committed what
+    /// was queued and ended.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let (tx, rx) = mpsc::sync_channel::<Pending>(QUEUE_DEPTH);
+        let commit_thread = {
+            let store = self.store.clone();
+            let sock = self.dhcp_sock.clone();
+            let counters = self.counters.clone();
+            std::thread::Builder::new()
+                .name("dhcp-commit".into())
+                .spawn(move || commit_loop(store, sock, rx, counters))
+                .expect("spawn dhcp commit thread")
+        };
+        receive_loop(
+            self.core,
+            self.dhcp_sock,
+            self.pxe_sock,
+            tx,
+            self.relay_port,
+            self.counters,
+            shutdown,
+        )
+        .await;
+        // The receive loop dropped the sender: the thread commits what is queued and ends.
+        let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
+        tracing::info!("dhcp stopped");
     }
 }
 
@@ -283,7 +313,6 @@ pub async fn start(
     config: &Config,
     store: Store,
     counters: Arc<DhcpCounters>,
-    shutdown: watch::Receiver<bool>,
 ) -> Result<DhcpStatus, DhcpStartError> {
     let d = &config.dhcp;
     match d.mode {
@@ -333,29 +362,19 @@ pub async fn start(
         leases = lease_count,
         "dhcp serving"
     );
-
-    let (tx, rx) = mpsc::sync_channel::<Pending>(QUEUE_DEPTH);
-    {
-        let store = store.clone();
-        let sock = dhcp_sock.clone();
-        let counters = counters.clone();
-        std::thread::Builder::new()
-            .name("dhcp-commit".into())
-            .spawn(move || commit_loop(store, sock, rx, counters))
-            .expect("spawn dhcp commit thread");
-    }
-    let relay_port = d.listen_port;
-    let task = tokio::spawn(run(
-        core, dhcp_sock, pxe_sock, tx, relay_port, counters, shutdown,
-    ));
-    Ok(DhcpStatus::Running(DhcpHandle {
+    Ok(DhcpStatus::Running(Box::new(DhcpService {
         interface: iface,
         mode,
-        task,
-    }))
+        core,
+        dhcp_sock,
+        pxe_sock,
+        relay_port: d.listen_port,
+        store,
+        counters,
+    })))
 }
 
-async fn run(
+async fn receive_loop(
     mut core: DhcpServer,
     dhcp_sock: Arc<UdpSocket>,
     pxe_sock: Option<UdpSocket>,
@@ -418,5 +437,4 @@ async fn run(
             tracing::debug!(%src, "dhcp: commit queue full, request dropped");
         }
     }
-    tracing::info!("dhcp stopped");
 }

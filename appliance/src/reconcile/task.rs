@@ -66,10 +66,9 @@ struct Planned {
 struct Shared {
     store: Store,
     config: LifecycleConfig,
-    /// `[bmc] auto_setup`: ask agents of accepted servers without `spec.bmc` for their BMC.
-    auto_bmc_setup: std::sync::atomic::AtomicBool,
-    /// The BMC room's setup starter (set by `app`; absent in tests that do not need it).
-    bmc_setup: std::sync::OnceLock<crate::bmc::setup::AutoSetup>,
+    /// The BMC room's setup starter when `[bmc] auto_setup` is on: agents of accepted
+    /// servers without `spec.bmc` are asked for their BMC.
+    bmc_setup: Option<crate::bmc::setup::AutoSetup>,
     seen: Mutex<HashMap<String, Instant>>,
     progress: Mutex<HashMap<String, Vec<DiskProgress>>>,
     tx: mpsc::UnboundedSender<Planned>,
@@ -82,19 +81,20 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// The handle and the task that must be spawned (`ReconcileTask::run`).
+    /// The handle and the task that must be spawned (`ReconcileTask::run`). `bmc_setup` is
+    /// the BMC room's auto setup, `None` when `[bmc] auto_setup` is off.
     pub fn new(
         store: Store,
         config: LifecycleConfig,
         power: Arc<dyn PowerActions>,
+        bmc_setup: Option<crate::bmc::setup::AutoSetup>,
     ) -> (Lifecycle, ReconcileTask) {
         let (tx, rx) = mpsc::unbounded_channel();
         let lc = Lifecycle {
             inner: Arc::new(Shared {
                 store,
                 config,
-                auto_bmc_setup: std::sync::atomic::AtomicBool::new(true),
-                bmc_setup: std::sync::OnceLock::new(),
+                bmc_setup,
                 seen: Mutex::new(HashMap::new()),
                 progress: Mutex::new(HashMap::new()),
                 tx,
@@ -104,6 +104,7 @@ impl Lifecycle {
             lc: lc.clone(),
             rx,
             power,
+            actions: tokio::task::JoinSet::new(),
             timers: HashMap::new(),
             index: ClassIndex::default(),
             class_dirty: false,
@@ -122,25 +123,12 @@ impl Lifecycle {
 
     /// Whether CreateServer asks agents to set up their BMC (`[bmc] auto_setup`; default on).
     pub fn auto_bmc_setup(&self) -> bool {
-        self.inner
-            .auto_bmc_setup
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.bmc_setup.is_some()
     }
 
-    pub fn set_auto_bmc_setup(&self, on: bool) {
-        self.inner
-            .auto_bmc_setup
-            .store(on, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Hands the agent API the BMC room's auto setup (once; later calls are ignored).
-    pub fn set_bmc_setup(&self, setup: crate::bmc::setup::AutoSetup) {
-        let _ = self.inner.bmc_setup.set(setup);
-    }
-
-    /// The auto setup starter, when `[bmc] auto_setup` is on and one was handed over.
+    /// The auto setup starter, when `[bmc] auto_setup` is on.
     pub fn bmc_setup(&self) -> Option<&crate::bmc::setup::AutoSetup> {
-        self.inner.bmc_setup.get().filter(|_| self.auto_bmc_setup())
+        self.inner.bmc_setup.as_ref()
     }
 
     /// Records a sign of life of the server's agent (any agent call).
@@ -397,6 +385,9 @@ pub struct ReconcileTask {
     lc: Lifecycle,
     rx: mpsc::UnboundedReceiver<Planned>,
     power: Arc<dyn PowerActions>,
+    /// Running power actions and condition writes (after their commits); aborted on
+    /// shutdown (the reboot timers of the servers they were for are re-armed at start).
+    actions: tokio::task::JoinSet<()>,
     timers: HashMap<String, Timer>,
     index: ClassIndex,
     class_dirty: bool,
@@ -420,6 +411,7 @@ impl ReconcileTask {
                     }
                 }
                 Some(p) = self.rx.recv() => self.run_actions(p),
+                Some(_) = self.actions.join_next(), if !self.actions.is_empty() => {}
                 r = feed.recv() => match r {
                     Ok(c) => {
                         let mut batch = vec![c];
@@ -450,6 +442,8 @@ impl ReconcileTask {
         if self.class_dirty {
             self.flush_classes().await;
         }
+        self.actions.abort_all();
+        while self.actions.join_next().await.is_some() {}
     }
 
     async fn start(&mut self) -> Result<(), LifecycleError> {
@@ -504,7 +498,7 @@ impl ReconcileTask {
             match a {
                 Action::PxeBootAndPowerCycle => {
                     let fut = self.power.pxe_boot_and_cycle(&p.server);
-                    tokio::spawn(async move {
+                    self.actions.spawn(async move {
                         if let Err(e) = fut.await {
                             tracing::warn!(error = %e, "lifecycle: power cycle failed; the reboot timer retries");
                         }
@@ -512,7 +506,7 @@ impl ReconcileTask {
                 }
                 Action::PowerOff => {
                     let fut = self.power.power_off(&p.server);
-                    tokio::spawn(async move {
+                    self.actions.spawn(async move {
                         if let Err(e) = fut.await {
                             tracing::warn!(error = %e, "lifecycle: power off failed");
                         }
@@ -535,7 +529,7 @@ impl ReconcileTask {
                     let store = self.lc.store().clone();
                     let n = name.clone();
                     let retries = self.lc.config().reboot_retries;
-                    tokio::task::spawn_blocking(move || {
+                    self.actions.spawn_blocking(move || {
                         if let Err(e) = raise_timeout_condition(&store, &n, retries) {
                             tracing::warn!(server = %n, error = %crate::error_chain(&e), "lifecycle: cannot set PowerCycle condition");
                         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 #[path = "../support/mod.rs"]
 mod support;
 
+#[allow(unused_imports)] // not every console test runs the binary by path
 pub use support::BIN;
 
 /// A running `appliance serve` (the shared fixture, DHCP/TFTP and asset downloads off);
