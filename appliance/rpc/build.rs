@@ -6,6 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "../proto/console.proto",
         "../proto/lifecycle.proto",
         "../proto/power.proto",
+        "../proto/siderolink.proto",
+        "../proto/events.proto",
+        "../proto/talos_common.proto",
+        "../proto/talos_machine.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

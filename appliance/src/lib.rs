@@ -17,6 +17,7 @@ pub mod model;
 pub mod net;
 pub mod protocol;
 pub mod reconcile;
+pub mod siderolink;
 pub mod store;
 
 /// Writes command output to stdout. Unlike `print!`, a failed write is returned instead of

@@ -30,3 +30,26 @@ pub mod console {
 pub mod power {
     tonic::include_proto!("appliance.power.v1");
 }
+
+/// SideroLink provisioning (`sidero.link.ProvisionService`, wire-compatible with Sidero):
+/// Talos asks for its overlay address and the box's WireGuard endpoint; unauthenticated.
+pub mod siderolink {
+    tonic::include_proto!("sidero.link");
+}
+
+/// The Talos event sink (`events.EventSinkService`, wire-compatible with siderolink's), served
+/// inside the SideroLink overlay.
+pub mod events {
+    tonic::include_proto!("events");
+}
+
+/// `common.Error` of Talos's API (carried by machine events).
+pub mod common {
+    tonic::include_proto!("common");
+}
+
+/// The Talos machine events the event sink reads (`machine.*`, a subset of Talos's
+/// `machine.proto`); they arrive as `google.protobuf.Any`.
+pub mod machine {
+    tonic::include_proto!("machine");
+}
