@@ -4,5 +4,8 @@
 //! address allocation, log-line decoding, event mapping) live in
 //! `crate::protocol::siderolink`.
 
+pub mod endpoint;
 pub mod identity;
+pub mod overlay;
+pub mod peers;
 pub mod provision;

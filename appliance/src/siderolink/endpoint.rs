@@ -1,0 +1,389 @@
+//! The userspace WireGuard endpoint (UDP 51821 by default): boringtun's noise core, one
+//! `Tunn` per peer sharing one `RateLimiter` (handshake floods are answered with cookies),
+//! in front of the smoltcp overlay (`overlay`). No tun device, no NET_ADMIN.
+//!
+//! One task owns everything: it receives datagrams, screens them with the rate limiter,
+//! finds the peer (a handshake initiation by the static key it carries, everything else by
+//! the receiver index, whose upper 24 bits are the peer's `Tunn` index), decapsulates, and
+//! hands inner packets to smoltcp only when their source is the peer's own overlay address
+//! (boringtun does not check that). Endpoints are learned from authenticated packets
+//! (roaming). The same task drives every `Tunn`'s `update_timers` every 250 ms and resets
+//! the limiter's count every second, and encrypts smoltcp's output to the peer owning the
+//! destination address. Peers follow the ServerBindings (`peers`).
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, watch};
+use x25519_dalek::PublicKey;
+
+use super::identity::Identity;
+use super::overlay::{Overlay, Received};
+use super::peers::PeerSpec;
+
+/// Handshakes per second before the limiter answers with cookies (boringtun's default).
+pub const HANDSHAKE_LIMIT: u64 = 100;
+const TIMER_TICK: Duration = Duration::from_millis(250);
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Counters of the endpoint (read by tests and `/metrics`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Datagrams received.
+    pub datagrams: AtomicU64,
+    /// Handshake initiations from a key that is no peer (never provisioned, or foreign).
+    pub unknown_key: AtomicU64,
+    /// Packets for a receiver index that belongs to no peer.
+    pub unknown_index: AtomicU64,
+    /// Datagrams that are no WireGuard message or fail its MAC.
+    pub invalid: AtomicU64,
+    /// Cookie replies sent (the limiter is under load).
+    pub cookies: AtomicU64,
+    /// Inner packets dropped because their source is not the sending peer's address.
+    pub spoofed: AtomicU64,
+    /// Inner packets handed to the overlay.
+    pub delivered: AtomicU64,
+    /// Log lines decoded / log bytes refused (per line).
+    pub log_lines: AtomicU64,
+    pub log_errors: AtomicU64,
+}
+
+/// A decoded log line attributed to the server whose tunnel it came through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLog {
+    pub server: String,
+    pub address: Ipv6Addr,
+    pub line: crate::protocol::siderolink::logline::LogLine,
+}
+
+/// Settings of the endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Longest log object accepted (bytes).
+    pub max_log_line: usize,
+    /// Log connections open at once, all nodes together.
+    pub max_log_connections: usize,
+}
+
+struct Peer {
+    spec: PeerSpec,
+    tunn: Tunn,
+    endpoint: Option<SocketAddr>,
+}
+
+/// The endpoint; `run` drives it until shutdown.
+pub struct Endpoint {
+    socket: UdpSocket,
+    identity: Arc<Identity>,
+    limiter: Arc<RateLimiter>,
+    peers: HashMap<u32, Peer>,
+    by_key: HashMap<[u8; 32], u32>,
+    by_addr: HashMap<Ipv6Addr, u32>,
+    next_index: u32,
+    overlay: Overlay,
+    stats: Arc<Stats>,
+    logs: broadcast::Sender<NodeLog>,
+    buf: Vec<u8>,
+}
+
+impl Endpoint {
+    /// An endpoint on an already bound UDP socket.
+    pub fn new(
+        socket: UdpSocket,
+        identity: Arc<Identity>,
+        config: &EndpointConfig,
+        seed: u64,
+    ) -> Endpoint {
+        let public = identity.public_key();
+        Endpoint {
+            socket,
+            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_LIMIT)),
+            overlay: Overlay::new(
+                identity.prefix(),
+                seed,
+                config.max_log_connections,
+                config.max_log_line,
+            ),
+            identity,
+            peers: HashMap::new(),
+            by_key: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_index: 1,
+            stats: Arc::new(Stats::default()),
+            logs: broadcast::channel(4096).0,
+            buf: vec![0; MAX_DATAGRAM + 32],
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Decoded log lines, as they arrive.
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<NodeLog> {
+        self.logs.subscribe()
+    }
+
+    /// Makes the peer table match `specs`: new peers get a fresh `Tunn`, changed ones
+    /// (new key or address) are replaced, missing ones removed.
+    fn set_peers(&mut self, specs: &[PeerSpec]) {
+        let wanted: HashMap<[u8; 32], &PeerSpec> = specs.iter().map(|s| (s.key, s)).collect();
+        let stale: Vec<u32> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| wanted.get(&p.spec.key).is_none_or(|s| **s != p.spec))
+            .map(|(i, _)| *i)
+            .collect();
+        for i in stale {
+            if let Some(p) = self.peers.remove(&i) {
+                self.by_key.remove(&p.spec.key);
+                self.by_addr.remove(&p.spec.address);
+                tracing::info!(server = %p.spec.name, "SideroLink peer removed");
+            }
+        }
+        for spec in specs {
+            if self.by_key.contains_key(&spec.key) {
+                continue;
+            }
+            let index = self.next_index;
+            self.next_index = (self.next_index + 1) & 0x00ff_ffff;
+            if self.next_index == 0 {
+                self.next_index = 1;
+            }
+            let tunn = Tunn::new(
+                self.identity.secret().clone(),
+                PublicKey::from(spec.key),
+                None,
+                None,
+                index,
+                Some(self.limiter.clone()),
+            );
+            self.by_key.insert(spec.key, index);
+            self.by_addr.insert(spec.address, index);
+            self.peers.insert(
+                index,
+                Peer {
+                    spec: spec.clone(),
+                    tunn,
+                    endpoint: None,
+                },
+            );
+            tracing::info!(server = %spec.name, address = %spec.address, "SideroLink peer added");
+        }
+    }
+
+    /// Runs until `shutdown`, following the peer set on `peers`.
+    pub async fn run(
+        mut self,
+        mut peers: watch::Receiver<Arc<Vec<PeerSpec>>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let specs = peers.borrow_and_update().clone();
+        self.set_peers(&specs);
+        let mut tick = tokio::time::interval(TIMER_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
+        let mut rx = vec![0u8; MAX_DATAGRAM];
+        let mut delay = None;
+        loop {
+            let sleep = tokio::time::sleep(delay.unwrap_or(Duration::from_secs(3600)));
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                r = peers.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    let specs = peers.borrow_and_update().clone();
+                    self.set_peers(&specs);
+                }
+                r = self.socket.recv_from(&mut rx) => match r {
+                    Ok((n, src)) => {
+                        self.datagram(&rx[..n], src).await;
+                        // Take what else is queued before running the stack once.
+                        for _ in 0..64 {
+                            match self.socket.try_recv_from(&mut rx) {
+                                Ok((n, src)) => self.datagram(&rx[..n], src).await,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "SideroLink UDP receive failed"),
+                },
+                _ = tick.tick() => {
+                    ticks += 1;
+                    if ticks.is_multiple_of(4) {
+                        self.limiter.reset_count();
+                    }
+                    self.timers().await;
+                }
+                _ = sleep => {}
+            }
+            delay = self.run_overlay().await;
+        }
+    }
+
+    async fn send(&self, to: SocketAddr, bytes: &[u8]) {
+        if let Err(e) = self.socket.send_to(bytes, to).await {
+            tracing::debug!(error = %e, %to, "SideroLink UDP send failed");
+        }
+    }
+
+    async fn datagram(&mut self, datagram: &[u8], src: SocketAddr) {
+        self.stats.datagrams.fetch_add(1, Ordering::Relaxed);
+        let index = match self
+            .limiter
+            .verify_packet(Some(src.ip()), datagram, &mut self.buf)
+        {
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                let cookie = cookie.to_vec();
+                self.stats.cookies.fetch_add(1, Ordering::Relaxed);
+                self.send(src, &cookie).await;
+                return;
+            }
+            Err(_) => {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(Packet::HandshakeInit(init)) => {
+                let found = parse_handshake_anon(
+                    self.identity.secret(),
+                    &self.identity.public_key(),
+                    &init,
+                )
+                .ok()
+                .and_then(|h| self.by_key.get(&h.peer_static_public).copied());
+                match found {
+                    Some(i) => i,
+                    None => {
+                        self.stats.unknown_key.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+            Ok(Packet::HandshakeResponse(p)) => p.receiver_idx >> 8,
+            Ok(Packet::PacketCookieReply(p)) => p.receiver_idx >> 8,
+            Ok(Packet::PacketData(p)) => p.receiver_idx >> 8,
+        };
+        let Some(peer) = self.peers.get_mut(&index) else {
+            self.stats.unknown_index.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut replies: Vec<Vec<u8>> = Vec::new();
+        let mut authentic = false;
+        match peer
+            .tunn
+            .decapsulate(Some(src.ip()), datagram, &mut self.buf)
+        {
+            TunnResult::Done => authentic = true,
+            TunnResult::Err(_) => {}
+            TunnResult::WriteToNetwork(p) => {
+                authentic = true;
+                replies.push(p.to_vec());
+                // Flush packets queued while the handshake was pending.
+                while let TunnResult::WriteToNetwork(p) =
+                    peer.tunn.decapsulate(None, &[], &mut self.buf)
+                {
+                    replies.push(p.to_vec());
+                }
+            }
+            TunnResult::WriteToTunnelV6(p, source) => {
+                authentic = true;
+                if source == peer.spec.address {
+                    self.overlay.queues.rx.push_back(p.to_vec());
+                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stats.spoofed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(server = %peer.spec.name, %source, "SideroLink packet with a foreign source dropped");
+                }
+            }
+            TunnResult::WriteToTunnelV4(..) => {
+                authentic = true;
+                self.stats.spoofed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if authentic && peer.endpoint != Some(src) {
+            // Roaming: the last authenticated source is where replies go.
+            peer.endpoint = Some(src);
+        }
+        for r in replies {
+            self.send(src, &r).await;
+        }
+    }
+
+    async fn timers(&mut self) {
+        let mut out = Vec::new();
+        for peer in self.peers.values_mut() {
+            if let TunnResult::WriteToNetwork(p) = peer.tunn.update_timers(&mut self.buf)
+                && let Some(to) = peer.endpoint
+            {
+                out.push((to, p.to_vec()));
+            }
+        }
+        for (to, p) in out {
+            self.send(to, &p).await;
+        }
+    }
+
+    /// Polls smoltcp, publishes decoded log lines, encrypts its output to the peers.
+    async fn run_overlay(&mut self) -> Option<Duration> {
+        let mut received = Vec::new();
+        let delay = self.overlay.poll(&mut received);
+        for Received { from, line } in received {
+            let Some(peer) = self.by_addr.get(&from).and_then(|i| self.peers.get(i)) else {
+                continue;
+            };
+            match line {
+                Ok(line) => {
+                    self.stats.log_lines.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(target: "siderolink::log", server = %peer.spec.name, msg = %line.msg);
+                    let _ = self.logs.send(NodeLog {
+                        server: peer.spec.name.clone(),
+                        address: from,
+                        line,
+                    });
+                }
+                Err(e) => {
+                    self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(server = %peer.spec.name, error = %e, "SideroLink log bytes dropped");
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(packet) = self.overlay.queues.tx.pop_front() {
+            let Some(dst) = ipv6_destination(&packet) else {
+                continue;
+            };
+            let Some(peer) = self.by_addr.get(&dst).and_then(|i| self.peers.get_mut(i)) else {
+                continue;
+            };
+            if let TunnResult::WriteToNetwork(p) = peer.tunn.encapsulate(&packet, &mut self.buf)
+                && let Some(to) = peer.endpoint
+            {
+                out.push((to, p.to_vec()));
+            }
+        }
+        for (to, p) in out {
+            self.send(to, &p).await;
+        }
+        delay
+    }
+}
+
+fn ipv6_destination(packet: &[u8]) -> Option<Ipv6Addr> {
+    if packet.len() < 40 || packet[0] >> 4 != 6 {
+        return None;
+    }
+    let b: [u8; 16] = packet[24..40].try_into().ok()?;
+    Some(Ipv6Addr::from(b))
+}

@@ -1,0 +1,97 @@
+//! Which WireGuard peers exist: one per ServerBinding whose `spec.siderolink` holds a key
+//! and an address inside the overlay prefix (Sidero's `peers.go` informer). A task follows
+//! the store's change feed and publishes the whole set on a watch channel; the endpoint
+//! adds, replaces and removes peers to match it (added on Provision, removed when the
+//! binding goes).
+
+use std::collections::HashSet;
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
+
+use super::identity::parse_public_key;
+use crate::model::{Kind, Object};
+use crate::protocol::siderolink::address::{Prefix, parse_node_address};
+use crate::store::{Store, StoreError};
+
+/// One node allowed into the overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The Server / ServerBinding name (SMBIOS UUID).
+    pub name: String,
+    pub key: [u8; 32],
+    /// Its only allowed inner source address.
+    pub address: Ipv6Addr,
+}
+
+/// The peer set from the store's ServerBindings; unusable entries (bad key, address
+/// outside `prefix`, a key or address already taken by an earlier binding) are skipped
+/// with a warning.
+pub fn load(store: &Store, prefix: Prefix) -> Result<Vec<PeerSpec>, StoreError> {
+    let mut out = Vec::new();
+    let (mut keys, mut addrs) = (HashSet::new(), HashSet::new());
+    for stored in store.list(Kind::ServerBinding)? {
+        let Object::ServerBinding(b) = stored.object else {
+            continue;
+        };
+        let Some(link) = &b.spec.siderolink else {
+            continue;
+        };
+        let name = b.metadata.name.clone();
+        let (Ok(key), Ok(address)) = (
+            parse_public_key(&link.public_key),
+            parse_node_address(&link.address, prefix),
+        ) else {
+            tracing::warn!(server = %name, "ServerBinding spec.siderolink unusable; no SideroLink peer");
+            continue;
+        };
+        let key = *key.as_bytes();
+        if !keys.insert(key) || !addrs.insert(address) {
+            tracing::warn!(server = %name, "SideroLink key or address also bound to another server; no peer");
+            continue;
+        }
+        out.push(PeerSpec { name, key, address });
+    }
+    Ok(out)
+}
+
+/// Follows the change feed and republishes the peer set after every ServerBinding change
+/// (and after a lag), until `shutdown`.
+pub async fn follow(
+    store: Store,
+    prefix: Prefix,
+    tx: watch::Sender<Arc<Vec<PeerSpec>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = store.subscribe();
+    let mut reload = true;
+    loop {
+        if reload {
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || load(&s, prefix)).await {
+                Ok(Ok(peers)) => {
+                    tx.send_if_modified(|cur| {
+                        let changed = **cur != peers;
+                        if changed {
+                            *cur = Arc::new(peers);
+                        }
+                        changed
+                    });
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %crate::error_chain(&e), "cannot read SideroLink peers")
+                }
+                Err(e) => tracing::error!(error = %e, "SideroLink peer load task failed"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            c = changes.recv() => reload = match c {
+                Ok(c) => c.kind == Kind::ServerBinding,
+                Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}

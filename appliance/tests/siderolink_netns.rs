@@ -1,0 +1,420 @@
+//! Root-only: the box's userspace SideroLink endpoint (boringtun + smoltcp, in this test
+//! process) against Debian's `wireguard-go` + `wg` as the nodes, each in a network
+//! namespace this test creates (names start with `sl`), reached over a veth pair whose
+//! other end this test also creates.
+//!
+//! Proves: a provisioned node handshakes and a Talos log line it sends over TCP to
+//! `[<prefix>::1]:4001` arrives attributed to its server; a node whose key was never
+//! provisioned (foreign key) is dropped at the handshake and delivers nothing; a packet a
+//! node sends with another node's overlay address as its source is dropped and nothing
+//! from it is stored under either server.
+//!
+//! Skips with a printed reason when not root or a tool is missing, unless APPLIANCE_E2E=1
+//! (CI), where that is a failure.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use appliance::model::{Kind, Object};
+use appliance::siderolink::endpoint::{Endpoint, EndpointConfig, NodeLog};
+use appliance::siderolink::identity::Identity;
+use appliance::siderolink::{peers, provision};
+use appliance::store::{Store, StoreError};
+use tokio::sync::watch;
+
+const PY: &str = "/usr/bin/python3";
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn skip_reason() -> Option<String> {
+    if !is_root() {
+        return Some("not root: network namespaces and wireguard-go need root".into());
+    }
+    for tool in ["wireguard-go", "wg", "ip", PY] {
+        let ok = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            return Some(format!(
+                "`{tool}` is not installed (scripts/setup installs it)"
+            ));
+        }
+    }
+    None
+}
+
+fn run(cmd: &[&str]) -> String {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run_in(ns: &str, cmd: &[&str]) -> String {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(cmd);
+    run(&full)
+}
+
+/// Namespaces (and the veths inside, whose peers go with them) and wireguard-go
+/// processes, removed on drop.
+#[derive(Default)]
+struct Lab {
+    namespaces: Vec<String>,
+    procs: Vec<Child>,
+    sockets: Vec<String>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        for n in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+        for s in &self.sockets {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+}
+
+struct Node {
+    ns: String,
+    ifname: String,
+    private: String,
+    public: String,
+}
+
+impl Lab {
+    /// A namespace joined to the root namespace by a veth: `198.18.<net>.2` inside,
+    /// `198.18.<net>.1` on the root side (where the endpoint listens).
+    fn node(&mut self, tag: &str, net: u8) -> Node {
+        let ns = format!("sl{tag}");
+        let (outside, inside) = (format!("slo{tag}"), format!("sli{tag}"));
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        run(&["ip", "netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        run_in(&ns, &["ip", "link", "set", "lo", "up"]);
+        run(&[
+            "ip", "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+        ]);
+        run(&["ip", "link", "set", &inside, "netns", &ns]);
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("198.18.{net}.1/30"),
+            "dev",
+            &outside,
+        ]);
+        run(&["ip", "link", "set", &outside, "up"]);
+        run_in(
+            &ns,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("198.18.{net}.2/30"),
+                "dev",
+                &inside,
+            ],
+        );
+        run_in(&ns, &["ip", "link", "set", &inside, "up"]);
+        let private = run(&["wg", "genkey"]).trim().to_string();
+        let public = {
+            use std::io::Write;
+            let mut c = Command::new("wg")
+                .arg("pubkey")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(private.as_bytes())
+                .unwrap();
+            String::from_utf8(c.wait_with_output().unwrap().stdout)
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        Node {
+            ns,
+            ifname: format!("wg{tag}"),
+            private,
+            public,
+        }
+    }
+
+    /// Starts wireguard-go in the node's namespace as Talos configures its link: peer =
+    /// the box, AllowedIPs = the server address /128, keepalive 25 s, MTU 1280.
+    fn wireguard(
+        &mut self,
+        n: &Node,
+        dir: &Path,
+        server_key: &str,
+        endpoint: SocketAddr,
+        addr: &str,
+        server: Ipv6Addr,
+    ) {
+        let log = std::fs::File::create(dir.join(format!("{}.log", n.ifname))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &n.ns, "wireguard-go", "-f", &n.ifname])
+            .env("WG_PROCESS_FOREGROUND", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.push(child);
+        self.sockets
+            .push(format!("/var/run/wireguard/{}.sock", n.ifname));
+        let sock = format!("/var/run/wireguard/{}.sock", n.ifname);
+        for _ in 0..100 {
+            if Path::new(&sock).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let key_file = dir.join(format!("{}.key", n.ifname));
+        std::fs::write(&key_file, &n.private).unwrap();
+        run_in(
+            &n.ns,
+            &[
+                "wg",
+                "set",
+                &n.ifname,
+                "private-key",
+                key_file.to_str().unwrap(),
+                "peer",
+                server_key,
+                "endpoint",
+                &endpoint.to_string(),
+                "allowed-ips",
+                &format!("{server}/128"),
+                "persistent-keepalive",
+                "25",
+            ],
+        );
+        run_in(
+            &n.ns,
+            &["ip", "addr", "add", addr, "dev", &n.ifname, "nodad"],
+        );
+        run_in(
+            &n.ns,
+            &["ip", "link", "set", &n.ifname, "mtu", "1280", "up"],
+        );
+    }
+}
+
+/// Sends `payload` over TCP to `[to]:4001` from inside `ns` (source address `from` when
+/// given); true if the connection was made.
+fn send_tcp(ns: &str, from: Option<Ipv6Addr>, to: Ipv6Addr, payload: &str) -> bool {
+    let script = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_INET6)\ns.settimeout(4)\n{}\ntry:\n    s.connect(('{to}',4001))\nexcept OSError:\n    sys.exit(3)\ns.sendall(sys.argv[1].encode())\ns.close()\n",
+        from.map(|a| format!("s.bind(('{a}',0))"))
+            .unwrap_or_default()
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, PY, "-c", &script, payload])
+        .output()
+        .unwrap();
+    out.status.success()
+}
+
+fn binding(store: &Store, name: &str) {
+    let doc = serde_json::json!({
+        "apiVersion": Kind::ServerBinding.api_version(),
+        "kind": "ServerBinding",
+        "metadata": { "name": name },
+        "spec": { "metalMachineRef": { "name": name } },
+    });
+    let b = Object::from_json(Kind::ServerBinding, &doc.to_string()).unwrap();
+    store.transact::<_, StoreError>(|t| t.put(&b)).unwrap();
+}
+
+async fn next_log(
+    rx: &mut tokio::sync::broadcast::Receiver<NodeLog>,
+    within: Duration,
+) -> Option<NodeLog> {
+    tokio::time::timeout(within, rx.recv()).await.ok()?.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wireguard_go_nodes_through_the_userspace_endpoint() {
+    if let Some(why) = skip_reason() {
+        assert!(
+            std::env::var("APPLIANCE_E2E").as_deref() != Ok("1"),
+            "APPLIANCE_E2E=1 but cannot run: {why}"
+        );
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let mut random = [0u8; 64];
+    getrandom::fill(&mut random).unwrap();
+    let identity = Arc::new(Identity::generate(random));
+    let prefix = identity.prefix();
+    let server = prefix.server_address();
+
+    let tag = format!("{}", std::process::id() % 10000);
+    let net = (std::process::id() % 60) as u8 * 4;
+    let mut lab = Lab::default();
+    let a = lab.node(&format!("{tag}a"), net);
+    let f = lab.node(&format!("{tag}f"), net + 1);
+    // Both nodes' veths end on the root side in different /30s; the endpoint listens on
+    // the unspecified address so both reach it.
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let config = EndpointConfig {
+        max_log_line: 16 * 1024,
+        max_log_connections: 64,
+    };
+    let endpoint = Endpoint::new(socket, identity.clone(), &config, 7);
+    let stats = endpoint.stats();
+    let mut logs = endpoint.subscribe_logs();
+    let (stop, shutdown) = watch::channel(false);
+    let (peers_tx, peers_rx) = watch::channel(Arc::new(Vec::new()));
+    tokio::spawn(peers::follow(
+        store.clone(),
+        prefix,
+        peers_tx,
+        shutdown.clone(),
+    ));
+    let task = tokio::spawn(endpoint.run(peers_rx, shutdown));
+
+    // node-a and node-b are allocated; node-a provisions with its wireguard-go key, node-b
+    // with a key no process here holds. The foreign node f never provisions.
+    binding(&store, "node-a");
+    binding(&store, "node-b");
+    let addr_a =
+        provision::bind_node(&store, prefix, "node-a", &a.public, vec![[0x11; 8]]).unwrap();
+    let other_key = Identity::generate([9; 64]).public_key_base64();
+    let addr_b =
+        provision::bind_node(&store, prefix, "node-b", &other_key, vec![[0x22; 8]]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let ep_a: SocketAddr = format!("198.18.{net}.1:{port}").parse().unwrap();
+    let ep_f: SocketAddr = format!("198.18.{}.1:{port}", net + 1).parse().unwrap();
+    let server_key = identity.public_key_base64();
+    lab.wireguard(
+        &a,
+        dir.path(),
+        &server_key,
+        ep_a,
+        &format!("{addr_a}/64"),
+        server,
+    );
+    lab.wireguard(
+        &f,
+        dir.path(),
+        &server_key,
+        ep_f,
+        &format!("{}/64", prefix.with_host(0x33)),
+        server,
+    );
+
+    // 1. The provisioned node: handshake, then a Talos kernel log line over TCP.
+    let line = r#"{"clock":1,"facility":"kern","msg":"[talos] hello from node-a","priority":"info","seq":7,"talos-level":"info","talos-time":"2026-12-02T10:11:12.123456789Z"}"#;
+    let ns = a.ns.clone();
+    let payload = format!("{line}\n");
+    let sent = tokio::task::spawn_blocking(move || send_tcp(&ns, None, server, &payload))
+        .await
+        .unwrap();
+    assert!(
+        sent,
+        "TCP connect through the tunnel to [{server}]:4001 failed"
+    );
+    let got = next_log(&mut logs, Duration::from_secs(5))
+        .await
+        .expect("log line arrives");
+    assert_eq!(got.server, "node-a");
+    assert_eq!(got.address, addr_a);
+    assert_eq!(got.line.msg, "[talos] hello from node-a");
+    assert_eq!(got.line.level.as_deref(), Some("info"));
+    let hs = run_in(&a.ns, &["wg", "show", &a.ifname, "latest-handshakes"]);
+    assert!(!hs.trim().ends_with("\t0"), "no handshake recorded: {hs}");
+    assert_eq!(stats.spoofed.load(Ordering::Relaxed), 0);
+
+    // 2. Spoofed inner source: node-a sends with node-b's overlay address.
+    run_in(
+        &a.ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{addr_b}/128"),
+            "dev",
+            &a.ifname,
+            "nodad",
+        ],
+    );
+    let ns = a.ns.clone();
+    let spoof_line = "{\"msg\":\"spoofed\"}\n".to_string();
+    let connected =
+        tokio::task::spawn_blocking(move || send_tcp(&ns, Some(addr_b), server, &spoof_line))
+            .await
+            .unwrap();
+    assert!(
+        !connected,
+        "a connection with a spoofed source must not be accepted"
+    );
+    assert!(
+        stats.spoofed.load(Ordering::Relaxed) > 0,
+        "spoofed packets were not seen as such"
+    );
+
+    // 3. Foreign key: f's handshakes are dropped, it delivers nothing.
+    let ns = f.ns.clone();
+    let connected =
+        tokio::task::spawn_blocking(move || send_tcp(&ns, None, server, "{\"msg\":\"foreign\"}\n"))
+            .await
+            .unwrap();
+    assert!(
+        !connected,
+        "a node with a foreign key must not reach the overlay"
+    );
+    assert!(
+        stats.unknown_key.load(Ordering::Relaxed) > 0,
+        "foreign handshakes not counted"
+    );
+    let hs = run_in(&f.ns, &["wg", "show", &f.ifname, "latest-handshakes"]);
+    assert!(
+        hs.trim().ends_with("\t0"),
+        "foreign node got a handshake: {hs}"
+    );
+
+    // Nothing from 2. or 3. arrived under any server.
+    assert!(
+        next_log(&mut logs, Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    assert_eq!(stats.log_lines.load(Ordering::Relaxed), 1);
+
+    let _ = stop.send(true);
+    let _ = task.await;
+    drop(lab);
+}
