@@ -1,5 +1,6 @@
 //! Shared helpers of kube-bridge's integration tests.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod apiserver;
 pub mod clusterctl;
 pub mod schema;

@@ -1,7 +1,8 @@
 //! A structural-schema checker for CRD objects, doing what kube-apiserver does with a CRD's
 //! `openAPIV3Schema` on create/update: drop `null`s of non-nullable fields, apply `default`s,
 //! then check types, `int32`/`int64` ranges, `enum`, string lengths, `required`, and report
-//! fields the schema does not know (kept only under `x-kubernetes-preserve-unknown-fields`).
+//! fields the schema does not know and prune them (kept only under
+//! `x-kubernetes-preserve-unknown-fields`).
 //! `metadata` is checked by the API server itself, not here. Errors carry the field path in
 //! the apiserver's spelling (`spec.hardware.compute.processors[0].speed`).
 
@@ -61,8 +62,9 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// Prunes nulls, applies defaults and checks `obj` (a whole object) against `schema` (the
-/// CRD version's `openAPIV3Schema`). Returns the errors, empty when the object is valid.
+/// Prunes nulls and unknown fields, applies defaults and checks `obj` (a whole object) against
+/// `schema` (the CRD version's `openAPIV3Schema`). Returns the errors (pruned unknown fields
+/// as [`Problem::Unknown`]), empty when the object is valid.
 pub fn admit(schema: &Value, obj: &mut Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     check(schema, obj, "", &mut errors, true);
@@ -236,5 +238,9 @@ fn check_object(
                 kind: Problem::Unknown,
             }),
         }
+    }
+    // Unknown fields are pruned (reported above; the caller decides whether that is an error).
+    if !preserve {
+        map.retain(|k, _| (root && k == "metadata") || props.contains_key(k) || extra.is_some());
     }
 }
