@@ -13,7 +13,7 @@ use kube_bridge::{crd, manifests};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use support::clusterctl::{bare_dollars, required, substitute, with_default};
+use support::clusterctl::{bare_dollars, required, sample_values, substitute, with_default};
 
 fn config() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
@@ -27,19 +27,6 @@ fn docs(text: &str) -> Vec<Value> {
         })
         .filter(|v| !v.is_null())
         .collect()
-}
-
-/// Values for every required variable (what a user exports before `clusterctl init` /
-/// `clusterctl generate cluster`).
-pub fn sample_values() -> BTreeMap<&'static str, &'static str> {
-    BTreeMap::from([
-        ("KUBE_BRIDGE_IMAGE", "registry.example/kube-bridge:v0.1.0"),
-        ("KUBE_BRIDGE_BOX_ENDPOINT", "https://10.5.0.1:8443"),
-        ("KUBE_BRIDGE_BOX_ID", "rack-12"),
-        ("CLUSTER_NAME", "management-cluster"),
-        ("CONTROL_PLANE_ENDPOINT", "10.5.0.10"),
-        ("KUBERNETES_VERSION", "v1.33.1"),
-    ])
 }
 
 #[test]

@@ -103,3 +103,16 @@ pub fn bare_dollars(text: &str) -> Vec<&str> {
         .filter(|l| l.match_indices('$').any(|(i, _)| !l[i..].starts_with("${")))
         .collect()
 }
+
+/// Values for every required variable (what a user exports before `clusterctl init` /
+/// `clusterctl generate cluster`).
+pub fn sample_values() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("KUBE_BRIDGE_IMAGE", "registry.example/kube-bridge:v0.1.0"),
+        ("KUBE_BRIDGE_BOX_ENDPOINT", "https://10.5.0.1:8443"),
+        ("KUBE_BRIDGE_BOX_ID", "rack-12"),
+        ("CLUSTER_NAME", "management-cluster"),
+        ("CONTROL_PLANE_ENDPOINT", "10.5.0.10"),
+        ("KUBERNETES_VERSION", "v1.33.1"),
+    ])
+}

@@ -3,4 +3,5 @@
 
 pub mod apiserver;
 pub mod clusterctl;
+pub mod http;
 pub mod schema;

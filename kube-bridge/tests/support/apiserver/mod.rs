@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use store::{FieldValidation, Selector, State};
+use store::{FieldValidation, Selector, State, Write};
 use types::{ResourceType, status};
 
 /// The Kubernetes version `/version` reports (the k8s-openapi feature the crate uses).
@@ -44,17 +44,32 @@ impl ApiServer {
     /// Starts on an ephemeral port with its own runtime thread. `retain_events` bounds the
     /// watch history (older revisions answer 410 Gone).
     pub fn start(retain_events: usize) -> ApiServer {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let state = Arc::new(Mutex::new(State::new(retain_events)));
-        let ctx = Ctx { state: state.clone(), bookmark_every: Duration::from_millis(500) };
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let ctx = Ctx {
+            state: state.clone(),
+            bookmark_every: Duration::from_millis(500),
+        };
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let ctx = ctx.clone();
-            async move { handle(ctx, method, uri, headers, body).await }
-        });
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let ctx = ctx.clone();
+                async move { handle(ctx, method, uri, headers, body).await }
+            },
+        );
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        ApiServer { addr, state, runtime: Some(runtime) }
+        ApiServer {
+            addr,
+            state,
+            runtime: Some(runtime),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -89,11 +104,14 @@ impl Drop for ApiServer {
 }
 
 fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response<Body> {
-    let mut r = Response::builder().status(code).header(header::CONTENT_TYPE, "application/json");
+    let mut r = Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json");
     for w in warnings {
         r = r.header("Warning", format!("299 - {:?}", w));
     }
-    r.body(Body::from(serde_json::to_vec(body).unwrap())).unwrap()
+    r.body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
 }
 
 fn fail((code, body): (u16, Value)) -> Response<Body> {
@@ -131,29 +149,58 @@ fn parse_target(path: &str) -> Option<Target> {
         [p, n, s] => (p.to_string(), Some(n.to_string()), Some(s.to_string())),
         _ => return None,
     };
-    Some(Target { group, version, namespace, plural, name, subresource })
+    Some(Target {
+        group,
+        version,
+        namespace,
+        plural,
+        name,
+        subresource,
+    })
 }
 
-async fn handle(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
+async fn handle(
+    ctx: Ctx,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
     let path = uri.path().to_owned();
     let query: Vec<(String, String)> = uri
         .query()
-        .map(|q| axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_else(|_| vec![("?".into(), q.into())]))
+        .map(|q| {
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
+                .map(|q| q.0)
+                .unwrap_or_else(|_| vec![("?".into(), q.into())])
+        })
         .unwrap_or_default();
     let param = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.as_str());
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
 
     if method == Method::GET {
         match path.as_str() {
             "/version" => {
-                return json_response(200, &json!({
-                    "major": VERSION.0, "minor": VERSION.1, "gitVersion": format!("v{}.{}.0", VERSION.0, VERSION.1),
-                    "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-                    "buildDate": "2025-12-05T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64",
-                }), &[]);
+                return json_response(
+                    200,
+                    &json!({
+                        "major": VERSION.0, "minor": VERSION.1, "gitVersion": format!("v{}.{}.0", VERSION.0, VERSION.1),
+                        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+                        "buildDate": "2025-12-05T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64",
+                    }),
+                    &[],
+                );
             }
             "/api" => {
-                return json_response(200, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}), &[]);
+                return json_response(
+                    200,
+                    &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+                    &[],
+                );
             }
             "/apis" => {
                 let st = ctx.state.lock().unwrap();
@@ -164,7 +211,10 @@ async fn handle(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: By
             "/openapi/v2" => {
                 return Response::builder()
                     .status(200)
-                    .header(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+                    .header(
+                        header::CONTENT_TYPE,
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    )
                     .body(Body::empty())
                     .unwrap();
             }
@@ -172,7 +222,15 @@ async fn handle(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: By
                 let st = ctx.state.lock().unwrap();
                 return match openapi::serve(&st, p) {
                     Some(doc) => json_response(200, &doc, &[]),
-                    None => fail((404, status(404, "NotFound", "the server could not find the requested resource", None))),
+                    None => fail((
+                        404,
+                        status(
+                            404,
+                            "NotFound",
+                            "the server could not find the requested resource",
+                            None,
+                        ),
+                    )),
                 };
             }
             _ => {}
@@ -187,7 +245,12 @@ async fn handle(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: By
                 }
             }
             ["apis", g] => {
-                if let Some(grp) = discovery_groups(&st)["groups"].as_array().unwrap().iter().find(|x| x["name"] == *g) {
+                if let Some(grp) = discovery_groups(&st)["groups"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x["name"] == *g)
+                {
                     let mut grp = grp.clone();
                     grp["kind"] = json!("APIGroup");
                     grp["apiVersion"] = json!("v1");
@@ -199,35 +262,99 @@ async fn handle(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: By
     }
 
     let Some(target) = parse_target(&path) else {
-        return fail((404, status(404, "NotFound", "the server could not find the requested resource", None)));
+        return fail((
+            404,
+            status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                None,
+            ),
+        ));
     };
     let t = {
         let st = ctx.state.lock().unwrap();
         st.find(&target.group, &target.version, &target.plural)
     };
     let Some(t) = t else {
-        return fail((404, status(404, "NotFound", "the server could not find the requested resource", None)));
+        return fail((
+            404,
+            status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                None,
+            ),
+        ));
     };
     if !t.namespaced && !target.namespace.is_empty() {
-        return fail((404, status(404, "NotFound", "the server could not find the requested resource", None)));
+        return fail((
+            404,
+            status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                None,
+            ),
+        ));
     }
     let scope = match target.subresource.as_deref() {
-        None => Scope::Main { status_subresource: t.status_subresource },
+        None => Scope::Main {
+            status_subresource: t.status_subresource,
+        },
         Some("status") if t.status_subresource => Scope::Status,
-        Some(_) => return fail((404, status(404, "NotFound", "the server could not find the requested resource", None))),
+        Some(_) => {
+            return fail((
+                404,
+                status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                    None,
+                ),
+            ));
+        }
     };
 
     let collection = target.name.is_none();
     let allowed: &[&str] = match (&method, collection) {
-        (&Method::GET, true) => &["watch", "resourceVersion", "resourceVersionMatch", "allowWatchBookmarks", "timeoutSeconds", "fieldSelector", "labelSelector", "limit", "continue", "sendInitialEvents"],
+        (&Method::GET, true) => &[
+            "watch",
+            "resourceVersion",
+            "resourceVersionMatch",
+            "allowWatchBookmarks",
+            "timeoutSeconds",
+            "fieldSelector",
+            "labelSelector",
+            "limit",
+            "continue",
+            "sendInitialEvents",
+        ],
         (&Method::GET, false) => &["resourceVersion"],
-        (&Method::POST, true) | (&Method::PUT, false) => &["fieldManager", "fieldValidation", "dryRun"],
+        (&Method::POST, true) | (&Method::PUT, false) => {
+            &["fieldManager", "fieldValidation", "dryRun"]
+        }
         (&Method::PATCH, false) => &["fieldManager", "fieldValidation", "dryRun", "force"],
         (&Method::DELETE, false) => &["dryRun", "propagationPolicy", "gracePeriodSeconds"],
-        _ => return fail((405, status(405, "MethodNotAllowed", &format!("{method} is not supported here"), None))),
+        _ => {
+            return fail((
+                405,
+                status(
+                    405,
+                    "MethodNotAllowed",
+                    &format!("{method} is not supported here"),
+                    None,
+                ),
+            ));
+        }
     };
-    if let Some((k, _)) = query.iter().find(|(k, _)| k != "pretty" && !allowed.contains(&k.as_str())) {
-        return bad_request(&format!("unsupported query parameter {k:?} for {method} {path}"));
+    if let Some((k, _)) = query
+        .iter()
+        .find(|(k, _)| k != "pretty" && !allowed.contains(&k.as_str()))
+    {
+        return bad_request(&format!(
+            "unsupported query parameter {k:?} for {method} {path}"
+        ));
     }
     let dry_run = match param("dryRun") {
         None => false,
@@ -240,13 +367,23 @@ async fn handle(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: By
         Some("Ignore") => FieldValidation::Ignore,
         Some(other) => return bad_request(&format!("invalid fieldValidation {other:?}")),
     };
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown");
     let default_manager = user_agent.split('/').next().unwrap_or("unknown").to_owned();
-    let manager = param("fieldManager").map(str::to_owned).unwrap_or(default_manager);
+    let manager = param("fieldManager")
+        .map(str::to_owned)
+        .unwrap_or(default_manager);
     if manager.len() > 128 {
         return bad_request("fieldManager: Too long: may not be more than 128 bytes");
     }
     let ns = target.namespace.clone();
+    let w = Write {
+        manager: &manager,
+        validation,
+        dry_run,
+    };
 
     match (method.clone(), target.name.clone()) {
         (Method::GET, None) => {
@@ -255,16 +392,34 @@ async fn handle(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: By
                 Err(e) => return bad_request(&e),
             };
             if param("watch").is_some_and(|w| w == "true" || w == "1") {
-                let timeout = param("timeoutSeconds").and_then(|s| s.parse().ok()).map(Duration::from_secs);
+                let timeout = param("timeoutSeconds")
+                    .and_then(|s| s.parse().ok())
+                    .map(Duration::from_secs);
                 let bookmarks = param("allowWatchBookmarks") == Some("true");
                 let initial = param("sendInitialEvents") == Some("true");
-                return watch(ctx, t, ns, selector, param("resourceVersion").unwrap_or("").to_owned(), bookmarks, initial, timeout);
+                return watch(
+                    ctx,
+                    t,
+                    ns,
+                    selector,
+                    param("resourceVersion").unwrap_or("").to_owned(),
+                    bookmarks,
+                    initial,
+                    timeout,
+                );
             }
             let st = ctx.state.lock().unwrap();
             let list = st.list(&t, &ns, &selector);
             if accept.contains("as=Table") {
-                let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
-                return json_response(200, &table::table(&t, list["items"].as_array().unwrap(), &rv), &[]);
+                let rv = list["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                return json_response(
+                    200,
+                    &table::table(&t, list["items"].as_array().unwrap(), &rv),
+                    &[],
+                );
             }
             json_response(200, &list, &[])
         }
@@ -272,7 +427,10 @@ async fn handle(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: By
             let st = ctx.state.lock().unwrap();
             match st.get(&t, &ns, &name) {
                 Ok(o) if accept.contains("as=Table") => {
-                    let rv = o["metadata"]["resourceVersion"].as_str().unwrap_or("").to_owned();
+                    let rv = o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned();
                     json_response(200, &table::table(&t, &[o], &rv), &[])
                 }
                 Ok(o) => json_response(200, &o, &[]),
@@ -280,24 +438,42 @@ async fn handle(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: By
             }
         }
         (Method::POST, None) => {
-            let Ok(obj) = serde_json::from_slice::<Value>(&body) else { return bad_request("the body is not JSON") };
+            let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
+                return bad_request("the body is not JSON");
+            };
             let mut st = ctx.state.lock().unwrap();
-            match st.create(&t, &ns, obj, &manager, validation, dry_run, None) {
+            match st.create(&t, &ns, obj, w, None) {
                 Ok((o, w)) => json_response(201, &o, &w),
                 Err(f) => fail(f),
             }
         }
         (Method::PUT, Some(name)) => {
-            let Ok(obj) = serde_json::from_slice::<Value>(&body) else { return bad_request("the body is not JSON") };
+            let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
+                return bad_request("the body is not JSON");
+            };
             let mut st = ctx.state.lock().unwrap();
-            match st.replace(&t, &ns, &name, obj, scope, &manager, validation, dry_run, None) {
+            match st.replace(&t, &ns, &name, obj, scope, w, None) {
                 Ok((o, w)) => json_response(200, &o, &w),
                 Err(f) => fail(f),
             }
         }
         (Method::PATCH, Some(name)) => {
-            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            patch(&ctx, &t, &ns, &name, content_type, &body, scope, &manager, validation, dry_run, param("force") == Some("true"), param("fieldManager").is_some())
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            patch(
+                &ctx,
+                &t,
+                &ns,
+                &name,
+                content_type,
+                &body,
+                scope,
+                w,
+                param("force") == Some("true"),
+                param("fieldManager").is_some(),
+            )
         }
         (Method::DELETE, Some(name)) => {
             let mut st = ctx.state.lock().unwrap();
@@ -319,23 +495,28 @@ fn patch(
     content_type: &str,
     body: &[u8],
     scope: Scope,
-    manager: &str,
-    validation: FieldValidation,
-    dry_run: bool,
+    w: Write<'_>,
     force: bool,
     explicit_manager: bool,
 ) -> Response<Body> {
+    let Write {
+        manager,
+        validation,
+        ..
+    } = w;
     let mut st = ctx.state.lock().unwrap();
     match content_type.split(';').next().unwrap_or("").trim() {
         "application/merge-patch+json" => {
-            let Ok(p) = serde_json::from_slice::<Value>(body) else { return bad_request("the patch is not JSON") };
+            let Ok(p) = serde_json::from_slice::<Value>(body) else {
+                return bad_request("the patch is not JSON");
+            };
             let live = match st.get(t, ns, name) {
                 Ok(o) => o,
                 Err(f) => return fail(f),
             };
             let mut merged = live;
             merge_patch(&mut merged, &p);
-            match st.replace(t, ns, name, merged, scope, manager, validation, dry_run, None) {
+            match st.replace(t, ns, name, merged, scope, w, None) {
                 Ok((o, w)) => json_response(200, &o, &w),
                 Err(f) => fail(f),
             }
@@ -361,29 +542,50 @@ fn patch(
                     .map(|e| format!("unknown field \"{}\"", e.path))
                     .collect();
                 if validation == FieldValidation::Strict && !unknown.is_empty() {
-                    return fail((400, status(400, "BadRequest", &format!("strict decoding error: {}", unknown.join(", ")), None)));
+                    return fail((
+                        400,
+                        status(
+                            400,
+                            "BadRequest",
+                            &format!("strict decoding error: {}", unknown.join(", ")),
+                            None,
+                        ),
+                    ));
                 }
             }
             let live = st.owners(t, ns, name);
             let exists = live.is_some();
             let now = store::rfc3339(st.now);
-            let (merged, owners) = match store::apply_merge(live, &config, t, scope, manager, &now, force) {
-                Ok(x) => x,
-                Err(f) => return fail(f),
-            };
+            let (merged, owners) =
+                match store::apply_merge(live, &config, t, scope, manager, &now, force) {
+                    Ok(x) => x,
+                    Err(f) => return fail(f),
+                };
             let result = if exists {
-                st.replace(t, ns, name, merged, scope, manager, validation, dry_run, Some(owners)).map(|(o, w)| (200, o, w))
+                st.replace(t, ns, name, merged, scope, w, Some(owners))
+                    .map(|(o, w)| (200, o, w))
             } else if scope == Scope::Status {
                 Err((404, types::not_found(t, name)))
             } else {
-                st.create(t, ns, merged, manager, validation, dry_run, Some(owners)).map(|(o, w)| (201, o, w))
+                st.create(t, ns, merged, w, Some(owners))
+                    .map(|(o, w)| (201, o, w))
             };
             match result {
                 Ok((code, o, w)) => json_response(code, &o, &w),
                 Err(f) => fail(f),
             }
         }
-        other => fail((415, status(415, "UnsupportedMediaType", &format!("the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/apply-patch+yaml (got {other:?})"), None))),
+        other => fail((
+            415,
+            status(
+                415,
+                "UnsupportedMediaType",
+                &format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
+                ),
+                None,
+            ),
+        )),
     }
 }
 
@@ -429,7 +631,11 @@ fn discovery_groups(st: &State) -> Value {
 }
 
 fn discovery_resources(st: &State, group: &str, version: &str) -> Option<Value> {
-    let types: Vec<&ResourceType> = st.types.values().filter(|t| t.group == group && t.version == version).collect();
+    let types: Vec<&ResourceType> = st
+        .types
+        .values()
+        .filter(|t| t.group == group && t.version == version)
+        .collect();
     if types.is_empty() {
         return None;
     }
@@ -450,8 +656,14 @@ fn discovery_resources(st: &State, group: &str, version: &str) -> Option<Value> 
             resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
         }
     }
-    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 /// A watch: replays retained events after `rv` (or the current objects for `""`/`"0"`), then
@@ -476,7 +688,12 @@ fn watch(
     let matches = {
         let t = t.clone();
         let ns = ns.clone();
-        move |e: &store::Event| e.group == t.group && e.plural == t.plural && (ns.is_empty() || e.namespace == ns) && selector.matches(&e.object)
+        move |e: &store::Event| {
+            e.group == t.group
+                && e.plural == t.plural
+                && (ns.is_empty() || e.namespace == ns)
+                && selector.matches(&e.object)
+        }
     };
     let mut replay: Vec<Bytes> = Vec::new();
     let (mut feed, mut last_rv) = {
@@ -486,7 +703,14 @@ fn watch(
             "" | "0" => {
                 let list = st.list(&t, &ns, &Selector::default());
                 for o in list["items"].as_array().unwrap() {
-                    let e = store::Event { rv: 0, group: t.group.clone(), plural: t.plural.clone(), namespace: o["metadata"]["namespace"].as_str().unwrap_or("").into(), type_: "ADDED", object: o.clone() };
+                    let e = store::Event {
+                        rv: 0,
+                        group: t.group.clone(),
+                        plural: t.plural.clone(),
+                        namespace: o["metadata"]["namespace"].as_str().unwrap_or("").into(),
+                        type_: "ADDED",
+                        object: o.clone(),
+                    };
                     if matches(&e) {
                         replay.push(line("ADDED", o));
                     }
@@ -495,7 +719,12 @@ fn watch(
             }
             n => match n.parse::<u64>() {
                 Ok(n) if n < st.compacted => {
-                    let gone = status(410, "Expired", &format!("too old resource version: {n} ({})", st.compacted + 1), None);
+                    let gone = status(
+                        410,
+                        "Expired",
+                        &format!("too old resource version: {n} ({})", st.compacted + 1),
+                        None,
+                    );
                     replay.push(line("ERROR", &gone));
                     u64::MAX
                 }
@@ -510,7 +739,14 @@ fn watch(
                 Err(_) => return bad_request(&format!("invalid resourceVersion {n:?}")),
             },
         };
-        (feed, if from == u64::MAX { None } else { Some(st.rv.max(from)) })
+        (
+            feed,
+            if from == u64::MAX {
+                None
+            } else {
+                Some(st.rv.max(from))
+            },
+        )
     };
     let bookmark = {
         let t = t.clone();
@@ -519,7 +755,10 @@ fn watch(
             if end {
                 meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
             }
-            line("BOOKMARK", &json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": meta}))
+            line(
+                "BOOKMARK",
+                &json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": meta}),
+            )
         }
     };
     let every = ctx.bookmark_every;
@@ -529,7 +768,9 @@ fn watch(
                 return;
             }
         }
-        let Some(mut last) = last_rv.take() else { return };
+        let Some(mut last) = last_rv.take() else {
+            return;
+        };
         if bookmarks && initial && tx.send(Ok(bookmark(last, true))).await.is_err() {
             return;
         }
@@ -537,7 +778,8 @@ fn watch(
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
-            let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let sleep_until =
+                deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 e = feed.recv() => match e {
                     Ok(e) if e.rv > last && matches(&e) => {

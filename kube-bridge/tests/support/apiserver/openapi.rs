@@ -6,9 +6,19 @@ use super::store::State;
 use serde_json::{Value, json};
 
 pub fn serve(st: &State, path: &str) -> Option<Value> {
-    let mut gvs: Vec<(String, String)> = st.types.keys().map(|(g, v, _)| (g.clone(), v.clone())).collect();
+    let mut gvs: Vec<(String, String)> = st
+        .types
+        .keys()
+        .map(|(g, v, _)| (g.clone(), v.clone()))
+        .collect();
     gvs.dedup();
-    let rel = |g: &str, v: &str| if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
+    let rel = |g: &str, v: &str| {
+        if g.is_empty() {
+            format!("api/{v}")
+        } else {
+            format!("apis/{g}/{v}")
+        }
+    };
     if path == "/openapi/v3" {
         let paths: serde_json::Map<String, Value> = gvs
             .iter()
@@ -20,13 +30,28 @@ pub fn serve(st: &State, path: &str) -> Option<Value> {
     let (g, v) = gvs.iter().find(|(g, v)| rel(g, v) == want)?;
     let mut schemas = serde_json::Map::new();
     let mut paths = serde_json::Map::new();
-    for t in st.types.values().filter(|t| &t.group == g && &t.version == v) {
-        let id = format!("{}.{}.{}", if g.is_empty() { "io.k8s.api.core" } else { g }, v, t.kind);
+    for t in st
+        .types
+        .values()
+        .filter(|t| &t.group == g && &t.version == v)
+    {
+        let id = format!(
+            "{}.{}.{}",
+            if g.is_empty() { "io.k8s.api.core" } else { g },
+            v,
+            t.kind
+        );
         let gvk = json!([{"group": g, "version": v, "kind": t.kind}]);
-        let mut schema = t.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        let mut schema = t.schema.clone().unwrap_or_else(
+            || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+        );
         schema["x-kubernetes-group-version-kind"] = gvk.clone();
         schemas.insert(id.clone(), schema);
-        let ns = if t.namespaced { "namespaces/{namespace}/" } else { "" };
+        let ns = if t.namespaced {
+            "namespaces/{namespace}/"
+        } else {
+            ""
+        };
         let item = format!("/{}/{ns}{}/{{name}}", rel(g, v), t.plural);
         let param = |n: &str| json!({"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
         let op = |action: &str, params: Vec<Value>| {
@@ -47,5 +72,7 @@ pub fn serve(st: &State, path: &str) -> Option<Value> {
             json!({"get": op("list", vec![]), "post": op("post", vec![param("dryRun"), param("fieldManager"), param("fieldValidation")])}),
         );
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths, "components": {"schemas": schemas}}))
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths, "components": {"schemas": schemas}}),
+    )
 }

@@ -32,14 +32,18 @@ pub struct Owners {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Scope {
     /// Everything but `status` when the kind has a status subresource.
-    Main { status_subresource: bool },
+    Main {
+        status_subresource: bool,
+    },
     Status,
 }
 
 /// The leaf fields of `obj` in `scope`, with their values.
 pub fn leaves(obj: &Value, schema: Option<&Value>, scope: Scope) -> BTreeMap<Path, Value> {
     let mut out = BTreeMap::new();
-    let Some(map) = obj.as_object() else { return out };
+    let Some(map) = obj.as_object() else {
+        return out;
+    };
     for (k, v) in map {
         let in_scope = match (scope, k.as_str()) {
             (_, "apiVersion" | "kind") => false,
@@ -54,7 +58,15 @@ pub fn leaves(obj: &Value, schema: Option<&Value>, scope: Scope) -> BTreeMap<Pat
         if k == "metadata" {
             metadata_leaves(v, &mut out);
         } else {
-            walk(v, schema.and_then(|s| s.get("properties")).and_then(|p| p.get(k)), schema.is_some(), path, &mut out);
+            walk(
+                v,
+                schema
+                    .and_then(|s| s.get("properties"))
+                    .and_then(|p| p.get(k)),
+                schema.is_some(),
+                path,
+                &mut out,
+            );
         }
     }
     out
@@ -63,25 +75,51 @@ pub fn leaves(obj: &Value, schema: Option<&Value>, scope: Scope) -> BTreeMap<Pat
 fn metadata_leaves(meta: &Value, out: &mut BTreeMap<Path, Value>) {
     let Some(meta) = meta.as_object() else { return };
     for key in ["labels", "annotations"] {
-        for (k, v) in meta.get(key).and_then(Value::as_object).into_iter().flatten() {
-            out.insert(vec!["f:metadata".into(), format!("f:{key}"), format!("f:{k}")], v.clone());
+        for (k, v) in meta
+            .get(key)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            out.insert(
+                vec!["f:metadata".into(), format!("f:{key}"), format!("f:{k}")],
+                v.clone(),
+            );
         }
     }
-    for f in meta.get("finalizers").and_then(Value::as_array).into_iter().flatten() {
-        out.insert(vec!["f:metadata".into(), "f:finalizers".into(), format!("v:{f}")], f.clone());
+    for f in meta
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.insert(
+            vec!["f:metadata".into(), "f:finalizers".into(), format!("v:{f}")],
+            f.clone(),
+        );
     }
     if let Some(refs) = meta.get("ownerReferences") {
-        out.insert(vec!["f:metadata".into(), "f:ownerReferences".into()], refs.clone());
+        out.insert(
+            vec!["f:metadata".into(), "f:ownerReferences".into()],
+            refs.clone(),
+        );
     }
 }
 
-fn walk(v: &Value, schema: Option<&Value>, typed: bool, path: Path, out: &mut BTreeMap<Path, Value>) {
+fn walk(
+    v: &Value,
+    schema: Option<&Value>,
+    typed: bool,
+    path: Path,
+    out: &mut BTreeMap<Path, Value>,
+) {
     let granular = match (v, schema) {
         (Value::Object(m), _) if m.is_empty() => false,
         (Value::Object(_), None) => !typed, // built-in kinds: maps are granular
         (Value::Object(_), Some(s)) => {
             s.get("x-kubernetes-map-type").and_then(Value::as_str) != Some("atomic")
-                && (s.get("properties").is_some() || s.get("additionalProperties").is_some_and(Value::is_object))
+                && (s.get("properties").is_some()
+                    || s.get("additionalProperties").is_some_and(Value::is_object))
         }
         _ => false,
     };
@@ -91,7 +129,9 @@ fn walk(v: &Value, schema: Option<&Value>, typed: bool, path: Path, out: &mut BT
     }
     for (k, child) in v.as_object().unwrap() {
         let child_schema = schema.and_then(|s| {
-            s.get("properties").and_then(|p| p.get(k)).or(s.get("additionalProperties").filter(|a| a.is_object()))
+            s.get("properties")
+                .and_then(|p| p.get(k))
+                .or(s.get("additionalProperties").filter(|a| a.is_object()))
         });
         let mut p = path.clone();
         p.push(format!("f:{k}"));
@@ -127,7 +167,11 @@ pub fn set(obj: &mut Value, path: &[String], value: Value) {
         if !cur.is_object() {
             *cur = Value::Object(Map::new());
         }
-        cur = cur.as_object_mut().unwrap().entry(key.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        cur = cur
+            .as_object_mut()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
     if last.starts_with("v:") {
         if !cur.is_array() {
@@ -141,7 +185,9 @@ pub fn set(obj: &mut Value, path: &[String], value: Value) {
         if !cur.is_object() {
             *cur = Value::Object(Map::new());
         }
-        cur.as_object_mut().unwrap().insert(last[2..].to_owned(), value);
+        cur.as_object_mut()
+            .unwrap()
+            .insert(last[2..].to_owned(), value);
     }
 }
 
@@ -201,7 +247,11 @@ impl Owners {
         let me = Manager {
             name: manager.into(),
             operation: "Apply".into(),
-            subresource: if scope == Scope::Status { "status".into() } else { String::new() },
+            subresource: if scope == Scope::Status {
+                "status".into()
+            } else {
+                String::new()
+            },
         };
         let wanted = leaves(config, schema, scope);
         let mut conflicts = Vec::new();
@@ -211,7 +261,11 @@ impl Owners {
                     continue;
                 }
                 if get(live, path) != Some(value) {
-                    conflicts.push(Conflict { manager: other.name.clone(), api_version: av.clone(), field: display(path) });
+                    conflicts.push(Conflict {
+                        manager: other.name.clone(),
+                        api_version: av.clone(),
+                        field: display(path),
+                    });
                 }
             }
         }
@@ -225,9 +279,16 @@ impl Owners {
                 }
             }
         }
-        let before = self.sets.get(&me).map(|(s, _, _)| s.clone()).unwrap_or_default();
+        let before = self
+            .sets
+            .get(&me)
+            .map(|(s, _, _)| s.clone())
+            .unwrap_or_default();
         for path in before.iter().filter(|p| !wanted.contains_key(*p)) {
-            let owned_elsewhere = self.sets.iter().any(|(m, (s, _, _))| *m != me && s.contains(path));
+            let owned_elsewhere = self
+                .sets
+                .iter()
+                .any(|(m, (s, _, _))| *m != me && s.contains(path));
             if !owned_elsewhere {
                 remove(live, path);
             }
@@ -235,7 +296,10 @@ impl Owners {
         for (path, value) in &wanted {
             set(live, path, value.clone());
         }
-        self.sets.insert(me, (wanted.into_keys().collect(), api_version.into(), now.into()));
+        self.sets.insert(
+            me,
+            (wanted.into_keys().collect(), api_version.into(), now.into()),
+        );
         self.sets.retain(|_, (s, _, _)| !s.is_empty());
         Ok(())
     }
@@ -253,7 +317,11 @@ impl Owners {
         now: &str,
     ) {
         let (before, after) = (leaves(old, schema, scope), leaves(new, schema, scope));
-        let changed: BTreeSet<Path> = after.iter().filter(|(p, v)| before.get(*p) != Some(*v)).map(|(p, _)| p.clone()).collect();
+        let changed: BTreeSet<Path> = after
+            .iter()
+            .filter(|(p, v)| before.get(*p) != Some(*v))
+            .map(|(p, _)| p.clone())
+            .collect();
         let gone: BTreeSet<&Path> = before.keys().filter(|p| !after.contains_key(*p)).collect();
         for (owned, _, _) in self.sets.values_mut() {
             owned.retain(|p| !changed.contains(p) && !gone.contains(p));
@@ -262,9 +330,16 @@ impl Owners {
             let me = Manager {
                 name: manager.into(),
                 operation: "Update".into(),
-                subresource: if scope == Scope::Status { "status".into() } else { String::new() },
+                subresource: if scope == Scope::Status {
+                    "status".into()
+                } else {
+                    String::new()
+                },
             };
-            let entry = self.sets.entry(me).or_insert_with(|| (BTreeSet::new(), String::new(), String::new()));
+            let entry = self
+                .sets
+                .entry(me)
+                .or_insert_with(|| (BTreeSet::new(), String::new(), String::new()));
             entry.0.extend(changed);
             entry.1 = api_version.into();
             entry.2 = now.into();
@@ -282,7 +357,11 @@ impl Owners {
                 for p in paths {
                     let mut cur = &mut fields;
                     for step in p {
-                        cur = cur.as_object_mut().unwrap().entry(step.clone()).or_insert_with(|| json!({}));
+                        cur = cur
+                            .as_object_mut()
+                            .unwrap()
+                            .entry(step.clone())
+                            .or_insert_with(|| json!({}));
                     }
                 }
                 let mut e = json!({

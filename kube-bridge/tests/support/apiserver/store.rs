@@ -2,7 +2,7 @@
 //! uid, managed fields, finalizers and deletionTimestamp, and the event log that watches
 //! replay (bounded: older revisions are compacted away and a watch from them gets 410 Gone).
 
-use super::ssa::{self, Owners, Scope};
+use super::ssa::{Owners, Scope};
 use super::types::{self, ResourceType, status};
 use crate::support::schema::{Problem, admit};
 use serde_json::{Map, Value, json};
@@ -54,18 +54,46 @@ pub fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn invalid(kind: &str, name: &str, causes: Vec<(String, String)>) -> Failure {
     let message = format!(
         "{kind}.{} \"{name}\" is invalid: {}",
         "",
-        causes.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join(", ")
+        causes
+            .iter()
+            .map(|(f, m)| format!("{f}: {m}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
     .replacen(".\"", " \"", 1);
-    let causes: Vec<Value> = causes.iter().map(|(f, m)| json!({"reason": "FieldValueInvalid", "message": m, "field": f})).collect();
-    (422, status(422, "Invalid", &message, Some(json!({"name": name, "kind": kind, "causes": causes}))))
+    let causes: Vec<Value> = causes
+        .iter()
+        .map(|(f, m)| json!({"reason": "FieldValueInvalid", "message": m, "field": f}))
+        .collect();
+    (
+        422,
+        status(
+            422,
+            "Invalid",
+            &message,
+            Some(json!({"name": name, "kind": kind, "causes": causes})),
+        ),
+    )
+}
+
+/// Who writes and how: the field manager, `fieldValidation`, `dryRun=All`.
+#[derive(Clone, Copy, Debug)]
+pub struct Write<'a> {
+    pub manager: &'a str,
+    pub validation: FieldValidation,
+    pub dry_run: bool,
 }
 
 /// How a write handles fields the schema does not know (`fieldValidation`).
@@ -90,27 +118,52 @@ impl State {
             now: 1_764_950_400, // 2025-12-05T16:00:00Z
         };
         for t in types::builtins() {
-            s.types.insert((t.group.clone(), t.version.clone(), t.plural.clone()), t);
+            s.types
+                .insert((t.group.clone(), t.version.clone(), t.plural.clone()), t);
         }
         for ns in ["default", "kube-system"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
             let t = s.find("", "v1", "namespaces").unwrap();
-            s.create(&t, "", obj, "kube-apiserver", FieldValidation::Strict, false, None).unwrap();
+            s.create(
+                &t,
+                "",
+                obj,
+                Write {
+                    manager: "kube-apiserver",
+                    validation: FieldValidation::Strict,
+                    dry_run: false,
+                },
+                None,
+            )
+            .unwrap();
         }
         s
     }
 
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
-        self.types.get(&(group.into(), version.into(), plural.into())).cloned()
+        self.types
+            .get(&(group.into(), version.into(), plural.into()))
+            .cloned()
     }
 
     fn next_uid(&mut self) -> String {
         self.uid += 1;
-        format!("6b1c{:04x}-0000-4000-8000-{:012x}", self.uid >> 48, self.uid)
+        format!(
+            "6b1c{:04x}-0000-4000-8000-{:012x}",
+            self.uid >> 48,
+            self.uid
+        )
     }
 
     fn record(&mut self, t: &ResourceType, namespace: &str, type_: &'static str, object: Value) {
-        let e = Event { rv: self.rv, group: t.group.clone(), plural: t.plural.clone(), namespace: namespace.into(), type_, object };
+        let e = Event {
+            rv: self.rv,
+            group: t.group.clone(),
+            plural: t.plural.clone(),
+            namespace: namespace.into(),
+            type_,
+            object,
+        };
         self.events.push_back(e.clone());
         while self.events.len() > self.retain_events {
             let old = self.events.pop_front().unwrap();
@@ -127,31 +180,59 @@ impl State {
 
     /// Schema checks (CRs only): prunes, defaults, validates; unknown fields are an error
     /// under Strict and a warning otherwise.
-    fn admit(t: &ResourceType, obj: &mut Value, validation: FieldValidation) -> Result<Vec<String>, Failure> {
-        let Some(schema) = &t.schema else { return Ok(vec![]) };
+    fn admit(
+        t: &ResourceType,
+        obj: &mut Value,
+        validation: FieldValidation,
+    ) -> Result<Vec<String>, Failure> {
+        let Some(schema) = &t.schema else {
+            return Ok(vec![]);
+        };
         let errors = admit(schema, obj);
-        let (unknown, errors): (Vec<_>, Vec<_>) = errors.into_iter().partition(|e| e.kind == Problem::Unknown);
+        let (unknown, errors): (Vec<_>, Vec<_>) =
+            errors.into_iter().partition(|e| e.kind == Problem::Unknown);
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
         if !errors.is_empty() {
-            let causes = errors.iter().map(|e| (e.path.clone(), e.to_string())).collect();
+            let causes = errors
+                .iter()
+                .map(|e| (e.path.clone(), e.to_string()))
+                .collect();
             return Err(invalid(&t.kind, &name, causes));
         }
-        let unknown: Vec<String> = unknown.iter().map(|e| format!("unknown field \"{}\"", e.path)).collect();
+        let unknown: Vec<String> = unknown
+            .iter()
+            .map(|e| format!("unknown field \"{}\"", e.path))
+            .collect();
         if validation == FieldValidation::Strict && !unknown.is_empty() {
             let message = format!("strict decoding error: {}", unknown.join(", "));
             return Err((400, status(400, "BadRequest", &message, None)));
         }
-        Ok(if validation == FieldValidation::Warn { unknown } else { vec![] })
+        Ok(if validation == FieldValidation::Warn {
+            unknown
+        } else {
+            vec![]
+        })
     }
 
     fn check_identity(t: &ResourceType, namespace: &str, obj: &Value) -> Result<String, Failure> {
         if obj["apiVersion"] != t.api_version().as_str() || obj["kind"] != t.kind.as_str() {
-            let m = format!("the API version in the data ({}) does not match the expected API version ({})", obj["apiVersion"], t.api_version());
+            let m = format!(
+                "the API version in the data ({}) does not match the expected API version ({})",
+                obj["apiVersion"],
+                t.api_version()
+            );
             return Err((400, status(400, "BadRequest", &m, None)));
         }
         let name = obj["metadata"]["name"].as_str().filter(|n| !n.is_empty());
         let Some(name) = name else {
-            return Err(invalid(&t.kind, "", vec![("metadata.name".into(), "Required value: name or generateName is required".into())]));
+            return Err(invalid(
+                &t.kind,
+                "",
+                vec![(
+                    "metadata.name".into(),
+                    "Required value: name or generateName is required".into(),
+                )],
+            ));
         };
         if let Some(ns) = obj["metadata"]["namespace"].as_str()
             && ns != namespace
@@ -168,12 +249,18 @@ impl State {
         t: &ResourceType,
         namespace: &str,
         mut obj: Value,
-        manager: &str,
-        validation: FieldValidation,
-        dry_run: bool,
+        w: Write<'_>,
         owners_after: Option<Owners>,
     ) -> Result<(Value, Vec<String>), Failure> {
-        if let Some(g) = obj["metadata"]["generateName"].as_str().filter(|_| obj["metadata"]["name"].is_null()) {
+        let Write {
+            manager,
+            validation,
+            dry_run,
+        } = w;
+        if let Some(g) = obj["metadata"]["generateName"]
+            .as_str()
+            .filter(|_| obj["metadata"]["name"].is_null())
+        {
             obj["metadata"]["name"] = json!(format!("{g}{:05x}", self.uid + 1));
         }
         let name = Self::check_identity(t, namespace, &obj)?;
@@ -182,16 +269,56 @@ impl State {
             return Err((500, status(500, "InternalError", m, None)));
         }
         if t.namespaced && namespace.is_empty() {
-            return Err((400, status(400, "BadRequest", "the namespace of the object must be set", None)));
+            return Err((
+                400,
+                status(
+                    400,
+                    "BadRequest",
+                    "the namespace of the object must be set",
+                    None,
+                ),
+            ));
         }
-        if t.namespaced && !self.objects.contains_key(&(String::new(), "namespaces".into(), String::new(), namespace.into())) {
-            return Err((404, status(404, "NotFound", &format!("namespaces \"{namespace}\" not found"), None)));
+        if t.namespaced
+            && !self.objects.contains_key(&(
+                String::new(),
+                "namespaces".into(),
+                String::new(),
+                namespace.into(),
+            ))
+        {
+            return Err((
+                404,
+                status(
+                    404,
+                    "NotFound",
+                    &format!("namespaces \"{namespace}\" not found"),
+                    None,
+                ),
+            ));
         }
-        let key = (t.group.clone(), t.plural.clone(), namespace.to_owned(), name.clone());
+        let key = (
+            t.group.clone(),
+            t.plural.clone(),
+            namespace.to_owned(),
+            name.clone(),
+        );
         if self.objects.contains_key(&key) {
-            let resource = if t.group.is_empty() { t.plural.clone() } else { format!("{}.{}", t.plural, t.group) };
+            let resource = if t.group.is_empty() {
+                t.plural.clone()
+            } else {
+                format!("{}.{}", t.plural, t.group)
+            };
             let m = format!("{resource} \"{name}\" already exists");
-            return Err((409, status(409, "AlreadyExists", &m, Some(json!({"name": name, "group": t.group, "kind": t.plural})))));
+            return Err((
+                409,
+                status(
+                    409,
+                    "AlreadyExists",
+                    &m,
+                    Some(json!({"name": name, "group": t.group, "kind": t.plural})),
+                ),
+            ));
         }
         if t.status_subresource && t.schema.is_some() {
             obj.as_object_mut().unwrap().remove("status");
@@ -199,7 +326,8 @@ impl State {
         let warnings = Self::admit(t, &mut obj, validation)?;
         let mut crd_types = None;
         if t.kind == "CustomResourceDefinition" {
-            let declared = types::from_crd(&obj).map_err(|m| invalid(&t.kind, &name, vec![("spec".into(), m)]))?;
+            let declared = types::from_crd(&obj)
+                .map_err(|m| invalid(&t.kind, &name, vec![("spec".into(), m)]))?;
             obj["status"] = json!({
                 "acceptedNames": obj["spec"]["names"],
                 "conditions": [
@@ -229,15 +357,26 @@ impl State {
         meta.insert("generation".into(), json!(1));
         let owners = owners_after.unwrap_or_else(|| {
             let mut owners = Owners::default();
-            let scope = Scope::Main { status_subresource: t.status_subresource };
-            owners.update(&json!({}), &obj, t.schema.as_ref(), scope, manager, &t.api_version(), &rfc3339(self.now));
+            let scope = Scope::Main {
+                status_subresource: t.status_subresource,
+            };
+            owners.update(
+                &json!({}),
+                &obj,
+                t.schema.as_ref(),
+                scope,
+                manager,
+                &t.api_version(),
+                &rfc3339(self.now),
+            );
             owners
         });
         obj["metadata"]["managedFields"] = owners.render();
         self.objects.insert(key, (obj.clone(), owners));
         if let Some(declared) = crd_types {
             for d in declared {
-                self.types.insert((d.group.clone(), d.version.clone(), d.plural.clone()), d);
+                self.types
+                    .insert((d.group.clone(), d.version.clone(), d.plural.clone()), d);
             }
         }
         self.record(t, namespace, "ADDED", obj.clone());
@@ -245,15 +384,25 @@ impl State {
     }
 
     pub fn get(&self, t: &ResourceType, namespace: &str, name: &str) -> Result<Value, Failure> {
-        let key = (t.group.clone(), t.plural.clone(), namespace.to_owned(), name.to_owned());
-        self.objects.get(&key).map(|(o, _)| with_version(o, t)).ok_or_else(|| (404, types::not_found(t, name)))
+        let key = (
+            t.group.clone(),
+            t.plural.clone(),
+            namespace.to_owned(),
+            name.to_owned(),
+        );
+        self.objects
+            .get(&key)
+            .map(|(o, _)| with_version(o, t))
+            .ok_or_else(|| (404, types::not_found(t, name)))
     }
 
     pub fn list(&self, t: &ResourceType, namespace: &str, selector: &Selector) -> Value {
         let items: Vec<Value> = self
             .objects
             .iter()
-            .filter(|((g, p, ns, _), _)| *g == t.group && *p == t.plural && (namespace.is_empty() || *ns == namespace))
+            .filter(|((g, p, ns, _), _)| {
+                *g == t.group && *p == t.plural && (namespace.is_empty() || *ns == namespace)
+            })
             .map(|(_, (o, _))| with_version(o, t))
             .filter(|o| selector.matches(o))
             .collect();
@@ -274,25 +423,55 @@ impl State {
         name: &str,
         mut new: Value,
         scope: Scope,
-        manager: &str,
-        validation: FieldValidation,
-        dry_run: bool,
+        w: Write<'_>,
         owners_after: Option<Owners>,
     ) -> Result<(Value, Vec<String>), Failure> {
-        let key = (t.group.clone(), t.plural.clone(), namespace.to_owned(), name.to_owned());
+        let Write {
+            manager,
+            validation,
+            dry_run,
+        } = w;
+        let key = (
+            t.group.clone(),
+            t.plural.clone(),
+            namespace.to_owned(),
+            name.to_owned(),
+        );
         let Some((old, owners)) = self.objects.get(&key).cloned() else {
             return Err((404, types::not_found(t, name)));
         };
         Self::check_identity(t, namespace, &new)?;
         if new["metadata"]["name"] != name {
-            return Err((400, status(400, "BadRequest", "the name of the object does not match the name on the URL", None)));
+            return Err((
+                400,
+                status(
+                    400,
+                    "BadRequest",
+                    "the name of the object does not match the name on the URL",
+                    None,
+                ),
+            ));
         }
         if let Some(rv) = new["metadata"]["resourceVersion"].as_str()
             && rv != old["metadata"]["resourceVersion"]
         {
-            let resource = if t.group.is_empty() { t.plural.clone() } else { format!("{}.{}", t.plural, t.group) };
-            let m = format!("Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again");
-            return Err((409, status(409, "Conflict", &m, Some(json!({"name": name, "group": t.group, "kind": t.plural})))));
+            let resource = if t.group.is_empty() {
+                t.plural.clone()
+            } else {
+                format!("{}.{}", t.plural, t.group)
+            };
+            let m = format!(
+                "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            );
+            return Err((
+                409,
+                status(
+                    409,
+                    "Conflict",
+                    &m,
+                    Some(json!({"name": name, "group": t.group, "kind": t.plural})),
+                ),
+            ));
         }
         // Only the part of the object this endpoint owns changes.
         match scope {
@@ -306,7 +485,9 @@ impl State {
                     }
                 }
             }
-            Scope::Main { status_subresource: true } => match old.get("status") {
+            Scope::Main {
+                status_subresource: true,
+            } => match old.get("status") {
                 Some(s) => new["status"] = s.clone(),
                 None => {
                     new.as_object_mut().unwrap().remove("status");
@@ -316,7 +497,14 @@ impl State {
         }
         let warnings = Self::admit(t, &mut new, validation)?;
         // Server-owned metadata stays the server's.
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+        ] {
             match old["metadata"].get(k) {
                 Some(v) => new["metadata"][k] = v.clone(),
                 None => {
@@ -324,11 +512,24 @@ impl State {
                 }
             }
         }
-        let finalizers = |o: &Value| -> Vec<Value> { o["metadata"]["finalizers"].as_array().cloned().unwrap_or_default() };
+        let finalizers = |o: &Value| -> Vec<Value> {
+            o["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
         let deleting = old["metadata"].get("deletionTimestamp").is_some();
-        if deleting && finalizers(&new).iter().any(|f| !finalizers(&old).contains(f)) {
+        if deleting
+            && finalizers(&new)
+                .iter()
+                .any(|f| !finalizers(&old).contains(f))
+        {
             let m = "Forbidden: no new finalizers can be added if the object is being deleted";
-            return Err(invalid(&t.kind, name, vec![("metadata.finalizers".into(), m.into())]));
+            return Err(invalid(
+                &t.kind,
+                name,
+                vec![("metadata.finalizers".into(), m.into())],
+            ));
         }
         let unchanged = strip_volatile(&old) == strip_volatile(&new);
         if dry_run || (unchanged && owners_after.is_none()) {
@@ -353,7 +554,15 @@ impl State {
             Some(o) => o,
             None => {
                 let mut o = owners;
-                o.update(&old, &new, t.schema.as_ref(), scope, manager, &t.api_version(), &now);
+                o.update(
+                    &old,
+                    &new,
+                    t.schema.as_ref(),
+                    scope,
+                    manager,
+                    &t.api_version(),
+                    &now,
+                );
                 o
             }
         };
@@ -371,15 +580,28 @@ impl State {
     }
 
     /// DELETE: with finalizers, marks the object (deletionTimestamp) and keeps it.
-    pub fn delete(&mut self, t: &ResourceType, namespace: &str, name: &str, dry_run: bool) -> Result<(u16, Value), Failure> {
-        let key = (t.group.clone(), t.plural.clone(), namespace.to_owned(), name.to_owned());
+    pub fn delete(
+        &mut self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<(u16, Value), Failure> {
+        let key = (
+            t.group.clone(),
+            t.plural.clone(),
+            namespace.to_owned(),
+            name.to_owned(),
+        );
         let Some((mut obj, owners)) = self.objects.get(&key).cloned() else {
             return Err((404, types::not_found(t, name)));
         };
         if dry_run {
             return Ok((200, obj));
         }
-        let has_finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let has_finalizers = obj["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
         if has_finalizers {
             if obj["metadata"].get("deletionTimestamp").is_none() {
                 self.rv += 1;
@@ -392,13 +614,21 @@ impl State {
             return Ok((202, with_version(&obj, t)));
         }
         self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.objects.remove(&key);
         self.record(t, namespace, "DELETED", obj.clone());
         Ok((200, with_version(&obj, t)))
     }
 
     pub fn owners(&self, t: &ResourceType, namespace: &str, name: &str) -> Option<(Value, Owners)> {
-        self.objects.get(&(t.group.clone(), t.plural.clone(), namespace.to_owned(), name.to_owned())).cloned()
+        self.objects
+            .get(&(
+                t.group.clone(),
+                t.plural.clone(),
+                namespace.to_owned(),
+                name.to_owned(),
+            ))
+            .cloned()
     }
 }
 
@@ -431,7 +661,10 @@ impl Selector {
     pub fn parse(field: Option<&str>, label: Option<&str>) -> Result<Self, String> {
         let mut s = Selector::default();
         for part in field.unwrap_or("").split(',').filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once("==").or_else(|| part.split_once('=')).ok_or(format!("invalid field selector {part:?}"))?;
+            let (k, v) = part
+                .split_once("==")
+                .or_else(|| part.split_once('='))
+                .ok_or(format!("invalid field selector {part:?}"))?;
             if !matches!(k, "metadata.name" | "metadata.namespace") {
                 return Err(format!("field label not supported: {k}"));
             }

@@ -11,10 +11,15 @@ pub fn select(obj: &Value, path: &str) -> Result<Vec<Value>, String> {
     let mut rest = path;
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix("[?(@.") {
-            let end = r.find(")]").ok_or(format!("unterminated filter in {path}"))?;
+            let end = r
+                .find(")]")
+                .ok_or(format!("unterminated filter in {path}"))?;
             let (cond, after) = (&r[..end], &r[end + 2..]);
-            let (key, want) = cond.split_once("==").ok_or(format!("unsupported filter {cond}"))?;
-            let want: Value = serde_json::from_str(want.trim()).map_err(|_| format!("bad filter value in {cond}"))?;
+            let (key, want) = cond
+                .split_once("==")
+                .ok_or(format!("unsupported filter {cond}"))?;
+            let want: Value = serde_json::from_str(want.trim())
+                .map_err(|_| format!("bad filter value in {cond}"))?;
             cur = cur
                 .iter()
                 .flat_map(|v| v.as_array().cloned().unwrap_or_default())
@@ -23,7 +28,9 @@ pub fn select(obj: &Value, path: &str) -> Result<Vec<Value>, String> {
             rest = after;
         } else if let Some(r) = rest.strip_prefix('[') {
             let end = r.find(']').ok_or(format!("unterminated index in {path}"))?;
-            let i: usize = r[..end].parse().map_err(|_| format!("unsupported index in {path}"))?;
+            let i: usize = r[..end]
+                .parse()
+                .map_err(|_| format!("unsupported index in {path}"))?;
             cur = cur.iter().filter_map(|v| v.get(i).cloned()).collect();
             rest = &r[end + 1..];
         } else if let Some(r) = rest.strip_prefix('.') {
@@ -67,7 +74,13 @@ fn cell(values: &[Value], type_: &str) -> Value {
                 .iter()
                 .map(|v| match v {
                     Value::String(s) => s.clone(),
-                    Value::Array(a) => format!("[{}]", a.iter().map(|x| x.as_str().map_or(x.to_string(), str::to_owned)).collect::<Vec<_>>().join(" ")),
+                    Value::Array(a) => format!(
+                        "[{}]",
+                        a.iter()
+                            .map(|x| x.as_str().map_or(x.to_string(), str::to_owned))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
                     other => other.to_string(),
                 })
                 .collect();
@@ -78,9 +91,13 @@ fn cell(values: &[Value], type_: &str) -> Value {
 
 /// The `Table` for `objects` of type `t`.
 pub fn table(t: &ResourceType, objects: &[Value], resource_version: &str) -> Value {
-    let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
     let columns: Vec<Value> = if t.columns.is_empty() {
-        vec![json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "description": "CreationTimestamp"})]
+        vec![
+            json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "description": "CreationTimestamp"}),
+        ]
     } else {
         t.columns.clone()
     };

@@ -24,11 +24,22 @@ pub struct ResourceType {
 
 impl ResourceType {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 }
 
-fn builtin(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool, status: bool) -> ResourceType {
+fn builtin(
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    namespaced: bool,
+    status: bool,
+) -> ResourceType {
     ResourceType {
         group: group.into(),
         version: version.into(),
@@ -55,18 +66,95 @@ pub fn builtins() -> Vec<ResourceType> {
         builtin("", "v1", "ConfigMap", "configmaps", true, false),
         builtin("", "v1", "Event", "events", true, false),
         builtin("apps", "v1", "Deployment", "deployments", true, true),
-        builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, false),
-        builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, false),
-        builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true, false),
-        builtin("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, false),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "Role",
+            "roles",
+            true,
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+            false,
+        ),
         builtin("coordination.k8s.io", "v1", "Lease", "leases", true, false),
-        builtin("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false, true),
-        builtin("cluster.x-k8s.io", "v1beta1", "Cluster", "clusters", true, true),
-        builtin("cluster.x-k8s.io", "v1beta1", "Machine", "machines", true, true),
-        builtin("cluster.x-k8s.io", "v1beta1", "MachineDeployment", "machinedeployments", true, true),
-        builtin("controlplane.cluster.x-k8s.io", "v1alpha3", "TalosControlPlane", "taloscontrolplanes", true, true),
-        builtin("bootstrap.cluster.x-k8s.io", "v1alpha3", "TalosConfig", "talosconfigs", true, true),
-        builtin("bootstrap.cluster.x-k8s.io", "v1alpha3", "TalosConfigTemplate", "talosconfigtemplates", true, false),
+        builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+            true,
+        ),
+        builtin(
+            "cluster.x-k8s.io",
+            "v1beta1",
+            "Cluster",
+            "clusters",
+            true,
+            true,
+        ),
+        builtin(
+            "cluster.x-k8s.io",
+            "v1beta1",
+            "Machine",
+            "machines",
+            true,
+            true,
+        ),
+        builtin(
+            "cluster.x-k8s.io",
+            "v1beta1",
+            "MachineDeployment",
+            "machinedeployments",
+            true,
+            true,
+        ),
+        builtin(
+            "controlplane.cluster.x-k8s.io",
+            "v1alpha3",
+            "TalosControlPlane",
+            "taloscontrolplanes",
+            true,
+            true,
+        ),
+        builtin(
+            "bootstrap.cluster.x-k8s.io",
+            "v1alpha3",
+            "TalosConfig",
+            "talosconfigs",
+            true,
+            true,
+        ),
+        builtin(
+            "bootstrap.cluster.x-k8s.io",
+            "v1alpha3",
+            "TalosConfigTemplate",
+            "talosconfigtemplates",
+            true,
+            false,
+        ),
     ];
     let short: &[(&str, &[&str])] = &[
         ("namespaces", &["ns"]),
@@ -85,7 +173,10 @@ pub fn builtins() -> Vec<ResourceType> {
             t.short_names = names.iter().map(|s| s.to_string()).collect();
         }
     }
-    for t in all.iter_mut().filter(|t| t.group.ends_with("cluster.x-k8s.io")) {
+    for t in all
+        .iter_mut()
+        .filter(|t| t.group.ends_with("cluster.x-k8s.io"))
+    {
         t.categories = vec!["cluster-api".into()];
     }
     all
@@ -95,24 +186,49 @@ pub fn builtins() -> Vec<ResourceType> {
 /// wrong with it.
 pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
     let spec = crd.get("spec").ok_or("spec: Required value")?;
-    let s = |v: &Value, what: &str| v.as_str().map(str::to_owned).ok_or(format!("{what}: Required value"));
+    let s = |v: &Value, what: &str| {
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or(format!("{what}: Required value"))
+    };
     let group = s(&spec["group"], "spec.group")?;
     let names = &spec["names"];
     let plural = s(&names["plural"], "spec.names.plural")?;
     let kind = s(&names["kind"], "spec.names.kind")?;
     let expected = format!("{plural}.{group}");
     if crd["metadata"]["name"] != expected.as_str() {
-        return Err(format!("metadata.name: Invalid value: must be spec.names.plural+\".\"+spec.group ({expected})"));
+        return Err(format!(
+            "metadata.name: Invalid value: must be spec.names.plural+\".\"+spec.group ({expected})"
+        ));
     }
     let namespaced = match spec["scope"].as_str() {
         Some("Namespaced") => true,
         Some("Cluster") => false,
-        _ => return Err("spec.scope: Unsupported value: supported values: \"Cluster\", \"Namespaced\"".into()),
+        _ => {
+            return Err(
+                "spec.scope: Unsupported value: supported values: \"Cluster\", \"Namespaced\""
+                    .into(),
+            );
+        }
     };
-    let strs = |v: &Value| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
-    let versions = spec["versions"].as_array().filter(|v| !v.is_empty()).ok_or("spec.versions: Required value")?;
+    let strs = |v: &Value| {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let versions = spec["versions"]
+        .as_array()
+        .filter(|v| !v.is_empty())
+        .ok_or("spec.versions: Required value")?;
     if versions.iter().filter(|v| v["storage"] == true).count() != 1 {
-        return Err("spec.versions: Invalid value: must have exactly one version marked as storage version".into());
+        return Err(
+            "spec.versions: Invalid value: must have exactly one version marked as storage version"
+                .into(),
+        );
     }
     let mut out = Vec::new();
     for v in versions.iter().filter(|v| v["served"] == true) {
@@ -125,13 +241,18 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             version: s(&v["name"], "spec.versions[].name")?,
             kind: kind.clone(),
             plural: plural.clone(),
-            singular: names["singular"].as_str().map_or_else(|| kind.to_lowercase(), str::to_owned),
+            singular: names["singular"]
+                .as_str()
+                .map_or_else(|| kind.to_lowercase(), str::to_owned),
             namespaced,
             short_names: strs(&names["shortNames"]),
             categories: strs(&names["categories"]),
             schema: Some(schema),
             status_subresource: v["subresources"].get("status").is_some(),
-            columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
+            columns: v["additionalPrinterColumns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
         });
     }
     Ok(out)
@@ -150,7 +271,11 @@ pub fn status(code: u16, reason: &str, message: &str, details: Option<Value>) ->
 }
 
 pub fn not_found(t: &ResourceType, name: &str) -> Value {
-    let resource = if t.group.is_empty() { t.plural.clone() } else { format!("{}.{}", t.plural, t.group) };
+    let resource = if t.group.is_empty() {
+        t.plural.clone()
+    } else {
+        format!("{}.{}", t.plural, t.group)
+    };
     status(
         404,
         "NotFound",
