@@ -1,4 +1,4 @@
-//! Command-line interface (clap): `serve`, `ctl`, `agent`, `config`, `version`.
+//! Command-line interface (clap): `serve`, `ctl`, `agent`, `config`, `setup`, `version`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,8 +39,48 @@ pub enum Command {
     /// Run as the agent in the PXE-booted agent initramfs: register this server with the box
     /// named by `sidero.endpoint=` on the kernel command line, then wait/wipe/reboot as told.
     Agent(AgentArgs),
+    /// Boot-time setup of a flashed box (run by its systemd units, not by hand).
+    Setup {
+        #[command(subcommand)]
+        command: SetupCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupCommand {
+    /// Render the site settings (appliance.conf on the ESP, copied to the data partition on
+    /// first boot) into systemd-networkd files and the config `appliance serve` runs with.
+    Network(SetupNetworkArgs),
+    /// Create the admin token if it is missing, printing it to stdout only when created
+    /// (the first-boot unit shows it on the local console; it is never logged).
+    Token {
+        #[arg(long, default_value = "/var/lib/appliance")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SetupNetworkArgs {
+    /// The operator's settings file on the EFI system partition.
+    #[arg(long, default_value = "/efi/appliance.conf")]
+    pub settings: PathBuf,
+    /// The first-boot copy on the data partition, read on every later boot.
+    #[arg(long, default_value = "/var/lib/appliance-setup/appliance.conf")]
+    pub state: PathBuf,
+    #[arg(long, default_value = "/sys/class/net")]
+    pub sys_class_net: PathBuf,
+    #[arg(long, default_value = "/run/systemd/network")]
+    pub network_dir: PathBuf,
+    /// The box's config, overlaid with the site settings.
+    #[arg(long, default_value = "/etc/appliance/config.toml")]
+    pub base_config: PathBuf,
+    #[arg(long, default_value = "/run/appliance/config.toml")]
+    pub config_out: PathBuf,
+    /// How long to wait for the NICs to show up.
+    #[arg(long, default_value = "20")]
+    pub wait_secs: u64,
 }
 
 #[derive(Debug, Args, Clone)]

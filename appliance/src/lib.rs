@@ -18,6 +18,7 @@ pub mod net;
 pub mod protocol;
 pub mod reconcile;
 pub mod siderolink;
+pub mod site;
 pub mod store;
 
 /// Writes command output to stdout. Unlike `print!`, a failed write is returned instead of

@@ -7,8 +7,8 @@
 
 use std::process::ExitCode;
 
-use appliance::cli::{Cli, Command, ConfigCommand};
-use appliance::{agent, app, config, ctl, error_chain, logging};
+use appliance::cli::{Cli, Command, ConfigCommand, SetupCommand};
+use appliance::{agent, app, config, ctl, error_chain, logging, site};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -72,11 +72,55 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Setup { command } => match command {
+            SetupCommand::Network(a) => setup_network(&a),
+            SetupCommand::Token { data_dir } => {
+                match appliance::api::auth::load_or_create(&data_dir) {
+                    Ok(t) if t.created => {
+                        println!("{}", t.token);
+                        ExitCode::SUCCESS
+                    }
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(e) => fail(&e, 1),
+                }
+            }
+        },
         Command::Ctl(args) => match runtime().block_on(ctl::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) if e.reader_gone() => ExitCode::SUCCESS,
             Err(e) => fail(&e, 1),
         },
+    }
+}
+
+/// `appliance setup network`: retries while the NICs are still showing up, then reports
+/// what it chose on stderr (the journal).
+fn setup_network(a: &appliance::cli::SetupNetworkArgs) -> ExitCode {
+    let paths = site::ApplyPaths {
+        esp_settings: a.settings.clone(),
+        state_settings: a.state.clone(),
+        sys_class_net: a.sys_class_net.clone(),
+        network_dir: a.network_dir.clone(),
+        base_config: a.base_config.clone(),
+        config_out: a.config_out.clone(),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(a.wait_secs);
+    loop {
+        match site::apply(&paths) {
+            Ok(done) => {
+                eprintln!(
+                    "setup: {}management port {}, provisioning port {}",
+                    if done.first_boot { "first boot: " } else { "" },
+                    done.ports.management,
+                    done.ports.provisioning
+                );
+                return ExitCode::SUCCESS;
+            }
+            Err(site::ApplyError::Ports(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return fail(&e, 2),
+        }
     }
 }
 
