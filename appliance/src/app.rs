@@ -335,14 +335,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let console = http::console::ConsoleState::new(
         store.clone(),
         admin.clone(),
+        crate::api::lifecycle::LifecycleService::new(lifecycle.clone()),
+        power_service.clone(),
         admin_token.clone(),
         config.clone(),
         config.console.secure_cookie,
     );
-    console.set_power(power_service.clone());
-    console.set_lifecycle(crate::api::lifecycle::LifecycleService::new(
-        lifecycle.clone(),
-    ));
     tasks.push((
         "console-events",
         tokio::spawn(console.clone().record_events(wait_for(shutdown.clone()))),

@@ -452,16 +452,10 @@ pub fn change_detail(server: &Object) -> String {
     d
 }
 
-/// Why the wipe button is disabled when the box runs without the lifecycle.
-pub const NO_LIFECYCLE: &str = "not available on this box: the lifecycle service is not running";
-
 /// Whether an on-demand wipe of this server is allowed now, and if not, why: asks the
 /// lifecycle's pure state machine, so the button and the API give the same reason.
-pub fn wipe_capability(lifecycle: bool, server: Option<&model::Server>) -> Value {
+pub fn wipe_capability(server: Option<&model::Server>) -> Value {
     use crate::reconcile::lifecycle::{Context, Event, plan};
-    if !lifecycle {
-        return json!({ "enabled": false, "reason": NO_LIFECYCLE });
-    }
     let Some(server) = server else {
         return json!({ "enabled": true });
     };
@@ -483,10 +477,8 @@ pub fn wipe_capability(lifecycle: bool, server: Option<&model::Server>) -> Value
 /// What the box can do to servers right now; buttons for the rest are shown disabled with
 /// the reason. `has_bmc`: None = not known (session-wide view), Some(false) = this server
 /// has no `spec.bmc`. `wipe` from `wipe_capability`.
-pub fn capabilities(power: bool, has_bmc: Option<bool>, wipe: Value) -> Value {
-    let power_cap = if !power {
-        json!({ "enabled": false, "reason": "not available on this box: BMC power control is not running" })
-    } else if has_bmc == Some(false) {
+pub fn capabilities(has_bmc: Option<bool>, wipe: Value) -> Value {
+    let power_cap = if has_bmc == Some(false) {
         json!({ "enabled": false, "reason": "this server has no BMC configured (set one with appliance ctl server bmc NAME …, or let the agent report it)" })
     } else {
         json!({ "enabled": true })

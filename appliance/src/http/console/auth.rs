@@ -291,19 +291,12 @@ pub(super) async fn logout(
     resp
 }
 
-pub(super) async fn session_info(
-    State(state): State<ConsoleState>,
-    axum::Extension(s): axum::Extension<SessionCtx>,
-) -> Response {
+pub(super) async fn session_info(axum::Extension(s): axum::Extension<SessionCtx>) -> Response {
     Json(json!({
         "csrf": s.csrf,
         "method": s.method.as_str(),
         "version": env!("CARGO_PKG_VERSION"),
-        "capabilities": view::capabilities(
-            state.inner.power.get().is_some(),
-            None,
-            view::wipe_capability(state.inner.lifecycle.get().is_some(), None),
-        ),
+        "capabilities": view::capabilities(None, view::wipe_capability(None)),
     }))
     .into_response()
 }

@@ -74,10 +74,10 @@ struct Inner {
     throttle: Mutex<LoginThrottle>,
     events: Mutex<VecDeque<RecentEvent>>,
     rows: Mutex<servers::RowsCache>,
-    /// The BMC room's Power service, once `app.rs` hands it over.
-    power: std::sync::OnceLock<PowerService>,
-    /// The lifecycle's admin service (on-demand wipe), once `app.rs` hands it over.
-    lifecycle: std::sync::OnceLock<LifecycleService>,
+    /// The BMC room's Power service (power and boot-device actions).
+    power: PowerService,
+    /// The lifecycle's admin service (on-demand wipe).
+    lifecycle: LifecycleService,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -87,9 +87,14 @@ impl std::fmt::Debug for ConsoleState {
 }
 
 impl ConsoleState {
+    /// The console's writes go through the same in-process services as the gRPC API:
+    /// `admin` (objects, accept/cordon through the lifecycle), `lifecycle` (wipe) and
+    /// `power`.
     pub fn new(
         store: Store,
         admin: AdminService,
+        lifecycle: LifecycleService,
+        power: PowerService,
         token: Arc<str>,
         config: Config,
         secure_cookie: bool,
@@ -106,20 +111,10 @@ impl ConsoleState {
                 throttle: Mutex::default(),
                 events: Mutex::default(),
                 rows: Mutex::new(servers::RowsCache::new(rx)),
-                power: std::sync::OnceLock::new(),
-                lifecycle: std::sync::OnceLock::new(),
+                power,
+                lifecycle,
             }),
         }
-    }
-
-    /// Enables power/boot-device actions through the BMC room's Power service.
-    pub fn set_power(&self, power: PowerService) {
-        let _ = self.inner.power.set(power);
-    }
-
-    /// Enables the on-demand wipe through the lifecycle's admin service.
-    pub fn set_lifecycle(&self, lifecycle: LifecycleService) {
-        let _ = self.inner.lifecycle.set(lifecycle);
     }
 }
 

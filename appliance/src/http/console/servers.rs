@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{ConsoleState, blocking, error, status_error};
-use crate::console::view::{self, ClassIndex, NO_LIFECYCLE, ServerQuery, ServerRow};
+use crate::console::view::{self, ClassIndex, ServerQuery, ServerRow};
 use crate::model::{Kind, Object};
 use crate::store::{Change, StoreError};
 
@@ -202,14 +202,14 @@ pub(super) async fn server_detail(
         _ => None,
     };
     let has_bmc = server.is_some_and(|s| s.spec.bmc.is_some());
-    let wipe = view::wipe_capability(state.inner.lifecycle.get().is_some(), server);
+    let wipe = view::wipe_capability(server);
     Json(json!({
         "row": row,
         "object": stored.object,
         "yaml": stored.object.to_yaml(),
         "history": state.recent(Some(&name), 100),
         "lifecycle": view::lifecycle_events(&lifecycle),
-        "capabilities": view::capabilities(state.inner.power.get().is_some(), Some(has_bmc), wipe),
+        "capabilities": view::capabilities(Some(has_bmc), wipe),
     }))
     .into_response()
 }
@@ -251,10 +251,12 @@ pub(super) async fn server_action(
 async fn wipe_action(state: &ConsoleState, server: String) -> Response {
     use appliance_rpc::lifecycle::WipeRequest;
     use appliance_rpc::lifecycle::lifecycle_server::Lifecycle as _;
-    let Some(lc) = state.inner.lifecycle.get() else {
-        return error(StatusCode::NOT_IMPLEMENTED, NO_LIFECYCLE);
-    };
-    match lc.wipe(tonic::Request::new(WipeRequest { server })).await {
+    match state
+        .inner
+        .lifecycle
+        .wipe(tonic::Request::new(WipeRequest { server }))
+        .await
+    {
         Ok(reply) => {
             let r = reply.into_inner();
             Json(json!({ "ok": true, "state": r.state, "revision": r.revision })).into_response()
@@ -265,12 +267,7 @@ async fn wipe_action(state: &ConsoleState, server: String) -> Response {
 
 /// Power and boot-device actions through the BMC room's Power service (in process).
 async fn power_action(state: &ConsoleState, server: String, action: &str) -> Response {
-    let Some(power) = state.inner.power.get() else {
-        return error(
-            StatusCode::NOT_IMPLEMENTED,
-            "not available on this box: BMC power control is not running",
-        );
-    };
+    let power = &state.inner.power;
     let result = match action {
         "pxe-once" => power
             .set_boot_device(tonic::Request::new(SetBootDeviceRequest {
