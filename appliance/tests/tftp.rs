@@ -1,6 +1,9 @@
 //! The TFTP service on loopback against real clients (curl, tftp-hpa, atftp) and a raw UDP
 //! client for the refusal paths. Each test runs its own server on a random port with its
-//! own temp root; a test whose client binary is missing skips with a printed reason.
+//! own temp root; a test whose client binary is missing skips with a printed reason. The
+//! netascii test runs the real `appliance serve` (tests/support) with TFTP on a free port.
+
+mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -344,8 +347,8 @@ async fn refusals_are_tftp_errors_and_the_server_keeps_serving() {
             ErrorCode::FileNotFound,
         ),
         (
-            "netascii",
-            rrq(1, b"ok.bin", "netascii", &[]),
+            "mail mode",
+            rrq(1, b"ok.bin", "mail", &[]),
             ErrorCode::IllegalOperation,
         ),
         (
@@ -439,4 +442,116 @@ async fn window_of_8_arrives_before_any_ack() {
         .await
         .unwrap();
     s.stop().await;
+}
+
+/// A text file with every line-end shape: LF (Unix), CR LF (DOS), a lone CR, NUL and
+/// bytes above 0x7f, with line ends falling on 512-byte block boundaries.
+fn text(size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|i| match (i * 7 + i / 13) % 11 {
+            0 => b'\n',
+            1 => b'\r',
+            2 => 0,
+            3 => 0xe9,
+            n => b'a' + n as u8,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn tftp_hpa_default_netascii_mode_gets_the_file_as_it_is() {
+    if !have("tftp") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "notes.txt",
+            b"first line\nDOS line\r\nlone CR\rend".to_vec(),
+        ),
+        // 256 LFs: exactly 512 bytes on the wire, so the final DATA block is empty.
+        ("lfs.txt", vec![b'\n'; 256]),
+        ("empty.txt", Vec::new()),
+        ("text.txt", text(40_000)),
+        // Bigger than the 1 MiB cache: read from disk, window by window.
+        ("big.txt", text(1_300_000)),
+    ];
+    for (name, data) in &files {
+        std::fs::write(root.path().join(name), data).unwrap();
+    }
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let a = tokio::task::spawn_blocking({
+        let config = format!(
+            "[tftp]\nlisten = \"127.0.0.1:{port}\"\nroot = \"{}\"\ncache_mib = 1\n",
+            root.path().display()
+        );
+        move || support::Appliance::start_config(&config)
+    })
+    .await
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, data) in &files {
+        let out = dir.path().join(name);
+        // No -m: tftp-hpa's default mode, netascii (-v prints it).
+        let o = run(Command::new("tftp")
+            .args(["-v", &addr.ip().to_string(), &addr.port().to_string()])
+            .args(["-c", "get", name])
+            .arg(&out))
+        .await;
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {text}");
+        assert!(text.contains("[netascii]"), "{name}: not netascii: {text}");
+        assert!(
+            std::fs::read(&out).unwrap() == *data,
+            "{name}: content differs; {text}\n{}",
+            a.log()
+        );
+    }
+    // A netascii request gets no tsize (the wire size is not the file's), other options yes.
+    let (reply, from, sock) = exchange(
+        addr,
+        &rrq(
+            1,
+            b"text.txt",
+            "netascii",
+            &[("tsize", "0"), ("blksize", "1024")],
+        ),
+    )
+    .await;
+    let Packet::Oack { options } = wire::decode(&reply).unwrap() else {
+        panic!("expected OACK, got {reply:?}")
+    };
+    let got: Vec<(String, String)> = options.into_iter().map(|o| (o.name, o.value)).collect();
+    assert_eq!(got, [("blksize".to_string(), "1024".to_string())]);
+    sock.send_to(&[0, 5, 0, 0, b'b', b'y', b'e', 0], from)
+        .await
+        .unwrap();
+    // Every fetch completed on the box, counting file bytes (not the longer stream).
+    let want = [
+        format!(
+            "appliance_tftp_transfers_total{{result=\"complete\"}} {}",
+            files.len()
+        ),
+        format!(
+            "appliance_tftp_sent_bytes_total {}",
+            files.iter().map(|(_, d)| d.len()).sum::<usize>()
+        ),
+    ];
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = support::http_get(a.addr, "/metrics").unwrap().1;
+        if want.iter().all(|w| metrics.contains(w.as_str())) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for w in &want {
+        assert!(metrics.contains(w.as_str()), "{w} in {metrics}");
+    }
 }

@@ -8,8 +8,11 @@
 //! the fewest syscalls. A window of DATA goes out as one UDP GSO `sendmsg` (the kernel
 //! splits it into datagrams) when the kernel allows it, else datagram by datagram.
 //!
-//! - Requests the core refuses (write requests, paths outside the root, non-octet modes,
+//! - Requests the core refuses (write requests, paths outside the root, mail mode,
 //!   malformed packets) get the core's TFTP ERROR and a `warn` log line naming the client.
+//! - netascii requests are served as the translated stream of `protocol::tftp::netascii`:
+//!   its length is counted with one pass over the file, and each window is translated from
+//!   the file bytes its plan names (no translated copy is kept).
 //! - At most `max_transfers` transfers run at once; a read request beyond that is dropped
 //!   (logged) so the client retransmits it a moment later instead of failing the boot.
 //! - A retransmitted RRQ from a client whose transfer is already running is ignored.
@@ -34,8 +37,9 @@ use tokio::task::JoinSet;
 
 use crate::config::TftpConfig;
 use crate::http::metrics::Counter;
+use crate::protocol::tftp::netascii::{self, Encoder};
 use crate::protocol::tftp::transfer::{self, Decision, Limits, ReadTransfer, Status, Transmit};
-use crate::protocol::tftp::wire::{self, ErrorCode, MAX_PACKET, RequestedOptions};
+use crate::protocol::tftp::wire::{self, ErrorCode, MAX_PACKET, Mode, RequestedOptions};
 
 /// Everything the TFTP service needs, resolved from the config.
 #[derive(Debug, Clone)]
@@ -188,6 +192,7 @@ impl TftpServer {
             Decision::Read {
                 requested,
                 path,
+                mode,
                 options,
             } => {
                 if !self.ctx.active.lock().expect("lock").insert(peer) {
@@ -204,7 +209,7 @@ impl TftpServer {
                 let shutdown = shutdown.clone();
                 transfers.spawn(async move {
                     let _active = ActiveGuard { ctx: &ctx, peer };
-                    serve_read(&ctx, peer, &requested, &path, &options, shutdown).await;
+                    serve_read(&ctx, peer, &requested, &path, mode, &options, shutdown).await;
                     drop(permit);
                 });
             }
@@ -236,6 +241,7 @@ async fn serve_read(
     peer: SocketAddr,
     requested: &str,
     path: &Path,
+    mode: Mode,
     options: &RequestedOptions,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -299,8 +305,9 @@ async fn serve_read(
     let requested = requested.to_string();
     let counters = ctx.counters.clone();
     let run = move || {
+        let netascii = mode == Mode::Netascii;
         let sent = run_transfer(
-            &socket, &source, &options, &limits, &shutdown, peer, &requested,
+            &socket, &source, netascii, &options, &limits, &shutdown, peer, &requested,
         );
         match sent {
             Some(bytes) => {
@@ -317,9 +324,11 @@ async fn serve_read(
 
 /// Drives one transfer to its end on the calling (blocking) thread and logs the outcome;
 /// the file bytes sent if it completed.
+#[allow(clippy::too_many_arguments)]
 fn run_transfer(
     socket: &std::net::UdpSocket,
     source: &Source,
+    netascii: bool,
     options: &RequestedOptions,
     limits: &Limits,
     shutdown: &watch::Receiver<bool>,
@@ -332,11 +341,27 @@ fn run_transfer(
         tracing::warn!(%peer, error = %e, "TFTP: cannot set a receive timeout");
         return None;
     }
+    // Blocks are counted over what goes on the wire: the file, or its netascii stream.
+    let stream_len = if netascii {
+        match source.netascii_len() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(%peer, file = %requested, error = %e, "TFTP: cannot read file");
+                let mut out = Vec::new();
+                wire::encode_error(ErrorCode::NotDefined, "cannot read file", &mut out);
+                let _ = socket.send(&out);
+                return None;
+            }
+        }
+    } else {
+        source.len()
+    };
     let started = Instant::now();
     let now = || started.elapsed();
     let mut out = Vec::new();
-    let mut t = ReadTransfer::start(now(), options, source.len(), limits, &mut out);
-    let mut sender = Sender::new(t.negotiated().blksize);
+    let mut t = ReadTransfer::start(now(), options, stream_len, limits, &mut out);
+    let blksize = t.negotiated().blksize;
+    let mut sender = Sender::new(blksize, netascii.then(|| Encoder::new(blksize)));
     let mut recv_buf = vec![0u8; MAX_PACKET + 1];
     let mut client_gone = false;
     loop {
@@ -413,14 +438,17 @@ struct Sender {
     buf: Vec<u8>,
     segment: usize,
     window: Vec<u8>,
+    /// For a netascii transfer: DATA offsets are positions in the translated stream.
+    netascii: Option<Encoder>,
 }
 
 impl Sender {
-    fn new(blksize: u16) -> Sender {
+    fn new(blksize: u16, netascii: Option<Encoder>) -> Sender {
         Sender {
             buf: Vec::with_capacity(4 + usize::from(blksize)),
             segment: 4 + usize::from(blksize),
             window: Vec::new(),
+            netascii,
         }
     }
 
@@ -433,8 +461,17 @@ impl Sender {
         if out.is_empty() {
             return Ok(());
         }
-        let disk_window = source.read_window(out)?;
-        let data_of = |offset: u64, len: usize| match (&disk_window, source) {
+        let window = match &mut self.netascii {
+            Some(encoder) => Some(match encoder.plan(out) {
+                Some(plan) => {
+                    let file = source.read_at(plan.file_offset, plan.file_len)?;
+                    (plan.start, encoder.encode(&plan, &file))
+                }
+                None => (0, Vec::new()),
+            }),
+            None => source.read_window(out)?,
+        };
+        let data_of = |offset: u64, len: usize| match (&window, source) {
             (Some((start, bytes)), _) => slice(bytes, offset - start, len),
             (None, Source::Memory(bytes)) => slice(bytes, offset, len),
             (None, Source::Disk { .. }) => &[][..],
@@ -549,22 +586,30 @@ impl Source {
         }
     }
 
-    /// For a disk source, reads the byte range covering all DATA in `out` with positional
-    /// reads; `None` for a memory source.
-    fn read_window(&self, out: &[Transmit]) -> io::Result<Option<(u64, Vec<u8>)>> {
-        let Source::Disk { file, .. } = self else {
-            return Ok(None);
-        };
-        let ranges = out.iter().filter_map(|t| match t {
-            Transmit::Data { offset, len, .. } => Some((*offset, *offset + *len as u64)),
-            Transmit::Packet(_) => None,
-        });
-        let (start, end) = ranges.fold((u64::MAX, 0), |(s, e), (a, b)| (s.min(a), e.max(b)));
-        if start >= end {
-            return Ok(Some((0, Vec::new())));
+    /// The length of the file's netascii stream: one pass over the file.
+    fn netascii_len(&self) -> io::Result<u64> {
+        const CHUNK: u64 = 1 << 20;
+        let mut total = 0;
+        let mut at = 0;
+        while at < self.len() {
+            let chunk = self.read_at(at, CHUNK)?;
+            if chunk.is_empty() {
+                break; // the file shrank
+            }
+            total += netascii::encoded_len(&chunk);
+            at += chunk.len() as u64;
         }
+        Ok(total)
+    }
+
+    /// The file bytes `start..start + len` (fewer at the end of the file).
+    fn read_at(&self, start: u64, len: u64) -> io::Result<std::borrow::Cow<'_, [u8]>> {
+        let len = usize::try_from(len.min(self.len().saturating_sub(start))).unwrap_or(0);
+        let file = match self {
+            Source::Memory(bytes) => return Ok(slice(bytes, start, len).into()),
+            Source::Disk { file, .. } => file,
+        };
         use std::os::unix::fs::FileExt;
-        let len = usize::try_from(end - start).unwrap_or(0);
         let mut buf = vec![0u8; len];
         let mut done = 0;
         while done < len {
@@ -574,7 +619,27 @@ impl Source {
             }
         }
         buf.truncate(done);
-        Ok(Some((start, buf)))
+        Ok(buf.into())
+    }
+
+    /// For a disk source, reads the byte range covering all DATA in `out` with positional
+    /// reads; `None` for a memory source.
+    fn read_window(&self, out: &[Transmit]) -> io::Result<Option<(u64, Vec<u8>)>> {
+        if let Source::Memory(_) = self {
+            return Ok(None);
+        }
+        let ranges = out.iter().filter_map(|t| match t {
+            Transmit::Data { offset, len, .. } => Some((*offset, *offset + *len as u64)),
+            Transmit::Packet(_) => None,
+        });
+        let (start, end) = ranges.fold((u64::MAX, 0), |(s, e), (a, b)| (s.min(a), e.max(b)));
+        if start >= end {
+            return Ok(Some((0, Vec::new())));
+        }
+        Ok(Some((
+            start,
+            self.read_at(start, end - start)?.into_owned(),
+        )))
     }
 }
 

@@ -64,14 +64,16 @@ impl Appliance {
         log_level: &str,
         extra: &[&str],
     ) -> Appliance {
-        // Tests run in parallel (and as root in CI): no service on the privileged ports.
+        // Tests run in parallel (and as root in CI): no service on the privileged ports. A
+        // test that wants TFTP gives its own `[tftp]` table (on a free port).
         std::fs::create_dir_all(data_dir).unwrap();
         let path = data_dir.join("test-config.toml");
-        std::fs::write(
-            &path,
-            format!("[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n{config}"),
-        )
-        .unwrap();
+        let tftp = if config.contains("[tftp]") {
+            ""
+        } else {
+            "[tftp]\nenabled = false\n"
+        };
+        std::fs::write(&path, format!("[dhcp]\nmode = \"off\"\n{tftp}{config}")).unwrap();
         // The port is picked by the kernel and released again, so another test may take it
         // first: then the box exits at once and is started again on a new port.
         let mut last_log = String::new();

@@ -43,10 +43,12 @@ impl Default for Limits {
 /// What to do with a datagram that arrived on the listening port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Serve `path` (relative to the root) with these options.
+    /// Serve `path` (relative to the root) with these options, in `mode` (octet, or
+    /// netascii: the stream of [`super::netascii`]).
     Read {
         requested: String,
         path: std::path::PathBuf,
+        mode: Mode,
         options: RequestedOptions,
     },
     /// Answer with this ERROR and do nothing else.
@@ -69,19 +71,28 @@ pub fn decide(buf: &[u8]) -> Decision {
     };
     match wire::decode(buf) {
         Ok(Packet::Rrq(r)) => {
-            if r.mode != Mode::Octet {
-                // Boot firmware always asks for octet. netascii conversion would change
-                // the size announced by tsize, and serves no boot file; refuse it clearly.
+            if r.mode == Mode::Mail {
+                // Obsolete since RFC 1350; refuse it clearly.
                 return refuse(
                     ErrorCode::IllegalOperation,
-                    format!("{} mode is not served; use octet", r.mode.as_str()),
+                    "mail mode is not served; use octet or netascii".into(),
                     Some(r.filename),
                 );
             }
+            let mut options = RequestedOptions::parse(&r.options);
+            if r.mode == Mode::Netascii && options.tsize {
+                // The stream is longer than the file and the client stores neither length;
+                // like tftpd-hpa, offer no size in netascii mode (RFC 2347: left out).
+                options.tsize = false;
+                options
+                    .ignored
+                    .push(("tsize".into(), "no size is offered in netascii mode"));
+            }
             match path::resolve(&r.filename) {
                 Ok(path) => Decision::Read {
-                    options: RequestedOptions::parse(&r.options),
+                    options,
                     requested: r.filename,
+                    mode: r.mode,
                     path,
                 },
                 Err(e) => refuse(

@@ -569,9 +569,24 @@ fn decide_table() {
             Box::new(refuse(ErrorCode::AccessViolation)),
         ),
         (
-            "netascii refused",
-            rrq("f", "netascii", ""),
-            Box::new(refuse(ErrorCode::IllegalOperation)),
+            "netascii served",
+            rrq("f.txt", "NetASCII", ""),
+            Box::new(
+                |d: &Decision| matches!(d, Decision::Read { mode: Mode::Netascii, path, .. } if path == std::path::Path::new("f.txt")),
+            ),
+        ),
+        (
+            "netascii offers no tsize",
+            rrq("f.txt", "netascii", "tsize\x000\x00blksize\x001024\x00"),
+            Box::new(|d: &Decision| {
+                matches!(d, Decision::Read { options, .. }
+                    if !options.tsize && options.blksize == Some(1024) && options.ignored.len() == 1)
+            }),
+        ),
+        (
+            "octet keeps tsize",
+            rrq("f.txt", "octet", "tsize\x000\x00"),
+            Box::new(|d: &Decision| matches!(d, Decision::Read { options, .. } if options.tsize)),
         ),
         (
             "mail refused",
