@@ -1,0 +1,121 @@
+//! `kube-bridge run`'s configuration: flags, each also read from a `KUBE_BRIDGE_*` variable
+//! (the provider's Deployment sets those; on the box, flags and a kubeconfig), and the
+//! checks done before anything connects.
+
+use clap::Args;
+use std::path::PathBuf;
+
+/// Flags of `kube-bridge run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The box's admin API on its mTLS port, e.g. https://10.5.0.1:8443.
+    #[arg(long = "box", env = "KUBE_BRIDGE_BOX", value_name = "URL")]
+    pub box_url: String,
+    /// The box's id: the label on its Servers and the name of the leader-election Lease.
+    #[arg(long, env = "KUBE_BRIDGE_BOX_ID", value_name = "ID")]
+    pub box_id: String,
+    /// Directory with ca.crt, tls.crt and tls.key from `appliance ctl bridge enroll`.
+    #[arg(long, env = "KUBE_BRIDGE_CREDENTIALS", value_name = "DIR")]
+    pub credentials: PathBuf,
+    /// Kubeconfig of the management cluster; without it, the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the leader-election Lease.
+    #[arg(
+        long,
+        env = "KUBE_BRIDGE_LEASE_NAMESPACE",
+        default_value = "kube-bridge-system",
+        value_name = "NS"
+    )]
+    pub lease_namespace: String,
+    /// Log filter (tracing env-filter syntax).
+    #[arg(
+        long,
+        env = "KUBE_BRIDGE_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub box_url: String,
+    pub box_id: String,
+    pub credentials: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
+    pub lease_namespace: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--box must be an https:// URL (the box's mTLS admin port), got {0:?}")]
+    BoxUrl(String),
+    #[error(
+        "--box-id {0:?} is not a valid label value (1-63 of [A-Za-z0-9._-], alphanumeric at both ends)"
+    )]
+    BoxId(String),
+    #[error("--credentials {dir}: {file} is missing (expected ca.crt, tls.crt, tls.key)")]
+    Credentials { dir: PathBuf, file: &'static str },
+    #[error("--kubeconfig {0}: no such file")]
+    Kubeconfig(PathBuf),
+}
+
+impl RunArgs {
+    /// Checks the flags without connecting anywhere.
+    pub fn check(self) -> Result<Config, ConfigError> {
+        if !self.box_url.starts_with("https://") || self.box_url.len() <= "https://".len() {
+            return Err(ConfigError::BoxUrl(self.box_url));
+        }
+        if !is_label_value(&self.box_id) {
+            return Err(ConfigError::BoxId(self.box_id));
+        }
+        for file in ["ca.crt", "tls.crt", "tls.key"] {
+            if !self.credentials.join(file).is_file() {
+                return Err(ConfigError::Credentials {
+                    dir: self.credentials,
+                    file,
+                });
+            }
+        }
+        if let Some(k) = &self.kubeconfig
+            && !k.is_file()
+        {
+            return Err(ConfigError::Kubeconfig(k.clone()));
+        }
+        Ok(Config {
+            box_url: self.box_url,
+            box_id: self.box_id,
+            credentials: self.credentials,
+            kubeconfig: self.kubeconfig,
+            lease_namespace: self.lease_namespace,
+        })
+    }
+}
+
+/// A Kubernetes label value: at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends.
+pub fn is_label_value(s: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    !s.is_empty()
+        && s.len() <= 63
+        && alnum(s.chars().next())
+        && alnum(s.chars().last())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values() {
+        for ok in ["rack-12", "a", "box.1_x", &"a".repeat(63)] {
+            assert!(is_label_value(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a b", "ä", &"a".repeat(64)] {
+            assert!(!is_label_value(bad), "{bad}");
+        }
+    }
+}
