@@ -17,6 +17,7 @@ pub mod model;
 pub mod net;
 pub mod protocol;
 pub mod reconcile;
+pub mod secrets;
 pub mod siderolink;
 pub mod site;
 pub mod store;

@@ -1,6 +1,7 @@
 //! BMC room of the store: credentials and per-server BMC settings.
 //!
-//! `bmc_secrets`: key `"<namespace>/<name>"`, value = JSON map key → value. This plays the
+//! `bmc_secrets`: key `"<namespace>/<name>"`, value = JSON map key → value, sealed with the
+//! store's secrets key (`crate::secrets`, context `bmc_secrets/<namespace>/<name>`). This plays the
 //! part of the Kubernetes Secrets that Sidero's `spec.bmc.userFrom/passFrom.secretKeyRef`
 //! point at; automatic BMC setup and `ctl server bmc set` write here and point the Server's
 //! `spec.bmc` at it, so the password never sits in the Server object.
@@ -8,8 +9,11 @@
 //! pinned certificate fingerprint, preferred IPMI cipher suite).
 //!
 //! Also the redaction rule for inline `spec.bmc.pass`: shown as `<redacted>` by the admin
-//! API, and an apply that carries `<redacted>` back keeps the stored password.
+//! API, and an apply that carries `<redacted>` back keeps the stored password. In the
+//! stored record an inline password is sealed too (`sealed:<hex>`), so no BMC password is
+//! ever in the file in clear.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use redb::{ReadableDatabase, ReadableTable, TableError};
@@ -19,9 +23,119 @@ use super::tables::{self, BMC_SECRETS, BMC_SETTINGS, META, OBJECTS, object_key};
 use super::{Change, ChangeOp, Store, StoreError, Stored};
 use crate::model::server::{Bmc as BmcSpec, CredentialSource, SecretKeyRef};
 use crate::model::{Kind, Object};
+use crate::secrets::SecretKey;
 
 /// What the admin API shows instead of an inline BMC password.
 pub const REDACTED: &str = "<redacted>";
+
+/// How a sealed inline `spec.bmc.pass` starts in a stored record (then hex of the sealed
+/// bytes). Only ever written by the store; every inline password is sealed when written.
+const SEALED_PASS_PREFIX: &str = "sealed:";
+
+fn inline_pass_context(server: &str) -> String {
+    format!("objects/Server/{server}/spec.bmc.pass")
+}
+
+fn secret_context(id: &str) -> String {
+    format!("bmc_secrets/{id}")
+}
+
+/// The record form of `object` when it carries an inline BMC password: that password
+/// sealed. `None`: nothing to seal, store the object as it is.
+pub(super) fn seal_inline_pass(
+    object: &Object,
+    key: &SecretKey,
+) -> Result<Option<Object>, StoreError> {
+    let Object::Server(s) = object else {
+        return Ok(None);
+    };
+    let Some(pass) = s.spec.bmc.as_ref().and_then(|b| b.pass.as_deref()) else {
+        return Ok(None);
+    };
+    if pass.is_empty() {
+        return Ok(None);
+    }
+    let name = s.metadata.name.as_str();
+    let sealed = key
+        .seal_random(&inline_pass_context(name), pass.as_bytes())
+        .map_err(|source| StoreError::Secret {
+            record: format!("Server/{name}"),
+            source,
+        })?;
+    let mut out = object.clone();
+    if let Object::Server(o) = &mut out
+        && let Some(b) = o.spec.bmc.as_mut()
+    {
+        b.pass = Some(format!("{SEALED_PASS_PREFIX}{}", hex::encode(sealed)));
+    }
+    Ok(Some(out))
+}
+
+/// Opens a sealed inline BMC password in a decoded record (a clear one, from a store
+/// written before sealing, is left as it is).
+pub(super) fn open_inline_pass(object: &mut Object, key: &SecretKey) -> Result<(), StoreError> {
+    let Object::Server(s) = object else {
+        return Ok(());
+    };
+    let name = s.metadata.name.clone();
+    let Some(bmc) = s.spec.bmc.as_mut() else {
+        return Ok(());
+    };
+    let Some(sealed) = bmc
+        .pass
+        .as_deref()
+        .and_then(|p| p.strip_prefix(SEALED_PASS_PREFIX))
+    else {
+        return Ok(());
+    };
+    let fail = |message: String| corrupt(&name, "sealed spec.bmc.pass", message);
+    let bytes = hex::decode(sealed).map_err(|e| fail(e.to_string()))?;
+    let plain = key
+        .open(&inline_pass_context(&name), &bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    bmc.pass = Some(String::from_utf8(plain).map_err(|e| fail(e.to_string()))?);
+    Ok(())
+}
+
+/// Whether a stored object record holds an inline BMC password in clear (written before
+/// secrets were sealed).
+pub(super) fn has_clear_inline_pass(object: &Object) -> bool {
+    matches!(object, Object::Server(s) if s.spec.bmc.as_ref()
+        .and_then(|b| b.pass.as_deref())
+        .is_some_and(|p| !p.is_empty()))
+}
+
+/// Decodes a `bmc_secrets` value: sealed (normal) or clear JSON (a store written before
+/// secrets were sealed; the schema 2 migration seals those).
+pub(super) fn decode_secret(
+    id: &str,
+    bytes: &[u8],
+    key: &SecretKey,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    let json: Cow<'_, [u8]> = if crate::secrets::is_sealed(bytes) {
+        Cow::Owned(
+            key.open(&secret_context(id), bytes)
+                .map_err(|e| corrupt(id, "bmc secret", e))?,
+        )
+    } else {
+        Cow::Borrowed(bytes)
+    };
+    serde_json::from_slice(&json).map_err(|e| corrupt(id, "bmc secret", e))
+}
+
+/// Encodes a `bmc_secrets` value (sealed).
+pub(super) fn encode_secret(
+    id: &str,
+    map: &BTreeMap<String, String>,
+    key: &SecretKey,
+) -> Result<Vec<u8>, StoreError> {
+    let json = serde_json::to_vec(map).expect("map serialises");
+    key.seal_random(&secret_context(id), &json)
+        .map_err(|source| StoreError::Secret {
+            record: format!("bmc_secrets/{id}"),
+            source,
+        })
+}
 
 /// Per-server BMC settings that have no place in Sidero's `spec.bmc`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,8 +208,7 @@ impl Store {
         let Some(v) = table.get(id.as_str())? else {
             return Ok(None);
         };
-        let map: BTreeMap<String, String> =
-            serde_json::from_slice(v.value()).map_err(|e| corrupt(&id, "bmc secret", e))?;
+        let map = decode_secret(&id, v.value(), &self.inner.key)?;
         Ok(map.get(key).cloned())
     }
 
@@ -191,7 +304,7 @@ impl Store {
             let key = object_key(Kind::Server, server);
             let old = objects
                 .get(key.as_str())?
-                .map(|v| tables::decode_record(Kind::Server, server, v.value()))
+                .map(|v| tables::decode_record(Kind::Server, server, v.value(), &self.inner.key))
                 .transpose()?
                 .ok_or_else(|| StoreError::NotFound {
                     kind: Kind::Server,
@@ -225,12 +338,13 @@ impl Store {
                     ("user".to_string(), username.to_string()),
                     ("pass".to_string(), password.to_string()),
                 ]);
-                let json = serde_json::to_vec(&map).expect("map serialises");
-                let same = secrets
-                    .get(secret_id.as_str())?
-                    .is_some_and(|v| v.value() == json.as_slice());
+                let same = match secrets.get(secret_id.as_str())? {
+                    Some(v) => decode_secret(&secret_id, v.value(), &self.inner.key)? == map,
+                    None => false,
+                };
                 if !same {
-                    secrets.insert(secret_id.as_str(), json.as_slice())?;
+                    let sealed = encode_secret(&secret_id, &map, &self.inner.key)?;
+                    secrets.insert(secret_id.as_str(), sealed.as_slice())?;
                     changed = Some(None);
                 }
             }
@@ -241,7 +355,7 @@ impl Store {
                 let revision = super::next_revision(&mut meta)?;
                 objects.insert(
                     key.as_str(),
-                    tables::encode_record(revision, &object).as_slice(),
+                    tables::encode_record(revision, &object, &self.inner.key)?.as_slice(),
                 )?;
                 changed = Some(Some(revision));
                 stored = Stored { object, revision };

@@ -1,25 +1,52 @@
 //! Schema version and migrations. Runs once at open, before anything reads the store.
 //!
-//! A new file is stamped with `SCHEMA_VERSION`. An older file runs each step in
-//! `MIGRATIONS` from its version up, each in its own transaction together with the version
-//! bump. A newer file is refused untouched.
+//! A new file is stamped with `SCHEMA_VERSION` and the id of its secrets key. An older file
+//! runs each step in `MIGRATIONS` from its version up, each in its own transaction together
+//! with the version bump. A newer file is refused untouched (an older binary could not
+//! read what a newer one sealed).
+//!
+//! Versions: 1 = secrets in clear; 2 = BMC secrets and inline BMC passwords sealed with
+//! the secrets key (`crate::secrets`), whose id is recorded in `meta`.
 
 use std::path::Path;
 
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableError, WriteTransaction};
 
 use super::StoreError;
-use super::tables::{META, META_SCHEMA_VERSION, OBJECTS};
+use super::tables::{self, BMC_SECRETS, META, META_SCHEMA_VERSION, META_SECRETS_KEY_ID, OBJECTS};
+use crate::model::Kind;
+use crate::secrets::SecretKey;
 
 /// The schema this binary reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
-type Step = fn(&WriteTransaction) -> Result<(), StoreError>;
+/// One migration step; returns how many records it rewrote.
+type Step = fn(&WriteTransaction, &SecretKey) -> Result<usize, StoreError>;
 
-/// `MIGRATIONS[i]` migrates version `i + 1` to `i + 2`. Empty while there is one version.
-const MIGRATIONS: &[Step] = &[];
+/// `MIGRATIONS[i]` migrates version `i + 1` to `i + 2`.
+const MIGRATIONS: &[Step] = &[seal_secrets];
 
-pub fn run(db: &Database, path: &Path) -> Result<(), StoreError> {
+/// What opening did to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Already at `SCHEMA_VERSION`, or stamped new.
+    Current,
+    /// Migrated; this many clear-text secrets were sealed.
+    Migrated { sealed: usize },
+}
+
+/// The secrets key id recorded in the store, if any.
+pub fn recorded_key_id(db: &Database) -> Result<Option<u64>, StoreError> {
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(meta.get(META_SECRETS_KEY_ID)?.map(|v| v.value()))
+}
+
+pub fn run(db: &Database, path: &Path, key: &SecretKey) -> Result<Outcome, StoreError> {
     let txn = db.begin_write()?;
     let found = {
         let meta = txn.open_table(META)?;
@@ -28,14 +55,23 @@ pub fn run(db: &Database, path: &Path) -> Result<(), StoreError> {
     match found {
         None => {
             txn.open_table(OBJECTS)?;
-            txn.open_table(META)?
-                .insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+            meta.insert(META_SECRETS_KEY_ID, key.id())?;
+            drop(meta);
             txn.commit()?;
-            Ok(())
+            Ok(Outcome::Current)
         }
         Some(v) if v == SCHEMA_VERSION => {
-            txn.abort()?;
-            Ok(())
+            let recorded = txn.open_table(META)?.get(META_SECRETS_KEY_ID)?.is_some();
+            if recorded {
+                txn.abort()?;
+            } else {
+                txn.open_table(META)?
+                    .insert(META_SECRETS_KEY_ID, key.id())?;
+                txn.commit()?;
+            }
+            Ok(Outcome::Current)
         }
         Some(v) if v > SCHEMA_VERSION => {
             txn.abort()?;
@@ -47,12 +83,20 @@ pub fn run(db: &Database, path: &Path) -> Result<(), StoreError> {
         }
         Some(v) => {
             txn.abort()?;
-            migrate_from(db, path, v, MIGRATIONS)
+            let sealed = migrate_from(db, path, v, MIGRATIONS, key)?;
+            Ok(Outcome::Migrated { sealed })
         }
     }
 }
 
-fn migrate_from(db: &Database, path: &Path, from: u64, steps: &[Step]) -> Result<(), StoreError> {
+fn migrate_from(
+    db: &Database,
+    path: &Path,
+    from: u64,
+    steps: &[Step],
+    key: &SecretKey,
+) -> Result<usize, StoreError> {
+    let mut rewritten = 0;
     for version in from..SCHEMA_VERSION {
         let wrap = |source: StoreError| StoreError::Migration {
             path: path.to_path_buf(),
@@ -65,14 +109,59 @@ fn migrate_from(db: &Database, path: &Path, from: u64, steps: &[Step]) -> Result
             .and_then(|i| steps.get(i))
             .ok_or_else(|| wrap(StoreError::MissingMigration { version }))?;
         let txn = db.begin_write().map_err(|e| wrap(e.into()))?;
-        step(&txn).map_err(wrap)?;
+        rewritten += step(&txn, key).map_err(wrap)?;
         txn.open_table(META)
             .map_err(|e| wrap(e.into()))?
             .insert(META_SCHEMA_VERSION, version + 1)
             .map_err(|e| wrap(e.into()))?;
         txn.commit().map_err(|e| wrap(e.into()))?;
     }
-    Ok(())
+    Ok(rewritten)
+}
+
+/// 1 → 2: seals every clear `bmc_secrets` value and every inline `spec.bmc.pass`, and
+/// records the key's id.
+fn seal_secrets(txn: &WriteTransaction, key: &SecretKey) -> Result<usize, StoreError> {
+    let mut sealed = 0;
+    {
+        let mut secrets = txn.open_table(BMC_SECRETS)?;
+        let mut clear = Vec::new();
+        for entry in secrets.iter()? {
+            let (k, v) = entry?;
+            if !crate::secrets::is_sealed(v.value()) {
+                clear.push((k.value().to_string(), v.value().to_vec()));
+            }
+        }
+        for (id, bytes) in clear {
+            let map = super::bmc::decode_secret(&id, &bytes, key)?;
+            let value = super::bmc::encode_secret(&id, &map, key)?;
+            secrets.insert(id.as_str(), value.as_slice())?;
+            sealed += 1;
+        }
+    }
+    {
+        let mut objects = txn.open_table(OBJECTS)?;
+        let prefix = tables::kind_prefix(Kind::Server);
+        let mut clear = Vec::new();
+        for entry in objects.range(prefix.as_str()..)? {
+            let (k, v) = entry?;
+            let Some(name) = k.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            let stored = tables::decode_unsealed(Kind::Server, name, v.value())?;
+            if super::bmc::has_clear_inline_pass(&stored.object) {
+                clear.push((k.value().to_string(), stored));
+            }
+        }
+        for (k, stored) in clear {
+            let record = tables::encode_record(stored.revision, &stored.object, key)?;
+            objects.insert(k.as_str(), record.as_slice())?;
+            sealed += 1;
+        }
+    }
+    txn.open_table(META)?
+        .insert(META_SECRETS_KEY_ID, key.id())?;
+    Ok(sealed)
 }
 
 /// Stamps a schema version, for tests of the refusal/migration paths.

@@ -4,6 +4,11 @@
 //! fsync'd) durability; a change is acknowledged only after its commit returns. After each
 //! commit the changed keys go out on a broadcast change feed that the reconciler, console
 //! and kube-bridge subscribe to. Only this module names redb types.
+//!
+//! Secrets in the store (BMC credentials, and later WireGuard keys and talosconfig) are
+//! sealed with the box's secrets key (`crate::secrets`), read from `secrets.key` beside the
+//! store file and created with a new store. The store records the key's id: a store that
+//! holds sealed records refuses to open without that key file, or with another one.
 
 mod bmc;
 mod console;
@@ -14,6 +19,7 @@ mod tables;
 mod txn;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +27,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tokio::sync::broadcast;
 
 use crate::model::{Kind, Object};
+use crate::secrets::{SecretKey, SecretsError, keyfile};
 
 pub use bmc::{BmcSettings, REDACTED, bmc_secret_name, redact_secrets};
 pub use events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
@@ -78,6 +85,12 @@ pub struct Applied {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("cannot create store {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open store {path}")]
     Open {
         path: PathBuf,
@@ -129,6 +142,30 @@ pub enum StoreError {
     Storage(#[from] redb::StorageError),
     #[error("store commit failed")]
     Commit(#[from] redb::CommitError),
+    #[error("store secrets key")]
+    SecretsKey(#[from] keyfile::KeyFileError),
+    #[error(
+        "store {path} holds sealed secrets but their key {key_path} is missing; restore that \
+         file from the backup of this box (a new key cannot open them)"
+    )]
+    SecretsKeyMissing { path: PathBuf, key_path: PathBuf },
+    #[error(
+        "{key_path} is not the key the secrets in store {path} were sealed with; restore the \
+         matching key file"
+    )]
+    SecretsKeyMismatch { path: PathBuf, key_path: PathBuf },
+    #[error("secret {record}")]
+    Secret {
+        record: String,
+        #[source]
+        source: SecretsError,
+    },
+    #[error("cannot compact store {path} after sealing its secrets")]
+    Compact {
+        path: PathBuf,
+        #[source]
+        source: redb::CompactionError,
+    },
 }
 
 /// Handle to the store; cheap to clone.
@@ -140,6 +177,7 @@ pub struct Store {
 struct Inner {
     db: Database,
     path: PathBuf,
+    key: SecretKey,
     changes: broadcast::Sender<Change>,
 }
 
@@ -152,22 +190,99 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if missing) the store file, migrating an older schema and refusing a
-    /// newer one or a corrupt file.
+    /// Opens (creating if missing, mode 0600) the store file, migrating an older schema and
+    /// refusing a newer one or a corrupt file. The secrets key is `secrets.key` in the same
+    /// directory ([`Store::key_path`]): created with a new store, required by one that
+    /// holds sealed secrets.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path).map_err(|source| StoreError::Open {
+        // redb creates missing files with the umask's mode; create it private first (an
+        // empty file is initialised as a new database).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(crate::secrets::files::FILE_MODE)
+            .open(path)
+            .map_err(|source| StoreError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let mut db = Database::create(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source,
         })?;
-        migrate::run(&db, path)?;
+        let key_path = Store::key_path(path);
+        let recorded = migrate::recorded_key_id(&db)?;
+        let key = match (keyfile::load(&key_path)?, recorded) {
+            (Some(key), Some(id)) if key.id() != id => {
+                return Err(StoreError::SecretsKeyMismatch {
+                    path: path.to_path_buf(),
+                    key_path,
+                });
+            }
+            (Some(key), _) => key,
+            (None, Some(_)) => {
+                return Err(StoreError::SecretsKeyMissing {
+                    path: path.to_path_buf(),
+                    key_path,
+                });
+            }
+            (None, None) => keyfile::create(&key_path)?,
+        };
+        if let migrate::Outcome::Migrated { sealed } = migrate::run(&db, path, &key)?
+            && sealed > 0
+        {
+            // Sealing rewrote the records; compaction drops the pages that held them in
+            // clear, so the old values do not linger in free space of the file.
+            db.compact().map_err(|source| StoreError::Compact {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            tracing::info!(
+                store = %path.display(),
+                sealed,
+                "sealed clear-text secrets in the store with {}",
+                key_path.display()
+            );
+        }
         let (changes, _) = broadcast::channel(4096);
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 path: path.to_path_buf(),
+                key,
                 changes,
             }),
         })
+    }
+
+    /// The secrets key file used with the store at `path`: `secrets.key` beside it.
+    pub fn key_path(path: &Path) -> PathBuf {
+        path.with_file_name(keyfile::KEY_FILE)
+    }
+
+    /// Seals a secret for a record of another room (`context` names the record, e.g.
+    /// `"siderolink/<server>/wireguard"`); store the result, open it with
+    /// [`Store::open_secret`] and the same context. See `crate::secrets`.
+    pub fn seal_secret(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.inner
+            .key
+            .seal_random(context, plaintext)
+            .map_err(|source| StoreError::Secret {
+                record: context.to_string(),
+                source,
+            })
+    }
+
+    /// Opens what [`Store::seal_secret`] sealed for `context`.
+    pub fn open_secret(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.inner
+            .key
+            .open(context, sealed)
+            .map_err(|source| StoreError::Secret {
+                record: context.to_string(),
+                source,
+            })
     }
 
     pub fn path(&self) -> &Path {
@@ -194,7 +309,7 @@ impl Store {
         let table = txn.open_table(OBJECTS)?;
         let found = table.get(object_key(kind, name).as_str())?;
         found
-            .map(|v| tables::decode_record(kind, name, v.value()))
+            .map(|v| tables::decode_record(kind, name, v.value(), &self.inner.key))
             .transpose()
     }
 
@@ -209,7 +324,12 @@ impl Store {
             let Some(name) = k.value().strip_prefix(prefix.as_str()) else {
                 break;
             };
-            out.push(tables::decode_record(kind, name, v.value())?);
+            out.push(tables::decode_record(
+                kind,
+                name,
+                v.value(),
+                &self.inner.key,
+            )?);
         }
         Ok(out)
     }
@@ -242,7 +362,7 @@ impl Store {
                 let key = object_key(kind, &name);
                 let existing = table
                     .get(key.as_str())?
-                    .map(|v| tables::decode_record(kind, &name, v.value()))
+                    .map(|v| tables::decode_record(kind, &name, v.value(), &self.inner.key))
                     .transpose()?;
                 if let Some(old) = &existing {
                     keep_status_if_absent(&mut object, &old.object);
@@ -264,7 +384,7 @@ impl Store {
                 revision += 1;
                 table.insert(
                     key.as_str(),
-                    tables::encode_record(revision, &object).as_slice(),
+                    tables::encode_record(revision, &object, &self.inner.key)?.as_slice(),
                 )?;
                 changes.push(Change {
                     revision,
@@ -307,7 +427,7 @@ impl Store {
             let key = object_key(kind, name);
             let old = table
                 .get(key.as_str())?
-                .map(|v| tables::decode_record(kind, name, v.value()))
+                .map(|v| tables::decode_record(kind, name, v.value(), &self.inner.key))
                 .transpose()?
                 .ok_or_else(|| StoreError::NotFound {
                     kind,
@@ -332,7 +452,7 @@ impl Store {
                 let revision = next_revision(&mut meta)?;
                 table.insert(
                     key.as_str(),
-                    tables::encode_record(revision, &object).as_slice(),
+                    tables::encode_record(revision, &object, &self.inner.key)?.as_slice(),
                 )?;
                 change = Some(Change {
                     revision,

@@ -1,18 +1,22 @@
 //! Every redb table of the store, in one place, and the record encoding.
 //!
-//! `objects`: key `"<Kind>/<name>"`, value = 8-byte big-endian revision + canonical JSON.
-//! `meta`: schema version and the store revision counter.
+//! `objects`: key `"<Kind>/<name>"`, value = 8-byte big-endian revision + canonical JSON;
+//! a Server's inline `spec.bmc.pass` is sealed inside that JSON (see `bmc.rs`).
+//! `meta`: schema version, the store revision counter and the secrets key id.
 
 use redb::TableDefinition;
 
 use super::{StoreError, Stored};
 use crate::model::{Kind, Object};
+use crate::secrets::SecretKey;
 
 pub const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_REVISION: &str = "revision";
+/// `SecretKey::id` of the key this store's secrets are sealed with (from schema 2).
+pub const META_SECRETS_KEY_ID: &str = "secrets_key_id";
 
 pub fn kind_prefix(kind: Kind) -> String {
     format!("{}/", kind.as_str())
@@ -22,15 +26,35 @@ pub fn object_key(kind: Kind, name: &str) -> String {
     format!("{}/{name}", kind.as_str())
 }
 
-pub fn encode_record(revision: u64, object: &Object) -> Vec<u8> {
-    let json = object.to_json();
+/// Encodes an object record, sealing its secrets with `key`.
+pub fn encode_record(
+    revision: u64,
+    object: &Object,
+    key: &SecretKey,
+) -> Result<Vec<u8>, StoreError> {
+    let sealed = super::bmc::seal_inline_pass(object, key)?;
+    let json = sealed.as_ref().unwrap_or(object).to_json();
     let mut out = Vec::with_capacity(8 + json.len());
     out.extend_from_slice(&revision.to_be_bytes());
     out.extend_from_slice(json.as_bytes());
-    out
+    Ok(out)
 }
 
-pub fn decode_record(kind: Kind, name: &str, bytes: &[u8]) -> Result<Stored, StoreError> {
+/// Decodes an object record, opening its sealed secrets with `key` (a record written
+/// before secrets were sealed reads as it is).
+pub fn decode_record(
+    kind: Kind,
+    name: &str,
+    bytes: &[u8],
+    key: &SecretKey,
+) -> Result<Stored, StoreError> {
+    let mut stored = decode_unsealed(kind, name, bytes)?;
+    super::bmc::open_inline_pass(&mut stored.object, key)?;
+    Ok(stored)
+}
+
+/// Decodes an object record as written, without opening sealed secrets.
+pub fn decode_unsealed(kind: Kind, name: &str, bytes: &[u8]) -> Result<Stored, StoreError> {
     let corrupt = |message: String| StoreError::CorruptRecord {
         kind,
         name: name.to_string(),
@@ -63,7 +87,7 @@ pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("dhcp_lease
 // --- bmc room (store/bmc.rs) ---
 
 /// BMC credentials: key `"<namespace>/<name>"`, value = JSON map (the Secrets that
-/// `spec.bmc.userFrom/passFrom` point at).
+/// `spec.bmc.userFrom/passFrom` point at), sealed (`crate::secrets`).
 pub const BMC_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("bmc_secrets");
 /// Per-server BMC settings: key server name, value = JSON `BmcSettings`.
 pub const BMC_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bmc_settings");

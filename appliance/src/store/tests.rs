@@ -232,3 +232,205 @@ fn agrees_with_a_btreemap_model() {
         assert_eq!(got, model, "after step {step}");
     }
 }
+
+// --- secrets at rest (crate::secrets) ---
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+fn server_with_inline_pass(name: &str, pass: &str) -> String {
+    format!(
+        "{}  bmc:\n    endpoint: 10.0.0.5\n    user: admin\n    pass: {pass}\n",
+        server_yaml(name, true)
+    )
+}
+
+#[test]
+fn bmc_passwords_are_not_in_the_file_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .apply(objects(&format!(
+                "{}---\n{}",
+                server_yaml("s1", true),
+                server_with_inline_pass("s2", "Inline-Pass-42")
+            )))
+            .unwrap();
+        let spec = crate::model::Bmc {
+            endpoint: "10.0.0.5".into(),
+            ..Default::default()
+        };
+        store
+            .set_server_bmc("s1", spec, "sidero", "Secret-Pass-17")
+            .unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        !contains(&bytes, "Secret-Pass-17"),
+        "bmc_secrets value in clear"
+    );
+    assert!(
+        !contains(&bytes, "Inline-Pass-42"),
+        "inline spec.bmc.pass in clear"
+    );
+    // Both read back through the store (after a reopen, with the key file).
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.server_bmc_secret("s1").unwrap(),
+        Some(("sidero".into(), "Secret-Pass-17".into()))
+    );
+    let Object::Server(s) = store.get(Kind::Server, "s2").unwrap().unwrap().object else {
+        panic!()
+    };
+    assert_eq!(s.spec.bmc.unwrap().pass.as_deref(), Some("Inline-Pass-42"));
+    // Writing the same credentials again is not a change.
+    let rev = store.revision().unwrap();
+    let spec = crate::model::Bmc {
+        endpoint: "10.0.0.5".into(),
+        ..Default::default()
+    };
+    store
+        .set_server_bmc("s1", spec, "sidero", "Secret-Pass-17")
+        .unwrap();
+    assert_eq!(store.revision().unwrap(), rev);
+}
+
+#[test]
+fn store_file_is_created_0600_with_a_0600_key_beside_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, _store) = open_temp();
+    for name in ["state.redb", "secrets.key"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+}
+
+#[test]
+fn missing_or_other_key_is_a_clear_error_and_no_key_is_made_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let key_path = Store::key_path(&path);
+    {
+        let store = Store::open(&path).unwrap();
+        store.apply(objects(&server_yaml("s1", true))).unwrap();
+        let spec = crate::model::Bmc {
+            endpoint: "10.0.0.5".into(),
+            ..Default::default()
+        };
+        store.set_server_bmc("s1", spec, "u", "p").unwrap();
+    }
+    let original = std::fs::read(&key_path).unwrap();
+    std::fs::remove_file(&key_path).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::SecretsKeyMissing { .. }), "{err}");
+    assert!(err.to_string().contains("secrets.key"), "{err}");
+    assert!(!key_path.exists(), "a missing key is never regenerated");
+    // Another key is refused too.
+    crate::secrets::keyfile::create(&key_path).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(err, StoreError::SecretsKeyMismatch { .. }),
+        "{err}"
+    );
+    // The right key opens it again.
+    std::fs::write(&key_path, original).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.server_bmc_secret("s1").unwrap(),
+        Some(("u".into(), "p".into()))
+    );
+}
+
+#[test]
+fn schema_1_store_with_clear_secrets_is_sealed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    // A store as schema 1 wrote it: secrets and an inline password in clear.
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(tables::META_SCHEMA_VERSION, 1).unwrap();
+            meta.insert(tables::META_REVISION, 2).unwrap();
+            let mut objects_t = txn.open_table(OBJECTS).unwrap();
+            for (rev, yaml) in [
+                (1u64, server_with_inline_pass("s1", "Legacy-Inline-1")),
+                (2, server_yaml("s2", true)),
+            ] {
+                let object = objects(&yaml).remove(0);
+                let mut record = rev.to_be_bytes().to_vec();
+                record.extend_from_slice(object.to_json().as_bytes());
+                let key = object_key(Kind::Server, object.name());
+                objects_t.insert(key.as_str(), record.as_slice()).unwrap();
+            }
+            let mut secrets = txn.open_table(tables::BMC_SECRETS).unwrap();
+            secrets
+                .insert(
+                    "default/s2-bmc",
+                    br#"{"pass":"Legacy-Secret-2","user":"sidero"}"#.as_slice(),
+                )
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    assert!(contains(&std::fs::read(&path).unwrap(), "Legacy-Secret-2"));
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store
+            .bmc_secret_value("default", "s2-bmc", "pass")
+            .unwrap()
+            .as_deref(),
+        Some("Legacy-Secret-2")
+    );
+    let Object::Server(s) = store.get(Kind::Server, "s1").unwrap().unwrap().object else {
+        panic!()
+    };
+    assert_eq!(s.spec.bmc.unwrap().pass.as_deref(), Some("Legacy-Inline-1"));
+    assert_eq!(store.revision().unwrap(), 2, "sealing is not a change");
+    drop(store);
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        !contains(&bytes, "Legacy-Secret-2"),
+        "old secret lingers in the file"
+    );
+    assert!(
+        !contains(&bytes, "Legacy-Inline-1"),
+        "old inline pass lingers in the file"
+    );
+    // Reopening finds nothing more to do.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.server_bmc_secret("s2").unwrap(),
+        None,
+        "s2's spec has no secret refs"
+    );
+}
+
+#[test]
+fn other_rooms_seal_with_the_store_key() {
+    let (_dir, store) = open_temp();
+    let sealed = store
+        .seal_secret("siderolink/s1/wireguard", b"wg-private")
+        .unwrap();
+    assert!(!contains(&sealed, "wg-private"));
+    assert_eq!(
+        store
+            .open_secret("siderolink/s1/wireguard", &sealed)
+            .unwrap(),
+        b"wg-private"
+    );
+    assert!(
+        store
+            .open_secret("siderolink/s2/wireguard", &sealed)
+            .is_err()
+    );
+}

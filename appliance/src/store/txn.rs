@@ -19,6 +19,7 @@ pub struct Txn<'t> {
     meta: Table<'t, &'static str, u64>,
     events: Table<'t, (&'static str, u64), &'static [u8]>,
     allocations: Table<'t, &'static str, &'static [u8]>,
+    key: &'t crate::secrets::SecretKey,
     revision: u64,
     changes: Vec<Change>,
     dirty: bool,
@@ -28,7 +29,7 @@ impl Txn<'_> {
     pub fn get(&self, kind: Kind, name: &str) -> Result<Option<Stored>, StoreError> {
         self.objects
             .get(object_key(kind, name).as_str())?
-            .map(|v| tables::decode_record(kind, name, v.value()))
+            .map(|v| tables::decode_record(kind, name, v.value(), self.key))
             .transpose()
     }
 
@@ -41,7 +42,7 @@ impl Txn<'_> {
             let Some(name) = k.value().strip_prefix(prefix.as_str()) else {
                 break;
             };
-            out.push(tables::decode_record(kind, name, v.value())?);
+            out.push(tables::decode_record(kind, name, v.value(), self.key)?);
         }
         Ok(out)
     }
@@ -60,7 +61,7 @@ impl Txn<'_> {
         self.revision += 1;
         self.objects.insert(
             key.as_str(),
-            tables::encode_record(self.revision, object).as_slice(),
+            tables::encode_record(self.revision, object, self.key)?.as_slice(),
         )?;
         self.changes.push(Change {
             revision: self.revision,
@@ -181,6 +182,7 @@ impl Store {
                 meta,
                 events: txn.open_table(EVENTS).map_err(StoreError::from)?,
                 allocations: txn.open_table(ALLOCATIONS).map_err(StoreError::from)?,
+                key: &self.inner.key,
                 revision,
                 changes: Vec::new(),
                 dirty: false,
