@@ -103,11 +103,16 @@ pub fn user_data_dir() -> Option<PathBuf> {
 /// to their own state dir (the returned note says so).
 fn prepare_data_dir(configured: &Path) -> Result<(PathBuf, Option<String>), ServeError> {
     let create = |p: &Path| {
-        std::fs::create_dir_all(p).and_then(|_| {
-            // Probe writability: an existing root-owned dir is not usable by a user.
-            let probe = p.join(".write-probe");
-            std::fs::write(&probe, b"").and_then(|_| std::fs::remove_file(&probe))
-        })
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(crate::secrets::files::DIR_MODE)
+            .create(p)
+            .and_then(|_| {
+                // Probe writability: an existing root-owned dir is not usable by a user.
+                let probe = p.join(".write-probe");
+                std::fs::write(&probe, b"").and_then(|_| std::fs::remove_file(&probe))
+            })
     };
     match create(configured) {
         Ok(()) => Ok((configured.to_path_buf(), None)),
@@ -217,6 +222,19 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let mut skipped = Vec::new();
     if let Some(note) = dir_note {
         skipped.push(note);
+    }
+    // The data dir is 0700 and its files 0600; an older install is tightened (one line).
+    let tightened = crate::secrets::files::restrict_data_dir(&data_dir).map_err(|source| {
+        ServeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        }
+    })?;
+    if !tightened.is_empty() {
+        tracing::warn!(
+            "data dir permissions tightened (private to the appliance): {}",
+            tightened.join(", ")
+        );
     }
     let store_path = data_dir.join("state.redb");
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
