@@ -1,10 +1,12 @@
 //! The server lifecycle: the pure state machine (`lifecycle`), ServerClass membership
-//! (`classes`), and the effectful side that applies transitions to the store in one
+//! (`classes`), agent boots (`boots`, pure: who may make which agent call), and the
+//! effectful side that applies transitions to the store in one
 //! transaction each and runs their actions (`apply`, `task`).
 //!
 //! May touch: the store (typed API), the power hook (`power::PowerActions`). Never sockets.
 
 pub mod apply;
+pub mod boots;
 pub mod classes;
 pub mod ctl;
 pub mod lifecycle;

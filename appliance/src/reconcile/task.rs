@@ -2,8 +2,9 @@
 //!
 //! `Lifecycle` (cloneable handle, used by the agent API, the lifecycle/admin APIs and later
 //! the boot path and SideroLink): runs each transition as one store transaction on the
-//! blocking pool, remembers agent signs of life and wipe progress in memory, and hands the
-//! planned actions to the task.
+//! blocking pool, remembers agent signs of life, wipe progress and agent boots (`boots`) in
+//! memory, and hands the planned actions to the task. An allocation closes the server's
+//! agent boot.
 //!
 //! `ReconcileTask` (spawned from app.rs, stops on the shutdown signal) owns:
 //! - the reboot timers (accepted/wiping/released/allocated servers must show a sign of life
@@ -16,6 +17,7 @@
 //!   created or deleted by kube-bridge/admin) are turned into the matching transition.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +27,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::apply::{
     self, AllocateInput, Allocated, LifecycleError, NewServer, Outcome, Registered, ReleaseBy,
 };
+use super::boots::{AgentBoots, Boot, BootRefusal, Need};
 use super::classes::{ANY, Matcher};
 use super::lifecycle::{Action, Context, Event, Phase, Step};
 use super::power::PowerActions;
@@ -71,6 +74,7 @@ struct Shared {
     bmc_setup: Option<crate::bmc::setup::AutoSetup>,
     seen: Mutex<HashMap<String, Instant>>,
     progress: Mutex<HashMap<String, Vec<DiskProgress>>>,
+    boots: Mutex<AgentBoots>,
     tx: mpsc::UnboundedSender<Planned>,
 }
 
@@ -97,6 +101,7 @@ impl Lifecycle {
                 bmc_setup,
                 seen: Mutex::new(HashMap::new()),
                 progress: Mutex::new(HashMap::new()),
+                boots: Mutex::new(AgentBoots::default()),
                 tx,
             }),
         };
@@ -191,6 +196,46 @@ impl Lifecycle {
             .remove(name);
     }
 
+    fn boots(&self) -> std::sync::MutexGuard<'_, AgentBoots> {
+        self.inner.boots.lock().expect("boots lock")
+    }
+
+    /// A CreateServer from `source` began a new agent boot of the server; `bmc_asked` /
+    /// `wipe_told`: what its reply said.
+    pub fn begin_boot(&self, name: &str, source: IpAddr, bmc_asked: bool, wipe_told: bool) {
+        self.boots().begin(name, source, bmc_asked, wipe_told);
+    }
+
+    /// May `caller` make an agent call that needs `need` about the server?
+    pub fn check_boot(&self, name: &str, caller: IpAddr, need: Need) -> Result<Boot, BootRefusal> {
+        self.boots().check(name, caller, need)
+    }
+
+    /// The server's current agent boot, if any.
+    pub fn boot(&self, name: &str) -> Option<Boot> {
+        self.boots().get(name)
+    }
+
+    /// NextAction told the server's current agent boot to wipe.
+    pub fn boot_told_wipe(&self, name: &str) {
+        self.boots().told_wipe(name);
+    }
+
+    /// A reply asked the server's current agent boot for its BMC.
+    pub fn boot_asked_bmc(&self, name: &str) {
+        self.boots().asked_bmc(name);
+    }
+
+    /// The current agent boot reported its BMC credentials.
+    pub fn boot_bmc_answered(&self, name: &str) {
+        self.boots().bmc_answered(name);
+    }
+
+    /// The box told the server's agent to reboot or power off: that boot is over.
+    pub fn end_boot(&self, name: &str) {
+        self.boots().end(name);
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, LifecycleError> + Send + 'static,
@@ -202,6 +247,10 @@ impl Lifecycle {
     }
 
     fn dispatch(&self, server: &Server, step: &Step, attempt: u32) {
+        if step.changed && step.next.phase == Phase::Allocated {
+            // Its next boot is its owner's: the agent may only learn that it must reboot.
+            self.boots().close(&server.metadata.name);
+        }
         if step.actions.is_empty() {
             return;
         }
