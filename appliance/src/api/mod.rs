@@ -2,11 +2,13 @@
 //!
 //! `admin` (+ `apply_batch`, its group commit), `lifecycle` and `console`: operator/bridge
 //! calls behind the admin token (`auth`). `agent`: the Sidero-compatible agent API for
-//! PXE-booted servers, unauthenticated as in Sidero. Services talk to the store only through
+//! PXE-booted servers, unauthenticated as in Sidero, bound to the source address of each
+//! agent boot and with registration capped per address (`agent_limit`, pure). Services talk to the store only through
 //! `store::Store`.
 
 pub mod admin;
 pub mod agent;
+pub mod agent_limit;
 pub mod apply_batch;
 pub mod auth;
 pub mod console;
