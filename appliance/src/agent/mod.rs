@@ -14,7 +14,10 @@
 //! Call order: CreateServer (retried) → ReconcileServerAddresses → if the reply says wipe:
 //! wipe (Heartbeat every reboot_timeout/3, ReportWipeProgress) → MarkServerAsWiped → loop
 //! { NextAction: WAIT sleeps poll_seconds, WIPE wipes, REBOOT/POWEROFF end the loop }.
-//! A box without NextAction (a Sidero box) gets Sidero's behaviour: reboot after 10 s.
+//! A box without NextAction (a Sidero box) gets Sidero's behaviour: reboot after 10 s. A
+//! NextAction answered NOT_FOUND (the box does not know this boot: it restarted) is
+//! followed by a new CreateServer, then the loop goes on. Every call goes out from the one
+//! address the box saw CreateServer come from (the box refuses others).
 //! BMC setup: when CreateServer (after a Sidero box's wipe) or a NextAction reply that is
 //! not WIPE says `setup_bmc`, once per run: read the BMC's LAN address in-band →
 //! UpdateBMCInfo(ip, port) → create/reuse the `sidero` user with a new password →
@@ -125,13 +128,13 @@ pub async fn run(opts: AgentOptions) -> Result<Outcome, AgentError> {
     let mut client = AgentClient::new(channel);
     let uuid = inv.uuid().to_string();
 
-    let req = pb::CreateServerRequest {
+    let create = pb::CreateServerRequest {
         hardware: Some(inv.hardware.clone()),
         hostname: inv.hostname.clone(),
     };
     let reg = retry("CreateServer", || {
         let mut c = client.clone();
-        let r = req.clone();
+        let r = create.clone();
         async move { c.create_server(r).await }
     })
     .await?;
@@ -201,6 +204,25 @@ pub async fn run(opts: AgentOptions) -> Result<Outcome, AgentError> {
                 ));
             }
             Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                // The box does not know this boot (it restarted, or the server was handed
+                // out and freed since): register again, which begins a new boot.
+                tracing::info!("NextAction: {}; registering again", s.message());
+                tokio::time::sleep(RETRY_EVERY).await;
+                let reg = retry("CreateServer", || {
+                    let mut c = client.clone();
+                    let r = create.clone();
+                    async move { c.create_server(r).await }
+                })
+                .await?;
+                tracing::info!(
+                    "AGENT-REGISTERED uuid={uuid} state={} wipe={} setup_bmc={} (again)",
+                    reg.state,
+                    reg.wipe,
+                    reg.setup_bmc
+                );
+                continue;
+            }
             Err(_) => {
                 retry("NextAction", || {
                     let mut c = client.clone();
