@@ -258,8 +258,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // DHCP: a failure to start (no privileges, no interface) is reported with the other
     // skipped services and the rest keeps serving.
     let metrics = Arc::new(Metrics::default());
+    let mut dhcp_running = false;
     match crate::net::dhcp::start(&config, store.clone(), metrics.dhcp.clone()).await {
         Ok(crate::net::dhcp::DhcpStatus::Running(dhcp)) => {
+            dhcp_running = true;
             tasks.push(("dhcp", tokio::spawn(dhcp.run(shutdown.clone()))));
         }
         Ok(crate::net::dhcp::DhcpStatus::NotStarted(why)) => skipped.push(why),
@@ -378,7 +380,20 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         boot,
         console,
     };
-    let router = http::router(state, admin, admin_token, lifecycle, power_service);
+    // The agent API checks wipe and BMC reports against this box's DHCP leases when it
+    // hands out the addresses (server mode, running).
+    let agent_policy = crate::api::agent::AgentPolicy {
+        lease_check: dhcp_running && config.dhcp.mode == crate::config::DhcpMode::Server,
+        ..Default::default()
+    };
+    let router = http::router(
+        state,
+        admin,
+        admin_token,
+        lifecycle,
+        power_service,
+        agent_policy,
+    );
     let listener = TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServeError::Bind {

@@ -4,11 +4,14 @@
 //!
 //! - auto setup on: the Server gets `BMCSetup=True`, its `spec.bmc` points at a stored
 //!   secret (no password in `ctl get`, none in the log), `ctl server power status` works
-//!   with the generated user, a repeat report creates no second user, and ipmitool logs in
-//!   with the password read from the stopped box's store;
+//!   with the generated user, a repeat report (not asked for any more) is refused and
+//!   creates no second user, and ipmitool logs in with the password read from the stopped
+//!   box's store;
 //! - dead BMC, then wrong administrator password: `BMCSetup=False` with a clear reason,
 //!   the agent API still answers and asks the agent again; a corrected report recovers;
-//! - auto setup off: the reported credentials are stored (as a secret) and used as is.
+//! - auto setup off: the box never asks for the BMC, so a BMC report is refused and
+//!   nothing is stored (an operator sets the BMC);
+//! - reports are accepted only from an agent boot the box asked (`setup_bmc`).
 
 mod ipmi_sim;
 mod support;
@@ -25,6 +28,8 @@ use support::Appliance;
 use tonic::transport::Channel;
 
 const UUID: &str = "4c4c4544-0042-3510-8052-b4c04f4e4d01";
+/// A second server, whose BMC is dead.
+const DEAD: &str = "4c4c4544-0042-3510-8052-b4c04f4e4d02";
 /// Distinctive, so a leak into logs or output is found by a plain search.
 const ADMIN_PASS: &str = "Adm1nOnlyPw77";
 
@@ -55,8 +60,12 @@ fn hardware(uuid: &str) -> pb::HardwareInformation {
 }
 
 async fn register(a: &mut AgentClient<Channel>) -> pb::CreateServerResponse {
+    register_as(a, UUID).await
+}
+
+async fn register_as(a: &mut AgentClient<Channel>, uuid: &str) -> pb::CreateServerResponse {
     a.create_server(pb::CreateServerRequest {
-        hardware: Some(hardware(UUID)),
+        hardware: Some(hardware(uuid)),
         hostname: String::new(),
     })
     .await
@@ -71,9 +80,20 @@ async fn report(
     user: &str,
     pass: &str,
 ) -> Duration {
+    report_as(a, UUID, ip, port, user, pass).await
+}
+
+async fn report_as(
+    a: &mut AgentClient<Channel>,
+    uuid: &str,
+    ip: &str,
+    port: u16,
+    user: &str,
+    pass: &str,
+) -> Duration {
     let start = Instant::now();
     a.update_bmc_info(pb::UpdateBmcInfoRequest {
-        uuid: UUID.into(),
+        uuid: uuid.into(),
         bmc_info: Some(pb::BmcInfo {
             ip: ip.into(),
             port: port.into(),
@@ -87,7 +107,11 @@ async fn report(
 }
 
 fn server(app: &Appliance) -> (String, Value) {
-    let yaml = app.ctl_ok(&["get", "server", UUID, "-o", "yaml"]);
+    server_of(app, UUID)
+}
+
+fn server_of(app: &Appliance, uuid: &str) -> (String, Value) {
+    let yaml = app.ctl_ok(&["get", "server", uuid, "-o", "yaml"]);
     let v = serde_yaml::from_str(&yaml).unwrap();
     (yaml, v)
 }
@@ -136,10 +160,16 @@ fn stored_credentials(app: &Appliance) -> ((String, String), bool) {
 }
 
 async fn accepted_agent(app: &Appliance) -> AgentClient<Channel> {
+    accepted_agent_as(app, UUID).await
+}
+
+/// An agent whose server was registered, then accepted (its next registration is asked for
+/// the BMC when auto setup is on).
+async fn accepted_agent_as(app: &Appliance, uuid: &str) -> AgentClient<Channel> {
     let mut a = AgentClient::connect(app.endpoint()).await.unwrap();
-    let r = register(&mut a).await;
+    let r = register_as(&mut a, uuid).await;
     assert!(!r.setup_bmc, "not accepted yet: no BMC setup");
-    app.ctl_ok(&["server", "accept", UUID]);
+    app.ctl_ok(&["server", "accept", uuid]);
     a
 }
 
@@ -186,9 +216,23 @@ async fn agent_report_creates_a_dedicated_bmc_user() {
         "BMC set up: not asked again"
     );
 
-    // A repeat report is idempotent: the stored user still works, no second user.
-    report(&mut a, "127.0.0.1", sim.port, "admin", ADMIN_PASS).await;
-    wait_setup(&app, "UserReused").await;
+    // A repeat report, not asked for any more, is refused: no second user, nothing changes.
+    let spec = server(&app).1["spec"].clone();
+    let e = a
+        .update_bmc_info(pb::UpdateBmcInfoRequest {
+            uuid: UUID.into(),
+            bmc_info: Some(pb::BmcInfo {
+                ip: "127.0.0.1".into(),
+                port: sim.port.into(),
+                user: "admin".into(),
+                pass: ADMIN_PASS.into(),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("setup_bmc"), "{e}");
+    assert_eq!(server(&app).1["spec"], spec);
     let list = admin_ipmitool(&sim, &["user", "list", "1"]);
     assert_eq!(list.matches("sidero").count(), 1, "{list}");
     let line = list.lines().find(|l| l.contains("sidero")).unwrap();
@@ -219,18 +263,19 @@ async fn wrong_admin_password_sets_a_clear_condition_and_recovers() {
     let sim = start_sim_with(ADMIN_PASS);
     let tmp = tempfile::tempdir().unwrap();
     let mut app = Appliance::start_custom(&tmp.path().join("data"), "", "info", &[]);
-    let mut a = accepted_agent(&app).await;
     // A dead BMC (nothing on that port): the RPC answers at once, the setup fails on its
     // task with a clear reason.
+    let mut d = accepted_agent_as(&app, DEAD).await;
+    assert!(register_as(&mut d, DEAD).await.setup_bmc);
     let dead = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let answered = report(&mut a, "127.0.0.1", dead, "admin", ADMIN_PASS).await;
+    let answered = report_as(&mut d, DEAD, "127.0.0.1", dead, "admin", ADMIN_PASS).await;
     let start = Instant::now();
     let cond = loop {
-        let (_, v) = server(&app);
+        let (_, v) = server_of(&app, DEAD);
         if let Some(c) = setup_condition(&v) {
             break c;
         }
@@ -249,10 +294,12 @@ async fn wrong_admin_password_sets_a_clear_condition_and_recovers() {
         cond["reason"] == "Unreachable" || cond["reason"] == "Timeout",
         "{cond}"
     );
-    a.heartbeat(pb::HeartbeatRequest { uuid: UUID.into() })
+    d.heartbeat(pb::HeartbeatRequest { uuid: DEAD.into() })
         .await
         .unwrap();
 
+    let mut a = accepted_agent(&app).await;
+    assert!(register(&mut a).await.setup_bmc);
     report(&mut a, "127.0.0.1", sim.port, "admin", "Wr0ngPassw0rd").await;
     let (cond, _) = wait_setup(&app, "AdminLoginFailed").await;
     assert_eq!(cond["status"], "False", "{cond}");
@@ -289,8 +336,8 @@ async fn wrong_admin_password_sets_a_clear_condition_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_auto_setup_the_reported_credentials_are_stored_as_a_secret() {
-    if !ipmi_tools_present("without_auto_setup_the_reported_credentials_are_stored_as_a_secret") {
+async fn without_auto_setup_the_box_never_asks_and_bmc_reports_are_refused() {
+    if !ipmi_tools_present("without_auto_setup_the_box_never_asks_and_bmc_reports_are_refused") {
         return;
     }
     let sim = start_sim_with(ADMIN_PASS);
@@ -303,23 +350,32 @@ async fn without_auto_setup_the_reported_credentials_are_stored_as_a_secret() {
     );
     let mut a = accepted_agent(&app).await;
     assert!(!register(&mut a).await.setup_bmc, "auto setup off");
-    report(&mut a, "127.0.0.1", sim.port, "admin", ADMIN_PASS).await;
-    // Stored synchronously: usable as soon as the RPC answered.
+    let (before, _) = server(&app);
+    let e = a
+        .update_bmc_info(pb::UpdateBmcInfoRequest {
+            uuid: UUID.into(),
+            bmc_info: Some(pb::BmcInfo {
+                ip: "127.0.0.1".into(),
+                port: sim.port.into(),
+                user: "admin".into(),
+                pass: ADMIN_PASS.into(),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("setup_bmc"), "{e}");
     let (shown, v) = server(&app);
-    assert!(!shown.contains(ADMIN_PASS), "{shown}");
-    assert_eq!(
-        v["spec"]["bmc"]["userFrom"]["secretKeyRef"]["name"],
-        format!("{UUID}-bmc")
-    );
-    assert!(setup_condition(&v).is_none(), "no setup ran");
-    let out = app.ctl_ok(&["server", "power", "status", UUID]);
-    assert!(out.contains("power: "), "{out}");
+    assert_eq!(shown, before, "a refused report changed the server");
+    assert!(v["spec"].get("bmc").is_none(), "{shown}");
     assert!(!admin_ipmitool(&sim, &["user", "list", "1"]).contains("sidero"));
     let log = app.stop_and_log();
     assert!(!log.contains(ADMIN_PASS), "{log}");
-    let ((user, pass), inline) = stored_credentials(&app);
-    assert_eq!((user.as_str(), pass.as_str()), ("admin", ADMIN_PASS));
-    assert!(!inline);
+    let store = Store::open(&app.data_dir.join("state.redb")).unwrap();
+    assert!(
+        store.server_bmc_secret(UUID).unwrap().is_none(),
+        "a secret was stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,6 +383,7 @@ async fn bad_bmc_reports_are_refused_and_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let app = Appliance::start_custom(&tmp.path().join("data"), "", "warn", &[]);
     let mut a = accepted_agent(&app).await;
+    assert!(register(&mut a).await.setup_bmc);
     let before = app.ctl_ok(&["get", "server", UUID, "-o", "yaml"]);
     let cases = [
         (

@@ -4,7 +4,8 @@
 //!
 //! discovered → accept → agent told to wipe → wiped → available in `any` and in a class
 //! qualifying on CPU count → allocate → /configdata serves the patched config → release →
-//! wiping again. Plus: bad agent input is refused and writes nothing.
+//! the next agent boot registers and is wiped again. Plus: bad agent input is refused and
+//! writes nothing.
 
 mod support;
 
@@ -180,7 +181,7 @@ async fn discovery_accept_wipe_allocate_configdata_release() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
-    assert!(e.message().contains("not accepted"), "{e}");
+    assert!(e.message().contains("not told server"), "{e}");
     // Not in any class before acceptance.
     wait_class(&b, "any", (&[], &[]));
 
@@ -332,6 +333,22 @@ async fn discovery_accept_wipe_allocate_configdata_release() {
     assert_eq!(s["status"]["state"], json!("released"));
     assert_eq!(s["status"]["inUse"], json!(false));
     assert!(b.ctl(&["get", "serverbinding", UUID]).status.code() != Some(0));
+    // The agent boot that was told to reboot is over: the box does not know it any more.
+    let e = a
+        .next_action(pb::NextActionRequest { uuid: UUID.into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    // The server's next agent boot registers, and is told to wipe.
+    let r = a
+        .create_server(pb::CreateServerRequest {
+            hardware: Some(hardware(UUID, 2)),
+            hostname: "node-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.wipe, "{r:?}");
     let n = next(&mut a, UUID).await;
     assert_eq!(n.action, AgentAction::Wipe as i32);
     assert_eq!(n.state, "wiping");

@@ -179,7 +179,8 @@ async fn ctl_wipe_of_a_server_with_a_bmc_pxe_boots_and_powers_it_on() {
         "powered on",
     );
     assert!(ipmi(&["chassis", "bootparam", "get", "5"]).contains("Force PXE"));
-    // … whose NextAction says WIPE.
+    // … whose new boot registers, and its NextAction says WIPE.
+    a.register("node-8").await.unwrap();
     a.wipe_if_told().await.unwrap();
     assert_eq!(server(&b, u)["status"]["state"], json!("available"));
 }

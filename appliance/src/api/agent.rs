@@ -4,11 +4,30 @@
 //! call concerns only the server named by its SMBIOS UUID.
 //!
 //! Every request is validated before anything is written; bad input is INVALID_ARGUMENT
-//! with the reason. Writes go through the lifecycle (`reconcile::Lifecycle`), one store
-//! transaction each. Heartbeats and wipe progress are kept in memory only (a heartbeat per
-//! wiping server every few minutes must not cost an fsync).
+//! with the reason, and a request over [`MAX_REQUEST`] (64 KiB encoded) is refused whole.
+//! Writes go through the lifecycle (`reconcile::Lifecycle`), one store transaction each.
+//! Heartbeats and wipe progress are kept in memory only (a heartbeat per wiping server every
+//! few minutes must not cost an fsync).
+//!
+//! A hostile PXE segment must not change another server's identity, BMC or wipe state, so
+//! in every mode (`reconcile::boots` holds the rules):
+//! - CreateServer begins an agent boot bound to the caller's source address; every other
+//!   call about that server must come from it (PERMISSION_DENIED), and a server with no
+//!   boot known answers NOT_FOUND (the agent registers again);
+//! - `UpdateBMCInfo` only while the box has asked that boot for its BMC (`setup_bmc`), never
+//!   moving an existing `spec.bmc` endpoint (PERMISSION_DENIED: an operator does that), and
+//!   credentials only while the server needs them; `MarkServerAsWiped` only after the box
+//!   told that boot to wipe (FAILED_PRECONDITION otherwise);
+//! - with DHCP in server mode both must also come from an address this box leased to one of
+//!   the server's NICs (its stored hardware);
+//! - new servers are capped per source address (`agent_limit`: rate and count,
+//!   RESOURCE_EXHAUSTED); every refusal is counted in [`AgentCounters`] (`/metrics`).
 
-use std::net::IpAddr;
+use std::collections::hash_map::RandomState;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use appliance_rpc::agent::{
     self as pb, AgentAction, CreateServerRequest, CreateServerResponse, HeartbeatRequest,
@@ -17,13 +36,18 @@ use appliance_rpc::agent::{
     ReportWipeProgressRequest, ReportWipeProgressResponse, UpdateBmcInfoRequest,
     UpdateBmcInfoResponse, agent_server::Agent,
 };
+use prost::Message;
 use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
 
+use super::agent_limit::{Limits, RegistrationLimiter};
 use crate::bmc::Credentials;
-use crate::config::WipeMode;
+use crate::config::{WipeMode, parse_mac};
+use crate::http::metrics::Counter;
 use crate::model::{Kind, Object, Server};
+use crate::protocol::dhcp::{Lease, LeaseState};
 use crate::reconcile::apply::{self, NewServer};
+use crate::reconcile::boots::{Boot, BootRefusal, Need};
 use crate::reconcile::lifecycle::{self, Event, Instruction, Phase};
 use crate::reconcile::task::DiskProgress;
 use crate::reconcile::{Lifecycle, LifecycleError};
@@ -33,31 +57,264 @@ use crate::store::StoreError;
 const MAX_STR: usize = 1024;
 /// Most entries accepted in any agent list.
 const MAX_LIST: usize = 1024;
+/// Largest agent request accepted, encoded (a large server's hardware report is a few KiB).
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// What the agent API refused, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AgentCounters {
+    /// New servers refused by the per-address rate cap.
+    pub registrations_rate: Counter,
+    /// New servers refused by the per-address count cap.
+    pub registrations_count: Counter,
+    pub too_large: Counter,
+    /// No agent boot of the server known (NOT_FOUND).
+    pub no_boot: Counter,
+    /// From another address than the boot's CreateServer.
+    pub wrong_source: Counter,
+    /// From a boot closed by an allocation.
+    pub closed: Counter,
+    pub bmc_not_asked: Counter,
+    /// An attempt to move an existing BMC endpoint, or to replace working credentials.
+    pub bmc_replace: Counter,
+    pub wipe_not_told: Counter,
+    /// DHCP server mode: the caller holds no lease for one of the server's NICs.
+    pub lease: Counter,
+    /// Gauge: source addresses the registration limiter tracks.
+    pub sources_tracked: AtomicU64,
+}
+
+/// The agent API's rules that depend on the box's setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentPolicy {
+    /// DHCP runs in server mode: wipe and BMC reports must also come from an address this box
+    /// leased to one of the server's NICs.
+    pub lease_check: bool,
+    /// Caps on new servers per source address.
+    pub limits: Limits,
+}
+
+impl Default for AgentPolicy {
+    fn default() -> Self {
+        AgentPolicy {
+            lease_check: false,
+            limits: Limits::DEFAULT,
+        }
+    }
+}
 
 /// The agent service.
 #[derive(Debug, Clone)]
 pub struct AgentService {
     lc: Lifecycle,
+    counters: Arc<AgentCounters>,
+    policy: AgentPolicy,
+    limiter: Arc<Mutex<RegistrationLimiter<RandomState>>>,
+    /// The limiter's clock starts here (monotonic).
+    epoch: Instant,
+}
+
+/// The caller's address: tonic's own transport sets `TcpConnectInfo`, the shared :8081
+/// listener (axum) sets `ConnectInfo`. IPv4-mapped IPv6 is the IPv4 address.
+fn caller<T>(req: &Request<T>) -> Result<IpAddr, Status> {
+    let addr = req.remote_addr().or_else(|| {
+        req.extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+    });
+    match addr.map(|a| a.ip()) {
+        Some(IpAddr::V6(v6)) => Ok(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)),
+        Some(ip) => Ok(ip),
+        None => Err(Status::permission_denied(
+            "the caller's address is unknown: the agent API answers only calls whose source address it sees",
+        )),
+    }
+}
+
+/// In DHCP server mode, whether `caller` holds this box's bound, unexpired `lease` for one of
+/// the server's NIC `macs`; the reason when not.
+pub fn lease_check(
+    server: &str,
+    caller: IpAddr,
+    lease: Option<&Lease>,
+    macs: &[[u8; 6]],
+    now_secs: u64,
+) -> Result<(), String> {
+    let why = |what: String| {
+        Err(format!(
+            "DHCP runs in server mode, so server {server}'s agent must call from an address this box leased to one of its NICs; {caller} {what}"
+        ))
+    };
+    let IpAddr::V4(_) = caller else {
+        return why("is not an IPv4 address".into());
+    };
+    let Some(l) = lease else {
+        return why("holds no lease".into());
+    };
+    if l.state != LeaseState::Bound || l.expires_at <= now_secs {
+        return why("holds no current lease".into());
+    }
+    if !macs.iter().any(|m| l.chaddr == m.as_slice()) {
+        return why("is leased to another NIC".into());
+    }
+    Ok(())
+}
+
+/// The MACs of a server's NICs in its stored hardware.
+fn server_macs(server: &Server) -> Vec<[u8; 6]> {
+    server
+        .spec
+        .hardware
+        .as_ref()
+        .and_then(|h| h.network.as_ref())
+        .map(|n| {
+            n.interfaces
+                .iter()
+                .filter_map(|i| i.mac.as_deref().and_then(|m| parse_mac(m).ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether two BMC endpoints name the same host (IP addresses compared as addresses).
+fn same_host(a: &str, b: &str) -> bool {
+    match (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a.eq_ignore_ascii_case(b),
+    }
 }
 
 impl AgentService {
-    pub fn new(lc: Lifecycle) -> Self {
-        AgentService { lc }
+    pub fn new(lc: Lifecycle, counters: Arc<AgentCounters>, policy: AgentPolicy) -> Self {
+        AgentService {
+            lc,
+            counters,
+            policy,
+            limiter: Arc::new(Mutex::new(RegistrationLimiter::with_hasher(
+                policy.limits,
+                RandomState::new(),
+            ))),
+            epoch: Instant::now(),
+        }
     }
 
-    async fn server(&self, name: &str) -> Result<Server, Status> {
+    async fn find(&self, name: &str) -> Result<Option<Server>, Status> {
         let store = self.lc.store().clone();
         let n = name.to_string();
         let found = tokio::task::spawn_blocking(move || store.get(Kind::Server, &n))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| lifecycle_status(LifecycleError::Store(e)))?;
-        match found.map(|s| s.object) {
-            Some(Object::Server(s)) => Ok(s),
-            _ => Err(Status::not_found(format!(
+        Ok(match found.map(|s| s.object) {
+            Some(Object::Server(s)) => Some(s),
+            _ => None,
+        })
+    }
+
+    async fn server(&self, name: &str) -> Result<Server, Status> {
+        self.find(name).await?.ok_or_else(|| {
+            Status::not_found(format!(
                 "server {name} is not registered (call CreateServer first)"
-            ))),
+            ))
+        })
+    }
+
+    fn check_size(&self, what: &str, len: usize) -> Result<(), Status> {
+        if len > MAX_REQUEST {
+            self.counters.too_large.inc();
+            return Err(Status::invalid_argument(format!(
+                "{what} is {len} bytes encoded; at most {MAX_REQUEST} (64 KiB) are accepted"
+            )));
         }
+        Ok(())
+    }
+
+    /// The boot check of `reconcile::boots`, as a gRPC status (counted, and logged for the
+    /// calls that change BMC or wipe state).
+    fn check_boot(&self, uuid: &str, caller: IpAddr, need: Need) -> Result<Boot, Status> {
+        self.lc
+            .check_boot(uuid, caller, need)
+            .map_err(|e| self.refused(uuid, caller, need, e))
+    }
+
+    fn refused(&self, uuid: &str, caller: IpAddr, need: Need, e: BootRefusal) -> Status {
+        let c = &self.counters;
+        let msg = e.to_string();
+        let registered = self.lc.boot(uuid).map(|b| b.source.to_string());
+        let registered = registered.as_deref().unwrap_or("-");
+        if matches!(need, Need::Bmc | Need::Wipe) {
+            tracing::warn!(server = %uuid, %caller, %registered, "agent call refused: {msg}");
+        } else {
+            tracing::debug!(server = %uuid, %caller, %registered, "agent call refused: {msg}");
+        }
+        match e {
+            BootRefusal::NoBoot { .. } => {
+                c.no_boot.inc();
+                Status::not_found(msg)
+            }
+            BootRefusal::WrongSource { .. } => {
+                c.wrong_source.inc();
+                Status::permission_denied(msg)
+            }
+            BootRefusal::Closed { .. } => {
+                c.closed.inc();
+                Status::failed_precondition(msg)
+            }
+            BootRefusal::BmcNotAsked { .. } => {
+                c.bmc_not_asked.inc();
+                Status::failed_precondition(msg)
+            }
+            BootRefusal::WipeNotTold { .. } => {
+                c.wipe_not_told.inc();
+                Status::failed_precondition(msg)
+            }
+        }
+    }
+
+    /// In DHCP server mode: the caller must hold this box's lease for one of the server's NICs.
+    async fn check_lease(&self, server: &Server, caller: IpAddr) -> Result<(), Status> {
+        if !self.policy.lease_check {
+            return Ok(());
+        }
+        let lease = match caller {
+            IpAddr::V4(v4) => {
+                let store = self.lc.store().clone();
+                tokio::task::spawn_blocking(move || store.dhcp_lease(v4))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| lifecycle_status(LifecycleError::Store(e)))?
+            }
+            IpAddr::V6(_) => None,
+        };
+        let now_secs = crate::reconcile::task::now_ms() / 1000;
+        let name = &server.metadata.name;
+        lease_check(name, caller, lease.as_ref(), &server_macs(server), now_secs).map_err(|msg| {
+            self.counters.lease.inc();
+            tracing::warn!(server = %name, %caller, "agent call refused: {msg}");
+            Status::permission_denied(msg)
+        })
+    }
+
+    /// Charges a new server to the caller's address (see `agent_limit`).
+    fn admit_new(&self, caller: IpAddr, uuid: &str) -> Result<(), Status> {
+        let key = u128::from_str_radix(&uuid.replace('-', ""), 16).unwrap_or_default();
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut limiter = self.limiter.lock().expect("limiter lock");
+        let r = limiter.admit(caller, key, now_ms);
+        self.counters
+            .sources_tracked
+            .store(limiter.tracked() as u64, Ordering::Relaxed);
+        drop(limiter);
+        r.map_err(|e| {
+            match e {
+                super::agent_limit::Refusal::Rate { .. } => self.counters.registrations_rate.inc(),
+                super::agent_limit::Refusal::Count { .. } => {
+                    self.counters.registrations_count.inc()
+                }
+            }
+            tracing::debug!(server = %uuid, %caller, "registration refused: {e}");
+            Status::resource_exhausted(e.to_string())
+        })
     }
 }
 
@@ -344,6 +601,8 @@ impl Agent for AgentService {
         &self,
         req: Request<CreateServerRequest>,
     ) -> Result<Response<CreateServerResponse>, Status> {
+        let caller = caller(&req)?;
+        self.check_size("the hardware report", req.get_ref().encoded_len())?;
         let req = req.into_inner();
         let hw = req
             .hardware
@@ -355,6 +614,10 @@ impl Agent for AgentService {
             return Err(Status::invalid_argument(
                 "hostname is longer than 253 bytes",
             ));
+        }
+        // A new server is charged to the caller's address; a known one re-registers freely.
+        if self.find(&uuid).await?.is_none() {
+            self.admit_new(caller, &uuid)?;
         }
         let new = NewServer {
             name: uuid,
@@ -376,8 +639,10 @@ impl Agent for AgentService {
                 resp.reboot_timeout = cfg.reboot_timeout.as_secs_f64();
             }
         }
+        let name = &r.server.metadata.name;
+        self.lc.begin_boot(name, caller, resp.setup_bmc, resp.wipe);
         if r.created {
-            tracing::info!(server = %r.server.metadata.name, state = %state.phase, "server registered");
+            tracing::info!(server = %name, state = %state.phase, %caller, "server registered");
         }
         Ok(Response::new(resp))
     }
@@ -386,8 +651,15 @@ impl Agent for AgentService {
         &self,
         req: Request<MarkServerAsWipedRequest>,
     ) -> Result<Response<MarkServerAsWipedResponse>, Status> {
+        let caller = caller(&req)?;
+        self.check_size("the request", req.get_ref().encoded_len())?;
         let req = req.into_inner();
         let uuid = parse_uuid("uuid", &req.uuid)?;
+        self.check_boot(&uuid, caller, Need::Wipe)?;
+        if self.policy.lease_check {
+            let server = self.server(&uuid).await?;
+            self.check_lease(&server, caller).await?;
+        }
         self.lc.touch(&uuid);
         let mode = match pb::WipeMode::try_from(req.wipe_mode) {
             Ok(pb::WipeMode::Full) => "full wipe",
@@ -405,6 +677,8 @@ impl Agent for AgentService {
         &self,
         req: Request<ReconcileServerAddressesRequest>,
     ) -> Result<Response<ReconcileServerAddressesResponse>, Status> {
+        let caller = caller(&req)?;
+        self.check_size("the request", req.get_ref().encoded_len())?;
         let req = req.into_inner();
         let uuid = parse_uuid("uuid", &req.uuid)?;
         check_len("address", req.address.len())?;
@@ -432,6 +706,7 @@ impl Agent for AgentService {
             }
             sent.push((a.r#type.clone(), a.address.clone()));
         }
+        self.check_boot(&uuid, caller, Need::Report)?;
         self.lc.touch(&uuid);
         let store = self.lc.store().clone();
         tokio::task::spawn_blocking(move || {
@@ -466,7 +741,10 @@ impl Agent for AgentService {
         &self,
         req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        let caller = caller(&req)?;
+        self.check_size("the request", req.get_ref().encoded_len())?;
         let uuid = parse_uuid("uuid", &req.into_inner().uuid)?;
+        self.check_boot(&uuid, caller, Need::Poll)?;
         self.server(&uuid).await?;
         self.lc.touch(&uuid);
         Ok(Response::new(HeartbeatResponse {}))
@@ -476,6 +754,8 @@ impl Agent for AgentService {
         &self,
         req: Request<UpdateBmcInfoRequest>,
     ) -> Result<Response<UpdateBmcInfoResponse>, Status> {
+        let caller = caller(&req)?;
+        self.check_size("the request", req.get_ref().encoded_len())?;
         let req = req.into_inner();
         let uuid = parse_uuid("uuid", &req.uuid)?;
         let info = req
@@ -500,56 +780,81 @@ impl Agent for AgentService {
                 "bmc_info.user and bmc_info.pass go together",
             ));
         }
-        self.lc.touch(&uuid);
+        // Only the boot the box asked for its BMC, from its own address (and lease).
+        self.check_boot(&uuid, caller, Need::Bmc)?;
+        let server = self.server(&uuid).await?;
+        self.check_lease(&server, caller).await?;
         let reported = (!info.user.is_empty()).then(|| Credentials {
             username: info.user.clone(),
             password: info.pass.clone(),
         });
+        if reported.is_some() && !needs_bmc_setup(&server) {
+            self.counters.bmc_replace.inc();
+            return Err(Status::failed_precondition(format!(
+                "server {uuid} has working BMC credentials: an agent never replaces them; an operator does (appliance ctl server bmc)"
+            )));
+        }
+        self.lc.touch(&uuid);
+        // The box asks for the BMC only with auto setup on: the reported (administrator)
+        // credentials are used only to create the dedicated user, on a task, and are not
+        // kept; that task stores the new user's in the secrets table.
         let setup = self.lc.bmc_setup().cloned();
-        // With auto setup the reported (administrator) credentials are only used to create
-        // the dedicated user, on a task; without it they become the BMC credentials. Either
-        // way they go to the secrets table, never inline into spec.bmc.
-        let store_reported = if setup.is_some() {
-            None
-        } else {
-            reported.clone()
-        };
         let store = self.lc.store().clone();
         let name = uuid.clone();
         let port = if info.port == 0 { 623 } else { info.port };
-        let bmc = tokio::task::spawn_blocking(move || {
-            store.edit_server_bmc(
+        let (result, moved) = tokio::task::spawn_blocking(move || {
+            let mut moved = false;
+            let r = store.edit_server_bmc(
                 &name,
                 |bmc| {
-                    if !info.ip.is_empty() {
-                        bmc.endpoint = info.ip.clone();
-                    }
                     if bmc.endpoint.is_empty() {
-                        return Err(
-                            "the BMC address is not known yet: send bmc_info.ip first".into()
-                        );
-                    }
-                    // 0 = not reported: keep the known port (a credentials-only report
-                    // follows the address report), else IPMI's 623.
-                    if info.port != 0 || bmc.port.is_none() {
+                        if info.ip.is_empty() {
+                            return Err(
+                                "the BMC address is not known yet: send bmc_info.ip first".into()
+                            );
+                        }
+                        bmc.endpoint = info.ip.clone();
                         bmc.port = Some(port);
+                        return Ok(());
+                    }
+                    // An existing endpoint stays: only an operator moves it.
+                    let known_port = bmc.port.unwrap_or(623);
+                    let same = (info.ip.is_empty() || same_host(&bmc.endpoint, &info.ip))
+                        && (info.port == 0 || info.port == known_port);
+                    if !same {
+                        moved = true;
+                        let ip = if info.ip.is_empty() { &bmc.endpoint } else { &info.ip };
+                        let reported = if info.port == 0 { known_port } else { info.port };
+                        return Err(format!(
+                            "its BMC is {}:{known_port} and an agent reported {ip}:{reported}; an agent never moves an existing BMC endpoint: an operator does (appliance ctl server bmc)",
+                            bmc.endpoint,
+                        ));
                     }
                     Ok(())
                 },
-                store_reported
-                    .as_ref()
-                    .map(|c| (c.username.as_str(), c.password.as_str())),
-            )
+                None,
+            );
+            (r, moved)
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| match e {
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let bmc = result.map_err(|e| match e {
             StoreError::NotFound { .. } => Status::not_found(format!(
                 "server {uuid} is not registered (call CreateServer first)"
             )),
+            StoreError::Rejected { .. } if moved => {
+                self.counters.bmc_replace.inc();
+                let msg = crate::error_chain(&e);
+                tracing::warn!(server = %uuid, %caller, "agent call refused: {msg}");
+                Status::permission_denied(msg)
+            }
             StoreError::Rejected { .. } => Status::invalid_argument(crate::error_chain(&e)),
             e => lifecycle_status(LifecycleError::Store(e)),
         })?;
+        if reported.is_some() {
+            // The box's question is answered; a failed setup asks again (NextAction).
+            self.lc.boot_bmc_answered(&uuid);
+        }
         if let (Some(setup), Some(admin)) = (setup, reported)
             && let Object::Server(s) = bmc.object
             && let Some(b) = s.spec.bmc
@@ -565,11 +870,24 @@ impl Agent for AgentService {
         &self,
         req: Request<NextActionRequest>,
     ) -> Result<Response<NextActionResponse>, Status> {
+        let caller = caller(&req)?;
+        self.check_size("the request", req.get_ref().encoded_len())?;
         let uuid = parse_uuid("uuid", &req.into_inner().uuid)?;
+        let boot = self.check_boot(&uuid, caller, Need::Poll)?;
         let server = self.server(&uuid).await?;
-        self.lc.touch(&uuid);
         let state = apply::server_state(&server);
         let (instruction, reason) = lifecycle::agent_instruction(state.phase, has_bmc(&server));
+        let leaves = matches!(instruction, Instruction::Reboot | Instruction::PowerOff);
+        if boot.closed && !leaves {
+            // Allocated since this boot registered, and free again: whatever it is told now
+            // (a wipe) belongs to a fresh boot, which begins with CreateServer.
+            self.lc.end_boot(&uuid);
+            let e = BootRefusal::NoBoot {
+                server: uuid.clone(),
+            };
+            return Err(self.refused(&uuid, caller, Need::Poll, e));
+        }
+        self.lc.touch(&uuid);
         let mut phase = state.phase;
         if instruction == Instruction::Wipe && phase != Phase::Wiping {
             let o = self
@@ -586,6 +904,17 @@ impl Agent for AgentService {
             Instruction::Reboot => AgentAction::Reboot,
             Instruction::PowerOff => AgentAction::Poweroff,
         };
+        let setup_bmc =
+            phase != Phase::Discovered && self.lc.auto_bmc_setup() && needs_bmc_setup(&server);
+        if instruction == Instruction::Wipe {
+            self.lc.boot_told_wipe(&uuid);
+        }
+        if setup_bmc {
+            self.lc.boot_asked_bmc(&uuid);
+        }
+        if leaves {
+            self.lc.end_boot(&uuid);
+        }
         Ok(Response::new(NextActionResponse {
             action: action as i32,
             wipe_mode: pb_wipe_mode(cfg.wipe) as i32,
@@ -593,9 +922,7 @@ impl Agent for AgentService {
             reboot_timeout: cfg.reboot_timeout.as_secs_f64(),
             state: phase.as_str().to_string(),
             reason: reason.to_string(),
-            setup_bmc: phase != Phase::Discovered
-                && self.lc.auto_bmc_setup()
-                && needs_bmc_setup(&server),
+            setup_bmc,
         }))
     }
 
@@ -603,6 +930,8 @@ impl Agent for AgentService {
         &self,
         req: Request<ReportWipeProgressRequest>,
     ) -> Result<Response<ReportWipeProgressResponse>, Status> {
+        let caller = caller(&req)?;
+        self.check_size("the request", req.get_ref().encoded_len())?;
         let req = req.into_inner();
         let uuid = parse_uuid("uuid", &req.uuid)?;
         check_len("disks", req.disks.len())?;
@@ -627,6 +956,7 @@ impl Agent for AgentService {
                 done: d.done,
             });
         }
+        self.check_boot(&uuid, caller, Need::Report)?;
         let server = self.server(&uuid).await?;
         if apply::server_state(&server).phase != Phase::Wiping {
             return Err(Status::failed_precondition(format!(
@@ -740,6 +1070,211 @@ mod tests {
         let doc = json!({"apiVersion": "metal.sidero.dev/v1alpha2", "kind": "Server",
                          "metadata": {"name": uuid}, "spec": {"hardware": v}});
         Object::from_json(Kind::Server, &doc.to_string()).unwrap();
+    }
+
+    #[test]
+    fn the_lease_check_wants_a_current_lease_of_one_of_the_servers_nics() {
+        let mac = [0x52, 0x54, 0, 0, 0, 7];
+        let other = [0x52, 0x54, 0, 0, 0, 8];
+        let lease = |state, chaddr: [u8; 6], expires_at| Lease {
+            addr: "10.0.0.7".parse().unwrap(),
+            state,
+            client_id: vec![],
+            chaddr: chaddr.to_vec(),
+            expires_at,
+            hostname: None,
+        };
+        let caller: IpAddr = "10.0.0.7".parse().unwrap();
+        let ok = lease(LeaseState::Bound, mac, 2000);
+        lease_check("s", caller, Some(&ok), &[other, mac], 1000).unwrap();
+        for (l, want) in [
+            (None, "holds no lease"),
+            (
+                Some(lease(LeaseState::Bound, mac, 1000)),
+                "no current lease",
+            ),
+            (
+                Some(lease(LeaseState::Released, mac, 2000)),
+                "no current lease",
+            ),
+            (
+                Some(lease(LeaseState::Declined, mac, 2000)),
+                "no current lease",
+            ),
+            (Some(lease(LeaseState::Bound, other, 2000)), "another NIC"),
+        ] {
+            let e = lease_check("s", caller, l.as_ref(), &[mac], 1000).unwrap_err();
+            assert!(e.contains(want) && e.contains("10.0.0.7"), "{e}");
+        }
+        let e = lease_check("s", "fd00::7".parse().unwrap(), Some(&ok), &[mac], 1000).unwrap_err();
+        assert!(e.contains("not an IPv4 address"), "{e}");
+        let e = lease_check("s", caller, Some(&ok), &[], 1000).unwrap_err();
+        assert!(e.contains("another NIC"), "{e}");
+    }
+
+    /// The agent service on the production path (axum listener with the peer address), with
+    /// DHCP server mode's lease check on; clients bind their sockets to 127/8 addresses.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_dhcp_server_mode_wipe_and_bmc_reports_need_this_boxs_lease() {
+        use appliance_rpc::agent::agent_client::AgentClient;
+        use appliance_rpc::agent::agent_server::AgentServer;
+        use tonic::transport::Endpoint;
+
+        use crate::protocol::dhcp::LeaseChange;
+        use crate::store::Store;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let mac = [0x52, 0x54, 0, 0, 0, 7];
+        let now = crate::reconcile::task::now_ms() / 1000;
+        let lease = |ip: [u8; 4], chaddr: [u8; 6]| {
+            LeaseChange::Put(Lease {
+                addr: ip.into(),
+                state: LeaseState::Bound,
+                client_id: vec![],
+                chaddr: chaddr.to_vec(),
+                expires_at: now + 3600,
+                hostname: None,
+            })
+        };
+        store
+            .commit_lease_changes(&[
+                lease([127, 0, 0, 7], mac),
+                lease([127, 0, 0, 9], [0x52, 0x54, 0, 0, 0, 9]),
+            ])
+            .unwrap();
+        let mut cfg = crate::config::Config::default().lifecycle;
+        cfg.auto_accept = true;
+        let bmc_cfg = crate::config::Config::default().bmc;
+        let power = crate::bmc::power::PowerControl::new(store.clone(), &bmc_cfg);
+        let setup =
+            crate::bmc::setup::AutoSetup::new(store.clone(), power.gate().clone(), &bmc_cfg);
+        let (lc, _task) = Lifecycle::new(
+            store,
+            cfg,
+            Arc::new(crate::reconcile::power::LoggedPower),
+            Some(setup),
+        );
+        let counters = Arc::new(AgentCounters::default());
+        let svc = AgentService::new(
+            lc.clone(),
+            counters.clone(),
+            AgentPolicy {
+                lease_check: true,
+                ..Default::default()
+            },
+        );
+        let router = tonic::service::Routes::new(AgentServer::new(svc)).into_axum_router();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::http::serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+        let client = |src: [u8; 4]| async move {
+            let channel = Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .local_address(Some(IpAddr::from(src)))
+                .connect()
+                .await
+                .unwrap();
+            AgentClient::new(channel)
+        };
+        let uuid = "4c4c4544-0042-3510-8052-b4c04f4e3131";
+        let create = pb::CreateServerRequest {
+            hardware: Some(pb::HardwareInformation {
+                system: Some(pb::SystemInformation {
+                    uuid: uuid.into(),
+                    ..Default::default()
+                }),
+                network: Some(pb::NetworkInformation {
+                    interface_count: 1,
+                    interfaces: vec![pb::NetworkInterface {
+                        name: "eth0".into(),
+                        mac: "52:54:00:00:00:07".into(),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            }),
+            hostname: String::new(),
+        };
+        let wiped = pb::MarkServerAsWipedRequest {
+            uuid: uuid.into(),
+            wipe_mode: 0,
+        };
+        let phase = || {
+            let Some(Object::Server(s)) = lc
+                .store()
+                .get(Kind::Server, uuid)
+                .unwrap()
+                .map(|s| s.object)
+            else {
+                panic!("no server")
+            };
+            apply::server_state(&s).phase
+        };
+
+        // Registered and told to wipe from an address without a lease: its reports are
+        // refused (a wipe report, a BMC report), the server stays wiping.
+        let mut unleased = client([127, 0, 0, 8]).await;
+        let r = unleased
+            .create_server(create.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.setup_bmc, "{r:?}");
+        let n = unleased
+            .next_action(pb::NextActionRequest { uuid: uuid.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(n.action, AgentAction::Wipe as i32);
+        let e = unleased
+            .mark_server_as_wiped(wiped.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        assert!(e.message().contains("127.0.0.8 holds no lease"), "{e}");
+        let e = unleased
+            .update_bmc_info(pb::UpdateBmcInfoRequest {
+                uuid: uuid.into(),
+                bmc_info: Some(pb::BmcInfo {
+                    ip: "10.9.9.9".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        assert_eq!(phase(), Phase::Wiping);
+        // An address leased to another machine's NIC: refused too.
+        let mut other = client([127, 0, 0, 9]).await;
+        assert!(
+            other
+                .create_server(create.clone())
+                .await
+                .unwrap()
+                .into_inner()
+                .wipe
+        );
+        let e = other.mark_server_as_wiped(wiped.clone()).await.unwrap_err();
+        assert!(e.message().contains("leased to another NIC"), "{e}");
+        assert_eq!(phase(), Phase::Wiping);
+        assert_eq!(counters.lease.get(), 3);
+        // The address leased to the server's own NIC: its wipe report counts.
+        let mut own = client([127, 0, 0, 7]).await;
+        assert!(
+            own.create_server(create.clone())
+                .await
+                .unwrap()
+                .into_inner()
+                .wipe
+        );
+        own.mark_server_as_wiped(wiped).await.unwrap();
+        assert_eq!(phase(), Phase::Available);
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Prometheus text metrics: process-wide counters (admin API, and the DHCP and TFTP rooms'
-//! own counter sets) plus store gauges read at scrape.
+//! Prometheus text metrics: process-wide counters (admin API, and the DHCP, TFTP and agent
+//! API rooms' own counter sets) plus store gauges read at scrape.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 
 use super::{HttpState, PROMETHEUS_TEXT};
+use crate::api::agent::AgentCounters;
 use crate::net::dhcp::DhcpCounters;
 use crate::net::tftp::TftpCounters;
 
@@ -34,6 +35,7 @@ pub struct Metrics {
     pub admin_auth_failures: Counter,
     pub dhcp: Arc<DhcpCounters>,
     pub tftp: Arc<TftpCounters>,
+    pub agent: Arc<AgentCounters>,
 }
 
 /// One Prometheus metric family: HELP, TYPE and one sample per label set.
@@ -129,6 +131,40 @@ pub async fn render(State(state): State<HttpState>) -> impl IntoResponse {
         "counter",
         "File bytes of completed TFTP transfers.",
         &[("", t.bytes_sent.get())],
+    );
+    let a = &m.agent;
+    family(
+        &mut out,
+        "appliance_agent_registrations_refused_total",
+        "counter",
+        "New servers the agent API refused, by per-address cap.",
+        &[
+            ("reason=\"rate\"", a.registrations_rate.get()),
+            ("reason=\"count\"", a.registrations_count.get()),
+        ],
+    );
+    family(
+        &mut out,
+        "appliance_agent_registration_sources",
+        "gauge",
+        "Source addresses the agent API's registration caps track.",
+        &[("", a.sources_tracked.load(Ordering::Relaxed))],
+    );
+    family(
+        &mut out,
+        "appliance_agent_calls_refused_total",
+        "counter",
+        "Agent API calls refused by the boot, BMC, wipe, lease and size rules.",
+        &[
+            ("reason=\"too_large\"", a.too_large.get()),
+            ("reason=\"no_boot\"", a.no_boot.get()),
+            ("reason=\"wrong_source\"", a.wrong_source.get()),
+            ("reason=\"closed\"", a.closed.get()),
+            ("reason=\"bmc_not_asked\"", a.bmc_not_asked.get()),
+            ("reason=\"bmc_replace\"", a.bmc_replace.get()),
+            ("reason=\"wipe_not_told\"", a.wipe_not_told.get()),
+            ("reason=\"lease\"", a.lease.get()),
+        ],
     );
     if let Some((counts, revision)) = gauges {
         let _ = writeln!(

@@ -65,15 +65,16 @@ pub fn admin_auth(
 
 /// Builds the full router: plain HTTP routes, the metadata service (`/configdata`), and the
 /// gRPC services: admin, console admin, lifecycle and power (behind the admin token) and
-/// the agent API (NOT behind the token: agents are unauthenticated, as in Sidero). All gRPC
-/// services are in one `Routes` (tonic's router carries a fallback, and axum merges only
-/// one).
+/// the agent API (NOT behind the token: agents are unauthenticated, as in Sidero; bound to
+/// each agent boot's source address under `agent_policy`). All gRPC services are in one
+/// `Routes` (tonic's router carries a fallback, and axum merges only one).
 pub fn router(
     state: HttpState,
     admin: AdminService,
     admin_token: Arc<str>,
     lifecycle: crate::reconcile::Lifecycle,
     power: crate::bmc::service::PowerService,
+    agent_policy: crate::api::agent::AgentPolicy,
 ) -> Router {
     use appliance_rpc::agent::agent_server::AgentServer;
     use appliance_rpc::lifecycle::lifecycle_server::LifecycleServer;
@@ -89,6 +90,8 @@ pub fn router(
         ))
         .add_service(AgentServer::new(crate::api::agent::AgentService::new(
             lifecycle.clone(),
+            state.metrics.agent.clone(),
+            agent_policy,
         )))
         .add_service(LifecycleServer::with_interceptor(
             crate::api::lifecycle::LifecycleService::new(lifecycle.clone()),

@@ -1,5 +1,6 @@
 //! DHCP lease persistence: load every lease record at start, commit a batch of lease changes
-//! in one write transaction (group commit from `net/dhcp.rs`).
+//! in one write transaction (group commit from `net/dhcp.rs`); read one address's record
+//! (the agent API's lease check in server mode).
 //!
 //! Record encoding (value of `tables::LEASES`, key = address as u32), version 1:
 //! `[1][state u8][expires_at u64 BE][chaddr_len u8][chaddr][client_id_len u16 BE][client_id]
@@ -105,6 +106,20 @@ impl Store {
         Ok(out)
     }
 
+    /// The lease record of one address, if any (the agent API checks who holds an address).
+    pub fn dhcp_lease(&self, addr: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = match txn.open_table(LEASES) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        table
+            .get(u32::from(addr))?
+            .map(|v| decode(addr, v.value()))
+            .transpose()
+    }
+
     /// Applies lease changes (possibly from many requests) in one durable transaction.
     pub fn commit_lease_changes(&self, changes: &[LeaseChange]) -> Result<(), StoreError> {
         if changes.is_empty() {
@@ -181,6 +196,7 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             assert!(store.dhcp_leases().unwrap().is_empty(), "no table yet");
+            assert_eq!(store.dhcp_lease(a.addr).unwrap(), None);
             store
                 .commit_lease_changes(&[LeaseChange::Put(a.clone()), LeaseChange::Put(b.clone())])
                 .unwrap();
@@ -193,6 +209,8 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let got = store.dhcp_leases().unwrap();
         assert_eq!(got.len(), 1);
+        assert_eq!(store.dhcp_lease(b.addr).unwrap(), Some(got[0].clone()));
+        assert_eq!(store.dhcp_lease(a.addr).unwrap(), None);
         assert_eq!(got[0].addr, b.addr);
         assert_eq!(got[0].state, LeaseState::Released);
     }

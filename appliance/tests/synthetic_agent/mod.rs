@@ -1,12 +1,17 @@
 //! The synthetic agent: speaks the agent gRPC API (`api.Agent`) exactly as a PXE-booted
 //! agent does (CreateServer with a realistic hardware inventory, Heartbeat, NextAction,
-//! ReportWipeProgress, MarkServerAsWiped). Shared by the load generator
-//! (`examples/agent_load.rs`, via `#[path]`) and the integration/browser tests.
+//! ReportWipeProgress, MarkServerAsWiped), every call from one source address as the box
+//! requires (`connect`: the kernel's choice, 127.0.0.1 on loopback; `connect_from`: a
+//! given 127/8 address, as `source(i)` gives each synthetic server its own). Shared by the
+//! load generator (`examples/agent_load.rs`, via `#[path]`) and the integration/browser
+//! tests.
 #![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use appliance_rpc::agent::agent_client::AgentClient;
 use appliance_rpc::agent::{self as pb, AgentAction};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 /// The UUID (Server name) of synthetic server `i`.
 pub fn uuid(i: usize) -> String {
@@ -16,6 +21,24 @@ pub fn uuid(i: usize) -> String {
         i & 0xffff,
         i
     )
+}
+
+/// A loopback source address of its own for synthetic server `i` (127.16.0.0 + i), so a
+/// crowd of synthetic servers looks like a crowd of machines (the box caps registrations
+/// per address).
+pub fn source(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x7f10_0000u32 + (i as u32 & 0x000f_ffff)))
+}
+
+/// A channel to `endpoint` whose TCP connections leave from `source`.
+pub async fn channel_from(
+    endpoint: &str,
+    source: IpAddr,
+) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(endpoint.to_string())?
+        .local_address(Some(source))
+        .connect()
+        .await
 }
 
 /// A Dell R640-like inventory for server `i` (1–4 CPUs, 8 DIMMs, 2 SSDs, 2 NICs).
@@ -109,6 +132,19 @@ impl SyntheticAgent {
     pub async fn connect(endpoint: &str, index: usize) -> Result<Self, tonic::transport::Error> {
         Ok(SyntheticAgent {
             client: AgentClient::connect(endpoint.to_string()).await?,
+            index,
+            uuid: uuid(index),
+        })
+    }
+
+    /// Like `connect`, with every call leaving from `source`.
+    pub async fn connect_from(
+        endpoint: &str,
+        index: usize,
+        source: IpAddr,
+    ) -> Result<Self, tonic::transport::Error> {
+        Ok(SyntheticAgent {
+            client: AgentClient::new(channel_from(endpoint, source).await?),
             index,
             uuid: uuid(index),
         })
