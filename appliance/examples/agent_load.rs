@@ -3,8 +3,11 @@
 //! one of NextAction per server. Prints calls/s and latency percentiles per phase.
 //!
 //! usage: agent_load --endpoint http://127.0.0.1:P [--servers N] [--concurrency C]
-//!                   [--channels K]
-//! Every CreateServer is one durable (fsync'd) redb commit on the box.
+//! Every CreateServer is one durable (fsync'd) redb commit on the box. As on a real PXE
+//! segment, every server calls from its own address (`synthetic_agent::source`, 127.16/12 on
+//! loopback: the box caps registrations per address and binds each agent boot to the
+//! address that registered it); each call opens its own connection from that address,
+//! so the latencies include the TCP + HTTP/2 handshake.
 
 use std::time::{Duration, Instant};
 
@@ -15,13 +18,12 @@ use tonic::transport::Channel;
 
 #[path = "../tests/synthetic_agent/mod.rs"]
 mod synthetic_agent;
-use synthetic_agent::{hardware, uuid};
+use synthetic_agent::{channel_from, hardware, source, uuid};
 
 struct Args {
     endpoint: String,
     servers: usize,
     concurrency: usize,
-    channels: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -29,7 +31,6 @@ fn parse_args() -> Result<Args> {
         endpoint: String::new(),
         servers: 10_000,
         concurrency: 64,
-        channels: 8,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,7 +39,6 @@ fn parse_args() -> Result<Args> {
             "--endpoint" => a.endpoint = v,
             "--servers" => a.servers = v.parse()?,
             "--concurrency" => a.concurrency = v.parse()?,
-            "--channels" => a.channels = v.parse()?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -75,14 +75,14 @@ async fn call(c: &mut AgentClient<Channel>, phase: Phase, i: usize) -> Result<()
     Ok(())
 }
 
-async fn run(args: &Args, channels: &[Channel], phase: Phase, name: &str) -> Result<()> {
+async fn run(args: &Args, phase: Phase, name: &str) -> Result<()> {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..args.concurrency {
-        let mut c = AgentClient::new(channels[w % channels.len()].clone());
+    for _ in 0..args.concurrency {
         let next = next.clone();
         let n = args.servers;
+        let endpoint = args.endpoint.clone();
         tasks.spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -91,7 +91,14 @@ async fn run(args: &Args, channels: &[Channel], phase: Phase, name: &str) -> Res
                     break;
                 }
                 let t = Instant::now();
-                call(&mut c, phase, i).await?;
+                let mut c = AgentClient::new(
+                    channel_from(&endpoint, source(i))
+                        .await
+                        .with_context(|| format!("connect from {}", source(i)))?,
+                );
+                call(&mut c, phase, i)
+                    .await
+                    .with_context(|| format!("server {i} from {}", source(i)))?;
                 lat.push(t.elapsed());
             }
             Ok::<_, anyhow::Error>(lat)
@@ -119,20 +126,12 @@ async fn run(args: &Args, channels: &[Channel], phase: Phase, name: &str) -> Res
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
-    let mut channels = Vec::new();
-    for _ in 0..args.channels.max(1) {
-        channels.push(
-            Channel::from_shared(args.endpoint.clone())?
-                .connect()
-                .await?,
-        );
-    }
     println!(
-        "{} synthetic agents, {} concurrent, {} HTTP/2 connections",
-        args.servers, args.concurrency, args.channels
+        "{} synthetic agents, each from its own address, {} concurrent, one connection per call",
+        args.servers, args.concurrency
     );
-    run(&args, &channels, Phase::Register, "register").await?;
-    run(&args, &channels, Phase::Heartbeat, "heartbeat").await?;
-    run(&args, &channels, Phase::NextAction, "next-action").await?;
+    run(&args, Phase::Register, "register").await?;
+    run(&args, Phase::Heartbeat, "heartbeat").await?;
+    run(&args, Phase::NextAction, "next-action").await?;
     Ok(())
 }
