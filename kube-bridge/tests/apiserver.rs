@@ -171,6 +171,7 @@ fn a_watch_from_a_compacted_revision_gets_410_gone() {
     assert_eq!(e["object"]["code"], 410);
     assert_eq!(e["object"]["reason"], "Expired");
     assert!(w.next().is_none(), "the stream ends after the error");
+    assert_eq!(server.with(|s| s.gone_answers), 1);
     // A fresh list gives a revision that watches fine.
     let (_, list) = get(server.addr, SERVERS);
     let now = list["metadata"]["resourceVersion"].as_str().unwrap();

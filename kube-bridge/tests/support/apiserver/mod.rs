@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use ssa::Scope;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{FieldValidation, Selector, State, Write};
@@ -31,6 +32,7 @@ pub const VERSION: (&str, &str) = ("1", "33");
 pub struct ApiServer {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<State>>,
+    down: Arc<AtomicBool>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -38,6 +40,7 @@ pub struct ApiServer {
 struct Ctx {
     state: Arc<Mutex<State>>,
     bookmark_every: Duration,
+    down: Arc<AtomicBool>,
 }
 
 impl ApiServer {
@@ -50,13 +53,15 @@ impl ApiServer {
             .build()
             .unwrap();
         let state = Arc::new(Mutex::new(State::new(retain_events)));
+        let down = Arc::new(AtomicBool::new(false));
         let ctx = Ctx {
             state: state.clone(),
             bookmark_every: Duration::from_millis(500),
+            down: down.clone(),
         };
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
+        // Bound here (std), served on the runtime: start() may be called from async tests.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
@@ -64,10 +69,14 @@ impl ApiServer {
                 async move { handle(ctx, method, uri, headers, body).await }
             },
         );
-        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap()
+        });
         ApiServer {
             addr,
             state,
+            down,
             runtime: Some(runtime),
         }
     }
@@ -87,6 +96,11 @@ impl ApiServer {
         );
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// An outage: while down, every request answers 503 and open watches end.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
     /// Runs `f` on the state (to inspect it or to play a controller writing directly).
@@ -697,7 +711,7 @@ fn watch(
     };
     let mut replay: Vec<Bytes> = Vec::new();
     let (mut feed, mut last_rv) = {
-        let st = ctx.state.lock().unwrap();
+        let mut st = ctx.state.lock().unwrap();
         let feed = st.feed.subscribe();
         let from: u64 = match rv.as_str() {
             "" | "0" => {
@@ -719,6 +733,7 @@ fn watch(
             }
             n => match n.parse::<u64>() {
                 Ok(n) if n < st.compacted => {
+                    st.gone_answers += 1;
                     let gone = status(
                         410,
                         "Expired",
@@ -762,6 +777,7 @@ fn watch(
         }
     };
     let every = ctx.bookmark_every;
+    let down = ctx.down.clone();
     tokio::spawn(async move {
         for b in replay {
             if tx.send(Ok(b)).await.is_err() {
@@ -777,11 +793,14 @@ fn watch(
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
+        let mut outage = tokio::time::interval(Duration::from_millis(20));
         loop {
             let sleep_until =
                 deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
+                _ = outage.tick() => if down.load(Ordering::SeqCst) { return; },
                 e = feed.recv() => match e {
+                    _ if down.load(Ordering::SeqCst) => return,
                     Ok(e) if e.rv > last && matches(&e) => {
                         last = e.rv;
                         let mut o = e.object.clone();

@@ -36,6 +36,8 @@ pub struct State {
     pub retain_events: usize,
     pub feed: broadcast::Sender<Event>,
     uid: u64,
+    /// Watches answered 410 Gone so far.
+    pub gone_answers: u64,
     /// Fixed clock for timestamps unless a test moves it (seconds since the epoch).
     pub now: u64,
 }
@@ -115,6 +117,7 @@ impl State {
             retain_events,
             feed: broadcast::channel(4096).0,
             uid: 0,
+            gone_answers: 0,
             now: 1_764_950_400, // 2025-12-05T16:00:00Z
         };
         for t in types::builtins() {
