@@ -373,6 +373,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         store.clone(),
         admin_token.clone(),
     ));
+    let open_connections = metrics.http_connections.clone();
     let state = HttpState {
         store: store.clone(),
         metrics,
@@ -408,9 +409,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         "appliance serving"
     );
     ready.store(true, Ordering::Relaxed);
-    let served = http::serve(listener, router, wait_for(shutdown.clone()))
-        .await
-        .map_err(ServeError::Http);
+    // Returns after the connections drained (bounded by `[http] drain_secs`).
+    let served = http::listener::serve(
+        listener,
+        router,
+        wait_for(shutdown.clone()),
+        http::listener::ListenerSettings::from_config(&config.http),
+        open_connections,
+    )
+    .await
+    .map_err(ServeError::Http);
     if served.is_err() {
         // The listener failed: stop the rest too.
         let _ = stop.send(true);

@@ -101,6 +101,11 @@ pub struct BootConfig {
 pub struct HttpConfig {
     /// HTTP + gRPC listener (iPXE scripts, assets, metadata, console, admin and agent APIs).
     pub listen: SocketAddr,
+    /// Idle time before a connection is probed (HTTP/2 ping, TCP keepalive); a dead peer is
+    /// dropped within about twice this.
+    pub keepalive_secs: u64,
+    /// How long open connections may take to finish after the shutdown signal.
+    pub drain_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

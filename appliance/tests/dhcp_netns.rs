@@ -7,13 +7,13 @@
 //!   PXE-like client (this test binary re-executed inside the client namespace, see
 //!   `probe_child`) checks both offers and the port-4011 exchange.
 //!
-//! Skips with a printed reason when not root or when a tool is missing.
+//! Skips with a printed reason when not root or when a tool is missing; with
+//! `APPLIANCE_E2E=1` (CI) that is a failure instead.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
@@ -21,158 +21,16 @@ use dhcproto::{Decodable, Encodable};
 
 const BIN: &str = env!("CARGO_BIN_EXE_appliance");
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
+#[path = "support/netns.rs"]
+mod netns;
+#[path = "support/prereq.rs"]
+mod prereq;
 
-fn have(tool: &str, args: &[&str]) -> bool {
-    Command::new(tool)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
+use netns::{Namespaces, Proc, run, tag, veth};
 
 /// Why this test cannot run here, if it cannot.
 fn skip_reason(tools: &[(&str, &[&str])]) -> Option<String> {
-    if !is_root() {
-        return Some("not root: network namespaces and udp/67 need root".into());
-    }
-    for (tool, args) in tools {
-        if !have(tool, args) {
-            return Some(format!(
-                "`{tool}` is not installed (scripts/setup installs it)"
-            ));
-        }
-    }
-    None
-}
-
-fn run(cmd: &[&str]) {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A short unique tag for namespace and interface names (interface names max 15 chars).
-fn tag() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{}{}",
-        std::process::id() % 10000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Network namespaces deleted on drop (which also deletes the veths inside).
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn new(names: &[String]) -> Namespaces {
-        for n in names {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-            run(&["ip", "netns", "add", n]);
-            run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        }
-        Namespaces(names.to_vec())
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
-}
-
-/// Creates a veth pair `a` (in `ns_a`) <-> `b` (in `ns_b`), both up, with optional addresses.
-fn veth(ns_a: &str, a: &str, addr_a: Option<&str>, ns_b: &str, b: &str, addr_b: Option<&str>) {
-    run(&["ip", "link", "add", a, "type", "veth", "peer", "name", b]);
-    run(&["ip", "link", "set", a, "netns", ns_a]);
-    run(&["ip", "link", "set", b, "netns", ns_b]);
-    for (ns, dev, addr) in [(ns_a, a, addr_a), (ns_b, b, addr_b)] {
-        if let Some(addr) = addr {
-            run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
-        }
-        run(&["ip", "-n", ns, "link", "set", dev, "up"]);
-    }
-}
-
-/// A child process killed on drop; its stderr+stdout go to `log`.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(ns: &str, cmd: &[&str], log: &Path) -> Proc {
-        let f = std::fs::File::create(log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(cmd)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        Proc {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for_log(&mut self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("exited with {status} before `{needle}`:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no `{needle}` within 20 s:\n{}", self.log());
-    }
-
-    /// SIGTERM, then wait (a clean stop, as systemd does it).
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    prereq::missing_root_or(tools, "network namespaces and udp/67")
 }
 
 fn start_appliance(ns: &str, dir: &Path, config: &str) -> Proc {
@@ -308,7 +166,10 @@ fn server_mode_serves_real_clients_and_keeps_leases_across_restart() {
         ("perfdhcp", &["-h"]),
         ("ip", &["-V"]),
     ]) {
-        eprintln!("SKIP server_mode_serves_real_clients_and_keeps_leases_across_restart: {why}");
+        prereq::skip(
+            "server_mode_serves_real_clients_and_keeps_leases_across_restart",
+            &why,
+        );
         return;
     }
     let t = tag();
@@ -636,7 +497,7 @@ fn opt(m: &Message, code: OptionCode) -> Option<Vec<u8>> {
 #[test]
 fn proxy_mode_adds_boot_info_beside_dnsmasq() {
     if let Some(why) = skip_reason(&[("dnsmasq", &["--version"]), ("ip", &["-V"])]) {
-        eprintln!("SKIP proxy_mode_adds_boot_info_beside_dnsmasq: {why}");
+        prereq::skip("proxy_mode_adds_boot_info_beside_dnsmasq", &why);
         return;
     }
     // Three namespaces on one L2: the client's namespace holds the bridge.

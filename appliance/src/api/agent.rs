@@ -1168,9 +1168,17 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::http::serve(listener, router, async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(crate::http::listener::serve(
+            listener,
+            router,
+            async {
+                let _ = stopped.await;
+            },
+            crate::http::listener::ListenerSettings::from_config(
+                &crate::config::Config::default().http,
+            ),
+            Default::default(),
+        ));
         let client = |src: [u8; 4]| async move {
             let channel = Endpoint::from_shared(format!("http://{addr}"))
                 .unwrap()

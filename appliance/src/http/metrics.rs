@@ -28,9 +28,36 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down (open connections).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Counts one more until the guard drops.
+    pub fn hold(self: &Arc<Self>) -> GaugeGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(self.clone())
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One unit of a [`Gauge`], given back on drop.
+#[derive(Debug)]
+pub struct GaugeGuard(Arc<Gauge>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Process-wide counters; one instance shared by all services.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Open connections on the :8081 listener.
+    pub http_connections: Arc<Gauge>,
     pub admin_calls: Counter,
     pub admin_auth_failures: Counter,
     pub dhcp: Arc<DhcpCounters>,
@@ -64,6 +91,13 @@ pub async fn render(State(state): State<HttpState>) -> impl IntoResponse {
         out,
         "# HELP appliance_build_info Build of the running binary.\n# TYPE appliance_build_info gauge\nappliance_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
+    );
+    family(
+        &mut out,
+        "appliance_http_connections",
+        "gauge",
+        "Open connections on the HTTP + gRPC listener.",
+        &[("", m.http_connections.get())],
     );
     let _ = writeln!(
         out,
