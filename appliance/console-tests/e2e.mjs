@@ -12,7 +12,8 @@
 // reflected live and in `appliance ctl`), watch the agent wipe it to available, cordon it,
 // wipe it on demand (confirmed; accepted live, then available again after the agent's
 // wipe), see disabled power actions, edit a ServerClass with a bad field and see the error
-// at its line and field, log out and be refused afterwards. Screenshots of every
+// at its line and field, log out and be refused afterwards, log in again with a `next`
+// naming another host and land on the box's own front page. Screenshots of every
 // main page at laptop and phone widths go to SHOTS_DIR; first-load page weights to
 // SHOTS_DIR/page-weights.json. Exits non-zero on the first failed check.
 
@@ -296,6 +297,17 @@ try {
   check(after.status() === 401, "after logout the API answers 401");
   await page.goto(BASE + "/servers");
   check(new URL(page.url()).pathname === "/login", "after logout pages redirect to /login");
+
+  step = "login redirect";
+  // A `next` that the browser would resolve to another host (`/\host` is `//host` to a
+  // browser; here a closed loopback port, so nothing leaves the machine) must land on the
+  // box's own front page instead.
+  const origin = new URL(BASE).origin;
+  await page.goto(BASE + "/login?next=" + encodeURIComponent("/\\127.0.0.9:9/x"));
+  await page.getByLabel("Admin token or console password").fill(TOKEN);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.waitForURL((u) => u.origin !== origin || u.pathname !== "/login");
+  check(page.url() === BASE + "/", `login with next=/\\127.0.0.9:9/x (another origin) lands on the box's / (at ${page.url()})`);
   console.log("console e2e: all checks passed");
 } catch (e) {
   console.error(String(e.stack || e));

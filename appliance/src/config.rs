@@ -59,6 +59,9 @@ pub struct ConsoleConfig {
     /// proxy in front of :8081): browsers drop Secure cookies on plain HTTP (except to
     /// localhost), which would make login impossible.
     pub secure_cookie: bool,
+    /// The TLS proxies in front of :8081 whose `X-Forwarded-For` (last hop) names the
+    /// client of a login (throttling); nobody else's is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// How installed servers leave the PXE path unless their Server/ServerClass says otherwise.

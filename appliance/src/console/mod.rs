@@ -1,17 +1,20 @@
 //! The web console: static assets embedded in the binary (`assets/`), plus the pure parts
-//! behind the console's HTTP API in `http::console`: login throttling (`throttle`),
+//! behind the console's HTTP API in `http::console`: login throttling and the client
+//! address behind a trusted proxy (`throttle`), where to go after login (`redirect`),
 //! sessions and CSRF tokens (`session`), password hashing (`password`), the projection of
 //! stored objects into what the pages show (`view`) and the mapping of validation error
 //! paths to editor lines (`locate`).
 //!
 //! No IO, no clock, no RNG (callers pass `now` and random bytes); besides the model it reads
 //! only plain data of other rooms (config, DHCP leases, lifecycle events) and asks the
-//! lifecycle's pure state machine why a wipe is refused. The assets are plain HTML/CSS/JS with no build step; `assets()` serves them with
-//! a strong ETag computed once from their bytes, and a gzip copy (compressed once, in
-//! memory, on first use) for clients that accept it (`accepts_gzip`).
+//! lifecycle's pure state machine why a wipe is refused. The assets are plain HTML/CSS/JS
+//! with no build step; `assets()` serves them with a strong ETag computed once from their
+//! bytes, and a gzip copy (compressed once, in memory, on first use) for clients that
+//! accept it (`accepts_gzip`).
 
 pub mod locate;
 pub mod password;
+pub mod redirect;
 pub mod session;
 pub mod throttle;
 pub mod view;

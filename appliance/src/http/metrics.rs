@@ -1,5 +1,5 @@
-//! Prometheus text metrics: process-wide counters (admin API, and the DHCP, TFTP and agent
-//! API rooms' own counter sets) plus store gauges read at scrape.
+//! Prometheus text metrics: process-wide counters (admin API, the DHCP, TFTP and agent API
+//! rooms' own counter sets, console logins) plus store gauges read at scrape.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -25,6 +25,10 @@ impl Counter {
     }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+    /// Raises the value to `n` if it is lower (a high-water mark).
+    pub fn max(&self, n: u64) {
+        self.0.fetch_max(n, Ordering::Relaxed);
     }
 }
 
@@ -198,6 +202,39 @@ pub async fn render(State(state): State<HttpState>) -> impl IntoResponse {
             ("reason=\"bmc_replace\"", a.bmc_replace.get()),
             ("reason=\"wipe_not_told\"", a.wipe_not_told.get()),
             ("reason=\"lease\"", a.lease.get()),
+        ],
+    );
+    let l = state.console.login_stats();
+    family(
+        &mut out,
+        "appliance_console_login_verifications_total",
+        "counter",
+        "Console password verifications run.",
+        &[("", l.verifications.get())],
+    );
+    family(
+        &mut out,
+        "appliance_console_login_verifications_max_concurrent",
+        "gauge",
+        "Most console password verifications that ran at once.",
+        &[("", l.max_concurrent.get())],
+    );
+    family(
+        &mut out,
+        "appliance_console_login_waited_total",
+        "counter",
+        "Console logins that waited for a password verification slot.",
+        &[("", l.waited.get())],
+    );
+    family(
+        &mut out,
+        "appliance_console_login_refused_total",
+        "counter",
+        "Console logins refused before their secret was looked at, by reason.",
+        &[
+            ("reason=\"client\"", l.refused_client.get()),
+            ("reason=\"global\"", l.refused_global.get()),
+            ("reason=\"busy\"", l.refused_busy.get()),
         ],
     );
     if let Some((counts, revision)) = gauges {

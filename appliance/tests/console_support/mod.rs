@@ -1,10 +1,11 @@
 //! Shared by the console tests: start a real `appliance serve` on a free loopback port
-//! with a temp data dir, talk plain HTTP/1.1 to it, and run `appliance ctl` against it.
+//! with a temp data dir, talk plain HTTP/1.1 to it (from any loopback source address), and
+//! run `appliance ctl` against it.
 
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -68,7 +69,44 @@ impl Appliance {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> std::io::Result<Response> {
-        let mut s = TcpStream::connect(self.addr)?;
+        self.try_request_from(None, method, path, headers, body)
+    }
+
+    /// As `request`, from the loopback source address `src` (any of 127.0.0.0/8), so a
+    /// test can act as several clients (or as a proxy in front of the box).
+    pub fn request_from(
+        &self,
+        src: IpAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Response {
+        self.try_request_from(Some(src), method, path, headers, body)
+            .unwrap()
+    }
+
+    pub fn try_request_from(
+        &self,
+        src: Option<IpAddr>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> std::io::Result<Response> {
+        let mut s = match src {
+            None => TcpStream::connect(self.addr)?,
+            Some(ip) => {
+                let sock = socket2::Socket::new(
+                    socket2::Domain::for_address(self.addr),
+                    socket2::Type::STREAM,
+                    None,
+                )?;
+                sock.bind(&SocketAddr::new(ip, 0).into())?;
+                sock.connect(&self.addr.into())?;
+                sock.into()
+            }
+        };
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",

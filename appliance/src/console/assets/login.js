@@ -1,13 +1,11 @@
-// Login page: POST the secret as JSON, then go where the user was headed.
+// Login page: POST the secret as JSON, then go where the user was headed. The box decides
+// whether `next` stays on it (console::redirect) and answers the path to go to.
 "use strict";
 const form = document.getElementById("login-form");
 const input = document.getElementById("secret");
 const err = document.getElementById("login-error");
 const submit = document.getElementById("login-submit");
-function safeNext() {
-  const n = new URLSearchParams(location.search).get("next") || "/";
-  return n.startsWith("/") && !n.startsWith("//") ? n : "/";
-}
+const next = new URLSearchParams(location.search).get("next") || "/";
 form.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   err.hidden = true;
@@ -25,10 +23,14 @@ form.addEventListener("submit", async (ev) => {
     const r = await fetch("/api/v1/login", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ secret: input.value }),
+      body: JSON.stringify({ secret: input.value, next }),
       credentials: "same-origin",
     });
-    if (r.ok) { location.assign(safeNext()); return; }
+    if (r.ok) {
+      const body = await r.json().catch(() => ({}));
+      location.assign(typeof body.next === "string" ? body.next : "/");
+      return;
+    }
     const body = await r.json().catch(() => ({}));
     err.textContent = body.error || `Login failed (${r.status})`;
   } catch (e) {

@@ -1,7 +1,8 @@
 //! Console authentication: the login page, `POST /api/v1/login` (admin token or console
-//! password, throttled per client address and globally), logout, the session cookie, and the
-//! `require_session` middleware (session lookup, CSRF token and Origin check on mutating
-//! calls) in front of every other page and API call.
+//! password; counted per client address before the secret is looked at, throttled per
+//! address and globally, password verifications bounded by `verify`; answers where to go
+//! next), logout, the session cookie, and the `require_session` middleware (session lookup,
+//! CSRF token and Origin check on mutating calls) in front of every other page and API call.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -16,15 +17,30 @@ use serde_json::json;
 
 use super::assets::asset_response;
 use super::{CSRF_HEADER, ConsoleState, SESSION_COOKIE, error, random_hex};
+use crate::console::redirect;
 use crate::console::session::{LoginMethod, constant_time_eq, cookie_value};
-use crate::console::throttle::Refusal;
+use crate::console::throttle::{self, Refusal};
 use crate::console::{self, password, view};
 
-fn client_ip(req_ext: &axum::http::Extensions) -> IpAddr {
-    req_ext
+/// The address a login is counted against: the TCP peer, or what a trusted proxy says
+/// (`console::throttle::client_addr`).
+fn client_addr(state: &ConsoleState, req: &Request) -> IpAddr {
+    let peer = req
+        .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    throttle::client_addr(
+        peer,
+        &forwarded,
+        &state.inner.config.console.trusted_proxies,
+    )
 }
 
 fn session_id(headers: &HeaderMap) -> Option<String> {
@@ -150,6 +166,9 @@ fn percent_encode(s: &str) -> String {
 struct LoginBody {
     /// The admin token or the console password.
     secret: String,
+    /// Where the login page was asked to go afterwards (answered as a safe `next`).
+    #[serde(default)]
+    next: Option<String>,
 }
 
 fn session_cookie(state: &ConsoleState, value: &str, max_age: u64) -> HeaderValue {
@@ -174,7 +193,11 @@ fn too_many(r: Refusal) -> Response {
             format!("too many failed logins on this box; logins are paused for {secs} s")
         }
     };
-    let mut resp = error(StatusCode::TOO_MANY_REQUESTS, msg);
+    retry_later(msg, secs)
+}
+
+fn retry_later(message: String, secs: u64) -> Response {
+    let mut resp = error(StatusCode::TOO_MANY_REQUESTS, message);
     resp.headers_mut().insert(
         header::RETRY_AFTER,
         HeaderValue::from_str(&secs.to_string()).expect("digits"),
@@ -183,7 +206,7 @@ fn too_many(r: Refusal) -> Response {
 }
 
 pub(super) async fn login(State(state): State<ConsoleState>, req: Request) -> Response {
-    let ip = client_ip(req.extensions());
+    let ip = client_addr(&state, &req);
     if !same_origin(req.headers()) {
         return error(StatusCode::FORBIDDEN, "cross-origin login refused");
     }
@@ -208,21 +231,46 @@ pub(super) async fn login(State(state): State<ConsoleState>, req: Request) -> Re
             "send {\"secret\": \"<admin token or password>\"}",
         );
     };
-    if let Err(r) = state
-        .inner
-        .throttle
-        .lock()
-        .expect("throttle lock")
-        .check(ip, Instant::now())
-    {
-        return too_many(r);
-    }
-    let method = if constant_time_eq(body.secret.trim(), &state.inner.token) {
+    let is_token = constant_time_eq(body.secret.trim(), &state.inner.token);
+    // Counted before the secret is looked at: concurrent guesses cannot outrun the count.
+    let begun =
+        state
+            .inner
+            .throttle
+            .lock()
+            .expect("throttle lock")
+            .begin(ip, Instant::now(), is_token);
+    let attempt = match begun {
+        Ok(a) => a,
+        Err(r) => {
+            let stats = state.login_stats();
+            match r {
+                Refusal::Client { .. } => stats.refused_client.inc(),
+                Refusal::Global { .. } => stats.refused_global.inc(),
+            }
+            return too_many(r);
+        }
+    };
+    let method = if is_token {
         Some(LoginMethod::Token)
     } else {
+        let Some(slot) = state.inner.verify.enter().await else {
+            state
+                .inner
+                .throttle
+                .lock()
+                .expect("throttle lock")
+                .abandoned(attempt);
+            state.login_stats().refused_busy.inc();
+            return retry_later(
+                "too many logins are being checked right now; try again in a moment".into(),
+                1,
+            );
+        };
         let st = state.clone();
         let secret = body.secret;
         let ok = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             st.inner
                 .store
                 .console_password_hash()
@@ -240,7 +288,7 @@ pub(super) async fn login(State(state): State<ConsoleState>, req: Request) -> Re
             .throttle
             .lock()
             .expect("throttle lock")
-            .failed(ip, Instant::now());
+            .failed(attempt, Instant::now());
         tracing::warn!(client = %ip, "console login failed");
         if let Some(r) = lock {
             return too_many(r);
@@ -252,7 +300,7 @@ pub(super) async fn login(State(state): State<ConsoleState>, req: Request) -> Re
         .throttle
         .lock()
         .expect("throttle lock")
-        .succeeded(ip);
+        .succeeded(attempt, Instant::now());
     let (Some(id), Some(csrf)) = (random_hex::<32>(), random_hex::<32>()) else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -266,7 +314,9 @@ pub(super) async fn login(State(state): State<ConsoleState>, req: Request) -> Re
         Instant::now(),
     );
     tracing::info!(client = %ip, method = method.as_str(), "console login");
-    let mut resp = Json(json!({ "csrf": csrf, "method": method.as_str() })).into_response();
+    let next = redirect::safe_next(body.next.as_deref().unwrap_or(redirect::HOME));
+    let mut resp =
+        Json(json!({ "csrf": csrf, "method": method.as_str(), "next": next })).into_response();
     let max_age = console::session::ABSOLUTE_TIMEOUT.as_secs();
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&state, &id, max_age));

@@ -10,7 +10,8 @@
 //! This file holds the shared state, the router and the reply helpers; the handlers are
 //! split by concern: `auth` (login/logout, sessions, CSRF), `assets` (pages and embedded
 //! files), `servers` (server list, detail and actions), `objects` (ServerClass/Environment
-//! YAML CRUD), `settings` and `events` (recent changes and the SSE stream).
+//! YAML CRUD), `settings`, `events` (recent changes and the SSE stream) and `verify` (the
+//! bound on concurrent password verifications).
 //!
 //! Security model:
 //! - Login with the admin token or the console password (`appliance ctl admin
@@ -21,7 +22,13 @@
 //! - Every mutating call (POST/PUT/DELETE) needs the session's CSRF token in the
 //!   `x-csrf-token` header (synchronizer token) and, when the browser sends an `Origin`,
 //!   an Origin that matches `Host`.
-//! - Failed logins are throttled per client IP and globally (`console::throttle`).
+//! - Login attempts are counted per client address before the secret is looked at, and
+//!   throttled per address and globally (`console::throttle`; the global pause spares the
+//!   admin token and addresses that logged in before). The client address is the TCP peer,
+//!   or the last `X-Forwarded-For` hop when the peer is a `[console] trusted_proxies`
+//!   entry. At most two password verifications run at once (`verify`).
+//! - After login the browser goes to `next` only if it stays on the box
+//!   (`console::redirect`).
 //! - Without a session, pages redirect to `/login` and `/api/v1/*` answers 401. Only the
 //!   login page, its assets and `POST /api/v1/login` are public here.
 
@@ -31,6 +38,9 @@ mod events;
 mod objects;
 mod servers;
 mod settings;
+mod verify;
+
+pub use verify::LoginStats;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -72,6 +82,7 @@ struct Inner {
     secure_cookie: bool,
     sessions: Mutex<Sessions>,
     throttle: Mutex<LoginThrottle>,
+    verify: verify::VerifyGate,
     events: Mutex<VecDeque<RecentEvent>>,
     rows: Mutex<servers::RowsCache>,
     /// The BMC room's Power service (power and boot-device actions).
@@ -109,12 +120,18 @@ impl ConsoleState {
                 secure_cookie,
                 sessions: Mutex::default(),
                 throttle: Mutex::default(),
+                verify: verify::VerifyGate::default(),
                 events: Mutex::default(),
                 rows: Mutex::new(servers::RowsCache::new(rx)),
                 power,
                 lifecycle,
             }),
         }
+    }
+
+    /// The login counters, for `/metrics`.
+    pub fn login_stats(&self) -> &LoginStats {
+        self.inner.verify.stats()
     }
 }
 
