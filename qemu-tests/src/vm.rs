@@ -41,6 +41,10 @@ pub struct VmSpec {
     pub smp: u32,
     /// More raw disk images on virtio-blk, not bootable (`vda`, `vdb`… after `disk`).
     pub data_disks: Vec<PathBuf>,
+    /// Raw disk images on an AHCI controller (SATA: `sda`, `sdb`… in the guest, through
+    /// libata and the SCSI layer), with the serial number and WWN the ATA IDENTIFY data
+    /// reports.
+    pub sata_disks: Vec<SataDisk>,
     /// Also offer the serial console on a unix socket `<name>.console.sock` (interactive
     /// use, `scripts/lab`); the log file is written either way.
     pub console_socket: bool,
@@ -63,6 +67,7 @@ impl VmSpec {
             disk: None,
             smp: 1,
             data_disks: Vec::new(),
+            sata_disks: Vec::new(),
             console_socket: false,
             no_reboot: true,
             inband_bmc_port: None,
@@ -91,6 +96,16 @@ impl VmSpec {
 
     pub fn data_disk(mut self, disk: &Path) -> VmSpec {
         self.data_disks.push(disk.to_path_buf());
+        self
+    }
+
+    /// Adds a SATA disk (see [`VmSpec::sata_disks`]).
+    pub fn sata_disk(mut self, disk: &Path, serial: &str, wwn: u64) -> VmSpec {
+        self.sata_disks.push(SataDisk {
+            path: disk.to_path_buf(),
+            serial: serial.to_string(),
+            wwn,
+        });
         self
     }
 
@@ -185,6 +200,20 @@ impl VmSpec {
                 &format!("virtio-blk-pci,drive=data{i},serial=data{i}"),
             ]);
         }
+        if !self.sata_disks.is_empty() {
+            push(&["-device", "ahci,id=ahci0"]);
+        }
+        for (i, d) in self.sata_disks.iter().enumerate() {
+            push(&[
+                "-drive",
+                &format!("if=none,id=sata{i},format=raw,file={}", d.path.display()),
+                "-device",
+                &format!(
+                    "ide-hd,drive=sata{i},bus=ahci0.{i},serial={},wwn={:#x}",
+                    d.serial, d.wwn
+                ),
+            ]);
+        }
         if let Some(port) = self.inband_bmc_port {
             push(&[
                 "-chardev",
@@ -198,6 +227,16 @@ impl VmSpec {
         push(&["-boot", "strict=on"]);
         Ok(a)
     }
+}
+
+/// A raw disk image on the VM's AHCI controller.
+#[derive(Debug, Clone)]
+pub struct SataDisk {
+    pub path: PathBuf,
+    /// ATA serial number (at most 20 characters; QEMU pads it with spaces).
+    pub serial: String,
+    /// World wide name (NAA), reported in ATA IDENTIFY.
+    pub wwn: u64,
 }
 
 #[derive(Debug)]

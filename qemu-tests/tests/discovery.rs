@@ -1,5 +1,5 @@
-//! Discovery end to end: a VM (`-smp 2 -m 1024`, two virtio disks filled with a known
-//! pattern) PXE-boots from the real appliance (SeaBIOS + iPXE ROM → the appliance's DHCP →
+//! Discovery end to end: a VM (`-smp 2 -m 1024`, two virtio disks and a SATA disk on AHCI
+//! with a serial number and WWN, all filled with a known pattern) PXE-boots from the real appliance (SeaBIOS + iPXE ROM → the appliance's DHCP →
 //! /boot.ipxe → /ipxe → the agent environment built by `scripts/build-agent-initramfs` with
 //! the `appliance` binary of this tree) → `appliance agent` registers it over gRPC →
 //! `appliance ctl get server` shows its hardware → `ctl server accept` → the agent is told to
@@ -20,6 +20,10 @@ use serde_json::Value;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const MIB: usize = 1 << 20;
 const UUID: &str = "4d1c0a3e-7b52-4f6e-9a10-5e6f7a8b9c0d";
+/// The SATA disk's ATA serial number and WWN (the agent reads them from SCSI VPD pages
+/// 0x80 and 0x83 in sysfs).
+const SATA_SERIAL: &str = "SATA-SN-0042";
+const SATA_WWN: u64 = 0x5000_c500_a1b2_c3d4;
 
 /// The byte the pattern has at `offset` (never zero; changes every 4 KiB).
 fn pattern_byte(offset: usize) -> u8 {
@@ -86,14 +90,16 @@ fn pxe_agent_registers_is_accepted_wiped_and_available() {
     let disks = [
         (lab.path("disk0.img"), 64 * MIB),
         (lab.path("disk1.img"), 96 * MIB),
+        (lab.path("sata0.img"), 32 * MIB),
     ];
     for (p, size) in &disks {
         write_pattern_disk(p, *size);
     }
     let mut spec = VmSpec::new(Firmware::Bios).uuid(UUID).memory(1024).smp(2);
-    for (p, _) in &disks {
+    for (p, _) in &disks[..2] {
         spec = spec.data_disk(p);
     }
+    spec = spec.sata_disk(&disks[2].0, SATA_SERIAL, SATA_WWN);
     let mut vm = lab.start_vm(&spec).expect("vm");
 
     // Registration.
@@ -142,12 +148,17 @@ fn pxe_agent_registers_is_accepted_wiped_and_available() {
     assert_eq!(
         sizes,
         [
+            ("/dev/sda".to_string(), (32 * MIB) as u64),
             ("/dev/vda".to_string(), (64 * MIB) as u64),
             ("/dev/vdb".to_string(), (96 * MIB) as u64)
         ],
         "{s:#}"
     );
-    assert_eq!(devices[1]["serialNumber"], "data1", "{s:#}");
+    assert_eq!(devices[2]["serialNumber"], "data1", "{s:#}");
+    // The SATA disk: serial from VPD page 0x80, WWID from page 0x83 (the NAA WWN).
+    assert_eq!(devices[0]["serialNumber"], SATA_SERIAL, "{s:#}");
+    assert_eq!(devices[0]["productName"], "QEMU HARDDISK", "{s:#}");
+    assert_eq!(devices[0]["wwid"], format!("naa.{SATA_WWN:x}"), "{s:#}");
     let nics = hw["network"]["interfaces"].as_array().expect("interfaces");
     assert!(
         nics.iter().any(|n| n["mac"] == vm.mac()),
@@ -179,7 +190,7 @@ fn pxe_agent_registers_is_accepted_wiped_and_available() {
         .wait_for("AGENT-WIPED", Duration::from_secs(180))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.report()));
     eprintln!("{wiped}");
-    assert!(wiped.contains("mode=fast disks=2"), "{wiped}");
+    assert!(wiped.contains("mode=fast disks=3"), "{wiped}");
 
     let s = wait_until(
         &mut lab,

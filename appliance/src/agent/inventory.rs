@@ -13,7 +13,10 @@
 //!   `/proc/meminfo` (which is below the installed size: the kernel keeps its reservations).
 //! - storage: `/sys/block/*` without loop/ram/zram/optical/floppy/device-mapper/md/nbd
 //!   devices: size (`size` × 512), type (nvme* → NVMe, mmcblk* → SD, `queue/rotational` 1 →
-//!   HDD, 0 → SSD), model, serial, WWID, read-only flag.
+//!   HDD, 0 → SSD), model, serial, WWID, read-only flag. The serial is the `serial`
+//!   attribute (virtio-blk) or `device/serial` (NVMe), else the SCSI unit serial number,
+//!   VPD page 0x80 in `device/vpd_pg80` (SATA disks behind libata, SAS disks); the WWID is
+//!   `wwid` (NVMe) or the SCSI `device/wwid` (from VPD page 0x83).
 //! - network: `/sys/class/net/*` with a non-zero MAC: index, MTU, MAC, flags (Go `net.Flags`
 //!   names), plus the addresses the caller passes in (from getifaddrs).
 //!
@@ -392,17 +395,44 @@ fn disks(root: &Path, notes: &mut Vec<String>) -> Vec<Disk> {
                     .find(|s| !s.is_empty())
                     .unwrap_or_default()
             };
+            let mut serial = first(&["serial", "device/serial"]);
+            if serial.is_empty() {
+                serial = std::fs::read(d.join("device/vpd_pg80"))
+                    .ok()
+                    .and_then(|page| vpd_pg80_serial(&page))
+                    .unwrap_or_default();
+            }
             Some(Disk {
                 kind: storage_type(&name, number(&d.join("queue/rotational"))),
                 size,
                 model: first(&["device/model"]),
-                serial: first(&["serial", "device/serial"]),
+                serial,
                 wwid: first(&["wwid", "device/wwid"]),
                 read_only: number(&d.join("ro")) == Some(1),
                 name,
             })
         })
         .collect()
+}
+
+/// The unit serial number in a SCSI VPD page 0x80 as sysfs exposes it (`vpd_pg80`, the page
+/// as the device returned it): a 4-byte header (peripheral byte, page code 0x80, page
+/// length big-endian) and the serial, which libata (from the ATA IDENTIFY serial) and
+/// many SAS disks pad with spaces. Spaces, NULs and other non-printable bytes around or
+/// inside it are dropped; `None` for another page or an empty serial.
+pub fn vpd_pg80_serial(page: &[u8]) -> Option<String> {
+    let (head, rest) = page.split_first_chunk::<4>()?;
+    if head[1] != 0x80 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]])).min(rest.len());
+    let serial: String = rest[..len]
+        .iter()
+        .filter(|b| b.is_ascii_graphic() || **b == b' ')
+        .map(|&b| char::from(b))
+        .collect();
+    let serial = serial.trim();
+    (!serial.is_empty()).then(|| serial.to_string())
 }
 
 /// Go `net.Flags` names for the IFF_* bits of /sys/class/net/<if>/flags.

@@ -153,6 +153,117 @@ fn storage_devices_sizes_types_and_filters() {
     assert!(!inv.disks[1].read_only);
 }
 
+/// A VPD page 0x80 as the kernel shows it in `vpd_pg80`: header, then the serial.
+fn vpd_pg80(serial: &[u8]) -> Vec<u8> {
+    let mut page = vec![0x00, 0x80, 0x00, u8::try_from(serial.len()).unwrap()];
+    page.extend_from_slice(serial);
+    page
+}
+
+/// A SATA disk behind AHCI (libata: `sda`, SCSI `device/` with VPD pages, no `serial`
+/// attribute) and a SAS disk, as on a real server.
+fn sata_and_sas_disks(root: &Path) {
+    for (name, sectors, rot) in [("sda", 262144u64, "0"), ("sdb", 1048576, "1")] {
+        put(
+            root,
+            &format!("sys/block/{name}/size"),
+            format!("{sectors}\n"),
+        );
+        put(
+            root,
+            &format!("sys/block/{name}/queue/rotational"),
+            format!("{rot}\n"),
+        );
+        put(root, &format!("sys/block/{name}/ro"), "0\n");
+    }
+    // libata: the ATA IDENTIFY serial (20 bytes, space padded) as VPD page 0x80.
+    put(root, "sys/block/sda/device/model", "Samsung SSD 860\n");
+    put(
+        root,
+        "sys/block/sda/device/vpd_pg80",
+        vpd_pg80(b"S3Z9NB0K123456A     "),
+    );
+    put(root, "sys/block/sda/device/wwid", "naa.5002538e40a1b2c3\n");
+    // A SAS disk: right-aligned serial; the page as read may run past the page length.
+    put(root, "sys/block/sdb/device/model", "ST4000NM0025    \n");
+    let mut page = vpd_pg80(b"    ZC1A2B3C");
+    page.extend_from_slice(b"\0\0junk");
+    put(root, "sys/block/sdb/device/vpd_pg80", page);
+    put(root, "sys/block/sdb/device/wwid", "naa.5000c500a1b2c3d4\n");
+}
+
+#[test]
+fn sata_and_sas_serials_come_from_vpd_page_0x80() {
+    let dir = tempfile::tempdir().unwrap();
+    qemu_guest(dir.path(), true);
+    sata_and_sas_disks(dir.path());
+    let inv = read(dir.path(), &[]).unwrap();
+    let s = inv.hardware.storage.as_ref().unwrap();
+    let got: Vec<(&str, &str, &str, &str)> = s
+        .devices
+        .iter()
+        .map(|d| {
+            (
+                d.device_name.as_str(),
+                d.model.as_str(),
+                d.serial.as_str(),
+                d.wwid.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "/dev/nvme0n1",
+                "Samsung SSD 970",
+                "S4EWNX0N",
+                "eui.0025388b71b2a4f1"
+            ),
+            (
+                "/dev/sda",
+                "Samsung SSD 860",
+                "S3Z9NB0K123456A",
+                "naa.5002538e40a1b2c3"
+            ),
+            (
+                "/dev/sdb",
+                "ST4000NM0025",
+                "ZC1A2B3C",
+                "naa.5000c500a1b2c3d4"
+            ),
+            ("/dev/vda", "", "", ""),
+            ("/dev/vdb", "", "data-disk-1", ""),
+        ]
+    );
+    // A `serial` attribute, where the kernel has one, is used before the VPD page.
+    put(dir.path(), "sys/block/sda/serial", "from-attribute\n");
+    let inv = read(dir.path(), &[]).unwrap();
+    assert_eq!(inv.disks[1].serial, "from-attribute");
+}
+
+#[test]
+fn vpd_pg80_pages() {
+    assert_eq!(
+        vpd_pg80_serial(&vpd_pg80(b"ABC123")).as_deref(),
+        Some("ABC123")
+    );
+    assert_eq!(
+        vpd_pg80_serial(&vpd_pg80(b"\0 WD-WCC4E1234567 \0")).as_deref(),
+        Some("WD-WCC4E1234567")
+    );
+    // Page length beyond the bytes read: what is there.
+    assert_eq!(
+        vpd_pg80_serial(&[0x00, 0x80, 0x00, 0x40, b'X', b'Y']).as_deref(),
+        Some("XY")
+    );
+    // Another page, a blank serial, a short header, nothing.
+    assert_eq!(vpd_pg80_serial(&[0x00, 0x83, 0x00, 0x02, b'X', b'Y']), None);
+    assert_eq!(vpd_pg80_serial(&vpd_pg80(b"        ")), None);
+    assert_eq!(vpd_pg80_serial(&[0x00, 0x80, 0x00]), None);
+    assert_eq!(vpd_pg80_serial(&[]), None);
+}
+
 #[test]
 fn network_interfaces_and_addresses() {
     let dir = tempfile::tempdir().unwrap();
