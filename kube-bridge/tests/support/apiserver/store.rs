@@ -64,17 +64,25 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
-fn invalid(kind: &str, name: &str, causes: Vec<(String, String)>) -> Failure {
-    let message = format!(
-        "{kind}.{} \"{name}\" is invalid: {}",
-        "",
-        causes
-            .iter()
-            .map(|(f, m)| format!("{f}: {m}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-    .replacen(".\"", " \"", 1);
+/// 422 Invalid, worded as the apiserver words it: `Kind.group "name" is invalid: field: why`.
+fn invalid(t: &ResourceType, name: &str, causes: Vec<(String, String)>) -> Failure {
+    let kind = if t.group.is_empty() {
+        t.kind.clone()
+    } else {
+        format!("{}.{}", t.kind, t.group)
+    };
+    let reasons: Vec<String> = causes
+        .iter()
+        .map(|(f, m)| {
+            if m.starts_with(f.as_str()) {
+                m.clone()
+            } else {
+                format!("{f}: {m}")
+            }
+        })
+        .collect();
+    let message = format!("{kind} \"{name}\" is invalid: {}", reasons.join(", "));
+    let kind = &t.kind;
     let causes: Vec<Value> = causes
         .iter()
         .map(|(f, m)| json!({"reason": "FieldValueInvalid", "message": m, "field": f}))
@@ -200,7 +208,7 @@ impl State {
                 .iter()
                 .map(|e| (e.path.clone(), e.to_string()))
                 .collect();
-            return Err(invalid(&t.kind, &name, causes));
+            return Err(invalid(t, &name, causes));
         }
         let unknown: Vec<String> = unknown
             .iter()
@@ -229,7 +237,7 @@ impl State {
         let name = obj["metadata"]["name"].as_str().filter(|n| !n.is_empty());
         let Some(name) = name else {
             return Err(invalid(
-                &t.kind,
+                t,
                 "",
                 vec![(
                     "metadata.name".into(),
@@ -329,8 +337,8 @@ impl State {
         let warnings = Self::admit(t, &mut obj, validation)?;
         let mut crd_types = None;
         if t.kind == "CustomResourceDefinition" {
-            let declared = types::from_crd(&obj)
-                .map_err(|m| invalid(&t.kind, &name, vec![("spec".into(), m)]))?;
+            let declared =
+                types::from_crd(&obj).map_err(|m| invalid(t, &name, vec![("spec".into(), m)]))?;
             obj["status"] = json!({
                 "acceptedNames": obj["spec"]["names"],
                 "conditions": [
@@ -529,7 +537,7 @@ impl State {
         {
             let m = "Forbidden: no new finalizers can be added if the object is being deleted";
             return Err(invalid(
-                &t.kind,
+                t,
                 name,
                 vec![("metadata.finalizers".into(), m.into())],
             ));
