@@ -9,9 +9,9 @@ BINARIES_DIR=${1:-$BINARIES_DIR}
 EXT=$(cd "$BOARD_DIR/../.." && pwd)
 
 if grep -q '^BR2_aarch64=y' "$BR2_CONFIG"; then
-  EFI=aa64 KERNEL=Image ROOT_TYPE=root-arm64 CONSOLE=ttyAMA0
+  EFI=aa64 KERNEL=Image ROOT_TYPE=b921b045-1df0-41c3-af44-4c6f280d3fae CONSOLE=ttyAMA0
 else
-  EFI=x64 KERNEL=bzImage ROOT_TYPE=root-x86-64 CONSOLE=ttyS0
+  EFI=x64 KERNEL=bzImage ROOT_TYPE=4f68bce3-e8cd-4db1-96e7-fbcaf984b709 CONSOLE=ttyS0
 fi
 # The same fixed GUIDs as scripts/build-image: root=PARTUUID= needs no initrd.
 ROOTA_GUID=6a9a1c10-0000-4000-8000-00000000000a
