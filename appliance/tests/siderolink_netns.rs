@@ -4,7 +4,10 @@
 //! other end this test also creates.
 //!
 //! Proves: a provisioned node handshakes and a Talos log line it sends over TCP to
-//! `[<prefix>::1]:4001` arrives attributed to its server; a node whose key was never
+//! `[<prefix>::1]:4001` arrives attributed to its server; Talos-shaped events it publishes
+//! over gRPC to `[<prefix>::1]:4002` (this test binary re-executed inside the node's
+//! namespace as the client, `events_child`) set the ServerBinding conditions and install
+//! the Server (`PXEBooted=True`); a node whose key was never
 //! provisioned (foreign key) is dropped at the handshake and delivers nothing; a packet a
 //! node sends with another node's overlay address as its source is dropped and nothing
 //! from it is stored under either server.
@@ -20,43 +23,37 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use appliance::model::{Kind, Object};
+use appliance::reconcile::Lifecycle;
+use appliance::reconcile::apply::{AllocateInput, NewServer};
+use appliance::reconcile::lifecycle::Event;
+use appliance::reconcile::power::LoggedPower;
 use appliance::siderolink::endpoint::{Endpoint, EndpointConfig, NodeLog};
 use appliance::siderolink::identity::Identity;
+use appliance::siderolink::sink::EventSink;
 use appliance::siderolink::{peers, provision};
-use appliance::store::{Store, StoreError};
+use appliance::store::Store;
+use appliance_rpc::events::EventRequest;
+use appliance_rpc::events::event_sink_service_client::EventSinkServiceClient;
+use appliance_rpc::events::event_sink_service_server::EventSinkServiceServer;
+use appliance_rpc::{common, machine};
+use prost::Message;
 use tokio::sync::watch;
 
 const PY: &str = "/usr/bin/python3";
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
+#[path = "support/prereq.rs"]
+mod prereq;
 
 fn skip_reason() -> Option<String> {
-    if !is_root() {
-        return Some("not root: network namespaces and wireguard-go need root".into());
-    }
-    for tool in ["wireguard-go", "wg", "ip", PY] {
-        let ok = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !ok {
-            return Some(format!(
-                "`{tool}` is not installed (scripts/setup installs it)"
-            ));
-        }
-    }
-    None
+    prereq::missing_root_or(
+        &[
+            ("wireguard-go", &["--version"]),
+            ("wg", &["--version"]),
+            ("ip", &["-V"]),
+            (PY, &["--version"]),
+        ],
+        "network namespaces and wireguard-go",
+    )
 }
 
 fn run(cmd: &[&str]) -> String {
@@ -243,15 +240,83 @@ fn send_tcp(ns: &str, from: Option<Ipv6Addr>, to: Ipv6Addr, payload: &str) -> bo
     out.status.success()
 }
 
-fn binding(store: &Store, name: &str) {
-    let doc = serde_json::json!({
-        "apiVersion": Kind::ServerBinding.api_version(),
-        "kind": "ServerBinding",
-        "metadata": { "name": name },
-        "spec": { "metalMachineRef": { "name": name } },
-    });
-    let b = Object::from_json(Kind::ServerBinding, &doc.to_string()).unwrap();
-    store.transact::<_, StoreError>(|t| t.put(&b)).unwrap();
+/// Registers, accepts, wipes and allocates `name` through the real lifecycle.
+async fn allocate(lc: &Lifecycle, name: &str) {
+    lc.register(NewServer {
+        name: name.into(),
+        hostname: None,
+        hardware: serde_json::json!({}),
+    })
+    .await
+    .unwrap();
+    for e in [Event::Accept, Event::WipeStarted, Event::Wiped] {
+        lc.fire(name, e, "test").await.unwrap();
+    }
+    lc.allocate(AllocateInput {
+        server_class: None,
+        server: Some(name.into()),
+        owner: format!("default/{name}"),
+        bootstrap_data: String::new(),
+        config_patches: vec![],
+        environment: None,
+    })
+    .await
+    .unwrap();
+}
+
+fn any<M: Message>(id: &str, name: &str, m: &M) -> EventRequest {
+    EventRequest {
+        data: Some(prost_types::Any {
+            type_url: format!("type.googleapis.com/machine.{name}"),
+            value: m.encode_to_vec(),
+        }),
+        id: id.into(),
+        actor_id: String::new(),
+    }
+}
+
+/// Run inside the node's namespace by the main test (`SL_EVENTS_TO=<server addr>`): plays
+/// Talos's event sink client over the tunnel. Does nothing when run on its own.
+#[tokio::test]
+async fn events_child() {
+    let Ok(to) = std::env::var("SL_EVENTS_TO") else {
+        return;
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://[{to}]:4002"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connect to the event sink through the tunnel");
+    let mut client = EventSinkServiceClient::new(channel);
+    let phase = |p: &str| machine::PhaseEvent {
+        phase: p.into(),
+        action: 0,
+    };
+    let done = machine::SequenceEvent {
+        sequence: "install".into(),
+        action: 0,
+        error: Some(common::Error {
+            code: 0,
+            message: "unix.Reboot(0x1234567)".into(),
+            details: vec![],
+        }),
+    };
+    let addresses = machine::AddressEvent {
+        hostname: "talos-a".into(),
+        addresses: vec!["192.168.7.5".into()],
+    };
+    for req in [
+        any("e1", "PhaseEvent", &phase("saveConfig")),
+        any("e2", "PhaseEvent", &phase("install")),
+        any("e3", "AddressEvent", &addresses),
+        any("e4", "SequenceEvent", &done),
+        // Talos's resent backlog: must not undo TalosInstalled.
+        any("e2", "PhaseEvent", &phase("install")),
+    ] {
+        client.publish(req).await.expect("event accepted");
+    }
 }
 
 async fn next_log(
@@ -264,15 +329,17 @@ async fn next_log(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wireguard_go_nodes_through_the_userspace_endpoint() {
     if let Some(why) = skip_reason() {
-        assert!(
-            std::env::var("APPLIANCE_E2E").as_deref() != Ok("1"),
-            "APPLIANCE_E2E=1 but cannot run: {why}"
-        );
-        eprintln!("skipped: {why}");
+        prereq::skip("wireguard_go_nodes_through_the_userspace_endpoint", &why);
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let (lc, _reconcile) = Lifecycle::new(
+        store.clone(),
+        appliance::config::Config::default().lifecycle,
+        Arc::new(LoggedPower),
+        None,
+    );
     let mut random = [0u8; 64];
     getrandom::fill(&mut random).unwrap();
     let identity = Arc::new(Identity::generate(random));
@@ -292,7 +359,8 @@ async fn wireguard_go_nodes_through_the_userspace_endpoint() {
         max_log_line: 16 * 1024,
         max_log_connections: 64,
     };
-    let endpoint = Endpoint::new(socket, identity.clone(), &config, 7);
+    let mut endpoint = Endpoint::new(socket, identity.clone(), &config, 7);
+    let event_conns = endpoint.take_event_connections().unwrap();
     let stats = endpoint.stats();
     let mut logs = endpoint.subscribe_logs();
     let (stop, shutdown) = watch::channel(false);
@@ -303,12 +371,21 @@ async fn wireguard_go_nodes_through_the_userspace_endpoint() {
         peers_tx,
         shutdown.clone(),
     ));
+    let sink = EventSink::new(lc.clone(), peers_rx.clone(), vec![]);
+    let mut grpc_stop = shutdown.clone();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EventSinkServiceServer::new(sink))
+            .serve_with_incoming_shutdown(event_conns, async move {
+                let _ = grpc_stop.changed().await;
+            }),
+    );
     let task = tokio::spawn(endpoint.run(peers_rx, shutdown));
 
     // node-a and node-b are allocated; node-a provisions with its wireguard-go key, node-b
     // with a key no process here holds. The foreign node f never provisions.
-    binding(&store, "node-a");
-    binding(&store, "node-b");
+    allocate(&lc, "node-a").await;
+    allocate(&lc, "node-b").await;
     let addr_a =
         provision::bind_node(&store, prefix, "node-a", &a.public, vec![[0x11; 8]]).unwrap();
     let other_key = Identity::generate([9; 64]).public_key_base64();
@@ -357,6 +434,53 @@ async fn wireguard_go_nodes_through_the_userspace_endpoint() {
     let hs = run_in(&a.ns, &["wg", "show", &a.ifname, "latest-handshakes"]);
     assert!(!hs.trim().ends_with("\t0"), "no handshake recorded: {hs}");
     assert_eq!(stats.spoofed.load(Ordering::Relaxed), 0);
+
+    // 1b. Talos's events over gRPC through the tunnel (the child plays Talos).
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &a.ns])
+        .arg(&exe)
+        .args(["--exact", "events_child", "--nocapture"])
+        .env("SL_EVENTS_TO", server.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "events child: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let Some(Object::ServerBinding(b)) = store
+        .get(Kind::ServerBinding, "node-a")
+        .unwrap()
+        .map(|s| s.object)
+    else {
+        panic!("binding gone")
+    };
+    assert_eq!(b.spec.hostname.as_deref(), Some("talos-a"));
+    assert_eq!(b.spec.addresses, vec!["192.168.7.5".to_string()]);
+    let conds = b.status.unwrap_or_default().conditions;
+    for t in [
+        "TalosConfigLoaded",
+        "TalosConfigValidated",
+        "TalosInstalled",
+    ] {
+        assert!(
+            conds
+                .iter()
+                .any(|c| c.type_ == t && c.status == appliance::model::ConditionStatus::True),
+            "{t}: {conds:?}"
+        );
+    }
+    let Some(Object::Server(srv)) = store.get(Kind::Server, "node-a").unwrap().map(|s| s.object)
+    else {
+        panic!("server gone")
+    };
+    assert!(
+        appliance::boot::facts::ServerFacts::from_server(&srv).pxe_booted,
+        "server not PXEBooted: {:?}",
+        srv.status
+    );
 
     // 2. Spoofed inner source: node-a sends with node-b's overlay address.
     run_in(

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::lifecycle::{self, Context, Event, IllegalTransition, Phase, ServerState, Step};
-use crate::model::{Kind, Object, Server};
+use crate::model::{Condition, ConditionStatus, Kind, Object, Server};
 use crate::store::{AllocationRecord, NewEvent, Store, StoreError, Txn};
 
 /// Annotation on a ServerBinding naming its owner.
@@ -49,8 +49,11 @@ pub fn server_state(server: &Server) -> ServerState {
     }
 }
 
-/// Writes a machine state into the Server's spec/status (Sidero flags + `status.state`).
-pub fn write_state(server: &mut Server, state: ServerState) {
+/// Writes a machine state into the Server's spec/status (Sidero flags + `status.state`),
+/// and condition `PXEBooted`: set True when installed (which `/ipxe` reads to boot from
+/// disk), deleted when the server is not in use (Sidero deletes it on deallocation), left
+/// alone otherwise (an imported allocated Server keeps its own).
+pub fn write_state(server: &mut Server, state: ServerState, now_ms: u64) {
     let f = lifecycle::flags(state.phase);
     server.spec.accepted = f.accepted;
     server.spec.cordoned = state.cordoned;
@@ -59,7 +62,31 @@ pub fn write_state(server: &mut Server, state: ServerState) {
     status.in_use = f.in_use;
     status.is_clean = f.is_clean;
     status.state = Some(state.phase.as_str().to_string());
+    let pxe = status.conditions.iter().position(|c| c.type_ == PXE_BOOTED);
+    if f.pxe_booted {
+        let already = pxe.is_some_and(|i| status.conditions[i].status == ConditionStatus::True);
+        if !already {
+            if let Some(i) = pxe {
+                status.conditions.remove(i);
+            }
+            status.conditions.push(Condition {
+                type_: PXE_BOOTED.to_string(),
+                status: ConditionStatus::True,
+                severity: None,
+                last_transition_time: super::rfc3339(now_ms),
+                reason: None,
+                message: None,
+            });
+        }
+    } else if !f.in_use
+        && let Some(i) = pxe
+    {
+        status.conditions.remove(i);
+    }
 }
+
+/// The Server condition that switches `/ipxe` to boot-from-disk.
+pub const PXE_BOOTED: &str = "PXEBooted";
 
 /// A transition that committed.
 #[derive(Debug, Clone)]
@@ -79,8 +106,10 @@ fn load_server(t: &Txn<'_>, name: &str) -> Result<Server, LifecycleError> {
     }
 }
 
-/// Plans `event` for the server and, if legal and a change, writes state + event inside `t`.
-fn transition_in(
+/// Plans `event` for the server and, if legal and a change, writes state + event inside `t`
+/// (for callers that change other objects in the same transaction; they dispatch the
+/// outcome with `Lifecycle::dispatch_outcome` after the commit).
+pub fn transition_in(
     t: &mut Txn<'_>,
     name: &str,
     event: Event,
@@ -92,7 +121,7 @@ fn transition_in(
     let from = server_state(&server);
     let step = lifecycle::plan(from, event, ctx)?;
     if step.changed {
-        write_state(&mut server, step.next);
+        write_state(&mut server, step.next, now_ms);
         t.put(&Object::Server(server.clone()))?;
         t.append_event(NewEvent {
             time_ms: now_ms,
@@ -195,7 +224,7 @@ pub fn register(
         else {
             return Err(LifecycleError::Invalid("not a server".into()));
         };
-        write_state(&mut server, step.next);
+        write_state(&mut server, step.next, now_ms);
         t.put(&Object::Server(server.clone()))?;
         t.append_event(NewEvent {
             time_ms: now_ms,

@@ -261,6 +261,12 @@ impl Lifecycle {
         });
     }
 
+    /// Schedules the actions of a transition committed by another room's transaction
+    /// (`apply::transition_in` beside its own writes, e.g. SideroLink's event sink).
+    pub fn dispatch_outcome(&self, o: &apply::Outcome) {
+        self.dispatch(&o.server, &o.step, 0);
+    }
+
     /// Applies one event to one server (one transaction), then schedules its actions.
     pub async fn fire(
         &self,
@@ -816,7 +822,7 @@ fn reconcile_server_edit(
         let Some(recorded) = recorded else {
             // Applied without a lifecycle state (e.g. Sidero YAML): adopt the derived one.
             let state = apply::server_state(&server);
-            apply::write_state(&mut server, state);
+            apply::write_state(&mut server, state, now_ms());
             t.put(&Object::Server(server.clone()))?;
             t.append_event(NewEvent {
                 time_ms: now_ms(),
@@ -843,7 +849,7 @@ fn reconcile_server_edit(
         };
         match super::lifecycle::plan(from, event, &ctx) {
             Ok(step) => {
-                apply::write_state(&mut server, step.next);
+                apply::write_state(&mut server, step.next, now_ms());
                 t.put(&Object::Server(server.clone()))?;
                 t.append_event(NewEvent {
                     time_ms: now_ms(),
@@ -857,7 +863,7 @@ fn reconcile_server_edit(
             }
             Err(illegal) => {
                 // Put the flag back and say why, rather than leave status and spec apart.
-                apply::write_state(&mut server, from);
+                apply::write_state(&mut server, from, now_ms());
                 t.put(&Object::Server(server))?;
                 t.append_event(NewEvent {
                     time_ms: now_ms(),

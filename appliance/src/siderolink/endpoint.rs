@@ -21,12 +21,13 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use x25519_dalek::PublicKey;
 
 use super::identity::Identity;
 use super::overlay::{Overlay, Received};
 use super::peers::PeerSpec;
+use super::stream::OverlayStream;
 
 /// Handshakes per second before the limiter answers with cookies (boringtun's default).
 pub const HANDSHAKE_LIMIT: u64 = 100;
@@ -90,6 +91,8 @@ pub struct Endpoint {
     overlay: Overlay,
     stats: Arc<Stats>,
     logs: broadcast::Sender<NodeLog>,
+    events_tx: mpsc::Sender<std::io::Result<OverlayStream>>,
+    events_rx: Option<mpsc::Receiver<std::io::Result<OverlayStream>>>,
     buf: Vec<u8>,
 }
 
@@ -102,7 +105,10 @@ impl Endpoint {
         seed: u64,
     ) -> Endpoint {
         let public = identity.public_key();
+        let (events_tx, events_rx) = mpsc::channel(64);
         Endpoint {
+            events_tx,
+            events_rx: Some(events_rx),
             socket,
             limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_LIMIT)),
             overlay: Overlay::new(
@@ -133,6 +139,17 @@ impl Endpoint {
     /// Decoded log lines, as they arrive.
     pub fn subscribe_logs(&self) -> broadcast::Receiver<NodeLog> {
         self.logs.subscribe()
+    }
+
+    /// The event sink's connections (TCP 4002 inside the overlay), for
+    /// `tonic::transport::Server::serve_with_incoming`; each carries an
+    /// [`super::stream::OverlayPeer`]. Without a taker they are closed.
+    pub fn take_event_connections(
+        &mut self,
+    ) -> Option<tokio_stream::wrappers::ReceiverStream<std::io::Result<OverlayStream>>> {
+        self.events_rx
+            .take()
+            .map(tokio_stream::wrappers::ReceiverStream::new)
     }
 
     /// Makes the peer table match `specs`: new peers get a fresh `Tunn`, changed ones
@@ -196,6 +213,8 @@ impl Endpoint {
         let mut ticks = 0u64;
         let mut rx = vec![0u8; MAX_DATAGRAM];
         let mut delay = None;
+        let wake = self.overlay.wake();
+        self.events_rx = None;
         loop {
             let sleep = tokio::time::sleep(delay.unwrap_or(Duration::from_secs(3600)));
             tokio::select! {
@@ -228,6 +247,7 @@ impl Endpoint {
                     self.timers().await;
                 }
                 _ = sleep => {}
+                _ = wake.notified() => {}
             }
             delay = self.run_overlay().await;
         }
@@ -338,7 +358,13 @@ impl Endpoint {
     /// Polls smoltcp, publishes decoded log lines, encrypts its output to the peers.
     async fn run_overlay(&mut self) -> Option<Duration> {
         let mut received = Vec::new();
-        let delay = self.overlay.poll(&mut received);
+        let mut streams = Vec::new();
+        let delay = self.overlay.poll(&mut received, &mut streams);
+        for s in streams {
+            // A stream from an address that is no peer cannot exist (inner sources are
+            // checked); a full queue drops the connection (the node reconnects).
+            let _ = self.events_tx.try_send(Ok(s));
+        }
         for Received { from, line } in received {
             let Some(peer) = self.by_addr.get(&from).and_then(|i| self.peers.get(i)) else {
                 continue;

@@ -9,3 +9,5 @@ pub mod identity;
 pub mod overlay;
 pub mod peers;
 pub mod provision;
+pub mod sink;
+pub mod stream;

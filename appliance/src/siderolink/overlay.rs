@@ -6,10 +6,12 @@
 //! Inside it, the TCP 4001 log receiver: a pool of smoltcp TCP sockets (one always
 //! listening, bounded in total), each connection with its own streaming
 //! [`LogDecoder`]; every decoded line is attributed by the connection's remote address,
-//! i.e. the tunnel address of the peer that sent it.
+//! i.e. the tunnel address of the peer that sent it. And the TCP 4002 event sink's
+//! connections, handed out as [`OverlayStream`]s for tonic (see `stream`).
 
 use std::collections::VecDeque;
 use std::net::Ipv6Addr;
+use std::sync::{Arc, Mutex};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
@@ -17,6 +19,9 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
+use tokio::sync::Notify;
+
+use super::stream::{OverlayStream, PIPE_CAP, Pipe};
 use crate::protocol::siderolink::address::Prefix;
 use crate::protocol::siderolink::logline::{LogDecoder, LogLine, LogLineError};
 
@@ -24,6 +29,8 @@ use crate::protocol::siderolink::logline::{LogDecoder, LogLine, LogLineError};
 pub const MTU: usize = 1280;
 /// The log receiver's port.
 pub const LOG_PORT: u16 = 4001;
+/// The event sink's port (gRPC).
+pub const EVENTS_PORT: u16 = 4002;
 
 /// Packets in and out of smoltcp.
 #[derive(Debug, Default)]
@@ -79,21 +86,35 @@ pub struct Received {
     pub line: Result<LogLine, LogLineError>,
 }
 
-struct Conn {
-    handle: SocketHandle,
-    decoder: LogDecoder,
+/// The node sent FIN (or the connection is gone). Not `!may_recv()`: that also holds
+/// while the handshake is still in SYN-RECEIVED.
+fn peer_finished(s: &tcp::Socket) -> bool {
+    use tcp::State::*;
+    matches!(s.state(), CloseWait | LastAck | Closing | TimeWait | Closed)
 }
 
-/// smoltcp interface + socket set + the log receiver's connections.
+enum ConnKind {
+    Log(LogDecoder),
+    Stream(Arc<Mutex<Pipe>>),
+}
+
+struct Conn {
+    handle: SocketHandle,
+    kind: ConnKind,
+}
+
+/// smoltcp interface + socket set + the log receiver's and event sink's connections.
 pub struct Overlay {
     pub queues: Queues,
     iface: Interface,
     sockets: SocketSet<'static>,
-    listener: Option<SocketHandle>,
+    /// Listening sockets: (port, handle).
+    listeners: Vec<(u16, Option<SocketHandle>)>,
     conns: Vec<Conn>,
     max_conns: usize,
     max_line: usize,
     start: std::time::Instant,
+    wake: Arc<Notify>,
 }
 
 impl Overlay {
@@ -111,85 +132,172 @@ impl Overlay {
             queues,
             iface,
             sockets: SocketSet::new(Vec::new()),
-            listener: None,
+            listeners: vec![(LOG_PORT, None), (EVENTS_PORT, None)],
             conns: Vec::new(),
             max_conns: max_conns.max(1),
             max_line,
             start,
+            wake: Arc::new(Notify::new()),
         };
         o.listen();
         o
+    }
+
+    /// Notified when a stream has bytes to send or room to receive: poll again.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     fn now(&self) -> Instant {
         Instant::from_millis(self.start.elapsed().as_millis() as i64)
     }
 
+    /// Keeps one listening socket per port while there is room for connections.
     fn listen(&mut self) {
-        if self.listener.is_some() || self.conns.len() >= self.max_conns {
-            return;
-        }
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 16 * 1024]),
-            tcp::SocketBuffer::new(vec![0; 1024]),
-        );
-        // A node that vanishes without FIN does not hold a slot forever.
-        s.set_timeout(Some(smoltcp::time::Duration::from_secs(300)));
-        s.set_keep_alive(Some(smoltcp::time::Duration::from_secs(60)));
-        if s.listen(LOG_PORT).is_ok() {
-            self.listener = Some(self.sockets.add(s));
+        for i in 0..self.listeners.len() {
+            let (port, handle) = self.listeners[i];
+            if handle.is_some() || self.conns.len() >= self.max_conns {
+                continue;
+            }
+            let rx = if port == LOG_PORT {
+                16 * 1024
+            } else {
+                PIPE_CAP
+            };
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; rx]),
+                tcp::SocketBuffer::new(vec![0; if port == LOG_PORT { 1024 } else { PIPE_CAP }]),
+            );
+            // A node that vanishes without FIN does not hold a slot forever.
+            s.set_timeout(Some(smoltcp::time::Duration::from_secs(300)));
+            s.set_keep_alive(Some(smoltcp::time::Duration::from_secs(60)));
+            if s.listen(port).is_ok() {
+                self.listeners[i].1 = Some(self.sockets.add(s));
+            }
         }
     }
 
-    /// Open log connections.
+    /// Open connections (logs and events).
     pub fn connections(&self) -> usize {
         self.conns.len()
     }
 
-    /// Runs the stack over the queued input, reads the log connections, and returns when
-    /// smoltcp next wants to be polled (None: only on input).
-    pub fn poll(&mut self, out: &mut Vec<Received>) -> Option<std::time::Duration> {
+    /// Runs the stack over the queued input, reads the log connections, moves bytes of
+    /// the event connections, and returns when smoltcp next wants to be polled (None: only
+    /// on input). New event connections are appended to `streams`.
+    pub fn poll(
+        &mut self,
+        out: &mut Vec<Received>,
+        streams: &mut Vec<OverlayStream>,
+    ) -> Option<std::time::Duration> {
         let mut buf = [0u8; 4096];
         loop {
             let now = self.now();
             self.iface.poll(now, &mut self.queues, &mut self.sockets);
-            if let Some(h) = self.listener
-                && self.sockets.get::<tcp::Socket>(h).is_active()
-            {
-                self.listener = None;
-                self.conns.push(Conn {
-                    handle: h,
-                    decoder: LogDecoder::new(self.max_line),
-                });
+            let mut accepted = false;
+            for i in 0..self.listeners.len() {
+                let (port, Some(h)) = self.listeners[i] else {
+                    continue;
+                };
+                let s = self.sockets.get::<tcp::Socket>(h);
+                if !s.is_active() {
+                    continue;
+                }
+                let remote = match s.remote_endpoint().map(|e| e.addr) {
+                    Some(IpAddress::Ipv6(a)) => a,
+                    _ => Ipv6Addr::UNSPECIFIED,
+                };
+                self.listeners[i].1 = None;
+                accepted = true;
+                let kind = if port == LOG_PORT {
+                    ConnKind::Log(LogDecoder::new(self.max_line))
+                } else {
+                    let pipe = Arc::new(Mutex::new(Pipe::default()));
+                    streams.push(OverlayStream::new(pipe.clone(), remote, self.wake.clone()));
+                    ConnKind::Stream(pipe)
+                };
+                self.conns.push(Conn { handle: h, kind });
+            }
+            if accepted {
                 self.listen();
             }
-            let mut read_any = false;
+            let mut moved = false;
             let mut i = 0;
             while i < self.conns.len() {
                 let c = &mut self.conns[i];
                 let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
-                let from = match s.remote_endpoint().map(|e| e.addr) {
-                    Some(IpAddress::Ipv6(a)) => Some(a),
-                    _ => None,
-                };
-                let mut lines = Vec::new();
-                while s.can_recv() {
-                    match s.recv_slice(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            read_any = true;
-                            c.decoder.push(&buf[..n], &mut lines);
+                let closed = !s.is_active();
+                match &mut c.kind {
+                    ConnKind::Log(decoder) => {
+                        let from = match s.remote_endpoint().map(|e| e.addr) {
+                            Some(IpAddress::Ipv6(a)) => Some(a),
+                            _ => None,
+                        };
+                        let mut lines = Vec::new();
+                        while s.can_recv() {
+                            match s.recv_slice(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    moved = true;
+                                    decoder.push(&buf[..n], &mut lines);
+                                }
+                            }
+                        }
+                        if s.state() == tcp::State::CloseWait {
+                            // The node closed its side: decode what is left, close ours.
+                            decoder.finish(&mut lines);
+                            s.close();
+                        }
+                        if let Some(from) = from {
+                            out.extend(lines.into_iter().map(|line| Received { from, line }));
                         }
                     }
-                }
-                let closed = !s.is_active();
-                if !s.may_recv() && s.is_active() {
-                    // The node closed its side: decode what is left and close ours.
-                    c.decoder.finish(&mut lines);
-                    s.close();
-                }
-                if let Some(from) = from {
-                    out.extend(lines.into_iter().map(|line| Received { from, line }));
+                    ConnKind::Stream(pipe) => {
+                        let mut p = pipe.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut woke_reader = false;
+                        while s.can_recv() && p.inbound.len() < PIPE_CAP {
+                            let room = (PIPE_CAP - p.inbound.len()).min(buf.len());
+                            match s.recv_slice(&mut buf[..room]) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    moved = true;
+                                    woke_reader = true;
+                                    p.inbound.extend(&buf[..n]);
+                                }
+                            }
+                        }
+                        if peer_finished(s) && !p.peer_closed {
+                            p.peer_closed = true;
+                            woke_reader = true;
+                        }
+                        let mut woke_writer = false;
+                        while !p.outbound.is_empty() && s.can_send() {
+                            let (a, _) = p.outbound.as_slices();
+                            match s.send_slice(a) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    moved = true;
+                                    woke_writer = true;
+                                    p.outbound.drain(..n);
+                                }
+                            }
+                        }
+                        if p.app_closed && p.outbound.is_empty() && s.is_open() {
+                            s.close();
+                        }
+                        if closed {
+                            p.peer_closed = true;
+                            p.reset = true;
+                            woke_reader = true;
+                            woke_writer = true;
+                        }
+                        if woke_reader {
+                            p.wake_reader();
+                        }
+                        if woke_writer {
+                            p.wake_writer();
+                        }
+                    }
                 }
                 if closed {
                     self.sockets.remove(c.handle);
@@ -199,8 +307,8 @@ impl Overlay {
                     i += 1;
                 }
             }
-            // Reading freed receive windows: let smoltcp announce them before sleeping.
-            if !read_any {
+            // Moved bytes free windows or queue output: let smoltcp act before sleeping.
+            if !moved {
                 break;
             }
         }

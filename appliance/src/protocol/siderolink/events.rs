@@ -362,6 +362,11 @@ impl RecentIds {
         true
     }
 
+    /// Whether `id` is among the remembered ids (an empty id never is).
+    pub fn contains(&self, id: &str) -> bool {
+        !id.is_empty() && self.seen.contains(id)
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -570,7 +575,9 @@ mod tests {
     #[test]
     fn recent_ids_dedupe_and_stay_bounded() {
         let mut r = RecentIds::new(2);
+        assert!(!r.contains("a"));
         assert!(r.first_time("a"));
+        assert!(r.contains("a"));
         assert!(!r.first_time("a"));
         assert!(r.first_time("b"));
         assert!(r.first_time("c"));

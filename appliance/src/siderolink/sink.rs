@@ -1,0 +1,303 @@
+//! The Talos event sink, `events.EventSinkService/Publish`, served with tonic inside the
+//! overlay on `[<prefix>::1]:4002` (connections from `endpoint` as `OverlayStream`s).
+//!
+//! The node is the connection's overlay address (already checked against the sending
+//! peer's own address by the endpoint), mapped to its server through the peer set. Each
+//! event is decoded from its `google.protobuf.Any` (`machine.*` type URLs), skipped if its
+//! id was seen from that node before (Talos resends its backlog after a reconnect), mapped
+//! with `protocol::siderolink::events::map_event`, and applied in ONE store transaction:
+//! ServerBinding addresses/hostname/conditions and, when `TalosInstalled` turns True, the
+//! lifecycle's `installed` transition (Server `PXEBooted=True`, so `/ipxe` boots from disk).
+//! Undecodable or unknown events are acknowledged and dropped (an error would make Talos
+//! resend the same event forever).
+
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use std::sync::{Arc, Mutex};
+
+use appliance_rpc::events::event_sink_service_server::EventSinkService;
+use appliance_rpc::events::{EventRequest, EventResponse};
+use appliance_rpc::machine;
+use prost::Message;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use super::peers::PeerSpec;
+use super::stream::OverlayPeer;
+use crate::model::{Condition, ConditionSeverity, ConditionStatus, Kind, Object};
+use crate::protocol::siderolink::events::{
+    BindingChange, ConditionChange, IpPrefix, PhaseAction, RecentIds, SequenceAction, Severity,
+    TalosError, TalosEvent, map_event,
+};
+use crate::reconcile::apply::{self, Outcome};
+use crate::reconcile::lifecycle::{Event, Phase};
+use crate::reconcile::{Lifecycle, LifecycleError, rfc3339};
+
+/// Event ids remembered per node.
+const IDS_PER_NODE: usize = 1024;
+
+/// A payload that is not the message its type URL names.
+#[derive(Debug, thiserror::Error)]
+#[error("event payload of type {type_url} does not decode")]
+pub struct DecodeError {
+    pub type_url: String,
+    #[source]
+    pub source: prost::DecodeError,
+}
+
+/// Decodes an event's `Any` into the pure event type.
+pub fn decode(any: &prost_types::Any) -> Result<TalosEvent, DecodeError> {
+    let name = any.type_url.rsplit('/').next().unwrap_or("");
+    let err = |source| DecodeError {
+        type_url: any.type_url.clone(),
+        source,
+    };
+    let v = any.value.as_slice();
+    Ok(match name {
+        "machine.AddressEvent" => {
+            let e = machine::AddressEvent::decode(v).map_err(err)?;
+            TalosEvent::Address {
+                hostname: e.hostname,
+                addresses: e.addresses,
+            }
+        }
+        "machine.ConfigLoadErrorEvent" => TalosEvent::ConfigLoadError {
+            error: machine::ConfigLoadErrorEvent::decode(v).map_err(err)?.error,
+        },
+        "machine.ConfigValidationErrorEvent" => TalosEvent::ConfigValidationError {
+            error: machine::ConfigValidationErrorEvent::decode(v)
+                .map_err(err)?
+                .error,
+        },
+        "machine.PhaseEvent" => {
+            let e = machine::PhaseEvent::decode(v).map_err(err)?;
+            TalosEvent::Phase {
+                phase: e.phase,
+                action: PhaseAction::from_wire(e.action),
+            }
+        }
+        "machine.TaskEvent" => {
+            let e = machine::TaskEvent::decode(v).map_err(err)?;
+            TalosEvent::Task {
+                task: e.task,
+                action: PhaseAction::from_wire(e.action),
+            }
+        }
+        "machine.ServiceStateEvent" => {
+            let e = machine::ServiceStateEvent::decode(v).map_err(err)?;
+            TalosEvent::ServiceState {
+                service: e.service,
+                action: e.action,
+                message: e.message,
+            }
+        }
+        "machine.SequenceEvent" => {
+            let e = machine::SequenceEvent::decode(v).map_err(err)?;
+            TalosEvent::Sequence {
+                sequence: e.sequence,
+                action: SequenceAction::from_wire(e.action),
+                error: e.error.map(|e| TalosError {
+                    code: e.code,
+                    message: e.message,
+                }),
+            }
+        }
+        _ => TalosEvent::Other {
+            type_url: any.type_url.clone(),
+        },
+    })
+}
+
+/// Sets a CAPI condition from `change`; the transition time moves only when the status
+/// flips (`conditions.Set`).
+fn set_condition(conditions: &mut Vec<Condition>, change: &ConditionChange, now: &str) {
+    let status = if change.status {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    let type_ = change.condition.as_str();
+    let time = match conditions.iter().find(|c| c.type_ == type_) {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => now.to_string(),
+    };
+    let new = Condition {
+        type_: type_.to_string(),
+        status,
+        severity: change.severity.map(|s| match s {
+            Severity::Error => ConditionSeverity::Error,
+            Severity::Info => ConditionSeverity::Info,
+        }),
+        last_transition_time: time,
+        reason: change.reason.map(str::to_string),
+        message: change.message.clone(),
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => *c = new,
+        None => conditions.push(new),
+    }
+}
+
+/// Applies `change` to ServerBinding `name` and, when it installs, fires the lifecycle's
+/// `installed` on the Server: one transaction. Ok(None): nothing to dispatch.
+pub fn apply_change(
+    lc: &Lifecycle,
+    name: &str,
+    change: &BindingChange,
+    now_ms: u64,
+) -> Result<Option<Outcome>, LifecycleError> {
+    let ctx = lc.context(name);
+    let now = rfc3339(now_ms);
+    lc.store().transact(|t| {
+        let Some(Object::ServerBinding(mut b)) =
+            t.get(Kind::ServerBinding, name)?.map(|s| s.object)
+        else {
+            return Ok(None);
+        };
+        if let Some((addresses, hostname)) = &change.addresses {
+            b.spec.addresses = addresses.clone();
+            b.spec.hostname = (!hostname.is_empty()).then(|| hostname.clone());
+        }
+        let status = b.status.get_or_insert_with(Default::default);
+        for c in &change.conditions {
+            set_condition(&mut status.conditions, c, &now);
+        }
+        t.put(&Object::ServerBinding(b))?;
+        if !change.installs() {
+            return Ok(None);
+        }
+        let Some(Object::Server(server)) = t.get(Kind::Server, name)?.map(|s| s.object) else {
+            return Ok(None);
+        };
+        if !matches!(
+            apply::server_state(&server).phase,
+            Phase::Allocated | Phase::Booting
+        ) {
+            return Ok(None);
+        }
+        apply::transition_in(
+            t,
+            name,
+            Event::Installed,
+            &ctx,
+            now_ms,
+            "Talos reported the installation done (SideroLink)",
+        )
+        .map(Some)
+    })
+}
+
+/// The EventSinkService.
+#[derive(Clone)]
+pub struct EventSink {
+    lc: Lifecycle,
+    peers: watch::Receiver<Arc<Vec<PeerSpec>>>,
+    negative: Arc<Vec<IpPrefix>>,
+    seen: Arc<Mutex<HashMap<Ipv6Addr, RecentIds>>>,
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSink").finish_non_exhaustive()
+    }
+}
+
+impl EventSink {
+    fn already_applied(&self, node: Ipv6Addr, id: &str) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&node).is_some_and(|r| r.contains(id))
+    }
+
+    /// Remembers an applied event id; nodes no longer peers are forgotten.
+    fn remember(&self, node: Ipv6Addr, id: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let peers = self.peers.borrow();
+        if seen.len() > peers.len() * 2 + 16 {
+            seen.retain(|a, _| peers.iter().any(|p| p.address == *a));
+        }
+        seen.entry(node)
+            .or_insert_with(|| RecentIds::new(IDS_PER_NODE))
+            .first_time(id);
+    }
+
+    pub fn new(
+        lc: Lifecycle,
+        peers: watch::Receiver<Arc<Vec<PeerSpec>>>,
+        negative: Vec<IpPrefix>,
+    ) -> EventSink {
+        EventSink {
+            lc,
+            peers,
+            negative: Arc::new(negative),
+            seen: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[tonic::async_trait]
+impl EventSinkService for EventSink {
+    async fn publish(
+        &self,
+        request: Request<EventRequest>,
+    ) -> Result<Response<EventResponse>, Status> {
+        let Some(OverlayPeer(node)) = request.extensions().get::<OverlayPeer>().copied() else {
+            return Err(Status::permission_denied(
+                "events are only accepted inside SideroLink",
+            ));
+        };
+        let Some(name) = self
+            .peers
+            .borrow()
+            .iter()
+            .find(|p| p.address == node)
+            .map(|p| p.name.clone())
+        else {
+            return Err(Status::permission_denied(
+                "no server holds this SideroLink address",
+            ));
+        };
+        let req = request.into_inner();
+        if self.already_applied(node, &req.id) {
+            tracing::debug!(server = %name, id = %req.id, "Talos event already applied");
+            return Ok(Response::new(EventResponse {}));
+        }
+        let Some(any) = req.data else {
+            return Ok(Response::new(EventResponse {}));
+        };
+        let event = match decode(&any) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(server = %name, error = %crate::error_chain(&e), "Talos event dropped");
+                return Ok(Response::new(EventResponse {}));
+            }
+        };
+        tracing::info!(server = %name, id = %req.id, event = ?event, "Talos event");
+        let change = map_event(&event, node, &self.negative);
+        if change.is_empty() {
+            self.remember(node, &req.id);
+            return Ok(Response::new(EventResponse {}));
+        }
+        let lc = self.lc.clone();
+        let n = name.clone();
+        let now = crate::reconcile::task::now_ms();
+        let outcome = tokio::task::spawn_blocking(move || apply_change(&lc, &n, &change, now))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        match outcome {
+            Ok(Some(o)) => {
+                tracing::info!(server = %name, "Talos installed: server boots from disk from now on");
+                self.lc.dispatch_outcome(&o);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Not acknowledged (and not remembered): Talos resends it.
+                return Err(crate::api::agent::lifecycle_status(e));
+            }
+        }
+        self.remember(node, &req.id);
+        Ok(Response::new(EventResponse {}))
+    }
+}
