@@ -371,3 +371,41 @@ fn server_side_apply_reports_conflicts_by_field_and_manager() {
         "{mf:?}"
     );
 }
+
+#[test]
+fn json_patch_is_all_or_nothing() {
+    let server = with_crds();
+    request(
+        server.addr,
+        "POST",
+        SERVERS,
+        "application/json",
+        &server_obj("j", "one"),
+    );
+    let path = format!("{SERVERS}/j");
+    let jp = "application/json-patch+json";
+    // A failing test in the middle: nothing of the patch lands.
+    let ops = r#"[{"op":"replace","path":"/spec/hostname","value":"two"},{"op":"test","path":"/spec/cordoned","value":true}]"#;
+    let (code, _, body) = request(server.addr, "PATCH", &path, jp, ops);
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(get(server.addr, &path).1["spec"]["hostname"], "one");
+    // test-null on a missing member, add to the end of a list, remove by index.
+    let ops = r#"[{"op":"test","path":"/metadata/finalizers","value":null},{"op":"add","path":"/metadata/finalizers","value":["a"]},{"op":"add","path":"/metadata/finalizers/-","value":"b"},{"op":"remove","path":"/metadata/finalizers/0"},{"op":"replace","path":"/spec/hostname","value":"two"}]"#;
+    let (code, _, body) = request(server.addr, "PATCH", &path, jp, ops);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        (
+            body["metadata"]["finalizers"].clone(),
+            body["spec"]["hostname"].clone()
+        ),
+        (json!(["b"]), json!("two"))
+    );
+    let (code, _, _) = request(
+        server.addr,
+        "PATCH",
+        &path,
+        jp,
+        r#"[{"op":"move","from":"/a","path":"/b"}]"#,
+    );
+    assert_eq!(code, 422, "unsupported ops are refused");
+}

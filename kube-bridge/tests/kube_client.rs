@@ -202,3 +202,54 @@ async fn kube_rs_applies_watches_and_relists_after_410() {
     assert_eq!(seen.len(), 33);
     assert!(!seen.contains("s2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_runtime_finalizer_holds_a_metalmachine_until_cleanup() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event, finalizer};
+    use kube_bridge::crd::capi::{MetalMachine, MetalMachineSpec};
+    use std::sync::Arc;
+
+    const FINALIZER: &str = "metalmachine.infrastructure.cluster.x-k8s.io";
+    let server = ApiServer::start(100);
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(&server, dir.path()).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for c in kube_bridge::crd::all() {
+        crds.create(&PostParams::default(), &c).await.unwrap();
+    }
+    let mms: Api<MetalMachine> = Api::namespaced(client.clone(), "default");
+    let mm = MetalMachine::new("mm-1", MetalMachineSpec::default());
+    let created = mms.create(&PostParams::default(), &mm).await.unwrap();
+    // Reconcile helper: runs `finalizer` once on the current object; reports whether cleanup ran.
+    let reconcile = async |obj: MetalMachine| -> bool {
+        let mut cleaned = false;
+        finalizer(&mms, FINALIZER, Arc::new(obj), async |e| {
+            if let Event::Cleanup(_) = e {
+                cleaned = true;
+            }
+            Ok::<_, std::io::Error>(Action::await_change())
+        })
+        .await
+        .unwrap();
+        cleaned
+    };
+    // First pass adds the finalizer (JSON patch: test + add).
+    assert!(!reconcile(created).await);
+    let got = mms.get("mm-1").await.unwrap();
+    assert_eq!(
+        got.metadata.finalizers.as_deref(),
+        Some(&[FINALIZER.to_string()][..])
+    );
+    assert!(!reconcile(got).await, "an applied object is not cleaned up");
+    // Delete: held by the finalizer with a deletionTimestamp.
+    mms.delete("mm-1", &Default::default()).await.unwrap();
+    let deleting = mms.get("mm-1").await.unwrap();
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    // Cleanup runs, then the finalizer goes (JSON patch: test + remove) and so does the object.
+    assert!(reconcile(deleting).await);
+    match mms.get("mm-1").await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 404),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}

@@ -1,7 +1,7 @@
 //! An in-test Kubernetes API server, small and strict: only what kube-bridge and kubectl use.
 //! Discovery (`/api`, `/apis`, resource lists), `/version`, `/openapi/v3`; get/list/watch with
 //! resourceVersion, bookmarks and 410 Gone from a compacted revision; create, update, JSON
-//! merge patch, server-side apply (managed fields, 409 conflicts, force), the status
+//! patch, JSON merge patch, server-side apply (managed fields, 409 conflicts, force), the status
 //! subresource, finalizers and deletionTimestamp, Leases; CRDs register their kinds and are
 //! checked against their structural schema (`fieldValidation` Strict/Warn/Ignore). Anything
 //! else is refused (unknown query parameters, patch types, paths), so a client that needs
@@ -535,6 +535,22 @@ fn patch(
                 Err(f) => fail(f),
             }
         }
+        "application/json-patch+json" => {
+            let Ok(ops) = serde_json::from_slice::<Vec<Value>>(body) else {
+                return bad_request("the patch is not a JSON array of operations");
+            };
+            let mut patched = match st.get(t, ns, name) {
+                Ok(o) => o,
+                Err(f) => return fail(f),
+            };
+            if let Err(why) = json_patch(&mut patched, &ops) {
+                return fail((422, status(422, "Invalid", &why, None)));
+            }
+            match st.replace(t, ns, name, patched, scope, w, None) {
+                Ok((o, w)) => json_response(200, &o, &w),
+                Err(f) => fail(f),
+            }
+        }
         "application/apply-patch+yaml" => {
             if !explicit_manager {
                 return bad_request("PATCH, application/apply-patch+yaml requires fieldManager");
@@ -595,12 +611,98 @@ fn patch(
                 415,
                 "UnsupportedMediaType",
                 &format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
                 ),
                 None,
             ),
         )),
     }
+}
+
+/// RFC 6902 JSON patch (`add`, `remove`, `replace`, `test`), all or nothing. `Err` says which
+/// operation failed and why.
+pub fn json_patch(target: &mut Value, ops: &[Value]) -> Result<(), String> {
+    let mut doc = target.clone();
+    for (i, op) in ops.iter().enumerate() {
+        let kind = op["op"].as_str().ok_or(format!("operation {i}: no op"))?;
+        let path = op["path"]
+            .as_str()
+            .ok_or(format!("operation {i}: no path"))?;
+        let tokens: Vec<String> = if path.is_empty() {
+            vec![]
+        } else {
+            path.strip_prefix('/')
+                .ok_or(format!("operation {i}: path {path:?} must start with /"))?
+                .split('/')
+                .map(|t| t.replace("~1", "/").replace("~0", "~"))
+                .collect()
+        };
+        let Some((last, parents)) = tokens.split_last() else {
+            return Err(format!(
+                "operation {i}: the whole document cannot be patched"
+            ));
+        };
+        let mut parent = &mut doc;
+        for t in parents {
+            parent = match parent {
+                Value::Object(m) => m.get_mut(t),
+                Value::Array(a) => t.parse::<usize>().ok().and_then(|n| a.get_mut(n)),
+                _ => None,
+            }
+            .ok_or(format!("operation {i} ({kind} {path}): missing path"))?;
+        }
+        let missing = || format!("operation {i} ({kind} {path}): missing path");
+        match (kind, parent) {
+            ("test", p) => {
+                let got = match p {
+                    Value::Object(m) => m.get(last),
+                    Value::Array(a) => last.parse::<usize>().ok().and_then(|n| a.get(n)),
+                    _ => None,
+                };
+                // A missing member tests equal to null (as the apiserver's json-patch library does).
+                if got.unwrap_or(&Value::Null) != &op["value"] {
+                    return Err(format!("operation {i}: testing value {path} failed"));
+                }
+            }
+            ("add" | "replace", Value::Object(m)) => {
+                if kind == "replace" && !m.contains_key(last) {
+                    return Err(missing());
+                }
+                m.insert(last.clone(), op["value"].clone());
+            }
+            ("add", Value::Array(a)) => {
+                let n = if last == "-" {
+                    a.len()
+                } else {
+                    last.parse().map_err(|_| missing())?
+                };
+                if n > a.len() {
+                    return Err(missing());
+                }
+                a.insert(n, op["value"].clone());
+            }
+            ("replace", Value::Array(a)) => {
+                let n: usize = last.parse().map_err(|_| missing())?;
+                *a.get_mut(n).ok_or_else(missing)? = op["value"].clone();
+            }
+            ("remove", Value::Object(m)) => {
+                m.remove(last).ok_or_else(missing)?;
+            }
+            ("remove", Value::Array(a)) => {
+                let n: usize = last.parse().map_err(|_| missing())?;
+                if n >= a.len() {
+                    return Err(missing());
+                }
+                a.remove(n);
+            }
+            (other, _) if !matches!(other, "add" | "remove" | "replace") => {
+                return Err(format!("operation {i}: unsupported op {other:?}"));
+            }
+            _ => return Err(missing()),
+        }
+    }
+    *target = doc;
+    Ok(())
 }
 
 /// RFC 7386 JSON merge patch.
