@@ -3,6 +3,7 @@
 //! 1 runtime failure, 2 usage/config error.
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -26,22 +27,31 @@ enum Command {
     Components,
 }
 
+/// Writes `text` to stdout. A reader that went away (`kube-bridge crds | head`) ends the
+/// command quietly with 0; any other write error is a runtime failure (1).
+fn print_out(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kube-bridge: writing to stdout: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds => {
-            for (i, c) in kube_bridge::crd::all().iter().enumerate() {
-                if i > 0 {
-                    println!("---");
-                }
-                print!("{}", kube_bridge::crd::render(c));
-            }
-            ExitCode::SUCCESS
+            let crds: Vec<String> = kube_bridge::crd::all()
+                .iter()
+                .map(kube_bridge::crd::render)
+                .collect();
+            print_out(&crds.join("---\n"))
         }
-        Command::Components => {
-            print!("{}", kube_bridge::manifests::infrastructure_components());
-            ExitCode::SUCCESS
-        }
+        Command::Components => print_out(&kube_bridge::manifests::infrastructure_components()),
         Command::Run(args) => match args.check() {
             Err(e) => {
                 eprintln!("kube-bridge: {e}");

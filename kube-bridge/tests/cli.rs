@@ -209,3 +209,19 @@ fn run_checks_its_configuration_from_flags_or_environment() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_reader_that_went_away_ends_the_output_quietly() {
+    for cmd in ["crds", "components"] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // closed before the first write: every write gets EPIPE
+        let out = Command::new(BIN)
+            .arg(cmd)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{cmd}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr), "", "{cmd}");
+    }
+}
