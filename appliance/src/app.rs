@@ -178,7 +178,7 @@ fn boot_context(
     BootContext {
         store,
         dirs: AssetDirs::new(data_dir, config.boot.agent_dir.as_deref()),
-        tftp_root: config.tftp.root.clone(),
+        tftp: Arc::new(crate::net::tftp_root::TftpRoot::from(&config.tftp)),
         advertise: config.boot.advertise.clone().filter(|a| !a.is_empty()),
         fallback_endpoint,
         default_method: match config.boot.boot_from_disk_method {

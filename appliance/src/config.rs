@@ -272,9 +272,16 @@ pub struct TftpConfig {
     pub listen: SocketAddr,
     /// Directory holding the iPXE binaries (Debian's `ipxe` package: /usr/lib/ipxe).
     pub root: PathBuf,
+    /// Symbolic links in the root are followed only to regular files inside the root or
+    /// below one of these paths (a directory allows every file below it, a file itself);
+    /// links used as directories are never followed. See `net::tftp_root`.
+    pub link_targets: Vec<PathBuf>,
     /// Transfers running at once; further read requests are dropped until a slot frees
     /// (clients retransmit them).
     pub max_transfers: usize,
+    /// Transfers one client (source address) may run at once, so one client cannot take
+    /// every slot; its further requests are dropped until one of its transfers ends.
+    pub max_transfers_per_client: usize,
     /// Retransmission timeout when the client does not negotiate `timeout` (RFC 2349).
     pub retransmit_ms: u64,
     /// Retransmissions of one window before a transfer is given up.

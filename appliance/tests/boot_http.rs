@@ -31,7 +31,7 @@ async fn start(default_method: BootFromDiskMethod) -> Box_ {
     let ctx = BootContext {
         store: store.clone(),
         dirs: AssetDirs::new(dir.path(), None),
-        tftp_root: tftp,
+        tftp: Arc::new(appliance::net::tftp_root::TftpRoot::new(tftp, Vec::new())),
         advertise: None,
         fallback_endpoint: "127.0.0.1:8081".into(),
         default_method,

@@ -32,8 +32,12 @@ impl Server {
         let settings = TftpSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
             root: root.path().to_path_buf(),
+            link_targets: Vec::new(),
             limits: Limits::default(),
             max_transfers: 256,
+            // Every client here is 127.0.0.1 (fifty of them at once below, standing for a
+            // rack); the per-client cap has its own test in tftp_links.rs.
+            max_transfers_per_client: 256,
             cache_bytes,
         };
         let counters = Arc::new(TftpCounters::default());

@@ -12,7 +12,7 @@
 //! Every request on these routes is logged as `HTTP <method> <uri> <remote> -> <status>`.
 
 use std::net::SocketAddr;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
@@ -30,6 +30,7 @@ use crate::boot::{
     is_agent_environment,
 };
 use crate::model::{Kind, Object, meta::validate_name};
+use crate::net::tftp_root::{RootError, TftpRoot};
 use crate::protocol::http_range::{self, RangeAnswer};
 use crate::protocol::ipxe::{self, EnvironmentBoot};
 use crate::store::{Store, StoreError};
@@ -39,8 +40,9 @@ use crate::store::{Store, StoreError};
 pub struct BootContext {
     pub store: Store,
     pub dirs: AssetDirs,
-    /// Root of `/tftp/<file>` (config `tftp.root`).
-    pub tftp_root: PathBuf,
+    /// Root of `/tftp/<file>` and where its links may lead (config `tftp.root`,
+    /// `tftp.link_targets`): the same resolver as TFTP.
+    pub tftp: Arc<TftpRoot>,
     /// Config `boot.advertise` ("host:port"), used in absolute URLs when set.
     pub advertise: Option<String>,
     /// Used when neither `advertise` nor a Host header gives an endpoint.
@@ -366,43 +368,39 @@ async fn ipxe(
     env_script(&env_name, &args)
 }
 
-/// Joins a client-supplied relative path under `root`, refusing anything that could leave
-/// it lexically: empty components, `.`, `..`, absolute paths, backslashes and NULs.
-/// Symlinks already inside the root (placed by the operator or a package, e.g. Debian's
-/// `ipxe.efi -> /boot/ipxe.efi`) are followed.
-pub fn safe_join(root: &Path, rel: &str) -> Option<PathBuf> {
-    if rel.is_empty() || rel.len() > 1024 || rel.contains(['\\', '\0']) {
-        return None;
-    }
-    let mut out = root.to_path_buf();
-    for comp in rel.split('/') {
-        if comp.is_empty() || comp == "." || comp == ".." {
-            return None;
-        }
-        let p = Path::new(comp);
-        if !matches!(p.components().next(), Some(Component::Normal(_)))
-            || p.components().count() != 1
-        {
-            return None;
-        }
-        out.push(comp);
-    }
-    Some(out)
-}
-
+/// `/tftp/<file>`: the name is checked lexically as TFTP checks it, and must be in its
+/// plain form (no `.`, empty or `\` components, no leading `/`); the file is then found
+/// by the same resolver as TFTP (`net::tftp_root`: links only to files inside the root or
+/// the allowed targets, never as directories).
 async fn tftp_file(
     State(ctx): State<Arc<BootContext>>,
     UrlPath(path): UrlPath<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let Some(full) = safe_join(&ctx.tftp_root, &path) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("refused path {path:?}: only plain names below the TFTP root are served\n"),
-        );
+    let rel = match crate::protocol::tftp::path::resolve(&path) {
+        Ok(rel) if rel.to_str() == Some(path.as_str()) => rel,
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("refused path {path:?}: only plain names below the TFTP root are served\n"),
+            );
+        }
     };
-    serve_file(&full, &method, &headers, FileBody::Read).await
+    match ctx.tftp.resolve_async(rel).await {
+        Ok(full) => serve_file(&full, &method, &headers, FileBody::Read).await,
+        Err(RootError::NotFound | RootError::NotRegular) => {
+            text(StatusCode::NOT_FOUND, "not found\n")
+        }
+        Err(e) if e.is_refusal() => {
+            tracing::warn!(file = %path, "HTTP /tftp/ refused: {}", crate::error_chain(&e));
+            text(StatusCode::FORBIDDEN, format!("refused: {e}\n"))
+        }
+        Err(e) => {
+            tracing::warn!(file = %path, "HTTP /tftp/ failed: {}", crate::error_chain(&e));
+            text(StatusCode::NOT_FOUND, "not found\n")
+        }
+    }
 }
 
 async fn env_file(

@@ -5,3 +5,4 @@
 pub mod dhcp;
 pub mod iface;
 pub mod tftp;
+pub mod tftp_root;

@@ -13,13 +13,17 @@
 //! - netascii requests are served as the translated stream of `protocol::tftp::netascii`:
 //!   its length is counted with one pass over the file, and each window is translated from
 //!   the file bytes its plan names (no translated copy is kept).
-//! - At most `max_transfers` transfers run at once; a read request beyond that is dropped
-//!   (logged) so the client retransmits it a moment later instead of failing the boot.
+//! - At most `max_transfers` transfers run at once, and at most `max_transfers_per_client`
+//!   for one client address (so one client cannot take every slot); a read request beyond
+//!   either is dropped (logged) so the client retransmits it a moment later instead of
+//!   failing the boot.
 //! - A retransmitted RRQ from a client whose transfer is already running is ignored.
 //! - Files up to `cache_mib` (total) are kept in memory keyed by path, size and mtime, so
 //!   a rack of machines fetching `ipxe.efi` at once reads it from disk once; bigger files
 //!   are read from disk per window.
-//! - Symlinks inside the root are followed (see `protocol::tftp::path`).
+//! - The requested file is found by `net::tftp_root` (shared with HTTP `/tftp/`): symlinks
+//!   are followed only to regular files inside the root or the allowed link targets, and
+//!   never used as directories.
 //! - Refusals, finished and failed transfers and bytes sent are counted in
 //!   [`TftpCounters`] (shown on `/metrics`).
 
@@ -37,6 +41,7 @@ use tokio::task::JoinSet;
 
 use crate::config::TftpConfig;
 use crate::http::metrics::Counter;
+use crate::net::tftp_root::{RootError, TftpRoot};
 use crate::protocol::tftp::netascii::{self, Encoder};
 use crate::protocol::tftp::transfer::{self, Decision, Limits, ReadTransfer, Status, Transmit};
 use crate::protocol::tftp::wire::{self, ErrorCode, MAX_PACKET, Mode, RequestedOptions};
@@ -46,8 +51,11 @@ use crate::protocol::tftp::wire::{self, ErrorCode, MAX_PACKET, Mode, RequestedOp
 pub struct TftpSettings {
     pub listen: SocketAddr,
     pub root: PathBuf,
+    /// Where symlinks in the root may lead (config `tftp.link_targets`).
+    pub link_targets: Vec<PathBuf>,
     pub limits: Limits,
     pub max_transfers: usize,
+    pub max_transfers_per_client: usize,
     pub cache_bytes: u64,
 }
 
@@ -56,6 +64,7 @@ impl From<&TftpConfig> for TftpSettings {
         TftpSettings {
             listen: c.listen,
             root: c.root.clone(),
+            link_targets: c.link_targets.clone(),
             limits: Limits {
                 max_blksize: c.max_blksize.clamp(wire::MIN_BLKSIZE, wire::MAX_BLKSIZE),
                 max_windowsize: c.max_windowsize.max(1),
@@ -63,6 +72,7 @@ impl From<&TftpConfig> for TftpSettings {
                 max_retries: c.max_retries,
             },
             max_transfers: c.max_transfers.max(1),
+            max_transfers_per_client: c.max_transfers_per_client.max(1),
             cache_bytes: c.cache_mib.saturating_mul(1 << 20),
         }
     }
@@ -98,10 +108,47 @@ pub struct TftpCounters {
 #[derive(Debug)]
 struct Ctx {
     settings: TftpSettings,
+    files: Arc<TftpRoot>,
     cache: FileCache,
-    /// Clients with a running transfer (duplicate RRQs are ignored).
-    active: Mutex<HashSet<SocketAddr>>,
+    active: Mutex<Active>,
     counters: Arc<TftpCounters>,
+}
+
+/// Running transfers by client.
+#[derive(Debug, Default)]
+struct Active {
+    /// Client ports with a running transfer (their retransmitted RRQs are ignored).
+    peers: HashSet<SocketAddr>,
+    /// Running transfers per client address.
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Active {
+    /// Registers a transfer for `peer`; `Err(true)` for a retransmitted RRQ of a running
+    /// transfer, `Err(false)` when the client address has `max` transfers running.
+    fn insert(&mut self, peer: SocketAddr, max: usize) -> Result<(), bool> {
+        if self.peers.contains(&peer) {
+            return Err(true);
+        }
+        let n = self.per_ip.entry(peer.ip()).or_default();
+        if *n >= max {
+            return Err(false);
+        }
+        *n += 1;
+        self.peers.insert(peer);
+        Ok(())
+    }
+
+    fn remove(&mut self, peer: SocketAddr) {
+        if self.peers.remove(&peer)
+            && let Some(n) = self.per_ip.get_mut(&peer.ip())
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&peer.ip());
+            }
+        }
+    }
 }
 
 impl TftpServer {
@@ -119,12 +166,17 @@ impl TftpServer {
             .await
             .map_err(|source| TftpBindError { addr, source })?;
         let cache = FileCache::new(settings.cache_bytes);
+        let files = Arc::new(TftpRoot::new(
+            settings.root.clone(),
+            settings.link_targets.clone(),
+        ));
         Ok(TftpServer {
             socket,
             ctx: Arc::new(Ctx {
                 settings,
+                files,
                 cache,
-                active: Mutex::new(HashSet::new()),
+                active: Mutex::default(),
                 counters,
             }),
         })
@@ -195,12 +247,27 @@ impl TftpServer {
                 mode,
                 options,
             } => {
-                if !self.ctx.active.lock().expect("lock").insert(peer) {
-                    tracing::debug!(%peer, file = %requested, "TFTP: retransmitted RRQ ignored");
-                    return;
+                let per_client = self.ctx.settings.max_transfers_per_client;
+                let registered = self
+                    .ctx
+                    .active
+                    .lock()
+                    .expect("lock")
+                    .insert(peer, per_client);
+                match registered {
+                    Ok(()) => {}
+                    Err(true) => {
+                        tracing::debug!(%peer, file = %requested, "TFTP: retransmitted RRQ ignored");
+                        return;
+                    }
+                    Err(false) => {
+                        tracing::warn!(%peer, file = %requested, max = per_client,
+                            "TFTP: too many transfers for this client; request dropped (the client will retry)");
+                        return;
+                    }
                 }
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    self.ctx.active.lock().expect("lock").remove(&peer);
+                    self.ctx.active.lock().expect("lock").remove(peer);
                     tracing::warn!(%peer, file = %requested, max = self.ctx.settings.max_transfers,
                         "TFTP: too many transfers; request dropped (the client will retry)");
                     return;
@@ -230,7 +297,7 @@ struct ActiveGuard<'a> {
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         if let Ok(mut a) = self.ctx.active.lock() {
-            a.remove(&self.peer);
+            a.remove(self.peer);
         }
     }
 }
@@ -266,7 +333,27 @@ async fn serve_read(
         return;
     }
 
-    let full = ctx.settings.root.join(path);
+    let refuse = |code, message: &str, error: &dyn std::fmt::Display| {
+        ctx.counters.refused.inc();
+        tracing::warn!(%peer, file = %requested, error = %error, "TFTP request refused: {message}");
+        let mut out = Vec::new();
+        wire::encode_error(code, message, &mut out);
+        out
+    };
+    let full = match ctx.files.resolve_async(path.to_path_buf()).await {
+        Ok(full) => full,
+        Err(e) => {
+            let (code, message) = match &e {
+                RootError::NotFound => (ErrorCode::FileNotFound, "file not found"),
+                RootError::NotRegular => (ErrorCode::FileNotFound, "not a regular file"),
+                e if e.is_refusal() => (ErrorCode::AccessViolation, "access denied"),
+                _ => (ErrorCode::NotDefined, "cannot read file"),
+            };
+            let out = refuse(code, message, &crate::error_chain(&e));
+            let _ = socket.send(&out).await;
+            return;
+        }
+    };
     let source = match ctx.cache.open(&full).await {
         Ok(s) => s,
         Err(e) => {
@@ -276,10 +363,7 @@ async fn serve_read(
                 io::ErrorKind::InvalidInput => (ErrorCode::FileNotFound, "not a regular file"),
                 _ => (ErrorCode::NotDefined, "cannot read file"),
             };
-            ctx.counters.refused.inc();
-            tracing::warn!(%peer, file = %requested, error = %e, "TFTP request refused: {message}");
-            let mut out = Vec::new();
-            wire::encode_error(code, message, &mut out);
+            let out = refuse(code, message, &e);
             let _ = socket.send(&out).await;
             return;
         }
@@ -736,5 +820,34 @@ impl FileCache {
             );
         }
         Ok(Source::Memory(data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_client_cap_counts_transfers_by_address() {
+        let mut a = Active::default();
+        let peer = |ip: [u8; 4], port| SocketAddr::from((ip, port));
+        for port in 1..=3 {
+            assert_eq!(a.insert(peer([10, 0, 0, 1], port), 3), Ok(()));
+        }
+        // A retransmitted RRQ of a running transfer, then a 4th transfer from that address.
+        assert_eq!(a.insert(peer([10, 0, 0, 1], 2), 3), Err(true));
+        assert_eq!(a.insert(peer([10, 0, 0, 1], 4), 3), Err(false));
+        // Other clients are not affected.
+        assert_eq!(a.insert(peer([10, 0, 0, 2], 1), 3), Ok(()));
+        // A finished transfer frees its client's slot; removing twice changes nothing.
+        a.remove(peer([10, 0, 0, 1], 1));
+        a.remove(peer([10, 0, 0, 1], 1));
+        assert_eq!(a.insert(peer([10, 0, 0, 1], 4), 3), Ok(()));
+        assert_eq!(a.insert(peer([10, 0, 0, 1], 5), 3), Err(false));
+        for port in 2..=4 {
+            a.remove(peer([10, 0, 0, 1], port));
+        }
+        a.remove(peer([10, 0, 0, 2], 1));
+        assert!(a.peers.is_empty() && a.per_ip.is_empty(), "{a:?}");
     }
 }
