@@ -190,6 +190,7 @@ fn boot_context(
         admin_token,
         maps: Default::default(),
         downloads: config.boot.download_assets,
+        siderolink_server: None,
     }
 }
 
@@ -366,13 +367,40 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tokio::spawn(console.clone().record_events(wait_for(shutdown.clone()))),
     ));
 
+    // SideroLink: WireGuard endpoint, overlay log receiver and event sink, Provision API.
+    // A failure to start leaves the rest of the box serving (without SideroLink args).
+    let siderolink = if config.siderolink.enabled {
+        let advertise = config.boot.advertise.as_deref().filter(|a| !a.is_empty());
+        let interface_addr = if advertise.is_none() && config.siderolink.endpoint.is_none() {
+            crate::net::iface::find(&config.interface)
+                .ok()
+                .map(|i| i.addr)
+        } else {
+            None
+        };
+        let endpoint =
+            crate::siderolink::advertised_endpoint(&config.siderolink, advertise, interface_addr);
+        match crate::siderolink::start(
+            &config.siderolink,
+            endpoint,
+            lifecycle.clone(),
+            shutdown.clone(),
+        )
+        .await
+        {
+            Ok(started) => Some(started),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "SideroLink not started");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let ready = Arc::new(AtomicBool::new(false));
-    let boot = Arc::new(boot_context(
-        &config,
-        &data_dir,
-        store.clone(),
-        admin_token.clone(),
-    ));
+    let mut boot = boot_context(&config, &data_dir, store.clone(), admin_token.clone());
+    boot.siderolink_server = siderolink.as_ref().map(|s| s.server_address);
+    let boot = Arc::new(boot);
     let open_connections = metrics.http_connections.clone();
     let state = HttpState {
         store: store.clone(),
@@ -394,7 +422,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         lifecycle,
         power_service,
         agent_policy,
+        siderolink.as_ref().map(|s| s.provision.clone()),
     );
+    if let Some(s) = siderolink {
+        tasks.extend(s.tasks);
+    }
     let listener = TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServeError::Bind {

@@ -29,6 +29,31 @@ pub struct Config {
     pub bmc: BmcConfig,
     pub console: ConsoleConfig,
     pub lifecycle: LifecycleConfig,
+    pub siderolink: SideroLinkConfig,
+}
+
+/// SideroLink: the WireGuard overlay installed nodes join (Talos logs and events), see
+/// `siderolink/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SideroLinkConfig {
+    /// Run the WireGuard endpoint and the Provision API (and add the SideroLink kernel
+    /// args to Environments).
+    pub enabled: bool,
+    /// UDP listener of the userspace WireGuard endpoint.
+    pub listen: SocketAddr,
+    /// "ip:port" that nodes send WireGuard to (Provision's `server_endpoint`). Unset: the
+    /// host of `[boot] advertise`, else the provisioning interface's address, with the
+    /// `listen` port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Longest Talos log object accepted, bytes (longer ones are dropped).
+    pub max_log_line: usize,
+    /// Log and event connections inside the overlay at once, all nodes together.
+    pub max_connections: usize,
+    /// Node addresses never recorded from Talos AddressEvents, as CIDR prefixes (Sidero's
+    /// `--negative-address-filter`).
+    pub negative_address_filter: Vec<String>,
 }
 
 /// Power control through server BMCs (IPMI/Redfish), see `bmc/`.
@@ -412,6 +437,13 @@ impl Config {
         config
             .dhcp
             .validate()
+            .and_then(|()| {
+                for p in &config.siderolink.negative_address_filter {
+                    p.parse::<crate::protocol::siderolink::events::IpPrefix>()
+                        .map_err(|e| format!("siderolink.negative_address_filter: {e}"))?;
+                }
+                Ok(())
+            })
             .map_err(|message| LoadConfigError::Parse {
                 origin: origin.to_string(),
                 message,

@@ -39,6 +39,7 @@ async fn start(default_method: BootFromDiskMethod) -> Box_ {
         admin_token: Arc::from("t0ken-for-tests-0123456789"),
         downloads: true,
         maps: Default::default(),
+        siderolink_server: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -91,15 +91,24 @@ pub fn agent_args(mac: Option<&str>, endpoint: &str, extra: &[String]) -> Vec<St
 }
 
 /// A stored Environment's command line: its own args, plus (each only if no argument with
-/// that key is there already) `talos.config=http://<endpoint>/configdata?uuid=` and
-/// `siderolink.api=<endpoint>`. The SideroLink logging/events args (`talos.logging.kernel`,
-/// `talos.events.sink`) are not added yet: they need the SideroLink overlay address.
-pub fn environment_args(spec_args: &[String], endpoint: &str) -> Vec<String> {
+/// that key is there already, as Sidero's `appendTalosArguments`)
+/// `talos.config=http://<endpoint>/configdata?uuid=`, `siderolink.api=<endpoint>` and, with
+/// SideroLink on (`siderolink` = the overlay's server address),
+/// `talos.logging.kernel=tcp://[<addr>]:4001` and `talos.events.sink=[<addr>]:4002`.
+pub fn environment_args(
+    spec_args: &[String],
+    endpoint: &str,
+    siderolink: Option<std::net::Ipv6Addr>,
+) -> Vec<String> {
     let mut out = spec_args.to_vec();
-    let appended = [
+    let mut appended = vec![
         format!("talos.config=http://{endpoint}/configdata?uuid="),
         format!("siderolink.api={endpoint}"),
     ];
+    if let Some(addr) = siderolink {
+        appended.push(format!("talos.logging.kernel=tcp://[{addr}]:4001"));
+        appended.push(format!("talos.events.sink=[{addr}]:4002"));
+    }
     for a in appended {
         let k = key(&a).to_string();
         if !out.iter().any(|x| key(x) == k) {

@@ -255,6 +255,7 @@ fn agent_and_environment_args() {
     let e = environment_args(
         &strings(&["console=ttyS0", "talos.platform=metal"]),
         "h:8081",
+        None,
     );
     assert_eq!(
         e,
@@ -269,10 +270,28 @@ fn agent_and_environment_args() {
     let e = environment_args(
         &strings(&["talos.config=http://x/cfg", "siderolink.api=y:1"]),
         "h:8081",
+        None,
     );
     assert_eq!(
         e,
         strings(&["talos.config=http://x/cfg", "siderolink.api=y:1"])
+    );
+    // With SideroLink on: Sidero's logging and event sink args, bracketed IPv6.
+    let addr: std::net::Ipv6Addr = "fd0b:4902:8b54:2503::1".parse().unwrap();
+    let e = environment_args(
+        &strings(&["console=ttyS0", "talos.events.sink=[fd00::9]:4002"]),
+        "h:8081",
+        Some(addr),
+    );
+    assert_eq!(
+        e,
+        strings(&[
+            "console=ttyS0",
+            "talos.events.sink=[fd00::9]:4002",
+            "talos.config=http://h:8081/configdata?uuid=",
+            "siderolink.api=h:8081",
+            "talos.logging.kernel=tcp://[fd0b:4902:8b54:2503::1]:4001",
+        ])
     );
 }
 

@@ -53,6 +53,9 @@ pub struct BootContext {
     pub admin_token: Arc<str>,
     /// Whether the download task runs (config `boot.download_assets`).
     pub downloads: bool,
+    /// The SideroLink server address (`<prefix>::1`) when SideroLink is on: Environment
+    /// kernel args then name the log receiver and event sink inside the overlay.
+    pub siderolink_server: Option<std::net::Ipv6Addr>,
     /// One shared memory map per served Environment asset.
     pub maps: MappedFiles,
 }
@@ -364,7 +367,7 @@ async fn ipxe(
         };
         return not_ready(&env_name, &format!("{reason}{hint}"));
     }
-    let args = environment_args(&spec.args, &endpoint);
+    let args = environment_args(&spec.args, &endpoint, ctx.siderolink_server);
     env_script(&env_name, &args)
 }
 

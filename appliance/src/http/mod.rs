@@ -74,6 +74,7 @@ pub fn router(
     lifecycle: crate::reconcile::Lifecycle,
     power: crate::bmc::service::PowerService,
     agent_policy: crate::api::agent::AgentPolicy,
+    provision: Option<crate::siderolink::provision::ProvisionApi>,
 ) -> Router {
     use appliance_rpc::agent::agent_server::AgentServer;
     use appliance_rpc::lifecycle::lifecycle_server::LifecycleServer;
@@ -96,8 +97,15 @@ pub fn router(
             crate::api::lifecycle::LifecycleService::new(lifecycle.clone()),
             auth.clone(),
         ))
-        .add_service(PowerServer::with_interceptor(power, auth))
-        .into_axum_router();
+        .add_service(PowerServer::with_interceptor(power, auth));
+    // SideroLink Provision (unauthenticated, as in Sidero), when SideroLink is on.
+    let grpc = match provision {
+        Some(p) => grpc.add_service(
+            appliance_rpc::siderolink::provision_service_server::ProvisionServiceServer::new(p),
+        ),
+        None => grpc,
+    }
+    .into_axum_router();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

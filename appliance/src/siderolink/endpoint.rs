@@ -141,6 +141,11 @@ impl Endpoint {
         self.logs.subscribe()
     }
 
+    /// The sender of decoded log lines (subscribe to it after `run` took the endpoint).
+    pub fn log_sender(&self) -> broadcast::Sender<NodeLog> {
+        self.logs.clone()
+    }
+
     /// The event sink's connections (TCP 4002 inside the overlay), for
     /// `tonic::transport::Server::serve_with_incoming`; each carries an
     /// [`super::stream::OverlayPeer`]. Without a taker they are closed.

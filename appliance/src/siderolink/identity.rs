@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::protocol::siderolink::address::Prefix;
+use crate::store::{Store, StoreError};
 
 /// The installation id and the server's WireGuard key.
 #[derive(Clone)]
@@ -79,6 +80,32 @@ impl Identity {
     }
 }
 
+/// Why the box's SideroLink identity could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("SideroLink identity store access failed")]
+    Store(#[from] StoreError),
+    #[error("stored SideroLink private key is {0} bytes, not 32")]
+    KeyLength(usize),
+    #[error("no OS randomness for a new SideroLink identity")]
+    Random,
+}
+
+/// The identity stored in redb (private key sealed with the box's secrets key), created
+/// on first start.
+pub fn load_or_create(store: &Store) -> Result<Identity, IdentityError> {
+    let mut random = [0u8; 64];
+    getrandom::fill(&mut random).map_err(|_| IdentityError::Random)?;
+    let fresh = Identity::generate(random);
+    let key = fresh.private_key_bytes();
+    let (id, stored) = store.siderolink_identity_or_insert((fresh.installation_id(), &key))?;
+    let stored: [u8; 32] = stored
+        .as_slice()
+        .try_into()
+        .map_err(|_| IdentityError::KeyLength(stored.len()))?;
+    Ok(Identity::new(id, stored))
+}
+
 /// Reads a WireGuard public key as `wgtypes.ParseKey` does: standard base64 of 32 bytes.
 pub fn parse_public_key(s: &str) -> Result<PublicKey, KeyError> {
     let bytes = STANDARD.decode(s.trim()).map_err(|_| KeyError)?;
@@ -103,6 +130,37 @@ mod tests {
             "{dbg}"
         );
         assert!(dbg.contains(&a.public_key_base64()));
+    }
+
+    #[test]
+    fn identity_persists_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let first = {
+            let store = Store::open(&path).unwrap();
+            let a = load_or_create(&store).unwrap();
+            let b = load_or_create(&store).unwrap();
+            assert_eq!(a.public_key(), b.public_key(), "created once");
+            assert_eq!(a.installation_id(), b.installation_id());
+            a
+        };
+        let store = Store::open(&path).unwrap();
+        let again = load_or_create(&store).unwrap();
+        assert_eq!(again.public_key(), first.public_key(), "survives a restart");
+        assert_eq!(again.prefix(), first.prefix());
+        drop(store);
+        // The key is sealed at rest: its bytes are nowhere in the store file.
+        let raw = std::fs::read(&path).unwrap();
+        let key = first.private_key_bytes();
+        assert!(
+            !raw.windows(32).any(|w| w == key),
+            "private key stored in clear"
+        );
+        assert!(
+            raw.windows(first.installation_id().len())
+                .any(|w| w == first.installation_id().as_bytes()),
+            "installation id (not secret) is stored as is"
+        );
     }
 
     #[test]

@@ -103,6 +103,22 @@ struct Conn {
     kind: ConnKind,
 }
 
+impl Drop for Overlay {
+    /// The endpoint stopped: every stream ends (reads see EOF, writes fail), so the gRPC
+    /// server holding them can finish its shutdown.
+    fn drop(&mut self) {
+        for c in &self.conns {
+            if let ConnKind::Stream(pipe) = &c.kind {
+                let mut p = pipe.lock().unwrap_or_else(|e| e.into_inner());
+                p.peer_closed = true;
+                p.reset = true;
+                p.wake_reader();
+                p.wake_writer();
+            }
+        }
+    }
+}
+
 /// smoltcp interface + socket set + the log receiver's and event sink's connections.
 pub struct Overlay {
     pub queues: Queues,

@@ -15,6 +15,7 @@ mod console;
 mod events;
 mod leases;
 mod migrate;
+mod siderolink;
 mod tables;
 mod txn;
 

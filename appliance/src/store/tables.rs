@@ -92,6 +92,13 @@ pub const BMC_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("bmc_
 /// Per-server BMC settings: key server name, value = JSON `BmcSettings`.
 pub const BMC_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bmc_settings");
 
+// --- siderolink room: the box's SideroLink identity (`store/siderolink.rs`) ---
+
+/// Key `"installation-id"` → its text; `"private-key"` → the WireGuard key, sealed.
+pub const SIDEROLINK: TableDefinition<&str, &[u8]> = TableDefinition::new("siderolink");
+pub const SIDEROLINK_INSTALLATION_ID: &str = "installation-id";
+pub const SIDEROLINK_PRIVATE_KEY: &str = "private-key";
+
 // --- console room: console login settings (`store/console.rs`) ---
 
 /// Console settings: key `"admin_password"` → argon2id PHC string.

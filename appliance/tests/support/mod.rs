@@ -73,7 +73,17 @@ impl Appliance {
         } else {
             "[tftp]\nenabled = false\n"
         };
-        std::fs::write(&path, format!("[dhcp]\nmode = \"off\"\n{tftp}{config}")).unwrap();
+        // SideroLink's WireGuard port likewise: loopback, a kernel-picked port.
+        let siderolink = if config.contains("[siderolink]") {
+            ""
+        } else {
+            "[siderolink]\nlisten = \"127.0.0.1:0\"\n"
+        };
+        std::fs::write(
+            &path,
+            format!("[dhcp]\nmode = \"off\"\n{tftp}{siderolink}{config}"),
+        )
+        .unwrap();
         // The port is picked by the kernel and released again, so another test may take it
         // first: then the box exits at once and is started again on a new port.
         let mut last_log = String::new();
