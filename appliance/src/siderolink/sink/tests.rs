@@ -234,3 +234,68 @@ async fn strangers_and_junk_change_nothing() {
         .unwrap();
     assert_eq!(lc.store().revision().unwrap(), rev);
 }
+
+/// Bounded fuzz smoke over event payloads: random and truncated bytes under every type URL
+/// the sink reads never panic in decoding or mapping.
+#[test]
+fn fuzz_smoke_any_payloads_never_panic() {
+    let names = [
+        "AddressEvent",
+        "ConfigLoadErrorEvent",
+        "ConfigValidationErrorEvent",
+        "PhaseEvent",
+        "TaskEvent",
+        "ServiceStateEvent",
+        "SequenceEvent",
+        "MachineStatusEvent",
+        "",
+    ];
+    let valid = machine::SequenceEvent {
+        sequence: "install".into(),
+        action: 0,
+        error: Some(common::Error {
+            code: 0,
+            message: "unix.Reboot".into(),
+            details: vec![],
+        }),
+    }
+    .encode_to_vec();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let node: Ipv6Addr = "fd00::5".parse().unwrap();
+    let mut decoded = 0;
+    for i in 0..5000 {
+        let mut value = if i % 2 == 0 {
+            valid.clone()
+        } else {
+            (0..next() % 64).map(|_| next() as u8).collect()
+        };
+        for _ in 0..(next() % 4) {
+            if value.is_empty() {
+                break;
+            }
+            let at = (next() as usize) % value.len();
+            value[at] = next() as u8;
+        }
+        if next() % 3 == 0 {
+            value.truncate((next() as usize) % (value.len() + 1));
+        }
+        let any = prost_types::Any {
+            type_url: format!(
+                "type.googleapis.com/machine.{}",
+                names[(next() as usize) % names.len()]
+            ),
+            value,
+        };
+        if let Ok(e) = decode(&any) {
+            decoded += 1;
+            let _ = map_event(&e, node, &[]);
+        }
+    }
+    assert!(decoded > 100, "the smoke must reach the mapping: {decoded}");
+}
