@@ -1,7 +1,22 @@
-//! RFC 6902 JSON Patch (add, remove, replace, move, copy, test) over `serde_json::Value`,
-//! with RFC 6901 JSON pointers. Pure. A patch is applied to a copy: on any failing
-//! operation the document is left as it was and the error names the operation and why.
+//! RFC 6902 JSON Patch over `serde_json::Value`, applied by the `json-patch` crate (the one
+//! kube-rs uses). Pure. A patch is applied to a copy: on any failing operation the document
+//! is left as it was and the error names the operation and why.
+//!
+//! Hand-written here, because the crate lacks them:
+//! - reading the operations: the crate's serde reader answers "unknown variant" or
+//!   "missing field"; we say which operation and which member (`op`, `path`, `value`,
+//!   `from`) is wrong, and what a JSON pointer needs;
+//! - `test`: the crate compares with `Value`'s `==`, so `1` does not equal `1.0`; RFC 6902
+//!   §4.6 compares numbers by value, as we do;
+//! - explaining a failure: the crate says only "path is invalid"; [`explain`] walks the
+//!   pointer over the document the operation saw and says which token is missing, out of
+//!   bounds, not an array index, or under a scalar.
 
+use json_patch::jsonptr::{Pointer, PointerBuf};
+use json_patch::{
+    AddOperation, CopyOperation, MoveOperation, PatchErrorKind, PatchOperation, RemoveOperation,
+    ReplaceOperation,
+};
 use serde_json::Value;
 
 /// Why a patch could not be applied or read.
@@ -24,83 +39,180 @@ pub enum ApplyPatchError {
 pub fn apply(doc: &Value, patch: &Value) -> Result<Value, ApplyPatchError> {
     let ops = patch.as_array().ok_or(ApplyPatchError::NotAnArray)?;
     let mut out = doc.clone();
-    for (index, op) in ops.iter().enumerate() {
-        apply_one(&mut out, index, op)?;
+    for (index, raw) in ops.iter().enumerate() {
+        let op = read_op(index, raw)?;
+        let fail = |message: String| ApplyPatchError::Failed {
+            index,
+            op: raw["op"].as_str().unwrap_or_default().to_string(),
+            path: op.path().to_string(),
+            message,
+        };
+        if let PatchOperation::Test(t) = &op {
+            let target = resolve(&out, &t.path).map_err(fail)?;
+            if !json_eq(target, &t.value) {
+                return Err(fail(format!("value is {target}, expected {}", t.value)));
+            }
+            continue;
+        }
+        // One operation at a time: on failure the crate has undone it, so `out` is the
+        // document the operation saw, which `explain` needs.
+        json_patch::patch(&mut out, std::slice::from_ref(&op))
+            .map_err(|e| fail(explain(&out, &op, &e.kind)))?;
     }
     Ok(out)
 }
 
-fn field<'a>(op: &'a Value, index: usize, name: &str) -> Result<&'a str, ApplyPatchError> {
-    op.get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApplyPatchError::Malformed {
-            index,
-            message: format!("missing string member `{name}`"),
-        })
-}
-
-fn apply_one(doc: &mut Value, index: usize, op: &Value) -> Result<(), ApplyPatchError> {
+/// One operation, typed for the crate, with our errors for what is malformed.
+fn read_op(index: usize, op: &Value) -> Result<PatchOperation, ApplyPatchError> {
+    let malformed = |message: String| ApplyPatchError::Malformed { index, message };
     if !op.is_object() {
-        return Err(ApplyPatchError::Malformed {
-            index,
-            message: "an operation must be a JSON object".into(),
-        });
+        return Err(malformed("an operation must be a JSON object".into()));
     }
-    let name = field(op, index, "op")?;
-    let path = field(op, index, "path")?;
-    let fail = |message: String| ApplyPatchError::Failed {
+    let field = |name: &str| {
+        op.get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| malformed(format!("missing string member `{name}`")))
+    };
+    let name = field("op")?;
+    let path_str = field("path")?;
+    let failed = |message: String| ApplyPatchError::Failed {
         index,
         op: name.to_string(),
-        path: path.to_string(),
+        path: path_str.to_string(),
         message,
     };
+    let pointer = |p: &str| parse_pointer(p).map_err(failed);
     let value = || {
         op.get("value")
             .cloned()
-            .ok_or_else(|| ApplyPatchError::Malformed {
-                index,
-                message: format!("`{name}` needs a `value`"),
-            })
+            .ok_or_else(|| malformed(format!("`{name}` needs a `value`")))
     };
-    let tokens = parse_pointer(path).map_err(fail)?;
-    match name {
-        "add" => add(doc, &tokens, value()?).map_err(fail),
-        "remove" => remove(doc, &tokens).map(|_| ()).map_err(fail),
-        "replace" => {
-            let v = value()?;
-            let target = get_mut(doc, &tokens).map_err(fail)?;
-            *target = v;
-            Ok(())
-        }
-        "test" => {
-            let v = value()?;
-            let target = get_mut(doc, &tokens).map_err(fail)?;
-            if !json_eq(target, &v) {
-                return Err(fail(format!("value is {target}, expected {v}")));
-            }
-            Ok(())
-        }
-        "move" | "copy" => {
-            let from = field(op, index, "from")?;
-            let from_tokens = parse_pointer(from).map_err(fail)?;
-            if name == "move" {
-                if from_tokens.len() < tokens.len() && tokens.starts_with(&from_tokens) {
-                    return Err(fail(format!("cannot move `{from}` into its own child")));
-                }
-                let v = remove(doc, &from_tokens).map_err(fail)?;
-                add(doc, &tokens, v).map_err(fail)
-            } else {
-                let v = get_mut(doc, &from_tokens).map_err(fail)?.clone();
-                add(doc, &tokens, v).map_err(fail)
-            }
-        }
-        other => Err(ApplyPatchError::Malformed {
-            index,
-            message: format!(
-                "unknown op `{other}` (expected add, remove, replace, move, copy or test)"
-            ),
+    let path = pointer(path_str)?;
+    Ok(match name {
+        "add" => PatchOperation::Add(AddOperation {
+            path,
+            value: value()?,
         }),
+        "remove" => PatchOperation::Remove(RemoveOperation { path }),
+        "replace" => PatchOperation::Replace(ReplaceOperation {
+            path,
+            value: value()?,
+        }),
+        "test" => PatchOperation::Test(json_patch::TestOperation {
+            path,
+            value: value()?,
+        }),
+        "move" => PatchOperation::Move(MoveOperation {
+            from: pointer(field("from")?)?,
+            path,
+        }),
+        "copy" => PatchOperation::Copy(CopyOperation {
+            from: pointer(field("from")?)?,
+            path,
+        }),
+        other => {
+            return Err(malformed(format!(
+                "unknown op `{other}` (expected add, remove, replace, move, copy or test)"
+            )));
+        }
+    })
+}
+
+/// RFC 6901 pointer, with our wording for the two ways one can be wrong.
+fn parse_pointer(p: &str) -> Result<PointerBuf, String> {
+    use json_patch::jsonptr::ParseError;
+    PointerBuf::parse(p).map_err(|e| match e.original() {
+        ParseError::NoLeadingSlash => {
+            format!("JSON pointer `{p}` must be empty or start with '/'")
+        }
+        ParseError::InvalidEncoding { .. } => {
+            format!("JSON pointer `{p}`: `~` must be followed by 0 or 1")
+        }
+    })
+}
+
+/// Why the crate refused `op` on `doc` (the document before the operation).
+fn explain(doc: &Value, op: &PatchOperation, kind: &PatchErrorKind) -> String {
+    let parent_then_last = |path: &Pointer, allow_end: bool| -> String {
+        let Some((parent, last)) = path.split_back() else {
+            return "cannot remove the whole document".into();
+        };
+        match resolve(doc, parent) {
+            Err(e) => e,
+            Ok(Value::Object(m)) if m.contains_key(last.decoded().as_ref()) || allow_end => {
+                kind.to_string()
+            }
+            Ok(Value::Object(_)) => format!("`{}` does not exist", last.decoded()),
+            Ok(Value::Array(a)) => array_index(&last.decoded(), a.len(), allow_end)
+                .err()
+                .unwrap_or_else(|| kind.to_string()),
+            Ok(_) => format!("parent `{parent}` is not an object or array"),
+        }
+    };
+    match (kind, op) {
+        (PatchErrorKind::CannotMoveInsideItself, PatchOperation::Move(m)) => {
+            format!("cannot move `{}` into its own child", m.from)
+        }
+        (PatchErrorKind::InvalidFromPointer, PatchOperation::Move(m)) => {
+            parent_then_last(&m.from, false)
+        }
+        (PatchErrorKind::InvalidFromPointer, PatchOperation::Copy(c)) => resolve(doc, &c.from)
+            .err()
+            .unwrap_or_else(|| kind.to_string()),
+        (_, PatchOperation::Add(_) | PatchOperation::Move(_) | PatchOperation::Copy(_)) => {
+            parent_then_last(op.path(), true)
+        }
+        (_, PatchOperation::Remove(_)) => parent_then_last(op.path(), false),
+        _ => resolve(doc, op.path())
+            .err()
+            .unwrap_or_else(|| kind.to_string()),
     }
+}
+
+/// The value at `path`, or which token of it fails and why.
+fn resolve<'a>(doc: &'a Value, path: &Pointer) -> Result<&'a Value, String> {
+    let mut cur = doc;
+    let mut here = String::new();
+    for t in path.tokens() {
+        let t = t.decoded();
+        let shown = if here.is_empty() { "/" } else { &here };
+        cur = match cur {
+            Value::Object(m) => m
+                .get(t.as_ref())
+                .ok_or_else(|| format!("`{t}` does not exist under `{shown}`"))?,
+            Value::Array(a) => &a[array_index(&t, a.len(), false)?],
+            _ => return Err(format!("`{shown}` is not an object or array")),
+        };
+        here.push('/');
+        here.push_str(&t);
+    }
+    Ok(cur)
+}
+
+/// RFC 6901 array index: digits without a leading zero, `-` (one past the end) only where
+/// an element may be added.
+fn array_index(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
+    if allow_end && token == "-" {
+        return Ok(len);
+    }
+    let digits = !token.is_empty()
+        && token.bytes().all(|b| b.is_ascii_digit())
+        && (token == "0" || !token.starts_with('0'));
+    if !digits {
+        return Err(format!("`{token}` is not an array index"));
+    }
+    let i: usize = token
+        .parse()
+        .map_err(|_| format!("array index `{token}` is too large"))?;
+    let max = if allow_end {
+        len
+    } else {
+        len.saturating_sub(1)
+    };
+    if i > max || (!allow_end && len == 0) {
+        return Err(format!("array index {i} is out of bounds (length {len})"));
+    }
+    Ok(i)
 }
 
 /// RFC 6902 `test` equality: numbers compare by value (1 == 1.0).
@@ -119,124 +231,6 @@ fn json_eq(a: &Value, b: &Value) -> bool {
                     .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
-    }
-}
-
-/// RFC 6901: "" is the whole document; "/a/b" → ["a", "b"]; "~1" → "/", "~0" → "~".
-pub fn parse_pointer(p: &str) -> Result<Vec<String>, String> {
-    if p.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Some(rest) = p.strip_prefix('/') else {
-        return Err(format!(
-            "JSON pointer `{p}` must be empty or start with '/'"
-        ));
-    };
-    rest.split('/')
-        .map(|t| {
-            let mut out = String::with_capacity(t.len());
-            let mut chars = t.chars();
-            while let Some(c) = chars.next() {
-                if c == '~' {
-                    match chars.next() {
-                        Some('0') => out.push('~'),
-                        Some('1') => out.push('/'),
-                        _ => {
-                            return Err(format!(
-                                "JSON pointer `{p}`: `~` must be followed by 0 or 1"
-                            ));
-                        }
-                    }
-                } else {
-                    out.push(c);
-                }
-            }
-            Ok(out)
-        })
-        .collect()
-}
-
-fn array_index(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
-    if allow_end && token == "-" {
-        return Ok(len);
-    }
-    let ok = !token.is_empty()
-        && token.bytes().all(|b| b.is_ascii_digit())
-        && (token == "0" || !token.starts_with('0'));
-    let i: usize = if ok {
-        token
-            .parse()
-            .map_err(|_| format!("array index `{token}` is too large"))?
-    } else {
-        return Err(format!("`{token}` is not an array index"));
-    };
-    let max = if allow_end {
-        len
-    } else {
-        len.saturating_sub(1)
-    };
-    if i > max || (!allow_end && len == 0) {
-        return Err(format!("array index {i} is out of bounds (length {len})"));
-    }
-    Ok(i)
-}
-
-fn get_mut<'a>(doc: &'a mut Value, tokens: &[String]) -> Result<&'a mut Value, String> {
-    let mut cur = doc;
-    for (depth, t) in tokens.iter().enumerate() {
-        let here = || format!("/{}", tokens[..depth].join("/"));
-        cur = match cur {
-            Value::Object(m) => m
-                .get_mut(t)
-                .ok_or_else(|| format!("`{t}` does not exist under `{}`", here()))?,
-            Value::Array(a) => {
-                let i = array_index(t, a.len(), false)?;
-                &mut a[i]
-            }
-            _ => return Err(format!("`{}` is not an object or array", here())),
-        };
-    }
-    Ok(cur)
-}
-
-fn add(doc: &mut Value, tokens: &[String], v: Value) -> Result<(), String> {
-    let Some((last, parent)) = tokens.split_last() else {
-        *doc = v;
-        return Ok(());
-    };
-    match get_mut(doc, parent)? {
-        Value::Object(m) => {
-            m.insert(last.clone(), v);
-            Ok(())
-        }
-        Value::Array(a) => {
-            let i = array_index(last, a.len(), true)?;
-            a.insert(i, v);
-            Ok(())
-        }
-        _ => Err(format!(
-            "parent `/{}` is not an object or array",
-            parent.join("/")
-        )),
-    }
-}
-
-fn remove(doc: &mut Value, tokens: &[String]) -> Result<Value, String> {
-    let Some((last, parent)) = tokens.split_last() else {
-        return Err("cannot remove the whole document".into());
-    };
-    match get_mut(doc, parent)? {
-        Value::Object(m) => m
-            .remove(last)
-            .ok_or_else(|| format!("`{last}` does not exist")),
-        Value::Array(a) => {
-            let i = array_index(last, a.len(), false)?;
-            Ok(a.remove(i))
-        }
-        _ => Err(format!(
-            "parent `/{}` is not an object or array",
-            parent.join("/")
-        )),
     }
 }
 
