@@ -9,7 +9,7 @@
 //! address that registered it); each call opens its own connection from that address,
 //! so the latencies include the TCP + HTTP/2 handshake.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use appliance_rpc::agent::agent_client::AgentClient;
@@ -77,7 +77,7 @@ async fn call(c: &mut AgentClient<Channel>, phase: Phase, i: usize) -> Result<()
 
 async fn run(args: &Args, phase: Phase, name: &str) -> Result<()> {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let start = Instant::now();
+    let start = appliance::clock::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
         let next = next.clone();
@@ -90,7 +90,7 @@ async fn run(args: &Args, phase: Phase, name: &str) -> Result<()> {
                 if i >= n {
                     break;
                 }
-                let t = Instant::now();
+                let t = appliance::clock::now();
                 let mut c = AgentClient::new(
                     channel_from(&endpoint, source(i))
                         .await

@@ -7,7 +7,7 @@
 //! `/v3/kv/put` of the same document's JSON through etcd's HTTP gateway. Both stores fsync
 //! before they acknowledge. Prints objects/s and latency percentiles for each.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use appliance_rpc::admin::ApplyRequest;
@@ -88,7 +88,7 @@ async fn bench_appliance(a: &Args) -> Result<Run> {
         r.metadata_mut().insert("authorization", bearer.clone());
         Ok(r)
     });
-    let start = Instant::now();
+    let start = appliance::clock::now();
     let mut tasks = Vec::new();
     for w in 0..a.concurrency {
         let mut client = client.clone();
@@ -96,7 +96,7 @@ async fn bench_appliance(a: &Args) -> Result<Run> {
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             for i in (w..count).step_by(conc) {
-                let t = Instant::now();
+                let t = appliance::clock::now();
                 client
                     .apply(ApplyRequest {
                         documents: doc(&format!("{prefix}-{i}")),
@@ -166,7 +166,7 @@ fn b64(bytes: &[u8]) -> String {
 
 async fn bench_etcd(a: &Args, url: &str) -> Result<Run> {
     let host = url.trim_start_matches("http://").to_string();
-    let start = Instant::now();
+    let start = appliance::clock::now();
     let mut tasks = Vec::new();
     for w in 0..a.concurrency {
         let (count, conc, host, prefix) = (a.count, a.concurrency, host.clone(), a.prefix.clone());
@@ -183,7 +183,7 @@ async fn bench_etcd(a: &Args, url: &str) -> Result<Run> {
                     b64(format!("/registry/metal.sidero.dev/servers/{name}").as_bytes()),
                     b64(value.as_bytes())
                 );
-                let t = Instant::now();
+                let t = appliance::clock::now();
                 etcd_put(&mut conn, &host, &body).await?;
                 lat.push(t.elapsed());
             }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod bmc;
 pub mod boot;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod ctl;

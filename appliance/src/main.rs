@@ -104,7 +104,7 @@ fn setup_network(a: &appliance::cli::SetupNetworkArgs) -> ExitCode {
         base_config: a.base_config.clone(),
         config_out: a.config_out.clone(),
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(a.wait_secs);
+    let deadline = appliance::clock::now() + std::time::Duration::from_secs(a.wait_secs);
     loop {
         match site::apply(&paths) {
             Ok(done) => {
@@ -116,7 +116,7 @@ fn setup_network(a: &appliance::cli::SetupNetworkArgs) -> ExitCode {
                 );
                 return ExitCode::SUCCESS;
             }
-            Err(site::ApplyError::Ports(_)) if std::time::Instant::now() < deadline => {
+            Err(site::ApplyError::Ports(_)) if appliance::clock::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(500));
             }
             Err(e) => return fail(&e, 2),

@@ -18,7 +18,7 @@ mod support;
 mod synthetic_agent;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use appliance_rpc::agent::agent_client::AgentClient;
 use appliance_rpc::agent::{self as pb, AgentAction};
@@ -86,7 +86,7 @@ fn bmc_report(uuid: &str, ip: &str, port: u16, user: &str, pass: &str) -> pb::Up
 
 /// Polls until the server's BMCSetup condition has `reason` (≤ 30 s).
 async fn wait_setup(app: &Appliance, name: &str, reason: &str) {
-    let start = Instant::now();
+    let start = appliance::clock::now();
     loop {
         let s = server(app, name);
         let found = s["status"]["conditions"]

@@ -16,7 +16,7 @@
 mod ipmi_sim;
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use appliance::model::{Kind, Object};
 use appliance::store::Store;
@@ -91,7 +91,7 @@ async fn report_as(
     user: &str,
     pass: &str,
 ) -> Duration {
-    let start = Instant::now();
+    let start = appliance::clock::now();
     a.update_bmc_info(pb::UpdateBmcInfoRequest {
         uuid: uuid.into(),
         bmc_info: Some(pb::BmcInfo {
@@ -127,7 +127,7 @@ fn setup_condition(v: &Value) -> Option<Value> {
 /// Polls `ctl get` until the BMCSetup condition has `reason` (≤ 30 s); returns it and the
 /// time waited.
 async fn wait_setup(app: &Appliance, reason: &str) -> (Value, Duration) {
-    let start = Instant::now();
+    let start = appliance::clock::now();
     loop {
         let (_, v) = server(app);
         if let Some(c) = setup_condition(&v)
@@ -273,7 +273,7 @@ async fn wrong_admin_password_sets_a_clear_condition_and_recovers() {
         .unwrap()
         .port();
     let answered = report_as(&mut d, DEAD, "127.0.0.1", dead, "admin", ADMIN_PASS).await;
-    let start = Instant::now();
+    let start = appliance::clock::now();
     let cond = loop {
         let (_, v) = server_of(&app, DEAD);
         if let Some(c) = setup_condition(&v) {

@@ -6,7 +6,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use appliance::boot::assets::{self, Asset, AssetCondition, AssetDirs};
 use appliance::boot::download::{EnvSyncConfig, EnvSyncTask};
@@ -115,14 +115,14 @@ impl Rig {
 
     /// Waits until the Environment has a condition for each of `urls`.
     async fn wait_conditions(&self, name: &str, urls: &[&str]) -> Vec<AssetCondition> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = appliance::clock::now() + Duration::from_secs(20);
         loop {
             let cs = self.conditions(name);
             if urls.iter().all(|u| cs.iter().any(|c| c.url == *u)) {
                 return cs;
             }
             assert!(
-                Instant::now() < deadline,
+                appliance::clock::now() < deadline,
                 "no conditions for {urls:?}: {cs:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -181,9 +181,9 @@ async fn download_verified_then_cached_bytes_identical() {
     );
     // Deleting the Environment removes its cache.
     r.store.delete(Kind::Environment, "talos").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = appliance::clock::now() + Duration::from_secs(10);
     while r.dirs.dir("talos").exists() {
-        assert!(Instant::now() < deadline, "cache not removed");
+        assert!(appliance::clock::now() < deadline, "cache not removed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     r.shutdown().await;
@@ -218,10 +218,10 @@ async fn bad_sha_404_stall_and_bad_scheme_are_clear_conditions() {
     let iu2 = format!("http://{addr}/initrd");
     r.apply_env("bad", (&ku, &sha(&k)), (&iu2, &sha(&i)));
     let cs = r.wait_conditions("bad", &[&ku, &iu2]).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = appliance::clock::now() + Duration::from_secs(10);
     let mut cs = cs;
     while !cs.iter().all(|c| c.ready) {
-        assert!(Instant::now() < deadline, "{cs:?}");
+        assert!(appliance::clock::now() < deadline, "{cs:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
         cs = r.conditions("bad");
     }
@@ -240,9 +240,9 @@ async fn bad_sha_404_stall_and_bad_scheme_are_clear_conditions() {
     let cs = r.wait_conditions("local", &[&file_url]).await;
     // Both assets share the URL; the condition for it reflects whichever finished last, so
     // check the files instead: the kernel (good sha) is cached, the initrd (bad spec sha) is not.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = appliance::clock::now() + Duration::from_secs(10);
     while !r.dirs.present("local", Asset::Kernel) {
-        assert!(Instant::now() < deadline, "{cs:?}");
+        assert!(appliance::clock::now() < deadline, "{cs:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
@@ -267,9 +267,13 @@ async fn failed_download_is_retried_after_the_retry_interval() {
     assert!(!cond(&cs, &ku).ready);
     // The file shows up; the next retry picks it up.
     std::fs::write(&late, &k).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = appliance::clock::now() + Duration::from_secs(15);
     while !r.conditions("late").iter().all(|c| c.ready) {
-        assert!(Instant::now() < deadline, "{:?}", r.conditions("late"));
+        assert!(
+            appliance::clock::now() < deadline,
+            "{:?}",
+            r.conditions("late")
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     r.shutdown().await;

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
@@ -121,8 +121,8 @@ fn udhcpc_release(ns: &str, dev: &str, dir: &Path) -> String {
         .unwrap();
     let pid = child.id().to_string();
     let wait = |what: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline && !what() {
+        let deadline = appliance::clock::now() + Duration::from_secs(15);
+        while appliance::clock::now() < deadline && !what() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -414,8 +414,8 @@ fn probe_child() {
     };
     let collect = |sock: &std::net::UdpSocket, label: &str, secs: u64| {
         let mut buf = [0u8; 2048];
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
+        let deadline = appliance::clock::now() + Duration::from_secs(secs);
+        while appliance::clock::now() < deadline {
             if let Ok((n, from)) = sock.recv_from(&mut buf) {
                 println!("REPLY {label} {from} {}", hex::encode(&buf[..n]));
             }

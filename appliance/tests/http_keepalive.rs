@@ -18,7 +18,7 @@ mod netns;
 #[path = "support/prereq.rs"]
 mod prereq;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netns::{Namespaces, Proc, run, tag, veth};
 
@@ -149,7 +149,7 @@ fn missing() -> Option<String> {
 
 /// Waits up to `limit` for `cond`; returns how long it took, or None.
 fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
+    let start = appliance::clock::now();
     while start.elapsed() < limit {
         if cond() {
             return Some(start.elapsed());

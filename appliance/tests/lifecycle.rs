@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use appliance_rpc::agent::agent_client::AgentClient;
 use appliance_rpc::agent::{self as pb, AgentAction};
@@ -129,14 +129,14 @@ fn class_lists(box_: &Appliance, class: &str) -> (Vec<String>, Vec<String>) {
 
 /// Waits (≤10 s) for the reconcile task to bring a class's status to `want`.
 fn wait_class(box_: &Appliance, class: &str, want: (&[&str], &[&str])) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = appliance::clock::now() + Duration::from_secs(10);
     loop {
         let got = class_lists(box_, class);
         if got.0 == want.0 && got.1 == want.1 {
             return;
         }
         assert!(
-            Instant::now() < deadline,
+            appliance::clock::now() < deadline,
             "class {class}: {got:?}, want {want:?}"
         );
         std::thread::sleep(Duration::from_millis(100));

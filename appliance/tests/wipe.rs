@@ -10,7 +10,7 @@ mod ipmi_sim;
 mod support;
 mod synthetic_agent;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use appliance_rpc::agent::AgentAction;
 use serde_json::{Value, json};
@@ -186,9 +186,12 @@ async fn ctl_wipe_of_a_server_with_a_bmc_pxe_boots_and_powers_it_on() {
 }
 
 fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = appliance::clock::now() + Duration::from_secs(15);
     while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        assert!(
+            appliance::clock::now() < deadline,
+            "timed out waiting: {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

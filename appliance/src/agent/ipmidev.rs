@@ -12,9 +12,10 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::bmc::{InbandError, Reply, Transport};
+use crate::clock;
 use crate::protocol::ipmi::command::Command;
 
 /// The device the agent uses.
@@ -56,9 +57,9 @@ impl Transport for IpmiDevice {
             command: c.name,
             source,
         })?;
-        let deadline = Instant::now() + self.timeout;
+        let deadline = clock::now() + self.timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(clock::now());
             if left.is_zero() {
                 return Err(InbandError::Timeout {
                     command: c.name,

@@ -39,6 +39,7 @@ use appliance_rpc::agent::{self as pb, AgentAction};
 use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::clock;
 use inventory::{Disk, IfAddr, Inventory};
 
 /// How long calls are retried while the box is unreachable (Sidero: 5 minutes).
@@ -278,7 +279,7 @@ pub async fn run(opts: AgentOptions) -> Result<Outcome, AgentError> {
 /// Waits (bounded) until the PXE NIC (by MAC; any NIC without one) has an IPv4 address,
 /// then returns every interface address.
 async fn wait_for_address(root: &std::path::Path, mac: Option<&str>) -> Vec<IfAddr> {
-    let deadline = Instant::now() + ADDRESS_WAIT;
+    let deadline = clock::now() + ADDRESS_WAIT;
     let want_iface = |addrs: &[IfAddr]| -> bool {
         addrs.iter().any(|(name, ip, _)| {
             ip.is_ipv4()
@@ -291,7 +292,7 @@ async fn wait_for_address(root: &std::path::Path, mac: Option<&str>) -> Vec<IfAd
     };
     loop {
         let addrs = if_addresses();
-        if want_iface(&addrs) || Instant::now() >= deadline {
+        if want_iface(&addrs) || clock::now() >= deadline {
             if !want_iface(&addrs) {
                 tracing::warn!(
                     "no IPv4 address on the PXE NIC after {ADDRESS_WAIT:?}; trying the box anyway"
@@ -371,7 +372,7 @@ async fn setup_bmc(client: &AgentClient<Channel>, uuid: &str, opts: &AgentOption
         );
         return;
     }
-    let started = Instant::now();
+    let started = clock::now();
     let open = dev.clone();
     let lan = tokio::task::spawn_blocking(move || {
         let mut d = ipmidev::IpmiDevice::open(&open, IPMI_TIMEOUT)?;
@@ -486,7 +487,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let deadline = Instant::now() + RETRY_FOR;
+    let deadline = clock::now() + RETRY_FOR;
     loop {
         match f().await {
             Ok(r) => return Ok(r.into_inner()),
@@ -502,7 +503,7 @@ where
                         | tonic::Code::Cancelled
                 );
                 let status = format!("{:?}: {}", s.code(), s.message());
-                if !transient || Instant::now() >= deadline {
+                if !transient || clock::now() >= deadline {
                     return Err(AgentError::Call { call, status });
                 }
                 tracing::info!("{call}: {status}; retrying in {RETRY_EVERY:?}");
@@ -533,7 +534,7 @@ async fn wipe_and_report(
         });
     }
     let disks: Vec<&Disk> = disks.iter().filter(|d| !d.read_only).collect();
-    let started = Instant::now();
+    let started = clock::now();
     tracing::info!(
         "AGENT-WIPE-START mode={} disks={}",
         mode.as_str(),
@@ -572,7 +573,7 @@ async fn wipe_and_report(
     }
     let beat_every = Duration::from_secs_f64((reboot_timeout / 3.0).clamp(1.0, 600.0));
     let mut last_beat: Option<Instant> = None;
-    let mut last_report = Instant::now();
+    let mut last_report = clock::now();
     let all_done = || handles.iter().all(|(_, h)| h.is_finished());
     while !all_done() {
         if last_beat.is_none_or(|t| t.elapsed() >= beat_every) {
@@ -582,11 +583,11 @@ async fn wipe_and_report(
             {
                 tracing::warn!("Heartbeat: {s}");
             }
-            last_beat = Some(Instant::now());
+            last_beat = Some(clock::now());
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
             report_progress(client, uuid, &progress).await;
-            last_report = Instant::now();
+            last_report = clock::now();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

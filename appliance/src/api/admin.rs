@@ -14,6 +14,7 @@ use appliance_rpc::admin::{
 use tonic::{Request, Response, Status};
 
 use super::apply_batch::ApplyBatcher;
+use crate::clock;
 use crate::model::{self, Kind};
 use crate::store::{Store, StoreError, Stored};
 
@@ -40,7 +41,7 @@ impl AdminService {
         AdminService {
             applies,
             store,
-            started: Instant::now(),
+            started: clock::now(),
             data_dir,
             lifecycle,
         }

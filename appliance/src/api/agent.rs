@@ -42,6 +42,7 @@ use tonic::{Request, Response, Status};
 
 use super::agent_limit::{Limits, RegistrationLimiter};
 use crate::bmc::Credentials;
+use crate::clock;
 use crate::config::{WipeMode, parse_mac};
 use crate::http::metrics::Counter;
 use crate::model::{Kind, Object, Server};
@@ -194,7 +195,7 @@ impl AgentService {
                 policy.limits,
                 RandomState::new(),
             ))),
-            epoch: Instant::now(),
+            epoch: clock::now(),
         }
     }
 
@@ -286,7 +287,7 @@ impl AgentService {
             }
             IpAddr::V6(_) => None,
         };
-        let now_secs = crate::reconcile::task::now_ms() / 1000;
+        let now_secs = crate::clock::unix_secs();
         let name = &server.metadata.name;
         lease_check(name, caller, lease.as_ref(), &server_macs(server), now_secs).map_err(|msg| {
             self.counters.lease.inc();
@@ -1126,7 +1127,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.redb")).unwrap();
         let mac = [0x52, 0x54, 0, 0, 0, 7];
-        let now = crate::reconcile::task::now_ms() / 1000;
+        let now = crate::clock::unix_secs();
         let lease = |ip: [u8; 4], chaddr: [u8; 6]| {
             LeaseChange::Put(Lease {
                 addr: ip.into(),

@@ -78,7 +78,6 @@ impl BmcGate {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Instant;
 
     #[tokio::test(start_paused = true)]
     async fn a_hanging_bmc_does_not_block_others_and_times_out() {
@@ -89,7 +88,7 @@ mod tests {
                 .await
         });
         tokio::task::yield_now().await;
-        let start = Instant::now();
+        let start = crate::clock::now();
         gate.run("alive:623", async { Ok(()) }).await.unwrap();
         assert!(start.elapsed() < Duration::from_secs(1));
         let err = stuck.await.unwrap().unwrap_err();

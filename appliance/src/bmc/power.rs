@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -292,13 +292,6 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Sets (or replaces) condition `type_` unless it already says the same; returns whether
 /// anything changed. The transition time moves only when the status flips.
 fn set_condition(
@@ -451,7 +444,7 @@ impl PowerControl {
         outcome: Option<Result<(), &BmcError>>,
         power: Option<PowerState>,
     ) {
-        let now = rfc3339(now_ms());
+        let now = rfc3339(crate::clock::unix_ms());
         let r = self.inner.store.update(Kind::Server, server, |o| {
             let Object::Server(s) = o else {
                 return Err("not a server".into());

@@ -280,12 +280,7 @@ pub async fn auto_setup_server(
     timeouts: IpmiTimeouts,
 ) -> Result<Setup, SetupError> {
     let endpoint = endpoint_of(host, port);
-    let now = rfc3339(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-    );
+    let now = rfc3339(crate::clock::unix_ms());
     let result = async {
         let stored = stored_setup_user(store, server_name, host, port)?;
         let setup = gate

@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn idle_and_absolute_expiry() {
         let mut s = Sessions::default();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         s.create("a".into(), "c".into(), LoginMethod::Token, t0);
         assert!(s.touch("a", t0 + IDLE_TIMEOUT / 2).is_some());
         assert!(s.touch("a", t0 + IDLE_TIMEOUT).is_some());
@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn bounded_and_removable() {
         let mut s = Sessions::default();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         for i in 0..(MAX_SESSIONS + 10) {
             s.create(
                 format!("s{i}"),

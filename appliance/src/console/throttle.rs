@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn free_failures_then_exponential_backoff() {
         let mut t = LoginThrottle::default();
-        let now = Instant::now();
+        let now = crate::clock::now();
         for _ in 0..FREE_FAILURES {
             assert_eq!(wrong(&mut t, ip(1), now), Ok(None));
         }
@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn a_concurrent_burst_is_counted_before_any_verification_ends() {
         let mut t = LoginThrottle::default();
-        let now = Instant::now();
+        let now = crate::clock::now();
         // 50 attempts arrive before any of them is verified.
         let started: Vec<_> = (0..50).map(|_| t.begin(ip(1), now, false)).collect();
         let admitted = started.iter().filter(|r| r.is_ok()).count();
@@ -307,7 +307,7 @@ mod tests {
     #[test]
     fn delay_is_capped() {
         let mut t = LoginThrottle::default();
-        let mut now = Instant::now();
+        let mut now = crate::clock::now();
         let mut last = Ok(None);
         for _ in 0..40 {
             last = wrong(&mut t, ip(1), now);
@@ -324,7 +324,7 @@ mod tests {
     #[test]
     fn success_clears_the_record() {
         let mut t = LoginThrottle::default();
-        let now = Instant::now();
+        let now = crate::clock::now();
         for _ in 0..FREE_FAILURES {
             let _ = wrong(&mut t, ip(1), now);
         }
@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn an_abandoned_attempt_does_not_count() {
         let mut t = LoginThrottle::default();
-        let now = Instant::now();
+        let now = crate::clock::now();
         for _ in 0..20 {
             let a = t.begin(ip(1), now, false).unwrap();
             t.abandoned(a);
@@ -360,7 +360,7 @@ mod tests {
     #[test]
     fn global_brake_locks_everyone() {
         let mut t = LoginThrottle::default();
-        let now = Instant::now();
+        let now = crate::clock::now();
         assert_eq!(
             flood(&mut t, GLOBAL_LIMIT + 1, now),
             Some(Refusal::Global {
@@ -377,7 +377,7 @@ mod tests {
     #[test]
     fn the_global_brake_spares_the_admin_token_and_known_addresses() {
         let mut t = LoginThrottle::default();
-        let now = Instant::now();
+        let now = crate::clock::now();
         let a = t.begin(ip(7), now, false).unwrap();
         t.succeeded(a, now);
         let later = now + Duration::from_secs(5);
@@ -413,7 +413,7 @@ mod tests {
     #[test]
     fn known_addresses_are_bounded() {
         let mut t = LoginThrottle::default();
-        let now = Instant::now();
+        let now = crate::clock::now();
         for i in 0..(MAX_KNOWN + 10) {
             let addr = IpAddr::from([10, 4, (i / 256) as u8, (i % 256) as u8]);
             let at = now + Duration::from_millis(i as u64);
@@ -427,7 +427,7 @@ mod tests {
     #[test]
     fn successes_do_not_count_toward_the_global_brake() {
         let mut t = LoginThrottle::default();
-        let now = Instant::now();
+        let now = crate::clock::now();
         for i in 0..(GLOBAL_LIMIT * 2) {
             let addr = IpAddr::from([10, 5, (i / 256) as u8, (i % 256) as u8]);
             let a = t.begin(addr, now, false).unwrap();
@@ -439,7 +439,7 @@ mod tests {
     #[test]
     fn old_failures_leave_the_global_window() {
         let mut t = LoginThrottle::default();
-        let mut now = Instant::now();
+        let mut now = crate::clock::now();
         for i in 0..(GLOBAL_LIMIT * 3) {
             let addr = IpAddr::from([10, 2, (i / 256) as u8, (i % 256) as u8]);
             assert_eq!(wrong(&mut t, addr, now), Ok(None), "failure {i}");
@@ -450,7 +450,7 @@ mod tests {
     #[test]
     fn records_are_bounded() {
         let mut t = LoginThrottle::default();
-        let now = Instant::now();
+        let now = crate::clock::now();
         for i in 0..(MAX_TRACKED + 50) {
             let addr = IpAddr::from([10, 3, (i / 256) as u8, (i % 256) as u8]);
             let at = now + Duration::from_secs(i as u64 * 2);

@@ -17,7 +17,6 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dhcproto::v4::MessageType;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -221,13 +220,6 @@ fn bind(iface: &Interface, port: u16) -> Result<UdpSocket, DhcpStartError> {
     UdpSocket::from_std(s.into()).map_err(err)
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn target(to: Destination, relay_port: u16) -> SocketAddr {
     match to {
         Destination::Broadcast => SocketAddr::from((Ipv4Addr::BROADCAST, CLIENT_PORT)),
@@ -403,7 +395,7 @@ async fn receive_loop(
             Port::Pxe => &buf_pxe[..n],
         };
         counters.received.inc();
-        let decision = match core.handle(now(), port, src, bytes) {
+        let decision = match core.handle(crate::clock::unix_secs(), port, src, bytes) {
             Ok(d) => d,
             Err(reason) => {
                 counters.dropped(&reason);

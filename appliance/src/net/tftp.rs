@@ -33,12 +33,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::clock;
 use crate::config::TftpConfig;
 use crate::http::metrics::Counter;
 use crate::net::tftp_root::{RootError, TftpRoot};
@@ -440,7 +441,7 @@ fn run_transfer(
     } else {
         source.len()
     };
-    let started = Instant::now();
+    let started = clock::now();
     let now = || started.elapsed();
     let mut out = Vec::new();
     let mut t = ReadTransfer::start(now(), options, stream_len, limits, &mut out);

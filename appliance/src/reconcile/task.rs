@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -31,20 +31,13 @@ use super::boots::{AgentBoots, Boot, BootRefusal, Need};
 use super::classes::{ANY, Matcher};
 use super::lifecycle::{Action, Context, Event, Phase, Step};
 use super::power::PowerActions;
+use crate::clock;
 use crate::config::LifecycleConfig;
 use crate::model::{Kind, Object, Server, ServerClass};
 use crate::store::{Change, ChangeOp, NewEvent, Store, StoreError};
 
 /// Class status is written at most this often during bursts of server changes.
 pub const CLASS_FLUSH: Duration = Duration::from_millis(500);
-
-/// Milliseconds since the Unix epoch (the glue reads the clock; the cores never do).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Per-disk progress of a running wipe, as the agent reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +106,7 @@ impl Lifecycle {
             timers: HashMap::new(),
             index: ClassIndex::default(),
             class_dirty: false,
-            last_flush: Instant::now(),
+            last_flush: clock::now(),
         };
         (lc, task)
     }
@@ -140,9 +133,9 @@ impl Lifecycle {
     pub fn touch(&self, name: &str) {
         let mut seen = self.inner.seen.lock().expect("seen lock");
         match seen.get_mut(name) {
-            Some(t) => *t = Instant::now(),
+            Some(t) => *t = clock::now(),
             None => {
-                seen.insert(name.to_string(), Instant::now());
+                seen.insert(name.to_string(), clock::now());
             }
         }
     }
@@ -277,7 +270,7 @@ impl Lifecycle {
         let ctx = self.context(name);
         let (n, m) = (name.to_string(), message.to_string());
         let o = self
-            .blocking(move |s| apply::transition(s, &n, event, &ctx, now_ms(), &m))
+            .blocking(move |s| apply::transition(s, &n, event, &ctx, clock::unix_ms(), &m))
             .await?;
         if matches!(event, Event::Wiped) {
             self.clear_progress(name);
@@ -296,7 +289,7 @@ impl Lifecycle {
         let ctx = self.context(&new.name);
         let auto_accept = self.inner.config.auto_accept;
         let r = self
-            .blocking(move |s| apply::register(s, &new, auto_accept, &ctx, now_ms()))
+            .blocking(move |s| apply::register(s, &new, auto_accept, &ctx, clock::unix_ms()))
             .await?;
         if let Some(step) = &r.step {
             self.dispatch(&r.server, step, 0);
@@ -312,7 +305,7 @@ impl Lifecycle {
             ..self.context("")
         };
         let a = self
-            .blocking(move |s| apply::allocate(s, &input, &ctx, now_ms()))
+            .blocking(move |s| apply::allocate(s, &input, &ctx, clock::unix_ms()))
             .await?;
         let name = a.outcome.server.metadata.name.clone();
         let mut step = a.outcome.step.clone();
@@ -342,7 +335,7 @@ impl Lifecycle {
             ..self.context("")
         };
         let o = self
-            .blocking(move |s| apply::release(s, &by, &ctx, now_ms()))
+            .blocking(move |s| apply::release(s, &by, &ctx, clock::unix_ms()))
             .await?;
         self.dispatch(&o.server, &o.step, 0);
         Ok(o)
@@ -523,7 +516,7 @@ impl ReconcileTask {
         })
         .await
         .map_err(|e| LifecycleError::Internal(e.to_string()))??;
-        let deadline = Instant::now() + self.lc.config().reboot_timeout;
+        let deadline = clock::now() + self.lc.config().reboot_timeout;
         for name in waiting {
             self.timers.insert(
                 name,
@@ -571,7 +564,7 @@ impl ReconcileTask {
                     self.timers.insert(
                         name.clone(),
                         Timer {
-                            deadline: Instant::now() + d,
+                            deadline: clock::now() + d,
                             attempt: p.attempt,
                         },
                     );
@@ -595,7 +588,7 @@ impl ReconcileTask {
     }
 
     async fn check_timers(&mut self) {
-        let now = Instant::now();
+        let now = clock::now();
         let timeout = self.lc.config().reboot_timeout;
         let due: Vec<(String, Timer)> = self
             .timers
@@ -705,7 +698,7 @@ impl ReconcileTask {
     /// Writes every class whose member lists changed, in one transaction.
     async fn flush_classes(&mut self) {
         self.class_dirty = false;
-        self.last_flush = Instant::now();
+        self.last_flush = clock::now();
         let status = self.index.status();
         let store = self.lc.store().clone();
         let r = tokio::task::spawn_blocking(move || write_class_status(&store, &status)).await;
@@ -822,10 +815,10 @@ fn reconcile_server_edit(
         let Some(recorded) = recorded else {
             // Applied without a lifecycle state (e.g. Sidero YAML): adopt the derived one.
             let state = apply::server_state(&server);
-            apply::write_state(&mut server, state, now_ms());
+            apply::write_state(&mut server, state, clock::unix_ms());
             t.put(&Object::Server(server.clone()))?;
             t.append_event(NewEvent {
-                time_ms: now_ms(),
+                time_ms: clock::unix_ms(),
                 server: name.to_string(),
                 event: "adopt".into(),
                 from: String::new(),
@@ -849,10 +842,10 @@ fn reconcile_server_edit(
         };
         match super::lifecycle::plan(from, event, &ctx) {
             Ok(step) => {
-                apply::write_state(&mut server, step.next, now_ms());
+                apply::write_state(&mut server, step.next, clock::unix_ms());
                 t.put(&Object::Server(server.clone()))?;
                 t.append_event(NewEvent {
-                    time_ms: now_ms(),
+                    time_ms: clock::unix_ms(),
                     server: name.to_string(),
                     event: event.name().into(),
                     from: recorded.as_str().into(),
@@ -863,10 +856,10 @@ fn reconcile_server_edit(
             }
             Err(illegal) => {
                 // Put the flag back and say why, rather than leave status and spec apart.
-                apply::write_state(&mut server, from, now_ms());
+                apply::write_state(&mut server, from, clock::unix_ms());
                 t.put(&Object::Server(server))?;
                 t.append_event(NewEvent {
-                    time_ms: now_ms(),
+                    time_ms: clock::unix_ms(),
                     server: name.to_string(),
                     event: format!("{event}-rejected"),
                     from: recorded.as_str().into(),
@@ -887,9 +880,10 @@ fn binding_changed(
 ) -> Result<Option<(Server, Step)>, LifecycleError> {
     let ctx = lc.context(name);
     match op {
-        ChangeOp::Delete => {
-            Ok(apply::binding_gone(lc.store(), name, &ctx, now_ms())?.map(|o| (o.server, o.step)))
-        }
+        ChangeOp::Delete => Ok(
+            apply::binding_gone(lc.store(), name, &ctx, clock::unix_ms())?
+                .map(|o| (o.server, o.step)),
+        ),
         ChangeOp::Put => {
             let Some(stored) = lc.store().get(Kind::Server, name)? else {
                 return Ok(None);
@@ -905,7 +899,7 @@ fn binding_changed(
                 name,
                 Event::Allocate { explicit: true },
                 &ctx,
-                now_ms(),
+                clock::unix_ms(),
                 "a ServerBinding was created for it",
             )?;
             Ok(Some((o.server, o.step)))
@@ -915,7 +909,7 @@ fn binding_changed(
 
 /// Sets condition `PowerCycle=False` (reason `RebootTimeout`) on the server.
 fn raise_timeout_condition(store: &Store, name: &str, retries: u32) -> Result<(), LifecycleError> {
-    let time = crate::reconcile::rfc3339(now_ms());
+    let time = crate::reconcile::rfc3339(clock::unix_ms());
     apply::edit_server(store, name, |v| {
         let status = v
             .as_object_mut()

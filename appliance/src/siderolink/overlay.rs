@@ -139,7 +139,7 @@ impl Overlay {
         let mut queues = Queues::default();
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
-        let start = std::time::Instant::now();
+        let start = crate::clock::now();
         let mut iface = Interface::new(config, &mut queues, Instant::from_millis(0));
         iface.update_ip_addrs(|a| {
             let _ = a.push(IpCidr::new(IpAddress::Ipv6(prefix.server_address()), 64));

@@ -282,7 +282,7 @@ impl EventSinkService for EventSink {
         }
         let lc = self.lc.clone();
         let n = name.clone();
-        let now = crate::reconcile::task::now_ms();
+        let now = crate::clock::unix_ms();
         let outcome = tokio::task::spawn_blocking(move || apply_change(&lc, &n, &change, now))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;

@@ -1,3 +1,7 @@
+//! Unit tests of the typed `Store` on temporary redb files: apply/get/list/delete, the
+//! change feed, rejected updates, reopen, schema versions and corrupt files, a model-based
+//! property test, and secrets at rest (sealed BMC passwords, 0600 store and key files).
+
 use super::*;
 use crate::model::parse_documents;
 

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_appliance");
 
@@ -127,8 +127,8 @@ impl Appliance {
 
     /// Waits for `/healthz`; the log if the box exited first.
     fn wait_healthy(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
+        let deadline = appliance::clock::now() + Duration::from_secs(20);
+        while appliance::clock::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return Err(format!("{status}: {}", self.log()));
             }

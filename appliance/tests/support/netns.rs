@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `cmd`; panics with its stderr unless it succeeds. Returns its stdout.
 pub fn run(cmd: &[&str]) -> String {
@@ -100,8 +100,8 @@ impl Proc {
     /// Waits (up to 20 s) until the log contains `needle`; panics if the process exits
     /// first.
     pub fn wait_for_log(&mut self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
+        let deadline = appliance::clock::now() + Duration::from_secs(20);
+        while appliance::clock::now() < deadline {
             if self.log().contains(needle) {
                 return;
             }
@@ -119,7 +119,7 @@ impl Proc {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let start = Instant::now();
+        let start = appliance::clock::now();
         while start.elapsed() < limit {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return Some((status, start.elapsed()));

@@ -3,7 +3,7 @@
 //! responder (suite 17, since ipmi_sim 2.0.33 has no SHA-256), and faults: wrong password,
 //! closed port, silent peer, garbage-answering peer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
 use crate::bmc::Bmc;
@@ -273,7 +273,7 @@ async fn closed_port_fails_fast() {
         CipherSuite::Suite3,
         IpmiTimeouts::default(),
     );
-    let start = Instant::now();
+    let start = crate::clock::now();
     let err = bmc.power_state().await.unwrap_err();
     assert!(
         matches!(err, BmcError::Unreachable { .. }),
@@ -292,7 +292,7 @@ async fn silent_peer_times_out_within_the_budget() {
         CipherSuite::Suite3,
         quick(),
     );
-    let start = Instant::now();
+    let start = crate::clock::now();
     let err = bmc.power(PowerAction::On).await.unwrap_err();
     assert!(matches!(err, BmcError::Timeout { .. }), "{err}");
     // 2 attempts × 300 ms
@@ -347,7 +347,7 @@ async fn measure_latencies_against_ipmi_sim() {
         ("bootdev pxe", 2),
         ("power off", 3),
     ] {
-        let start = Instant::now();
+        let start = crate::clock::now();
         for _ in 0..n {
             match op {
                 0 => drop(bmc.power_state().await.unwrap()),
@@ -365,7 +365,7 @@ async fn measure_latencies_against_ipmi_sim() {
         }
         report.push(format!("{name}: {:?}/op", start.elapsed() / n));
     }
-    let start = Instant::now();
+    let start = crate::clock::now();
     for _ in 0..n {
         let (ok, _) = sim.ipmitool("admin", "password", 3, &["chassis", "power", "status"]);
         assert!(ok);

@@ -5,7 +5,6 @@
 //! SessionService): a 401 on the session token leads to one re-login.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use super::*;
 use crate::bmc::Bmc;
@@ -30,7 +29,7 @@ fn target(base_url: String, insecure: bool, pinned: Option<String>) -> RedfishTa
 
 /// Polls sushy (the fake driver applies power changes 1-11 s later) until `want`.
 async fn wait_power(sushy: &Sushy, want: &str) -> Duration {
-    let start = Instant::now();
+    let start = crate::clock::now();
     loop {
         let s = tokio::task::block_in_place(|| sushy.system());
         if s["PowerState"] == want {
@@ -172,7 +171,7 @@ async fn unreachable_redfish_fails_fast() {
         None,
     )
     .unwrap();
-    let start = Instant::now();
+    let start = crate::clock::now();
     let err = bmc.power_state().await.unwrap_err();
     assert!(matches!(err, BmcError::Unreachable { .. }), "{err}");
     assert!(start.elapsed() < Duration::from_secs(2));

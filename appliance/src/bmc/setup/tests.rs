@@ -72,7 +72,7 @@ async fn creates_a_user_that_ipmitool_can_use_and_stores_it() {
     }
     let sim = IpmiSim::start();
     let (_d, store) = store();
-    let t = std::time::Instant::now();
+    let t = crate::clock::now();
     let setup = run(&store, sim.port, &admin("password")).await.unwrap();
     println!(
         "auto setup (create + verify + store) took {:?}",
@@ -115,7 +115,7 @@ async fn creates_a_user_that_ipmitool_can_use_and_stores_it() {
 
     // A repeat report is idempotent: the stored user still works, so nothing changes.
     let revision = store.revision().unwrap();
-    let t = std::time::Instant::now();
+    let t = crate::clock::now();
     let again = run(&store, sim.port, &admin("password")).await.unwrap();
     println!("repeat report (verify stored user) took {:?}", t.elapsed());
     assert_eq!(again.outcome, SetupOutcome::Reused);

@@ -5,7 +5,6 @@
 //! CSRF token and Origin check on mutating calls) in front of every other page and API call.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
@@ -17,6 +16,7 @@ use serde_json::json;
 
 use super::assets::asset_response;
 use super::{CSRF_HEADER, ConsoleState, SESSION_COOKIE, error, random_hex};
+use crate::clock;
 use crate::console::redirect;
 use crate::console::session::{LoginMethod, constant_time_eq, cookie_value};
 use crate::console::throttle::{self, Refusal};
@@ -58,7 +58,7 @@ pub(super) async fn login_page(State(state): State<ConsoleState>, headers: Heade
             .sessions
             .lock()
             .expect("sessions lock")
-            .is_live(&id, Instant::now())
+            .is_live(&id, clock::now())
     {
         return Redirect::to("/").into_response();
     }
@@ -91,7 +91,7 @@ pub(super) async fn require_session(
     next: Next,
 ) -> Response {
     let is_api = req.uri().path().starts_with("/api/");
-    let now = Instant::now();
+    let now = clock::now();
     let session = session_id(req.headers()).and_then(|id| {
         let s = state
             .inner
@@ -239,7 +239,7 @@ pub(super) async fn login(State(state): State<ConsoleState>, req: Request) -> Re
             .throttle
             .lock()
             .expect("throttle lock")
-            .begin(ip, Instant::now(), is_token);
+            .begin(ip, clock::now(), is_token);
     let attempt = match begun {
         Ok(a) => a,
         Err(r) => {
@@ -288,7 +288,7 @@ pub(super) async fn login(State(state): State<ConsoleState>, req: Request) -> Re
             .throttle
             .lock()
             .expect("throttle lock")
-            .failed(attempt, Instant::now());
+            .failed(attempt, clock::now());
         tracing::warn!(client = %ip, "console login failed");
         if let Some(r) = lock {
             return too_many(r);
@@ -300,7 +300,7 @@ pub(super) async fn login(State(state): State<ConsoleState>, req: Request) -> Re
         .throttle
         .lock()
         .expect("throttle lock")
-        .succeeded(attempt, Instant::now());
+        .succeeded(attempt, clock::now());
     let (Some(id), Some(csrf)) = (random_hex::<32>(), random_hex::<32>()) else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -311,7 +311,7 @@ pub(super) async fn login(State(state): State<ConsoleState>, req: Request) -> Re
         id.clone(),
         csrf.clone(),
         method,
-        Instant::now(),
+        clock::now(),
     );
     tracing::info!(client = %ip, method = method.as_str(), "console login");
     let next = redirect::safe_next(body.next.as_deref().unwrap_or(redirect::HOME));

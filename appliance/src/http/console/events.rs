@@ -3,7 +3,7 @@
 //! `GET /api/v1/events` (SSE).
 
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -12,8 +12,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use super::ConsoleState;
 use super::auth::SessionCtx;
-use super::{ConsoleState, unix_now};
+use crate::clock;
 use crate::console::view::{self, RecentEvent};
 use crate::model::Kind;
 use crate::store::{Change, ChangeOp, Store};
@@ -71,7 +72,7 @@ impl ConsoleState {
 }
 
 fn describe(store: &Store, batch: Vec<Change>) -> Vec<RecentEvent> {
-    let at = unix_now();
+    let at = crate::clock::unix_secs();
     batch
         .into_iter()
         .map(|c| {
@@ -117,7 +118,7 @@ pub(super) async fn events(
                 .sessions
                 .lock()
                 .expect("sessions lock")
-                .is_live(&s.id, Instant::now())
+                .is_live(&s.id, clock::now())
         })
         .map(|item| {
             Ok(match item {

@@ -44,7 +44,6 @@ pub use verify::LoginStats;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use axum::middleware;
@@ -169,13 +168,6 @@ impl ConsoleState {
         tracing::info!(sessions_ended = ended, "console password set");
         Ok(ended)
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// A JSON error reply: `{"error": message, ...extra}`.

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use super::{ConsoleState, blocking, unix_now};
+use super::{ConsoleState, blocking};
 use crate::console::view;
 
 pub(super) async fn settings(State(state): State<ConsoleState>) -> Response {
@@ -13,5 +13,10 @@ pub(super) async fn settings(State(state): State<ConsoleState>) -> Response {
         Ok(l) => l,
         Err(r) => return r,
     };
-    Json(view::settings(&state.inner.config, &leases, unix_now())).into_response()
+    Json(view::settings(
+        &state.inner.config,
+        &leases,
+        crate::clock::unix_secs(),
+    ))
+    .into_response()
 }
