@@ -9,7 +9,8 @@
 //! go from the page cache to the socket with no read copy and no blocking-pool hop.
 //! `/tftp/` files and an operator's agent directory may be rewritten in place, so they are
 //! read in chunks.
-//! Every request on these routes is logged as `HTTP <method> <uri> <remote> -> <status>`.
+//! Every request on these routes is logged as `HTTP <method> <path> <remote> -> <status>`:
+//! the path only, never the query string (it may carry tokens).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -151,7 +152,8 @@ pub fn routes(ctx: Arc<BootContext>) -> Router {
 
 async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let uri = req.uri().clone();
+    // The path only: a query string may carry a token (`/ipxe?…&token=`), never logged.
+    let path = req.uri().path().to_string();
     let remote = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -160,7 +162,7 @@ async fn log_request(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     tracing::info!(
         target: "appliance::http::boot",
-        "HTTP {method} {uri} {remote} -> {}",
+        "HTTP {method} {path} {remote} -> {}",
         resp.status().as_u16()
     );
     resp
