@@ -1,7 +1,8 @@
 //! The one TCP listener on :8081: axum routes (health, metrics; later iPXE scripts, assets,
 //! metadata; the web console in `console`) and tonic gRPC services on the same port, split
 //! by path (gRPC paths are `/<package>.<Service>/<Method>`). HTTP/1.1 and HTTP/2 (h2c, for
-//! gRPC) both served. Handlers see the peer address as `ConnectInfo<SocketAddr>`.
+//! gRPC) both served. Handlers see the peer address as `ConnectInfo<SocketAddr>`. A path no
+//! route takes answers 404, or grpc-status 12 (UNIMPLEMENTED) to a gRPC call.
 
 pub mod boot;
 pub mod console;
@@ -105,7 +106,8 @@ pub fn router(
         ),
         None => grpc,
     }
-    .into_axum_router();
+    .into_axum_router()
+    .layer(axum::middleware::from_fn(grpc_only));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -115,6 +117,36 @@ pub fn router(
         .merge(console)
         .merge(crate::metadata::router(lifecycle.store().clone()))
         .merge(grpc)
+        .fallback(unknown_path)
+}
+
+fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/grpc"))
+}
+
+/// The gRPC services see gRPC requests only: anything else on their paths is a 404.
+async fn grpc_only(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if is_grpc(req.headers()) {
+        next.run(req).await
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
+}
+
+/// A request no route took: a gRPC call (content-type `application/grpc…`) to an unknown
+/// method gets grpc-status 12 (UNIMPLEMENTED) as tonic answers it; anything else a 404.
+async fn unknown_path(headers: axum::http::HeaderMap) -> axum::response::Response {
+    if is_grpc(&headers) {
+        tonic::Status::unimplemented("").into_http::<axum::body::Body>()
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
