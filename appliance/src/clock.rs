@@ -14,6 +14,13 @@ pub fn now() -> Instant {
     Instant::now()
 }
 
+/// Timer now: tokio's clock, for deadlines and intervals kept by tasks (the reconcile
+/// task's reboot timers, class flushes, agents' signs of life). Tests stop and advance it
+/// with `tokio::time::pause`; outside a runtime it is the monotonic clock.
+pub fn timer_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+}
+
 /// Wall-clock now.
 pub fn wall() -> SystemTime {
     SystemTime::now()

@@ -12,29 +12,37 @@
 //! - the power hook (`PowerActions`), called after commits;
 //! - ServerClass membership: follows the store change feed, keeps `status.serversAvailable`
 //!   / `serversInUse` of every class current (one transaction per recompute, flushed at
-//!   most every `CLASS_FLUSH`), creates the built-in `any` class and resets its qualifiers;
+//!   most every `CLASS_FLUSH`), creates the built-in `any` class and resets its qualifiers
+//!   (`class_status.rs`);
 //! - spec edits made outside the lifecycle API (apply of `spec.accepted`, a ServerBinding
-//!   created or deleted by kube-bridge/admin) are turned into the matching transition.
+//!   created or deleted by kube-bridge/admin) are turned into the matching transition
+//!   (`edits.rs`).
+//!
+//! Its timers, deadlines and signs of life are on tokio's clock (`tokio::time::Instant`), so
+//! tests drive the task under `tokio::time::pause()` (`task/tests.rs`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
 
 use super::apply::{
     self, AllocateInput, Allocated, LifecycleError, NewServer, Outcome, Registered, ReleaseBy,
 };
 use super::boots::{AgentBoots, Boot, BootRefusal, Need};
-use super::classes::{ANY, Matcher};
+pub use super::class_status::ensure_any_class;
+use super::class_status::{ClassIndex, class_changed, write_class_status};
+use super::edits::{binding_changed, reconcile_server_edit};
 use super::lifecycle::{Action, Context, Event, Phase, Step};
 use super::power::PowerActions;
 use crate::clock;
 use crate::config::LifecycleConfig;
-use crate::model::{Kind, Object, Server, ServerClass};
-use crate::store::{Change, ChangeOp, NewEvent, Store, StoreError};
+use crate::model::{Kind, Object, Server};
+use crate::store::{Change, ChangeOp, Store, StoreError};
 
 /// Class status is written at most this often during bursts of server changes.
 pub const CLASS_FLUSH: Duration = Duration::from_millis(500);
@@ -106,7 +114,7 @@ impl Lifecycle {
             timers: HashMap::new(),
             index: ClassIndex::default(),
             class_dirty: false,
-            last_flush: clock::now(),
+            last_flush: clock::timer_now(),
         };
         (lc, task)
     }
@@ -133,14 +141,14 @@ impl Lifecycle {
     pub fn touch(&self, name: &str) {
         let mut seen = self.inner.seen.lock().expect("seen lock");
         match seen.get_mut(name) {
-            Some(t) => *t = clock::now(),
+            Some(t) => *t = clock::timer_now(),
             None => {
-                seen.insert(name.to_string(), clock::now());
+                seen.insert(name.to_string(), clock::timer_now());
             }
         }
     }
 
-    fn last_seen(&self, name: &str) -> Option<Instant> {
+    pub(super) fn last_seen(&self, name: &str) -> Option<Instant> {
         self.inner
             .seen
             .lock()
@@ -348,85 +356,6 @@ struct Timer {
     attempt: u32,
 }
 
-/// Which classes each server belongs to, and whether it is in use.
-#[derive(Debug, Default)]
-struct ClassIndex {
-    /// Class name → (spec as JSON, matcher).
-    classes: BTreeMap<String, (Value, Matcher)>,
-    /// Server name → (in use, member of these classes).
-    members: HashMap<String, (bool, Vec<String>)>,
-}
-
-impl ClassIndex {
-    fn evaluate(&self, server: &Server) -> (bool, Vec<String>) {
-        let in_use = server.status.as_ref().is_some_and(|s| s.in_use);
-        let classes = self
-            .classes
-            .iter()
-            .filter(|(_, (_, m))| m.matches(server))
-            .map(|(n, _)| n.clone())
-            .collect();
-        (in_use, classes)
-    }
-
-    /// Returns true if the membership changed.
-    fn update_server(&mut self, server: &Server) -> bool {
-        let v = self.evaluate(server);
-        let name = &server.metadata.name;
-        if self.members.get(name) == Some(&v) {
-            return false;
-        }
-        self.members.insert(name.clone(), v);
-        true
-    }
-
-    fn remove_server(&mut self, name: &str) -> bool {
-        self.members.remove(name).is_some()
-    }
-
-    fn rebuild(&mut self, store: &Store) -> Result<(), StoreError> {
-        self.classes.clear();
-        for s in store.list(Kind::ServerClass)? {
-            if let Object::ServerClass(c) = s.object {
-                let spec = serde_json::to_value(&c.spec).unwrap_or(Value::Null);
-                self.classes
-                    .insert(c.metadata.name.clone(), (spec, Matcher::new(&c)));
-            }
-        }
-        self.members.clear();
-        for s in store.list(Kind::Server)? {
-            if let Object::Server(server) = s.object {
-                let v = self.evaluate(&server);
-                self.members.insert(server.metadata.name.clone(), v);
-            }
-        }
-        Ok(())
-    }
-
-    /// (available, in use) per class, sorted by server name.
-    fn status(&self) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
-        let mut out: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = self
-            .classes
-            .keys()
-            .map(|k| (k.clone(), Default::default()))
-            .collect();
-        for (server, (in_use, classes)) in &self.members {
-            for c in classes {
-                if let Some((avail, used)) = out.get_mut(c) {
-                    if *in_use {
-                        used.insert(server.clone());
-                    } else {
-                        avail.insert(server.clone());
-                    }
-                }
-            }
-        }
-        out.into_iter()
-            .map(|(k, (a, u))| (k, (a.into_iter().collect(), u.into_iter().collect())))
-            .collect()
-    }
-}
-
 /// The lifecycle's background task (see the module doc).
 #[derive(Debug)]
 pub struct ReconcileTask {
@@ -516,7 +445,7 @@ impl ReconcileTask {
         })
         .await
         .map_err(|e| LifecycleError::Internal(e.to_string()))??;
-        let deadline = clock::now() + self.lc.config().reboot_timeout;
+        let deadline = clock::timer_now() + self.lc.config().reboot_timeout;
         for name in waiting {
             self.timers.insert(
                 name,
@@ -564,7 +493,7 @@ impl ReconcileTask {
                     self.timers.insert(
                         name.clone(),
                         Timer {
-                            deadline: clock::now() + d,
+                            deadline: clock::timer_now() + d,
                             attempt: p.attempt,
                         },
                     );
@@ -588,7 +517,7 @@ impl ReconcileTask {
     }
 
     async fn check_timers(&mut self) {
-        let now = clock::now();
+        let now = clock::timer_now();
         let timeout = self.lc.config().reboot_timeout;
         let due: Vec<(String, Timer)> = self
             .timers
@@ -698,7 +627,7 @@ impl ReconcileTask {
     /// Writes every class whose member lists changed, in one transaction.
     async fn flush_classes(&mut self) {
         self.class_dirty = false;
-        self.last_flush = clock::now();
+        self.last_flush = clock::timer_now();
         let status = self.index.status();
         let store = self.lc.store().clone();
         let r = tokio::task::spawn_blocking(move || write_class_status(&store, &status)).await;
@@ -709,200 +638,6 @@ impl ReconcileTask {
                 self.class_dirty = true;
             }
             Err(e) => tracing::error!(error = %e, "lifecycle: class status task failed"),
-        }
-    }
-}
-
-fn write_class_status(
-    store: &Store,
-    status: &BTreeMap<String, (Vec<String>, Vec<String>)>,
-) -> Result<(), StoreError> {
-    store.transact(|t| {
-        for (name, (avail, used)) in status {
-            let Some(stored) = t.get(Kind::ServerClass, name)? else {
-                continue;
-            };
-            let Object::ServerClass(mut class) = stored.object else {
-                continue;
-            };
-            let st = class.status.get_or_insert_with(Default::default);
-            if st.servers_available == *avail && st.servers_in_use == *used {
-                continue;
-            }
-            st.servers_available = avail.clone();
-            st.servers_in_use = used.clone();
-            t.put(&Object::ServerClass(class))?;
-        }
-        Ok(())
-    })
-}
-
-/// Creates the built-in `any` class if missing, and resets its qualifiers (as Sidero does
-/// on every reconcile), so it lists every accepted, uncordoned server.
-pub fn ensure_any_class(store: &Store) -> Result<(), LifecycleError> {
-    store.transact(|t| {
-        let doc = serde_json::json!({
-            "apiVersion": Kind::ServerClass.api_version(),
-            "kind": "ServerClass",
-            "metadata": { "name": ANY },
-            "spec": {},
-        });
-        let fresh = Object::from_json(Kind::ServerClass, &doc.to_string())
-            .map_err(|e| LifecycleError::Internal(e.to_string()))?;
-        match t.get(Kind::ServerClass, ANY)? {
-            None => {
-                t.put(&fresh)?;
-            }
-            Some(stored) => {
-                if let (Object::ServerClass(mut class), Object::ServerClass(f)) =
-                    (stored.object, fresh)
-                {
-                    let q = |c: &ServerClass| {
-                        serde_json::to_value(&c.spec)
-                            .ok()
-                            .and_then(|v| v.get("qualifiers").cloned())
-                    };
-                    if q(&class) != q(&f) {
-                        let mut spec = serde_json::to_value(&class.spec).unwrap_or_default();
-                        if let Some(m) = spec.as_object_mut() {
-                            m.remove("qualifiers");
-                        }
-                        if let Ok(s) = serde_json::from_value(spec) {
-                            class.spec = s;
-                            t.put(&Object::ServerClass(class))?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    })
-}
-
-/// A class changed: returns whether its spec differs from the indexed one (then members
-/// must be recomputed). Resets `any`'s qualifiers.
-fn class_changed(lc: &Lifecycle, index: &ClassIndex, name: &str) -> Result<bool, LifecycleError> {
-    if name == ANY {
-        ensure_any_class(lc.store())?;
-    }
-    let now = lc.store().get(Kind::ServerClass, name)?;
-    let spec = now.and_then(|s| match s.object {
-        Object::ServerClass(c) => serde_json::to_value(&c.spec).ok(),
-        _ => None,
-    });
-    Ok(spec.as_ref() != index.classes.get(name).map(|(v, _)| v))
-}
-
-/// A Server was written: if its spec was edited outside the lifecycle (apply), bring the
-/// lifecycle state in line with one transition. Returns the step to dispatch.
-fn reconcile_server_edit(
-    lc: &Lifecycle,
-    name: &str,
-) -> Result<Option<(Server, Step)>, LifecycleError> {
-    let ctx = lc.context(name);
-    lc.store().transact(|t| {
-        let Some(stored) = t.get(Kind::Server, name)? else {
-            return Ok(None);
-        };
-        let Object::Server(mut server) = stored.object else {
-            return Ok(None);
-        };
-        let recorded = server
-            .status
-            .as_ref()
-            .and_then(|s| s.state.as_deref())
-            .and_then(Phase::parse);
-        let Some(recorded) = recorded else {
-            // Applied without a lifecycle state (e.g. Sidero YAML): adopt the derived one.
-            let state = apply::server_state(&server);
-            apply::write_state(&mut server, state, clock::unix_ms());
-            t.put(&Object::Server(server.clone()))?;
-            t.append_event(NewEvent {
-                time_ms: clock::unix_ms(),
-                server: name.to_string(),
-                event: "adopt".into(),
-                from: String::new(),
-                to: state.phase.as_str().into(),
-                message: "state derived from accepted/inUse/isClean".into(),
-            })?;
-            return Ok(None);
-        };
-        let accepted_now = server.spec.accepted;
-        if accepted_now == super::lifecycle::flags(recorded).accepted {
-            return Ok(None);
-        }
-        let event = if accepted_now {
-            Event::Accept
-        } else {
-            Event::Unaccept
-        };
-        let from = super::lifecycle::ServerState {
-            phase: recorded,
-            cordoned: server.spec.cordoned,
-        };
-        match super::lifecycle::plan(from, event, &ctx) {
-            Ok(step) => {
-                apply::write_state(&mut server, step.next, clock::unix_ms());
-                t.put(&Object::Server(server.clone()))?;
-                t.append_event(NewEvent {
-                    time_ms: clock::unix_ms(),
-                    server: name.to_string(),
-                    event: event.name().into(),
-                    from: recorded.as_str().into(),
-                    to: step.next.phase.as_str().into(),
-                    message: "spec.accepted edited".into(),
-                })?;
-                Ok(Some((server, step)))
-            }
-            Err(illegal) => {
-                // Put the flag back and say why, rather than leave status and spec apart.
-                apply::write_state(&mut server, from, clock::unix_ms());
-                t.put(&Object::Server(server))?;
-                t.append_event(NewEvent {
-                    time_ms: clock::unix_ms(),
-                    server: name.to_string(),
-                    event: format!("{event}-rejected"),
-                    from: recorded.as_str().into(),
-                    to: recorded.as_str().into(),
-                    message: illegal.to_string(),
-                })?;
-                Ok(None)
-            }
-        }
-    })
-}
-
-/// A ServerBinding appeared or disappeared outside `allocate`/`release`.
-fn binding_changed(
-    lc: &Lifecycle,
-    name: &str,
-    op: ChangeOp,
-) -> Result<Option<(Server, Step)>, LifecycleError> {
-    let ctx = lc.context(name);
-    match op {
-        ChangeOp::Delete => Ok(
-            apply::binding_gone(lc.store(), name, &ctx, clock::unix_ms())?
-                .map(|o| (o.server, o.step)),
-        ),
-        ChangeOp::Put => {
-            let Some(stored) = lc.store().get(Kind::Server, name)? else {
-                return Ok(None);
-            };
-            let Object::Server(server) = stored.object else {
-                return Ok(None);
-            };
-            if apply::server_state(&server).phase != Phase::Available {
-                return Ok(None);
-            }
-            let o = apply::transition(
-                lc.store(),
-                name,
-                Event::Allocate { explicit: true },
-                &ctx,
-                clock::unix_ms(),
-                "a ServerBinding was created for it",
-            )?;
-            Ok(Some((o.server, o.step)))
         }
     }
 }
@@ -935,3 +670,6 @@ fn raise_timeout_condition(store: &Store, name: &str, retries: u32) -> Result<()
     })
     .map(|_| ())
 }
+
+#[cfg(test)]
+mod tests;
