@@ -425,7 +425,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         siderolink.as_ref().map(|s| s.provision.clone()),
     );
     if let Some(s) = siderolink {
-        tasks.extend(s.tasks);
+        tasks.extend(s.tasks.into_iter().map(|(name, t)| (name, tokio::spawn(t))));
     }
     let listener = TcpListener::bind(config.http.listen)
         .await

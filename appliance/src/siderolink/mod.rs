@@ -20,7 +20,6 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::config::SideroLinkConfig;
 use crate::protocol::siderolink::events::IpPrefix;
@@ -42,12 +41,17 @@ pub enum StartError {
 /// A running SideroLink: the Provision service for the :8081 router, the overlay's
 /// server address (for kernel args), the endpoint's counters and decoded logs, and its
 /// tasks (they stop on the shutdown signal).
+/// A task of the room, not yet spawned.
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 pub struct Started {
     pub provision: provision::ProvisionApi,
     pub server_address: Ipv6Addr,
     pub stats: Arc<endpoint::Stats>,
     pub logs: tokio::sync::broadcast::Sender<endpoint::NodeLog>,
-    pub tasks: Vec<(&'static str, JoinHandle<()>)>,
+    /// The room's long-running tasks, for `app.rs` to spawn and join; each ends on the
+    /// shutdown signal.
+    pub tasks: Vec<(&'static str, Task)>,
 }
 
 /// "ip:port" nodes send WireGuard to: the configured endpoint, else the host of
@@ -72,8 +76,8 @@ pub fn advertised_endpoint(
     }
 }
 
-/// Loads (or creates) the identity, binds the WireGuard socket and spawns the peer
-/// follower, the endpoint and the event sink's gRPC server.
+/// Loads (or creates) the identity, binds the WireGuard socket and returns the peer
+/// follower, the endpoint and the event sink's gRPC server as tasks for `app.rs` to spawn.
 pub async fn start(
     config: &SideroLinkConfig,
     endpoint_addr: String,
@@ -120,16 +124,16 @@ pub async fn start(
     let tasks = vec![
         (
             "siderolink-peers",
-            tokio::spawn(peers::follow(
+            Box::pin(peers::follow(
                 store.clone(),
                 prefix,
                 peers_tx,
                 shutdown.clone(),
-            )),
+            )) as Task,
         ),
         (
             "siderolink-events",
-            tokio::spawn(async move {
+            Box::pin(async move {
                 let served = tonic::transport::Server::builder()
                     .add_service(
                         appliance_rpc::events::event_sink_service_server::EventSinkServiceServer::new(sink),
@@ -145,7 +149,7 @@ pub async fn start(
         ),
         (
             "siderolink-wireguard",
-            tokio::spawn(endpoint.run(peers_rx, shutdown)),
+            Box::pin(endpoint.run(peers_rx, shutdown)),
         ),
     ];
     tracing::info!(
