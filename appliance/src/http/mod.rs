@@ -1,7 +1,7 @@
-//! The one TCP listener on :8081: axum routes (health, metrics; later iPXE scripts, assets,
-//! metadata; the web console in `console`) and tonic gRPC services on the same port, split
-//! by path (gRPC paths are `/<package>.<Service>/<Method>`). HTTP/1.1 and HTTP/2 (h2c, for
-//! gRPC) both served. Handlers see the peer address as `ConnectInfo<SocketAddr>`. A path no
+//! The one TCP listener on :8081 (accept loop in `listener`): axum routes (health, metrics,
+//! the boot routes in `boot`, metadata, the web console in `console`) and tonic gRPC
+//! services, all in one `Routes`, on the same port, split by path (gRPC paths are
+//! `/<package>.<Service>/<Method>`). HTTP/1.1 and HTTP/2 (h2c, for gRPC) both served. Handlers see the peer address as `ConnectInfo<SocketAddr>`. A path no
 //! route takes answers 404, or grpc-status 12 (UNIMPLEMENTED) to a gRPC call.
 
 pub mod boot;
