@@ -70,7 +70,8 @@ pub struct ObjectMeta {
 
 impl Check for ObjectMeta {
     fn check(&self, path: &str) -> Result<(), FieldError> {
-        validate_name(&self.name).map_err(|m| FieldError::new(join(path, "name"), m))
+        validate_name(&self.name).map_err(|m| FieldError::new(join(path, "name"), m))?;
+        check_labels(&self.labels, &join(path, "labels"))
     }
 }
 
@@ -137,6 +138,7 @@ impl LabelSelector {
 
 impl Check for LabelSelector {
     fn check(&self, path: &str) -> Result<(), FieldError> {
+        check_labels(&self.match_labels, &join(path, "matchLabels"))?;
         self.match_expressions
             .check(&join(path, "matchExpressions"))
     }
@@ -168,6 +170,7 @@ impl Check for LabelSelectorRequirement {
     /// As the Kubernetes API server validates: `In`/`NotIn` need values, `Exists`/
     /// `DoesNotExist` must have none.
     fn check(&self, path: &str) -> Result<(), FieldError> {
+        validate_label_key(&self.key).map_err(|m| FieldError::new(join(path, "key"), m))?;
         let needs_values = matches!(
             self.operator,
             SelectorOperator::In | SelectorOperator::NotIn
@@ -187,7 +190,10 @@ impl Check for LabelSelectorRequirement {
                 format!("must be empty when operator is {}", self.operator.as_str()),
             ));
         }
-        Ok(())
+        self.values.iter().enumerate().try_for_each(|(i, v)| {
+            validate_label_value(v)
+                .map_err(|m| FieldError::new(format!("{}[{i}]", join(path, "values")), m))
+        })
     }
 }
 
@@ -354,29 +360,93 @@ pub(crate) fn join(path: &str, field: &str) -> String {
     }
 }
 
-/// Object names are DNS-1123 subdomains (as Kubernetes requires): lower-case alphanumerics,
-/// '-' and '.', at most 253 characters, starting and ending alphanumeric.
+/// Object names are DNS-1123 subdomains (as Kubernetes requires): at most 253 characters,
+/// dot-separated labels of lower-case alphanumerics and '-', each starting and ending
+/// alphanumeric (so `a..b`, `a.-b` and `-a` are refused).
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("name must not be empty".into());
     }
-    if name.len() > 253 {
-        return Err(format!(
-            "name is {} characters, at most 253 allowed",
-            name.len()
-        ));
+    dns1123_subdomain(name).map_err(|why| format!("name `{name}` {why}"))
+}
+
+/// The DNS-1123 subdomain rule; the reason names no value (callers add it).
+fn dns1123_subdomain(s: &str) -> Result<(), String> {
+    if s.len() > 253 {
+        return Err(format!("is {} characters, at most 253 allowed", s.len()));
     }
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
-    if let Some(c) = name.chars().find(|c| !ok_char(*c)) {
+    if let Some(c) = s.chars().find(|c| !ok_char(*c)) {
         return Err(format!(
-            "name `{name}` contains `{c}`: only lower-case letters, digits, '-' and '.' are allowed"
+            "contains `{c}`: only lower-case letters, digits, '-' and '.' are allowed"
         ));
     }
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !alnum(name.chars().next()) || !alnum(name.chars().last()) {
-        return Err(format!(
-            "name `{name}` must start and end with a letter or digit"
-        ));
+    for label in s.split('.') {
+        if !alnum(label.chars().next()) || !alnum(label.chars().last()) {
+            return Err(
+                "must be dot-separated parts that each start and end with a letter or digit".into(),
+            );
+        }
     }
     Ok(())
+}
+
+/// The "name" part of a qualified name and a label value: at most 63 characters of
+/// `[A-Za-z0-9-_.]`, starting and ending alphanumeric. `allow_empty` for values.
+fn qualified_part(s: &str, allow_empty: bool) -> Result<(), String> {
+    if s.is_empty() {
+        return if allow_empty {
+            Ok(())
+        } else {
+            Err("must not be empty".into())
+        };
+    }
+    if s.len() > 63 {
+        return Err(format!("is {} characters, at most 63 allowed", s.len()));
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if let Some(c) = s.chars().find(|c| !ok_char(*c)) {
+        return Err(format!(
+            "contains `{c}`: only letters, digits, '-', '_' and '.' are allowed"
+        ));
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum(s.chars().next()) || !alnum(s.chars().last()) {
+        return Err("must start and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// A label key, as Kubernetes validates it: an optional DNS-1123 subdomain prefix and `/`,
+/// then a name of at most 63 characters (`app.kubernetes.io/name`, `rack`).
+pub fn validate_label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() {
+            return Err(format!(
+                "label key `{key}`: prefix before '/' must not be empty"
+            ));
+        }
+        dns1123_subdomain(prefix).map_err(|why| format!("label key `{key}`: prefix {why}"))?;
+    }
+    qualified_part(name, false).map_err(|why| format!("label key `{key}`: name {why}"))
+}
+
+/// A label value: empty, or at most 63 characters of `[A-Za-z0-9-_.]` starting and ending
+/// alphanumeric.
+pub fn validate_label_value(value: &str) -> Result<(), String> {
+    qualified_part(value, true).map_err(|why| format!("label value `{value}` {why}"))
+}
+
+/// Checks every key and value of a label map; the error names the key's path.
+fn check_labels(labels: &BTreeMap<String, String>, path: &str) -> Result<(), FieldError> {
+    labels.iter().try_for_each(|(k, v)| {
+        validate_label_key(k)
+            .and_then(|()| validate_label_value(v))
+            .map_err(|m| FieldError::new(join(path, k), m))
+    })
 }

@@ -133,9 +133,18 @@ pub enum Object {
     ServerBinding(ServerBinding),
 }
 
+/// The most YAML one apply takes (admin gRPC `Apply`, console editors, `ctl apply`): every
+/// apply path reads through [`parse_documents`], which refuses more.
+pub const MAX_APPLY_BYTES: usize = 1 << 20;
+
 /// Why a document could not be read as an object. Names the document (1-based) and the path.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ParseObjectError {
+    #[error(
+        "documents are {bytes} bytes, more than the {} bytes (1 MiB) one apply takes; split them",
+        MAX_APPLY_BYTES
+    )]
+    TooLarge { bytes: usize },
     #[error("document {document}: not valid YAML: {message}")]
     Syntax { document: usize, message: String },
     #[error(
@@ -330,9 +339,12 @@ fn json_type(v: &serde_json::Value) -> &'static str {
 }
 
 /// Parses multi-document YAML (JSON is accepted as YAML). Empty documents are skipped.
-/// Rejects the whole input on the first bad document, and on two documents with the same
-/// kind and name.
+/// Rejects the whole input on the first bad document, on two documents with the same
+/// kind and name, and when it is larger than [`MAX_APPLY_BYTES`].
 pub fn parse_documents(text: &str) -> Result<Vec<Object>, ParseObjectError> {
+    if text.len() > MAX_APPLY_BYTES {
+        return Err(ParseObjectError::TooLarge { bytes: text.len() });
+    }
     let mut out: Vec<(usize, Object)> = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let document = i + 1;

@@ -625,3 +625,148 @@ proptest! {
         prop_assert_eq!(read_yaml(&printed), doc);
     }
 }
+
+/// Kubernetes' own rules (apimachinery's `IsDNS1123Subdomain`, `IsQualifiedName`,
+/// `IsValidLabelValue`), case by case.
+#[test]
+fn names_and_labels_follow_kubernetes_rules() {
+    let server = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata:\n  name: '{name}'\n  labels: {{{labels}}}\n"
+        )
+    };
+    let long = |n: usize| "a".repeat(n);
+    let ok_names = [
+        "a".to_string(),
+        "0".into(),
+        "a.b".into(),
+        "a-b.c-d".into(),
+        "4c4c4544-0042-3010-8050-b4c04f4d4e31".into(),
+        format!("{}.{}", long(63), long(189)),
+        long(253),
+        // DNS-1123 subdomains do not limit a dot-separated part to 63 characters.
+        long(100),
+    ];
+    for name in &ok_names {
+        assert!(parse_documents(&server(name, "")).is_ok(), "name {name}");
+    }
+    let bad_names = [
+        ("a..b", "dot-separated"),
+        (".a", "dot-separated"),
+        ("a.", "dot-separated"),
+        ("a.-b", "dot-separated"),
+        ("a-.b", "dot-separated"),
+        ("-a", "dot-separated"),
+        ("A", "`A`"),
+        ("a_b", "`_`"),
+        ("a b", "` `"),
+    ];
+    for (name, why) in bad_names {
+        let e = parse_documents(&server(name, "")).unwrap_err().to_string();
+        assert!(
+            e.contains("metadata.name") && e.contains(why),
+            "{name}: {e}"
+        );
+    }
+    let e = parse_documents(&server(&long(254), ""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("254 characters"), "{e}");
+
+    let ok_labels = [
+        "rack: r12".to_string(),
+        "cluster.x-k8s.io/cluster-name: management-cluster".into(),
+        "cluster.x-k8s.io/control-plane: ''".into(),
+        "A_b.C-9: V_a.l-1".into(),
+        format!("{}: {}", long(63), long(63)),
+        format!("{}/{}: x", long(253), long(63)),
+        "k: '0'".into(),
+    ];
+    for labels in &ok_labels {
+        assert!(parse_documents(&server("s", labels)).is_ok(), "{labels}");
+    }
+    let bad_labels = [
+        (format!("{}: x", long(64)), "at most 63"),
+        ("'-k': x".to_string(), "start and end"),
+        ("'k_': x".into(), "start and end"),
+        ("'k k': x".into(), "` `"),
+        ("'/k': x".into(), "prefix before '/' must not be empty"),
+        ("'a/b/c': x".into(), "`/`"),
+        ("'Example.com/k': x".into(), "prefix contains `E`"),
+        ("'a..b/k': x".into(), "prefix must be dot-separated"),
+        ("'a/': x".into(), "name must not be empty"),
+        (format!("{}/k: x", long(254)), "prefix is 254 characters"),
+        (format!("k: {}", long(64)), "label value"),
+        ("k: '-v'".into(), "label value `-v` must start and end"),
+        ("k: 'v w'".into(), "` `"),
+        ("k: 'v/w'".into(), "`/`"),
+        ("k: 'é'".into(), "`é`"),
+    ];
+    for (labels, why) in &bad_labels {
+        let e = parse_documents(&server("s", labels))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("metadata.labels.") && e.contains(why),
+            "{labels}: {e}"
+        );
+    }
+
+    // Selectors: matchLabels as labels, expression keys as label keys, values as values.
+    let class = |selector: &str| {
+        format!(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata: {{name: c}}\nspec:\n  selector:\n{selector}"
+        )
+    };
+    assert!(parse_documents(&class("    matchLabels: {zone: east, 'a.io/b': ''}\n")).is_ok());
+    assert!(
+        parse_documents(&class(
+            "    matchExpressions:\n      - {key: a.io/zone, operator: In, values: [east, '']}\n"
+        ))
+        .is_ok()
+    );
+    for (selector, path) in [
+        (
+            "    matchLabels: {'bad key': x}\n",
+            "spec.selector.matchLabels.bad key",
+        ),
+        (
+            "    matchLabels: {zone: 'a b'}\n",
+            "spec.selector.matchLabels.zone",
+        ),
+        (
+            "    matchExpressions:\n      - {key: 'a..b/z', operator: Exists}\n",
+            "spec.selector.matchExpressions[0].key",
+        ),
+        (
+            "    matchExpressions:\n      - {key: zone, operator: NotIn, values: [ok, 'no way']}\n",
+            "spec.selector.matchExpressions[0].values[1]",
+        ),
+    ] {
+        let e = parse_documents(&class(selector)).unwrap_err().to_string();
+        assert!(e.contains(path), "{selector}: {e}");
+    }
+}
+
+#[test]
+fn apply_input_is_capped_at_one_mib() {
+    let doc = server_with_spec("  accepted: true\n");
+    // Documents padded with comments up to exactly the cap parse; one byte more does not.
+    let pad = super::MAX_APPLY_BYTES - doc.len() - 1;
+    let at_cap = format!("{doc}#{}", "x".repeat(pad));
+    assert_eq!(at_cap.len(), super::MAX_APPLY_BYTES);
+    assert_eq!(parse_documents(&at_cap).unwrap().len(), 1);
+    let over = format!("{at_cap}x");
+    assert_eq!(
+        parse_documents(&over),
+        Err(ParseObjectError::TooLarge {
+            bytes: super::MAX_APPLY_BYTES + 1
+        })
+    );
+    assert!(
+        parse_documents(&over)
+            .unwrap_err()
+            .to_string()
+            .contains("1 MiB")
+    );
+}

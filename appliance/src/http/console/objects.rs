@@ -98,7 +98,7 @@ async fn write_yaml(
     let Ok(YamlBody { yaml }) = serde_json::from_str::<YamlBody>(body) else {
         return error(StatusCode::BAD_REQUEST, "send {\"yaml\": \"...\"}");
     };
-    if yaml.len() > 1 << 20 {
+    if yaml.len() > model::MAX_APPLY_BYTES {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "YAML larger than 1 MiB");
     }
     let objects = match model::parse_documents(&yaml) {
