@@ -1,8 +1,7 @@
 //! The admin token: generated on first start, stored 0600 in the data dir, checked on every
 //! admin call as `authorization: Bearer <token>`.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// File name of the admin token inside the data dir.
@@ -66,23 +65,12 @@ pub fn load_or_create(data_dir: &Path) -> Result<AdminToken, TokenError> {
             let mut bytes = [0u8; 24];
             getrandom::fill(&mut bytes).map_err(TokenError::Random)?;
             let token = hex::encode(bytes);
-            let write_err = |source| TokenError::Write {
-                path: path.clone(),
-                source,
-            };
-            // Write to a temp file and rename, so a crash never leaves a half-written token.
-            let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(write_err)?;
-            f.write_all(format!("{token}\n").as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(write_err)?;
-            std::fs::rename(&tmp, &path).map_err(write_err)?;
+            // 0600, written to a temp file and renamed: a crash never leaves half a token.
+            crate::secrets::files::write_private(&path, format!("{token}\n").as_bytes(), false)
+                .map_err(|source| TokenError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
             Ok(AdminToken {
                 token,
                 created: true,
