@@ -22,7 +22,7 @@ use appliance::model::{Kind, Object};
 use appliance::store::Store;
 use appliance_rpc::agent as pb;
 use appliance_rpc::agent::agent_client::AgentClient;
-use ipmi_sim::{have, ipmitool_as, start_sim_with};
+use ipmi_sim::{ipmi_tools_present, ipmitool_as, start_sim_with};
 use serde_json::Value;
 use support::Appliance;
 use tonic::transport::Channel;
@@ -32,17 +32,6 @@ const UUID: &str = "4c4c4544-0042-3510-8052-b4c04f4e4d01";
 const DEAD: &str = "4c4c4544-0042-3510-8052-b4c04f4e4d02";
 /// Distinctive, so a leak into logs or output is found by a plain search.
 const ADMIN_PASS: &str = "Adm1nOnlyPw77";
-
-/// False (after printing why) when ipmi_sim/ipmitool are missing.
-fn ipmi_tools_present(test: &str) -> bool {
-    if have("ipmi_sim") && have("ipmitool") {
-        return true;
-    }
-    println!(
-        "SKIP {test}: ipmi_sim or ipmitool not installed (scripts/setup installs openipmi ipmitool)"
-    );
-    false
-}
 
 fn admin_ipmitool(sim: &ipmi_sim::Sim, args: &[&str]) -> String {
     ipmitool_as(sim.port, "admin", ADMIN_PASS, args).1

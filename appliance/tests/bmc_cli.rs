@@ -5,13 +5,12 @@
 mod ipmi_sim;
 mod support;
 
-use ipmi_sim::{have, ipmitool, start_sim};
+use ipmi_sim::{ipmi_tools_present, ipmitool, start_sim};
 use support::Appliance;
 
 #[test]
 fn ctl_sets_bmc_and_drives_power_and_boot_device() {
-    if !have("ipmi_sim") || !have("ipmitool") {
-        println!("SKIP ctl_sets_bmc_and_drives_power_and_boot_device: ipmi_sim/ipmitool missing");
+    if !ipmi_tools_present("ctl_sets_bmc_and_drives_power_and_boot_device") {
         return;
     }
     let sim = start_sim();

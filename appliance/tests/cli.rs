@@ -1,5 +1,7 @@
 //! CLI tests: the real binary, `appliance serve` driven by `appliance ctl`.
 
+#[path = "support/prereq.rs"]
+mod prereq;
 mod support;
 
 use support::{Appliance, BIN, http_get};
@@ -326,7 +328,10 @@ fn non_root_user_gets_one_warning_and_serves_on_defaults() {
             .output()
             .is_err()
         {
-            eprintln!("SKIP: running as root and setpriv is missing; cannot drop to a user");
+            prereq::skip(
+                "non_root_user_gets_one_warning_and_serves_on_defaults",
+                "running as root and setpriv is missing: cannot drop to a user",
+            );
             return;
         }
         let mut c = std::process::Command::new("setpriv");

@@ -11,10 +11,13 @@
 //! playwright-core is installed with npm at a pinned version into the git-ignored
 //! `target/console-node/` the first time (Playwright's own browser download is not used:
 //! it does not work here, and Debian's chromium is the browser under test). Skips with a
-//! printed reason when chromium, node or npm is missing. Screenshots (laptop and phone
+//! printed reason when chromium, node or npm is missing (a failure under
+//! `APPLIANCE_E2E=1`). Screenshots (laptop and phone
 //! widths) and page weights land in `target/console-screenshots/`.
 
 mod console_support;
+#[path = "support/prereq.rs"]
+mod prereq;
 mod synthetic_agent;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -106,21 +109,20 @@ fn ensure_playwright(dir: &Path) -> Result<(), String> {
 
 #[test]
 fn console_end_to_end_in_chromium() {
+    const TEST: &str = "console_end_to_end_in_chromium";
     if !Path::new(CHROMIUM).exists() {
-        eprintln!(
-            "SKIP console_end_to_end_in_chromium: {CHROMIUM} missing (apt-get install chromium)"
+        return prereq::skip(
+            TEST,
+            &format!("{CHROMIUM} missing (apt-get install chromium)"),
         );
-        return;
     }
     if !have("node") || !have("npm") {
-        eprintln!("SKIP console_end_to_end_in_chromium: node/npm missing");
-        return;
+        return prereq::skip(TEST, "node/npm missing");
     }
     let target = target_dir();
     let node_dir = target.join("console-node");
     if let Err(e) = ensure_playwright(&node_dir) {
-        eprintln!("SKIP console_end_to_end_in_chromium: {e}");
-        return;
+        return prereq::skip(TEST, &e);
     }
     let shots = target.join("console-screenshots");
     // A pool in the config so the settings page has one to show (DHCP itself stays off).

@@ -5,7 +5,10 @@
 //! and `appliance setup token` creates the token once (0600) and prints it only then.
 //!
 //! Needs systemd's tools (`scripts/setup` installs them); without them the test skips with
-//! a reason, except under CI=true where that is a failure.
+//! a reason, except under CI=true or APPLIANCE_E2E=1 where that is a failure.
+
+#[path = "support/prereq.rs"]
+mod prereq;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,10 @@ fn have_systemd_tools() -> bool {
             std::env::var("CI").is_err(),
             "CI: systemd tools missing (scripts/setup installs systemd)"
         );
-        eprintln!("skipping: systemd-analyze / systemd-fstab-generator not installed");
+        prereq::skip(
+            "rootfs",
+            "systemd-analyze / systemd-fstab-generator not installed",
+        );
     }
     ok
 }

@@ -3,6 +3,8 @@
 //! own temp root; a test whose client binary is missing skips with a printed reason. The
 //! netascii test runs the real `appliance serve` (tests/support) with TFTP on a free port.
 
+#[path = "support/prereq.rs"]
+mod prereq;
 mod support;
 
 use std::net::SocketAddr;
@@ -81,7 +83,10 @@ fn have(bin: &str) -> bool {
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
         .unwrap_or(false);
     if !found {
-        eprintln!("SKIP: `{bin}` not installed (apt-get install curl tftp-hpa atftp)");
+        prereq::skip(
+            "tftp",
+            &format!("`{bin}` not installed (scripts/setup installs curl tftp-hpa atftp)"),
+        );
     }
     found
 }

@@ -127,10 +127,7 @@ async fn ctl_wipe_sends_an_available_server_back_through_the_agent_wipe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_wipe_of_a_server_with_a_bmc_pxe_boots_and_powers_it_on() {
-    if !ipmi_sim::have("ipmi_sim") || !ipmi_sim::have("ipmitool") {
-        println!(
-            "SKIP ctl_wipe_of_a_server_with_a_bmc_pxe_boots_and_powers_it_on: ipmi_sim/ipmitool missing"
-        );
+    if !ipmi_sim::ipmi_tools_present("ctl_wipe_of_a_server_with_a_bmc_pxe_boots_and_powers_it_on") {
         return;
     }
     let sim = tokio::task::spawn_blocking(ipmi_sim::start_sim)

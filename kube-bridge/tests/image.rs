@@ -6,6 +6,9 @@
 //! lifts the static check: building the static release binary is `scripts/build-kube-bridge-image
 //! OUT_DIR` without `--binary` (too slow for the test suite).
 
+#[path = "support/prereq.rs"]
+mod prereq;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -48,10 +51,10 @@ fn have(tool: &str) -> bool {
 fn the_image_loads_with_umoci_and_its_entrypoint_runs_help() {
     for tool in ["umoci", "jq"] {
         if !have(tool) {
-            eprintln!(
-                "SKIP the_image_loads_with_umoci_and_its_entrypoint_runs_help: {tool} missing (scripts/setup installs it)"
+            return prereq::skip(
+                "the_image_loads_with_umoci_and_its_entrypoint_runs_help",
+                &format!("{tool} missing (scripts/setup installs it)"),
             );
-            return;
         }
     }
     let dir = tempfile::tempdir().unwrap();

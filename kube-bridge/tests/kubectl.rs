@@ -108,10 +108,7 @@ fn fixture(name: &str) -> String {
 fn each_kubectl(test: &str, f: impl Fn(&Kubectl, &ApiServer, &Path)) {
     let bins = match kubectl_binaries() {
         Ok(b) => b,
-        Err(why) => {
-            eprintln!("SKIP {test}: {why}");
-            return;
-        }
+        Err(why) => return support::prereq::skip(test, &why),
     };
     for bin in bins {
         eprintln!("{test}: {}", bin.display());

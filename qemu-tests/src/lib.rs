@@ -19,9 +19,9 @@
 //!   on and off (a BMC the appliance drives), and a tcpdump DHCPDISCOVER capture.
 //! - [`lab`]: the [`Lab`] fixture tying these together; drop order tears everything down.
 //!
-//! Tests call [`require_lab!`] first and return early (printing the reason) unless
-//! `APPLIANCE_E2E=1` is set (scripts/test sets it), when not root, or when QEMU/iPXE/OVMF are
-//! missing.
+//! Tests call [`require_lab!`] first. Without `APPLIANCE_E2E=1` they return early, printing
+//! why; with it (`scripts/test` sets it as root) a missing prerequisite (root, QEMU, iPXE,
+//! OVMF, a tool) fails the test, naming it ([`skip`]).
 
 pub mod appliance;
 pub mod bmc;
@@ -60,9 +60,24 @@ pub enum Needs {
 /// skip quickly instead of booting VMs on every developer's test run.
 pub const OPT_IN_VAR: &str = "APPLIANCE_E2E";
 
+/// Whether the run opted in to the end-to-end tests (`APPLIANCE_E2E=1`).
+pub fn opted_in() -> bool {
+    std::env::var_os(OPT_IN_VAR).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `test` cannot run because of `reason`: when the run opted in (`APPLIANCE_E2E=1`) that is
+/// a failure naming the reason; otherwise a printed skip. Return from the test after it.
+pub fn skip(test: &str, reason: &str) {
+    assert!(
+        !opted_in(),
+        "{test}: {OPT_IN_VAR}=1 but it cannot run: {reason}"
+    );
+    eprintln!("SKIP {test}: {reason}");
+}
+
 /// Why this machine cannot run a lab test, or `None` when it can.
 pub fn skip_reason(needs: Needs) -> Option<String> {
-    if std::env::var_os(OPT_IN_VAR).is_none_or(|v| v.is_empty() || v == "0") {
+    if !opted_in() {
         return Some(format!(
             "end-to-end QEMU tests are opt-in: set {OPT_IN_VAR}=1 (scripts/test does)"
         ));
@@ -97,12 +112,13 @@ pub fn skip_reason(needs: Needs) -> Option<String> {
     None
 }
 
-/// Returns early from a test, printing why, when the lab cannot run here.
+/// Returns early from a test when the lab cannot run here: a printed skip, or under
+/// `APPLIANCE_E2E=1` a failure naming what is missing (see [`skip`]).
 #[macro_export]
 macro_rules! require_lab {
     ($needs:expr) => {
         if let Some(reason) = $crate::skip_reason($needs) {
-            eprintln!("SKIP {}: {reason}", module_path!());
+            $crate::skip(module_path!(), &reason);
             return;
         }
     };

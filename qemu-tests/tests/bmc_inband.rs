@@ -58,13 +58,12 @@ fn bmc_condition(v: &Value) -> Option<Value> {
 #[test]
 fn agent_sets_up_its_bmc_in_band_and_the_appliance_verifies_it() {
     if let Some(reason) = qemu_tests::skip_reason(Needs::Bios) {
-        eprintln!("SKIP bmc_inband: {reason}");
-        return;
+        return qemu_tests::skip("bmc_inband", &reason);
     }
     for tool in ["ipmi_sim", "ipmitool"] {
         if which(tool).is_none() {
-            eprintln!("SKIP bmc_inband: {tool} not installed (run scripts/setup)");
-            return;
+            let reason = format!("{tool} not installed (run scripts/setup)");
+            return qemu_tests::skip("bmc_inband", &reason);
         }
     }
     let env = agent_env().expect("agent environment");

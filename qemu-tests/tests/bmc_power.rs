@@ -65,15 +65,17 @@ struct Rig {
     lab: Lab,
 }
 
-/// `None` (after printing why) when this machine cannot run the test.
+/// `None` (after printing why) when this machine cannot run the test; a failure instead
+/// under `APPLIANCE_E2E=1`.
 fn rig(extra_toml: &str) -> Option<Rig> {
     if let Some(reason) = qemu_tests::skip_reason(Needs::Bios) {
-        eprintln!("SKIP bmc_power: {reason}");
+        qemu_tests::skip("bmc_power", &reason);
         return None;
     }
     for tool in ["ipmi_sim", "ipmitool", "tcpdump"] {
         if which(tool).is_none() {
-            eprintln!("SKIP bmc_power: {tool} not installed (run scripts/setup)");
+            let reason = format!("{tool} not installed (run scripts/setup)");
+            qemu_tests::skip("bmc_power", &reason);
             return None;
         }
     }

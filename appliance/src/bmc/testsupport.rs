@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+#[path = "../../tests/support/prereq.rs"]
+mod prereq;
+
 /// A free UDP port on loopback (bound then released; good enough for tests).
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -27,13 +30,15 @@ pub fn have(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Returns false (after printing why) when ipmi_sim/ipmitool are missing.
+/// Returns false (after printing why) when ipmi_sim/ipmitool are missing; under
+/// `APPLIANCE_E2E=1` that fails the test instead.
 pub fn ipmi_tools_present(test: &str) -> bool {
     if have("ipmi_sim") && have("ipmitool") {
         true
     } else {
-        println!(
-            "SKIP {test}: ipmi_sim or ipmitool not installed (apt-get install openipmi ipmitool)"
+        prereq::skip(
+            test,
+            "ipmi_sim or ipmitool not installed (scripts/setup installs openipmi ipmitool)",
         );
         false
     }
@@ -209,12 +214,14 @@ pub fn sushy_emulator() -> Option<PathBuf> {
     have("sushy-emulator").then(|| PathBuf::from("sushy-emulator"))
 }
 
-/// Returns the emulator path, or None after printing why the test skips.
+/// Returns the emulator path, or None after printing why the test skips (under
+/// `APPLIANCE_E2E=1`, a failure instead).
 pub fn sushy_present(test: &str) -> Option<PathBuf> {
     let p = sushy_emulator();
     if p.is_none() || !have("openssl") || !have("curl") {
-        println!(
-            "SKIP {test}: sushy-emulator (pip install sushy-tools; scripts/setup does it), openssl or curl missing"
+        prereq::skip(
+            test,
+            "sushy-emulator (pip install sushy-tools; scripts/setup does it), openssl or curl missing",
         );
         return None;
     }

@@ -7,7 +7,8 @@
 #[path = "../../src/bmc/testsupport.rs"]
 mod testsupport;
 
-pub use testsupport::{IpmiSim as Sim, have};
+#[allow(unused_imports)] // each test binary uses a different part
+pub use testsupport::{IpmiSim as Sim, have, ipmi_tools_present};
 
 /// `ipmitool -I lanplus -C 3` as `admin`/`password` against 127.0.0.1:`port`: stdout+stderr.
 pub fn ipmitool(port: u16, args: &[&str]) -> String {

@@ -4,4 +4,5 @@
 pub mod apiserver;
 pub mod clusterctl;
 pub mod http;
+pub mod prereq;
 pub mod schema;
