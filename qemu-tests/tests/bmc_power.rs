@@ -177,15 +177,14 @@ fn appliance_powers_a_vm_through_ipmi_sim_and_it_pxe_boots() {
     let log = lab.appliance().log();
     assert_logged(&lab, &bmc, &log, &["dhcp: reply", "Ack", "yiaddr=10.77.0."]);
     assert_logged(&lab, &bmc, &log, &["HTTP GET /boot.ipxe ", "-> 200"]);
-    let mac_hyphen = MAC.replace(':', "-");
+    // The request log names the path only (never the query); the decision line names the
+    // server and the NIC it booted from.
+    assert_logged(&lab, &bmc, &log, &["HTTP GET /ipxe ", "-> 200"]);
     assert_logged(
         &lab,
         &bmc,
         &log,
-        &[
-            &format!("HTTP GET /ipxe?uuid={UUID}&mac={mac_hyphen}"),
-            "-> 200",
-        ],
+        &[&format!("boot decision uuid={UUID} mac=\"{MAC}\"")],
     );
     assert_logged(
         &lab,

@@ -54,10 +54,13 @@ fn wait_env_booted(lab: &Lab, vm: &mut Vm) -> String {
 fn assert_agent_env_path(lab: &mut Lab, vm: &Vm, uuid: &str, cmdline: &str) {
     let log = lab.appliance().log();
     assert_logged(lab, &log, &["HTTP GET /boot.ipxe ", "-> 200"]);
+    // The request log names the path only (never the query); the decision line names the
+    // server.
+    assert_logged(lab, &log, &["HTTP GET /ipxe ", "-> 200"]);
     assert_logged(
         lab,
         &log,
-        &[&format!("HTTP GET /ipxe?uuid={uuid}&"), "-> 200"],
+        &[&format!("boot decision uuid={uuid} "), "plan="],
     );
     assert_logged(lab, &log, &["HTTP GET /env/agent-amd64/vmlinuz ", "-> 200"]);
     assert_logged(
@@ -289,10 +292,11 @@ fn installed_server_boots_from_disk() {
         );
         vm.kill();
         let log = lab.appliance().log();
+        assert_logged(&lab, &log, &["HTTP GET /ipxe ", "-> 200"]);
         assert_logged(
             &lab,
             &log,
-            &[&format!("HTTP GET /ipxe?uuid={INSTALLED_UUID}&"), "-> 200"],
+            &[&format!("boot decision uuid={INSTALLED_UUID} "), "plan="],
         );
     }
     let log = lab.appliance().log();

@@ -51,9 +51,10 @@ pub fn server_state(server: &Server) -> ServerState {
 
 /// Writes a machine state into the Server's spec/status (Sidero flags + `status.state`),
 /// and condition `PXEBooted`: set True when installed (which `/ipxe` reads to boot from
-/// disk), deleted when the server is not in use (Sidero deletes it on deallocation), left
-/// alone otherwise (an imported allocated Server keeps its own).
+/// disk), deleted when the server leaves use (Sidero deletes it on deallocation), left
+/// alone otherwise (an imported Server keeps its own until it is released).
 pub fn write_state(server: &mut Server, state: ServerState, now_ms: u64) {
+    let was_in_use = server.status.as_ref().is_some_and(|s| s.in_use);
     let f = lifecycle::flags(state.phase);
     server.spec.accepted = f.accepted;
     server.spec.cordoned = state.cordoned;
@@ -78,7 +79,8 @@ pub fn write_state(server: &mut Server, state: ServerState, now_ms: u64) {
                 message: None,
             });
         }
-    } else if !f.in_use
+    } else if was_in_use
+        && !f.in_use
         && let Some(i) = pxe
     {
         status.conditions.remove(i);
