@@ -314,6 +314,15 @@ fn image_boots_serves_and_keeps_its_data() {
         "IMAGE-DATA ext4 {} MiB after first boot",
         (blocks * block_size) >> 20
     );
+    // Grown on the first boot. (With mke2fs's `resize=2^32` the kernel's online resize asked
+    // the small journal for ~1030 credits, got "too many credits" and stopped after the first
+    // block group: 128 of 1182 MiB.)
+    assert!(
+        blocks * block_size > data_after - (64 << 20),
+        "ext4 not grown to its partition on first boot ({} of {} MiB)",
+        (blocks * block_size) >> 20,
+        data_after >> 20
+    );
 
     // The token: 0600, owned by the appliance user (990), on the data partition only.
     let st = debugfs(&fs, "stat /lib/appliance/admin.token");
@@ -361,26 +370,12 @@ fn image_boots_serves_and_keeps_its_data() {
         token_from_console(&serial).is_none() && !serial.contains(&token),
         "token shown again on the second boot"
     );
-    let (_, fs_after) = partition(&disk, "data");
-    let fs = data_fs(dir.path(), &disk);
-    let stats = debugfs(&fs, "stats");
-    let blocks: u64 = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("Block count:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    assert!(
-        blocks * block_size > fs_after - (64 << 20),
-        "ext4 not grown to its partition ({} of {} MiB)",
-        (blocks * block_size) >> 20,
-        fs_after >> 20
-    );
+    vm.power_off();
     println!(
         "IMAGE-SIZE image {} MiB (sparse file), grown data fs {} MiB",
         image_bytes >> 20,
         (blocks * block_size) >> 20
     );
-    vm.power_off();
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
