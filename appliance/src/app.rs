@@ -402,9 +402,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     boot.siderolink_server = siderolink.as_ref().map(|s| s.server_address);
     let boot = Arc::new(boot);
     let open_connections = metrics.http_connections.clone();
+    let registry = Arc::new(http::metrics::registry(&metrics, console.login_stats()));
     let state = HttpState {
         store: store.clone(),
         metrics,
+        registry,
         ready: ready.clone(),
         boot,
         console,

@@ -14,6 +14,7 @@ pub mod ctl;
 pub mod http;
 pub mod logging;
 pub mod metadata;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod protocol;

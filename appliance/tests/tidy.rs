@@ -11,7 +11,9 @@
 //! - `unsafe` only in `http/boot.rs::map_file` and `agent/ipmidev.rs`'s `sys` module;
 //! - clocks are read only in `appliance/src/clock.rs` (the workspace `clippy.toml` forbids
 //!   `SystemTime::now`/`Instant::now`; only that file may allow the lint);
-//! - ARCHITECTURE.md's code map names every file of `appliance/src` except tests.
+//! - ARCHITECTURE.md's code map names every file of `appliance/src` except tests;
+//! - rooms import only downwards: the edges of [`IMPORTS_FORBIDDEN`] (which once made
+//!   circles, or a low room lean on a high one) stay absent outside test modules.
 //!
 //! The checks read code with comments and string literals blanked out. The unit tests at
 //! the end feed each check a bad input, so a check that can no longer fail is noticed.
@@ -43,6 +45,21 @@ const SPAWN_ALLOWED: &[(&str, &str)] = &[
 const UNSAFE_ALLOWED: &[(&str, &str)] = &[
     ("appliance/src/http/boot.rs", "fn map_file"),
     ("appliance/src/agent/ipmidev.rs", "mod sys"),
+];
+
+/// Imports that must not exist: (files, path prefix they must not name, why). Paths are
+/// resolved (`super::`, `self::`) to `crate::…` before they are compared.
+const IMPORTS_FORBIDDEN: &[(&str, &str, &str)] = &[
+    (
+        "appliance/src/net/",
+        "crate::http",
+        "net/ lies below the HTTP room (its counters come from crate::metrics)",
+    ),
+    (
+        "appliance/src/metrics.rs",
+        "crate",
+        "metrics is a leaf every room may use",
+    ),
 ];
 
 /// The one module that reads the clocks.
@@ -343,6 +360,66 @@ fn check_protocol(file: &str, code: &str) -> Vec<Violation> {
         };
         if bad {
             v.push(violation(file, line, "protocol-io", format!("`{path}`")));
+        }
+    }
+    v
+}
+
+/// The module path of a source file below `appliance/src/` (`net/dhcp.rs` is
+/// `crate::net::dhcp`, `net/mod.rs` is `crate::net`).
+fn module_of(file: &str) -> Vec<String> {
+    let rel = file.strip_prefix("appliance/src/").unwrap_or(file);
+    let rel = rel.strip_suffix(".rs").unwrap_or(rel);
+    let mut m = vec!["crate".to_string()];
+    m.extend(
+        rel.split('/')
+            .filter(|s| !matches!(*s, "mod" | "lib" | "main"))
+            .map(str::to_string),
+    );
+    m
+}
+
+/// `path` as named from `module`, made absolute (`crate::…`); None for other crates'.
+fn resolve(module: &[String], path: &str) -> Option<String> {
+    let mut segs = path.split("::").peekable();
+    let mut out: Vec<String> = match *segs.peek()? {
+        "crate" => {
+            segs.next();
+            vec!["crate".into()]
+        }
+        "self" => {
+            segs.next();
+            module.to_vec()
+        }
+        "super" => module.to_vec(),
+        _ => return None,
+    };
+    while segs.peek() == Some(&"super") {
+        segs.next();
+        out.pop();
+    }
+    out.extend(segs.map(str::to_string));
+    Some(out.join("::"))
+}
+
+/// The edges of [`IMPORTS_FORBIDDEN`] (or `rules`, for the checker's tests).
+fn check_imports(file: &str, code: &str, rules: &[(&str, &str, &str)]) -> Vec<Violation> {
+    let module = module_of(file);
+    let mut v = Vec::new();
+    for (line, path, _) in paths(code) {
+        // A bare `self` is the method receiver; the module's own items are not an import.
+        let own = module.join("::");
+        let Some(abs) = resolve(&module, &path).filter(|_| path != "self") else {
+            continue;
+        };
+        if abs == own || abs.starts_with(&format!("{own}::")) {
+            continue;
+        }
+        for (from, to, why) in rules {
+            let names = abs == *to || abs.starts_with(&format!("{to}::"));
+            if file.starts_with(from) && names {
+                v.push(violation(file, line, "imports", format!("`{abs}`: {why}")));
+            }
         }
     }
     v
@@ -794,6 +871,11 @@ fn the_tree_keeps_the_architecture_invariants() {
         let product = f.starts_with("appliance/src/") || f.starts_with("kube-bridge/src/");
         if product && !tests_only.contains(f) {
             v.extend(check_spawn(f, &without_test_modules(&code)));
+            v.extend(check_imports(
+                f,
+                &without_test_modules(&code),
+                IMPORTS_FORBIDDEN,
+            ));
         }
     }
     v.extend(check_clippy_toml(
@@ -1009,4 +1091,40 @@ fn code_map_check_finds_an_unnamed_file() {
             "`appliance/src/protocol/tftp/wire.rs` not named"
         ]
     );
+}
+
+#[test]
+fn import_check_resolves_relative_paths_and_catches_a_forbidden_edge() {
+    assert_eq!(
+        resolve(
+            &module_of("appliance/src/net/dhcp.rs"),
+            "super::super::http::x"
+        ),
+        Some("crate::http::x".into())
+    );
+    assert_eq!(
+        resolve(&module_of("appliance/src/http/mod.rs"), "self::metrics"),
+        Some("crate::http::metrics".into())
+    );
+    assert_eq!(resolve(&module_of("appliance/src/a.rs"), "std::fs"), None);
+    let below = [("appliance/src/net/", "crate::http", "below")];
+    let code = code_only(
+        "use crate::metrics::Counter;\nuse super::super::http::metrics::Gauge;\nfn f() { crate::http::x(); }\nuse crate::https::Y;\n",
+    );
+    let v = check_imports("appliance/src/net/tftp.rs", &code, &below);
+    assert_eq!(
+        v.iter().map(|v| v.line).collect::<Vec<_>>(),
+        [2, 3],
+        "{v:?}"
+    );
+    assert!(check_imports("appliance/src/api/x.rs", &code, &below).is_empty());
+    // The leaf rule: any path into this crate.
+    let v = check_imports(
+        "appliance/src/metrics.rs",
+        &code_only(
+            "use prometheus_client::registry::Registry;\nuse crate::clock;\nfn f(&self) { self.x; crate::metrics::g(); }\n",
+        ),
+        IMPORTS_FORBIDDEN,
+    );
+    assert_eq!(rules(&v), ["imports"], "{v:?}");
 }

@@ -25,7 +25,6 @@
 
 use std::collections::hash_map::RandomState;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -44,7 +43,7 @@ use super::agent_limit::{Limits, RegistrationLimiter};
 use crate::bmc::Credentials;
 use crate::clock;
 use crate::config::{WipeMode, parse_mac};
-use crate::http::metrics::Counter;
+use crate::metrics::{Counter, Gauge, Labeled, Registry};
 use crate::model::{Kind, Object, Server};
 use crate::protocol::dhcp::{Lease, LeaseState};
 use crate::reconcile::apply::{self, NewServer};
@@ -81,8 +80,47 @@ pub struct AgentCounters {
     pub wipe_not_told: Counter,
     /// DHCP server mode: the caller holds no lease for one of the server's NICs.
     pub lease: Counter,
-    /// Gauge: source addresses the registration limiter tracks.
-    pub sources_tracked: AtomicU64,
+    /// Source addresses the registration limiter tracks.
+    pub sources_tracked: Gauge,
+}
+
+impl AgentCounters {
+    /// Adds the agent API's families to `/metrics`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "appliance_agent_registrations_refused",
+            "New servers the agent API refused, by per-address cap",
+            Labeled::new(
+                "reason",
+                [
+                    ("rate", self.registrations_rate.clone()),
+                    ("count", self.registrations_count.clone()),
+                ],
+            ),
+        );
+        r.register(
+            "appliance_agent_registration_sources",
+            "Source addresses the agent API's registration caps track",
+            self.sources_tracked.clone(),
+        );
+        r.register(
+            "appliance_agent_calls_refused",
+            "Agent API calls refused by the boot, BMC, wipe, lease and size rules",
+            Labeled::new(
+                "reason",
+                [
+                    ("too_large", self.too_large.clone()),
+                    ("no_boot", self.no_boot.clone()),
+                    ("wrong_source", self.wrong_source.clone()),
+                    ("closed", self.closed.clone()),
+                    ("bmc_not_asked", self.bmc_not_asked.clone()),
+                    ("bmc_replace", self.bmc_replace.clone()),
+                    ("wipe_not_told", self.wipe_not_told.clone()),
+                    ("lease", self.lease.clone()),
+                ],
+            ),
+        );
+    }
 }
 
 /// The agent API's rules that depend on the box's setup.
@@ -302,17 +340,14 @@ impl AgentService {
         let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut limiter = self.limiter.lock().expect("limiter lock");
         let r = limiter.admit(caller, key, now_ms);
-        self.counters
-            .sources_tracked
-            .store(limiter.tracked() as u64, Ordering::Relaxed);
+        self.counters.sources_tracked.set(limiter.tracked() as u64);
         drop(limiter);
         r.map_err(|e| {
             match e {
-                super::agent_limit::Refusal::Rate { .. } => self.counters.registrations_rate.inc(),
-                super::agent_limit::Refusal::Count { .. } => {
-                    self.counters.registrations_count.inc()
-                }
+                super::agent_limit::Refusal::Rate { .. } => &self.counters.registrations_rate,
+                super::agent_limit::Refusal::Count { .. } => &self.counters.registrations_count,
             }
+            .inc();
             tracing::debug!(server = %uuid, %caller, "registration refused: {e}");
             Status::resource_exhausted(e.to_string())
         })

@@ -10,7 +10,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -23,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use super::metrics::Gauge;
+use crate::metrics::{Gauge, Held};
 
 /// Keepalive and drain settings of the listener (`[http]` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +65,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     settings: ListenerSettings,
-    open: Arc<Gauge>,
+    open: Gauge,
 ) -> std::io::Result<()> {
     let (close_tx, close_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -82,7 +81,7 @@ pub async fn serve(
                     {
                         tracing::debug!(%peer, error = %e, "http: cannot set TCP keepalive");
                     }
-                    let guard = open.hold();
+                    let guard = Held::new(&open);
                     connections.spawn(connection(
                         stream,
                         peer,
@@ -127,7 +126,7 @@ async fn connection(
     router: Router,
     settings: ListenerSettings,
     mut close: watch::Receiver<bool>,
-    _open: super::metrics::GaugeGuard,
+    _open: Held,
 ) {
     let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));

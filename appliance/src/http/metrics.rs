@@ -1,67 +1,26 @@
-//! Prometheus text metrics: process-wide counters (admin API, the DHCP, TFTP and agent API
-//! rooms' own counter sets, console logins) plus store gauges read at scrape.
+//! `/metrics`: the process-wide [`Metrics`] (admin API counters, open connections, the DHCP,
+//! TFTP and agent API rooms' counter sets) and the console login counters in one registry
+//! built at startup ([`registry`]), plus store gauges read at each scrape; rendered as
+//! Prometheus text by `crate::metrics` (prometheus-client).
 
-use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
+use axum::http::header;
 use axum::response::IntoResponse;
 
-use super::{HttpState, PROMETHEUS_TEXT};
+use super::HttpState;
+use super::console::LoginStats;
 use crate::api::agent::AgentCounters;
+use crate::metrics::{ConstGauge, Counter, Gauge, Info, Labeled, Registry};
 use crate::net::dhcp::DhcpCounters;
 use crate::net::tftp::TftpCounters;
-
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-    /// Raises the value to `n` if it is lower (a high-water mark).
-    pub fn max(&self, n: u64) {
-        self.0.fetch_max(n, Ordering::Relaxed);
-    }
-}
-
-/// A value that goes up and down (open connections).
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
-
-impl Gauge {
-    /// Counts one more until the guard drops.
-    pub fn hold(self: &Arc<Self>) -> GaugeGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        GaugeGuard(self.clone())
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// One unit of a [`Gauge`], given back on drop.
-#[derive(Debug)]
-pub struct GaugeGuard(Arc<Gauge>);
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// Process-wide counters; one instance shared by all services.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Open connections on the :8081 listener.
-    pub http_connections: Arc<Gauge>,
+    pub http_connections: Gauge,
     pub admin_calls: Counter,
     pub admin_auth_failures: Counter,
     pub dhcp: Arc<DhcpCounters>,
@@ -69,16 +28,54 @@ pub struct Metrics {
     pub agent: Arc<AgentCounters>,
 }
 
-/// One Prometheus metric family: HELP, TYPE and one sample per label set.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
-    }
+/// Every metric of the box that lives in memory, in `/metrics` order.
+pub fn registry(m: &Metrics, login: &LoginStats) -> Registry {
+    let mut r = Registry::default();
+    r.register(
+        "appliance_build",
+        "Build of the running binary",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    r.register(
+        "appliance_http_connections",
+        "Open connections on the HTTP + gRPC listener",
+        m.http_connections.clone(),
+    );
+    r.register(
+        "appliance_admin_calls",
+        "Authenticated admin API calls",
+        m.admin_calls.clone(),
+    );
+    r.register(
+        "appliance_admin_auth_failures",
+        "Admin API calls refused for a missing or wrong token",
+        m.admin_auth_failures.clone(),
+    );
+    m.dhcp.register(&mut r);
+    m.tftp.register(&mut r);
+    m.agent.register(&mut r);
+    login.register(&mut r);
+    r
+}
+
+/// The store's gauges, read now: objects by kind and the last committed revision (a gauge,
+/// as etcd's current revision is).
+fn store_registry(counts: impl IntoIterator<Item = (String, u64)>, revision: u64) -> Registry {
+    let mut r = Registry::default();
+    r.register(
+        "appliance_store_objects",
+        "Stored objects by kind",
+        Labeled::new(
+            "kind",
+            counts.into_iter().map(|(k, n)| (k, ConstGauge::new(n))),
+        ),
+    );
+    r.register(
+        "appliance_store_revision",
+        "Revision of the last committed change",
+        ConstGauge::new(revision),
+    );
+    r
 }
 
 pub async fn render(State(state): State<HttpState>) -> impl IntoResponse {
@@ -89,166 +86,115 @@ pub async fn render(State(state): State<HttpState>) -> impl IntoResponse {
     .await
     .ok()
     .and_then(Result::ok);
-    let m = &state.metrics;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP appliance_build_info Build of the running binary.\n# TYPE appliance_build_info gauge\nappliance_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    family(
-        &mut out,
-        "appliance_http_connections",
-        "gauge",
-        "Open connections on the HTTP + gRPC listener.",
-        &[("", m.http_connections.get())],
-    );
-    let _ = writeln!(
-        out,
-        "# HELP appliance_admin_calls_total Authenticated admin API calls.\n# TYPE appliance_admin_calls_total counter\nappliance_admin_calls_total {}",
-        m.admin_calls.get()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP appliance_admin_auth_failures_total Admin API calls refused for a missing or wrong token.\n# TYPE appliance_admin_auth_failures_total counter\nappliance_admin_auth_failures_total {}",
-        m.admin_auth_failures.get()
-    );
-    let d = &m.dhcp;
-    family(
-        &mut out,
-        "appliance_dhcp_received_total",
-        "counter",
-        "DHCP datagrams received (ports 67 and 4011).",
-        &[("", d.received.get())],
-    );
-    family(
-        &mut out,
-        "appliance_dhcp_replies_total",
-        "counter",
-        "DHCP replies by message type.",
-        &[
-            ("type=\"offer\"", d.offers.get()),
-            ("type=\"ack\"", d.acks.get()),
-            ("type=\"nak\"", d.naks.get()),
-        ],
-    );
-    family(
-        &mut out,
-        "appliance_dhcp_dropped_total",
-        "counter",
-        "DHCP requests not answered, by reason.",
-        &[
-            ("reason=\"malformed\"", d.dropped_malformed.get()),
-            ("reason=\"ignored\"", d.dropped_ignored.get()),
-            ("reason=\"no_address\"", d.dropped_no_address.get()),
-            ("reason=\"overload\"", d.dropped_overload.get()),
-            ("reason=\"commit_failed\"", d.commit_failed.get()),
-        ],
-    );
-    let t = &m.tftp;
-    family(
-        &mut out,
-        "appliance_tftp_refused_total",
-        "counter",
-        "TFTP requests answered with an ERROR.",
-        &[("", t.refused.get())],
-    );
-    family(
-        &mut out,
-        "appliance_tftp_transfers_total",
-        "counter",
-        "TFTP transfers by outcome.",
-        &[
-            ("result=\"complete\"", t.completed.get()),
-            ("result=\"failed\"", t.failed.get()),
-        ],
-    );
-    family(
-        &mut out,
-        "appliance_tftp_sent_bytes_total",
-        "counter",
-        "File bytes of completed TFTP transfers.",
-        &[("", t.bytes_sent.get())],
-    );
-    let a = &m.agent;
-    family(
-        &mut out,
-        "appliance_agent_registrations_refused_total",
-        "counter",
-        "New servers the agent API refused, by per-address cap.",
-        &[
-            ("reason=\"rate\"", a.registrations_rate.get()),
-            ("reason=\"count\"", a.registrations_count.get()),
-        ],
-    );
-    family(
-        &mut out,
-        "appliance_agent_registration_sources",
-        "gauge",
-        "Source addresses the agent API's registration caps track.",
-        &[("", a.sources_tracked.load(Ordering::Relaxed))],
-    );
-    family(
-        &mut out,
-        "appliance_agent_calls_refused_total",
-        "counter",
-        "Agent API calls refused by the boot, BMC, wipe, lease and size rules.",
-        &[
-            ("reason=\"too_large\"", a.too_large.get()),
-            ("reason=\"no_boot\"", a.no_boot.get()),
-            ("reason=\"wrong_source\"", a.wrong_source.get()),
-            ("reason=\"closed\"", a.closed.get()),
-            ("reason=\"bmc_not_asked\"", a.bmc_not_asked.get()),
-            ("reason=\"bmc_replace\"", a.bmc_replace.get()),
-            ("reason=\"wipe_not_told\"", a.wipe_not_told.get()),
-            ("reason=\"lease\"", a.lease.get()),
-        ],
-    );
-    let l = state.console.login_stats();
-    family(
-        &mut out,
-        "appliance_console_login_verifications_total",
-        "counter",
-        "Console password verifications run.",
-        &[("", l.verifications.get())],
-    );
-    family(
-        &mut out,
-        "appliance_console_login_verifications_max_concurrent",
-        "gauge",
-        "Most console password verifications that ran at once.",
-        &[("", l.max_concurrent.get())],
-    );
-    family(
-        &mut out,
-        "appliance_console_login_waited_total",
-        "counter",
-        "Console logins that waited for a password verification slot.",
-        &[("", l.waited.get())],
-    );
-    family(
-        &mut out,
-        "appliance_console_login_refused_total",
-        "counter",
-        "Console logins refused before their secret was looked at, by reason.",
-        &[
-            ("reason=\"client\"", l.refused_client.get()),
-            ("reason=\"global\"", l.refused_global.get()),
-            ("reason=\"busy\"", l.refused_busy.get()),
-        ],
-    );
+    crate::metrics::encode(&state.registry, &mut out);
     if let Some((counts, revision)) = gauges {
-        let _ = writeln!(
-            out,
-            "# HELP appliance_store_objects Stored objects by kind.\n# TYPE appliance_store_objects gauge"
-        );
-        for (kind, n) in counts {
-            let _ = writeln!(out, "appliance_store_objects{{kind=\"{kind}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP appliance_store_revision Revision of the last committed change.\n# TYPE appliance_store_revision counter\nappliance_store_revision {revision}"
-        );
+        let counts = counts.into_iter().map(|(k, n)| (k.to_string(), n));
+        crate::metrics::encode(&store_registry(counts, revision), &mut out);
     }
-    ([PROMETHEUS_TEXT], out)
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exposition as it was written by hand before prometheus-client: names, HELP, TYPE,
+    /// labels and their order.
+    #[test]
+    fn exposition_keeps_the_names_and_order() {
+        let m = Metrics::default();
+        let login = LoginStats::default();
+        m.admin_auth_failures.inc_by(3);
+        m.dhcp.acks.inc();
+        m.tftp.bytes_sent.inc_by(100);
+        m.agent.sources_tracked.set(2);
+        crate::metrics::high_water(&login.max_concurrent, 2);
+        let mut out = String::new();
+        crate::metrics::encode(&registry(&m, &login), &mut out);
+        crate::metrics::encode(
+            &store_registry([("Server".to_string(), 4), ("Environment".into(), 1)], 9),
+            &mut out,
+        );
+        let version = env!("CARGO_PKG_VERSION");
+        let want = format!(
+            r#"# HELP appliance_build_info Build of the running binary.
+# TYPE appliance_build_info gauge
+appliance_build_info{{version="{version}"}} 1
+# HELP appliance_http_connections Open connections on the HTTP + gRPC listener.
+# TYPE appliance_http_connections gauge
+appliance_http_connections 0
+# HELP appliance_admin_calls_total Authenticated admin API calls.
+# TYPE appliance_admin_calls_total counter
+appliance_admin_calls_total 0
+# HELP appliance_admin_auth_failures_total Admin API calls refused for a missing or wrong token.
+# TYPE appliance_admin_auth_failures_total counter
+appliance_admin_auth_failures_total 3
+# HELP appliance_dhcp_received_total DHCP datagrams received (ports 67 and 4011).
+# TYPE appliance_dhcp_received_total counter
+appliance_dhcp_received_total 0
+# HELP appliance_dhcp_replies_total DHCP replies by message type.
+# TYPE appliance_dhcp_replies_total counter
+appliance_dhcp_replies_total{{type="offer"}} 0
+appliance_dhcp_replies_total{{type="ack"}} 1
+appliance_dhcp_replies_total{{type="nak"}} 0
+# HELP appliance_dhcp_dropped_total DHCP requests not answered, by reason.
+# TYPE appliance_dhcp_dropped_total counter
+appliance_dhcp_dropped_total{{reason="malformed"}} 0
+appliance_dhcp_dropped_total{{reason="ignored"}} 0
+appliance_dhcp_dropped_total{{reason="no_address"}} 0
+appliance_dhcp_dropped_total{{reason="overload"}} 0
+appliance_dhcp_dropped_total{{reason="commit_failed"}} 0
+# HELP appliance_tftp_refused_total TFTP requests answered with an ERROR.
+# TYPE appliance_tftp_refused_total counter
+appliance_tftp_refused_total 0
+# HELP appliance_tftp_transfers_total TFTP transfers by outcome.
+# TYPE appliance_tftp_transfers_total counter
+appliance_tftp_transfers_total{{result="complete"}} 0
+appliance_tftp_transfers_total{{result="failed"}} 0
+# HELP appliance_tftp_sent_bytes_total File bytes of completed TFTP transfers.
+# TYPE appliance_tftp_sent_bytes_total counter
+appliance_tftp_sent_bytes_total 100
+# HELP appliance_agent_registrations_refused_total New servers the agent API refused, by per-address cap.
+# TYPE appliance_agent_registrations_refused_total counter
+appliance_agent_registrations_refused_total{{reason="rate"}} 0
+appliance_agent_registrations_refused_total{{reason="count"}} 0
+# HELP appliance_agent_registration_sources Source addresses the agent API's registration caps track.
+# TYPE appliance_agent_registration_sources gauge
+appliance_agent_registration_sources 2
+# HELP appliance_agent_calls_refused_total Agent API calls refused by the boot, BMC, wipe, lease and size rules.
+# TYPE appliance_agent_calls_refused_total counter
+appliance_agent_calls_refused_total{{reason="too_large"}} 0
+appliance_agent_calls_refused_total{{reason="no_boot"}} 0
+appliance_agent_calls_refused_total{{reason="wrong_source"}} 0
+appliance_agent_calls_refused_total{{reason="closed"}} 0
+appliance_agent_calls_refused_total{{reason="bmc_not_asked"}} 0
+appliance_agent_calls_refused_total{{reason="bmc_replace"}} 0
+appliance_agent_calls_refused_total{{reason="wipe_not_told"}} 0
+appliance_agent_calls_refused_total{{reason="lease"}} 0
+# HELP appliance_console_login_verifications_total Console password verifications run.
+# TYPE appliance_console_login_verifications_total counter
+appliance_console_login_verifications_total 0
+# HELP appliance_console_login_verifications_max_concurrent Most console password verifications that ran at once.
+# TYPE appliance_console_login_verifications_max_concurrent gauge
+appliance_console_login_verifications_max_concurrent 2
+# HELP appliance_console_login_waited_total Console logins that waited for a password verification slot.
+# TYPE appliance_console_login_waited_total counter
+appliance_console_login_waited_total 0
+# HELP appliance_console_login_refused_total Console logins refused before their secret was looked at, by reason.
+# TYPE appliance_console_login_refused_total counter
+appliance_console_login_refused_total{{reason="client"}} 0
+appliance_console_login_refused_total{{reason="global"}} 0
+appliance_console_login_refused_total{{reason="busy"}} 0
+# HELP appliance_store_objects Stored objects by kind.
+# TYPE appliance_store_objects gauge
+appliance_store_objects{{kind="Server"}} 4
+appliance_store_objects{{kind="Environment"}} 1
+# HELP appliance_store_revision Revision of the last committed change.
+# TYPE appliance_store_revision gauge
+appliance_store_revision 9
+"#
+        );
+        assert_eq!(out, want);
+    }
 }

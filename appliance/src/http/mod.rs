@@ -32,6 +32,8 @@ pub use metrics::Metrics;
 pub struct HttpState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    /// What `/metrics` renders (built by [`metrics::registry`] at startup).
+    pub registry: Arc<crate::metrics::Registry>,
     pub ready: Arc<AtomicBool>,
     /// Network-boot routes (`/boot.ipxe`, `/ipxe`, `/tftp/`, `/env/`).
     pub boot: Arc<boot::BootContext>,
@@ -156,7 +158,3 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
     }
 }
-
-/// Content type of Prometheus text exposition.
-pub(crate) const PROMETHEUS_TEXT: (header::HeaderName, &str) =
-    (header::CONTENT_TYPE, "text/plain; version=0.0.4");

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, DhcpMode, parse_mac};
 use crate::error_chain;
-use crate::http::metrics::Counter;
+use crate::metrics::{Counter, Labeled, Registry};
 use crate::net::iface::{self, Interface};
 use crate::protocol::dhcp::{
     BootConfig, Destination, DhcpServer, DropReason, LeaseChange, Mode, Pool, Port, Reservation,
@@ -60,23 +60,60 @@ pub struct DhcpCounters {
 }
 
 impl DhcpCounters {
+    /// Adds the DHCP families to `/metrics`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "appliance_dhcp_received",
+            "DHCP datagrams received (ports 67 and 4011)",
+            self.received.clone(),
+        );
+        r.register(
+            "appliance_dhcp_replies",
+            "DHCP replies by message type",
+            Labeled::new(
+                "type",
+                [
+                    ("offer", self.offers.clone()),
+                    ("ack", self.acks.clone()),
+                    ("nak", self.naks.clone()),
+                ],
+            ),
+        );
+        r.register(
+            "appliance_dhcp_dropped",
+            "DHCP requests not answered, by reason",
+            Labeled::new(
+                "reason",
+                [
+                    ("malformed", self.dropped_malformed.clone()),
+                    ("ignored", self.dropped_ignored.clone()),
+                    ("no_address", self.dropped_no_address.clone()),
+                    ("overload", self.dropped_overload.clone()),
+                    ("commit_failed", self.commit_failed.clone()),
+                ],
+            ),
+        );
+    }
+
     fn dropped(&self, reason: &DropReason) {
         match reason {
             DropReason::Malformed(_) | DropReason::NotRequest(_) | DropReason::NoMessageType => {
-                self.dropped_malformed.inc()
+                &self.dropped_malformed
             }
-            DropReason::NoPool(_) | DropReason::PoolExhausted(_) => self.dropped_no_address.inc(),
-            _ => self.dropped_ignored.inc(),
+            DropReason::NoPool(_) | DropReason::PoolExhausted(_) => &self.dropped_no_address,
+            _ => &self.dropped_ignored,
         }
+        .inc();
     }
 
     fn replied(&self, msg_type: MessageType) {
-        match msg_type {
-            MessageType::Offer => self.offers.inc(),
-            MessageType::Ack => self.acks.inc(),
-            MessageType::Nak => self.naks.inc(),
-            _ => {}
-        }
+        let counter = match msg_type {
+            MessageType::Offer => &self.offers,
+            MessageType::Ack => &self.acks,
+            MessageType::Nak => &self.naks,
+            _ => return,
+        };
+        counter.inc();
     }
 }
 

@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 
 use crate::clock;
 use crate::config::TftpConfig;
-use crate::http::metrics::Counter;
+use crate::metrics::{Counter, Labeled, Registry};
 use crate::net::tftp_root::{RootError, TftpRoot};
 use crate::protocol::tftp::netascii::{self, Encoder};
 use crate::protocol::tftp::transfer::{self, Decision, Limits, ReadTransfer, Status, Transmit};
@@ -104,6 +104,33 @@ pub struct TftpCounters {
     pub failed: Counter,
     /// File bytes of completed transfers.
     pub bytes_sent: Counter,
+}
+
+impl TftpCounters {
+    /// Adds the TFTP families to `/metrics`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "appliance_tftp_refused",
+            "TFTP requests answered with an ERROR",
+            self.refused.clone(),
+        );
+        r.register(
+            "appliance_tftp_transfers",
+            "TFTP transfers by outcome",
+            Labeled::new(
+                "result",
+                [
+                    ("complete", self.completed.clone()),
+                    ("failed", self.failed.clone()),
+                ],
+            ),
+        );
+        r.register(
+            "appliance_tftp_sent_bytes",
+            "File bytes of completed TFTP transfers",
+            self.bytes_sent.clone(),
+        );
+    }
 }
 
 #[derive(Debug)]
@@ -397,9 +424,11 @@ async fn serve_read(
         match sent {
             Some(bytes) => {
                 counters.completed.inc();
-                counters.bytes_sent.add(bytes);
+                counters.bytes_sent.inc_by(bytes);
             }
-            None => counters.failed.inc(),
+            None => {
+                counters.failed.inc();
+            }
         }
     };
     if let Err(e) = tokio::task::spawn_blocking(run).await {

@@ -245,9 +245,10 @@ pub(super) async fn login(State(state): State<ConsoleState>, req: Request) -> Re
         Err(r) => {
             let stats = state.login_stats();
             match r {
-                Refusal::Client { .. } => stats.refused_client.inc(),
-                Refusal::Global { .. } => stats.refused_global.inc(),
+                Refusal::Client { .. } => &stats.refused_client,
+                Refusal::Global { .. } => &stats.refused_global,
             }
+            .inc();
             return too_many(r);
         }
     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::http::metrics::Counter;
+use crate::metrics::{Counter, Gauge, Labeled, Registry};
 
 /// Password verifications running at once, at most.
 pub const MAX_VERIFICATIONS: usize = 2;
@@ -23,13 +23,46 @@ pub struct LoginStats {
     pub verifications: Counter,
     /// Verifications running now, and the most that ever ran at once.
     running: std::sync::atomic::AtomicU64,
-    pub max_concurrent: Counter,
+    pub max_concurrent: Gauge,
     /// Logins that found every slot taken and waited.
     pub waited: Counter,
     /// Logins refused before their secret was looked at, by reason.
     pub refused_client: Counter,
     pub refused_global: Counter,
     pub refused_busy: Counter,
+}
+
+impl LoginStats {
+    /// Adds the console login families to `/metrics`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "appliance_console_login_verifications",
+            "Console password verifications run",
+            self.verifications.clone(),
+        );
+        r.register(
+            "appliance_console_login_verifications_max_concurrent",
+            "Most console password verifications that ran at once",
+            self.max_concurrent.clone(),
+        );
+        r.register(
+            "appliance_console_login_waited",
+            "Console logins that waited for a password verification slot",
+            self.waited.clone(),
+        );
+        r.register(
+            "appliance_console_login_refused",
+            "Console logins refused before their secret was looked at, by reason",
+            Labeled::new(
+                "reason",
+                [
+                    ("client", self.refused_client.clone()),
+                    ("global", self.refused_global.clone()),
+                    ("busy", self.refused_busy.clone()),
+                ],
+            ),
+        );
+    }
 }
 
 /// Bounds concurrent password verifications.
@@ -92,7 +125,7 @@ impl VerifyGate {
             .stats
             .running
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.stats.max_concurrent.max(now);
+        crate::metrics::high_water(&self.stats.max_concurrent, now);
         Some(Slot {
             _permit: permit,
             stats: self.stats.clone(),
