@@ -14,11 +14,10 @@ use tokio::sync::watch;
 use crate::api::admin::AdminService;
 use crate::api::apply_batch::ApplyBatcher;
 use crate::api::auth;
-use crate::boot::BootFromDiskMethod;
 use crate::boot::assets::AssetDirs;
 use crate::boot::download::{EnvSyncConfig, EnvSyncTask};
 use crate::cli::ServeArgs;
-use crate::config::{Config, DiskBootMethod, LoadConfigError};
+use crate::config::{Config, LoadConfigError};
 use crate::error_chain;
 use crate::http::boot::BootContext;
 use crate::http::{self, HttpState, Metrics};
@@ -181,11 +180,7 @@ fn boot_context(
         tftp: Arc::new(crate::net::tftp_root::TftpRoot::from(&config.tftp)),
         advertise: config.boot.advertise.clone().filter(|a| !a.is_empty()),
         fallback_endpoint,
-        default_method: match config.boot.boot_from_disk_method {
-            DiskBootMethod::IpxeExit => BootFromDiskMethod::IpxeExit,
-            DiskBootMethod::Http404 => BootFromDiskMethod::Http404,
-            DiskBootMethod::IpxeSanboot => BootFromDiskMethod::IpxeSanboot,
-        },
+        default_method: config.boot.boot_from_disk_method,
         extra_agent_args: config.boot.extra_agent_kernel_args.clone(),
         admin_token,
         maps: Default::default(),

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::model::BootFromDiskMethod;
 use serde::{Deserialize, Serialize};
 
 /// The embedded default configuration, also shipped as `rootfs/etc/appliance/config.toml`.
@@ -89,17 +90,6 @@ pub struct ConsoleConfig {
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
-/// How installed servers leave the PXE path unless their Server/ServerClass says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DiskBootMethod {
-    IpxeExit,
-    // kebab-case alone would make this "http404"; Sidero and our docs say "http-404".
-    #[serde(rename = "http-404")]
-    Http404,
-    IpxeSanboot,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootConfig {
@@ -108,7 +98,7 @@ pub struct BootConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
     /// Boot-from-disk method when neither Server nor ServerClass names one.
-    pub boot_from_disk_method: DiskBootMethod,
+    pub boot_from_disk_method: BootFromDiskMethod,
     /// Extra kernel args for the agent environment, merged by key over the defaults.
     pub extra_agent_kernel_args: Vec<String>,
     /// Directory holding the built-in agent environments (agent-amd64/, agent-arm64/, each
@@ -523,9 +513,9 @@ mod tests {
     #[test]
     fn boot_from_disk_methods_use_sidero_names() {
         for (name, want) in [
-            ("ipxe-exit", DiskBootMethod::IpxeExit),
-            ("http-404", DiskBootMethod::Http404),
-            ("ipxe-sanboot", DiskBootMethod::IpxeSanboot),
+            ("ipxe-exit", BootFromDiskMethod::IpxeExit),
+            ("http-404", BootFromDiskMethod::Http404),
+            ("ipxe-sanboot", BootFromDiskMethod::IpxeSanboot),
         ] {
             let c = Config::default()
                 .overlay(

@@ -1,16 +1,11 @@
-//! The plain facts the boot decision needs, read out of stored objects.
-//!
-//! Pure. Fields are read from the objects' canonical JSON by their Sidero names
+//! The plain facts the boot decision needs, read out of the typed stored objects
 //! (`spec.environmentRef.name`, `spec.bootFromDiskMethod`, `spec.pxeBootAlways`,
-//! `status.conditions[type=PXEBooted]`, binding `spec.serverClassRef.name`), so the decision
-//! does not depend on how far the typed model structs have grown: a field the model does not
-//! carry yet reads as absent.
-
-use serde_json::Value;
+//! `status.conditions[type=PXEBooted]`, binding `spec.serverClassRef.name`).
+//!
+//! Pure.
 
 use super::BootFromDiskMethod;
-use crate::model::{Server, ServerBinding, ServerClass};
-
+use crate::model::{ConditionStatus, ObjectReference, Server, ServerBinding, ServerClass};
 /// What the decision knows about a Server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerFacts {
@@ -43,46 +38,22 @@ pub struct Lookup {
     pub class: Option<ClassFacts>,
 }
 
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
-fn non_empty_str(v: &Value, pointer: &str) -> Option<String> {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}
-
-fn method(v: &Value) -> Option<BootFromDiskMethod> {
-    v.pointer("/spec/bootFromDiskMethod")
-        .and_then(Value::as_str)
-        .and_then(BootFromDiskMethod::parse)
+/// A reference's name, when set and not empty.
+fn name(r: Option<&ObjectReference>) -> Option<String> {
+    r.and_then(|r| r.name.clone()).filter(|n| !n.is_empty())
 }
 
 impl ServerFacts {
     pub fn from_server(server: &Server) -> ServerFacts {
-        ServerFacts::from_json(&to_value(server))
-    }
-
-    /// Reads the facts from a Server's JSON.
-    pub fn from_json(v: &Value) -> ServerFacts {
-        let pxe_booted = v
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c.get("type").and_then(Value::as_str) == Some("PXEBooted")
-                        && c.get("status").and_then(Value::as_str) == Some("True")
-                })
-            });
+        let pxe_booted = server.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "PXEBooted" && c.status == ConditionStatus::True)
+        });
         ServerFacts {
-            environment_ref: non_empty_str(v, "/spec/environmentRef/name"),
-            boot_from_disk_method: method(v),
-            pxe_boot_always: v
-                .pointer("/spec/pxeBootAlways")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            environment_ref: name(server.spec.environment_ref.as_ref()),
+            boot_from_disk_method: server.spec.boot_from_disk_method,
+            pxe_boot_always: server.spec.pxe_boot_always,
             pxe_booted,
         }
     }
@@ -90,25 +61,17 @@ impl ServerFacts {
 
 impl BindingFacts {
     pub fn from_binding(binding: &ServerBinding) -> BindingFacts {
-        BindingFacts::from_json(&to_value(binding))
-    }
-
-    pub fn from_json(v: &Value) -> BindingFacts {
         BindingFacts {
-            server_class: non_empty_str(v, "/spec/serverClassRef/name"),
+            server_class: name(binding.spec.server_class_ref.as_ref()),
         }
     }
 }
 
 impl ClassFacts {
     pub fn from_class(class: &ServerClass) -> ClassFacts {
-        ClassFacts::from_json(&to_value(class))
-    }
-
-    pub fn from_json(v: &Value) -> ClassFacts {
         ClassFacts {
-            environment_ref: non_empty_str(v, "/spec/environmentRef/name"),
-            boot_from_disk_method: method(v),
+            environment_ref: name(class.spec.environment_ref.as_ref()),
+            boot_from_disk_method: class.spec.boot_from_disk_method,
         }
     }
 }

@@ -123,13 +123,17 @@ fn arch_from_query() {
 }
 
 #[test]
-fn facts_from_json() {
-    let s = ServerFacts::from_json(&json!({
+fn facts_from_typed_objects() {
+    let s: crate::model::Server = serde_json::from_value(json!({
+        "apiVersion": "metal.sidero.dev/v1alpha2", "kind": "Server", "metadata": {"name": "s"},
         "spec": {"environmentRef": {"name": "e1"}, "bootFromDiskMethod": "http-404", "pxeBootAlways": true},
-        "status": {"conditions": [{"type": "PowerCycle", "status": "True"}, {"type": "PXEBooted", "status": "True"}]}
-    }));
+        "status": {"ready": false, "inUse": false, "isClean": false, "conditions": [
+            {"type": "PowerCycle", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"},
+            {"type": "PXEBooted", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
+    }))
+    .unwrap();
     assert_eq!(
-        s,
+        ServerFacts::from_server(&s),
         ServerFacts {
             environment_ref: Some("e1".into()),
             boot_from_disk_method: Some(BootFromDiskMethod::Http404),
@@ -137,22 +141,34 @@ fn facts_from_json() {
             pxe_booted: true
         }
     );
-    // PXEBooted False, unknown method, empty env name: all read as absent.
-    let s = ServerFacts::from_json(&json!({
-        "spec": {"environmentRef": {"name": ""}, "bootFromDiskMethod": "floppy"},
-        "status": {"conditions": [{"type": "PXEBooted", "status": "False"}]}
-    }));
-    assert_eq!(s, ServerFacts::default());
+    // PXEBooted False, no method, empty env name: all read as absent.
+    let s: crate::model::Server = serde_json::from_value(json!({
+        "apiVersion": "metal.sidero.dev/v1alpha2", "kind": "Server", "metadata": {"name": "s"},
+        "spec": {"environmentRef": {"name": ""}},
+        "status": {"conditions": [
+            {"type": "PXEBooted", "status": "False", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
+    }))
+    .unwrap();
+    assert_eq!(ServerFacts::from_server(&s), ServerFacts::default());
+    let b: crate::model::ServerBinding = serde_json::from_value(json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "ServerBinding",
+        "metadata": {"name": "s"},
+        "spec": {"serverClassRef": {"name": "c"}, "metalMachineRef": {"name": "m"}}
+    }))
+    .unwrap();
     assert_eq!(
-        BindingFacts::from_json(&json!({"spec": {"serverClassRef": {"name": "c"}}})),
+        BindingFacts::from_binding(&b),
         BindingFacts {
             server_class: Some("c".into())
         }
     );
+    let c: crate::model::ServerClass = serde_json::from_value(json!({
+        "apiVersion": "metal.sidero.dev/v1alpha2", "kind": "ServerClass", "metadata": {"name": "c"},
+        "spec": {"environmentRef": {"name": "x"}, "bootFromDiskMethod": "ipxe-sanboot"}
+    }))
+    .unwrap();
     assert_eq!(
-        ClassFacts::from_json(
-            &json!({"spec": {"environmentRef": {"name": "x"}, "bootFromDiskMethod": "ipxe-sanboot"}})
-        ),
+        ClassFacts::from_class(&c),
         ClassFacts {
             environment_ref: Some("x".into()),
             boot_from_disk_method: Some(BootFromDiskMethod::IpxeSanboot)

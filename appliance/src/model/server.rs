@@ -103,8 +103,9 @@ impl Check for ServerStatus {
     }
 }
 
-/// How iPXE leaves network boot to boot from disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How an installed server leaves the PXE path (Sidero `bootFromDiskMethod`; also the
+/// config's `[boot] boot_from_disk_method`). The one definition: the iPXE core renders it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BootFromDiskMethod {
     /// `#!ipxe exit`: back to the firmware boot order.
     #[serde(rename = "ipxe-exit")]
@@ -118,6 +119,20 @@ pub enum BootFromDiskMethod {
 }
 
 impl BootFromDiskMethod {
+    pub const ALL: [BootFromDiskMethod; 3] = [
+        BootFromDiskMethod::IpxeExit,
+        BootFromDiskMethod::Http404,
+        BootFromDiskMethod::IpxeSanboot,
+    ];
+
+    /// Parses `ipxe-exit` | `http-404` | `ipxe-sanboot`; anything else is `None`.
+    pub fn parse(s: &str) -> Option<BootFromDiskMethod> {
+        BootFromDiskMethod::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+
+    /// The spelling used in Server/ServerClass specs and the config.
     pub fn as_str(self) -> &'static str {
         match self {
             BootFromDiskMethod::IpxeExit => "ipxe-exit",

@@ -9,41 +9,7 @@ mod tests;
 
 use std::fmt::Write as _;
 
-/// How a server that is already installed leaves the PXE path (Sidero `bootFromDiskMethod`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BootFromDiskMethod {
-    /// `#!ipxe\nexit\n`: iPXE returns to the firmware, which tries the next boot device.
-    IpxeExit,
-    /// HTTP 404 with an empty body: the chain fails and the boot script moves on (next NIC,
-    /// then reboot), or the firmware falls through to the next boot device.
-    Http404,
-    /// `sanboot --no-describe --drive 0x80`: boot the first BIOS disk from iPXE.
-    IpxeSanboot,
-}
-
-impl BootFromDiskMethod {
-    pub const ALL: [BootFromDiskMethod; 3] = [
-        BootFromDiskMethod::IpxeExit,
-        BootFromDiskMethod::Http404,
-        BootFromDiskMethod::IpxeSanboot,
-    ];
-
-    /// The spelling used in Server/ServerClass specs and the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BootFromDiskMethod::IpxeExit => "ipxe-exit",
-            BootFromDiskMethod::Http404 => "http-404",
-            BootFromDiskMethod::IpxeSanboot => "ipxe-sanboot",
-        }
-    }
-
-    /// Parses `ipxe-exit` | `http-404` | `ipxe-sanboot`; anything else is `None`.
-    pub fn parse(s: &str) -> Option<BootFromDiskMethod> {
-        BootFromDiskMethod::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-    }
-}
+pub use crate::model::BootFromDiskMethod;
 
 /// What an HTTP handler sends back for a script request: a status code and a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
