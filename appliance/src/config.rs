@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::model::BootFromDiskMethod;
+use crate::model::{BootFromDiskMethod, MacAddr};
 use serde::{Deserialize, Serialize};
 
 /// The embedded default configuration, also shipped as `rootfs/etc/appliance/config.toml`.
@@ -198,23 +198,6 @@ pub struct DhcpReservationConfig {
     pub hostname: Option<String>,
 }
 
-/// Parses a MAC address written as six hex octets separated by `:` or `-`.
-pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    let bad = || format!("`{s}` is not a MAC address like 52:54:00:12:34:56");
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (m, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            return Err(bad());
-        }
-        *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    Ok(mac)
-}
-
 impl DhcpConfig {
     /// Checks pools and reservations; the error names the offending key.
     pub fn validate(&self) -> Result<(), String> {
@@ -268,7 +251,9 @@ impl DhcpConfig {
         }
         for (i, r) in self.reservations.iter().enumerate() {
             let key = format!("dhcp.reservations[{i}]");
-            parse_mac(&r.mac).map_err(|e| format!("{key}.mac: {e}"))?;
+            r.mac
+                .parse::<MacAddr>()
+                .map_err(|e| format!("{key}.mac: {e}"))?;
             if !subnets
                 .iter()
                 .any(|(net, mask)| u32::from(r.ip) & mask == *net)

@@ -124,19 +124,19 @@ const KEYS: &[&str] = &[
     "ntp",
 ];
 
-fn is_mac(s: &str) -> bool {
-    let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+/// A port named by MAC (`:`-separated, as `ip link` shows it), lowercase.
+fn port_mac(s: &str) -> Option<String> {
+    s.contains(':')
+        .then(|| s.parse::<crate::model::MacAddr>().ok())
+        .flatten()
+        .map(|m| m.to_string())
 }
 
 fn port_spec(key: &'static str, v: &str) -> Result<PortSpec, SettingsError> {
     if v.is_empty() || v == "auto" {
         Ok(PortSpec::Auto)
-    } else if is_mac(v) {
-        Ok(PortSpec::Mac(v.to_ascii_lowercase()))
+    } else if let Some(mac) = port_mac(v) {
+        Ok(PortSpec::Mac(mac))
     } else if v.len() <= 15
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))

@@ -43,7 +43,9 @@ pub fn parse(cmdline: &str) -> Result<AgentCmdline, CmdlineError> {
         None => None,
         Some(m) if m.is_empty() => None,
         Some(m) => {
-            Some(crate::boot::args::parse_mac(&m).ok_or_else(|| CmdlineError::BadMac(m.clone()))?)
+            let parsed: crate::model::MacAddr =
+                m.parse().map_err(|_| CmdlineError::BadMac(m.clone()))?;
+            Some(parsed.to_string())
         }
     };
     Ok(AgentCmdline { endpoint, mac })

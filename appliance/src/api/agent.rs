@@ -42,9 +42,9 @@ use tonic::{Request, Response, Status};
 use super::agent_limit::{Limits, RegistrationLimiter};
 use crate::bmc::Credentials;
 use crate::clock;
-use crate::config::{WipeMode, parse_mac};
+use crate::config::WipeMode;
 use crate::metrics::{Counter, Gauge, Labeled, Registry};
-use crate::model::{Kind, Object, Server};
+use crate::model::{Kind, MacAddr, Object, Server};
 use crate::protocol::dhcp::{Lease, LeaseState};
 use crate::reconcile::apply::{self, NewServer};
 use crate::reconcile::boots::{Boot, BootRefusal, Need};
@@ -209,7 +209,8 @@ fn server_macs(server: &Server) -> Vec<[u8; 6]> {
         .map(|n| {
             n.interfaces
                 .iter()
-                .filter_map(|i| i.mac.as_deref().and_then(|m| parse_mac(m).ok()))
+                .filter_map(|i| i.mac.as_deref()?.parse::<MacAddr>().ok())
+                .map(|m| m.0)
                 .collect()
         })
         .unwrap_or_default()

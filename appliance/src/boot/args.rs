@@ -54,20 +54,6 @@ pub fn merge_by_key(base: &[String], extra: &[String]) -> Vec<String> {
     out
 }
 
-/// Parses a MAC as iPXE sends it (`${netX/mac:hexhyp}`: `52-54-00-12-34-56`) or in colon
-/// form, any case; returns lower-case colon form, or `None` if it is not a MAC.
-pub fn parse_mac(s: &str) -> Option<String> {
-    let parts: Vec<&str> = s.split(['-', ':']).collect();
-    if parts.len() != 6
-        || parts
-            .iter()
-            .any(|p| p.len() != 2 || !p.chars().all(|c| c.is_ascii_hexdigit()))
-    {
-        return None;
-    }
-    Some(parts.join(":").to_ascii_lowercase())
-}
-
 /// The agent environment's command line: Talos defaults, consoles, `initrd=initramfs.xz`,
 /// `panic=30`, `sidero.mac=<mac>` (when known), `sidero.endpoint=<endpoint>`, then the
 /// operator's extra args merged by key.

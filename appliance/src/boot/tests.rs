@@ -222,27 +222,6 @@ fn merge_by_key_table() {
 }
 
 #[test]
-fn mac_parsing() {
-    assert_eq!(
-        parse_mac("52-54-00-12-34-56").as_deref(),
-        Some("52:54:00:12:34:56")
-    );
-    assert_eq!(
-        parse_mac("52:54:00:AB:cd:EF").as_deref(),
-        Some("52:54:00:ab:cd:ef")
-    );
-    for bad in [
-        "",
-        "52-54-00-12-34",
-        "52-54-00-12-34-5g",
-        "525400123456",
-        "52-54-00-12-34-56-78",
-    ] {
-        assert_eq!(parse_mac(bad), None, "{bad}");
-    }
-}
-
-#[test]
 fn agent_and_environment_args() {
     let a = agent_args(
         Some("52:54:00:12:34:56"),

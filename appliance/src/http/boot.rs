@@ -24,12 +24,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 
-use crate::boot::args::{agent_args, environment_args, parse_mac};
+use crate::boot::args::{agent_args, environment_args};
 use crate::boot::assets::{self, Asset, AssetDirs, EnvSpec};
 use crate::boot::{
     Arch, BindingFacts, BootFromDiskMethod, BootPlan, ClassFacts, Lookup, ServerFacts, decide,
     is_agent_environment,
 };
+use crate::model::MacAddr;
 use crate::model::{Kind, Object, meta::validate_name};
 use crate::net::tftp_root::{RootError, TftpRoot};
 use crate::protocol::http_range::{self, RangeAnswer};
@@ -285,7 +286,7 @@ async fn ipxe(
     };
     let uuid = first("uuid").trim().to_ascii_lowercase();
     let arch = Arch::from_query(first("arch"));
-    let mac = parse_mac(first("mac"));
+    let mac = first("mac").parse::<MacAddr>().ok().map(|m| m.to_string());
     let endpoint = endpoint(&ctx, &headers);
 
     let store = ctx.store.clone();

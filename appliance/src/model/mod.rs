@@ -11,6 +11,7 @@
 
 pub mod binding;
 pub mod environment;
+pub mod mac;
 pub mod meta;
 pub mod server;
 pub mod serverclass;
@@ -32,6 +33,7 @@ pub use binding::{
 pub use environment::{
     Asset, AssetCondition, Environment, EnvironmentSpec, EnvironmentStatus, Kernel,
 };
+pub use mac::{BadMac, MacAddr};
 pub use meta::{
     Address, AddressType, Condition, ConditionSeverity, ConditionStatus, LabelSelector,
     LabelSelectorRequirement, ObjectMeta, ObjectReference, OwnerReference, Resource,

@@ -23,9 +23,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use crate::config::{Config, DhcpMode, parse_mac};
+use crate::config::{Config, DhcpMode};
 use crate::error_chain;
 use crate::metrics::{Counter, Labeled, Registry};
+use crate::model::MacAddr;
 use crate::net::iface::{self, Interface};
 use crate::protocol::dhcp::{
     BootConfig, Destination, DhcpServer, DropReason, LeaseChange, Mode, Pool, Port, Reservation,
@@ -221,7 +222,7 @@ pub fn core_config(config: &Config, iface: &Interface) -> ServerConfig {
             .filter_map(|r| {
                 Some(Reservation {
                     // Validated at config load; an invalid MAC cannot get here.
-                    mac: parse_mac(&r.mac).ok()?,
+                    mac: r.mac.parse::<MacAddr>().ok()?.0,
                     ip: r.ip,
                     hostname: r.hostname.clone(),
                 })
