@@ -141,6 +141,10 @@ pub enum DhcpMode {
 #[serde(deny_unknown_fields)]
 pub struct DhcpConfig {
     pub mode: DhcpMode,
+    /// Provisioning interfaces DHCP answers on, each for the pool of its own subnet (one box
+    /// serving several VLANs or segments). Empty: the box's `interface`.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
     /// UDP port for DHCP (67) and for the PXE proxy (4011).
     pub listen_port: u16,
     pub proxy_port: u16,
@@ -204,6 +208,16 @@ impl DhcpConfig {
         use std::net::Ipv4Addr;
         if self.lease_time_secs == 0 {
             return Err("dhcp.lease_time_secs: must be positive".into());
+        }
+        for (i, name) in self.interfaces.iter().enumerate() {
+            if name.is_empty() || name == "auto" {
+                return Err(format!(
+                    "dhcp.interfaces[{i}]: `{name}` is not an interface name"
+                ));
+            }
+            if self.interfaces[..i].contains(name) {
+                return Err(format!("dhcp.interfaces[{i}]: `{name}` is listed twice"));
+            }
         }
         let mut subnets = Vec::new();
         for (i, p) in self.pools.iter().enumerate() {
@@ -534,6 +548,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("enabled"), "{err}");
+    }
+
+    #[test]
+    fn dhcp_interfaces_are_distinct_names() {
+        let c = Config::default()
+            .overlay("[dhcp]\ninterfaces = [\"eno2\", \"eno2.20\"]\n", "f.toml")
+            .unwrap();
+        assert_eq!(c.dhcp.interfaces, ["eno2", "eno2.20"]);
+        for (list, want) in [
+            (
+                "[\"eno2\", \"eno2\"]",
+                "dhcp.interfaces[1]: `eno2` is listed twice",
+            ),
+            (
+                "[\"auto\"]",
+                "dhcp.interfaces[0]: `auto` is not an interface name",
+            ),
+        ] {
+            let err = Config::default()
+                .overlay(&format!("[dhcp]\ninterfaces = {list}\n"), "f.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{list}: {err}");
+        }
     }
 
     #[test]

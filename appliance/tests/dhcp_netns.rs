@@ -643,3 +643,195 @@ mode = "proxy"
     drop(appliance);
     drop(dnsmasq);
 }
+
+// ------------------------------------- reply destinations, ARP probes, two interfaces
+
+/// The BOOTP replies a `tcpdump -e -n -l` log shows from `server`: (destination MAC,
+/// destination IP) of each.
+fn replies_seen(tcpdump_log: &str, server: &str) -> Vec<(String, String)> {
+    let from = format!(" {server}.67 > ");
+    tcpdump_log
+        .lines()
+        .filter(|l| l.contains(&from))
+        .filter_map(|l| {
+            // "<time> <src mac> > <dst mac>, ethertype IPv4 ..., length N: <src>.67 > <dst>.68: …"
+            let dst_mac = l.split(" > ").nth(1)?.split(',').next()?.to_string();
+            let dst_ip = l.split(&from).nth(1)?.split(".68").next()?.to_string();
+            Some((dst_mac, dst_ip))
+        })
+        .collect()
+}
+
+#[test]
+fn server_mode_unicasts_probes_arp_and_serves_two_interfaces() {
+    let test = "server_mode_unicasts_probes_arp_and_serves_two_interfaces";
+    if let Some(why) = skip_reason(&[
+        ("busybox", &["--help"]),
+        ("tcpdump", &["--version"]),
+        ("ip", &["-V"]),
+    ]) {
+        prereq::skip(test, &why);
+        return;
+    }
+    // Segment 1: box, a squatter (static 10.79.0.100, never asked us) and the client, on a
+    // bridge in the client's namespace. Segment 2: box and a second client, one veth.
+    let t = tag();
+    let (ns_s, ns_c, ns_q, ns_2) = (
+        format!("dh{t}s"),
+        format!("dh{t}c"),
+        format!("dh{t}q"),
+        format!("dh{t}2"),
+    );
+    let _ns = Namespaces::new(&[ns_s.clone(), ns_c.clone(), ns_q.clone(), ns_2.clone()]);
+    let br = format!("dh{t}br");
+    run(&["ip", "-n", &ns_c, "link", "add", &br, "type", "bridge"]);
+    run(&["ip", "-n", &ns_c, "link", "set", &br, "up"]);
+    let (dev_s1, dev_q) = (format!("dh{t}s1"), format!("dh{t}q0"));
+    for (ns, dev, addr) in [
+        (&ns_s, &dev_s1, "10.79.0.1/24"),
+        (&ns_q, &dev_q, "10.79.0.100/24"),
+    ] {
+        let peer = format!("{dev}p");
+        veth(ns, dev, Some(addr), &ns_c, &peer, None);
+        run(&["ip", "-n", &ns_c, "link", "set", &peer, "master", &br]);
+    }
+    let (dev_s2, dev_c2) = (format!("dh{t}s2"), format!("dh{t}c2"));
+    veth(&ns_s, &dev_s2, Some("10.80.0.1/24"), &ns_2, &dev_c2, None);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"data_dir = "{data}"
+interface = "{dev_s1}"
+[http]
+listen = "127.0.0.1:8081"
+[tftp]
+enabled = false
+[log]
+format = "json"
+level = "appliance=debug,info"
+[dhcp]
+mode = "server"
+interfaces = ["{dev_s1}", "{dev_s2}"]
+[[dhcp.pools]]
+range_start = "10.79.0.100"
+range_end = "10.79.0.200"
+netmask = "255.255.255.0"
+[[dhcp.pools]]
+range_start = "10.80.0.100"
+range_end = "10.80.0.200"
+netmask = "255.255.255.0"
+"#,
+        data = tmp.path().join("data").display()
+    );
+    let mut server = start_appliance(&ns_s, tmp.path(), &config);
+
+    // ARP probing ahead: the squatter answers the probe for 10.79.0.100 before any client
+    // asked, and the address is held.
+    server.wait_for_log("address in use");
+    let held_line = server
+        .log()
+        .lines()
+        .find(|l| l.contains("address in use"))
+        .unwrap()
+        .to_string();
+    assert!(
+        held_line.contains("\"addr\":\"10.79.0.100\""),
+        "{held_line}"
+    );
+    let squatter_mac = run(&["ip", "-n", &ns_q, "-br", "link", "show", &dev_q])
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .replace(':', "");
+    assert!(
+        held_line.contains(&squatter_mac),
+        "{squatter_mac}: {held_line}"
+    );
+
+    // The client on segment 1, broadcast flag clear (udhcpc's default): the OFFER and ACK
+    // are sent to its MAC and its new address, not broadcast; the held address is skipped.
+    let client_mac = "02:00:00:00:01:01";
+    set_mac(&ns_c, &br, client_mac);
+    let mut dump = Proc::spawn(
+        &ns_c,
+        &["tcpdump", "-i", &br, "-e", "-n", "-l", "udp", "port", "68"],
+        &tmp.path().join("tcpdump.log"),
+    );
+    dump.wait_for_log("listening on");
+    let lease = udhcpc(&ns_c, &br, tmp.path(), &[]);
+    assert_eq!(
+        lease["ip"],
+        "10.79.0.101",
+        "10.79.0.100 is held\n{}",
+        server.log()
+    );
+    assert_eq!(lease["serverid"], "10.79.0.1");
+    // Broadcast flag set (-B): broadcast replies.
+    set_mac(&ns_c, &br, "02:00:00:00:01:02");
+    let lease_b = udhcpc(&ns_c, &br, tmp.path(), &["-B"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = replies_seen(&dump.log(), "10.79.0.1");
+    drop(dump);
+    let to_client: Vec<_> = seen.iter().filter(|(_, ip)| *ip == lease["ip"]).collect();
+    assert!(
+        to_client.len() >= 2 && to_client.iter().all(|(mac, _)| mac == client_mac),
+        "OFFER and ACK unicast to {client_mac} / {}: {seen:?}",
+        lease["ip"]
+    );
+    assert!(
+        seen.iter()
+            .filter(|(mac, _)| mac == "ff:ff:ff:ff:ff:ff")
+            .count()
+            >= 2
+            && seen.iter().all(|(_, ip)| *ip != lease_b["ip"]),
+        "replies to the -B client are broadcast: {seen:?}"
+    );
+
+    // Segment 2 is served by its own interface: its pool, its address as server id and
+    // boot server.
+    set_mac(&ns_2, &dev_c2, "02:00:00:00:02:01");
+    let pxe = udhcpc(
+        &ns_2,
+        &dev_c2,
+        tmp.path(),
+        &["-x", "0x5d:0007", "-V", "PXEClient:Arch:00007:UNDI:003016"],
+    );
+    assert!(pxe["ip"].starts_with("10.80.0."), "{pxe:?}");
+    assert_eq!(pxe["serverid"], "10.80.0.1");
+    assert_eq!(pxe["siaddr"], "10.80.0.1");
+    assert_eq!(pxe["boot_file"], "ipxe.efi");
+
+    // An architecture with no boot file: an address, no boot file, and a log line naming it.
+    set_mac(&ns_2, &dev_c2, "02:00:00:00:02:02");
+    let ppc = udhcpc(&ns_2, &dev_c2, tmp.path(), &["-x", "0x5d:000c"]);
+    assert!(ppc["ip"].starts_with("10.80.0."), "{ppc:?}");
+    assert_eq!(ppc["boot_file"], "");
+    assert!(
+        server
+            .log()
+            .contains("no boot file for client architecture 12 (PowerPC Open Firmware)"),
+        "{}",
+        server.log()
+    );
+
+    let metrics = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns_s,
+        "curl",
+        "-sf",
+        "http://127.0.0.1:8081/metrics",
+    ]);
+    assert!(
+        metrics.contains("appliance_dhcp_arp_probes_total{result=\"in_use\"} 1\n"),
+        "{metrics}"
+    );
+
+    // The hold is a stored lease: after a restart 10.79.0.100 is still not handed out.
+    server.stop();
+    let server = start_appliance(&ns_s, tmp.path(), &config);
+    set_mac(&ns_c, &br, "02:00:00:00:01:03");
+    let after = udhcpc(&ns_c, &br, tmp.path(), &["-r", "10.79.0.100"]);
+    assert_ne!(after["ip"], "10.79.0.100", "{}", server.log());
+    drop(server);
+}

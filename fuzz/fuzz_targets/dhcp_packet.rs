@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 fn config(mode: Mode) -> ServerConfig {
     ServerConfig {
         mode,
-        server_ip: Ipv4Addr::new(10, 0, 0, 1),
+        server_ips: vec![Ipv4Addr::new(10, 0, 0, 1)],
         pools: vec![
             Pool {
                 start: Ipv4Addr::new(10, 0, 0, 100),

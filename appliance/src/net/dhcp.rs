@@ -1,25 +1,42 @@
 //! Tokio glue for the DHCP core (`protocol::dhcp`): UDP 67 (and 4011 in proxy mode) bound
-//! to the provisioning interface, replies sent broadcast / unicast / to the relay as the
-//! core decides, and lease changes made durable before the reply that depends on them.
+//! to each provisioning interface (`dhcp.interfaces`, else `interface`), replies sent
+//! broadcast / unicast / to the relay / as a frame to the client's hardware address as the
+//! core decides, lease changes made durable before the reply that depends on them, and ARP
+//! probes of the addresses handed out next.
 //!
-//! [`start`] binds the sockets and loads the leases; `app.rs` spawns [`DhcpService::run`]:
-//! - the receive loop owns the `DhcpServer` and both sockets; replies that change no lease
-//!   (OFFER, NAK, INFORM ACK, proxy replies) go out at once;
-//! - the commit thread (started and joined by `run`) receives (lease changes, reply) pairs,
-//!   commits everything queued in ONE redb transaction (group commit: whatever arrived
-//!   while the previous commit ran), and only then sends those replies. A failed commit
-//!   sends nothing (clients retry). On shutdown the queued changes are committed first.
+//! [`start`] binds the sockets and loads the leases; `app.rs` spawns [`DhcpService::run`],
+//! which starts and joins:
+//! - one receive loop per interface: its datagrams go through the one shared `DhcpServer`
+//!   (a mutex held only for `handle_on`, never across an await), for that interface's box
+//!   address; replies that change no lease (OFFER, NAK, INFORM ACK, proxy replies) go out
+//!   at once. It also reads the interface's ARP packets (packet socket) for the core's
+//!   probe bookkeeping;
+//! - the probe loop: every second, ARP probes for the addresses the core will hand out next
+//!   (off the reply path: no request waits for a probe); an answered probe holds the
+//!   address;
+//! - the commit thread: receives (lease changes, reply) pairs, commits everything queued in
+//!   ONE redb transaction (group commit: whatever arrived while the previous commit ran),
+//!   and only then sends those replies. A failed commit sends nothing (clients retry). On
+//!   shutdown the queued changes are committed first.
 //!
-//! Every datagram, reply and drop is counted in [`DhcpCounters`] (shown on `/metrics`).
+//! A reply for a hardware address ([`Destination::Link`]) is an IPv4/UDP datagram sent on
+//! the interface's packet socket to the client's MAC; without a packet socket (no CAP_NET_RAW,
+//! not Ethernet) it is broadcast instead.
 //!
-//! May touch: sockets, the clock, `Store::{dhcp_leases, commit_lease_changes}`.
+//! Every datagram, reply, drop and probe is counted in [`DhcpCounters`] (shown on
+//! `/metrics`).
+//!
+//! May touch: sockets (UDP and `net::packet`), the clock,
+//! `Store::{dhcp_leases, commit_lease_changes}`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dhcproto::v4::MessageType;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -28,9 +45,10 @@ use crate::error_chain;
 use crate::metrics::{Counter, Labeled, Registry};
 use crate::model::MacAddr;
 use crate::net::iface::{self, Interface};
+use crate::net::packet::PacketSocket;
 use crate::protocol::dhcp::{
     BootConfig, Destination, DhcpServer, DropReason, LeaseChange, Mode, Pool, Port, Reservation,
-    ServerConfig, ServerConfigError,
+    ServerConfig, ServerConfigError, arch_name, link,
 };
 use crate::store::{Store, StoreError};
 
@@ -40,6 +58,8 @@ const MAX_BATCH: usize = 4096;
 const QUEUE_DEPTH: usize = 16384;
 /// Client port for broadcast and unicast replies.
 const CLIENT_PORT: u16 = 68;
+/// How often the addresses handed out next are ARP-probed (see `DhcpServer::probe_targets`).
+const PROBE_TICK: Duration = Duration::from_secs(1);
 
 /// What the DHCP service did, for `/metrics`.
 #[derive(Debug, Default)]
@@ -58,6 +78,10 @@ pub struct DhcpCounters {
     pub dropped_overload: Counter,
     /// Requests whose lease commit failed (their replies were withheld).
     pub commit_failed: Counter,
+    /// ARP probes sent for addresses about to be handed out.
+    pub arp_probes: Counter,
+    /// Probed addresses a host answered for (held, not handed out).
+    pub arp_conflicts: Counter,
 }
 
 impl DhcpCounters {
@@ -91,6 +115,17 @@ impl DhcpCounters {
                     ("no_address", self.dropped_no_address.clone()),
                     ("overload", self.dropped_overload.clone()),
                     ("commit_failed", self.commit_failed.clone()),
+                ],
+            ),
+        );
+        r.register(
+            "appliance_dhcp_arp_probes",
+            "ARP probes for addresses before they are handed out, by outcome",
+            Labeled::new(
+                "result",
+                [
+                    ("sent", self.arp_probes.clone()),
+                    ("in_use", self.arp_conflicts.clone()),
                 ],
             ),
         );
@@ -151,15 +186,96 @@ pub enum DhcpStatus {
     NotStarted(String),
 }
 
+/// One provisioning interface DHCP answers on.
+#[derive(Debug)]
+struct Link {
+    iface: Interface,
+    dhcp: UdpSocket,
+    /// Port 4011, in proxy mode.
+    pxe: Option<UdpSocket>,
+    /// For replies to a hardware address and ARP probes; `None` when the interface has no
+    /// Ethernet address or the socket could not be opened (then such replies go broadcast
+    /// and nothing is probed).
+    packet: Option<AsyncFd<PacketSocket>>,
+}
+
+impl Link {
+    /// Sends `out` from any thread; a full socket buffer is waited out briefly.
+    fn send_now(&self, out: &Outgoing, ports: Ports) {
+        if self.send_frame(out, ports) {
+            return;
+        }
+        let sock = match (out.port, self.pxe.as_ref()) {
+            (Port::Pxe, Some(s)) => s,
+            _ => &self.dhcp,
+        };
+        let to = udp_target(out.to, ports.server);
+        for _ in 0..100 {
+            match sock.try_send_to(&out.packet, to) {
+                Ok(_) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                Err(e) => {
+                    tracing::debug!(%to, error = %e, "dhcp: send failed");
+                    return;
+                }
+            }
+        }
+        tracing::debug!(%to, "dhcp: send buffer full, reply dropped");
+    }
+
+    /// Sends `out` now from the receive loop.
+    async fn send(&self, out: &Outgoing, ports: Ports) {
+        if self.send_frame(out, ports) {
+            return;
+        }
+        let sock = match (out.port, self.pxe.as_ref()) {
+            (Port::Pxe, Some(s)) => s,
+            _ => &self.dhcp,
+        };
+        let to = udp_target(out.to, ports.server);
+        if let Err(e) = sock.send_to(&out.packet, to).await {
+            tracing::debug!(%to, error = %e, "dhcp: send failed");
+        }
+    }
+
+    /// A reply for a hardware address goes out as a frame when the packet socket can send
+    /// it; false means "send it by UDP instead" (broadcast).
+    fn send_frame(&self, out: &Outgoing, ports: Ports) -> bool {
+        let (Destination::Link { ip, mac }, Some(sock)) = (out.to, self.packet.as_ref()) else {
+            return false;
+        };
+        let datagram = link::ipv4_udp(
+            SocketAddrV4::new(out.from, ports.server),
+            SocketAddrV4::new(ip, CLIENT_PORT),
+            &out.packet,
+        );
+        match sock.get_ref().send(link::ETH_P_IP, mac, &datagram) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(%ip, error = %e, "dhcp: frame to the client failed; broadcasting");
+                false
+            }
+        }
+    }
+}
+
+/// The server's UDP port (67; source of replies, destination at relays).
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    server: u16,
+}
+
 /// The bound DHCP service, ready to run.
 #[derive(Debug)]
 pub struct DhcpService {
-    pub interface: Interface,
+    /// The interfaces served, in configuration order.
+    pub interfaces: Vec<Interface>,
     pub mode: Mode,
     core: DhcpServer,
-    dhcp_sock: Arc<UdpSocket>,
-    pxe_sock: Option<UdpSocket>,
-    relay_port: u16,
+    links: Vec<Link>,
+    ports: Ports,
     store: Store,
     counters: Arc<DhcpCounters>,
 }
@@ -169,40 +285,53 @@ impl DhcpService {
     /// was queued and ended.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let (tx, rx) = mpsc::sync_channel::<Pending>(QUEUE_DEPTH);
+        let links = Arc::new(self.links);
+        let core = Arc::new(Mutex::new(self.core));
         let commit_thread = {
             let store = self.store.clone();
-            let sock = self.dhcp_sock.clone();
+            let links = links.clone();
             let counters = self.counters.clone();
+            let ports = self.ports;
             std::thread::Builder::new()
                 .name("dhcp-commit".into())
-                .spawn(move || commit_loop(store, sock, rx, counters))
+                .spawn(move || commit_loop(store, links, ports, rx, counters))
                 .expect("spawn dhcp commit thread")
         };
-        receive_loop(
-            self.core,
-            self.dhcp_sock,
-            self.pxe_sock,
-            tx,
-            self.relay_port,
-            self.counters,
-            shutdown,
-        )
-        .await;
-        // The receive loop dropped the sender: the thread commits what is queued and ends.
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..links.len() {
+            tasks.spawn(receive_loop(Receiver {
+                index,
+                core: core.clone(),
+                links: links.clone(),
+                commits: tx.clone(),
+                ports: self.ports,
+                counters: self.counters.clone(),
+                shutdown: shutdown.clone(),
+            }));
+        }
+        tasks.spawn(probe_loop(
+            core,
+            links,
+            self.counters.clone(),
+            shutdown.clone(),
+        ));
+        drop(tx);
+        while tasks.join_next().await.is_some() {}
+        // The receive loops dropped their senders: the thread commits what is queued and ends.
         let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
         tracing::info!("dhcp stopped");
     }
 }
 
-/// Builds the core's config from the appliance config and the interface.
-pub fn core_config(config: &Config, iface: &Interface) -> ServerConfig {
+/// Builds the core's config from the appliance config and the interfaces served.
+pub fn core_config(config: &Config, interfaces: &[Interface]) -> ServerConfig {
     let d = &config.dhcp;
     ServerConfig {
         mode: match d.mode {
             DhcpMode::Proxy => Mode::Proxy,
             _ => Mode::Server,
         },
-        server_ip: iface.addr,
+        server_ips: interfaces.iter().map(|i| i.addr).collect(),
         pools: d
             .pools
             .iter()
@@ -258,40 +387,37 @@ fn bind(iface: &Interface, port: u16) -> Result<UdpSocket, DhcpStartError> {
     UdpSocket::from_std(s.into()).map_err(err)
 }
 
-fn target(to: Destination, relay_port: u16) -> SocketAddr {
+/// The UDP address for a reply; a reply for a hardware address that could not be sent as
+/// a frame is broadcast.
+fn udp_target(to: Destination, relay_port: u16) -> SocketAddr {
     match to {
-        Destination::Broadcast => SocketAddr::from((Ipv4Addr::BROADCAST, CLIENT_PORT)),
+        Destination::Broadcast | Destination::Link { .. } => {
+            SocketAddr::from((Ipv4Addr::BROADCAST, CLIENT_PORT))
+        }
         Destination::Unicast(a) => SocketAddr::V4(a),
         Destination::Relay(g) => SocketAddr::from((g, relay_port)),
     }
 }
 
-/// Sends from any thread; a full socket buffer is waited out briefly.
-fn send_now(sock: &UdpSocket, packet: &[u8], to: SocketAddr) {
-    for _ in 0..100 {
-        match sock.try_send_to(packet, to) {
-            Ok(_) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-            Err(e) => {
-                tracing::debug!(%to, error = %e, "dhcp: send failed");
-                return;
-            }
-        }
-    }
-    tracing::debug!(%to, "dhcp: send buffer full, reply dropped");
+/// A reply and the interface and port it goes out on.
+struct Outgoing {
+    link: usize,
+    port: Port,
+    packet: Vec<u8>,
+    to: Destination,
+    from: Ipv4Addr,
 }
 
 struct Pending {
     changes: Vec<LeaseChange>,
-    reply: Option<(Vec<u8>, SocketAddr)>,
+    reply: Option<Outgoing>,
 }
 
 /// The commit thread: group commit, then the replies that waited for it.
 fn commit_loop(
     store: Store,
-    sock: Arc<UdpSocket>,
+    links: Arc<Vec<Link>>,
+    ports: Ports,
     rx: mpsc::Receiver<Pending>,
     counters: Arc<DhcpCounters>,
 ) {
@@ -312,8 +438,8 @@ fn commit_loop(
         match store.commit_lease_changes(&changes) {
             Ok(()) => {
                 for p in batch.drain(..) {
-                    if let Some((packet, to)) = p.reply {
-                        send_now(&sock, &packet, to);
+                    if let Some(out) = p.reply {
+                        links[out.link].send_now(&out, ports);
                     }
                 }
             }
@@ -338,6 +464,45 @@ async fn recv_on(sock: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(u
     }
 }
 
+/// Waits until the packet socket (if any) has something to read.
+async fn packet_readable(
+    sock: Option<&AsyncFd<PacketSocket>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, PacketSocket>> {
+    match sock {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The interfaces DHCP answers on: `dhcp.interfaces`, or the provisioning interface.
+fn find_interfaces(config: &Config) -> Result<Vec<Interface>, DhcpStartError> {
+    if config.dhcp.interfaces.is_empty() {
+        return Ok(vec![iface::find(&config.interface)?]);
+    }
+    config
+        .dhcp
+        .interfaces
+        .iter()
+        .map(|name| iface::find(name).map_err(DhcpStartError::from))
+        .collect()
+}
+
+/// Opens the packet socket of `iface`, or says why replies there go broadcast.
+fn open_packet(iface: &Interface) -> Option<AsyncFd<PacketSocket>> {
+    match PacketSocket::open(&iface.name).and_then(PacketSocket::into_async) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(
+                interface = %iface.name,
+                error = %e,
+                "dhcp: no packet socket: replies to clients without an address go broadcast \
+                 and addresses are not ARP-probed before they are handed out"
+            );
+            None
+        }
+    }
+}
+
 /// Starts the DHCP service described by `config` (or says why it is not started).
 pub async fn start(
     config: &Config,
@@ -356,8 +521,8 @@ pub async fn start(
         }
         _ => {}
     }
-    let iface = iface::find(&config.interface)?;
-    let core_cfg = core_config(config, &iface);
+    let interfaces = find_interfaces(config)?;
+    let core_cfg = core_config(config, &interfaces);
     let leases = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.dhcp_leases())
@@ -367,62 +532,107 @@ pub async fn start(
     let lease_count = leases.len();
     let core = DhcpServer::new(core_cfg, leases)?;
     let mode = core.config().mode;
-    let dhcp_sock = Arc::new(bind(&iface, d.listen_port)?);
-    let pxe_sock = match mode {
-        Mode::Proxy => Some(bind(&iface, d.proxy_port)?),
-        Mode::Server => None,
-    };
-    if mode == Mode::Server
-        && !core.config().pools.iter().any(|p| {
-            u32::from(p.start) & u32::from(p.netmask)
-                == u32::from(iface.addr) & u32::from(p.netmask)
-        })
-    {
-        tracing::warn!(
+    let mut links = Vec::with_capacity(interfaces.len());
+    for iface in &interfaces {
+        links.push(Link {
+            iface: iface.clone(),
+            dhcp: bind(iface, d.listen_port)?,
+            pxe: match mode {
+                Mode::Proxy => Some(bind(iface, d.proxy_port)?),
+                Mode::Server => None,
+            },
+            packet: open_packet(iface),
+        });
+    }
+    if mode == Mode::Server {
+        let covers = |p: &crate::protocol::dhcp::Pool, addr: Ipv4Addr| {
+            u32::from(p.start) & u32::from(p.netmask) == u32::from(addr) & u32::from(p.netmask)
+        };
+        for iface in &interfaces {
+            if !core.config().pools.iter().any(|p| covers(p, iface.addr)) {
+                tracing::warn!(
+                    interface = %iface.name,
+                    addr = %iface.addr,
+                    "dhcp: no pool covers this interface's subnet; only relayed clients get \
+                     addresses through it"
+                );
+            }
+        }
+    }
+    for iface in &interfaces {
+        tracing::info!(
             interface = %iface.name,
             addr = %iface.addr,
-            "dhcp: no pool covers the interface's own subnet; only relayed clients will get addresses"
+            mode = ?mode,
+            port = d.listen_port,
+            leases = lease_count,
+            "dhcp serving"
         );
     }
-    tracing::info!(
-        interface = %iface.name,
-        addr = %iface.addr,
-        mode = ?mode,
-        port = d.listen_port,
-        leases = lease_count,
-        "dhcp serving"
-    );
     Ok(DhcpStatus::Running(Box::new(DhcpService {
-        interface: iface,
+        interfaces,
         mode,
         core,
-        dhcp_sock,
-        pxe_sock,
-        relay_port: d.listen_port,
+        links,
+        ports: Ports {
+            server: d.listen_port,
+        },
         store,
         counters,
     })))
 }
 
-async fn receive_loop(
-    mut core: DhcpServer,
-    dhcp_sock: Arc<UdpSocket>,
-    pxe_sock: Option<UdpSocket>,
+/// What one interface's receive loop works with.
+struct Receiver {
+    index: usize,
+    core: Arc<Mutex<DhcpServer>>,
+    links: Arc<Vec<Link>>,
     commits: mpsc::SyncSender<Pending>,
-    relay_port: u16,
+    ports: Ports,
     counters: Arc<DhcpCounters>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Locks the core; a panic elsewhere while holding it leaves the state as it was, usable.
+fn lock(core: &Mutex<DhcpServer>) -> std::sync::MutexGuard<'_, DhcpServer> {
+    core.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One interface: its DHCP (and 4011) datagrams into the core, replies out, lease changes to
+/// the commit thread; its ARP packets to the core's probe bookkeeping.
+async fn receive_loop(r: Receiver) {
+    let mut shutdown = r.shutdown.clone();
+    let link = &r.links[r.index];
+    let local = link.iface.addr;
     let mut buf_dhcp = vec![0u8; 4096];
     let mut buf_pxe = vec![0u8; 4096];
+    let mut buf_arp = vec![0u8; 256];
     loop {
         let (port, n, src) = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
-            r = dhcp_sock.recv_from(&mut buf_dhcp) => match r {
+            ready = packet_readable(link.packet.as_ref()) => {
+                match ready {
+                    Ok(mut guard) => {
+                        while let Ok(got) = guard.try_io(|s| s.get_ref().recv(&mut buf_arp)) {
+                            match got {
+                                Ok(Some(n)) => arp_in(&r, &buf_arp[..n]),
+                                Ok(None) => {}
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "dhcp: packet socket recv failed");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "dhcp: packet socket failed"),
+                }
+                continue;
+            }
+            got = link.dhcp.recv_from(&mut buf_dhcp) => match got {
                 Ok((n, src)) => (Port::Dhcp, n, src),
                 Err(e) => { tracing::debug!(error = %e, "dhcp: recv failed"); continue; }
             },
-            r = recv_on(pxe_sock.as_ref(), &mut buf_pxe) => match r {
+            got = recv_on(link.pxe.as_ref(), &mut buf_pxe) => match got {
                 Ok((n, src)) => (Port::Pxe, n, src),
                 Err(e) => { tracing::debug!(error = %e, "dhcp: recv on 4011 failed"); continue; }
             },
@@ -432,29 +642,43 @@ async fn receive_loop(
             Port::Dhcp => &buf_dhcp[..n],
             Port::Pxe => &buf_pxe[..n],
         };
-        counters.received.inc();
-        let decision = match core.handle(crate::clock::unix_secs(), port, src, bytes) {
+        r.counters.received.inc();
+        let decision = lock(&r.core).handle_on(crate::clock::unix_secs(), port, local, src, bytes);
+        let decision = match decision {
             Ok(d) => d,
             Err(reason) => {
-                counters.dropped(&reason);
-                tracing::debug!(%src, ?port, %reason, "dhcp: dropped");
+                r.counters.dropped(&reason);
+                if let DropReason::UnsupportedArch(arch) = reason {
+                    tracing::info!(%src, arch, name = arch_name(arch), "dhcp: {reason}");
+                } else {
+                    tracing::debug!(%src, ?port, %reason, "dhcp: dropped");
+                }
                 continue;
             }
         };
-        let reply = decision.reply.map(|r| {
-            counters.replied(r.msg_type);
-            tracing::debug!(%src, msg = ?r.msg_type, yiaddr = %r.yiaddr, to = ?r.to, "dhcp: reply");
-            (r.packet, target(r.to, relay_port))
+        if let Some(arch) = decision.no_boot_file {
+            tracing::info!(
+                %src,
+                arch,
+                name = arch_name(arch),
+                "dhcp: no boot file for client architecture {arch} ({}): address only",
+                arch_name(arch)
+            );
+        }
+        let reply = decision.reply.map(|rep| {
+            r.counters.replied(rep.msg_type);
+            tracing::debug!(%src, msg = ?rep.msg_type, yiaddr = %rep.yiaddr, to = ?rep.to, "dhcp: reply");
+            Outgoing {
+                link: r.index,
+                port,
+                packet: rep.packet,
+                to: rep.to,
+                from: rep.from,
+            }
         });
         if decision.changes.is_empty() {
-            if let Some((packet, to)) = reply {
-                let sock = match (port, pxe_sock.as_ref()) {
-                    (Port::Pxe, Some(s)) => s,
-                    _ => &*dhcp_sock,
-                };
-                if let Err(e) = sock.send_to(&packet, to).await {
-                    tracing::debug!(%to, error = %e, "dhcp: send failed");
-                }
+            if let Some(out) = reply {
+                link.send(&out, r.ports).await;
             }
             continue;
         }
@@ -462,9 +686,72 @@ async fn receive_loop(
             changes: decision.changes,
             reply,
         };
-        if let Err(mpsc::TrySendError::Full(_)) = commits.try_send(pending) {
-            counters.dropped_overload.inc();
+        if let Err(mpsc::TrySendError::Full(_)) = r.commits.try_send(pending) {
+            r.counters.dropped_overload.inc();
             tracing::debug!(%src, "dhcp: commit queue full, request dropped");
+        }
+    }
+}
+
+/// An ARP packet from the segment: an answer to a probe holds the address.
+fn arp_in(r: &Receiver, bytes: &[u8]) {
+    let Some(sender) = link::probe_answer(bytes) else {
+        return;
+    };
+    let held = lock(&r.core).arp_seen(crate::clock::unix_secs(), sender.ip, sender.mac);
+    let Some(lease) = held else { return };
+    r.counters.arp_conflicts.inc();
+    tracing::warn!(
+        addr = %lease.addr,
+        mac = %hex::encode(sender.mac),
+        until = lease.expires_at,
+        "dhcp: address in use by a host the box did not configure (it answered an ARP \
+         probe); not handed out until the hold ends"
+    );
+    if let Err(mpsc::TrySendError::Full(_)) = r.commits.try_send(Pending {
+        changes: vec![LeaseChange::Put(lease)],
+        reply: None,
+    }) {
+        r.counters.dropped_overload.inc();
+    }
+}
+
+/// Every [`PROBE_TICK`]: ARP-probes the addresses the core will hand out next, on the
+/// interface whose subnet holds each (addresses of relayed pools are not on a local link
+/// and are not probed).
+async fn probe_loop(
+    core: Arc<Mutex<DhcpServer>>,
+    links: Arc<Vec<Link>>,
+    counters: Arc<DhcpCounters>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if links.iter().all(|l| l.packet.is_none()) {
+        return;
+    }
+    let mut tick = tokio::time::interval(PROBE_TICK);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            _ = tick.tick() => {}
+        }
+        let targets = lock(&core).probe_targets(crate::clock::unix_secs());
+        for addr in targets {
+            let on_link = links.iter().find(|l| {
+                let mask = u32::from(l.iface.netmask);
+                u32::from(l.iface.addr) & mask == u32::from(addr) & mask
+            });
+            let Some((l, sock)) = on_link.and_then(|l| Some((l, l.packet.as_ref()?))) else {
+                continue;
+            };
+            let probe = link::arp_probe(sock.get_ref().mac, addr);
+            match sock.get_ref().send(link::ETH_P_ARP, [0xff; 6], &probe) {
+                Ok(()) => {
+                    counters.arp_probes.inc();
+                }
+                Err(e) => {
+                    tracing::debug!(interface = %l.iface.name, %addr, error = %e, "dhcp: ARP probe failed")
+                }
+            }
         }
     }
 }

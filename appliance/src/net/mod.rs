@@ -4,5 +4,6 @@
 
 pub mod dhcp;
 pub mod iface;
+pub mod packet;
 pub mod tftp;
 pub mod tftp_root;

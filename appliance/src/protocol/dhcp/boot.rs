@@ -5,11 +5,12 @@
 //! | client | gets |
 //! |---|---|
 //! | BIOS PXE (arch 0) | TFTP `undionly.kpxe` |
-//! | UEFI x86 PXE (6, 7, 9) | TFTP `ipxe.efi` |
+//! | UEFI x64 PXE (7, and 9: RFC 4578 had 7 and 9 swapped, firmware sends either) | TFTP `ipxe.efi` |
 //! | UEFI arm64 PXE (11) | TFTP `ipxe-arm64.efi` |
-//! | UEFI x86 HTTP boot (15, 16) | `http://<box>:<port>/tftp/ipxe.efi`, vendor class `HTTPClient` |
+//! | UEFI x64 HTTP boot (16) | `http://<box>:<port>/tftp/ipxe.efi`, vendor class `HTTPClient` |
 //! | UEFI arm64 HTTP boot (19) | `http://<box>:<port>/tftp/ipxe-arm64.efi`, `HTTPClient` |
 //! | already iPXE (any arch) | `http://<box>:<port>/boot.ipxe` |
+//! | any other IANA architecture ([`arch_name`]), e.g. 32-bit x86 UEFI (6, 15), which cannot run the x64 file | no boot file: the refusal names it |
 //!
 //! Pure: no IO; the file names and the HTTP port come from [`BootConfig`].
 
@@ -58,6 +59,56 @@ pub enum ClientKind {
     /// Network-boot client with an architecture we have no boot file for.
     Unsupported(u16),
     Boot(Firmware),
+}
+
+/// The IANA "Processor Architecture Types" registry (DHCP option 93, RFC 4578/5970), by
+/// code: what a client announcing `code` is, for logs and refusals.
+pub fn arch_name(code: u16) -> &'static str {
+    match code {
+        0 => "x86 BIOS",
+        1 => "NEC/PC98 (deprecated)",
+        2 => "Itanium",
+        3 => "DEC Alpha (deprecated)",
+        4 => "Arc x86 (deprecated)",
+        5 => "Intel Lean Client (deprecated)",
+        6 => "x86 UEFI",
+        7 => "x64 UEFI",
+        8 => "EFI Xscale (deprecated)",
+        9 => "EBC (x64 UEFI in RFC 4578's original table)",
+        10 => "ARM 32-bit UEFI",
+        11 => "ARM 64-bit UEFI",
+        12 => "PowerPC Open Firmware",
+        13 => "PowerPC ePAPR",
+        14 => "POWER OPAL v3",
+        15 => "x86 UEFI HTTP boot",
+        16 => "x64 UEFI HTTP boot",
+        17 => "EBC UEFI HTTP boot",
+        18 => "ARM 32-bit UEFI HTTP boot",
+        19 => "ARM 64-bit UEFI HTTP boot",
+        20 => "PC/AT BIOS HTTP boot",
+        21 => "ARM 32-bit U-Boot",
+        22 => "ARM 64-bit U-Boot",
+        23 => "ARM 32-bit U-Boot HTTP boot",
+        24 => "ARM 64-bit U-Boot HTTP boot",
+        25 => "RISC-V 32-bit UEFI",
+        26 => "RISC-V 32-bit UEFI HTTP boot",
+        27 => "RISC-V 64-bit UEFI",
+        28 => "RISC-V 64-bit UEFI HTTP boot",
+        29 => "RISC-V 128-bit UEFI",
+        30 => "RISC-V 128-bit UEFI HTTP boot",
+        31 => "s390 Basic",
+        32 => "s390 Extended",
+        33 => "MIPS 32-bit UEFI",
+        34 => "MIPS 64-bit UEFI",
+        35 => "Sunway 32-bit UEFI",
+        36 => "Sunway 64-bit UEFI",
+        37 => "LoongArch 32-bit UEFI",
+        38 => "LoongArch 32-bit UEFI HTTP boot",
+        39 => "LoongArch 64-bit UEFI",
+        40 => "LoongArch 64-bit UEFI HTTP boot",
+        41 => "ARM rpiboot",
+        _ => "unassigned",
+    }
 }
 
 /// The boot information put into a reply.
@@ -121,9 +172,11 @@ pub fn classify(
     match arch {
         // A PXEClient without an architecture is a legacy BIOS ROM.
         None | Some(0) => ClientKind::Boot(Firmware::BiosPxe),
-        Some(6 | 7 | 9) => ClientKind::Boot(Firmware::UefiX64Pxe),
+        // 9 is EBC in the IANA registry, but RFC 4578's original table gave 9 to x64 UEFI
+        // and firmware of that time still sends it: both get the x64 file (as dnsmasq does).
+        Some(7 | 9) => ClientKind::Boot(Firmware::UefiX64Pxe),
         Some(11) => ClientKind::Boot(Firmware::UefiArm64Pxe),
-        Some(15 | 16) => ClientKind::Boot(Firmware::UefiX64Http),
+        Some(16) => ClientKind::Boot(Firmware::UefiX64Http),
         Some(19) => ClientKind::Boot(Firmware::UefiArm64Http),
         Some(other) => ClientKind::Unsupported(other),
     }

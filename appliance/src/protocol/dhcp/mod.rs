@@ -3,6 +3,8 @@
 //! - `wire`: screening + decoding of datagrams (`dhcproto` codec), reply encoding.
 //! - `boot`: boot file by client architecture and iPXE detection.
 //! - `lease`: lease records, lease changes, the in-memory lease table.
+//! - `link`: IPv4/UDP and ARP payloads for the packet socket (replies to a hardware
+//!   address, ARP probes).
 //! - `server`: the decision machine (`DhcpServer::handle`).
 //!
 //! May touch: nothing outside this folder but `std`, `dhcproto` and `thiserror`. The tokio
@@ -10,10 +12,11 @@
 
 pub mod boot;
 pub mod lease;
+pub mod link;
 pub mod server;
 pub mod wire;
 
-pub use boot::{BootConfig, ClientKind, Firmware};
+pub use boot::{BootConfig, ClientKind, Firmware, arch_name};
 pub use lease::{Lease, LeaseChange, LeaseState, LeaseTable};
 pub use server::{
     Decision, Destination, DhcpServer, Mode, Pool, Port, Reply, Reservation, ServerConfig,

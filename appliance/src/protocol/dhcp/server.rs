@@ -9,6 +9,20 @@
 //!   clients, on port 67 (DISCOVER → OFFER) and 4011 (REQUEST → ACK), with boot information
 //!   and no address.
 //!
+//! One core serves every provisioning interface: a request is handled for the box address
+//! of the interface it arrived on (`handle_on`), which is its server identifier, boot
+//! server and the subnet that picks its pool.
+//!
+//! Replies go where RFC 2131 §4.1 says: to the relay, to `ciaddr`, broadcast when the client
+//! asked for it (or for a NAK), else to `yiaddr` at the client's hardware address
+//! ([`Destination::Link`]: the glue sends that frame itself, as the client has no address
+//! to ARP for yet).
+//!
+//! ARP probing, kept off the reply path: the glue asks [`DhcpServer::probe_targets`] now and
+//! then for the next addresses allocation will hand out, probes them, and reports what
+//! answered to [`DhcpServer::arp_seen`]; an address some host answers for is held like a
+//! DECLINEd one. A request never waits for a probe.
+//!
 //! Pure: no IO, no clock, no RNG. Time comes in as Unix seconds.
 
 use std::collections::HashMap;
@@ -22,6 +36,14 @@ use super::wire::{self, DropReason, Request};
 
 /// How an offer is held for a client before another DISCOVER may get the address.
 pub const OFFER_HOLD_SECS: u64 = 30;
+/// Addresses per pool probed ahead of allocation.
+pub const PROBE_AHEAD: usize = 4;
+/// A probe answered by nobody clears its address for this long.
+pub const PROBE_REFRESH_SECS: u64 = 300;
+/// ARP from a probed address counts as an answer for this long after the probe.
+pub const PROBE_ANSWER_SECS: u64 = 3;
+/// Addresses looked at per pool per `probe_targets` call (bounds the scan of a full pool).
+const PROBE_SCAN_LIMIT: u32 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -61,8 +83,10 @@ pub struct Reservation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub mode: Mode,
-    /// The box's address on the provisioning network (server identifier, boot server).
-    pub server_ip: Ipv4Addr,
+    /// The box's addresses, one per provisioning interface (server identifier, boot server
+    /// and local subnet of requests arriving there). The first is the one [`DhcpServer::handle`]
+    /// serves for.
+    pub server_ips: Vec<Ipv4Addr>,
     pub pools: Vec<Pool>,
     pub reservations: Vec<Reservation>,
     pub boot: BootConfig,
@@ -78,6 +102,8 @@ pub enum ServerConfigError {
     Reservation { index: usize, message: String },
     #[error("server mode needs at least one pool")]
     NoPools,
+    #[error("no server address (provisioning interface) configured")]
+    NoServerAddress,
 }
 
 /// Where a reply goes.
@@ -87,6 +113,9 @@ pub enum Destination {
     Broadcast,
     /// A client that has an address (or the source of a port-4011 request).
     Unicast(SocketAddrV4),
+    /// A client without an address that did not ask for broadcast: `ip:68` sent straight to
+    /// the hardware address `mac` on the interface the request came in on (no ARP).
+    Link { ip: Ipv4Addr, mac: [u8; 6] },
     /// A relay agent (giaddr), port 67.
     Relay(Ipv4Addr),
 }
@@ -97,6 +126,8 @@ pub struct Reply {
     pub to: Destination,
     pub msg_type: MessageType,
     pub yiaddr: Ipv4Addr,
+    /// The box address the reply is sent from (the interface the request came in on).
+    pub from: Ipv4Addr,
 }
 
 /// What to do with one request. Send `reply` only after `changes` are durable.
@@ -104,6 +135,9 @@ pub struct Reply {
 pub struct Decision {
     pub reply: Option<Reply>,
     pub changes: Vec<LeaseChange>,
+    /// A network-boot client whose architecture (option 93 code) has no boot file: it got an
+    /// address only. The glue logs the refusal with [`boot::arch_name`].
+    pub no_boot_file: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -142,6 +176,8 @@ pub struct DhcpServer {
     leases: LeaseTable,
     by_mac: HashMap<[u8; 6], usize>,
     reserved_ips: HashMap<Ipv4Addr, usize>,
+    /// When each address was last ARP-probed.
+    probed: HashMap<Ipv4Addr, u64>,
 }
 
 impl DhcpServer {
@@ -152,6 +188,9 @@ impl DhcpServer {
     ) -> Result<DhcpServer, ServerConfigError> {
         if cfg.mode == Mode::Server && cfg.pools.is_empty() {
             return Err(ServerConfigError::NoPools);
+        }
+        if cfg.server_ips.is_empty() {
+            return Err(ServerConfigError::NoServerAddress);
         }
         let mut pools = Vec::with_capacity(cfg.pools.len());
         for (index, p) in cfg.pools.iter().enumerate() {
@@ -205,6 +244,7 @@ impl DhcpServer {
             pools,
             by_mac,
             reserved_ips,
+            probed: HashMap::new(),
         })
     }
 
@@ -216,7 +256,8 @@ impl DhcpServer {
         &self.leases
     }
 
-    /// Handles one datagram that arrived on `port` from `src` at time `now`.
+    /// Handles one datagram that arrived on `port` from `src` at time `now`, on the
+    /// interface of the first server address.
     pub fn handle(
         &mut self,
         now: u64,
@@ -224,20 +265,39 @@ impl DhcpServer {
         src: SocketAddrV4,
         bytes: &[u8],
     ) -> Result<Decision, DropReason> {
-        let req = wire::parse(bytes)?;
-        self.handle_request(now, port, src, &req)
+        let local = self.cfg.server_ips[0];
+        self.handle_on(now, port, local, src, bytes)
     }
 
-    /// Handles an already parsed request.
+    /// Handles one datagram that arrived on the interface whose box address is `local`.
+    pub fn handle_on(
+        &mut self,
+        now: u64,
+        port: Port,
+        local: Ipv4Addr,
+        src: SocketAddrV4,
+        bytes: &[u8],
+    ) -> Result<Decision, DropReason> {
+        let req = wire::parse(bytes)?;
+        self.handle_request(now, port, local, src, &req)
+    }
+
+    /// Handles an already parsed request (see [`DhcpServer::handle_on`]).
     pub fn handle_request(
         &mut self,
         now: u64,
         port: Port,
+        local: Ipv4Addr,
         src: SocketAddrV4,
         req: &Request,
     ) -> Result<Decision, DropReason> {
+        if !self.is_ours(local) {
+            return Err(DropReason::Ignored(
+                "arrived for an address that is not a server address",
+            ));
+        }
         match self.cfg.mode {
-            Mode::Proxy => self.proxy(port, src, req),
+            Mode::Proxy => self.proxy(port, local, src, req),
             Mode::Server => {
                 if port == Port::Pxe {
                     return Err(DropReason::Ignored(
@@ -245,15 +305,79 @@ impl DhcpServer {
                     ));
                 }
                 match req.msg_type {
-                    MessageType::Discover => self.discover(now, req),
-                    MessageType::Request => self.request(now, req),
+                    MessageType::Discover => self.discover(now, local, req),
+                    MessageType::Request => self.request(now, local, req),
                     MessageType::Decline => self.decline(now, req),
                     MessageType::Release => self.release(req),
-                    MessageType::Inform => self.inform(req),
+                    MessageType::Inform => self.inform(local, req),
                     other => Err(DropReason::UnhandledMessageType(format!("{other:?}"))),
                 }
             }
         }
+    }
+
+    fn is_ours(&self, ip: Ipv4Addr) -> bool {
+        self.cfg.server_ips.contains(&ip)
+    }
+
+    /// The next addresses to ARP-probe at `now` (see the module doc): per pool, those of the
+    /// next [`PROBE_AHEAD`] addresses allocation would hand out that were not probed in the
+    /// last [`PROBE_REFRESH_SECS`]. Each returned address counts as probed at `now`. Empty
+    /// in proxy mode.
+    pub fn probe_targets(&mut self, now: u64) -> Vec<Ipv4Addr> {
+        if self.cfg.mode != Mode::Server {
+            return Vec::new();
+        }
+        self.probed
+            .retain(|_, at| now.saturating_sub(*at) < PROBE_REFRESH_SECS);
+        let mut out = Vec::new();
+        for pi in 0..self.pools.len() {
+            let p = &self.pools[pi];
+            let (start, end) = (p.start, p.end);
+            let mut a = p.cursor;
+            let mut seen = 0;
+            for _ in 0..(end - start).saturating_add(1).min(PROBE_SCAN_LIMIT) {
+                if seen == PROBE_AHEAD {
+                    break;
+                }
+                let addr = Ipv4Addr::from(a);
+                a = if a >= end { start } else { a + 1 };
+                let next_up = !self.excluded(pi, addr)
+                    && if self.pools[pi].fresh_exhausted {
+                        self.leases.available_for(addr, &[], now)
+                    } else {
+                        self.leases.is_fresh(addr)
+                    };
+                if next_up {
+                    seen += 1;
+                    if !self.probed.contains_key(&addr) {
+                        out.push(addr);
+                    }
+                }
+            }
+        }
+        for addr in &out {
+            self.probed.insert(*addr, now);
+        }
+        out
+    }
+
+    /// ARP from `mac` claiming `addr` was seen at `now`. When `addr` was probed in the last
+    /// [`PROBE_ANSWER_SECS`] and nobody holds it, a host we did not configure uses it: the
+    /// address is held (a declined record under the host's hardware client id) for
+    /// `decline_hold_secs`. Returns that record, to persist.
+    pub fn arp_seen(&mut self, now: u64, addr: Ipv4Addr, mac: [u8; 6]) -> Option<Lease> {
+        let at = *self.probed.get(&addr)?;
+        if now.saturating_sub(at) > PROBE_ANSWER_SECS
+            || self.leases.holder(addr, now).is_some()
+            || self.leases.is_declined(addr, now)
+        {
+            return None;
+        }
+        let mut client_id = vec![1];
+        client_id.extend_from_slice(&mac);
+        let until = now + u64::from(self.cfg.decline_hold_secs);
+        Some(self.leases.decline(addr, &client_id, &mac, until))
     }
 
     fn mac(req: &Request) -> Option<[u8; 6]> {
@@ -283,7 +407,7 @@ impl DhcpServer {
     fn excluded(&self, pi: usize, addr: Ipv4Addr) -> bool {
         let p = &self.pools[pi];
         let a = u32::from(addr);
-        addr == self.cfg.server_ip
+        self.is_ours(addr)
             || a == p.network
             || a == p.broadcast()
             || p.cfg.router == Some(addr)
@@ -352,8 +476,13 @@ impl DhcpServer {
         None
     }
 
-    fn discover(&mut self, now: u64, req: &Request) -> Result<Decision, DropReason> {
-        let pi = self.pool_for(req, self.cfg.server_ip)?;
+    fn discover(
+        &mut self,
+        now: u64,
+        local: Ipv4Addr,
+        req: &Request,
+    ) -> Result<Decision, DropReason> {
+        let pi = self.pool_for(req, local)?;
         let addr = if let Some(r) = self.reservation(req) {
             let ip = r.ip;
             if !self.pools[pi].contains_subnet(ip) {
@@ -380,23 +509,29 @@ impl DhcpServer {
             a
         } else {
             self.allocate(pi, &req.client_id, now)
-                .ok_or(DropReason::PoolExhausted(self.cfg.server_ip))?
+                .ok_or(DropReason::PoolExhausted(self.pools[pi].cfg.start))?
         };
         self.leases
             .offer(addr, &req.client_id, now + OFFER_HOLD_SECS);
-        let msg = self.address_reply(req, pi, MessageType::Offer, addr)?;
+        let (msg, no_boot_file) = self.address_reply(req, local, pi, MessageType::Offer, addr)?;
         Ok(Decision {
-            reply: Some(self.finish(req, msg, MessageType::Offer, addr)?),
+            reply: Some(self.finish(req, local, msg, MessageType::Offer, addr)?),
             changes: Vec::new(),
+            no_boot_file,
         })
     }
 
-    fn request(&mut self, now: u64, req: &Request) -> Result<Decision, DropReason> {
+    fn request(
+        &mut self,
+        now: u64,
+        local: Ipv4Addr,
+        req: &Request,
+    ) -> Result<Decision, DropReason> {
         let ciaddr = req.ciaddr();
         let (addr, pi) = match (req.server_id, req.requested_ip) {
             // SELECTING: the client answers an OFFER.
             (Some(sid), requested) => {
-                if sid != self.cfg.server_ip {
+                if !self.is_ours(sid) {
                     self.leases.withdraw_offer(&req.client_id);
                     return Err(DropReason::OtherServer(sid));
                 }
@@ -405,17 +540,17 @@ impl DhcpServer {
                     .ok_or_else(|| {
                         DropReason::Malformed("REQUEST with server id but no address".into())
                     })?;
-                (addr, self.pool_for(req, self.cfg.server_ip)?)
+                (addr, self.pool_for(req, local)?)
             }
             // INIT-REBOOT: the client asks to keep an address it remembers.
             (None, Some(requested)) if ciaddr.is_unspecified() => {
-                let Ok(pi) = self.pool_for(req, self.cfg.server_ip) else {
+                let Ok(pi) = self.pool_for(req, local) else {
                     return Err(DropReason::NoPool(req.giaddr()));
                 };
                 if let Some(other) = self.leases.other_binding(&req.client_id, requested, now)
                     && self.pools[pi].contains_subnet(other)
                 {
-                    return self.nak(req, "client holds another address");
+                    return self.nak(req, local, "client holds another address");
                 }
                 (requested, pi)
             }
@@ -423,7 +558,9 @@ impl DhcpServer {
             _ if !ciaddr.is_unspecified() => {
                 let pi = match self.pool_for(req, ciaddr) {
                     Ok(pi) => pi,
-                    Err(_) => return self.nak(req, "address is not on a network served here"),
+                    Err(_) => {
+                        return self.nak(req, local, "address is not on a network served here");
+                    }
                 };
                 (ciaddr, pi)
             }
@@ -434,7 +571,7 @@ impl DhcpServer {
             }
         };
         if let Some(why) = self.refuse_bind(pi, req, addr, now) {
-            return self.nak(req, why);
+            return self.nak(req, local, why);
         }
         let lease_time = self.pools[pi].cfg.lease_time_secs;
         let hostname = self
@@ -449,16 +586,17 @@ impl DhcpServer {
             expires_at: now + u64::from(lease_time),
             hostname,
         });
-        let msg = self.address_reply(req, pi, MessageType::Ack, addr)?;
+        let (msg, no_boot_file) = self.address_reply(req, local, pi, MessageType::Ack, addr)?;
         Ok(Decision {
-            reply: Some(self.finish(req, msg, MessageType::Ack, addr)?),
+            reply: Some(self.finish(req, local, msg, MessageType::Ack, addr)?),
             changes,
+            no_boot_file,
         })
     }
 
     fn decline(&mut self, now: u64, req: &Request) -> Result<Decision, DropReason> {
         if let Some(sid) = req.server_id
-            && sid != self.cfg.server_ip
+            && !self.is_ours(sid)
         {
             return Err(DropReason::OtherServer(sid));
         }
@@ -475,21 +613,21 @@ impl DhcpServer {
             .leases
             .decline(addr, &req.client_id, &req.chaddr, until);
         Ok(Decision {
-            reply: None,
             changes: vec![LeaseChange::Put(lease)],
+            ..Decision::default()
         })
     }
 
     fn release(&mut self, req: &Request) -> Result<Decision, DropReason> {
         if let Some(sid) = req.server_id
-            && sid != self.cfg.server_ip
+            && !self.is_ours(sid)
         {
             return Err(DropReason::OtherServer(sid));
         }
         match self.leases.release(req.ciaddr(), &req.client_id) {
             Some(lease) => Ok(Decision {
-                reply: None,
                 changes: vec![LeaseChange::Put(lease)],
+                ..Decision::default()
             }),
             None => Err(DropReason::Ignored(
                 "RELEASE for an address the client does not hold",
@@ -497,7 +635,7 @@ impl DhcpServer {
         }
     }
 
-    fn inform(&mut self, req: &Request) -> Result<Decision, DropReason> {
+    fn inform(&mut self, local: Ipv4Addr, req: &Request) -> Result<Decision, DropReason> {
         let ciaddr = req.ciaddr();
         if ciaddr.is_unspecified() {
             return Err(DropReason::Malformed("INFORM without ciaddr".into()));
@@ -505,18 +643,18 @@ impl DhcpServer {
         let pi = self.pool_for(req, ciaddr)?;
         let mut msg = wire::reply_to(req, MessageType::Ack);
         msg.set_ciaddr(ciaddr);
-        self.network_options(&mut msg, pi, None);
-        self.boot_options(req, &mut msg);
+        self.network_options(&mut msg, local, pi, None);
+        let no_boot_file = self.boot_options(req, local, &mut msg);
         Ok(Decision {
-            reply: Some(self.finish(req, msg, MessageType::Ack, Ipv4Addr::UNSPECIFIED)?),
+            reply: Some(self.finish(req, local, msg, MessageType::Ack, Ipv4Addr::UNSPECIFIED)?),
             changes: Vec::new(),
+            no_boot_file,
         })
     }
 
-    fn nak(&self, req: &Request, why: &str) -> Result<Decision, DropReason> {
+    fn nak(&self, req: &Request, local: Ipv4Addr, why: &str) -> Result<Decision, DropReason> {
         let mut msg = wire::reply_to(req, MessageType::Nak);
-        msg.opts_mut()
-            .insert(DhcpOption::ServerIdentifier(self.cfg.server_ip));
+        msg.opts_mut().insert(DhcpOption::ServerIdentifier(local));
         msg.opts_mut().insert(DhcpOption::Message(why.to_string()));
         if !req.giaddr().is_unspecified() {
             // RFC 2131 4.3.2: a NAK through a relay asks it to broadcast.
@@ -534,17 +672,18 @@ impl DhcpServer {
                 to,
                 msg_type: MessageType::Nak,
                 yiaddr: Ipv4Addr::UNSPECIFIED,
+                from: local,
             }),
-            changes: Vec::new(),
+            ..Decision::default()
         })
     }
 
     /// Subnet mask, router, DNS, domain and the server identifier; with `lease` also the
     /// lease time and T1/T2.
-    fn network_options(&self, msg: &mut Message, pi: usize, lease: Option<u32>) {
+    fn network_options(&self, msg: &mut Message, local: Ipv4Addr, pi: usize, lease: Option<u32>) {
         let p = &self.pools[pi].cfg;
         let o = msg.opts_mut();
-        o.insert(DhcpOption::ServerIdentifier(self.cfg.server_ip));
+        o.insert(DhcpOption::ServerIdentifier(local));
         o.insert(DhcpOption::SubnetMask(p.netmask));
         if let Some(r) = p.router {
             o.insert(DhcpOption::Router(vec![r]));
@@ -562,40 +701,49 @@ impl DhcpServer {
         }
     }
 
+    /// The OFFER/ACK for `addr`, and the architecture refused a boot file if any.
     fn address_reply(
         &self,
         req: &Request,
+        local: Ipv4Addr,
         pi: usize,
         msg_type: MessageType,
         addr: Ipv4Addr,
-    ) -> Result<Message, DropReason> {
+    ) -> Result<(Message, Option<u16>), DropReason> {
         let mut msg = wire::reply_to(req, msg_type);
         msg.set_yiaddr(addr);
         if msg_type == MessageType::Ack {
             msg.set_ciaddr(req.ciaddr());
         }
-        self.network_options(&mut msg, pi, Some(self.pools[pi].cfg.lease_time_secs));
+        self.network_options(
+            &mut msg,
+            local,
+            pi,
+            Some(self.pools[pi].cfg.lease_time_secs),
+        );
         if let Some(h) = self.reservation(req).and_then(|r| r.hostname.clone()) {
             msg.opts_mut().insert(DhcpOption::Hostname(h));
         }
-        self.boot_options(req, &mut msg);
-        Ok(msg)
+        let no_boot_file = self.boot_options(req, local, &mut msg);
+        Ok((msg, no_boot_file))
     }
 
     /// Boot information for a network-boot client; nothing for an ordinary client or an
-    /// architecture without a boot file. Returns what was added.
-    fn boot_options(&self, req: &Request, msg: &mut Message) -> Option<BootInfo> {
-        let ClientKind::Boot(fw) = boot::classify(
+    /// architecture without a boot file (whose code is returned, for the log).
+    fn boot_options(&self, req: &Request, local: Ipv4Addr, msg: &mut Message) -> Option<u16> {
+        let fw = match boot::classify(
             req.arch,
             req.vendor_class.as_deref(),
             req.user_class.as_deref(),
             req.ipxe_encap,
-        ) else {
-            return None;
+        ) {
+            ClientKind::Plain => return None,
+            ClientKind::Unsupported(arch) => return Some(arch),
+            ClientKind::Boot(fw) => fw,
         };
         let info = boot::boot_info(
             fw,
-            self.cfg.server_ip,
+            local,
             &self.cfg.boot,
             boot::is_http_client(req.vendor_class.as_deref()),
         );
@@ -611,23 +759,32 @@ impl DhcpServer {
                     wire::IPXE_NO_PXEDHCP.to_vec(),
                 )));
         }
-        Some(info)
+        None
     }
 
-    /// Sets the reply's destination (RFC 2131 4.1) and encodes it.
+    /// Sets the reply's destination (RFC 2131 §4.1) and encodes it.
     fn finish(
         &self,
         req: &Request,
+        local: Ipv4Addr,
         msg: Message,
         msg_type: MessageType,
         yiaddr: Ipv4Addr,
     ) -> Result<Reply, DropReason> {
+        let ethernet_mac = (req.msg.htype() == dhcproto::v4::HType::Eth)
+            .then(|| <[u8; 6]>::try_from(req.chaddr.as_slice()).ok())
+            .flatten();
         let to = if !req.giaddr().is_unspecified() {
             Destination::Relay(req.giaddr())
         } else if !req.ciaddr().is_unspecified() {
             Destination::Unicast(SocketAddrV4::new(req.ciaddr(), 68))
+        } else if let Some(mac) = ethernet_mac
+            && !req.broadcast_flag()
+            && !yiaddr.is_unspecified()
+        {
+            Destination::Link { ip: yiaddr, mac }
         } else {
-            // No address yet: broadcast (unicast to yiaddr would need an ARP entry).
+            // Asked for broadcast, or a hardware address we cannot send a frame to.
             Destination::Broadcast
         };
         Ok(Reply {
@@ -635,11 +792,18 @@ impl DhcpServer {
             to,
             msg_type,
             yiaddr,
+            from: local,
         })
     }
 
     /// proxyDHCP: boot information for PXE clients only, never an address.
-    fn proxy(&self, port: Port, src: SocketAddrV4, req: &Request) -> Result<Decision, DropReason> {
+    fn proxy(
+        &self,
+        port: Port,
+        local: Ipv4Addr,
+        src: SocketAddrV4,
+        req: &Request,
+    ) -> Result<Decision, DropReason> {
         let reply_type = match (port, req.msg_type) {
             (Port::Dhcp, MessageType::Discover) => MessageType::Offer,
             (Port::Pxe, MessageType::Request | MessageType::Inform) => MessageType::Ack,
@@ -666,16 +830,15 @@ impl DhcpServer {
         };
         let info = boot::boot_info(
             fw,
-            self.cfg.server_ip,
+            local,
             &self.cfg.boot,
             boot::is_http_client(req.vendor_class.as_deref()),
         );
         let mut msg = wire::reply_to(req, reply_type);
-        msg.opts_mut()
-            .insert(DhcpOption::ServerIdentifier(self.cfg.server_ip));
+        msg.opts_mut().insert(DhcpOption::ServerIdentifier(local));
         put_boot_info(req, &mut msg, &info);
         if info.tftp_server.is_none() {
-            msg.set_siaddr(self.cfg.server_ip);
+            msg.set_siaddr(local);
         }
         let to = if port == Port::Pxe && !src.ip().is_unspecified() {
             Destination::Unicast(src)
@@ -692,8 +855,9 @@ impl DhcpServer {
                 to,
                 msg_type: reply_type,
                 yiaddr: Ipv4Addr::UNSPECIFIED,
+                from: local,
             }),
-            changes: Vec::new(),
+            ..Decision::default()
         })
     }
 }

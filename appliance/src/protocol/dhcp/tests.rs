@@ -33,7 +33,7 @@ fn pool(start: &str, end: &str) -> Pool {
 fn config(mode: Mode) -> ServerConfig {
     ServerConfig {
         mode,
-        server_ip: BOX,
+        server_ips: vec![BOX],
         pools: vec![
             pool("10.0.0.100", "10.0.0.199"),
             pool("10.5.0.100", "10.5.0.110"),
@@ -203,11 +203,11 @@ fn boot_cases() -> Vec<BootCase> {
     const HTTP: &str = "HTTPClient";
     vec![
         c("bios", Some(0), Some("PXEClient:Arch:00000:UNDI:002001"), None, false, Some((PXE, "undionly.kpxe", true))),
-        c("uefi ia32", Some(6), None, None, false, Some((PXE, "ipxe.efi", true))),
+        c("uefi ia32 (no 32-bit file)", Some(6), None, None, false, None),
         c("uefi x64", Some(7), Some("PXEClient:Arch:00007:UNDI:003016"), None, false, Some((PXE, "ipxe.efi", true))),
         c("uefi bc", Some(9), None, None, false, Some((PXE, "ipxe.efi", true))),
         c("uefi arm64", Some(11), Some("PXEClient:Arch:00011:UNDI:003000"), None, false, Some((PXE, "ipxe-arm64.efi", true))),
-        c("http x86", Some(15), Some("HTTPClient:Arch:00015:UNDI:003000"), None, false, Some((HTTP, HTTP_X64, false))),
+        c("http x86 (no 32-bit file)", Some(15), Some("HTTPClient:Arch:00015:UNDI:003000"), None, false, None),
         c("http x64", Some(16), Some("HTTPClient:Arch:00016:UNDI:003001"), None, false, Some((HTTP, HTTP_X64, false))),
         c("http arm64", Some(19), Some("HTTPClient:Arch:00019:UNDI:003000"), None, false, Some((HTTP, HTTP_ARM, false))),
         c("ipxe bios (user class)", Some(0), Some("PXEClient:Arch:00000:UNDI:002001"), Some(b"iPXE"), false, Some((PXE, SCRIPT, false))),
@@ -337,7 +337,7 @@ fn proxy_mode_boot_info_for_every_arch_and_no_address() {
             assert!(
                 matches!(
                     err,
-                    DropReason::NotPxeClient | DropReason::UnsupportedArch(10)
+                    DropReason::NotPxeClient | DropReason::UnsupportedArch(6 | 10 | 15)
                 ),
                 "{}: {err}",
                 case.name
@@ -473,6 +473,216 @@ fn proxy_ignores_what_is_not_its_business() {
     );
 }
 
+#[test]
+fn every_iana_architecture_gets_a_file_or_a_named_refusal() {
+    let served = |arch: u16| match boot::classify(Some(arch), None, None, false) {
+        ClientKind::Boot(fw) => Some(fw),
+        ClientKind::Unsupported(a) => {
+            assert_eq!(a, arch);
+            None
+        }
+        ClientKind::Plain => panic!("arch {arch} taken for a plain client"),
+    };
+    for arch in 0..=41u16 {
+        assert_ne!(arch_name(arch), "unassigned", "{arch} is in the registry");
+        let mut s = server(Mode::Server);
+        let p = Pkt {
+            arch: Some(arch),
+            ..Pkt::new(MessageType::Discover, 1)
+        };
+        let d = send(&mut s, T0, Port::Dhcp, &p).unwrap();
+        let (offer, _) = reply(&d);
+        assert!(
+            !offer.yiaddr().is_unspecified(),
+            "{arch}: an address either way"
+        );
+        let file = opt_bytes(&offer, OptionCode::BootfileName);
+        match served(arch) {
+            Some(_) => {
+                assert!(file.is_some(), "{arch}: boot file");
+                assert_eq!(d.no_boot_file, None, "{arch}");
+            }
+            None => {
+                assert_eq!(file, None, "{arch}: no boot file");
+                assert_eq!(d.no_boot_file, Some(arch), "{arch}: refusal reported");
+                // Proxy mode drops it with a reason naming the architecture.
+                let err = send(&mut server(Mode::Proxy), T0, Port::Dhcp, &p).unwrap_err();
+                assert_eq!(err, DropReason::UnsupportedArch(arch));
+                assert!(err.to_string().contains(arch_name(arch)), "{err}");
+            }
+        }
+    }
+    let served: Vec<u16> = (0..=41).filter(|a| served(*a).is_some()).collect();
+    assert_eq!(served, [0, 7, 9, 11, 16, 19]);
+    assert_eq!(arch_name(42), "unassigned");
+    assert_eq!(
+        DropReason::UnsupportedArch(12).to_string(),
+        "no boot file for client architecture 12 (PowerPC Open Firmware, option 93)"
+    );
+}
+
+// ---------------------------------------------------------------- reply destinations
+
+#[test]
+fn replies_go_to_the_hardware_address_unless_broadcast_is_asked() {
+    let mut s = server(Mode::Server);
+    let mac = [0x52, 0x54, 0, 0, 0, 7];
+    let d = send(&mut s, T0, Port::Dhcp, &Pkt::new(MessageType::Discover, 7)).unwrap();
+    let (offer, r) = reply(&d);
+    let addr = offer.yiaddr();
+    assert_eq!(r.to, Destination::Link { ip: addr, mac });
+    let ack = |broadcast| Pkt {
+        requested: Some(addr),
+        server_id: Some(BOX),
+        broadcast,
+        ..Pkt::new(MessageType::Request, 7)
+    };
+    let d = send(&mut s, T0, Port::Dhcp, &ack(false)).unwrap();
+    assert_eq!(reply(&d).1.to, Destination::Link { ip: addr, mac });
+    let d = send(&mut s, T0, Port::Dhcp, &ack(true)).unwrap();
+    assert_eq!(reply(&d).1.to, Destination::Broadcast);
+    let d = send(
+        &mut s,
+        T0,
+        Port::Dhcp,
+        &Pkt {
+            broadcast: true,
+            ..Pkt::new(MessageType::Discover, 8)
+        },
+    )
+    .unwrap();
+    assert_eq!(reply(&d).1.to, Destination::Broadcast);
+    // A NAK is always broadcast (the client's address is in doubt).
+    let nak = Pkt {
+        requested: Some(ip("10.0.0.250")),
+        ..Pkt::new(MessageType::Request, 9)
+    };
+    let d = send(&mut s, T0, Port::Dhcp, &nak).unwrap();
+    assert_eq!(reply(&d).0.opts().msg_type(), Some(MessageType::Nak));
+    assert_eq!(reply(&d).1.to, Destination::Broadcast);
+    // A hardware address that is not Ethernet cannot be framed: broadcast.
+    let mut m = Message::from_bytes(&Pkt::new(MessageType::Discover, 10).bytes()).unwrap();
+    m.set_htype(dhcproto::v4::HType::IEEE802);
+    let d = s
+        .handle(
+            T0,
+            Port::Dhcp,
+            src_of(&Pkt::default()),
+            &m.to_vec().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(reply(&d).1.to, Destination::Broadcast);
+}
+
+// ---------------------------------------------------------------- several interfaces
+
+#[test]
+fn each_interface_serves_its_own_pool_as_its_own_server() {
+    let second = ip("10.5.0.1");
+    let mut cfg = config(Mode::Server);
+    cfg.server_ips.push(second);
+    let mut s = DhcpServer::new(cfg, Vec::new()).unwrap();
+    let p = Pkt {
+        arch: Some(7),
+        ..Pkt::new(MessageType::Discover, 1)
+    };
+    let d = s
+        .handle_on(T0, Port::Dhcp, second, src_of(&p), &p.bytes())
+        .unwrap();
+    let (offer, r) = reply(&d);
+    assert_eq!(
+        offer.yiaddr(),
+        ip("10.5.0.100"),
+        "the second interface's pool"
+    );
+    assert_eq!(r.from, second);
+    assert_eq!(
+        offer.opts().get(OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(second))
+    );
+    assert_eq!(offer.siaddr(), second, "boot server is this interface");
+    assert_eq!(
+        text(&offer, OptionCode::TFTPServerName).as_deref(),
+        Some("10.5.0.1")
+    );
+    // The REQUEST naming the second address binds there.
+    let req = Pkt {
+        requested: Some(offer.yiaddr()),
+        server_id: Some(second),
+        ty: Some(MessageType::Request),
+        ..p.clone()
+    };
+    let d = s
+        .handle_on(T0, Port::Dhcp, second, src_of(&req), &req.bytes())
+        .unwrap();
+    assert_eq!(reply(&d).0.opts().msg_type(), Some(MessageType::Ack));
+    // A client on the first interface is served from the first pool by the first address.
+    let d = send(&mut s, T0, Port::Dhcp, &Pkt::new(MessageType::Discover, 2)).unwrap();
+    let (offer, r) = reply(&d);
+    assert_eq!((offer.yiaddr(), r.from), (ip("10.0.0.100"), BOX));
+    // Neither box address is ever handed out, and a datagram for an address that is not
+    // the box's is dropped.
+    assert!(
+        s.probe_targets(T0)
+            .iter()
+            .all(|a| *a != second && *a != BOX)
+    );
+    let err = s
+        .handle_on(T0, Port::Dhcp, ip("10.9.9.9"), src_of(&p), &p.bytes())
+        .unwrap_err();
+    assert!(matches!(err, DropReason::Ignored(_)), "{err}");
+    let mut empty = config(Mode::Server);
+    empty.server_ips.clear();
+    assert_eq!(
+        DhcpServer::new(empty, Vec::new()).unwrap_err(),
+        ServerConfigError::NoServerAddress
+    );
+}
+
+// ---------------------------------------------------------------- ARP probing
+
+#[test]
+fn probes_run_ahead_of_allocation_and_a_conflict_is_held() {
+    let mut cfg = config(Mode::Server);
+    cfg.pools.truncate(1);
+    let mut s = DhcpServer::new(cfg, Vec::new()).unwrap();
+    let first = s.probe_targets(T0);
+    assert_eq!(
+        first,
+        ["10.0.0.100", "10.0.0.101", "10.0.0.102", "10.0.0.103"].map(ip),
+        "the next addresses allocation hands out"
+    );
+    assert!(
+        s.probe_targets(T0 + 1).is_empty(),
+        "probed ones are not probed again"
+    );
+    // 10.0.0.100 answers: held, persisted as declined under the host's hardware id.
+    let squatter = [2, 0, 0, 0, 0, 0x42];
+    let held = s.arp_seen(T0 + 1, ip("10.0.0.100"), squatter).unwrap();
+    assert_eq!(held.state, LeaseState::Declined);
+    assert_eq!(held.expires_at, T0 + 1 + 600);
+    assert_eq!(held.chaddr, squatter);
+    // Answers for addresses not being probed, or that came too late, count for nothing.
+    assert_eq!(s.arp_seen(T0 + 1, ip("10.0.0.150"), squatter), None);
+    assert_eq!(s.arp_seen(T0 + 10, ip("10.0.0.101"), squatter), None);
+    // The held address is skipped: the first client gets the next one.
+    let d = send(
+        &mut s,
+        T0 + 2,
+        Port::Dhcp,
+        &Pkt::new(MessageType::Discover, 1),
+    )
+    .unwrap();
+    assert_eq!(reply(&d).0.yiaddr(), ip("10.0.0.101"));
+    // Persisted, the hold survives a restart and ends with its time.
+    let later = T0 + 1 + 600;
+    let s2 = DhcpServer::new(config(Mode::Server), [held.clone()]).unwrap();
+    assert!(!s2.leases().available_for(held.addr, &[9], T0 + 2));
+    assert!(s2.leases().available_for(held.addr, &[9], later));
+    // Proxy mode probes nothing.
+    assert!(server(Mode::Proxy).probe_targets(T0).is_empty());
+}
+
 // ---------------------------------------------------------------- server mode messages
 
 #[test]
@@ -483,7 +693,15 @@ fn dora_offers_then_acks_with_network_options_and_a_durable_change() {
     let (offer, r) = reply(&d);
     let addr = offer.yiaddr();
     assert_eq!(addr, ip("10.0.0.100"));
-    assert_eq!(r.to, Destination::Broadcast);
+    // No broadcast flag: straight to the client's hardware address (RFC 2131 §4.1).
+    assert_eq!(
+        r.to,
+        Destination::Link {
+            ip: addr,
+            mac: [0x52, 0x54, 0, 0, 0, 1]
+        }
+    );
+    assert_eq!(r.from, BOX);
     assert_eq!(offer.opcode(), Opcode::BootReply);
     assert_eq!(offer.xid(), 0x1234_0001);
     assert_eq!(offer.chaddr(), &[0x52, 0x54, 0, 0, 0, 1]);
@@ -624,10 +842,21 @@ fn request_states_table() {
         ..Pkt::new(MessageType::Request, mac)
     };
     let unicast = |a| Destination::Unicast(SocketAddrV4::new(a, 68));
+    let link = |ip, mac| Destination::Link {
+        ip,
+        mac: [0x52, 0x54, 0, 0, 0, mac],
+    };
     let cases: Vec<(&str, Pkt, MessageType, Destination, Ipv4Addr)> = vec![
         (
             "init-reboot, own address",
             req(1, Some(a), None, false),
+            MessageType::Ack,
+            link(a, 1),
+            a,
+        ),
+        (
+            "init-reboot, own address, broadcast flag",
+            req(1, Some(a), None, true),
             MessageType::Ack,
             Destination::Broadcast,
             a,
@@ -650,7 +879,7 @@ fn request_states_table() {
             "init-reboot, unknown client, free address",
             req(3, Some(ip("10.0.0.150")), None, false),
             MessageType::Ack,
-            Destination::Broadcast,
+            link(ip("10.0.0.150"), 3),
             ip("10.0.0.150"),
         ),
         (

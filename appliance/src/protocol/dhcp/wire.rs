@@ -34,7 +34,10 @@ pub enum DropReason {
     OtherServer(Ipv4Addr),
     #[error("not a PXE/HTTP-boot client (no option 93, no PXEClient/HTTPClient vendor class)")]
     NotPxeClient,
-    #[error("unsupported client architecture {0} (option 93)")]
+    #[error(
+        "no boot file for client architecture {0} ({name}, option 93)",
+        name = super::boot::arch_name(*.0)
+    )]
     UnsupportedArch(u16),
     #[error("no pool serves the client's subnet (giaddr {0})")]
     NoPool(Ipv4Addr),
