@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "../proto/agent.proto",
         "../proto/console.proto",
         "../proto/lifecycle.proto",
+        "../proto/observe.proto",
         "../proto/power.proto",
         "../proto/siderolink.proto",
         "../proto/events.proto",

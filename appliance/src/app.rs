@@ -348,14 +348,21 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     );
     let power_service = crate::bmc::service::PowerService::new(power.clone());
     let admin_token: Arc<str> = Arc::from(token.token.as_str());
+    // SideroLink's node log book: read by the console and the observe API, fed by the
+    // SideroLink endpoint (empty when SideroLink is off).
+    let logbook = crate::siderolink::logbook::LogBook::new(
+        store.clone(),
+        config.siderolink.log_lines_per_server,
+        metrics.siderolink.clone(),
+    );
     let console = http::console::ConsoleState::new(
         store.clone(),
         admin.clone(),
         crate::api::lifecycle::LifecycleService::new(lifecycle.clone()),
         power_service.clone(),
+        logbook.clone(),
         admin_token.clone(),
         config.clone(),
-        config.console.secure_cookie,
     );
     tasks.push((
         "console-events",
@@ -379,6 +386,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             &config.siderolink,
             endpoint,
             lifecycle.clone(),
+            logbook.clone(),
+            metrics.siderolink.clone(),
             shutdown.clone(),
         )
         .await
@@ -405,6 +414,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         ready: ready.clone(),
         boot,
         console,
+        logs: logbook,
     };
     // The agent API checks wipe and BMC reports against this box's DHCP leases when it
     // hands out the addresses (server mode, running).

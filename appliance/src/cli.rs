@@ -330,6 +330,24 @@ pub enum ServerCommand {
     /// is told to wipe, and a server with a BMC is PXE booted + power cycled into the agent.
     /// Refused for a server that is not accepted, allocated, or already waiting for a wipe.
     Wipe { name: String },
+    /// Talos log lines the server sent over SideroLink (a bounded ring per server, oldest
+    /// first): TIME LEVEL MESSAGE, or one JSON object per line with Sidero's fields plus
+    /// `server` (-o json).
+    Logs {
+        name: String,
+        /// Keep printing new lines as the box stores them.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only lines received since then: a duration ago (`90s`, `10m`, `2h`, `1d`) or an
+        /// RFC 3339 time (`2026-12-05T20:00:00Z`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the newest N stored lines.
+        #[arg(long, default_value_t = 0)]
+        tail: u32,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = LinesFormat::Text)]
+        output: LinesFormat,
+    },
     /// Lifecycle events of a server (or of all servers), oldest first.
     Events {
         name: Option<String>,
@@ -353,6 +371,12 @@ pub enum PowerArg {
 pub enum BootdevArg {
     Pxe,
     Disk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LinesFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

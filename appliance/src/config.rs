@@ -50,6 +50,9 @@ pub struct SideroLinkConfig {
     pub endpoint: Option<String>,
     /// Longest Talos log object accepted, bytes (longer ones are dropped).
     pub max_log_line: usize,
+    /// Talos log lines kept per server (a ring in the store: older lines are dropped, so
+    /// the store holds at most servers × this × `max_log_line` bytes of logs).
+    pub log_lines_per_server: usize,
     /// Log and event connections inside the overlay at once, all nodes together.
     pub max_connections: usize,
     /// Node addresses never recorded from Talos AddressEvents, as CIDR prefixes (Sidero's

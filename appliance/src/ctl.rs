@@ -51,6 +51,8 @@ pub enum CtlError {
     NothingToUpload,
     #[error("the appliance returned an unreadable object")]
     BadReply(#[source] crate::model::ParseObjectError),
+    #[error("--since `{0}`: expected a duration (90s, 10m, 2h, 1d) or an RFC 3339 time")]
+    Since(String),
     #[error("cannot write to stdout")]
     Stdout(#[source] std::io::Error),
 }
@@ -188,6 +190,9 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     if let Some(done) = crate::reconcile::ctl::run(&args).await {
         return done;
     }
+    if let Some(done) = crate::siderolink::ctl::run(&args).await {
+        return done;
+    }
     let mut client = connect(&args).await?;
     match args.command {
         CtlCommand::Status => {
@@ -318,6 +323,8 @@ async fn server(client: &mut Client, command: ServerCommand) -> Result<(), CtlEr
         }
         // Lifecycle commands are run by `reconcile::ctl` before we get here.
         ServerCommand::Events { .. } | ServerCommand::Wipe { .. } => return Ok(()),
+        // SideroLink commands are run by `siderolink::ctl` before we get here.
+        ServerCommand::Logs { .. } => return Ok(()),
         ServerCommand::Accept { name } => (name, ServerActionKind::ServerActionAccept, "accepted"),
         ServerCommand::Cordon { name } => (name, ServerActionKind::ServerActionCordon, "cordoned"),
         ServerCommand::Uncordon { name } => {

@@ -20,6 +20,12 @@ pub mod lifecycle {
     tonic::include_proto!("appliance.lifecycle.v1");
 }
 
+/// Observe API (`appliance.observe.v1`): a server's Talos log lines (and follow); behind
+/// the admin token.
+pub mod observe {
+    tonic::include_proto!("appliance.observe.v1");
+}
+
 /// Console administration (`appliance.console.v1`): the web console password; behind the
 /// admin token.
 pub mod console {

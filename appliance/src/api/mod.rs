@@ -13,3 +13,4 @@ pub mod apply_batch;
 pub mod auth;
 pub mod console;
 pub mod lifecycle;
+pub mod observe;

@@ -1,5 +1,5 @@
 //! `/metrics`: the process-wide [`Metrics`] (admin API counters, open connections, the DHCP,
-//! TFTP and agent API rooms' counter sets) and the console login counters in one registry
+//! TFTP, agent API and SideroLink rooms' counter sets) and the console login counters in one registry
 //! built at startup ([`registry`]), plus store gauges read at each scrape; rendered as
 //! Prometheus text by `crate::metrics` (prometheus-client).
 
@@ -15,6 +15,7 @@ use crate::api::agent::AgentCounters;
 use crate::metrics::{ConstGauge, Counter, Gauge, Info, Labeled, Registry};
 use crate::net::dhcp::DhcpCounters;
 use crate::net::tftp::TftpCounters;
+use crate::siderolink::endpoint::Stats as SideroLinkStats;
 
 /// Process-wide counters; one instance shared by all services.
 #[derive(Debug, Default)]
@@ -26,6 +27,7 @@ pub struct Metrics {
     pub dhcp: Arc<DhcpCounters>,
     pub tftp: Arc<TftpCounters>,
     pub agent: Arc<AgentCounters>,
+    pub siderolink: Arc<SideroLinkStats>,
 }
 
 /// Every metric of the box that lives in memory, in `/metrics` order.
@@ -55,6 +57,7 @@ pub fn registry(m: &Metrics, login: &LoginStats) -> Registry {
     m.tftp.register(&mut r);
     m.agent.register(&mut r);
     login.register(&mut r);
+    m.siderolink.register(&mut r);
     r
 }
 
@@ -109,6 +112,10 @@ mod tests {
         m.dhcp.acks.inc();
         m.tftp.bytes_sent.inc_by(100);
         m.agent.sources_tracked.set(2);
+        m.siderolink.peers.set(1);
+        m.siderolink.rx_bytes.inc_by(148);
+        m.siderolink.spoofed.inc_by(2);
+        m.siderolink.log_lines_stored.inc_by(5);
         crate::metrics::high_water(&login.max_concurrent, 2);
         let mut out = String::new();
         crate::metrics::encode(&registry(&m, &login), &mut out);
@@ -186,6 +193,30 @@ appliance_console_login_waited_total 0
 appliance_console_login_refused_total{{reason="client"}} 0
 appliance_console_login_refused_total{{reason="global"}} 0
 appliance_console_login_refused_total{{reason="busy"}} 0
+# HELP appliance_siderolink_peers SideroLink WireGuard peers configured (bindings with an overlay address and key).
+# TYPE appliance_siderolink_peers gauge
+appliance_siderolink_peers 1
+# HELP appliance_siderolink_handshakes_total SideroLink handshake initiations of peers answered.
+# TYPE appliance_siderolink_handshakes_total counter
+appliance_siderolink_handshakes_total 0
+# HELP appliance_siderolink_bytes_total SideroLink WireGuard UDP bytes by direction.
+# TYPE appliance_siderolink_bytes_total counter
+appliance_siderolink_bytes_total{{direction="rx"}} 148
+appliance_siderolink_bytes_total{{direction="tx"}} 0
+# HELP appliance_siderolink_dropped_packets_total SideroLink datagrams or inner packets dropped, by reason (cookie: answered with a cookie under handshake load).
+# TYPE appliance_siderolink_dropped_packets_total counter
+appliance_siderolink_dropped_packets_total{{reason="unknown_key"}} 0
+appliance_siderolink_dropped_packets_total{{reason="unknown_index"}} 0
+appliance_siderolink_dropped_packets_total{{reason="invalid"}} 0
+appliance_siderolink_dropped_packets_total{{reason="rejected"}} 0
+appliance_siderolink_dropped_packets_total{{reason="spoofed_source"}} 2
+appliance_siderolink_dropped_packets_total{{reason="cookie"}} 0
+# HELP appliance_siderolink_log_lines_total Talos log lines: decoded, refused by the decoder, stored, lost before storage.
+# TYPE appliance_siderolink_log_lines_total counter
+appliance_siderolink_log_lines_total{{result="decoded"}} 0
+appliance_siderolink_log_lines_total{{result="refused"}} 0
+appliance_siderolink_log_lines_total{{result="stored"}} 5
+appliance_siderolink_log_lines_total{{result="dropped"}} 0
 # HELP appliance_store_objects Stored objects by kind.
 # TYPE appliance_store_objects gauge
 appliance_store_objects{{kind="Server"}} 4

@@ -39,6 +39,8 @@ pub struct HttpState {
     pub boot: Arc<boot::BootContext>,
     /// The web console (pages, JSON API, SSE); see `console`.
     pub console: console::ConsoleState,
+    /// SideroLink's node log book (the observe API's `Logs`).
+    pub logs: crate::siderolink::logbook::LogBook,
 }
 
 /// The admin-token check for gRPC services: `authorization: Bearer <token>` or
@@ -66,7 +68,7 @@ pub fn admin_auth(
 }
 
 /// Builds the full router: plain HTTP routes, the metadata service (`/configdata`), and the
-/// gRPC services: admin, console admin, lifecycle and power (behind the admin token) and
+/// gRPC services: admin, console admin, lifecycle, observe and power (behind the admin token) and
 /// the agent API (NOT behind the token: agents are unauthenticated, as in Sidero; bound to
 /// each agent boot's source address under `agent_policy`). All gRPC services are in one
 /// `Routes` (tonic's router carries a fallback, and axum merges only one).
@@ -81,6 +83,7 @@ pub fn router(
 ) -> Router {
     use appliance_rpc::agent::agent_server::AgentServer;
     use appliance_rpc::lifecycle::lifecycle_server::LifecycleServer;
+    use appliance_rpc::observe::observe_server::ObserveServer;
     use appliance_rpc::power::power_server::PowerServer;
     let auth = admin_auth(admin_token, state.metrics.clone());
     let console_admin = crate::api::console::ConsoleAdminService::new(state.console.clone());
@@ -98,6 +101,10 @@ pub fn router(
         )))
         .add_service(LifecycleServer::with_interceptor(
             crate::api::lifecycle::LifecycleService::new(lifecycle.clone()),
+            auth.clone(),
+        ))
+        .add_service(ObserveServer::with_interceptor(
+            crate::api::observe::ObserveService::new(state.logs.clone()),
             auth.clone(),
         ))
         .add_service(PowerServer::with_interceptor(power, auth));

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -28,6 +27,7 @@ use super::identity::Identity;
 use super::overlay::{Overlay, Received};
 use super::peers::PeerSpec;
 use super::stream::OverlayStream;
+use crate::metrics::{Counter, Gauge, Labeled, Registry};
 
 /// Handshakes per second before the limiter answers with cookies (boringtun's default).
 pub const HANDSHAKE_LIMIT: u64 = 100;
@@ -38,22 +38,86 @@ const MAX_DATAGRAM: usize = 65_535;
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Datagrams received.
-    pub datagrams: AtomicU64,
+    pub datagrams: Counter,
     /// Handshake initiations from a key that is no peer (never provisioned, or foreign).
-    pub unknown_key: AtomicU64,
+    pub unknown_key: Counter,
     /// Packets for a receiver index that belongs to no peer.
-    pub unknown_index: AtomicU64,
+    pub unknown_index: Counter,
     /// Datagrams that are no WireGuard message or fail its MAC.
-    pub invalid: AtomicU64,
+    pub invalid: Counter,
     /// Cookie replies sent (the limiter is under load).
-    pub cookies: AtomicU64,
+    pub cookies: Counter,
     /// Inner packets dropped because their source is not the sending peer's address.
-    pub spoofed: AtomicU64,
+    pub spoofed: Counter,
     /// Inner packets handed to the overlay.
-    pub delivered: AtomicU64,
+    pub delivered: Counter,
+    /// Datagrams of a peer that boringtun refused (decryption, replay, stale session).
+    pub rejected: Counter,
+    /// Handshake initiations of peers answered.
+    pub handshakes: Counter,
+    /// UDP bytes received / sent.
+    pub rx_bytes: Counter,
+    pub tx_bytes: Counter,
+    /// Peers configured now (ServerBindings with a SideroLink address and key).
+    pub peers: Gauge,
     /// Log lines decoded / log bytes refused (per line).
-    pub log_lines: AtomicU64,
-    pub log_errors: AtomicU64,
+    pub log_lines: Counter,
+    pub log_errors: Counter,
+    /// Log lines written to the store / lost (writer behind, store failure); `logbook`.
+    pub log_lines_stored: Counter,
+    pub log_lines_dropped: Counter,
+}
+
+impl Stats {
+    /// Adds the SideroLink families to `/metrics`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "appliance_siderolink_peers",
+            "SideroLink WireGuard peers configured (bindings with an overlay address and key)",
+            self.peers.clone(),
+        );
+        r.register(
+            "appliance_siderolink_handshakes",
+            "SideroLink handshake initiations of peers answered",
+            self.handshakes.clone(),
+        );
+        r.register(
+            "appliance_siderolink_bytes",
+            "SideroLink WireGuard UDP bytes by direction",
+            Labeled::new(
+                "direction",
+                [("rx", self.rx_bytes.clone()), ("tx", self.tx_bytes.clone())],
+            ),
+        );
+        r.register(
+            "appliance_siderolink_dropped_packets",
+            "SideroLink datagrams or inner packets dropped, by reason (cookie: answered with a cookie under handshake load)",
+            Labeled::new(
+                "reason",
+                [
+                    ("unknown_key", self.unknown_key.clone()),
+                    ("unknown_index", self.unknown_index.clone()),
+                    ("invalid", self.invalid.clone()),
+                    ("rejected", self.rejected.clone()),
+                    ("spoofed_source", self.spoofed.clone()),
+                    ("cookie", self.cookies.clone()),
+                ],
+            ),
+        );
+        r.register(
+            "appliance_siderolink_log_lines",
+            "Talos log lines: decoded, refused by the decoder, stored, lost before storage",
+            Labeled::new(
+                "result",
+                [
+                    ("decoded", self.log_lines.clone()),
+                    ("refused", self.log_errors.clone()),
+                    ("stored", self.log_lines_stored.clone()),
+                    ("dropped", self.log_lines_dropped.clone()),
+                ],
+            ),
+        );
+    }
 }
 
 /// A decoded log line attributed to the server whose tunnel it came through.
@@ -103,6 +167,7 @@ impl Endpoint {
         identity: Arc<Identity>,
         config: &EndpointConfig,
         seed: u64,
+        stats: Arc<Stats>,
     ) -> Endpoint {
         let public = identity.public_key();
         let (events_tx, events_rx) = mpsc::channel(64);
@@ -122,7 +187,7 @@ impl Endpoint {
             by_key: HashMap::new(),
             by_addr: HashMap::new(),
             next_index: 1,
-            stats: Arc::new(Stats::default()),
+            stats,
             logs: broadcast::channel(4096).0,
             buf: vec![0; MAX_DATAGRAM + 32],
         }
@@ -203,6 +268,7 @@ impl Endpoint {
             );
             tracing::info!(server = %spec.name, address = %spec.address, "SideroLink peer added");
         }
+        self.stats.peers.set(self.peers.len() as u64);
     }
 
     /// Runs until `shutdown`, following the peer set on `peers`.
@@ -259,25 +325,28 @@ impl Endpoint {
     }
 
     async fn send(&self, to: SocketAddr, bytes: &[u8]) {
+        self.stats.tx_bytes.inc_by(bytes.len() as u64);
         if let Err(e) = self.socket.send_to(bytes, to).await {
             tracing::debug!(error = %e, %to, "SideroLink UDP send failed");
         }
     }
 
     async fn datagram(&mut self, datagram: &[u8], src: SocketAddr) {
-        self.stats.datagrams.fetch_add(1, Ordering::Relaxed);
+        self.stats.datagrams.inc();
+        self.stats.rx_bytes.inc_by(datagram.len() as u64);
+        let mut initiation = false;
         let index = match self
             .limiter
             .verify_packet(Some(src.ip()), datagram, &mut self.buf)
         {
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 let cookie = cookie.to_vec();
-                self.stats.cookies.fetch_add(1, Ordering::Relaxed);
+                self.stats.cookies.inc();
                 self.send(src, &cookie).await;
                 return;
             }
             Err(_) => {
-                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                self.stats.invalid.inc();
                 return;
             }
             Ok(Packet::HandshakeInit(init)) => {
@@ -289,9 +358,12 @@ impl Endpoint {
                 .ok()
                 .and_then(|h| self.by_key.get(&h.peer_static_public).copied());
                 match found {
-                    Some(i) => i,
+                    Some(i) => {
+                        initiation = true;
+                        i
+                    }
                     None => {
-                        self.stats.unknown_key.fetch_add(1, Ordering::Relaxed);
+                        self.stats.unknown_key.inc();
                         return;
                     }
                 }
@@ -301,7 +373,7 @@ impl Endpoint {
             Ok(Packet::PacketData(p)) => p.receiver_idx >> 8,
         };
         let Some(peer) = self.peers.get_mut(&index) else {
-            self.stats.unknown_index.fetch_add(1, Ordering::Relaxed);
+            self.stats.unknown_index.inc();
             return;
         };
         let mut replies: Vec<Vec<u8>> = Vec::new();
@@ -311,9 +383,14 @@ impl Endpoint {
             .decapsulate(Some(src.ip()), datagram, &mut self.buf)
         {
             TunnResult::Done => authentic = true,
-            TunnResult::Err(_) => {}
+            TunnResult::Err(_) => {
+                self.stats.rejected.inc();
+            }
             TunnResult::WriteToNetwork(p) => {
                 authentic = true;
+                if initiation {
+                    self.stats.handshakes.inc();
+                }
                 replies.push(p.to_vec());
                 // Flush packets queued while the handshake was pending.
                 while let TunnResult::WriteToNetwork(p) =
@@ -326,15 +403,15 @@ impl Endpoint {
                 authentic = true;
                 if source == peer.spec.address {
                     self.overlay.queues.rx.push_back(p.to_vec());
-                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    self.stats.delivered.inc();
                 } else {
-                    self.stats.spoofed.fetch_add(1, Ordering::Relaxed);
+                    self.stats.spoofed.inc();
                     tracing::debug!(server = %peer.spec.name, %source, "SideroLink packet with a foreign source dropped");
                 }
             }
             TunnResult::WriteToTunnelV4(..) => {
                 authentic = true;
-                self.stats.spoofed.fetch_add(1, Ordering::Relaxed);
+                self.stats.spoofed.inc();
             }
         }
         if authentic && peer.endpoint != Some(src) {
@@ -376,7 +453,7 @@ impl Endpoint {
             };
             match line {
                 Ok(line) => {
-                    self.stats.log_lines.fetch_add(1, Ordering::Relaxed);
+                    self.stats.log_lines.inc();
                     tracing::debug!(target: "siderolink::log", server = %peer.spec.name, msg = %line.msg);
                     let _ = self.logs.send(NodeLog {
                         server: peer.spec.name.clone(),
@@ -385,7 +462,7 @@ impl Endpoint {
                     });
                 }
                 Err(e) => {
-                    self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats.log_errors.inc();
                     tracing::debug!(server = %peer.spec.name, error = %e, "SideroLink log bytes dropped");
                 }
             }

@@ -3,13 +3,16 @@
 //! (`identity`, sealed in redb), the Provision API on :8081 (`provision`), the peer set
 //! following ServerBindings (`peers`), the userspace WireGuard endpoint (`endpoint`) with
 //! its smoltcp overlay (`overlay`, `stream`) carrying the TCP 4001 log receiver and the
-//! gRPC 4002 event sink (`sink`). Pure parts (prefix derivation, address allocation,
+//! gRPC 4002 event sink (`sink`), and the log book (`logbook`) keeping each server's lines
+//! in a bounded ring in the store. Pure parts (prefix derivation, address allocation,
 //! log-line decoding, event mapping) live in `crate::protocol::siderolink`.
 //!
 //! [`start`] builds it all for `app.rs`.
 
+pub mod ctl;
 pub mod endpoint;
 pub mod identity;
+pub mod logbook;
 pub mod overlay;
 pub mod peers;
 pub mod provision;
@@ -78,10 +81,13 @@ pub fn advertised_endpoint(
 
 /// Loads (or creates) the identity, binds the WireGuard socket and returns the peer
 /// follower, the endpoint and the event sink's gRPC server as tasks for `app.rs` to spawn.
+/// Decoded log lines go to `logbook`; the endpoint counts into `stats` (`/metrics`).
 pub async fn start(
     config: &SideroLinkConfig,
     endpoint_addr: String,
     lifecycle: Lifecycle,
+    logbook: logbook::LogBook,
+    stats: Arc<endpoint::Stats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Started, StartError> {
     let store = lifecycle.store().clone();
@@ -107,9 +113,10 @@ pub async fn start(
             max_log_connections: config.max_connections,
         },
         u64::from_le_bytes(seed),
+        stats.clone(),
     );
-    let stats = endpoint.stats();
     let logs = endpoint.log_sender();
+    let log_lines = endpoint.subscribe_logs();
     let event_conns = endpoint
         .take_event_connections()
         .expect("fresh endpoint has its event connections");
@@ -146,6 +153,10 @@ pub async fn start(
                     tracing::error!(error = %crate::error_chain(&e), "SideroLink event sink stopped");
                 }
             }),
+        ),
+        (
+            "siderolink-logs",
+            Box::pin(logbook.record(log_lines, shutdown.clone())) as Task,
         ),
         (
             "siderolink-wireguard",

@@ -15,6 +15,7 @@ mod console;
 mod events;
 mod leases;
 mod migrate;
+mod node_logs;
 mod siderolink;
 mod tables;
 mod txn;
@@ -33,6 +34,7 @@ use crate::secrets::{SecretKey, SecretsError, keyfile};
 pub use bmc::{BmcSettings, REDACTED, bmc_secret_name, redact_secrets};
 pub use events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
 pub use migrate::SCHEMA_VERSION;
+pub use node_logs::{NodeLogQuery, NodeLogRecord};
 use tables::{META, OBJECTS, object_key};
 pub use txn::Txn;
 

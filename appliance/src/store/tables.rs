@@ -104,3 +104,12 @@ pub const SIDEROLINK_PRIVATE_KEY: &str = "private-key";
 /// Console settings: key `"admin_password"` → argon2id PHC string.
 pub const CONSOLE: TableDefinition<&str, &str> = TableDefinition::new("console");
 pub const CONSOLE_ADMIN_PASSWORD: &str = "admin_password";
+
+// --- siderolink room: node logs (`store/node_logs.rs`) ---
+
+/// Node log lines: key (server name, global sequence number), value = JSON `NodeLogRecord`.
+pub const NODE_LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("node_logs");
+/// Lines held per server in `NODE_LOGS` (so the ring is trimmed without counting it).
+pub const NODE_LOG_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("node_log_counts");
+/// The last node log sequence number handed out (in `META`).
+pub const META_NODE_LOG_SEQ: &str = "node_log_seq";

@@ -97,6 +97,7 @@ function navigate(url, replace) {
 }
 async function render(focus) {
   const path = location.pathname;
+  if (current && current.cleanup) current.cleanup();
   for (const [re, section, fn] of routes) {
     const m = path.match(re);
     if (!m) continue;
@@ -264,8 +265,34 @@ const ACTIONS = [
   ["pxe-once", "PXE boot once", "Make this server PXE boot on its next start?", ""],
   ["wipe", "Wipe disks", "Wipe every disk of this server? Data on them is destroyed. It is unavailable until its agent has wiped it; a server with a BMC is PXE booted and power cycled into the agent.", "danger"],
 ];
+// The server's Talos log lines (SideroLink), live: SSE /api/v1/servers/<name>/logs. The
+// panel is built once per visit and kept across redraws; the stream closes on navigation.
+function logsPanel(name) {
+  const lines = h("pre", { class: "code logs", id: "server-logs", tabindex: "0", "aria-live": "off" });
+  const status = h("span", { class: "muted", id: "logs-status" }, "connecting…");
+  const panel = h("section", { class: "panel span-all", "aria-labelledby": "h-logs" }, h("h2", { id: "h-logs" }, "Logs (SideroLink) ", status), lines);
+  const MAX = 2000;
+  let count = 0;
+  const es = new EventSource(`/api/v1/servers/${encodeURIComponent(name)}/logs`);
+  es.onopen = () => { status.textContent = count ? "live" : "live, no lines yet"; };
+  es.addEventListener("line", (ev) => {
+    const l = JSON.parse(ev.data);
+    const atEnd = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 4;
+    const row = document.createElement("div");
+    row.className = `log-line lvl-${l["talos-level"] || "none"}`;
+    row.textContent = `${l["talos-time"] || new Date(l.received).toISOString()} ${(l["talos-level"] || "-").padEnd(7)} ${l.msg}`;
+    lines.appendChild(row);
+    if (++count > MAX) lines.removeChild(lines.firstChild);
+    status.textContent = "live";
+    if (atEnd) lines.scrollTop = lines.scrollHeight;
+  });
+  es.onerror = () => { status.textContent = "reconnecting…"; };
+  return { panel, close: () => es.close() };
+}
 async function viewServer([name]) {
   setTitle(name);
+  const logs = logsPanel(name);
+  current.cleanup = logs.close;
   const draw = async () => {
     const d = await api("GET", `/api/v1/servers/${encodeURIComponent(name)}`);
     const r = d.row, o = d.object, hw = (o.spec && o.spec.hardware) || {};
@@ -335,7 +362,7 @@ async function viewServer([name]) {
       h("div", { class: "page-head" }, h("div", {}, h("h1", {}, r.hostname || r.name), h("p", { class: "sub" }, [sys.manufacturer, sys.productName].filter(Boolean).join(" ") || "Server", ` · revision ${r.revision}`)),
         h("div", { class: "actions actionbar", role: "group", "aria-label": "Server actions" }, ACTIONS.map(actionBtn), h("span", { class: "sep", "aria-hidden": "true" }), del)),
       disabled.length ? h("div", { class: "notice", id: "actions-note" }, groupReasons(disabled, caps)) : null,
-      h("div", { class: "grid detail" }, overviewPanel, powerPanel, hwPanel, history),
+      h("div", { class: "grid detail" }, overviewPanel, powerPanel, hwPanel, history, logs.panel),
       h("section", { class: "panel", "aria-labelledby": "h-yaml" }, h("details", {}, h("summary", { id: "h-yaml" }, "Full object (YAML)"), h("pre", { class: "code" }, d.yaml))));
   };
   current.onChange = (c) => { if (c.kind === "Server" && c.name === name) { if (c.op === "delete") { toast("This server was deleted"); navigate("/servers", true); } else scheduleRefresh(); } };

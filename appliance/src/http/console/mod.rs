@@ -1,5 +1,6 @@
 //! The web console over HTTP: its pages and assets, login/logout with a session cookie,
-//! the JSON API under `/api/v1/…` and the live change stream `/api/v1/events` (SSE).
+//! the JSON API under `/api/v1/…`, the live change stream `/api/v1/events` and a server's
+//! live log tail `/api/v1/servers/<name>/logs` (both SSE).
 //!
 //! Reads go through `Store`; every write goes through the in-process admin gRPC service
 //! (`api::admin::AdminService`; the on-demand wipe through `api::lifecycle::LifecycleService`,
@@ -9,7 +10,8 @@
 //!
 //! This file holds the shared state, the router and the reply helpers; the handlers are
 //! split by concern: `auth` (login/logout, sessions, CSRF), `assets` (pages and embedded
-//! files), `servers` (server list, detail and actions), `objects` (ServerClass/Environment
+//! files), `servers` (server list, detail and actions), `logs` (a server's Talos log
+//! lines, live, SSE), `objects` (ServerClass/Environment
 //! YAML CRUD), `settings`, `events` (recent changes and the SSE stream) and `verify` (the
 //! bound on concurrent password verifications).
 //!
@@ -35,6 +37,7 @@
 mod assets;
 mod auth;
 mod events;
+mod logs;
 mod objects;
 mod servers;
 mod settings;
@@ -60,6 +63,7 @@ use crate::console::password;
 use crate::console::session::Sessions;
 use crate::console::throttle::LoginThrottle;
 use crate::console::view::RecentEvent;
+use crate::siderolink::logbook::LogBook;
 use crate::store::{Store, StoreError};
 
 /// Name of the session cookie.
@@ -88,6 +92,8 @@ struct Inner {
     power: PowerService,
     /// The lifecycle's admin service (on-demand wipe).
     lifecycle: LifecycleService,
+    /// SideroLink's node log book (the server page's live tail).
+    logs: LogBook,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -99,17 +105,19 @@ impl std::fmt::Debug for ConsoleState {
 impl ConsoleState {
     /// The console's writes go through the same in-process services as the gRPC API:
     /// `admin` (objects, accept/cordon through the lifecycle), `lifecycle` (wipe) and
-    /// `power`.
+    /// `power`; server logs come from SideroLink's `logs`. The session cookie is Secure
+    /// when `[console] secure_cookie` says so.
     pub fn new(
         store: Store,
         admin: AdminService,
         lifecycle: LifecycleService,
         power: PowerService,
+        logs: LogBook,
         token: Arc<str>,
         config: Config,
-        secure_cookie: bool,
     ) -> Self {
         let rx = store.subscribe();
+        let secure_cookie = config.console.secure_cookie;
         ConsoleState {
             inner: Arc::new(Inner {
                 store,
@@ -124,6 +132,7 @@ impl ConsoleState {
                 rows: Mutex::new(servers::RowsCache::new(rx)),
                 power,
                 lifecycle,
+                logs,
             }),
         }
     }
@@ -241,6 +250,7 @@ pub fn router(state: ConsoleState) -> Router {
             "/api/v1/servers/{name}",
             get(servers::server_detail).delete(servers::server_delete),
         )
+        .route("/api/v1/servers/{name}/logs", get(logs::server_logs))
         .route(
             "/api/v1/servers/{name}/actions/{action}",
             post(servers::server_action),
