@@ -4,7 +4,10 @@
 //! `qemu-tests/work/env/test-env/`.
 //!
 //! Also the agent environment ([`agent_env`]): `scripts/build-agent-initramfs` with this
-//! tree's `appliance` binary, into `qemu-tests/work/env/agent-amd64/`.
+//! tree's `appliance` binary, into `qemu-tests/work/env/agent-amd64/`; and the SideroLink
+//! test Environment ([`talos_standin_env`]): `scripts/build-talos-standin-initramfs` (the
+//! Talos stand-in of `qemu-tests/talos-standin`, the guest kernel's WireGuard, Debian's
+//! `wg`), into `qemu-tests/work/env/talos-standin/`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -74,4 +77,36 @@ pub fn agent_env() -> Result<PathBuf> {
     })
     .clone()
     .map_err(|e| anyhow!("building the agent environment: {e}"))
+}
+
+/// Builds the Talos stand-in Environment (once per test process) and returns its files.
+pub fn talos_standin_env() -> Result<&'static TestEnv> {
+    static ENV: OnceLock<Result<TestEnv, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let build = || -> Result<TestEnv> {
+            let root = workspace_root();
+            let dir = root.join("qemu-tests/work/env/talos-standin");
+            let out = Command::new(root.join("scripts/build-talos-standin-initramfs"))
+                .arg(&dir)
+                .current_dir(&root)
+                .output()
+                .context("run scripts/build-talos-standin-initramfs")?;
+            if !out.status.success() {
+                bail!(
+                    "scripts/build-talos-standin-initramfs failed ({}):\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+            Ok(TestEnv {
+                kernel: dir.join("vmlinuz"),
+                initrd: dir.join("initramfs.xz"),
+                dir,
+            })
+        };
+        build().map_err(|e| format!("{e:#}"))
+    })
+    .as_ref()
+    .map_err(|e| anyhow!("building the Talos stand-in Environment: {e}"))
 }
