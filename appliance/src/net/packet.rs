@@ -35,7 +35,7 @@ impl AsRawFd for PacketSocket {
 /// without a 6-byte hardware address (loopback has all zeros and no ARP: also `None`).
 pub fn hardware_address(name: &str) -> Option<[u8; 6]> {
     let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).ok()?;
-    let mac = crate::config::parse_mac(text.trim()).ok()?;
+    let mac = text.trim().parse::<crate::model::mac::MacAddr>().ok()?.0;
     (mac != [0; 6]).then_some(mac)
 }
 
