@@ -233,7 +233,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         );
     }
     let store_path = data_dir.join("state.redb");
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+    let retention = crate::store::Retention {
+        max_changes: config.watch.retention_changes,
+        max_age_ms: Some(u64::try_from(config.watch.retention_age.as_millis()).unwrap_or(u64::MAX)),
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&store_path, retention))
         .await
         .expect("store open task")?;
     let token = auth::load_or_create(&data_dir)?;
@@ -345,6 +349,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         data_dir.display().to_string(),
         lifecycle.clone(),
         applies,
+        crate::api::watch::Watches::new(
+            store.clone(),
+            &crate::api::watch::WatchSettings {
+                bookmark: Duration::from_secs(config.watch.bookmark_secs),
+                max_watchers: config.watch.max_watchers,
+            },
+            shutdown.clone(),
+        ),
     );
     let power_service = crate::bmc::service::PowerService::new(power.clone());
     let admin_token: Arc<str> = Arc::from(token.token.as_str());

@@ -188,6 +188,14 @@ pub enum CtlCommand {
         name: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// After printing, keep printing every change (put/delete) as it is committed,
+        /// from the revision the list was read at; stops on Ctrl-C.
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// With --watch: print no list, only the changes after this store revision
+        /// (resuming an earlier watch). Refused when the box no longer keeps it.
+        #[arg(long, requires = "watch")]
+        since_revision: Option<u64>,
     },
     /// Delete one object.
     Delete { kind: String, name: String },

@@ -31,6 +31,23 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub lifecycle: LifecycleConfig,
     pub siderolink: SideroLinkConfig,
+    pub watch: WatchConfig,
+}
+
+/// The admin Watch API and the durable change log behind it (`store/changelog.rs`,
+/// `api/watch.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Newest committed changes kept for watches to resume from (at least 1).
+    pub retention_changes: u64,
+    /// Changes older than this are dropped from the log too: "90s", "20m", "24h".
+    #[serde(with = "duration_text")]
+    pub retention_age: std::time::Duration,
+    /// An idle watch stream gets a bookmark this often (unless the client asks otherwise).
+    pub bookmark_secs: u64,
+    /// Watch streams open at once, all clients together.
+    pub max_watchers: usize,
 }
 
 /// SideroLink: the WireGuard overlay installed nodes join (Talos logs and events), see
@@ -430,6 +447,14 @@ impl Config {
             .dhcp
             .validate()
             .and_then(|()| {
+                if config.watch.retention_changes == 0 {
+                    return Err("watch.retention_changes must be at least 1".into());
+                }
+                if config.watch.max_watchers == 0 || config.watch.bookmark_secs == 0 {
+                    return Err(
+                        "watch.max_watchers and watch.bookmark_secs must be positive".into(),
+                    );
+                }
                 for p in &config.siderolink.negative_address_filter {
                     p.parse::<crate::protocol::siderolink::events::IpPrefix>()
                         .map_err(|e| format!("siderolink.negative_address_filter: {e}"))?;

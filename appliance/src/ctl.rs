@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use appliance_rpc::admin::admin_client::AdminClient;
 use appliance_rpc::admin::{
-    ApplyRequest, DeleteRequest, GetRequest, Object as PbObject, ServerActionKind,
-    ServerActionRequest, StatusRequest,
+    ApplyRequest, ChangeType, DeleteRequest, GetRequest, Object as PbObject, ServerActionKind,
+    ServerActionRequest, StatusRequest, WatchRequest,
 };
 use appliance_rpc::console::SetPasswordRequest;
 use appliance_rpc::console::console_admin_client::ConsoleAdminClient;
@@ -217,10 +217,26 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
                 outln!("{}/{} {}", a.kind.to_lowercase(), a.name, a.result)?;
             }
         }
-        CtlCommand::Get { kind, name, output } => {
+        CtlCommand::Get {
+            kind,
+            name,
+            output,
+            watch,
+            since_revision,
+        } => {
             let kind = parse_kind(&kind)?;
-            let objects = get(&mut client, kind, name.unwrap_or_default()).await?;
-            print_objects(kind, &objects, output)?;
+            let name = name.unwrap_or_default();
+            let since = match since_revision {
+                Some(r) => r,
+                None => {
+                    let (objects, revision) = get_at(&mut client, kind, name.clone()).await?;
+                    print_objects(kind, &objects, output)?;
+                    revision
+                }
+            };
+            if watch {
+                watch_changes(&mut client, kind, name, since, output).await?;
+            }
         }
         CtlCommand::Delete { kind, name } => {
             let kind = parse_kind(&kind)?;
@@ -345,6 +361,15 @@ async fn server(client: &mut Client, command: ServerCommand) -> Result<(), CtlEr
 }
 
 async fn get(client: &mut Client, kind: Kind, name: String) -> Result<Vec<Object>, CtlError> {
+    Ok(get_at(client, kind, name).await?.0)
+}
+
+/// Objects of a kind (or one) and the store revision they were read at.
+async fn get_at(
+    client: &mut Client,
+    kind: Kind,
+    name: String,
+) -> Result<(Vec<Object>, u64), CtlError> {
     let reply = client
         .get(GetRequest {
             kind: kind.to_string(),
@@ -352,11 +377,66 @@ async fn get(client: &mut Client, kind: Kind, name: String) -> Result<Vec<Object
         })
         .await?
         .into_inner();
-    reply
+    let objects = reply
         .objects
         .iter()
         .map(|o: &PbObject| Object::from_json(kind, &o.json).map_err(CtlError::BadReply))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((objects, reply.revision))
+}
+
+/// `ctl get --watch`: prints each change after `since` until the stream ends. Table output
+/// is one line per change (`<revision> PUT|DELETE <kind>/<name>`); YAML the objects as
+/// documents headed by that line as a comment; JSON one object per line
+/// (`{"type","revision","kind","name","object"}`). Bookmarks are not printed.
+async fn watch_changes(
+    client: &mut Client,
+    kind: Kind,
+    name: String,
+    since: u64,
+    output: Output,
+) -> Result<(), CtlError> {
+    let mut stream = client
+        .watch(WatchRequest {
+            kinds: vec![kind.to_string()],
+            name,
+            since_revision: Some(since),
+            bookmark_interval_ms: 0,
+        })
+        .await?
+        .into_inner();
+    while let Some(event) = stream.message().await? {
+        let op = match ChangeType::try_from(event.r#type) {
+            Ok(ChangeType::Put) => "PUT",
+            Ok(ChangeType::Delete) => "DELETE",
+            _ => continue,
+        };
+        let object = Object::from_json(kind, &event.json).map_err(CtlError::BadReply)?;
+        let line = format!(
+            "{} {op} {}/{}",
+            event.revision,
+            kind.as_str().to_lowercase(),
+            event.name
+        );
+        match output {
+            Output::Table => outln!("{line}")?,
+            Output::Yaml => {
+                outln!("---\n# {line}")?;
+                out!("{}", object.to_yaml())?;
+            }
+            Output::Json => {
+                let value = serde_json::json!({
+                    "type": op,
+                    "revision": event.revision,
+                    "kind": event.kind,
+                    "name": event.name,
+                    "object": object,
+                });
+                outln!("{value}")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_input(file: &PathBuf) -> Result<String, CtlError> {

@@ -1,4 +1,6 @@
-//! The admin gRPC service: status, apply/get/delete of objects, server actions.
+//! The admin gRPC service: status, apply/get/delete of objects, server actions, and the
+//! `Watch` stream of committed changes (`watch.rs`). Get answers with the store revision it
+//! read at, so a client can list and then watch from there.
 //!
 //! Parses and validates documents itself (so the CLI, console and bridge get the same
 //! errors) and writes through `Store` on the blocking pool (redb commits fsync).
@@ -14,6 +16,7 @@ use appliance_rpc::admin::{
 use tonic::{Request, Response, Status};
 
 use super::apply_batch::ApplyBatcher;
+use super::watch::{WatchStream, Watches};
 use crate::clock;
 use crate::model::{self, Kind};
 use crate::store::{Store, StoreError, Stored};
@@ -28,6 +31,8 @@ pub struct AdminService {
     /// Server actions (accept/cordon/uncordon) go through the lifecycle state machine: one
     /// transaction with its event; illegal actions are refused with the reason.
     lifecycle: crate::reconcile::Lifecycle,
+    /// `Watch` streams over the store's change log.
+    watches: Watches,
 }
 
 impl AdminService {
@@ -37,9 +42,11 @@ impl AdminService {
         data_dir: String,
         lifecycle: crate::reconcile::Lifecycle,
         applies: ApplyBatcher,
+        watches: Watches,
     ) -> Self {
         AdminService {
             applies,
+            watches,
             store,
             started: clock::now(),
             data_dir,
@@ -59,7 +66,7 @@ impl AdminService {
     }
 }
 
-fn store_status(e: StoreError) -> Status {
+pub(super) fn store_status(e: StoreError) -> Status {
     match &e {
         StoreError::NotFound { .. } => Status::not_found(e.to_string()),
         StoreError::Rejected { .. } => Status::failed_precondition(e.to_string()),
@@ -70,7 +77,7 @@ fn store_status(e: StoreError) -> Status {
     }
 }
 
-fn parse_kind(s: &str) -> Result<Kind, Status> {
+pub(super) fn parse_kind(s: &str) -> Result<Kind, Status> {
     Kind::parse_cli(s).ok_or_else(|| {
         Status::invalid_argument(format!(
             "unknown kind `{s}` (expected server, serverclass, environment, metalmachine or serverbinding)"
@@ -144,18 +151,18 @@ impl Admin for AdminService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
         let req = req.into_inner();
         let kind = parse_kind(&req.kind)?;
-        let objects = if req.name.is_empty() {
-            self.blocking(move |s| s.list(kind)).await?
+        let (objects, revision) = if req.name.is_empty() {
+            self.blocking(move |s| s.list_at(kind)).await?
         } else {
             let name = req.name.clone();
-            let found = self.blocking(move |s| s.get(kind, &name)).await?;
-            vec![
-                found
-                    .ok_or_else(|| Status::not_found(format!("{kind} `{}` not found", req.name)))?,
-            ]
+            let (found, revision) = self.blocking(move |s| s.get_at(kind, &name)).await?;
+            let found = found
+                .ok_or_else(|| Status::not_found(format!("{kind} `{}` not found", req.name)))?;
+            (vec![found], revision)
         };
         Ok(Response::new(GetReply {
             objects: objects.into_iter().map(to_pb).collect(),
+            revision,
         }))
     }
 
@@ -164,6 +171,15 @@ impl Admin for AdminService {
         let kind = parse_kind(&req.kind)?;
         let revision = self.blocking(move |s| s.delete(kind, &req.name)).await?;
         Ok(Response::new(DeleteReply { revision }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Ok(Response::new(self.watches.open(req.into_inner()).await?))
     }
 
     async fn server_action(

@@ -1,6 +1,6 @@
 //! gRPC services (tonic) implementing `appliance-rpc`, served on the HTTP port.
 //!
-//! `admin` (+ `apply_batch`, its group commit), `lifecycle` and `console`: operator/bridge
+//! `admin` (+ `apply_batch`, its group commit; `watch`, its change stream), `lifecycle` and `console`: operator/bridge
 //! calls behind the admin token (`auth`). `agent`: the Sidero-compatible agent API for
 //! PXE-booted servers, unauthenticated as in Sidero, bound to the source address of each
 //! agent boot and with registration capped per address (`agent_limit`, pure). Services talk to the store only through
@@ -14,3 +14,4 @@ pub mod auth;
 pub mod console;
 pub mod lifecycle;
 pub mod observe;
+pub mod watch;

@@ -357,6 +357,13 @@ impl Store {
                     key.as_str(),
                     tables::encode_record(revision, &object, &self.inner.key)?.as_slice(),
                 )?;
+                let change = Change {
+                    revision,
+                    kind: Kind::Server,
+                    name: server.to_string(),
+                    op: ChangeOp::Put,
+                };
+                self.log_one(&txn, &mut meta, &change, &object)?;
                 changed = Some(Some(revision));
                 stored = Stored { object, revision };
             }

@@ -6,25 +6,29 @@
 //! read what a newer one sealed).
 //!
 //! Versions: 1 = secrets in clear; 2 = BMC secrets and inline BMC passwords sealed with
-//! the secrets key (`crate::secrets`), whose id is recorded in `meta`.
+//! the secrets key (`crate::secrets`), whose id is recorded in `meta`; 3 = the durable
+//! change log (`change_log`, `changelog.rs`), started empty at the store's revision.
 
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableError, WriteTransaction};
 
 use super::StoreError;
-use super::tables::{self, BMC_SECRETS, META, META_SCHEMA_VERSION, META_SECRETS_KEY_ID, OBJECTS};
+use super::tables::{
+    self, BMC_SECRETS, CHANGE_LOG, META, META_LOG_COMPACTED, META_SCHEMA_VERSION,
+    META_SECRETS_KEY_ID, OBJECTS,
+};
 use crate::model::Kind;
 use crate::secrets::SecretKey;
 
 /// The schema this binary reads and writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// One migration step; returns how many records it rewrote.
 type Step = fn(&WriteTransaction, &SecretKey) -> Result<usize, StoreError>;
 
 /// `MIGRATIONS[i]` migrates version `i + 1` to `i + 2`.
-const MIGRATIONS: &[Step] = &[seal_secrets];
+const MIGRATIONS: &[Step] = &[seal_secrets, start_change_log];
 
 /// What opening did to the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +59,7 @@ pub fn run(db: &Database, path: &Path, key: &SecretKey) -> Result<Outcome, Store
     match found {
         None => {
             txn.open_table(OBJECTS)?;
+            txn.open_table(CHANGE_LOG)?;
             let mut meta = txn.open_table(META)?;
             meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
             meta.insert(META_SECRETS_KEY_ID, key.id())?;
@@ -162,6 +167,19 @@ fn seal_secrets(txn: &WriteTransaction, key: &SecretKey) -> Result<usize, StoreE
     txn.open_table(META)?
         .insert(META_SECRETS_KEY_ID, key.id())?;
     Ok(sealed)
+}
+
+/// 2 → 3: creates the change log, empty: a watch can resume only from the store's
+/// revision at the upgrade on (older revisions list again).
+fn start_change_log(txn: &WriteTransaction, _key: &SecretKey) -> Result<usize, StoreError> {
+    txn.open_table(CHANGE_LOG)?;
+    let mut meta = txn.open_table(META)?;
+    let revision = meta
+        .get(tables::META_REVISION)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    meta.insert(META_LOG_COMPACTED, revision)?;
+    Ok(0)
 }
 
 /// Stamps a schema version, for tests of the refusal/migration paths.

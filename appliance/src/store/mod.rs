@@ -11,6 +11,7 @@
 //! holds sealed records refuses to open without that key file, or with another one.
 
 mod bmc;
+mod changelog;
 mod console;
 mod events;
 mod leases;
@@ -32,10 +33,11 @@ use crate::model::{Kind, Object};
 use crate::secrets::{SecretKey, SecretsError, keyfile};
 
 pub use bmc::{BmcSettings, REDACTED, bmc_secret_name, redact_secrets};
+pub use changelog::{LoggedChange, Retention, Since};
 pub use events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
 pub use migrate::SCHEMA_VERSION;
 pub use node_logs::{NodeLogQuery, NodeLogRecord};
-use tables::{META, OBJECTS, object_key};
+use tables::{CHANGE_LOG, META, OBJECTS, object_key};
 pub use txn::Txn;
 
 /// A committed change, as sent on the change feed.
@@ -132,6 +134,8 @@ pub enum StoreError {
         name: String,
         message: String,
     },
+    #[error("change log entry {revision} is unreadable: {message}")]
+    CorruptChange { revision: u64, message: String },
     #[error("stored DHCP lease for {addr} is unreadable: {message}")]
     CorruptLease {
         addr: std::net::Ipv4Addr,
@@ -182,6 +186,8 @@ struct Inner {
     path: PathBuf,
     key: SecretKey,
     changes: broadcast::Sender<Change>,
+    /// How much of the change log (`changelog.rs`) is kept.
+    retention: Retention,
 }
 
 impl std::fmt::Debug for Store {
@@ -196,8 +202,13 @@ impl Store {
     /// Opens (creating if missing, mode 0600) the store file, migrating an older schema and
     /// refusing a newer one or a corrupt file. The secrets key is `secrets.key` in the same
     /// directory ([`Store::key_path`]): created with a new store, required by one that
-    /// holds sealed secrets.
+    /// holds sealed secrets. The change log keeps the default [`Retention`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, Retention::default())
+    }
+
+    /// [`Store::open`] with the change log bounded by `retention`.
+    pub fn open_with(path: &Path, retention: Retention) -> Result<Store, StoreError> {
         // redb creates missing files with the umask's mode; create it private first (an
         // empty file is initialised as a new database).
         std::fs::OpenOptions::new()
@@ -255,6 +266,7 @@ impl Store {
                 path: path.to_path_buf(),
                 key,
                 changes,
+                retention,
             }),
         })
     }
@@ -318,7 +330,38 @@ impl Store {
 
     /// All objects of one kind, sorted by name.
     pub fn list(&self, kind: Kind) -> Result<Vec<Stored>, StoreError> {
+        Ok(self.list_at(kind)?.0)
+    }
+
+    /// [`Store::list`] and the store revision it was read at (one snapshot): a watch from
+    /// that revision misses no later change.
+    pub fn list_at(&self, kind: Kind) -> Result<(Vec<Stored>, u64), StoreError> {
         let txn = self.inner.db.begin_read()?;
+        let revision = txn
+            .open_table(META)?
+            .get(tables::META_REVISION)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        Ok((self.list_in(&txn, kind)?, revision))
+    }
+
+    /// [`Store::get`] and the store revision it was read at (one snapshot).
+    pub fn get_at(&self, kind: Kind, name: &str) -> Result<(Option<Stored>, u64), StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let revision = txn
+            .open_table(META)?
+            .get(tables::META_REVISION)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let table = txn.open_table(OBJECTS)?;
+        let found = table
+            .get(object_key(kind, name).as_str())?
+            .map(|v| tables::decode_record(kind, name, v.value(), &self.inner.key))
+            .transpose()?;
+        Ok((found, revision))
+    }
+
+    fn list_in(&self, txn: &redb::ReadTransaction, kind: Kind) -> Result<Vec<Stored>, StoreError> {
         let table = txn.open_table(OBJECTS)?;
         let prefix = tables::kind_prefix(kind);
         let mut out = Vec::new();
@@ -355,6 +398,8 @@ impl Store {
         {
             let mut meta = txn.open_table(META)?;
             let mut table = txn.open_table(OBJECTS)?;
+            let mut log = txn.open_table(CHANGE_LOG)?;
+            let now_ms = crate::clock::unix_ms();
             let mut revision = meta
                 .get(tables::META_REVISION)?
                 .map(|v| v.value())
@@ -389,12 +434,14 @@ impl Store {
                     key.as_str(),
                     tables::encode_record(revision, &object, &self.inner.key)?.as_slice(),
                 )?;
-                changes.push(Change {
+                let change = Change {
                     revision,
                     kind,
                     name: name.clone(),
                     op: ChangeOp::Put,
-                });
+                };
+                changelog::append(&mut log, &change, &object, &self.inner.key, now_ms)?;
+                changes.push(change);
                 applied.push(Applied {
                     kind,
                     name,
@@ -403,6 +450,7 @@ impl Store {
                 });
             }
             meta.insert(tables::META_REVISION, revision)?;
+            self.prune_log(&mut log, &mut meta, revision, now_ms)?;
         }
         if changes.is_empty() {
             txn.abort()?;
@@ -457,12 +505,14 @@ impl Store {
                     key.as_str(),
                     tables::encode_record(revision, &object, &self.inner.key)?.as_slice(),
                 )?;
-                change = Some(Change {
+                let c = Change {
                     revision,
                     kind,
                     name: name.to_string(),
                     op: ChangeOp::Put,
-                });
+                };
+                self.log_one(&txn, &mut meta, &c, &object)?;
+                change = Some(c);
                 stored = Stored { object, revision };
             }
         }
@@ -479,24 +529,30 @@ impl Store {
     pub fn delete(&self, kind: Kind, name: &str) -> Result<u64, StoreError> {
         let txn = self.inner.db.begin_write()?;
         let revision;
+        let change;
         {
             let mut meta = txn.open_table(META)?;
             let mut table = txn.open_table(OBJECTS)?;
-            if table.remove(object_key(kind, name).as_str())?.is_none() {
-                return Err(StoreError::NotFound {
-                    kind,
-                    name: name.to_string(),
-                });
-            }
+            let old = match table.remove(object_key(kind, name).as_str())? {
+                Some(v) => tables::decode_record(kind, name, v.value(), &self.inner.key)?,
+                None => {
+                    return Err(StoreError::NotFound {
+                        kind,
+                        name: name.to_string(),
+                    });
+                }
+            };
             revision = next_revision(&mut meta)?;
+            change = Change {
+                revision,
+                kind,
+                name: name.to_string(),
+                op: ChangeOp::Delete,
+            };
+            self.log_one(&txn, &mut meta, &change, &old.object)?;
         }
         txn.commit()?;
-        self.publish(Some(Change {
-            revision,
-            kind,
-            name: name.to_string(),
-            op: ChangeOp::Delete,
-        }));
+        self.publish(Some(change));
         Ok(revision)
     }
 
@@ -508,6 +564,31 @@ impl Store {
 
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
+    }
+
+    /// Logs one change made in `txn` (whose revision `meta` already holds) and prunes the
+    /// change log.
+    fn log_one(
+        &self,
+        txn: &redb::WriteTransaction,
+        meta: &mut redb::Table<'_, &'static str, u64>,
+        change: &Change,
+        object: &Object,
+    ) -> Result<(), StoreError> {
+        let mut log = txn.open_table(CHANGE_LOG)?;
+        let now_ms = crate::clock::unix_ms();
+        changelog::append(&mut log, change, object, &self.inner.key, now_ms)?;
+        self.prune_log(&mut log, meta, change.revision, now_ms)
+    }
+
+    fn prune_log(
+        &self,
+        log: &mut redb::Table<'_, u64, &'static [u8]>,
+        meta: &mut redb::Table<'_, &'static str, u64>,
+        revision: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        changelog::prune(log, meta, revision, self.inner.retention, now_ms)
     }
 
     fn publish(&self, changes: impl IntoIterator<Item = Change>) {

@@ -3,6 +3,8 @@
 //! `objects`: key `"<Kind>/<name>"`, value = 8-byte big-endian revision + canonical JSON;
 //! a Server's inline `spec.bmc.pass` is sealed inside that JSON (see `bmc.rs`).
 //! `meta`: schema version, the store revision counter and the secrets key id.
+//! `change_log`: key revision, value = one JSON header line + the object's canonical JSON
+//! (sealed as in `objects`); see `changelog.rs`.
 
 use redb::TableDefinition;
 
@@ -15,6 +17,10 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_REVISION: &str = "revision";
+/// The highest revision pruned from `change_log` (from schema 3).
+pub const META_LOG_COMPACTED: &str = "change_log_compacted";
+/// Committed object changes by revision (`changelog.rs`).
+pub const CHANGE_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("change_log");
 /// `SecretKey::id` of the key this store's secrets are sealed with (from schema 2).
 pub const META_SECRETS_KEY_ID: &str = "secrets_key_id";
 
@@ -32,12 +38,33 @@ pub fn encode_record(
     object: &Object,
     key: &SecretKey,
 ) -> Result<Vec<u8>, StoreError> {
-    let sealed = super::bmc::seal_inline_pass(object, key)?;
-    let json = sealed.as_ref().unwrap_or(object).to_json();
+    let json = sealed_json(object, key)?;
     let mut out = Vec::with_capacity(8 + json.len());
     out.extend_from_slice(&revision.to_be_bytes());
     out.extend_from_slice(json.as_bytes());
     Ok(out)
+}
+
+/// An object's canonical JSON with its secrets sealed with `key`.
+pub fn sealed_json(object: &Object, key: &SecretKey) -> Result<String, StoreError> {
+    let sealed = super::bmc::seal_inline_pass(object, key)?;
+    Ok(sealed.as_ref().unwrap_or(object).to_json())
+}
+
+/// Reads what [`sealed_json`] wrote, opening the sealed secrets with `key`.
+pub fn open_json(
+    kind: Kind,
+    name: &str,
+    json: &str,
+    key: &SecretKey,
+) -> Result<Object, StoreError> {
+    let mut object = Object::from_json(kind, json).map_err(|e| StoreError::CorruptRecord {
+        kind,
+        name: name.to_string(),
+        message: e.to_string(),
+    })?;
+    super::bmc::open_inline_pass(&mut object, key)?;
+    Ok(object)
 }
 
 /// Decodes an object record, opening its sealed secrets with `key` (a record written

@@ -438,3 +438,275 @@ fn other_rooms_seal_with_the_store_key() {
             .is_err()
     );
 }
+
+// --- the durable change log (changelog.rs) ---
+
+fn logged(store: &Store, after: u64) -> Vec<LoggedChange> {
+    match store.changes_since(after, usize::MAX).unwrap() {
+        Since::Changes { changes, .. } => changes,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_write_path_logs_its_change_in_revision_order() {
+    let (_dir, store) = open_temp();
+    store
+        .apply(objects(&format!(
+            "{}---\n{}",
+            server_yaml("a", false),
+            server_yaml("b", false)
+        )))
+        .unwrap();
+    store
+        .update(Kind::Server, "a", |o| {
+            if let Object::Server(s) = o {
+                s.spec.accepted = true;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let spec = crate::model::Bmc {
+        endpoint: "10.0.0.5".into(),
+        ..Default::default()
+    };
+    store.set_server_bmc("b", spec, "sidero", "P-1").unwrap();
+    store
+        .transact(|t| {
+            t.delete(Kind::Server, "b")?;
+            let mut c = objects(&server_yaml("c", true)).remove(0);
+            t.put(&c)?;
+            if let Object::Server(s) = &mut c {
+                s.spec.hostname = Some("c1".into());
+            }
+            t.put(&c).map(|_| ())
+        })
+        .unwrap();
+    store.delete(Kind::Server, "a").unwrap();
+    let log = logged(&store, 0);
+    let got: Vec<_> = log
+        .iter()
+        .map(|c| (c.revision, c.op, c.name.as_str()))
+        .collect();
+    use ChangeOp::{Delete, Put};
+    assert_eq!(
+        got,
+        [
+            (1, Put, "a"),
+            (2, Put, "b"),
+            (3, Put, "a"),
+            (4, Put, "b"),
+            (5, Delete, "b"),
+            (6, Put, "c"),
+            (7, Put, "c"),
+            (8, Delete, "a"),
+        ]
+    );
+    assert_eq!(store.revision().unwrap(), 8);
+    // Puts carry the object after the change, deletes the last state.
+    let Object::Server(b) = &log[4].object else {
+        panic!()
+    };
+    assert_eq!(b.spec.bmc.as_ref().unwrap().endpoint, "10.0.0.5");
+    let Object::Server(a) = &log[7].object else {
+        panic!()
+    };
+    assert!(a.spec.accepted);
+    let Object::Server(c) = &log[6].object else {
+        panic!()
+    };
+    assert_eq!(c.spec.hostname.as_deref(), Some("c1"));
+    assert!(log.iter().all(|c| c.committed_ms > 0));
+    // Reading after a revision, in batches.
+    let tail: Vec<u64> = logged(&store, 5).iter().map(|c| c.revision).collect();
+    assert_eq!(tail, [6, 7, 8]);
+    match store.changes_since(2, 2).unwrap() {
+        Since::Changes { changes, revision } => {
+            assert_eq!(changes.len(), 2);
+            assert_eq!(changes[0].revision, 3);
+            assert_eq!(revision, 8);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A failed transaction logs nothing.
+    let r: Result<(), StoreError> = store.transact(|t| {
+        t.delete(Kind::Server, "c")?;
+        Err(StoreError::NotFound {
+            kind: Kind::Server,
+            name: "x".into(),
+        })
+    });
+    assert!(r.is_err());
+    assert!(logged(&store, 8).is_empty());
+}
+
+#[test]
+fn the_log_keeps_the_newest_changes_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let retention = Retention {
+        max_changes: 3,
+        max_age_ms: None,
+    };
+    {
+        let store = Store::open_with(&path, retention).unwrap();
+        for i in 0..10 {
+            store
+                .apply(objects(&server_yaml(&format!("s{i}"), true)))
+                .unwrap();
+        }
+        assert_eq!(store.compacted_revision().unwrap(), 7);
+    }
+    let store = Store::open_with(&path, retention).unwrap();
+    assert_eq!(
+        store.changes_since(6, 10).unwrap(),
+        Since::Compacted {
+            compacted: 7,
+            revision: 10
+        }
+    );
+    assert_eq!(
+        store.changes_since(11, 10).unwrap(),
+        Since::Compacted {
+            compacted: 7,
+            revision: 10
+        },
+        "a revision the store never had is refused too"
+    );
+    let kept: Vec<u64> = logged(&store, 7).iter().map(|c| c.revision).collect();
+    assert_eq!(kept, [8, 9, 10]);
+    // One transaction writing more than the retention keeps only its newest changes.
+    let many: String = (0..5)
+        .map(|i| server_yaml(&format!("m{i}"), true))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    store.apply(objects(&many)).unwrap();
+    assert_eq!(store.compacted_revision().unwrap(), 12);
+    assert!(matches!(
+        store.changes_since(10, 1).unwrap(),
+        Since::Compacted { compacted: 12, .. }
+    ));
+    let kept: Vec<u64> = logged(&store, 12).iter().map(|c| c.revision).collect();
+    assert_eq!(kept, [13, 14, 15]);
+}
+
+#[test]
+fn the_log_drops_changes_older_than_its_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("log.redb")).unwrap();
+    let key = crate::secrets::SecretKey::from_bytes(&[7; 32]);
+    let object = objects(&server_yaml("s", true)).remove(0);
+    let txn = db.begin_write().unwrap();
+    {
+        let mut log = txn.open_table(CHANGE_LOG).unwrap();
+        let mut meta = txn.open_table(META).unwrap();
+        for (revision, at_ms) in [(1, 1_000), (2, 2_000), (3, 3_000)] {
+            let change = Change {
+                revision,
+                kind: Kind::Server,
+                name: "s".into(),
+                op: ChangeOp::Put,
+            };
+            changelog::append(&mut log, &change, &object, &key, at_ms).unwrap();
+        }
+        let retention = Retention {
+            max_changes: 100,
+            max_age_ms: Some(1_000),
+        };
+        changelog::prune(&mut log, &mut meta, 3, retention, 3_500).unwrap();
+        assert_eq!(
+            meta.get(tables::META_LOG_COMPACTED)
+                .unwrap()
+                .unwrap()
+                .value(),
+            2
+        );
+        assert!(log.get(2).unwrap().is_none());
+        assert!(log.get(3).unwrap().is_some());
+        // Everything may age out: the compaction point then reaches the revision.
+        changelog::prune(&mut log, &mut meta, 3, retention, 10_000).unwrap();
+        assert_eq!(
+            meta.get(tables::META_LOG_COMPACTED)
+                .unwrap()
+                .unwrap()
+                .value(),
+            3
+        );
+        assert!(log.is_empty().unwrap());
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_schema_2_store_starts_its_log_at_its_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .apply(objects(&format!(
+                "{}---\n{}",
+                server_yaml("a", true),
+                server_yaml("b", true)
+            )))
+            .unwrap();
+        // As schema 2 left it: no change log, no compaction point.
+        let txn = store.inner.db.begin_write().unwrap();
+        txn.delete_table(CHANGE_LOG).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .remove(tables::META_LOG_COMPACTED)
+            .unwrap();
+        txn.commit().unwrap();
+        migrate::force_version(&store.inner.db, 2).unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.compacted_revision().unwrap(), 2);
+    assert!(matches!(
+        store.changes_since(0, 10).unwrap(),
+        Since::Compacted { compacted: 2, .. }
+    ));
+    assert!(logged(&store, 2).is_empty());
+    store.delete(Kind::Server, "a").unwrap();
+    assert_eq!(logged(&store, 2)[0].revision, 3);
+}
+
+#[test]
+fn replaying_the_log_gives_the_stored_objects() {
+    let (_dir, store) = open_temp();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let name = format!("s{}", x % 9);
+        if x.is_multiple_of(3) {
+            let _ = store.delete(Kind::Server, &name);
+        } else {
+            store
+                .apply(objects(&server_yaml(&name, x.is_multiple_of(2))))
+                .unwrap();
+        }
+    }
+    let mut replayed: BTreeMap<String, Object> = BTreeMap::new();
+    for c in logged(&store, 0) {
+        match c.op {
+            ChangeOp::Put => {
+                replayed.insert(c.name, c.object);
+            }
+            ChangeOp::Delete => {
+                assert!(
+                    replayed.remove(&c.name).is_some(),
+                    "delete of a live object"
+                );
+            }
+        }
+    }
+    let stored: BTreeMap<String, Object> = store
+        .list(Kind::Server)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.object.name().to_string(), s.object))
+        .collect();
+    assert_eq!(replayed, stored);
+}

@@ -1,7 +1,8 @@
 //! Multi-object write transactions: `Store::transact` runs a closure against a `Txn` that
 //! reads and writes objects, lifecycle events and allocations inside ONE redb write
 //! transaction. The closure's error aborts it (nothing written); success commits (fsync'd)
-//! and then publishes the changed objects on the change feed.
+//! and then publishes the changed objects on the change feed. Object changes are also
+//! appended to the durable change log (`changelog.rs`) in the same transaction.
 //!
 //! Used by the lifecycle (reconcile/) so that a transition (server status + binding +
 //! event) is atomic. Only this module and its siblings name redb types.
@@ -9,8 +10,8 @@
 use redb::{ReadableTable, Table};
 
 use super::events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
-use super::tables::{self, ALLOCATIONS, EVENTS, META, OBJECTS, object_key};
-use super::{Change, ChangeOp, Store, StoreError, Stored};
+use super::tables::{self, ALLOCATIONS, CHANGE_LOG, EVENTS, META, OBJECTS, object_key};
+use super::{Change, ChangeOp, Store, StoreError, Stored, changelog};
 use crate::model::{Kind, Object};
 
 /// An open write transaction (see `Store::transact`).
@@ -19,7 +20,9 @@ pub struct Txn<'t> {
     meta: Table<'t, &'static str, u64>,
     events: Table<'t, (&'static str, u64), &'static [u8]>,
     allocations: Table<'t, &'static str, &'static [u8]>,
+    log: Table<'t, u64, &'static [u8]>,
     key: &'t crate::secrets::SecretKey,
+    now_ms: u64,
     revision: u64,
     changes: Vec<Change>,
     dirty: bool,
@@ -63,32 +66,33 @@ impl Txn<'_> {
             key.as_str(),
             tables::encode_record(self.revision, object, self.key)?.as_slice(),
         )?;
-        self.changes.push(Change {
+        let change = Change {
             revision: self.revision,
             kind,
             name,
             op: ChangeOp::Put,
-        });
+        };
+        changelog::append(&mut self.log, &change, object, self.key, self.now_ms)?;
+        self.changes.push(change);
         self.dirty = true;
         Ok(self.revision)
     }
 
     /// Deletes one object; false if it did not exist.
     pub fn delete(&mut self, kind: Kind, name: &str) -> Result<bool, StoreError> {
-        if self
-            .objects
-            .remove(object_key(kind, name).as_str())?
-            .is_none()
-        {
-            return Ok(false);
-        }
+        let old = match self.objects.remove(object_key(kind, name).as_str())? {
+            Some(v) => tables::decode_record(kind, name, v.value(), self.key)?,
+            None => return Ok(false),
+        };
         self.revision += 1;
-        self.changes.push(Change {
+        let change = Change {
             revision: self.revision,
             kind,
             name: name.to_string(),
             op: ChangeOp::Delete,
-        });
+        };
+        changelog::append(&mut self.log, &change, &old.object, self.key, self.now_ms)?;
+        self.changes.push(change);
         self.dirty = true;
         Ok(true)
     }
@@ -182,7 +186,9 @@ impl Store {
                 meta,
                 events: txn.open_table(EVENTS).map_err(StoreError::from)?,
                 allocations: txn.open_table(ALLOCATIONS).map_err(StoreError::from)?,
+                log: txn.open_table(CHANGE_LOG).map_err(StoreError::from)?,
                 key: &self.inner.key,
+                now_ms: crate::clock::unix_ms(),
                 revision,
                 changes: Vec::new(),
                 dirty: false,
@@ -192,6 +198,7 @@ impl Store {
                 t.meta
                     .insert(tables::META_REVISION, t.revision)
                     .map_err(StoreError::from)?;
+                self.prune_log(&mut t.log, &mut t.meta, t.revision, t.now_ms)?;
             }
             (result, t.changes, t.dirty)
         };

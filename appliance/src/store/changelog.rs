@@ -1,0 +1,220 @@
+//! The durable change log behind the admin Watch API: every committed object change is
+//! appended, in the same write transaction as the change, under its store revision (the
+//! revision counter in `meta`, one per change, so the log is dense). Each entry holds the
+//! kind, name, put/delete, commit time and the object (after a put; the last state before a
+//! delete), with inline BMC passwords sealed as in the `objects` table.
+//!
+//! The log is bounded by a [`Retention`] (number of changes and age), pruned oldest first
+//! in the writing transaction. `meta` `change_log_compacted` is the highest revision pruned:
+//! a reader may resume after any revision `r` with `compacted <= r <= revision`; an older
+//! `r` must list again ([`Since::Compacted`]).
+
+use redb::{ReadableDatabase, ReadableTable, Table};
+
+use super::tables::{self, CHANGE_LOG, META, META_LOG_COMPACTED};
+use super::{Change, ChangeOp, Store, StoreError};
+use crate::model::{Kind, Object};
+use crate::secrets::SecretKey;
+
+/// How much of the change log is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Newest changes kept (at least 1).
+    pub max_changes: u64,
+    /// Changes older than this (ms, by commit time) are dropped at the next commit;
+    /// `None` keeps them until `max_changes` pushes them out.
+    pub max_age_ms: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_changes: 10_000,
+            max_age_ms: Some(24 * 3600 * 1000),
+        }
+    }
+}
+
+/// One logged change, as a watcher reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedChange {
+    pub revision: u64,
+    pub kind: Kind,
+    pub name: String,
+    pub op: ChangeOp,
+    /// Unix ms of the commit.
+    pub committed_ms: u64,
+    /// After a put: the object; after a delete: its last state.
+    pub object: Object,
+}
+
+/// What a read of the log after a revision found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Since {
+    /// Changes after the asked revision (at most the asked number), and the store revision
+    /// the read saw: when fewer than asked came back, the reader has everything up to it.
+    Changes {
+        changes: Vec<LoggedChange>,
+        revision: u64,
+    },
+    /// The asked revision is older than the log keeps (`compacted`), or newer than the
+    /// store (`revision`; a store restored from an older backup): list again.
+    Compacted { compacted: u64, revision: u64 },
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    op: Op,
+    kind: String,
+    name: String,
+    at_ms: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Op {
+    Put,
+    Delete,
+}
+
+/// Appends one change (inside the caller's write transaction). `object` is the object after
+/// a put, or the last state before a delete.
+pub(crate) fn append(
+    log: &mut Table<'_, u64, &'static [u8]>,
+    change: &Change,
+    object: &Object,
+    key: &SecretKey,
+    at_ms: u64,
+) -> Result<(), StoreError> {
+    let header = Header {
+        op: match change.op {
+            ChangeOp::Put => Op::Put,
+            ChangeOp::Delete => Op::Delete,
+        },
+        kind: change.kind.as_str().to_string(),
+        name: change.name.clone(),
+        at_ms,
+    };
+    let mut value = serde_json::to_vec(&header).expect("a header serialises");
+    value.push(b'\n');
+    value.extend_from_slice(tables::sealed_json(object, key)?.as_bytes());
+    log.insert(change.revision, value.as_slice())?;
+    Ok(())
+}
+
+/// Drops entries beyond `retention` (oldest first), given the store revision after this
+/// transaction's changes; records the new compaction point.
+pub(crate) fn prune(
+    log: &mut Table<'_, u64, &'static [u8]>,
+    meta: &mut Table<'_, &'static str, u64>,
+    revision: u64,
+    retention: Retention,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let mut compacted = meta
+        .get(META_LOG_COMPACTED)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    let start = compacted;
+    let cutoff = retention.max_age_ms.map(|age| now_ms.saturating_sub(age));
+    while compacted < revision {
+        let next = compacted + 1;
+        let over_count = revision - compacted > retention.max_changes.max(1);
+        let too_old = match (cutoff, over_count) {
+            (_, true) => true,
+            (None, false) => false,
+            (Some(cutoff), false) => match log.get(next)? {
+                Some(v) => header_of(next, v.value())?.at_ms < cutoff,
+                None => true,
+            },
+        };
+        if !too_old {
+            break;
+        }
+        log.remove(next)?;
+        compacted = next;
+    }
+    if compacted != start {
+        meta.insert(META_LOG_COMPACTED, compacted)?;
+    }
+    Ok(())
+}
+
+fn corrupt(revision: u64, message: impl std::fmt::Display) -> StoreError {
+    StoreError::CorruptChange {
+        revision,
+        message: message.to_string(),
+    }
+}
+
+fn header_of(revision: u64, bytes: &[u8]) -> Result<Header, StoreError> {
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| corrupt(revision, "no header line"))?;
+    serde_json::from_slice(&bytes[..end]).map_err(|e| corrupt(revision, e))
+}
+
+fn decode(revision: u64, bytes: &[u8], key: &SecretKey) -> Result<LoggedChange, StoreError> {
+    let header = header_of(revision, bytes)?;
+    let kind = Kind::parse_cli(&header.kind)
+        .ok_or_else(|| corrupt(revision, format!("unknown kind `{}`", header.kind)))?;
+    let end = bytes.iter().position(|b| *b == b'\n').unwrap_or(0);
+    let json = std::str::from_utf8(&bytes[end + 1..]).map_err(|e| corrupt(revision, e))?;
+    let object = tables::open_json(kind, &header.name, json, key)?;
+    Ok(LoggedChange {
+        revision,
+        kind,
+        name: header.name,
+        op: match header.op {
+            Op::Put => ChangeOp::Put,
+            Op::Delete => ChangeOp::Delete,
+        },
+        committed_ms: header.at_ms,
+        object,
+    })
+}
+
+impl Store {
+    /// The changes committed after `revision`, oldest first, at most `limit`, read in one
+    /// snapshot (see [`Since`]).
+    pub fn changes_since(&self, revision: u64, limit: usize) -> Result<Since, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let current = meta
+            .get(tables::META_REVISION)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let compacted = meta
+            .get(META_LOG_COMPACTED)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        if revision < compacted || revision > current {
+            return Ok(Since::Compacted {
+                compacted,
+                revision: current,
+            });
+        }
+        let log = txn.open_table(CHANGE_LOG)?;
+        let mut changes = Vec::new();
+        for entry in log.range(revision + 1..)?.take(limit) {
+            let (k, v) = entry?;
+            changes.push(decode(k.value(), v.value(), &self.inner.key)?);
+        }
+        Ok(Since::Changes {
+            changes,
+            revision: current,
+        })
+    }
+
+    /// The oldest revision a watch can resume after (the highest revision pruned from the
+    /// change log).
+    pub fn compacted_revision(&self) -> Result<u64, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta
+            .get(META_LOG_COMPACTED)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+}
