@@ -22,8 +22,8 @@
 //! opens after checking the state: Loaded/Validated True and not installed; then
 //! TalosInstalled False/InProgress, still PXE-booting; then TalosInstalled True and Server
 //! `PXEBooted=True`, lifecycle `installed`); addresses and hostname recorded without the
-//! SideroLink address; every kernel log line the guest sent arrived attributed to this
-//! server; the event backlog replayed on a new connection was not applied twice; the
+//! SideroLink address; every kernel log line the guest sent is in `ctl server logs` under
+//! this server, attributed by its tunnel address; the event backlog replayed on a new connection was not applied twice; the
 //! second boot fetched no Environment and came from the disk.
 
 use std::path::Path;
@@ -137,11 +137,14 @@ fn open_gate(www: &Path, step: &str) {
     std::fs::write(www.join("gate").join(step), "open\n").unwrap();
 }
 
-/// Appliance log lines of the SideroLink log receiver for server `uuid`.
-fn log_lines_of(log: &str, uuid: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.contains("siderolink::log") && l.contains(&format!("server={uuid}")))
-        .map(str::to_string)
+/// The kernel log lines the box keeps for `uuid` (`ctl server logs -o json`).
+fn stored_logs(lab: &mut Lab, uuid: &str) -> Vec<Value> {
+    let out = lab
+        .appliance()
+        .ctl(&["server", "logs", uuid, "-o", "json"])
+        .expect("ctl server logs");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
 
@@ -338,16 +341,35 @@ status:
     let boot2 = vm.elapsed() - boot1_done;
     vm.kill();
 
-    let log = lab.appliance().log();
-    // Every kernel log line the guest sent arrived, attributed to this server.
-    let received = log_lines_of(&log, UUID);
+    // Every kernel log line the guest sent is kept under this server (`ctl server logs`),
+    // attributed by its tunnel address; the box writes them in batches.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut received = stored_logs(&mut lab, UUID);
+    while received.len() < lines && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        received = stored_logs(&mut lab, UUID);
+    }
     assert_eq!(
         received.len(),
         lines,
-        "the guest sent {lines} kernel log lines; the box attributed {} to {UUID}\n{}",
+        "the guest sent {lines} kernel log lines; ctl server logs shows {}\n{}",
         received.len(),
         lab.report()
     );
+    for l in &received {
+        assert_eq!(l["server"], UUID, "{l}");
+        assert_eq!(l["address"], node_addr.as_str(), "{l}");
+        // The kernel's own records are `kern`; lines written to /dev/kmsg are `user`.
+        let facility = if l["msg"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("talos-standin:"))
+        {
+            "user"
+        } else {
+            "kern"
+        };
+        assert_eq!(l["facility"], facility, "{l}");
+    }
     for want in [
         "Linux version",
         &format!("talos-standin: node {UUID} streaming its kernel log"),
@@ -355,11 +377,14 @@ status:
         "talos-standin: end of kernel log",
     ] {
         assert!(
-            received.iter().any(|l| l.contains(want)),
-            "no kernel log line {want:?} under {UUID}\n{}",
+            received
+                .iter()
+                .any(|l| l["msg"].as_str().is_some_and(|m| m.contains(want))),
+            "no kernel log line {want:?} in ctl server logs {UUID}\n{}",
             lab.report()
         );
     }
+    let log = lab.appliance().log();
     // The replayed backlog was acknowledged without being applied again.
     let duplicates = log
         .lines()
