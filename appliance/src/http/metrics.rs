@@ -152,6 +152,10 @@ appliance_dhcp_dropped_total{{reason="ignored"}} 0
 appliance_dhcp_dropped_total{{reason="no_address"}} 0
 appliance_dhcp_dropped_total{{reason="overload"}} 0
 appliance_dhcp_dropped_total{{reason="commit_failed"}} 0
+# HELP appliance_dhcp_arp_probes_total ARP probes for addresses before they are handed out, by outcome.
+# TYPE appliance_dhcp_arp_probes_total counter
+appliance_dhcp_arp_probes_total{{result="sent"}} 0
+appliance_dhcp_arp_probes_total{{result="in_use"}} 0
 # HELP appliance_tftp_refused_total TFTP requests answered with an ERROR.
 # TYPE appliance_tftp_refused_total counter
 appliance_tftp_refused_total 0
