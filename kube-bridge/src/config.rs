@@ -8,15 +8,32 @@ use std::path::PathBuf;
 /// Flags of `kube-bridge run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The box's admin API on its mTLS port, e.g. https://10.5.0.1:8443.
-    #[arg(long = "box", env = "KUBE_BRIDGE_BOX", value_name = "URL")]
+    /// The box's admin API: its mTLS port (https://10.5.0.1:8443, with --credentials) or
+    /// its token-authenticated plain port (http://10.5.0.1:8081, with --token-file).
+    #[arg(
+        long = "box",
+        visible_alias = "box-endpoint",
+        env = "KUBE_BRIDGE_BOX",
+        value_name = "URL"
+    )]
     pub box_url: String,
     /// The box's id: the label on its Servers and the name of the leader-election Lease.
     #[arg(long, env = "KUBE_BRIDGE_BOX_ID", value_name = "ID")]
     pub box_id: String,
     /// Directory with ca.crt, tls.crt and tls.key from `appliance ctl bridge enroll`.
     #[arg(long, env = "KUBE_BRIDGE_CREDENTIALS", value_name = "DIR")]
-    pub credentials: PathBuf,
+    pub credentials: Option<PathBuf>,
+    /// File holding the box's admin token (for an http:// --box).
+    #[arg(long, env = "KUBE_BRIDGE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// How often the box is asked for changes when nothing else happens (milliseconds).
+    #[arg(
+        long,
+        env = "KUBE_BRIDGE_POLL_MS",
+        default_value_t = 500,
+        value_name = "MS"
+    )]
+    pub poll_ms: u64,
     /// Kubeconfig of the management cluster; without it, the in-cluster service account.
     #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
@@ -38,20 +55,40 @@ pub struct RunArgs {
     pub log: String,
 }
 
+/// How the bridge proves itself to the box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoxAuth {
+    /// mTLS client certificate (`appliance ctl bridge enroll`): ca.crt, tls.crt, tls.key.
+    Credentials(PathBuf),
+    /// The admin token, read from this file.
+    TokenFile(PathBuf),
+}
+
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub box_url: String,
     pub box_id: String,
-    pub credentials: PathBuf,
+    pub auth: BoxAuth,
     pub kubeconfig: Option<PathBuf>,
     pub lease_namespace: String,
+    pub poll: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("--box must be an https:// URL (the box's mTLS admin port), got {0:?}")]
+    #[error(
+        "--box must be an https:// URL (the box's mTLS admin port, with --credentials) or an http:// URL (its plain admin port, with --token-file), got {0:?}"
+    )]
     BoxUrl(String),
+    #[error("--box {0}: an https:// box needs --credentials (an http:// one --token-file)")]
+    NoCredentials(String),
+    #[error("--box {0}: an http:// box needs --token-file (the token never goes in a flag)")]
+    NoToken(String),
+    #[error("--token-file {0}: no such file")]
+    TokenFile(PathBuf),
+    #[error("--poll-ms must be between 10 and 600000")]
+    Poll,
     #[error(
         "--box-id {0:?} is not a valid label value (1-63 of [A-Za-z0-9._-], alphanumeric at both ends)"
     )]
@@ -65,20 +102,36 @@ pub enum ConfigError {
 impl RunArgs {
     /// Checks the flags without connecting anywhere.
     pub fn check(self) -> Result<Config, ConfigError> {
-        if !self.box_url.starts_with("https://") || self.box_url.len() <= "https://".len() {
-            return Err(ConfigError::BoxUrl(self.box_url));
-        }
+        let tls = match self.box_url.split_once("://") {
+            Some(("https", rest)) if !rest.is_empty() => true,
+            Some(("http", rest)) if !rest.is_empty() => false,
+            _ => return Err(ConfigError::BoxUrl(self.box_url)),
+        };
         if !is_label_value(&self.box_id) {
             return Err(ConfigError::BoxId(self.box_id));
         }
-        for file in ["ca.crt", "tls.crt", "tls.key"] {
-            if !self.credentials.join(file).is_file() {
-                return Err(ConfigError::Credentials {
-                    dir: self.credentials,
-                    file,
-                });
-            }
+        if !(10..=600_000).contains(&self.poll_ms) {
+            return Err(ConfigError::Poll);
         }
+        let auth = if tls {
+            let Some(dir) = self.credentials else {
+                return Err(ConfigError::NoCredentials(self.box_url));
+            };
+            for file in ["ca.crt", "tls.crt", "tls.key"] {
+                if !dir.join(file).is_file() {
+                    return Err(ConfigError::Credentials { dir, file });
+                }
+            }
+            BoxAuth::Credentials(dir)
+        } else {
+            let Some(file) = self.token_file else {
+                return Err(ConfigError::NoToken(self.box_url));
+            };
+            if !file.is_file() {
+                return Err(ConfigError::TokenFile(file));
+            }
+            BoxAuth::TokenFile(file)
+        };
         if let Some(k) = &self.kubeconfig
             && !k.is_file()
         {
@@ -87,9 +140,10 @@ impl RunArgs {
         Ok(Config {
             box_url: self.box_url,
             box_id: self.box_id,
-            credentials: self.credentials,
+            auth,
             kubeconfig: self.kubeconfig,
             lease_namespace: self.lease_namespace,
+            poll: std::time::Duration::from_millis(self.poll_ms),
         })
     }
 }

@@ -19,7 +19,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the bridge for one box (not built yet: checks its configuration and exits).
+    /// Run the bridge for one box: the two-way sync, until SIGINT/SIGTERM.
     Run(kube_bridge::config::RunArgs),
     /// Print the CRDs (config/crd/*.yaml, one YAML stream).
     Crds,
@@ -52,18 +52,54 @@ fn main() -> ExitCode {
             print_out(&crds.join("---\n"))
         }
         Command::Components => print_out(&kube_bridge::manifests::infrastructure_components()),
-        Command::Run(args) => match args.check() {
-            Err(e) => {
-                eprintln!("kube-bridge: {e}");
-                ExitCode::from(2)
+        Command::Run(args) => {
+            let log = args.log.clone();
+            match args.check() {
+                Err(e) => {
+                    eprintln!("kube-bridge: {e}");
+                    ExitCode::from(2)
+                }
+                Ok(config) => run(config, &log),
             }
-            Ok(config) => {
-                eprintln!(
-                    "kube-bridge: configuration for box {} ({}) is valid; the sync itself is not built yet",
-                    config.box_id, config.box_url
-                );
-                ExitCode::from(1)
-            }
-        },
+        }
+    }
+}
+
+fn run(config: kube_bridge::config::Config, log: &str) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_new(log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kube-bridge: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(kube_bridge::run(config, shutdown())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kube-bridge: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

@@ -44,6 +44,8 @@ fn help_lists_the_commands_and_every_run_setting_with_its_env_variable() {
         ("--box", "KUBE_BRIDGE_BOX"),
         ("--box-id", "KUBE_BRIDGE_BOX_ID"),
         ("--credentials", "KUBE_BRIDGE_CREDENTIALS"),
+        ("--token-file", "KUBE_BRIDGE_TOKEN_FILE"),
+        ("--poll-ms", "KUBE_BRIDGE_POLL_MS"),
         ("--kubeconfig", "KUBECONFIG"),
         ("--lease-namespace", "KUBE_BRIDGE_LEASE_NAMESPACE"),
         ("--log", "KUBE_BRIDGE_LOG"),
@@ -107,14 +109,29 @@ fn run_checks_its_configuration_from_flags_or_environment() {
     let out = run(&["run"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--box"), "{}", text(&out.stderr));
-    let cases: [(&[(&str, &str)], &str); 3] = [
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (
+            &[
+                ("KUBE_BRIDGE_BOX", "ftp://10.5.0.1"),
+                ("KUBE_BRIDGE_BOX_ID", "rack-12"),
+            ],
+            "https://",
+        ),
+        (
+            &[
+                ("KUBE_BRIDGE_BOX", "http://10.5.0.1:8081"),
+                ("KUBE_BRIDGE_BOX_ID", "rack-12"),
+                ("KUBE_BRIDGE_TOKEN_FILE", "/nonexistent/token"),
+            ],
+            "no such file",
+        ),
         (
             &[
                 ("KUBE_BRIDGE_BOX", "http://10.5.0.1:8081"),
                 ("KUBE_BRIDGE_BOX_ID", "rack-12"),
                 ("KUBE_BRIDGE_CREDENTIALS", &creds),
             ],
-            "https://",
+            "needs --token-file",
         ),
         (
             &[
@@ -162,7 +179,8 @@ fn run_checks_its_configuration_from_flags_or_environment() {
         "{}",
         text(&out.stderr)
     );
-    // Valid, in the cluster (environment) and on the box (flags + kubeconfig): not built yet.
+    // Valid, in the cluster (environment) and on the box (flags + kubeconfig); the mTLS
+    // client is not built yet and says so.
     let env = [
         ("KUBE_BRIDGE_BOX", "https://10.5.0.1:8443"),
         ("KUBE_BRIDGE_BOX_ID", "rack-12"),
@@ -171,7 +189,7 @@ fn run_checks_its_configuration_from_flags_or_environment() {
     let out = run(&["run"], &env);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("not built yet"),
+        text(&out.stderr).contains("mTLS admin port is not supported by this build yet"),
         "{}",
         text(&out.stderr)
     );

@@ -1,0 +1,324 @@
+//! The real `appliance serve` (built from this tree: `$APPLIANCE_BIN`, else `cargo build -p
+//! appliance` once per test process, as qemu-tests does: kube-bridge never links the
+//! appliance), servers registered by the synthetic agent of `appliance/tests/synthetic_agent`
+//! and brought to `available` (accept → wipe), and the real `kube-bridge run` as a child.
+
+#[path = "../../../appliance/tests/synthetic_agent/mod.rs"]
+pub mod agent;
+
+use appliance_rpc::admin::admin_client::AdminClient;
+use appliance_rpc::admin::{GetRequest, ServerActionKind, ServerActionRequest};
+use serde_json::Value;
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+pub const BRIDGE: &str = env!("CARGO_BIN_EXE_kube-bridge");
+
+fn appliance_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(b) = std::env::var_os("APPLIANCE_BIN") {
+            return PathBuf::from(b);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut child = Command::new(cargo)
+            .current_dir(root)
+            .args([
+                "build",
+                "-p",
+                "appliance",
+                "--bin",
+                "appliance",
+                "--message-format=json-render-diagnostics",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cargo build -p appliance runs");
+        let mut exe = None;
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let Ok(msg) = serde_json::from_str::<Value>(&line.unwrap()) else {
+                continue;
+            };
+            if msg["reason"] == "compiler-artifact"
+                && msg["target"]["name"] == "appliance"
+                && let Some(p) = msg["executable"].as_str()
+            {
+                exe = Some(PathBuf::from(p));
+            }
+        }
+        assert!(child.wait().unwrap().success(), "cargo build -p appliance");
+        exe.expect("cargo reported the appliance executable")
+    })
+    .clone()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Minimal HTTP/1.1 GET: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+    Some((code, body))
+}
+
+/// A running box; killed on drop.
+pub struct Box {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Box {
+    pub fn start() -> Box {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let config = tmp.path().join("config.toml");
+        std::fs::write(
+            &config,
+            "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n[siderolink]\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let log = tmp.path().join("box.log");
+        for _ in 0..5 {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let child = Command::new(appliance_bin())
+                .args(["serve", "--log-level", "warn", "--config"])
+                .arg(&config)
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .arg("--http-listen")
+                .arg(addr.to_string())
+                .env_remove("APPLIANCE_CONFIG")
+                .env_remove("APPLIANCE_DHCP_MODE")
+                .env_remove("APPLIANCE_LOG_LEVEL")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let mut b = Box {
+                child,
+                addr,
+                data_dir: data_dir.clone(),
+                log: log.clone(),
+                _tmp: None,
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if b.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200) {
+                    b._tmp = Some(tmp);
+                    return b;
+                }
+                assert!(Instant::now() < deadline, "box not healthy: {}", b.log());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let log = b.log();
+            assert!(
+                log.to_ascii_lowercase().contains("address already in use"),
+                "box exited: {log}"
+            );
+        }
+        panic!("no free port for the box");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.data_dir.join("admin.token")
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.token_file())
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub async fn admin(
+        &self,
+    ) -> AdminClient<
+        tonic::service::interceptor::InterceptedService<
+            Channel,
+            impl tonic::service::Interceptor + use<>,
+        >,
+    > {
+        let channel = Channel::from_shared(self.endpoint())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let token: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {}", self.token()).parse().unwrap();
+        AdminClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", token.clone());
+            Ok(r)
+        })
+        .max_decoding_message_size(256 << 20)
+    }
+
+    /// The box's objects of `kind` (JSON), by name.
+    pub async fn list(&self, kind: &str) -> std::collections::BTreeMap<String, Value> {
+        let reply = self
+            .admin()
+            .await
+            .get(GetRequest {
+                kind: kind.into(),
+                name: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        reply
+            .objects
+            .into_iter()
+            .map(|o| (o.name, serde_json::from_str(&o.json).unwrap()))
+            .collect()
+    }
+
+    /// `appliance ctl apply -f -` of `yaml`.
+    pub async fn apply(&self, yaml: &str) {
+        self.admin()
+            .await
+            .apply(appliance_rpc::admin::ApplyRequest {
+                documents: yaml.into(),
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Synthetic server `i` registered, accepted, wiped: available, at `10.5.<i>.<i>`.
+    pub async fn available_server(&self, i: usize) -> agent::SyntheticAgent {
+        let mut a = agent::SyntheticAgent::connect_from(&self.endpoint(), i, agent::source(i))
+            .await
+            .unwrap();
+        a.register(&format!("node-{i}")).await.unwrap();
+        a.report_address(&format!("10.5.{}.{}", i / 250, i % 250 + 1))
+            .await
+            .unwrap();
+        self.admin()
+            .await
+            .server_action(ServerActionRequest {
+                name: a.uuid.clone(),
+                action: ServerActionKind::ServerActionAccept as i32,
+            })
+            .await
+            .unwrap();
+        a.wipe_if_told().await.unwrap();
+        a
+    }
+}
+
+impl Drop for Box {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kube-bridge run` for `b` against the cluster in `kubeconfig`; killed on drop.
+pub struct Bridge {
+    child: Child,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Bridge {
+    pub fn start(b: &Box, box_id: &str, kubeconfig: &Path) -> Bridge {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("bridge.log");
+        let child = Command::new(BRIDGE)
+            .args([
+                "run",
+                "--box",
+                &b.endpoint(),
+                "--box-id",
+                box_id,
+                "--poll-ms",
+                "100",
+            ])
+            .arg("--token-file")
+            .arg(b.token_file())
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--log", "info,kube_bridge=debug"])
+            .env_remove("KUBE_BRIDGE_CREDENTIALS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Bridge {
+            child,
+            log,
+            _tmp: tmp,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` and `ctx()` after `secs`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    secs: u64,
+    what: &str,
+    ctx: impl Fn() -> String,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}\n{}", ctx());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

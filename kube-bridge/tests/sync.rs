@@ -1,0 +1,424 @@
+//! `kube-bridge run` between the real `appliance serve` (servers registered by the synthetic
+//! agent) and the in-test API server, the test playing CAPI core (Cluster, Machine with its
+//! bootstrap data Secret, MetalMachine owned by the Machine):
+//! - box → cluster: Servers with the box label, hardware, status; BMC endpoint without the
+//!   box's inline password; ServerClass status; the ServerBinding;
+//! - cluster → box: a label edit on a Server and a new ServerClass reach the box;
+//! - allocation: the MetalMachine is claimed, a server allocated on the box, `/configdata`
+//!   serves the Machine's bootstrap data, and the MetalMachine gets providerID, serverRef,
+//!   addresses and ready; MetalCluster gets ready; a paused Cluster is left alone until
+//!   unpaused; deleting the MetalMachine releases the server (the agent is told to wipe) and
+//!   the finalizer lets it go; `kubectl delete serverclass` deletes it on the box;
+//! - an outage longer than the API server's watch history while both sides change: the
+//!   bridge's watches get 410 and re-list; afterwards no divergence and every MetalMachine
+//!   allocated exactly once;
+//! - two boxes, one cluster: each bridge writes only its box's objects; every MetalMachine
+//!   allocated exactly once across both boxes.
+
+mod support;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use support::apiserver::ApiServer;
+use support::boxes::{self, Bridge, eventually};
+
+const BOX_LABEL: &str = "appliance.sidero.dev/box";
+
+fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+struct Cluster {
+    client: kube::Client,
+    _dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+fn server_ar() -> ApiResource {
+    ar("metal.sidero.dev", "v1alpha2", "Server", "servers")
+}
+fn class_ar() -> ApiResource {
+    ar(
+        "metal.sidero.dev",
+        "v1alpha2",
+        "ServerClass",
+        "serverclasses",
+    )
+}
+fn mm_ar() -> ApiResource {
+    ar(
+        "infrastructure.cluster.x-k8s.io",
+        "v1alpha3",
+        "MetalMachine",
+        "metalmachines",
+    )
+}
+fn mc_ar() -> ApiResource {
+    ar(
+        "infrastructure.cluster.x-k8s.io",
+        "v1alpha3",
+        "MetalCluster",
+        "metalclusters",
+    )
+}
+fn binding_ar() -> ApiResource {
+    ar(
+        "infrastructure.cluster.x-k8s.io",
+        "v1alpha3",
+        "ServerBinding",
+        "serverbindings",
+    )
+}
+fn capi_cluster_ar() -> ApiResource {
+    ar("cluster.x-k8s.io", "v1beta1", "Cluster", "clusters")
+}
+fn machine_ar() -> ApiResource {
+    ar("cluster.x-k8s.io", "v1beta1", "Machine", "machines")
+}
+fn secret_ar() -> ApiResource {
+    ar("", "v1", "Secret", "secrets")
+}
+
+impl Cluster {
+    async fn new(server: &ApiServer) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = server.kubeconfig(dir.path());
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for c in kube_bridge::crd::all() {
+            let name = c.metadata.name.clone().unwrap();
+            crds.patch(&name, &PatchParams::apply("test"), &Patch::Apply(&c))
+                .await
+                .unwrap();
+        }
+        Cluster {
+            client,
+            _dir: dir,
+            kubeconfig,
+        }
+    }
+
+    fn api(&self, ar: &ApiResource, ns: &str) -> Api<DynamicObject> {
+        if ns.is_empty() {
+            Api::all_with(self.client.clone(), ar)
+        } else {
+            Api::namespaced_with(self.client.clone(), ns, ar)
+        }
+    }
+
+    async fn get(&self, ar: &ApiResource, ns: &str, name: &str) -> Option<Value> {
+        self.api(ar, ns)
+            .get_opt(name)
+            .await
+            .unwrap()
+            .map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    async fn list(&self, ar: &ApiResource) -> BTreeMap<String, Value> {
+        self.api(ar, "")
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|o| {
+                let v = serde_json::to_value(&o).unwrap();
+                let ns = o.metadata.namespace.clone().unwrap_or_default();
+                let name = o.metadata.name.clone().unwrap_or_default();
+                (
+                    if ns.is_empty() {
+                        name
+                    } else {
+                        format!("{ns}/{name}")
+                    },
+                    v,
+                )
+            })
+            .collect()
+    }
+
+    async fn create(&self, ar: &ApiResource, ns: &str, obj: Value) -> Value {
+        let o: DynamicObject = serde_json::from_value(obj).unwrap();
+        serde_json::to_value(
+            self.api(ar, ns)
+                .create(&PostParams::default(), &o)
+                .await
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    async fn merge(&self, ar: &ApiResource, ns: &str, name: &str, patch: Value) {
+        self.api(ar, ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    async fn delete(&self, ar: &ApiResource, ns: &str, name: &str) {
+        self.api(ar, ns)
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    /// CAPI core's part for one machine: the Machine (owning nothing yet) with its bootstrap
+    /// data Secret, and the MetalMachine owned by it.
+    async fn machine(&self, cluster: &str, name: &str, class: &str, bootstrap: &str) {
+        let ns = "default";
+        self.create(
+            &secret_ar(),
+            ns,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-bootstrap"), "namespace": ns},
+                   "data": {"value": b64(bootstrap)}}),
+        )
+        .await;
+        let machine = self
+            .create(
+                &machine_ar(),
+                ns,
+                json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
+                       "metadata": {"name": name, "namespace": ns, "labels": {"cluster.x-k8s.io/cluster-name": cluster}},
+                       "spec": {"clusterName": cluster, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
+                                "infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "MetalMachine", "name": name}}}),
+            )
+            .await;
+        self.create(
+            &mm_ar(),
+            ns,
+            json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "MetalMachine",
+                   "metadata": {"name": name, "namespace": ns, "labels": {"cluster.x-k8s.io/cluster-name": cluster},
+                                "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine", "name": name,
+                                                     "uid": machine["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]},
+                   "spec": {"serverClassRef": {"apiVersion": "metal.sidero.dev/v1alpha2", "kind": "ServerClass", "name": class}}}),
+        )
+        .await;
+    }
+
+    async fn capi_cluster(&self, name: &str, paused: bool) {
+        let ns = "default";
+        let c = self
+            .create(
+                &capi_cluster_ar(),
+                ns,
+                json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster",
+                       "metadata": {"name": name, "namespace": ns},
+                       "spec": {"paused": paused, "controlPlaneEndpoint": {"host": "10.5.255.1", "port": 6443},
+                                "infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "MetalCluster", "name": name}}}),
+            )
+            .await;
+        self.create(
+            &mc_ar(),
+            ns,
+            json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "MetalCluster",
+                   "metadata": {"name": name, "namespace": ns, "labels": {"cluster.x-k8s.io/cluster-name": name},
+                                "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster", "name": name, "uid": c["metadata"]["uid"]}]},
+                   "spec": {}}),
+        )
+        .await;
+    }
+}
+
+fn b64(s: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn bootstrap(name: &str) -> String {
+    format!(
+        "version: v1alpha1\nmachine:\n  type: worker\n  token: token-of-{name}\ncluster:\n  id: test\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_intent_allocate_configdata_release() {
+    let api = ApiServer::start(100_000);
+    let cluster = Cluster::new(&api).await;
+    let b = tokio::task::spawn_blocking(boxes::Box::start)
+        .await
+        .unwrap();
+    let mut agents = Vec::new();
+    for i in 1..=2 {
+        agents.push(b.available_server(i).await);
+    }
+    let (u1, u2) = (agents[0].uuid.clone(), agents[1].uuid.clone());
+    // An inline BMC password on the box (u2): it must never reach the cluster.
+    let mut s2 = b.list("Server").await[&u2].clone();
+    s2["spec"]["bmc"] =
+        json!({"endpoint": "10.9.0.2", "port": 623, "user": "admin", "pass": "hunter2-secret"});
+    s2.as_object_mut().unwrap().remove("status");
+    b.apply(&s2.to_string()).await;
+
+    let bridge = Bridge::start(&b, "rack-1", &cluster.kubeconfig);
+    let ctx = || format!("bridge log:\n{}\nbox log:\n{}", bridge.log(), b.log());
+
+    // Box → cluster.
+    let s = eventually(30, "Servers mirrored with status", ctx, || async {
+        let s = cluster.get(&server_ar(), "", &u2).await?;
+        (s["status"]["isClean"] == true && s["spec"]["bmc"]["endpoint"] == "10.9.0.2").then_some(s)
+    })
+    .await;
+    assert_eq!(s["metadata"]["labels"][BOX_LABEL], "rack-1");
+    assert_eq!(s["spec"]["accepted"], true);
+    assert_eq!(s["spec"]["hardware"]["system"]["manufacturer"], "Dell Inc.");
+    assert_eq!(s["status"]["addresses"][0]["address"], "10.5.0.3");
+    assert!(s["spec"]["bmc"].get("pass").is_none() && s["spec"]["bmc"].get("user").is_none());
+    let everything = cluster.list(&server_ar()).await;
+    assert!(
+        !serde_json::to_string(&everything)
+            .unwrap()
+            .contains("hunter2")
+    );
+    assert!(
+        !serde_json::to_string(&everything)
+            .unwrap()
+            .contains("<redacted>")
+    );
+    eventually(30, "class any lists both servers", ctx, || async {
+        let c = cluster.get(&class_ar(), "", "any").await?;
+        (c["status"]["serversAvailable"] == json!([u1.clone(), u2.clone()])).then_some(())
+    })
+    .await;
+
+    // Cluster → box: a label on u1 and a class selecting it.
+    cluster
+        .merge(
+            &server_ar(),
+            "",
+            &u1,
+            json!({"metadata": {"labels": {"zone": "a"}}}),
+        )
+        .await;
+    cluster
+        .create(
+            &class_ar(),
+            "",
+            json!({"apiVersion": "metal.sidero.dev/v1alpha2", "kind": "ServerClass", "metadata": {"name": "zone-a"},
+                   "spec": {"selector": {"matchLabels": {"zone": "a"}}}}),
+        )
+        .await;
+    eventually(30, "label and class on the box", ctx, || async {
+        let s = b.list("Server").await;
+        let c = b.list("ServerClass").await;
+        (s[&u1]["metadata"]["labels"]["zone"] == "a" && c.contains_key("zone-a")).then_some(())
+    })
+    .await;
+    // The box still has u2's password (the bridge wrote u2 back only with its own marker).
+    let s2 = b.list("Server").await[&u2].clone();
+    assert_eq!(
+        s2["spec"]["bmc"]["pass"], "<redacted>",
+        "the box keeps an inline password"
+    );
+
+    // CAPI: a paused Cluster's machine is left alone.
+    cluster.capi_cluster("c1", true).await;
+    cluster
+        .machine("c1", "m1", "zone-a", &bootstrap("m1"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = cluster.get(&mm_ar(), "default", "m1").await.unwrap();
+    assert!(m["spec"].get("providerID").is_none(), "paused: {m}");
+    assert!(b.list("ServerBinding").await.is_empty());
+    cluster
+        .merge(
+            &capi_cluster_ar(),
+            "default",
+            "c1",
+            json!({"spec": {"paused": false}}),
+        )
+        .await;
+    let m = eventually(30, "MetalMachine provisioned", ctx, || async {
+        let m = cluster.get(&mm_ar(), "default", "m1").await?;
+        (m["status"]["ready"] == true).then_some(m)
+    })
+    .await;
+    assert_eq!(m["spec"]["providerID"], format!("sidero://{u1}"));
+    assert_eq!(m["spec"]["serverRef"]["name"], u1.as_str());
+    assert_eq!(m["status"]["initialization"]["provisioned"], true);
+    assert!(
+        m["status"]["addresses"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"type": "InternalIP", "address": "10.5.0.2"})),
+        "{m}"
+    );
+    assert_eq!(m["metadata"]["annotations"][BOX_LABEL], "rack-1");
+    // The box serves the Machine's bootstrap data for that server.
+    let (code, body) = boxes::http_get(b.addr, &format!("/configdata?uuid={u1}")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("token-of-m1"), "{body}");
+    let binding = eventually(30, "ServerBinding mirrored", ctx, || async {
+        cluster.get(&binding_ar(), "", &u1).await
+    })
+    .await;
+    assert_eq!(binding["spec"]["metalMachineRef"]["name"], "m1");
+    assert_eq!(
+        binding["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"],
+        "c1"
+    );
+    let mc = eventually(30, "MetalCluster ready", ctx, || async {
+        let mc = cluster.get(&mc_ar(), "default", "c1").await?;
+        (mc["status"]["ready"] == true).then_some(mc)
+    })
+    .await;
+    assert_eq!(mc["spec"]["controlPlaneEndpoint"]["host"], "10.5.255.1");
+    eventually(30, "class status in use", ctx, || async {
+        let c = cluster.get(&class_ar(), "", "any").await?;
+        (c["status"]["serversInUse"] == json!([u1.clone()])).then_some(())
+    })
+    .await;
+
+    // Delete → the server is released (the agent is told to wipe), then the object goes.
+    cluster.delete(&mm_ar(), "default", "m1").await;
+    eventually(30, "MetalMachine gone", ctx, || async {
+        cluster
+            .get(&mm_ar(), "default", "m1")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(b.list("ServerBinding").await.is_empty());
+    // Its next agent boot registers and is told to wipe.
+    agents[0].register("node-1").await.unwrap();
+    agents[0].wipe_if_told().await.unwrap();
+    eventually(30, "binding gone from the cluster", ctx, || async {
+        cluster
+            .get(&binding_ar(), "", &u1)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // `kubectl delete serverclass zone-a`: gone on the box, then in the cluster.
+    cluster.delete(&class_ar(), "", "zone-a").await;
+    eventually(30, "class deleted on both sides", ctx, || async {
+        let gone_box = !b.list("ServerClass").await.contains_key("zone-a");
+        let gone_cluster = cluster.get(&class_ar(), "", "zone-a").await.is_none();
+        (gone_box && gone_cluster).then_some(())
+    })
+    .await;
+}
