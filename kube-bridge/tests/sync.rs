@@ -21,9 +21,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use support::apiserver::ApiServer;
+use support::apiserver::store::{FieldValidation, Write};
 use support::boxes::{self, Bridge, eventually};
 
 const BOX_LABEL: &str = "appliance.sidero.dev/box";
@@ -170,35 +171,19 @@ impl Cluster {
             .unwrap();
     }
 
-    /// CAPI core's part for one machine: the Machine (owning nothing yet) with its bootstrap
-    /// data Secret, and the MetalMachine owned by it.
+    /// CAPI core's part for one machine: the Machine with its bootstrap data Secret, and the
+    /// MetalMachine owned by it.
     async fn machine(&self, cluster: &str, name: &str, class: &str, bootstrap: &str) {
         let ns = "default";
-        self.create(
-            &secret_ar(),
-            ns,
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-bootstrap"), "namespace": ns},
-                   "data": {"value": b64(bootstrap)}}),
-        )
-        .await;
+        self.create(&secret_ar(), ns, secret_json(name, bootstrap))
+            .await;
         let machine = self
-            .create(
-                &machine_ar(),
-                ns,
-                json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
-                       "metadata": {"name": name, "namespace": ns, "labels": {"cluster.x-k8s.io/cluster-name": cluster}},
-                       "spec": {"clusterName": cluster, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
-                                "infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "MetalMachine", "name": name}}}),
-            )
+            .create(&machine_ar(), ns, machine_json(cluster, name))
             .await;
         self.create(
             &mm_ar(),
             ns,
-            json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "MetalMachine",
-                   "metadata": {"name": name, "namespace": ns, "labels": {"cluster.x-k8s.io/cluster-name": cluster},
-                                "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine", "name": name,
-                                                     "uid": machine["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]},
-                   "spec": {"serverClassRef": {"apiVersion": "metal.sidero.dev/v1alpha2", "kind": "ServerClass", "name": class}}}),
+            mm_json(cluster, name, class, &machine["metadata"]["uid"]),
         )
         .await;
     }
@@ -225,6 +210,118 @@ impl Cluster {
         )
         .await;
     }
+}
+
+fn secret_json(name: &str, bootstrap: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-bootstrap"), "namespace": "default"},
+           "data": {"value": b64(bootstrap)}})
+}
+
+fn machine_json(cluster: &str, name: &str) -> Value {
+    json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
+           "metadata": {"name": name, "namespace": "default", "labels": {"cluster.x-k8s.io/cluster-name": cluster}},
+           "spec": {"clusterName": cluster, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
+                    "infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "MetalMachine", "name": name}}})
+}
+
+fn mm_json(cluster: &str, name: &str, class: &str, machine_uid: &Value) -> Value {
+    json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha3", "kind": "MetalMachine",
+           "metadata": {"name": name, "namespace": "default", "labels": {"cluster.x-k8s.io/cluster-name": cluster},
+                        "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine", "name": name,
+                                             "uid": machine_uid, "controller": true, "blockOwnerDeletion": true}]},
+           "spec": {"serverClassRef": {"apiVersion": "metal.sidero.dev/v1alpha2", "kind": "ServerClass", "name": class}}})
+}
+
+/// Writes straight into the API server's state (it is down for clients): CAPI core's
+/// writes during an outage of the bridge's view.
+fn direct(
+    api: &ApiServer,
+    ar: &ApiResource,
+    ns: &str,
+    obj: Option<Value>,
+    delete: Option<&str>,
+) -> Value {
+    api.with(|st| {
+        let t = st.find(&ar.group, &ar.version, &ar.plural).unwrap();
+        let w = Write {
+            manager: "capi-test",
+            validation: FieldValidation::Strict,
+            dry_run: false,
+        };
+        match (obj, delete) {
+            (Some(o), _) => st.create(&t, ns, o, w, None).unwrap().0,
+            (None, Some(name)) => st.delete(&t, ns, name, false).unwrap().1,
+            _ => unreachable!(),
+        }
+    })
+}
+
+fn direct_machine(api: &ApiServer, cluster: &str, name: &str) {
+    direct(
+        api,
+        &secret_ar(),
+        "default",
+        Some(secret_json(name, &bootstrap(name))),
+        None,
+    );
+    let m = direct(
+        api,
+        &machine_ar(),
+        "default",
+        Some(machine_json(cluster, name)),
+        None,
+    );
+    direct(
+        api,
+        &mm_ar(),
+        "default",
+        Some(mm_json(cluster, name, "any", &m["metadata"]["uid"])),
+        None,
+    );
+}
+
+/// Every MetalMachine holds exactly one server, each server at most one MetalMachine, and
+/// the boxes' bindings are exactly these: (name → server) for the ready ones.
+async fn allocations(
+    cluster: &Cluster,
+    boxes: &[&boxes::Box],
+) -> Result<BTreeMap<String, String>, String> {
+    let mut by_owner: BTreeMap<String, String> = BTreeMap::new();
+    for b in boxes {
+        for (server, binding) in b.list("ServerBinding").await {
+            let owner = binding["metadata"]["annotations"]["appliance.sidero.dev/owner"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if let Some(other) = by_owner.insert(owner.clone(), server.clone()) {
+                return Err(format!("{owner} holds {other} and {server}"));
+            }
+        }
+    }
+    let mms = cluster.list(&mm_ar()).await;
+    for (key, m) in &mms {
+        let Some(server) = by_owner.get(key) else {
+            return Err(format!("{key} has no server on any box"));
+        };
+        if m["spec"]["providerID"] != format!("sidero://{server}") || m["status"]["ready"] != true {
+            return Err(format!(
+                "{key}: not yet provisioned with {server}: {}",
+                m["spec"]
+            ));
+        }
+    }
+    if by_owner.len() != mms.len() {
+        return Err(format!(
+            "{} allocations for {} MetalMachines",
+            by_owner.len(),
+            mms.len()
+        ));
+    }
+    let servers: BTreeSet<&String> = by_owner.values().collect();
+    if servers.len() != by_owner.len() {
+        return Err("a server is allocated twice".into());
+    }
+    Ok(by_owner.into_iter().collect())
 }
 
 fn b64(s: &str) -> String {
@@ -421,4 +518,230 @@ async fn mirror_intent_allocate_configdata_release() {
         (gone_box && gone_cluster).then_some(())
     })
     .await;
+}
+
+/// No divergence: the cluster's Servers are exactly the box's, each with the box's status.
+async fn diverging(cluster: &Cluster, b: &boxes::Box) -> Vec<String> {
+    let on_box = b.list("Server").await;
+    let in_cluster = cluster.list(&server_ar()).await;
+    let mut out = Vec::new();
+    if on_box.keys().collect::<Vec<_>>() != in_cluster.keys().collect::<Vec<_>>() {
+        out.push(format!(
+            "names: box {:?} cluster {:?}",
+            on_box.keys().collect::<Vec<_>>(),
+            in_cluster.keys().collect::<Vec<_>>()
+        ));
+    }
+    for (name, s) in &on_box {
+        let want = kube_bridge::mirror::normalize(&kube_bridge::mirror::server_status(s));
+        let got = in_cluster
+            .get(name)
+            .map(|c| kube_bridge::mirror::normalize(&c["status"]));
+        if got.as_ref() != Some(&want) {
+            out.push(format!("{name}: status {got:?} != {want}"));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_longer_than_watch_history_relists_without_divergence_or_double_allocation() {
+    // The API server keeps 200 events of history; the outage makes over 1,000 changes.
+    let api = ApiServer::start(200);
+    let cluster = Cluster::new(&api).await;
+    let b = tokio::task::spawn_blocking(boxes::Box::start)
+        .await
+        .unwrap();
+    for i in 1..=6 {
+        b.available_server(i).await;
+    }
+    cluster.capi_cluster("c1", false).await;
+    let bridge = Bridge::start(&b, "rack-1", &cluster.kubeconfig);
+    let ctx = || format!("bridge log:\n{}", bridge.log());
+    for i in 0..3 {
+        cluster
+            .machine("c1", &format!("m{i}"), "any", &bootstrap(&format!("m{i}")))
+            .await;
+    }
+    eventually(60, "three machines allocated", ctx, || async {
+        allocations(&cluster, &[&b])
+            .await
+            .ok()
+            .filter(|a| a.len() == 3)
+    })
+    .await;
+
+    // Outage: the bridge sees neither watches nor writes succeed.
+    api.set_down(true);
+    let gone_before = api.with(|st| st.gone_answers);
+    // The box keeps working: four more servers become available.
+    for i in 7..=10 {
+        b.available_server(i).await;
+    }
+    // CAPI keeps working: m0 is deleted (its finalizer holds it), m3..m5 are created, and a
+    // flood of unrelated writes pushes the bridge's last revision out of the history.
+    direct(&api, &mm_ar(), "default", None, Some("m0"));
+    for i in 3..6 {
+        direct_machine(&api, "c1", &format!("m{i}"));
+    }
+    for i in 0..1000 {
+        direct(
+            &api,
+            &ar("", "v1", "ConfigMap", "configmaps"),
+            "default",
+            Some(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("noise-{i}"), "namespace": "default"}, "data": {"i": i.to_string()}}),
+            ),
+            None,
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    api.set_down(false);
+
+    let allocated = eventually(90, "converged after the outage", ctx, || async {
+        let a = allocations(&cluster, &[&b]).await.ok()?;
+        (a.len() == 5 && diverging(&cluster, &b).await.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(
+        allocated.keys().cloned().collect::<Vec<_>>(),
+        [
+            "default/m1",
+            "default/m2",
+            "default/m3",
+            "default/m4",
+            "default/m5"
+        ]
+    );
+    assert!(
+        cluster.get(&mm_ar(), "default", "m0").await.is_none(),
+        "m0 released and gone"
+    );
+    assert!(
+        api.with(|st| st.gone_answers) > gone_before,
+        "the bridge's resumed watches were answered 410 Gone and re-listed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_boxes_one_cluster_each_machine_allocated_once() {
+    let machines: usize = std::env::var("KUBE_BRIDGE_TEST_MACHINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let per_box = machines / 2 + 5;
+    let api = ApiServer::start(1_000_000);
+    let cluster = Cluster::new(&api).await;
+    let a = tokio::task::spawn_blocking(boxes::Box::start)
+        .await
+        .unwrap();
+    let b = tokio::task::spawn_blocking(boxes::Box::start)
+        .await
+        .unwrap();
+    for i in 0..per_box {
+        a.available_server(1 + i).await;
+        b.available_server(1001 + i).await;
+    }
+    cluster.capi_cluster("c1", false).await;
+    let started = tokio::time::Instant::now();
+    let bridge_a = Bridge::start(&a, "rack-a", &cluster.kubeconfig);
+    let bridge_b = Bridge::start(&b, "rack-b", &cluster.kubeconfig);
+    let ctx = || {
+        format!(
+            "bridge a:\n{}\nbridge b:\n{}",
+            bridge_a.log(),
+            bridge_b.log()
+        )
+    };
+    eventually(120, "both boxes mirrored", ctx, || async {
+        (cluster.list(&server_ar()).await.len() == 2 * per_box).then_some(())
+    })
+    .await;
+    let initial_sync = started.elapsed();
+    let mut created = BTreeMap::new();
+    for i in 0..machines {
+        let name = format!("m{i:03}");
+        cluster.machine("c1", &name, "any", &bootstrap(&name)).await;
+        created.insert(format!("default/{name}"), tokio::time::Instant::now());
+    }
+    // When each machine's allocation appeared on a box.
+    let mut seen: BTreeMap<String, Duration> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while seen.len() < machines {
+        for bx in [&a, &b] {
+            for (_, binding) in bx.list("ServerBinding").await {
+                let owner = binding["metadata"]["annotations"]["appliance.sidero.dev/owner"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if let Some(t0) = created.get(&owner) {
+                    seen.entry(owner).or_insert_with(|| t0.elapsed());
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all allocated: {}",
+            ctx()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let allocated = eventually(120, "every machine provisioned once", ctx, || async {
+        allocations(&cluster, &[&a, &b])
+            .await
+            .ok()
+            .filter(|x| x.len() == machines)
+    })
+    .await;
+    let on_a: BTreeSet<String> = a.list("Server").await.into_keys().collect();
+    let mut per_rack = (0, 0);
+    for (owner, server) in &allocated {
+        let m = cluster
+            .get(&mm_ar(), "default", owner.trim_start_matches("default/"))
+            .await
+            .unwrap();
+        let rack = if on_a.contains(server) {
+            "rack-a"
+        } else {
+            "rack-b"
+        };
+        assert_eq!(
+            m["metadata"]["annotations"][BOX_LABEL], rack,
+            "{owner} claimed by the box that holds {server}"
+        );
+        if rack == "rack-a" {
+            per_rack.0 += 1
+        } else {
+            per_rack.1 += 1
+        }
+    }
+    // Neither bridge wrote the other's Servers.
+    for (name, s) in cluster.list(&server_ar()).await {
+        let rack = if on_a.contains(&name) {
+            "rack-a"
+        } else {
+            "rack-b"
+        };
+        assert_eq!(s["metadata"]["labels"][BOX_LABEL], rack);
+        for f in s["metadata"]["managedFields"].as_array().unwrap() {
+            let m = f["manager"].as_str().unwrap();
+            assert!(
+                m.ends_with(&format!("/{rack}")),
+                "{name} of {rack} written by {m}"
+            );
+        }
+    }
+    let mut times: Vec<Duration> = seen.into_values().collect();
+    times.sort();
+    let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
+    println!(
+        "kube-bridge: {machines} MetalMachines over 2 boxes ({} / {}): created → allocated on a box p50 {:?} p99 {:?}; initial sync of {} Servers {:?} ({:.0} objects/s)",
+        per_rack.0,
+        per_rack.1,
+        pct(50),
+        pct(99),
+        2 * per_box,
+        initial_sync,
+        (2 * per_box) as f64 / initial_sync.as_secs_f64()
+    );
 }
