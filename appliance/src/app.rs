@@ -262,7 +262,25 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     match crate::net::dhcp::start(&config, store.clone(), metrics.dhcp.clone()).await {
         Ok(crate::net::dhcp::DhcpStatus::Running(dhcp)) => {
             dhcp_running = true;
+            let interfaces = dhcp.interfaces.clone();
             tasks.push(("dhcp", tokio::spawn(dhcp.run(shutdown.clone()))));
+            if config.dhcp.probe_interval_secs > 0 {
+                if config.dhcp.mode == crate::config::DhcpMode::Proxy
+                    && config.dhcp.expected_servers.is_empty()
+                {
+                    tracing::warn!(
+                        "dhcp: proxy mode without dhcp.expected_servers: the site's DHCP \
+                         server will be reported as a rogue"
+                    );
+                }
+                let probe = crate::net::dhcp_probe::ProbeTask {
+                    interfaces,
+                    interval: std::time::Duration::from_secs(config.dhcp.probe_interval_secs),
+                    expected: config.dhcp.expected_servers.clone(),
+                    watch: metrics.rogue_dhcp.clone(),
+                };
+                tasks.push(("dhcp-probe", tokio::spawn(probe.run(shutdown.clone()))));
+            }
         }
         Ok(crate::net::dhcp::DhcpStatus::NotStarted(why)) => skipped.push(why),
         Err(e) if e.is_permission_denied() => {
@@ -375,6 +393,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         logbook.clone(),
         admin_token.clone(),
         config.clone(),
+        metrics.rogue_dhcp.clone(),
     );
     tasks.push((
         "console-events",

@@ -179,6 +179,12 @@ pub struct DhcpConfig {
     pub pools: Vec<DhcpPoolConfig>,
     /// Fixed addresses by MAC (server mode); each must lie in a pool's subnet.
     pub reservations: Vec<DhcpReservationConfig>,
+    /// Rogue DHCP detection: the box sends its own DISCOVER at start and then every this
+    /// many seconds while DHCP runs (0 = never; at least 10 otherwise).
+    pub probe_interval_secs: u64,
+    /// DHCP servers expected on the provisioning segment (server identifier or source
+    /// address): the site's server in proxy mode. Any other server that offers is a rogue.
+    pub expected_servers: Vec<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +234,9 @@ impl DhcpConfig {
         use std::net::Ipv4Addr;
         if self.lease_time_secs == 0 {
             return Err("dhcp.lease_time_secs: must be positive".into());
+        }
+        if (1..10).contains(&self.probe_interval_secs) {
+            return Err("dhcp.probe_interval_secs: 0 (no rogue DHCP probe) or at least 10".into());
         }
         for (i, name) in self.interfaces.iter().enumerate() {
             if name.is_empty() || name == "auto" {

@@ -5,7 +5,11 @@
 //!   `perfdhcp` run, and a restart that must keep every lease;
 //! - proxy mode: dnsmasq hands out addresses, the appliance adds boot information; a
 //!   PXE-like client (this test binary re-executed inside the client namespace, see
-//!   `probe_child`) checks both offers and the port-4011 exchange.
+//!   `probe_child`) checks both offers and the port-4011 exchange;
+//! - rogue DHCP detection: a dnsmasq in a peer namespace (which unicasts its offers to the
+//!   offered address at the probe's MAC) is reported by the box's probe in server mode
+//!   (log, `/metrics`, console overview), and is not when named in `dhcp.expected_servers`
+//!   in proxy mode.
 //!
 //! Skips with a printed reason when not root or when a tool is missing; with
 //! `APPLIANCE_E2E=1` (CI) that is a failure instead.
@@ -558,6 +562,7 @@ enabled = false
 level = "appliance=debug,info"
 [dhcp]
 mode = "proxy"
+expected_servers = ["10.78.0.2"]
 "#,
         data = tmp.path().join("data").display()
     );
@@ -834,4 +839,196 @@ netmask = "255.255.255.0"
     let after = udhcpc(&ns_c, &br, tmp.path(), &["-r", "10.79.0.100"]);
     assert_ne!(after["ip"], "10.79.0.100", "{}", server.log());
     drop(server);
+}
+
+// ------------------------------------------------------------------ rogue DHCP detection
+
+/// Runs `curl args…` inside `ns`; returns stdout (panics on failure).
+fn curl(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-sS", "-f"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn metric(ns: &str, name: &str) -> Option<u64> {
+    curl(ns, &["http://127.0.0.1:8081/metrics"])
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+}
+
+/// The console overview's JSON, logged in with the admin token.
+fn console_overview(ns: &str, data: &Path, jar: &Path) -> serde_json::Value {
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let body = serde_json::json!({ "secret": token.trim() }).to_string();
+    let jar = jar.to_str().unwrap();
+    curl(
+        ns,
+        &[
+            "-c",
+            jar,
+            "-H",
+            "content-type: application/json",
+            "--data",
+            &body,
+            "http://127.0.0.1:8081/api/v1/login",
+        ],
+    );
+    serde_json::from_str(&curl(
+        ns,
+        &["-b", jar, "http://127.0.0.1:8081/api/v1/overview"],
+    ))
+    .unwrap()
+}
+
+/// The log without ANSI colour sequences (`ESC [ … m`).
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn rogue_dnsmasq(ns: &str, dev: &str, log: &Path) -> Proc {
+    let mut dnsmasq = Proc::spawn(
+        ns,
+        &[
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--user=root",
+            "--group=root",
+            &format!("--interface={dev}"),
+            "--bind-interfaces",
+            "--dhcp-range=10.79.0.100,10.79.0.150,255.255.255.0,1h",
+            "--leasefile-ro",
+            "--dhcp-authoritative",
+            "--no-ping",
+            "--log-dhcp",
+            "--log-facility=-",
+        ],
+        log,
+    );
+    dnsmasq.wait_for_log("DHCP, IP range");
+    dnsmasq
+}
+
+#[test]
+fn rogue_dhcp_server_is_reported_and_the_expected_one_is_not() {
+    if let Some(why) = skip_reason(&[
+        ("dnsmasq", &["--version"]),
+        ("curl", &["--version"]),
+        ("ip", &["-V"]),
+    ]) {
+        prereq::skip(
+            "rogue_dhcp_server_is_reported_and_the_expected_one_is_not",
+            &why,
+        );
+        return;
+    }
+    let t = tag();
+    let (ns_a, ns_d) = (format!("dh{t}a"), format!("dh{t}d"));
+    let _ns = Namespaces::new(&[ns_a.clone(), ns_d.clone()]);
+    let (dev_a, dev_d) = (format!("dh{t}a0"), format!("dh{t}d0"));
+    veth(
+        &ns_a,
+        &dev_a,
+        Some("10.79.0.1/24"),
+        &ns_d,
+        &dev_d,
+        Some("10.79.0.2/24"),
+    );
+    let rogue_mac = "02:00:00:00:d0:02";
+    set_mac(&ns_d, &dev_d, rogue_mac);
+    let tmp = tempfile::tempdir().unwrap();
+    let dnsmasq = rogue_dnsmasq(&ns_d, &dev_d, &tmp.path().join("dnsmasq.log"));
+
+    // Server mode with the rogue already there: the probe at start reports it.
+    let data = tmp.path().join("data");
+    let config = |mode: &str, extra: &str| {
+        format!(
+            r#"data_dir = "{data}"
+interface = "{dev_a}"
+[http]
+listen = "127.0.0.1:8081"
+[tftp]
+enabled = false
+[log]
+level = "appliance=debug,info"
+[dhcp]
+mode = "{mode}"
+{extra}
+"#,
+            data = data.display()
+        )
+    };
+    let mut server = start_appliance(
+        &ns_a,
+        tmp.path(),
+        &config(
+            "server",
+            "[[dhcp.pools]]\nrange_start = \"10.79.0.200\"\nrange_end = \"10.79.0.220\"\n\
+             netmask = \"255.255.255.0\"",
+        ),
+    );
+    server.wait_for_log("dhcp probe: round done");
+    let log = plain(&server.log());
+    let line = log
+        .lines()
+        .find(|l| l.contains("ROGUE DHCP server"))
+        .unwrap_or_else(|| panic!("no rogue reported:\n{log}\n{}", dnsmasq.log()));
+    assert!(line.contains(&format!("server_mac={rogue_mac}")), "{line}");
+    assert!(line.contains("source_ip=10.79.0.2"), "{line}");
+    assert!(line.contains("server_id=10.79.0.2"), "{line}");
+    // dnsmasq answered the probe (broadcast flag clear) by unicast to the offered address.
+    assert!(line.contains("unicast=true"), "{line}");
+    assert!(log.contains("offers=1 rogue=1"), "{log}");
+    assert_eq!(metric(&ns_a, "appliance_rogue_dhcp_servers"), Some(1));
+    let overview = console_overview(&ns_a, &data, &tmp.path().join("jar"));
+    let rogues = overview["rogue_dhcp"].as_array().unwrap();
+    assert_eq!(rogues.len(), 1, "{overview}");
+    assert_eq!(rogues[0]["mac"], rogue_mac);
+    assert_eq!(rogues[0]["source_ip"], "10.79.0.2");
+    // The box's own DHCP server ignored its probe (no offer of its own pool to itself).
+    assert!(!log.contains("dhcp: reply"), "{log}");
+    server.stop();
+
+    // Proxy mode beside the same server named in dhcp.expected_servers: it offers, and is
+    // seen offering, but is not a rogue.
+    let mut proxy = start_appliance(
+        &ns_a,
+        tmp.path(),
+        &config("proxy", r#"expected_servers = ["10.79.0.2"]"#),
+    );
+    proxy.wait_for_log("dhcp probe: round done");
+    let log = plain(&proxy.log());
+    assert!(log.contains("offers=1 rogue=0"), "{log}");
+    assert!(
+        log.contains("expected DHCP server offering") && log.contains("unicast=true"),
+        "{log}"
+    );
+    assert!(!log.contains("ROGUE"), "{log}");
+    assert_eq!(metric(&ns_a, "appliance_rogue_dhcp_servers"), Some(0));
+    let overview = console_overview(&ns_a, &data, &tmp.path().join("jar2"));
+    assert_eq!(overview["rogue_dhcp"], serde_json::json!([]), "{overview}");
+    proxy.stop();
+    drop(dnsmasq);
 }

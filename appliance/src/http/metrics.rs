@@ -1,5 +1,5 @@
 //! `/metrics`: the process-wide [`Metrics`] (admin API counters, open connections, the DHCP,
-//! TFTP, agent API and SideroLink rooms' counter sets) and the console login counters in one registry
+//! TFTP, rogue DHCP probe, agent API and SideroLink rooms' counter sets) and the console login counters in one registry
 //! built at startup ([`registry`]), plus store gauges read at each scrape; rendered as
 //! Prometheus text by `crate::metrics` (prometheus-client).
 
@@ -28,6 +28,8 @@ pub struct Metrics {
     pub tftp: Arc<TftpCounters>,
     pub agent: Arc<AgentCounters>,
     pub siderolink: Arc<SideroLinkStats>,
+    /// Rogue DHCP detection (`net::dhcp_probe`).
+    pub rogue_dhcp: Arc<crate::net::dhcp_probe::RogueWatch>,
 }
 
 /// Every metric of the box that lives in memory, in `/metrics` order.
@@ -54,6 +56,7 @@ pub fn registry(m: &Metrics, login: &LoginStats) -> Registry {
         m.admin_auth_failures.clone(),
     );
     m.dhcp.register(&mut r);
+    m.rogue_dhcp.register(&mut r);
     m.tftp.register(&mut r);
     m.agent.register(&mut r);
     login.register(&mut r);
@@ -156,6 +159,13 @@ appliance_dhcp_dropped_total{{reason="commit_failed"}} 0
 # TYPE appliance_dhcp_arp_probes_total counter
 appliance_dhcp_arp_probes_total{{result="sent"}} 0
 appliance_dhcp_arp_probes_total{{result="in_use"}} 0
+# HELP appliance_rogue_dhcp_servers DHCP servers other than the box and dhcp.expected_servers that answered the last probe.
+# TYPE appliance_rogue_dhcp_servers gauge
+appliance_rogue_dhcp_servers 0
+# HELP appliance_dhcp_probes_total Rogue DHCP probe rounds, by result.
+# TYPE appliance_dhcp_probes_total counter
+appliance_dhcp_probes_total{{result="ok"}} 0
+appliance_dhcp_probes_total{{result="failed"}} 0
 # HELP appliance_tftp_refused_total TFTP requests answered with an ERROR.
 # TYPE appliance_tftp_refused_total counter
 appliance_tftp_refused_total 0

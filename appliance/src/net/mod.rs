@@ -3,6 +3,7 @@
 //! on the shared shutdown signal.
 
 pub mod dhcp;
+pub mod dhcp_probe;
 pub mod iface;
 pub mod packet;
 pub mod tftp;

@@ -162,7 +162,13 @@ async function viewOverview() {
         h("ol", { class: "timeline", id: "events" }, o.events.map((e) => h("li", {},
           h("time", { datetime: new Date(e.at * 1000).toISOString(), title: new Date(e.at * 1000).toLocaleString() }, fmtAgo(e.at)),
           h("span", { class: "what" }, eventText(e))))));
+    const rogue = (o.rogue_dhcp || []).length === 0 ? null : h("div", { class: "notice danger", role: "alert", id: "rogue-dhcp" },
+      h("strong", {}, "Rogue DHCP server on the provisioning network. "),
+      "Machines may boot from it. Offers answering the box's probe came from: ",
+      o.rogue_dhcp.map((r, i) => [i ? "; " : "", h("span", { class: "mono" }, `${r.mac} (${r.source_ip}${r.server_id && r.server_id !== r.source_ip ? `, server id ${r.server_id}` : ""}, offered ${r.offered})`), ` since ${fmtAgo(r.first_seen)}`]),
+      ". If it is the site's server (proxy mode), name it in dhcp.expected_servers.");
     setMain(
+      rogue,
       h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Overview"), h("p", { class: "sub" }, `${o.servers} servers · ${o.objects.ServerClass || 0} classes · ${o.objects.Environment || 0} environments · store revision ${o.revision}`))),
       stats, h("div", { class: "grid cols-2" }, classes, events));
   };

@@ -94,6 +94,8 @@ struct Inner {
     lifecycle: LifecycleService,
     /// SideroLink's node log book (the server page's live tail).
     logs: LogBook,
+    /// Rogue DHCP servers seen by the DHCP probe (the overview's banner).
+    rogue_dhcp: Arc<crate::net::dhcp_probe::RogueWatch>,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -106,7 +108,9 @@ impl ConsoleState {
     /// The console's writes go through the same in-process services as the gRPC API:
     /// `admin` (objects, accept/cordon through the lifecycle), `lifecycle` (wipe) and
     /// `power`; server logs come from SideroLink's `logs`. The session cookie is Secure
-    /// when `[console] secure_cookie` says so.
+    /// when `[console] secure_cookie` says so. `rogue_dhcp` is what the DHCP probe found
+    /// (the overview's banner).
+    #[allow(clippy::too_many_arguments)] // each a service the console is built on
     pub fn new(
         store: Store,
         admin: AdminService,
@@ -115,6 +119,7 @@ impl ConsoleState {
         logs: LogBook,
         token: Arc<str>,
         config: Config,
+        rogue_dhcp: Arc<crate::net::dhcp_probe::RogueWatch>,
     ) -> Self {
         let rx = store.subscribe();
         let secure_cookie = config.console.secure_cookie;
@@ -123,8 +128,8 @@ impl ConsoleState {
                 store,
                 admin,
                 token,
-                config,
                 secure_cookie,
+                config,
                 sessions: Mutex::default(),
                 throttle: Mutex::default(),
                 verify: verify::VerifyGate::default(),
@@ -133,6 +138,7 @@ impl ConsoleState {
                 power,
                 lifecycle,
                 logs,
+                rogue_dhcp,
             }),
         }
     }

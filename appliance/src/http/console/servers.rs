@@ -154,6 +154,14 @@ pub(super) async fn overview(State(state): State<ConsoleState>) -> Response {
         "objects": counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
         "revision": revision,
         "events": state.recent(None, 25),
+        "rogue_dhcp": state.inner.rogue_dhcp.rogues().iter().map(|r| json!({
+            "mac": r.mac,
+            "source_ip": r.source_ip.to_string(),
+            "server_id": r.server_id.map(|s| s.to_string()),
+            "offered": r.offered.to_string(),
+            "first_seen": r.first_seen,
+            "last_seen": r.last_seen,
+        })).collect::<Vec<_>>(),
     }))
     .into_response()
 }

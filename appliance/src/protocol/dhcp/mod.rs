@@ -6,6 +6,7 @@
 //! - `link`: IPv4/UDP and ARP payloads for the packet socket (replies to a hardware
 //!   address, ARP probes).
 //! - `server`: the decision machine (`DhcpServer::handle`).
+//! - `probe`: rogue DHCP detection (the probe DISCOVER, offers classified).
 //!
 //! May touch: nothing outside this folder but `std`, `dhcproto` and `thiserror`. The tokio
 //! glue is `net/dhcp.rs`; lease persistence is `store/leases.rs`.
@@ -13,6 +14,7 @@
 pub mod boot;
 pub mod lease;
 pub mod link;
+pub mod probe;
 pub mod server;
 pub mod wire;
 
