@@ -4,7 +4,8 @@
 //! The node is the connection's overlay address (already checked against the sending
 //! peer's own address by the endpoint), mapped to its server through the peer set. Each
 //! event is decoded from its `google.protobuf.Any` (`machine.*` type URLs), skipped if its
-//! id was seen from that node before (Talos resends its backlog after a reconnect), mapped
+//! id was applied for that server before (Talos resends its backlog after a reconnect; the
+//! ids are kept in the store with each event's effect, so also across a restart), mapped
 //! with `protocol::siderolink::events::map_event`, and applied in ONE store transaction:
 //! ServerBinding addresses/hostname/conditions and, when `TalosInstalled` turns True, the
 //! lifecycle's `installed` transition (Server `PXEBooted=True`, so `/ipxe` boots from disk).
@@ -12,7 +13,6 @@
 //! resend the same event forever).
 
 use std::collections::HashMap;
-use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex};
 
 use appliance_rpc::events::event_sink_service_server::EventSinkService;
@@ -33,7 +33,7 @@ use crate::reconcile::apply::{self, Outcome};
 use crate::reconcile::lifecycle::{Event, Phase};
 use crate::reconcile::{Lifecycle, LifecycleError, rfc3339};
 
-/// Event ids remembered per node.
+/// Event ids remembered per server (in memory and in the store).
 const IDS_PER_NODE: usize = 1024;
 
 /// A payload that is not the message its type URL names.
@@ -138,11 +138,13 @@ fn set_condition(conditions: &mut Vec<Condition>, change: &ConditionChange, now:
     }
 }
 
-/// Applies `change` to ServerBinding `name` and, when it installs, fires the lifecycle's
-/// `installed` on the Server: one transaction. Ok(None): nothing to dispatch.
+/// Applies `change` (of the event `id`) to ServerBinding `name` and, when it installs,
+/// fires the lifecycle's `installed` on the Server; the id is remembered with it. One
+/// transaction. Ok(None): nothing to dispatch.
 pub fn apply_change(
     lc: &Lifecycle,
     name: &str,
+    id: &str,
     change: &BindingChange,
     now_ms: u64,
 ) -> Result<Option<Outcome>, LifecycleError> {
@@ -163,6 +165,9 @@ pub fn apply_change(
             set_condition(&mut status.conditions, c, &now);
         }
         t.put(&Object::ServerBinding(b))?;
+        if !id.is_empty() {
+            t.remember_talos_event(name, id, IDS_PER_NODE as u64)?;
+        }
         if !change.installs() {
             return Ok(None);
         }
@@ -193,7 +198,9 @@ pub struct EventSink {
     lc: Lifecycle,
     peers: watch::Receiver<Arc<Vec<PeerSpec>>>,
     negative: Arc<Vec<IpPrefix>>,
-    seen: Arc<Mutex<HashMap<Ipv6Addr, RecentIds>>>,
+    /// Applied event ids per server name; loaded from the store on a server's first event
+    /// after a start.
+    seen: Arc<Mutex<HashMap<String, RecentIds>>>,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -203,19 +210,38 @@ impl std::fmt::Debug for EventSink {
 }
 
 impl EventSink {
-    fn already_applied(&self, node: Ipv6Addr, id: &str) -> bool {
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.get(&node).is_some_and(|r| r.contains(id))
-    }
-
-    /// Remembers an applied event id; nodes no longer peers are forgotten.
-    fn remember(&self, node: Ipv6Addr, id: &str) {
+    /// Whether event `id` of server `name` was applied before (since this start, or, read
+    /// from the store, before it).
+    async fn already_applied(&self, name: &str, id: &str) -> Result<bool, Status> {
+        {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = seen.get(name) {
+                return Ok(r.contains(id));
+            }
+        }
+        let store = self.lc.store().clone();
+        let n = name.to_string();
+        let stored = tokio::task::spawn_blocking(move || store.talos_event_ids(&n))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(crate::error_chain(&e)))?;
+        let mut recent = RecentIds::new(IDS_PER_NODE);
+        for i in &stored {
+            recent.first_time(i);
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let peers = self.peers.borrow();
         if seen.len() > peers.len() * 2 + 16 {
-            seen.retain(|a, _| peers.iter().any(|p| p.address == *a));
+            seen.retain(|n, _| peers.iter().any(|p| p.name == *n));
         }
-        seen.entry(node)
+        let r = seen.entry(name.to_string()).or_insert(recent);
+        Ok(r.contains(id))
+    }
+
+    /// Remembers an applied event id in memory (the store has it already).
+    fn remember(&self, name: &str, id: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.entry(name.to_string())
             .or_insert_with(|| RecentIds::new(IDS_PER_NODE))
             .first_time(id);
     }
@@ -260,7 +286,7 @@ impl EventSinkService for EventSink {
             ));
         };
         let req = request.into_inner();
-        if self.already_applied(node, &req.id) {
+        if self.already_applied(&name, &req.id).await? {
             tracing::debug!(server = %name, id = %req.id, "Talos event already applied");
             return Ok(Response::new(EventResponse {}));
         }
@@ -277,13 +303,24 @@ impl EventSinkService for EventSink {
         tracing::info!(server = %name, id = %req.id, event = ?event, "Talos event");
         let change = map_event(&event, node, &self.negative);
         if change.is_empty() {
-            self.remember(node, &req.id);
+            if !req.id.is_empty() {
+                let store = self.lc.store().clone();
+                let (n, id) = (name.clone(), req.id.clone());
+                tokio::task::spawn_blocking(move || {
+                    store.transact(|t| t.remember_talos_event(&n, &id, IDS_PER_NODE as u64))
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::internal(crate::error_chain(&e)))?;
+            }
+            self.remember(&name, &req.id);
             return Ok(Response::new(EventResponse {}));
         }
         let lc = self.lc.clone();
         let n = name.clone();
+        let id = req.id.clone();
         let now = crate::clock::unix_ms();
-        let outcome = tokio::task::spawn_blocking(move || apply_change(&lc, &n, &change, now))
+        let outcome = tokio::task::spawn_blocking(move || apply_change(&lc, &n, &id, &change, now))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         match outcome {
@@ -297,7 +334,7 @@ impl EventSinkService for EventSink {
                 return Err(crate::api::agent::lifecycle_status(e));
             }
         }
-        self.remember(node, &req.id);
+        self.remember(&name, &req.id);
         Ok(Response::new(EventResponse {}))
     }
 }

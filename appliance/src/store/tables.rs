@@ -125,6 +125,13 @@ pub const BMC_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bmc
 pub const SIDEROLINK: TableDefinition<&str, &[u8]> = TableDefinition::new("siderolink");
 pub const SIDEROLINK_INSTALLATION_ID: &str = "installation-id";
 pub const SIDEROLINK_PRIVATE_KEY: &str = "private-key";
+/// Talos event ids applied per server (Talos resends its backlog after a reconnect, also
+/// after the box restarted): key (server name, sequence), value = the event id; the newest
+/// few per server are kept (`Txn::remember_talos_event`).
+pub const SIDEROLINK_EVENT_IDS: TableDefinition<(&str, u64), &str> =
+    TableDefinition::new("siderolink_event_ids");
+/// The last sequence number of `SIDEROLINK_EVENT_IDS` (in `META`).
+pub const META_SIDEROLINK_EVENT_SEQ: &str = "siderolink_event_seq";
 
 // --- console room: console login settings (`store/console.rs`) ---
 

@@ -21,6 +21,7 @@ pub struct Txn<'t> {
     events: Table<'t, (&'static str, u64), &'static [u8]>,
     allocations: Table<'t, &'static str, &'static [u8]>,
     log: Table<'t, u64, &'static [u8]>,
+    talos_events: Table<'t, (&'static str, u64), &'static str>,
     key: &'t crate::secrets::SecretKey,
     now_ms: u64,
     revision: u64,
@@ -129,6 +130,35 @@ impl Txn<'_> {
         Ok(seq)
     }
 
+    /// Records that the Talos event `id` of `server` was applied (SideroLink's event sink,
+    /// in the transaction that applied it); keeps the newest `keep` ids per server.
+    pub fn remember_talos_event(
+        &mut self,
+        server: &str,
+        id: &str,
+        keep: u64,
+    ) -> Result<(), StoreError> {
+        let seq = self
+            .meta
+            .get(tables::META_SIDEROLINK_EVENT_SEQ)?
+            .map(|v| v.value())
+            .unwrap_or(0)
+            + 1;
+        self.meta.insert(tables::META_SIDEROLINK_EVENT_SEQ, seq)?;
+        self.talos_events.insert((server, seq), id)?;
+        if let Some(upto) = seq.checked_sub(keep.max(1)) {
+            let mut old = Vec::new();
+            for entry in self.talos_events.range((server, 0)..=(server, upto))? {
+                old.push(entry?.0.value().1);
+            }
+            for s in old {
+                self.talos_events.remove((server, s))?;
+            }
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
     pub fn allocation(&self, server: &str) -> Result<Option<AllocationRecord>, StoreError> {
         self.allocations
             .get(server)?
@@ -187,6 +217,9 @@ impl Store {
                 events: txn.open_table(EVENTS).map_err(StoreError::from)?,
                 allocations: txn.open_table(ALLOCATIONS).map_err(StoreError::from)?,
                 log: txn.open_table(CHANGE_LOG).map_err(StoreError::from)?,
+                talos_events: txn
+                    .open_table(tables::SIDEROLINK_EVENT_IDS)
+                    .map_err(StoreError::from)?,
                 key: &self.inner.key,
                 now_ms: crate::clock::unix_ms(),
                 revision,

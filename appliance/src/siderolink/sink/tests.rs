@@ -4,6 +4,7 @@
 //! server holds are refused; unknown or undecodable payloads are acknowledged and change
 //! nothing.
 
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use appliance_rpc::common;
@@ -198,6 +199,26 @@ async fn talos_install_sequence_installs_the_server() {
         .await
         .unwrap();
     assert!(binding_conditions(&lc).contains(&("TalosInstalled".into(), status("T"), None)));
+    // ... also after the box restarted (a new sink, the same store): the ids are durable.
+    let (_tx2, rx2) = watch::channel(Arc::new(peers::load(lc.store(), prefix).unwrap()));
+    let restarted = EventSink::new(lc.clone(), rx2, vec![]);
+    restarted
+        .publish(from(node, event("e2", "PhaseEvent", &phase("install", 0))))
+        .await
+        .unwrap();
+    assert!(binding_conditions(&lc).contains(&("TalosInstalled".into(), status("T"), None)));
+    // A new event still applies after the restart.
+    restarted
+        .publish(from(node, event("e9", "PhaseEvent", &phase("install", 0))))
+        .await
+        .unwrap();
+    assert!(binding_conditions(&lc).contains(&(
+        "TalosInstalled".into(),
+        status("F"),
+        Some("TalosInstallationInProgress".into())
+    )));
+    let ids = lc.store().talos_event_ids("n1").unwrap();
+    assert_eq!(ids, ["e1", "e2", "e3", "e4", "e9"]);
 }
 
 #[tokio::test]
