@@ -307,34 +307,15 @@ fn set_condition(
     } else {
         ConditionStatus::False
     };
-    let new = |time: String| Condition {
+    let new = Condition {
         type_: type_.to_string(),
         status,
         severity: (!ok).then_some(ConditionSeverity::Error),
-        last_transition_time: time,
+        last_transition_time: now.to_string(),
         reason: reason.map(str::to_string),
-        message: message.clone(),
+        message,
     };
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            let time = if c.status == status {
-                c.last_transition_time.clone()
-            } else {
-                now.to_string()
-            };
-            let next = new(time);
-            if *c == next {
-                false
-            } else {
-                *c = next;
-                true
-            }
-        }
-        None => {
-            conditions.push(new(now.to_string()));
-            true
-        }
-    }
+    Condition::set(conditions, new)
 }
 
 /// Sets condition `type_` on a Server in one transaction (no write when unchanged):

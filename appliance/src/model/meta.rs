@@ -239,6 +239,31 @@ pub struct Condition {
     pub message: Option<String>,
 }
 
+impl Condition {
+    /// Sets `new` among `conditions` as CAPI's `conditions.Set` does: replaces the condition
+    /// of its type (or appends it), keeping the old transition time when the status did not
+    /// change. Returns whether anything changed. The one way the box sets a condition.
+    pub fn set(conditions: &mut Vec<Condition>, mut new: Condition) -> bool {
+        match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+            Some(c) => {
+                if c.status == new.status {
+                    new.last_transition_time = c.last_transition_time.clone();
+                }
+                if *c == new {
+                    false
+                } else {
+                    *c = new;
+                    true
+                }
+            }
+            None => {
+                conditions.push(new);
+                true
+            }
+        }
+    }
+}
+
 impl Check for Condition {
     fn check(&self, path: &str) -> Result<(), FieldError> {
         if self.type_.is_empty() {

@@ -770,3 +770,40 @@ fn apply_input_is_capped_at_one_mib() {
             .contains("1 MiB")
     );
 }
+
+#[test]
+fn condition_set_keeps_the_transition_time_until_the_status_flips() {
+    let c = |status, time: &str, reason: &str| Condition {
+        type_: "PowerCycle".into(),
+        status,
+        severity: None,
+        last_transition_time: time.into(),
+        reason: Some(reason.into()),
+        message: None,
+    };
+    let mut list = vec![c(ConditionStatus::True, "t0", "a")];
+    // Same condition again: nothing changes.
+    assert!(!Condition::set(
+        &mut list,
+        c(ConditionStatus::True, "t1", "a")
+    ));
+    assert_eq!(list, [c(ConditionStatus::True, "t0", "a")]);
+    // Same status, new reason: changed, time kept.
+    assert!(Condition::set(
+        &mut list,
+        c(ConditionStatus::True, "t2", "b")
+    ));
+    assert_eq!(list, [c(ConditionStatus::True, "t0", "b")]);
+    // The status flips: the time moves.
+    assert!(Condition::set(
+        &mut list,
+        c(ConditionStatus::False, "t3", "b")
+    ));
+    assert_eq!(list, [c(ConditionStatus::False, "t3", "b")]);
+    // Another type is appended.
+    let mut other = c(ConditionStatus::True, "t4", "x");
+    other.type_ = "PXEBooted".into();
+    assert!(Condition::set(&mut list, other.clone()));
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1], other);
+}

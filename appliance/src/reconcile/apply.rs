@@ -270,6 +270,25 @@ pub fn edit_server(
     })
 }
 
+/// Edits a server's typed form (status fields outside the lifecycle, e.g. conditions); writes
+/// only on change. One transaction.
+pub fn edit_server_typed(
+    store: &Store,
+    name: &str,
+    edit: impl FnOnce(&mut Server),
+) -> Result<bool, LifecycleError> {
+    store.transact(|t| {
+        let server = load_server(t, name)?;
+        let mut edited = server.clone();
+        edit(&mut edited);
+        if edited == server {
+            return Ok(false);
+        }
+        t.put(&Object::Server(edited))?;
+        Ok(true)
+    })
+}
+
 /// What to allocate, for whom.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AllocateInput {

@@ -26,7 +26,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
@@ -41,7 +40,7 @@ use super::lifecycle::{Action, Context, Event, Phase, Step};
 use super::power::PowerActions;
 use crate::clock;
 use crate::config::LifecycleConfig;
-use crate::model::{Kind, Object, Server};
+use crate::model::{Condition, ConditionSeverity, ConditionStatus, Kind, Object, Server};
 use crate::store::{Change, ChangeOp, Store, StoreError};
 
 /// Class status is written at most this often during bursts of server changes.
@@ -242,9 +241,9 @@ impl Lifecycle {
         f: impl FnOnce(&Store) -> Result<T, LifecycleError> + Send + 'static,
     ) -> Result<T, LifecycleError> {
         let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+        crate::store::blocking(move || f(&store))
             .await
-            .map_err(|e| LifecycleError::Internal(format!("store task failed: {e}")))?
+            .map_err(|e| LifecycleError::Internal(e.to_string()))?
     }
 
     fn dispatch(&self, server: &Server, step: &Step, attempt: u32) {
@@ -644,29 +643,19 @@ impl ReconcileTask {
 
 /// Sets condition `PowerCycle=False` (reason `RebootTimeout`) on the server.
 fn raise_timeout_condition(store: &Store, name: &str, retries: u32) -> Result<(), LifecycleError> {
-    let time = crate::reconcile::rfc3339(clock::unix_ms());
-    apply::edit_server(store, name, |v| {
-        let status = v
-            .as_object_mut()
-            .ok_or("server is not an object")?
-            .entry("status")
-            .or_insert_with(|| serde_json::json!({}));
-        let conditions = status
-            .as_object_mut()
-            .ok_or("status is not an object")?
-            .entry("conditions")
-            .or_insert_with(|| serde_json::json!([]));
-        let list = conditions.as_array_mut().ok_or("conditions is not a list")?;
-        list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PowerCycle"));
-        list.push(serde_json::json!({
-            "type": "PowerCycle",
-            "status": "False",
-            "severity": "Warning",
-            "lastTransitionTime": time,
-            "reason": "RebootTimeout",
-            "message": format!("no sign of life after {retries} power-cycle retries; check the BMC and the boot order"),
-        }));
-        Ok(())
+    let condition = Condition {
+        type_: "PowerCycle".into(),
+        status: ConditionStatus::False,
+        severity: Some(ConditionSeverity::Warning),
+        last_transition_time: crate::reconcile::rfc3339(clock::unix_ms()),
+        reason: Some("RebootTimeout".into()),
+        message: Some(format!(
+            "no sign of life after {retries} power-cycle retries; check the BMC and the boot order"
+        )),
+    };
+    apply::edit_server_typed(store, name, |server| {
+        let status = server.status.get_or_insert_with(Default::default);
+        Condition::set(&mut status.conditions, condition);
     })
     .map(|_| ())
 }

@@ -116,26 +116,18 @@ fn set_condition(conditions: &mut Vec<Condition>, change: &ConditionChange, now:
     } else {
         ConditionStatus::False
     };
-    let type_ = change.condition.as_str();
-    let time = match conditions.iter().find(|c| c.type_ == type_) {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => now.to_string(),
-    };
     let new = Condition {
-        type_: type_.to_string(),
+        type_: change.condition.as_str().to_string(),
         status,
         severity: change.severity.map(|s| match s {
             Severity::Error => ConditionSeverity::Error,
             Severity::Info => ConditionSeverity::Info,
         }),
-        last_transition_time: time,
+        last_transition_time: now.to_string(),
         reason: change.reason.map(str::to_string),
         message: change.message.clone(),
     };
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => *c = new,
-        None => conditions.push(new),
-    }
+    Condition::set(conditions, new);
 }
 
 /// Applies `change` (of the event `id`) to ServerBinding `name` and, when it installs,

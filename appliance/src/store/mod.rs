@@ -175,6 +175,21 @@ pub enum StoreError {
     },
 }
 
+/// A blocking task that panicked or was cancelled before it returned.
+#[derive(Debug, thiserror::Error)]
+#[error("store task failed: {0}")]
+pub struct TaskFailed(String);
+
+/// Runs `f` (store work: redb reads and fsyncing commits) on tokio's blocking pool and
+/// waits for it: the one `spawn_blocking` wrapper the services' store calls go through.
+pub async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, TaskFailed> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TaskFailed(e.to_string()))
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {

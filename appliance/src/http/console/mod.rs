@@ -218,14 +218,9 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&ConsoleState) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
     let st = state.clone();
-    tokio::task::spawn_blocking(move || f(&st))
+    crate::store::blocking(move || f(&st))
         .await
-        .map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("task failed: {e}"),
-            )
-        })?
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(store_error)
 }
 
