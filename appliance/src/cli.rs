@@ -1,4 +1,5 @@
-//! Command-line interface (clap): `serve`, `ctl`, `agent`, `config`, `setup`, `version`.
+//! Command-line interface (clap): `serve`, `ctl`, `agent`, `config`, `setup`, `update`,
+//! `version`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,8 +45,83 @@ pub enum Command {
         #[command(subcommand)]
         command: SetupCommand,
     },
+    /// Signed A/B updates of a flashed box: apply a bundle to the other slot, the trial
+    /// boot's health gate, and making/signing bundles.
+    Update {
+        #[command(subcommand)]
+        command: UpdateCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpdateCommand {
+    /// Verify a bundle (file or http(s) URL) and write it to the slot not booted, as the
+    /// next boot, tried once: if that boot does not become healthy, the box falls back to
+    /// this slot by itself. Nothing is written unless every check passes. Needs root.
+    Apply(UpdateApplyArgs),
+    /// The trial boot's health gate (appliance-healthy.service): wait for /readyz; fail
+    /// when the deadline passes. Passes at once on a boot that is not a trial.
+    Health {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "120")]
+        deadline_secs: u64,
+        /// efivarfs, where systemd-boot says whether this boot is counted.
+        #[arg(long, default_value = "/sys/firmware/efi/efivars")]
+        efivars: PathBuf,
+    },
+    /// Show the booted slot, the image version and the loader entries.
+    Status,
+    /// Make a signed bundle (scripts/sign-bundle).
+    Create(UpdateCreateArgs),
+    /// Make a new ed25519 signing key: FILE (PKCS#8 PEM, 0600) and FILE.pub (to bake into
+    /// images: scripts/build-image reads APPLIANCE_UPDATE_KEY).
+    Keygen { out: PathBuf },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UpdateApplyArgs {
+    /// Bundle file or http(s):// URL (downloaded to --download-dir first).
+    #[arg(required_unless_present = "request")]
+    pub source: Option<String>,
+    /// Apply the console's request in DIR (DIR/request + DIR/bundle; result in
+    /// DIR/result). Used by appliance-update.service.
+    #[arg(long, conflicts_with = "source")]
+    pub request: Option<PathBuf>,
+    /// The public key bundles must be signed with.
+    #[arg(long, default_value = crate::update::DEFAULT_PUBLIC_KEY)]
+    pub key: PathBuf,
+    /// Boots the new slot gets to become healthy before the loader falls back.
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub tries: u32,
+    /// Reboot into the new slot when written.
+    #[arg(long)]
+    pub reboot: bool,
+    #[arg(long, default_value = "/var/lib/appliance-update")]
+    pub download_dir: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UpdateCreateArgs {
+    /// Private key (PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Architecture of the box it is for (x86_64, aarch64).
+    #[arg(long)]
+    pub arch: String,
+    /// The image version it installs.
+    #[arg(long)]
+    pub version: String,
+    #[arg(long)]
+    pub root: PathBuf,
+    #[arg(long)]
+    pub kernel: PathBuf,
+    #[arg(long)]
+    pub initrd: PathBuf,
+    #[arg(short, long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -32,6 +32,7 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     pub siderolink: SideroLinkConfig,
     pub watch: WatchConfig,
+    pub update: UpdateConfig,
 }
 
 /// The admin Watch API and the durable change log behind it (`store/changelog.rs`,
@@ -48,6 +49,17 @@ pub struct WatchConfig {
     pub bookmark_secs: u64,
     /// Watch streams open at once, all clients together.
     pub max_watchers: usize,
+}
+
+/// Signed A/B updates through the console (see `update/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConfig {
+    /// The ed25519 public key (PEM) bundles must be signed with; baked into the image. A
+    /// box without it takes no updates from the console.
+    pub public_key: PathBuf,
+    /// Largest bundle the console accepts (MiB).
+    pub max_bundle_mib: u64,
 }
 
 /// SideroLink: the WireGuard overlay installed nodes join (Talos logs and events), see

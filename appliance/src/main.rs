@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use appliance::cli::{Cli, Command, ConfigCommand, SetupCommand};
+use appliance::cli::{Cli, Command, ConfigCommand, SetupCommand, UpdateCommand};
 use appliance::{agent, app, config, ctl, error_chain, logging, site};
 use clap::Parser;
 
@@ -85,6 +85,7 @@ fn main() -> ExitCode {
                 }
             }
         },
+        Command::Update { command } => update(command),
         Command::Ctl(args) => match runtime().block_on(ctl::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) if e.reader_gone() => ExitCode::SUCCESS,
@@ -122,6 +123,190 @@ fn setup_network(a: &appliance::cli::SetupNetworkArgs) -> ExitCode {
             Err(e) => return fail(&e, 2),
         }
     }
+}
+
+/// `appliance update …`.
+fn update(command: UpdateCommand) -> ExitCode {
+    use appliance::update::{health, install};
+    let arch = std::env::consts::ARCH;
+    match command {
+        UpdateCommand::Apply(a) => {
+            let key = match install::read_public_key(&a.key) {
+                Ok(k) => k,
+                Err(e) => return fail(&e, 2),
+            };
+            let layout = install::Layout::default();
+            let done = if let Some(dir) = &a.request {
+                install::apply_request(dir, &layout, &key, arch, a.tries)
+            } else {
+                let source = a.source.as_deref().unwrap_or_default();
+                let path = if source.starts_with("http://") || source.starts_with("https://") {
+                    let out = a.download_dir.join("download.bundle");
+                    eprintln!("update: downloading {source}");
+                    if let Err(e) = runtime().block_on(download(source, &out)) {
+                        return fail(&*e, 1);
+                    }
+                    out
+                } else {
+                    std::path::PathBuf::from(source)
+                };
+                install::install(&path, &layout, &key, arch, a.tries)
+            };
+            match done {
+                Ok(i) => {
+                    eprintln!(
+                        "update: version {} written to slot {} ({}), tried {} time(s) at the next boot",
+                        i.version, i.slot, i.entry, a.tries
+                    );
+                    if a.reboot {
+                        let st = std::process::Command::new("systemctl")
+                            .arg("reboot")
+                            .status();
+                        if !st.is_ok_and(|s| s.success()) {
+                            eprintln!(
+                                "update: reboot failed; the new slot is tried at the next boot"
+                            );
+                            return ExitCode::from(1);
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e, 1),
+            }
+        }
+        UpdateCommand::Health {
+            addr,
+            deadline_secs,
+            efivars,
+        } => {
+            if !health::is_trial_boot(&efivars) {
+                eprintln!("health: not a trial boot (no boot counter); nothing to decide");
+                return ExitCode::SUCCESS;
+            }
+            let deadline = std::time::Duration::from_secs(deadline_secs);
+            match health::wait_ready(addr, deadline, std::time::Duration::from_secs(1)) {
+                Some(t) => {
+                    eprintln!(
+                        "health: /readyz answered after {:.1} s: marking this slot good",
+                        t.as_secs_f64()
+                    );
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!(
+                        "health: no /readyz within {deadline_secs} s: this slot failed its trial"
+                    );
+                    ExitCode::from(1)
+                }
+            }
+        }
+        UpdateCommand::Status => {
+            let layout = install::Layout::default();
+            let st = install::status(&layout);
+            let mut out = format!(
+                "booted slot: {}\nimage version: {}\nbinary version: {}\n",
+                st.booted
+                    .map_or("none (not an A/B boot)".to_string(), |s| s.to_string()),
+                st.image_version.as_deref().unwrap_or("unknown"),
+                env!("CARGO_PKG_VERSION")
+            );
+            match layout.entries() {
+                Ok(entries) => {
+                    let next =
+                        appliance::update::slots::next_boot(&entries).map(|e| e.file.clone());
+                    for e in &entries {
+                        let state = if e.is_bad() {
+                            "failed its trial"
+                        } else if e.on_trial() {
+                            "on trial"
+                        } else {
+                            "good"
+                        };
+                        let mark = if Some(&e.file) == next.as_ref() {
+                            " (next boot)"
+                        } else {
+                            ""
+                        };
+                        out.push_str(&format!(
+                            "entry {}: slot {}, {state}{mark}\n",
+                            e.file, e.slot
+                        ));
+                    }
+                }
+                Err(e) => out.push_str(&format!("entries: {}\n", error_chain(&e))),
+            }
+            emit(format_args!("{out}"))
+        }
+        UpdateCommand::Create(c) => {
+            match install::create(
+                &c.out,
+                &c.key,
+                &c.arch,
+                &c.version,
+                [&c.root, &c.kernel, &c.initrd],
+            ) {
+                Ok(m) => {
+                    eprintln!(
+                        "bundle {}: {} {} ({} payload bytes)",
+                        c.out.display(),
+                        m.arch,
+                        m.version,
+                        m.payload_len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e, 1),
+            }
+        }
+        UpdateCommand::Keygen { out } => {
+            use appliance::update::keys;
+            let made = keys::generate_private_pem()
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    let key = keys::private_from_pem(&pem).map_err(|e| e.to_string())?;
+                    appliance::secrets::files::write_private(&out, pem.as_bytes(), true)
+                        .map_err(|e| format!("{}: {e}", out.display()))?;
+                    let mut pub_path = out.clone().into_os_string();
+                    pub_path.push(".pub");
+                    std::fs::write(&pub_path, keys::public_pem(&key))
+                        .map_err(|e| format!("{}: {e}", pub_path.to_string_lossy()))?;
+                    Ok(pub_path)
+                });
+            match made {
+                Ok(p) => {
+                    eprintln!(
+                        "keygen: private key {} (keep it), public key {}",
+                        out.display(),
+                        p.to_string_lossy()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+/// Downloads `url` to `out` (for `update apply URL`).
+async fn download(
+    url: &str,
+    out: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use tokio::io::AsyncWriteExt;
+    appliance::install_crypto_provider();
+    if let Some(dir) = out.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let mut resp = reqwest::get(url).await?.error_for_status()?;
+    let mut f = tokio::fs::File::create(out).await?;
+    while let Some(chunk) = resp.chunk().await? {
+        f.write_all(&chunk).await?;
+    }
+    f.sync_all().await?;
+    Ok(())
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -81,6 +81,9 @@ const UNITS: &[&str] = &[
     "appliance.service",
     "appliance-setup.service",
     "appliance-firstboot.service",
+    "appliance-healthy.service",
+    "appliance-update.path",
+    "appliance-update.service",
 ];
 
 #[test]
@@ -115,6 +118,8 @@ fn units_verify_in_a_scratch_root() {
         "etc/systemd/system/multi-user.target.wants/appliance.service",
         "etc/systemd/system/multi-user.target.wants/appliance-firstboot.service",
         "etc/systemd/system/sysinit.target.wants/appliance-setup.service",
+        "etc/systemd/system/multi-user.target.wants/appliance-update.path",
+        "etc/systemd/system/boot-complete.target.requires/appliance-healthy.service",
     ] {
         let target = std::fs::read_link(root.join(link)).unwrap();
         let inside = root.join(target.strip_prefix("/").unwrap());

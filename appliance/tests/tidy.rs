@@ -719,8 +719,8 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Every `.rs` file of the repository (relative, `/`-separated), build output and
-/// dependencies left out.
+/// Every `.rs` file of the repository (relative, `/`-separated), build output (`target*`,
+/// `images/`) and dependencies left out.
 fn rust_files(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
@@ -730,7 +730,10 @@ fn rust_files(root: &Path) -> Vec<String> {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
             if entry.file_type().unwrap().is_dir() {
-                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                // images/: build-image output (root trees, an arm64 chroot mid-build).
+                let build_output = ["target", "node_modules", "images"].contains(&name.as_str())
+                    || name.starts_with("target-");
+                if !name.starts_with('.') && !build_output {
                     dirs.push(path);
                 }
             } else if name.ends_with(".rs") {

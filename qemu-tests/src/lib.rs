@@ -17,6 +17,7 @@
 //!   a static HTTP server.
 //! - [`bmc`]: OpenIPMI `ipmi_sim` in the namespace whose chassis hook powers a real QEMU VM
 //!   on and off (a BMC the appliance drives), and a tcpdump DHCPDISCOVER capture.
+//! - [`image`]: the flashable image booted under OVMF (appliance_image, appliance_update).
 //! - [`lab`]: the [`Lab`] fixture tying these together; drop order tears everything down.
 //!
 //! Tests call [`require_lab!`] first. Without `APPLIANCE_E2E=1` they return early, printing
@@ -27,6 +28,7 @@ pub mod appliance;
 pub mod bmc;
 pub mod disk;
 pub mod env;
+pub mod image;
 pub mod lab;
 pub mod netns;
 pub mod peers;

@@ -497,7 +497,7 @@ function editor(kind, name, yaml, summary) {
 async function viewSettings() {
   setTitle("Settings");
   const draw = async () => {
-    const s = await api("GET", "/api/v1/settings");
+    const [s, sys] = await Promise.all([api("GET", "/api/v1/settings"), api("GET", "/api/v1/system")]);
     const n = s.network, d = s.dhcp;
     const show = (v) => (v === undefined || v === null || v === "" ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
     const kv = (pairs) => h("dl", { class: "kv" }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v instanceof Node ? v : show(v))]));
@@ -517,6 +517,14 @@ async function viewSettings() {
           ["Provisioning interface", n.interface], ["HTTP + gRPC", n.http_listen],
           ["TFTP", n.tftp ? (n.tftp.enabled ? `on, ${n.tftp.listen}, root ${n.tftp.root}` : "off") : "—"],
           ["Logged in with", session.method === "token" ? "admin token" : "console password"], ["Version", session.version]]))),
+      h("section", { class: "panel", "aria-labelledby": "h-system" }, h("h2", { id: "h-system" }, "System and update"), kv([
+        ["Running", `${show(sys.image_version)} (appliance ${sys.version})`],
+        ["Booted slot", h("span", { id: "slot" }, show(sys.slot))], ["Other slot", show(sys.other_slot)],
+        ["Last update", h("span", { id: "last-update" }, sys.update_pending ? "being applied…" : show(sys.last_update))]]),
+        sys.updates ? h("form", { id: "update-form", class: "row" },
+          h("label", {}, "Signed update bundle ", h("input", { type: "file", id: "bundle", accept: ".bundle", required: "" })),
+          h("button", { class: "btn danger", type: "submit" }, "Verify, write the other slot and reboot"))
+          : h("p", { class: "notice" }, "This box takes no updates (no update key in its image).")),
       h("section", { class: "panel flush", "aria-labelledby": "h-pools" }, h("h2", { id: "h-pools" }, "Address pools"),
         d.pools.length ? h("div", { class: "table-wrap" }, h("table", { id: "pools" }, h("thead", {}, h("tr", {}, ["Range", "Netmask", "Router", "DNS", "Domain", "In use"].map((c) => h("th", { scope: "col" }, c)))),
           h("tbody", {}, d.pools.map((p) => h("tr", {}, h("td", { class: "mono" }, p.range), h("td", { class: "mono" }, p.netmask), h("td", { class: "mono" }, show(p.router)),
@@ -529,6 +537,21 @@ async function viewSettings() {
   };
   current.refresh = () => draw().catch(showError);
   await draw();
+  const form = document.getElementById("update-form");
+  if (form) form.addEventListener("submit", (ev) => { ev.preventDefault(); uploadBundle().catch(showError); });
+}
+
+// The bundle goes up as the raw body; the box checks it in full before answering.
+async function uploadBundle() {
+  const file = document.getElementById("bundle").files[0];
+  if (!file) return;
+  if (!(await confirmAction("Update the box?", `Write ${file.name} to the other slot and reboot into it. If it does not come up healthy the box returns to this slot by itself.`, "Update and reboot", true))) return;
+  toast("Uploading and verifying…");
+  const r = await fetch("/api/v1/update", { method: "POST", credentials: "same-origin", body: file,
+    headers: { "x-csrf-token": session.csrf, "content-type": "application/octet-stream" } });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new ApiError(r.status, data);
+  toast(`Version ${data.version} verified: the box writes the other slot and reboots.`);
 }
 
 // ---------- Start ----------

@@ -12,7 +12,7 @@
 //! split by concern: `auth` (login/logout, sessions, CSRF), `assets` (pages and embedded
 //! files), `servers` (server list, detail and actions), `logs` (a server's Talos log
 //! lines, live, SSE), `objects` (ServerClass/Environment
-//! YAML CRUD), `settings`, `events` (recent changes and the SSE stream) and `verify` (the
+//! YAML CRUD), `settings`, `update` (system status, update upload), `events` (recent changes and the SSE stream) and `verify` (the
 //! bound on concurrent password verifications).
 //!
 //! Security model:
@@ -41,6 +41,7 @@ mod logs;
 mod objects;
 mod servers;
 mod settings;
+mod update;
 mod verify;
 
 pub use verify::LoginStats;
@@ -267,6 +268,8 @@ pub fn router(state: ConsoleState) -> Router {
                 .delete(objects::delete_object),
         )
         .route("/api/v1/settings", get(settings::settings))
+        .route("/api/v1/system", get(update::system))
+        .route("/api/v1/update", post(update::upload))
         .route("/api/v1/events", get(events::events));
     let guarded = pages.merge(api).route_layer(middleware::from_fn_with_state(
         state.clone(),

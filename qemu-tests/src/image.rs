@@ -1,0 +1,271 @@
+//! The flashable image under QEMU/OVMF (TCG), shared by `tests/appliance_image.rs` and
+//! `tests/appliance_update.rs`: [`ImageVm`] boots a copy of `images/appliance-<arch>.img`
+//! with two NICs (management on QEMU user-net with the box's :8081 forwarded to a loopback
+//! port; provisioning on an unconnected datagram socket), serial console to a file; helpers
+//! read the disk from outside (partitions by name, the data filesystem through debugfs)
+//! and the first-boot token banner.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::OVMF_CODE;
+
+/// TCG on 2 shared cores: firmware + kernel + systemd + first-boot repart.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `cmd`, panicking with its stderr unless it succeeds; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A running image VM; killed on drop.
+/// The image's architecture: which QEMU, machine and firmware boot it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// q35 + OVMF.
+    X86_64,
+    /// virt (cortex-a57, TCG) + AAVMF (`qemu-efi-aarch64`).
+    Aarch64,
+}
+
+/// AAVMF, the arm64 UEFI firmware (package qemu-efi-aarch64), 64 MiB pflash images.
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+
+impl Arch {
+    /// The firmware variable store to copy for a fresh VM.
+    pub fn vars_template(self) -> &'static str {
+        match self {
+            Arch::X86_64 => crate::OVMF_VARS,
+            Arch::Aarch64 => AAVMF_VARS,
+        }
+    }
+}
+
+pub struct ImageVm {
+    child: Child,
+    serial: PathBuf,
+    monitor: PathBuf,
+    port: u16,
+    started: Instant,
+}
+
+impl ImageVm {
+    /// Starts the VM on `disk` (boot number `boot` names its logs). QEMU exits when the
+    /// guest reboots (`-no-reboot`); see [`ImageVm::start_following_reboots`].
+    pub fn start(dir: &Path, disk: &Path, vars: &Path, boot: u32) -> ImageVm {
+        Self::launch(Arch::X86_64, dir, disk, vars, boot, false)
+    }
+
+    /// As [`ImageVm::start`] for an image of `arch`.
+    pub fn start_arch(arch: Arch, dir: &Path, disk: &Path, vars: &Path, boot: u32) -> ImageVm {
+        Self::launch(arch, dir, disk, vars, boot, false)
+    }
+
+    /// As [`ImageVm::start`], but a guest reboot reboots the VM (an update's reboot, a
+    /// failed trial's fallback), on the same serial log.
+    pub fn start_following_reboots(dir: &Path, disk: &Path, vars: &Path, boot: u32) -> ImageVm {
+        Self::launch(Arch::X86_64, dir, disk, vars, boot, true)
+    }
+
+    fn launch(
+        arch: Arch,
+        dir: &Path,
+        disk: &Path,
+        vars: &Path,
+        boot: u32,
+        follow_reboots: bool,
+    ) -> ImageVm {
+        let port = free_port();
+        let serial = dir.join(format!("serial-{boot}.log"));
+        let monitor = dir.join(format!("monitor-{boot}.sock"));
+        let prov_port = free_port();
+        let (qemu, machine, code): (&str, &[&str], &str) = match arch {
+            Arch::X86_64 => (
+                "qemu-system-x86_64",
+                &["-machine", "q35", "-vga", "none"],
+                OVMF_CODE,
+            ),
+            Arch::Aarch64 => (
+                "qemu-system-aarch64",
+                &["-machine", "virt", "-cpu", "cortex-a57"],
+                AAVMF_CODE,
+            ),
+        };
+        let child = Command::new(qemu)
+            .args(["-accel", "tcg", "-m", "1024", "-smp", "1"])
+            .args(machine)
+            .args(["-display", "none"])
+            .args(if follow_reboots { &[][..] } else { &["-no-reboot"][..] })
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,readonly=on,file={code}"))
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+            .arg("-drive")
+            .arg(format!("if=virtio,format=raw,file={}", disk.display()))
+            // Management (enp0s3): user-net DHCP, :8081 forwarded to the host's loopback.
+            .arg("-netdev")
+            .arg(format!("user,id=mgmt,hostfwd=tcp:127.0.0.1:{port}-:8081"))
+            .args(["-device", "virtio-net-pci,netdev=mgmt,addr=0x3"])
+            // Provisioning (enp0s4): a datagram socket to nowhere (a link, no peers).
+            .arg("-netdev")
+            .arg(format!(
+                "dgram,id=prov,local.type=inet,local.host=127.0.0.1,local.port={prov_port},remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+                free_port()
+            ))
+            .args(["-device", "virtio-net-pci,netdev=prov,addr=0x4"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {qemu}: {e}"));
+        ImageVm {
+            child,
+            serial,
+            monitor,
+            port,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn serial(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+    }
+
+    pub fn curl(&self, args: &[&str]) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits for `/healthz` 200; returns seconds since QEMU started.
+    pub fn wait_healthy(&mut self) -> f64 {
+        self.wait_healthy_within(BOOT_TIMEOUT)
+    }
+
+    /// As [`ImageVm::wait_healthy`], with its own timeout.
+    pub fn wait_healthy_within(&mut self, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.curl(&[&self.url("/healthz")]).0 == 200 {
+                return self.started.elapsed().as_secs_f64();
+            }
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!(
+                    "QEMU exited ({st}) before the box served\n{}",
+                    tail(&self.serial())
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no /healthz within {timeout:?}\n{}",
+                tail(&self.serial())
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// ACPI power button; waits for QEMU to exit (systemd shuts down cleanly).
+    pub fn power_off(mut self) {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.monitor).unwrap();
+        s.write_all(b"system_powerdown\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "no power-off\n{}",
+                tail(&self.serial())
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for ImageVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn tail(s: &str) -> &str {
+    crate::tail(s, 6000)
+}
+
+/// (start, size) in bytes of the partition named `name`.
+pub fn partition(disk: &Path, name: &str) -> (u64, u64) {
+    let json = run(Command::new("sfdisk").arg("-J").arg(disk));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let parts = v["partitiontable"]["partitions"].as_array().unwrap();
+    let p = parts
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no partition {name}: {json}"));
+    (
+        p["start"].as_u64().unwrap() * 512,
+        p["size"].as_u64().unwrap() * 512,
+    )
+}
+
+/// The data partition copied out of the disk, for debugfs.
+pub fn data_fs(dir: &Path, disk: &Path) -> PathBuf {
+    let (start, size) = partition(disk, "data");
+    let out = dir.join("data.ext4");
+    run(Command::new("dd")
+        .arg(format!("if={}", disk.display()))
+        .arg(format!("of={}", out.display()))
+        .args([
+            "bs=1M",
+            "conv=sparse",
+            "status=none",
+            "iflag=skip_bytes,count_bytes",
+        ])
+        .arg(format!("skip={start}"))
+        .arg(format!("count={size}")));
+    out
+}
+
+pub fn debugfs(fs: &Path, request: &str) -> String {
+    run(Command::new("debugfs").args(["-R", request]).arg(fs))
+}
+
+/// The token from the first-boot console banner.
+pub fn token_from_console(serial: &str) -> Option<String> {
+    let after = serial.split("admin token (shown once; keep it)").nth(1)?;
+    after
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 48 && l.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_string)
+}
