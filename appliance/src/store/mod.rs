@@ -90,6 +90,11 @@ pub struct Applied {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error(
+        "store {path} is empty but its secrets key {key_path} exists: the store was truncated; \
+         restore it from a backup, or remove both files to start with an empty store"
+    )]
+    Truncated { path: PathBuf, key_path: PathBuf },
     #[error("cannot create store {path}")]
     Create {
         path: PathBuf,
@@ -224,6 +229,16 @@ impl Store {
 
     /// [`Store::open`] with the change log bounded by `retention`.
     pub fn open_with(path: &Path, retention: Retention) -> Result<Store, StoreError> {
+        // An existing empty file is a new database to redb. With a secrets key beside it the
+        // store existed before (the key is written with the first open): refuse rather than
+        // silently start over. Without a key it is our own first open cut short.
+        let key_path = Store::key_path(path);
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) && key_path.exists() {
+            return Err(StoreError::Truncated {
+                path: path.to_path_buf(),
+                key_path,
+            });
+        }
         // redb creates missing files with the umask's mode; create it private first (an
         // empty file is initialised as a new database).
         std::fs::OpenOptions::new()
@@ -240,7 +255,6 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        let key_path = Store::key_path(path);
         let recorded = migrate::recorded_key_id(&db)?;
         let key = match (keyfile::load(&key_path)?, recorded) {
             (Some(key), Some(id)) if key.id() != id => {

@@ -710,3 +710,22 @@ fn replaying_the_log_gives_the_stored_objects() {
         .collect();
     assert_eq!(replayed, stored);
 }
+
+#[test]
+fn an_emptied_store_with_its_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    drop(Store::open(&path).unwrap());
+    std::fs::File::create(&path).unwrap(); // truncated to nothing
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Truncated { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        0,
+        "file left as found"
+    );
+}
