@@ -59,6 +59,11 @@ const IMPORTS_FORBIDDEN: &[(&str, &str, &str)] = &[
         "net/ lies below the HTTP room (its counters come from crate::metrics)",
     ),
     (
+        "appliance/src/model/validate.rs",
+        "crate::model::meta",
+        "the field-path rules lie below the shared types that use them (meta.rs ↔ validate.rs was a circle)",
+    ),
+    (
         "appliance/src/metrics.rs",
         "crate",
         "metrics is a leaf every room may use",

@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::meta::{Address, Condition, ObjectReference, Resource, join};
+use super::meta::{Address, Condition, ObjectReference, Resource};
+use super::validate::join;
 use super::validate::{Check, FieldError};
 
 pub type MetalMachine = Resource<MetalMachineSpec, MetalMachineStatus>;

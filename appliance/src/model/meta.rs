@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::validate::{Check, FieldError};
+use super::validate::{Check, FieldError, join};
 
 /// `apiVersion` + `kind` + `metadata` + `spec` + `status`, as every Sidero object is laid out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -374,14 +374,6 @@ fn looks_like_rfc3339(s: &str) -> bool {
         [b'Z' | b'z'] => true,
         [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit()),
         _ => false,
-    }
-}
-
-pub(crate) fn join(path: &str, field: &str) -> String {
-    if path.is_empty() {
-        field.to_string()
-    } else {
-        format!("{path}.{field}")
     }
 }
 

@@ -10,7 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::meta::{Address, Condition, ObjectReference, Resource, empty_as_none, join};
+use super::meta::{Address, Condition, ObjectReference, Resource, empty_as_none};
+use super::validate::join;
 use super::validate::{Check, FieldError};
 
 pub type Server = Resource<ServerSpec, ServerStatus>;

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::meta::{LabelSelector, ObjectReference, Resource, empty_as_none, join, null_as_default};
+use super::meta::{LabelSelector, ObjectReference, Resource, empty_as_none, null_as_default};
 use super::server::{BootFromDiskMethod, ConfigPatch, HardwareInformation};
+use super::validate::join;
 use super::validate::{Check, FieldError};
 
 pub type ServerClass = Resource<ServerClassSpec, ServerClassStatus>;

@@ -65,7 +65,7 @@ pub fn find_list_read_as_mapping(
         )),
         (Value::Object(w), Value::Object(p)) => p.iter().find_map(|(k, pv)| {
             let wv = w.get(k)?;
-            find_list_read_as_mapping(wv, pv, &super::meta::join(path, k))
+            find_list_read_as_mapping(wv, pv, &join(path, k))
         }),
         (Value::Array(w), Value::Array(p)) => {
             w.iter().zip(p).enumerate().find_map(|(i, (wv, pv))| {
@@ -73,5 +73,15 @@ pub fn find_list_read_as_mapping(
             })
         }
         _ => None,
+    }
+}
+
+/// The path of `field` below `path` (`spec` + `hostname` = `spec.hostname`), as field
+/// errors name it.
+pub(crate) fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
     }
 }
