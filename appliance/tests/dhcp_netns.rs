@@ -703,6 +703,10 @@ fn server_mode_unicasts_probes_arp_and_serves_two_interfaces() {
     let (dev_s2, dev_c2) = (format!("dh{t}s2"), format!("dh{t}c2"));
     veth(&ns_s, &dev_s2, Some("10.80.0.1/24"), &ns_2, &dev_c2, None);
     let tmp = tempfile::tempdir().unwrap();
+    // A TFTP root with the x64 file only: the BIOS and ARM64 defaults are missing.
+    let root = tmp.path().join("tftp");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("ipxe.efi"), b"MZ").unwrap();
     let config = format!(
         r#"data_dir = "{data}"
 interface = "{dev_s1}"
@@ -710,6 +714,7 @@ interface = "{dev_s1}"
 listen = "127.0.0.1:8081"
 [tftp]
 enabled = false
+root = "{root}"
 [log]
 format = "json"
 level = "appliance=debug,info"
@@ -725,9 +730,28 @@ range_start = "10.80.0.100"
 range_end = "10.80.0.200"
 netmask = "255.255.255.0"
 "#,
-        data = tmp.path().join("data").display()
+        data = tmp.path().join("data").display(),
+        root = root.display()
     );
     let mut server = start_appliance(&ns_s, tmp.path(), &config);
+    // Each configured boot file missing from the TFTP root is named at start.
+    let defaults = appliance::config::Config::default().dhcp.boot;
+    for (key, file) in [
+        ("bios", &defaults.bios),
+        ("uefi_arm64", &defaults.uefi_arm64),
+    ] {
+        let warning = format!("dhcp.boot.{key} = \\\"{file}\\\" is not in the TFTP root");
+        assert!(
+            server.log().contains(&warning),
+            "{warning}\n{}",
+            server.log()
+        );
+    }
+    assert!(
+        !server.log().contains("dhcp.boot.uefi_x64"),
+        "{}",
+        server.log()
+    );
 
     // ARP probing ahead: the squatter answers the probe for 10.79.0.100 before any client
     // asked, and the address is held.
@@ -830,6 +854,19 @@ netmask = "255.255.255.0"
     assert!(
         metrics.contains("appliance_dhcp_arp_probes_total{result=\"in_use\"} 1\n"),
         "{metrics}"
+    );
+
+    // An ARM64 client while its boot file is missing: an address and no boot file.
+    set_mac(&ns_2, &dev_c2, "02:00:00:00:02:03");
+    let arm = udhcpc(&ns_2, &dev_c2, tmp.path(), &["-x", "0x5d:000b"]);
+    assert!(arm["ip"].starts_with("10.80.0."), "{arm:?}");
+    assert_eq!(arm["boot_file"], "", "{arm:?}");
+    assert!(
+        server
+            .log()
+            .contains("no boot file for client architecture 11 (ARM 64-bit UEFI)"),
+        "{}",
+        server.log()
     );
 
     // The hold is a stored lease: after a restart 10.79.0.100 is still not handed out.

@@ -46,6 +46,7 @@ use crate::metrics::{Counter, Labeled, Registry};
 use crate::model::MacAddr;
 use crate::net::iface::{self, Interface};
 use crate::net::packet::PacketSocket;
+use crate::net::tftp_root::TftpRoot;
 use crate::protocol::dhcp::{
     BootConfig, Destination, DhcpServer, DropReason, LeaseChange, Mode, Pool, Port, Reservation,
     ServerConfig, ServerConfigError, arch_name, link,
@@ -359,12 +360,31 @@ pub fn core_config(config: &Config, interfaces: &[Interface]) -> ServerConfig {
             .collect(),
         boot: BootConfig {
             http_port: config.http.listen.port(),
-            bios: d.boot.bios.clone(),
-            uefi_x64: d.boot.uefi_x64.clone(),
-            uefi_arm64: d.boot.uefi_arm64.clone(),
+            bios: in_tftp_root(config, "bios", &d.boot.bios),
+            uefi_x64: in_tftp_root(config, "uefi_x64", &d.boot.uefi_x64),
+            uefi_arm64: in_tftp_root(config, "uefi_arm64", &d.boot.uefi_arm64),
             ipxe_script: d.boot.ipxe_script.clone(),
         },
         decline_hold_secs: d.decline_hold_secs,
+    }
+}
+
+/// `file` when the TFTP root has it (a regular file, links followed by the root's rules);
+/// otherwise `None` and a warning naming it: those clients get no boot file rather than
+/// the name of one that does not exist.
+fn in_tftp_root(config: &Config, key: &str, file: &str) -> Option<String> {
+    let root = TftpRoot::from(&config.tftp);
+    match root.resolve(std::path::Path::new(file)) {
+        Ok(path) if path.is_file() => Some(file.to_string()),
+        other => {
+            tracing::warn!(
+                file,
+                root = %root.root().display(),
+                reason = %other.err().map(|e| error_chain(&e)).unwrap_or_else(|| "not a regular file".into()),
+                "dhcp.boot.{key} = \"{file}\" is not in the TFTP root: clients of that kind get no boot file"
+            );
+            None
+        }
     }
 }
 

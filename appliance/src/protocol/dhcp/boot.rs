@@ -17,13 +17,15 @@
 use std::net::Ipv4Addr;
 
 /// Boot file names and where the box's HTTP server is. Names are relative to the TFTP root
-/// (and to `/tftp/` on the HTTP server).
+/// (and to `/tftp/` on the HTTP server); `None` when there is no such file to hand out (the
+/// glue leaves out a configured name that is not in the TFTP root), so those clients get a
+/// refusal instead of a file that does not exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootConfig {
     pub http_port: u16,
-    pub bios: String,
-    pub uefi_x64: String,
-    pub uefi_arm64: String,
+    pub bios: Option<String>,
+    pub uefi_x64: Option<String>,
+    pub uefi_arm64: Option<String>,
     /// Path of the iPXE script on the HTTP server, e.g. `/boot.ipxe`.
     pub ipxe_script: String,
 }
@@ -32,9 +34,9 @@ impl Default for BootConfig {
     fn default() -> Self {
         BootConfig {
             http_port: 8081,
-            bios: "undionly.kpxe".into(),
-            uefi_x64: "ipxe.efi".into(),
-            uefi_arm64: "ipxe-arm64.efi".into(),
+            bios: Some("undionly.kpxe".into()),
+            uefi_x64: Some("ipxe.efi".into()),
+            uefi_arm64: Some("ipxe-arm64.efi".into()),
             ipxe_script: "/boot.ipxe".into(),
         }
     }
@@ -182,14 +184,28 @@ pub fn classify(
     }
 }
 
-/// The boot information for `firmware` served from `box_ip`. `http_client` is true when the
-/// request's vendor class was `HTTPClient` (echoed back even for an iPXE script URL).
+impl Firmware {
+    /// The option 93 code of this kind of client (for a refusal of one that sent none).
+    pub fn arch(self) -> u16 {
+        match self {
+            Firmware::BiosPxe | Firmware::Ipxe => 0,
+            Firmware::UefiX64Pxe => 7,
+            Firmware::UefiArm64Pxe => 11,
+            Firmware::UefiX64Http => 16,
+            Firmware::UefiArm64Http => 19,
+        }
+    }
+}
+
+/// The boot information for `firmware` served from `box_ip`, or `None` when its boot file
+/// is not there (see [`BootConfig`]). `http_client` is true when the request's vendor class
+/// was `HTTPClient` (echoed back even for an iPXE script URL).
 pub fn boot_info(
     firmware: Firmware,
     box_ip: Ipv4Addr,
     cfg: &BootConfig,
     http_client: bool,
-) -> BootInfo {
+) -> Option<BootInfo> {
     let http = |path: &str| {
         format!(
             "http://{box_ip}:{}/{}",
@@ -207,12 +223,12 @@ pub fn boot_info(
         tftp_server: None,
         file: http(&format!("tftp/{file}")),
     };
-    match firmware {
-        Firmware::BiosPxe => tftp(&cfg.bios),
-        Firmware::UefiX64Pxe => tftp(&cfg.uefi_x64),
-        Firmware::UefiArm64Pxe => tftp(&cfg.uefi_arm64),
-        Firmware::UefiX64Http => over_http(&cfg.uefi_x64),
-        Firmware::UefiArm64Http => over_http(&cfg.uefi_arm64),
+    Some(match firmware {
+        Firmware::BiosPxe => tftp(cfg.bios.as_deref()?),
+        Firmware::UefiX64Pxe => tftp(cfg.uefi_x64.as_deref()?),
+        Firmware::UefiArm64Pxe => tftp(cfg.uefi_arm64.as_deref()?),
+        Firmware::UefiX64Http => over_http(cfg.uefi_x64.as_deref()?),
+        Firmware::UefiArm64Http => over_http(cfg.uefi_arm64.as_deref()?),
         Firmware::Ipxe => BootInfo {
             vendor_class: if http_client {
                 "HTTPClient"
@@ -222,7 +238,7 @@ pub fn boot_info(
             tftp_server: None,
             file: http(&cfg.ipxe_script),
         },
-    }
+    })
 }
 
 /// True when the request's vendor class announces UEFI HTTP boot.

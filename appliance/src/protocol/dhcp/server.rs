@@ -741,12 +741,14 @@ impl DhcpServer {
             ClientKind::Unsupported(arch) => return Some(arch),
             ClientKind::Boot(fw) => fw,
         };
-        let info = boot::boot_info(
+        let Some(info) = boot::boot_info(
             fw,
             local,
             &self.cfg.boot,
             boot::is_http_client(req.vendor_class.as_deref()),
-        );
+        ) else {
+            return Some(req.arch.unwrap_or(fw.arch()));
+        };
         put_boot_info(req, msg, &info);
         if fw == Firmware::Ipxe {
             // This offer carries PXEClient but no next-server, so iPXE would take us for a
@@ -833,7 +835,8 @@ impl DhcpServer {
             local,
             &self.cfg.boot,
             boot::is_http_client(req.vendor_class.as_deref()),
-        );
+        )
+        .ok_or(DropReason::UnsupportedArch(req.arch.unwrap_or(fw.arch())))?;
         let mut msg = wire::reply_to(req, reply_type);
         msg.opts_mut().insert(DhcpOption::ServerIdentifier(local));
         put_boot_info(req, &mut msg, &info);

@@ -418,9 +418,9 @@ fn boot_file_names_are_configurable() {
     let mut cfg = config(Mode::Proxy);
     cfg.boot = BootConfig {
         http_port: 9090,
-        bios: "bios.kpxe".into(),
-        uefi_x64: "snponly.efi".into(),
-        uefi_arm64: "grubnetaa64.efi".into(),
+        bios: Some("bios.kpxe".into()),
+        uefi_x64: Some("snponly.efi".into()),
+        uefi_arm64: Some("grubnetaa64.efi".into()),
         ipxe_script: "/ipxe/start".into(),
     };
     let mut s = DhcpServer::new(cfg, Vec::new()).unwrap();
@@ -443,6 +443,51 @@ fn boot_file_names_are_configurable() {
             Some(want)
         );
     }
+}
+
+#[test]
+fn a_missing_boot_file_is_refused_not_served() {
+    let mut cfg = config(Mode::Server);
+    cfg.boot.uefi_arm64 = None;
+    let mut s = DhcpServer::new(cfg.clone(), Vec::new()).unwrap();
+    for arch in [11, 19] {
+        let p = Pkt {
+            arch: Some(arch),
+            ..Pkt::new(MessageType::Discover, 1)
+        };
+        let d = send(&mut s, T0, Port::Dhcp, &p).unwrap();
+        assert_eq!(opt_bytes(&reply(&d).0, OptionCode::BootfileName), None);
+        assert_eq!(d.no_boot_file, Some(arch));
+        cfg.mode = Mode::Proxy;
+        let err = send(
+            &mut DhcpServer::new(cfg.clone(), Vec::new()).unwrap(),
+            T0,
+            Port::Dhcp,
+            &p,
+        )
+        .unwrap_err();
+        assert_eq!(err, DropReason::UnsupportedArch(arch));
+    }
+    // The others are still served, and iPXE on arm64 still gets its script.
+    let p = Pkt {
+        arch: Some(7),
+        ..Pkt::new(MessageType::Discover, 2)
+    };
+    let d = send(&mut s, T0, Port::Dhcp, &p).unwrap();
+    assert_eq!(
+        text(&reply(&d).0, OptionCode::BootfileName).as_deref(),
+        Some("ipxe.efi")
+    );
+    let p = Pkt {
+        arch: Some(11),
+        uc: Some(b"iPXE"),
+        ..Pkt::new(MessageType::Discover, 3)
+    };
+    let d = send(&mut s, T0, Port::Dhcp, &p).unwrap();
+    assert_eq!(
+        text(&reply(&d).0, OptionCode::BootfileName).as_deref(),
+        Some(SCRIPT)
+    );
 }
 
 #[test]
