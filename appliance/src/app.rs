@@ -453,6 +453,30 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         lease_check: dhcp_running && config.dhcp.mode == crate::config::DhcpMode::Server,
         ..Default::default()
     };
+    // The mTLS admin port: its CA (created once, key sealed in the store) and listener. A
+    // failure leaves the box serving :8081 (token) with a warning.
+    let mut admin_tls = None;
+    if config.admin_tls.enabled {
+        let (tls_store, names) = (store.clone(), config.admin_tls.names.clone());
+        let loaded =
+            tokio::task::spawn_blocking(move || http::tls::AdminTls::load(tls_store, &names))
+                .await
+                .expect("admin TLS load task");
+        match loaded {
+            Ok(tls) => match TcpListener::bind(config.admin_tls.listen).await {
+                Ok(l) => admin_tls = Some((tls, l)),
+                Err(e) => tracing::warn!(
+                    listen = %config.admin_tls.listen,
+                    error = %e,
+                    "admin TLS port not started"
+                ),
+            },
+            Err(e) => tracing::warn!(error = %error_chain(&e), "admin TLS port not started"),
+        }
+    }
+    let tls_router = admin_tls
+        .as_ref()
+        .map(|_| http::admin_tls_router(admin.clone(), lifecycle.clone(), power_service.clone()));
     let router = http::router(
         state,
         admin,
@@ -461,7 +485,27 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         power_service,
         agent_policy,
         siderolink.as_ref().map(|s| s.provision.clone()),
+        admin_tls.as_ref().map(|(tls, _)| {
+            crate::api::admin_certs::AdminCertsService::new(
+                tls.clone(),
+                config.admin_tls.client_cert_days,
+            )
+        }),
     );
+    let mut tls_task = None;
+    if let (Some((tls, listener)), Some(tls_router)) = (admin_tls, tls_router) {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(admin_tls = %addr, "admin mTLS port serving");
+        }
+        tls_task = Some(tokio::spawn(http::listener::serve_tls(
+            listener,
+            tls_router,
+            wait_for(shutdown.clone()),
+            http::listener::ListenerSettings::from_config(&config.http),
+            open_connections.clone(),
+            Some(tls.acceptor()),
+        )));
+    }
     if let Some(s) = siderolink {
         tasks.extend(s.tasks.into_iter().map(|(name, t)| (name, tokio::spawn(t))));
     }
@@ -492,6 +536,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if served.is_err() {
         // The listener failed: stop the rest too.
         let _ = stop.send(true);
+    }
+    if let Some(t) = tls_task
+        && let Err(e) = t.await
+    {
+        tracing::warn!(task = "admin-tls", error = %e, "task ended abnormally");
     }
     let _ = stop_applies.send(true);
     tasks.push(("apply", apply_task));

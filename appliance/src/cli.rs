@@ -285,6 +285,11 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: EnvCommand,
     },
+    /// Client certificates for the box's mTLS admin port (kube-bridge).
+    Bridge {
+        #[command(subcommand)]
+        command: BridgeCommand,
+    },
     /// Bind a clean, accepted, uncordoned server to an owner: the first available in a
     /// class (ascending name), or a named server. Prints the server's name.
     Allocate {
@@ -328,6 +333,25 @@ pub enum AdminCommand {
     /// twice without echo on a terminal, or the first line of piped input. Stored on the box
     /// as an argon2id hash; every console session ends. The admin token keeps working.
     SetPassword,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BridgeCommand {
+    /// Issue a client certificate for NAME (replacing NAME's earlier one). With --out, writes
+    /// ca.crt, tls.crt and tls.key (0600) there, the files `kube-bridge --credentials`
+    /// reads; without, prints them as a Kubernetes Secret for the provider's Deployment.
+    Enroll {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Secret name and namespace of the printed Secret.
+        #[arg(long, default_value = "kube-bridge-box")]
+        secret: String,
+        #[arg(long, default_value = "kube-bridge-system")]
+        namespace: String,
+    },
+    /// Revoke NAME's certificate: new connections with it are refused.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,6 +33,21 @@ pub struct Config {
     pub siderolink: SideroLinkConfig,
     pub watch: WatchConfig,
     pub update: UpdateConfig,
+    pub admin_tls: AdminTlsConfig,
+}
+
+/// The mTLS admin port (`http/tls.rs`): the admin gRPC services for holders of a client
+/// certificate from `appliance ctl bridge enroll`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTlsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Extra host names or addresses in the port's certificate (it always has
+    /// `appliance-admin`, `localhost` and loopback).
+    pub names: Vec<String>,
+    /// Validity of enrolled client certificates, days.
+    pub client_cert_days: u64,
 }
 
 /// The admin Watch API and the durable change log behind it (`store/changelog.rs`,

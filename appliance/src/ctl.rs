@@ -16,7 +16,9 @@ use tonic::transport::Channel;
 
 use crate::api::auth;
 use crate::boot::assets::Asset;
-use crate::cli::{AdminCommand, CtlArgs, CtlCommand, EnvCommand, Output, ServerCommand};
+use crate::cli::{
+    AdminCommand, BridgeCommand, CtlArgs, CtlCommand, EnvCommand, Output, ServerCommand,
+};
 use crate::model::{Kind, Object};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,12 @@ pub enum CtlError {
     },
     #[error("no admin token: pass --token or APPLIANCE_TOKEN, or run where {path} is readable")]
     NoToken { path: PathBuf },
+    #[error("cannot write {path}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read {path}")]
     ReadFile {
         path: PathBuf,
@@ -187,6 +195,9 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     if let CtlCommand::Env { command } = &args.command {
         return env(&args, command).await;
     }
+    if let CtlCommand::Bridge { command } = &args.command {
+        return bridge(&args, command).await;
+    }
     if let Some(done) = crate::reconcile::ctl::run(&args).await {
         return done;
     }
@@ -250,8 +261,66 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         CtlCommand::Server { command } => server(&mut client, command).await?,
         CtlCommand::Admin { .. } => unreachable!("handled above"),
-        CtlCommand::Env { .. } => unreachable!("handled before connecting"),
+        CtlCommand::Env { .. } | CtlCommand::Bridge { .. } => {
+            unreachable!("handled before connecting")
+        }
         CtlCommand::Allocate { .. } | CtlCommand::Release { .. } => {}
+    }
+    Ok(())
+}
+
+/// `ctl bridge enroll|revoke`: the `AdminCerts` service (token, :8081).
+async fn bridge(args: &CtlArgs, command: &BridgeCommand) -> Result<(), CtlError> {
+    use appliance_rpc::admin::admin_certs_client::AdminCertsClient;
+    use appliance_rpc::admin::{EnrollRequest, RevokeRequest};
+    let (channel, add_token) = channel(args).await?;
+    let mut client = AdminCertsClient::with_interceptor(channel, add_token);
+    match command {
+        BridgeCommand::Enroll {
+            name,
+            out,
+            secret,
+            namespace,
+        } => {
+            let reply = client
+                .enroll(EnrollRequest { name: name.clone() })
+                .await?
+                .into_inner();
+            let files = [
+                ("ca.crt", &reply.ca_pem),
+                ("tls.crt", &reply.cert_pem),
+                ("tls.key", &reply.key_pem),
+            ];
+            match out {
+                Some(dir) => {
+                    for (file, text) in files {
+                        let path = dir.join(file);
+                        crate::secrets::files::write_private(&path, text.as_bytes(), false)
+                            .map_err(|source| CtlError::WriteFile { path, source })?;
+                    }
+                    outln!(
+                        "{name}: ca.crt, tls.crt, tls.key written to {} (server name {})",
+                        dir.display(),
+                        reply.server_name
+                    )?;
+                }
+                None => {
+                    use base64::Engine;
+                    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+                    outln!(
+                        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {secret}\n  namespace: {namespace}\n  annotations:\n    appliance.sidero.dev/client: {name}\n    appliance.sidero.dev/server-name: {}\ntype: Opaque\ndata:",
+                        reply.server_name
+                    )?;
+                    for (file, text) in files {
+                        outln!("  {file}: {}", b64(text))?;
+                    }
+                }
+            }
+        }
+        BridgeCommand::Revoke { name } => {
+            client.revoke(RevokeRequest { name: name.clone() }).await?;
+            outln!("{name}: certificate revoked")?;
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! `store::Store`.
 
 pub mod admin;
+pub mod admin_certs;
 pub mod agent;
 pub mod agent_limit;
 pub mod apply_batch;

@@ -17,7 +17,7 @@ use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
@@ -67,6 +67,19 @@ pub async fn serve(
     settings: ListenerSettings,
     open: Gauge,
 ) -> std::io::Result<()> {
+    serve_tls(listener, router, shutdown, settings, open, None).await
+}
+
+/// [`serve`], with each connection first accepted by `tls` when given (the mTLS admin
+/// port: a handshake that fails or takes longer than the keepalive time closes it).
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    settings: ListenerSettings,
+    open: Gauge,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     let (close_tx, close_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -82,14 +95,32 @@ pub async fn serve(
                         tracing::debug!(%peer, error = %e, "http: cannot set TCP keepalive");
                     }
                     let guard = Held::new(&open);
-                    connections.spawn(connection(
-                        stream,
-                        peer,
-                        router.clone(),
-                        settings,
-                        close_rx.clone(),
-                        guard,
-                    ));
+                    let (router, close) = (router.clone(), close_rx.clone());
+                    match tls.clone() {
+                        None => {
+                            connections.spawn(connection(
+                                stream, peer, router, settings, close, guard,
+                            ));
+                        }
+                        Some(acceptor) => {
+                            connections.spawn(async move {
+                                let handshake = tokio::time::timeout(
+                                    settings.keepalive,
+                                    acceptor.accept(stream),
+                                );
+                                match handshake.await {
+                                    Ok(Ok(stream)) => {
+                                        connection(stream, peer, router, settings, close, guard)
+                                            .await
+                                    }
+                                    Ok(Err(e)) => {
+                                        tracing::info!(%peer, error = %e, "admin TLS: handshake refused");
+                                    }
+                                    Err(_) => tracing::info!(%peer, "admin TLS: handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) if is_connection_error(&e) => {}
                 Err(e) => {
@@ -120,14 +151,16 @@ pub async fn serve(
 }
 
 /// Serves one connection until it ends or, after `close` turned true, finishes gracefully.
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     settings: ListenerSettings,
     mut close: watch::Receiver<bool>,
     _open: Held,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         req.map(axum::body::Body::new)

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod console;
 pub mod listener;
 pub mod metrics;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +73,8 @@ pub fn admin_auth(
 /// the agent API (NOT behind the token: agents are unauthenticated, as in Sidero; bound to
 /// each agent boot's source address under `agent_policy`). All gRPC services are in one
 /// `Routes` (tonic's router carries a fallback, and axum merges only one).
+// Every service is built once in app.rs and handed in here (one construction path).
+#[allow(clippy::too_many_arguments)]
 pub fn router(
     state: HttpState,
     admin: AdminService,
@@ -80,6 +83,7 @@ pub fn router(
     power: crate::bmc::service::PowerService,
     agent_policy: crate::api::agent::AgentPolicy,
     provision: Option<crate::siderolink::provision::ProvisionApi>,
+    certs: Option<crate::api::admin_certs::AdminCertsService>,
 ) -> Router {
     use appliance_rpc::agent::agent_server::AgentServer;
     use appliance_rpc::lifecycle::lifecycle_server::LifecycleServer;
@@ -107,7 +111,17 @@ pub fn router(
             crate::api::observe::ObserveService::new(state.logs.clone()),
             auth.clone(),
         ))
-        .add_service(PowerServer::with_interceptor(power, auth));
+        .add_service(PowerServer::with_interceptor(power, auth.clone()));
+    // Client certificates of the mTLS admin port (token only), when that port is on.
+    let grpc = match certs {
+        Some(c) => grpc.add_service(
+            appliance_rpc::admin::admin_certs_server::AdminCertsServer::with_interceptor(
+                c,
+                auth.clone(),
+            ),
+        ),
+        None => grpc,
+    };
     // SideroLink Provision (unauthenticated, as in Sidero), when SideroLink is on.
     let grpc = match provision {
         Some(p) => grpc.add_service(
@@ -164,4 +178,24 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
     }
+}
+
+/// The router of the mTLS admin port (`tls`): the admin, lifecycle and power services,
+/// for clients whose certificate the TLS handshake already verified (no token). gRPC only:
+/// other paths 404, unknown methods UNIMPLEMENTED.
+pub fn admin_tls_router(
+    admin: AdminService,
+    lifecycle: crate::reconcile::Lifecycle,
+    power: crate::bmc::service::PowerService,
+) -> Router {
+    use appliance_rpc::lifecycle::lifecycle_server::LifecycleServer;
+    use appliance_rpc::power::power_server::PowerServer;
+    Routes::new(AdminServer::new(admin))
+        .add_service(LifecycleServer::new(
+            crate::api::lifecycle::LifecycleService::new(lifecycle),
+        ))
+        .add_service(PowerServer::new(power))
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(grpc_only))
+        .fallback(unknown_path)
 }

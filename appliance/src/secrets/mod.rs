@@ -23,6 +23,7 @@
 //! Pure apart from `seal_random` (OS randomness); the files live in [`keyfile`] and
 //! [`files`].
 
+pub mod ca;
 pub mod files;
 pub mod keyfile;
 

@@ -10,6 +10,7 @@
 //! store file and created with a new store. The store records the key's id: a store that
 //! holds sealed records refuses to open without that key file, or with another one.
 
+mod admin_tls;
 mod bmc;
 mod changelog;
 mod console;
@@ -32,6 +33,7 @@ use tokio::sync::broadcast;
 use crate::model::{Kind, Object};
 use crate::secrets::{SecretKey, SecretsError, keyfile};
 
+pub use admin_tls::ClientRecord;
 pub use bmc::{BmcSettings, REDACTED, bmc_secret_name, redact_secrets};
 pub use changelog::{LoggedChange, Retention, Since};
 pub use events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
@@ -139,6 +141,8 @@ pub enum StoreError {
         name: String,
         message: String,
     },
+    #[error("admin TLS record {record} is unreadable: {message}")]
+    CorruptAdminTls { record: String, message: String },
     #[error("change log entry {revision} is unreadable: {message}")]
     CorruptChange { revision: u64, message: String },
     #[error("stored DHCP lease for {addr} is unreadable: {message}")]

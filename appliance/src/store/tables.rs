@@ -147,3 +147,9 @@ pub const NODE_LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new(
 pub const NODE_LOG_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("node_log_counts");
 /// The last node log sequence number handed out (in `META`).
 pub const META_NODE_LOG_SEQ: &str = "node_log_seq";
+
+// --- admin mTLS (`store/admin_tls.rs`) ---
+
+/// `"ca-key"` → the admin CA's PKCS#8 PEM key, sealed; `"ca-cert"` → its certificate PEM;
+/// `"client/<name>"` → JSON `ClientRecord` (certificate fingerprint, revoked).
+pub const ADMIN_TLS: TableDefinition<&str, &[u8]> = TableDefinition::new("admin_tls");

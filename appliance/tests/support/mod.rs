@@ -79,9 +79,15 @@ impl Appliance {
         } else {
             "[siderolink]\nlisten = \"127.0.0.1:0\"\n"
         };
+        // The mTLS admin port likewise.
+        let admin_tls = if config.contains("[admin_tls]") {
+            ""
+        } else {
+            "[admin_tls]\nlisten = \"127.0.0.1:0\"\n"
+        };
         std::fs::write(
             &path,
-            format!("[dhcp]\nmode = \"off\"\n{tftp}{siderolink}{config}"),
+            format!("[dhcp]\nmode = \"off\"\n{tftp}{siderolink}{admin_tls}{config}"),
         )
         .unwrap();
         // The port is picked by the kernel and released again, so another test may take it
