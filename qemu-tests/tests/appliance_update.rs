@@ -383,10 +383,24 @@ fn update_rolls_back_a_bad_slot_and_switches_to_a_good_one() {
     let journal = d.join("journal");
     std::fs::create_dir_all(&journal).unwrap();
     debugfs(&fs, &format!("rdump /log/journal {}", journal.display()));
-    // One directory per boot's machine id (the read-only root has an empty machine-id).
-    let files = format!("{}/*/*.journal", journal.display());
+    // One directory per boot's machine id (the read-only root has an empty machine-id), below
+    // the `journal/` that rdump recreates: every journal file found, each given by --file.
+    let mut files = Vec::new();
+    let mut dirs = vec![journal.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "journal") {
+                files.push(format!("--file={}", path.display()));
+            }
+        }
+    }
+    assert!(!files.is_empty(), "no journal files on the data partition");
     let kernel = run(Command::new("journalctl")
-        .args(["--file", &files, "_TRANSPORT=kernel", "-o", "cat"])
+        .args(&files)
+        .args(["_TRANSPORT=kernel", "-o", "cat"])
         .args(["--grep", "^Command line:"]));
     let roots: Vec<&str> = kernel
         .lines()
@@ -402,9 +416,7 @@ fn update_rolls_back_a_bad_slot_and_switches_to_a_good_one() {
         ],
         "boots in order\n{kernel}"
     );
-    let gate = run(Command::new("journalctl").args([
-        "--file",
-        &files,
+    let gate = run(Command::new("journalctl").args(&files).args([
         "-u",
         "appliance-healthy.service",
         "-o",
