@@ -373,7 +373,12 @@ fn json_logs_and_journald_fallback() {
             .unwrap();
         let dir = tmp.path().join(format);
         let cfg = tmp.path().join("c.toml");
-        std::fs::write(&cfg, "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n").unwrap();
+        std::fs::write(
+            &cfg,
+            "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n\
+             [siderolink]\nlisten = \"127.0.0.1:0\"\n[admin_tls]\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
         let mut child = std::process::Command::new(BIN)
             .args([
                 "serve",

@@ -29,7 +29,12 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 /// log in `log`; the child, with the HTTP address.
 fn spawn_raw(tmp: &Path, data: &Path, log: &Path) -> (std::process::Child, std::net::SocketAddr) {
     let config = tmp.join("raw.toml");
-    std::fs::write(&config, "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n").unwrap();
+    std::fs::write(
+        &config,
+        "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n\
+             [siderolink]\nlisten = \"127.0.0.1:0\"\n[admin_tls]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port())
         .parse()
         .unwrap();
