@@ -11,7 +11,6 @@
 //! May touch: the network (UDP to BMCs, HTTPS to Redfish), `store` (credentials, pinned
 //! certificates) through its typed API. Never logs credentials.
 
-pub mod ctl;
 pub mod gate;
 pub mod ipmi;
 pub mod power;

@@ -10,7 +10,6 @@ pub mod args;
 pub mod assets;
 pub mod download;
 pub mod facts;
-pub mod upload;
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,6 @@ pub mod apply;
 pub mod boots;
 pub mod class_status;
 pub mod classes;
-pub mod ctl;
 pub mod edits;
 pub mod lifecycle;
 pub mod power;

@@ -9,7 +9,6 @@
 //!
 //! [`start`] builds it all for `app.rs`.
 
-pub mod ctl;
 pub mod endpoint;
 pub mod identity;
 pub mod logbook;

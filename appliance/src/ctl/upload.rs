@@ -1,9 +1,14 @@
-//! Client side of the upload API (`appliance ctl env upload`): streams a local file to
-//! `PUT <endpoint>/api/v1/environments/<name>/{kernel,initrd}` with the admin token.
+//! `appliance ctl env upload`: the client side of the upload API. Streams a local file to
+//! `PUT <endpoint>/api/v1/environments/<name>/{kernel,initrd}` with the admin token (plain
+//! HTTP, not gRPC).
+//!
+//! May touch: the admin endpoint (HTTP) and the files given to it.
 
 use std::path::{Path, PathBuf};
 
-use super::assets::Asset;
+use super::{CtlArgs, CtlError, outln, token};
+use crate::boot::assets::Asset;
+use crate::cli::EnvCommand;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadAssetError {
@@ -27,9 +32,29 @@ pub enum UploadAssetError {
     },
 }
 
+/// `ctl env upload NAME [--kernel FILE] [--initrd FILE]`.
+pub(super) async fn env(args: &CtlArgs, command: &EnvCommand) -> Result<(), CtlError> {
+    let EnvCommand::Upload {
+        name,
+        kernel,
+        initrd,
+    } = command;
+    if kernel.is_none() && initrd.is_none() {
+        return Err(CtlError::NothingToUpload);
+    }
+    let token = token(args)?;
+    for (asset, path) in [(Asset::Kernel, kernel), (Asset::Initrd, initrd)] {
+        if let Some(path) = path {
+            let summary = upload(&args.endpoint, &token, name, asset, path).await?;
+            outln!("{name}: {summary}")?;
+        }
+    }
+    Ok(())
+}
+
 /// Uploads `path` as `asset` of environment `name`; returns the server's one-line summary
 /// (`kernel <bytes> bytes sha512 <hex>`).
-pub async fn upload(
+async fn upload(
     endpoint: &str,
     token: &str,
     name: &str,

@@ -1,31 +1,17 @@
 //! `appliance ctl server logs [-f] [--since] [--tail] [-o json] NAME`: the client of the
-//! observe API's `Logs`. Returns `None` for commands that are not its own. `--since` is
-//! read here (pure: [`parse_since`]) into a Unix time in ms.
+//! observe API's `Logs`. `--since` is read here (pure: [`parse_since`]) into a Unix time in
+//! ms.
+//!
+//! May touch: the admin endpoint (gRPC).
 
 use appliance_rpc::observe::observe_client::ObserveClient;
 use appliance_rpc::observe::{LogLine, LogsRequest};
 
-use crate::cli::{CtlArgs, CtlCommand, LinesFormat, ServerCommand};
-use crate::ctl::{CtlError, channel, outln};
+use super::{CtlArgs, CtlError, channel, outln};
+use crate::cli::LinesFormat;
 
-/// Runs a SideroLink command, or returns `None` if `args` is not one.
-pub async fn run(args: &CtlArgs) -> Option<Result<(), CtlError>> {
-    match &args.command {
-        CtlCommand::Server {
-            command:
-                ServerCommand::Logs {
-                    name,
-                    follow,
-                    since,
-                    tail,
-                    output,
-                },
-        } => Some(logs(args, name, *follow, since.as_deref(), *tail, *output).await),
-        _ => None,
-    }
-}
-
-async fn logs(
+/// `ctl server logs NAME`: prints the lines as they arrive (until the stream ends).
+pub(super) async fn logs(
     args: &CtlArgs,
     name: &str,
     follow: bool,
