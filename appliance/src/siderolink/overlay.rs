@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex};
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
@@ -193,6 +193,38 @@ impl Overlay {
         }
     }
 
+    /// Moves every listener that got a connection into `conns` (event connections also
+    /// into `streams`) and listens again.
+    fn accept(&mut self, streams: &mut Vec<OverlayStream>) {
+        let mut accepted = false;
+        for i in 0..self.listeners.len() {
+            let (port, Some(h)) = self.listeners[i] else {
+                continue;
+            };
+            let s = self.sockets.get::<tcp::Socket>(h);
+            if !s.is_active() {
+                continue;
+            }
+            let remote = match s.remote_endpoint().map(|e| e.addr) {
+                Some(IpAddress::Ipv6(a)) => a,
+                _ => Ipv6Addr::UNSPECIFIED,
+            };
+            self.listeners[i].1 = None;
+            accepted = true;
+            let kind = if port == LOG_PORT {
+                ConnKind::Log(LogDecoder::new(self.max_line))
+            } else {
+                let pipe = Arc::new(Mutex::new(Pipe::default()));
+                streams.push(OverlayStream::new(pipe.clone(), remote, self.wake.clone()));
+                ConnKind::Stream(pipe)
+            };
+            self.conns.push(Conn { handle: h, kind });
+        }
+        if accepted {
+            self.listen();
+        }
+    }
+
     /// Open connections (logs and events).
     pub fn connections(&self) -> usize {
         self.conns.len()
@@ -209,34 +241,19 @@ impl Overlay {
         let mut buf = [0u8; 4096];
         loop {
             let now = self.now();
-            self.iface.poll(now, &mut self.queues, &mut self.sockets);
-            let mut accepted = false;
-            for i in 0..self.listeners.len() {
-                let (port, Some(h)) = self.listeners[i] else {
-                    continue;
-                };
-                let s = self.sockets.get::<tcp::Socket>(h);
-                if !s.is_active() {
-                    continue;
-                }
-                let remote = match s.remote_endpoint().map(|e| e.addr) {
-                    Some(IpAddress::Ipv6(a)) => a,
-                    _ => Ipv6Addr::UNSPECIFIED,
-                };
-                self.listeners[i].1 = None;
-                accepted = true;
-                let kind = if port == LOG_PORT {
-                    ConnKind::Log(LogDecoder::new(self.max_line))
-                } else {
-                    let pipe = Arc::new(Mutex::new(Pipe::default()));
-                    streams.push(OverlayStream::new(pipe.clone(), remote, self.wake.clone()));
-                    ConnKind::Stream(pipe)
-                };
-                self.conns.push(Conn { handle: h, kind });
+            // One packet at a time, taking each new connection off its listener before the
+            // next packet: a second SYN in the same batch (many nodes connecting at once)
+            // then finds a fresh listener instead of smoltcp's RST.
+            while self
+                .iface
+                .poll_ingress_single(now, &mut self.queues, &mut self.sockets)
+                != PollIngressSingleResult::None
+            {
+                self.accept(streams);
             }
-            if accepted {
-                self.listen();
-            }
+            self.iface
+                .poll_egress(now, &mut self.queues, &mut self.sockets);
+            self.accept(streams);
             let mut moved = false;
             let mut i = 0;
             while i < self.conns.len() {

@@ -56,6 +56,8 @@ impl Drop for Lab {
 
 pub struct Node {
     pub ns: String,
+    /// The root side of the node's veth (where the endpoint listens for it).
+    pub outside: std::net::Ipv4Addr,
     pub ifname: String,
     pub private: String,
     pub public: String,
@@ -65,6 +67,19 @@ impl Lab {
     /// A namespace joined to the root namespace by a veth: `198.18.<net>.2` inside,
     /// `198.18.<net>.1` on the root side (where the endpoint listens).
     pub fn node(&mut self, tag: &str, net: u8) -> Node {
+        self.node_in(tag, std::net::Ipv4Addr::new(198, 18, net, 0))
+    }
+
+    /// A namespace joined to the root namespace by a veth in the /30 starting at `base`:
+    /// `base+2` inside, `base+1` on the root side. `tag` names the namespace (`sl<tag>`),
+    /// the veths (`slo<tag>`, `sli<tag>`) and the WireGuard link (`wg<tag>`): at most 12
+    /// characters.
+    pub fn node_in(&mut self, tag: &str, base: std::net::Ipv4Addr) -> Node {
+        let [a, b, c, d] = base.octets();
+        let (outside_ip, inside_ip) = (
+            std::net::Ipv4Addr::new(a, b, c, d + 1),
+            std::net::Ipv4Addr::new(a, b, c, d + 2),
+        );
         let ns = format!("sl{tag}");
         let (outside, inside) = (format!("slo{tag}"), format!("sli{tag}"));
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
@@ -79,7 +94,7 @@ impl Lab {
             "ip",
             "addr",
             "add",
-            &format!("198.18.{net}.1/30"),
+            &format!("{outside_ip}/30"),
             "dev",
             &outside,
         ]);
@@ -90,7 +105,7 @@ impl Lab {
                 "ip",
                 "addr",
                 "add",
-                &format!("198.18.{net}.2/30"),
+                &format!("{inside_ip}/30"),
                 "dev",
                 &inside,
             ],
@@ -117,6 +132,7 @@ impl Lab {
         };
         Node {
             ns,
+            outside: outside_ip,
             ifname: format!("wg{tag}"),
             private,
             public,
@@ -186,8 +202,20 @@ impl Lab {
 /// Sends `payload` over TCP to `[to]:4001` from inside `ns` (source address `from` when
 /// given); true if the connection was made.
 pub fn send_tcp(ns: &str, from: Option<Ipv6Addr>, to: Ipv6Addr, payload: &str) -> bool {
+    send_tcp_within(ns, from, to, payload, 4)
+}
+
+/// [`send_tcp`] giving the connection `secs` seconds (a handshake answered by a cookie
+/// completes on wireguard-go's next attempt, 5 s later).
+pub fn send_tcp_within(
+    ns: &str,
+    from: Option<Ipv6Addr>,
+    to: Ipv6Addr,
+    payload: &str,
+    secs: u32,
+) -> bool {
     let script = format!(
-        "import socket,sys\ns=socket.socket(socket.AF_INET6)\ns.settimeout(4)\n{}\ntry:\n    s.connect(('{to}',4001))\nexcept OSError:\n    sys.exit(3)\ns.sendall(sys.argv[1].encode())\ns.close()\n",
+        "import socket,sys\ns=socket.socket(socket.AF_INET6)\ns.settimeout({secs})\n{}\ntry:\n    s.connect(('{to}',4001))\nexcept OSError:\n    sys.exit(3)\ns.sendall(sys.argv[1].encode())\ns.close()\n",
         from.map(|a| format!("s.bind(('{a}',0))"))
             .unwrap_or_default()
     );
@@ -220,4 +248,119 @@ pub async fn allocate(lc: &Lifecycle, name: &str) {
     })
     .await
     .unwrap();
+}
+
+/// The box's side of these tests, in this test process: a store with the real lifecycle,
+/// a fresh SideroLink identity, the userspace endpoint on `0.0.0.0:<port>` following the
+/// ServerBindings (`peers::follow`, as `serve` runs it) and its decoded lines written to
+/// the store by the real log book. Stops on drop.
+pub struct BoxSide {
+    pub dir: tempfile::TempDir,
+    pub store: appliance::store::Store,
+    pub lc: Lifecycle,
+    pub identity: std::sync::Arc<appliance::siderolink::identity::Identity>,
+    pub prefix: appliance::protocol::siderolink::address::Prefix,
+    pub port: u16,
+    pub stats: std::sync::Arc<appliance::siderolink::endpoint::Stats>,
+    pub logbook: appliance::siderolink::logbook::LogBook,
+    pub logs: tokio::sync::broadcast::Receiver<appliance::siderolink::endpoint::NodeLog>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for BoxSide {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl BoxSide {
+    /// Starts the endpoint with `config` (ring of `per_server` lines per server).
+    pub async fn start(
+        config: appliance::siderolink::endpoint::EndpointConfig,
+        per_server: usize,
+    ) -> BoxSide {
+        use appliance::siderolink::{endpoint, identity, logbook, peers};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let store = appliance::store::Store::open(&dir.path().join("state.redb")).unwrap();
+        let (lc, _reconcile) = Lifecycle::new(
+            store.clone(),
+            appliance::config::Config::default().lifecycle,
+            Arc::new(appliance::reconcile::power::LoggedPower),
+            None,
+        );
+        let mut random = [0u8; 64];
+        getrandom::fill(&mut random).unwrap();
+        let identity = Arc::new(identity::Identity::generate(random));
+        let prefix = identity.prefix();
+        let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let stats: Arc<endpoint::Stats> = Arc::default();
+        let endpoint =
+            endpoint::Endpoint::new(socket, identity.clone(), &config, 11, stats.clone());
+        let logs = endpoint.subscribe_logs();
+        let book = logbook::LogBook::new(store.clone(), per_server, stats.clone());
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let (peers_tx, peers_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+        tokio::spawn(peers::follow(
+            store.clone(),
+            prefix,
+            peers_tx,
+            shutdown.clone(),
+        ));
+        tokio::spawn(
+            book.clone()
+                .record(endpoint.subscribe_logs(), shutdown.clone()),
+        );
+        tokio::spawn(endpoint.run(peers_rx, shutdown));
+        BoxSide {
+            dir,
+            store,
+            lc,
+            identity,
+            prefix,
+            port,
+            stats,
+            logbook: book,
+            logs,
+            stop,
+        }
+    }
+
+    /// Allocates `name`, binds `node`'s key to it (Provision) and returns its overlay
+    /// address.
+    pub async fn provision(&self, name: &str, node: &Node, host: u8) -> Ipv6Addr {
+        allocate(&self.lc, name).await;
+        appliance::siderolink::provision::bind_node(
+            &self.store,
+            self.prefix,
+            name,
+            &node.public,
+            vec![[host; 8]],
+        )
+        .unwrap()
+    }
+
+    /// Waits (up to 10 s) until the endpoint holds `n` peers.
+    pub async fn wait_peers(&self, n: u64) {
+        for _ in 0..100 {
+            if self.stats.peers.get() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("endpoint holds {} peers, not {n}", self.stats.peers.get());
+    }
+
+    /// Starts wireguard-go in `node`'s namespace towards this endpoint with `addr`.
+    pub fn connect(&self, lab: &mut Lab, node: &Node, addr: Ipv6Addr) {
+        lab.wireguard(
+            node,
+            self.dir.path(),
+            &self.identity.public_key_base64(),
+            SocketAddr::new(node.outside.into(), self.port),
+            &format!("{addr}/64"),
+            self.prefix.server_address(),
+        );
+    }
 }

@@ -1,0 +1,392 @@
+//! Root-only: the box's userspace SideroLink endpoint (boringtun + smoltcp, in this test
+//! process, with the real log book writing to the store) against many Debian
+//! `wireguard-go` + `wg` nodes and a handshake flooder, each in a network namespace this
+//! test creates (names start with `sl`, veths in 198.19.<pid % 250>.0/24).
+//!
+//! Proves:
+//! - many peers: 20 nodes, each allocated and provisioned with its own key, handshake at
+//!   once and send their log lines concurrently; every server's stored lines are exactly
+//!   its own node's lines, attributed to its own overlay address (none lost, none under
+//!   another server).
+//! - a handshake flood (this test binary re-executed in a namespace as `flood_child`:
+//!   WireGuard initiations with a valid MAC1 from keys no server holds, thousands per
+//!   second) is answered with cookie replies (boringtun's `RateLimiter`, counted by the
+//!   endpoint and received by the flooder) and does not starve an established peer:
+//!   every log line it sends during the flood is stored while the flood still runs; a
+//!   node that starts its handshake during the flood still gets through.
+//!
+//! Skips with a printed reason when not root or a tool is missing, unless APPLIANCE_E2E=1
+//! (CI), where that is a failure.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use appliance::siderolink::endpoint::EndpointConfig;
+use appliance::store::NodeLogQuery;
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+
+#[path = "support/prereq.rs"]
+mod prereq;
+#[path = "support/wg.rs"]
+mod wg;
+
+use wg::{BoxSide, Lab, PY, run_in, send_tcp, send_tcp_within};
+
+fn skip_reason() -> Option<String> {
+    prereq::missing_root_or(
+        &[
+            ("wireguard-go", &["--version"]),
+            ("wg", &["--version"]),
+            ("ip", &["-V"]),
+            (PY, &["--version"]),
+        ],
+        "network namespaces and wireguard-go",
+    )
+}
+
+fn config() -> EndpointConfig {
+    EndpointConfig {
+        max_log_line: 16 * 1024,
+        max_log_connections: 256,
+    }
+}
+
+/// The /30 of node `i` (0..63) of this process.
+fn base(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, (std::process::id() % 250) as u8, (i * 4) as u8)
+}
+
+fn tag(kind: char, i: usize) -> String {
+    format!("{}{kind}{i}", std::process::id() % 10000)
+}
+
+fn line(msg: &str) -> String {
+    format!(
+        "{{\"clock\":1,\"facility\":\"kern\",\"msg\":\"{msg}\",\"priority\":\"info\",\"seq\":1,\"talos-level\":\"info\",\"talos-time\":\"2026-12-05T23:00:00Z\"}}\n"
+    )
+}
+
+/// Polls until `stored` lines are in the store (the log book commits in batches).
+async fn wait_stored(b: &BoxSide, stored: u64, within: Duration) {
+    let until = appliance::clock::now() + within;
+    while b.stats.log_lines_stored.get() < stored {
+        assert!(
+            appliance::clock::now() < until,
+            "only {} of {stored} log lines stored (decoded {}, dropped {})",
+            b.stats.log_lines_stored.get(),
+            b.stats.log_lines.get(),
+            b.stats.log_lines_dropped.get()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stored_msgs(b: &BoxSide, server: &str) -> Vec<(String, String)> {
+    b.logbook
+        .read(server, NodeLogQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.msg, r.address))
+        .collect()
+}
+
+const NODES: usize = 20;
+const LINES: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_wireguard_go_nodes_each_log_under_their_own_server() {
+    if let Some(why) = skip_reason() {
+        prereq::skip(
+            "many_wireguard_go_nodes_each_log_under_their_own_server",
+            &why,
+        );
+        return;
+    }
+    let b = BoxSide::start(config(), 100).await;
+    let server = b.prefix.server_address();
+    let mut lab = Lab::default();
+    let mut nodes = Vec::new();
+    for i in 0..NODES {
+        let n = lab.node_in(&tag('p', i), base(i));
+        let name = format!("node-{i:02}");
+        let addr = b.provision(&name, &n, i as u8 + 1).await;
+        nodes.push((name, n, addr));
+    }
+    let addrs: std::collections::HashSet<Ipv6Addr> = nodes.iter().map(|n| n.2).collect();
+    assert_eq!(addrs.len(), NODES, "overlay addresses not distinct");
+    b.wait_peers(NODES as u64).await;
+    for (_, n, addr) in &nodes {
+        b.connect(&mut lab, n, *addr);
+    }
+
+    // All nodes at once: handshake, connect to 4001, send their lines.
+    let sends: Vec<_> = nodes
+        .iter()
+        .map(|(name, n, _)| {
+            let ns = n.ns.clone();
+            let payload: String = (0..LINES)
+                .map(|k| line(&format!("[talos] {name} line {k}")))
+                .collect();
+            tokio::task::spawn_blocking(move || send_tcp_within(&ns, None, server, &payload, 15))
+        })
+        .collect();
+    for (s, (name, _, _)) in sends.into_iter().zip(&nodes) {
+        assert!(s.await.unwrap(), "{name}: no connection through the tunnel");
+    }
+    wait_stored(&b, (NODES * LINES) as u64, Duration::from_secs(20)).await;
+
+    for (name, n, addr) in &nodes {
+        let want: Vec<(String, String)> = (0..LINES)
+            .map(|k| (format!("[talos] {name} line {k}"), addr.to_string()))
+            .collect();
+        assert_eq!(stored_msgs(&b, name).await, want, "{name}");
+        let hs = run_in(&n.ns, &["wg", "show", &n.ifname, "latest-handshakes"]);
+        assert!(!hs.trim().ends_with("\t0"), "{name}: no handshake: {hs}");
+    }
+    assert_eq!(b.stats.log_lines.get(), (NODES * LINES) as u64);
+    assert!(b.stats.handshakes.get() >= NODES as u64);
+    assert_eq!(b.stats.spoofed.get(), 0);
+    assert_eq!(b.stats.unknown_key.get(), 0);
+    assert_eq!(b.stats.log_lines_dropped.get(), 0);
+    drop(lab);
+}
+
+/// Handshake initiations per second the flooder aims at (50× the limiter's 100/s).
+const FLOOD_RATE: u64 = 5000;
+
+/// Run inside the flooder's namespace by the flood test (`SL_FLOOD_TO=<ip:port>`,
+/// `SL_FLOOD_KEY=<server key>`, `SL_FLOOD_STOP=<file>`): sends handshake initiations from
+/// 64 keys no server holds (valid MAC1, as anyone who knows the box's public key can
+/// make), FLOOD_RATE a second, until the stop file exists (at most 120 s); then prints
+/// `flood: sent N cookies M` (M = cookie replies received). Does nothing on its own.
+#[test]
+fn flood_child() {
+    let Ok(to) = std::env::var("SL_FLOOD_TO") else {
+        return;
+    };
+    let to: SocketAddr = to.parse().unwrap();
+    let key =
+        appliance::siderolink::identity::parse_public_key(&std::env::var("SL_FLOOD_KEY").unwrap())
+            .unwrap();
+    let stop = std::path::PathBuf::from(std::env::var("SL_FLOOD_STOP").unwrap());
+    let mut buf = vec![0u8; 2048];
+    let inits: Vec<Vec<u8>> = (0..64u32)
+        .map(|i| {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).unwrap();
+            let mut t = Tunn::new(
+                StaticSecret::from(secret),
+                PublicKey::from(key.to_bytes()),
+                None,
+                None,
+                i,
+                None,
+            );
+            match t.format_handshake_initiation(&mut buf, true) {
+                TunnResult::WriteToNetwork(p) => p.to_vec(),
+                _ => panic!("no initiation"),
+            }
+        })
+        .collect();
+    let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let (mut sent, mut cookies) = (0u64, 0u64);
+    let start = appliance::clock::now();
+    let per_tick = FLOOD_RATE / 100;
+    while !stop.exists() && start.elapsed() < Duration::from_secs(120) {
+        for _ in 0..per_tick {
+            if sock.send_to(&inits[(sent % 64) as usize], to).is_ok() {
+                sent += 1;
+            }
+        }
+        while let Ok(n) = sock.recv(&mut buf) {
+            // Cookie reply: type 3, 64 bytes.
+            if n == 64 && buf[0] == 3 {
+                cookies += 1;
+            }
+        }
+        let due = start + Duration::from_millis(10 * (sent / per_tick.max(1)));
+        if let Some(wait) = due.checked_duration_since(appliance::clock::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    println!("flood: sent {sent} cookies {cookies}");
+}
+
+/// The python sender: one TCP connection to `[to]:4001`, `n` lines `<tag> k` 100 ms
+/// apart; exits 0 when all were sent.
+fn paced_sender(ns: &str, to: Ipv6Addr, tag: &str, n: usize) -> std::process::Child {
+    let l = line(&format!("{tag} %d"));
+    let script = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET6)\ns.settimeout(10)\ns.connect(('{to}',4001))\nfor k in range({n}):\n    s.sendall(({l:?} % k).encode())\n    time.sleep(0.1)\ns.close()\n"
+    );
+    Command::new("ip")
+        .args(["netns", "exec", ns, PY, "-c", &script])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_flood_gets_cookies_and_does_not_starve_an_established_peer() {
+    if let Some(why) = skip_reason() {
+        prereq::skip(
+            "handshake_flood_gets_cookies_and_does_not_starve_an_established_peer",
+            &why,
+        );
+        return;
+    }
+    let b = BoxSide::start(config(), 1000).await;
+    let server = b.prefix.server_address();
+    let mut lab = Lab::default();
+    // Nodes 40.. of this process's /24 (the many-peers test uses 0..20).
+    let a = lab.node_in(&tag('f', 0), base(40));
+    let late = lab.node_in(&tag('f', 1), base(41));
+    let flooder = lab.node_in(&tag('f', 2), base(42));
+    let addr_a = b.provision("node-a", &a, 0xa).await;
+    let addr_late = b.provision("node-late", &late, 0xb).await;
+    b.wait_peers(2).await;
+
+    // node-a is established before the flood.
+    b.connect(&mut lab, &a, addr_a);
+    let ns = a.ns.clone();
+    let first = line("[talos] before the flood");
+    assert!(
+        tokio::task::spawn_blocking(move || send_tcp(&ns, None, server, &first))
+            .await
+            .unwrap()
+    );
+    wait_stored(&b, 1, Duration::from_secs(10)).await;
+
+    // The flood.
+    let stop_file = b.dir.path().join("stop-flood");
+    let exe = std::env::current_exe().unwrap();
+    let flood = Command::new("ip")
+        .args(["netns", "exec", &flooder.ns])
+        .arg(&exe)
+        .args(["--exact", "flood_child", "--nocapture"])
+        .env(
+            "SL_FLOOD_TO",
+            SocketAddr::new(flooder.outside.into(), b.port).to_string(),
+        )
+        .env("SL_FLOOD_KEY", b.identity.public_key_base64())
+        .env("SL_FLOOD_STOP", &stop_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut flood = Flood {
+        child: Some(flood),
+        stop: stop_file.clone(),
+    };
+    let until = appliance::clock::now() + Duration::from_secs(20);
+    while b.stats.cookies.get() < 100 {
+        assert!(
+            appliance::clock::now() < until,
+            "no cookie replies under the flood (cookies {}, unknown keys {}, invalid {})",
+            b.stats.cookies.get(),
+            b.stats.unknown_key.get(),
+            b.stats.invalid.get()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // During it: node-a streams 30 lines, node-late handshakes for the first time.
+    const DURING: usize = 30;
+    let mut sender = paced_sender(&a.ns, server, "[talos] during the flood", DURING);
+    b.connect(&mut lab, &late, addr_late);
+    let ns = late.ns.clone();
+    let late_line = line("[talos] late node");
+    let late_sent =
+        tokio::task::spawn_blocking(move || send_tcp_within(&ns, None, server, &late_line, 30));
+    let status = tokio::task::spawn_blocking(move || sender.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "node-a's sender failed during the flood");
+    assert!(
+        late_sent.await.unwrap(),
+        "a node starting its handshake during the flood never got through"
+    );
+    wait_stored(&b, (1 + DURING + 1) as u64, Duration::from_secs(20)).await;
+    assert!(
+        flood.running(),
+        "the flood ended before the lines were stored"
+    );
+    let cookies_during = b.stats.cookies.get();
+
+    std::fs::write(&stop_file, b"").unwrap();
+    let out = flood.finish();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let (sent, received) = report
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("flood: sent ")?;
+            let (s, c) = rest.split_once(" cookies ")?;
+            Some((s.parse::<u64>().ok()?, c.trim().parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "flooder report missing: {report}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    eprintln!(
+        "flood: {sent} initiations sent, {} cookie replies by the endpoint, {received} received by the flooder, {} dropped as unknown key",
+        b.stats.cookies.get(),
+        b.stats.unknown_key.get()
+    );
+    assert!(received > 0, "the flooder received no cookie reply");
+    assert!(received <= b.stats.cookies.get());
+    assert!(cookies_during >= 100);
+    assert!(
+        b.stats.unknown_key.get() > 0,
+        "no initiation reached the key lookup"
+    );
+    assert!(b.stats.handshakes.get() >= 2);
+
+    let mut want: Vec<(String, String)> =
+        vec![("[talos] before the flood".into(), addr_a.to_string())];
+    want.extend((0..DURING).map(|k| (format!("[talos] during the flood {k}"), addr_a.to_string())));
+    assert_eq!(stored_msgs(&b, "node-a").await, want);
+    assert_eq!(
+        stored_msgs(&b, "node-late").await,
+        vec![("[talos] late node".to_string(), addr_late.to_string())]
+    );
+    assert_eq!(b.stats.log_lines_dropped.get(), 0);
+    drop(lab);
+}
+
+/// The flooder child, stopped (stop file, then kill) however the test ends.
+struct Flood {
+    child: Option<std::process::Child>,
+    stop: std::path::PathBuf,
+}
+
+impl Flood {
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops the flood and returns the flooder's output.
+    fn finish(mut self) -> std::process::Output {
+        let _ = std::fs::write(&self.stop, b"");
+        let child = self.child.take().expect("flooder");
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop, b"");
+        if let Some(mut c) = self.child.take() {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
