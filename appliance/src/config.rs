@@ -412,40 +412,24 @@ pub struct LifecycleConfig {
     pub agent_poll_seconds: u32,
 }
 
-/// Durations as text: "<n>s", "<n>m" or "<n>h".
+/// Durations as text (`crate::clock`'s form: "90s", "20m", "1h", "1h30m", "1d"), positive.
 mod duration_text {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn parse(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-        let n: u64 = n
-            .parse()
-            .map_err(|_| format!("duration `{s}`: expected <number><s|m|h>, e.g. \"20m\""))?;
-        let secs = match unit {
-            "s" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            _ => return Err(format!("duration `{s}`: unit must be s, m or h")),
-        };
-        if secs == 0 {
+        let d = crate::clock::parse_duration(s).ok_or_else(|| {
+            format!("duration `{s}`: expected <number><s|m|h|d>..., e.g. \"20m\" or \"1h30m\"")
+        })?;
+        if d.is_zero() {
             return Err(format!("duration `{s}` must be positive"));
         }
-        Ok(Duration::from_secs(secs))
+        Ok(d)
     }
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        let secs = d.as_secs();
-        let text = if secs.is_multiple_of(3600) {
-            format!("{}h", secs / 3600)
-        } else if secs.is_multiple_of(60) {
-            format!("{}m", secs / 60)
-        } else {
-            format!("{secs}s")
-        };
-        s.serialize_str(&text)
+        s.serialize_str(&crate::clock::duration_text(*d))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -711,7 +695,15 @@ mod tests {
             c.lifecycle.reboot_timeout,
             std::time::Duration::from_secs(90)
         );
-        for bad in ["\"20\"", "\"0m\"", "\"5d\"", "\"m\"", "20"] {
+        // crate::clock's duration text: compound and day units; written back in minutes.
+        let c = c
+            .overlay("[lifecycle]\nreboot_timeout = \"1h30m\"\n", "t")
+            .unwrap();
+        assert_eq!(c.lifecycle.reboot_timeout.as_secs(), 5400);
+        assert!(c.to_toml().contains("reboot_timeout = \"90m\""));
+        let c = c.overlay("[watch]\nretention_age = \"1d\"\n", "t").unwrap();
+        assert_eq!(c.watch.retention_age.as_secs(), 86_400);
+        for bad in ["\"20\"", "\"0m\"", "\"5w\"", "\"m\"", "20"] {
             let err = Config::default()
                 .overlay(&format!("[lifecycle]\nreboot_timeout = {bad}\n"), "t")
                 .unwrap_err()

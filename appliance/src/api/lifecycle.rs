@@ -214,7 +214,7 @@ impl LifecycleApi for LifecycleService {
                 .into_iter()
                 .map(|e| PbEvent {
                     seq: e.seq,
-                    time: crate::reconcile::rfc3339(e.time_ms),
+                    time: crate::clock::rfc3339(e.time_ms),
                     server: e.server,
                     event: e.event,
                     from: e.from,

@@ -16,7 +16,7 @@
 
 use super::gate::BmcGate;
 use super::ipmi::{IpmiBmc, IpmiTimeouts};
-use super::power::{record_condition, rfc3339, set_condition_on};
+use super::power::{record_condition, set_condition_on};
 use super::{BmcError, Credentials, PowerState};
 use crate::config::BmcConfig;
 use crate::model::server;
@@ -280,7 +280,7 @@ pub async fn auto_setup_server(
     timeouts: IpmiTimeouts,
 ) -> Result<Setup, SetupError> {
     let endpoint = endpoint_of(host, port);
-    let now = rfc3339(crate::clock::unix_ms());
+    let now = crate::clock::rfc3339(crate::clock::unix_ms());
     let result = async {
         let stored = stored_setup_user(store, server_name, host, port)?;
         let setup = gate

@@ -1,6 +1,6 @@
 //! `appliance ctl server logs [-f] [--since] [--tail] [-o json] NAME`: the client of the
-//! observe API's `Logs`. `--since` is read here (pure: [`parse_since`]) into a Unix time in
-//! ms.
+//! observe API's `Logs`. `--since` is read here (pure: [`parse_since`], on `crate::clock`'s
+//! readers) into a Unix time in ms.
 //!
 //! May touch: the admin endpoint (gRPC).
 
@@ -9,6 +9,7 @@ use appliance_rpc::observe::{LogLine, LogsRequest};
 
 use super::{CtlArgs, CtlError, channel, outln};
 use crate::cli::LinesFormat;
+use crate::clock;
 
 /// `ctl server logs NAME`: prints the lines as they arrive (until the stream ends).
 pub(super) async fn logs(
@@ -21,7 +22,7 @@ pub(super) async fn logs(
 ) -> Result<(), CtlError> {
     let since_unix_ms = match since {
         Some(s) => {
-            parse_since(s, crate::clock::unix_ms()).ok_or_else(|| CtlError::Since(s.to_string()))?
+            parse_since(s, clock::unix_ms()).ok_or_else(|| CtlError::Since(s.to_string()))?
         }
         None => 0,
     };
@@ -48,7 +49,7 @@ pub(super) async fn logs(
 /// `TIME LEVEL MESSAGE`: Talos's time when it sent one, else the box's receive time.
 fn text_line(l: &LogLine) -> String {
     let time = if l.talos_time.is_empty() {
-        crate::reconcile::rfc3339(l.received_unix_ms)
+        clock::rfc3339(l.received_unix_ms)
     } else {
         l.talos_time.clone()
     };
@@ -83,94 +84,14 @@ fn json_line(l: &LogLine) -> String {
 
 /// `--since`: a duration before `now_ms` (`90s`, `10m`, `2h`, `1d`, `1h30m`) or an RFC 3339
 /// time (`2026-12-05T20:00:00Z`, fractional seconds and `±hh:mm` offsets allowed) → Unix ms.
+/// Both forms are read by `crate::clock`.
 pub fn parse_since(s: &str, now_ms: u64) -> Option<u64> {
     let s = s.trim();
     if s.contains('T') || s.contains('t') {
-        return parse_rfc3339(s);
+        return clock::parse_rfc3339(s);
     }
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    let mut any = false;
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let unit: u64 = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return None,
-        };
-        let n: u64 = num.parse().ok()?;
-        total = total.checked_add(n.checked_mul(unit)?)?;
-        num.clear();
-        any = true;
-    }
-    if !num.is_empty() || !any {
-        return None;
-    }
-    Some(now_ms.saturating_sub(total.checked_mul(1000)?))
-}
-
-/// RFC 3339 → Unix ms (days from civil, Howard Hinnant's algorithm).
-fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut ms = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let f = &frac[..digits];
-        ms = format!("{:0<3}", &f[..f.len().min(3)]).parse().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let oh: i64 = rest[1..3].parse().ok()?;
-            let om: i64 = rest[4..6].parse().ok()?;
-            sign * (oh * 3600 + om * 60)
-        }
-        _ => return None,
-    };
-    let (yy, mm) = if mo <= 2 {
-        (y - 1, mo + 9)
-    } else {
-        (y, mo - 3)
-    };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * mm + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    u64::try_from(secs * 1000 + ms).ok()
+    let ago = u64::try_from(clock::parse_duration(s)?.as_millis()).ok()?;
+    Some(now_ms.saturating_sub(ago))
 }
 
 #[cfg(test)]
@@ -202,7 +123,7 @@ mod tests {
         );
         // The formatter and the parser agree.
         assert_eq!(
-            parse_since(&crate::reconcile::rfc3339(now), now),
+            parse_since(&clock::rfc3339(now), now),
             Some(now / 1000 * 1000)
         );
         for bad in [

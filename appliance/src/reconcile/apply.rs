@@ -74,7 +74,7 @@ pub fn write_state(server: &mut Server, state: ServerState, now_ms: u64) {
                 type_: PXE_BOOTED.to_string(),
                 status: ConditionStatus::True,
                 severity: None,
-                last_transition_time: super::rfc3339(now_ms),
+                last_transition_time: crate::clock::rfc3339(now_ms),
                 reason: None,
                 message: None,
             });

@@ -647,7 +647,7 @@ fn raise_timeout_condition(store: &Store, name: &str, retries: u32) -> Result<()
         type_: "PowerCycle".into(),
         status: ConditionStatus::False,
         severity: Some(ConditionSeverity::Warning),
-        last_transition_time: crate::reconcile::rfc3339(clock::unix_ms()),
+        last_transition_time: clock::rfc3339(clock::unix_ms()),
         reason: Some("RebootTimeout".into()),
         message: Some(format!(
             "no sign of life after {retries} power-cycle retries; check the BMC and the boot order"

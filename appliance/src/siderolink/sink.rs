@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 
 use super::peers::PeerSpec;
 use super::stream::OverlayPeer;
+use crate::clock::rfc3339;
 use crate::model::{Condition, ConditionSeverity, ConditionStatus, Kind, Object};
 use crate::protocol::siderolink::events::{
     BindingChange, ConditionChange, IpPrefix, PhaseAction, RecentIds, SequenceAction, Severity,
@@ -31,7 +32,7 @@ use crate::protocol::siderolink::events::{
 };
 use crate::reconcile::apply::{self, Outcome};
 use crate::reconcile::lifecycle::{Event, Phase};
-use crate::reconcile::{Lifecycle, LifecycleError, rfc3339};
+use crate::reconcile::{Lifecycle, LifecycleError};
 
 /// Event ids remembered per server (in memory and in the store).
 const IDS_PER_NODE: usize = 1024;
