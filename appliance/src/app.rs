@@ -186,6 +186,7 @@ fn boot_context(
         maps: Default::default(),
         downloads: config.boot.download_assets,
         siderolink_server: None,
+        first_contact: Arc::new(crate::api::first_contact::FirstContact::new(&config.agent)),
     }
 }
 

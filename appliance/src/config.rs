@@ -34,6 +34,29 @@ pub struct Config {
     pub watch: WatchConfig,
     pub update: UpdateConfig,
     pub admin_tls: AdminTlsConfig,
+    pub agent: AgentConfig,
+}
+
+/// How the agent API trusts an agent's first contact (`api/first_contact.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// "token" (default): a registration needs the one-boot token `/ipxe` handed out, and
+    /// every agent call is signed with the key pinned at registration. "sidero-compatible":
+    /// neither (Sidero's own agent); the agent API's source-address, BMC, wipe and lease
+    /// rules stay on.
+    pub first_contact: FirstContactMode,
+    /// How long a boot token stays valid: "90s", "30m", "1h".
+    #[serde(with = "duration_text")]
+    pub token_ttl: std::time::Duration,
+}
+
+/// See [`AgentConfig::first_contact`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirstContactMode {
+    Token,
+    SideroCompatible,
 }
 
 /// The mTLS admin port (`http/tls.rs`): the admin gRPC services for holders of a client

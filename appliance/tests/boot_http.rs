@@ -35,11 +35,15 @@ async fn start(default_method: BootFromDiskMethod) -> Box_ {
         advertise: None,
         fallback_endpoint: "127.0.0.1:8081".into(),
         default_method,
-        extra_agent_args: vec!["panic=0".into()],
+        // An operator's appliance.token= never replaces the box's own.
+        extra_agent_args: vec!["panic=0".into(), "appliance.token=operator".into()],
         admin_token: Arc::from("t0ken-for-tests-0123456789"),
         downloads: true,
         maps: Default::default(),
         siderolink_server: None,
+        first_contact: Arc::new(appliance::api::first_contact::FirstContact::new(
+            &appliance::config::Config::default().agent,
+        )),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -123,6 +127,31 @@ async fn unknown_server_gets_the_agent_or_412_without_agent_files() {
     }
     assert_eq!(lines[2], "initrd /env/agent-amd64/initramfs.xz");
     assert_eq!(lines[3], "boot");
+    // The one-boot token: the last argument, 64 hex digits, the only one, new per request.
+    let token = |line: &str| {
+        let t: Vec<String> = line
+            .split(' ')
+            .filter_map(|a| a.strip_prefix("appliance.token="))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(t.len(), 1, "{line}");
+        assert!(
+            line.ends_with(&format!("appliance.token={}", t[0])),
+            "{line}"
+        );
+        assert!(
+            t[0].len() == 64 && t[0].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{line}"
+        );
+        t[0].clone()
+    };
+    let first = token(lines[1]);
+    let (_, again) = get(&url).await;
+    assert_ne!(token(again.lines().nth(1).unwrap()), first);
+    // Without mac= there is nothing to bind a token to: none is handed out.
+    let (status, body) = get(&format!("{}/ipxe?uuid={UUID}", b.base)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("appliance.token="), "{body}");
 
     // arm64 asks for the arm64 agent, which is not there.
     let (status, body) = get(&format!("{}/ipxe?uuid={UUID}&arch=arm64", b.base)).await;

@@ -1,6 +1,7 @@
 //! The agent's settings from the kernel command line, as the boot room renders them
 //! (`boot::args::agent_args`): `sidero.endpoint=<host>:<port>` (required) and
-//! `sidero.mac=<mac>` (the NIC the server PXE-booted from; optional).
+//! `sidero.mac=<mac>` (the NIC the server PXE-booted from; optional) and `appliance.token=`
+//! (the one-boot token of authenticated first contact; optional, 64 hex digits).
 //!
 //! Pure: parses a string; reading /proc/cmdline is the caller's job.
 
@@ -13,6 +14,8 @@ pub struct AgentCmdline {
     pub endpoint: String,
     /// Lower-case colon form, when given.
     pub mac: Option<String>,
+    /// The boot token `/ipxe` handed this boot, when given.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub enum CmdlineError {
     BadEndpoint(String),
     #[error("sidero.mac `{0}` is not a MAC address")]
     BadMac(String),
+    #[error("appliance.token is not 64 hex digits")]
+    BadToken,
 }
 
 /// Parses the kernel command line. The last occurrence of a key wins (as the kernel does
@@ -30,11 +35,17 @@ pub enum CmdlineError {
 pub fn parse(cmdline: &str) -> Result<AgentCmdline, CmdlineError> {
     let mut endpoint = None;
     let mut mac = None;
+    let mut token = None;
     for arg in split_args(cmdline) {
         if let Some(v) = arg.strip_prefix("sidero.endpoint=") {
             endpoint = Some(v.to_string());
         } else if let Some(v) = arg.strip_prefix("sidero.mac=") {
             mac = Some(v.to_string());
+        } else if let Some(v) = arg
+            .strip_prefix(crate::protocol::first_contact::TOKEN_ARG)
+            .and_then(|r| r.strip_prefix('='))
+        {
+            token = Some(v.to_string());
         }
     }
     let endpoint = endpoint.ok_or(CmdlineError::NoEndpoint)?;
@@ -48,7 +59,16 @@ pub fn parse(cmdline: &str) -> Result<AgentCmdline, CmdlineError> {
             Some(parsed.to_string())
         }
     };
-    Ok(AgentCmdline { endpoint, mac })
+    if let Some(t) = &token
+        && (t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(CmdlineError::BadToken);
+    }
+    Ok(AgentCmdline {
+        endpoint,
+        mac,
+        token,
+    })
 }
 
 /// `host:port` or `[v6]:port`, non-empty host without spaces or slashes, port 1-65535.
@@ -116,7 +136,15 @@ mod tests {
             AgentCmdline {
                 endpoint: "10.77.0.1:8081".into(),
                 mac: Some("52:54:00:aa:bb:01".into()),
+                token: None,
             }
+        );
+        let t = "0f".repeat(32);
+        let got = parse(&format!("{args} appliance.token={t}")).unwrap();
+        assert_eq!(got.token, Some(t));
+        assert_eq!(
+            parse(&format!("{args} appliance.token=abc")),
+            Err(CmdlineError::BadToken)
         );
     }
 

@@ -194,6 +194,7 @@ fn system(root: &Path) -> Result<pb::SystemInformation, InventoryError> {
         serial_number: text(&id.join("product_serial")),
         sku_number: text(&id.join("product_sku")),
         family: text(&id.join("product_family")),
+        baseboard_serial: text(&id.join("board_serial")),
     })
 }
 

@@ -28,6 +28,7 @@ pub mod cmdline;
 pub mod dmi;
 pub mod inventory;
 pub mod ipmidev;
+pub mod signer;
 pub mod wipe;
 
 use std::path::PathBuf;
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 use appliance_rpc::agent::agent_client::AgentClient;
 use appliance_rpc::agent::{self as pb, AgentAction};
 use thiserror::Error;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::clock;
 use inventory::{Disk, IfAddr, Inventory};
@@ -94,6 +95,8 @@ pub enum AgentError {
     Wipe(#[from] wipe::WipeError),
     #[error("wipe thread for {0} panicked")]
     WipePanic(String),
+    #[error("no key for this boot: the OS random source failed: {0}")]
+    Random(String),
 }
 
 /// Runs the agent until the box says reboot/power off, or a step fails for good.
@@ -106,6 +109,7 @@ pub async fn run(opts: AgentOptions) -> Result<Outcome, AgentError> {
         Some(ep) => Ok(cmdline::AgentCmdline {
             endpoint: ep.clone(),
             mac: None,
+            token: None,
         }),
         None => Err(e),
     })?;
@@ -126,8 +130,21 @@ pub async fn run(opts: AgentOptions) -> Result<Outcome, AgentError> {
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
         .connect_lazy();
-    let mut client = AgentClient::new(channel);
-    let uuid = inv.uuid().to_string();
+    // This boot's key (memory only) and the boot token: every call is signed (a Sidero box
+    // ignores the metadata).
+    let signer = signer::Signer::generate(args.token.clone())
+        .map_err(|e| AgentError::Random(e.to_string()))?;
+    tracing::info!(
+        "agent key {} generated for this boot; boot token {}",
+        signer.public_key(),
+        if args.token.is_some() {
+            "present"
+        } else {
+            "absent (a box in token mode refuses the registration)"
+        }
+    );
+    let mut client = signer::SignedClient::new(AgentClient::new(channel), Arc::new(signer));
+    let mut uuid = inv.uuid().to_string();
 
     let create = pb::CreateServerRequest {
         hardware: Some(inv.hardware.clone()),
@@ -139,6 +156,14 @@ pub async fn run(opts: AgentOptions) -> Result<Outcome, AgentError> {
         async move { c.create_server(r).await }
     })
     .await?;
+    if !reg.name.is_empty() {
+        // The box named this machine by MAC + baseboard serial (its UUID is not unique).
+        tracing::warn!(
+            "the box registered this machine as {} (its SMBIOS UUID {uuid} is not unique)",
+            reg.name
+        );
+        uuid = reg.name.clone();
+    }
     tracing::info!(
         "AGENT-REGISTERED uuid={uuid} state={} wipe={} insecure_wipe={} setup_bmc={}",
         reg.state,
@@ -354,7 +379,7 @@ fn log_inventory(inv: &Inventory) {
 
 /// In-band BMC setup as Sidero's agent does it; every failure is logged and ends the
 /// setup, never the agent.
-async fn setup_bmc(client: &AgentClient<Channel>, uuid: &str, opts: &AgentOptions) {
+async fn setup_bmc(client: &signer::SignedClient, uuid: &str, opts: &AgentOptions) {
     if opts.no_bmc_setup {
         tracing::warn!("box asks for BMC setup, but --no-bmc-setup is set: skipped");
         return;
@@ -461,7 +486,7 @@ async fn setup_bmc(client: &AgentClient<Channel>, uuid: &str, opts: &AgentOption
 }
 
 /// UpdateBMCInfo (retried like every call); false when it failed (logged).
-async fn report_bmc(client: &AgentClient<Channel>, uuid: &str, info: pb::BmcInfo) -> bool {
+async fn report_bmc(client: &signer::SignedClient, uuid: &str, info: pb::BmcInfo) -> bool {
     let req = pb::UpdateBmcInfoRequest {
         uuid: uuid.to_string(),
         bmc_info: Some(info),
@@ -516,7 +541,7 @@ where
 /// Wipes every writable disk in parallel (one thread each), heartbeating and reporting
 /// progress meanwhile, then MarkServerAsWiped.
 async fn wipe_and_report(
-    client: &mut AgentClient<Channel>,
+    client: &mut signer::SignedClient,
     uuid: &str,
     disks: &[Disk],
     mode: wipe::Mode,
@@ -628,7 +653,7 @@ async fn wipe_and_report(
 }
 
 async fn report_progress(
-    client: &mut AgentClient<Channel>,
+    client: &mut signer::SignedClient,
     uuid: &str,
     progress: &Mutex<Vec<pb::DiskProgress>>,
 ) {

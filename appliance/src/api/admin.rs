@@ -192,18 +192,32 @@ impl Admin for AdminService {
             .filter(|a| *a != ServerActionKind::ServerActionUnspecified)
             .ok_or_else(|| Status::invalid_argument(format!("unknown action {}", req.action)))?;
         use crate::reconcile::lifecycle::Event;
+        if action == ServerActionKind::ServerActionRekey {
+            let name = req.name.clone();
+            let now = crate::clock::unix_ms();
+            let store = self.lifecycle.store().clone();
+            crate::store::blocking(move || {
+                crate::reconcile::apply::rekey(&store, &name, "operator", now)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(super::agent::lifecycle_status)?;
+        }
         let event = match action {
-            ServerActionKind::ServerActionAccept => Event::Accept,
-            ServerActionKind::ServerActionCordon => Event::Cordon,
-            ServerActionKind::ServerActionUncordon => Event::Uncordon,
+            ServerActionKind::ServerActionRekey => None,
+            ServerActionKind::ServerActionAccept => Some(Event::Accept),
+            ServerActionKind::ServerActionCordon => Some(Event::Cordon),
+            ServerActionKind::ServerActionUncordon => Some(Event::Uncordon),
             ServerActionKind::ServerActionUnspecified => {
                 return Err(Status::invalid_argument("no action given"));
             }
         };
-        self.lifecycle
-            .fire(&req.name, event, "operator action")
-            .await
-            .map_err(super::agent::lifecycle_status)?;
+        if let Some(event) = event {
+            self.lifecycle
+                .fire(&req.name, event, "operator action")
+                .await
+                .map_err(super::agent::lifecycle_status)?;
+        }
         let name = req.name.clone();
         let stored = self
             .blocking(move |s| s.get(Kind::Server, &name))

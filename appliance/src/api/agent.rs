@@ -1,7 +1,13 @@
 //! The agent gRPC service (`api.Agent`, Sidero-compatible): registration, wipe reports,
 //! addresses, heartbeats, BMC info, and (extension) the agent's next action and wipe
-//! progress. NOT behind the admin token: agents are unauthenticated, as in Sidero; every
-//! call concerns only the server named by its SMBIOS UUID.
+//! progress. NOT behind the admin token. In `[agent] first_contact = "token"` mode (the
+//! default) CreateServer needs the one-boot token `/ipxe` put on the agent's kernel command
+//! line, bound to its UUID and one of its NICs, and pins the agent's key by the pinning rule
+//! (`protocol::first_contact::key_rule`); every later call is signed with the pinned key
+//! (`api::first_contact`). In "sidero-compatible" mode agents are unauthenticated, as in
+//! Sidero. Every call concerns only the server it names: its SMBIOS UUID, or for a machine
+//! whose UUID is junk (all zeros, all F, a placeholder, a UUID another chassis registered)
+//! the `mac-<mac>-<baseboard serial>` name CreateServer answered.
 //!
 //! Every request is validated before anything is written; bad input is INVALID_ARGUMENT
 //! with the reason, and a request over [`MAX_REQUEST`] (64 KiB encoded) is refused whole.
@@ -40,12 +46,16 @@ use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
 
 use super::agent_limit::{Limits, RegistrationLimiter};
+use super::first_contact::FirstContact;
 use crate::bmc::Credentials;
 use crate::clock;
 use crate::config::WipeMode;
 use crate::metrics::{Counter, Gauge, Labeled, Registry};
 use crate::model::{Kind, MacAddr, Object, Server};
 use crate::protocol::dhcp::{Lease, LeaseState};
+use crate::protocol::first_contact::{
+    self as fc, AgentKey, Junk, KeyClaim, KeyDecision, KeyRefusal, verify_call,
+};
 use crate::reconcile::apply::{self, NewServer};
 use crate::reconcile::boots::{Boot, BootRefusal, Need};
 use crate::reconcile::lifecycle::{self, Event, Instruction, Phase};
@@ -80,6 +90,14 @@ pub struct AgentCounters {
     pub wipe_not_told: Counter,
     /// DHCP server mode: the caller holds no lease for one of the server's NICs.
     pub lease: Counter,
+    /// Token mode: a call without a signature (or CreateServer without its key).
+    pub unsigned: Counter,
+    /// Token mode: a signature that does not verify, or a replayed sequence number.
+    pub forged: Counter,
+    /// Token mode: a registration whose boot token was refused.
+    pub token: Counter,
+    /// Token mode: a key the pinning rule refused (or a server without a pin).
+    pub key: Counter,
     /// Source addresses the registration limiter tracks.
     pub sources_tracked: Gauge,
 }
@@ -105,7 +123,7 @@ impl AgentCounters {
         );
         r.register(
             "appliance_agent_calls_refused",
-            "Agent API calls refused by the boot, BMC, wipe, lease and size rules",
+            "Agent API calls refused by the boot, BMC, wipe, lease, size and first-contact rules",
             Labeled::new(
                 "reason",
                 [
@@ -117,6 +135,10 @@ impl AgentCounters {
                     ("bmc_replace", self.bmc_replace.clone()),
                     ("wipe_not_told", self.wipe_not_told.clone()),
                     ("lease", self.lease.clone()),
+                    ("unsigned", self.unsigned.clone()),
+                    ("forged", self.forged.clone()),
+                    ("token", self.token.clone()),
+                    ("key", self.key.clone()),
                 ],
             ),
         );
@@ -148,6 +170,8 @@ pub struct AgentService {
     lc: Lifecycle,
     counters: Arc<AgentCounters>,
     policy: AgentPolicy,
+    /// Boot tokens and call signatures (`[agent] first_contact`).
+    fc: Arc<FirstContact>,
     limiter: Arc<Mutex<RegistrationLimiter<RandomState>>>,
     /// The limiter's clock starts here (monotonic).
     epoch: Instant,
@@ -225,11 +249,17 @@ fn same_host(a: &str, b: &str) -> bool {
 }
 
 impl AgentService {
-    pub fn new(lc: Lifecycle, counters: Arc<AgentCounters>, policy: AgentPolicy) -> Self {
+    pub fn new(
+        lc: Lifecycle,
+        counters: Arc<AgentCounters>,
+        policy: AgentPolicy,
+        fc: Arc<FirstContact>,
+    ) -> Self {
         AgentService {
             lc,
             counters,
             policy,
+            fc,
             limiter: Arc::new(Mutex::new(RegistrationLimiter::with_hasher(
                 policy.limits,
                 RandomState::new(),
@@ -311,6 +341,53 @@ impl AgentService {
         }
     }
 
+    /// Token mode: `req` must be signed with the key pinned for the server it names.
+    async fn authenticate<T: Message>(
+        &self,
+        req: &Request<T>,
+        method: &str,
+        name: &str,
+    ) -> Result<(), Status> {
+        if !self.fc.tokens_on() {
+            return Ok(());
+        }
+        let caller = caller(req)?;
+        let name = parse_name("uuid", name)?;
+        let signed = FirstContact::signed(req.metadata(), req.get_ref())
+            .map_err(|e| self.auth_refused(&self.counters.unsigned, caller, &name, &e))?;
+        let server = self.server(&name).await?;
+        let Some(key) = pinned_key(&server) else {
+            self.counters.key.inc();
+            return Err(Status::not_found(format!(
+                "server {name} has no agent key pinned (an operator's rekey removed it): its agent registers again, with a boot token"
+            )));
+        };
+        self.fc
+            .accept(&name, &key, method, &signed)
+            .map_err(|e| self.auth_refused(&self.counters.forged, caller, &name, &e))
+    }
+
+    /// A first-contact refusal: counted, logged (never the token), UNAUTHENTICATED for
+    /// signature failures, PERMISSION_DENIED for token and key refusals.
+    fn auth_refused(
+        &self,
+        counter: &Counter,
+        caller: IpAddr,
+        server: &str,
+        e: &dyn std::fmt::Display,
+    ) -> Status {
+        counter.inc();
+        let msg = e.to_string();
+        let c = &self.counters;
+        if std::ptr::eq(counter, &c.unsigned) || std::ptr::eq(counter, &c.forged) {
+            tracing::debug!(%server, %caller, "agent call refused: {msg}");
+            Status::unauthenticated(msg)
+        } else {
+            tracing::warn!(%server, %caller, "agent registration refused: {msg}");
+            Status::permission_denied(msg)
+        }
+    }
+
     /// In DHCP server mode: the caller must hold this box's lease for one of the server's NICs.
     async fn check_lease(&self, server: &Server, caller: IpAddr) -> Result<(), Status> {
         if !self.policy.lease_check {
@@ -366,6 +443,7 @@ pub fn lifecycle_status(e: LifecycleError) -> Status {
         LifecycleError::Invalid(_) => Status::invalid_argument(msg),
         LifecycleError::NoneAvailable { .. } => Status::resource_exhausted(msg),
         LifecycleError::OwnerTaken { .. } => Status::already_exists(msg),
+        LifecycleError::Denied(_) => Status::permission_denied(msg),
         LifecycleError::Store(_) | LifecycleError::Internal(_) => {
             tracing::error!(error = %msg, "lifecycle failure");
             Status::internal(msg)
@@ -374,8 +452,60 @@ pub fn lifecycle_status(e: LifecycleError) -> Status {
 }
 
 /// A server UUID as the name of its Server: canonical 8-4-4-4-12 hex, lower-cased. The
-/// all-zero and all-ones UUIDs some firmware reports are refused (they are not unique).
+/// junk UUIDs some firmware reports (all zeros, all F, placeholders) are refused: they are
+/// not unique, and a machine with one goes by the `mac-` name CreateServer answered.
 pub fn parse_uuid(field: &str, s: &str) -> Result<String, Status> {
+    let lower = canonical_uuid(field, s)?;
+    if let Some(j) = fc::junk_uuid(&lower) {
+        return Err(Status::invalid_argument(format!(
+            "{field} `{lower}` is a placeholder UUID ({}), not unique to this server: call with the name CreateServer answered (mac-…), and fix the SMBIOS UUID in the firmware",
+            j.as_str()
+        )));
+    }
+    Ok(lower)
+}
+
+/// A server in a later agent call: its UUID, or the `mac-` name a machine with a junk UUID
+/// was registered under.
+pub fn parse_name(field: &str, s: &str) -> Result<String, Status> {
+    if s.starts_with("mac-") {
+        crate::model::meta::validate_name(s).map_err(|e| {
+            Status::invalid_argument(format!(
+                "{field} `{}` is not a server name: {e}",
+                s.chars().take(64).collect::<String>()
+            ))
+        })?;
+        return Ok(s.to_string());
+    }
+    parse_uuid(field, s)
+}
+
+/// The MACs a hardware report names.
+fn reported_macs(hw: &pb::HardwareInformation) -> Vec<[u8; 6]> {
+    hw.network
+        .as_ref()
+        .map(|n| {
+            n.interfaces
+                .iter()
+                .filter_map(|i| i.mac.parse::<MacAddr>().ok())
+                .map(|m| m.0)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A server's pinned agent key (its annotation), if any.
+fn pinned_key(server: &Server) -> Option<AgentKey> {
+    server
+        .metadata
+        .annotations
+        .get(fc::KEY_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
+/// A UUID in canonical form (8-4-4-4-12 hex, lower-cased), junk or not.
+fn canonical_uuid(field: &str, s: &str) -> Result<String, Status> {
     let lower = s.trim().to_ascii_lowercase();
     let groups: Vec<&str> = lower.split('-').collect();
     let lens = [8, 4, 4, 4, 12];
@@ -388,12 +518,6 @@ pub fn parse_uuid(field: &str, s: &str) -> Result<String, Status> {
         return Err(Status::invalid_argument(format!(
             "{field} `{}` is not a UUID (expected 8-4-4-4-12 hex digits)",
             s.chars().take(64).collect::<String>()
-        )));
-    }
-    let digits: String = lower.chars().filter(|c| *c != '-').collect();
-    if digits.bytes().all(|b| b == b'0') || digits.bytes().all(|b| b == b'f') {
-        return Err(Status::invalid_argument(format!(
-            "{field} `{lower}` is a placeholder UUID, not unique to this server; fix the SMBIOS UUID in the firmware"
         )));
     }
     Ok(lower)
@@ -484,7 +608,8 @@ pub fn hardware_json(hw: &pb::HardwareInformation) -> Result<(String, Value), St
     let system = hw.system.as_ref().ok_or_else(|| {
         Status::invalid_argument("hardware.system is required (it carries the SMBIOS UUID)")
     })?;
-    let uuid = parse_uuid("hardware.system.uuid", &system.uuid)?;
+    // Junk too: the caller names such a machine by MAC + baseboard serial.
+    let uuid = canonical_uuid("hardware.system.uuid", &system.uuid)?;
     let system = Obj::new("hardware.system")
         .s("uuid", &uuid)?
         .s("manufacturer", &system.manufacturer)?
@@ -640,6 +765,14 @@ impl Agent for AgentService {
     ) -> Result<Response<CreateServerResponse>, Status> {
         let caller = caller(&req)?;
         self.check_size("the hardware report", req.get_ref().encoded_len())?;
+        // Token mode: the key, the signature and the boot token, read before anything else.
+        let presented = if self.fc.tokens_on() {
+            let p = FirstContact::presented(req.metadata(), req.get_ref())
+                .map_err(|e| self.auth_refused(&self.counters.unsigned, caller, "-", &e))?;
+            Some(p)
+        } else {
+            None
+        };
         let req = req.into_inner();
         let hw = req
             .hardware
@@ -652,20 +785,130 @@ impl Agent for AgentService {
                 "hostname is longer than 253 bytes",
             ));
         }
+        let macs = reported_macs(hw);
+        let baseboard = hw
+            .system
+            .as_ref()
+            .map(|s| s.baseboard_serial.as_str())
+            .unwrap_or_default();
+        check_str("hardware.system.baseboard_serial", baseboard)?;
+        // The Server's name: its UUID, unless the UUID is junk (by its form, or a second
+        // chassis under a registered UUID: no NIC in common): then mac-<mac>-<serial>.
+        let mut junk = fc::junk_uuid(&uuid);
+        let mut stored = match junk {
+            None => self.find(&uuid).await?,
+            Some(_) => None,
+        };
+        if let Some(s) = &stored
+            && !fc::same_chassis(&server_macs(s), &macs)
+        {
+            junk = Some(Junk::Duplicate);
+        }
+        let name = match junk {
+            None => uuid.clone(),
+            Some(j) => {
+                let n = fc::fallback_name(&macs, baseboard).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "SMBIOS UUID {uuid} is a placeholder UUID, not unique to this machine ({}), and the report names no NIC with a MAC to name the machine by",
+                        j.as_str()
+                    ))
+                })?;
+                stored = self.find(&n).await?;
+                n
+            }
+        };
+        let mut claim = None;
+        let mut spend = None;
+        if let Some(p) = &presented {
+            verify_call(
+                &p.key,
+                fc::method::CREATE_SERVER,
+                p.signed.seq,
+                &p.signed.body,
+                &p.signed.sig,
+            )
+            .map_err(|e| self.auth_refused(&self.counters.forged, caller, &name, &e))?;
+            let pinned = stored.as_ref().and_then(pinned_key);
+            // The token must be bound to this UUID and a reported NIC, and for a known server
+            // to one of its stored NICs.
+            let token = p.token.as_deref().map(|t| {
+                let mac = self.fc.check_token(t, &uuid, &macs)?;
+                let known = stored.as_ref().map(server_macs).unwrap_or_default();
+                if !known.is_empty() && !known.contains(&mac) {
+                    return Err(fc::TokenError::WrongMac {
+                        minted: MacAddr(mac).to_string(),
+                    });
+                }
+                Ok(t)
+            });
+            let fresh = matches!(token, Some(Ok(_)));
+            let live =
+                self.lc.boot(&name).is_some_and(|b| !b.closed) && self.lc.agent_connected(&name);
+            let c = KeyClaim {
+                pinned,
+                presented: p.key,
+                fresh_token: fresh,
+                live,
+            };
+            match fc::key_rule(c) {
+                KeyDecision::Refuse(why) => {
+                    let e = match (why, &token) {
+                        (KeyRefusal::NeedToken | KeyRefusal::OtherKey, Some(Err(t))) => {
+                            format!("{why}; the token it brought was refused: {t}")
+                        }
+                        _ => why.to_string(),
+                    };
+                    let counter = match token {
+                        Some(Err(_)) => &self.counters.token,
+                        _ => &self.counters.key,
+                    };
+                    return Err(self.auth_refused(counter, caller, &name, &e));
+                }
+                KeyDecision::Keep => {
+                    // The same boot registering again: its sequence number must be new.
+                    self.fc
+                        .accept(&name, &p.key, fc::method::CREATE_SERVER, &p.signed)
+                        .map_err(|e| self.auth_refused(&self.counters.forged, caller, &name, &e))?;
+                }
+                KeyDecision::Pin | KeyDecision::Replace => {
+                    spend = token.and_then(Result::ok).map(str::to_string);
+                }
+            }
+            claim = Some(c);
+        }
         // A new server is charged to the caller's address; a known one re-registers freely.
-        if self.find(&uuid).await?.is_none() {
-            self.admit_new(caller, &uuid)?;
+        if stored.is_none() {
+            self.admit_new(caller, &name)?;
+        }
+        if let Some(t) = &spend
+            && !self.fc.consume(t)
+        {
+            let e = fc::TokenError::Unknown;
+            return Err(self.auth_refused(&self.counters.token, caller, &name, &e));
         }
         let new = NewServer {
-            name: uuid,
+            name: name.clone(),
             hostname: (!req.hostname.is_empty()).then(|| req.hostname.clone()),
             hardware,
+            key: claim,
+            junk,
         };
         let r = self.lc.register(new).await.map_err(lifecycle_status)?;
+        if let (Some(p), Some(_)) = (&presented, &spend) {
+            // A new key: its window starts with this call.
+            let _ = self
+                .fc
+                .accept(&name, &p.key, fc::method::CREATE_SERVER, &p.signed);
+        }
         let state = apply::server_state(&r.server);
         let cfg = self.lc.config();
         let mut resp = CreateServerResponse {
             state: state.phase.as_str().to_string(),
+            name: if name == uuid {
+                String::new()
+            } else {
+                name.clone()
+            },
             ..Default::default()
         };
         if state.phase != Phase::Discovered {
@@ -681,6 +924,9 @@ impl Agent for AgentService {
         if r.created {
             tracing::info!(server = %name, state = %state.phase, %caller, "server registered");
         }
+        if let Some(j) = junk {
+            tracing::warn!(server = %name, %uuid, reason = j.as_str(), "SMBIOS UUID not unique to this machine: registered under its MAC and baseboard serial");
+        }
         Ok(Response::new(resp))
     }
 
@@ -690,8 +936,10 @@ impl Agent for AgentService {
     ) -> Result<Response<MarkServerAsWipedResponse>, Status> {
         let caller = caller(&req)?;
         self.check_size("the request", req.get_ref().encoded_len())?;
+        self.authenticate(&req, fc::method::MARK_SERVER_AS_WIPED, &req.get_ref().uuid)
+            .await?;
         let req = req.into_inner();
-        let uuid = parse_uuid("uuid", &req.uuid)?;
+        let uuid = parse_name("uuid", &req.uuid)?;
         self.check_boot(&uuid, caller, Need::Wipe)?;
         if self.policy.lease_check {
             let server = self.server(&uuid).await?;
@@ -716,8 +964,14 @@ impl Agent for AgentService {
     ) -> Result<Response<ReconcileServerAddressesResponse>, Status> {
         let caller = caller(&req)?;
         self.check_size("the request", req.get_ref().encoded_len())?;
+        self.authenticate(
+            &req,
+            fc::method::RECONCILE_SERVER_ADDRESSES,
+            &req.get_ref().uuid,
+        )
+        .await?;
         let req = req.into_inner();
-        let uuid = parse_uuid("uuid", &req.uuid)?;
+        let uuid = parse_name("uuid", &req.uuid)?;
         check_len("address", req.address.len())?;
         let mut sent: Vec<(String, String)> = Vec::new();
         for a in &req.address {
@@ -780,7 +1034,9 @@ impl Agent for AgentService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let caller = caller(&req)?;
         self.check_size("the request", req.get_ref().encoded_len())?;
-        let uuid = parse_uuid("uuid", &req.into_inner().uuid)?;
+        self.authenticate(&req, fc::method::HEARTBEAT, &req.get_ref().uuid)
+            .await?;
+        let uuid = parse_name("uuid", &req.into_inner().uuid)?;
         self.check_boot(&uuid, caller, Need::Poll)?;
         self.server(&uuid).await?;
         self.lc.touch(&uuid);
@@ -793,8 +1049,10 @@ impl Agent for AgentService {
     ) -> Result<Response<UpdateBmcInfoResponse>, Status> {
         let caller = caller(&req)?;
         self.check_size("the request", req.get_ref().encoded_len())?;
+        self.authenticate(&req, fc::method::UPDATE_BMC_INFO, &req.get_ref().uuid)
+            .await?;
         let req = req.into_inner();
-        let uuid = parse_uuid("uuid", &req.uuid)?;
+        let uuid = parse_name("uuid", &req.uuid)?;
         let info = req
             .bmc_info
             .ok_or_else(|| Status::invalid_argument("bmc_info is required"))?;
@@ -909,7 +1167,9 @@ impl Agent for AgentService {
     ) -> Result<Response<NextActionResponse>, Status> {
         let caller = caller(&req)?;
         self.check_size("the request", req.get_ref().encoded_len())?;
-        let uuid = parse_uuid("uuid", &req.into_inner().uuid)?;
+        self.authenticate(&req, fc::method::NEXT_ACTION, &req.get_ref().uuid)
+            .await?;
+        let uuid = parse_name("uuid", &req.into_inner().uuid)?;
         let boot = self.check_boot(&uuid, caller, Need::Poll)?;
         let server = self.server(&uuid).await?;
         let state = apply::server_state(&server);
@@ -969,8 +1229,10 @@ impl Agent for AgentService {
     ) -> Result<Response<ReportWipeProgressResponse>, Status> {
         let caller = caller(&req)?;
         self.check_size("the request", req.get_ref().encoded_len())?;
+        self.authenticate(&req, fc::method::REPORT_WIPE_PROGRESS, &req.get_ref().uuid)
+            .await?;
         let req = req.into_inner();
-        let uuid = parse_uuid("uuid", &req.uuid)?;
+        let uuid = parse_name("uuid", &req.uuid)?;
         check_len("disks", req.disks.len())?;
         let mut disks = Vec::with_capacity(req.disks.len());
         for d in req.disks {
@@ -1193,6 +1455,8 @@ mod tests {
             Some(setup),
         );
         let counters = Arc::new(AgentCounters::default());
+        let mut agent_cfg = crate::config::Config::default().agent;
+        agent_cfg.first_contact = crate::config::FirstContactMode::SideroCompatible;
         let svc = AgentService::new(
             lc.clone(),
             counters.clone(),
@@ -1200,6 +1464,7 @@ mod tests {
                 lease_check: true,
                 ..Default::default()
             },
+            Arc::new(FirstContact::new(&agent_cfg)),
         );
         let router = tonic::service::Routes::new(AgentServer::new(svc)).into_axum_router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -13,6 +13,7 @@ pub mod agent_limit;
 pub mod apply_batch;
 pub mod auth;
 pub mod console;
+pub mod first_contact;
 pub mod lifecycle;
 pub mod observe;
 pub mod watch;

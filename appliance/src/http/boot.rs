@@ -33,6 +33,7 @@ use crate::boot::{
 use crate::model::MacAddr;
 use crate::model::{Kind, Object, meta::validate_name};
 use crate::net::tftp_root::{RootError, TftpRoot};
+use crate::protocol::first_contact::TOKEN_ARG;
 use crate::protocol::http_range::{self, RangeAnswer};
 use crate::protocol::ipxe::{self, EnvironmentBoot};
 use crate::store::{Store, StoreError};
@@ -60,6 +61,8 @@ pub struct BootContext {
     pub siderolink_server: Option<std::net::Ipv6Addr>,
     /// One shared memory map per served Environment asset.
     pub maps: MappedFiles,
+    /// Boot tokens for the agent (`[agent] first_contact`), shared with the agent API.
+    pub first_contact: Arc<crate::api::first_contact::FirstContact>,
 }
 
 /// Read-only memory maps of Environment asset files, one per file version (device, inode,
@@ -286,7 +289,8 @@ async fn ipxe(
     };
     let uuid = first("uuid").trim().to_ascii_lowercase();
     let arch = Arch::from_query(first("arch"));
-    let mac = first("mac").parse::<MacAddr>().ok().map(|m| m.to_string());
+    let mac_addr = first("mac").parse::<MacAddr>().ok();
+    let mac = mac_addr.map(|m| m.to_string());
     let endpoint = endpoint(&ctx, &headers);
 
     let store = ctx.store.clone();
@@ -330,7 +334,22 @@ async fn ipxe(
                 ),
             );
         }
-        let args = agent_args(mac.as_deref(), &endpoint, &ctx.extra_agent_args);
+        let mut args = agent_args(mac.as_deref(), &endpoint, &ctx.extra_agent_args);
+        // The one-boot token is the box's alone (an operator's extra arg never sets it) and
+        // goes last.
+        args.retain(|a| crate::boot::args::key(a) != TOKEN_ARG);
+        if ctx.first_contact.tokens_on() {
+            match mac_addr {
+                Some(m) => {
+                    if let Some(t) = ctx.first_contact.mint(&uuid, m) {
+                        args.push(format!("{TOKEN_ARG}={t}"));
+                    }
+                }
+                None => {
+                    tracing::warn!(uuid = %uuid, "/ipxe without mac=: no boot token, so this agent cannot register ([agent] first_contact = \"token\")")
+                }
+            }
+        }
         return env_script(&env_name, &args);
     }
     let store = ctx.store.clone();

@@ -183,7 +183,7 @@ appliance_agent_registrations_refused_total{{reason="count"}} 0
 # HELP appliance_agent_registration_sources Source addresses the agent API's registration caps track.
 # TYPE appliance_agent_registration_sources gauge
 appliance_agent_registration_sources 2
-# HELP appliance_agent_calls_refused_total Agent API calls refused by the boot, BMC, wipe, lease and size rules.
+# HELP appliance_agent_calls_refused_total Agent API calls refused by the boot, BMC, wipe, lease, size and first-contact rules.
 # TYPE appliance_agent_calls_refused_total counter
 appliance_agent_calls_refused_total{{reason="too_large"}} 0
 appliance_agent_calls_refused_total{{reason="no_boot"}} 0
@@ -193,6 +193,10 @@ appliance_agent_calls_refused_total{{reason="bmc_not_asked"}} 0
 appliance_agent_calls_refused_total{{reason="bmc_replace"}} 0
 appliance_agent_calls_refused_total{{reason="wipe_not_told"}} 0
 appliance_agent_calls_refused_total{{reason="lease"}} 0
+appliance_agent_calls_refused_total{{reason="unsigned"}} 0
+appliance_agent_calls_refused_total{{reason="forged"}} 0
+appliance_agent_calls_refused_total{{reason="token"}} 0
+appliance_agent_calls_refused_total{{reason="key"}} 0
 # HELP appliance_console_login_verifications_total Console password verifications run.
 # TYPE appliance_console_login_verifications_total counter
 appliance_console_login_verifications_total 0

@@ -102,6 +102,7 @@ pub fn router(
             lifecycle.clone(),
             state.metrics.agent.clone(),
             agent_policy,
+            state.boot.first_contact.clone(),
         )))
         .add_service(LifecycleServer::with_interceptor(
             crate::api::lifecycle::LifecycleService::new(lifecycle.clone()),

@@ -40,6 +40,17 @@ pub const MD_SIG: &str = "appliance-sig";
 pub const KEY_ANNOTATION: &str = "appliance.sidero.dev/agent-key";
 /// The Server label flagging a machine whose SMBIOS UUID is not unique (value: the reason).
 pub const JUNK_LABEL: &str = "appliance.sidero.dev/junk-uuid";
+/// The agent API's method names as they are signed (their gRPC names).
+pub mod method {
+    pub const CREATE_SERVER: &str = "CreateServer";
+    pub const MARK_SERVER_AS_WIPED: &str = "MarkServerAsWiped";
+    pub const RECONCILE_SERVER_ADDRESSES: &str = "ReconcileServerAddresses";
+    pub const HEARTBEAT: &str = "Heartbeat";
+    pub const UPDATE_BMC_INFO: &str = "UpdateBMCInfo";
+    pub const NEXT_ACTION: &str = "NextAction";
+    pub const REPORT_WIPE_PROGRESS: &str = "ReportWipeProgress";
+}
+
 /// Most tokens outstanding per (UUID, MAC): the oldest goes first.
 pub const PER_CLIENT: usize = 4;
 

@@ -7,6 +7,9 @@ use serde_json::{Value, json};
 
 use super::lifecycle::{self, Context, Event, IllegalTransition, Phase, ServerState, Step};
 use crate::model::{Condition, ConditionStatus, Kind, Object, Server};
+use crate::protocol::first_contact::{
+    AgentKey, JUNK_LABEL, Junk, KEY_ANNOTATION, KeyClaim, KeyDecision, key_rule,
+};
 use crate::store::{AllocationRecord, NewEvent, Store, StoreError, Txn};
 
 /// Annotation on a ServerBinding naming its owner.
@@ -33,6 +36,9 @@ pub enum LifecycleError {
     Store(#[from] StoreError),
     #[error("internal: {0}")]
     Internal(String),
+    /// Refused by the agent API's key-pinning rule.
+    #[error("{0}")]
+    Denied(String),
 }
 
 /// The machine state of a stored server.
@@ -156,6 +162,54 @@ pub struct NewServer {
     pub hostname: Option<String>,
     /// v1alpha2 `spec.hardware` as JSON.
     pub hardware: Value,
+    /// Token mode: the agent's key, decided on by the pinning rule inside the transaction
+    /// (the stored pin is read there).
+    pub key: Option<KeyClaim>,
+    /// The SMBIOS UUID is junk: the server is named by MAC + baseboard serial and labelled.
+    pub junk: Option<Junk>,
+}
+
+/// Applies the pinning rule to `server` (pin read from its annotation): writes a new pin
+/// with an event; refuses with the rule's reason.
+fn pin_key(
+    t: &mut Txn<'_>,
+    server: &mut Server,
+    claim: &KeyClaim,
+    now_ms: u64,
+) -> Result<(), LifecycleError> {
+    let pinned = server
+        .metadata
+        .annotations
+        .get(KEY_ANNOTATION)
+        .and_then(|k| k.parse::<AgentKey>().ok());
+    let c = KeyClaim { pinned, ..*claim };
+    let (event, message) = match key_rule(c) {
+        KeyDecision::Refuse(why) => return Err(LifecycleError::Denied(why.to_string())),
+        KeyDecision::Keep => return Ok(()),
+        KeyDecision::Pin => (
+            "agent-key-pinned",
+            "agent key pinned by a boot with a fresh token",
+        ),
+        KeyDecision::Replace => (
+            "agent-key-replaced",
+            "agent key replaced by a new boot with a fresh token (no agent with the old key running)",
+        ),
+    };
+    server
+        .metadata
+        .annotations
+        .insert(KEY_ANNOTATION.to_string(), c.presented.to_string());
+    t.put(&Object::Server(server.clone()))?;
+    let phase = server_state(server).phase.as_str().to_string();
+    t.append_event(NewEvent {
+        time_ms: now_ms,
+        server: server.metadata.name.clone(),
+        event: event.into(),
+        from: phase.clone(),
+        to: phase,
+        message: format!("{message}: {}", c.presented),
+    })?;
+    Ok(())
 }
 
 /// Result of a registration.
@@ -180,9 +234,12 @@ pub fn register(
 ) -> Result<Registered, LifecycleError> {
     store.transact(|t| {
         if let Some(stored) = t.get(Kind::Server, &new.name)? {
-            let Object::Server(server) = stored.object else {
+            let Object::Server(mut server) = stored.object else {
                 return Err(LifecycleError::UnknownServer(new.name.clone()));
             };
+            if let Some(claim) = &new.key {
+                pin_key(t, &mut server, claim, now_ms)?;
+            }
             let state = server_state(&server);
             if matches!(
                 state.phase,
@@ -221,6 +278,16 @@ pub fn register(
             "metadata": { "name": new.name },
             "spec": spec,
         });
+        let mut doc = doc;
+        if let Some(c) = &new.key {
+            if let KeyDecision::Refuse(why) = key_rule(KeyClaim { pinned: None, ..*c }) {
+                return Err(LifecycleError::Denied(why.to_string()));
+            }
+            doc["metadata"]["annotations"] = json!({ KEY_ANNOTATION: c.presented.to_string() });
+        }
+        if let Some(j) = new.junk {
+            doc["metadata"]["labels"] = json!({ JUNK_LABEL: j.as_str() });
+        }
         let Object::Server(mut server) = Object::from_json(Kind::Server, &doc.to_string())
             .map_err(|e| LifecycleError::Invalid(format!("hardware: {e}")))?
         else {
@@ -266,6 +333,29 @@ pub fn edit_server(
             return Ok(false);
         }
         t.put(&edited)?;
+        Ok(true)
+    })
+}
+
+/// An operator's approval of a new agent key: the server's pinned key (annotation) is
+/// removed, with an event; the next registration with a fresh boot token pins its key.
+/// Whether a key was pinned.
+pub fn rekey(store: &Store, name: &str, by: &str, now_ms: u64) -> Result<bool, LifecycleError> {
+    store.transact(|t| {
+        let mut server = load_server(t, name)?;
+        let Some(old) = server.metadata.annotations.remove(KEY_ANNOTATION) else {
+            return Ok(false);
+        };
+        t.put(&Object::Server(server.clone()))?;
+        let phase = server_state(&server).phase.as_str().to_string();
+        t.append_event(NewEvent {
+            time_ms: now_ms,
+            server: name.to_string(),
+            event: "agent-key-released".into(),
+            from: phase.clone(),
+            to: phase,
+            message: format!("{by} approved a new agent key (the pinned {old} removed)"),
+        })?;
         Ok(true)
     })
 }

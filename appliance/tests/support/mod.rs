@@ -80,6 +80,14 @@ impl Appliance {
             "[siderolink]\nlisten = \"127.0.0.1:0\"\n"
         };
         // The mTLS admin port likewise.
+        // The tests written before authenticated first contact (issue 16) play agents
+        // without boot tokens: Sidero-compatible mode, where the agent API's other rules
+        // stay on; `tests/agent_first_contact.rs` and qemu-tests run the default, tokens.
+        let agent = if config.contains("[agent]") {
+            ""
+        } else {
+            "[agent]\nfirst_contact = \"sidero-compatible\"\n"
+        };
         let admin_tls = if config.contains("[admin_tls]") {
             ""
         } else {
@@ -87,7 +95,7 @@ impl Appliance {
         };
         std::fs::write(
             &path,
-            format!("[dhcp]\nmode = \"off\"\n{tftp}{siderolink}{admin_tls}{config}"),
+            format!("[dhcp]\nmode = \"off\"\n{tftp}{siderolink}{admin_tls}{agent}{config}"),
         )
         .unwrap();
         // The port is picked by the kernel and released again, so another test may take it

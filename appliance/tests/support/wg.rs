@@ -232,6 +232,8 @@ pub async fn allocate(lc: &Lifecycle, name: &str) {
         name: name.into(),
         hostname: None,
         hardware: serde_json::json!({}),
+        key: None,
+        junk: None,
     })
     .await
     .unwrap();

@@ -101,7 +101,7 @@ impl Box {
         let config = tmp.path().join("config.toml");
         std::fs::write(
             &config,
-            "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n[siderolink]\nlisten = \"127.0.0.1:0\"\n",
+            "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n[siderolink]\nlisten = \"127.0.0.1:0\"\n[agent]\nfirst_contact = \"sidero-compatible\"\n",
         )
         .unwrap();
         let log = tmp.path().join("box.log");

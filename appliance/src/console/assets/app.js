@@ -26,6 +26,11 @@ function h(tag, attrs, ...kids) {
 }
 const link = (href, text, attrs = {}) => h("a", { href, "data-nav": "", ...attrs }, text);
 function badge(state) { return h("span", { class: `badge b-${String(state).replace(/[^a-z-]/g, "")}` }, state); }
+// A machine whose SMBIOS UUID is not unique (label set by the agent API): named by MAC + baseboard serial.
+function junkFlag(r) {
+  const why = r.labels["appliance.sidero.dev/junk-uuid"];
+  return why ? [" ", h("span", { class: "badge b-junk", title: `SMBIOS UUID not unique (${why}): registered as mac-<MAC>-<baseboard serial>; fix the UUID in the firmware` }, "UUID not unique")] : null;
+}
 function fmtBytes(b) {
   if (!b) return "—";
   const u = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]; let i = 0;
@@ -241,7 +246,7 @@ async function viewServers() {
     }));
     const body = h("tbody", {}, pg.rows.map((r) => h("tr", { "data-server": r.name },
       h("td", { class: "name-cell" }, link(`/servers/${encodeURIComponent(r.name)}`, r.hostname || r.name), r.hostname ? h("span", { class: "mono" }, r.name) : null, r.hardware ? h("span", { class: "muted show-sm small" }, r.hardware) : null),
-      h("td", {}, badge(r.state), r.cordoned ? [" ", badge("cordoned")] : null),
+      h("td", {}, badge(r.state), r.cordoned ? [" ", badge("cordoned")] : null, junkFlag(r)),
       h("td", { class: "hide-sm" }, r.classes.length ? r.classes.map((c) => h("span", { class: "chip" }, c)) : h("span", { class: "muted" }, "—")),
       h("td", { class: "num hide-sm", title: r.cpus ? `${r.cpus} sockets, ${r.cores} cores` : null }, r.cpus ? `${r.cpus} × ${r.cores ? `${r.cores}c` : "CPU"}` : "—"),
       h("td", { class: "num hide-sm" }, fmtMiB(r.memory_mib)),

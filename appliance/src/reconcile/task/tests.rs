@@ -104,6 +104,8 @@ impl Box_ {
             name: name.into(),
             hostname: None,
             hardware: json!({}),
+            key: None,
+            junk: None,
         };
         self.lc.register(new).await.unwrap();
     }

@@ -32,6 +32,8 @@ async fn allocated(dir: &std::path::Path) -> (Lifecycle, Prefix, Ipv6Addr) {
         name: "n1".into(),
         hostname: None,
         hardware: json!({}),
+        key: None,
+        junk: None,
     })
     .await
     .unwrap();
