@@ -384,6 +384,9 @@ pub enum ServerCommand {
     Cordon { name: String },
     /// Make a cordoned server allocatable again.
     Uncordon { name: String },
+    /// Approve a new agent key: the server's pinned key is removed, so its next agent boot
+    /// with a fresh /ipxe token pins its own (README "Security").
+    Rekey { name: String },
     /// Forget a server.
     Delete { name: String },
     /// Power through the server's BMC (IPMI or Redfish): on, off, cycle (powers on a server

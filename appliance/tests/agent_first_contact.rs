@@ -22,8 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appliance::agent::signer::{SignedClient, Signer};
-use appliance_rpc::admin::admin_client::AdminClient;
-use appliance_rpc::admin::{ServerActionKind, ServerActionRequest};
 use appliance_rpc::agent::agent_client::AgentClient;
 use appliance_rpc::agent::{self as pb};
 use serde_json::Value;
@@ -109,25 +107,13 @@ fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, want: &s
     }
 }
 
-async fn rekey(app: &Appliance, name: &str) {
-    let channel = tonic::transport::Endpoint::from_shared(app.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let token = format!("Bearer {}", app.token());
-    let mut admin = AdminClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
-        r.metadata_mut()
-            .insert("authorization", token.parse().unwrap());
-        Ok(r)
-    });
-    admin
-        .server_action(ServerActionRequest {
-            name: name.into(),
-            action: ServerActionKind::ServerActionRekey as i32,
-        })
-        .await
-        .unwrap();
+/// The operator's approval of a new key, through `appliance ctl`.
+fn rekey(app: &Appliance, name: &str) {
+    let out = app.ctl_ok(&["server", "rekey", name]);
+    assert_eq!(
+        out,
+        format!("server/{name} may pin a new agent key at its next boot\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,7 +310,7 @@ async fn the_pinned_key_signs_every_call_and_a_new_key_needs_an_operator_or_a_ne
 
     // The operator approves a new key: the next boot with a fresh token pins its key; the old
     // key is refused from then on.
-    rekey(&app, &a).await;
+    rekey(&app, &a);
     assert_eq!(pinned(&app, &a), None);
     second.create_server(create(hardware(1))).await.unwrap();
     let k3 = pinned(&app, &a).unwrap();

@@ -235,6 +235,9 @@ async fn server(args: &CtlArgs, command: &ServerCommand) -> Result<(), CtlError>
         ServerCommand::Uncordon { name } => {
             objects::server_action(args, name, objects::Action::Uncordon).await
         }
+        ServerCommand::Rekey { name } => {
+            objects::server_action(args, name, objects::Action::Rekey).await
+        }
         ServerCommand::Power { action, name } => power::power(args, name, *action).await,
         ServerCommand::Bootdev {
             device,

@@ -131,9 +131,11 @@ pub(super) enum Action {
     Accept,
     Cordon,
     Uncordon,
+    /// Approve a new agent key.
+    Rekey,
 }
 
-/// `ctl server accept|cordon|uncordon NAME`.
+/// `ctl server accept|cordon|uncordon|rekey NAME`.
 pub(super) async fn server_action(
     args: &CtlArgs,
     name: &str,
@@ -143,6 +145,10 @@ pub(super) async fn server_action(
         Action::Accept => (ServerActionKind::ServerActionAccept, "accepted"),
         Action::Cordon => (ServerActionKind::ServerActionCordon, "cordoned"),
         Action::Uncordon => (ServerActionKind::ServerActionUncordon, "uncordoned"),
+        Action::Rekey => (
+            ServerActionKind::ServerActionRekey,
+            "may pin a new agent key at its next boot",
+        ),
     };
     let mut client = connect(args).await?;
     client
