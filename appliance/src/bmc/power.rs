@@ -553,7 +553,11 @@ impl PowerControl {
     /// Reads the power state of every server with a BMC, concurrently (bounded by the
     /// gate). Returns how many were read successfully.
     pub async fn poll_once(&self) -> usize {
-        let servers = match self.inner.store.list(Kind::Server) {
+        let with_bmc = self.inner.store.scan(Kind::Server, |s| match s.object {
+            Object::Server(s) if s.spec.bmc.is_some() => Some(s),
+            _ => None,
+        });
+        let servers = match with_bmc {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "power poll: cannot list servers");
@@ -562,12 +566,6 @@ impl PowerControl {
         };
         let mut tasks = tokio::task::JoinSet::new();
         for s in servers {
-            let Object::Server(s) = s.object else {
-                continue;
-            };
-            if s.spec.bmc.is_none() {
-                continue;
-            }
             let this = self.clone();
             tasks.spawn(async move { this.status_of(&s).await.is_ok() });
         }

@@ -59,12 +59,11 @@ impl ClassIndex {
             }
         }
         self.members.clear();
-        for s in store.list(Kind::Server)? {
-            if let Object::Server(server) = s.object {
-                let v = self.evaluate(&server);
-                self.members.insert(server.metadata.name.clone(), v);
-            }
-        }
+        let members = store.scan(Kind::Server, |s| match s.object {
+            Object::Server(server) => Some((server.metadata.name.clone(), self.evaluate(&server))),
+            _ => None,
+        })?;
+        self.members.extend(members);
         Ok(())
     }
 

@@ -431,16 +431,12 @@ impl ReconcileTask {
         // Servers the box was waiting for before a restart get a fresh timer.
         let store = self.lc.store().clone();
         let waiting = tokio::task::spawn_blocking(move || -> Result<Vec<String>, StoreError> {
-            Ok(store
-                .list(Kind::Server)?
-                .into_iter()
-                .filter_map(|s| match s.object {
-                    Object::Server(srv) if apply::server_state(&srv).phase.awaits_reboot() => {
-                        Some(srv.metadata.name)
-                    }
-                    _ => None,
-                })
-                .collect())
+            store.scan(Kind::Server, |s| match s.object {
+                Object::Server(srv) if apply::server_state(&srv).phase.awaits_reboot() => {
+                    Some(srv.metadata.name)
+                }
+                _ => None,
+            })
         })
         .await
         .map_err(|e| LifecycleError::Internal(e.to_string()))??;
