@@ -167,6 +167,7 @@ fn boot_context(
     data_dir: &Path,
     store: Store,
     admin_token: Arc<str>,
+    timeline: crate::timeline::Recorder,
 ) -> BootContext {
     let listen = config.http.listen;
     let fallback_endpoint = if listen.ip().is_unspecified() {
@@ -187,6 +188,7 @@ fn boot_context(
         downloads: config.boot.download_assets,
         siderolink_server: None,
         first_contact: Arc::new(crate::api::first_contact::FirstContact::new(&config.agent)),
+        timeline,
     }
 }
 
@@ -259,10 +261,21 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // DHCP: a failure to start (no privileges, no interface) is reported with the other
     // skipped services and the rest keeps serving.
     let metrics = Arc::new(Metrics::default());
+    // The boot timeline: every room that sees a boot step records into it without waiting;
+    // its writer stops after the listener drained, so late events are still stored.
+    let (timeline, timeline_writer) = crate::timeline::new(
+        store.clone(),
+        config.timeline.events_per_server,
+        metrics.timeline.clone(),
+        Arc::new(crate::clock::unix_ms),
+    );
+    let (stop_timeline, timeline_stopped) = watch::channel(false);
+    let timeline_task = tokio::spawn(timeline_writer.run(timeline_stopped));
     let mut dhcp_running = false;
     match crate::net::dhcp::start(&config, store.clone(), metrics.dhcp.clone()).await {
-        Ok(crate::net::dhcp::DhcpStatus::Running(dhcp)) => {
+        Ok(crate::net::dhcp::DhcpStatus::Running(mut dhcp)) => {
             dhcp_running = true;
+            dhcp.record_to(timeline.clone());
             let interfaces = dhcp.interfaces.clone();
             tasks.push(("dhcp", tokio::spawn(dhcp.run(shutdown.clone()))));
             if config.dhcp.probe_interval_secs > 0 {
@@ -298,7 +311,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             .await
         {
             // The TFTP task ends once its running transfers end.
-            Ok(server) => tasks.push(("tftp", tokio::spawn(server.run(shutdown.clone())))),
+            Ok(mut server) => {
+                server.record_to(timeline.clone());
+                tasks.push(("tftp", tokio::spawn(server.run(shutdown.clone()))));
+            }
             Err(e) if e.source.kind() == std::io::ErrorKind::PermissionDenied && !is_root() => {
                 skipped.push(format!(
                     "TFTP (udp {}) not started: binding needs privileges",
@@ -420,6 +436,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             lifecycle.clone(),
             logbook.clone(),
             metrics.siderolink.clone(),
+            timeline.clone(),
             shutdown.clone(),
         )
         .await
@@ -434,7 +451,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         None
     };
     let ready = Arc::new(AtomicBool::new(false));
-    let mut boot = boot_context(&config, &data_dir, store.clone(), admin_token.clone());
+    let mut boot = boot_context(
+        &config,
+        &data_dir,
+        store.clone(),
+        admin_token.clone(),
+        timeline.clone(),
+    );
     boot.siderolink_server = siderolink.as_ref().map(|s| s.server_address);
     let boot = Arc::new(boot);
     let open_connections = metrics.http_connections.clone();
@@ -549,6 +572,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         if let Err(e) = task.await {
             tracing::warn!(task = name, error = %e, "task ended abnormally");
         }
+    }
+    // Last: what the other tasks recorded until they ended is stored.
+    let _ = stop_timeline.send(true);
+    if let Err(e) = timeline_task.await {
+        tracing::warn!(task = "timeline", error = %e, "task ended abnormally");
     }
     served
 }

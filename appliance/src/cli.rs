@@ -459,6 +459,15 @@ pub enum ServerCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = LinesFormat::Text)]
         output: LinesFormat,
     },
+    /// The server's boot timeline: DHCP offer/ack, TFTP file, /boot.ipxe, the /ipxe
+    /// decision, kernel/initrd fetch (bytes, duration), registration, wipe, SideroLink up,
+    /// config fetched, install done, boot from disk, each with its time and outcome, in the
+    /// order they began; then the time to registered / installed. -o json: one object.
+    Timeline {
+        name: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = LinesFormat::Text)]
+        output: LinesFormat,
+    },
     /// Lifecycle events of a server (or of all servers), oldest first.
     Events {
         name: Option<String>,

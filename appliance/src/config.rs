@@ -35,6 +35,7 @@ pub struct Config {
     pub update: UpdateConfig,
     pub admin_tls: AdminTlsConfig,
     pub agent: AgentConfig,
+    pub timeline: TimelineConfig,
 }
 
 /// How the agent API trusts an agent's first contact (`api/first_contact.rs`).
@@ -57,6 +58,14 @@ pub struct AgentConfig {
 pub enum FirstContactMode {
     Token,
     SideroCompatible,
+}
+
+/// The boot timeline (`timeline/`): what the box saw of each server's boots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineConfig {
+    /// Events kept per server (a ring in the store: older ones are dropped).
+    pub events_per_server: usize,
 }
 
 /// The mTLS admin port (`http/tls.rs`): the admin gRPC services for holders of a client

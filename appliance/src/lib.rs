@@ -23,6 +23,7 @@ pub mod secrets;
 pub mod siderolink;
 pub mod site;
 pub mod store;
+pub mod timeline;
 pub mod update;
 
 /// Writes command output to stdout. Unlike `print!`, a failed write is returned instead of

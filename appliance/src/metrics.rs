@@ -36,6 +36,12 @@ pub fn seconds_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.0005, 2.0, 17)
 }
 
+/// Buckets for provisioning times in seconds, 1 s to ~68 min by doubling (time to
+/// registered, time to installed).
+pub fn boot_seconds_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(1.0, 2.0, 13)
+}
+
 /// A family of metrics under one name with a fixed, ordered label set: one sample per
 /// label set, in the given order.
 #[derive(Debug, Clone)]

@@ -44,6 +44,7 @@ async fn start(default_method: BootFromDiskMethod) -> Box_ {
         first_contact: Arc::new(appliance::api::first_contact::FirstContact::new(
             &appliance::config::Config::default().agent,
         )),
+        timeline: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -62,6 +62,8 @@ use crate::reconcile::lifecycle::{self, Event, Instruction, Phase};
 use crate::reconcile::task::DiskProgress;
 use crate::reconcile::{Lifecycle, LifecycleError};
 use crate::store::StoreError;
+use crate::timeline::Recorder;
+use crate::timeline::event::{Outcome, Step, Who};
 
 /// Longest string accepted in any agent field.
 const MAX_STR: usize = 1024;
@@ -175,6 +177,8 @@ pub struct AgentService {
     limiter: Arc<Mutex<RegistrationLimiter<RandomState>>>,
     /// The limiter's clock starts here (monotonic).
     epoch: Instant,
+    /// The boot timeline: registrations and wipes.
+    timeline: Recorder,
 }
 
 /// The caller's address: tonic's own transport sets `TcpConnectInfo`, the shared :8081
@@ -225,19 +229,7 @@ pub fn lease_check(
 
 /// The MACs of a server's NICs in its stored hardware.
 fn server_macs(server: &Server) -> Vec<[u8; 6]> {
-    server
-        .spec
-        .hardware
-        .as_ref()
-        .and_then(|h| h.network.as_ref())
-        .map(|n| {
-            n.interfaces
-                .iter()
-                .filter_map(|i| i.mac.as_deref()?.parse::<MacAddr>().ok())
-                .map(|m| m.0)
-                .collect()
-        })
-        .unwrap_or_default()
+    server.spec.nic_macs().into_iter().map(|m| m.0).collect()
 }
 
 /// Whether two BMC endpoints name the same host (IP addresses compared as addresses).
@@ -265,7 +257,14 @@ impl AgentService {
                 RandomState::new(),
             ))),
             epoch: clock::now(),
+            timeline: Recorder::off(),
         }
+    }
+
+    /// Records registrations and wipes in the boot timeline (`crate::timeline`).
+    pub fn recording(mut self, timeline: Recorder) -> Self {
+        self.timeline = timeline;
+        self
     }
 
     async fn find(&self, name: &str) -> Result<Option<Server>, Status> {
@@ -927,6 +926,22 @@ impl Agent for AgentService {
         if let Some(j) = junk {
             tracing::warn!(server = %name, %uuid, reason = j.as_str(), "SMBIOS UUID not unique to this machine: registered under its MAC and baseboard serial");
         }
+        self.timeline.record(
+            Who {
+                server: Some(name.clone()),
+                ip: Some(caller),
+                nics: Some(r.server.spec.nic_macs()),
+                ..Default::default()
+            },
+            Step::Registered,
+            Outcome::Ok,
+            format!(
+                "{} server, {}{}",
+                if r.created { "new" } else { "known" },
+                state.phase,
+                if resp.wipe { "; told to wipe" } else { "" }
+            ),
+        );
         Ok(Response::new(resp))
     }
 
@@ -951,10 +966,25 @@ impl Agent for AgentService {
             Ok(pb::WipeMode::Fast) => "fast wipe",
             _ => "wipe",
         };
-        self.lc
+        let fired = self
+            .lc
             .fire(&uuid, Event::Wiped, &format!("agent reported {mode} done"))
-            .await
-            .map_err(lifecycle_status)?;
+            .await;
+        self.timeline.record(
+            Who {
+                server: Some(uuid.clone()),
+                ip: Some(caller),
+                ..Default::default()
+            },
+            Step::Wiped,
+            if fired.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            },
+            mode,
+        );
+        fired.map_err(lifecycle_status)?;
         Ok(Response::new(MarkServerAsWipedResponse {}))
     }
 

@@ -1,11 +1,12 @@
 //! The observe gRPC service (`appliance.observe.v1.Observe`), behind the admin token: a
 //! server's Talos log lines from the SideroLink log book, read once or followed
-//! (server-streaming; the client's hang-up ends the stream).
+//! (server-streaming; the client's hang-up ends the stream), and its boot timeline
+//! (`crate::timeline`).
 
 use std::pin::Pin;
 
 use appliance_rpc::observe::observe_server::Observe;
-use appliance_rpc::observe::{LogLine, LogsRequest};
+use appliance_rpc::observe::{LogLine, LogsRequest, TimelineEvent, TimelineReply, TimelineRequest};
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -40,6 +41,31 @@ pub fn to_wire(r: NodeLogRecord) -> LogLine {
         talos_time: r.talos_time.unwrap_or_default(),
         talos_level: r.talos_level.unwrap_or_default(),
         fields: r.fields.into_iter().collect(),
+    }
+}
+
+/// A server's timeline on the wire.
+pub fn timeline_to_wire(server: &str, v: crate::timeline::View) -> TimelineReply {
+    TimelineReply {
+        server: server.to_string(),
+        events: v
+            .records
+            .into_iter()
+            .map(|r| TimelineEvent {
+                seq: r.seq,
+                time_unix_ms: r.time_ms,
+                step: r.step,
+                outcome: r.outcome,
+                detail: r.detail,
+                bytes: r.bytes,
+                duration_ms: r.duration_ms,
+                mac: r.mac.unwrap_or_default(),
+                ip: r.ip.unwrap_or_default(),
+            })
+            .collect(),
+        time_to_registered_ms: v.summary.time_to_registered_ms,
+        time_to_installed_ms: v.summary.time_to_installed_ms,
+        first_disk_boot_unix_ms: v.summary.first_disk_boot_ms,
     }
 }
 
@@ -92,5 +118,31 @@ impl Observe for ObserveService {
             ))
         };
         Ok(Response::new(stream))
+    }
+
+    async fn timeline(
+        &self,
+        req: Request<TimelineRequest>,
+    ) -> Result<Response<TimelineReply>, Status> {
+        let name = req.into_inner().server;
+        crate::model::meta::validate_name(&name)
+            .map_err(|e| Status::invalid_argument(format!("server: {e}")))?;
+        let store = self.logs.store().clone();
+        let n = name.clone();
+        let (known, view) = crate::store::blocking(move || {
+            Ok::<_, StoreError>((
+                store.get(Kind::Server, &n)?.is_some(),
+                crate::timeline::view(&store, &n)?,
+            ))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(store_status)?;
+        if !known && view.records.is_empty() {
+            return Err(Status::not_found(format!(
+                "no server `{name}` and no timeline of it"
+            )));
+        }
+        Ok(Response::new(timeline_to_wire(&name, view)))
     }
 }

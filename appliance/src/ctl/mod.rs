@@ -4,7 +4,7 @@
 //! [`run`] is the one dispatch (exhaustive over `cli::CtlCommand`); each file is the client
 //! of one service: `objects` (Admin: status, apply, get/watch, delete, server
 //! list/get/delete/accept/cordon/uncordon), `lifecycle` (allocate, release, server
-//! wipe/events), `power` (server power/bootdev/bmc), `logs` (Observe: server logs),
+//! wipe/events), `power` (server power/bootdev/bmc), `logs` (Observe: server logs), `timeline` (Observe: server timeline),
 //! `upload` (env upload, plain HTTP), `certs` (AdminCerts: bridge enroll/revoke) and
 //! `password` (ConsoleAdmin: admin set-password). This module holds what they share: the
 //! error, the token, the channel, the input reader and the stdout writers.
@@ -20,6 +20,7 @@ mod logs;
 mod objects;
 mod password;
 mod power;
+mod timeline;
 mod upload;
 
 pub use upload::UploadAssetError;
@@ -284,6 +285,7 @@ async fn server(args: &CtlArgs, command: &ServerCommand) -> Result<(), CtlError>
             tail,
             output,
         } => logs::logs(args, name, *follow, since.as_deref(), *tail, *output).await,
+        ServerCommand::Timeline { name, output } => timeline::timeline(args, name, *output).await,
     }
 }
 

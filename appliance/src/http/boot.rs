@@ -12,10 +12,11 @@
 //! Every request on these routes is logged as `HTTP <method> <path> <remote> -> <status>`:
 //! the path only, never the query string (it may carry tokens).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
@@ -37,6 +38,8 @@ use crate::protocol::first_contact::TOKEN_ARG;
 use crate::protocol::http_range::{self, RangeAnswer};
 use crate::protocol::ipxe::{self, EnvironmentBoot};
 use crate::store::{Store, StoreError};
+use crate::timeline::Recorder;
+use crate::timeline::event::{Outcome, Step, Who};
 
 /// What the boot routes need; built once in `app.rs`.
 #[derive(Debug)]
@@ -63,6 +66,8 @@ pub struct BootContext {
     pub maps: MappedFiles,
     /// Boot tokens for the agent (`[agent] first_contact`), shared with the agent API.
     pub first_contact: Arc<crate::api::first_contact::FirstContact>,
+    /// The boot timeline: `/boot.ipxe`, `/ipxe` decisions and kernel/initrd fetches.
+    pub timeline: Recorder,
 }
 
 /// Read-only memory maps of Environment asset files, one per file version (device, inode,
@@ -172,6 +177,14 @@ async fn log_request(req: Request, next: Next) -> Response {
     resp
 }
 
+/// The HTTP peer's address (an IPv4-mapped IPv6 one as IPv4).
+fn peer_ip(conn: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<IpAddr> {
+    conn.map(|Extension(ConnectInfo(a))| match a.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        ip => ip,
+    })
+}
+
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (
         status,
@@ -181,7 +194,20 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn boot_ipxe(State(ctx): State<Arc<BootContext>>, headers: HeaderMap) -> Response {
+async fn boot_ipxe(
+    State(ctx): State<Arc<BootContext>>,
+    headers: HeaderMap,
+    conn: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
+    ctx.timeline.record(
+        Who {
+            ip: peer_ip(conn),
+            ..Default::default()
+        },
+        Step::BootScript,
+        Outcome::Ok,
+        "",
+    );
     // Absolute, as Sidero: the script's `dhcp` makes iPXE reset its working URI to
     // tftp://<next-server>/ when a DHCP server sets next-server (the site's server beside
     // us in proxy mode), and a relative /ipxe would then go there (found by qemu-tests).
@@ -275,10 +301,71 @@ fn env_script(name: &str, args: &[String]) -> Response {
     }
 }
 
+/// What the timeline learns of one `/ipxe` request.
+struct IpxeNote {
+    /// The uuid when it names a stored Server.
+    server: Option<String>,
+    step: Step,
+    detail: String,
+}
+
 async fn ipxe(
     State(ctx): State<Arc<BootContext>>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
+    conn: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
+    let mac = query
+        .iter()
+        .find(|(k, _)| k == "mac")
+        .and_then(|(_, v)| v.parse::<MacAddr>().ok());
+    let mut note = IpxeNote {
+        server: None,
+        step: Step::Ipxe,
+        detail: String::new(),
+    };
+    let resp = ipxe_answer(&ctx, &query, &headers, &mut note).await;
+    let status = resp.status();
+    let outcome = if status.is_success() {
+        Outcome::Ok
+    } else if status.is_server_error() {
+        Outcome::Failed
+    } else {
+        Outcome::Refused
+    };
+    ctx.timeline.record(
+        Who {
+            server: note.server,
+            mac,
+            ip: peer_ip(conn),
+            ..Default::default()
+        },
+        note.step,
+        outcome,
+        note.detail,
+    );
+    resp
+}
+
+/// The `/ipxe` answer; `note` says what it decided (or why it refused).
+async fn ipxe_answer(
+    ctx: &BootContext,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    note: &mut IpxeNote,
+) -> Response {
+    let resp = ipxe_decide(ctx, query, headers, note).await;
+    if !resp.status().is_success() && note.detail.is_empty() {
+        note.detail = format!("answered {}", resp.status().as_u16());
+    }
+    resp
+}
+
+async fn ipxe_decide(
+    ctx: &BootContext,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    note: &mut IpxeNote,
 ) -> Response {
     let first = |k: &str| {
         query
@@ -291,7 +378,7 @@ async fn ipxe(
     let arch = Arch::from_query(first("arch"));
     let mac_addr = first("mac").parse::<MacAddr>().ok();
     let mac = mac_addr.map(|m| m.to_string());
-    let endpoint = endpoint(&ctx, &headers);
+    let endpoint = endpoint(ctx, headers);
 
     let store = ctx.store.clone();
     let uuid2 = uuid.clone();
@@ -306,10 +393,15 @@ async fn ipxe(
             );
         }
     };
+    if found.server.is_some() {
+        note.server = Some(uuid.clone());
+    }
     let plan = decide(&found, arch, ctx.default_method);
     tracing::info!(uuid = %uuid, mac = mac.as_deref().unwrap_or("-"), plan = ?plan, "boot decision");
     let env_name = match plan {
         BootPlan::Disk { method, .. } => {
+            note.step = Step::DiskBoot;
+            note.detail = format!("boot from disk ({method:?})");
             let r = ipxe::boot_from_disk(method);
             return text(
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
@@ -319,6 +411,7 @@ async fn ipxe(
         BootPlan::Agent { arch, .. } => arch.agent_environment().to_string(),
         BootPlan::Environment { name, .. } => name,
     };
+    note.detail = format!("environment {env_name}");
     if is_agent_environment(&env_name) {
         let missing: Vec<String> = Asset::ALL
             .iter()
@@ -326,6 +419,7 @@ async fn ipxe(
             .map(|a| ctx.dirs.file(&env_name, *a).display().to_string())
             .collect();
         if !missing.is_empty() {
+            note.detail = format!("environment {env_name}: agent files missing");
             return not_ready(
                 &env_name,
                 &format!(
@@ -366,6 +460,7 @@ async fn ipxe(
             }
         },
         Ok(Ok(None)) => {
+            note.detail = format!("environment {env_name} not found");
             return text(
                 StatusCode::NOT_FOUND,
                 format!("environment \"{env_name}\" not found\n"),
@@ -382,6 +477,7 @@ async fn ipxe(
     let spec = EnvSpec::from_environment(&env);
     let conds = assets::conditions(&env);
     if let Err(reason) = assets::readiness(&spec, &conds, |a| ctx.dirs.present(&env_name, a)) {
+        note.detail = format!("environment {env_name} not ready: {reason}");
         let hint = if ctx.downloads {
             ""
         } else {
@@ -413,7 +509,7 @@ async fn tftp_file(
         }
     };
     match ctx.tftp.resolve_async(rel).await {
-        Ok(full) => serve_file(&full, &method, &headers, FileBody::Read).await,
+        Ok(full) => serve_file(&full, &method, &headers, FileBody::Read, None).await,
         Err(RootError::NotFound | RootError::NotRegular) => {
             text(StatusCode::NOT_FOUND, "not found\n")
         }
@@ -433,6 +529,7 @@ async fn env_file(
     UrlPath((name, file)): UrlPath<(String, String)>,
     method: Method,
     headers: HeaderMap,
+    conn: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
     if !is_agent_environment(&name) && validate_name(&name).is_err() {
         return text(
@@ -454,7 +551,134 @@ async fn env_file(
     } else {
         FileBody::Read
     };
-    serve_file(&path, &method, &headers, body).await
+    let meter = Meter {
+        timeline: ctx.timeline.clone(),
+        who: Who {
+            ip: peer_ip(conn),
+            ..Default::default()
+        },
+        step: match asset {
+            Asset::Kernel => Step::Kernel,
+            Asset::Initrd => Step::Initrd,
+        },
+        detail: format!("{name}/{file}"),
+        began_ms: ctx.timeline.now_ms(),
+        began: crate::clock::now(),
+    };
+    let resp = serve_file(&path, &method, &headers, body, Some(meter.clone())).await;
+    if !resp.status().is_success() && method != Method::HEAD {
+        meter.timeline.record(
+            meter.who,
+            meter.step,
+            Outcome::Refused,
+            format!("{}: answered {}", meter.detail, resp.status().as_u16()),
+        );
+    }
+    resp
+}
+
+/// Measures one asset download for the boot timeline: bytes handed to the connection and
+/// the time until the last of them (or until the client went away).
+#[derive(Clone)]
+pub struct Meter {
+    timeline: Recorder,
+    who: Who,
+    step: Step,
+    detail: String,
+    began_ms: u64,
+    began: std::time::Instant,
+}
+
+/// Frames handed to hyper at most this big, so the body ends about when its bytes went
+/// out (hyper asks for the next frame once it has written the last), not when one huge
+/// mapped buffer was queued.
+const METER_FRAME: usize = 1 << 20;
+
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send>>;
+
+/// A body stream that reports its download to the timeline when it ends or is dropped.
+struct Metered {
+    inner: ByteStream,
+    pending: Option<axum::body::Bytes>,
+    sent: u64,
+    expected: u64,
+    meter: Option<Meter>,
+}
+
+impl Metered {
+    fn finish(&mut self) {
+        let Some(m) = self.meter.take() else { return };
+        let (outcome, detail) = if self.sent == self.expected {
+            (Outcome::Ok, m.detail)
+        } else {
+            (
+                Outcome::Failed,
+                format!(
+                    "{}: client went away after {} of {} bytes",
+                    m.detail, self.sent, self.expected
+                ),
+            )
+        };
+        m.timeline.transfer(
+            m.began_ms,
+            m.who,
+            m.step,
+            outcome,
+            detail,
+            self.sent,
+            m.began.elapsed(),
+        );
+    }
+}
+
+impl futures_util::Stream for Metered {
+    type Item = std::io::Result<axum::body::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let next = match this.pending.take() {
+            Some(b) => b,
+            None => match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(b))) => b,
+                Poll::Ready(None) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                other => return other,
+            },
+        };
+        let mut chunk = next;
+        if chunk.len() > METER_FRAME {
+            this.pending = Some(chunk.split_off(METER_FRAME));
+        }
+        this.sent += chunk.len() as u64;
+        Poll::Ready(Some(Ok(chunk)))
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The response body: measured when a meter is given.
+fn body_of(stream: ByteStream, expected: u64, meter: Option<Meter>) -> Body {
+    match meter {
+        Some(meter) => Body::from_stream(Metered {
+            inner: stream,
+            pending: None,
+            sent: 0,
+            expected,
+            meter: Some(meter),
+        }),
+        None => Body::from_stream(stream),
+    }
 }
 
 /// Bytes per read while streaming a file.
@@ -477,6 +701,7 @@ pub async fn serve_file(
     method: &Method,
     headers: &HeaderMap,
     body: FileBody<'_>,
+    meter: Option<Meter>,
 ) -> Response {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
@@ -537,8 +762,17 @@ pub async fn serve_file(
                 // Both ends were checked against `len` by `http_range::answer`.
                 let (from, to) = (start as usize, (start + count) as usize);
                 if to <= map.len() {
+                    let bytes = map.slice(from..to);
+                    let body = match meter {
+                        Some(m) => body_of(
+                            Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
+                            count,
+                            Some(m),
+                        ),
+                        None => Body::from(bytes),
+                    };
                     return builder
-                        .body(Body::from(map.slice(from..to)))
+                        .body(body)
                         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
                 }
             }
@@ -558,7 +792,7 @@ pub async fn serve_file(
     use tokio::io::AsyncReadExt;
     let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), CHUNK);
     builder
-        .body(Body::from_stream(stream))
+        .body(body_of(Box::pin(stream), count, meter))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 

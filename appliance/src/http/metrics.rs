@@ -30,6 +30,8 @@ pub struct Metrics {
     pub siderolink: Arc<SideroLinkStats>,
     /// Rogue DHCP detection (`net::dhcp_probe`).
     pub rogue_dhcp: Arc<crate::net::dhcp_probe::RogueWatch>,
+    /// The boot timeline's counters and provisioning histograms.
+    pub timeline: Arc<crate::timeline::Stats>,
 }
 
 /// Every metric of the box that lives in memory, in `/metrics` order.
@@ -61,6 +63,7 @@ pub fn registry(m: &Metrics, login: &LoginStats) -> Registry {
     m.agent.register(&mut r);
     login.register(&mut r);
     m.siderolink.register(&mut r);
+    m.timeline.register(&mut r);
     r
 }
 
@@ -119,6 +122,8 @@ mod tests {
         m.siderolink.rx_bytes.inc_by(148);
         m.siderolink.spoofed.inc_by(2);
         m.siderolink.log_lines_stored.inc_by(5);
+        m.timeline.stored.inc_by(7);
+        m.timeline.to_registered.observe(3.0);
         crate::metrics::high_water(&login.max_concurrent, 2);
         let mut out = String::new();
         crate::metrics::encode(&registry(&m, &login), &mut out);
@@ -235,6 +240,46 @@ appliance_siderolink_log_lines_total{{result="decoded"}} 0
 appliance_siderolink_log_lines_total{{result="refused"}} 0
 appliance_siderolink_log_lines_total{{result="stored"}} 5
 appliance_siderolink_log_lines_total{{result="dropped"}} 0
+# HELP appliance_timeline_events_total Boot timeline events: stored, dropped (queue full or store failure).
+# TYPE appliance_timeline_events_total counter
+appliance_timeline_events_total{{result="stored"}} 7
+appliance_timeline_events_total{{result="dropped"}} 0
+# HELP appliance_time_to_registered_seconds From the start of a server's PXE boot to its agent's registration.
+# TYPE appliance_time_to_registered_seconds histogram
+appliance_time_to_registered_seconds_bucket{{le="1"}} 0
+appliance_time_to_registered_seconds_bucket{{le="2"}} 0
+appliance_time_to_registered_seconds_bucket{{le="4"}} 1
+appliance_time_to_registered_seconds_bucket{{le="8"}} 1
+appliance_time_to_registered_seconds_bucket{{le="16"}} 1
+appliance_time_to_registered_seconds_bucket{{le="32"}} 1
+appliance_time_to_registered_seconds_bucket{{le="64"}} 1
+appliance_time_to_registered_seconds_bucket{{le="128"}} 1
+appliance_time_to_registered_seconds_bucket{{le="256"}} 1
+appliance_time_to_registered_seconds_bucket{{le="512"}} 1
+appliance_time_to_registered_seconds_bucket{{le="1024"}} 1
+appliance_time_to_registered_seconds_bucket{{le="2048"}} 1
+appliance_time_to_registered_seconds_bucket{{le="4096"}} 1
+appliance_time_to_registered_seconds_bucket{{le="+Inf"}} 1
+appliance_time_to_registered_seconds_sum 3.0
+appliance_time_to_registered_seconds_count 1
+# HELP appliance_time_to_installed_seconds From the start of a server's install PXE boot to Talos reporting the install done.
+# TYPE appliance_time_to_installed_seconds histogram
+appliance_time_to_installed_seconds_bucket{{le="1"}} 0
+appliance_time_to_installed_seconds_bucket{{le="2"}} 0
+appliance_time_to_installed_seconds_bucket{{le="4"}} 0
+appliance_time_to_installed_seconds_bucket{{le="8"}} 0
+appliance_time_to_installed_seconds_bucket{{le="16"}} 0
+appliance_time_to_installed_seconds_bucket{{le="32"}} 0
+appliance_time_to_installed_seconds_bucket{{le="64"}} 0
+appliance_time_to_installed_seconds_bucket{{le="128"}} 0
+appliance_time_to_installed_seconds_bucket{{le="256"}} 0
+appliance_time_to_installed_seconds_bucket{{le="512"}} 0
+appliance_time_to_installed_seconds_bucket{{le="1024"}} 0
+appliance_time_to_installed_seconds_bucket{{le="2048"}} 0
+appliance_time_to_installed_seconds_bucket{{le="4096"}} 0
+appliance_time_to_installed_seconds_bucket{{le="+Inf"}} 0
+appliance_time_to_installed_seconds_sum 0.0
+appliance_time_to_installed_seconds_count 0
 # HELP appliance_store_objects Stored objects by kind.
 # TYPE appliance_store_objects gauge
 appliance_store_objects{{kind="Server"}} 4

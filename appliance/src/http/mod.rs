@@ -92,18 +92,22 @@ pub fn router(
     let auth = admin_auth(admin_token, state.metrics.clone());
     let console_admin = crate::api::console::ConsoleAdminService::new(state.console.clone());
     let boot_routes = boot::routes(state.boot.clone());
+    let timeline = state.boot.timeline.clone();
     let console = console::router(state.console.clone());
     let grpc = Routes::new(AdminServer::with_interceptor(admin, auth.clone()))
         .add_service(ConsoleAdminServer::with_interceptor(
             console_admin,
             auth.clone(),
         ))
-        .add_service(AgentServer::new(crate::api::agent::AgentService::new(
-            lifecycle.clone(),
-            state.metrics.agent.clone(),
-            agent_policy,
-            state.boot.first_contact.clone(),
-        )))
+        .add_service(AgentServer::new(
+            crate::api::agent::AgentService::new(
+                lifecycle.clone(),
+                state.metrics.agent.clone(),
+                agent_policy,
+                state.boot.first_contact.clone(),
+            )
+            .recording(state.boot.timeline.clone()),
+        ))
         .add_service(LifecycleServer::with_interceptor(
             crate::api::lifecycle::LifecycleService::new(lifecycle.clone()),
             auth.clone(),
@@ -139,7 +143,7 @@ pub fn router(
         .with_state(state)
         .merge(boot_routes)
         .merge(console)
-        .merge(crate::metadata::router(lifecycle.store().clone()))
+        .merge(crate::metadata::router(lifecycle.store().clone(), timeline))
         .merge(grpc)
         .fallback(unknown_path)
 }

@@ -6,16 +6,20 @@
 pub mod patch;
 pub mod strategic;
 
-use axum::Router;
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::{Kind, Object, Server, ServerClass};
 use crate::store::{AllocationRecord, Store, StoreError};
+use crate::timeline::Recorder;
+use crate::timeline::event::{Outcome, Step, Who};
 
 /// The label Sidero adds to the kubelet so the node can be matched to its Server.
 pub const UUID_LABEL: &str = "metal.sidero.dev/uuid";
@@ -228,19 +232,49 @@ struct ConfigQuery {
     uuid: Option<String>,
 }
 
-async fn configdata(State(store): State<Store>, Query(q): Query<ConfigQuery>) -> Response {
+async fn configdata(
+    State((store, timeline)): State<(Store, Recorder)>,
+    Query(q): Query<ConfigQuery>,
+    conn: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
     let uuid = q.uuid.unwrap_or_default();
+    let name = uuid.clone();
     let result = tokio::task::spawn_blocking(move || config_for(&store, &uuid)).await;
+    // The timeline of a stored server: the config it got, or why not.
+    let who = || Who {
+        server: Some(name.trim().to_ascii_lowercase()),
+        ip: conn.as_ref().map(|Extension(ConnectInfo(a))| a.ip()),
+        ..Default::default()
+    };
     match result {
-        Ok(Ok(yaml)) => (
-            [(axum::http::header::CONTENT_TYPE, "application/yaml")],
-            yaml,
-        )
-            .into_response(),
+        Ok(Ok(yaml)) => {
+            timeline.record(
+                who(),
+                Step::ConfigFetched,
+                Outcome::Ok,
+                format!("{} bytes", yaml.len()),
+            );
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+                yaml,
+            )
+                .into_response()
+        }
         Ok(Err(e)) => {
             let status = e.status();
             if status.is_server_error() {
                 tracing::warn!(error = %crate::error_chain(&e), "metadata: cannot serve config");
+            }
+            if !matches!(
+                e,
+                RenderConfigError::NoUuid | RenderConfigError::UnknownServer(_)
+            ) {
+                timeline.record(
+                    who(),
+                    Step::ConfigFetched,
+                    Outcome::Refused,
+                    crate::error_chain(&e),
+                );
             }
             (status, format!("{}\n", crate::error_chain(&e))).into_response()
         }
@@ -248,11 +282,11 @@ async fn configdata(State(store): State<Store>, Query(q): Query<ConfigQuery>) ->
     }
 }
 
-/// `GET /configdata?uuid=<uuid>`.
-pub fn router(store: Store) -> Router {
+/// `GET /configdata?uuid=<uuid>`; fetches are recorded in the boot timeline.
+pub fn router(store: Store, timeline: Recorder) -> Router {
     Router::new()
         .route("/configdata", get(configdata))
-        .with_state(store)
+        .with_state((store, timeline))
 }
 
 #[cfg(test)]

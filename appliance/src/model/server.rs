@@ -16,6 +16,22 @@ use super::validate::{Check, FieldError};
 
 pub type Server = Resource<ServerSpec, ServerStatus>;
 
+impl ServerSpec {
+    /// The MACs of the server's NICs in its hardware inventory (unparsable ones skipped).
+    pub fn nic_macs(&self) -> Vec<super::mac::MacAddr> {
+        self.hardware
+            .as_ref()
+            .and_then(|h| h.network.as_ref())
+            .map(|n| {
+                n.interfaces
+                    .iter()
+                    .filter_map(|i| i.mac.as_deref()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerSpec {

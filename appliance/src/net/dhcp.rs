@@ -29,7 +29,7 @@
 //! May touch: sockets (UDP and `net::packet`), the clock,
 //! `Store::{dhcp_leases, commit_lease_changes}`.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,10 +48,12 @@ use crate::net::iface::{self, Interface};
 use crate::net::packet::PacketSocket;
 use crate::net::tftp_root::TftpRoot;
 use crate::protocol::dhcp::{
-    BootConfig, Destination, DhcpServer, DropReason, LeaseChange, Mode, Pool, Port, Reservation,
-    ServerConfig, ServerConfigError, arch_name, link,
+    BootConfig, Destination, DhcpServer, DropReason, LeaseChange, Mode, Pool, Port, Reply,
+    Reservation, ServerConfig, ServerConfigError, arch_name, link,
 };
 use crate::store::{Store, StoreError};
+use crate::timeline::Recorder;
+use crate::timeline::event::{Outcome, Step, Who};
 
 /// Largest batch of requests committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -279,9 +281,15 @@ pub struct DhcpService {
     ports: Ports,
     store: Store,
     counters: Arc<DhcpCounters>,
+    timeline: Recorder,
 }
 
 impl DhcpService {
+    /// Records offers and acks in the boot timeline (`crate::timeline`).
+    pub fn record_to(&mut self, timeline: Recorder) {
+        self.timeline = timeline;
+    }
+
     /// Serves until `shutdown` turns true; returns once the commit thread committed what
     /// was queued and ended.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
@@ -307,6 +315,7 @@ impl DhcpService {
                 commits: tx.clone(),
                 ports: self.ports,
                 counters: self.counters.clone(),
+                timeline: self.timeline.clone(),
                 shutdown: shutdown.clone(),
             }));
         }
@@ -599,6 +608,7 @@ pub async fn start(
         },
         store,
         counters,
+        timeline: Recorder::off(),
     })))
 }
 
@@ -610,6 +620,7 @@ struct Receiver {
     commits: mpsc::SyncSender<Pending>,
     ports: Ports,
     counters: Arc<DhcpCounters>,
+    timeline: Recorder,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -685,6 +696,9 @@ async fn receive_loop(r: Receiver) {
                 arch_name(arch)
             );
         }
+        if let Some(rep) = &decision.reply {
+            timeline_reply(&r.timeline, rep, src, decision.no_boot_file);
+        }
         let reply = decision.reply.map(|rep| {
             r.counters.replied(rep.msg_type);
             tracing::debug!(%src, msg = ?rep.msg_type, yiaddr = %rep.yiaddr, to = ?rep.to, "dhcp: reply");
@@ -711,6 +725,46 @@ async fn receive_loop(r: Receiver) {
             tracing::debug!(%src, "dhcp: commit queue full, request dropped");
         }
     }
+}
+
+/// An OFFER or ACK in the boot timeline, under the client's MAC (and, for an ACK, the
+/// address it now holds, which attributes its TFTP and HTTP requests).
+fn timeline_reply(t: &Recorder, rep: &Reply, src: SocketAddrV4, no_boot_file: Option<u16>) {
+    let step = match rep.msg_type {
+        MessageType::Offer => Step::DhcpOffer,
+        MessageType::Ack => Step::DhcpAck,
+        _ => return,
+    };
+    let ip = if !rep.yiaddr.is_unspecified() {
+        Some(rep.yiaddr)
+    } else if !src.ip().is_unspecified() {
+        Some(*src.ip())
+    } else {
+        None
+    };
+    let who = Who {
+        mac: rep.client.map(MacAddr),
+        ip: (step == Step::DhcpAck)
+            .then_some(ip)
+            .flatten()
+            .map(IpAddr::V4),
+        ..Default::default()
+    };
+    let addr = ip
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "boot info".into());
+    let (outcome, detail) = match (no_boot_file, &rep.boot_file) {
+        (Some(arch), _) => (
+            Outcome::Refused,
+            format!(
+                "{addr}; no boot file for architecture {arch} ({})",
+                arch_name(arch)
+            ),
+        ),
+        (None, Some(f)) => (Outcome::Ok, format!("{addr}, boot file {f}")),
+        (None, None) => (Outcome::Ok, addr),
+    };
+    t.record(who, step, outcome, detail);
 }
 
 /// An ARP packet from the segment: an answer to a probe holds the address.

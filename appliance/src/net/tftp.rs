@@ -46,6 +46,8 @@ use crate::net::tftp_root::{RootError, TftpRoot};
 use crate::protocol::tftp::netascii::{self, Encoder};
 use crate::protocol::tftp::transfer::{self, Decision, Limits, ReadTransfer, Status, Transmit};
 use crate::protocol::tftp::wire::{self, ErrorCode, MAX_PACKET, Mode, RequestedOptions};
+use crate::timeline::Recorder;
+use crate::timeline::event::{Outcome, Step, Who};
 
 /// Everything the TFTP service needs, resolved from the config.
 #[derive(Debug, Clone)]
@@ -140,6 +142,7 @@ struct Ctx {
     cache: FileCache,
     active: Mutex<Active>,
     counters: Arc<TftpCounters>,
+    timeline: Recorder,
 }
 
 /// Running transfers by client.
@@ -206,8 +209,17 @@ impl TftpServer {
                 cache,
                 active: Mutex::default(),
                 counters,
+                timeline: Recorder::off(),
             }),
         })
+    }
+
+    /// Records each transfer (file, bytes, duration, outcome) in the boot timeline under
+    /// the client's address (`crate::timeline`). Call before `run`.
+    pub fn record_to(&mut self, timeline: Recorder) {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.timeline = timeline;
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -340,6 +352,15 @@ async fn serve_read(
     options: &RequestedOptions,
     shutdown: watch::Receiver<bool>,
 ) {
+    let began_ms = ctx.timeline.now_ms();
+    let began = clock::now();
+    let who = Who {
+        ip: Some(match peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            ip => ip,
+        }),
+        ..Default::default()
+    };
     let unspecified = match ctx.settings.listen.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -363,6 +384,12 @@ async fn serve_read(
 
     let refuse = |code, message: &str, error: &dyn std::fmt::Display| {
         ctx.counters.refused.inc();
+        ctx.timeline.record(
+            who.clone(),
+            Step::Tftp,
+            Outcome::Refused,
+            format!("{requested}: {message}"),
+        );
         tracing::warn!(%peer, file = %requested, error = %error, "TFTP request refused: {message}");
         let mut out = Vec::new();
         wire::encode_error(code, message, &mut out);
@@ -416,20 +443,37 @@ async fn serve_read(
     let options = options.clone();
     let requested = requested.to_string();
     let counters = ctx.counters.clone();
+    let timeline = ctx.timeline.clone();
+    let size = source.len();
     let run = move || {
         let netascii = mode == Mode::Netascii;
         let sent = run_transfer(
             &socket, &source, netascii, &options, &limits, &shutdown, peer, &requested,
         );
-        match sent {
+        let (outcome, bytes, detail) = match sent {
             Some(bytes) => {
                 counters.completed.inc();
                 counters.bytes_sent.inc_by(bytes);
+                (Outcome::Ok, bytes, requested)
             }
             None => {
                 counters.failed.inc();
+                (
+                    Outcome::Failed,
+                    0,
+                    format!("{requested}: transfer of {size} bytes not completed"),
+                )
             }
-        }
+        };
+        timeline.transfer(
+            began_ms,
+            who,
+            Step::Tftp,
+            outcome,
+            detail,
+            bytes,
+            began.elapsed(),
+        );
     };
     if let Err(e) = tokio::task::spawn_blocking(run).await {
         tracing::warn!(%peer, error = %e, "TFTP transfer thread failed");

@@ -28,6 +28,8 @@ use super::overlay::{Overlay, Received};
 use super::peers::PeerSpec;
 use super::stream::OverlayStream;
 use crate::metrics::{Counter, Gauge, Labeled, Registry};
+use crate::timeline::Recorder;
+use crate::timeline::event::{Outcome, Step, Who};
 
 /// Handshakes per second before the limiter answers with cookies (boringtun's default).
 pub const HANDSHAKE_LIMIT: u64 = 100;
@@ -141,6 +143,8 @@ struct Peer {
     spec: PeerSpec,
     tunn: Tunn,
     endpoint: Option<SocketAddr>,
+    /// Its first handshake is in the boot timeline.
+    up: bool,
 }
 
 /// The endpoint; `run` drives it until shutdown.
@@ -158,6 +162,7 @@ pub struct Endpoint {
     events_tx: mpsc::Sender<std::io::Result<OverlayStream>>,
     events_rx: Option<mpsc::Receiver<std::io::Result<OverlayStream>>>,
     buf: Vec<u8>,
+    timeline: Recorder,
 }
 
 impl Endpoint {
@@ -190,7 +195,13 @@ impl Endpoint {
             stats,
             logs: broadcast::channel(4096).0,
             buf: vec![0; MAX_DATAGRAM + 32],
+            timeline: Recorder::off(),
         }
+    }
+
+    /// Records each peer's first handshake ("SideroLink up") in the boot timeline.
+    pub fn record_to(&mut self, timeline: Recorder) {
+        self.timeline = timeline;
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -264,6 +275,7 @@ impl Endpoint {
                     spec: spec.clone(),
                     tunn,
                     endpoint: None,
+                    up: false,
                 },
             );
             tracing::info!(server = %spec.name, address = %spec.address, "SideroLink peer added");
@@ -390,6 +402,21 @@ impl Endpoint {
                 authentic = true;
                 if initiation {
                     self.stats.handshakes.inc();
+                    if !peer.up {
+                        peer.up = true;
+                        self.timeline.record(
+                            Who {
+                                server: Some(peer.spec.name.clone()),
+                                ..Default::default()
+                            },
+                            Step::SiderolinkUp,
+                            Outcome::Ok,
+                            format!(
+                                "handshake from {src}, overlay address {}",
+                                peer.spec.address
+                            ),
+                        );
+                    }
                 }
                 replies.push(p.to_vec());
                 // Flush packets queued while the handshake was pending.

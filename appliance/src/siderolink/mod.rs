@@ -80,13 +80,15 @@ pub fn advertised_endpoint(
 
 /// Loads (or creates) the identity, binds the WireGuard socket and returns the peer
 /// follower, the endpoint and the event sink's gRPC server as tasks for `app.rs` to spawn.
-/// Decoded log lines go to `logbook`; the endpoint counts into `stats` (`/metrics`).
+/// Decoded log lines go to `logbook`; the endpoint counts into `stats` (`/metrics`); first
+/// handshakes and installations go to the boot `timeline`.
 pub async fn start(
     config: &SideroLinkConfig,
     endpoint_addr: String,
     lifecycle: Lifecycle,
     logbook: logbook::LogBook,
     stats: Arc<endpoint::Stats>,
+    timeline: crate::timeline::Recorder,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Started, StartError> {
     let store = lifecycle.store().clone();
@@ -114,6 +116,7 @@ pub async fn start(
         u64::from_le_bytes(seed),
         stats.clone(),
     );
+    endpoint.record_to(timeline.clone());
     let logs = endpoint.log_sender();
     let log_lines = endpoint.subscribe_logs();
     let event_conns = endpoint
@@ -125,7 +128,7 @@ pub async fn start(
         .iter()
         .filter_map(|p| p.parse().ok())
         .collect();
-    let sink = sink::EventSink::new(lifecycle, peers_rx.clone(), negative);
+    let sink = sink::EventSink::new(lifecycle, peers_rx.clone(), negative).recording(timeline);
     let mut grpc_stop = shutdown.clone();
     let tasks = vec![
         (

@@ -33,6 +33,8 @@ use crate::protocol::siderolink::events::{
 use crate::reconcile::apply::{self, Outcome};
 use crate::reconcile::lifecycle::{Event, Phase};
 use crate::reconcile::{Lifecycle, LifecycleError};
+use crate::timeline::Recorder;
+use crate::timeline::event::{self as timeline_event, Step, Who};
 
 /// Event ids remembered per server (in memory and in the store).
 const IDS_PER_NODE: usize = 1024;
@@ -194,6 +196,8 @@ pub struct EventSink {
     /// Applied event ids per server name; loaded from the store on a server's first event
     /// after a start.
     seen: Arc<Mutex<HashMap<String, RecentIds>>>,
+    /// The boot timeline: the install done.
+    timeline: Recorder,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -249,7 +253,14 @@ impl EventSink {
             peers,
             negative: Arc::new(negative),
             seen: Arc::new(Mutex::new(HashMap::new())),
+            timeline: Recorder::off(),
         }
+    }
+
+    /// Records the installation in the boot timeline (`crate::timeline`).
+    pub fn recording(mut self, timeline: Recorder) -> Self {
+        self.timeline = timeline;
+        self
     }
 }
 
@@ -319,6 +330,15 @@ impl EventSinkService for EventSink {
         match outcome {
             Ok(Some(o)) => {
                 tracing::info!(server = %name, "Talos installed: server boots from disk from now on");
+                self.timeline.record(
+                    Who {
+                        server: Some(name.clone()),
+                        ..Default::default()
+                    },
+                    Step::Installed,
+                    timeline_event::Outcome::Ok,
+                    "Talos reported the installation done",
+                );
                 self.lc.dispatch_outcome(&o);
             }
             Ok(None) => {}

@@ -20,6 +20,7 @@ mod migrate;
 mod node_logs;
 mod siderolink;
 mod tables;
+mod timeline;
 mod txn;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ pub use events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
 pub use migrate::SCHEMA_VERSION;
 pub use node_logs::{NodeLogQuery, NodeLogRecord};
 use tables::{CHANGE_LOG, META, OBJECTS, object_key};
+pub use timeline::{TimelineLimits, TimelineOp, TimelineRecord};
 pub use txn::Txn;
 
 /// A committed change, as sent on the change feed.

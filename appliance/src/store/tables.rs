@@ -153,3 +153,18 @@ pub const META_NODE_LOG_SEQ: &str = "node_log_seq";
 /// `"ca-key"` → the admin CA's PKCS#8 PEM key, sealed; `"ca-cert"` → its certificate PEM;
 /// `"client/<name>"` → JSON `ClientRecord` (certificate fingerprint, revoked).
 pub const ADMIN_TLS: TableDefinition<&str, &[u8]> = TableDefinition::new("admin_tls");
+
+// --- boot timeline (`store/timeline.rs`) ---
+
+/// Timeline events: key (server name, or a pending client `mac:<mac>` / `ip:<addr>`,
+/// global sequence number), value = JSON `TimelineRecord`.
+pub const TIMELINE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("timeline");
+/// Events held per key in `TIMELINE`.
+pub const TIMELINE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("timeline_counts");
+/// Pending clients by the sequence number that created them (the oldest goes first), and
+/// the reverse.
+pub const TIMELINE_PENDING: TableDefinition<u64, &str> = TableDefinition::new("timeline_pending");
+pub const TIMELINE_PENDING_KEYS: TableDefinition<&str, u64> =
+    TableDefinition::new("timeline_pending_keys");
+/// The last timeline sequence number handed out (in `META`).
+pub const META_TIMELINE_SEQ: &str = "timeline_seq";

@@ -300,12 +300,38 @@ function logsPanel(name) {
   es.onerror = () => { status.textContent = "reconnecting…"; };
   return { panel, close: () => es.close() };
 }
+// The server's boot timeline: GET /api/v1/servers/<name>/timeline, read on every redraw.
+const STEP_LABELS = {
+  "dhcp-offer": "DHCP offer", "dhcp-ack": "DHCP ack", "tftp": "TFTP file", "boot-script": "/boot.ipxe",
+  "ipxe": "/ipxe decision", "boot-from-disk": "Boot from disk", "kernel": "Kernel fetch", "initrd": "Initrd fetch",
+  "registered": "Agent registered", "wiped": "Wiped", "siderolink-up": "SideroLink up",
+  "config-fetched": "Config fetched", "installed": "Install done",
+};
+function timelinePanel(t) {
+  const secs = (ms) => `${(ms / 1000).toFixed(1)} s`;
+  const transfer = (e) => e.bytes == null ? "" : ` (${fmtBytes(e.bytes)}${e.durationMs == null ? "" : ` in ${secs(e.durationMs)}`})`;
+  const sums = [
+    t.timeToRegisteredMs != null ? ["Time to registered", secs(t.timeToRegisteredMs)] : null,
+    t.timeToInstalledMs != null ? ["Time to installed", secs(t.timeToInstalledMs)] : null,
+    t.firstDiskBootAt != null ? ["First boot from disk", new Date(t.firstDiskBootAt).toLocaleString()] : null,
+  ].filter(Boolean);
+  return h("section", { class: "panel span-all", "aria-labelledby": "h-boot" }, h("h2", { id: "h-boot" }, "Boot timeline"),
+    sums.length ? h("dl", { class: "kv" }, sums.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])) : null,
+    t.events.length ? h("div", { class: "table-wrap" }, h("table", { id: "boot-timeline" },
+      h("thead", {}, h("tr", {}, ["Time", "Step", "Outcome", "Detail"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, t.events.map((e) => h("tr", { "data-step": e.step, "data-outcome": e.outcome },
+        h("td", {}, h("time", { datetime: new Date(e.at).toISOString() }, new Date(e.at).toLocaleTimeString())),
+        h("td", {}, STEP_LABELS[e.step] || e.step), h("td", {}, badge(e.outcome)),
+        h("td", {}, `${e.detail || ""}${transfer(e)}`, e.mac || e.ip ? h("span", { class: "muted mono" }, ` ${[e.mac, e.ip].filter(Boolean).join(" ")}`) : null))))))
+      : h("p", { class: "muted" }, "No boot steps recorded for this server yet."));
+}
 async function viewServer([name]) {
   setTitle(name);
   const logs = logsPanel(name);
   current.cleanup = logs.close;
   const draw = async () => {
     const d = await api("GET", `/api/v1/servers/${encodeURIComponent(name)}`);
+    const tl = await api("GET", `/api/v1/servers/${encodeURIComponent(name)}/timeline`).catch(() => ({ events: [] }));
     const r = d.row, o = d.object, hw = (o.spec && o.spec.hardware) || {};
     const caps = d.capabilities;
     const actionBtn = ([key, label, question, style]) => {
@@ -373,7 +399,7 @@ async function viewServer([name]) {
       h("div", { class: "page-head" }, h("div", {}, h("h1", {}, r.hostname || r.name), h("p", { class: "sub" }, [sys.manufacturer, sys.productName].filter(Boolean).join(" ") || "Server", ` · revision ${r.revision}`)),
         h("div", { class: "actions actionbar", role: "group", "aria-label": "Server actions" }, ACTIONS.map(actionBtn), h("span", { class: "sep", "aria-hidden": "true" }), del)),
       disabled.length ? h("div", { class: "notice", id: "actions-note" }, groupReasons(disabled, caps)) : null,
-      h("div", { class: "grid detail" }, overviewPanel, powerPanel, hwPanel, history, logs.panel),
+      h("div", { class: "grid detail" }, overviewPanel, powerPanel, hwPanel, history, timelinePanel(tl), logs.panel),
       h("section", { class: "panel", "aria-labelledby": "h-yaml" }, h("details", {}, h("summary", { id: "h-yaml" }, "Full object (YAML)"), h("pre", { class: "code" }, d.yaml))));
   };
   current.onChange = (c) => { if (c.kind === "Server" && c.name === name) { if (c.op === "delete") { toast("This server was deleted"); navigate("/servers", true); } else scheduleRefresh(); } };

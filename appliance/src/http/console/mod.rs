@@ -11,7 +11,7 @@
 //! This file holds the shared state, the router and the reply helpers; the handlers are
 //! split by concern: `auth` (login/logout, sessions, CSRF), `assets` (pages and embedded
 //! files), `servers` (server list, detail and actions), `logs` (a server's Talos log
-//! lines, live, SSE), `objects` (ServerClass/Environment
+//! lines, live, SSE), `timeline` (a server's boot timeline, JSON), `objects` (ServerClass/Environment
 //! YAML CRUD), `settings`, `update` (system status, update upload), `events` (recent changes and the SSE stream) and `verify` (the
 //! bound on concurrent password verifications).
 //!
@@ -41,6 +41,7 @@ mod logs;
 mod objects;
 mod servers;
 mod settings;
+mod timeline;
 mod update;
 mod verify;
 
@@ -253,6 +254,10 @@ pub fn router(state: ConsoleState) -> Router {
             get(servers::server_detail).delete(servers::server_delete),
         )
         .route("/api/v1/servers/{name}/logs", get(logs::server_logs))
+        .route(
+            "/api/v1/servers/{name}/timeline",
+            get(timeline::server_timeline),
+        )
         .route(
             "/api/v1/servers/{name}/actions/{action}",
             post(servers::server_action),

@@ -128,6 +128,10 @@ pub struct Reply {
     pub yiaddr: Ipv4Addr,
     /// The box address the reply is sent from (the interface the request came in on).
     pub from: Ipv4Addr,
+    /// The client's Ethernet address (chaddr), for the boot timeline.
+    pub client: Option<[u8; 6]>,
+    /// The boot file the reply names, if any.
+    pub boot_file: Option<String>,
 }
 
 /// What to do with one request. Send `reply` only after `changes` are durable.
@@ -673,6 +677,8 @@ impl DhcpServer {
                 msg_type: MessageType::Nak,
                 yiaddr: Ipv4Addr::UNSPECIFIED,
                 from: local,
+                client: ethernet(req),
+                boot_file: None,
             }),
             ..Decision::default()
         })
@@ -773,9 +779,7 @@ impl DhcpServer {
         msg_type: MessageType,
         yiaddr: Ipv4Addr,
     ) -> Result<Reply, DropReason> {
-        let ethernet_mac = (req.msg.htype() == dhcproto::v4::HType::Eth)
-            .then(|| <[u8; 6]>::try_from(req.chaddr.as_slice()).ok())
-            .flatten();
+        let ethernet_mac = ethernet(req);
         let to = if !req.giaddr().is_unspecified() {
             Destination::Relay(req.giaddr())
         } else if !req.ciaddr().is_unspecified() {
@@ -795,6 +799,8 @@ impl DhcpServer {
             msg_type,
             yiaddr,
             from: local,
+            client: ethernet_mac,
+            boot_file: boot_file(&msg),
         })
     }
 
@@ -859,6 +865,8 @@ impl DhcpServer {
                 msg_type: reply_type,
                 yiaddr: Ipv4Addr::UNSPECIFIED,
                 from: local,
+                client: ethernet(req),
+                boot_file: boot_file(&msg),
             }),
             ..Decision::default()
         })
@@ -867,6 +875,21 @@ impl DhcpServer {
 
 /// Writes boot information into a reply: siaddr/file header fields, options 60, 66, 67,
 /// the PXE vendor options (43) for `PXEClient`, and option 97 echoed when well formed.
+/// The request's hardware address when it is an Ethernet one.
+fn ethernet(req: &Request) -> Option<[u8; 6]> {
+    (req.msg.htype() == dhcproto::v4::HType::Eth)
+        .then(|| <[u8; 6]>::try_from(req.chaddr.as_slice()).ok())
+        .flatten()
+}
+
+/// The boot file a reply names (option 67).
+fn boot_file(msg: &Message) -> Option<String> {
+    match msg.opts().get(OptionCode::BootfileName) {
+        Some(DhcpOption::BootfileName(f)) => Some(String::from_utf8_lossy(f).into_owned()),
+        _ => None,
+    }
+}
+
 fn put_boot_info(req: &Request, msg: &mut Message, info: &BootInfo) {
     if let Some(ip) = info.tftp_server {
         msg.set_siaddr(ip);

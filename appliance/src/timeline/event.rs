@@ -1,0 +1,582 @@
+//! The boot timeline's pure parts: the steps a server goes through from its first DHCP
+//! packet to its first boot from disk, the order events are shown in, the durations read
+//! from them, and the attribution of events that know only a MAC or an address to a server
+//! ([`Attributor`], the rule in `timeline/mod.rs`). No IO, no clock: times are inputs.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::model::MacAddr;
+
+/// One step of a server's way from PXE to its installed OS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// The box offered an address (and boot file) to one of the server's NICs.
+    DhcpOffer,
+    /// The box acknowledged an address.
+    DhcpAck,
+    /// A file fetched over TFTP (iPXE), with bytes and duration.
+    Tftp,
+    /// `/boot.ipxe`, the generic chain script.
+    BootScript,
+    /// `/ipxe` answered a network boot: the agent or an Environment (or refused one).
+    Ipxe,
+    /// `/ipxe` answered "boot from disk".
+    DiskBoot,
+    /// The Environment kernel fetched over HTTP, with bytes and duration.
+    Kernel,
+    /// The Environment initrd fetched over HTTP, with bytes and duration.
+    Initrd,
+    /// The agent registered the server (CreateServer).
+    Registered,
+    /// The agent reported its wipe done.
+    Wiped,
+    /// The server's first SideroLink handshake with the box.
+    SiderolinkUp,
+    /// The installer fetched its machine config (`/configdata`).
+    ConfigFetched,
+    /// Talos reported the installation done (the lifecycle's `installed`).
+    Installed,
+}
+
+impl Step {
+    pub const ALL: [Step; 13] = [
+        Step::DhcpOffer,
+        Step::DhcpAck,
+        Step::Tftp,
+        Step::BootScript,
+        Step::Ipxe,
+        Step::DiskBoot,
+        Step::Kernel,
+        Step::Initrd,
+        Step::Registered,
+        Step::Wiped,
+        Step::SiderolinkUp,
+        Step::ConfigFetched,
+        Step::Installed,
+    ];
+
+    /// The step's stable name (stored, on the wire, in `-o json`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::DhcpOffer => "dhcp-offer",
+            Step::DhcpAck => "dhcp-ack",
+            Step::Tftp => "tftp",
+            Step::BootScript => "boot-script",
+            Step::Ipxe => "ipxe",
+            Step::DiskBoot => "boot-from-disk",
+            Step::Kernel => "kernel",
+            Step::Initrd => "initrd",
+            Step::Registered => "registered",
+            Step::Wiped => "wiped",
+            Step::SiderolinkUp => "siderolink-up",
+            Step::ConfigFetched => "config-fetched",
+            Step::Installed => "installed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Steps of the firmware/iPXE stage that lead up to an `/ipxe` decision.
+    fn leads_to_decision(self) -> bool {
+        matches!(
+            self,
+            Step::DhcpOffer | Step::DhcpAck | Step::Tftp | Step::BootScript
+        )
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Ok,
+    /// The box said no (file not found, environment not ready, no boot file…).
+    Refused,
+    /// It began and did not finish (client went away, transfer timed out).
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [Outcome::Ok, Outcome::Refused, Outcome::Failed]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// One event as the timeline holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Arrival order at the box (assigned by the store).
+    pub seq: u64,
+    /// When the step began, ms since the Unix epoch.
+    pub time_ms: u64,
+    pub step: Step,
+    pub outcome: Outcome,
+    /// What happened, for people: the address offered, the file, the decision, the reason.
+    pub detail: String,
+    pub bytes: Option<u64>,
+    pub duration_ms: Option<u64>,
+}
+
+/// Sorts events for display and for the durations: by the time the step began, then by
+/// arrival (a transfer is recorded when it ends but placed where it began).
+pub fn order(events: &mut [Event]) {
+    events.sort_by_key(|e| (e.time_ms, e.seq));
+}
+
+/// Keeps the newest `max` events by arrival (at least 1), in the given order.
+pub fn bound(events: &mut Vec<Event>, max: usize) {
+    let max = max.max(1);
+    if events.len() <= max {
+        return;
+    }
+    let mut seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    let cut = seqs[seqs.len() - max];
+    events.retain(|e| e.seq >= cut);
+}
+
+/// Start of the PXE boot whose `/ipxe` decision is `events[decision]` (events in
+/// [`order`]): the first of the DHCP/TFTP/`/boot.ipxe` events right before it, else the
+/// decision itself.
+fn boot_start(events: &[Event], decision: usize) -> u64 {
+    let mut start = decision;
+    while start > 0 && events[start - 1].step.leads_to_decision() {
+        start -= 1;
+    }
+    events[start].time_ms
+}
+
+/// Milliseconds from the start of the PXE boot that led to the event with sequence number
+/// `seq` (a `Registered` or `Installed`, events in [`order`]) to that event: the boot
+/// begins with the DHCP/TFTP/`/boot.ipxe` run before the last network-boot `/ipxe`
+/// decision preceding it. None when no decision precedes it, or when the same step
+/// already happened since that decision (a boot is counted once).
+pub fn time_to(events: &[Event], seq: u64) -> Option<u64> {
+    let at = events.iter().position(|e| e.seq == seq)?;
+    let step = events[at].step;
+    let decision = events[..at].iter().rposition(|e| e.step == Step::Ipxe)?;
+    if events[decision + 1..at].iter().any(|e| e.step == step) {
+        return None;
+    }
+    Some(
+        events[at]
+            .time_ms
+            .saturating_sub(boot_start(events, decision)),
+    )
+}
+
+/// What a timeline adds up to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The last registration and how long its PXE boot took to get there.
+    pub registered_ms: Option<u64>,
+    pub time_to_registered_ms: Option<u64>,
+    /// The last installation and how long its PXE boot took.
+    pub installed_ms: Option<u64>,
+    pub time_to_installed_ms: Option<u64>,
+    /// The first boot from disk after the last installation.
+    pub first_disk_boot_ms: Option<u64>,
+}
+
+/// The summary of `events` (in [`order`]).
+pub fn summary(events: &[Event]) -> Summary {
+    let last = |step: Step| events.iter().rposition(|e| e.step == step);
+    let mut s = Summary::default();
+    if let Some(i) = last(Step::Registered) {
+        s.registered_ms = Some(events[i].time_ms);
+        s.time_to_registered_ms = time_to(events, events[i].seq);
+    }
+    if let Some(i) = last(Step::Installed) {
+        s.installed_ms = Some(events[i].time_ms);
+        s.time_to_installed_ms = time_to(events, events[i].seq);
+        s.first_disk_boot_ms = events[i + 1..]
+            .iter()
+            .find(|e| e.step == Step::DiskBoot && e.outcome == Outcome::Ok)
+            .map(|e| e.time_ms);
+    }
+    s
+}
+
+/// Where an event comes from, as far as its room knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Who {
+    /// The server, when the room knows it for sure (a stored Server named by the request).
+    pub server: Option<String>,
+    /// The client's MAC (DHCP's chaddr, `/ipxe`'s `mac=`).
+    pub mac: Option<MacAddr>,
+    /// The client's address (TFTP and HTTP peers; the address a DHCP ACK gave).
+    pub ip: Option<IpAddr>,
+    /// A registration's NICs (the inventory the agent reported): these MACs are the
+    /// server's from now on.
+    pub nics: Option<Vec<MacAddr>>,
+}
+
+/// Whose ring an event goes to: a server's, or a client's pending ring.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Server(String),
+    Mac(MacAddr),
+    Ip(IpAddr),
+}
+
+impl Key {
+    /// The store key: the server name, or `mac:<mac>` / `ip:<addr>` (server names never
+    /// hold a `:`).
+    pub fn store_key(&self) -> String {
+        match self {
+            Key::Server(s) => s.clone(),
+            Key::Mac(m) => format!("mac:{m}"),
+            Key::Ip(ip) => format!("ip:{ip}"),
+        }
+    }
+}
+
+/// Pending events move from one key to another (a client became known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub from: Key,
+    pub to: Key,
+}
+
+/// The attribution state: which MAC is whose NIC, which address which client holds.
+#[derive(Debug, Clone)]
+pub struct Attributor {
+    mac_server: HashMap<MacAddr, String>,
+    /// Address → the MAC a DHCP ACK (or `/ipxe`'s `mac=`) gave it, or the server that
+    /// registered from it; with the order learned (the oldest goes when full).
+    ip_key: HashMap<IpAddr, (Key, u64)>,
+    learned: u64,
+    max_addresses: usize,
+}
+
+impl Attributor {
+    /// From the stored servers' NICs; remembers at most `max_addresses` addresses.
+    pub fn new(
+        servers: impl IntoIterator<Item = (String, Vec<MacAddr>)>,
+        max_addresses: usize,
+    ) -> Attributor {
+        let mut mac_server = HashMap::new();
+        for (name, macs) in servers {
+            for m in macs {
+                mac_server.insert(m, name.clone());
+            }
+        }
+        Attributor {
+            mac_server,
+            ip_key: HashMap::new(),
+            learned: 0,
+            max_addresses: max_addresses.max(1),
+        }
+    }
+
+    /// Where events of a key go now (a MAC whose server is known goes to the server).
+    fn resolve(&self, key: &Key) -> Key {
+        match key {
+            Key::Mac(m) => match self.mac_server.get(m) {
+                Some(s) => Key::Server(s.clone()),
+                None => key.clone(),
+            },
+            Key::Ip(ip) => match self.ip_key.get(ip) {
+                Some((k, _)) => self.resolve(k),
+                None => key.clone(),
+            },
+            Key::Server(_) => key.clone(),
+        }
+    }
+
+    /// Remembers that `ip` is held by `holder` (a MAC or a server); true if that is new.
+    fn learn_ip(&mut self, ip: IpAddr, holder: Key) -> bool {
+        if self.ip_key.get(&ip).map(|(k, _)| k) == Some(&holder) {
+            return false;
+        }
+        if self.ip_key.len() >= self.max_addresses
+            && !self.ip_key.contains_key(&ip)
+            && let Some(oldest) = self
+                .ip_key
+                .iter()
+                .min_by_key(|(_, (_, n))| *n)
+                .map(|(ip, _)| *ip)
+        {
+            self.ip_key.remove(&oldest);
+        }
+        self.learned += 1;
+        self.ip_key.insert(ip, (holder, self.learned));
+        true
+    }
+
+    /// Learns what `who` tells (a registration's NICs and address; an address held by a
+    /// MAC) and returns the pending moves that follow, in order, and the key of the event.
+    pub fn place(&mut self, who: &Who) -> (Vec<Move>, Key) {
+        let mut moves = Vec::new();
+        if let (Some(server), Some(nics)) = (&who.server, &who.nics) {
+            for &m in nics {
+                if self.mac_server.get(&m) != Some(server) {
+                    self.mac_server.insert(m, server.clone());
+                    moves.push(Move {
+                        from: Key::Mac(m),
+                        to: Key::Server(server.clone()),
+                    });
+                }
+            }
+            // A registration speaks for its own address too (proxy DHCP: no ACK names it).
+            if let Some(ip) = who.ip
+                && self.learn_ip(ip, Key::Server(server.clone()))
+            {
+                moves.push(Move {
+                    from: Key::Ip(ip),
+                    to: Key::Server(server.clone()),
+                });
+            }
+        } else if let (Some(ip), Some(mac)) = (who.ip, who.mac)
+            && self.learn_ip(ip, Key::Mac(mac))
+        {
+            moves.push(Move {
+                from: Key::Ip(ip),
+                to: self.resolve(&Key::Mac(mac)),
+            });
+        }
+        let key = if let Some(s) = &who.server {
+            Key::Server(s.clone())
+        } else if let Some(mac) = who.mac {
+            self.resolve(&Key::Mac(mac))
+        } else if let Some(ip) = who.ip {
+            self.resolve(&Key::Ip(ip))
+        } else {
+            Key::Ip(IpAddr::from([0, 0, 0, 0]))
+        };
+        moves.retain(|m| m.from != m.to);
+        (moves, key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64, time_ms: u64, step: Step) -> Event {
+        Event {
+            seq,
+            time_ms,
+            step,
+            outcome: Outcome::Ok,
+            detail: String::new(),
+            bytes: None,
+            duration_ms: None,
+        }
+    }
+
+    fn mac(last: u8) -> MacAddr {
+        MacAddr([0x52, 0x54, 0, 0, 0, last])
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in Step::ALL {
+            assert_eq!(Step::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Step::parse("nope"), None);
+        assert_eq!(Outcome::parse("failed"), Some(Outcome::Failed));
+    }
+
+    #[test]
+    fn order_by_start_then_arrival_and_bound_by_arrival() {
+        // A TFTP transfer recorded (seq 3) after the ACK that came during it (seq 2).
+        let mut v = vec![ev(1, 100, Step::DhcpAck), ev(3, 150, Step::Tftp), {
+            let mut e = ev(2, 150, Step::DhcpAck);
+            e.detail = "renew".into();
+            e
+        }];
+        order(&mut v);
+        assert_eq!(v.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let mut v: Vec<Event> = (1..=10).map(|i| ev(i, 1000 - i, Step::Tftp)).collect();
+        bound(&mut v, 3);
+        assert_eq!(v.iter().map(|e| e.seq).collect::<Vec<_>>(), [8, 9, 10]);
+        bound(&mut v, 0);
+        assert_eq!(v.len(), 1);
+    }
+
+    /// A whole life: agent boot, install boot, disk boot.
+    fn life() -> Vec<Event> {
+        let steps = [
+            (1_000, Step::DhcpOffer),
+            (1_100, Step::DhcpAck),
+            (1_200, Step::Tftp),
+            (2_000, Step::DhcpOffer),
+            (2_100, Step::BootScript),
+            (2_200, Step::Ipxe),
+            (2_300, Step::Kernel),
+            (3_000, Step::Initrd),
+            (9_000, Step::Registered),
+            (9_500, Step::Registered), // an agent retry: counted once
+            (20_000, Step::Wiped),
+            // Install boot.
+            (60_000, Step::DhcpOffer),
+            (60_500, Step::Tftp),
+            (61_000, Step::BootScript),
+            (61_100, Step::Ipxe),
+            (62_000, Step::Kernel),
+            (63_000, Step::Initrd),
+            (70_000, Step::ConfigFetched),
+            (71_000, Step::SiderolinkUp),
+            (90_000, Step::Installed),
+            (95_000, Step::DhcpOffer),
+            (95_100, Step::BootScript),
+            (95_200, Step::DiskBoot),
+        ];
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, (t, s))| ev(i as u64 + 1, *t, *s))
+            .collect()
+    }
+
+    #[test]
+    fn durations_run_from_the_pxe_boot_that_led_to_the_milestone() {
+        let v = life();
+        // Registered: from the firmware's DHCP offer (1 000; the run of DHCP, TFTP, iPXE's
+        // own DHCP and /boot.ipxe before the decision is one boot) to 9 000.
+        assert_eq!(time_to(&v, 9), Some(8_000));
+        assert_eq!(
+            time_to(&v, 10),
+            None,
+            "a second registration is not counted"
+        );
+        // Installed: from the install boot's offer (60 000) to 90 000.
+        assert_eq!(time_to(&v, 20), Some(30_000));
+        // Not a milestone after a decision: none.
+        assert_eq!(time_to(&v, 1), None);
+        assert_eq!(time_to(&v, 99), None);
+        let s = summary(&v);
+        assert_eq!(s.registered_ms, Some(9_500));
+        assert_eq!(s.time_to_registered_ms, None);
+        assert_eq!(s.installed_ms, Some(90_000));
+        assert_eq!(s.time_to_installed_ms, Some(30_000));
+        assert_eq!(s.first_disk_boot_ms, Some(95_200));
+        // Without the milestones nothing is claimed.
+        assert_eq!(summary(&v[..8]), Summary::default());
+        // A decision with nothing before it starts the boot itself.
+        let v = vec![ev(1, 500, Step::Ipxe), ev(2, 800, Step::Registered)];
+        assert_eq!(time_to(&v, 2), Some(300));
+    }
+
+    #[test]
+    fn clients_are_pending_until_a_registration_names_their_nic() {
+        let known = mac(9);
+        let mut a = Attributor::new([("old".to_string(), vec![known])], 2);
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        // A known NIC goes straight to its server.
+        let (m, k) = a.place(&Who {
+            mac: Some(known),
+            ..Default::default()
+        });
+        assert!(m.is_empty());
+        assert_eq!(k, Key::Server("old".into()));
+        // An unknown client: TFTP before any ACK is kept under its address…
+        let (_, k) = a.place(&Who {
+            ip: Some(ip(5)),
+            ..Default::default()
+        });
+        assert_eq!(k, Key::Ip(ip(5)));
+        // …the ACK ties the address to a MAC: its events move there.
+        let (m, k) = a.place(&Who {
+            mac: Some(mac(1)),
+            ip: Some(ip(5)),
+            ..Default::default()
+        });
+        assert_eq!(
+            m,
+            [Move {
+                from: Key::Ip(ip(5)),
+                to: Key::Mac(mac(1))
+            }]
+        );
+        assert_eq!(k, Key::Mac(mac(1)));
+        // Later address-only events go under the MAC.
+        let (m, k) = a.place(&Who {
+            ip: Some(ip(5)),
+            ..Default::default()
+        });
+        assert!(m.is_empty());
+        assert_eq!(k, Key::Mac(mac(1)));
+        // The registration names the NIC: MAC and address move to the server.
+        let (m, k) = a.place(&Who {
+            server: Some("s1".into()),
+            ip: Some(ip(5)),
+            nics: Some(vec![mac(1), mac(2)]),
+            ..Default::default()
+        });
+        assert_eq!(
+            m,
+            [
+                Move {
+                    from: Key::Mac(mac(1)),
+                    to: Key::Server("s1".into())
+                },
+                Move {
+                    from: Key::Mac(mac(2)),
+                    to: Key::Server("s1".into())
+                },
+                Move {
+                    from: Key::Ip(ip(5)),
+                    to: Key::Server("s1".into())
+                },
+            ]
+        );
+        assert_eq!(k, Key::Server("s1".into()));
+        // From now on the NIC's and the address's events are the server's.
+        for who in [
+            Who {
+                mac: Some(mac(2)),
+                ..Default::default()
+            },
+            Who {
+                ip: Some(ip(5)),
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(a.place(&who).1, Key::Server("s1".into()));
+        }
+        // A registration repeated moves nothing.
+        let (m, _) = a.place(&Who {
+            server: Some("s1".into()),
+            nics: Some(vec![mac(1)]),
+            ..Default::default()
+        });
+        assert!(m.is_empty());
+        // Addresses are bounded: the oldest pair goes.
+        a.place(&Who {
+            mac: Some(mac(3)),
+            ip: Some(ip(6)),
+            ..Default::default()
+        });
+        a.place(&Who {
+            mac: Some(mac(4)),
+            ip: Some(ip(7)),
+            ..Default::default()
+        });
+        assert_eq!(
+            a.place(&Who {
+                ip: Some(ip(5)),
+                ..Default::default()
+            })
+            .1,
+            Key::Ip(ip(5))
+        );
+        assert_eq!(
+            Key::Mac(mac(1)).store_key(),
+            "mac:52:54:00:00:00:01".to_string()
+        );
+    }
+}
