@@ -1,18 +1,28 @@
 //! The bridge's only way into a box: its admin and lifecycle gRPC APIs (`appliance-rpc`),
 //! authenticated with the admin token on the box's plain admin port.
 //!
-//! The box's objects reach the sync loop as a [`Feed`]: [`BoxClient::poll`] asks the box for
-//! its store revision and, when it moved, lists every kind the bridge mirrors (a re-list).
-//! A change stream that resumes from a revision answers the same type with
-//! [`Feed::Changes`], so the loop does not care which one feeds it.
+//! The box's objects reach the sync loop as [`Feed`]s from [`BoxClient::follow`]: it lists
+//! every kind the bridge mirrors once ([`Feed::Relist`]), then follows the box's admin
+//! `Watch` stream from the list's revision ([`Feed::Changes`], bookmarks included). A broken
+//! stream (the box restarted, the network went) is resumed from the last revision seen; a
+//! revision the box has compacted away (`OUT_OF_RANGE`, "list again") is a re-list. A box
+//! without `Watch` (older than its change log) is not served: the bridge says so and retries.
+//!
+//! Every write the bridge makes on the box records the store revision the box answered
+//! ([`BoxClient::written`]): the sync loop compares it with its view (see `sync.rs`).
 
 use appliance_rpc::admin::admin_client::AdminClient;
-use appliance_rpc::admin::{ApplyRequest, DeleteRequest, GetRequest, StatusRequest};
+use appliance_rpc::admin::{
+    ApplyRequest, ChangeType, DeleteRequest, GetRequest, StatusRequest, WatchRequest,
+};
 use appliance_rpc::lifecycle::lifecycle_client::LifecycleClient;
 use appliance_rpc::lifecycle::{AllocateRequest, ReleaseRequest};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -31,6 +41,8 @@ pub enum BoxError {
     Unreachable(String),
     #[error("box refused: {0}")]
     Refused(Status),
+    #[error("the box has no admin Watch API (it is older than its change log): update it")]
+    NoWatch,
     #[error("box sent an object that is not JSON ({kind} {name}): {error}")]
     BadObject {
         kind: String,
@@ -70,14 +82,26 @@ pub struct BoxObject {
     pub json: Value,
 }
 
-/// Every mirrored object of one box at one store revision: kind → name → object.
+/// Every mirrored object of one box: kind → name → object.
+///
+/// Each kind is listed at its own store revision (one `Get` per kind). `revision` is the
+/// oldest of them, where the change stream resumes, and every change after it is folded in
+/// as it comes; `settled` is the newest: once `revision` reaches it, changes replayed over
+/// kinds listed later have been overwritten by their later ones, and the view is the box's
+/// state at `revision` ([`Snapshot::consistent`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub revision: u64,
+    pub settled: u64,
     pub objects: BTreeMap<String, BTreeMap<String, BoxObject>>,
 }
 
 impl Snapshot {
+    /// The view is the box's state at one revision (see the type's doc).
+    pub fn consistent(&self) -> bool {
+        self.revision >= self.settled
+    }
+
     pub fn kind(&self, kind: &str) -> impl Iterator<Item = (&String, &BoxObject)> {
         self.objects.get(kind).into_iter().flatten()
     }
@@ -109,21 +133,17 @@ pub struct Change {
 /// What the box says since the revision the bridge last saw.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Feed {
-    Unchanged,
-    /// Everything, at the snapshot's revision (the first read, a poll, or after "too old").
+    /// Everything (the first read, or after "too old").
     Relist(Snapshot),
-    /// The changes after the last revision, in commit order.
-    Changes {
-        revision: u64,
-        changes: Vec<Change>,
-    },
+    /// The changes after the last revision, in commit order, complete up to `revision` (a
+    /// bookmark is a `Changes` without changes).
+    Changes { revision: u64, changes: Vec<Change> },
 }
 
 impl Snapshot {
     /// Folds a feed into this view of the box.
     pub fn absorb(&mut self, feed: Feed) {
         match feed {
-            Feed::Unchanged => {}
             Feed::Relist(s) => *self = s,
             Feed::Changes { revision, changes } => {
                 for c in changes {
@@ -143,7 +163,7 @@ impl Snapshot {
                         }
                     }
                 }
-                self.revision = revision;
+                self.revision = self.revision.max(revision);
             }
         }
     }
@@ -160,11 +180,36 @@ pub enum AllocateOutcome {
     Unavailable(String),
 }
 
+/// What [`BoxClient::follow`] tells the sync loop.
+#[derive(Debug)]
+pub enum BoxEvent {
+    Feed(Feed),
+    /// The stream broke and the box does not answer (said once per outage); the view is
+    /// kept, and followed again from its revision when the box returns.
+    Down(BoxError),
+}
+
+/// How long an idle change stream waits before the box sends a bookmark. Short, because a
+/// bookmark is what brings the view up to the revision of a bridge write that changed no
+/// mirrored object (or whose answer named a later revision), and the sync loop waits for
+/// that (see `sync.rs`).
+pub const BOOKMARK_MS: u32 = 200;
+
+/// Why one [`BoxClient::follow_once`] returned without an error.
+enum Stop {
+    /// The sync loop is gone.
+    Closed,
+    /// Follow again (resume, or re-list when `since` was reset).
+    Ended,
+}
+
 /// A connected box.
 #[derive(Clone)]
 pub struct BoxClient {
     admin: AdminClient<Svc>,
     lifecycle: LifecycleClient<Svc>,
+    /// The newest store revision a write of this bridge was answered with.
+    written: Arc<AtomicU64>,
 }
 
 impl BoxClient {
@@ -185,7 +230,28 @@ impl BoxClient {
             admin: AdminClient::with_interceptor(channel.clone(), token.clone())
                 .max_decoding_message_size(256 << 20),
             lifecycle: LifecycleClient::with_interceptor(channel, token),
+            written: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The newest store revision one of this client's writes (apply, delete, allocate,
+    /// release) was answered with. A write that found its work already done (a delete of a
+    /// gone object, an allocation already held) records the box's revision at that moment,
+    /// since the change that did it may be newer than what the bridge has seen.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    fn wrote(&self, revision: u64) {
+        self.written.fetch_max(revision, Ordering::SeqCst);
+    }
+
+    /// Records the box's current revision (see [`BoxClient::written`]); an unreachable box
+    /// fails the write that asked.
+    async fn wrote_now(&self) -> Result<(), BoxError> {
+        let r = self.revision().await?;
+        self.wrote(r);
+        Ok(())
     }
 
     /// The box's store revision.
@@ -194,11 +260,11 @@ impl BoxClient {
         Ok(reply.into_inner().store_revision)
     }
 
-    /// Everything the bridge mirrors, read kind by kind. The revision is read first, so a
-    /// change committed during the listing is seen again by the next poll.
+    /// Everything the bridge mirrors, listed kind by kind (each `Get` answers the revision
+    /// it read at: see [`Snapshot`]).
     pub async fn snapshot(&self) -> Result<Snapshot, BoxError> {
-        let revision = self.revision().await?;
         let mut objects = BTreeMap::new();
+        let (mut oldest, mut newest) = (u64::MAX, 0);
         for kind in KINDS {
             let reply = self
                 .admin
@@ -209,6 +275,8 @@ impl BoxClient {
                 })
                 .await?
                 .into_inner();
+            oldest = oldest.min(reply.revision);
+            newest = newest.max(reply.revision);
             let mut by_name = BTreeMap::new();
             for o in reply.objects {
                 let json: Value =
@@ -227,27 +295,147 @@ impl BoxClient {
             }
             objects.insert(kind.to_string(), by_name);
         }
-        Ok(Snapshot { revision, objects })
+        Ok(Snapshot {
+            revision: oldest,
+            settled: newest,
+            objects,
+        })
     }
 
-    /// What changed since `since` (0: never read). Polls the store revision and re-lists when
-    /// it moved.
-    pub async fn poll(&self, since: u64) -> Result<Feed, BoxError> {
-        if since != 0 && self.revision().await? == since {
-            return Ok(Feed::Unchanged);
+    /// Follows the box for as long as `tx` is open: a re-list, then the change stream from
+    /// the list's revision; after a broken stream the stream again from the last revision
+    /// seen (every `retry` while the box does not answer); after `OUT_OF_RANGE` a re-list.
+    pub async fn follow(self, tx: mpsc::Sender<BoxEvent>, retry: Duration) {
+        let mut since = None;
+        let mut down = false;
+        loop {
+            match self.follow_once(&mut since, &mut down, &tx).await {
+                Ok(Stop::Closed) => return,
+                Ok(Stop::Ended) => {}
+                Err(e) => {
+                    if !down {
+                        tracing::warn!(error = %e, since = ?since, "box unreachable; the cluster side keeps its last view");
+                        if tx.send(BoxEvent::Down(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    down = true;
+                    tokio::time::sleep(retry).await;
+                }
+            }
         }
-        Ok(Feed::Relist(self.snapshot().await?))
+    }
+
+    /// One list (when `since` is `None`) and one stream; `since` advances with what is
+    /// sent to `tx`, and is `None` again after `OUT_OF_RANGE`.
+    async fn follow_once(
+        &self,
+        since: &mut Option<u64>,
+        down: &mut bool,
+        tx: &mpsc::Sender<BoxEvent>,
+    ) -> Result<Stop, BoxError> {
+        let from = match *since {
+            Some(r) => r,
+            None => {
+                let snap = self.snapshot().await?;
+                tracing::info!(
+                    revision = snap.revision,
+                    settled = snap.settled,
+                    servers = snap.kind("Server").count(),
+                    "listed the box"
+                );
+                *since = Some(snap.revision);
+                let r = snap.revision;
+                if tx.send(BoxEvent::Feed(Feed::Relist(snap))).await.is_err() {
+                    return Ok(Stop::Closed);
+                }
+                r
+            }
+        };
+        let req = WatchRequest {
+            kinds: KINDS.iter().map(|k| k.to_string()).collect(),
+            name: String::new(),
+            since_revision: Some(from),
+            bookmark_interval_ms: BOOKMARK_MS,
+        };
+        let mut stream = match self.admin.clone().watch(req).await {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == Code::OutOfRange => {
+                tracing::info!(since = from, reason = %s.message(), "the box's change log no longer reaches our revision; listing again");
+                *since = None;
+                return Ok(Stop::Ended);
+            }
+            Err(s) if s.code() == Code::Unimplemented => return Err(BoxError::NoWatch),
+            Err(s) => return Err(s.into()),
+        };
+        if std::mem::take(down) {
+            tracing::info!("box reachable again");
+        }
+        tracing::info!(since = from, "following the box's change stream");
+        loop {
+            let ev = match stream.message().await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return Ok(Stop::Ended),
+                Err(s) if s.code() == Code::OutOfRange => {
+                    tracing::info!(since = ?*since, reason = %s.message(), "the change stream fell behind the box's change log; listing again");
+                    *since = None;
+                    return Ok(Stop::Ended);
+                }
+                Err(s) => return Err(s.into()),
+            };
+            let object = match ChangeType::try_from(ev.r#type) {
+                Ok(ChangeType::Put) => {
+                    Some(
+                        serde_json::from_str(&ev.json).map_err(|e| BoxError::BadObject {
+                            kind: ev.kind.clone(),
+                            name: ev.name.clone(),
+                            error: e.to_string(),
+                        })?,
+                    )
+                }
+                Ok(ChangeType::Delete) => None,
+                Ok(ChangeType::Bookmark) => {
+                    let r = ev.revision.max(since.unwrap_or(from));
+                    *since = Some(r);
+                    let feed = Feed::Changes {
+                        revision: r,
+                        changes: vec![],
+                    };
+                    if tx.send(BoxEvent::Feed(feed)).await.is_err() {
+                        return Ok(Stop::Closed);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            *since = Some(ev.revision);
+            let feed = Feed::Changes {
+                revision: ev.revision,
+                changes: vec![Change {
+                    kind: ev.kind,
+                    name: ev.name,
+                    revision: ev.revision,
+                    object,
+                }],
+            };
+            if tx.send(BoxEvent::Feed(feed)).await.is_err() {
+                return Ok(Stop::Closed);
+            }
+        }
     }
 
     /// Creates or replaces objects (one YAML/JSON stream, one transaction on the box).
     pub async fn apply(&self, documents: String) -> Result<(), BoxError> {
-        self.admin
+        let reply = self
+            .admin
             .clone()
             .apply(ApplyRequest {
                 documents,
                 dry_run: false,
             })
-            .await?;
+            .await?
+            .into_inner();
+        self.wrote(reply.applied.iter().map(|a| a.revision).max().unwrap_or(0));
         Ok(())
     }
 
@@ -262,8 +450,11 @@ impl BoxClient {
             })
             .await
         {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Ok(r) => {
+                self.wrote(r.into_inner().revision);
+                Ok(())
+            }
+            Err(s) if s.code() == Code::NotFound => self.wrote_now().await,
             Err(s) => Err(s.into()),
         }
     }
@@ -286,8 +477,13 @@ impl BoxClient {
             environment: String::new(),
         };
         match self.lifecycle.clone().allocate(req).await {
-            Ok(r) => Ok(AllocateOutcome::Allocated(r.into_inner().server)),
+            Ok(r) => {
+                let r = r.into_inner();
+                self.wrote(r.revision);
+                Ok(AllocateOutcome::Allocated(r.server))
+            }
             Err(s) if s.code() == Code::AlreadyExists => {
+                self.wrote_now().await?;
                 // "owner `o` already holds server `s`"
                 let held = s
                     .message()
@@ -320,8 +516,14 @@ impl BoxClient {
             })
             .await
         {
-            Ok(_) => Ok(true),
-            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(false),
+            Ok(r) => {
+                self.wrote(r.into_inner().revision);
+                Ok(true)
+            }
+            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => {
+                self.wrote_now().await?;
+                Ok(false)
+            }
             Err(s) => Err(s.into()),
         }
     }
@@ -375,17 +577,56 @@ mod tests {
         });
         assert_eq!(s.allocation_of("ns/m1"), None);
         assert!(s.get("Server", "u2").is_some());
+        // A re-list whose kinds were read at revisions 9 (Server) and 11 (ServerBinding):
+        // the stream resumes from 9 and replays 10 (u3 changed, ServerBinding u4 made) and
+        // 11 (u4 deleted, already absent from the later list).
         let relist = Snapshot {
             revision: 9,
+            settled: 11,
             objects: [(
                 "Server".to_string(),
-                [("u3".to_string(), obj(9, json!({})))].into(),
+                [("u3".to_string(), obj(9, json!({"v": 1})))].into(),
             )]
             .into(),
         };
         s.absorb(Feed::Relist(relist.clone()));
         assert_eq!(s, relist, "a re-list replaces the view");
-        s.absorb(Feed::Unchanged);
-        assert_eq!(s, relist);
+        assert!(!s.consistent());
+        s.absorb(Feed::Changes {
+            revision: 10,
+            changes: vec![
+                Change {
+                    kind: "Server".into(),
+                    name: "u3".into(),
+                    revision: 10,
+                    object: Some(json!({"v": 2})),
+                },
+                Change {
+                    kind: "ServerBinding".into(),
+                    name: "u4".into(),
+                    revision: 10,
+                    object: Some(json!({})),
+                },
+            ],
+        });
+        assert!(!s.consistent(), "u4 replayed, its delete not yet");
+        s.absorb(Feed::Changes {
+            revision: 11,
+            changes: vec![Change {
+                kind: "ServerBinding".into(),
+                name: "u4".into(),
+                revision: 11,
+                object: None,
+            }],
+        });
+        assert!(s.consistent());
+        assert!(s.get("ServerBinding", "u4").is_none());
+        assert_eq!(s.get("Server", "u3").unwrap().json, json!({"v": 2}));
+        // A bookmark moves the revision only forward.
+        s.absorb(Feed::Changes {
+            revision: 5,
+            changes: vec![],
+        });
+        assert_eq!(s.revision, 11);
     }
 }

@@ -26,7 +26,8 @@ pub struct RunArgs {
     /// File holding the box's admin token (for an http:// --box).
     #[arg(long, env = "KUBE_BRIDGE_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// How often the box is asked for changes when nothing else happens (milliseconds).
+    /// How often a sync pass runs when neither side changed, and an unreachable box is retried
+    /// (milliseconds); changes themselves arrive on both sides' watches at once.
     #[arg(
         long,
         env = "KUBE_BRIDGE_POLL_MS",

@@ -2,7 +2,9 @@
 //!
 //! Level-triggered: the cluster side is kept in kube-runtime reflectors (a watch per kind;
 //! a stale watch answered 410 Gone re-lists by itself), the box side in a [`Snapshot`] fed
-//! by [`BoxClient::poll`]. Every change on either side, and a timer, runs one [`Bridge::pass`]
+//! by [`BoxClient::follow`] (a list, then the box's change stream; resumed after a break,
+//! listed again when the box compacted past it). Every change on either side, and a timer,
+//! runs one [`Bridge::pass`]
 //! that compares both views and writes only the differences: box observations to the
 //! cluster (server-side apply, the bridge's field manager, forced), cluster intent to the
 //! box (admin `Apply`, lifecycle `Allocate`/`Release`). Neither side waits for the other:
@@ -10,7 +12,7 @@
 //! up from whatever both sides say then. What wins for which field is `mirror.rs`'s
 //! contract (README's who-wins table).
 
-use crate::boxapi::{AllocateOutcome, BoxClient, BoxError, Snapshot};
+use crate::boxapi::{AllocateOutcome, BoxClient, BoxError, BoxEvent, Feed, Snapshot};
 use crate::mirror::{self, BOX_LABEL};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
@@ -50,7 +52,9 @@ pub enum SyncError {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub box_id: String,
-    /// How often the box is asked for its revision when nothing else woke the loop.
+    /// How often a pass runs when nothing else woke the loop (writes that failed are
+    /// retried, a Machine's bootstrap Secret is looked for), and how often an unreachable
+    /// box is tried again.
     pub poll: Duration,
 }
 
@@ -168,8 +172,10 @@ pub struct Bridge {
     boxc: BoxClient,
     kinds: Kinds,
     stores: Stores,
-    /// The box as last read; `fresh` once read at least once.
+    /// The box as its change stream has told it so far; `loaded` once listed, `fresh`
+    /// while the stream is followed (the box answers).
     view: Snapshot,
+    loaded: bool,
     fresh: bool,
     /// Environment status last written per name (several boxes may download the same one:
     /// each writes only when its own observation changed, so they never ping-pong).
@@ -207,49 +213,51 @@ pub async fn run(
         kinds,
         stores,
         view: Snapshot::default(),
+        loaded: false,
         fresh: false,
         env_written: HashMap::new(),
         writes: 0,
     };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    tasks.spawn(bridge.boxc.clone().follow(tx, settings.poll));
     tokio::pin!(shutdown);
-    let mut box_failing = false;
+    let mut behind_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            Some(ev) = rx.recv() => {
+                bridge.take(ev);
+                // Let a burst of changes settle into one pass.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             () = wake.notified() => {
-                // Let a burst of watch events settle into one pass.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             () = tokio::time::sleep(settings.poll) => {}
         }
-        let since = if bridge.fresh {
-            bridge.view.revision
-        } else {
-            0
-        };
-        match bridge.boxc.poll(since).await {
-            Ok(feed) => {
-                if box_failing {
-                    tracing::info!("box reachable again; catching up");
-                }
-                box_failing = false;
-                bridge.view.absorb(feed);
-                bridge.fresh = true;
-            }
-            Err(e) => {
-                if !box_failing {
-                    tracing::warn!(error = %e, "box unreachable; the cluster side keeps its last view");
-                }
-                box_failing = true;
-                // The view is kept but no longer taken as proof that something is gone.
-                bridge.fresh = false;
-            }
+        while let Ok(ev) = rx.try_recv() {
+            bridge.take(ev);
         }
         if !bridge.ready() {
             continue;
         }
         let before = bridge.writes;
-        bridge.pass().await;
+        if bridge.caught_up() {
+            behind_since = None;
+            bridge.pass().await;
+        } else {
+            let since = *behind_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(30) {
+                tracing::warn!(
+                    view = bridge.view.revision,
+                    settled = bridge.view.settled,
+                    written = bridge.boxc.written(),
+                    "the box view has not caught up with the bridge's own writes for 30 s"
+                );
+                behind_since = Some(tokio::time::Instant::now());
+            }
+            bridge.cluster_pass().await;
+        }
         if bridge.writes != before {
             // Our own writes come back as events; one more pass sees them settle.
             wake.notify_one();
@@ -261,6 +269,41 @@ pub async fn run(
 }
 
 impl Bridge {
+    fn take(&mut self, ev: BoxEvent) {
+        match ev {
+            BoxEvent::Feed(feed) => {
+                self.loaded |= matches!(feed, Feed::Relist(_));
+                self.view.absorb(feed);
+                self.fresh = true;
+            }
+            // The view is kept but no longer taken as proof that something is gone.
+            BoxEvent::Down(_) => self.fresh = false,
+        }
+    }
+
+    /// May a pass derive writes from the box view now?
+    ///
+    /// The view trails the box: it is what the change stream has delivered so far. Right
+    /// after the bridge writes the box (deletes a ServerClass deleted in the cluster,
+    /// releases a server, allocates one) the view still shows the box from before that
+    /// write while the cluster already shows what followed from it (the class's finalizer
+    /// dropped, the object gone). A pass comparing the two would take the stale class for a
+    /// box-only one and create it in the cluster again, or allocate twice. So writes derived
+    /// from the view wait until the view has reached the revision the box answered the
+    /// bridge's last write with ([`BoxClient::written`]) and a re-list has settled
+    /// ([`Snapshot::consistent`]); the change stream brings it there within one event or
+    /// one bookmark ([`crate::boxapi::BOOKMARK_MS`]).
+    ///
+    /// This gate, rather than a revision precondition on the box's `Apply`: the write the
+    /// race made wrong is on the cluster side (the re-created class), where a box
+    /// precondition cannot reach; `Delete`, `Allocate` and `Release` would each need one
+    /// too; and the box's replies already carry the revision, so the box needs no change.
+    /// Other writers (an operator on the box, the agents) are not gated: their changes are
+    /// observations the next pass mirrors, as for any level-triggered controller.
+    fn caught_up(&self) -> bool {
+        self.loaded && self.view.consistent() && self.view.revision >= self.boxc.written()
+    }
+
     /// Every reflector has listed once.
     fn ready(&self) -> bool {
         let s = &self.stores;
@@ -385,6 +428,17 @@ impl Bridge {
         self.bindings(&mut writes);
         self.metal_clusters(&mut writes);
         self.machines(&mut writes).await;
+        self.write(writes).await;
+    }
+
+    /// What needs no box view (MetalCluster), while the view catches up.
+    async fn cluster_pass(&mut self) {
+        let mut writes: Vec<(String, Write)> = Vec::new();
+        self.metal_clusters(&mut writes);
+        self.write(writes).await;
+    }
+
+    async fn write(&mut self, writes: Vec<(String, Write)>) {
         if writes.is_empty() {
             return;
         }

@@ -60,6 +60,43 @@ fn appliance_bin() -> PathBuf {
     .clone()
 }
 
+/// `appliance serve` on `addr`, once healthy; `None` when the address was taken.
+fn spawn_box(config: &Path, data_dir: &Path, addr: SocketAddr, log: &Path) -> Option<Child> {
+    let mut child = Command::new(appliance_bin())
+        .args(["serve", "--log-level", "warn", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--http-listen")
+        .arg(addr.to_string())
+        .env_remove("APPLIANCE_CONFIG")
+        .env_remove("APPLIANCE_DHCP_MODE")
+        .env_remove("APPLIANCE_LOG_LEVEL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200) {
+            return Some(child);
+        }
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(Instant::now() < deadline, "box not healthy: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        log.to_ascii_lowercase().contains("address already in use"),
+        "box exited: {log}"
+    );
+    None
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -89,69 +126,72 @@ pub struct Box {
     child: Child,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    config: PathBuf,
     log: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    _tmp: tempfile::TempDir,
 }
 
 impl Box {
     pub fn start() -> Box {
+        Box::start_with("")
+    }
+
+    /// A box whose config file ends with `extra` (TOML).
+    pub fn start_with(extra: &str) -> Box {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
         let config = tmp.path().join("config.toml");
         std::fs::write(
             &config,
-            "[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n[siderolink]\nlisten = \"127.0.0.1:0\"\n[agent]\nfirst_contact = \"sidero-compatible\"\n",
+            format!("[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n[siderolink]\nlisten = \"127.0.0.1:0\"\n[agent]\nfirst_contact = \"sidero-compatible\"\n{extra}"),
         )
         .unwrap();
         let log = tmp.path().join("box.log");
         for _ in 0..5 {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let child = Command::new(appliance_bin())
-                .args(["serve", "--log-level", "warn", "--config"])
-                .arg(&config)
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .arg("--http-listen")
-                .arg(addr.to_string())
-                .env_remove("APPLIANCE_CONFIG")
-                .env_remove("APPLIANCE_DHCP_MODE")
-                .env_remove("APPLIANCE_LOG_LEVEL")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            let mut b = Box {
-                child,
-                addr,
-                data_dir: data_dir.clone(),
-                log: log.clone(),
-                _tmp: None,
-            };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if b.child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200) {
-                    b._tmp = Some(tmp);
-                    return b;
-                }
-                assert!(Instant::now() < deadline, "box not healthy: {}", b.log());
-                std::thread::sleep(Duration::from_millis(50));
+            if let Some(child) = spawn_box(&config, &data_dir, addr, &log) {
+                return Box {
+                    child,
+                    addr,
+                    data_dir,
+                    config,
+                    log,
+                    _tmp: tmp,
+                };
             }
-            let log = b.log();
-            assert!(
-                log.to_ascii_lowercase().contains("address already in use"),
-                "box exited: {log}"
-            );
         }
         panic!("no free port for the box");
     }
 
+    /// Stops the box and starts it again on the same data directory, listening on `addr`
+    /// (its own address, or another one the bridge does not know).
+    pub fn restart_on(&mut self, addr: SocketAddr) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(child) = spawn_box(&self.config, &self.data_dir, addr, &self.log) {
+                self.child = child;
+                self.addr = addr;
+                return;
+            }
+            assert!(Instant::now() < deadline, "{addr} stays in use");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A free address for [`Box::restart_on`].
+    pub fn other_addr() -> SocketAddr {
+        format!("127.0.0.1:{}", free_port()).parse().unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
     }
 
     pub fn endpoint(&self) -> String {
@@ -292,6 +332,11 @@ impl Bridge {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The bridge's process id (for its RSS in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stop(&mut self) {
