@@ -219,7 +219,16 @@ pub async fn run(
         writes: 0,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    tasks.spawn(bridge.boxc.clone().follow(tx, settings.poll));
+    match box_lag() {
+        None => {
+            tasks.spawn(bridge.boxc.clone().follow(tx, settings.poll));
+        }
+        Some(lag) => {
+            let (lag_tx, lag_rx) = tokio::sync::mpsc::channel(1024);
+            tasks.spawn(bridge.boxc.clone().follow(lag_tx, settings.poll));
+            tasks.spawn(delay(lag_rx, tx, lag));
+        }
+    }
     tokio::pin!(shutdown);
     let mut behind_since: Option<tokio::time::Instant> = None;
     loop {
@@ -266,6 +275,50 @@ pub async fn run(
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Fault injection for tests: `KUBE_BRIDGE_TEST_BOX_LAG_MS` holds every event of the box's
+/// change stream this long before the loop sees it, as a slow stream on a loaded box would
+/// (tests/sync.rs shows with it that the bridge never undoes its own box writes from a
+/// stale view; see [`Bridge::caught_up`]).
+fn box_lag() -> Option<Duration> {
+    let ms: u64 = std::env::var("KUBE_BRIDGE_TEST_BOX_LAG_MS")
+        .ok()?
+        .parse()
+        .ok()?;
+    tracing::warn!(
+        lag_ms = ms,
+        "KUBE_BRIDGE_TEST_BOX_LAG_MS: the box's change stream is held back (a test setting)"
+    );
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+/// Forwards each event `lag` after it arrived.
+async fn delay(
+    mut rx: tokio::sync::mpsc::Receiver<BoxEvent>,
+    tx: tokio::sync::mpsc::Sender<BoxEvent>,
+    lag: Duration,
+) {
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hold = async move {
+        while let Some(ev) = rx.recv().await {
+            if held_tx
+                .send((tokio::time::Instant::now() + lag, ev))
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    let release = async move {
+        while let Some((at, ev)) = held_rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::join!(hold, release);
 }
 
 impl Bridge {

@@ -300,6 +300,12 @@ pub struct Bridge {
 
 impl Bridge {
     pub fn start(b: &Box, box_id: &str, kubeconfig: &Path) -> Bridge {
+        Bridge::start_lagging(b, box_id, kubeconfig, 0)
+    }
+
+    /// A bridge that sees the box's change stream `lag_ms` late (its
+    /// `KUBE_BRIDGE_TEST_BOX_LAG_MS`).
+    pub fn start_lagging(b: &Box, box_id: &str, kubeconfig: &Path, lag_ms: u64) -> Bridge {
         let tmp = tempfile::tempdir().unwrap();
         let log = tmp.path().join("bridge.log");
         let child = Command::new(BRIDGE)
@@ -318,6 +324,7 @@ impl Bridge {
             .arg(kubeconfig)
             .args(["--log", "info,kube_bridge=debug"])
             .env_remove("KUBE_BRIDGE_CREDENTIALS")
+            .env("KUBE_BRIDGE_TEST_BOX_LAG_MS", lag_ms.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
