@@ -173,7 +173,8 @@ pub struct Bridge {
     kinds: Kinds,
     stores: Stores,
     /// The box as its change stream has told it so far; `loaded` once listed, `fresh`
-    /// while the stream is followed (the box answers).
+    /// while the stream is followed and has caught up (a list, or a bookmark since the
+    /// stream was last broken: the box sends one once it has replayed the backlog).
     view: Snapshot,
     loaded: bool,
     fresh: bool,
@@ -286,11 +287,13 @@ fn box_lag() -> Option<Duration> {
         .ok()?
         .parse()
         .ok()?;
-    tracing::warn!(
-        lag_ms = ms,
-        "KUBE_BRIDGE_TEST_BOX_LAG_MS: the box's change stream is held back (a test setting)"
-    );
-    (ms > 0).then(|| Duration::from_millis(ms))
+    (ms > 0).then(|| {
+        tracing::warn!(
+            lag_ms = ms,
+            "KUBE_BRIDGE_TEST_BOX_LAG_MS: the box's change stream is held back (a test setting)"
+        );
+        Duration::from_millis(ms)
+    })
 }
 
 /// Forwards each event `lag` after it arrived.
@@ -325,9 +328,13 @@ impl Bridge {
     fn take(&mut self, ev: BoxEvent) {
         match ev {
             BoxEvent::Feed(feed) => {
+                let caught_up = match &feed {
+                    Feed::Relist(_) => true,
+                    Feed::Changes { changes, .. } => changes.is_empty(),
+                };
                 self.loaded |= matches!(feed, Feed::Relist(_));
+                self.fresh |= caught_up;
                 self.view.absorb(feed);
-                self.fresh = true;
             }
             // The view is kept but no longer taken as proof that something is gone.
             BoxEvent::Down(_) => self.fresh = false,
@@ -353,8 +360,15 @@ impl Bridge {
     /// too; and the box's replies already carry the revision, so the box needs no change.
     /// Other writers (an operator on the box, the agents) are not gated: their changes are
     /// observations the next pass mirrors, as for any level-triggered controller.
+    ///
+    /// For the same reason nothing is derived from the view while the box is away or its
+    /// stream is still replaying what happened meanwhile (`fresh`): a Server the box
+    /// deleted while the bridge was away would otherwise be written back to it whole.
     fn caught_up(&self) -> bool {
-        self.loaded && self.view.consistent() && self.view.revision >= self.boxc.written()
+        self.loaded
+            && self.fresh
+            && self.view.consistent()
+            && self.view.revision >= self.boxc.written()
     }
 
     /// Every reflector has listed once.

@@ -190,6 +190,13 @@ async fn handle(
         })
         .unwrap_or_default();
     let param = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.as_str());
+    if ctx.down.load(Ordering::SeqCst) {
+        return json_response(
+            503,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "ServiceUnavailable", "code": 503, "message": "the API server is down (a test outage)"}),
+            &[],
+        );
+    }
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
