@@ -2,7 +2,8 @@
 //! with a serial number and WWN, all filled with a known pattern) PXE-boots from the real appliance (SeaBIOS + iPXE ROM → the appliance's DHCP →
 //! /boot.ipxe → /ipxe → the agent environment built by `scripts/build-agent-initramfs` with
 //! the `appliance` binary of this tree) → `appliance agent` registers it over gRPC →
-//! `appliance ctl get server` shows its hardware → `ctl server accept` → the agent is told to
+//! `appliance ctl get server` shows its hardware and the agent's pinned key (the agent used
+//! the boot token from /ipxe; every later call is signed) → `ctl server accept` → the agent is told to
 //! wipe (fast) → the disk images have their first and last MiB zeroed and the middle
 //! untouched → the server is clean and available in class `any` and in a class qualifying
 //! on its core count (and not in one asking for 64 cores).
@@ -122,6 +123,19 @@ fn pxe_agent_registers_is_accepted_wiped_and_available() {
     );
     assert!(line.contains(&format!("uuid={UUID}")), "{line}");
     let s = get(&mut lab, "server", UUID).expect("server registered");
+    // Authenticated first contact (the box's default): the agent came with the boot token
+    // /ipxe put on its command line, and the box pinned the key this boot's agent made.
+    let key = s["metadata"]["annotations"]["appliance.sidero.dev/agent-key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no agent key pinned: {s:#}"))
+        .to_string();
+    assert!(
+        vm.serial().contains(&format!(
+            "agent key {key} generated for this boot; boot token present"
+        )),
+        "{}",
+        vm.serial()
+    );
     let hw = &s["spec"]["hardware"];
     assert_eq!(hw["system"]["uuid"], UUID, "{s:#}");
     assert_eq!(hw["compute"]["totalCoreCount"], 2, "{s:#}");
