@@ -748,6 +748,8 @@ fn timeline_reply(t: &Recorder, rep: &Reply, src: SocketAddrV4, no_boot_file: Op
             .then_some(ip)
             .flatten()
             .map(IpAddr::V4),
+        // A server-mode ACK: this box leased the address to this MAC.
+        leased: step == Step::DhcpAck && !rep.yiaddr.is_unspecified(),
         ..Default::default()
     };
     let addr = ip

@@ -161,12 +161,25 @@ fn boot_start(events: &[Event], decision: usize) -> u64 {
 /// Milliseconds from the start of the PXE boot that led to the event with sequence number
 /// `seq` (a `Registered` or `Installed`, events in [`order`]) to that event: the boot
 /// begins with the DHCP/TFTP/`/boot.ipxe` run before the last network-boot `/ipxe`
-/// decision preceding it. None when no decision precedes it, or when the same step
+/// decision preceding it that a kernel fetch followed (else the last decision). None when no decision precedes it, or when the same step
 /// already happened since that decision (a boot is counted once).
 pub fn time_to(events: &[Event], seq: u64) -> Option<u64> {
     let at = events.iter().position(|e| e.seq == seq)?;
     let step = events[at].step;
-    let decision = events[..at].iter().rposition(|e| e.step == Step::Ipxe)?;
+    // The decision the client acted on: the last one followed by a kernel fetch (an
+    // `/ipxe` asked meanwhile, by a person or a probe, started no boot), else the last.
+    let decisions: Vec<usize> = events[..at]
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.step == Step::Ipxe)
+        .map(|(i, _)| i)
+        .collect();
+    let decision = decisions
+        .iter()
+        .rev()
+        .find(|&&d| events[d + 1..at].iter().any(|e| e.step == Step::Kernel))
+        .or(decisions.last())
+        .copied()?;
     if events[decision + 1..at].iter().any(|e| e.step == step) {
         return None;
     }
@@ -221,6 +234,8 @@ pub struct Who {
     /// A registration's NICs (the inventory the agent reported): these MACs are the
     /// server's from now on.
     pub nics: Option<Vec<MacAddr>>,
+    /// `ip` is the address this box's DHCP server leased to `mac` (a server-mode ACK).
+    pub leased: bool,
 }
 
 /// Whose ring an event goes to: a server's, or a client's pending ring.
@@ -255,8 +270,9 @@ pub struct Move {
 pub struct Attributor {
     mac_server: HashMap<MacAddr, String>,
     /// Address → the MAC a DHCP ACK (or `/ipxe`'s `mac=`) gave it, or the server that
-    /// registered from it; with the order learned (the oldest goes when full).
-    ip_key: HashMap<IpAddr, (Key, u64)>,
+    /// registered from it; with the order learned (the oldest goes when full) and whether
+    /// this box's DHCP leased it to that MAC.
+    ip_key: HashMap<IpAddr, (Key, u64, bool)>,
     learned: u64,
     max_addresses: usize,
 }
@@ -289,16 +305,20 @@ impl Attributor {
                 None => key.clone(),
             },
             Key::Ip(ip) => match self.ip_key.get(ip) {
-                Some((k, _)) => self.resolve(k),
+                Some((k, _, _)) => self.resolve(k),
                 None => key.clone(),
             },
             Key::Server(_) => key.clone(),
         }
     }
 
-    /// Remembers that `ip` is held by `holder` (a MAC or a server); true if that is new.
-    fn learn_ip(&mut self, ip: IpAddr, holder: Key) -> bool {
-        if self.ip_key.get(&ip).map(|(k, _)| k) == Some(&holder) {
+    /// Remembers that `ip` is held by `holder` (a MAC or a server; `leased` by this box's
+    /// DHCP); true if the holder is new.
+    fn learn_ip(&mut self, ip: IpAddr, holder: Key, leased: bool) -> bool {
+        if let Some((k, _, l)) = self.ip_key.get_mut(&ip)
+            && *k == holder
+        {
+            *l |= leased;
             return false;
         }
         if self.ip_key.len() >= self.max_addresses
@@ -306,13 +326,13 @@ impl Attributor {
             && let Some(oldest) = self
                 .ip_key
                 .iter()
-                .min_by_key(|(_, (_, n))| *n)
+                .min_by_key(|(_, (_, n, _))| *n)
                 .map(|(ip, _)| *ip)
         {
             self.ip_key.remove(&oldest);
         }
         self.learned += 1;
-        self.ip_key.insert(ip, (holder, self.learned));
+        self.ip_key.insert(ip, (holder, self.learned, leased));
         true
     }
 
@@ -332,20 +352,35 @@ impl Attributor {
             }
             // A registration speaks for its own address too (proxy DHCP: no ACK names it).
             if let Some(ip) = who.ip
-                && self.learn_ip(ip, Key::Server(server.clone()))
+                && self.learn_ip(ip, Key::Server(server.clone()), false)
             {
                 moves.push(Move {
                     from: Key::Ip(ip),
                     to: Key::Server(server.clone()),
                 });
             }
-        } else if let (Some(ip), Some(mac)) = (who.ip, who.mac)
-            && self.learn_ip(ip, Key::Mac(mac))
-        {
-            moves.push(Move {
-                from: Key::Ip(ip),
-                to: self.resolve(&Key::Mac(mac)),
-            });
+        } else if let (Some(ip), Some(mac)) = (who.ip, who.mac) {
+            // A request naming a stored server (`/ipxe?uuid=…&mac=…`) from the address this
+            // box's DHCP leased to that MAC: the NIC is the server's (the lease tie; a
+            // client speaks only for the MAC whose lease it holds).
+            let leased_here =
+                matches!(self.ip_key.get(&ip), Some((Key::Mac(m), _, true)) if *m == mac);
+            if let Some(server) = &who.server
+                && leased_here
+                && self.mac_server.get(&mac) != Some(server)
+            {
+                self.mac_server.insert(mac, server.clone());
+                moves.push(Move {
+                    from: Key::Mac(mac),
+                    to: Key::Server(server.clone()),
+                });
+            }
+            if self.learn_ip(ip, Key::Mac(mac), who.leased) {
+                moves.push(Move {
+                    from: Key::Ip(ip),
+                    to: self.resolve(&Key::Mac(mac)),
+                });
+            }
         }
         let key = if let Some(s) = &who.server {
             Key::Server(s.clone())
@@ -428,6 +463,7 @@ mod tests {
             (61_100, Step::Ipxe),
             (62_000, Step::Kernel),
             (63_000, Step::Initrd),
+            (65_000, Step::Ipxe), // someone asked /ipxe meanwhile: no boot
             (70_000, Step::ConfigFetched),
             (71_000, Step::SiderolinkUp),
             (90_000, Step::Installed),
@@ -454,7 +490,7 @@ mod tests {
             "a second registration is not counted"
         );
         // Installed: from the install boot's offer (60 000) to 90 000.
-        assert_eq!(time_to(&v, 20), Some(30_000));
+        assert_eq!(time_to(&v, 21), Some(30_000));
         // Not a milestone after a decision: none.
         assert_eq!(time_to(&v, 1), None);
         assert_eq!(time_to(&v, 99), None);
@@ -574,6 +610,55 @@ mod tests {
             .1,
             Key::Ip(ip(5))
         );
+        // The lease tie: a stored server's /ipxe from the address this box leased to a MAC
+        // makes the MAC the server's; the same request without that lease does not.
+        let mut a = Attributor::new(Vec::new(), 8);
+        let ipxe = |m: MacAddr, from: IpAddr| Who {
+            server: Some("s2".into()),
+            mac: Some(m),
+            ip: Some(from),
+            ..Default::default()
+        };
+        assert_eq!(a.place(&ipxe(mac(6), ip(9))).1, Key::Server("s2".into()));
+        assert_eq!(
+            a.place(&Who {
+                mac: Some(mac(6)),
+                ..Default::default()
+            })
+            .1,
+            Key::Mac(mac(6)),
+            "an /ipxe without this box's lease ties nothing"
+        );
+        a.place(&Who {
+            mac: Some(mac(5)),
+            ip: Some(ip(8)),
+            leased: true,
+            ..Default::default()
+        });
+        let (m, k) = a.place(&ipxe(mac(5), ip(8)));
+        assert_eq!(k, Key::Server("s2".into()));
+        assert_eq!(
+            m,
+            [Move {
+                from: Key::Mac(mac(5)),
+                to: Key::Server("s2".into())
+            }]
+        );
+        for who in [
+            Who {
+                mac: Some(mac(5)),
+                ..Default::default()
+            },
+            Who {
+                ip: Some(ip(8)),
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(a.place(&who).1, Key::Server("s2".into()));
+        }
+        // Claiming another client's MAC from an address leased to a third one ties nothing.
+        let (m, _) = a.place(&ipxe(mac(6), ip(8)));
+        assert!(!m.iter().any(|m| m.from == Key::Mac(mac(6))), "{m:?}");
         assert_eq!(
             Key::Mac(mac(1)).store_key(),
             "mac:52:54:00:00:00:01".to_string()

@@ -22,12 +22,16 @@
 //! `mac=`) or only the client's address (TFTP, `/boot.ipxe`, asset fetches): an address is
 //! the MAC the box's last DHCP ACK (or an `/ipxe` request from it) gave it, or the server
 //! that registered from it; a MAC is a server's when a stored Server's inventory lists it
-//! as a NIC (read at start, learned from every registration). Events of a client not yet
+//! as a NIC (read at start, learned from every registration), or by the lease tie: an
+//! `/ipxe` naming a stored Server comes from the address this box's DHCP leased to that
+//! MAC (a client speaks only for the MAC whose lease it holds; how an operator-created
+//! Server without inventory gets its DHCP steps). Events of a client not yet
 //! known to be a server are kept under `mac:<mac>` (or `ip:<addr>` when no MAC is known)
 //! in a small pending ring ([`PENDING_PER_CLIENT`] events, at most [`PENDING_CLIENTS`]
 //! clients, the oldest dropped first), and moved, in place by time, to the server's ring
 //! when a registration names that NIC (or address). An unauthenticated request can at
-//! most add events to the timeline, never change a server's identity, BMC or wipe state.
+//! most add events to the timeline (and tie only the MAC whose lease it holds), never change
+//! a server's identity, BMC or wipe state.
 
 pub mod event;
 
