@@ -353,12 +353,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         crate::bmc::setup::AutoSetup::new(store.clone(), power.gate().clone(), &config.bmc)
     });
     // The lifecycle: agent API, allocation, metadata, server actions, and its reconcile
-    // task; it powers servers through the BMC room's PowerControl (servers without a BMC
-    // are skipped).
+    // task; it powers servers through the BMC room's PowerControl, and resets released
+    // servers without a BMC through SideroLink (plugged into `os_reset` once it runs).
+    let os_reset = crate::reconcile::power::OsResetSlot::default();
     let (lifecycle, reconcile_task) = Lifecycle::new(
         store.clone(),
         config.lifecycle.clone(),
-        Arc::new(power.clone()),
+        Arc::new(crate::reconcile::power::ServerPower::new(
+            power.clone(),
+            os_reset.clone(),
+        )),
         bmc_setup,
     );
     // The built-in `any` class exists before the box answers (as Sidero's startup runnable).
@@ -441,7 +445,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         )
         .await
         {
-            Ok(started) => Some(started),
+            Ok(started) => {
+                os_reset.set(Arc::new(started.reset.clone()));
+                Some(started)
+            }
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "SideroLink not started");
                 None

@@ -134,6 +134,11 @@ pub struct SideroLinkConfig {
     /// Node addresses never recorded from Talos AddressEvents, as CIDR prefixes (Sidero's
     /// `--negative-address-filter`).
     pub negative_address_filter: Vec<String>,
+    /// Reset without BMC (Talos machine API over the overlay): attempts per release, the
+    /// wait before the second (doubling after each), and the bound of one attempt, seconds.
+    pub reset_attempts: u32,
+    pub reset_backoff_secs: u64,
+    pub reset_timeout_secs: u64,
 }
 
 /// Power control through server BMCs (IPMI/Redfish), see `bmc/`.

@@ -10,6 +10,11 @@
 //! (roaming). The same task drives every `Tunn`'s `update_timers` every 250 ms and resets
 //! the limiter's count every second, and encrypts smoltcp's output to the peer owning the
 //! destination address. Peers follow the ServerBindings (`peers`).
+//!
+//! Outbound: a [`Connector`] asks the task for a TCP connection to a node inside the
+//! overlay; it is refused at once unless the node is a peer with a live session (a
+//! handshake within Talos's peer-down interval, 275 s), since the box never knows where
+//! to send to before the node's first handshake.
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -24,7 +29,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use x25519_dalek::PublicKey;
 
 use super::identity::Identity;
-use super::overlay::{Overlay, Received};
+use super::overlay::{ConnectReply, Overlay, Received};
 use super::peers::PeerSpec;
 use super::stream::OverlayStream;
 use crate::metrics::{Counter, Gauge, Labeled, Registry};
@@ -35,6 +40,38 @@ use crate::timeline::event::{Outcome, Step, Who};
 pub const HANDSHAKE_LIMIT: u64 = 100;
 const TIMER_TICK: Duration = Duration::from_millis(250);
 const MAX_DATAGRAM: usize = 65_535;
+/// A peer whose last handshake is older than this has no live session (Talos re-provisions
+/// then: `SL:pkg/wireguard` `PeerDownInterval`, 180 + 5 + 90 s).
+pub const SESSION_LIVE: Duration = Duration::from_secs(275);
+
+/// A request for an outbound overlay connection.
+#[derive(Debug)]
+struct ConnectRequest {
+    to: Ipv6Addr,
+    port: u16,
+    reply: ConnectReply,
+}
+
+/// Opens TCP connections to nodes through the endpoint (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Connector {
+    tx: mpsc::Sender<ConnectRequest>,
+}
+
+impl Connector {
+    /// A TCP connection to `[to]:port` inside the overlay. Fails at once when `to` is no
+    /// peer with a live session; bounded by smoltcp's connect timeout (10 s) otherwise.
+    pub async fn connect(&self, to: Ipv6Addr, port: u16) -> std::io::Result<OverlayStream> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(ConnectRequest { to, port, reply })
+            .await
+            .map_err(|_| std::io::Error::other("the SideroLink endpoint is stopped"))?;
+        answer
+            .await
+            .map_err(|_| std::io::Error::other("the SideroLink endpoint is stopped"))?
+    }
+}
 
 /// Counters of the endpoint (read by tests and `/metrics`).
 #[derive(Debug, Default)]
@@ -161,6 +198,8 @@ pub struct Endpoint {
     logs: broadcast::Sender<NodeLog>,
     events_tx: mpsc::Sender<std::io::Result<OverlayStream>>,
     events_rx: Option<mpsc::Receiver<std::io::Result<OverlayStream>>>,
+    connect_tx: mpsc::Sender<ConnectRequest>,
+    connect_rx: mpsc::Receiver<ConnectRequest>,
     buf: Vec<u8>,
     timeline: Recorder,
 }
@@ -176,7 +215,10 @@ impl Endpoint {
     ) -> Endpoint {
         let public = identity.public_key();
         let (events_tx, events_rx) = mpsc::channel(64);
+        let (connect_tx, connect_rx) = mpsc::channel(64);
         Endpoint {
+            connect_tx,
+            connect_rx,
             events_tx,
             events_rx: Some(events_rx),
             socket,
@@ -220,6 +262,13 @@ impl Endpoint {
     /// The sender of decoded log lines (subscribe to it after `run` took the endpoint).
     pub fn log_sender(&self) -> broadcast::Sender<NodeLog> {
         self.logs.clone()
+    }
+
+    /// Opens outbound connections into the overlay while `run` drives the endpoint.
+    pub fn connector(&self) -> Connector {
+        Connector {
+            tx: self.connect_tx.clone(),
+        }
     }
 
     /// The event sink's connections (TCP 4002 inside the overlay), for
@@ -329,11 +378,31 @@ impl Endpoint {
                     }
                     self.timers().await;
                 }
+                Some(req) = self.connect_rx.recv() => self.connect(req),
                 _ = sleep => {}
                 _ = wake.notified() => {}
             }
             delay = self.run_overlay().await;
         }
+    }
+
+    /// Starts an outbound connection if `req.to` is a peer with a live session.
+    fn connect(&mut self, req: ConnectRequest) {
+        let live = self
+            .by_addr
+            .get(&req.to)
+            .and_then(|i| self.peers.get(i))
+            .filter(|p| p.endpoint.is_some())
+            .and_then(|p| p.tunn.time_since_last_handshake())
+            .is_some_and(|t| t < SESSION_LIVE);
+        if !live {
+            let _ = req.reply.send(Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("no live SideroLink session with {}", req.to),
+            )));
+            return;
+        }
+        self.overlay.connect(req.to, req.port, req.reply);
     }
 
     async fn send(&self, to: SocketAddr, bytes: &[u8]) {

@@ -4,7 +4,8 @@
 //! following ServerBindings (`peers`), the userspace WireGuard endpoint (`endpoint`) with
 //! its smoltcp overlay (`overlay`, `stream`) carrying the TCP 4001 log receiver and the
 //! gRPC 4002 event sink (`sink`), and the log book (`logbook`) keeping each server's lines
-//! in a bounded ring in the store. Pure parts (prefix derivation, address allocation,
+//! in a bounded ring in the store, and the reset without BMC (`reset`: the Talos machine
+//! API over the overlay with an operator's talosconfig, `talosconfig`). Pure parts (prefix derivation, address allocation,
 //! log-line decoding, event mapping) live in `crate::protocol::siderolink`.
 //!
 //! [`start`] builds it all for `app.rs`.
@@ -15,8 +16,10 @@ pub mod logbook;
 pub mod overlay;
 pub mod peers;
 pub mod provision;
+pub mod reset;
 pub mod sink;
 pub mod stream;
+pub mod talosconfig;
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -51,6 +54,8 @@ pub struct Started {
     pub server_address: Ipv6Addr,
     pub stats: Arc<endpoint::Stats>,
     pub logs: tokio::sync::broadcast::Sender<endpoint::NodeLog>,
+    /// The reset without BMC, for the lifecycle's power hook (`reconcile::power`).
+    pub reset: reset::TalosReset,
     /// The room's long-running tasks, for `app.rs` to spawn and join; each ends on the
     /// shutdown signal.
     pub tasks: Vec<(&'static str, Task)>,
@@ -118,6 +123,16 @@ pub async fn start(
     );
     endpoint.record_to(timeline.clone());
     let logs = endpoint.log_sender();
+    let reset = reset::TalosReset::new(
+        store.clone(),
+        endpoint.connector(),
+        prefix,
+        reset::ResetSettings {
+            attempts: config.reset_attempts.max(1),
+            backoff: std::time::Duration::from_secs(config.reset_backoff_secs),
+            timeout: std::time::Duration::from_secs(config.reset_timeout_secs.max(1)),
+        },
+    );
     let log_lines = endpoint.subscribe_logs();
     let event_conns = endpoint
         .take_event_connections()
@@ -177,6 +192,7 @@ pub async fn start(
         server_address: prefix.server_address(),
         stats,
         logs,
+        reset,
         tasks,
     })
 }

@@ -8,6 +8,10 @@
 //! [`LogDecoder`]; every decoded line is attributed by the connection's remote address,
 //! i.e. the tunnel address of the peer that sent it. And the TCP 4002 event sink's
 //! connections, handed out as [`OverlayStream`]s for tonic (see `stream`).
+//!
+//! Outbound too: [`Overlay::connect`] opens a TCP connection from `<prefix>::1` to a node
+//! (the Talos machine API for a reset without BMC, `reset`); the stream is handed over once
+//! the handshake completes, or the connection error when smoltcp gives up.
 
 use std::collections::VecDeque;
 use std::net::Ipv6Addr;
@@ -19,7 +23,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use super::stream::{OverlayStream, PIPE_CAP, Pipe};
 use crate::protocol::siderolink::address::Prefix;
@@ -103,6 +107,22 @@ struct Conn {
     kind: ConnKind,
 }
 
+/// The answer to an outbound connect: the stream once established, or why not.
+pub type ConnectReply = oneshot::Sender<std::io::Result<OverlayStream>>;
+
+/// An outbound connection still in its handshake.
+struct Pending {
+    handle: SocketHandle,
+    pipe: Arc<Mutex<Pipe>>,
+    remote: Ipv6Addr,
+    reply: ConnectReply,
+}
+
+/// Local ports of outbound connections: the IANA dynamic range.
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
+/// An outbound connect that is not established within this time fails.
+const CONNECT_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(10);
+
 impl Drop for Overlay {
     /// The endpoint stopped: every stream ends (reads see EOF, writes fail), so the gRPC
     /// server holding them can finish its shutdown.
@@ -127,6 +147,8 @@ pub struct Overlay {
     /// Listening sockets: (port, handle).
     listeners: Vec<(u16, Option<SocketHandle>)>,
     conns: Vec<Conn>,
+    pending: Vec<Pending>,
+    next_port: u16,
     max_conns: usize,
     max_line: usize,
     start: std::time::Instant,
@@ -150,6 +172,8 @@ impl Overlay {
             sockets: SocketSet::new(Vec::new()),
             listeners: vec![(LOG_PORT, None), (EVENTS_PORT, None)],
             conns: Vec::new(),
+            pending: Vec::new(),
+            next_port: *EPHEMERAL.start() + (seed % 16_384) as u16,
             max_conns: max_conns.max(1),
             max_line,
             start,
@@ -230,6 +254,76 @@ impl Overlay {
         self.conns.len()
     }
 
+    /// Starts a TCP connection from the server address to `[to]:port` inside the overlay;
+    /// `reply` gets the stream once it is established (or the error). The caller checks
+    /// that `to` belongs to a peer with a session; packets go out on the next `poll`.
+    pub fn connect(&mut self, to: Ipv6Addr, port: u16, reply: ConnectReply) {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; PIPE_CAP]),
+            tcp::SocketBuffer::new(vec![0; PIPE_CAP]),
+        );
+        s.set_timeout(Some(CONNECT_TIMEOUT));
+        s.set_keep_alive(Some(smoltcp::time::Duration::from_secs(60)));
+        let local = self.next_port;
+        self.next_port = if local == *EPHEMERAL.end() {
+            *EPHEMERAL.start()
+        } else {
+            local + 1
+        };
+        if let Err(e) = s.connect(self.iface.context(), (IpAddress::Ipv6(to), port), local) {
+            let _ = reply.send(Err(std::io::Error::other(format!(
+                "overlay connect to [{to}]:{port}: {e}"
+            ))));
+            return;
+        }
+        let handle = self.sockets.add(s);
+        self.pending.push(Pending {
+            handle,
+            pipe: Arc::new(Mutex::new(Pipe::default())),
+            remote: to,
+            reply,
+        });
+        self.wake.notify_one();
+    }
+
+    /// Hands established outbound connections to their callers (they become streams) and
+    /// fails the ones smoltcp gave up on (refused, timed out) or whose caller left.
+    fn settle_pending(&mut self) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            let s = self.sockets.get_mut::<tcp::Socket>(p.handle);
+            let state = s.state();
+            let gone = p.reply.is_closed();
+            if !gone && state != tcp::State::Established && state != tcp::State::Closed {
+                i += 1;
+                continue;
+            }
+            let p = self.pending.swap_remove(i);
+            if state == tcp::State::Closed {
+                self.sockets.remove(p.handle);
+                let _ = p.reply.send(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!("overlay connection to [{}] refused or timed out", p.remote),
+                )));
+                continue;
+            }
+            // Established (or its caller left): from now on an ordinary stream connection,
+            // which the poll loop closes once its stream is dropped.
+            let s = self.sockets.get_mut::<tcp::Socket>(p.handle);
+            s.set_timeout(Some(smoltcp::time::Duration::from_secs(300)));
+            let stream = OverlayStream::new(p.pipe.clone(), p.remote, self.wake.clone());
+            if gone || p.reply.send(Ok(stream)).is_err() {
+                // The stream was dropped with the reply: its Drop marked the pipe closed.
+                s.abort();
+            }
+            self.conns.push(Conn {
+                handle: p.handle,
+                kind: ConnKind::Stream(p.pipe),
+            });
+        }
+    }
+
     /// Runs the stack over the queued input, reads the log connections, moves bytes of
     /// the event connections, and returns when smoltcp next wants to be polled (None: only
     /// on input). New event connections are appended to `streams`.
@@ -254,6 +348,7 @@ impl Overlay {
             self.iface
                 .poll_egress(now, &mut self.queues, &mut self.sockets);
             self.accept(streams);
+            self.settle_pending();
             let mut moved = false;
             let mut i = 0;
             while i < self.conns.len() {

@@ -3,7 +3,8 @@
 //! WireGuard public key it generated for this boot; only an allocated server (one with a
 //! ServerBinding) gets an overlay address (else NOT_FOUND), and a key that is not a
 //! WireGuard key is INVALID_ARGUMENT. The binding's `spec.siderolink.{address,publicKey}`
-//! is written in one store transaction; the WireGuard endpoint follows bindings through the
+//! is written in one store transaction (with the node's session record, kept after the
+//! binding goes for a reset without BMC); the WireGuard endpoint follows bindings through the
 //! change feed, so the peer exists once the answer is sent.
 //!
 //! Differences from Sidero: a reused address must lie in the current overlay prefix, a new
@@ -25,7 +26,11 @@ use crate::model::{Kind, Object, SideroLinkSpec};
 use crate::protocol::siderolink::address::{
     self, AllocateError, Prefix, format_node_address, parse_node_address,
 };
+use crate::store::NodeRecord;
 use crate::store::{Store, StoreError};
+
+/// The label CAPI puts on a Machine (copied to the binding) naming its cluster.
+pub const CLUSTER_LABEL: &str = "cluster.x-k8s.io/cluster-name";
 
 /// Random candidates drawn per Provision (a collision among 2^64 is already unlikely).
 const CANDIDATES: usize = 16;
@@ -90,11 +95,17 @@ pub fn bind_node(
             Some(a) => a,
             None => address::allocate(prefix, candidates, |a| in_use.contains(&a))?,
         };
+        let record = NodeRecord {
+            address: format_node_address(addr),
+            public_key: key.clone(),
+            cluster: binding.metadata.labels.get(CLUSTER_LABEL).cloned(),
+        };
         binding.spec.siderolink = Some(SideroLinkSpec {
             address: format_node_address(addr),
             public_key: key,
         });
         t.put(&Object::ServerBinding(binding))?;
+        t.put_siderolink_node(node_uuid, &record)?;
         Ok(addr)
     })
 }

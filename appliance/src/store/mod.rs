@@ -40,6 +40,7 @@ pub use changelog::{LoggedChange, Retention, Since};
 pub use events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
 pub use migrate::SCHEMA_VERSION;
 pub use node_logs::{NodeLogQuery, NodeLogRecord};
+pub use siderolink::NodeRecord;
 use tables::{CHANGE_LOG, META, OBJECTS, object_key};
 pub use timeline::{TimelineLimits, TimelineOp, TimelineRecord};
 pub use txn::Txn;

@@ -121,10 +121,15 @@ pub const BMC_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bmc
 
 // --- siderolink room: the box's SideroLink identity (`store/siderolink.rs`) ---
 
-/// Key `"installation-id"` → its text; `"private-key"` → the WireGuard key, sealed.
+/// Key `"installation-id"` → its text; `"private-key"` → the WireGuard key, sealed;
+/// `"talosconfig/<cluster>"` → an operator's talosconfig, sealed; `"node/<server>"` →
+/// the node's last SideroLink session (JSON `NodeRecord`, written with the binding's
+/// `spec.siderolink` and kept after the binding goes, for a reset without BMC).
 pub const SIDEROLINK: TableDefinition<&str, &[u8]> = TableDefinition::new("siderolink");
 pub const SIDEROLINK_INSTALLATION_ID: &str = "installation-id";
 pub const SIDEROLINK_PRIVATE_KEY: &str = "private-key";
+pub const SIDEROLINK_TALOSCONFIG_PREFIX: &str = "talosconfig/";
+pub const SIDEROLINK_NODE_PREFIX: &str = "node/";
 /// Talos event ids applied per server (Talos resends its backlog after a reconnect, also
 /// after the box restarted): key (server name, sequence), value = the event id; the newest
 /// few per server are kept (`Txn::remember_talos_event`).

@@ -22,6 +22,7 @@ pub struct Txn<'t> {
     allocations: Table<'t, &'static str, &'static [u8]>,
     log: Table<'t, u64, &'static [u8]>,
     talos_events: Table<'t, (&'static str, u64), &'static str>,
+    pub(super) siderolink: Table<'t, &'static str, &'static [u8]>,
     key: &'t crate::secrets::SecretKey,
     now_ms: u64,
     revision: u64,
@@ -159,6 +160,11 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// Marks the transaction as having written something outside the object tables.
+    pub(super) fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
     pub fn allocation(&self, server: &str) -> Result<Option<AllocationRecord>, StoreError> {
         self.allocations
             .get(server)?
@@ -219,6 +225,9 @@ impl Store {
                 log: txn.open_table(CHANGE_LOG).map_err(StoreError::from)?,
                 talos_events: txn
                     .open_table(tables::SIDEROLINK_EVENT_IDS)
+                    .map_err(StoreError::from)?,
+                siderolink: txn
+                    .open_table(tables::SIDEROLINK)
                     .map_err(StoreError::from)?,
                 key: &self.inner.key,
                 now_ms: crate::clock::unix_ms(),
