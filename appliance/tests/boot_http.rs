@@ -608,3 +608,73 @@ async fn upload_check_answers_like_the_upload_would() {
         400
     );
 }
+
+/// One UUID on two chassis (Sidero #1222), and a junk UUID: `/ipxe` boots a machine by the
+/// server registered for its NIC, never another machine's Environment.
+#[tokio::test]
+async fn a_uuid_never_boots_another_chassis_into_its_environment() {
+    let b = start(BootFromDiskMethod::IpxeExit).await;
+    write_env(b.dir.path(), "agent-amd64", b"k", b"i");
+    // Allocated servers (a binding each) whose Environment `default` does not exist: their
+    // own boots answer 404 for it, a stranger's the agent.
+    let server = |name: &str, mac: &str, label: &str| {
+        format!(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata:\n  name: {name}\n  labels: {{{label}}}\nspec:\n  accepted: true\n  hardware:\n    network:\n      interfaces:\n      - {{name: eth0, mac: '{mac}'}}\n---\napiVersion: infrastructure.cluster.x-k8s.io/v1alpha3\nkind: ServerBinding\nmetadata:\n  name: {name}\nspec: {{}}\n"
+        )
+    };
+    apply(&b.store, &server(UUID, "52:54:00:00:00:01", ""));
+    let own = get(&format!(
+        "{}/ipxe?uuid={UUID}&mac=52-54-00-00-00-01",
+        b.base
+    ))
+    .await;
+    assert_eq!(own, (404, "environment \"default\" not found\n".into()));
+    let (status, twin) = get(&format!(
+        "{}/ipxe?uuid={UUID}&mac=52-54-00-00-00-02",
+        b.base
+    ))
+    .await;
+    assert_eq!(status, 200, "{twin}");
+    assert!(
+        twin.contains("/env/agent-amd64/vmlinuz") && twin.contains("appliance.token="),
+        "{twin}"
+    );
+    // Once registered by its NIC (label from the agent API), the twin boots as itself.
+    apply(
+        &b.store,
+        &server(
+            "mac-525400000002-sn2",
+            "52:54:00:00:00:02",
+            "appliance.sidero.dev/junk-uuid: duplicate",
+        ),
+    );
+    let twin = get(&format!(
+        "{}/ipxe?uuid={UUID}&mac=52-54-00-00-00-02",
+        b.base
+    ))
+    .await;
+    assert_eq!(twin, (404, "environment \"default\" not found\n".into()));
+    // A junk UUID names no server: the machine is found by its NIC, or gets the agent.
+    let zero = "00000000-0000-0000-0000-000000000000";
+    apply(
+        &b.store,
+        &server(
+            "mac-525400000007",
+            "52:54:00:00:00:07",
+            "appliance.sidero.dev/junk-uuid: all-zero",
+        ),
+    );
+    let known = get(&format!(
+        "{}/ipxe?uuid={zero}&mac=52-54-00-00-00-07",
+        b.base
+    ))
+    .await;
+    assert_eq!(known, (404, "environment \"default\" not found\n".into()));
+    let (status, other) = get(&format!(
+        "{}/ipxe?uuid={zero}&mac=52-54-00-00-00-08",
+        b.base
+    ))
+    .await;
+    assert_eq!(status, 200, "{other}");
+    assert!(other.contains("/env/agent-amd64/vmlinuz"), "{other}");
+}

@@ -34,7 +34,7 @@ use crate::boot::{
 use crate::model::MacAddr;
 use crate::model::{Kind, Object, meta::validate_name};
 use crate::net::tftp_root::{RootError, TftpRoot};
-use crate::protocol::first_contact::TOKEN_ARG;
+use crate::protocol::first_contact::{JUNK_LABEL, TOKEN_ARG, junk_uuid};
 use crate::protocol::http_range::{self, RangeAnswer};
 use crate::protocol::ipxe::{self, EnvironmentBoot};
 use crate::store::{Store, StoreError};
@@ -237,6 +237,47 @@ fn internal(e: &StoreError) -> Response {
     )
 }
 
+/// The Server an `/ipxe` request is about: its UUID, unless that UUID cannot name one
+/// machine — a junk form (all zeros, all F, …) or a registered server none of whose NICs is
+/// the booting `mac` (a second chassis with the same UUID, Sidero #1222). Then it is the
+/// server registered for that NIC under a `mac-` name (label
+/// `appliance.sidero.dev/junk-uuid`), or none (the agent boots and registers it): never
+/// another machine's Environment or disk.
+fn server_name(
+    store: &Store,
+    uuid: &str,
+    mac: Option<MacAddr>,
+) -> Result<Option<String>, StoreError> {
+    if validate_name(uuid).is_err() {
+        return Ok(Some(uuid.to_string()));
+    }
+    if junk_uuid(uuid).is_none() {
+        let Some(stored) = store.get(Kind::Server, uuid)? else {
+            return Ok(Some(uuid.to_string()));
+        };
+        let nics = match &stored.object {
+            Object::Server(s) => s.spec.nic_macs(),
+            _ => Vec::new(),
+        };
+        match mac {
+            Some(m) if !nics.is_empty() && !nics.contains(&m) => {}
+            _ => return Ok(Some(uuid.to_string())),
+        }
+    }
+    let Some(mac) = mac else {
+        return Ok(None);
+    };
+    for stored in store.list(Kind::Server)? {
+        if let Object::Server(s) = stored.object
+            && s.metadata.labels.contains_key(JUNK_LABEL)
+            && s.spec.nic_macs().contains(&mac)
+        {
+            return Ok(Some(s.metadata.name));
+        }
+    }
+    Ok(None)
+}
+
 /// Reads what the decision needs for `uuid` from the store.
 fn lookup(store: &Store, uuid: &str) -> Result<Lookup, StoreError> {
     if validate_name(uuid).is_err() {
@@ -382,7 +423,11 @@ async fn ipxe_decide(
 
     let store = ctx.store.clone();
     let uuid2 = uuid.clone();
-    let found = tokio::task::spawn_blocking(move || lookup(&store, &uuid2)).await;
+    let found = tokio::task::spawn_blocking(move || match server_name(&store, &uuid2, mac_addr)? {
+        Some(name) => lookup(&store, &name),
+        None => Ok(Lookup::default()),
+    })
+    .await;
     let found = match found {
         Ok(Ok(l)) => l,
         Ok(Err(e)) => return internal(&e),
