@@ -534,7 +534,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             wait_for(shutdown.clone()),
             http::listener::ListenerSettings::from_config(&config.http),
             open_connections.clone(),
-            Some(tls.acceptor()),
+            Some(tls),
         )));
     }
     if let Some(s) = siderolink {

@@ -235,6 +235,15 @@ pub struct CtlArgs {
     /// Data directory to read the admin token from.
     #[arg(long, env = "APPLIANCE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Use the box's mTLS admin port instead of the token: a directory with ca.crt, tls.crt
+    /// and tls.key from `ctl bridge enroll NAME --out DIR`, with an https:// --endpoint
+    /// (e.g. https://10.5.0.1:8443). That port serves the admin, lifecycle and power
+    /// commands only.
+    #[arg(long, env = "APPLIANCE_CERT_DIR", value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// The name the box's TLS certificate must carry (with --cert-dir).
+    #[arg(long, env = "APPLIANCE_SERVER_NAME", default_value = crate::secrets::ca::SERVER_NAME)]
+    pub server_name: String,
     #[command(subcommand)]
     pub command: CtlCommand,
 }

@@ -1,6 +1,7 @@
 //! The mTLS admin port against the real `appliance serve`: `ctl bridge enroll` writes a
-//! client certificate that opens the admin API (status, get, watch) on `[admin_tls] listen`;
-//! no certificate, a certificate of another CA and a revoked one are refused at TLS; the
+//! client certificate that opens the admin API (status, get, watch) on `[admin_tls] listen`,
+//! and `ctl --cert-dir` uses it without a token; no certificate, a certificate of another CA
+//! and a revoked one are refused at TLS (a revoked one's open connection closed); the
 //! enrolment service is not on the TLS port; the CA survives a restart and its key is not in
 //! the store file in clear; the token path on :8081 keeps working.
 
@@ -108,6 +109,34 @@ async fn enrolled_clients_get_in_others_are_refused_at_tls() {
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.revision, listed.revision, "caught-up bookmark");
+    // `ctl --cert-dir` uses the TLS port with these files and no token at all.
+    let no_token = tmp.path().join("no-token");
+    std::fs::create_dir(&no_token).unwrap();
+    let ctl_tls = |endpoint: &str, args: &[&str]| {
+        let out = std::process::Command::new(support::BIN)
+            .arg("ctl")
+            .args(["--endpoint", endpoint, "--cert-dir"])
+            .arg(&creds)
+            .arg("--data-dir")
+            .arg(&no_token)
+            .args(args)
+            .env_remove("APPLIANCE_TOKEN")
+            .env_remove("APPLIANCE_ENDPOINT")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let https = format!("https://127.0.0.1:{port}");
+    let (ok, out, err) = ctl_tls(&https, &["status"]);
+    assert!(ok && out.contains("revision:"), "{out}{err}");
+    let (ok, out, err) = ctl_tls(&https, &["get", "serverclass"]);
+    assert!(ok && out.contains("any"), "{out}{err}");
+    let (ok, _, err) = ctl_tls(&format!("http://127.0.0.1:{port}"), &["status"]);
+    assert!(
+        !ok && err.contains("--cert-dir needs an https:// --endpoint"),
+        "{err}"
+    );
     // Enrolment is not served on the TLS port.
     let err = AdminCertsClient::new(channel)
         .enroll(EnrollRequest {
@@ -151,9 +180,23 @@ async fn enrolled_clients_get_in_others_are_refused_at_tls() {
         status_ok(port, &ca, Some((&cert, &key))).await,
         "after restart"
     );
-    // Revoked: refused; enrolled again: a new certificate works, the old one does not.
+    // Revoked: refused, and a connection it already holds is closed (the same channel's
+    // next calls fail: its reconnection cannot resume the old TLS session); enrolled again: a new certificate works, the old one does not.
+    let mut held = AdminClient::new(connect(port, &ca, Some((&cert, &key))).await.unwrap());
+    held.status(StatusRequest {}).await.unwrap();
     box_.ctl_ok(&["bridge", "revoke", "rack-1"]);
     assert!(!status_ok(port, &ca, Some((&cert, &key))).await, "revoked");
+    let (ok, _, _) = ctl_tls(&https, &["status"]);
+    assert!(!ok, "ctl with a revoked certificate");
+    let deadline = appliance::clock::now() + std::time::Duration::from_secs(5);
+    while held.status(StatusRequest {}).await.is_ok() {
+        assert!(
+            appliance::clock::now() < deadline,
+            "a held connection of a revoked certificate still serves: {}",
+            box_.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let secret = box_.ctl_ok(&["bridge", "enroll", "rack-1"]);
     assert!(
         secret.contains("kind: Secret") && secret.contains("  tls.key: "),

@@ -1,5 +1,6 @@
 //! The bridge's only way into a box: its admin and lifecycle gRPC APIs (`appliance-rpc`),
-//! authenticated with the admin token on the box's plain admin port.
+//! over the box's mTLS admin port with the bridge's enrolled client certificate
+//! ([`crate::boxtls`]), or on the box itself over its plain admin port with the admin token.
 //!
 //! The box's objects reach the sync loop as [`Feed`]s from [`BoxClient::follow`]: it lists
 //! every kind the bridge mirrors once ([`Feed::Relist`]), then follows the box's admin
@@ -11,6 +12,7 @@
 //! Every write the bridge makes on the box records the store revision the box answered
 //! ([`BoxClient::written`]): the sync loop compares it with its view (see `sync.rs`).
 
+use crate::boxtls;
 use appliance_rpc::admin::admin_client::AdminClient;
 use appliance_rpc::admin::{
     ApplyRequest, ChangeType, DeleteRequest, GetRequest, StatusRequest, WatchRequest,
@@ -39,6 +41,10 @@ pub enum BoxError {
     Endpoint(String, String),
     #[error("box unreachable: {0}")]
     Unreachable(String),
+    #[error(
+        "the box refused this bridge's client certificate at TLS (revoked, not enrolled on this box, or from another box's CA): enroll again (`appliance ctl bridge enroll NAME`) and update --credentials; retrying ({0})"
+    )]
+    CertificateRefused(String),
     #[error("box refused: {0}")]
     Refused(Status),
     #[error("the box has no admin Watch API (it is older than its change log): update it")]
@@ -55,20 +61,43 @@ impl From<Status> for BoxError {
     fn from(s: Status) -> Self {
         match s.code() {
             Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled => {
-                BoxError::Unreachable(s.message().to_string())
+                // The transport's reason is in the source chain, not the message.
+                let mut text = s.message().to_string();
+                let mut source = std::error::Error::source(&s);
+                while let Some(e) = source {
+                    text.push_str(": ");
+                    text.push_str(&e.to_string());
+                    source = e.source();
+                }
+                if boxtls::client_refused(&text) {
+                    BoxError::CertificateRefused(text)
+                } else {
+                    BoxError::Unreachable(text)
+                }
             }
             _ => BoxError::Refused(s),
         }
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every call.
+/// How the bridge proves itself to the box.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// mTLS with an enrolled client certificate (`https://` box URL).
+    Tls(Arc<boxtls::Credentials>),
+    /// The admin token (`http://` box URL, the box's plain admin port).
+    Token(String),
+}
+
+/// Adds `authorization: Bearer <token>` to every call (nothing over mTLS).
 #[derive(Clone)]
-pub struct Token(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Token {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
         Ok(req)
     }
 }
@@ -214,18 +243,28 @@ pub struct BoxClient {
 
 impl BoxClient {
     /// A lazily connecting client: the box may be down now and come back later.
-    pub fn new(url: &str, token: &str) -> Result<BoxClient, BoxError> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| BoxError::Endpoint(url.into(), e.to_string()))?
+    pub fn new(url: &str, auth: Auth) -> Result<BoxClient, BoxError> {
+        let bad = |why: String| BoxError::Endpoint(url.into(), why);
+        let channel_url = match &auth {
+            Auth::Tls(_) => boxtls::channel_uri(url)
+                .ok_or_else(|| bad("an mTLS box URL starts with https://".into()))?,
+            Auth::Token(_) => url.to_string(),
+        };
+        let endpoint = Endpoint::from_shared(channel_url)
+            .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .tcp_keepalive(Some(Duration::from_secs(20)))
             .http2_keep_alive_interval(Duration::from_secs(20));
-        let value = format!("Bearer {}", token.trim())
-            .parse()
-            .map_err(|_| BoxError::Endpoint(url.into(), "the token is not printable".into()))?;
-        let channel = endpoint.connect_lazy();
-        let token = Token(value);
+        let (channel, token) = match auth {
+            Auth::Tls(credentials) => (boxtls::connect_lazy(&endpoint, credentials), Token(None)),
+            Auth::Token(token) => {
+                let value = format!("Bearer {}", token.trim())
+                    .parse()
+                    .map_err(|_| bad("the token is not printable".into()))?;
+                (endpoint.connect_lazy(), Token(Some(value)))
+            }
+        };
         Ok(BoxClient {
             admin: AdminClient::with_interceptor(channel.clone(), token.clone())
                 .max_decoding_message_size(256 << 20),
@@ -308,12 +347,20 @@ impl BoxClient {
     pub async fn follow(self, tx: mpsc::Sender<BoxEvent>, retry: Duration) {
         let mut since = None;
         let mut down = false;
+        // A failure is reported when it starts; a refused client certificate once more when
+        // first seen (the same refusal may first show as a closed connection, by timing).
+        let mut refusal_reported = false;
         loop {
             match self.follow_once(&mut since, &mut down, &tx).await {
                 Ok(Stop::Closed) => return,
                 Ok(Stop::Ended) => {}
                 Err(e) => {
+                    let refused = matches!(e, BoxError::CertificateRefused(_));
                     if !down {
+                        refusal_reported = false;
+                    }
+                    if !down || (refused && !refusal_reported) {
+                        refusal_reported |= refused;
                         tracing::warn!(error = %e, since = ?since, "box unreachable; the cluster side keeps its last view");
                         if tx.send(BoxEvent::Down(e)).await.is_err() {
                             return;

@@ -20,9 +20,19 @@ pub struct RunArgs {
     /// The box's id: the label on its Servers and the name of the leader-election Lease.
     #[arg(long, env = "KUBE_BRIDGE_BOX_ID", value_name = "ID")]
     pub box_id: String,
-    /// Directory with ca.crt, tls.crt and tls.key from `appliance ctl bridge enroll`.
+    /// Directory with ca.crt, tls.crt and tls.key from `appliance ctl bridge enroll --out`,
+    /// or the mounted Secret it prints (re-read on every new connection to the box).
     #[arg(long, env = "KUBE_BRIDGE_CREDENTIALS", value_name = "DIR")]
     pub credentials: Option<PathBuf>,
+    /// The name the box's TLS certificate must carry (every box's names `appliance-admin`;
+    /// others come from the box's `[admin_tls] names`).
+    #[arg(
+        long,
+        env = "KUBE_BRIDGE_BOX_SERVER_NAME",
+        default_value = crate::boxtls::DEFAULT_SERVER_NAME,
+        value_name = "NAME"
+    )]
+    pub box_server_name: String,
     /// File holding the box's admin token (for an http:// --box).
     #[arg(long, env = "KUBE_BRIDGE_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -59,8 +69,9 @@ pub struct RunArgs {
 /// How the bridge proves itself to the box.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoxAuth {
-    /// mTLS client certificate (`appliance ctl bridge enroll`): ca.crt, tls.crt, tls.key.
-    Credentials(PathBuf),
+    /// mTLS client certificate (`appliance ctl bridge enroll`): ca.crt, tls.crt, tls.key in
+    /// the directory; the box's certificate must name `server_name`.
+    Credentials { dir: PathBuf, server_name: String },
     /// The admin token, read from this file.
     TokenFile(PathBuf),
 }
@@ -123,7 +134,10 @@ impl RunArgs {
                     return Err(ConfigError::Credentials { dir, file });
                 }
             }
-            BoxAuth::Credentials(dir)
+            BoxAuth::Credentials {
+                dir,
+                server_name: self.box_server_name,
+            }
         } else {
             let Some(file) = self.token_file else {
                 return Err(ConfigError::NoToken(self.box_url));

@@ -3,10 +3,12 @@
 //!
 //! [`crd`]: Sidero's CRDs as Rust types and the manifests generated from them; [`manifests`]:
 //! the clusterctl provider artefacts; [`config`]: the flags of `kube-bridge run`;
-//! [`boxapi`]: the box's admin/lifecycle gRPC client and its change feed; [`mirror`]: the
+//! [`boxapi`]: the box's admin/lifecycle gRPC client and its change feed; [`boxtls`]: its
+//! mTLS connections (the enrolled client certificate, the box's CA as the only root); [`mirror`]: the
 //! sync rule (who owns which field) as pure functions; [`sync`]: the loop.
 
 pub mod boxapi;
+pub mod boxtls;
 pub mod config;
 pub mod crd;
 pub mod manifests;
@@ -22,10 +24,8 @@ pub enum RunError {
     Kubeconfig(String),
     #[error("reading the box token: {0}")]
     Token(std::io::Error),
-    #[error(
-        "the box's mTLS admin port is not supported by this build yet: use its plain admin port (http://…:8081) with --token-file"
-    )]
-    MutualTlsNotBuilt,
+    #[error(transparent)]
+    Credentials(#[from] boxtls::TlsError),
     #[error(transparent)]
     Box(#[from] boxapi::BoxError),
     #[error(transparent)]
@@ -38,9 +38,13 @@ pub async fn run(
     config: config::Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let token = match &config.auth {
-        config::BoxAuth::TokenFile(f) => std::fs::read_to_string(f).map_err(RunError::Token)?,
-        config::BoxAuth::Credentials(_) => return Err(RunError::MutualTlsNotBuilt),
+    let auth = match &config.auth {
+        config::BoxAuth::TokenFile(f) => {
+            boxapi::Auth::Token(std::fs::read_to_string(f).map_err(RunError::Token)?)
+        }
+        config::BoxAuth::Credentials { dir, server_name } => boxapi::Auth::Tls(
+            std::sync::Arc::new(boxtls::Credentials::new(dir, server_name)?),
+        ),
     };
     let kube_config = match &config.kubeconfig {
         Some(path) => {
@@ -56,7 +60,7 @@ pub async fn run(
     };
     let client =
         kube::Client::try_from(kube_config).map_err(|e| RunError::Kubeconfig(e.to_string()))?;
-    let boxc = boxapi::BoxClient::new(&config.box_url, &token)?;
+    let boxc = boxapi::BoxClient::new(&config.box_url, auth)?;
     tracing::info!(box_id = %config.box_id, box_url = %config.box_url, "kube-bridge syncing");
     sync::run(
         client,

@@ -179,8 +179,8 @@ fn run_checks_its_configuration_from_flags_or_environment() {
         "{}",
         text(&out.stderr)
     );
-    // Valid, in the cluster (environment) and on the box (flags + kubeconfig); the mTLS
-    // client is not built yet and says so.
+    // Valid flags, in the cluster (environment) and on the box (flags + kubeconfig); files
+    // that are not PEM are named before anything connects.
     let env = [
         ("KUBE_BRIDGE_BOX", "https://10.5.0.1:8443"),
         ("KUBE_BRIDGE_BOX_ID", "rack-12"),
@@ -189,7 +189,7 @@ fn run_checks_its_configuration_from_flags_or_environment() {
     let out = run(&["run"], &env);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("mTLS admin port is not supported by this build yet"),
+        text(&out.stderr).contains("ca.crt holds no PEM certificate"),
         "{}",
         text(&out.stderr)
     );

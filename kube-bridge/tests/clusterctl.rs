@@ -207,6 +207,29 @@ fn components_expand_to_the_namespace_rbac_deployment_and_generated_crds() {
     assert_eq!(env["KUBE_BRIDGE_BOX"]["value"], "https://10.5.0.1:8443");
     assert_eq!(env["KUBE_BRIDGE_BOX_ID"]["value"], "rack-12");
     assert_eq!(env["KUBE_BRIDGE_LOG"]["value"], "info");
+    // The box credentials: the Secret `appliance ctl bridge enroll` prints (its default name,
+    // in this namespace), mounted where KUBE_BRIDGE_CREDENTIALS points, readable by the
+    // non-root user (fsGroup).
+    assert_eq!(ns, "kube-bridge-system");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "kube-bridge-box")
+        .expect("a volume of the kube-bridge-box Secret");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the Secret mounted");
+    assert_eq!(mount["mountPath"], env["KUBE_BRIDGE_CREDENTIALS"]["value"]);
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(
+        pod["securityContext"]["fsGroup"],
+        pod["securityContext"]["runAsUser"]
+    );
     // Every resource the ClusterRole grants on our groups is one of our CRDs (or its status).
     let plurals: BTreeSet<String> = crd::all()
         .iter()

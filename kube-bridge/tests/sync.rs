@@ -21,7 +21,11 @@
 //!   kube-bridge` runs 10,000): every one mirrored with its status, no divergence, the rate
 //!   and the bridge's RSS printed;
 //! - two boxes, one cluster: each bridge writes only its box's objects; every MetalMachine
-//!   allocated exactly once across both boxes.
+//!   allocated exactly once across both boxes;
+//! - the bridge reaches its box over the mTLS admin port with a certificate from `appliance
+//!   ctl bridge enroll` (the outage test over the token port, the box-local case); a revoked
+//!   certificate is reported once and retried, never a crash, and a re-enrolment written into
+//!   the mounted Secret is picked up without a restart.
 
 mod support;
 
@@ -604,7 +608,8 @@ async fn outage_longer_than_watch_history_relists_without_divergence_or_double_a
         b.available_server(i).await;
     }
     cluster.capi_cluster("c1", false).await;
-    let bridge = Bridge::start(&b, "rack-1", &cluster.kubeconfig);
+    // The box-local case: the plain admin port with the token.
+    let bridge = Bridge::start_via(&b, "rack-1", &cluster.kubeconfig, boxes::Via::Token, &[]);
     let ctx = || format!("bridge log:\n{}", bridge.log());
     for i in 0..3 {
         cluster
@@ -999,5 +1004,104 @@ async fn two_boxes_one_cluster_each_machine_allocated_once() {
             .take(3)
             .collect::<Vec<_>>()
             .join(" ")
+    );
+}
+
+/// Writes a Secret as the kubelet projects it into a volume: the keys in a fresh timestamped
+/// directory, `..data` pointing at it (swapped by a rename, atomically), each key a link
+/// through `..data`; the previous generation is removed.
+fn project_secret(dir: &std::path::Path, secret_yaml: &str, generation: u32) {
+    use std::os::unix::fs::symlink;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_yaml::from_str(secret_yaml).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let ts = format!("..2026_12_06_00_00_0{generation}.000000001");
+    std::fs::create_dir(dir.join(&ts)).unwrap();
+    for (key, value) in secret.data.unwrap() {
+        std::fs::write(dir.join(&ts).join(&key), &value.0).unwrap();
+        let link = dir.join(&key);
+        if std::fs::symlink_metadata(&link).is_err() {
+            symlink(format!("..data/{key}"), &link).unwrap();
+        }
+    }
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    symlink(&ts, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_certificate_reported_and_retried_until_enrolled_again_from_a_mounted_secret() {
+    let api = ApiServer::start(100_000);
+    let cluster = Cluster::new(&api).await;
+    let b = tokio::task::spawn_blocking(boxes::Box::start)
+        .await
+        .unwrap();
+    let u1 = b.available_server(1).await.uuid;
+    // The credentials as the provider's Deployment gets them: the Secret `ctl bridge enroll`
+    // prints, mounted as a volume.
+    let tmp = tempfile::tempdir().unwrap();
+    let mounted = tmp.path().join("box");
+    let secret = b.ctl(&["bridge", "enroll", "rack-1"]).unwrap();
+    assert!(secret.contains("name: kube-bridge-box"), "{secret}");
+    assert!(secret.contains("namespace: kube-bridge-system"), "{secret}");
+    project_secret(&mounted, &secret, 1);
+    let mut bridge = Bridge::start_via(
+        &b,
+        "rack-1",
+        &cluster.kubeconfig,
+        boxes::Via::Credentials(mounted.clone()),
+        &[],
+    );
+    let log = |bridge: &Bridge| format!("bridge log:\n{}\nbox log:\n{}", bridge.log(), b.log());
+    eventually(
+        30,
+        "u1 mirrored over mTLS",
+        || log(&bridge),
+        || async { cluster.get(&server_ar(), "", &u1).await.map(|_| ()) },
+    )
+    .await;
+
+    // Revoked: the box drops the bridge's connection and refuses the next handshakes; the
+    // bridge says why and keeps trying, and nothing new of the box reaches the cluster.
+    b.ctl(&["bridge", "revoke", "rack-1"]).unwrap();
+    let u2 = b.available_server(2).await.uuid;
+    let want = "the box refused this bridge's client certificate at TLS";
+    eventually(
+        30,
+        "the refusal reported",
+        || log(&bridge),
+        || async { bridge.log().contains(want).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(bridge.alive(), "the bridge exited: {}", bridge.log());
+    assert!(
+        cluster.get(&server_ar(), "", &u2).await.is_none(),
+        "mirrored with a revoked certificate"
+    );
+    assert_eq!(
+        bridge.log().matches(want).count(),
+        1,
+        "reported once, not per retry: {}",
+        bridge.log()
+    );
+
+    // Enrolled again and the Secret updated in place: picked up without a restart.
+    let secret = b.ctl(&["bridge", "enroll", "rack-1"]).unwrap();
+    project_secret(&mounted, &secret, 2);
+    eventually(
+        30,
+        "u2 mirrored after re-enrolment",
+        || log(&bridge),
+        || async { cluster.get(&server_ar(), "", &u2).await.map(|_| ()) },
+    )
+    .await;
+    assert!(bridge.alive());
+    assert!(
+        bridge.log().contains("box reachable again"),
+        "{}",
+        bridge.log()
     );
 }

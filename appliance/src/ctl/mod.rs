@@ -7,7 +7,8 @@
 //! wipe/events), `power` (server power/bootdev/bmc), `logs` (Observe: server logs), `timeline` (Observe: server timeline),
 //! `upload` (env upload, plain HTTP), `certs` (AdminCerts: bridge enroll/revoke) and
 //! `password` (ConsoleAdmin: admin set-password). This module holds what they share: the
-//! error, the token, the channel, the input reader and the stdout writers.
+//! error, the token, the channel (plain with the token, or mTLS with `--cert-dir`), the input
+//! reader and the stdout writers.
 //!
 //! Only `ctl/` (and `cli.rs`) name `crate::ctl`; no serving room depends on the client.
 //!
@@ -43,6 +44,17 @@ pub enum CtlError {
         endpoint: String,
         #[source]
         source: tonic::transport::Error,
+    },
+    #[error(
+        "--cert-dir needs an https:// --endpoint (the box's mTLS admin port, e.g. https://10.5.0.1:8443), got `{0}`"
+    )]
+    CertDirEndpoint(String),
+    #[error("--cert-dir {dir}: cannot read {file}")]
+    CertFile {
+        dir: PathBuf,
+        file: &'static str,
+        #[source]
+        source: std::io::Error,
     },
     #[error("no admin token: pass --token or APPLIANCE_TOKEN, or run where {path} is readable")]
     NoToken { path: PathBuf },
@@ -139,19 +151,42 @@ fn token(args: &CtlArgs) -> Result<String, CtlError> {
     })
 }
 
-/// A channel to the box and the interceptor that adds the admin token.
+/// A channel to the box and the interceptor that adds the admin token (with `--cert-dir`:
+/// mTLS with that client certificate, the directory's ca.crt as the only root, no token).
 pub(crate) async fn channel(args: &CtlArgs) -> Result<(Channel, AddToken), CtlError> {
+    let connect_err = |source| CtlError::Connect {
+        endpoint: args.endpoint.clone(),
+        source,
+    };
+    let endpoint = Channel::from_shared(args.endpoint.clone()).map_err(|_| CtlError::Endpoint {
+        endpoint: args.endpoint.clone(),
+    })?;
+    if let Some(dir) = &args.cert_dir {
+        if !args.endpoint.starts_with("https://") {
+            return Err(CtlError::CertDirEndpoint(args.endpoint.clone()));
+        }
+        let read = |file: &'static str| {
+            std::fs::read(dir.join(file)).map_err(|source| CtlError::CertFile {
+                dir: dir.clone(),
+                file,
+                source,
+            })
+        };
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.crt")?))
+            .identity(Identity::from_pem(read("tls.crt")?, read("tls.key")?))
+            .domain_name(args.server_name.clone());
+        let channel = endpoint
+            .tls_config(tls)
+            .map_err(connect_err)?
+            .connect()
+            .await
+            .map_err(connect_err)?;
+        return Ok((channel, Box::new(Ok)));
+    }
     let token = token(args)?;
-    let channel = Channel::from_shared(args.endpoint.clone())
-        .map_err(|_| CtlError::Endpoint {
-            endpoint: args.endpoint.clone(),
-        })?
-        .connect()
-        .await
-        .map_err(|source| CtlError::Connect {
-            endpoint: args.endpoint.clone(),
-            source,
-        })?;
+    let channel = endpoint.connect().await.map_err(connect_err)?;
     let bearer: MetadataValue<_> =
         format!("Bearer {token}")
             .parse()

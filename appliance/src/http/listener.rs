@@ -71,14 +71,15 @@ pub async fn serve(
 }
 
 /// [`serve`], with each connection first accepted by `tls` when given (the mTLS admin
-/// port: a handshake that fails or takes longer than the keepalive time closes it).
+/// port: a handshake that fails or takes longer than the keepalive time closes it, and a
+/// connection whose client certificate is revoked meanwhile is closed).
 pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     settings: ListenerSettings,
     open: Gauge,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<super::tls::AdminTls>,
 ) -> std::io::Result<()> {
     let (close_tx, close_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -102,16 +103,37 @@ pub async fn serve_tls(
                                 stream, peer, router, settings, close, guard,
                             ));
                         }
-                        Some(acceptor) => {
+                        Some(tls) => {
                             connections.spawn(async move {
                                 let handshake = tokio::time::timeout(
                                     settings.keepalive,
-                                    acceptor.accept(stream),
+                                    tls.acceptor().accept(stream),
                                 );
                                 match handshake.await {
                                     Ok(Ok(stream)) => {
-                                        connection(stream, peer, router, settings, close, guard)
-                                            .await
+                                        let cert = stream
+                                            .get_ref()
+                                            .1
+                                            .peer_certificates()
+                                            .and_then(|c| c.first())
+                                            .map(|c| c.to_vec())
+                                            .unwrap_or_default();
+                                        let mut changes = tls.changes();
+                                        let revoked = async {
+                                            if !tls.admits(&cert) {
+                                                return;
+                                            }
+                                            while changes.changed().await.is_ok() {
+                                                if !tls.admits(&cert) {
+                                                    return;
+                                                }
+                                            }
+                                            std::future::pending().await
+                                        };
+                                        tokio::select! {
+                                            () = connection(stream, peer, router, settings, close, guard) => {}
+                                            () = revoked => tracing::info!(%peer, "admin TLS: client certificate revoked; connection closed"),
+                                        }
                                     }
                                     Ok(Err(e)) => {
                                         tracing::info!(%peer, error = %e, "admin TLS: handshake refused");

@@ -3,7 +3,9 @@
 //! the store) and client certificates required: signed by that CA AND currently enrolled by
 //! name (its SHA-256 recorded by `ctl bridge enroll`, not revoked). Enroll and revoke go
 //! through [`AdminTls`], which updates the store and the in-memory set the verifier reads,
-//! so a revocation refuses the next handshake.
+//! so a revocation refuses the next handshake (sessions are never resumed: a resumption
+//! would skip the check), and tells the listener
+//! ([`AdminTls::changes`]) to close the connections the revoked certificate already holds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -46,6 +48,8 @@ pub struct AdminTls {
     ca: Arc<Authority>,
     enrolled: Enrolled,
     config: Arc<rustls::ServerConfig>,
+    /// Bumped by every enrolment and revocation.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for AdminTls {
@@ -91,16 +95,35 @@ impl AdminTls {
                 PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes())?,
             )?;
         config.alpn_protocols = vec![b"h2".to_vec()];
+        // No session resumption: a resumed session skips the client certificate check, so a
+        // revoked certificate would get back in with a ticket from before its revocation.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(AdminTls {
             store,
             ca: Arc::new(ca),
             enrolled,
             config: Arc::new(config),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.config.clone())
+    }
+
+    /// Changes whenever the enrolled set does (a connection then checks [`Self::admits`]).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether `cert` (a client's certificate, DER) is enrolled and not revoked now.
+    pub fn admits(&self, cert: &[u8]) -> bool {
+        let fp: [u8; 32] = sha2::Sha256::digest(cert).into();
+        matches!(
+            self.enrolled.read().expect("enrolled lock").get(&fp),
+            Some((_, false))
+        )
     }
 
     pub fn ca_pem(&self) -> &str {
@@ -131,6 +154,8 @@ impl AdminTls {
         let mut set = self.enrolled.write().expect("enrolled lock");
         set.retain(|_, (n, _)| n != name);
         set.insert(fp, (name.to_string(), false));
+        drop(set);
+        self.changes.send_modify(|g| *g += 1);
         Ok(issued)
     }
 
@@ -150,6 +175,8 @@ impl AdminTls {
                 *revoked = true;
             }
         }
+        drop(set);
+        self.changes.send_modify(|g| *g += 1);
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! The real `appliance serve` (built from this tree: `$APPLIANCE_BIN`, else `cargo build -p
 //! appliance` once per test process, as qemu-tests does: kube-bridge never links the
 //! appliance), servers registered by the synthetic agent of `appliance/tests/synthetic_agent`
-//! and brought to `available` (accept → wipe), and the real `kube-bridge run` as a child.
+//! and brought to `available` (accept → wipe), and the real `kube-bridge run` as a child,
+//! reaching the box on its mTLS admin port (`[admin_tls] listen` on an ephemeral port) with
+//! a client certificate from `appliance ctl bridge enroll` (or on the token port: [`Via`]).
 
 #[path = "../../../appliance/tests/synthetic_agent/mod.rs"]
 pub mod agent;
@@ -60,8 +62,24 @@ fn appliance_bin() -> PathBuf {
     .clone()
 }
 
-/// `appliance serve` on `addr`, once healthy; `None` when the address was taken.
-fn spawn_box(config: &Path, data_dir: &Path, addr: SocketAddr, log: &Path) -> Option<Child> {
+/// The box's config file: the test settings, its mTLS port on `tls_addr`, then `extra`.
+fn write_config(config: &Path, tls_addr: SocketAddr, extra: &str) {
+    std::fs::write(
+        config,
+        format!("[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n[siderolink]\nlisten = \"127.0.0.1:0\"\n[agent]\nfirst_contact = \"sidero-compatible\"\n[admin_tls]\nlisten = \"{tls_addr}\"\n{extra}"),
+    )
+    .unwrap();
+}
+
+/// `appliance serve` on `addr` (its mTLS port on `tls_addr`, as in `config`), once both
+/// answer; `None` when one of the addresses was taken.
+fn spawn_box(
+    config: &Path,
+    data_dir: &Path,
+    addr: SocketAddr,
+    tls_addr: SocketAddr,
+    log: &Path,
+) -> Option<Child> {
     let mut child = Command::new(appliance_bin())
         .args(["serve", "--log-level", "warn", "--config"])
         .arg(config)
@@ -83,7 +101,18 @@ fn spawn_box(config: &Path, data_dir: &Path, addr: SocketAddr, log: &Path) -> Op
             break;
         }
         if http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200) {
-            return Some(child);
+            if TcpStream::connect(tls_addr).is_ok() {
+                return Some(child);
+            }
+            // The TLS port taken meanwhile: the box serves without it; try again.
+            if std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("admin TLS port not started")
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
         }
         let log = std::fs::read_to_string(log).unwrap_or_default();
         assert!(Instant::now() < deadline, "box not healthy: {log}");
@@ -125,6 +154,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 pub struct Box {
     child: Child,
     pub addr: SocketAddr,
+    /// The mTLS admin port.
+    pub tls_addr: SocketAddr,
+    /// The first (addr, tls_addr): [`Box::restart_on`] its `addr` comes back to both.
+    home: (SocketAddr, SocketAddr),
+    extra: String,
     pub data_dir: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -142,18 +176,18 @@ impl Box {
         let data_dir = tmp.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
         let config = tmp.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!("[dhcp]\nmode = \"off\"\n[tftp]\nenabled = false\n[siderolink]\nlisten = \"127.0.0.1:0\"\n[agent]\nfirst_contact = \"sidero-compatible\"\n{extra}"),
-        )
-        .unwrap();
         let log = tmp.path().join("box.log");
         for _ in 0..5 {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            if let Some(child) = spawn_box(&config, &data_dir, addr, &log) {
+            let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            write_config(&config, tls_addr, extra);
+            if let Some(child) = spawn_box(&config, &data_dir, addr, tls_addr, &log) {
                 return Box {
                     child,
                     addr,
+                    tls_addr,
+                    home: (addr, tls_addr),
+                    extra: extra.to_string(),
                     data_dir,
                     config,
                     log,
@@ -165,15 +199,24 @@ impl Box {
     }
 
     /// Stops the box and starts it again on the same data directory, listening on `addr`
-    /// (its own address, or another one the bridge does not know).
+    /// (its own address, or another one the bridge does not know); the mTLS port goes home
+    /// with it, or elsewhere too.
     pub fn restart_on(&mut self, addr: SocketAddr) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(child) = spawn_box(&self.config, &self.data_dir, addr, &self.log) {
+            let tls_addr = if addr == self.home.0 {
+                self.home.1
+            } else {
+                Box::other_addr()
+            };
+            write_config(&self.config, tls_addr, &self.extra);
+            if let Some(child) = spawn_box(&self.config, &self.data_dir, addr, tls_addr, &self.log)
+            {
                 self.child = child;
                 self.addr = addr;
+                self.tls_addr = tls_addr;
                 return;
             }
             assert!(Instant::now() < deadline, "{addr} stays in use");
@@ -200,6 +243,36 @@ impl Box {
 
     pub fn token_file(&self) -> PathBuf {
         self.data_dir.join("admin.token")
+    }
+
+    /// `appliance ctl ARGS` on this box's token port: its stdout, or its stderr as the error.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(appliance_bin())
+            .arg("ctl")
+            .arg("--endpoint")
+            .arg(self.endpoint())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .env_remove("APPLIANCE_TOKEN")
+            .env_remove("APPLIANCE_ENDPOINT")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
+    }
+
+    /// `appliance ctl bridge enroll NAME --out DIR`: the bridge's ca.crt, tls.crt, tls.key.
+    pub fn enroll(&self, name: &str, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = self
+            .ctl(&["bridge", "enroll", name, "--out", dir.to_str().unwrap()])
+            .unwrap();
+        assert!(out.contains("server name appliance-admin"), "{out}");
     }
 
     fn token(&self) -> String {
@@ -291,39 +364,82 @@ impl Drop for Box {
     }
 }
 
+/// How a bridge reaches its box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The mTLS port with a certificate enrolled under the box id (the default).
+    Tls,
+    /// The mTLS port with the credentials already in this directory.
+    Credentials(PathBuf),
+    /// The plain admin port with the admin token (the bridge on the box itself).
+    Token,
+}
+
 /// `kube-bridge run` for `b` against the cluster in `kubeconfig`; killed on drop.
 pub struct Bridge {
     child: Child,
     log: PathBuf,
+    /// The credentials directory (mTLS), as `enroll --out` wrote it.
+    pub credentials: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
 impl Bridge {
+    /// Over mTLS, enrolled as `box_id`.
     pub fn start(b: &Box, box_id: &str, kubeconfig: &Path) -> Bridge {
-        Bridge::start_lagging(b, box_id, kubeconfig, 0)
+        Bridge::launch(b, box_id, kubeconfig, Via::Tls, 0, &[])
     }
 
     /// A bridge that sees the box's change stream `lag_ms` late (its
     /// `KUBE_BRIDGE_TEST_BOX_LAG_MS`).
     pub fn start_lagging(b: &Box, box_id: &str, kubeconfig: &Path, lag_ms: u64) -> Bridge {
+        Bridge::launch(b, box_id, kubeconfig, Via::Tls, lag_ms, &[])
+    }
+
+    /// A bridge reaching its box `via`, with `extra` flags.
+    pub fn start_via(b: &Box, box_id: &str, kubeconfig: &Path, via: Via, extra: &[&str]) -> Bridge {
+        Bridge::launch(b, box_id, kubeconfig, via, 0, extra)
+    }
+
+    fn launch(
+        b: &Box,
+        box_id: &str,
+        kubeconfig: &Path,
+        via: Via,
+        lag_ms: u64,
+        extra: &[&str],
+    ) -> Bridge {
         let tmp = tempfile::tempdir().unwrap();
         let log = tmp.path().join("bridge.log");
-        let child = Command::new(BRIDGE)
-            .args([
-                "run",
-                "--box",
-                &b.endpoint(),
-                "--box-id",
-                box_id,
-                "--poll-ms",
-                "100",
-            ])
-            .arg("--token-file")
-            .arg(b.token_file())
+        let mut credentials = tmp.path().join("credentials");
+        let mut cmd = Command::new(BRIDGE);
+        cmd.args(["run", "--box-id", box_id, "--poll-ms", "100"]);
+        match via {
+            Via::Tls | Via::Credentials(_) => {
+                match via {
+                    Via::Credentials(dir) => credentials = dir,
+                    _ => b.enroll(box_id, &credentials),
+                }
+                cmd.arg("--box")
+                    .arg(format!("https://{}", b.tls_addr))
+                    .arg("--credentials")
+                    .arg(&credentials);
+            }
+            Via::Token => {
+                cmd.arg("--box")
+                    .arg(b.endpoint())
+                    .arg("--token-file")
+                    .arg(b.token_file());
+            }
+        }
+        let child = cmd
+            .args(extra)
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--log", "info,kube_bridge=debug"])
             .env_remove("KUBE_BRIDGE_CREDENTIALS")
+            .env_remove("KUBE_BRIDGE_TOKEN_FILE")
+            .env_remove("KUBE_BRIDGE_BOX_SERVER_NAME")
             .env("KUBE_BRIDGE_TEST_BOX_LAG_MS", lag_ms.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -333,6 +449,7 @@ impl Bridge {
         Bridge {
             child,
             log,
+            credentials,
             _tmp: tmp,
         }
     }
@@ -344,6 +461,11 @@ impl Bridge {
     /// The bridge's process id (for its RSS in /proc).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Still running (not exited, crashed or stopped).
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     pub fn stop(&mut self) {
