@@ -409,6 +409,21 @@ impl BoxClient {
             Ok(s) => s.into_inner(),
             Err(s) if s.code() == Code::OutOfRange => {
                 tracing::info!(since = from, reason = %s.message(), "the box's change log no longer reaches our revision; listing again");
+                let store = s
+                    .metadata()
+                    .get("appliance-revision")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if let Some(store) = store.filter(|r| *r < from) {
+                    // The box went back in time (its store restored from a backup): the
+                    // bridge's writes after `store` are gone with it, and waiting for the
+                    // view to reach their revisions would wait for ever.
+                    tracing::warn!(
+                        since = from,
+                        store,
+                        "the box's store is older than what the bridge has seen (restored from a backup?); its later writes are gone"
+                    );
+                    self.written.fetch_min(store, Ordering::SeqCst);
+                }
                 *since = None;
                 return Ok(Stop::Ended);
             }

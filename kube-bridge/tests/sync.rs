@@ -16,7 +16,8 @@
 //!   allocated exactly once;
 //! - the box's change stream: resumed from the last revision after the box restarts; listed
 //!   again when the box compacted its history past it while away (a delete missed by the
-//!   stream still reaches the cluster);
+//!   stream still reaches the cluster) or its store was restored from an older backup (the
+//!   bridge stops waiting for its own writes the restore undid);
 //! - initial sync of many Servers written through the admin API (300; `scripts/bench
 //!   kube-bridge` runs 10,000): every one mirrored with its status, no divergence, the rate
 //!   and the bridge's RSS printed;
@@ -779,6 +780,61 @@ async fn box_restart_resumes_the_change_stream_and_compaction_relists() {
         "{}",
         ctx()
     );
+
+    // The box's store restored from a backup taken before the bridge's last writes (30
+    // classes deleted from the cluster, so deleted on the box by the bridge): the box is
+    // back at an older revision than the bridge's own writes. The bridge lists again and
+    // goes on (the restored box has the classes again and, as for any class only the box
+    // has, they are created in the cluster); it does not wait for revisions that are gone.
+    b.stop();
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(&b.data_dir, backup.path());
+    tokio::task::block_in_place(|| b.restart_on(home));
+    for i in 0..30 {
+        cluster.delete(&class_ar(), "", &format!("away-{i}")).await;
+    }
+    eventually(60, "the 30 classes deleted on both sides", ctx, || async {
+        let on_box = b.list("ServerClass").await;
+        let in_cluster = cluster.list(&class_ar()).await;
+        (0..30)
+            .all(|i| {
+                let n = format!("away-{i}");
+                !on_box.contains_key(&n) && !in_cluster.contains_key(&n)
+            })
+            .then_some(())
+    })
+    .await;
+    b.stop();
+    std::fs::remove_dir_all(&b.data_dir).unwrap();
+    copy_dir(backup.path(), &b.data_dir);
+    tokio::task::block_in_place(|| b.restart_on(home));
+    eventually(
+        60,
+        "the restored box's classes in the cluster",
+        ctx,
+        || async {
+            let in_cluster = cluster.list(&class_ar()).await;
+            (0..30)
+                .all(|i| in_cluster.contains_key(&format!("away-{i}")))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(bridge.log().contains("restored from a backup"), "{}", ctx());
+}
+
+/// `from`'s files and directories copied into `to` (created).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
 }
 
 /// `field` of /proc/PID/status in KiB (VmRSS, VmHWM).

@@ -202,8 +202,7 @@ impl Box {
     /// (its own address, or another one the bridge does not know); the mTLS port goes home
     /// with it, or elsewhere too.
     pub fn restart_on(&mut self, addr: SocketAddr) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let tls_addr = if addr == self.home.0 {
@@ -222,6 +221,12 @@ impl Box {
             assert!(Instant::now() < deadline, "{addr} stays in use");
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Stops the box (its data directory stays; [`Box::restart_on`] starts it again).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// A free address for [`Box::restart_on`].
