@@ -224,95 +224,94 @@ pub struct Registered {
 }
 
 /// CreateServer: creates the Server (hardware captured once, as Sidero), or, for a known
-/// accepted dirty free server, starts its wipe. One transaction.
-pub fn register(
-    store: &Store,
+/// accepted dirty free server, starts its wipe, inside `t` (the lifecycle group-commits
+/// registrations: `store::Group`). Depends only on its inputs and the store.
+pub fn register_in(
+    t: &mut Txn<'_>,
     new: &NewServer,
     auto_accept: bool,
     ctx: &Context,
     now_ms: u64,
 ) -> Result<Registered, LifecycleError> {
-    store.transact(|t| {
-        if let Some(stored) = t.get(Kind::Server, &new.name)? {
-            let Object::Server(mut server) = stored.object else {
-                return Err(LifecycleError::UnknownServer(new.name.clone()));
-            };
-            if let Some(claim) = &new.key {
-                pin_key(t, &mut server, claim, now_ms)?;
-            }
-            let state = server_state(&server);
-            if matches!(
-                state.phase,
-                Phase::Accepted | Phase::Wiping | Phase::Released
-            ) {
-                let o = transition_in(
-                    t,
-                    &new.name,
-                    Event::WipeStarted,
-                    ctx,
-                    now_ms,
-                    "agent registered; told to wipe",
-                )?;
-                return Ok(Registered {
-                    created: false,
-                    server: o.server,
-                    step: Some(o.step),
-                    wipe: true,
-                });
-            }
+    if let Some(stored) = t.get(Kind::Server, &new.name)? {
+        let Object::Server(mut server) = stored.object else {
+            return Err(LifecycleError::UnknownServer(new.name.clone()));
+        };
+        if let Some(claim) = &new.key {
+            pin_key(t, &mut server, claim, now_ms)?;
+        }
+        let state = server_state(&server);
+        if matches!(
+            state.phase,
+            Phase::Accepted | Phase::Wiping | Phase::Released
+        ) {
+            let o = transition_in(
+                t,
+                &new.name,
+                Event::WipeStarted,
+                ctx,
+                now_ms,
+                "agent registered; told to wipe",
+            )?;
             return Ok(Registered {
                 created: false,
-                server,
-                step: None,
-                wipe: false,
+                server: o.server,
+                step: Some(o.step),
+                wipe: true,
             });
         }
-        let step = lifecycle::register(auto_accept, ctx);
-        let mut spec = json!({ "hardware": new.hardware, "accepted": false });
-        if let Some(h) = &new.hostname {
-            spec["hostname"] = json!(h);
-        }
-        let doc = json!({
-            "apiVersion": Kind::Server.api_version(),
-            "kind": "Server",
-            "metadata": { "name": new.name },
-            "spec": spec,
-        });
-        let mut doc = doc;
-        if let Some(c) = &new.key {
-            if let KeyDecision::Refuse(why) = key_rule(KeyClaim { pinned: None, ..*c }) {
-                return Err(LifecycleError::Denied(why.to_string()));
-            }
-            doc["metadata"]["annotations"] = json!({ KEY_ANNOTATION: c.presented.to_string() });
-        }
-        if let Some(j) = new.junk {
-            doc["metadata"]["labels"] = json!({ JUNK_LABEL: j.as_str() });
-        }
-        let Object::Server(mut server) = Object::from_json(Kind::Server, &doc.to_string())
-            .map_err(|e| LifecycleError::Invalid(format!("hardware: {e}")))?
-        else {
-            return Err(LifecycleError::Invalid("not a server".into()));
-        };
-        write_state(&mut server, step.next, now_ms);
-        t.put(&Object::Server(server.clone()))?;
-        t.append_event(NewEvent {
-            time_ms: now_ms,
-            server: new.name.clone(),
-            event: "register".into(),
-            from: String::new(),
-            to: step.next.phase.as_str().into(),
-            message: if auto_accept {
-                "registered by its agent; auto-accepted".into()
-            } else {
-                "registered by its agent".into()
-            },
-        })?;
-        Ok(Registered {
-            created: true,
+        return Ok(Registered {
+            created: false,
             server,
-            step: Some(step),
+            step: None,
             wipe: false,
-        })
+        });
+    }
+    let step = lifecycle::register(auto_accept, ctx);
+    let mut spec = json!({ "hardware": new.hardware, "accepted": false });
+    if let Some(h) = &new.hostname {
+        spec["hostname"] = json!(h);
+    }
+    let doc = json!({
+        "apiVersion": Kind::Server.api_version(),
+        "kind": "Server",
+        "metadata": { "name": new.name },
+        "spec": spec,
+    });
+    let mut doc = doc;
+    if let Some(c) = &new.key {
+        if let KeyDecision::Refuse(why) = key_rule(KeyClaim { pinned: None, ..*c }) {
+            return Err(LifecycleError::Denied(why.to_string()));
+        }
+        doc["metadata"]["annotations"] = json!({ KEY_ANNOTATION: c.presented.to_string() });
+    }
+    if let Some(j) = new.junk {
+        doc["metadata"]["labels"] = json!({ JUNK_LABEL: j.as_str() });
+    }
+    let Object::Server(mut server) = Object::from_json(Kind::Server, &doc.to_string())
+        .map_err(|e| LifecycleError::Invalid(format!("hardware: {e}")))?
+    else {
+        return Err(LifecycleError::Invalid("not a server".into()));
+    };
+    write_state(&mut server, step.next, now_ms);
+    t.put(&Object::Server(server.clone()))?;
+    t.append_event(NewEvent {
+        time_ms: now_ms,
+        server: new.name.clone(),
+        event: "register".into(),
+        from: String::new(),
+        to: step.next.phase.as_str().into(),
+        message: if auto_accept {
+            "registered by its agent; auto-accepted".into()
+        } else {
+            "registered by its agent".into()
+        },
+    })?;
+    Ok(Registered {
+        created: true,
+        server,
+        step: Some(step),
+        wipe: false,
     })
 }
 

@@ -4,89 +4,110 @@
 //! (adopted), a ServerBinding created or deleted by kube-bridge/admin (Allocate/release).
 
 use super::apply::{self, LifecycleError};
-use super::lifecycle::{self, Event, Phase, Step};
+use super::lifecycle::{self, Context, Event, Phase, Step};
 use super::task::Lifecycle;
 use crate::clock;
 use crate::model::{Kind, Object, Server};
-use crate::store::{ChangeOp, NewEvent};
+use crate::store::{ChangeOp, NewEvent, Txn};
 
-/// A Server was written: if its spec was edited outside the lifecycle (apply), bring the
-/// lifecycle state in line with one transition. Returns the step to dispatch.
-pub(super) fn reconcile_server_edit(
+/// Servers were written: for each, if its spec was edited outside the lifecycle (apply),
+/// bring the lifecycle state in line with one transition, all in one transaction (each
+/// server's edit still its own: see `Store::transact_each`). Returns, per name, the step to
+/// dispatch.
+pub(super) fn reconcile_server_edits(
     lc: &Lifecycle,
+    names: &[String],
+) -> Vec<Result<Option<(Server, Step)>, LifecycleError>> {
+    let inputs: Vec<(&str, Context)> = names.iter().map(|n| (n.as_str(), lc.context(n))).collect();
+    match lc
+        .store()
+        .transact_each(&inputs, |t, (name, ctx)| server_edit_in(t, name, ctx))
+    {
+        Ok(results) => results,
+        Err(e) => {
+            let msg = crate::error_chain(&e);
+            names
+                .iter()
+                .map(|_| Err(LifecycleError::Internal(msg.clone())))
+                .collect()
+        }
+    }
+}
+
+/// One server's edit (see [`reconcile_server_edits`]) inside `t`.
+fn server_edit_in(
+    t: &mut Txn<'_>,
     name: &str,
+    ctx: &Context,
 ) -> Result<Option<(Server, Step)>, LifecycleError> {
-    let ctx = lc.context(name);
-    lc.store().transact(|t| {
-        let Some(stored) = t.get(Kind::Server, name)? else {
-            return Ok(None);
-        };
-        let Object::Server(mut server) = stored.object else {
-            return Ok(None);
-        };
-        let recorded = server
-            .status
-            .as_ref()
-            .and_then(|s| s.state.as_deref())
-            .and_then(Phase::parse);
-        let Some(recorded) = recorded else {
-            // Applied without a lifecycle state (e.g. Sidero YAML): adopt the derived one.
-            let state = apply::server_state(&server);
-            apply::write_state(&mut server, state, clock::unix_ms());
+    let Some(stored) = t.get(Kind::Server, name)? else {
+        return Ok(None);
+    };
+    let Object::Server(mut server) = stored.object else {
+        return Ok(None);
+    };
+    let recorded = server
+        .status
+        .as_ref()
+        .and_then(|s| s.state.as_deref())
+        .and_then(Phase::parse);
+    let Some(recorded) = recorded else {
+        // Applied without a lifecycle state (e.g. Sidero YAML): adopt the derived one.
+        let state = apply::server_state(&server);
+        apply::write_state(&mut server, state, clock::unix_ms());
+        t.put(&Object::Server(server.clone()))?;
+        t.append_event(NewEvent {
+            time_ms: clock::unix_ms(),
+            server: name.to_string(),
+            event: "adopt".into(),
+            from: String::new(),
+            to: state.phase.as_str().into(),
+            message: "state derived from accepted/inUse/isClean".into(),
+        })?;
+        return Ok(None);
+    };
+    let accepted_now = server.spec.accepted;
+    if accepted_now == lifecycle::flags(recorded).accepted {
+        return Ok(None);
+    }
+    let event = if accepted_now {
+        Event::Accept
+    } else {
+        Event::Unaccept
+    };
+    let from = lifecycle::ServerState {
+        phase: recorded,
+        cordoned: server.spec.cordoned,
+    };
+    match lifecycle::plan(from, event, ctx) {
+        Ok(step) => {
+            apply::write_state(&mut server, step.next, clock::unix_ms());
             t.put(&Object::Server(server.clone()))?;
             t.append_event(NewEvent {
                 time_ms: clock::unix_ms(),
                 server: name.to_string(),
-                event: "adopt".into(),
-                from: String::new(),
-                to: state.phase.as_str().into(),
-                message: "state derived from accepted/inUse/isClean".into(),
+                event: event.name().into(),
+                from: recorded.as_str().into(),
+                to: step.next.phase.as_str().into(),
+                message: "spec.accepted edited".into(),
             })?;
-            return Ok(None);
-        };
-        let accepted_now = server.spec.accepted;
-        if accepted_now == lifecycle::flags(recorded).accepted {
-            return Ok(None);
+            Ok(Some((server, step)))
         }
-        let event = if accepted_now {
-            Event::Accept
-        } else {
-            Event::Unaccept
-        };
-        let from = lifecycle::ServerState {
-            phase: recorded,
-            cordoned: server.spec.cordoned,
-        };
-        match lifecycle::plan(from, event, &ctx) {
-            Ok(step) => {
-                apply::write_state(&mut server, step.next, clock::unix_ms());
-                t.put(&Object::Server(server.clone()))?;
-                t.append_event(NewEvent {
-                    time_ms: clock::unix_ms(),
-                    server: name.to_string(),
-                    event: event.name().into(),
-                    from: recorded.as_str().into(),
-                    to: step.next.phase.as_str().into(),
-                    message: "spec.accepted edited".into(),
-                })?;
-                Ok(Some((server, step)))
-            }
-            Err(illegal) => {
-                // Put the flag back and say why, rather than leave status and spec apart.
-                apply::write_state(&mut server, from, clock::unix_ms());
-                t.put(&Object::Server(server))?;
-                t.append_event(NewEvent {
-                    time_ms: clock::unix_ms(),
-                    server: name.to_string(),
-                    event: format!("{event}-rejected"),
-                    from: recorded.as_str().into(),
-                    to: recorded.as_str().into(),
-                    message: illegal.to_string(),
-                })?;
-                Ok(None)
-            }
+        Err(illegal) => {
+            // Put the flag back and say why, rather than leave status and spec apart.
+            apply::write_state(&mut server, from, clock::unix_ms());
+            t.put(&Object::Server(server))?;
+            t.append_event(NewEvent {
+                time_ms: clock::unix_ms(),
+                server: name.to_string(),
+                event: format!("{event}-rejected"),
+                from: recorded.as_str().into(),
+                to: recorded.as_str().into(),
+                message: illegal.to_string(),
+            })?;
+            Ok(None)
         }
-    })
+    }
 }
 
 /// A ServerBinding appeared or disappeared outside `allocate`/`release`.

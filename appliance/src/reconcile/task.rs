@@ -35,13 +35,13 @@ use super::apply::{
 use super::boots::{AgentBoots, Boot, BootRefusal, Need};
 pub use super::class_status::ensure_any_class;
 use super::class_status::{ClassIndex, class_changed, write_class_status};
-use super::edits::{binding_changed, reconcile_server_edit};
+use super::edits::{binding_changed, reconcile_server_edits};
 use super::lifecycle::{Action, Context, Event, Phase, Step};
 use super::power::PowerActions;
 use crate::clock;
 use crate::config::LifecycleConfig;
 use crate::model::{Condition, ConditionSeverity, ConditionStatus, Kind, Object, Server};
-use crate::store::{Change, ChangeOp, Store, StoreError};
+use crate::store::{Change, ChangeOp, Group, Store, StoreError};
 
 /// Class status is written at most this often during bursts of server changes.
 pub const CLASS_FLUSH: Duration = Duration::from_millis(500);
@@ -76,6 +76,17 @@ struct Shared {
     progress: Mutex<HashMap<String, Vec<DiskProgress>>>,
     boots: Mutex<AgentBoots>,
     tx: mpsc::UnboundedSender<Planned>,
+    /// CreateServer calls, group-committed.
+    registrations: Group<Registration, Registered, LifecycleError>,
+}
+
+/// One CreateServer, as the registration group commit runs it.
+#[derive(Debug)]
+struct Registration {
+    new: NewServer,
+    auto_accept: bool,
+    ctx: Context,
+    now_ms: u64,
 }
 
 /// Handle to the lifecycle; cheap to clone.
@@ -96,6 +107,9 @@ impl Lifecycle {
         let (tx, rx) = mpsc::unbounded_channel();
         let lc = Lifecycle {
             inner: Arc::new(Shared {
+                registrations: Group::new(store.clone(), |t, r: &Registration| {
+                    apply::register_in(t, &r.new, r.auto_accept, &r.ctx, r.now_ms)
+                }),
                 store,
                 config,
                 bmc_setup,
@@ -296,7 +310,14 @@ impl Lifecycle {
         let ctx = self.context(&new.name);
         let auto_accept = self.inner.config.auto_accept;
         let r = self
-            .blocking(move |s| apply::register(s, &new, auto_accept, &ctx, clock::unix_ms()))
+            .inner
+            .registrations
+            .run(Registration {
+                new,
+                auto_accept,
+                ctx,
+                now_ms: clock::unix_ms(),
+            })
             .await?;
         if let Some(step) = &r.step {
             self.dispatch(&r.server, step, 0);
@@ -560,22 +581,34 @@ impl ReconcileTask {
             let mut dirty = false;
             let mut planned = Vec::new();
             let mut rescan = false;
-            for c in batch {
+            // Edits of the servers written one after another are reconciled in one
+            // transaction (one commit for a burst of applies).
+            let mut batch = batch.into_iter().peekable();
+            while let Some(c) = batch.next() {
                 match (c.kind, c.op) {
                     (Kind::Server, ChangeOp::Put) => {
-                        match reconcile_server_edit(&lc, &c.name) {
-                            Ok(Some((server, step))) => planned.push((server, step)),
-                            Ok(None) => {}
-                            Err(e) => tracing::warn!(server = %c.name, error = %crate::error_chain(&e), "lifecycle: reconcile"),
+                        let mut names = vec![c.name];
+                        while let Some(n) =
+                            batch.next_if(|n| (n.kind, n.op) == (Kind::Server, ChangeOp::Put))
+                        {
+                            names.push(n.name);
                         }
-                        match lc.store().get(Kind::Server, &c.name) {
-                            Ok(Some(s)) => {
-                                if let Object::Server(server) = s.object {
-                                    dirty |= index.update_server(&server);
-                                }
+                        let edits = reconcile_server_edits(&lc, &names);
+                        for (name, edit) in names.iter().zip(edits) {
+                            match edit {
+                                Ok(Some((server, step))) => planned.push((server, step)),
+                                Ok(None) => {}
+                                Err(e) => tracing::warn!(server = %name, error = %crate::error_chain(&e), "lifecycle: reconcile"),
                             }
-                            Ok(None) => dirty |= index.remove_server(&c.name),
-                            Err(e) => tracing::warn!(error = %crate::error_chain(&e), "lifecycle: read server"),
+                            match lc.store().get(Kind::Server, name) {
+                                Ok(Some(s)) => {
+                                    if let Object::Server(server) = s.object {
+                                        dirty |= index.update_server(&server);
+                                    }
+                                }
+                                Ok(None) => dirty |= index.remove_server(name),
+                                Err(e) => tracing::warn!(error = %crate::error_chain(&e), "lifecycle: read server"),
+                            }
                         }
                     }
                     (Kind::Server, ChangeOp::Delete) => dirty |= index.remove_server(&c.name),

@@ -15,6 +15,7 @@ mod bmc;
 mod changelog;
 mod console;
 mod events;
+mod group;
 mod leases;
 mod migrate;
 mod node_logs;
@@ -38,6 +39,7 @@ pub use admin_tls::ClientRecord;
 pub use bmc::{BmcSettings, REDACTED, bmc_secret_name, redact_secrets};
 pub use changelog::{LoggedChange, Retention, Since};
 pub use events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
+pub use group::Group;
 pub use migrate::SCHEMA_VERSION;
 pub use node_logs::{NodeLogQuery, NodeLogRecord};
 pub use siderolink::NodeRecord;
@@ -161,6 +163,10 @@ pub enum StoreError {
     Storage(#[from] redb::StorageError),
     #[error("store commit failed")]
     Commit(#[from] redb::CommitError),
+    /// A group commit (`group.rs`) failed or stopped; the message is the cause, given to
+    /// every call it held.
+    #[error("store commit failed: {0}")]
+    GroupCommit(String),
     #[error("store secrets key")]
     SecretsKey(#[from] keyfile::KeyFileError),
     #[error(

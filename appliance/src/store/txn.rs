@@ -5,7 +5,9 @@
 //! appended to the durable change log (`changelog.rs`) in the same transaction.
 //!
 //! Used by the lifecycle (reconcile/) so that a transition (server status + binding +
-//! event) is atomic. Only this module and its siblings name redb types.
+//! event) is atomic. `Store::transact_each` runs many such jobs in one transaction (one
+//! commit, one fsync) with each job's result its own: the group commit of `group.rs`.
+//! Only this module and its siblings name redb types.
 
 use redb::{ReadableTable, Table};
 
@@ -28,6 +30,9 @@ pub struct Txn<'t> {
     revision: u64,
     changes: Vec<Change>,
     dirty: bool,
+    /// Writes begun (counted before each one touches a table): a job of
+    /// `Store::transact_each` that fails after one must not leave it behind.
+    attempts: u64,
 }
 
 impl Txn<'_> {
@@ -63,6 +68,7 @@ impl Txn<'_> {
         {
             return Ok(old.revision);
         }
+        self.attempts += 1;
         self.revision += 1;
         self.objects.insert(
             key.as_str(),
@@ -82,6 +88,7 @@ impl Txn<'_> {
 
     /// Deletes one object; false if it did not exist.
     pub fn delete(&mut self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        self.attempts += 1;
         let old = match self.objects.remove(object_key(kind, name).as_str())? {
             Some(v) => tables::decode_record(kind, name, v.value(), self.key)?,
             None => return Ok(false),
@@ -101,6 +108,7 @@ impl Txn<'_> {
 
     /// Appends a lifecycle event; keeps the newest `EVENTS_PER_SERVER` per server.
     pub fn append_event(&mut self, event: NewEvent) -> Result<u64, StoreError> {
+        self.attempts += 1;
         let seq = self
             .meta
             .get(tables::META_EVENT_SEQ)?
@@ -139,6 +147,7 @@ impl Txn<'_> {
         id: &str,
         keep: u64,
     ) -> Result<(), StoreError> {
+        self.attempts += 1;
         let seq = self
             .meta
             .get(tables::META_SIDEROLINK_EVENT_SEQ)?
@@ -189,6 +198,7 @@ impl Txn<'_> {
         server: &str,
         record: &AllocationRecord,
     ) -> Result<(), StoreError> {
+        self.attempts += 1;
         self.allocations
             .insert(server, record.to_json().as_bytes())?;
         self.dirty = true;
@@ -196,6 +206,7 @@ impl Txn<'_> {
     }
 
     pub fn delete_allocation(&mut self, server: &str) -> Result<bool, StoreError> {
+        self.attempts += 1;
         let removed = self.allocations.remove(server)?.is_some();
         self.dirty |= removed;
         Ok(removed)
@@ -203,6 +214,39 @@ impl Txn<'_> {
 }
 
 impl Store {
+    /// Opens every table a [`Txn`] uses inside `txn`.
+    fn open_txn<'t>(&'t self, txn: &'t redb::WriteTransaction) -> Result<Txn<'t>, StoreError> {
+        let meta = txn.open_table(META)?;
+        let revision = meta
+            .get(tables::META_REVISION)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        Ok(Txn {
+            objects: txn.open_table(OBJECTS)?,
+            meta,
+            events: txn.open_table(EVENTS)?,
+            allocations: txn.open_table(ALLOCATIONS)?,
+            log: txn.open_table(CHANGE_LOG)?,
+            talos_events: txn.open_table(tables::SIDEROLINK_EVENT_IDS)?,
+            siderolink: txn.open_table(tables::SIDEROLINK)?,
+            key: &self.inner.key,
+            now_ms: crate::clock::unix_ms(),
+            revision,
+            changes: Vec::new(),
+            dirty: false,
+            attempts: 0,
+        })
+    }
+
+    /// Records the revision and prunes the change log before a commit of `t`.
+    fn finish_txn(&self, t: &mut Txn<'_>) -> Result<(), StoreError> {
+        if !t.changes.is_empty() {
+            t.meta.insert(tables::META_REVISION, t.revision)?;
+            self.prune_log(&mut t.log, &mut t.meta, t.revision, t.now_ms)?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` inside one write transaction. `Err` from `f` aborts (nothing is written);
     /// `Ok` commits if anything was written, then publishes the changed objects.
     pub fn transact<T, E: From<StoreError>>(
@@ -211,36 +255,10 @@ impl Store {
     ) -> Result<T, E> {
         let txn = self.inner.db.begin_write().map_err(StoreError::from)?;
         let (result, changes, dirty) = {
-            let meta = txn.open_table(META).map_err(StoreError::from)?;
-            let revision = meta
-                .get(tables::META_REVISION)
-                .map_err(StoreError::from)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            let mut t = Txn {
-                objects: txn.open_table(OBJECTS).map_err(StoreError::from)?,
-                meta,
-                events: txn.open_table(EVENTS).map_err(StoreError::from)?,
-                allocations: txn.open_table(ALLOCATIONS).map_err(StoreError::from)?,
-                log: txn.open_table(CHANGE_LOG).map_err(StoreError::from)?,
-                talos_events: txn
-                    .open_table(tables::SIDEROLINK_EVENT_IDS)
-                    .map_err(StoreError::from)?,
-                siderolink: txn
-                    .open_table(tables::SIDEROLINK)
-                    .map_err(StoreError::from)?,
-                key: &self.inner.key,
-                now_ms: crate::clock::unix_ms(),
-                revision,
-                changes: Vec::new(),
-                dirty: false,
-            };
+            let mut t = self.open_txn(&txn)?;
             let result = f(&mut t);
-            if result.is_ok() && !t.changes.is_empty() {
-                t.meta
-                    .insert(tables::META_REVISION, t.revision)
-                    .map_err(StoreError::from)?;
-                self.prune_log(&mut t.log, &mut t.meta, t.revision, t.now_ms)?;
+            if result.is_ok() {
+                self.finish_txn(&mut t)?;
             }
             (result, t.changes, t.dirty)
         };
@@ -258,6 +276,67 @@ impl Store {
                 txn.abort().map_err(StoreError::from)?;
                 Err(e)
             }
+        }
+    }
+
+    /// Runs `job` for each input, in order, inside ONE write transaction committed once
+    /// (one fsync for all). Each input gets its own result, as if each job had run in a
+    /// [`Store::transact`] of its own, one after the other: a job's `Err` leaves nothing of
+    /// it written and fails no other job (a job that fails after it began writing makes the
+    /// transaction start over without it; the others run again, so `job` must depend only
+    /// on its input and the store). `Err` only when the transaction itself could not begin
+    /// or commit: then nothing of any job was written.
+    pub fn transact_each<I, T, E: From<StoreError>>(
+        &self,
+        inputs: &[I],
+        job: impl Fn(&mut Txn<'_>, &I) -> Result<T, E>,
+    ) -> Result<Vec<Result<T, E>>, StoreError> {
+        let mut failed: Vec<Option<E>> = inputs.iter().map(|_| None).collect();
+        'attempt: loop {
+            let txn = self.inner.db.begin_write()?;
+            let mut done: Vec<Option<T>> = Vec::with_capacity(inputs.len());
+            let (changes, dirty) = {
+                let mut t = self.open_txn(&txn)?;
+                for (input, failed) in inputs.iter().zip(failed.iter_mut()) {
+                    if failed.is_some() {
+                        done.push(None);
+                        continue;
+                    }
+                    let (attempts, revision, dirty) = (t.attempts, t.revision, t.dirty);
+                    match job(&mut t, input) {
+                        Ok(v) => done.push(Some(v)),
+                        Err(e) => {
+                            *failed = Some(e);
+                            done.push(None);
+                            let wrote = t.attempts != attempts
+                                || t.revision != revision
+                                || t.dirty != dirty;
+                            if wrote {
+                                drop(t);
+                                txn.abort()?;
+                                continue 'attempt;
+                            }
+                        }
+                    }
+                }
+                self.finish_txn(&mut t)?;
+                (t.changes, t.dirty)
+            };
+            if dirty {
+                txn.commit()?;
+                self.publish(changes);
+            } else {
+                txn.abort()?;
+            }
+            return Ok(done
+                .into_iter()
+                .zip(failed)
+                .map(|(ok, err)| match (ok, err) {
+                    (Some(v), _) => Ok(v),
+                    (None, Some(e)) => Err(e),
+                    (None, None) => unreachable!("every job has a result or an error"),
+                })
+                .collect());
         }
     }
 }
