@@ -28,3 +28,18 @@ pub mod strategic;
 /// event → ServerBinding mapping; depends on serde_json, sha2 and thiserror.
 #[path = "../../appliance/src/protocol/siderolink/mod.rs"]
 pub mod siderolink;
+
+/// The crate paths the included SideroLink glue names (`crate::protocol::siderolink`).
+pub mod protocol {
+    pub use super::siderolink;
+}
+
+/// `appliance::siderolink::payload`: a Talos event's `Any` decoded into the pure event;
+/// depends on `appliance-rpc`'s messages, prost and the SideroLink core above.
+#[path = "../../appliance/src/siderolink/payload.rs"]
+pub mod siderolink_payload;
+
+/// `appliance::siderolink::screen`: the endpoint's screening of datagrams before boringtun's
+/// `Tunn` (rate limiter, cookie replies, peer lookup); depends on boringtun only.
+#[path = "../../appliance/src/siderolink/screen.rs"]
+pub mod siderolink_screen;

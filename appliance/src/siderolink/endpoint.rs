@@ -2,9 +2,9 @@
 //! `Tunn` per peer sharing one `RateLimiter` (handshake floods are answered with cookies),
 //! in front of the smoltcp overlay (`overlay`). No tun device, no NET_ADMIN.
 //!
-//! One task owns everything: it receives datagrams, screens them with the rate limiter,
-//! finds the peer (a handshake initiation by the static key it carries, everything else by
-//! the receiver index, whose upper 24 bits are the peer's `Tunn` index), decapsulates, and
+//! One task owns everything: it receives datagrams, screens them (`screen`: the rate
+//! limiter, then the peer: a handshake initiation by the static key it carries, everything
+//! else by the receiver index, whose upper 24 bits are the peer's `Tunn` index), decapsulates, and
 //! hands inner packets to smoltcp only when their source is the peer's own overlay address
 //! (boringtun does not check that). Endpoints are learned from authenticated packets
 //! (roaming). The same task drives every `Tunn`'s `update_timers` every 250 ms and resets
@@ -21,9 +21,8 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
-use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::noise::{Tunn, TunnResult};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, watch};
 use x25519_dalek::PublicKey;
@@ -31,6 +30,7 @@ use x25519_dalek::PublicKey;
 use super::identity::Identity;
 use super::overlay::{ConnectReply, Overlay, Received};
 use super::peers::PeerSpec;
+use super::screen::{Screen, Screened};
 use super::stream::OverlayStream;
 use crate::metrics::{Counter, Gauge, Labeled, Registry};
 use crate::timeline::Recorder;
@@ -415,43 +415,31 @@ impl Endpoint {
     async fn datagram(&mut self, datagram: &[u8], src: SocketAddr) {
         self.stats.datagrams.inc();
         self.stats.rx_bytes.inc_by(datagram.len() as u64);
-        let mut initiation = false;
-        let index = match self
-            .limiter
-            .verify_packet(Some(src.ip()), datagram, &mut self.buf)
-        {
-            Err(TunnResult::WriteToNetwork(cookie)) => {
+        let public = self.identity.public_key();
+        let screen = Screen {
+            secret: self.identity.secret(),
+            public: &public,
+            limiter: &self.limiter,
+        };
+        let by_key = &self.by_key;
+        let (index, initiation) = match screen.screen(src.ip(), datagram, &mut self.buf, |k| {
+            by_key.get(k).copied()
+        }) {
+            Screened::Cookie(cookie) => {
                 let cookie = cookie.to_vec();
                 self.stats.cookies.inc();
                 self.send(src, &cookie).await;
                 return;
             }
-            Err(_) => {
+            Screened::Invalid => {
                 self.stats.invalid.inc();
                 return;
             }
-            Ok(Packet::HandshakeInit(init)) => {
-                let found = parse_handshake_anon(
-                    self.identity.secret(),
-                    &self.identity.public_key(),
-                    &init,
-                )
-                .ok()
-                .and_then(|h| self.by_key.get(&h.peer_static_public).copied());
-                match found {
-                    Some(i) => {
-                        initiation = true;
-                        i
-                    }
-                    None => {
-                        self.stats.unknown_key.inc();
-                        return;
-                    }
-                }
+            Screened::UnknownKey => {
+                self.stats.unknown_key.inc();
+                return;
             }
-            Ok(Packet::HandshakeResponse(p)) => p.receiver_idx >> 8,
-            Ok(Packet::PacketCookieReply(p)) => p.receiver_idx >> 8,
-            Ok(Packet::PacketData(p)) => p.receiver_idx >> 8,
+            Screened::Peer { index, initiation } => (index, initiation),
         };
         let Some(peer) = self.peers.get_mut(&index) else {
             self.stats.unknown_index.inc();

@@ -17,18 +17,16 @@ use std::sync::{Arc, Mutex};
 
 use appliance_rpc::events::event_sink_service_server::EventSinkService;
 use appliance_rpc::events::{EventRequest, EventResponse};
-use appliance_rpc::machine;
-use prost::Message;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+pub use super::payload::{DecodeError, decode};
 use super::peers::PeerSpec;
 use super::stream::OverlayPeer;
 use crate::clock::rfc3339;
 use crate::model::{Condition, ConditionSeverity, ConditionStatus, Kind, Object};
 use crate::protocol::siderolink::events::{
-    BindingChange, ConditionChange, IpPrefix, PhaseAction, RecentIds, SequenceAction, Severity,
-    TalosError, TalosEvent, map_event,
+    BindingChange, ConditionChange, IpPrefix, RecentIds, Severity, map_event,
 };
 use crate::reconcile::apply::{self, Outcome};
 use crate::reconcile::lifecycle::{Event, Phase};
@@ -38,78 +36,6 @@ use crate::timeline::event::{self as timeline_event, Step, Who};
 
 /// Event ids remembered per server (in memory and in the store).
 const IDS_PER_NODE: usize = 1024;
-
-/// A payload that is not the message its type URL names.
-#[derive(Debug, thiserror::Error)]
-#[error("event payload of type {type_url} does not decode")]
-pub struct DecodeError {
-    pub type_url: String,
-    #[source]
-    pub source: prost::DecodeError,
-}
-
-/// Decodes an event's `Any` into the pure event type.
-pub fn decode(any: &prost_types::Any) -> Result<TalosEvent, DecodeError> {
-    let name = any.type_url.rsplit('/').next().unwrap_or("");
-    let err = |source| DecodeError {
-        type_url: any.type_url.clone(),
-        source,
-    };
-    let v = any.value.as_slice();
-    Ok(match name {
-        "machine.AddressEvent" => {
-            let e = machine::AddressEvent::decode(v).map_err(err)?;
-            TalosEvent::Address {
-                hostname: e.hostname,
-                addresses: e.addresses,
-            }
-        }
-        "machine.ConfigLoadErrorEvent" => TalosEvent::ConfigLoadError {
-            error: machine::ConfigLoadErrorEvent::decode(v).map_err(err)?.error,
-        },
-        "machine.ConfigValidationErrorEvent" => TalosEvent::ConfigValidationError {
-            error: machine::ConfigValidationErrorEvent::decode(v)
-                .map_err(err)?
-                .error,
-        },
-        "machine.PhaseEvent" => {
-            let e = machine::PhaseEvent::decode(v).map_err(err)?;
-            TalosEvent::Phase {
-                phase: e.phase,
-                action: PhaseAction::from_wire(e.action),
-            }
-        }
-        "machine.TaskEvent" => {
-            let e = machine::TaskEvent::decode(v).map_err(err)?;
-            TalosEvent::Task {
-                task: e.task,
-                action: PhaseAction::from_wire(e.action),
-            }
-        }
-        "machine.ServiceStateEvent" => {
-            let e = machine::ServiceStateEvent::decode(v).map_err(err)?;
-            TalosEvent::ServiceState {
-                service: e.service,
-                action: e.action,
-                message: e.message,
-            }
-        }
-        "machine.SequenceEvent" => {
-            let e = machine::SequenceEvent::decode(v).map_err(err)?;
-            TalosEvent::Sequence {
-                sequence: e.sequence,
-                action: SequenceAction::from_wire(e.action),
-                error: e.error.map(|e| TalosError {
-                    code: e.code,
-                    message: e.message,
-                }),
-            }
-        }
-        _ => TalosEvent::Other {
-            type_url: any.type_url.clone(),
-        },
-    })
-}
 
 /// Sets a CAPI condition from `change`; the transition time moves only when the status
 /// flips (`conditions.Set`).
