@@ -24,7 +24,12 @@
 //! `PXEBooted=True`, lifecycle `installed`); addresses and hostname recorded without the
 //! SideroLink address; every kernel log line the guest sent is in `ctl server logs` under
 //! this server, attributed by its tunnel address; the event backlog replayed on a new connection was not applied twice; the
-//! second boot fetched no Environment and came from the disk.
+//! second boot fetched no Environment and came from the disk; `ctl server timeline` holds
+//! the whole sequence in order (DHCP offer/ack, `/boot.ipxe`, the `/ipxe` decision, kernel
+//! and initrd fetched, SideroLink up, config fetched, installed, boot from disk: the DHCP
+//! and `/boot.ipxe` steps, which know only the VM's MAC or address, attached to the server
+//! by the lease tie) and `/metrics` counts one installation in
+//! `appliance_time_to_installed_seconds`.
 
 use std::path::Path;
 use std::process::Command;
@@ -414,6 +419,80 @@ status:
     assert_eq!(fetches, 1, "{}", lab.report());
     let events = lab.appliance().ctl(&["server", "events", UUID]).unwrap();
     assert!(events.contains("installed"), "{events}");
+
+    // The boot timeline: the whole sequence, in order, every step ok.
+    let want = [
+        "dhcp-offer",
+        "dhcp-ack",
+        "boot-script",
+        "ipxe",
+        "kernel",
+        "initrd",
+        "siderolink-up",
+        "config-fetched",
+        "installed",
+        "dhcp-ack",
+        "boot-script",
+        "boot-from-disk",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let timeline = loop {
+        let t: Value = serde_json::from_str(
+            &lab.appliance()
+                .ctl(&["server", "timeline", UUID, "-o", "json"])
+                .expect("ctl server timeline"),
+        )
+        .unwrap();
+        let has_disk = t["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["step"] == "boot-from-disk");
+        if has_disk || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = lab
+        .appliance()
+        .ctl(&["server", "timeline", UUID])
+        .unwrap_or_default();
+    let events = timeline["events"].as_array().unwrap();
+    let mut next = 0;
+    for e in events {
+        if next < want.len() && e["step"] == want[next] {
+            assert_eq!(
+                e["outcome"], "ok",
+                "{e}
+{text}"
+            );
+            next += 1;
+        }
+    }
+    assert_eq!(
+        next,
+        want.len(),
+        "ctl server timeline lacks {:?} (in order) of {want:?}
+{text}",
+        want.get(next)
+    );
+    let decision = events.iter().find(|e| e["step"] == "ipxe").unwrap();
+    assert_eq!(decision["detail"], "environment talos-standin", "{text}");
+    let kernel = events.iter().find(|e| e["step"] == "kernel").unwrap();
+    assert_eq!(
+        kernel["bytes"].as_u64(),
+        std::fs::metadata(&env.kernel).ok().map(|m| m.len()),
+        "{text}"
+    );
+    assert!(timeline["timeToInstalledMs"].is_u64(), "{text}");
+    assert!(timeline["firstDiskBootUnixMs"].is_u64(), "{text}");
+    let (code, metrics) = lab.http_get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("appliance_time_to_installed_seconds_count 1\n"),
+        "{metrics}"
+    );
+    eprintln!("{text}");
     lab.appliance().check_alive().expect("appliance still up");
 
     eprintln!(
