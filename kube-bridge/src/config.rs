@@ -56,6 +56,14 @@ pub struct RunArgs {
         value_name = "NS"
     )]
     pub lease_namespace: String,
+    /// How long the Lease holds without renewal before a partner bridge takes over (seconds).
+    #[arg(
+        long,
+        env = "KUBE_BRIDGE_LEASE_DURATION_SECS",
+        default_value_t = 15,
+        value_name = "SECS"
+    )]
+    pub lease_duration_secs: u64,
     /// Log filter (tracing env-filter syntax).
     #[arg(
         long,
@@ -84,6 +92,7 @@ pub struct Config {
     pub auth: BoxAuth,
     pub kubeconfig: Option<PathBuf>,
     pub lease_namespace: String,
+    pub lease_duration: std::time::Duration,
     pub poll: std::time::Duration,
 }
 
@@ -101,6 +110,8 @@ pub enum ConfigError {
     TokenFile(PathBuf),
     #[error("--poll-ms must be between 10 and 600000")]
     Poll,
+    #[error("--lease-duration-secs must be between 1 and 3600")]
+    LeaseDuration,
     #[error(
         "--box-id {0:?} is not a valid label value (1-63 of [A-Za-z0-9._-], alphanumeric at both ends)"
     )]
@@ -121,6 +132,9 @@ impl RunArgs {
         };
         if !is_label_value(&self.box_id) {
             return Err(ConfigError::BoxId(self.box_id));
+        }
+        if !(1..=3600).contains(&self.lease_duration_secs) {
+            return Err(ConfigError::LeaseDuration);
         }
         if !(10..=600_000).contains(&self.poll_ms) {
             return Err(ConfigError::Poll);
@@ -158,6 +172,7 @@ impl RunArgs {
             auth,
             kubeconfig: self.kubeconfig,
             lease_namespace: self.lease_namespace,
+            lease_duration: std::time::Duration::from_secs(self.lease_duration_secs),
             poll: std::time::Duration::from_millis(self.poll_ms),
         })
     }

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the bridge for one box: the two-way sync, until SIGINT/SIGTERM.
-    Run(kube_bridge::config::RunArgs),
+    Run(Box<kube_bridge::config::RunArgs>),
     /// Print the CRDs (config/crd/*.yaml, one YAML stream).
     Crds,
     /// Print clusterctl's infrastructure-components.yaml (with its ${VAR} placeholders).
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         Command::Components => print_out(&kube_bridge::manifests::infrastructure_components()),
         Command::Run(args) => {
             let log = args.log.clone();
-            match args.check() {
+            match (*args).check() {
                 Err(e) => {
                     eprintln!("kube-bridge: {e}");
                     ExitCode::from(2)

@@ -26,7 +26,11 @@
 //! - the bridge reaches its box over the mTLS admin port with a certificate from `appliance
 //!   ctl bridge enroll` (the outage test over the token port, the box-local case); a revoked
 //!   certificate is reported once and retried, never a crash, and a re-enrolment written into
-//!   the mounted Secret is picked up without a restart.
+//!   the mounted Secret is picked up without a restart;
+//! - an HA pair for one box: one Lease holder syncs, the standby never starts; the leader
+//!   killed (SIGKILL, no release) mid-way through 100 MetalMachines, the standby takes the
+//!   Lease over after it expires and every MetalMachine is allocated exactly once, with no
+//!   divergence; the real kubectl reads the Lease's holder.
 
 mod support;
 
@@ -113,6 +117,14 @@ impl Cluster {
                 .await
                 .unwrap();
         }
+        // The provider's namespace (infrastructure-components.yaml makes it): the Leases.
+        let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        ns.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "kube-bridge-system"}})).unwrap(),
+        )
+        .await
+        .unwrap();
         Cluster {
             client,
             _dir: dir,
@@ -1160,4 +1172,125 @@ async fn revoked_certificate_reported_and_retried_until_enrolled_again_from_a_mo
         "{}",
         bridge.log()
     );
+}
+
+/// The box's Lease: (holder identity, transitions).
+async fn lease_holder(cluster: &Cluster, box_id: &str) -> Option<(String, i64)> {
+    let l = cluster
+        .get(
+            &ar("coordination.k8s.io", "v1", "Lease", "leases"),
+            "kube-bridge-system",
+            box_id,
+        )
+        .await?;
+    Some((
+        l["spec"]["holderIdentity"].as_str()?.to_string(),
+        l["spec"]["leaseTransitions"].as_i64().unwrap_or(0),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_pair_elects_one_leader_and_a_takeover_loses_nothing() {
+    let machines: usize = std::env::var("KUBE_BRIDGE_TEST_HA_MACHINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let api = ApiServer::start(1_000_000);
+    let cluster = Cluster::new(&api).await;
+    let b = tokio::task::spawn_blocking(boxes::Box::start)
+        .await
+        .unwrap();
+    for i in 0..machines + 2 {
+        b.available_server(1 + i).await;
+    }
+    cluster.capi_cluster("c1", false).await;
+    // Two bridges for one box, each with its own enrolled certificate.
+    let mut first = Bridge::start(&b, "rack-1", &cluster.kubeconfig);
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("second");
+    b.enroll("rack-1-second", &creds);
+    let mut second = Bridge::start_via(
+        &b,
+        "rack-1",
+        &cluster.kubeconfig,
+        boxes::Via::Credentials(creds),
+        &[],
+    );
+    let logs = |a: &Bridge, c: &Bridge| format!("first:\n{}\nsecond:\n{}", a.log(), c.log());
+    let (holder, _) = eventually(
+        30,
+        "a leader",
+        || logs(&first, &second),
+        || async { lease_holder(&cluster, "rack-1").await },
+    )
+    .await;
+    let first_leads = holder.ends_with(&format!("_{}", first.pid()));
+    assert!(
+        first_leads || holder.ends_with(&format!("_{}", second.pid())),
+        "{holder}"
+    );
+    let half = machines / 2;
+    for i in 0..half {
+        let name = format!("m{i:03}");
+        cluster.machine("c1", &name, "any", &bootstrap(&name)).await;
+    }
+    eventually(
+        120,
+        "a quarter allocated",
+        || logs(&first, &second),
+        || async { (b.list("ServerBinding").await.len() >= machines / 4).then_some(()) },
+    )
+    .await;
+    // Only the leader syncs: the standby never started.
+    let standby_log = if first_leads {
+        second.log()
+    } else {
+        first.log()
+    };
+    assert!(!standby_log.contains("holding the lease"), "{standby_log}");
+    // The leader dies mid-way (SIGKILL: no release); the rest of the machines arrive.
+    let (leader, standby) = if first_leads {
+        (&mut first, &mut second)
+    } else {
+        (&mut second, &mut first)
+    };
+    leader.stop();
+    for i in half..machines {
+        let name = format!("m{i:03}");
+        cluster.machine("c1", &name, "any", &bootstrap(&name)).await;
+    }
+    let standby_pid = standby.pid();
+    let standby: &Bridge = standby;
+    eventually(
+        180,
+        "every machine allocated once, no divergence",
+        || standby.log(),
+        || async {
+            let a = allocations(&cluster, &[&b]).await.ok()?;
+            (a.len() == machines && diverging(&cluster, &b).await.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let (holder, transitions) = lease_holder(&cluster, "rack-1").await.unwrap();
+    assert!(holder.ends_with(&format!("_{standby_pid}")), "{holder}");
+    assert!(transitions >= 1, "{transitions}");
+    assert!(
+        standby.log().contains("taking over the lease"),
+        "{}",
+        standby.log()
+    );
+    // Real kubectl reads the Lease from the in-test API server.
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["get", "lease", "-n", "kube-bridge-system", "rack-1"])
+        .args(["-o", "jsonpath={.spec.holderIdentity}"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), holder);
 }

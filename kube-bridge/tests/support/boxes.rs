@@ -418,7 +418,8 @@ impl Bridge {
         let log = tmp.path().join("bridge.log");
         let mut credentials = tmp.path().join("credentials");
         let mut cmd = Command::new(BRIDGE);
-        cmd.args(["run", "--box-id", box_id, "--poll-ms", "100"]);
+        cmd.args(["run", "--box-id", box_id, "--poll-ms", "100"])
+            .args(["--lease-duration-secs", "4"]);
         match via {
             Via::Tls | Via::Credentials(_) => {
                 match via {

@@ -66,6 +66,7 @@ pub fn builtins() -> Vec<ResourceType> {
         builtin("", "v1", "ConfigMap", "configmaps", true, false),
         builtin("", "v1", "Event", "events", true, false),
         builtin("apps", "v1", "Deployment", "deployments", true, true),
+        builtin("coordination.k8s.io", "v1", "Lease", "leases", true, false),
         builtin(
             "rbac.authorization.k8s.io",
             "v1",
