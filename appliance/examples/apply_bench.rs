@@ -175,7 +175,7 @@ async fn bench_etcd(a: &Args, url: &str) -> Result<Run> {
             let mut lat = Vec::new();
             for i in (w..count).step_by(conc) {
                 let name = format!("{prefix}-{i}");
-                let value = serde_json::to_string(&serde_yaml::from_str::<serde_json::Value>(
+                let value = serde_json::to_string(&yaml_serde::from_str::<serde_json::Value>(
                     &doc(&name),
                 )?)?;
                 let body = format!(

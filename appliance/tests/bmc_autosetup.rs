@@ -101,7 +101,7 @@ fn server(app: &Appliance) -> (String, Value) {
 
 fn server_of(app: &Appliance, uuid: &str) -> (String, Value) {
     let yaml = app.ctl_ok(&["get", "server", uuid, "-o", "yaml"]);
-    let v = serde_yaml::from_str(&yaml).unwrap();
+    let v = yaml_serde::from_str(&yaml).unwrap();
     (yaml, v)
 }
 

@@ -108,12 +108,12 @@ async fn next(a: &mut AgentClient<Channel>, uuid: &str) -> pb::NextActionRespons
 }
 
 fn server_yaml(box_: &Appliance, name: &str) -> serde_json::Value {
-    serde_yaml::from_str(&box_.ctl_ok(&["get", "server", name, "-o", "yaml"])).unwrap()
+    yaml_serde::from_str(&box_.ctl_ok(&["get", "server", name, "-o", "yaml"])).unwrap()
 }
 
 fn class_lists(box_: &Appliance, class: &str) -> (Vec<String>, Vec<String>) {
     let v: serde_json::Value =
-        serde_yaml::from_str(&box_.ctl_ok(&["get", "serverclass", class, "-o", "yaml"])).unwrap();
+        yaml_serde::from_str(&box_.ctl_ok(&["get", "serverclass", class, "-o", "yaml"])).unwrap();
     let list = |k: &str| -> Vec<String> {
         v["status"][k]
             .as_array()
@@ -301,7 +301,7 @@ async fn discovery_accept_wipe_allocate_configdata_release() {
     assert_eq!(s["status"]["inUse"], json!(true));
     assert_eq!(s["status"]["isClean"], json!(false));
     let binding: serde_json::Value =
-        serde_yaml::from_str(&b.ctl_ok(&["get", "serverbinding", UUID, "-o", "yaml"])).unwrap();
+        yaml_serde::from_str(&b.ctl_ok(&["get", "serverbinding", UUID, "-o", "yaml"])).unwrap();
     assert_eq!(binding["spec"]["serverClassRef"]["name"], json!("two-cpus"));
     assert_eq!(binding["spec"]["metalMachineRef"]["name"], json!("m1"));
     assert_eq!(next(&mut a, UUID).await.action, AgentAction::Reboot as i32);
@@ -316,7 +316,7 @@ async fn discovery_accept_wipe_allocate_configdata_release() {
     // The machine config: bootstrap data + class patch + allocation patch + node label.
     let (code, body) = http_get(b.addr, &format!("/configdata?uuid={UUID}")).unwrap();
     assert_eq!(code, 200, "{body}");
-    let cfg: serde_json::Value = serde_yaml::from_str(&body).unwrap();
+    let cfg: serde_json::Value = yaml_serde::from_str(&body).unwrap();
     assert_eq!(cfg["machine"]["install"]["disk"], json!("/dev/vda"));
     assert_eq!(cfg["cluster"]["id"], json!("abc"));
     assert_eq!(

@@ -1,7 +1,7 @@
 //! Pure rooms compiled on their own for fuzzing: their source files are included directly
 //! instead of building the whole appliance crate (tokio, tonic, redb…) with sanitizers.
 
-/// `appliance::model`: depends only on serde, serde_json, serde_yaml, serde_path_to_error
+/// `appliance::model`: depends only on serde, serde_json, yaml_serde, serde_path_to_error
 /// and thiserror.
 #[path = "../../appliance/src/model/mod.rs"]
 pub mod model;
@@ -20,7 +20,7 @@ pub mod dhcp;
 pub mod ipmi;
 
 /// `appliance::metadata::strategic`: Talos strategic merge; depends on serde, serde_json,
-/// serde_yaml and thiserror.
+/// yaml_serde and thiserror.
 #[path = "../../appliance/src/metadata/strategic.rs"]
 pub mod strategic;
 

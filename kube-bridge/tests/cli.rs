@@ -58,7 +58,7 @@ fn help_lists_the_commands_and_every_run_setting_with_its_env_variable() {
         .split("\n---\n")
         .find(|d| d.contains("kind: Deployment"))
         .unwrap();
-    let doc: serde_json::Value = serde_yaml::from_str(deployment).unwrap();
+    let doc: serde_json::Value = yaml_serde::from_str(deployment).unwrap();
     let container = &doc["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["args"], serde_json::json!(["run"]));
     for e in container["env"].as_array().unwrap() {

@@ -21,9 +21,9 @@ fn config() -> PathBuf {
 
 fn docs(text: &str) -> Vec<Value> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(text)
+    yaml_serde::Deserializer::from_str(text)
         .map(|d| {
-            serde_yaml::from_value::<Value>(serde_yaml::Value::deserialize(d).unwrap()).unwrap()
+            yaml_serde::from_value::<Value>(yaml_serde::Value::deserialize(d).unwrap()).unwrap()
         })
         .filter(|v| !v.is_null())
         .collect()

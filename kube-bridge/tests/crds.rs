@@ -353,9 +353,9 @@ fn schema_of(kind: &str) -> Value {
 /// Every YAML document of a fixture file as JSON.
 fn documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
+    yaml_serde::Deserializer::from_str(&text)
         .map(|d| {
-            serde_yaml::from_value::<Value>(serde_yaml::Value::deserialize(d).unwrap()).unwrap()
+            yaml_serde::from_value::<Value>(yaml_serde::Value::deserialize(d).unwrap()).unwrap()
         })
         .filter(|v| !v.is_null())
         .collect()

@@ -1080,7 +1080,7 @@ async fn two_boxes_one_cluster_each_machine_allocated_once() {
 /// through `..data`; the previous generation is removed.
 fn project_secret(dir: &std::path::Path, secret_yaml: &str, generation: u32) {
     use std::os::unix::fs::symlink;
-    let secret: k8s_openapi::api::core::v1::Secret = serde_yaml::from_str(secret_yaml).unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret = yaml_serde::from_str(secret_yaml).unwrap();
     std::fs::create_dir_all(dir).unwrap();
     let ts = format!("..2026_12_06_00_00_0{generation}.000000001");
     std::fs::create_dir(dir.join(&ts)).unwrap();

@@ -47,8 +47,8 @@ fn check_owner(owner: &str) -> Result<(), Status> {
 /// Validates bootstrap data: empty, or YAML documents that are mappings.
 pub fn check_bootstrap(text: &str) -> Result<(), Status> {
     use serde::Deserialize;
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let v = serde_yaml::Value::deserialize(de).map_err(|e| {
+    for (i, de) in yaml_serde::Deserializer::from_str(text).enumerate() {
+        let v = yaml_serde::Value::deserialize(de).map_err(|e| {
             Status::invalid_argument(format!(
                 "bootstrap_data document {}: not valid YAML: {e}",
                 i + 1

@@ -220,7 +220,7 @@ pub fn error_at(yaml: &str, e: &ParseObjectError) -> ErrorAt {
     }
 }
 
-/// serde_yaml syntax errors say "at line N column M".
+/// yaml_serde syntax errors say "at line N column M".
 pub fn syntax_line(message: &str) -> Option<usize> {
     let rest = &message[message.find("at line ")? + 8..];
     rest.split(|c: char| !c.is_ascii_digit())

@@ -104,7 +104,7 @@ pub fn render(
         return Err(RenderConfigError::NoBootstrapData(name));
     }
     let mut docs: Vec<Value> = Vec::new();
-    for de in serde_yaml::Deserializer::from_str(&alloc.bootstrap_data) {
+    for de in yaml_serde::Deserializer::from_str(&alloc.bootstrap_data) {
         let v = Value::deserialize(de).map_err(|e| RenderConfigError::BadBootstrap {
             server: name.clone(),
             message: e.to_string(),
@@ -154,7 +154,7 @@ pub fn render(
         if i > 0 {
             out.push_str("---\n");
         }
-        out.push_str(&serde_yaml::to_string(d).expect("JSON values serialise as YAML"));
+        out.push_str(&yaml_serde::to_string(d).expect("JSON values serialise as YAML"));
     }
     Ok(out)
 }

@@ -74,7 +74,7 @@ fn rule_for(kind: Option<&str>, keys: &[&str]) -> Rule {
 /// Applies one strategic patch (multi-document YAML text) to `docs`, all or nothing.
 pub fn apply(docs: &[Value], patch_yaml: &str) -> Result<Vec<Value>, StrategicPatchError> {
     let mut out = docs.to_vec();
-    for (i, de) in serde_yaml::Deserializer::from_str(patch_yaml).enumerate() {
+    for (i, de) in yaml_serde::Deserializer::from_str(patch_yaml).enumerate() {
         let doc = i + 1;
         let patch = Value::deserialize(de).map_err(|e| StrategicPatchError::Yaml(e.to_string()))?;
         if patch.is_null() {

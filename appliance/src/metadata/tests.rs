@@ -37,7 +37,7 @@ fn alloc(data: &str, patches: Vec<Value>) -> AllocationRecord {
 const CONFIG: &str = "version: v1alpha1\nmachine:\n  type: worker\n  install:\n    disk: /dev/sda\ncluster:\n  name: c1\n";
 
 fn yaml(s: &str) -> Value {
-    serde_yaml::from_str(s).unwrap()
+    yaml_serde::from_str(s).unwrap()
 }
 
 #[test]

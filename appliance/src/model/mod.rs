@@ -348,7 +348,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Object>, ParseObjectError> {
         return Err(ParseObjectError::TooLarge { bytes: text.len() });
     }
     let mut out: Vec<(usize, Object)> = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, de) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let document = i + 1;
         let value =
             yaml::StrictValue::new()

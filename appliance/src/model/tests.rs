@@ -34,7 +34,7 @@ const ALL_FIXTURES: [&str; 7] = [
 
 /// Every non-empty YAML document of `text` as plain JSON values (what the user wrote).
 fn raw_documents(text: &str) -> Vec<serde_json::Value> {
-    serde_yaml::Deserializer::from_str(text)
+    yaml_serde::Deserializer::from_str(text)
         .map(|de| serde_json::Value::deserialize(de).expect("fixture is valid YAML"))
         .filter(|v| !v.is_null())
         .collect()
@@ -419,6 +419,9 @@ fn bad_input_is_refused_with_its_path() {
             &["not valid YAML", "duplicate"],
         ),
         ("{1: a}\n".into(), &["mapping key 1 is not a string"]),
+        // Aliases expanding to 10^9 nodes ("billion laughs"): the YAML reader's repetition
+        // limit stops it, long before the nesting or size caps would.
+        (billion_laughs(), &["not valid YAML", "repetition limit exceeded"]),
         ("{\"kind\": \"Server\", \"apiVersion\": ".into(), &["not valid YAML"]),
     ];
     let mut failures = Vec::new();
@@ -470,6 +473,16 @@ fn stored_json_of_another_kind_is_refused() {
         err.to_string().contains("stored object is a Environment"),
         "{err}"
     );
+}
+
+/// Nine levels of aliases, each repeating the one before ten times.
+fn billion_laughs() -> String {
+    let mut s = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = format!("*a{}", i - 1);
+        s.push_str(&format!("a{i}: &a{i} [{}]\n", vec![p; 10].join(", ")));
+    }
+    s
 }
 
 /// Mutations applied to fixture text: YAML-significant characters and fragments.
@@ -560,7 +573,7 @@ proptest! {
 
 /// Reads YAML text back into a JSON value the way `parse_documents` does.
 fn read_yaml(text: &str) -> serde_json::Value {
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = yaml_serde::Deserializer::from_str(text);
     yaml::StrictValue::new()
         .deserialize(de)
         .unwrap_or_else(|e| panic!("{e}\n{text}"))

@@ -25,7 +25,7 @@ pub enum TalosconfigError {
     #[error("talosconfig is larger than {MAX_TALOSCONFIG} bytes")]
     TooLarge,
     #[error("talosconfig is not valid YAML of the talosctl shape")]
-    Yaml(#[source] serde_yaml::Error),
+    Yaml(#[source] yaml_serde::Error),
     #[error("talosconfig has no context {0:?}")]
     NoContext(String),
     #[error("talosconfig names no context and holds {0} (set `context:`)")]
@@ -157,7 +157,7 @@ impl Talosconfig {
         if bytes.len() > MAX_TALOSCONFIG {
             return Err(TalosconfigError::TooLarge);
         }
-        let file: File = serde_yaml::from_slice(bytes).map_err(TalosconfigError::Yaml)?;
+        let file: File = yaml_serde::from_slice(bytes).map_err(TalosconfigError::Yaml)?;
         let name = match file.context.filter(|c| !c.is_empty()) {
             Some(c) => c,
             None if file.contexts.len() == 1 => {

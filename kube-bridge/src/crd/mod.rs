@@ -37,7 +37,7 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 /// One CRD as a YAML document (no leading `---`).
 pub fn render(crd: &CustomResourceDefinition) -> String {
     // A CRD built from our own types always serialises; a failure is a bug, not input.
-    serde_yaml::to_string(crd).expect("a CustomResourceDefinition serialises to YAML")
+    yaml_serde::to_string(crd).expect("a CustomResourceDefinition serialises to YAML")
 }
 
 /// Fixes what the derive cannot express, so the schema reads like Sidero's (controller-gen):

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::*;
 
 fn yaml(s: &str) -> Value {
-    serde_yaml::from_str(s).unwrap()
+    yaml_serde::from_str(s).unwrap()
 }
 
 fn machine(s: &str) -> Vec<Value> {
@@ -239,14 +239,14 @@ proptest! {
         if let Value::Object(m) = config {
             doc.as_object_mut().unwrap().extend(m);
         }
-        let text = serde_yaml::to_string(&patch).unwrap();
+        let text = yaml_serde::to_string(&patch).unwrap();
         let _ = apply(&[doc], &text);
     }
 
     #[test]
     fn scalar_merges_are_idempotent(config in arb_scalar_tree(), patch in arb_scalar_tree()) {
         let doc = json!({"version": "v1alpha1", "c": config});
-        let text = serde_yaml::to_string(&json!({"c": patch})).unwrap();
+        let text = yaml_serde::to_string(&json!({"c": patch})).unwrap();
         if let Ok(once) = apply(std::slice::from_ref(&doc), &text) {
             prop_assert_eq!(apply(&once, &text).unwrap(), once);
         }

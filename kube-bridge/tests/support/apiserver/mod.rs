@@ -562,7 +562,7 @@ fn patch(
             if !explicit_manager {
                 return bad_request("PATCH, application/apply-patch+yaml requires fieldManager");
             }
-            let config: Value = match serde_yaml::from_slice(body) {
+            let config: Value = match yaml_serde::from_slice(body) {
                 Ok(v) => v,
                 Err(e) => return bad_request(&format!("error decoding YAML: {e}")),
             };
