@@ -84,8 +84,11 @@ where
             !std::mem::replace(&mut q.running, true)
         };
         if start {
+            // The call that found the queue idle drives the commits in place until the queue
+            // is empty (its own reply is in by then); the others only wait for theirs. A
+            // panic there drops the pending replies, which the `rx` below reports.
             let this = self.clone();
-            tokio::task::spawn_blocking(move || this.commit_until_empty());
+            let _ = tokio::task::spawn_blocking(move || this.commit_until_empty()).await;
         }
         rx.await.map_err(|_| {
             E::from(StoreError::GroupCommit(
