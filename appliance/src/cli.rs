@@ -289,6 +289,12 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Talos credentials for resetting released servers without a BMC (the Talos machine
+    /// API over SideroLink).
+    Talosconfig {
+        #[command(subcommand)]
+        command: TalosconfigCommand,
+    },
     /// Environments' boot files (for air-gapped sites).
     Env {
         #[command(subcommand)]
@@ -342,6 +348,26 @@ pub enum AdminCommand {
     /// twice without echo on a terminal, or the first line of piped input. Stored on the box
     /// as an argon2id hash; every console session ends. The admin token keeps working.
     SetPassword,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TalosconfigCommand {
+    /// Give the box a cluster's talosconfig (the file talosctl reads; "-" reads stdin). It is
+    /// checked, then stored sealed with the box's secrets key and never shown again.
+    /// Without --cluster it is the `default` one, used for every cluster without its own.
+    Set {
+        file: PathBuf,
+        /// The cluster (the ServerBindings' `cluster.x-k8s.io/cluster-name` label).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// The clusters the box holds a talosconfig for (names only).
+    List,
+    /// Forget a cluster's talosconfig.
+    Delete {
+        #[arg(long)]
+        cluster: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -64,6 +64,50 @@ impl AdminService {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(store_status)
     }
+
+    /// Checks a talosconfig (the context and its CA, client certificate and key) and stores
+    /// it sealed for `cluster` (empty = `default`); returns (cluster, context). Shared by
+    /// `ctl talosconfig set` and the console. The content is never logged nor returned.
+    pub async fn set_talosconfig(
+        &self,
+        cluster: &str,
+        talosconfig: Vec<u8>,
+    ) -> Result<(String, String), Status> {
+        let cluster = talosconfig_cluster(cluster)?;
+        let parsed = crate::siderolink::talosconfig::Talosconfig::parse(&talosconfig)
+            .map_err(|e| Status::invalid_argument(crate::error_chain(&e)))?;
+        let c = cluster.clone();
+        self.blocking(move |s| s.set_talosconfig(&c, &talosconfig))
+            .await?;
+        tracing::info!(cluster = %cluster, context = %parsed.context, "talosconfig stored");
+        Ok((cluster, parsed.context))
+    }
+
+    /// The clusters with a talosconfig.
+    pub async fn talosconfig_clusters(&self) -> Result<Vec<String>, Status> {
+        self.blocking(|s| s.talosconfig_clusters()).await
+    }
+}
+
+/// A talosconfig's cluster name: a Kubernetes label value (empty = `default`).
+fn talosconfig_cluster(cluster: &str) -> Result<String, Status> {
+    let cluster = if cluster.is_empty() {
+        crate::siderolink::reset::DEFAULT_CLUSTER
+    } else {
+        cluster
+    };
+    let ok = cluster.len() <= 63
+        && cluster
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && cluster.as_bytes()[0].is_ascii_alphanumeric()
+        && cluster.as_bytes()[cluster.len() - 1].is_ascii_alphanumeric();
+    if !ok {
+        return Err(Status::invalid_argument(format!(
+            "cluster name {cluster:?} is not a Kubernetes label value (letters, digits, '-', '_', '.'; at most 63)"
+        )));
+    }
+    Ok(cluster.to_string())
 }
 
 pub(super) fn store_status(e: StoreError) -> Status {
@@ -180,6 +224,40 @@ impl Admin for AdminService {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         Ok(Response::new(self.watches.open(req.into_inner()).await?))
+    }
+
+    async fn set_talosconfig(
+        &self,
+        req: Request<pb::SetTalosconfigRequest>,
+    ) -> Result<Response<pb::SetTalosconfigReply>, Status> {
+        let req = req.into_inner();
+        let (cluster, context) =
+            AdminService::set_talosconfig(self, &req.cluster, req.talosconfig).await?;
+        Ok(Response::new(pb::SetTalosconfigReply { cluster, context }))
+    }
+
+    async fn list_talosconfigs(
+        &self,
+        _: Request<pb::ListTalosconfigsRequest>,
+    ) -> Result<Response<pb::ListTalosconfigsReply>, Status> {
+        Ok(Response::new(pb::ListTalosconfigsReply {
+            clusters: self.talosconfig_clusters().await?,
+        }))
+    }
+
+    async fn delete_talosconfig(
+        &self,
+        req: Request<pb::DeleteTalosconfigRequest>,
+    ) -> Result<Response<pb::DeleteTalosconfigReply>, Status> {
+        let cluster = talosconfig_cluster(&req.into_inner().cluster)?;
+        let c = cluster.clone();
+        if !self.blocking(move |s| s.delete_talosconfig(&c)).await? {
+            return Err(Status::not_found(format!(
+                "cluster `{cluster}` has no talosconfig"
+            )));
+        }
+        tracing::info!(cluster = %cluster, "talosconfig removed");
+        Ok(Response::new(pb::DeleteTalosconfigReply {}))
     }
 
     async fn server_action(

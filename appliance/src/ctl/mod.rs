@@ -21,6 +21,7 @@ mod logs;
 mod objects;
 mod password;
 mod power;
+mod talosconfig;
 mod timeline;
 mod upload;
 
@@ -253,6 +254,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCommand::Admin {
             command: AdminCommand::SetPassword,
         } => password::set_password(&args).await,
+        CtlCommand::Talosconfig { command } => talosconfig::run(&args, command).await,
     }
 }
 

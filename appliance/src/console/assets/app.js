@@ -528,7 +528,7 @@ function editor(kind, name, yaml, summary) {
 async function viewSettings() {
   setTitle("Settings");
   const draw = async () => {
-    const [s, sys] = await Promise.all([api("GET", "/api/v1/settings"), api("GET", "/api/v1/system")]);
+    const [s, sys, tc] = await Promise.all([api("GET", "/api/v1/settings"), api("GET", "/api/v1/system"), api("GET", "/api/v1/talosconfig")]);
     const n = s.network, d = s.dhcp;
     const show = (v) => (v === undefined || v === null || v === "" ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
     const kv = (pairs) => h("dl", { class: "kv" }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v instanceof Node ? v : show(v))]));
@@ -556,6 +556,13 @@ async function viewSettings() {
           h("label", {}, "Signed update bundle ", h("input", { type: "file", id: "bundle", accept: ".bundle", required: "" })),
           h("button", { class: "btn danger", type: "submit" }, "Verify, write the other slot and reboot"))
           : h("p", { class: "notice" }, "This box takes no updates (no update key in its image).")),
+      h("section", { class: "panel", "aria-labelledby": "h-talos" }, h("h2", { id: "h-talos" }, "Reset without BMC (Talos)"),
+        h("p", {}, "Released servers without a BMC are reset through the Talos machine API over SideroLink with their cluster's talosconfig (the `default` one serves clusters without their own). Stored sealed; never shown again."),
+        kv([["Clusters with a talosconfig", h("span", { id: "talos-clusters" }, tc.clusters.length ? tc.clusters.join(", ") : "none")]]),
+        h("form", { id: "talos-form", class: "row" },
+          h("label", {}, "Cluster ", h("input", { type: "text", id: "talos-cluster", placeholder: "default" })),
+          h("label", {}, "talosconfig ", h("input", { type: "file", id: "talos-file", required: "" })),
+          h("button", { class: "btn", type: "submit" }, "Store talosconfig"))),
       h("section", { class: "panel flush", "aria-labelledby": "h-pools" }, h("h2", { id: "h-pools" }, "Address pools"),
         d.pools.length ? h("div", { class: "table-wrap" }, h("table", { id: "pools" }, h("thead", {}, h("tr", {}, ["Range", "Netmask", "Router", "DNS", "Domain", "In use"].map((c) => h("th", { scope: "col" }, c)))),
           h("tbody", {}, d.pools.map((p) => h("tr", {}, h("td", { class: "mono" }, p.range), h("td", { class: "mono" }, p.netmask), h("td", { class: "mono" }, show(p.router)),
@@ -568,8 +575,20 @@ async function viewSettings() {
   };
   current.refresh = () => draw().catch(showError);
   await draw();
+  const tform = document.getElementById("talos-form");
+  if (tform) tform.addEventListener("submit", (ev) => { ev.preventDefault(); setTalosconfig().catch(showError); });
   const form = document.getElementById("update-form");
   if (form) form.addEventListener("submit", (ev) => { ev.preventDefault(); uploadBundle().catch(showError); });
+}
+
+// The talosconfig goes up once; the box checks it and never shows it back.
+async function setTalosconfig() {
+  const file = document.getElementById("talos-file").files[0];
+  if (!file) return;
+  const cluster = document.getElementById("talos-cluster").value.trim();
+  const r = await api("POST", "/api/v1/talosconfig", { cluster, talosconfig: await file.text() });
+  toast(`talosconfig for cluster ${r.cluster} stored (context ${r.context}).`);
+  current.refresh();
 }
 
 // The bundle goes up as the raw body; the box checks it in full before answering.

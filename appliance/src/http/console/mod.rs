@@ -273,6 +273,10 @@ pub fn router(state: ConsoleState) -> Router {
                 .delete(objects::delete_object),
         )
         .route("/api/v1/settings", get(settings::settings))
+        .route(
+            "/api/v1/talosconfig",
+            get(settings::talosconfigs).post(settings::set_talosconfig),
+        )
         .route("/api/v1/system", get(update::system))
         .route("/api/v1/update", post(update::upload))
         .route("/api/v1/events", get(events::events));
