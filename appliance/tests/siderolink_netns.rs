@@ -148,6 +148,7 @@ async fn wireguard_go_nodes_through_the_userspace_endpoint() {
     let config = EndpointConfig {
         max_log_line: 16 * 1024,
         max_log_connections: 64,
+        discard_port: None,
     };
     let mut endpoint = Endpoint::new(
         socket,

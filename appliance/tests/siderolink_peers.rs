@@ -15,6 +15,8 @@
 //!   every log line it sends during the flood is stored while the flood still runs; a
 //!   node that starts its handshake during the flood still gets through.
 //!
+//! Also the ignored `bench_tunnel_vs_wireguard_go`, run by `scripts/bench siderolink`.
+//!
 //! Skips with a printed reason when not root or a tool is missing, unless APPLIANCE_E2E=1
 //! (CI), where that is a failure.
 
@@ -50,6 +52,7 @@ fn config() -> EndpointConfig {
     EndpointConfig {
         max_log_line: 16 * 1024,
         max_log_connections: 256,
+        discard_port: None,
     }
 }
 
@@ -389,4 +392,148 @@ impl Drop for Flood {
             let _ = c.wait();
         }
     }
+}
+
+/// Python in a namespace: `bulk` sends `mib` MiB to `[to]:port`, half-closes, waits for
+/// the server's close and prints the seconds; `echo` sends `n` ICMPv6 echo requests to
+/// `to` one after the other and prints the median round trip in µs.
+const BENCH_PY: &str = r#"
+import socket, sys, time, struct, statistics
+mode, to = sys.argv[1], sys.argv[2]
+if mode == "bulk":
+    port, mib = int(sys.argv[3]), int(sys.argv[4])
+    s = socket.socket(socket.AF_INET6); s.settimeout(60); s.connect((to, port))
+    chunk = b"x" * 65536; t0 = time.monotonic()
+    for _ in range(mib * 16): s.sendall(chunk)
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536): pass
+    print("%.6f" % (time.monotonic() - t0))
+else:
+    n = int(sys.argv[3]); r = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6); r.settimeout(2)
+    rtts = []
+    for i in range(n):
+        t0 = time.monotonic(); r.sendto(struct.pack("!BBHHH", 128, 0, 0, 0x5a5a, i) + b"bench", (to, 0))
+        while True:
+            d, _ = r.recvfrom(2048)
+            if d[0] == 129 and struct.unpack("!H", d[6:8])[0] == i: break
+        rtts.append((time.monotonic() - t0) * 1e6)
+    print("%.0f" % statistics.median(rtts))
+"#;
+
+fn bench_py(ns: &str, args: &[&str]) -> f64 {
+    let mut cmd = vec!["ip", "netns", "exec", ns, PY, "-c", BENCH_PY];
+    cmd.extend_from_slice(args);
+    wg::run(&cmd).trim().parse().unwrap()
+}
+
+/// `scripts/bench siderolink` (ignored in normal runs): tunnel throughput and echo latency
+/// from a wireguard-go node through the box's userspace endpoint to its bench-only discard
+/// port, against the same node's second wireguard-go link to a wireguard-go link in the
+/// root namespace with a kernel discard server, same namespaces, same client. Prints
+/// `siderolink:` lines. `SL_BENCH_MIB` (default 64) MiB per transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench siderolink"]
+async fn bench_tunnel_vs_wireguard_go() {
+    if let Some(why) = skip_reason() {
+        prereq::skip("bench_tunnel_vs_wireguard_go", &why);
+        return;
+    }
+    let mib: u32 = std::env::var("SL_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let mut cfg = config();
+    cfg.discard_port = Some(9);
+    let b = BoxSide::start(cfg, 100).await;
+    let server = b.prefix.server_address();
+    let mut lab = Lab::default();
+    let n = lab.node_in(&tag('b', 0), base(50));
+    let addr = b.provision("node-bench", &n, 0x42).await;
+    b.wait_peers(1).await;
+    b.connect(&mut lab, &n, addr);
+
+    // The peer: wireguard-go in the root namespace (fd99::1) and a second wireguard-go
+    // link in the node's namespace (fd99::2), a kernel discard server on [fd99::1]:9.
+    let root_if = format!("wgr{}", tag('b', 0));
+    let root_key = wg::run(&["wg", "genkey"]).trim().to_string();
+    let node2 = wg::Node {
+        ns: n.ns.clone(),
+        outside: n.outside,
+        ifname: format!("wgn{}", tag('b', 0)),
+        private: wg::run(&["wg", "genkey"]).trim().to_string(),
+        public: String::new(),
+    };
+    let pubkey = |k: &str| {
+        use std::io::Write;
+        let mut c = Command::new("wg")
+            .arg("pubkey")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(k.as_bytes()).unwrap();
+        String::from_utf8(c.wait_with_output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let node2 = wg::Node {
+        public: pubkey(&node2.private),
+        ..node2
+    };
+    let root = lab.root_wireguard(
+        &root_if,
+        b.dir.path(),
+        &root_key,
+        &node2.public,
+        "fd99::2/128",
+        "fd99::1/64",
+    );
+    lab.wireguard(
+        &node2,
+        b.dir.path(),
+        &pubkey(&root_key),
+        SocketAddr::new(n.outside.into(), root),
+        "fd99::2/64",
+        "fd99::1".parse().unwrap(),
+    );
+    let discard = Command::new(PY)
+        .args([
+            "-c",
+            "import socket\ns=socket.socket(socket.AF_INET6)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('fd99::1',9))\ns.listen(8)\nwhile True:\n    c,_=s.accept()\n    while c.recv(65536): pass\n    c.close()\n",
+        ])
+        .spawn()
+        .unwrap();
+    lab.adopt(discard);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let ns = n.ns.clone();
+    let to = server.to_string();
+    let (box_s, box_rtt, wg_s, wg_rtt) = tokio::task::spawn_blocking(move || {
+        let m = mib.to_string();
+        // Warm both paths (handshakes), then measure.
+        bench_py(&ns, &["echo", &to, "5"]);
+        bench_py(&ns, &["echo", "fd99::1", "5"]);
+        let box_s = bench_py(&ns, &["bulk", &to, "9", &m]);
+        let wg_s = bench_py(&ns, &["bulk", "fd99::1", "9", &m]);
+        let box_rtt = bench_py(&ns, &["echo", &to, "200"]);
+        let wg_rtt = bench_py(&ns, &["echo", "fd99::1", "200"]);
+        (box_s, box_rtt, wg_s, wg_rtt)
+    })
+    .await
+    .unwrap();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mbit = |s: f64| f64::from(mib) * 8.0 * 1.048_576 / s;
+    println!(
+        "siderolink: throughput box {:.0} Mbit/s, wireguard-go {:.0} Mbit/s, ratio {:.2} (goal >= 0.5) [{mib} MiB each; load {}]",
+        mbit(box_s),
+        mbit(wg_s),
+        wg_s / box_s,
+        load.trim()
+    );
+    println!(
+        "siderolink: echo rtt median box {box_rtt:.0} us, wireguard-go {wg_rtt:.0} us [200 echoes; load {}]",
+        load.trim()
+    );
+    drop(lab);
 }

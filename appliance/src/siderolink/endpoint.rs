@@ -174,6 +174,10 @@ pub struct EndpointConfig {
     pub max_log_line: usize,
     /// Log connections open at once, all nodes together.
     pub max_log_connections: usize,
+    /// A TCP port inside the overlay that reads and drops everything (`scripts/bench
+    /// siderolink` measures tunnel throughput with it). Never set by `serve`: the
+    /// configuration has no key for it.
+    pub discard_port: Option<u16>,
 }
 
 struct Peer {
@@ -228,6 +232,7 @@ impl Endpoint {
                 seed,
                 config.max_log_connections,
                 config.max_log_line,
+                config.discard_port,
             ),
             identity,
             peers: HashMap::new(),

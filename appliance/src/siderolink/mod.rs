@@ -119,6 +119,7 @@ pub async fn start(
         &endpoint::EndpointConfig {
             max_log_line: config.max_log_line,
             max_log_connections: config.max_connections,
+            discard_port: None,
         },
         u64::from_le_bytes(seed),
         stats.clone(),

@@ -35,6 +35,8 @@ pub const MTU: usize = 1280;
 pub const LOG_PORT: u16 = 4001;
 /// The event sink's port (gRPC).
 pub const EVENTS_PORT: u16 = 4002;
+/// Receive window of the bench-only discard port.
+const DISCARD_WINDOW: usize = 256 * 1024;
 
 /// Packets in and out of smoltcp.
 #[derive(Debug, Default)]
@@ -99,6 +101,8 @@ fn peer_finished(s: &tcp::Socket) -> bool {
 
 enum ConnKind {
     Log(LogDecoder),
+    /// The bench-only discard port: read and dropped.
+    Discard,
     Stream(Arc<Mutex<Pipe>>),
 }
 
@@ -157,7 +161,14 @@ pub struct Overlay {
 
 impl Overlay {
     /// An overlay answering on `<prefix>::1`; `seed` randomises TCP sequence numbers.
-    pub fn new(prefix: Prefix, seed: u64, max_conns: usize, max_line: usize) -> Overlay {
+    /// `discard`: a port whose connections are read and dropped (benchmarks only).
+    pub fn new(
+        prefix: Prefix,
+        seed: u64,
+        max_conns: usize,
+        max_line: usize,
+        discard: Option<u16>,
+    ) -> Overlay {
         let mut queues = Queues::default();
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
@@ -170,7 +181,11 @@ impl Overlay {
             queues,
             iface,
             sockets: SocketSet::new(Vec::new()),
-            listeners: vec![(LOG_PORT, None), (EVENTS_PORT, None)],
+            listeners: [LOG_PORT, EVENTS_PORT]
+                .into_iter()
+                .chain(discard)
+                .map(|p| (p, None))
+                .collect(),
             conns: Vec::new(),
             pending: Vec::new(),
             next_port: *EPHEMERAL.start() + (seed % 16_384) as u16,
@@ -199,14 +214,14 @@ impl Overlay {
             if handle.is_some() || self.conns.len() >= self.max_conns {
                 continue;
             }
-            let rx = if port == LOG_PORT {
-                16 * 1024
-            } else {
-                PIPE_CAP
+            let rx = match port {
+                LOG_PORT => 16 * 1024,
+                EVENTS_PORT => PIPE_CAP,
+                _ => DISCARD_WINDOW,
             };
             let mut s = tcp::Socket::new(
                 tcp::SocketBuffer::new(vec![0; rx]),
-                tcp::SocketBuffer::new(vec![0; if port == LOG_PORT { 1024 } else { PIPE_CAP }]),
+                tcp::SocketBuffer::new(vec![0; if port == EVENTS_PORT { PIPE_CAP } else { 1024 }]),
             );
             // A node that vanishes without FIN does not hold a slot forever.
             s.set_timeout(Some(smoltcp::time::Duration::from_secs(300)));
@@ -235,12 +250,14 @@ impl Overlay {
             };
             self.listeners[i].1 = None;
             accepted = true;
-            let kind = if port == LOG_PORT {
-                ConnKind::Log(LogDecoder::new(self.max_line))
-            } else {
-                let pipe = Arc::new(Mutex::new(Pipe::default()));
-                streams.push(OverlayStream::new(pipe.clone(), remote, self.wake.clone()));
-                ConnKind::Stream(pipe)
+            let kind = match port {
+                LOG_PORT => ConnKind::Log(LogDecoder::new(self.max_line)),
+                EVENTS_PORT => {
+                    let pipe = Arc::new(Mutex::new(Pipe::default()));
+                    streams.push(OverlayStream::new(pipe.clone(), remote, self.wake.clone()));
+                    ConnKind::Stream(pipe)
+                }
+                _ => ConnKind::Discard,
             };
             self.conns.push(Conn { handle: h, kind });
         }
@@ -378,6 +395,17 @@ impl Overlay {
                         }
                         if let Some(from) = from {
                             out.extend(lines.into_iter().map(|line| Received { from, line }));
+                        }
+                    }
+                    ConnKind::Discard => {
+                        while s.can_recv() {
+                            match s.recv(|b| (b.len(), b.len())) {
+                                Ok(0) | Err(_) => break,
+                                Ok(_) => moved = true,
+                            }
+                        }
+                        if s.state() == tcp::State::CloseWait {
+                            s.close();
                         }
                     }
                     ConnKind::Stream(pipe) => {

@@ -199,6 +199,66 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Keeps `child` until the lab goes (killed on drop).
+    pub fn adopt(&mut self, child: Child) {
+        self.procs.push(child);
+    }
+
+    /// wireguard-go in the root namespace (benchmark peer): link `ifname` with `private`,
+    /// one peer `peer` allowed `allowed`, address `addr`; returns its UDP port.
+    pub fn root_wireguard(
+        &mut self,
+        ifname: &str,
+        dir: &Path,
+        private: &str,
+        peer: &str,
+        allowed: &str,
+        addr: &str,
+    ) -> u16 {
+        let log = std::fs::File::create(dir.join(format!("{ifname}.log"))).unwrap();
+        let child = Command::new("wireguard-go")
+            .args(["-f", ifname])
+            .env("WG_PROCESS_FOREGROUND", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.push(child);
+        let sock = format!("/var/run/wireguard/{ifname}.sock");
+        self.sockets.push(sock.clone());
+        for _ in 0..100 {
+            if Path::new(&sock).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let key_file = dir.join(format!("{ifname}.key"));
+        std::fs::write(&key_file, private).unwrap();
+        let port = std::net::UdpSocket::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        run(&[
+            "wg",
+            "set",
+            ifname,
+            "private-key",
+            key_file.to_str().unwrap(),
+            "listen-port",
+            &port.to_string(),
+            "peer",
+            peer,
+            "allowed-ips",
+            allowed,
+        ]);
+        run(&["ip", "addr", "add", addr, "dev", ifname, "nodad"]);
+        run(&["ip", "link", "set", ifname, "mtu", "1280", "up"]);
+        port
+    }
+}
+
 /// Sends `payload` over TCP to `[to]:4001` from inside `ns` (source address `from` when
 /// given); true if the connection was made.
 pub fn send_tcp(ns: &str, from: Option<Ipv6Addr>, to: Ipv6Addr, payload: &str) -> bool {
