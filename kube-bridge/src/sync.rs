@@ -464,6 +464,25 @@ impl Bridge {
         self.replace(ar, obj)
     }
 
+    /// Deletes `kind/name` on the box, then drops the bridge's finalizer from the cluster
+    /// object `obj` (in that order: the finalizer goes only once the box let the object go).
+    fn delete_on_box(
+        &self,
+        ar: &ApiResource,
+        obj: Value,
+        fin: &str,
+        kind: &str,
+        name: &str,
+    ) -> Write {
+        let boxc = self.boxc.clone();
+        let (kind, name) = (kind.to_string(), name.to_string());
+        let drop = self.drop_finalizer(ar, obj, fin);
+        Box::pin(async move {
+            boxc.delete(&kind, &name).await?;
+            drop.await
+        })
+    }
+
     /// Removes the bridge's finalizer and deletes the cluster object (its box object is gone).
     fn forget(&self, ar: &ApiResource, obj: Value) -> Write {
         let api = self.api(ar, &ns_of(&obj));
@@ -613,15 +632,9 @@ impl Bridge {
                 if !self.fresh && on_box.is_some() {
                     continue;
                 }
-                let boxc = self.boxc.clone();
-                let n = name.clone();
-                let drop = self.drop_finalizer(ar, c.clone(), &fin);
                 writes.push((
                     format!("Server {name} delete"),
-                    Box::pin(async move {
-                        boxc.delete("Server", &n).await?;
-                        drop.await
-                    }),
+                    self.delete_on_box(ar, c.clone(), &fin, "Server", name),
                 ));
             } else if self.fresh && on_box.is_none() {
                 writes.push((format!("Server {name} gone"), self.forget(ar, c.clone())));
@@ -652,15 +665,9 @@ impl Bridge {
             let on_box = self.view.get(kind, name);
             if deleting(c) {
                 if mirror::has_finalizer(c, &fin) && self.fresh {
-                    let boxc = self.boxc.clone();
-                    let (k, n) = (kind.to_string(), name.clone());
-                    let drop = self.drop_finalizer(&ar, c.clone(), &fin);
                     writes.push((
                         format!("{what} delete"),
-                        Box::pin(async move {
-                            boxc.delete(&k, &n).await?;
-                            drop.await
-                        }),
+                        self.delete_on_box(&ar, c.clone(), &fin, kind, name),
                     ));
                 }
                 continue;
@@ -756,15 +763,9 @@ impl Bridge {
             if deleting(c) {
                 // A binding deleted in the cluster releases the server on the box (as
                 // deleting it on the box does).
-                let boxc = self.boxc.clone();
-                let n = name.clone();
-                let drop = self.drop_finalizer(ar, c.clone(), &fin);
                 writes.push((
                     format!("ServerBinding {name} delete"),
-                    Box::pin(async move {
-                        boxc.delete("ServerBinding", &n).await?;
-                        drop.await
-                    }),
+                    self.delete_on_box(ar, c.clone(), &fin, "ServerBinding", name),
                 ));
             } else if !on_box {
                 writes.push((
