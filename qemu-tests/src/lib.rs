@@ -17,6 +17,8 @@
 //!   a static HTTP server.
 //! - [`bmc`]: OpenIPMI `ipmi_sim` in the namespace whose chassis hook powers a real QEMU VM
 //!   on and off (a BMC the appliance drives), and a tcpdump DHCPDISCOVER capture.
+//! - [`capture`]: `tcpdump` on the lab bridge with any filter, an observer of the wire
+//!   independent of the appliance.
 //! - [`image`]: the flashable image booted under OVMF (appliance_image, appliance_update).
 //! - [`lab`]: the [`Lab`] fixture tying these together; drop order tears everything down.
 //!
@@ -26,6 +28,7 @@
 
 pub mod appliance;
 pub mod bmc;
+pub mod capture;
 pub mod disk;
 pub mod env;
 pub mod image;

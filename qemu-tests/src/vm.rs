@@ -7,6 +7,11 @@
 //!   does DHCP and TFTP: the path goes through the server's DHCP and TFTP and iPXE only starts
 //!   once `ipxe.efi` was fetched. With the ROM, OVMF would start the ROM's iPXE directly.
 //!
+//! - [`Firmware::UefiHttp`]: OVMF as above with its PXE clients turned off
+//!   (`-fw_cfg opt/org.tianocore/IPv4PXESupport` and `IPv6PXESupport` = `no`), so the
+//!   network boot option is the firmware's UEFI HTTP boot client (HttpBootDxe: DHCP with
+//!   `HTTPClient:Arch:00016`, then the boot file URL over HTTP), no TFTP on the path.
+//!
 //! The serial console goes to a file that [`Vm::wait_for`] polls. QEMU runs with
 //! `-no-reboot`, so a guest that powers off or reboots ends the process.
 
@@ -25,6 +30,8 @@ pub enum Firmware {
     Bios,
     /// OVMF's own UEFI PXE client (arch 7, not iPXE) → TFTP → ipxe.efi.
     Uefi,
+    /// OVMF's UEFI HTTP boot client (arch 16), PXE off: DHCP → the boot file URL over HTTP.
+    UefiHttp,
 }
 
 #[derive(Debug, Clone)]
@@ -163,7 +170,7 @@ impl VmSpec {
         let mut nic = format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=0");
         match self.firmware {
             Firmware::Bios => push(&["-machine", "pc,graphics=off"]),
-            Firmware::Uefi => {
+            Firmware::Uefi | Firmware::UefiHttp => {
                 let vars = dir.join(format!("{name}.OVMF_VARS.fd"));
                 std::fs::copy(OVMF_VARS, &vars)
                     .with_context(|| format!("copy {OVMF_VARS} to {}", vars.display()))?;
@@ -176,6 +183,14 @@ impl VmSpec {
                     &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
                 ]);
                 nic.push_str(",romfile=");
+                if self.firmware == Firmware::UefiHttp {
+                    for proto in ["IPv4", "IPv6"] {
+                        push(&[
+                            "-fw_cfg",
+                            &format!("name=opt/org.tianocore/{proto}PXESupport,string=no"),
+                        ]);
+                    }
+                }
             }
         }
         push(&[

@@ -701,7 +701,15 @@ async fn receive_loop(r: Receiver) {
         }
         let reply = decision.reply.map(|rep| {
             r.counters.replied(rep.msg_type);
-            tracing::debug!(%src, msg = ?rep.msg_type, yiaddr = %rep.yiaddr, to = ?rep.to, "dhcp: reply");
+            tracing::debug!(
+                %src,
+                msg = ?rep.msg_type,
+                yiaddr = %rep.yiaddr,
+                to = ?rep.to,
+                client_class = rep.client_class.as_deref().unwrap_or("-"),
+                boot_file = rep.boot_file.as_deref().unwrap_or("-"),
+                "dhcp: reply"
+            );
             Outgoing {
                 link: r.index,
                 port,
@@ -765,6 +773,12 @@ fn timeline_reply(t: &Recorder, rep: &Reply, src: SocketAddrV4, no_boot_file: Op
         ),
         (None, Some(f)) => (Outcome::Ok, format!("{addr}, boot file {f}")),
         (None, None) => (Outcome::Ok, addr),
+    };
+    // Which client asked (option 60), e.g. `HTTPClient:Arch:00016:UNDI:003001`: UEFI HTTP
+    // boot and PXE look alike otherwise.
+    let detail = match &rep.client_class {
+        Some(class) => format!("{detail}; client {class}"),
+        None => detail,
     };
     t.record(who, step, outcome, detail);
 }

@@ -21,6 +21,8 @@ use qemu_tests::{Firmware, Lab, Needs, VmSpec, env, skip_reason};
 enum Fw {
     Bios,
     Uefi,
+    /// OVMF's UEFI HTTP boot client (PXE off).
+    UefiHttp,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -63,7 +65,7 @@ fn main() {
 fn run(args: Args) -> Result<()> {
     let needs = match args.firmware {
         Fw::Bios => Needs::Bios,
-        Fw::Uefi => Needs::Uefi,
+        Fw::Uefi | Fw::UefiHttp => Needs::Uefi,
     };
     // The lab tool is always opted in; only the machine checks apply.
     if let Some(reason) = skip_reason(needs).filter(|r| !r.contains(qemu_tests::OPT_IN_VAR)) {
@@ -110,6 +112,7 @@ fn run(args: Args) -> Result<()> {
     let firmware = match args.firmware {
         Fw::Bios => Firmware::Bios,
         Fw::Uefi => Firmware::Uefi,
+        Fw::UefiHttp => Firmware::UefiHttp,
     };
     let mut vms = Vec::new();
     for _ in 0..args.vms {

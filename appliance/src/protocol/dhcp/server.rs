@@ -132,6 +132,9 @@ pub struct Reply {
     pub client: Option<[u8; 6]>,
     /// The boot file the reply names, if any.
     pub boot_file: Option<String>,
+    /// The request's vendor class (option 60) as text, e.g. `HTTPClient:Arch:00016:UNDI:003001`
+    /// for UEFI HTTP boot: which client asked, for the log and the boot timeline.
+    pub client_class: Option<String>,
 }
 
 /// What to do with one request. Send `reply` only after `changes` are durable.
@@ -679,6 +682,7 @@ impl DhcpServer {
                 from: local,
                 client: ethernet(req),
                 boot_file: None,
+                client_class: client_class(req),
             }),
             ..Decision::default()
         })
@@ -801,6 +805,7 @@ impl DhcpServer {
             from: local,
             client: ethernet_mac,
             boot_file: boot_file(&msg),
+            client_class: client_class(req),
         })
     }
 
@@ -867,6 +872,7 @@ impl DhcpServer {
                 from: local,
                 client: ethernet(req),
                 boot_file: boot_file(&msg),
+                client_class: client_class(req),
             }),
             ..Decision::default()
         })
@@ -880,6 +886,12 @@ fn ethernet(req: &Request) -> Option<[u8; 6]> {
     (req.msg.htype() == dhcproto::v4::HType::Eth)
         .then(|| <[u8; 6]>::try_from(req.chaddr.as_slice()).ok())
         .flatten()
+}
+
+/// The request's option 60 as printable text (other bytes escaped), at most 64 characters.
+fn client_class(req: &Request) -> Option<String> {
+    let vc = req.vendor_class.as_deref()?;
+    Some(vc.escape_ascii().to_string().chars().take(64).collect())
 }
 
 /// The boot file a reply names (option 67).

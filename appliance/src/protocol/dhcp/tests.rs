@@ -413,6 +413,76 @@ fn proxy_mode_boot_info_for_every_arch_and_no_address() {
     }
 }
 
+/// UEFI HTTP boot (issue 17 item 2): an x64 `HTTPClient` gets `HTTPClient` back and the
+/// boot file as a URL on the box's HTTP server, never a TFTP server, in server and proxy mode
+/// alike, with or without option 93; the reply names the client's class for the timeline.
+#[test]
+fn uefi_http_boot_gets_a_url_and_no_tftp_in_both_modes() {
+    for (mode, arch) in [
+        (Mode::Server, Some(16)),
+        (Mode::Server, None),
+        (Mode::Proxy, Some(16)),
+        (Mode::Proxy, None),
+    ] {
+        let mut s = server(mode);
+        let p = Pkt {
+            arch,
+            vc: Some("HTTPClient:Arch:00016:UNDI:003001"),
+            ..Pkt::new(MessageType::Discover, 0x16)
+        };
+        let d = send(&mut s, T0, Port::Dhcp, &p).unwrap();
+        let (offer, r) = reply(&d);
+        let what = format!("{mode:?} arch {arch:?}");
+        assert_eq!(
+            text(&offer, OptionCode::ClassIdentifier).as_deref(),
+            Some("HTTPClient"),
+            "{what}"
+        );
+        assert_eq!(
+            text(&offer, OptionCode::BootfileName).as_deref(),
+            Some(HTTP_X64),
+            "{what}"
+        );
+        assert_eq!(
+            opt_bytes(&offer, OptionCode::TFTPServerName),
+            None,
+            "{what}: no 66"
+        );
+        assert_eq!(
+            opt_bytes(&offer, OptionCode::VendorExtensions),
+            None,
+            "{what}: no 43"
+        );
+        assert_eq!(r.boot_file.as_deref(), Some(HTTP_X64), "{what}");
+        assert_eq!(
+            r.client_class.as_deref(),
+            Some("HTTPClient:Arch:00016:UNDI:003001"),
+            "{what}"
+        );
+        assert_eq!(
+            offer.yiaddr().is_unspecified(),
+            mode == Mode::Proxy,
+            "{what}"
+        );
+    }
+    // The recorded class is printable and bounded whatever the client sent.
+    let mut s = server(Mode::Server);
+    let long = format!("HTTPClient:Arch:00016\n\x01{}", "x".repeat(200));
+    let p = Pkt {
+        arch: Some(16),
+        vc: Some(Box::leak(long.into_boxed_str())),
+        ..Pkt::new(MessageType::Discover, 0x17)
+    };
+    let d = send(&mut s, T0, Port::Dhcp, &p).unwrap();
+    let class = reply(&d).1.client_class.clone().unwrap();
+    assert!(
+        class.starts_with("HTTPClient:Arch:00016\\n\\x01x"),
+        "{class}"
+    );
+    assert_eq!(class.chars().count(), 64, "{class}");
+    assert!(class.chars().all(|c| c.is_ascii_graphic()), "{class}");
+}
+
 #[test]
 fn boot_file_names_are_configurable() {
     let mut cfg = config(Mode::Proxy);
