@@ -508,9 +508,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let tls_router = admin_tls
         .as_ref()
         .map(|_| http::admin_tls_router(admin.clone(), lifecycle.clone(), power_service.clone()));
+    let console_admin = crate::api::console::ConsoleAdminService::new(state.console.clone());
     let router = http::router(
         state,
         admin,
+        console_admin,
         admin_token,
         lifecycle,
         power_service,

@@ -74,6 +74,11 @@ const IMPORTS_FORBIDDEN: &[(&str, &str, &str)] = &[
         "crate::ctl",
         "the ctl client lies above every serving room (ctl.rs ↔ bmc/ctl.rs ↔ reconcile/ctl.rs was a circle)",
     ),
+    (
+        "appliance/src/http/",
+        "crate::api::console",
+        "the console's gRPC service is built on http::console and handed to the router by app.rs (api/console.rs ↔ http/console was a circle)",
+    ),
 ];
 
 /// The one module that reads the clocks.
@@ -1162,4 +1167,19 @@ fn import_check_resolves_relative_paths_and_catches_a_forbidden_edge() {
     );
     assert!(check_imports("appliance/src/ctl/power.rs", &code, IMPORTS_FORBIDDEN).is_empty());
     assert!(check_imports("appliance/src/cli.rs", &code, IMPORTS_FORBIDDEN).is_empty());
+    // The console circle: http/ must not name api::console (app.rs builds the service).
+    let code = code_only(
+        "use crate::api::console::ConsoleAdminService;\nfn f() { let _ = super::super::api::console::x(); crate::api::admin::y(); }\n",
+    );
+    let v = check_imports(
+        "appliance/src/http/console/mod.rs",
+        &code,
+        IMPORTS_FORBIDDEN,
+    );
+    assert_eq!(
+        v.iter().map(|v| v.line).collect::<Vec<_>>(),
+        [1, 2],
+        "{v:?}"
+    );
+    assert!(check_imports("appliance/src/app.rs", &code, IMPORTS_FORBIDDEN).is_empty());
 }

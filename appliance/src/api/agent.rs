@@ -42,7 +42,7 @@ use appliance_rpc::agent::{
     UpdateBmcInfoResponse, agent_server::Agent,
 };
 use prost::Message;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
 
 use super::agent_limit::{Limits, RegistrationLimiter};
@@ -51,7 +51,11 @@ use crate::bmc::Credentials;
 use crate::clock;
 use crate::config::WipeMode;
 use crate::metrics::{Counter, Gauge, Labeled, Registry};
-use crate::model::{Kind, MacAddr, Object, Server};
+use crate::model::{
+    ComputeInformation, HardwareInformation, Kind, MacAddr, MemoryInformation, MemoryModule,
+    NetworkInformation, NetworkInterface, Object, Processor, Server, StorageDevice,
+    StorageInformation, SystemInformation,
+};
 use crate::protocol::dhcp::{Lease, LeaseState};
 use crate::protocol::first_contact::{
     self as fc, AgentKey, Junk, KeyClaim, KeyDecision, KeyRefusal, verify_call,
@@ -546,48 +550,21 @@ fn check_len(path: &str, n: usize) -> Result<(), Status> {
     Ok(())
 }
 
-/// Builds a JSON object from (key, value) pairs, leaving out empty strings and zero numbers
-/// (Go `omitempty`, as Sidero serialises the hardware).
-struct Obj<'a> {
-    path: &'a str,
-    map: Map<String, Value>,
+/// A reported string for an optional model field: checked (length, control characters) at
+/// `path`, `None` when empty (Go `omitempty`, as Sidero serialises the hardware).
+fn text(path: &str, v: &str) -> Result<Option<String>, Status> {
+    check_str(path, v)?;
+    Ok((!v.is_empty()).then(|| v.to_string()))
 }
 
-impl<'a> Obj<'a> {
-    fn new(path: &'a str) -> Self {
-        Obj {
-            path,
-            map: Map::new(),
-        }
-    }
-    fn s(mut self, key: &str, v: &str) -> Result<Self, Status> {
-        check_str(&format!("{}.{key}", self.path), v)?;
-        if !v.is_empty() {
-            self.map.insert(key.into(), json!(v));
-        }
-        Ok(self)
-    }
-    fn n(mut self, key: &str, v: u64) -> Self {
-        if v != 0 {
-            self.map.insert(key.into(), json!(v));
-        }
-        self
-    }
-    fn v(mut self, key: &str, v: Value) -> Self {
-        let empty = match &v {
-            Value::Array(a) => a.is_empty(),
-            Value::Object(m) => m.is_empty(),
-            Value::Null => true,
-            _ => false,
-        };
-        if !empty {
-            self.map.insert(key.into(), v);
-        }
-        self
-    }
-    fn done(self) -> Value {
-        Value::Object(self.map)
-    }
+/// A reported number for an optional model field: `None` when zero (Go `omitempty`).
+fn num<T: PartialEq + Default>(v: T) -> Option<T> {
+    (v != T::default()).then_some(v)
+}
+
+/// `Some` unless the part is empty: an empty part is left out, as Sidero leaves it out.
+fn part<T: PartialEq + Default>(v: T) -> Option<T> {
+    num(v)
 }
 
 fn storage_type(t: i32) -> &'static str {
@@ -600,130 +577,126 @@ fn storage_type(t: i32) -> &'static str {
     }
 }
 
-/// The agent's hardware report in the Server `spec.hardware` v1alpha2 layout (§4.1):
+/// The agent's hardware report as the typed Server `spec.hardware` (v1alpha2 layout, §4.1):
 /// memory/storage totals as "<N> GB", storage model/serial as productName/serialNumber,
-/// interfaces without a MAC skipped. Returns (uuid, hardware).
-pub fn hardware_json(hw: &pb::HardwareInformation) -> Result<(String, Value), Status> {
-    let system = hw.system.as_ref().ok_or_else(|| {
+/// interfaces without a MAC skipped, empty strings, zero numbers and empty parts left out.
+/// Every string is checked with its field path. Returns (uuid, hardware).
+pub fn hardware(hw: &pb::HardwareInformation) -> Result<(String, HardwareInformation), Status> {
+    let sys = hw.system.as_ref().ok_or_else(|| {
         Status::invalid_argument("hardware.system is required (it carries the SMBIOS UUID)")
     })?;
     // Junk too: the caller names such a machine by MAC + baseboard serial.
-    let uuid = canonical_uuid("hardware.system.uuid", &system.uuid)?;
-    let system = Obj::new("hardware.system")
-        .s("uuid", &uuid)?
-        .s("manufacturer", &system.manufacturer)?
-        .s("productName", &system.product_name)?
-        .s("version", &system.version)?
-        .s("serialNumber", &system.serial_number)?
-        .s("skuNumber", &system.sku_number)?
-        .s("family", &system.family)?
-        .done();
-    let mut out = Obj::new("hardware").v("system", system);
+    let uuid = canonical_uuid("hardware.system.uuid", &sys.uuid)?;
+    let p = "hardware.system";
+    let system = SystemInformation {
+        uuid: text(&format!("{p}.uuid"), &uuid)?,
+        manufacturer: text(&format!("{p}.manufacturer"), &sys.manufacturer)?,
+        product_name: text(&format!("{p}.productName"), &sys.product_name)?,
+        version: text(&format!("{p}.version"), &sys.version)?,
+        serial_number: text(&format!("{p}.serialNumber"), &sys.serial_number)?,
+        sku_number: text(&format!("{p}.skuNumber"), &sys.sku_number)?,
+        family: text(&format!("{p}.family"), &sys.family)?,
+    };
+    let mut out = HardwareInformation {
+        system: part(system),
+        ..HardwareInformation::default()
+    };
     if let Some(c) = &hw.compute {
         check_len("hardware.compute.processors", c.processors.len())?;
-        let procs = c
+        let p = "hardware.compute.processors[]";
+        let processors = c
             .processors
             .iter()
-            .map(|p| {
-                Ok(Obj::new("hardware.compute.processors[]")
-                    .s("manufacturer", &p.manufacturer)?
-                    .s("productName", &p.product_name)?
-                    .s("serialNumber", &p.serial_number)?
-                    .n("speed", p.speed.into())
-                    .n("coreCount", p.core_count.into())
-                    .n("threadCount", p.thread_count.into())
-                    .done())
+            .map(|x| {
+                Ok(Processor {
+                    manufacturer: text(&format!("{p}.manufacturer"), &x.manufacturer)?,
+                    product_name: text(&format!("{p}.productName"), &x.product_name)?,
+                    serial_number: text(&format!("{p}.serialNumber"), &x.serial_number)?,
+                    speed: num(x.speed),
+                    core_count: num(x.core_count),
+                    thread_count: num(x.thread_count),
+                })
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let compute = Obj::new("hardware.compute")
-            .n("totalCoreCount", c.total_core_count.into())
-            .n("totalThreadCount", c.total_thread_count.into())
-            .n("processorCount", c.processor_count.into())
-            .v("processors", Value::Array(procs))
-            .done();
-        out = out.v("compute", compute);
+        out.compute = part(ComputeInformation {
+            total_core_count: num(c.total_core_count),
+            total_thread_count: num(c.total_thread_count),
+            processor_count: num(c.processor_count),
+            processors,
+        });
     }
     if let Some(m) = &hw.memory {
         check_len("hardware.memory.modules", m.modules.len())?;
+        let p = "hardware.memory.modules[]";
         let modules = m
             .modules
             .iter()
             .map(|x| {
-                Ok(Obj::new("hardware.memory.modules[]")
-                    .s("manufacturer", &x.manufacturer)?
-                    .s("productName", &x.product_name)?
-                    .s("serialNumber", &x.serial_number)?
-                    .s("type", &x.r#type)?
-                    .n("size", x.size.into())
-                    .n("speed", x.speed.into())
-                    .done())
+                Ok(MemoryModule {
+                    manufacturer: text(&format!("{p}.manufacturer"), &x.manufacturer)?,
+                    product_name: text(&format!("{p}.productName"), &x.product_name)?,
+                    serial_number: text(&format!("{p}.serialNumber"), &x.serial_number)?,
+                    type_: text(&format!("{p}.type"), &x.r#type)?,
+                    size: num(x.size),
+                    speed: num(x.speed),
+                })
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let mut mem = Obj::new("hardware.memory");
-        if m.total_size != 0 {
-            mem = mem.v("totalSize", json!(format!("{} GB", m.total_size / 1024)));
-        }
-        let mem = mem
-            .n("moduleCount", m.module_count.into())
-            .v("modules", Value::Array(modules))
-            .done();
-        out = out.v("memory", mem);
+        out.memory = part(MemoryInformation {
+            total_size: num(m.total_size).map(|mb| format!("{} GB", mb / 1024)),
+            module_count: num(m.module_count),
+            modules,
+        });
     }
-    if let Some(s) = &hw.storage {
-        check_len("hardware.storage.devices", s.devices.len())?;
-        let devices = s
+    if let Some(st) = &hw.storage {
+        check_len("hardware.storage.devices", st.devices.len())?;
+        let p = "hardware.storage.devices[]";
+        let devices = st
             .devices
             .iter()
             .map(|d| {
-                Ok(Obj::new("hardware.storage.devices[]")
-                    .v("type", json!(storage_type(d.r#type)))
-                    .n("size", d.size)
-                    .s("productName", &d.model)?
-                    .s("serialNumber", &d.serial)?
-                    .s("name", &d.name)?
-                    .s("deviceName", &d.device_name)?
-                    .s("uuid", &d.uuid)?
-                    .s("wwid", &d.wwid)?
-                    .done())
+                Ok(StorageDevice {
+                    type_: Some(storage_type(d.r#type).to_string()),
+                    size: num(d.size),
+                    product_name: text(&format!("{p}.productName"), &d.model)?,
+                    serial_number: text(&format!("{p}.serialNumber"), &d.serial)?,
+                    name: text(&format!("{p}.name"), &d.name)?,
+                    device_name: text(&format!("{p}.deviceName"), &d.device_name)?,
+                    uuid: text(&format!("{p}.uuid"), &d.uuid)?,
+                    wwid: text(&format!("{p}.wwid"), &d.wwid)?,
+                })
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let mut st = Obj::new("hardware.storage");
-        if s.total_size != 0 {
-            st = st.v("totalSize", json!(format!("{} GB", s.total_size >> 30)));
-        }
-        let st = st
-            .n("deviceCount", s.device_count.into())
-            .v("devices", Value::Array(devices))
-            .done();
-        out = out.v("storage", st);
+        out.storage = part(StorageInformation {
+            total_size: num(st.total_size).map(|b| format!("{} GB", b >> 30)),
+            device_count: num(st.device_count),
+            devices,
+        });
     }
     if let Some(n) = &hw.network {
         check_len("hardware.network.interfaces", n.interfaces.len())?;
-        let mut ifaces = Vec::new();
+        let p = "hardware.network.interfaces[]";
+        let mut interfaces = Vec::new();
         for i in n.interfaces.iter().filter(|i| !i.mac.is_empty()) {
-            check_len("hardware.network.interfaces[].addresses", i.addresses.len())?;
+            check_len(&format!("{p}.addresses"), i.addresses.len())?;
             for a in &i.addresses {
-                check_str("hardware.network.interfaces[].addresses[]", a)?;
+                check_str(&format!("{p}.addresses[]"), a)?;
             }
-            let addrs: Vec<Value> = i.addresses.iter().map(|a| json!(a)).collect();
-            ifaces.push(
-                Obj::new("hardware.network.interfaces[]")
-                    .n("index", i.index.into())
-                    .s("name", &i.name)?
-                    .s("flags", &i.flags)?
-                    .n("mtu", i.mtu.into())
-                    .s("mac", &i.mac)?
-                    .v("addresses", Value::Array(addrs))
-                    .done(),
-            );
+            interfaces.push(NetworkInterface {
+                index: num(i.index),
+                name: text(&format!("{p}.name"), &i.name)?,
+                flags: text(&format!("{p}.flags"), &i.flags)?,
+                mtu: num(i.mtu),
+                mac: text(&format!("{p}.mac"), &i.mac)?,
+                addresses: i.addresses.clone(),
+            });
         }
-        let net = Obj::new("hardware.network")
-            .n("interfaceCount", n.interface_count.into())
-            .v("interfaces", Value::Array(ifaces))
-            .done();
-        out = out.v("network", net);
+        out.network = part(NetworkInformation {
+            interface_count: num(n.interface_count),
+            interfaces,
+        });
     }
-    Ok((uuid, out.done()))
+    Ok((uuid, out))
 }
 
 fn has_bmc(server: &Server) -> bool {
@@ -777,7 +750,7 @@ impl Agent for AgentService {
             .hardware
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("hardware is required"))?;
-        let (uuid, hardware) = hardware_json(hw)?;
+        let (uuid, hardware) = hardware(hw)?;
         check_str("hostname", &req.hostname)?;
         if req.hostname.len() > 253 {
             return Err(Status::invalid_argument(
@@ -1380,7 +1353,8 @@ mod tests {
                 ],
             }),
         };
-        let (uuid, v) = hardware_json(&hw).unwrap();
+        let (uuid, typed) = hardware(&hw).unwrap();
+        let v = serde_json::to_value(&typed).unwrap();
         assert_eq!(uuid, "4c4c4544-0042-3510-8052-b4c04f4e3132");
         assert_eq!(
             v,
@@ -1398,7 +1372,20 @@ mod tests {
         // The Server model accepts it.
         let doc = json!({"apiVersion": "metal.sidero.dev/v1alpha2", "kind": "Server",
                          "metadata": {"name": uuid}, "spec": {"hardware": v}});
-        Object::from_json(Kind::Server, &doc.to_string()).unwrap();
+        let Object::Server(s) = Object::from_json(Kind::Server, &doc.to_string()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.spec.hardware, Some(typed));
+        // An all-empty part is left out, not stored as `{}`.
+        let bare = pb::HardwareInformation {
+            system: hw.system.clone(),
+            compute: Some(pb::ComputeInformation::default()),
+            memory: Some(pb::MemoryInformation::default()),
+            ..Default::default()
+        };
+        let (_, h) = hardware(&bare).unwrap();
+        assert_eq!((h.compute, h.memory), (None, None));
+        assert!(h.system.is_some());
     }
 
     #[test]
@@ -1621,7 +1608,7 @@ mod tests {
     fn bad_hardware_is_rejected_with_the_field() {
         let mut hw = pb::HardwareInformation::default();
         assert!(
-            hardware_json(&hw)
+            hardware(&hw)
                 .unwrap_err()
                 .message()
                 .contains("hardware.system")
@@ -1631,18 +1618,13 @@ mod tests {
             manufacturer: "x\u{0}y".into(),
             ..Default::default()
         });
-        let e = hardware_json(&hw).unwrap_err();
+        let e = hardware(&hw).unwrap_err();
         assert!(
             e.message().contains("hardware.system.manufacturer"),
             "{}",
             e.message()
         );
         hw.system.as_mut().unwrap().manufacturer = "a".repeat(MAX_STR + 1);
-        assert!(
-            hardware_json(&hw)
-                .unwrap_err()
-                .message()
-                .contains("at most")
-        );
+        assert!(hardware(&hw).unwrap_err().message().contains("at most"));
     }
 }

@@ -302,8 +302,8 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Status> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || f(store))
+    crate::store::blocking(move || f(store))
         .await
-        .map_err(|e| Status::internal(format!("store task failed: {e}")))?
+        .map_err(|e| Status::internal(e.to_string()))?
         .map_err(super::admin::store_status)
 }

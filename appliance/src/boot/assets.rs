@@ -2,7 +2,9 @@
 //! what the spec asks for, what the status records about them, and whether an Environment
 //! is ready to boot.
 //!
-//! Pure except `AssetDirs::present`, which stats the cached files.
+//! Pure except `AssetDirs::present`, which stats the cached files. The one reader of asset
+//! readiness: the boot routes, the download task and the console all read it here, from the
+//! typed model (`model::Environment`).
 //!
 //! Status shape (Sidero's Environment conditions, plus `reason`/`message` when not ready):
 //! one condition per asset, `{type: Ready, status: "True"|"False", url, sha512, reason,
@@ -11,10 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
-
 use super::is_agent_environment;
-use crate::model::Environment;
+use crate::model::{self, Environment};
 
 /// One of the two files of an Environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,40 +78,26 @@ pub struct EnvSpec {
     pub args: Vec<String>,
 }
 
-fn str_at(v: &Value, pointer: &str) -> String {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+fn trimmed(v: Option<&String>) -> String {
+    v.map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 impl EnvSpec {
+    /// Reads `spec.kernel.{url,sha512,args}` and `spec.initrd.{url,sha512}` of the typed
+    /// model (URLs trimmed, digests trimmed and lower-cased).
     pub fn from_environment(env: &Environment) -> EnvSpec {
-        EnvSpec::from_json(&serde_json::to_value(env).unwrap_or(Value::Null))
-    }
-
-    /// Reads `spec.kernel.{url,sha512,args}` and `spec.initrd.{url,sha512}`.
-    pub fn from_json(v: &Value) -> EnvSpec {
-        let args = v
-            .pointer("/spec/kernel/args")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let k = env.spec.kernel.as_ref();
+        let i = env.spec.initrd.as_ref();
         EnvSpec {
             kernel: AssetSpec {
-                url: str_at(v, "/spec/kernel/url"),
-                sha512: str_at(v, "/spec/kernel/sha512").to_ascii_lowercase(),
+                url: trimmed(k.and_then(|k| k.url.as_ref())),
+                sha512: trimmed(k.and_then(|k| k.sha512.as_ref())).to_ascii_lowercase(),
             },
             initrd: AssetSpec {
-                url: str_at(v, "/spec/initrd/url"),
-                sha512: str_at(v, "/spec/initrd/sha512").to_ascii_lowercase(),
+                url: trimmed(i.and_then(|i| i.url.as_ref())),
+                sha512: trimmed(i.and_then(|i| i.sha512.as_ref())).to_ascii_lowercase(),
             },
-            args,
+            args: k.map(|k| k.args.clone()).unwrap_or_default(),
         }
     }
 
@@ -143,62 +129,52 @@ pub struct AssetCondition {
 }
 
 impl AssetCondition {
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "type": "Ready",
-            "status": if self.ready { "True" } else { "False" },
-            "url": self.url,
-            "sha512": self.sha512,
-        });
-        if !self.reason.is_empty() {
-            v["reason"] = json!(self.reason);
+    /// The stored form (`status.conditions[]` of the typed model): `reason` and `message`
+    /// left out when empty.
+    pub fn to_model(&self) -> model::AssetCondition {
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        model::AssetCondition {
+            url: Some(self.url.clone()),
+            sha512: Some(self.sha512.clone()),
+            status: if self.ready { "True" } else { "False" }.into(),
+            type_: READY.into(),
+            reason: opt(&self.reason),
+            message: opt(&self.message),
         }
-        if !self.message.is_empty() {
-            v["message"] = json!(self.message);
-        }
-        v
     }
 
-    fn from_json(v: &Value) -> Option<AssetCondition> {
-        if v.get("type").and_then(Value::as_str) != Some("Ready") {
+    /// A stored `Ready` condition; `None` for any other type.
+    pub fn from_model(c: &model::AssetCondition) -> Option<AssetCondition> {
+        if c.type_ != READY {
             return None;
         }
-        let s = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
         Some(AssetCondition {
-            url: s("url"),
-            sha512: s("sha512"),
-            ready: s("status") == "True",
-            reason: s("reason"),
-            message: s("message"),
+            url: s(&c.url),
+            sha512: s(&c.sha512),
+            ready: c.status == "True",
+            reason: s(&c.reason),
+            message: s(&c.message),
         })
     }
 }
 
+/// The condition type of every Environment asset condition.
+const READY: &str = "Ready";
+
 /// The `Ready` conditions of an Environment.
 pub fn conditions(env: &Environment) -> Vec<AssetCondition> {
-    conditions_from_json(&serde_json::to_value(env).unwrap_or(Value::Null))
-}
-
-pub fn conditions_from_json(v: &Value) -> Vec<AssetCondition> {
-    v.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .map(|cs| cs.iter().filter_map(AssetCondition::from_json).collect())
-        .unwrap_or_default()
+    env.status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .filter_map(AssetCondition::from_model)
+        .collect()
 }
 
 /// Returns `env` with `cond` recorded for `asset`: the condition with the same key is
 /// replaced, and conditions for keys the spec no longer names are dropped. A condition whose
 /// key is no longer the asset's (the spec changed meanwhile) is not recorded.
-pub fn with_condition(
-    env: &Environment,
-    asset: Asset,
-    cond: &AssetCondition,
-) -> Result<Environment, String> {
+pub fn with_condition(env: &Environment, asset: Asset, cond: &AssetCondition) -> Environment {
     let spec = EnvSpec::from_environment(env);
     let keep: Vec<String> = Asset::ALL
         .iter()
@@ -206,27 +182,16 @@ pub fn with_condition(
         .collect();
     if cond.url != condition_key(asset, spec.asset(asset)) {
         // The spec moved on while this asset was fetched: the result is stale.
-        return Ok(env.clone());
+        return env.clone();
     }
-    let mut v = serde_json::to_value(env).map_err(|e| e.to_string())?;
-    let old: Vec<Value> = v
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut conds: Vec<Value> = old
-        .into_iter()
-        .filter(|c| {
-            let url = c.get("url").and_then(Value::as_str).unwrap_or_default();
-            url != cond.url && keep.iter().any(|k| k == url)
-        })
-        .collect();
-    conds.push(cond.to_json());
-    if !v.get("status").is_some_and(Value::is_object) {
-        v["status"] = json!({});
-    }
-    v["status"]["conditions"] = Value::Array(conds);
-    serde_json::from_value(v).map_err(|e| e.to_string())
+    let mut out = env.clone();
+    let status = out.status.get_or_insert_with(Default::default);
+    status.conditions.retain(|c| {
+        let url = c.url.as_deref().unwrap_or_default();
+        url != cond.url && keep.iter().any(|k| k == url)
+    });
+    status.conditions.push(cond.to_model());
+    out
 }
 
 /// Whether one asset can be served: a `True` condition for its key whose digest matches the

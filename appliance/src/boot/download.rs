@@ -232,7 +232,7 @@ pub fn record_condition(
         {
             return Ok(());
         }
-        *env = assets::with_condition(env, asset, cond)?;
+        *env = assets::with_condition(env, asset, cond);
         Ok(())
     })?;
     Ok(())

@@ -297,6 +297,7 @@ fn env_json(
     conds: serde_json::Value,
 ) -> serde_json::Value {
     json!({
+        "apiVersion": "metal.sidero.dev/v1alpha2", "kind": "Environment", "metadata": {"name": "e"},
         "spec": {"kernel": {"url": kernel_url, "sha512": kernel_sha, "args": ["a=1"]}, "initrd": {"url": initrd_url}},
         "status": {"conditions": conds}
     })
@@ -349,8 +350,8 @@ fn readiness_table() {
         ),
     ];
     for (what, v, want) in cases {
-        let spec = EnvSpec::from_json(&v);
-        let got = readiness(&spec, &conditions_from_json(&v), all);
+        let env: crate::model::Environment = serde_json::from_value(v).unwrap();
+        let got = readiness(&EnvSpec::from_environment(&env), &conditions(&env), all);
         match (got, want) {
             (Ok(()), Ok(())) => {}
             (Err(e), Err(w)) => assert!(e.contains(w), "{what}: {e}"),
@@ -358,7 +359,8 @@ fn readiness_table() {
         }
     }
     let v = env_json("http://k", &sha, "http://i", json!([ok_k, ok_i]));
-    let e = readiness(&EnvSpec::from_json(&v), &conditions_from_json(&v), |a| {
+    let env: crate::model::Environment = serde_json::from_value(v).unwrap();
+    let e = readiness(&EnvSpec::from_environment(&env), &conditions(&env), |a| {
         a == Asset::Kernel
     })
     .unwrap_err();
@@ -381,7 +383,7 @@ fn with_condition_replaces_and_prunes() {
         reason: "Downloaded".into(),
         message: "3 bytes".into(),
     };
-    let out = with_condition(env, Asset::Initrd, &c).unwrap();
+    let out = with_condition(env, Asset::Initrd, &c);
     let conds = conditions(&out);
     assert_eq!(
         conds,
@@ -393,7 +395,7 @@ fn with_condition_replaces_and_prunes() {
         url: "http://old".into(),
         ..c
     };
-    assert_eq!(&with_condition(&out, Asset::Initrd, &stale).unwrap(), &out);
+    assert_eq!(&with_condition(&out, Asset::Initrd, &stale), &out);
 }
 
 #[test]

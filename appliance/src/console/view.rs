@@ -6,7 +6,8 @@
 //!
 //! Pure. Reads objects through their canonical JSON, so fields other rooms add to the
 //! model (`status.state`, `status.power`, `status.addresses`, `spec.bmc`…) show up here as
-//! soon as they exist, without this room naming their Rust types.
+//! soon as they exist, without this room naming their Rust types. Environment asset
+//! readiness is the exception: it is read where the boot routes read it (`boot::assets`).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -15,6 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::boot::assets;
 use crate::config::Config;
 use crate::model::{self, Kind, Object};
 use crate::protocol::dhcp::{Lease, LeaseState};
@@ -542,38 +544,38 @@ pub fn object_summary(kind: Kind, object: &Object, revision: u64) -> Value {
                 "initrd": v.pointer("/spec/initrd/url"),
                 "args": v.pointer("/spec/kernel/args"),
                 "conditions": conditions,
-                "assets": asset_status(&v),
+                "assets": match object {
+                    Object::Environment(e) => asset_status(e),
+                    _ => Vec::new(),
+                },
             })
         }
     }
 }
 
-/// Download status per Environment asset, from its conditions (Sidero: one `Ready`
-/// condition per URL with `status` True/False).
-pub fn asset_status(v: &Value) -> Vec<Value> {
-    let conditions: Vec<&Value> = v
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .map(|c| c.iter().collect())
-        .unwrap_or_default();
-    ["kernel", "initrd"]
+/// Download status per Environment asset with a URL, from its `Ready` conditions as
+/// `boot::assets` reads them (Sidero: one condition per URL, `status` True/False).
+pub fn asset_status(env: &model::Environment) -> Vec<Value> {
+    let spec = assets::EnvSpec::from_environment(env);
+    let conditions = assets::conditions(env);
+    assets::Asset::ALL
         .iter()
-        .filter_map(|part| {
-            let url = v.pointer(&format!("/spec/{part}/url"))?.as_str()?;
-            let cond = conditions
-                .iter()
-                .find(|c| c.get("url").and_then(Value::as_str) == Some(url));
-            let status = match cond.and_then(|c| c.get("status")).and_then(Value::as_str) {
-                Some("True") => "ready",
-                Some("False") => "failed",
-                Some(_) => "pending",
+        .filter_map(|&a| {
+            let url = &spec.asset(a).url;
+            if url.is_empty() {
+                return None;
+            }
+            let cond = conditions.iter().find(|c| &c.url == url);
+            let status = match cond {
+                Some(c) if c.ready => "ready",
+                Some(_) => "failed",
                 None => "not downloaded",
             };
             Some(json!({
-                "asset": part,
+                "asset": a.as_str(),
                 "url": url,
                 "status": status,
-                "message": cond.and_then(|c| c.get("message")),
+                "message": cond.map(|c| &c.message).filter(|m| !m.is_empty()),
             }))
         })
         .collect()
@@ -808,10 +810,11 @@ status: {ready: true, inUse: false, isClean: true}
     #[test]
     fn environment_asset_status() {
         let v = json!({
+            "apiVersion": "metal.sidero.dev/v1alpha2", "kind": "Environment", "metadata": {"name": "e"},
             "spec": {"kernel": {"url": "http://a/k"}, "initrd": {"url": "http://a/i"}},
             "status": {"conditions": [{"url": "http://a/k", "status": "True", "type": "Ready"}]},
         });
-        let a = asset_status(&v);
+        let a = asset_status(&serde_json::from_value(v).unwrap());
         assert_eq!(a[0]["status"], "ready");
         assert_eq!(a[1]["status"], "not downloaded");
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use appliance_rpc::admin::admin_server::AdminServer;
-use appliance_rpc::console::console_admin_server::ConsoleAdminServer;
+use appliance_rpc::console::console_admin_server::{ConsoleAdmin, ConsoleAdminServer};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -73,11 +73,14 @@ pub fn admin_auth(
 /// the agent API (NOT behind the token: agents are unauthenticated, as in Sidero; bound to
 /// each agent boot's source address under `agent_policy`). All gRPC services are in one
 /// `Routes` (tonic's router carries a fallback, and axum merges only one).
-// Every service is built once in app.rs and handed in here (one construction path).
+// Every service is built once in app.rs and handed in here (one construction path). The
+// console admin service (`api::console`, built on `console::ConsoleState`) comes in as any
+// `ConsoleAdmin`, so this room never names it (api/console.rs ↔ http/console was a circle).
 #[allow(clippy::too_many_arguments)]
 pub fn router(
     state: HttpState,
     admin: AdminService,
+    console_admin: impl ConsoleAdmin,
     admin_token: Arc<str>,
     lifecycle: crate::reconcile::Lifecycle,
     power: crate::bmc::service::PowerService,
@@ -90,7 +93,6 @@ pub fn router(
     use appliance_rpc::observe::observe_server::ObserveServer;
     use appliance_rpc::power::power_server::PowerServer;
     let auth = admin_auth(admin_token, state.metrics.clone());
-    let console_admin = crate::api::console::ConsoleAdminService::new(state.console.clone());
     let boot_routes = boot::routes(state.boot.clone());
     let timeline = state.boot.timeline.clone();
     let console = console::router(state.console.clone());

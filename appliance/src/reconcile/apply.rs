@@ -6,7 +6,10 @@
 use serde_json::{Value, json};
 
 use super::lifecycle::{self, Context, Event, IllegalTransition, Phase, ServerState, Step};
-use crate::model::{Condition, ConditionStatus, Kind, Object, Server};
+use crate::model::validate::Check;
+use crate::model::{
+    Condition, ConditionStatus, HardwareInformation, Kind, Object, ObjectMeta, Server, ServerSpec,
+};
 use crate::protocol::first_contact::{
     AgentKey, JUNK_LABEL, Junk, KEY_ANNOTATION, KeyClaim, KeyDecision, key_rule,
 };
@@ -160,8 +163,8 @@ pub fn transition(
 pub struct NewServer {
     pub name: String,
     pub hostname: Option<String>,
-    /// v1alpha2 `spec.hardware` as JSON.
-    pub hardware: Value,
+    /// v1alpha2 `spec.hardware`.
+    pub hardware: HardwareInformation,
     /// Token mode: the agent's key, decided on by the pinning rule inside the transaction
     /// (the stored pin is read there).
     pub key: Option<KeyClaim>,
@@ -268,31 +271,35 @@ pub fn register_in(
         });
     }
     let step = lifecycle::register(auto_accept, ctx);
-    let mut spec = json!({ "hardware": new.hardware, "accepted": false });
-    if let Some(h) = &new.hostname {
-        spec["hostname"] = json!(h);
-    }
-    let doc = json!({
-        "apiVersion": Kind::Server.api_version(),
-        "kind": "Server",
-        "metadata": { "name": new.name },
-        "spec": spec,
-    });
-    let mut doc = doc;
+    let mut meta = ObjectMeta {
+        name: new.name.clone(),
+        ..ObjectMeta::default()
+    };
     if let Some(c) = &new.key {
         if let KeyDecision::Refuse(why) = key_rule(KeyClaim { pinned: None, ..*c }) {
             return Err(LifecycleError::Denied(why.to_string()));
         }
-        doc["metadata"]["annotations"] = json!({ KEY_ANNOTATION: c.presented.to_string() });
+        meta.annotations
+            .insert(KEY_ANNOTATION.into(), c.presented.to_string());
     }
     if let Some(j) = new.junk {
-        doc["metadata"]["labels"] = json!({ JUNK_LABEL: j.as_str() });
+        meta.labels.insert(JUNK_LABEL.into(), j.as_str().into());
     }
-    let Object::Server(mut server) = Object::from_json(Kind::Server, &doc.to_string())
-        .map_err(|e| LifecycleError::Invalid(format!("hardware: {e}")))?
-    else {
-        return Err(LifecycleError::Invalid("not a server".into()));
+    let mut server = Server {
+        api_version: Kind::Server.api_version().into(),
+        kind: Kind::Server.as_str().into(),
+        metadata: meta,
+        spec: ServerSpec {
+            hardware: Some(new.hardware.clone()),
+            hostname: new.hostname.clone(),
+            accepted: false,
+            ..ServerSpec::default()
+        },
+        status: None,
     };
+    server.check("").map_err(|e| {
+        LifecycleError::Invalid(format!("hardware: at `{}`: {}", e.path, e.message))
+    })?;
     write_state(&mut server, step.next, now_ms);
     t.put(&Object::Server(server.clone()))?;
     t.append_event(NewEvent {

@@ -291,7 +291,7 @@ pub async fn allocate(lc: &Lifecycle, name: &str) {
     lc.register(NewServer {
         name: name.into(),
         hostname: None,
-        hardware: serde_json::json!({}),
+        hardware: Default::default(),
         key: None,
         junk: None,
     })

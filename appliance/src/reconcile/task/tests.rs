@@ -103,7 +103,7 @@ impl Box_ {
         let new = NewServer {
             name: name.into(),
             hostname: None,
-            hardware: json!({}),
+            hardware: Default::default(),
             key: None,
             junk: None,
         };

@@ -12,7 +12,6 @@ use appliance_rpc::events::EventRequest;
 use appliance_rpc::events::event_sink_service_server::EventSinkService;
 use appliance_rpc::machine;
 use prost::Message;
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::*;
@@ -31,7 +30,7 @@ async fn allocated(dir: &std::path::Path) -> (Lifecycle, Prefix, Ipv6Addr) {
     lc.register(NewServer {
         name: "n1".into(),
         hostname: None,
-        hardware: json!({}),
+        hardware: Default::default(),
         key: None,
         junk: None,
     })
