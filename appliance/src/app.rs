@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::api::admin::AdminService;
 use crate::api::apply_batch::ApplyBatcher;
 use crate::api::auth;
+use crate::boot::answer::Decider;
 use crate::boot::assets::AssetDirs;
 use crate::boot::download::{EnvSyncConfig, EnvSyncTask};
 use crate::cli::ServeArgs;
@@ -164,7 +165,7 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
 /// The boot routes' view of the config.
 fn boot_context(
     config: &Config,
-    data_dir: &Path,
+    decider: Arc<Decider>,
     store: Store,
     admin_token: Arc<str>,
     timeline: crate::timeline::Recorder,
@@ -177,17 +178,13 @@ fn boot_context(
     };
     BootContext {
         store,
-        dirs: AssetDirs::new(data_dir, config.boot.agent_dir.as_deref()),
+        dirs: decider.dirs.clone(),
         tftp: Arc::new(crate::net::tftp_root::TftpRoot::from(&config.tftp)),
         advertise: config.boot.advertise.clone().filter(|a| !a.is_empty()),
         fallback_endpoint,
-        default_method: config.boot.boot_from_disk_method,
-        extra_agent_args: config.boot.extra_agent_kernel_args.clone(),
+        decider,
         admin_token,
         maps: Default::default(),
-        downloads: config.boot.download_assets,
-        siderolink_server: None,
-        first_contact: Arc::new(crate::api::first_contact::FirstContact::new(&config.agent)),
         timeline,
     }
 }
@@ -306,6 +303,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Err(e) => skipped.push(format!("DHCP not started: {}", error_chain(&e))),
     }
 
+    // The GRUB chain's TFTP names, served once the boot decision exists (below).
+    let grub_slot = crate::net::tftp::RenderedSlot::default();
     if config.tftp.enabled {
         match TftpServer::bind_counting(TftpSettings::from(&config.tftp), metrics.tftp.clone())
             .await
@@ -313,6 +312,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             // The TFTP task ends once its running transfers end.
             Ok(mut server) => {
                 server.record_to(timeline.clone());
+                server.render_from(grub_slot.clone());
                 tasks.push(("tftp", tokio::spawn(server.run(shutdown.clone()))));
             }
             Err(e) if e.source.kind() == std::io::ErrorKind::PermissionDenied && !is_root() => {
@@ -458,15 +458,28 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         None
     };
     let ready = Arc::new(AtomicBool::new(false));
-    let mut boot = boot_context(
+    let decider = Arc::new(Decider {
+        store: store.clone(),
+        dirs: AssetDirs::new(&data_dir, config.boot.agent_dir.as_deref()),
+        default_method: config.boot.boot_from_disk_method,
+        extra_agent_args: config.boot.extra_agent_kernel_args.clone(),
+        downloads: config.boot.download_assets,
+        siderolink_server: siderolink.as_ref().map(|s| s.server_address),
+        first_contact: Arc::new(crate::api::first_contact::FirstContact::new(&config.agent)),
+    });
+    let _ = grub_slot.set(Arc::new(crate::boot::grub::GrubFiles {
+        decider: decider.clone(),
+        advertise: config.boot.advertise.clone().filter(|a| !a.is_empty()),
+        http_port: config.http.listen.port(),
+        timeline: timeline.clone(),
+    }));
+    let boot = Arc::new(boot_context(
         &config,
-        &data_dir,
+        decider.clone(),
         store.clone(),
         admin_token.clone(),
         timeline.clone(),
-    );
-    boot.siderolink_server = siderolink.as_ref().map(|s| s.server_address);
-    let boot = Arc::new(boot);
+    ));
     let open_connections = metrics.http_connections.clone();
     let registry = Arc::new(http::metrics::registry(&metrics, console.login_stats()));
     let state = HttpState {

@@ -258,10 +258,23 @@ pub struct DhcpBootConfig {
     pub bios: String,
     /// UEFI x86-64 (arch 6, 7, 9 over TFTP; 15, 16 over HTTP at /tftp/<file>).
     pub uefi_x64: String,
-    /// UEFI arm64 (arch 11 over TFTP; 19 over HTTP).
+    /// UEFI arm64 (arch 11 over TFTP; 19 over HTTP). Default: GRUB's arm64 network image
+    /// (`grubaa64.efi`, a `tftp.files` name), which reads the box's `grub/grub.cfg`.
     pub uefi_arm64: String,
+    /// Secure Boot: every UEFI x86-64 client (arch 7, 9 over TFTP; 16 over HTTP) gets
+    /// `uefi_x64_shim` (Debian's signed shim, which loads the signed GRUB network image
+    /// `grubx64.efi` from beside itself) instead of `uefi_x64` (iPXE, unsigned).
+    #[serde(default)]
+    pub secure_boot: bool,
+    /// The first stage for UEFI x86-64 clients when `secure_boot` is on.
+    #[serde(default = "default_shim")]
+    pub uefi_x64_shim: String,
     /// iPXE script on the HTTP listener, for clients already running iPXE.
     pub ipxe_script: String,
+}
+
+fn default_shim() -> String {
+    "shimx64.efi".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -383,6 +396,11 @@ pub struct TftpConfig {
     /// below one of these paths (a directory allows every file below it, a file itself);
     /// links used as directories are never followed. See `net::tftp_root`.
     pub link_targets: Vec<PathBuf>,
+    /// Files served under a name beside the root (`"shimx64.efi" = "/usr/lib/shim/…"`), over
+    /// TFTP and HTTP `/tftp/`: Debian's signed shim and GRUB network images, which live
+    /// outside the iPXE root. See `net::tftp_root`.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, PathBuf>,
     /// Transfers running at once; further read requests are dropped until a slot frees
     /// (clients retransmit them).
     pub max_transfers: usize,

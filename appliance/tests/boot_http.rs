@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use appliance::boot::BootFromDiskMethod;
+use appliance::boot::answer::Decider;
 use appliance::boot::assets::AssetDirs;
 use appliance::http::boot::{BootContext, routes};
 use appliance::model::parse_documents;
@@ -28,22 +29,27 @@ async fn start(default_method: BootFromDiskMethod) -> Box_ {
     std::fs::write(tftp.join("undionly.kpxe"), b"pretend ipxe").unwrap();
     std::fs::write(tftp.join("sub/x.efi"), b"efi").unwrap();
     std::fs::write(dir.path().join("secret"), b"do not serve").unwrap();
+    let decider = Arc::new(Decider {
+        store: store.clone(),
+        dirs: AssetDirs::new(dir.path(), None),
+        default_method,
+        // An operator's appliance.token= never replaces the box's own.
+        extra_agent_args: vec!["panic=0".into(), "appliance.token=operator".into()],
+        downloads: true,
+        siderolink_server: None,
+        first_contact: Arc::new(appliance::api::first_contact::FirstContact::new(
+            &appliance::config::Config::default().agent,
+        )),
+    });
     let ctx = BootContext {
         store: store.clone(),
         dirs: AssetDirs::new(dir.path(), None),
         tftp: Arc::new(appliance::net::tftp_root::TftpRoot::new(tftp, Vec::new())),
         advertise: None,
         fallback_endpoint: "127.0.0.1:8081".into(),
-        default_method,
-        // An operator's appliance.token= never replaces the box's own.
-        extra_agent_args: vec!["panic=0".into(), "appliance.token=operator".into()],
+        decider,
         admin_token: Arc::from("t0ken-for-tests-0123456789"),
-        downloads: true,
         maps: Default::default(),
-        siderolink_server: None,
-        first_contact: Arc::new(appliance::api::first_contact::FirstContact::new(
-            &appliance::config::Config::default().agent,
-        )),
         timeline: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -35,6 +35,7 @@ impl Server {
             listen: "127.0.0.1:0".parse().unwrap(),
             root: root.path().to_path_buf(),
             link_targets: Vec::new(),
+            files: Default::default(),
             limits: Limits::default(),
             max_transfers: 256,
             // Every client here is 127.0.0.1 (fifty of them at once below, standing for a

@@ -6,10 +6,12 @@
 //! are pure: store objects are read by the HTTP glue and handed in as plain facts. The one
 //! long-running task (asset downloads) is spawned from `app.rs`.
 
+pub mod answer;
 pub mod args;
 pub mod assets;
 pub mod download;
 pub mod facts;
+pub mod grub;
 
 #[cfg(test)]
 mod tests;

@@ -25,16 +25,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 
-use crate::boot::args::{agent_args, environment_args};
+use crate::boot::answer::{self, Answer, Decider, Note, asset_paths};
 use crate::boot::assets::{self, Asset, AssetDirs, EnvSpec};
-use crate::boot::{
-    Arch, BindingFacts, BootFromDiskMethod, BootPlan, ClassFacts, Lookup, ServerFacts, decide,
-    is_agent_environment,
-};
+use crate::boot::{Arch, is_agent_environment};
 use crate::model::MacAddr;
 use crate::model::{Kind, Object, meta::validate_name};
 use crate::net::tftp_root::{RootError, TftpRoot};
-use crate::protocol::first_contact::{JUNK_LABEL, TOKEN_ARG, junk_uuid};
 use crate::protocol::http_range::{self, RangeAnswer};
 use crate::protocol::ipxe::{self, EnvironmentBoot};
 use crate::store::{Store, StoreError};
@@ -53,19 +49,12 @@ pub struct BootContext {
     pub advertise: Option<String>,
     /// Used when neither `advertise` nor a Host header gives an endpoint.
     pub fallback_endpoint: String,
-    pub default_method: BootFromDiskMethod,
-    pub extra_agent_args: Vec<String>,
+    /// The boot decision and kernel arguments, shared with the GRUB configs.
+    pub decider: Arc<Decider>,
     /// Admin token for the upload API.
     pub admin_token: Arc<str>,
-    /// Whether the download task runs (config `boot.download_assets`).
-    pub downloads: bool,
-    /// The SideroLink server address (`<prefix>::1`) when SideroLink is on: Environment
-    /// kernel args then name the log receiver and event sink inside the overlay.
-    pub siderolink_server: Option<std::net::Ipv6Addr>,
     /// One shared memory map per served Environment asset.
     pub maps: MappedFiles,
-    /// Boot tokens for the agent (`[agent] first_contact`), shared with the agent API.
-    pub first_contact: Arc<crate::api::first_contact::FirstContact>,
     /// The boot timeline: `/boot.ipxe`, `/ipxe` decisions and kernel/initrd fetches.
     pub timeline: Recorder,
 }
@@ -230,105 +219,15 @@ fn endpoint(ctx: &BootContext, headers: &HeaderMap) -> String {
 }
 
 fn internal(e: &StoreError) -> Response {
-    tracing::error!(error = %crate::error_chain(e), "boot decision: store read failed");
+    tracing::error!(error = %crate::error_chain(e), "store read failed");
     text(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("store read failed: {}\n", crate::error_chain(e)),
     )
 }
 
-/// The Server an `/ipxe` request is about: its UUID, unless that UUID cannot name one
-/// machine — a junk form (all zeros, all F, …) or a registered server none of whose NICs is
-/// the booting `mac` (a second chassis with the same UUID, Sidero #1222). Then it is the
-/// server registered for that NIC under a `mac-` name (label
-/// `appliance.sidero.dev/junk-uuid`), or none (the agent boots and registers it): never
-/// another machine's Environment or disk.
-fn server_name(
-    store: &Store,
-    uuid: &str,
-    mac: Option<MacAddr>,
-) -> Result<Option<String>, StoreError> {
-    if validate_name(uuid).is_err() {
-        return Ok(Some(uuid.to_string()));
-    }
-    if junk_uuid(uuid).is_none() {
-        let Some(stored) = store.get(Kind::Server, uuid)? else {
-            return Ok(Some(uuid.to_string()));
-        };
-        let nics = match &stored.object {
-            Object::Server(s) => s.spec.nic_macs(),
-            _ => Vec::new(),
-        };
-        match mac {
-            Some(m) if !nics.is_empty() && !nics.contains(&m) => {}
-            _ => return Ok(Some(uuid.to_string())),
-        }
-    }
-    let Some(mac) = mac else {
-        return Ok(None);
-    };
-    for stored in store.list(Kind::Server)? {
-        if let Object::Server(s) = stored.object
-            && s.metadata.labels.contains_key(JUNK_LABEL)
-            && s.spec.nic_macs().contains(&mac)
-        {
-            return Ok(Some(s.metadata.name));
-        }
-    }
-    Ok(None)
-}
-
-/// Reads what the decision needs for `uuid` from the store.
-fn lookup(store: &Store, uuid: &str) -> Result<Lookup, StoreError> {
-    if validate_name(uuid).is_err() {
-        // Not a possible object name (empty, odd characters): an unknown server.
-        return Ok(Lookup::default());
-    }
-    let server = match store.get(Kind::Server, uuid)? {
-        Some(s) => match &s.object {
-            Object::Server(s) => Some(ServerFacts::from_server(s)),
-            _ => None,
-        },
-        None => None,
-    };
-    // The binding: a ServerBinding object named like the server (Sidero, kube-bridge), or
-    // the lifecycle's allocation record for it.
-    let binding = match store.get(Kind::ServerBinding, uuid)? {
-        Some(b) => match &b.object {
-            Object::ServerBinding(b) => Some(BindingFacts::from_binding(b)),
-            _ => None,
-        },
-        None => store.allocation(uuid)?.map(|a| BindingFacts {
-            server_class: a.server_class,
-        }),
-    };
-    let class = match binding.as_ref().and_then(|b| b.server_class.as_deref()) {
-        Some(name) => match store.get(Kind::ServerClass, name)? {
-            Some(c) => match &c.object {
-                Object::ServerClass(c) => Some(ClassFacts::from_class(c)),
-                _ => None,
-            },
-            None => None,
-        },
-        None => None,
-    };
-    Ok(Lookup {
-        server,
-        binding,
-        class,
-    })
-}
-
-fn not_ready(name: &str, reason: &str) -> Response {
-    text(
-        StatusCode::PRECONDITION_FAILED,
-        format!("environment \"{name}\" is not ready: {reason}\n"),
-    )
-}
-
 fn env_script(name: &str, args: &[String]) -> Response {
-    let kernel = format!("/env/{name}/{}", Asset::Kernel.file_name());
-    let initrd = format!("/env/{name}/{}", Asset::Initrd.file_name());
+    let (kernel, initrd) = asset_paths(name);
     match ipxe::environment_script(&EnvironmentBoot {
         kernel_url: &kernel,
         initrd_url: &initrd,
@@ -342,30 +241,42 @@ fn env_script(name: &str, args: &[String]) -> Response {
     }
 }
 
-/// What the timeline learns of one `/ipxe` request.
-struct IpxeNote {
-    /// The uuid when it names a stored Server.
-    server: Option<String>,
-    step: Step,
-    detail: String,
-}
-
 async fn ipxe(
     State(ctx): State<Arc<BootContext>>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     conn: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
-    let mac = query
-        .iter()
-        .find(|(k, _)| k == "mac")
-        .and_then(|(_, v)| v.parse::<MacAddr>().ok());
-    let mut note = IpxeNote {
-        server: None,
-        step: Step::Ipxe,
-        detail: String::new(),
+    let first = |k: &str| {
+        query
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
     };
-    let resp = ipxe_answer(&ctx, &query, &headers, &mut note).await;
+    let mac = first("mac").parse::<MacAddr>().ok();
+    let endpoint = endpoint(&ctx, &headers);
+    let req = answer::Request {
+        uuid: first("uuid"),
+        arch: Arch::from_query(first("arch")),
+        mac,
+        endpoint: &endpoint,
+    };
+    let mut note = Note::default();
+    let resp = match ctx.decider.answer(&req, &mut note).await {
+        Answer::Disk(method) => {
+            let r = ipxe::boot_from_disk(method);
+            text(
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+                r.body,
+            )
+        }
+        Answer::Kernel { environment, args } => env_script(&environment, &args),
+        Answer::Refused { status, message } => text(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            format!("{message}\n"),
+        ),
+    };
     let status = resp.status();
     let outcome = if status.is_success() {
         Outcome::Ok
@@ -374,6 +285,9 @@ async fn ipxe(
     } else {
         Outcome::Refused
     };
+    if !status.is_success() && note.detail.is_empty() {
+        note.detail = format!("answered {}", status.as_u16());
+    }
     ctx.timeline.record(
         Who {
             server: note.server,
@@ -386,152 +300,6 @@ async fn ipxe(
         note.detail,
     );
     resp
-}
-
-/// The `/ipxe` answer; `note` says what it decided (or why it refused).
-async fn ipxe_answer(
-    ctx: &BootContext,
-    query: &[(String, String)],
-    headers: &HeaderMap,
-    note: &mut IpxeNote,
-) -> Response {
-    let resp = ipxe_decide(ctx, query, headers, note).await;
-    if !resp.status().is_success() && note.detail.is_empty() {
-        note.detail = format!("answered {}", resp.status().as_u16());
-    }
-    resp
-}
-
-async fn ipxe_decide(
-    ctx: &BootContext,
-    query: &[(String, String)],
-    headers: &HeaderMap,
-    note: &mut IpxeNote,
-) -> Response {
-    let first = |k: &str| {
-        query
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
-    };
-    let uuid = first("uuid").trim().to_ascii_lowercase();
-    let arch = Arch::from_query(first("arch"));
-    let mac_addr = first("mac").parse::<MacAddr>().ok();
-    let mac = mac_addr.map(|m| m.to_string());
-    let endpoint = endpoint(ctx, headers);
-
-    let store = ctx.store.clone();
-    let uuid2 = uuid.clone();
-    let found = tokio::task::spawn_blocking(move || match server_name(&store, &uuid2, mac_addr)? {
-        Some(name) => lookup(&store, &name),
-        None => Ok(Lookup::default()),
-    })
-    .await;
-    let found = match found {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) => return internal(&e),
-        Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("boot decision failed: {e}\n"),
-            );
-        }
-    };
-    if found.server.is_some() {
-        note.server = Some(uuid.clone());
-    }
-    let plan = decide(&found, arch, ctx.default_method);
-    tracing::info!(uuid = %uuid, mac = mac.as_deref().unwrap_or("-"), plan = ?plan, "boot decision");
-    let env_name = match plan {
-        BootPlan::Disk { method, .. } => {
-            note.step = Step::DiskBoot;
-            note.detail = format!("boot from disk ({method:?})");
-            let r = ipxe::boot_from_disk(method);
-            return text(
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
-                r.body,
-            );
-        }
-        BootPlan::Agent { arch, .. } => arch.agent_environment().to_string(),
-        BootPlan::Environment { name, .. } => name,
-    };
-    note.detail = format!("environment {env_name}");
-    if is_agent_environment(&env_name) {
-        let missing: Vec<String> = Asset::ALL
-            .iter()
-            .filter(|a| !ctx.dirs.present(&env_name, **a))
-            .map(|a| ctx.dirs.file(&env_name, *a).display().to_string())
-            .collect();
-        if !missing.is_empty() {
-            note.detail = format!("environment {env_name}: agent files missing");
-            return not_ready(
-                &env_name,
-                &format!(
-                    "agent files missing: {} (build the agent image, or appliance ctl env upload {env_name} --kernel FILE --initrd FILE)",
-                    missing.join(", ")
-                ),
-            );
-        }
-        let mut args = agent_args(mac.as_deref(), &endpoint, &ctx.extra_agent_args);
-        // The one-boot token is the box's alone (an operator's extra arg never sets it) and
-        // goes last.
-        args.retain(|a| crate::boot::args::key(a) != TOKEN_ARG);
-        if ctx.first_contact.tokens_on() {
-            match mac_addr {
-                Some(m) => {
-                    if let Some(t) = ctx.first_contact.mint(&uuid, m) {
-                        args.push(format!("{TOKEN_ARG}={t}"));
-                    }
-                }
-                None => {
-                    tracing::warn!(uuid = %uuid, "/ipxe without mac=: no boot token, so this agent cannot register ([agent] first_contact = \"token\")")
-                }
-            }
-        }
-        return env_script(&env_name, &args);
-    }
-    let store = ctx.store.clone();
-    let name2 = env_name.clone();
-    let env = tokio::task::spawn_blocking(move || store.get(Kind::Environment, &name2)).await;
-    let env = match env {
-        Ok(Ok(Some(s))) => match s.object {
-            Object::Environment(e) => e,
-            _ => {
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "store returned a wrong kind\n",
-                );
-            }
-        },
-        Ok(Ok(None)) => {
-            note.detail = format!("environment {env_name} not found");
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("environment \"{env_name}\" not found\n"),
-            );
-        }
-        Ok(Err(e)) => return internal(&e),
-        Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("environment lookup failed: {e}\n"),
-            );
-        }
-    };
-    let spec = EnvSpec::from_environment(&env);
-    let conds = assets::conditions(&env);
-    if let Err(reason) = assets::readiness(&spec, &conds, |a| ctx.dirs.present(&env_name, a)) {
-        note.detail = format!("environment {env_name} not ready: {reason}");
-        let hint = if ctx.downloads {
-            ""
-        } else {
-            " (downloads are off: [boot] download_assets = false; use appliance ctl env upload)"
-        };
-        return not_ready(&env_name, &format!("{reason}{hint}"));
-    }
-    let args = environment_args(&spec.args, &endpoint, ctx.siderolink_server);
-    env_script(&env_name, &args)
 }
 
 /// `/tftp/<file>`: the name is checked lexically as TFTP checks it, and must be in its

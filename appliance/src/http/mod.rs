@@ -106,7 +106,7 @@ pub fn router(
                 lifecycle.clone(),
                 state.metrics.agent.clone(),
                 agent_policy,
-                state.boot.first_contact.clone(),
+                state.boot.decider.first_contact.clone(),
             )
             .recording(state.boot.timeline.clone()),
         ))

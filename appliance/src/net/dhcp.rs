@@ -370,7 +370,12 @@ pub fn core_config(config: &Config, interfaces: &[Interface]) -> ServerConfig {
         boot: BootConfig {
             http_port: config.http.listen.port(),
             bios: in_tftp_root(config, "bios", &d.boot.bios),
-            uefi_x64: in_tftp_root(config, "uefi_x64", &d.boot.uefi_x64),
+            // Secure Boot: every UEFI x86-64 client gets the signed shim instead of iPXE.
+            uefi_x64: if d.boot.secure_boot {
+                in_tftp_root(config, "uefi_x64_shim", &d.boot.uefi_x64_shim)
+            } else {
+                in_tftp_root(config, "uefi_x64", &d.boot.uefi_x64)
+            },
             uefi_arm64: in_tftp_root(config, "uefi_arm64", &d.boot.uefi_arm64),
             ipxe_script: d.boot.ipxe_script.clone(),
         },

@@ -23,7 +23,8 @@
 //!   are read from disk per window.
 //! - The requested file is found by `net::tftp_root` (shared with HTTP `/tftp/`): symlinks
 //!   are followed only to regular files inside the root or the allowed link targets, and
-//!   never used as directories.
+//!   never used as directories. Names a [`Rendered`] claims (the GRUB chain's configs and
+//!   Environment files, plugged in by `app.rs`) are answered by it first.
 //! - Refusals, finished and failed transfers and bytes sent are counted in
 //!   [`TftpCounters`] (shown on `/metrics`).
 
@@ -56,6 +57,8 @@ pub struct TftpSettings {
     pub root: PathBuf,
     /// Where symlinks in the root may lead (config `tftp.link_targets`).
     pub link_targets: Vec<PathBuf>,
+    /// Named files served beside the root (config `tftp.files`).
+    pub files: std::collections::BTreeMap<String, PathBuf>,
     pub limits: Limits,
     pub max_transfers: usize,
     pub max_transfers_per_client: usize,
@@ -68,6 +71,7 @@ impl From<&TftpConfig> for TftpSettings {
             listen: c.listen,
             root: c.root.clone(),
             link_targets: c.link_targets.clone(),
+            files: c.files.clone(),
             limits: Limits {
                 max_blksize: c.max_blksize.clamp(wire::MIN_BLKSIZE, wire::MAX_BLKSIZE),
                 max_windowsize: c.max_windowsize.max(1),
@@ -135,10 +139,39 @@ impl TftpCounters {
     }
 }
 
+/// Files the box renders per request instead of reading them below the root (the GRUB
+/// chain: `crate::boot::grub`), plugged in by `app.rs` once the boot decision exists.
+pub trait Rendered: Send + Sync + std::fmt::Debug {
+    /// The answer for `name` (plain components, `/`-separated, no leading `/`) asked by
+    /// `client` of the box's `local` address; `None` when the name is not one of its own
+    /// (then the root is asked).
+    fn render<'a>(
+        &'a self,
+        name: &'a str,
+        client: IpAddr,
+        local: IpAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<RenderedFile>> + Send + 'a>>;
+}
+
+/// What a [`Rendered`] name is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderedFile {
+    /// These bytes, rendered for this request.
+    Bytes(Vec<u8>),
+    /// This file (outside the root, by the renderer's own rule).
+    File(PathBuf),
+    /// A TFTP "file not found", with the reason for the log.
+    NotFound(String),
+}
+
+/// Where `app.rs` puts the renderer; names are served from the root until it is set.
+pub type RenderedSlot = Arc<std::sync::OnceLock<Arc<dyn Rendered>>>;
+
 #[derive(Debug)]
 struct Ctx {
     settings: TftpSettings,
     files: Arc<TftpRoot>,
+    rendered: RenderedSlot,
     cache: FileCache,
     active: Mutex<Active>,
     counters: Arc<TftpCounters>,
@@ -197,15 +230,16 @@ impl TftpServer {
             .await
             .map_err(|source| TftpBindError { addr, source })?;
         let cache = FileCache::new(settings.cache_bytes);
-        let files = Arc::new(TftpRoot::new(
-            settings.root.clone(),
-            settings.link_targets.clone(),
-        ));
+        let files = Arc::new(
+            TftpRoot::new(settings.root.clone(), settings.link_targets.clone())
+                .with_files(settings.files.clone()),
+        );
         Ok(TftpServer {
             socket,
             ctx: Arc::new(Ctx {
                 settings,
                 files,
+                rendered: RenderedSlot::default(),
                 cache,
                 active: Mutex::default(),
                 counters,
@@ -219,6 +253,14 @@ impl TftpServer {
     pub fn record_to(&mut self, timeline: Recorder) {
         if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
             ctx.timeline = timeline;
+        }
+    }
+
+    /// Serves the names the renderer in `slot` claims (once it is set) before the root.
+    /// Call before `run`.
+    pub fn render_from(&mut self, slot: RenderedSlot) {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.rendered = slot;
         }
     }
 
@@ -395,33 +437,56 @@ async fn serve_read(
         wire::encode_error(code, message, &mut out);
         out
     };
-    let full = match ctx.files.resolve_async(path.to_path_buf()).await {
-        Ok(full) => full,
-        Err(e) => {
-            let (code, message) = match &e {
-                RootError::NotFound => (ErrorCode::FileNotFound, "file not found"),
-                RootError::NotRegular => (ErrorCode::FileNotFound, "not a regular file"),
-                e if e.is_refusal() => (ErrorCode::AccessViolation, "access denied"),
-                _ => (ErrorCode::NotDefined, "cannot read file"),
-            };
-            let out = refuse(code, message, &crate::error_chain(&e));
-            let _ = socket.send(&out).await;
-            return;
-        }
+    // The box's own address as this client reaches it (the connected socket's source).
+    let local = socket.local_addr().map_or(local_ip, |a| a.ip());
+    let rendered = match ctx.rendered.get() {
+        Some(r) => match path.to_str() {
+            Some(name) => r.render(name, who.ip.unwrap_or(peer.ip()), local).await,
+            None => None,
+        },
+        None => None,
     };
-    let source = match ctx.cache.open(&full).await {
-        Ok(s) => s,
-        Err(e) => {
-            let (code, message) = match e.kind() {
-                io::ErrorKind::NotFound => (ErrorCode::FileNotFound, "file not found"),
-                io::ErrorKind::PermissionDenied => (ErrorCode::AccessViolation, "access denied"),
-                io::ErrorKind::InvalidInput => (ErrorCode::FileNotFound, "not a regular file"),
-                _ => (ErrorCode::NotDefined, "cannot read file"),
-            };
-            let out = refuse(code, message, &e);
+    let full = match rendered {
+        Some(RenderedFile::Bytes(bytes)) => Ok(Source::Memory(bytes.into())),
+        Some(RenderedFile::NotFound(why)) => {
+            let out = refuse(ErrorCode::FileNotFound, "file not found", &why);
             let _ = socket.send(&out).await;
             return;
         }
+        Some(RenderedFile::File(full)) => Err(full),
+        None => match ctx.files.resolve_async(path.to_path_buf()).await {
+            Ok(full) => Err(full),
+            Err(e) => {
+                let (code, message) = match &e {
+                    RootError::NotFound => (ErrorCode::FileNotFound, "file not found"),
+                    RootError::NotRegular => (ErrorCode::FileNotFound, "not a regular file"),
+                    e if e.is_refusal() => (ErrorCode::AccessViolation, "access denied"),
+                    _ => (ErrorCode::NotDefined, "cannot read file"),
+                };
+                let out = refuse(code, message, &crate::error_chain(&e));
+                let _ = socket.send(&out).await;
+                return;
+            }
+        },
+    };
+    let source = match full {
+        Ok(source) => source,
+        Err(full) => match ctx.cache.open(&full).await {
+            Ok(s) => s,
+            Err(e) => {
+                let (code, message) = match e.kind() {
+                    io::ErrorKind::NotFound => (ErrorCode::FileNotFound, "file not found"),
+                    io::ErrorKind::PermissionDenied => {
+                        (ErrorCode::AccessViolation, "access denied")
+                    }
+                    io::ErrorKind::InvalidInput => (ErrorCode::FileNotFound, "not a regular file"),
+                    _ => (ErrorCode::NotDefined, "cannot read file"),
+                };
+                let out = refuse(code, message, &e);
+                let _ = socket.send(&out).await;
+                return;
+            }
+        },
     };
     if !options.ignored.is_empty() {
         tracing::debug!(%peer, file = %requested, ignored = ?options.ignored, "TFTP: options ignored");

@@ -11,6 +11,9 @@
 //!   file allows itself). Debian's `/usr/lib/ipxe/ipxe.efi -> /boot/ipxe.efi` is such a
 //!   link, hence the default `["/usr/lib/ipxe", "/boot/ipxe.efi"]`.
 //!
+//! - or it is one of the named files of config `tftp.files` (`name = "/absolute/path"`),
+//!   served from that path: Debian's signed shim and GRUB images.
+//!
 //! The caller opens the returned path, which has no symbolic link left in it. Someone who
 //! can write inside the root or an allowed directory could still swap a directory for a
 //! link between this check and the open; only the operator can write there.
@@ -20,11 +23,12 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::config::TftpConfig;
 
-/// The TFTP root and where links in it may lead.
+/// The TFTP root, where links in it may lead, and the named files served beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TftpRoot {
     root: PathBuf,
     link_targets: Vec<PathBuf>,
+    files: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// Why a name is not served.
@@ -63,13 +67,29 @@ fn io_error(e: io::Error) -> RootError {
 
 impl From<&TftpConfig> for TftpRoot {
     fn from(c: &TftpConfig) -> Self {
-        TftpRoot::new(c.root.clone(), c.link_targets.clone())
+        TftpRoot::new(c.root.clone(), c.link_targets.clone()).with_files(c.files.clone())
     }
 }
 
 impl TftpRoot {
     pub fn new(root: PathBuf, link_targets: Vec<PathBuf>) -> TftpRoot {
-        TftpRoot { root, link_targets }
+        TftpRoot {
+            root,
+            link_targets,
+            files: Default::default(),
+        }
+    }
+
+    /// Also serves each `name` (a relative path, e.g. `shimx64.efi`) from its absolute
+    /// path (config `tftp.files`: Debian's signed shim and GRUB images, which live outside
+    /// the iPXE root), before the root is looked at. The operator named the file, so links
+    /// to it are followed; it must be a regular file.
+    pub fn with_files(mut self, files: std::collections::BTreeMap<String, PathBuf>) -> TftpRoot {
+        self.files = files
+            .into_iter()
+            .map(|(name, path)| (name.trim_start_matches('/').to_string(), path))
+            .collect();
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -89,6 +109,18 @@ impl TftpRoot {
         let Some((last, dirs)) = components.split_last() else {
             return Err(RootError::NotRelative);
         };
+        let name = components
+            .iter()
+            .map(|c| c.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        if let Some(file) = self.files.get(&name) {
+            let target = std::fs::canonicalize(file).map_err(io_error)?;
+            if !std::fs::metadata(&target).map_err(io_error)?.is_file() {
+                return Err(RootError::NotRegular);
+            }
+            return Ok(target);
+        }
         let mut path = self.root.clone();
         for dir in dirs {
             path.push(dir);

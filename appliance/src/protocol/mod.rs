@@ -5,6 +5,7 @@
 
 pub mod dhcp;
 pub mod first_contact;
+pub mod grub;
 pub mod http_range;
 pub mod ipmi;
 pub mod ipxe;

@@ -5,14 +5,15 @@
 //! | client | gets |
 //! |---|---|
 //! | BIOS PXE (arch 0) | TFTP `undionly.kpxe` |
-//! | UEFI x64 PXE (7, and 9: RFC 4578 had 7 and 9 swapped, firmware sends either) | TFTP `ipxe.efi` |
-//! | UEFI arm64 PXE (11) | TFTP `ipxe-arm64.efi` |
+//! | UEFI x64 PXE (7, and 9: RFC 4578 had 7 and 9 swapped, firmware sends either) | TFTP `ipxe.efi` (`shimx64.efi` with `[dhcp.boot] secure_boot`) |
+//! | UEFI arm64 PXE (11) | TFTP `grubaa64.efi` (GRUB's arm64 network image) |
 //! | UEFI x64 HTTP boot (16) | `http://<box>:<port>/tftp/ipxe.efi`, vendor class `HTTPClient` |
-//! | UEFI arm64 HTTP boot (19) | `http://<box>:<port>/tftp/ipxe-arm64.efi`, `HTTPClient` |
+//! | UEFI arm64 HTTP boot (19) | `http://<box>:<port>/tftp/grubaa64.efi`, `HTTPClient` |
 //! | already iPXE (any arch) | `http://<box>:<port>/boot.ipxe` |
 //! | any other IANA architecture ([`arch_name`]), e.g. 32-bit x86 UEFI (6, 15), which cannot run the x64 file | no boot file: the refusal names it |
 //!
-//! Pure: no IO; the file names and the HTTP port come from [`BootConfig`].
+//! Pure: no IO; the file names and the HTTP port come from [`BootConfig`] (the glue puts the
+//! shim in `uefi_x64` under Secure Boot).
 
 use std::net::Ipv4Addr;
 
@@ -36,7 +37,7 @@ impl Default for BootConfig {
             http_port: 8081,
             bios: Some("undionly.kpxe".into()),
             uefi_x64: Some("ipxe.efi".into()),
-            uefi_arm64: Some("ipxe-arm64.efi".into()),
+            uefi_arm64: Some("grubaa64.efi".into()),
             ipxe_script: "/boot.ipxe".into(),
         }
     }

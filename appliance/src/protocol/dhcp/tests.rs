@@ -193,7 +193,7 @@ struct BootCase {
 }
 
 const HTTP_X64: &str = "http://10.0.0.1:8081/tftp/ipxe.efi";
-const HTTP_ARM: &str = "http://10.0.0.1:8081/tftp/ipxe-arm64.efi";
+const HTTP_ARM: &str = "http://10.0.0.1:8081/tftp/grubaa64.efi";
 const SCRIPT: &str = "http://10.0.0.1:8081/boot.ipxe";
 
 #[rustfmt::skip]
@@ -206,7 +206,7 @@ fn boot_cases() -> Vec<BootCase> {
         c("uefi ia32 (no 32-bit file)", Some(6), None, None, false, None),
         c("uefi x64", Some(7), Some("PXEClient:Arch:00007:UNDI:003016"), None, false, Some((PXE, "ipxe.efi", true))),
         c("uefi bc", Some(9), None, None, false, Some((PXE, "ipxe.efi", true))),
-        c("uefi arm64", Some(11), Some("PXEClient:Arch:00011:UNDI:003000"), None, false, Some((PXE, "ipxe-arm64.efi", true))),
+        c("uefi arm64", Some(11), Some("PXEClient:Arch:00011:UNDI:003000"), None, false, Some((PXE, "grubaa64.efi", true))),
         c("http x86 (no 32-bit file)", Some(15), Some("HTTPClient:Arch:00015:UNDI:003000"), None, false, None),
         c("http x64", Some(16), Some("HTTPClient:Arch:00016:UNDI:003001"), None, false, Some((HTTP, HTTP_X64, false))),
         c("http arm64", Some(19), Some("HTTPClient:Arch:00019:UNDI:003000"), None, false, Some((HTTP, HTTP_ARM, false))),
