@@ -2,7 +2,7 @@
 //! certificate in clear) and the client certificates it issued, by name (SHA-256 of the
 //! certificate, revoked or not). See `secrets/ca.rs` and `http/tls.rs`.
 
-use redb::{ReadableDatabase, ReadableTable, TableError};
+use redb::{ReadableTable, TableError};
 
 use super::tables::ADMIN_TLS;
 use super::{Store, StoreError};
@@ -28,7 +28,7 @@ impl Store {
         &self,
         create: impl FnOnce() -> Result<(String, String), E>,
     ) -> Result<(String, String), E> {
-        let txn = self.inner.db.begin_write().map_err(StoreError::from)?;
+        let txn = self.inner.db.write().map_err(StoreError::from)?;
         let found = {
             let table = txn.open_table(ADMIN_TLS).map_err(StoreError::from)?;
             let key = table
@@ -63,25 +63,25 @@ impl Store {
                 .insert(CA_CERT, cert.as_bytes())
                 .map_err(StoreError::from)?;
         }
-        txn.commit().map_err(StoreError::from)?;
+        self.inner.db.commit(txn).map_err(StoreError::from)?;
         Ok((key, cert))
     }
 
     /// Records (or replaces) the client certificate issued to `record.name`.
     pub fn put_admin_client(&self, record: &ClientRecord) -> Result<(), StoreError> {
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         {
             let mut table = txn.open_table(ADMIN_TLS)?;
             let json = serde_json::to_vec(record).expect("serialises");
             table.insert(format!("client/{}", record.name).as_str(), json.as_slice())?;
         }
-        txn.commit()?;
+        self.inner.db.commit(txn)?;
         Ok(())
     }
 
     /// All enrolled clients, by name.
     pub fn admin_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(ADMIN_TLS) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),

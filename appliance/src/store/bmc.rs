@@ -16,7 +16,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use redb::{ReadableDatabase, ReadableTable, TableError};
+use redb::{ReadableTable, TableError};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{self, BMC_SECRETS, BMC_SETTINGS, META, OBJECTS, object_key};
@@ -198,7 +198,7 @@ impl Store {
         name: &str,
         key: &str,
     ) -> Result<Option<String>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(BMC_SECRETS) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -224,7 +224,7 @@ impl Store {
     }
 
     pub fn bmc_settings(&self, server: &str) -> Result<BmcSettings, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(BMC_SETTINGS) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(BmcSettings::default()),
@@ -244,7 +244,7 @@ impl Store {
         server: &str,
         edit: impl FnOnce(&mut BmcSettings),
     ) -> Result<BmcSettings, StoreError> {
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         let settings;
         {
             let mut table = txn.open_table(BMC_SETTINGS)?;
@@ -258,7 +258,7 @@ impl Store {
             table.insert(server, json.as_slice())?;
             settings = s;
         }
-        txn.commit()?;
+        self.inner.db.commit(txn)?;
         Ok(settings)
     }
 
@@ -294,7 +294,7 @@ impl Store {
     ) -> Result<Stored, StoreError> {
         let secret = bmc_secret_name(server);
         let secret_id = format!("default/{secret}");
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         let stored;
         let mut changed = None;
         {
@@ -371,7 +371,7 @@ impl Store {
         match changed {
             None => txn.abort()?,
             Some(revision) => {
-                txn.commit()?;
+                self.inner.db.commit(txn)?;
                 if let Some(revision) = revision {
                     self.publish(Some(Change {
                         revision,

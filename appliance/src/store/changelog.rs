@@ -9,7 +9,7 @@
 //! a reader may resume after any revision `r` with `compacted <= r <= revision`; an older
 //! `r` must list again ([`Since::Compacted`]).
 
-use redb::{ReadableDatabase, ReadableTable, Table};
+use redb::{ReadableTable, Table};
 
 use super::tables::{self, CHANGE_LOG, META, META_LOG_COMPACTED};
 use super::{Change, ChangeOp, Store, StoreError};
@@ -179,7 +179,7 @@ impl Store {
     /// The changes committed after `revision`, oldest first, at most `limit`, read in one
     /// snapshot (see [`Since`]).
     pub fn changes_since(&self, revision: u64, limit: usize) -> Result<Since, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let meta = txn.open_table(META)?;
         let current = meta
             .get(tables::META_REVISION)?
@@ -210,7 +210,7 @@ impl Store {
     /// The oldest revision a watch can resume after (the highest revision pruned from the
     /// change log).
     pub fn compacted_revision(&self) -> Result<u64, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let meta = txn.open_table(META)?;
         Ok(meta
             .get(META_LOG_COMPACTED)?

@@ -2,7 +2,7 @@
 //! never the password). Written by `appliance ctl admin set-password` through the admin
 //! API, read on every password login.
 
-use redb::{ReadableDatabase, TableError};
+use redb::TableError;
 
 use super::tables::{CONSOLE, CONSOLE_ADMIN_PASSWORD};
 use super::{Store, StoreError};
@@ -10,7 +10,7 @@ use super::{Store, StoreError};
 impl Store {
     /// The stored console password hash, if one was set.
     pub fn console_password_hash(&self) -> Result<Option<String>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(CONSOLE) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -23,12 +23,12 @@ impl Store {
 
     /// Replaces the console password hash (one durable transaction).
     pub fn set_console_password_hash(&self, phc: &str) -> Result<(), StoreError> {
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         {
             let mut table = txn.open_table(CONSOLE)?;
             table.insert(CONSOLE_ADMIN_PASSWORD, phc)?;
         }
-        txn.commit()?;
+        self.inner.db.commit(txn)?;
         Ok(())
     }
 }

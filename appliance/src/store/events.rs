@@ -5,7 +5,7 @@
 //! `AllocationRecord`: who holds an allocated server and the bootstrap data the metadata
 //! service serves for it. Both are JSON in their own tables (`tables.rs`, lifecycle room).
 
-use redb::{ReadableDatabase, ReadableTable, TableError};
+use redb::{ReadableTable, TableError};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{ALLOCATIONS, EVENTS};
@@ -106,7 +106,7 @@ impl Store {
         server: Option<&str>,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(EVENTS) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -136,7 +136,7 @@ impl Store {
 
     /// The allocation of one server, if it is allocated.
     pub fn allocation(&self, server: &str) -> Result<Option<AllocationRecord>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(ALLOCATIONS) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),

@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use redb::{ReadableDatabase, ReadableTable, TableError};
+use redb::{ReadableTable, TableError};
 
 use super::tables::LEASES;
 use super::{Store, StoreError};
@@ -92,7 +92,7 @@ fn decode(addr: Ipv4Addr, bytes: &[u8]) -> Result<Lease, StoreError> {
 impl Store {
     /// Every stored DHCP lease record, ordered by address.
     pub fn dhcp_leases(&self) -> Result<Vec<Lease>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(LEASES) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -108,7 +108,7 @@ impl Store {
 
     /// The lease record of one address, if any (the agent API checks who holds an address).
     pub fn dhcp_lease(&self, addr: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(LEASES) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -125,7 +125,7 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         {
             let mut table = txn.open_table(LEASES)?;
             for change in changes {
@@ -139,7 +139,7 @@ impl Store {
                 }
             }
         }
-        txn.commit()?;
+        self.inner.db.commit(txn)?;
         Ok(())
     }
 }

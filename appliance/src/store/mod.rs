@@ -14,6 +14,7 @@ mod admin_tls;
 mod bmc;
 mod changelog;
 mod console;
+mod db;
 mod events;
 mod group;
 mod leases;
@@ -29,7 +30,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableTable, ReadableTableMetadata};
 use tokio::sync::broadcast;
 
 use crate::model::{Kind, Object};
@@ -167,6 +168,17 @@ pub enum StoreError {
     /// every call it held.
     #[error("store commit failed: {0}")]
     GroupCommit(String),
+    /// The store was closed after an I/O error (`db.rs`) and could not be opened again
+    /// yet; the next transaction tries again.
+    #[error("store {path} could not be opened again after an I/O error: {source}")]
+    Reopen {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// The test-only durability switch (`db.rs`) was refused by redb.
+    #[error("store durability: {0}")]
+    Durability(String),
     #[error("store secrets key")]
     SecretsKey(#[from] keyfile::KeyFileError),
     #[error(
@@ -220,7 +232,7 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Database,
+    db: db::Db,
     path: PathBuf,
     key: SecretKey,
     changes: broadcast::Sender<Change>,
@@ -269,13 +281,10 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let mut db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let mut db = db::Db::open_file(path, CACHE_BYTES).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let recorded = migrate::recorded_key_id(&db)?;
         let key = match (keyfile::load(&key_path)?, recorded) {
             (Some(key), Some(id)) if key.id() != id => {
@@ -312,7 +321,7 @@ impl Store {
         let (changes, _) = broadcast::channel(4096);
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
+                db: db::Db::new(path, db, CACHE_BYTES),
                 path: path.to_path_buf(),
                 key,
                 changes,
@@ -361,7 +370,7 @@ impl Store {
 
     /// The revision of the last committed change (0 for an empty store).
     pub fn revision(&self) -> Result<u64, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let meta = txn.open_table(META)?;
         Ok(meta
             .get(tables::META_REVISION)?
@@ -370,7 +379,7 @@ impl Store {
     }
 
     pub fn get(&self, kind: Kind, name: &str) -> Result<Option<Stored>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = txn.open_table(OBJECTS)?;
         let found = table.get(object_key(kind, name).as_str())?;
         found
@@ -386,7 +395,7 @@ impl Store {
     /// [`Store::list`] and the store revision it was read at (one snapshot): a watch from
     /// that revision misses no later change.
     pub fn list_at(&self, kind: Kind) -> Result<(Vec<Stored>, u64), StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let revision = txn
             .open_table(META)?
             .get(tables::META_REVISION)?
@@ -397,7 +406,7 @@ impl Store {
 
     /// [`Store::get`] and the store revision it was read at (one snapshot).
     pub fn get_at(&self, kind: Kind, name: &str) -> Result<(Option<Stored>, u64), StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let revision = txn
             .open_table(META)?
             .get(tables::META_REVISION)?
@@ -423,7 +432,7 @@ impl Store {
         kind: Kind,
         keep: impl FnMut(Stored) -> Option<T>,
     ) -> Result<Vec<T>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         self.scan_in(&txn, kind, keep)
     }
 
@@ -450,7 +459,7 @@ impl Store {
     /// Number of stored objects per kind. Every record is still decoded (a corrupt one is an
     /// error, as with [`Store::list`]) but none is kept.
     pub fn counts(&self) -> Result<BTreeMap<Kind, u64>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let mut out = BTreeMap::new();
         for kind in Kind::ALL {
             let n = self.scan_in(&txn, kind, |_| Some(()))?.len() as u64;
@@ -464,7 +473,7 @@ impl Store {
     pub fn apply(&self, objects: Vec<Object>) -> Result<Vec<Applied>, StoreError> {
         let mut changes = Vec::new();
         let mut applied = Vec::with_capacity(objects.len());
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         {
             let mut meta = txn.open_table(META)?;
             let mut table = txn.open_table(OBJECTS)?;
@@ -525,7 +534,7 @@ impl Store {
         if changes.is_empty() {
             txn.abort()?;
         } else {
-            txn.commit()?;
+            self.inner.db.commit(txn)?;
         }
         self.publish(changes);
         Ok(applied)
@@ -539,7 +548,7 @@ impl Store {
         name: &str,
         edit: impl FnOnce(&mut Object) -> Result<(), String>,
     ) -> Result<Stored, StoreError> {
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         let stored;
         let mut change = None;
         {
@@ -587,7 +596,7 @@ impl Store {
             }
         }
         if change.is_some() {
-            txn.commit()?;
+            self.inner.db.commit(txn)?;
         } else {
             txn.abort()?;
         }
@@ -597,7 +606,7 @@ impl Store {
 
     /// Deletes one object; returns the revision of the deletion.
     pub fn delete(&self, kind: Kind, name: &str) -> Result<u64, StoreError> {
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         let revision;
         let change;
         {
@@ -621,14 +630,14 @@ impl Store {
             };
             self.log_one(&txn, &mut meta, &change, &old.object)?;
         }
-        txn.commit()?;
+        self.inner.db.commit(txn)?;
         self.publish(Some(change));
         Ok(revision)
     }
 
     /// Total number of stored objects (all kinds).
     pub fn len(&self) -> Result<u64, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         Ok(txn.open_table(OBJECTS)?.len()?)
     }
 

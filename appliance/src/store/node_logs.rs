@@ -4,7 +4,7 @@
 //! after it, each server keeps only its newest `per_server` lines, so the file never grows
 //! past servers × `per_server` × the longest accepted line.
 
-use redb::{ReadableDatabase, ReadableTable, TableError};
+use redb::{ReadableTable, TableError};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{self, META, NODE_LOG_COUNTS, NODE_LOGS};
@@ -67,7 +67,7 @@ impl Store {
             return Ok(lines);
         }
         let per_server = per_server.max(1) as u64;
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         {
             let mut meta = txn.open_table(META)?;
             let mut logs = txn.open_table(NODE_LOGS)?;
@@ -103,7 +103,7 @@ impl Store {
                 counts.insert(server.as_str(), held - excess)?;
             }
         }
-        txn.commit()?;
+        self.inner.db.commit(txn)?;
         Ok(lines)
     }
 
@@ -113,7 +113,7 @@ impl Store {
         server: &str,
         query: &NodeLogQuery,
     ) -> Result<Vec<NodeLogRecord>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(NODE_LOGS) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -136,7 +136,7 @@ impl Store {
 
     /// Log lines held for `server`.
     pub fn node_log_count(&self, server: &str) -> Result<u64, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(NODE_LOG_COUNTS) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(0),

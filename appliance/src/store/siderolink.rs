@@ -12,7 +12,7 @@
 //! overlay address, WireGuard key, cluster), written in the Provision transaction and kept
 //! after the ServerBinding goes, so a released node stays reachable for its reset.
 
-use redb::{ReadableDatabase, ReadableTable, TableError};
+use redb::{ReadableTable, TableError};
 
 use super::tables::{
     SIDEROLINK, SIDEROLINK_EVENT_IDS, SIDEROLINK_INSTALLATION_ID, SIDEROLINK_NODE_PREFIX,
@@ -62,7 +62,7 @@ impl Store {
         &self,
         fresh: (&str, &[u8]),
     ) -> Result<(String, Vec<u8>), StoreError> {
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         let stored = {
             let mut table = txn.open_table(SIDEROLINK)?;
             let id = table
@@ -88,7 +88,7 @@ impl Store {
                 Ok((String::from_utf8_lossy(&id).into_owned(), key))
             }
             None => {
-                txn.commit()?;
+                self.inner.db.commit(txn)?;
                 Ok((fresh.0.to_string(), fresh.1.to_vec()))
             }
         }
@@ -96,7 +96,7 @@ impl Store {
 
     /// Every node's last SideroLink session, by server name.
     pub fn siderolink_nodes(&self) -> Result<Vec<(String, NodeRecord)>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(SIDEROLINK) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -118,7 +118,7 @@ impl Store {
 
     /// `server`'s last SideroLink session.
     pub fn siderolink_node(&self, server: &str) -> Result<Option<NodeRecord>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(SIDEROLINK) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -133,32 +133,32 @@ impl Store {
     /// Stores the talosconfig of `cluster` sealed with the secrets key (replacing one).
     pub fn set_talosconfig(&self, cluster: &str, talosconfig: &[u8]) -> Result<(), StoreError> {
         let sealed = self.seal_secret(&talosconfig_context(cluster), talosconfig)?;
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         {
             let mut table = txn.open_table(SIDEROLINK)?;
             let key = format!("{SIDEROLINK_TALOSCONFIG_PREFIX}{cluster}");
             table.insert(key.as_str(), sealed.as_slice())?;
         }
-        txn.commit()?;
+        self.inner.db.commit(txn)?;
         Ok(())
     }
 
     /// Removes the talosconfig of `cluster`; false if there was none.
     pub fn delete_talosconfig(&self, cluster: &str) -> Result<bool, StoreError> {
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         let removed = {
             let mut table = txn.open_table(SIDEROLINK)?;
             let key = format!("{SIDEROLINK_TALOSCONFIG_PREFIX}{cluster}");
             table.remove(key.as_str())?.is_some()
         };
-        txn.commit()?;
+        self.inner.db.commit(txn)?;
         Ok(removed)
     }
 
     /// The talosconfig of `cluster`, opened.
     pub fn talosconfig(&self, cluster: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let sealed = {
-            let txn = self.inner.db.begin_read()?;
+            let txn = self.inner.db.read()?;
             let table = match txn.open_table(SIDEROLINK) {
                 Ok(t) => t,
                 Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -174,7 +174,7 @@ impl Store {
 
     /// The cluster names that have a talosconfig.
     pub fn talosconfig_clusters(&self) -> Result<Vec<String>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(SIDEROLINK) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -193,7 +193,7 @@ impl Store {
 
     /// The remembered Talos event ids of `server`, oldest first.
     pub fn talos_event_ids(&self, server: &str) -> Result<Vec<String>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(SIDEROLINK_EVENT_IDS) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::model::parse_documents;
+use redb::{Database, ReadableDatabase};
 
 fn server_yaml(name: &str, accepted: bool) -> String {
     format!(
@@ -130,7 +131,12 @@ fn newer_schema_is_refused_and_left_untouched() {
     {
         let store = Store::open(&path).unwrap();
         store.apply(objects(&server_yaml("a", true))).unwrap();
-        migrate::force_version(&store.inner.db, SCHEMA_VERSION + 1).unwrap();
+        store
+            .inner
+            .db
+            .with(|db| migrate::force_version(db, SCHEMA_VERSION + 1))
+            .unwrap()
+            .unwrap();
     }
     let err = Store::open(&path).unwrap_err().to_string();
     assert!(err.contains("newer than this binary"), "{err}");
@@ -153,7 +159,12 @@ fn older_schema_without_step_is_a_clear_error() {
     let path = dir.path().join("state.redb");
     {
         let store = Store::open(&path).unwrap();
-        migrate::force_version(&store.inner.db, 0).unwrap();
+        store
+            .inner
+            .db
+            .with(|db| migrate::force_version(db, 0))
+            .unwrap()
+            .unwrap();
     }
     let err = Store::open(&path).unwrap_err();
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
@@ -651,14 +662,19 @@ fn a_schema_2_store_starts_its_log_at_its_revision() {
             )))
             .unwrap();
         // As schema 2 left it: no change log, no compaction point.
-        let txn = store.inner.db.begin_write().unwrap();
+        let txn = store.inner.db.write().unwrap();
         txn.delete_table(CHANGE_LOG).unwrap();
         txn.open_table(META)
             .unwrap()
             .remove(tables::META_LOG_COMPACTED)
             .unwrap();
         txn.commit().unwrap();
-        migrate::force_version(&store.inner.db, 2).unwrap();
+        store
+            .inner
+            .db
+            .with(|db| migrate::force_version(db, 2))
+            .unwrap()
+            .unwrap();
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(store.compacted_revision().unwrap(), 2);

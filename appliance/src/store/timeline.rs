@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableError, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{
@@ -111,7 +111,7 @@ impl Store {
         if ops.is_empty() {
             return Ok(appended);
         }
-        let txn = self.inner.db.begin_write()?;
+        let txn = self.inner.db.write()?;
         let mut touched: BTreeSet<String> = BTreeSet::new();
         {
             let mut meta = txn.open_table(META)?;
@@ -209,13 +209,13 @@ impl Store {
             };
             drop_key(&txn, &oldest)?;
         }
-        txn.commit()?;
+        self.inner.db.commit(txn)?;
         Ok(appended)
     }
 
     /// The stored events of `key` (a server name or a pending client), by arrival.
     pub fn timeline(&self, key: &str) -> Result<Vec<TimelineRecord>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(TIMELINE) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -231,7 +231,7 @@ impl Store {
 
     /// The pending clients held (`mac:…`, `ip:…`), oldest first.
     pub fn timeline_pending(&self) -> Result<Vec<String>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.inner.db.read()?;
         let table = match txn.open_table(TIMELINE_PENDING) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),

@@ -253,7 +253,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let txn = self.inner.db.begin_write().map_err(StoreError::from)?;
+        let txn = self.inner.db.write().map_err(StoreError::from)?;
         let (result, changes, dirty) = {
             let mut t = self.open_txn(&txn)?;
             let result = f(&mut t);
@@ -264,7 +264,7 @@ impl Store {
         };
         match result {
             Ok(v) if dirty => {
-                txn.commit().map_err(StoreError::from)?;
+                self.inner.db.commit(txn).map_err(StoreError::from)?;
                 self.publish(changes);
                 Ok(v)
             }
@@ -293,7 +293,7 @@ impl Store {
     ) -> Result<Vec<Result<T, E>>, StoreError> {
         let mut failed: Vec<Option<E>> = inputs.iter().map(|_| None).collect();
         'attempt: loop {
-            let txn = self.inner.db.begin_write()?;
+            let txn = self.inner.db.write()?;
             let mut done: Vec<Option<T>> = Vec::with_capacity(inputs.len());
             let (changes, dirty) = {
                 let mut t = self.open_txn(&txn)?;
@@ -323,7 +323,7 @@ impl Store {
                 (t.changes, t.dirty)
             };
             if dirty {
-                txn.commit()?;
+                self.inner.db.commit(txn)?;
                 self.publish(changes);
             } else {
                 txn.abort()?;

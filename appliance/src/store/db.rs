@@ -1,0 +1,165 @@
+//! The store's open redb database: every transaction of the store begins here.
+//!
+//! A write that failed on the disk (the data dir's filesystem full, an I/O error) leaves
+//! redb refusing every later transaction with `PreviousIo` until the file is closed and
+//! opened again. [`Db`] does that on the next transaction: while the cause lasts each
+//! attempt fails with the cause's own error (`No space left on device`), and once it is gone
+//! (space freed) the store works again without a restart of the box. redb's commit is
+//! atomic, so the reopened file holds every commit that returned and none that failed.
+//!
+//! Also the test-only durability switch: built with the `fault-injection` feature (never in
+//! a release or an image), `APPLIANCE_FAULT_STORE_DURABILITY=none` in the environment makes
+//! every commit `Durability::None` (no fsync, not even the header), so the QEMU power-cut
+//! test (`qemu-tests/tests/durability.rs`) can show that it catches a store that does not
+//! flush. Without the feature the variable is never read.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock};
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, StorageError, TransactionError, WriteTransaction,
+};
+
+use super::StoreError;
+
+/// The open database, reopened after an I/O error poisoned it.
+pub(super) struct Db {
+    path: PathBuf,
+    cache_bytes: usize,
+    /// The database and how many times it was opened; `None` after a reopen that failed
+    /// (the next transaction tries again).
+    slot: RwLock<(Option<Database>, u64)>,
+    durability_none: bool,
+    /// A commit failed on the disk: redb refuses everything until reopened.
+    poisoned: AtomicBool,
+}
+
+impl Db {
+    pub(super) fn new(path: &Path, db: Database, cache_bytes: usize) -> Db {
+        let durability_none = durability_none_requested();
+        if durability_none {
+            tracing::warn!(
+                store = %path.display(),
+                "fault injection: every store commit is Durability::None (no fsync); test builds only"
+            );
+        }
+        Db {
+            path: path.to_path_buf(),
+            cache_bytes,
+            slot: RwLock::new((Some(db), 0)),
+            durability_none,
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    /// Opens the file at `path` as the store does.
+    pub(super) fn open_file(
+        path: &Path,
+        cache_bytes: usize,
+    ) -> Result<Database, redb::DatabaseError> {
+        Database::builder().set_cache_size(cache_bytes).create(path)
+    }
+
+    /// Runs `f` on the open database (unit tests that set the file up by hand).
+    #[cfg(test)]
+    pub(super) fn with<T>(&self, f: impl FnOnce(&Database) -> T) -> Result<T, StoreError> {
+        let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
+        match slot.0.as_ref() {
+            Some(db) => Ok(f(db)),
+            None => Err(StoreError::Transaction(TransactionError::Storage(
+                StorageError::PreviousIo,
+            ))),
+        }
+    }
+
+    /// Begins a read transaction.
+    pub(super) fn read(&self) -> Result<ReadTransaction, StoreError> {
+        self.begin(|db| db.begin_read())
+    }
+
+    /// Begins a write transaction (its commit fsyncs: immediate durability).
+    pub(super) fn write(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.begin(|db| db.begin_write())?;
+        if self.durability_none {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| StoreError::Durability(e.to_string()))?;
+        }
+        Ok(txn)
+    }
+
+    /// Commits `txn`; a commit that failed on the disk has the next transaction reopen the
+    /// file first.
+    pub(super) fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        txn.commit().map_err(|e| {
+            if matches!(&e, redb::CommitError::Storage(_)) {
+                self.poisoned.store(true, Ordering::SeqCst);
+            }
+            StoreError::from(e)
+        })
+    }
+
+    fn begin<T>(
+        &self,
+        f: impl Fn(&Database) -> Result<T, TransactionError>,
+    ) -> Result<T, StoreError> {
+        let failed_generation = {
+            let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
+            let poisoned = self.poisoned.load(Ordering::SeqCst);
+            match slot.0.as_ref().filter(|_| !poisoned).map(&f) {
+                Some(Err(TransactionError::Storage(StorageError::PreviousIo))) | None => slot.1,
+                Some(other) => return other.map_err(StoreError::from),
+            }
+        };
+        self.reopen(failed_generation)?;
+        let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
+        match slot.0.as_ref() {
+            Some(db) => f(db).map_err(StoreError::from),
+            None => Err(StoreError::Transaction(TransactionError::Storage(
+                StorageError::PreviousIo,
+            ))),
+        }
+    }
+
+    /// Closes the poisoned database and opens the file again, unless another caller already
+    /// did since `failed_generation`.
+    fn reopen(&self, failed_generation: u64) -> Result<(), StoreError> {
+        let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.1 != failed_generation {
+            return Ok(());
+        }
+        if let Some(old) = slot.0.take() {
+            // A write transaction still alive defers the close to its end; the open below then
+            // finds the file still held and the next transaction tries again.
+            if let Err(e) = old.close() {
+                tracing::warn!(store = %self.path.display(), error = %e, "closing the store after an I/O error");
+            }
+        }
+        slot.1 += 1;
+        self.poisoned.store(false, Ordering::SeqCst);
+        match Db::open_file(&self.path, self.cache_bytes) {
+            Ok(db) => {
+                tracing::warn!(store = %self.path.display(), "store reopened after an I/O error");
+                slot.0 = Some(db);
+                Ok(())
+            }
+            Err(source) => {
+                tracing::warn!(store = %self.path.display(), error = %source, "store cannot be opened again after an I/O error");
+                Err(StoreError::Reopen {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+fn durability_none_requested() -> bool {
+    std::env::var("APPLIANCE_FAULT_STORE_DURABILITY").is_ok_and(|v| v == "none")
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn durability_none_requested() -> bool {
+    false
+}
