@@ -28,7 +28,7 @@ impl Store {
         &self,
         create: impl FnOnce() -> Result<(String, String), E>,
     ) -> Result<(String, String), E> {
-        let txn = self.inner.db.write().map_err(StoreError::from)?;
+        let txn = self.inner.db.write()?;
         let found = {
             let table = txn.open_table(ADMIN_TLS).map_err(StoreError::from)?;
             let key = table
@@ -63,7 +63,7 @@ impl Store {
                 .insert(CA_CERT, cert.as_bytes())
                 .map_err(StoreError::from)?;
         }
-        self.inner.db.commit(txn).map_err(StoreError::from)?;
+        self.inner.db.commit(txn)?;
         Ok((key, cert))
     }
 

@@ -7,11 +7,12 @@
 //! (space freed) the store works again without a restart of the box. redb's commit is
 //! atomic, so the reopened file holds every commit that returned and none that failed.
 //!
-//! Also the test-only durability switch: built with the `fault-injection` feature (never in
-//! a release or an image), `APPLIANCE_FAULT_STORE_DURABILITY=none` in the environment makes
-//! every commit `Durability::None` (no fsync, not even the header), so the QEMU power-cut
-//! test (`qemu-tests/tests/durability.rs`) can show that it catches a store that does not
-//! flush. Without the feature the variable is never read.
+//! Also the test-only durability switch: in a debug build (`cfg(debug_assertions)`: never the
+//! release binary that images, `scripts/build-static` and CI's musl build ship),
+//! `APPLIANCE_FAULT_STORE_DURABILITY=none` in the environment makes every commit
+//! `Durability::None` (no fsync), so the QEMU power-cut test (`qemu-tests/tests/durability.rs`)
+//! can show that it catches a store that does not flush. A release build never reads the
+//! variable, and no configuration key reaches it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +42,7 @@ impl Db {
         if durability_none {
             tracing::warn!(
                 store = %path.display(),
-                "fault injection: every store commit is Durability::None (no fsync); test builds only"
+                "fault injection (debug build): every store commit is Durability::None, no fsync"
             );
         }
         Db {
@@ -154,12 +155,12 @@ impl Db {
     }
 }
 
-#[cfg(feature = "fault-injection")]
+#[cfg(debug_assertions)]
 fn durability_none_requested() -> bool {
     std::env::var("APPLIANCE_FAULT_STORE_DURABILITY").is_ok_and(|v| v == "none")
 }
 
-#[cfg(not(feature = "fault-injection"))]
+#[cfg(not(debug_assertions))]
 fn durability_none_requested() -> bool {
     false
 }

@@ -253,7 +253,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let txn = self.inner.db.write().map_err(StoreError::from)?;
+        let txn = self.inner.db.write()?;
         let (result, changes, dirty) = {
             let mut t = self.open_txn(&txn)?;
             let result = f(&mut t);
@@ -264,7 +264,7 @@ impl Store {
         };
         match result {
             Ok(v) if dirty => {
-                self.inner.db.commit(txn).map_err(StoreError::from)?;
+                self.inner.db.commit(txn)?;
                 self.publish(changes);
                 Ok(v)
             }
