@@ -83,12 +83,10 @@ fn server_doc(name: &str, pad: usize) -> String {
     )
 }
 
-type Admin = AdminClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+type Bearer =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+type Admin =
+    AdminClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>>;
 
 async fn admin(a: &Appliance) -> Admin {
     let channel = tonic::transport::Channel::from_shared(a.endpoint())
@@ -97,11 +95,10 @@ async fn admin(a: &Appliance) -> Admin {
         .await
         .unwrap();
     let bearer: MetadataValue<_> = format!("Bearer {}", a.token()).parse().unwrap();
-    let f: Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send> =
-        Box::new(move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", bearer.clone());
-            Ok(r)
-        });
+    let f: Bearer = Box::new(move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", bearer.clone());
+        Ok(r)
+    });
     AdminClient::with_interceptor(channel, f)
 }
 
