@@ -43,3 +43,8 @@ pub mod siderolink_payload;
 /// `Tunn` (rate limiter, cookie replies, peer lookup); depends on boringtun only.
 #[path = "../../appliance/src/siderolink/screen.rs"]
 pub mod siderolink_screen;
+
+/// `appliance::protocol::ipxe::query`: the `/ipxe` query string; depends on form_urlencoded
+/// and the model's MAC type.
+#[path = "../../appliance/src/protocol/ipxe/query.rs"]
+pub mod ipxe_query;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
+use axum::extract::{ConnectInfo, Path as UrlPath, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +32,7 @@ use crate::model::MacAddr;
 use crate::model::{Kind, Object, meta::validate_name};
 use crate::net::tftp_root::{RootError, TftpRoot};
 use crate::protocol::http_range::{self, RangeAnswer};
+use crate::protocol::ipxe::query::IpxeQuery;
 use crate::protocol::ipxe::{self, EnvironmentBoot};
 use crate::store::{Store, StoreError};
 use crate::timeline::Recorder;
@@ -243,22 +244,16 @@ fn env_script(name: &str, args: &[String]) -> Response {
 
 async fn ipxe(
     State(ctx): State<Arc<BootContext>>,
-    Query(query): Query<Vec<(String, String)>>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
     conn: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
-    let first = |k: &str| {
-        query
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
-    };
-    let mac = first("mac").parse::<MacAddr>().ok();
+    let query = IpxeQuery::parse(raw.as_deref());
+    let mac = query.mac;
     let endpoint = endpoint(&ctx, &headers);
     let req = answer::Request {
-        uuid: first("uuid"),
-        arch: Arch::from_query(first("arch")),
+        uuid: &query.uuid,
+        arch: Arch::from_query(&query.arch),
         mac,
         endpoint: &endpoint,
     };

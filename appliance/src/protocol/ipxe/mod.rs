@@ -2,7 +2,10 @@
 //! (`kernel` / `initrd` / `boot`) and the boot-from-disk answers.
 //!
 //! Pure rendering (sans-IO): values in, script text out. The boot decision that picks which
-//! script to send lives in `crate::boot`; the HTTP glue in `crate::http::boot`.
+//! script to send lives in `crate::boot`; the HTTP glue in `crate::http::boot`. `query` reads
+//! the `/ipxe` query string.
+
+pub mod query;
 
 #[cfg(test)]
 mod tests;
