@@ -28,7 +28,6 @@ use axum::routing::{get, put};
 use crate::boot::answer::{self, Answer, Decider, Note, asset_paths};
 use crate::boot::assets::{self, Asset, AssetDirs, EnvSpec};
 use crate::boot::{Arch, is_agent_environment};
-use crate::model::MacAddr;
 use crate::model::{Kind, Object, meta::validate_name};
 use crate::net::tftp_root::{RootError, TftpRoot};
 use crate::protocol::http_range::{self, RangeAnswer};

@@ -324,5 +324,23 @@ fn position_by_key(list: &[Value], item: &Value, keys: &[&str]) -> Option<usize>
     list.iter().position(|e| e.get(key) == Some(want))
 }
 
+/// The fuzz property (cargo-fuzz target `strategic_patch`, corpus replay in `cargo test`):
+/// any bytes as a strategic patch against a fixed Talos config and a SideroLink document
+/// never panic, and a patch that applies once applies again to its own result.
+pub fn check_apply(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let config = vec![
+        serde_json::json!({"version": "v1alpha1", "machine": {"network": {"interfaces": [
+            {"interface": "eth0", "vlans": [{"vlanId": 10}]}]}, "certSANs": ["a"]},
+            "cluster": {"network": {"podSubnets": ["10.244.0.0/16"]}}}),
+        serde_json::json!({"apiVersion": "v1alpha1", "kind": "SideroLinkConfig", "apiUrl": "grpc://x"}),
+    ];
+    if let Ok(once) = apply(&config, text) {
+        let _ = apply(&once, text);
+    }
+}
+
 #[cfg(test)]
 mod tests;

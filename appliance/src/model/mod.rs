@@ -13,6 +13,7 @@ pub mod binding;
 pub mod environment;
 pub mod mac;
 pub mod meta;
+pub mod properties;
 pub mod server;
 pub mod serverclass;
 pub mod validate;

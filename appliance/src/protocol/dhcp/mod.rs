@@ -7,6 +7,7 @@
 //!   address, ARP probes).
 //! - `server`: the decision machine (`DhcpServer::handle`).
 //! - `probe`: rogue DHCP detection (the probe DISCOVER, offers classified).
+//! - `properties`: what must hold for any input (the fuzz targets and the corpus replay).
 //!
 //! May touch: nothing outside this folder but `std`, `dhcproto` and `thiserror`. The tokio
 //! glue is `net/dhcp.rs`; lease persistence is `store/leases.rs`.
@@ -15,6 +16,7 @@ pub mod boot;
 pub mod lease;
 pub mod link;
 pub mod probe;
+pub mod properties;
 pub mod server;
 pub mod wire;
 
