@@ -75,6 +75,9 @@ pub enum UpdateCommand {
     /// Show the booted slot, the image version and the loader entries.
     Status,
     /// Make a signed bundle (scripts/sign-bundle).
+    // `--version` here is the bundle's image version: no propagated binary --version flag
+    // (clap refuses the clash: debug builds panicked on every `update create`).
+    #[command(disable_version_flag = true)]
     Create(UpdateCreateArgs),
     /// Make a new ed25519 signing key: FILE (PKCS#8 PEM, 0600) and FILE.pub (to bake into
     /// images: scripts/build-image reads APPLIANCE_UPDATE_KEY).
@@ -539,4 +542,34 @@ pub enum Output {
     Table,
     Yaml,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks over every subcommand (they run only in debug
+    /// builds, on first use: a clash there made `appliance update create` panic).
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn update_create_takes_the_bundle_version() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from(
+            "appliance update create --key k --arch aarch64 --version 1.2 --root r --kernel k \
+             --initrd i --out o"
+                .split_whitespace(),
+        )
+        .unwrap();
+        let super::Command::Update {
+            command: super::UpdateCommand::Create(a),
+        } = &cli.command
+        else {
+            panic!("not update create: {:?}", cli.command);
+        };
+        assert_eq!(a.version, "1.2");
+    }
 }
