@@ -2,8 +2,9 @@
 //!
 //! A new file is stamped with `SCHEMA_VERSION` and the id of its secrets key. An older file
 //! runs each step in `MIGRATIONS` from its version up, each in its own transaction together
-//! with the version bump. A newer file is refused untouched (an older binary could not
-//! read what a newer one sealed).
+//! with the version bump; before that, `Store::open` writes a snapshot of the file as it
+//! was (`snapshot.rs`). A newer file is refused untouched (an older binary could not read
+//! what a newer one sealed) unless `Store::open` found and restored this binary's snapshot.
 //!
 //! Versions: 1 = secrets in clear; 2 = BMC secrets and inline BMC passwords sealed with
 //! the secrets key (`crate::secrets`), whose id is recorded in `meta`; 3 = the durable
@@ -84,6 +85,7 @@ pub fn run(db: &Database, path: &Path, key: &SecretKey) -> Result<Outcome, Store
                 path: path.to_path_buf(),
                 found: v,
                 supported: SCHEMA_VERSION,
+                snapshot: super::snapshot::snapshot_path(path, SCHEMA_VERSION),
             })
         }
         Some(v) => {
@@ -182,9 +184,19 @@ fn start_change_log(txn: &WriteTransaction, _key: &SecretKey) -> Result<usize, S
     Ok(0)
 }
 
-/// Stamps a schema version, for tests of the refusal/migration paths.
-#[cfg(test)]
-pub fn force_version(db: &Database, version: u64) -> Result<(), StoreError> {
+/// The schema version recorded in `db` (`None` for a new file), read only.
+pub fn found_version(db: &Database) -> Result<Option<u64>, StoreError> {
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(meta.get(META_SCHEMA_VERSION)?.map(|v| v.value()))
+}
+
+/// Stamps a schema version, for tests of the refusal/migration/rollback paths.
+pub fn stamp_version(db: &Database, version: u64) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     txn.open_table(META)?.insert(META_SCHEMA_VERSION, version)?;
     txn.commit()?;

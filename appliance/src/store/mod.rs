@@ -9,6 +9,15 @@
 //! sealed with the box's secrets key (`crate::secrets`), read from `secrets.key` beside the
 //! store file and created with a new store. The store records the key's id: a store that
 //! holds sealed records refuses to open without that key file, or with another one.
+//!
+//! Schema changes across an A/B update (`snapshot.rs`): before an older store migrates it
+//! is copied to `state.v<old>.redb`; a store of a newer schema than this binary's is put
+//! aside and this schema's snapshot restored (the box came back on the older slot), or
+//! refused when there is none.
+//!
+//! Deleting a Server removes, in the same transaction, what the box kept about it outside
+//! the objects: its SideroLink log lines, applied Talos event ids, node record and boot
+//! timeline (`Txn::forget_server`).
 
 mod admin_tls;
 mod bmc;
@@ -21,6 +30,7 @@ mod leases;
 mod migrate;
 mod node_logs;
 mod siderolink;
+mod snapshot;
 mod tables;
 mod timeline;
 mod txn;
@@ -116,13 +126,23 @@ pub enum StoreError {
         source: redb::DatabaseError,
     },
     #[error(
-        "store {path} has schema version {found}, newer than this binary's {supported}; \
-         refusing to open it (upgrade the appliance binary)"
+        "store {path} has schema version {found}, newer than this binary's {supported}, and \
+         there is no snapshot {snapshot} (taken before the newer version migrated it) to roll \
+         back to; refusing to open it (run the newer appliance version again, or restore a \
+         backup)"
     )]
     NewerSchema {
         path: PathBuf,
         found: u64,
         supported: u64,
+        /// The snapshot of this binary's schema that a rollback would restore (absent).
+        snapshot: PathBuf,
+    },
+    #[error("store snapshot {path}")]
+    Snapshot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("store {path} failed schema migration from version {from}")]
     Migration {
@@ -225,6 +245,14 @@ pub async fn blocking<R: Send + 'static>(
         .map_err(|e| TaskFailed(e.to_string()))
 }
 
+/// Opens (or creates) the redb file at `path` with the bounded page cache.
+fn open_db(path: &Path) -> Result<redb::Database, StoreError> {
+    db::Db::open_file(path, CACHE_BYTES).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -281,10 +309,47 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let mut db = db::Db::open_file(path, CACHE_BYTES).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut db = open_db(path)?;
+        // Schema changes of an A/B update: a snapshot before this binary migrates an older
+        // store; an older binary finding a newer store restores the snapshot of its schema.
+        match migrate::found_version(&db)? {
+            Some(v) if v < migrate::SCHEMA_VERSION => {
+                drop(db);
+                let snap = snapshot::write(path, v)?;
+                tracing::info!(
+                    store = %path.display(),
+                    snapshot = %snap.display(),
+                    from = v,
+                    to = migrate::SCHEMA_VERSION,
+                    "store snapshot written before its schema migration"
+                );
+                db = open_db(path)?;
+            }
+            Some(v) if v > migrate::SCHEMA_VERSION => {
+                drop(db);
+                let Some((snap, aside)) = snapshot::restore(path, v, migrate::SCHEMA_VERSION)?
+                else {
+                    return Err(StoreError::NewerSchema {
+                        path: path.to_path_buf(),
+                        found: v,
+                        supported: migrate::SCHEMA_VERSION,
+                        snapshot: snapshot::snapshot_path(path, migrate::SCHEMA_VERSION),
+                    });
+                };
+                tracing::warn!(
+                    store = %path.display(),
+                    snapshot = %snap.display(),
+                    newer = %aside.display(),
+                    found = v,
+                    supported = migrate::SCHEMA_VERSION,
+                    "store has a newer schema than this binary (the box runs an older version \
+                     again): restored the snapshot taken before the newer version migrated it; \
+                     the newer store, with the changes made since, is kept aside"
+                );
+                db = open_db(path)?;
+            }
+            _ => {}
+        }
         let recorded = migrate::recorded_key_id(&db)?;
         let key = match (keyfile::load(&key_path)?, recorded) {
             (Some(key), Some(id)) if key.id() != id => {
@@ -328,6 +393,21 @@ impl Store {
                 retention,
             }),
         })
+    }
+
+    /// The schema version recorded in the store file at `path` (`None` for a new, empty
+    /// file), read without migrating or changing anything. Tests use it with
+    /// [`Store::stamp_schema_version`]; an operator sees it in the start-up log.
+    pub fn schema_version_of(path: &Path) -> Result<Option<u64>, StoreError> {
+        migrate::found_version(&open_db(path)?)
+    }
+
+    /// Stamps `version` as the schema of the (closed) store file at `path`, as a binary of
+    /// that schema would leave it; changes nothing else. For tests of the migration
+    /// snapshot and the rollback restore with the real binary: nothing in the box calls it.
+    #[doc(hidden)]
+    pub fn stamp_schema_version(path: &Path, version: u64) -> Result<(), StoreError> {
+        migrate::stamp_version(&open_db(path)?, version)
     }
 
     /// The secrets key file used with the store at `path`: `secrets.key` beside it.
@@ -629,6 +709,11 @@ impl Store {
                 op: ChangeOp::Delete,
             };
             self.log_one(&txn, &mut meta, &change, &old.object)?;
+        }
+        if kind == Kind::Server {
+            let mut talos_events = txn.open_table(tables::SIDEROLINK_EVENT_IDS)?;
+            let mut siderolink = txn.open_table(tables::SIDEROLINK)?;
+            txn::forget_server(&txn, &mut talos_events, &mut siderolink, name)?;
         }
         self.inner.db.commit(txn)?;
         self.publish(Some(change));

@@ -4,7 +4,7 @@
 //! after it, each server keeps only its newest `per_server` lines, so the file never grows
 //! past servers × `per_server` × the longest accepted line.
 
-use redb::{ReadableTable, TableError};
+use redb::{ReadableTable, TableError, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{self, META, NODE_LOG_COUNTS, NODE_LOGS};
@@ -52,6 +52,14 @@ pub struct NodeLogQuery {
     pub since_ms: u64,
     /// At most this many (the newest); 0 = all.
     pub limit: usize,
+}
+
+/// Deletes every stored line of `server` and its count, inside `wtx`.
+pub(super) fn drop_server(wtx: &WriteTransaction, server: &str) -> Result<(), StoreError> {
+    wtx.open_table(NODE_LOGS)?
+        .retain_in((server, 0)..=(server, u64::MAX), |_, _| false)?;
+    wtx.open_table(NODE_LOG_COUNTS)?.remove(server)?;
+    Ok(())
 }
 
 impl Store {

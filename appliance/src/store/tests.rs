@@ -134,7 +134,7 @@ fn newer_schema_is_refused_and_left_untouched() {
         store
             .inner
             .db
-            .with(|db| migrate::force_version(db, SCHEMA_VERSION + 1))
+            .with(|db| migrate::stamp_version(db, SCHEMA_VERSION + 1))
             .unwrap()
             .unwrap();
     }
@@ -162,7 +162,7 @@ fn older_schema_without_step_is_a_clear_error() {
         store
             .inner
             .db
-            .with(|db| migrate::force_version(db, 0))
+            .with(|db| migrate::stamp_version(db, 0))
             .unwrap()
             .unwrap();
     }
@@ -672,7 +672,7 @@ fn a_schema_2_store_starts_its_log_at_its_revision() {
         store
             .inner
             .db
-            .with(|db| migrate::force_version(db, 2))
+            .with(|db| migrate::stamp_version(db, 2))
             .unwrap()
             .unwrap();
     }
@@ -743,5 +743,181 @@ fn an_emptied_store_with_its_key_is_refused() {
         std::fs::metadata(&path).unwrap().len(),
         0,
         "file left as found"
+    );
+}
+
+/// Gives server `name` a log line, an applied Talos event id, a node record and a timeline
+/// event, as SideroLink and the timeline writer store them.
+fn give_records(store: &Store, name: &str) {
+    store
+        .append_node_logs(
+            vec![NodeLogRecord {
+                seq: 0,
+                time_ms: 1,
+                server: name.into(),
+                address: "fdae::2".into(),
+                msg: format!("{name} booted"),
+                talos_time: None,
+                talos_level: None,
+                fields: vec![],
+            }],
+            10,
+        )
+        .unwrap();
+    store
+        .transact(|t| {
+            t.remember_talos_event(name, &format!("{name}-ev"), 8)?;
+            t.put_siderolink_node(
+                name,
+                &NodeRecord {
+                    address: "fdae::2/64".into(),
+                    public_key: "k".into(),
+                    cluster: None,
+                },
+            )
+        })
+        .unwrap();
+    let record = TimelineRecord {
+        seq: 0,
+        time_ms: 1,
+        step: "dhcp_offer".into(),
+        outcome: "ok".into(),
+        detail: String::new(),
+        bytes: None,
+        duration_ms: None,
+        mac: None,
+        ip: None,
+    };
+    let limits = TimelineLimits {
+        per_server: 16,
+        per_pending: 4,
+        pending_keys: 4,
+    };
+    store
+        .apply_timeline(
+            vec![TimelineOp::Append {
+                key: name.into(),
+                record,
+            }],
+            limits,
+        )
+        .unwrap();
+}
+
+/// (log lines, event ids, node record, timeline events) held for `name`.
+fn held(store: &Store, name: &str) -> (u64, usize, bool, usize) {
+    (
+        store.node_log_count(name).unwrap()
+            + store
+                .node_logs(name, &NodeLogQuery::default())
+                .unwrap()
+                .len() as u64,
+        store.talos_event_ids(name).unwrap().len(),
+        store.siderolink_node(name).unwrap().is_some(),
+        store.timeline(name).unwrap().len(),
+    )
+}
+
+#[test]
+fn deleting_a_server_forgets_its_logs_event_ids_node_record_and_timeline() {
+    let (_dir, store) = open_temp();
+    store
+        .apply(objects(&format!(
+            "{}---\n{}---\n{}",
+            server_yaml("a", true),
+            server_yaml("b", true),
+            server_yaml("c", true)
+        )))
+        .unwrap();
+    for name in ["a", "b", "c"] {
+        give_records(&store, name);
+        assert_eq!(held(&store, name), (2, 1, true, 1), "{name}");
+    }
+    // The admin delete path.
+    store.delete(Kind::Server, "a").unwrap();
+    assert_eq!(held(&store, "a"), (0, 0, false, 0));
+    // The transaction path (the lifecycle's deletes), in one transaction with the delete.
+    let deleted = store.transact(|t| t.delete(Kind::Server, "b")).unwrap();
+    assert!(deleted);
+    assert_eq!(held(&store, "b"), (0, 0, false, 0));
+    // Another server's records are untouched; deleting a ServerClass named like a server
+    // forgets nothing.
+    assert_eq!(held(&store, "c"), (2, 1, true, 1));
+    store
+        .apply(objects(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: c\nspec: {}\n",
+        ))
+        .unwrap();
+    store.delete(Kind::ServerClass, "c").unwrap();
+    assert_eq!(held(&store, "c"), (2, 1, true, 1));
+    // A failed transaction that deleted a server forgets nothing either.
+    let failed: Result<(), StoreError> = store.transact(|t| {
+        t.delete(Kind::Server, "c")?;
+        Err(StoreError::NotFound {
+            kind: Kind::Server,
+            name: "x".into(),
+        })
+    });
+    assert!(failed.is_err());
+    assert_eq!(held(&store, "c"), (2, 1, true, 1));
+    assert!(store.get(Kind::Server, "c").unwrap().is_some());
+    // The ids counter and the rings still work for a server of the same name later.
+    give_records(&store, "a");
+    assert_eq!(held(&store, "a"), (2, 1, true, 1));
+}
+
+#[test]
+fn migration_snapshot_and_rollback_restore() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        store.apply(objects(&server_yaml("before", true))).unwrap();
+    }
+    // An older schema: the file is copied (0600) before it migrates.
+    Store::stamp_schema_version(&path, SCHEMA_VERSION - 1).unwrap();
+    let store = Store::open(&path).unwrap();
+    let snap = snapshot::snapshot_path(&path, SCHEMA_VERSION - 1);
+    assert_eq!(
+        snap,
+        dir.path()
+            .join(format!("state.v{}.redb", SCHEMA_VERSION - 1))
+    );
+    assert_eq!(
+        std::fs::metadata(&snap).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        Store::schema_version_of(&snap).unwrap(),
+        Some(SCHEMA_VERSION - 1)
+    );
+    store.apply(objects(&server_yaml("after", true))).unwrap();
+    drop(store);
+    // A newer schema without this schema's snapshot: refused, nothing moved.
+    Store::stamp_schema_version(&path, SCHEMA_VERSION + 1).unwrap();
+    let Err(e) = Store::open(&path) else {
+        panic!("a newer store without a snapshot was opened")
+    };
+    assert!(matches!(e, StoreError::NewerSchema { .. }), "{e}");
+    assert!(e.to_string().contains("no snapshot"), "{e}");
+    assert_eq!(
+        Store::schema_version_of(&path).unwrap(),
+        Some(SCHEMA_VERSION + 1)
+    );
+    // With one (as the newer binary wrote before it migrated): restored, the newer file
+    // kept aside.
+    let mine = snapshot::snapshot_path(&path, SCHEMA_VERSION);
+    std::fs::copy(&snap, &mine).unwrap();
+    Store::stamp_schema_version(&mine, SCHEMA_VERSION).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert!(store.get(Kind::Server, "before").unwrap().is_some());
+    assert!(store.get(Kind::Server, "after").unwrap().is_none());
+    assert!(!mine.exists());
+    let aside = snapshot::rolled_back_path(&path, SCHEMA_VERSION + 1);
+    drop(store);
+    assert_eq!(
+        Store::schema_version_of(&aside).unwrap(),
+        Some(SCHEMA_VERSION + 1)
     );
 }

@@ -82,7 +82,7 @@ fn count(counts: &redb::Table<&str, u64>, key: &str) -> Result<u64, StoreError> 
 }
 
 /// Deletes every event of `key` and its bookkeeping.
-fn drop_key(txn: &WriteTransaction, key: &str) -> Result<(), StoreError> {
+pub(super) fn drop_key(txn: &WriteTransaction, key: &str) -> Result<(), StoreError> {
     let mut events = txn.open_table(TIMELINE)?;
     let seqs: Vec<u64> = events
         .range((key, 0)..=(key, u64::MAX))?

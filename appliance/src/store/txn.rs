@@ -25,6 +25,8 @@ pub struct Txn<'t> {
     log: Table<'t, u64, &'static [u8]>,
     talos_events: Table<'t, (&'static str, u64), &'static str>,
     pub(super) siderolink: Table<'t, &'static str, &'static [u8]>,
+    /// The transaction itself, for the tables a Txn opens only when it needs them.
+    wtx: &'t redb::WriteTransaction,
     key: &'t crate::secrets::SecretKey,
     now_ms: u64,
     revision: u64,
@@ -86,7 +88,8 @@ impl Txn<'_> {
         Ok(self.revision)
     }
 
-    /// Deletes one object; false if it did not exist.
+    /// Deletes one object; false if it did not exist. Deleting a Server also forgets what
+    /// the store kept about it outside the objects ([`forget_server`]).
     pub fn delete(&mut self, kind: Kind, name: &str) -> Result<bool, StoreError> {
         self.attempts += 1;
         let old = match self.objects.remove(object_key(kind, name).as_str())? {
@@ -101,6 +104,9 @@ impl Txn<'_> {
             op: ChangeOp::Delete,
         };
         changelog::append(&mut self.log, &change, &old.object, self.key, self.now_ms)?;
+        if kind == Kind::Server {
+            forget_server(self.wtx, &mut self.talos_events, &mut self.siderolink, name)?;
+        }
         self.changes.push(change);
         self.dirty = true;
         Ok(true)
@@ -229,6 +235,7 @@ impl Store {
             log: txn.open_table(CHANGE_LOG)?,
             talos_events: txn.open_table(tables::SIDEROLINK_EVENT_IDS)?,
             siderolink: txn.open_table(tables::SIDEROLINK)?,
+            wtx: txn,
             key: &self.inner.key,
             now_ms: crate::clock::unix_ms(),
             revision,
@@ -339,4 +346,22 @@ impl Store {
                 .collect());
         }
     }
+}
+
+/// Removes, inside `wtx`, what the store keeps about Server `name` outside the objects: its
+/// SideroLink log lines (`node_logs` and its count), the ids of the Talos events applied
+/// for it, its node record (last SideroLink session) and its boot timeline. Called by both
+/// delete paths (`Txn::delete`, `Store::delete`), so a deleted Server leaves none of them
+/// behind, and a machine registering again under the name starts with none.
+pub(super) fn forget_server(
+    wtx: &redb::WriteTransaction,
+    talos_events: &mut Table<'_, (&'static str, u64), &'static str>,
+    siderolink: &mut Table<'_, &'static str, &'static [u8]>,
+    name: &str,
+) -> Result<(), StoreError> {
+    talos_events.retain_in((name, 0)..=(name, u64::MAX), |_, _| false)?;
+    siderolink.remove(format!("{}{name}", tables::SIDEROLINK_NODE_PREFIX).as_str())?;
+    super::node_logs::drop_server(wtx, name)?;
+    super::timeline::drop_key(wtx, name)?;
+    Ok(())
 }
