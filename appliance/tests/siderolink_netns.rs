@@ -149,6 +149,7 @@ async fn wireguard_go_nodes_through_the_userspace_endpoint() {
         max_log_line: 16 * 1024,
         max_log_connections: 64,
         discard_port: None,
+        handshake_limit: appliance::siderolink::endpoint::HANDSHAKE_LIMIT,
     };
     let mut endpoint = Endpoint::new(
         socket,

@@ -53,6 +53,7 @@ fn config() -> EndpointConfig {
         max_log_line: 16 * 1024,
         max_log_connections: 256,
         discard_port: None,
+        handshake_limit: appliance::siderolink::endpoint::HANDSHAKE_LIMIT,
     }
 }
 

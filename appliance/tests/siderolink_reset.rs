@@ -410,6 +410,7 @@ async fn released_server_without_bmc_is_reset_through_talos_api() {
             max_log_line: 16 * 1024,
             max_log_connections: 64,
             discard_port: None,
+            handshake_limit: appliance::siderolink::endpoint::HANDSHAKE_LIMIT,
         },
         11,
         Arc::new(Default::default()),

@@ -1,6 +1,12 @@
 //! The userspace WireGuard endpoint (UDP 51821 by default): boringtun's noise core, one
-//! `Tunn` per peer sharing one `RateLimiter` (handshake floods are answered with cookies),
-//! in front of the smoltcp overlay (`overlay`). No tun device, no NET_ADMIN.
+//! `Tunn` per peer, one `RateLimiter` for all of them (handshake floods are answered with
+//! cookies), in front of the smoltcp overlay (`overlay`). No tun device, no NET_ADMIN.
+//!
+//! The limiter counts each handshake message once, in the screen: `Tunn::decapsulate`
+//! passes every datagram through its own limiter again (boringtun has no public way
+//! around it), so the `Tunn`s share a second one that only re-checks MAC1 and is never
+//! under load ([`Limiters`]); with one limiter in both places every handshake counted
+//! twice and cookies started at half the configured rate.
 //!
 //! One task owns everything: it receives datagrams, screens them (`screen`: the rate
 //! limiter, then the peer: a handshake initiation by the static key it carries, everything
@@ -38,6 +44,26 @@ use crate::timeline::event::{Outcome, Step, Who};
 
 /// Handshakes per second before the limiter answers with cookies (boringtun's default).
 pub const HANDSHAKE_LIMIT: u64 = 100;
+
+/// The endpoint's two boringtun limiters (both keyed with the box's public key for MAC1).
+struct Limiters {
+    /// The screen's: counts every handshake message with a valid MAC1 once and, over
+    /// `limit` a second, answers those without a valid MAC2 with a cookie reply.
+    screen: Arc<RateLimiter>,
+    /// Given to every `Tunn`, whose `decapsulate` runs a limiter over each datagram the
+    /// screen already passed: MAC1 again, never under load, so it never counts against
+    /// the screen's limit nor answers a second cookie.
+    tunn: Arc<RateLimiter>,
+}
+
+impl Limiters {
+    fn new(public: &PublicKey, limit: u64) -> Limiters {
+        Limiters {
+            screen: Arc::new(RateLimiter::new(public, limit)),
+            tunn: Arc::new(RateLimiter::new(public, u64::MAX)),
+        }
+    }
+}
 const TIMER_TICK: Duration = Duration::from_millis(250);
 const MAX_DATAGRAM: usize = 65_535;
 /// A peer whose last handshake is older than this has no live session (Talos re-provisions
@@ -178,6 +204,8 @@ pub struct EndpointConfig {
     /// siderolink` measures tunnel throughput with it). Never set by `serve`: the
     /// configuration has no key for it.
     pub discard_port: Option<u16>,
+    /// Handshake messages a second before cookies ([`HANDSHAKE_LIMIT`] in `serve`).
+    pub handshake_limit: u64,
 }
 
 struct Peer {
@@ -192,7 +220,7 @@ struct Peer {
 pub struct Endpoint {
     socket: UdpSocket,
     identity: Arc<Identity>,
-    limiter: Arc<RateLimiter>,
+    limiters: Limiters,
     peers: HashMap<u32, Peer>,
     by_key: HashMap<[u8; 32], u32>,
     by_addr: HashMap<Ipv6Addr, u32>,
@@ -226,7 +254,7 @@ impl Endpoint {
             events_tx,
             events_rx: Some(events_rx),
             socket,
-            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_LIMIT)),
+            limiters: Limiters::new(&public, config.handshake_limit),
             overlay: Overlay::new(
                 identity.prefix(),
                 seed,
@@ -319,7 +347,7 @@ impl Endpoint {
                 None,
                 None,
                 index,
-                Some(self.limiter.clone()),
+                Some(self.limiters.tunn.clone()),
             );
             self.by_key.insert(spec.key, index);
             self.by_addr.insert(spec.address, index);
@@ -379,7 +407,7 @@ impl Endpoint {
                 _ = tick.tick() => {
                     ticks += 1;
                     if ticks.is_multiple_of(4) {
-                        self.limiter.reset_count();
+                        self.limiters.screen.reset_count();
                     }
                     self.timers().await;
                 }
@@ -424,7 +452,7 @@ impl Endpoint {
         let screen = Screen {
             secret: self.identity.secret(),
             public: &public,
-            limiter: &self.limiter,
+            limiter: &self.limiters.screen,
         };
         let by_key = &self.by_key;
         let (index, initiation) = match screen.screen(src.ip(), datagram, &mut self.buf, |k| {
@@ -583,4 +611,95 @@ fn ipv6_destination(packet: &[u8]) -> Option<Ipv6Addr> {
     }
     let b: [u8; 16] = packet[24..40].try_into().ok()?;
     Some(Ipv6Addr::from(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boringtun::x25519::StaticSecret;
+
+    /// `LIMIT` provisioned peers each send one handshake initiation, all within one
+    /// limiter second (`datagram` is driven directly, so the count is never reset): each
+    /// is answered with a handshake response that completes the peer's session; only the
+    /// next peer's initiation gets a cookie reply. With the screen and the `Tunn`s sharing
+    /// one limiter, every initiation counted twice and peer LIMIT/2 + 1 got the cookie.
+    #[tokio::test]
+    async fn the_limiter_counts_each_handshake_once() {
+        const LIMIT: u64 = 10;
+        let identity = Arc::new(Identity::generate([5; 64]));
+        let stats: Arc<Stats> = Arc::default();
+        let mut endpoint = Endpoint::new(
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            identity.clone(),
+            &EndpointConfig {
+                max_log_line: 1024,
+                max_log_connections: 4,
+                discard_port: None,
+                handshake_limit: LIMIT,
+            },
+            1,
+            stats.clone(),
+        );
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let src = client.local_addr().unwrap();
+        let prefix = identity.prefix();
+        let secrets: Vec<StaticSecret> = (0..=LIMIT)
+            .map(|i| StaticSecret::from([i as u8 + 1; 32]))
+            .collect();
+        let specs: Vec<PeerSpec> = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| PeerSpec {
+                name: format!("node-{i}"),
+                key: PublicKey::from(s).to_bytes(),
+                address: prefix.with_host(i as u64 + 2),
+            })
+            .collect();
+        endpoint.set_peers(&specs);
+        let mut buf = vec![0u8; 2048];
+        let mut reply = vec![0u8; 2048];
+        for (i, secret) in secrets.iter().enumerate() {
+            let mut node = Tunn::new(
+                secret.clone(),
+                identity.public_key(),
+                None,
+                None,
+                i as u32,
+                None,
+            );
+            let TunnResult::WriteToNetwork(init) = node.format_handshake_initiation(&mut buf, true)
+            else {
+                panic!("no initiation");
+            };
+            let init = init.to_vec();
+            endpoint.datagram(&init, src).await;
+            let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut reply))
+                .await
+                .expect("no answer to an initiation")
+                .unwrap();
+            if (i as u64) < LIMIT {
+                assert_eq!(
+                    (reply[0], n),
+                    (2, 92),
+                    "initiation {i} of {LIMIT} not answered with a handshake response"
+                );
+                assert!(
+                    matches!(
+                        node.decapsulate(None, &reply[..n], &mut buf),
+                        TunnResult::WriteToNetwork(_)
+                    ),
+                    "node {i}: the response does not complete its handshake"
+                );
+                assert!(node.time_since_last_handshake().is_some());
+            } else {
+                assert_eq!(
+                    (reply[0], n),
+                    (3, 64),
+                    "initiation over the limit: no cookie"
+                );
+            }
+        }
+        assert_eq!(stats.handshakes.get(), LIMIT);
+        assert_eq!(stats.cookies.get(), 1);
+    }
 }

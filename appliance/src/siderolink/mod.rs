@@ -120,6 +120,7 @@ pub async fn start(
             max_log_line: config.max_log_line,
             max_log_connections: config.max_connections,
             discard_port: None,
+            handshake_limit: endpoint::HANDSHAKE_LIMIT,
         },
         u64::from_le_bytes(seed),
         stats.clone(),
