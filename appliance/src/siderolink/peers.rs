@@ -1,6 +1,7 @@
 //! Which WireGuard peers exist: one per ServerBinding whose `spec.siderolink` holds a key
 //! and an address inside the overlay prefix (Sidero's `peers.go` informer). A task follows
-//! the store's change feed and publishes the whole set on a watch channel; the endpoint
+//! the store's change feed and publishes the whole set on a watch channel (one reload for
+//! all the changes queued while the last one ran); the endpoint
 //! adds, replaces and removes peers to match it (added on Provision, removed when the
 //! binding goes).
 //!
@@ -133,16 +134,26 @@ pub async fn follow(
                 Err(e) => tracing::error!(error = %e, "SideroLink peer load task failed"),
             }
         }
+        let relevant = |c: &crate::store::Change| {
+            c.kind == Kind::ServerBinding || (c.kind == Kind::Server && recorded.contains(&c.name))
+        };
         tokio::select! {
             _ = shutdown.changed() => return,
             c = changes.recv() => reload = match c {
-                Ok(c) => {
-                    c.kind == Kind::ServerBinding
-                        || (c.kind == Kind::Server && recorded.contains(&c.name))
-                }
+                Ok(c) => relevant(&c),
                 Err(broadcast::error::RecvError::Lagged(_)) => true,
                 Err(broadcast::error::RecvError::Closed) => return,
             },
+        }
+        // One reload for every change already queued (a run of allocations or Provision
+        // calls), not one each: each reload reads every binding.
+        loop {
+            match changes.try_recv() {
+                Ok(c) => reload |= relevant(&c),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => reload = true,
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(broadcast::error::TryRecvError::Closed) => return,
+            }
         }
     }
 }
