@@ -90,6 +90,8 @@ pub struct ApplianceConfig {
     /// A directory with `vmlinuz` + `initramfs.xz` installed as the built-in agent
     /// environment `agent-amd64` (what unknown servers boot).
     pub agent_env: Option<PathBuf>,
+    /// The same for `agent-arm64` (what unknown ARM64 servers boot).
+    pub agent_env_arm64: Option<PathBuf>,
     /// `[boot] boot_from_disk_method`.
     pub boot_from_disk_method: Option<String>,
     /// More TOML appended to the generated config.
@@ -104,6 +106,7 @@ impl ApplianceConfig {
             dhcp_mode: mode.to_string(),
             pool,
             agent_env: None,
+            agent_env_arm64: None,
             boot_from_disk_method: None,
             extra_toml: String::new(),
             log_level: "debug,h2=info,hyper=info,tower=info,tonic=info,axum=info".to_string(),
@@ -128,6 +131,12 @@ impl ApplianceConfig {
     /// Boot `dir`'s `vmlinuz` + `initramfs.xz` as the agent environment.
     pub fn agent_env(mut self, dir: &Path) -> ApplianceConfig {
         self.agent_env = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Boot `dir`'s `vmlinuz` + `initramfs.xz` as the ARM64 agent environment.
+    pub fn agent_env_arm64(mut self, dir: &Path) -> ApplianceConfig {
+        self.agent_env_arm64 = Some(dir.to_path_buf());
         self
     }
 
@@ -178,12 +187,16 @@ impl Appliance {
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir)?;
         let agent_dir = dir.join("agent");
-        if let Some(src) = &config.agent_env {
-            let env = agent_dir.join("agent-amd64");
+        for (src, name) in [
+            (&config.agent_env, "agent-amd64"),
+            (&config.agent_env_arm64, "agent-arm64"),
+        ] {
+            let Some(src) = src else { continue };
+            let env = agent_dir.join(name);
             std::fs::create_dir_all(&env)?;
             for f in ["vmlinuz", "initramfs.xz"] {
                 std::fs::copy(src.join(f), env.join(f))
-                    .with_context(|| format!("install {} as agent-amd64", src.join(f).display()))?;
+                    .with_context(|| format!("install {} as {name}", src.join(f).display()))?;
             }
         }
         let config_path = dir.join("appliance.toml");

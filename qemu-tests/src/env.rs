@@ -4,7 +4,10 @@
 //! `qemu-tests/work/env/test-env/`.
 //!
 //! Also the agent environment ([`agent_env`]): `scripts/build-agent-initramfs` with this
-//! tree's `appliance` binary, into `qemu-tests/work/env/agent-amd64/`; and the SideroLink
+//! tree's `appliance` binary, into `qemu-tests/work/env/agent-amd64/`; the ARM64 agent
+//! environment ([`agent_env_arm64`]): `scripts/build-agent-initramfs --arch arm64` with this
+//! tree's aarch64 musl release binary (what `scripts/build-static` builds before
+//! `scripts/test`), into `qemu-tests/work/env/agent-arm64/`; and the SideroLink
 //! test Environment ([`talos_standin_env`]): `scripts/build-talos-standin-initramfs` (the
 //! Talos stand-in of `qemu-tests/talos-standin`, the guest kernel's WireGuard, Debian's
 //! `wg`), into `qemu-tests/work/env/talos-standin/`.
@@ -77,6 +80,44 @@ pub fn agent_env() -> Result<PathBuf> {
     })
     .clone()
     .map_err(|e| anyhow!("building the agent environment: {e}"))
+}
+
+/// Builds the ARM64 agent environment (once per test process) from this tree's aarch64
+/// musl release binary and returns its directory (`vmlinuz`, `initramfs.xz`).
+pub fn agent_env_arm64() -> Result<PathBuf> {
+    static ENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let build = || -> Result<PathBuf> {
+            let root = workspace_root();
+            let bin = root.join("target/aarch64-unknown-linux-musl/release/appliance");
+            if !bin.is_file() {
+                bail!(
+                    "{} missing: run scripts/build-static (scripts/test's CI runs it first)",
+                    bin.display()
+                );
+            }
+            let dir = root.join("qemu-tests/work/env/agent-arm64");
+            let out = Command::new(root.join("scripts/build-agent-initramfs"))
+                .args(["--arch", "arm64"])
+                .arg(&dir)
+                .env("AGENT_BIN", &bin)
+                .current_dir(&root)
+                .output()
+                .context("run scripts/build-agent-initramfs --arch arm64")?;
+            if !out.status.success() {
+                bail!(
+                    "scripts/build-agent-initramfs --arch arm64 failed ({}):\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+            Ok(dir)
+        };
+        build().map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(|e| anyhow!("building the ARM64 agent environment: {e}"))
 }
 
 /// Builds the Talos stand-in Environment (once per test process) and returns its files.

@@ -11,6 +11,9 @@
 //!   (`-fw_cfg opt/org.tianocore/IPv4PXESupport` and `IPv6PXESupport` = `no`), so the
 //!   network boot option is the firmware's UEFI HTTP boot client (HttpBootDxe: DHCP with
 //!   `HTTPClient:Arch:00016`, then the boot file URL over HTTP), no TFTP on the path.
+//! - [`Firmware::Aavmf`]: an ARM64 server, `qemu-system-aarch64 -machine virt -cpu
+//!   cortex-a57` with AAVMF (`qemu-efi-aarch64`), whose own UEFI PXE client (arch 11) gets the
+//!   box's ARM64 first stage over TFTP. No SATA or in-band BMC on this machine type.
 //!
 //! The serial console goes to a file that [`Vm::wait_for`] polls. QEMU runs with
 //! `-no-reboot`, so a guest that powers off or reboots ends the process.
@@ -32,6 +35,18 @@ pub enum Firmware {
     Uefi,
     /// OVMF's UEFI HTTP boot client (arch 16), PXE off: DHCP → the boot file URL over HTTP.
     UefiHttp,
+    /// ARM64: AAVMF's UEFI PXE client (arch 11) → TFTP → the box's ARM64 first stage.
+    Aavmf,
+}
+
+impl Firmware {
+    /// The QEMU system emulator for this firmware's machine.
+    pub fn qemu(self) -> &'static str {
+        match self {
+            Firmware::Bios | Firmware::Uefi | Firmware::UefiHttp => "qemu-system-x86_64",
+            Firmware::Aavmf => "qemu-system-aarch64",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +207,23 @@ impl VmSpec {
                     }
                 }
             }
+            Firmware::Aavmf => {
+                use crate::image::{AAVMF_CODE, AAVMF_VARS};
+                let vars = dir.join(format!("{name}.AAVMF_VARS.fd"));
+                std::fs::copy(AAVMF_VARS, &vars)
+                    .with_context(|| format!("copy {AAVMF_VARS} to {}", vars.display()))?;
+                push(&[
+                    "-machine",
+                    "virt",
+                    "-cpu",
+                    "cortex-a57",
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}"),
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+                ]);
+                nic.push_str(",romfile=");
+            }
         }
         push(&[
             "-netdev",
@@ -275,7 +307,7 @@ impl Vm {
     ) -> Result<Vm> {
         let tap = ns.add_tap()?;
         let serial = dir.join(format!("{name}.serial.log"));
-        let mut cmd = ns.command("qemu-system-x86_64");
+        let mut cmd = ns.command(spec.firmware.qemu());
         cmd.args(spec.qemu_args(dir, name, &mac, &tap)?);
         let process = Guarded::spawn(name, cmd, &dir.join(format!("{name}.qemu.log")))?;
         Ok(Vm {

@@ -128,8 +128,13 @@ mod tests {
 
     #[test]
     fn parses_the_args_the_boot_room_renders() {
-        let args = crate::boot::args::agent_args(Some("52:54:00:AA:bb:01"), "10.77.0.1:8081", &[])
-            .join(" ");
+        let args = crate::boot::args::agent_args(
+            crate::boot::Arch::Amd64,
+            Some("52:54:00:AA:bb:01"),
+            "10.77.0.1:8081",
+            &[],
+        )
+        .join(" ");
         let got = parse(&format!("BOOT_IMAGE=vmlinuz {args}\n")).unwrap();
         assert_eq!(
             got,

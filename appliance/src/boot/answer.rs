@@ -156,7 +156,12 @@ impl Decider {
                     ),
                 );
             }
-            let mut args = agent_args(mac.as_deref(), req.endpoint, &self.extra_agent_args);
+            let mut args = agent_args(
+                req.arch,
+                mac.as_deref(),
+                req.endpoint,
+                &self.extra_agent_args,
+            );
             // The one-boot token is the box's alone (an operator's extra arg never sets it)
             // and goes last.
             args.retain(|a| crate::boot::args::key(a) != TOKEN_ARG);

@@ -54,20 +54,25 @@ pub fn merge_by_key(base: &[String], extra: &[String]) -> Vec<String> {
     out
 }
 
-/// The agent environment's command line: Talos defaults, consoles, `initrd=initramfs.xz`,
-/// `panic=30`, `sidero.mac=<mac>` (when known), `sidero.endpoint=<endpoint>`, then the
-/// operator's extra args merged by key.
-pub fn agent_args(mac: Option<&str>, endpoint: &str, extra: &[String]) -> Vec<String> {
+/// The agent environment's command line: Talos defaults, consoles (the screen and the
+/// architecture's first serial port: `ttyS0` on x86-64, the PL011 `ttyAMA0` on ARM64),
+/// `initrd=initramfs.xz`, `panic=30`, `sidero.mac=<mac>` (when known),
+/// `sidero.endpoint=<endpoint>`, then the operator's extra args merged by key.
+pub fn agent_args(
+    arch: super::Arch,
+    mac: Option<&str>,
+    endpoint: &str,
+    extra: &[String],
+) -> Vec<String> {
     let mut base: Vec<String> = TALOS_DEFAULT_ARGS.iter().map(|s| s.to_string()).collect();
+    let serial = match arch {
+        super::Arch::Amd64 => "console=ttyS0",
+        super::Arch::Arm64 => "console=ttyAMA0",
+    };
     base.extend(
-        [
-            "console=tty0",
-            "console=ttyS0",
-            "initrd=initramfs.xz",
-            "panic=30",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
+        ["console=tty0", serial, "initrd=initramfs.xz", "panic=30"]
+            .iter()
+            .map(|s| s.to_string()),
     );
     if let Some(mac) = mac {
         base.push(format!("sidero.mac={mac}"));

@@ -224,6 +224,7 @@ fn merge_by_key_table() {
 #[test]
 fn agent_and_environment_args() {
     let a = agent_args(
+        Arch::Amd64,
         Some("52:54:00:12:34:56"),
         "10.0.0.1:8081",
         &strings(&["panic=0", "x=y"]),
@@ -242,10 +243,15 @@ fn agent_and_environment_args() {
     }
     assert!(!a.iter().any(|x| x == "panic=30"));
     assert!(
-        !agent_args(None, "h:1", &[])
+        !agent_args(Arch::Amd64, None, "h:1", &[])
             .iter()
             .any(|x| x.starts_with("sidero.mac"))
     );
+    // ARM64: the serial console is the PL011 (ttyAMA0); there is no ttyS0 to print on.
+    let arm = agent_args(Arch::Arm64, None, "h:1", &[]);
+    assert!(arm.iter().any(|x| x == "console=ttyAMA0"), "{arm:?}");
+    assert!(!arm.iter().any(|x| x == "console=ttyS0"), "{arm:?}");
+    assert!(!a.iter().any(|x| x == "console=ttyAMA0"), "{a:?}");
 
     let e = environment_args(
         &strings(&["console=ttyS0", "talos.platform=metal"]),
