@@ -302,6 +302,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
         Err(e) => skipped.push(format!("DHCP not started: {}", error_chain(&e))),
     }
+    match crate::net::dhcpv6::start(&config, store.clone()).await {
+        Ok(Some(mut v6)) => {
+            v6.record_to(timeline.clone());
+            tasks.push(("dhcpv6", tokio::spawn(v6.run(shutdown.clone()))));
+        }
+        Ok(None) => {}
+        Err(e) => skipped.push(format!("DHCPv6 not started: {}", error_chain(&e))),
+    }
 
     // The GRUB chain's TFTP names, served once the boot decision exists (below).
     let grub_slot = crate::net::tftp::RenderedSlot::default();

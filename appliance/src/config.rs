@@ -36,6 +36,78 @@ pub struct Config {
     pub admin_tls: AdminTlsConfig,
     pub agent: AgentConfig,
     pub timeline: TimelineConfig,
+    pub dhcpv6: Dhcpv6Config,
+}
+
+/// IPv6 provisioning (`net/dhcpv6.rs`): router advertisements and a DHCPv6 server on the
+/// provisioning interface. Off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dhcpv6Config {
+    pub enabled: bool,
+    /// Interface served; empty = the provisioning `interface`.
+    pub interface: String,
+    /// The segment's prefix, `fd00:77::/64`: announced on-link in router advertisements
+    /// (Managed flag set, no SLAAC); the pool and the box's own address lie inside it.
+    pub prefix: String,
+    pub range_start: Option<std::net::Ipv6Addr>,
+    pub range_end: Option<std::net::Ipv6Addr>,
+    pub preferred_secs: u32,
+    pub valid_secs: u32,
+    pub dns: Vec<std::net::Ipv6Addr>,
+    /// DHCPv6 option 60 items sent with the boot file URL (option 59); empty = none.
+    pub boot_file_params: Vec<String>,
+    /// Router advertisements: sent every this many seconds (and at once to a router
+    /// solicitation); 0 = never (another router on the segment sends them).
+    pub ra_interval_secs: u64,
+    /// Router lifetime in the advertisements: 0 = the box is not a default router.
+    pub ra_router_lifetime_secs: u16,
+    pub listen_port: u16,
+}
+
+impl Dhcpv6Config {
+    /// The prefix as (address, length).
+    pub fn prefix(&self) -> Result<(std::net::Ipv6Addr, u8), String> {
+        let (a, l) = self
+            .prefix
+            .split_once('/')
+            .ok_or_else(|| format!("dhcpv6.prefix: `{}` is not ADDRESS/LENGTH", self.prefix))?;
+        let a: std::net::Ipv6Addr = a
+            .parse()
+            .map_err(|_| format!("dhcpv6.prefix: `{a}` is not an IPv6 address"))?;
+        let l: u8 = l
+            .parse()
+            .ok()
+            .filter(|l| (1..=128).contains(l))
+            .ok_or_else(|| format!("dhcpv6.prefix: length `{l}` is not 1..=128"))?;
+        Ok((a, l))
+    }
+
+    /// Checks the section when enabled; the error names the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let (prefix, len) = self.prefix()?;
+        let (Some(start), Some(end)) = (self.range_start, self.range_end) else {
+            return Err("dhcpv6.range_start and dhcpv6.range_end are needed when enabled".into());
+        };
+        let m = u128::MAX << (128 - u32::from(len));
+        let net = u128::from(prefix) & m;
+        if u128::from(start) > u128::from(end)
+            || u128::from(start) & m != net
+            || u128::from(end) & m != net
+        {
+            return Err(format!(
+                "dhcpv6.range_start/range_end: {start}-{end} is not a range inside {}",
+                self.prefix
+            ));
+        }
+        if self.valid_secs == 0 || self.valid_secs < self.preferred_secs {
+            return Err("dhcpv6.valid_secs: positive and at least preferred_secs".into());
+        }
+        Ok(())
+    }
 }
 
 /// How the agent API trusts an agent's first contact (`api/first_contact.rs`).
@@ -521,6 +593,7 @@ impl Config {
         config
             .dhcp
             .validate()
+            .and_then(|()| config.dhcpv6.validate())
             .and_then(|()| {
                 if config.watch.retention_changes == 0 {
                     return Err("watch.retention_changes must be at least 1".into());

@@ -29,8 +29,15 @@ pub mod strategic;
 #[path = "../../appliance/src/protocol/siderolink/mod.rs"]
 pub mod siderolink;
 
-/// The crate paths the included SideroLink glue names (`crate::protocol::siderolink`).
+/// `appliance::protocol::dhcpv6`: the DHCPv6 core and router advertisements; depends on
+/// std, thiserror and the DHCPv4 core above (client classification, boot files).
+#[path = "../../appliance/src/protocol/dhcpv6/mod.rs"]
+pub mod dhcpv6;
+
+/// The crate paths the included rooms name (`crate::protocol::siderolink`,
+/// `crate::protocol::dhcp`).
 pub mod protocol {
+    pub use super::dhcp;
     pub use super::siderolink;
 }
 

@@ -367,19 +367,26 @@ pub fn core_config(config: &Config, interfaces: &[Interface]) -> ServerConfig {
                 })
             })
             .collect(),
-        boot: BootConfig {
-            http_port: config.http.listen.port(),
-            bios: in_tftp_root(config, "bios", &d.boot.bios),
-            // Secure Boot: every UEFI x86-64 client gets the signed shim instead of iPXE.
-            uefi_x64: if d.boot.secure_boot {
-                in_tftp_root(config, "uefi_x64_shim", &d.boot.uefi_x64_shim)
-            } else {
-                in_tftp_root(config, "uefi_x64", &d.boot.uefi_x64)
-            },
-            uefi_arm64: in_tftp_root(config, "uefi_arm64", &d.boot.uefi_arm64),
-            ipxe_script: d.boot.ipxe_script.clone(),
-        },
+        boot: boot_config(config),
         decline_hold_secs: d.decline_hold_secs,
+    }
+}
+
+/// The boot files handed out (`[dhcp.boot]`, those missing from the TFTP root left out) and
+/// the HTTP port: one source for the DHCPv4 and DHCPv6 cores.
+pub fn boot_config(config: &Config) -> BootConfig {
+    let d = &config.dhcp;
+    BootConfig {
+        http_port: config.http.listen.port(),
+        bios: in_tftp_root(config, "bios", &d.boot.bios),
+        // Secure Boot: every UEFI x86-64 client gets the signed shim instead of iPXE.
+        uefi_x64: if d.boot.secure_boot {
+            in_tftp_root(config, "uefi_x64_shim", &d.boot.uefi_x64_shim)
+        } else {
+            in_tftp_root(config, "uefi_x64", &d.boot.uefi_x64)
+        },
+        uefi_arm64: in_tftp_root(config, "uefi_arm64", &d.boot.uefi_arm64),
+        ipxe_script: d.boot.ipxe_script.clone(),
     }
 }
 

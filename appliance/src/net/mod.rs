@@ -4,6 +4,7 @@
 
 pub mod dhcp;
 pub mod dhcp_probe;
+pub mod dhcpv6;
 pub mod iface;
 pub mod packet;
 pub mod tftp;

@@ -4,6 +4,7 @@
 //! panic on network bytes: input they cannot use is dropped with a reason.
 
 pub mod dhcp;
+pub mod dhcpv6;
 pub mod first_contact;
 pub mod grub;
 pub mod http_range;

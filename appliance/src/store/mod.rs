@@ -27,6 +27,7 @@ mod db;
 mod events;
 mod group;
 mod leases;
+mod leases6;
 mod migrate;
 mod node_logs;
 mod siderolink;
@@ -174,6 +175,11 @@ pub enum StoreError {
     #[error("stored DHCP lease for {addr} is unreadable: {message}")]
     CorruptLease {
         addr: std::net::Ipv4Addr,
+        message: String,
+    },
+    #[error("stored DHCPv6 lease for {addr} is unreadable: {message}")]
+    CorruptLease6 {
+        addr: std::net::Ipv6Addr,
         message: String,
     },
     #[error("store transaction failed")]

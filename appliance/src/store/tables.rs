@@ -110,6 +110,8 @@ pub const META_EVENT_SEQ: &str = "lifecycle_event_seq";
 // dhcp
 /// `dhcp_leases`: key = IPv4 address as u32, value = `store::leases` record encoding.
 pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("dhcp_leases");
+/// `dhcpv6_leases`: key = IPv6 address as u128, value = `store::leases6` record encoding.
+pub const LEASES6: TableDefinition<u128, &[u8]> = TableDefinition::new("dhcpv6_leases");
 
 // --- bmc room (store/bmc.rs) ---
 

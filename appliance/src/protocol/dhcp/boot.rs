@@ -242,6 +242,43 @@ pub fn boot_info(
     })
 }
 
+/// The boot file URL for `firmware` served from the IPv6 address `box_ip` (DHCPv6 option
+/// 59, RFC 5970), and the vendor class to answer with (`HTTPClient` for HTTP boot, echoed as
+/// option 16), or `None` when its boot file is not there. The same files as over IPv4:
+/// `tftp://[box]/<file>` for PXE, `http://[box]:<port>/tftp/<file>` for HTTP boot,
+/// `http://[box]:<port>/boot.ipxe` for iPXE.
+pub fn boot_url_v6(
+    firmware: Firmware,
+    box_ip: std::net::Ipv6Addr,
+    cfg: &BootConfig,
+    http_client: bool,
+) -> Option<(&'static str, String)> {
+    let http = |path: &str| {
+        format!(
+            "http://[{box_ip}]:{}/{}",
+            cfg.http_port,
+            path.trim_start_matches('/')
+        )
+    };
+    let tftp = |file: &str| ("PXEClient", format!("tftp://[{box_ip}]/{file}"));
+    let over_http = |file: &str| ("HTTPClient", http(&format!("tftp/{file}")));
+    Some(match firmware {
+        Firmware::BiosPxe => tftp(cfg.bios.as_deref()?),
+        Firmware::UefiX64Pxe => tftp(cfg.uefi_x64.as_deref()?),
+        Firmware::UefiArm64Pxe => tftp(cfg.uefi_arm64.as_deref()?),
+        Firmware::UefiX64Http => over_http(cfg.uefi_x64.as_deref()?),
+        Firmware::UefiArm64Http => over_http(cfg.uefi_arm64.as_deref()?),
+        Firmware::Ipxe => (
+            if http_client {
+                "HTTPClient"
+            } else {
+                "PXEClient"
+            },
+            http(&cfg.ipxe_script),
+        ),
+    })
+}
+
 /// True when the request's vendor class announces UEFI HTTP boot.
 pub fn is_http_client(vendor_class: Option<&[u8]>) -> bool {
     vendor_class.is_some_and(|v| v.starts_with(b"HTTPClient"))

@@ -1,0 +1,20 @@
+//! DHCPv6 server and router advertisements for IPv6 provisioning, sans-IO, beside the v4
+//! core in `protocol/dhcp` (whose client classification and boot files it reuses).
+//!
+//! - `wire`: screening + decoding of client messages, reply encoding (by hand, RFC 8415).
+//! - `server`: the decision machine (`Dhcpv6Server::handle`): IA_NA addresses from a pool,
+//!   boot file URL (option 59) and parameters (60), leases to persist.
+//! - `ra`: the router advertisement the box sends (Managed flag, the configured prefix).
+//!
+//! May touch: nothing outside `protocol` but `std` and `thiserror`. The tokio glue is
+//! `net/dhcpv6.rs`; lease persistence is `store/leases6.rs`.
+
+pub mod ra;
+pub mod server;
+pub mod wire;
+
+pub use server::{Config, ConfigError, Decision, Dhcpv6Server, Lease6, duid_mac};
+pub use wire::DropReason;
+
+#[cfg(test)]
+mod tests;

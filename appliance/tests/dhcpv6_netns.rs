@@ -1,0 +1,327 @@
+//! Root-only: IPv6 provisioning against real clients across a veth pair in network
+//! namespaces this test creates (names start with `d6`). The real `appliance serve` with
+//! `[dhcpv6]` on and `[http] listen = "[::]:8081"`:
+//!
+//! - router advertisements: `rdisc6` (ndisc6) solicits one and reads the Managed flag and the
+//!   prefix; the client kernel installs the prefix route from it (`proto ra`);
+//! - DHCPv6: ISC `dhclient -6` announcing x64 UEFI HTTP boot (option 61 = 16) gets an address
+//!   from the pool (Solicit/Advertise/Request/Reply), the DNS server and the boot file URL
+//!   `http://[fd00:77::1]:8081/tftp/ipxe.efi` (option 59) and the parameters (option 60);
+//! - HTTP over IPv6 from that address: `/boot.ipxe`, `/tftp/ipxe.efi` (its exact size), `/ipxe`
+//!   and `/healthz` answer, and the box's log names the client's leased address; the listener
+//!   is bound to `[::]` (dual stack: IPv4 still answers);
+//! - leases in redb: after a restart a second client never gets the first one's address.
+//!
+//! Skips with a printed reason when not root or a tool is missing; with `APPLIANCE_E2E=1`
+//! (CI) that is a failure instead.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_appliance");
+
+#[path = "support/netns.rs"]
+mod netns;
+#[path = "support/prereq.rs"]
+mod prereq;
+
+use netns::{Namespaces, Proc, run, tag, veth};
+
+const BOX: &str = "fd00:77::1";
+
+fn start_appliance(ns: &str, dir: &Path, config: &str) -> Proc {
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut p = Proc::spawn(
+        ns,
+        &[BIN, "serve", "--config", cfg.to_str().unwrap()],
+        &dir.join("appliance.log"),
+    );
+    p.wait_for_log("dhcpv6 serving");
+    p
+}
+
+/// Polls `f` for up to `secs`; panics with `what` when it never holds.
+fn wait(secs: u64, what: &str, f: impl Fn() -> bool) {
+    let deadline = appliance::clock::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(appliance::clock::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `dhclient -6` once in `ns` (state in `dir/<name>.*`) until bound; returns the
+/// variables its script saw at BOUND6. The client stays running (daemonized); its pid is in
+/// `dir/<name>.pid`.
+fn dhclient(ns: &str, dev: &str, dir: &Path, name: &str) -> HashMap<String, String> {
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        "send dhcp6.client-arch-type 16;\n\
+         also request dhcp6.bootfile-url, dhcp6.bootfile-param, dhcp6.name-servers;\n",
+    )
+    .unwrap();
+    let script = dir.join(format!("{name}.sh"));
+    let out = dir.join(format!("{name}.out"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             case \"$reason\" in\n\
+             BOUND6|REBOOT6) ip -6 addr add \"$new_ip6_address/64\" dev \"$interface\" nodad\n\
+               env | grep -E '^(reason|new_)' > {out}.tmp && mv {out}.tmp {out} ;;\n\
+             esac\nexit 0\n",
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    run(&["chmod", "+x", script.to_str().unwrap()]);
+    let pid = dir.join(format!("{name}.pid"));
+    let lease = dir.join(format!("{name}.leases"));
+    let res = Command::new("ip")
+        .args(["netns", "exec", ns, "dhclient", "-6", "-1", "-v"])
+        .args(["-cf", conf.to_str().unwrap()])
+        .args(["-sf", script.to_str().unwrap()])
+        .args(["-pf", pid.to_str().unwrap()])
+        .args(["-lf", lease.to_str().unwrap()])
+        .arg(dev)
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&out).unwrap_or_else(|_| {
+        panic!(
+            "dhclient -6 got no lease ({}):\n{}{}",
+            res.status,
+            String::from_utf8_lossy(&res.stdout),
+            String::from_utf8_lossy(&res.stderr)
+        )
+    });
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+fn kill_dhclient(dir: &Path, name: &str) {
+    if let Ok(pid) = std::fs::read_to_string(dir.join(format!("{name}.pid"))) {
+        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+    }
+}
+
+/// `curl` in `ns`: (status, body length, body).
+fn curl(ns: &str, url: &str) -> (u16, usize, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-g", "-s", "-m", "10"])
+        .args(["-w", "\n%{http_code} %{size_download}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let mut it = tail.split_whitespace();
+    let code = it.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let size = it.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, size, body.chars().take(2000).collect())
+}
+
+fn in_pool(addr: &str) -> bool {
+    let a: std::net::Ipv6Addr = addr.parse().unwrap();
+    let a = u128::from(a);
+    let lo = u128::from("fd00:77::100".parse::<std::net::Ipv6Addr>().unwrap());
+    (lo..=lo + 0xff).contains(&a)
+}
+
+#[test]
+fn dhcpv6_and_router_advertisements_serve_real_clients_and_http_answers_over_ipv6() {
+    let test = "dhcpv6_and_router_advertisements_serve_real_clients_and_http_answers_over_ipv6";
+    if let Some(why) = prereq::missing_root_or(
+        &[
+            ("ip", &["-V"]),
+            ("dhclient", &["--version"]),
+            ("rdisc6", &["-V"]),
+            ("curl", &["--version"]),
+        ],
+        "network namespaces and udp/547",
+    ) {
+        prereq::skip(test, &why);
+        return;
+    }
+    let t = tag();
+    let (ns_s, ns_c) = (format!("d6{t}s"), format!("d6{t}c"));
+    let _ns = Namespaces::new(&[ns_s.clone(), ns_c.clone()]);
+    let (dev_s, dev_c) = (format!("d6{t}s0"), format!("d6{t}c0"));
+    veth(&ns_s, &dev_s, Some("10.78.0.1/24"), &ns_c, &dev_c, None);
+    run(&[
+        "ip",
+        "-n",
+        &ns_s,
+        "addr",
+        "add",
+        &format!("{BOX}/64"),
+        "dev",
+        &dev_s,
+        "nodad",
+    ]);
+    // The client learns routes from advertisements (it is no router).
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns_c,
+        "sysctl",
+        "-q",
+        "-w",
+        &format!("net.ipv6.conf.{dev_c}.accept_ra=1"),
+    ]);
+    // Link-local addresses must finish DAD before the box and dhclient can use them.
+    for (ns, dev) in [(&ns_s, &dev_s), (&ns_c, &dev_c)] {
+        wait(10, "link-local address still tentative", || {
+            let a = run(&[
+                "ip", "-n", ns, "-6", "addr", "show", "dev", dev, "scope", "link",
+            ]);
+            a.contains("fe80") && !a.contains("tentative")
+        });
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // A stand-in agent Environment, so /ipxe boots it and its kernel is fetched over IPv6.
+    let agent = tmp.path().join("agent/agent-amd64");
+    std::fs::create_dir_all(&agent).unwrap();
+    std::fs::write(agent.join("vmlinuz"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(agent.join("initramfs.xz"), vec![9u8; 100_000]).unwrap();
+    let config = format!(
+        r#"data_dir = "{data}"
+interface = "{dev_s}"
+[http]
+listen = "[::]:8081"
+[boot]
+agent_dir = "{agent_dir}"
+[tftp]
+enabled = false
+[log]
+format = "json"
+level = "appliance=debug,info"
+[dhcp]
+mode = "off"
+[dhcpv6]
+enabled = true
+prefix = "fd00:77::/64"
+range_start = "fd00:77::100"
+range_end = "fd00:77::1ff"
+dns = ["fd00:77::53"]
+boot_file_params = ["ip=dhcp6"]
+ra_interval_secs = 3
+"#,
+        data = tmp.path().join("data").display(),
+        agent_dir = tmp.path().join("agent").display()
+    );
+    let server = start_appliance(&ns_s, tmp.path(), &config);
+
+    // The HTTP listener is bound to [::] (dual stack); it comes up after DHCPv6.
+    let listening = || {
+        run(&[
+            "ip", "netns", "exec", &ns_s, "ss", "-Hltn", "sport", "= :8081",
+        ])
+    };
+    wait(20, "no listener on :8081", || !listening().is_empty());
+    let ss = listening();
+    assert!(ss.contains("[::]:8081") || ss.contains("*:8081"), "{ss}");
+
+    // Router advertisement, solicited by rdisc6: Managed, the prefix, not a default router.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns_c, "rdisc6", "-1", "-w", "3000", &dev_c])
+        .output()
+        .unwrap();
+    let ra = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        ra.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| panic!("rdisc6 printed no {name}:\n{ra}\n{}", server.log()))
+    };
+    assert_eq!(field("Stateful address conf."), "Yes", "{ra}");
+    assert_eq!(field("Stateful other conf."), "Yes", "{ra}");
+    assert_eq!(field("Router lifetime"), "0 (0x00000000) seconds", "{ra}");
+    assert!(
+        ra.contains("Prefix                   : fd00:77::/64"),
+        "{ra}"
+    );
+    // The client kernel took the prefix as on-link from the advertisements: a route for it
+    // with the advertised lifetime (the client has no address there yet).
+    let routes = || run(&["ip", "-n", &ns_c, "-6", "route"]);
+    wait(10, "no prefix route from the advertisements", || {
+        routes()
+            .lines()
+            .any(|l| l.starts_with("fd00:77::/64 dev") && l.contains("expires"))
+    });
+
+    // DHCPv6 with a real client announcing UEFI HTTP boot.
+    let a = dhclient(&ns_c, &dev_c, tmp.path(), "a");
+    let a_ip = a["new_ip6_address"].clone();
+    assert!(in_pool(&a_ip), "{a:?}");
+    assert_eq!(a["new_dhcp6_name_servers"], "fd00:77::53", "{a:?}");
+    assert_eq!(
+        a["new_dhcp6_bootfile_url"], "http://[fd00:77::1]:8081/tftp/ipxe.efi",
+        "{a:?}"
+    );
+    // Option 60: one item, length 8, "ip=dhcp6" (dhclient prints it as hex).
+    assert_eq!(
+        a["new_dhcp6_bootfile_param"], "0:8:69:70:3d:64:68:63:70:36",
+        "{a:?}"
+    );
+    // Option 16 answered: enterprise 343, "HTTPClient".
+    assert_eq!(
+        a["new_dhcp6_unknown_16"], "0:0:1:57:0:a:48:54:54:50:43:6c:69:65:6e:74",
+        "{a:?}"
+    );
+
+    // HTTP over IPv6 from the leased address: the boot script, the first stage (its exact
+    // size), the /ipxe decision, health; the box logs the client's v6 address.
+    let (code, _, body) = curl(&ns_c, &format!("http://[{BOX}]:8081/boot.ipxe"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("#!ipxe"), "{body}");
+    let efi = std::fs::metadata("/usr/lib/ipxe/ipxe.efi").map(|m| m.len() as usize);
+    let (code, size, _) = curl(&ns_c, &format!("http://[{BOX}]:8081/tftp/ipxe.efi"));
+    if let Ok(len) = efi {
+        assert_eq!((code, size), (200, len));
+    }
+    let (code, _, body) = curl(
+        &ns_c,
+        &format!(
+            "http://[{BOX}]:8081/ipxe?uuid=11111111-2222-3333-4444-555555555555&mac=02:00:00:00:00:01"
+        ),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("#!ipxe"), "{body}");
+    // The agent is pointed back at the box by the address the client used, bracketed.
+    assert!(
+        body.contains(&format!("sidero.endpoint=[{BOX}]:8081 ")),
+        "{body}"
+    );
+    let kernel = body
+        .split_whitespace()
+        .find(|w| w.starts_with("/env/") && w.ends_with("vmlinuz"))
+        .unwrap_or_else(|| panic!("no kernel path in {body}"));
+    let (code, size, _) = curl(&ns_c, &format!("http://[{BOX}]:8081{kernel}"));
+    assert_eq!((code, size), (200, 300_000), "{kernel}");
+    assert_eq!(curl(&ns_c, &format!("http://[{BOX}]:8081/healthz")).0, 200);
+    // Dual stack: IPv4 on the same listener.
+    assert_eq!(curl(&ns_s, "http://10.78.0.1:8081/healthz").0, 200);
+    wait(5, "no log line with the client's v6 address", || {
+        server.log().contains(&format!("[{a_ip}]"))
+    });
+
+    // Leases are durable: after a restart, a second client never gets the first's address.
+    kill_dhclient(tmp.path(), "a");
+    server.stop();
+    let server = start_appliance(&ns_s, tmp.path(), &config);
+    let b = dhclient(&ns_c, &dev_c, tmp.path(), "b");
+    assert!(in_pool(&b["new_ip6_address"]), "{b:?}");
+    assert_ne!(
+        b["new_ip6_address"], a_ip,
+        "an address bound before the restart was handed out again"
+    );
+    kill_dhclient(tmp.path(), "b");
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+    server.stop();
+}
