@@ -13,10 +13,15 @@
 //! - netascii requests are served as the translated stream of `protocol::tftp::netascii`:
 //!   its length is counted with one pass over the file, and each window is translated from
 //!   the file bytes its plan names (no translated copy is kept).
-//! - At most `max_transfers` transfers run at once, and at most `max_transfers_per_client`
-//!   for one client address (so one client cannot take every slot); a read request beyond
-//!   either is dropped (logged) so the client retransmits it a moment later instead of
-//!   failing the boot.
+//! - At most `max_transfers_per_client` transfers run for one client address (so one
+//!   client cannot take every slot); a read request beyond that is dropped (logged).
+//! - At most `max_transfers` transfers run at once. Admission under a boot storm: a read
+//!   request that finds every slot taken waits in a FIFO queue (up to [`QUEUE_MAX`]
+//!   requests; its retransmissions are ignored) and starts when a slot frees, oldest
+//!   first, unless it waited longer than [`QUEUE_AGE`] (its client has given up: iPXE's
+//!   timer ends ~16 s after the first RRQ). Overload so makes boots slower, in arrival
+//!   order, instead of failing the clients that lose the race for a freed slot again and
+//!   again (measured by `scripts/bench storm`).
 //! - A retransmitted RRQ from a client whose transfer is already running is ignored.
 //! - Files up to `cache_mib` (total) are kept in memory keyed by path, size and mtime, so
 //!   a rack of machines fetching `ipxe.efi` at once reads it from disk once; bigger files
@@ -28,7 +33,7 @@
 //! - Refusals, finished and failed transfers and bytes sent are counted in
 //!   [`TftpCounters`] (shown on `/metrics`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -49,6 +54,11 @@ use crate::protocol::tftp::transfer::{self, Decision, Limits, ReadTransfer, Stat
 use crate::protocol::tftp::wire::{self, ErrorCode, MAX_PACKET, Mode, RequestedOptions};
 use crate::timeline::Recorder;
 use crate::timeline::event::{Outcome, Step, Who};
+
+/// Read requests that may wait for a free transfer slot.
+pub const QUEUE_MAX: usize = 16_384;
+/// How long a waiting read request stays worth starting.
+pub const QUEUE_AGE: Duration = Duration::from_secs(15);
 
 /// Everything the TFTP service needs, resolved from the config.
 #[derive(Debug, Clone)]
@@ -215,6 +225,47 @@ impl Active {
     }
 }
 
+/// A read request waiting for a slot.
+#[derive(Debug)]
+struct Queued {
+    peer: SocketAddr,
+    requested: String,
+    path: PathBuf,
+    mode: Mode,
+    options: RequestedOptions,
+    since: std::time::Instant,
+}
+
+/// Read requests waiting for a slot, oldest first.
+#[derive(Debug, Default)]
+struct Waiting {
+    queue: VecDeque<Queued>,
+    peers: HashSet<SocketAddr>,
+}
+
+impl Waiting {
+    /// Queues `q` unless its client already waits or the queue is full (`false`).
+    fn push(&mut self, q: Queued) -> bool {
+        if self.queue.len() >= QUEUE_MAX || !self.peers.insert(q.peer) {
+            return false;
+        }
+        self.queue.push_back(q);
+        true
+    }
+
+    /// The oldest request still worth starting (older ones are dropped).
+    fn pop(&mut self, now: std::time::Instant) -> Option<Queued> {
+        while let Some(q) = self.queue.pop_front() {
+            self.peers.remove(&q.peer);
+            if now.duration_since(q.since) <= QUEUE_AGE {
+                return Some(q);
+            }
+            tracing::debug!(peer = %q.peer, file = %q.requested, "TFTP: queued request expired");
+        }
+        None
+    }
+}
+
 impl TftpServer {
     pub async fn bind(settings: TftpSettings) -> Result<TftpServer, TftpBindError> {
         TftpServer::bind_counting(settings, Arc::default()).await
@@ -276,14 +327,22 @@ impl TftpServer {
         let mut transfers = JoinSet::new();
         let mut buf = vec![0u8; MAX_PACKET + 1];
         let for_transfers = shutdown.clone();
+        let mut waiting = Waiting::default();
         loop {
             tokio::select! {
                 _ = stopped(&mut shutdown) => break,
-                Some(_) = transfers.join_next(), if !transfers.is_empty() => {}
+                Some(_) = transfers.join_next(), if !transfers.is_empty() => {
+                    self.start_waiting(&mut waiting, &slots, &mut transfers, &for_transfers);
+                }
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, peer)) => {
-                        self.on_datagram(&buf[..n], peer, &slots, &mut transfers, &for_transfers)
-                            .await;
+                        let mut admit = Admit {
+                            slots: &slots,
+                            transfers: &mut transfers,
+                            shutdown: &for_transfers,
+                            waiting: &mut waiting,
+                        };
+                        self.on_datagram(&buf[..n], peer, &mut admit).await;
                     }
                     Err(e) => {
                         // E.g. an ICMP error for an ERROR we sent earlier; the listener
@@ -298,14 +357,64 @@ impl TftpServer {
         tracing::info!("TFTP stopped");
     }
 
-    async fn on_datagram(
+    /// Starts waiting requests while slots are free, oldest first.
+    fn start_waiting(
         &self,
-        bytes: &[u8],
-        peer: SocketAddr,
+        waiting: &mut Waiting,
         slots: &Arc<Semaphore>,
         transfers: &mut JoinSet<()>,
         shutdown: &watch::Receiver<bool>,
     ) {
+        while !waiting.queue.is_empty() {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                return;
+            };
+            let Some(q) = waiting.pop(clock::now()) else {
+                return;
+            };
+            let per_client = self.ctx.settings.max_transfers_per_client;
+            if self
+                .ctx
+                .active
+                .lock()
+                .expect("lock")
+                .insert(q.peer, per_client)
+                .is_err()
+            {
+                continue;
+            }
+            self.start(q, permit, transfers, shutdown);
+        }
+    }
+
+    /// Runs one admitted transfer.
+    fn start(
+        &self,
+        q: Queued,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        transfers: &mut JoinSet<()>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let ctx = self.ctx.clone();
+        let shutdown = shutdown.clone();
+        transfers.spawn(async move {
+            let peer = q.peer;
+            let _active = ActiveGuard { ctx: &ctx, peer };
+            serve_read(
+                &ctx,
+                peer,
+                &q.requested,
+                &q.path,
+                q.mode,
+                &q.options,
+                shutdown,
+            )
+            .await;
+            drop(permit);
+        });
+    }
+
+    async fn on_datagram(&self, bytes: &[u8], peer: SocketAddr, admit: &mut Admit<'_>) {
         match transfer::decide(bytes) {
             Decision::Ignore => {
                 tracing::debug!(%peer, "TFTP: ERROR packet on the listening port ignored");
@@ -329,6 +438,10 @@ impl TftpServer {
                 mode,
                 options,
             } => {
+                if admit.waiting.peers.contains(&peer) {
+                    tracing::debug!(%peer, file = %requested, "TFTP: retransmitted RRQ of a queued request ignored");
+                    return;
+                }
                 let per_client = self.ctx.settings.max_transfers_per_client;
                 let registered = self
                     .ctx
@@ -348,22 +461,42 @@ impl TftpServer {
                         return;
                     }
                 }
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    self.ctx.active.lock().expect("lock").remove(peer);
-                    tracing::warn!(%peer, file = %requested, max = self.ctx.settings.max_transfers,
-                        "TFTP: too many transfers; request dropped (the client will retry)");
-                    return;
+                let q = Queued {
+                    peer,
+                    requested,
+                    path,
+                    mode,
+                    options,
+                    since: clock::now(),
                 };
-                let ctx = self.ctx.clone();
-                let shutdown = shutdown.clone();
-                transfers.spawn(async move {
-                    let _active = ActiveGuard { ctx: &ctx, peer };
-                    serve_read(&ctx, peer, &requested, &path, mode, &options, shutdown).await;
-                    drop(permit);
-                });
+                let permit = if admit.waiting.queue.is_empty() {
+                    admit.slots.clone().try_acquire_owned().ok()
+                } else {
+                    None
+                };
+                if let Some(permit) = permit {
+                    self.start(q, permit, admit.transfers, admit.shutdown);
+                    return;
+                }
+                // Every slot taken (or others waiting before it): queue, oldest first.
+                self.ctx.active.lock().expect("lock").remove(peer);
+                let file = q.requested.clone();
+                if !admit.waiting.push(q) {
+                    tracing::warn!(%peer, file = %file, max = QUEUE_MAX,
+                        "TFTP: too many transfers waiting; request dropped (the client will retry)");
+                }
+                self.start_waiting(admit.waiting, admit.slots, admit.transfers, admit.shutdown);
             }
         }
     }
+}
+
+/// What admitting a read request needs from the listener loop.
+struct Admit<'a> {
+    slots: &'a Arc<Semaphore>,
+    transfers: &'a mut JoinSet<()>,
+    shutdown: &'a watch::Receiver<bool>,
+    waiting: &'a mut Waiting,
 }
 
 /// Resolves when the shutdown flag is set (without holding the watch guard).
@@ -988,5 +1121,34 @@ mod tests {
         }
         a.remove(peer([10, 0, 0, 2], 1));
         assert!(a.peers.is_empty() && a.per_ip.is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn waiting_requests_start_oldest_first_once_each_and_expire() {
+        let t0 = clock::now();
+        let q = |port: u16, age: u64| Queued {
+            peer: SocketAddr::from(([10, 0, 0, 1], port)),
+            requested: "ipxe.efi".into(),
+            path: PathBuf::from("/srv/ipxe.efi"),
+            mode: Mode::Octet,
+            options: RequestedOptions::default(),
+            since: t0 + Duration::from_secs(age),
+        };
+        let mut w = Waiting::default();
+        assert!(w.push(q(1, 0)));
+        assert!(w.push(q(2, 10)));
+        assert!(
+            !w.push(q(1, 11)),
+            "a retransmitted RRQ does not queue twice"
+        );
+        assert!(w.push(q(3, 12)));
+        // At t0 + 20 s the first request (20 s old) has expired, the second (10 s) not.
+        let now = t0 + Duration::from_secs(20);
+        assert_eq!(w.pop(now).map(|q| q.peer.port()), Some(2));
+        assert_eq!(w.pop(now).map(|q| q.peer.port()), Some(3));
+        assert!(w.pop(now).is_none());
+        assert!(w.peers.is_empty(), "{w:?}");
+        // A client whose request was taken (or expired) may queue again.
+        assert!(w.push(q(1, 20)));
     }
 }
