@@ -103,6 +103,17 @@ fn dhclient(ns: &str, dev: &str, dir: &Path, name: &str) -> HashMap<String, Stri
         .collect()
 }
 
+/// Kills the daemonized `dhclient`s of this test on drop, also when an assertion failed.
+struct Dhclients(std::path::PathBuf);
+
+impl Drop for Dhclients {
+    fn drop(&mut self) {
+        for name in ["a", "b"] {
+            kill_dhclient(&self.0, name);
+        }
+    }
+}
+
 fn kill_dhclient(dir: &Path, name: &str) {
     if let Ok(pid) = std::fs::read_to_string(dir.join(format!("{name}.pid"))) {
         let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
@@ -183,6 +194,7 @@ fn dhcpv6_and_router_advertisements_serve_real_clients_and_http_answers_over_ipv
         });
     }
     let tmp = tempfile::tempdir().unwrap();
+    let _clients = Dhclients(tmp.path().to_path_buf());
     // A stand-in agent Environment, so /ipxe boots it and its kernel is fetched over IPv6.
     let agent = tmp.path().join("agent/agent-amd64");
     std::fs::create_dir_all(&agent).unwrap();
