@@ -226,7 +226,11 @@ pub struct Report {
     pub agent_retries: u64,
     pub socket_drops: u64,
     pub queue_drops: u64,
+    /// Peak resident memory (VmHWM), file-backed pages included (the mapped kernel and
+    /// initrd the box serves count here).
     pub box_peak_rss_kib: Option<u64>,
+    /// Peak anonymous resident memory (RssAnon, sampled every 200 ms): the heap.
+    pub box_peak_anon_kib: Option<u64>,
     pub box_cpu_s: Option<f64>,
     pub generator_cpu_s: Option<f64>,
     pub ramp_s: f64,
@@ -304,12 +308,17 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let gen_cpu0 = cpu_seconds("self");
     let receiver = tokio::spawn(receive(shared.clone()));
     let peak_rss = Arc::new(AtomicU64::new(0));
+    let peak_anon = Arc::new(AtomicU64::new(0));
     let sampler = opts.box_pid.map(|pid| {
         let peak = peak_rss.clone();
+        let anon = peak_anon.clone();
         tokio::spawn(async move {
             loop {
                 if let Some(kib) = status_kib(pid, "VmRSS:") {
                     peak.fetch_max(kib, Ordering::Relaxed);
+                }
+                if let Some(kib) = status_kib(pid, "RssAnon:") {
+                    anon.fetch_max(kib, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -384,6 +393,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         socket_drops: shared.link.drops(),
         queue_drops: shared.stats.queue_drops.load(Ordering::Relaxed),
         box_peak_rss_kib: box_peak,
+        box_peak_anon_kib: Some(peak_anon.load(Ordering::Relaxed)).filter(|v| *v > 0),
         box_cpu_s: box_pid
             .as_deref()
             .and_then(cpu_seconds)
@@ -415,6 +425,7 @@ impl Report {
             "socket_drops": self.socket_drops,
             "queue_drops": self.queue_drops,
             "box_peak_rss_kib": self.box_peak_rss_kib,
+            "box_peak_anon_kib": self.box_peak_anon_kib,
             "box_cpu_s": self.box_cpu_s,
             "generator_cpu_s": self.generator_cpu_s,
             "ramp_s": self.ramp_s,
@@ -425,7 +436,7 @@ impl Report {
     pub fn text(&self) -> String {
         let s = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         let mut out = format!(
-            "{} {:?} N={}: completed {} failed {} | kernel loaded p50/p99 {}/{} s | registered p50/p99 {}/{} s | last {:.1} s\n  retransmits: dhcp {} tftp {} agent {} | drops: socket {} queue {} | box peak RSS {} MiB, CPU {} s | generator CPU {} s\n",
+            "{} {:?} N={}: completed {} failed {} | kernel loaded p50/p99 {}/{} s | registered p50/p99 {}/{} s | last {:.1} s\n  retransmits: dhcp {} tftp {} agent {} | drops: socket {} queue {} | box peak RSS {} MiB (anon {} MiB), CPU {} s | generator CPU {} s\n",
             self.server,
             self.stages,
             self.clients,
@@ -442,6 +453,8 @@ impl Report {
             self.socket_drops,
             self.queue_drops,
             self.box_peak_rss_kib
+                .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            self.box_peak_anon_kib
                 .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
             s(self.box_cpu_s),
             s(self.generator_cpu_s),
