@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use appliance::api::agent_report;
 use appliance::metadata::strategic;
 use appliance::model;
 use appliance::protocol::{dhcp, ipmi, ipxe, siderolink as sl_core, tftp};
@@ -18,6 +19,7 @@ type Property = fn(&[u8]);
 
 /// Each fuzz target and the property it runs (the body of `fuzz/fuzz_targets/<name>.rs`).
 const TARGETS: &[(&str, Property)] = &[
+    ("agent_report", agent_report::check_report),
     ("dhcp_packet", dhcp::properties::check_datagrams),
     ("dhcp_probe", dhcp::properties::check_probe_frame),
     ("tftp_packet", |d| {

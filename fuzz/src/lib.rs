@@ -55,3 +55,8 @@ pub mod siderolink_screen;
 /// and the model's MAC type.
 #[path = "../../appliance/src/protocol/ipxe/query.rs"]
 pub mod ipxe_query;
+
+/// `appliance::api::agent_report`: the agent's protobuf hardware report read into the typed
+/// model; depends on `appliance-rpc`'s messages, prost, tonic's `Status` and the model.
+#[path = "../../appliance/src/api/agent_report.rs"]
+pub mod agent_report;

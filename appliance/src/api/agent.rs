@@ -46,16 +46,14 @@ use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
 
 use super::agent_limit::{Limits, RegistrationLimiter};
+pub use super::agent_report::hardware;
+use super::agent_report::{canonical_uuid, check_len, check_str, reported_macs};
 use super::first_contact::FirstContact;
 use crate::bmc::Credentials;
 use crate::clock;
 use crate::config::WipeMode;
 use crate::metrics::{Counter, Gauge, Labeled, Registry};
-use crate::model::{
-    ComputeInformation, HardwareInformation, Kind, MacAddr, MemoryInformation, MemoryModule,
-    NetworkInformation, NetworkInterface, Object, Processor, Server, StorageDevice,
-    StorageInformation, SystemInformation,
-};
+use crate::model::{Kind, MacAddr, Object, Server};
 use crate::protocol::dhcp::{Lease, LeaseState};
 use crate::protocol::first_contact::{
     self as fc, AgentKey, Junk, KeyClaim, KeyDecision, KeyRefusal, verify_call,
@@ -69,10 +67,6 @@ use crate::store::StoreError;
 use crate::timeline::Recorder;
 use crate::timeline::event::{Outcome, Step, Who};
 
-/// Longest string accepted in any agent field.
-const MAX_STR: usize = 1024;
-/// Most entries accepted in any agent list.
-const MAX_LIST: usize = 1024;
 /// Largest agent request accepted, encoded (a large server's hardware report is a few KiB).
 pub const MAX_REQUEST: usize = 64 * 1024;
 
@@ -483,20 +477,6 @@ pub fn parse_name(field: &str, s: &str) -> Result<String, Status> {
     parse_uuid(field, s)
 }
 
-/// The MACs a hardware report names.
-fn reported_macs(hw: &pb::HardwareInformation) -> Vec<[u8; 6]> {
-    hw.network
-        .as_ref()
-        .map(|n| {
-            n.interfaces
-                .iter()
-                .filter_map(|i| i.mac.parse::<MacAddr>().ok())
-                .map(|m| m.0)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A server's pinned agent key (its annotation), if any.
 fn pinned_key(server: &Server) -> Option<AgentKey> {
     server
@@ -505,198 +485,6 @@ fn pinned_key(server: &Server) -> Option<AgentKey> {
         .get(fc::KEY_ANNOTATION)?
         .parse()
         .ok()
-}
-
-/// A UUID in canonical form (8-4-4-4-12 hex, lower-cased), junk or not.
-fn canonical_uuid(field: &str, s: &str) -> Result<String, Status> {
-    let lower = s.trim().to_ascii_lowercase();
-    let groups: Vec<&str> = lower.split('-').collect();
-    let lens = [8, 4, 4, 4, 12];
-    let ok = groups.len() == 5
-        && groups
-            .iter()
-            .zip(lens)
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
-    if !ok {
-        return Err(Status::invalid_argument(format!(
-            "{field} `{}` is not a UUID (expected 8-4-4-4-12 hex digits)",
-            s.chars().take(64).collect::<String>()
-        )));
-    }
-    Ok(lower)
-}
-
-fn check_str(path: &str, s: &str) -> Result<(), Status> {
-    if s.len() > MAX_STR {
-        return Err(Status::invalid_argument(format!(
-            "{path} is {} bytes, at most {MAX_STR} allowed",
-            s.len()
-        )));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(Status::invalid_argument(format!(
-            "{path} contains control characters"
-        )));
-    }
-    Ok(())
-}
-
-fn check_len(path: &str, n: usize) -> Result<(), Status> {
-    if n > MAX_LIST {
-        return Err(Status::invalid_argument(format!(
-            "{path} has {n} entries, at most {MAX_LIST} allowed"
-        )));
-    }
-    Ok(())
-}
-
-/// A reported string for an optional model field: checked (length, control characters) at
-/// `path`, `None` when empty (Go `omitempty`, as Sidero serialises the hardware).
-fn text(path: &str, v: &str) -> Result<Option<String>, Status> {
-    check_str(path, v)?;
-    Ok((!v.is_empty()).then(|| v.to_string()))
-}
-
-/// A reported number for an optional model field: `None` when zero (Go `omitempty`).
-fn num<T: PartialEq + Default>(v: T) -> Option<T> {
-    (v != T::default()).then_some(v)
-}
-
-/// `Some` unless the part is empty: an empty part is left out, as Sidero leaves it out.
-fn part<T: PartialEq + Default>(v: T) -> Option<T> {
-    num(v)
-}
-
-fn storage_type(t: i32) -> &'static str {
-    match pb::StorageType::try_from(t) {
-        Ok(pb::StorageType::Ssd) => "SSD",
-        Ok(pb::StorageType::Hdd) => "HDD",
-        Ok(pb::StorageType::NvMe) => "NVMe",
-        Ok(pb::StorageType::Sd) => "SD",
-        _ => "Unknown",
-    }
-}
-
-/// The agent's hardware report as the typed Server `spec.hardware` (v1alpha2 layout, §4.1):
-/// memory/storage totals as "<N> GB", storage model/serial as productName/serialNumber,
-/// interfaces without a MAC skipped, empty strings, zero numbers and empty parts left out.
-/// Every string is checked with its field path. Returns (uuid, hardware).
-pub fn hardware(hw: &pb::HardwareInformation) -> Result<(String, HardwareInformation), Status> {
-    let sys = hw.system.as_ref().ok_or_else(|| {
-        Status::invalid_argument("hardware.system is required (it carries the SMBIOS UUID)")
-    })?;
-    // Junk too: the caller names such a machine by MAC + baseboard serial.
-    let uuid = canonical_uuid("hardware.system.uuid", &sys.uuid)?;
-    let p = "hardware.system";
-    let system = SystemInformation {
-        uuid: text(&format!("{p}.uuid"), &uuid)?,
-        manufacturer: text(&format!("{p}.manufacturer"), &sys.manufacturer)?,
-        product_name: text(&format!("{p}.productName"), &sys.product_name)?,
-        version: text(&format!("{p}.version"), &sys.version)?,
-        serial_number: text(&format!("{p}.serialNumber"), &sys.serial_number)?,
-        sku_number: text(&format!("{p}.skuNumber"), &sys.sku_number)?,
-        family: text(&format!("{p}.family"), &sys.family)?,
-    };
-    let mut out = HardwareInformation {
-        system: part(system),
-        ..HardwareInformation::default()
-    };
-    if let Some(c) = &hw.compute {
-        check_len("hardware.compute.processors", c.processors.len())?;
-        let p = "hardware.compute.processors[]";
-        let processors = c
-            .processors
-            .iter()
-            .map(|x| {
-                Ok(Processor {
-                    manufacturer: text(&format!("{p}.manufacturer"), &x.manufacturer)?,
-                    product_name: text(&format!("{p}.productName"), &x.product_name)?,
-                    serial_number: text(&format!("{p}.serialNumber"), &x.serial_number)?,
-                    speed: num(x.speed),
-                    core_count: num(x.core_count),
-                    thread_count: num(x.thread_count),
-                })
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
-        out.compute = part(ComputeInformation {
-            total_core_count: num(c.total_core_count),
-            total_thread_count: num(c.total_thread_count),
-            processor_count: num(c.processor_count),
-            processors,
-        });
-    }
-    if let Some(m) = &hw.memory {
-        check_len("hardware.memory.modules", m.modules.len())?;
-        let p = "hardware.memory.modules[]";
-        let modules = m
-            .modules
-            .iter()
-            .map(|x| {
-                Ok(MemoryModule {
-                    manufacturer: text(&format!("{p}.manufacturer"), &x.manufacturer)?,
-                    product_name: text(&format!("{p}.productName"), &x.product_name)?,
-                    serial_number: text(&format!("{p}.serialNumber"), &x.serial_number)?,
-                    type_: text(&format!("{p}.type"), &x.r#type)?,
-                    size: num(x.size),
-                    speed: num(x.speed),
-                })
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
-        out.memory = part(MemoryInformation {
-            total_size: num(m.total_size).map(|mb| format!("{} GB", mb / 1024)),
-            module_count: num(m.module_count),
-            modules,
-        });
-    }
-    if let Some(st) = &hw.storage {
-        check_len("hardware.storage.devices", st.devices.len())?;
-        let p = "hardware.storage.devices[]";
-        let devices = st
-            .devices
-            .iter()
-            .map(|d| {
-                Ok(StorageDevice {
-                    type_: Some(storage_type(d.r#type).to_string()),
-                    size: num(d.size),
-                    product_name: text(&format!("{p}.productName"), &d.model)?,
-                    serial_number: text(&format!("{p}.serialNumber"), &d.serial)?,
-                    name: text(&format!("{p}.name"), &d.name)?,
-                    device_name: text(&format!("{p}.deviceName"), &d.device_name)?,
-                    uuid: text(&format!("{p}.uuid"), &d.uuid)?,
-                    wwid: text(&format!("{p}.wwid"), &d.wwid)?,
-                })
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
-        out.storage = part(StorageInformation {
-            total_size: num(st.total_size).map(|b| format!("{} GB", b >> 30)),
-            device_count: num(st.device_count),
-            devices,
-        });
-    }
-    if let Some(n) = &hw.network {
-        check_len("hardware.network.interfaces", n.interfaces.len())?;
-        let p = "hardware.network.interfaces[]";
-        let mut interfaces = Vec::new();
-        for i in n.interfaces.iter().filter(|i| !i.mac.is_empty()) {
-            check_len(&format!("{p}.addresses"), i.addresses.len())?;
-            for a in &i.addresses {
-                check_str(&format!("{p}.addresses[]"), a)?;
-            }
-            interfaces.push(NetworkInterface {
-                index: num(i.index),
-                name: text(&format!("{p}.name"), &i.name)?,
-                flags: text(&format!("{p}.flags"), &i.flags)?,
-                mtu: num(i.mtu),
-                mac: text(&format!("{p}.mac"), &i.mac)?,
-                addresses: i.addresses.clone(),
-            });
-        }
-        out.network = part(NetworkInformation {
-            interface_count: num(n.interface_count),
-            interfaces,
-        });
-    }
-    Ok((uuid, out))
 }
 
 fn has_bmc(server: &Server) -> bool {
@@ -1275,6 +1063,7 @@ impl Agent for AgentService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::agent_report::MAX_STR;
 
     #[test]
     fn uuids() {

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod admin_certs;
 pub mod agent;
 pub mod agent_limit;
+pub mod agent_report;
 pub mod apply_batch;
 pub mod auth;
 pub mod console;

@@ -1,0 +1,250 @@
+//! The agent's reports read into the model, pure: the protobuf hardware report → the typed
+//! Server `spec.hardware`, the MACs it names, the UUID in canonical form, and the string and
+//! list bounds every agent field is checked against (errors are gRPC `InvalidArgument`s
+//! naming the field path). `api/agent.rs` calls these; the cargo-fuzz target `agent_report`
+//! runs [`check_report`] on any bytes, and `cargo test` replays its corpus.
+
+use appliance_rpc::agent::{self as pb, CreateServerRequest};
+use prost::Message;
+use tonic::Status;
+
+use crate::model::{
+    ComputeInformation, HardwareInformation, MacAddr, MemoryInformation, MemoryModule,
+    NetworkInformation, NetworkInterface, Processor, StorageDevice, StorageInformation,
+    SystemInformation,
+};
+
+/// Longest string accepted in any agent field.
+pub const MAX_STR: usize = 1024;
+/// Most entries accepted in any agent list.
+pub const MAX_LIST: usize = 1024;
+
+/// The MACs a hardware report names.
+pub fn reported_macs(hw: &pb::HardwareInformation) -> Vec<[u8; 6]> {
+    hw.network
+        .as_ref()
+        .map(|n| {
+            n.interfaces
+                .iter()
+                .filter_map(|i| i.mac.parse::<MacAddr>().ok())
+                .map(|m| m.0)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A UUID in canonical form (8-4-4-4-12 hex, lower-cased), junk or not.
+pub fn canonical_uuid(field: &str, s: &str) -> Result<String, Status> {
+    let lower = s.trim().to_ascii_lowercase();
+    let groups: Vec<&str> = lower.split('-').collect();
+    let lens = [8, 4, 4, 4, 12];
+    let ok = groups.len() == 5
+        && groups
+            .iter()
+            .zip(lens)
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !ok {
+        return Err(Status::invalid_argument(format!(
+            "{field} `{}` is not a UUID (expected 8-4-4-4-12 hex digits)",
+            s.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(lower)
+}
+
+pub fn check_str(path: &str, s: &str) -> Result<(), Status> {
+    if s.len() > MAX_STR {
+        return Err(Status::invalid_argument(format!(
+            "{path} is {} bytes, at most {MAX_STR} allowed",
+            s.len()
+        )));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "{path} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_len(path: &str, n: usize) -> Result<(), Status> {
+    if n > MAX_LIST {
+        return Err(Status::invalid_argument(format!(
+            "{path} has {n} entries, at most {MAX_LIST} allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// A reported string for an optional model field: checked (length, control characters) at
+/// `path`, `None` when empty (Go `omitempty`, as Sidero serialises the hardware).
+fn text(path: &str, v: &str) -> Result<Option<String>, Status> {
+    check_str(path, v)?;
+    Ok((!v.is_empty()).then(|| v.to_string()))
+}
+
+/// A reported number for an optional model field: `None` when zero (Go `omitempty`).
+fn num<T: PartialEq + Default>(v: T) -> Option<T> {
+    (v != T::default()).then_some(v)
+}
+
+/// `Some` unless the part is empty: an empty part is left out, as Sidero leaves it out.
+fn part<T: PartialEq + Default>(v: T) -> Option<T> {
+    num(v)
+}
+
+fn storage_type(t: i32) -> &'static str {
+    match pb::StorageType::try_from(t) {
+        Ok(pb::StorageType::Ssd) => "SSD",
+        Ok(pb::StorageType::Hdd) => "HDD",
+        Ok(pb::StorageType::NvMe) => "NVMe",
+        Ok(pb::StorageType::Sd) => "SD",
+        _ => "Unknown",
+    }
+}
+
+/// The agent's hardware report as the typed Server `spec.hardware` (v1alpha2 layout, §4.1):
+/// memory/storage totals as "<N> GB", storage model/serial as productName/serialNumber,
+/// interfaces without a MAC skipped, empty strings, zero numbers and empty parts left out.
+/// Every string is checked with its field path. Returns (uuid, hardware).
+pub fn hardware(hw: &pb::HardwareInformation) -> Result<(String, HardwareInformation), Status> {
+    let sys = hw.system.as_ref().ok_or_else(|| {
+        Status::invalid_argument("hardware.system is required (it carries the SMBIOS UUID)")
+    })?;
+    // Junk too: the caller names such a machine by MAC + baseboard serial.
+    let uuid = canonical_uuid("hardware.system.uuid", &sys.uuid)?;
+    let p = "hardware.system";
+    let system = SystemInformation {
+        uuid: text(&format!("{p}.uuid"), &uuid)?,
+        manufacturer: text(&format!("{p}.manufacturer"), &sys.manufacturer)?,
+        product_name: text(&format!("{p}.productName"), &sys.product_name)?,
+        version: text(&format!("{p}.version"), &sys.version)?,
+        serial_number: text(&format!("{p}.serialNumber"), &sys.serial_number)?,
+        sku_number: text(&format!("{p}.skuNumber"), &sys.sku_number)?,
+        family: text(&format!("{p}.family"), &sys.family)?,
+    };
+    let mut out = HardwareInformation {
+        system: part(system),
+        ..HardwareInformation::default()
+    };
+    if let Some(c) = &hw.compute {
+        check_len("hardware.compute.processors", c.processors.len())?;
+        let p = "hardware.compute.processors[]";
+        let processors = c
+            .processors
+            .iter()
+            .map(|x| {
+                Ok(Processor {
+                    manufacturer: text(&format!("{p}.manufacturer"), &x.manufacturer)?,
+                    product_name: text(&format!("{p}.productName"), &x.product_name)?,
+                    serial_number: text(&format!("{p}.serialNumber"), &x.serial_number)?,
+                    speed: num(x.speed),
+                    core_count: num(x.core_count),
+                    thread_count: num(x.thread_count),
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        out.compute = part(ComputeInformation {
+            total_core_count: num(c.total_core_count),
+            total_thread_count: num(c.total_thread_count),
+            processor_count: num(c.processor_count),
+            processors,
+        });
+    }
+    if let Some(m) = &hw.memory {
+        check_len("hardware.memory.modules", m.modules.len())?;
+        let p = "hardware.memory.modules[]";
+        let modules = m
+            .modules
+            .iter()
+            .map(|x| {
+                Ok(MemoryModule {
+                    manufacturer: text(&format!("{p}.manufacturer"), &x.manufacturer)?,
+                    product_name: text(&format!("{p}.productName"), &x.product_name)?,
+                    serial_number: text(&format!("{p}.serialNumber"), &x.serial_number)?,
+                    type_: text(&format!("{p}.type"), &x.r#type)?,
+                    size: num(x.size),
+                    speed: num(x.speed),
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        out.memory = part(MemoryInformation {
+            total_size: num(m.total_size).map(|mb| format!("{} GB", mb / 1024)),
+            module_count: num(m.module_count),
+            modules,
+        });
+    }
+    if let Some(st) = &hw.storage {
+        check_len("hardware.storage.devices", st.devices.len())?;
+        let p = "hardware.storage.devices[]";
+        let devices = st
+            .devices
+            .iter()
+            .map(|d| {
+                Ok(StorageDevice {
+                    type_: Some(storage_type(d.r#type).to_string()),
+                    size: num(d.size),
+                    product_name: text(&format!("{p}.productName"), &d.model)?,
+                    serial_number: text(&format!("{p}.serialNumber"), &d.serial)?,
+                    name: text(&format!("{p}.name"), &d.name)?,
+                    device_name: text(&format!("{p}.deviceName"), &d.device_name)?,
+                    uuid: text(&format!("{p}.uuid"), &d.uuid)?,
+                    wwid: text(&format!("{p}.wwid"), &d.wwid)?,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        out.storage = part(StorageInformation {
+            total_size: num(st.total_size).map(|b| format!("{} GB", b >> 30)),
+            device_count: num(st.device_count),
+            devices,
+        });
+    }
+    if let Some(n) = &hw.network {
+        check_len("hardware.network.interfaces", n.interfaces.len())?;
+        let p = "hardware.network.interfaces[]";
+        let mut interfaces = Vec::new();
+        for i in n.interfaces.iter().filter(|i| !i.mac.is_empty()) {
+            check_len(&format!("{p}.addresses"), i.addresses.len())?;
+            for a in &i.addresses {
+                check_str(&format!("{p}.addresses[]"), a)?;
+            }
+            interfaces.push(NetworkInterface {
+                index: num(i.index),
+                name: text(&format!("{p}.name"), &i.name)?,
+                flags: text(&format!("{p}.flags"), &i.flags)?,
+                mtu: num(i.mtu),
+                mac: text(&format!("{p}.mac"), &i.mac)?,
+                addresses: i.addresses.clone(),
+            });
+        }
+        out.network = part(NetworkInformation {
+            interface_count: num(n.interface_count),
+            interfaces,
+        });
+    }
+    Ok((uuid, out))
+}
+
+/// The fuzz property (target `agent_report`): any bytes decoded as a CreateServer request
+/// never panic the reading; a report that reads has a canonical UUID, names only MACs that
+/// parse, and its typed hardware survives the JSON round trip the store does.
+pub fn check_report(data: &[u8]) {
+    let Ok(req) = CreateServerRequest::decode(data) else {
+        return;
+    };
+    let Some(hw) = req.hardware.as_ref() else {
+        return;
+    };
+    let _ = reported_macs(hw);
+    let Ok((uuid, typed)) = hardware(hw) else {
+        return;
+    };
+    assert_eq!(
+        canonical_uuid("uuid", &uuid).ok().as_deref(),
+        Some(uuid.as_str())
+    );
+    let json = serde_json::to_value(&typed).expect("typed hardware serialises");
+    let again: HardwareInformation =
+        serde_json::from_value(json).expect("stored hardware reads back");
+    assert_eq!(again, typed, "hardware changed in the JSON round trip");
+}
