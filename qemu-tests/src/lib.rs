@@ -50,6 +50,14 @@ pub const IPXE_DIR: &str = "/usr/lib/ipxe";
 /// OVMF firmware (package ovmf).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF with Secure Boot (SMM build) and a vars store enrolled with Microsoft's keys, which
+/// Debian's shim is signed with (package ovmf).
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+/// Debian's signed shim and signed GRUB network image (packages shim-signed,
+/// grub-efi-amd64-signed), which the box serves under `[dhcp.boot] secure_boot`.
+pub const SHIM_SIGNED: &str = "/usr/lib/shim/shimx64.efi.signed";
+pub const GRUB_NET_SIGNED: &str = "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed";
 
 /// What a test needs from the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +66,8 @@ pub enum Needs {
     Bios,
     /// All of `Bios` plus OVMF.
     Uefi,
+    /// All of `Uefi` plus OVMF's Secure Boot build and Debian's signed shim and GRUB.
+    SecureBoot,
 }
 
 /// Environment variable that opts in to the lab tests (`scripts/test` sets it). The crate is
@@ -107,10 +117,24 @@ pub fn skip_reason(needs: Needs) -> Option<String> {
             return Some(format!("{file} missing (packages ipxe, ipxe-qemu)"));
         }
     }
-    if needs == Needs::Uefi {
+    if needs != Needs::Bios {
         for file in [OVMF_CODE, OVMF_VARS] {
             if !Path::new(file).exists() {
                 return Some(format!("{file} missing (package ovmf)"));
+            }
+        }
+    }
+    if needs == Needs::SecureBoot {
+        for file in [
+            OVMF_CODE_SECBOOT,
+            OVMF_VARS_MS,
+            SHIM_SIGNED,
+            GRUB_NET_SIGNED,
+        ] {
+            if !Path::new(file).exists() {
+                return Some(format!(
+                    "{file} missing (packages ovmf, shim-signed, grub-efi-amd64-signed: run scripts/setup)"
+                ));
             }
         }
     }

@@ -6,7 +6,8 @@
 //!   removed (`romfile=`), so the firmware's own PXE client (EDK2 PxeBcDxe on VirtioNetDxe)
 //!   does DHCP and TFTP: the path goes through the server's DHCP and TFTP and iPXE only starts
 //!   once `ipxe.efi` was fetched. With the ROM, OVMF would start the ROM's iPXE directly.
-//!
+//! - [`Firmware::UefiSecureBoot`]: the same with OVMF's Secure Boot build and Microsoft's
+//!   keys enrolled (`-machine q35,smm=on`, secure pflash).
 //! - [`Firmware::UefiHttp`]: OVMF as above with its PXE clients turned off
 //!   (`-fw_cfg opt/org.tianocore/IPv4PXESupport` and `IPv6PXESupport` = `no`), so the
 //!   network boot option is the firmware's UEFI HTTP boot client (HttpBootDxe: DHCP with
@@ -25,7 +26,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::netns::Netns;
 use crate::process::Guarded;
-use crate::{OVMF_CODE, OVMF_VARS, tail};
+use crate::{OVMF_CODE, OVMF_CODE_SECBOOT, OVMF_VARS, OVMF_VARS_MS, tail};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
@@ -37,13 +38,19 @@ pub enum Firmware {
     UefiHttp,
     /// ARM64: AAVMF's UEFI PXE client (arch 11) → TFTP → the box's ARM64 first stage.
     Aavmf,
+    /// OVMF with Secure Boot enforced: the SMM build (`-machine q35,smm=on`, secure
+    /// pflash) and a copy of the vars store enrolled with Microsoft's keys, so only signed
+    /// loaders run (Debian's shim → signed GRUB → signed kernel).
+    UefiSecureBoot,
 }
 
 impl Firmware {
     /// The QEMU system emulator for this firmware's machine.
     pub fn qemu(self) -> &'static str {
         match self {
-            Firmware::Bios | Firmware::Uefi | Firmware::UefiHttp => "qemu-system-x86_64",
+            Firmware::Bios | Firmware::Uefi | Firmware::UefiHttp | Firmware::UefiSecureBoot => {
+                "qemu-system-x86_64"
+            }
             Firmware::Aavmf => "qemu-system-aarch64",
         }
     }
@@ -77,6 +84,9 @@ pub struct VmSpec {
     /// (`ipmi-bmc-extern`, reconnecting) to `127.0.0.1:<port>`, where ipmi_sim's
     /// `serial kcs … codec VM` listens. The guest then has `/dev/ipmi0` with `ipmi_si`.
     pub inband_bmc_port: Option<u16>,
+    /// OVMF's IPv6 PXE attempt (`opt/org.tianocore/IPv6PXESupport`); off saves its wait on
+    /// a segment without IPv6 boot service.
+    pub ipv6_pxe: bool,
 }
 
 impl VmSpec {
@@ -93,6 +103,7 @@ impl VmSpec {
             console_socket: false,
             no_reboot: true,
             inband_bmc_port: None,
+            ipv6_pxe: true,
         }
     }
 
@@ -135,6 +146,12 @@ impl VmSpec {
     /// [`VmSpec::inband_bmc_port`]).
     pub fn inband_bmc(mut self, port: u16) -> VmSpec {
         self.inband_bmc_port = Some(port);
+        self
+    }
+
+    /// OVMF tries no IPv6 PXE (it waits for an IPv6 boot server first otherwise).
+    pub fn no_ipv6_pxe(mut self) -> VmSpec {
+        self.ipv6_pxe = false;
         self
     }
 
@@ -185,18 +202,36 @@ impl VmSpec {
         let mut nic = format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=0");
         match self.firmware {
             Firmware::Bios => push(&["-machine", "pc,graphics=off"]),
-            Firmware::Uefi | Firmware::UefiHttp => {
+            Firmware::Uefi | Firmware::UefiHttp | Firmware::UefiSecureBoot => {
+                let secure = self.firmware == Firmware::UefiSecureBoot;
+                let (code, vars_src) = if secure {
+                    (OVMF_CODE_SECBOOT, OVMF_VARS_MS)
+                } else {
+                    (OVMF_CODE, OVMF_VARS)
+                };
                 let vars = dir.join(format!("{name}.OVMF_VARS.fd"));
-                std::fs::copy(OVMF_VARS, &vars)
-                    .with_context(|| format!("copy {OVMF_VARS} to {}", vars.display()))?;
+                std::fs::copy(vars_src, &vars)
+                    .with_context(|| format!("copy {vars_src} to {}", vars.display()))?;
+                if secure {
+                    push(&[
+                        "-machine",
+                        "q35,smm=on,graphics=off",
+                        "-global",
+                        "driver=cfi.pflash01,property=secure,value=on",
+                    ]);
+                } else {
+                    push(&["-machine", "q35,graphics=off"]);
+                }
                 push(&[
-                    "-machine",
-                    "q35,graphics=off",
                     "-drive",
-                    &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+                    &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
                     "-drive",
                     &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
                 ]);
+                // (UefiHttp turns IPv6 PXE off below, with IPv4.)
+                if !self.ipv6_pxe && self.firmware != Firmware::UefiHttp {
+                    push(&["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no"]);
+                }
                 nic.push_str(",romfile=");
                 if self.firmware == Firmware::UefiHttp {
                     for proto in ["IPv4", "IPv6"] {
