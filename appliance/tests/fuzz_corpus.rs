@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use appliance::api::agent_report;
 use appliance::metadata::strategic;
 use appliance::model;
-use appliance::protocol::{dhcp, ipmi, ipxe, siderolink as sl_core, tftp};
+use appliance::protocol::{dhcp, dhcpv6, ipmi, ipxe, siderolink as sl_core, tftp};
 use appliance::siderolink::{payload, screen};
 
 /// A fuzz target's property: panics on a violation.
@@ -22,6 +22,7 @@ const TARGETS: &[(&str, Property)] = &[
     ("agent_report", agent_report::check_report),
     ("dhcp_packet", dhcp::properties::check_datagrams),
     ("dhcp_probe", dhcp::properties::check_probe_frame),
+    ("dhcpv6_packet", dhcpv6::properties::check_messages),
     ("tftp_packet", |d| {
         tftp::properties::check_packet(d);
         let _ = tftp::properties::check_transfer(d);

@@ -4,11 +4,13 @@
 //! - `wire`: screening + decoding of client messages, reply encoding (by hand, RFC 8415).
 //! - `server`: the decision machine (`Dhcpv6Server::handle`): IA_NA addresses from a pool,
 //!   boot file URL (option 59) and parameters (60), leases to persist.
+//! - `properties`: what must hold for any input (the fuzz target and the corpus replay).
 //! - `ra`: the router advertisement the box sends (Managed flag, the configured prefix).
 //!
 //! May touch: nothing outside `protocol` but `std` and `thiserror`. The tokio glue is
 //! `net/dhcpv6.rs`; lease persistence is `store/leases6.rs`.
 
+pub mod properties;
 pub mod ra;
 pub mod server;
 pub mod wire;
