@@ -5,9 +5,14 @@
 //! subresource, finalizers and deletionTimestamp, Leases; CRDs register their kinds and are
 //! checked against their structural schema (`fieldValidation` Strict/Warn/Ignore). Anything
 //! else is refused (unknown query parameters, patch types, paths), so a client that needs
-//! more fails loudly instead of being answered wrongly. Plain HTTP on 127.0.0.1.
+//! more fails loudly instead of being answered wrongly. Plain HTTP, on 127.0.0.1 unless told.
+//!
+//! A library for kube-bridge's tests (its dev-dependency) and a binary
+//! (`kube-test-apiserver`, `src/main.rs`) for tests that run the bridge somewhere the test
+//! process cannot serve from (qemu-tests' lab network namespace). Never shipped.
 
 pub mod openapi;
+pub mod schema;
 pub mod ssa;
 pub mod store;
 pub mod table;
@@ -47,6 +52,14 @@ impl ApiServer {
     /// Starts on an ephemeral port with its own runtime thread. `retain_events` bounds the
     /// watch history (older revisions answer 410 Gone).
     pub fn start(retain_events: usize) -> ApiServer {
+        ApiServer::start_on(
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            retain_events,
+        )
+    }
+
+    /// Starts on `listener` (already bound), with its own runtime thread.
+    pub fn start_on(listener: std::net::TcpListener, retain_events: usize) -> ApiServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -59,8 +72,8 @@ impl ApiServer {
             bookmark_every: Duration::from_millis(500),
             down: down.clone(),
         };
-        // Bound here (std), served on the runtime: start() may be called from async tests.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Bound by the caller (std), served on the runtime: start() may be called from async
+        // tests.
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().fallback(
@@ -572,10 +585,10 @@ fn patch(
             // Check the applied configuration itself first (types, unknown fields).
             if let Some(schema) = &t.schema {
                 let mut probe = config.clone();
-                let errors = crate::support::schema::admit(schema, &mut probe);
+                let errors = crate::schema::admit(schema, &mut probe);
                 let unknown: Vec<String> = errors
                     .iter()
-                    .filter(|e| e.kind == crate::support::schema::Problem::Unknown)
+                    .filter(|e| e.kind == crate::schema::Problem::Unknown)
                     .map(|e| format!("unknown field \"{}\"", e.path))
                     .collect();
                 if validation == FieldValidation::Strict && !unknown.is_empty() {

@@ -4,7 +4,7 @@
 
 use super::ssa::{Owners, Scope};
 use super::types::{self, ResourceType, status};
-use crate::support::schema::{Problem, admit};
+use crate::schema::{Problem, admit};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, VecDeque};
 use tokio::sync::broadcast;
