@@ -231,6 +231,15 @@ pub fn server_intent(box_server: &Value, cluster: &Value) -> Option<Value> {
     let mut labels = labels_of(cluster);
     labels.remove(BOX_LABEL);
     desired["metadata"] = json!({"name": box_server["metadata"]["name"], "labels": labels});
+    // The box's annotations are its own record (the agent's pinned key, the owner, the
+    // junk-UUID mark): the document carries them unchanged, since an Apply replaces the
+    // object and a Server without its pinned key would refuse its running agent.
+    if let Some(a) = box_server["metadata"]
+        .get("annotations")
+        .filter(|a| a.is_object())
+    {
+        desired["metadata"]["annotations"] = a.clone();
+    }
     if normalize(&desired["spec"]) == normalize(&box_server["spec"])
         && labels == labels_of(box_server)
     {
@@ -416,7 +425,14 @@ mod tests {
         cluster["spec"]["bmc"]["pass"] = json!(REDACTED);
         cluster["spec"]["bmc"]["user"] = json!("stolen");
         cluster["metadata"]["labels"]["zone"] = json!("a");
+        let mut b = b;
+        b["metadata"]["annotations"] = json!({"appliance.sidero.dev/agent-key": "k1"});
         let d = server_intent(&b, &cluster).unwrap();
+        assert_eq!(
+            d["metadata"]["annotations"],
+            json!({"appliance.sidero.dev/agent-key": "k1"}),
+            "the box's annotations (the agent's pinned key) go back unchanged"
+        );
         assert_eq!(d["spec"]["cordoned"], true);
         assert_eq!(d["metadata"]["labels"]["zone"], "a");
         assert!(d["metadata"]["labels"].get(BOX_LABEL).is_none());

@@ -181,6 +181,11 @@ pub struct Bridge {
     /// Environment status last written per name (several boxes may download the same one:
     /// each writes only when its own observation changed, so they never ping-pong).
     env_written: HashMap<String, Value>,
+    /// Servers a pass found needing no write, by name: (the cluster object's
+    /// resourceVersion, the box object's revision) it compared. The next pass skips the
+    /// comparison (and the JSON conversion of the cluster object) while both are unchanged,
+    /// so a pass over 10,000 Servers in sync costs a map lookup per Server.
+    server_in_sync: HashMap<String, (String, u64)>,
     /// Statistics of the last pass, for logs and tests.
     pub writes: u64,
 }
@@ -217,6 +222,7 @@ pub async fn run(
         loaded: false,
         fresh: false,
         env_written: HashMap::new(),
+        server_in_sync: HashMap::new(),
         writes: 0,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
@@ -544,13 +550,36 @@ impl Bridge {
         o["metadata"]["labels"][BOX_LABEL] == self.box_id.as_str()
     }
 
-    fn servers(&self, writes: &mut Vec<(String, Write)>) {
-        let cluster = by_name(&self.stores.server);
+    fn servers(&mut self, writes: &mut Vec<(String, Write)>) {
+        // The cluster's Servers as the reflector holds them; converted to JSON only where a
+        // comparison is needed (see `server_in_sync`).
+        let cluster: HashMap<String, Arc<DynamicObject>> = self
+            .stores
+            .server
+            .state()
+            .into_iter()
+            .map(|o| (o.metadata.name.clone().unwrap_or_default(), o))
+            .collect();
         let fin = mirror::finalizer(&self.box_id);
         let ar = &self.kinds.server;
+        let mut in_sync = HashMap::with_capacity(self.server_in_sync.len());
         for (name, b) in self.view.kind("Server") {
             let what = format!("Server {name}");
-            match cluster.get(name) {
+            let c_obj = cluster.get(name);
+            let key = c_obj.map(|c| {
+                (
+                    c.metadata.resource_version.clone().unwrap_or_default(),
+                    b.revision,
+                )
+            });
+            if let (Some(key), Some(memo)) = (&key, self.server_in_sync.get(name))
+                && key == memo
+            {
+                in_sync.insert(name.clone(), key.clone());
+                continue;
+            }
+            let c_value = c_obj.map(|c| value(c));
+            match c_value.as_ref() {
                 None => {
                     let seed = mirror::server_seed(&b.json, &self.box_id);
                     let then = vec![
@@ -572,6 +601,7 @@ impl Bridge {
                     tracing::warn!(server = %name, other = %c["metadata"]["labels"][BOX_LABEL], "a Server of the same name belongs to another box; left alone");
                 }
                 Some(c) => {
+                    let before = writes.len();
                     if !mirror::server_in_sync(c, &b.json, &self.box_id) {
                         writes.push((
                             what.clone(),
@@ -613,16 +643,29 @@ impl Bridge {
                         ));
                     }
                     if let Some(doc) = mirror::server_intent(&b.json, c) {
+                        tracing::debug!(server = %name, "the cluster's intent differs: written to the box");
                         writes.push((format!("{what} → box"), self.to_box(doc)));
+                    }
+                    if writes.len() == before
+                        && let Some(key) = key
+                    {
+                        in_sync.insert(name.clone(), key);
                     }
                 }
             }
         }
         for (name, c) in &cluster {
-            if !self.is_mine(c) || !mirror::has_finalizer(c, &fin) {
+            let meta = &c.metadata;
+            let mine = meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(BOX_LABEL))
+                .is_some_and(|b| *b == self.box_id);
+            if !mine || !meta.finalizers.as_ref().is_some_and(|f| f.contains(&fin)) {
                 continue;
             }
             let on_box = self.view.get("Server", name);
+            let c = &value(c);
             if deleting(c) {
                 // `kubectl delete server`: deleted on the box too, once it is not in use
                 // (Sidero's finalizer rule); until then the object stays Terminating.
@@ -640,6 +683,7 @@ impl Bridge {
                 writes.push((format!("Server {name} gone"), self.forget(ar, c.clone())));
             }
         }
+        self.server_in_sync = in_sync;
     }
 
     /// ServerClass and Environment: specs from the cluster to the box, box-only ones up to
@@ -651,14 +695,20 @@ impl Bridge {
         };
         let cluster = by_name(store);
         let fin = mirror::finalizer(&self.box_id);
-        let servers = by_name(&self.stores.server);
-        let others: BTreeSet<String> = servers
+        // Servers of other boxes (by their box label; no JSON conversion of every Server).
+        let others: BTreeSet<String> = self
+            .stores
+            .server
+            .state()
             .iter()
-            .filter(|(_, s)| {
-                let l = &s["metadata"]["labels"][BOX_LABEL];
-                !l.is_null() && l != self.box_id.as_str()
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(BOX_LABEL))
+                    .is_some_and(|b| *b != self.box_id)
             })
-            .map(|(n, _)| n.clone())
+            .filter_map(|s| s.metadata.name.clone())
             .collect();
         for (name, c) in &cluster {
             let what = format!("{kind} {name}");
