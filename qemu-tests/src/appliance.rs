@@ -39,22 +39,28 @@ fn build_binary() -> Result<PathBuf> {
         }
         return Ok(bin);
     }
+    cargo_build("appliance", "appliance")
+}
+
+/// `cargo build -p <package> --bin <bin>` in this workspace (a no-op when up to date); the
+/// path of the executable Cargo reports, so it is this tree's, whatever the target dir.
+pub(crate) fn cargo_build(package: &str, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
     let mut child = Command::new(cargo)
         .current_dir(workspace_root())
         .args([
             "build",
             "-p",
-            "appliance",
+            package,
             "--bin",
-            "appliance",
+            bin,
             "--message-format=json-render-diagnostics",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("run cargo build -p appliance")?;
+        .with_context(|| format!("run cargo build -p {package}"))?;
     let stdout = child.stdout.take().context("cargo stdout")?;
     let mut exe = None;
     for line in std::io::BufReader::new(stdout).lines() {
@@ -63,7 +69,7 @@ fn build_binary() -> Result<PathBuf> {
             continue;
         };
         if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == "appliance"
+            && msg["target"]["name"] == bin
             && let Some(path) = msg["executable"].as_str()
         {
             exe = Some(PathBuf::from(path));
@@ -71,9 +77,9 @@ fn build_binary() -> Result<PathBuf> {
     }
     let status = child.wait().context("wait for cargo build")?;
     if !status.success() {
-        bail!("cargo build -p appliance failed ({status})");
+        bail!("cargo build -p {package} --bin {bin} failed ({status})");
     }
-    exe.ok_or_else(|| anyhow!("cargo build reported no appliance executable"))
+    exe.ok_or_else(|| anyhow!("cargo build reported no {bin} executable"))
 }
 
 /// The appliance's DHCP pool in the lab (server mode).

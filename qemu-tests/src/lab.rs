@@ -67,6 +67,11 @@ impl Lab {
         self.appliance.as_mut().expect("start_appliance first")
     }
 
+    /// The appliance, shared (its `ctl` and log while other borrows of the lab are held).
+    pub fn appliance_ref(&self) -> &Appliance {
+        self.appliance.as_ref().expect("start_appliance first")
+    }
+
     /// dnsmasq on the bridge itself (10.77.0.1), in the lab namespace.
     pub fn start_dnsmasq(&mut self, role: &DnsmasqRole) -> Result<&Dnsmasq> {
         let d = Dnsmasq::start(&self.ns.place(), self.dir(), role)?;

@@ -3,7 +3,7 @@
 //! namespace, against the real `appliance serve` bound to that bridge.
 //!
 //! The room: this crate only drives external processes (`ip`, `qemu-system-x86_64`, the
-//! `appliance` binary, `dnsmasq`, `busybox httpd`, `curl`) and reads their logs; it never
+//! `appliance`, `kube-bridge` and `kube-test-apiserver` binaries, `kubectl`, `dnsmasq`, `busybox httpd`, `curl`) and reads their logs; it never
 //! links appliance internals, so what it tests is exactly what an operator runs.
 //!
 //! - [`netns`]: a uniquely named namespace (`labqt-<pid>-<n>`) with a bridge and taps; on drop
@@ -20,6 +20,8 @@
 //! - [`capture`]: `tcpdump` on the lab bridge with any filter, an observer of the wire
 //!   independent of the appliance.
 //! - [`image`]: the flashable image booted under OVMF (appliance_image, appliance_update).
+//! - [`kube`]: a management cluster in the namespace (kube-bridge's in-test API server as a
+//!   process, the installed `kubectl`) and the real `kube-bridge run` (the kube_bridge test).
 //! - [`lab`]: the [`Lab`] fixture tying these together; drop order tears everything down.
 //!
 //! Tests call [`require_lab!`] first. Without `APPLIANCE_E2E=1` they return early, printing
@@ -32,6 +34,7 @@ pub mod capture;
 pub mod disk;
 pub mod env;
 pub mod image;
+pub mod kube;
 pub mod lab;
 pub mod netns;
 pub mod peers;
