@@ -15,7 +15,8 @@
 use crate::boxtls;
 use appliance_rpc::admin::admin_client::AdminClient;
 use appliance_rpc::admin::{
-    ApplyRequest, ChangeType, DeleteRequest, GetRequest, StatusRequest, WatchRequest,
+    ApplyRequest, ChangeType, DeleteRequest, GetRequest, SetTalosconfigRequest, StatusRequest,
+    WatchRequest,
 };
 use appliance_rpc::lifecycle::lifecycle_client::LifecycleClient;
 use appliance_rpc::lifecycle::{AllocateRequest, ReleaseRequest};
@@ -499,6 +500,26 @@ impl BoxClient {
             .into_inner();
         self.wrote(reply.applied.iter().map(|a| a.revision).max().unwrap_or(0));
         Ok(())
+    }
+
+    /// Hands the box `cluster`'s talosconfig (Admin `SetTalosconfig`: checked there, sealed
+    /// in its store, used to reset released servers without a BMC through the Talos API).
+    /// Returns the context whose credentials the box will use.
+    pub async fn set_talosconfig(
+        &self,
+        cluster: &str,
+        talosconfig: Vec<u8>,
+    ) -> Result<String, BoxError> {
+        let reply = self
+            .admin
+            .clone()
+            .set_talosconfig(SetTalosconfigRequest {
+                cluster: cluster.to_string(),
+                talosconfig,
+            })
+            .await?
+            .into_inner();
+        Ok(reply.context)
     }
 
     /// Deletes one object; an object already gone is not an error.

@@ -35,6 +35,8 @@ pub const MACHINE_FINALIZER: &str = "metalmachine.infrastructure.cluster.x-k8s.i
 pub const PAUSED_ANNOTATION: &str = "cluster.x-k8s.io/paused";
 /// CAPI's cluster-name label.
 pub const CLUSTER_LABEL: &str = "cluster.x-k8s.io/cluster-name";
+/// How often a cluster's talosconfig Secret is read again (see [`Bridge::talosconfigs`]).
+pub const TALOSCONFIG_READ_EVERY: Duration = Duration::from_secs(5);
 /// Field manager shared by every bridge for MetalCluster (all write the same values).
 pub const SHARED_MANAGER: &str = "kube-bridge";
 
@@ -186,6 +188,11 @@ pub struct Bridge {
     /// comparison (and the JSON conversion of the cluster object) while both are unchanged,
     /// so a pass over 10,000 Servers in sync costs a map lookup per Server.
     server_in_sync: HashMap<String, (String, u64)>,
+    /// Talosconfigs handed to the box: cluster → the Secret's resourceVersion sent (shared
+    /// with the write futures, which record it once the box took it).
+    talosconfigs: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// When each cluster's talosconfig Secret was last read.
+    talosconfig_read: HashMap<String, tokio::time::Instant>,
     /// Statistics of the last pass, for logs and tests.
     pub writes: u64,
 }
@@ -223,6 +230,8 @@ pub async fn run(
         fresh: false,
         env_written: HashMap::new(),
         server_in_sync: HashMap::new(),
+        talosconfigs: Default::default(),
+        talosconfig_read: HashMap::new(),
         writes: 0,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
@@ -520,7 +529,81 @@ impl Bridge {
         self.bindings(&mut writes);
         self.metal_clusters(&mut writes);
         self.machines(&mut writes).await;
+        self.talosconfigs(&mut writes);
         self.write(writes).await;
+    }
+
+    /// The Talos control-plane provider keeps each cluster's talosconfig in the Secret
+    /// `<cluster>-talosconfig` (key `talosconfig`) beside its Machines: for every cluster
+    /// with a MetalMachine this box claimed, the box gets it (Admin `SetTalosconfig`) when
+    /// it appears or changes, so a released server of that cluster without a BMC can be
+    /// reset through the Talos API. Each Secret is read at most every
+    /// [`TALOSCONFIG_READ_EVERY`]; a cluster whose machines all left keeps its talosconfig on
+    /// the box (its released servers still need the reset). Never logged.
+    fn talosconfigs(&mut self, writes: &mut Vec<(String, Write)>) {
+        let mut clusters = BTreeSet::new();
+        for m in self.stores.machine.state() {
+            let claimed = m
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(CLAIM_ANNOTATION))
+                .is_some_and(|b| *b == self.box_id);
+            let cluster = m
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(CLUSTER_LABEL));
+            if let (true, Some(cluster), Some(ns)) = (claimed, cluster, &m.metadata.namespace) {
+                clusters.insert((ns.clone(), cluster.clone()));
+            }
+        }
+        let now = tokio::time::Instant::now();
+        for (ns, cluster) in clusters {
+            if self
+                .talosconfig_read
+                .get(&cluster)
+                .is_some_and(|t| now.duration_since(*t) < TALOSCONFIG_READ_EVERY)
+            {
+                continue;
+            }
+            self.talosconfig_read.insert(cluster.clone(), now);
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+            let boxc = self.boxc.clone();
+            let sent = self.talosconfigs.clone();
+            writes.push((
+                format!("talosconfig of cluster {ns}/{cluster}"),
+                Box::pin(async move {
+                    let name = format!("{cluster}-talosconfig");
+                    let Some(secret) = secrets.get_opt(&name).await? else {
+                        return Ok(());
+                    };
+                    let rv = secret.metadata.resource_version.clone().unwrap_or_default();
+                    if sent.lock().unwrap().get(&cluster) == Some(&rv) {
+                        return Ok(());
+                    }
+                    let Some(data) = secret.data.and_then(|mut d| d.remove("talosconfig")) else {
+                        tracing::warn!(secret = %name, namespace = %ns, "no `talosconfig` key in the Secret; not handed to the box");
+                        return Ok(());
+                    };
+                    match boxc.set_talosconfig(&cluster, data.0).await {
+                        Ok(context) => {
+                            tracing::info!(%cluster, %context, "talosconfig handed to the box");
+                            sent.lock().unwrap().insert(cluster, rv);
+                            Ok(())
+                        }
+                        Err(BoxError::Refused(s)) if s.code() == tonic::Code::InvalidArgument => {
+                            // Refused as malformed: logged (the box's reason names no secret
+                            // material) and not retried until the Secret changes.
+                            tracing::warn!(%cluster, reason = %s.message(), "the box refused the cluster's talosconfig");
+                            sent.lock().unwrap().insert(cluster, rv);
+                            Ok(())
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                }),
+            ));
+        }
     }
 
     /// What needs no box view (MetalCluster), while the view catches up.

@@ -27,6 +27,10 @@
 //!   ctl bridge enroll` (the outage test over the token port, the box-local case); a revoked
 //!   certificate is reported once and retried, never a crash, and a re-enrolment written into
 //!   the mounted Secret is picked up without a restart;
+//! - talosconfigs: the Talos control-plane provider's Secret `<cluster>-talosconfig` of a
+//!   cluster this box serves a MetalMachine of is handed to the box (`ctl talosconfig list`
+//!   names it), again when it changes; another cluster's is not; no key in either log; the
+//!   box keeps it when the Secret goes;
 //! - an HA pair for one box: one Lease holder syncs, the standby never starts; the leader
 //!   killed (SIGKILL, no release) mid-way through 100 MetalMachines, the standby takes the
 //!   Lease over after it expires and every MetalMachine is allocated exactly once, with no
@@ -1293,4 +1297,114 @@ async fn ha_pair_elects_one_leader_and_a_takeover_loses_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), holder);
+}
+
+/// A talosconfig as talosctl shapes it, context `context`, with a client identity from the
+/// box's own CA (`ctl bridge enroll` under `name`: any key type rustls knows is accepted).
+fn talosconfig(b: &boxes::Box, name: &str, context: &str, dir: &std::path::Path) -> String {
+    let creds = dir.join(name);
+    b.enroll(name, &creds);
+    let read = |f: &str| b64(&std::fs::read_to_string(creds.join(f)).unwrap());
+    format!(
+        "context: {context}\ncontexts:\n  {context}:\n    endpoints: [10.5.0.2]\n    ca: {}\n    crt: {}\n    key: {}\n",
+        read("ca.crt"),
+        read("tls.crt"),
+        read("tls.key")
+    )
+}
+
+/// The box's clusters with a talosconfig (`ctl talosconfig list`, one per line).
+fn talosconfigs_on(b: &boxes::Box) -> Vec<String> {
+    b.ctl(&["talosconfig", "list"])
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn talosconfig_of_a_served_cluster_handed_to_the_box() {
+    let api = ApiServer::start(100_000);
+    let cluster = Cluster::new(&api).await;
+    let b = tokio::task::spawn_blocking(boxes::Box::start)
+        .await
+        .unwrap();
+    b.available_server(1).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let bridge = Bridge::start(&b, "rack-1", &cluster.kubeconfig);
+    let ctx = || format!("bridge log:\n{}\nbox log:\n{}", bridge.log(), b.log());
+    // c1 has a MetalMachine this box serves; c2 only a Secret (the Talos control-plane
+    // provider's shape: `<cluster>-talosconfig`, key `talosconfig`).
+    cluster.capi_cluster("c1", false).await;
+    cluster.capi_cluster("c2", false).await;
+    let first = talosconfig(&b, "talos-c1", "admin@c1", tmp.path());
+    let other = talosconfig(&b, "talos-c2", "admin@c2", tmp.path());
+    for (c, t) in [("c1", &first), ("c2", &other)] {
+        cluster
+            .create(
+                &secret_ar(),
+                "default",
+                json!({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": format!("{c}-talosconfig"), "namespace": "default"},
+                       "data": {"talosconfig": b64(t)}}),
+            )
+            .await;
+    }
+    cluster.machine("c1", "m1", "any", &bootstrap("m1")).await;
+    eventually(30, "MetalMachine provisioned", ctx, || async {
+        let m = cluster.get(&mm_ar(), "default", "m1").await?;
+        (m["status"]["ready"] == true).then_some(())
+    })
+    .await;
+    eventually(30, "c1's talosconfig on the box", ctx, || async {
+        talosconfigs_on(&b)
+            .contains(&"c1".to_string())
+            .then_some(())
+    })
+    .await;
+    assert!(
+        bridge
+            .log()
+            .lines()
+            .any(|l| l.contains("talosconfig handed to the box") && l.contains("admin@c1")),
+        "{}",
+        ctx()
+    );
+    // A new talosconfig in the Secret (another context) replaces the box's.
+    let second = talosconfig(&b, "talos-c1-new", "admin2@c1", tmp.path());
+    cluster
+        .merge(
+            &secret_ar(),
+            "default",
+            "c1-talosconfig",
+            json!({"data": {"talosconfig": b64(&second)}}),
+        )
+        .await;
+    eventually(30, "the changed talosconfig handed again", ctx, || async {
+        bridge
+            .log()
+            .lines()
+            .any(|l| l.contains("talosconfig handed to the box") && l.contains("admin2@c1"))
+            .then_some(())
+    })
+    .await;
+    // A cluster this box serves no machine of never gets its talosconfig here.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let list = talosconfigs_on(&b);
+    assert_eq!(list, ["c1"], "{}", ctx());
+    // Never in a log: no key of either talosconfig in the bridge's or the box's.
+    let logs = format!("{}{}", bridge.log(), b.log());
+    for t in [&first, &second, &other] {
+        let key = t
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("key: "))
+            .unwrap();
+        assert!(!logs.contains(key), "a talosconfig key in a log");
+    }
+    // The Secret gone: the box keeps it (a released server still needs the reset).
+    cluster
+        .delete(&secret_ar(), "default", "c1-talosconfig")
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(talosconfigs_on(&b), ["c1"], "{}", ctx());
 }
