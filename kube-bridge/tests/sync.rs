@@ -887,21 +887,28 @@ async fn initial_sync_of_many_servers() {
         .await
         .unwrap();
     // One server registered by the agent; n - 1 more like it written through the admin API
-    // (500 per transaction).
+    // (up to 500 per transaction, within the box's 1 MiB per apply).
     let model = b.available_server(1).await;
     let mut doc = b.list("Server").await[&model.uuid].clone();
     doc.as_object_mut().unwrap().remove("status");
-    let mut batch = Vec::new();
+    let mut batch: Vec<String> = Vec::new();
+    let mut bytes = 0;
     for i in 1..n {
         let mut d = doc.clone();
         let name = format!("00000000-0000-4000-8000-{i:012x}");
         d["metadata"]["name"] = json!(name);
         d["spec"]["hostname"] = json!(format!("node-{i}"));
-        batch.push(d.to_string());
-        if batch.len() == 500 || i == n - 1 {
+        let d = d.to_string();
+        if bytes + d.len() + 5 > 900 << 10 || batch.len() == 500 {
             b.apply(&batch.join("\n---\n")).await;
             batch.clear();
+            bytes = 0;
         }
+        bytes += d.len() + 5;
+        batch.push(d);
+    }
+    if !batch.is_empty() {
+        b.apply(&batch.join("\n---\n")).await;
     }
     assert_eq!(b.list("Server").await.len(), n);
     let mirrored = || {
