@@ -629,8 +629,10 @@ fn check_clippy_toml(text: &str) -> Vec<Violation> {
         .collect()
 }
 
-/// kube-bridge depends on no workspace crate but `appliance-rpc`. `members` maps each
-/// workspace member's package name to its directory.
+/// kube-bridge depends on no workspace crate but `appliance-rpc`; its tests may also use
+/// `kube-test-apiserver` (its own in-test API server, `kube-bridge/apiserver/`, which links
+/// nothing of the appliance). `members` maps each workspace member's package name to its
+/// directory.
 fn check_bridge_deps(manifest: &str, members: &[(String, String)]) -> Vec<Violation> {
     let file = "kube-bridge/Cargo.toml";
     let value: toml::Value = match toml::from_str(manifest) {
@@ -640,18 +642,18 @@ fn check_bridge_deps(manifest: &str, members: &[(String, String)]) -> Vec<Violat
     let mut tables = Vec::new();
     for key in ["dependencies", "dev-dependencies", "build-dependencies"] {
         if let Some(t) = value.get(key).and_then(|t| t.as_table()) {
-            tables.push(t.clone());
+            tables.push((key, t.clone()));
         }
         if let Some(targets) = value.get("target").and_then(|t| t.as_table()) {
             for cfg in targets.values() {
                 if let Some(t) = cfg.get(key).and_then(|t| t.as_table()) {
-                    tables.push(t.clone());
+                    tables.push((key, t.clone()));
                 }
             }
         }
     }
     let mut v = Vec::new();
-    for table in tables {
+    for (key, table) in tables {
         for (name, dep) in table {
             let package = dep
                 .get("package")
@@ -667,7 +669,10 @@ fn check_bridge_deps(manifest: &str, members: &[(String, String)]) -> Vec<Violat
                 .iter()
                 .find(|(n, dir)| *n == package || path.as_deref() == Some(dir.as_str()));
             let bad = match member {
-                Some((n, _)) => n != "appliance-rpc",
+                Some((n, _)) => {
+                    n != "appliance-rpc"
+                        && !(key == "dev-dependencies" && n == "kube-test-apiserver")
+                }
                 // A path dependency outside the workspace members is still not allowed.
                 None => path.is_some(),
             };
@@ -1087,10 +1092,16 @@ fn bridge_check_allows_only_the_rpc_crate() {
         ("appliance".to_string(), "appliance".to_string()),
         ("appliance-rpc".to_string(), "appliance/rpc".to_string()),
         ("kube-bridge".to_string(), "kube-bridge".to_string()),
+        (
+            "kube-test-apiserver".to_string(),
+            "kube-bridge/apiserver".to_string(),
+        ),
     ];
-    let good =
-        "[dependencies]\nappliance-rpc = { path = \"../appliance/rpc\" }\nserde.workspace = true\n";
+    let good = "[dependencies]\nappliance-rpc = { path = \"../appliance/rpc\" }\nserde.workspace = true\n[dev-dependencies]\nkube-test-apiserver = { path = \"apiserver\" }\n";
     assert!(check_bridge_deps(good, &members).is_empty());
+    // The in-test API server is for tests only.
+    let bad = "[dependencies]\nkube-test-apiserver = { path = \"apiserver\" }\n";
+    assert_eq!(rules(&check_bridge_deps(bad, &members)), ["bridge-deps"]);
     let bad = "[dependencies]\nappliance-rpc = { path = \"../appliance/rpc\" }\n[dev-dependencies]\ncore = { package = \"appliance\", path = \"../appliance\" }\n";
     assert_eq!(rules(&check_bridge_deps(bad, &members)), ["bridge-deps"]);
     let bad = "[target.'cfg(unix)'.dependencies]\nappliance.workspace = true\n";
