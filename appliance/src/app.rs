@@ -563,12 +563,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if let Some(s) = siderolink {
         tasks.extend(s.tasks.into_iter().map(|(name, t)| (name, tokio::spawn(t))));
     }
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
+    // `[::]` (the default) is dual stack; a host without IPv6 gets 0.0.0.0 and one warning.
+    let (listener, fallback) =
+        http::listener::bind(config.http.listen).map_err(|source| ServeError::Bind {
             addr: config.http.listen,
             source,
         })?;
+    if let Some(f) = fallback {
+        tracing::warn!("http: {f}");
+    }
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(
         http = %local,

@@ -662,7 +662,7 @@ mod tests {
     #[test]
     fn embedded_default_parses() {
         let c = Config::default();
-        assert_eq!(c.http.listen.port(), 8081);
+        assert_eq!(c.http.listen, "[::]:8081".parse().unwrap());
         assert_eq!(c.dhcp.mode, DhcpMode::Server);
     }
 
