@@ -23,13 +23,13 @@ use crate::model::Kind;
 use crate::secrets::SecretKey;
 
 /// The schema this binary reads and writes.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// One migration step; returns how many records it rewrote.
 type Step = fn(&WriteTransaction, &SecretKey) -> Result<usize, StoreError>;
 
 /// `MIGRATIONS[i]` migrates version `i + 1` to `i + 2`.
-const MIGRATIONS: &[Step] = &[seal_secrets, start_change_log];
+const MIGRATIONS: &[Step] = &[seal_secrets, start_change_log, index_siderolink];
 
 /// What opening did to the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,7 @@ pub fn run(db: &Database, path: &Path, key: &SecretKey) -> Result<Outcome, Store
         None => {
             txn.open_table(OBJECTS)?;
             txn.open_table(CHANGE_LOG)?;
+            txn.open_multimap_table(super::siderolink_index::SIDEROLINK_INDEX)?;
             let mut meta = txn.open_table(META)?;
             meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
             meta.insert(META_SECRETS_KEY_ID, key.id())?;
@@ -181,6 +182,13 @@ fn start_change_log(txn: &WriteTransaction, _key: &SecretKey) -> Result<usize, S
         .map(|v| v.value())
         .unwrap_or(0);
     meta.insert(META_LOG_COMPACTED, revision)?;
+    Ok(0)
+}
+
+/// 3 → 4: builds the SideroLink index (overlay address / WireGuard key → binding) from
+/// every stored ServerBinding.
+fn index_siderolink(txn: &WriteTransaction, _key: &SecretKey) -> Result<usize, StoreError> {
+    super::siderolink_index::rebuild(txn)?;
     Ok(0)
 }
 

@@ -31,6 +31,7 @@ mod leases6;
 mod migrate;
 mod node_logs;
 mod siderolink;
+mod siderolink_index;
 mod snapshot;
 mod tables;
 mod timeline;
@@ -564,6 +565,7 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             let mut table = txn.open_table(OBJECTS)?;
             let mut log = txn.open_table(CHANGE_LOG)?;
+            let mut index = txn.open_multimap_table(siderolink_index::SIDEROLINK_INDEX)?;
             let now_ms = crate::clock::unix_ms();
             let mut revision = meta
                 .get(tables::META_REVISION)?
@@ -595,6 +597,10 @@ impl Store {
                     None => ApplyResult::Created,
                 };
                 revision += 1;
+                if kind == Kind::ServerBinding {
+                    let old = existing.as_ref().map(|o| &o.object);
+                    siderolink_index::follow(&mut index, &name, old, Some(&object))?;
+                }
                 table.insert(
                     key.as_str(),
                     tables::encode_record(revision, &object, &self.inner.key)?.as_slice(),
@@ -666,6 +672,10 @@ impl Store {
                 stored = old;
             } else {
                 let revision = next_revision(&mut meta)?;
+                if kind == Kind::ServerBinding {
+                    let mut index = txn.open_multimap_table(siderolink_index::SIDEROLINK_INDEX)?;
+                    siderolink_index::follow(&mut index, name, Some(&old.object), Some(&object))?;
+                }
                 table.insert(
                     key.as_str(),
                     tables::encode_record(revision, &object, &self.inner.key)?.as_slice(),
@@ -708,6 +718,10 @@ impl Store {
                 }
             };
             revision = next_revision(&mut meta)?;
+            if kind == Kind::ServerBinding {
+                let mut index = txn.open_multimap_table(siderolink_index::SIDEROLINK_INDEX)?;
+                siderolink_index::follow(&mut index, name, Some(&old.object), None)?;
+            }
             change = Change {
                 revision,
                 kind,

@@ -13,7 +13,7 @@ use redb::{ReadableTable, Table};
 
 use super::events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
 use super::tables::{self, ALLOCATIONS, CHANGE_LOG, EVENTS, META, OBJECTS, object_key};
-use super::{Change, ChangeOp, Store, StoreError, Stored, changelog};
+use super::{Change, ChangeOp, Store, StoreError, Stored, changelog, siderolink_index};
 use crate::model::{Kind, Object};
 
 /// An open write transaction (see `Store::transact`).
@@ -25,6 +25,8 @@ pub struct Txn<'t> {
     log: Table<'t, u64, &'static [u8]>,
     talos_events: Table<'t, (&'static str, u64), &'static str>,
     pub(super) siderolink: Table<'t, &'static str, &'static [u8]>,
+    /// Who holds which overlay address / WireGuard key (`siderolink_index.rs`).
+    siderolink_index: super::siderolink_index::IndexTable<'t>,
     /// The transaction itself, for the tables a Txn opens only when it needs them.
     wtx: &'t redb::WriteTransaction,
     key: &'t crate::secrets::SecretKey,
@@ -65,12 +67,21 @@ impl Txn<'_> {
         let kind = object.kind();
         let name = object.name().to_string();
         let key = object_key(kind, &name);
-        if let Some(old) = self.get(kind, &name)?
+        let old = self.get(kind, &name)?;
+        if let Some(old) = &old
             && old.object == *object
         {
             return Ok(old.revision);
         }
         self.attempts += 1;
+        if kind == Kind::ServerBinding {
+            siderolink_index::follow(
+                &mut self.siderolink_index,
+                &name,
+                old.as_ref().map(|o| &o.object),
+                Some(object),
+            )?;
+        }
         self.revision += 1;
         self.objects.insert(
             key.as_str(),
@@ -96,6 +107,9 @@ impl Txn<'_> {
             Some(v) => tables::decode_record(kind, name, v.value(), self.key)?,
             None => return Ok(false),
         };
+        if kind == Kind::ServerBinding {
+            siderolink_index::follow(&mut self.siderolink_index, name, Some(&old.object), None)?;
+        }
         self.revision += 1;
         let change = Change {
             revision: self.revision,
@@ -175,6 +189,23 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// The ServerBindings whose `spec.siderolink.address` is `addr` (any prefix length), from
+    /// the index (`siderolink_index.rs`), without reading any binding.
+    pub fn siderolink_address_holders(
+        &self,
+        addr: std::net::Ipv6Addr,
+    ) -> Result<Vec<String>, StoreError> {
+        siderolink_index::holders(&self.siderolink_index, &siderolink_index::address_key(addr))
+    }
+
+    /// The ServerBindings whose `spec.siderolink.publicKey` is `key` (base64), from the index.
+    pub fn siderolink_key_holders(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        siderolink_index::holders(
+            &self.siderolink_index,
+            &siderolink_index::public_key_key(key),
+        )
+    }
+
     /// Marks the transaction as having written something outside the object tables.
     pub(super) fn mark_dirty(&mut self) {
         self.dirty = true;
@@ -235,6 +266,7 @@ impl Store {
             log: txn.open_table(CHANGE_LOG)?,
             talos_events: txn.open_table(tables::SIDEROLINK_EVENT_IDS)?,
             siderolink: txn.open_table(tables::SIDEROLINK)?,
+            siderolink_index: txn.open_multimap_table(siderolink_index::SIDEROLINK_INDEX)?,
             wtx: txn,
             key: &self.inner.key,
             now_ms: crate::clock::unix_ms(),

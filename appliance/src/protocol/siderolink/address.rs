@@ -83,7 +83,7 @@ pub enum NodeAddressError {
 pub fn allocate<I>(
     prefix: Prefix,
     candidates: I,
-    in_use: impl Fn(Ipv6Addr) -> bool,
+    mut in_use: impl FnMut(Ipv6Addr) -> bool,
 ) -> Result<Ipv6Addr, AllocateError>
 where
     I: IntoIterator<Item = [u8; 8]>,

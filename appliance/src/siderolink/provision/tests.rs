@@ -152,3 +152,80 @@ async fn grpc_answers_as_sidero() {
     assert_ne!(addr, identity.prefix().server_address());
     assert!(r.grpc_peer_addr_port.is_empty());
 }
+
+#[test]
+fn the_index_follows_binding_removal_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let prefix = Prefix::derive("x");
+    let a;
+    {
+        let s = Store::open(&path).unwrap();
+        bind(&s, "a");
+        bind(&s, "b");
+        a = bind_node(&s, prefix, "a", &key(1), vec![[5; 8]]).unwrap();
+    }
+    // After a restart the collision check still sees a's address and key.
+    let s = Store::open(&path).unwrap();
+    assert!(matches!(
+        bind_node(&s, prefix, "b", &key(2), vec![[5; 8]]),
+        Err(ProvisionError::Allocate(_))
+    ));
+    assert!(matches!(
+        bind_node(&s, prefix, "b", &key(1), vec![[6; 8]]),
+        Err(ProvisionError::KeyInUse(ref n)) if n == "a"
+    ));
+    // a's binding goes (released): its address and key are free for b.
+    s.delete(Kind::ServerBinding, "a").unwrap();
+    assert_eq!(
+        bind_node(&s, prefix, "b", &key(1), vec![[5; 8]]).unwrap(),
+        a
+    );
+    // A binding written by an operator through apply is seen as well.
+    bind(&s, "c");
+    let mut held = match s.get(Kind::ServerBinding, "c").unwrap().unwrap().object {
+        Object::ServerBinding(b) => b,
+        _ => unreachable!(),
+    };
+    let taken = prefix.with_host(u64::from_be_bytes([8; 8]));
+    held.spec.siderolink = Some(SideroLinkSpec {
+        address: format_node_address(taken),
+        public_key: key(9),
+    });
+    s.apply(vec![Object::ServerBinding(held)]).unwrap();
+    bind(&s, "d");
+    let d = bind_node(&s, prefix, "d", &key(4), vec![[8; 8], [7; 8]]).unwrap();
+    assert_eq!(d, prefix.with_host(u64::from_be_bytes([7; 8])));
+}
+
+#[test]
+fn concurrent_provisions_never_share_an_address() {
+    let (_d, s) = store();
+    let prefix = Prefix::derive("x");
+    const NODES: u8 = 12;
+    for n in 0..NODES {
+        bind(&s, &format!("n{n}"));
+    }
+    // Every caller draws the same candidates: only the store's one writer, with the index
+    // written in the binding's transaction, keeps them apart.
+    let candidates: Vec<[u8; 8]> = (0..NODES).map(|i| [i + 10; 8]).collect();
+    let barrier = Arc::new(std::sync::Barrier::new(usize::from(NODES)));
+    let threads: Vec<_> = (0..NODES)
+        .map(|n| {
+            let (s, c, barrier) = (s.clone(), candidates.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                bind_node(&s, prefix, &format!("n{n}"), &key(n + 1), c).unwrap()
+            })
+        })
+        .collect();
+    let mut got: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), usize::from(NODES), "{got:?}");
+    for n in 0..NODES {
+        let stored = link(&s, &format!("n{n}")).unwrap();
+        let addr = parse_node_address(&stored.address, prefix).unwrap();
+        assert!(got.contains(&addr));
+    }
+}
