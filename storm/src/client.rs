@@ -58,6 +58,27 @@ pub struct Outcome {
     pub kernel_loaded: Option<f64>,
     /// Seconds from power-on to the box's CreateServer answer.
     pub registered: Option<f64>,
+    /// The machine's index.
+    pub i: usize,
+    /// Every DHCP ACK the machine received: the address and the wall clock at receipt (Unix
+    /// ms), for the fault tests' account of who was given what and when.
+    pub acks: Vec<(Ipv4Addr, u64)>,
+    /// Wall clock (Unix ms) at the box's CreateServer answer.
+    pub registered_at_ms: Option<u64>,
+}
+
+impl Outcome {
+    /// The machine's account as one JSON object (`storm --outcomes FILE`).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "i": self.i,
+            "uuid": crate::synthetic_agent::uuid(self.i),
+            "mac": mac_text(mac(self.i), ':'),
+            "acks": self.acks.iter().map(|(ip, at)| serde_json::json!({"ip": ip.to_string(), "at_ms": at})).collect::<Vec<_>>(),
+            "registered_at_ms": self.registered_at_ms,
+            "failed": self.failed,
+        })
+    }
 }
 
 /// Client `i`'s MAC: the synthetic agent's first NIC (`52:54:ii:ii:ii:00`).
@@ -91,6 +112,8 @@ pub struct Client {
     pub mac: [u8; 6],
     /// Power-on instant (after the ramp delay).
     pub t0: std::time::Instant,
+    /// The DHCP ACKs received so far (address, Unix ms).
+    pub acks: Vec<(Ipv4Addr, u64)>,
 }
 
 struct Fail(String);
@@ -110,10 +133,14 @@ impl Client {
 
     /// Runs the boot through the chosen stages.
     pub async fn boot(mut self) -> Outcome {
-        let mut out = Outcome::default();
+        let mut out = Outcome {
+            i: self.i,
+            ..Outcome::default()
+        };
         if let Err(Fail(why)) = self.steps(&mut out).await {
             out.failed = Some(why);
         }
+        out.acks = std::mem::take(&mut self.acks);
         if let Some(ip) = self.shared.leased(self.i) {
             self.shared.forget(ip);
         }
@@ -206,6 +233,7 @@ impl Client {
             )
             .await
             .map_err(|e| Fail(format!("dhcp {stage:?} request: {e}")))?;
+        self.acks.push((ack.yiaddr, appliance::clock::unix_ms()));
         Ok(ack)
     }
 
@@ -380,6 +408,7 @@ impl Client {
             })
             .await?;
         out.registered = Some(self.since());
+        out.registered_at_ms = Some(appliance::clock::unix_ms());
         let uuid = if reg.name.is_empty() {
             self.uuid.clone()
         } else {

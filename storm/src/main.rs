@@ -41,6 +41,10 @@ struct Args {
     /// Append the report as one JSON line to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Write every machine's account (its DHCP ACKs and registration, wall-clock times) to
+    /// this file, one JSON line per machine.
+    #[arg(long)]
+    outcomes: Option<std::path::PathBuf>,
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         },
         box_pid: a.box_pid,
         server: a.server,
+        outcomes: a.outcomes,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(a.threads.max(1))

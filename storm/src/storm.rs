@@ -48,6 +48,8 @@ pub struct Options {
     pub box_pid: Option<u32>,
     /// A label for the report (`appliance`, `dnsmasq+nginx`).
     pub server: String,
+    /// Write every machine's account ([`Outcome::json`], one JSON line each) to this file.
+    pub outcomes: Option<std::path::PathBuf>,
 }
 
 /// A frame handed to one client.
@@ -340,6 +342,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 shared,
                 rx,
                 t0: appliance::clock::now(),
+                acks: Vec::new(),
             };
             let out = c.boot().await;
             (
@@ -360,6 +363,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         s.abort();
     }
     let _ = ip_child.kill().await;
+    if let Some(path) = &opts.outcomes {
+        outcomes.sort_by_key(|o| o.i);
+        let lines: String = outcomes.iter().map(|o| format!("{}\n", o.json())).collect();
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
 
     let mut reasons = BTreeMap::new();
     for o in &outcomes {

@@ -10,17 +10,17 @@
 //! and a sampled machine's boot timeline on the box holds every step of the boot. Times
 //! are printed, never asserted (numbers come from `scripts/bench storm`).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 #[path = "../../appliance/tests/support/netns.rs"]
 mod netns;
 #[path = "../../appliance/tests/support/prereq.rs"]
 mod prereq;
+mod support;
 
-use netns::{Namespaces, Proc, run, tag, veth};
+use netns::{Namespaces, Proc, tag, veth};
+use support::{NeighLimits, appliance_bin};
 
 const GEN: &str = env!("CARGO_BIN_EXE_storm");
 const CLIENTS: usize = 1000;
@@ -30,67 +30,6 @@ const CLIENTS: usize = 1000;
 /// keeps a rack-sized storm (67 power-ons a second) inside it; the 5 s storm and the box's
 /// ceiling are `scripts/bench storm`'s job.
 const RAMP_SECS: &str = "15";
-
-/// The real `appliance` built from this tree (`$APPLIANCE_BIN`, else `cargo build -p
-/// appliance`, as kube-bridge's tests do: a no-op when it is fresh, never a stale binary).
-fn appliance_bin() -> PathBuf {
-    if let Some(b) = std::env::var_os("APPLIANCE_BIN") {
-        return PathBuf::from(b);
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut child = Command::new(cargo)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .args(["build", "-p", "appliance", "--bin", "appliance"])
-        .arg("--message-format=json-render-diagnostics")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cargo build -p appliance runs");
-    let mut exe = None;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line.unwrap()) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == "appliance"
-            && let Some(p) = msg["executable"].as_str()
-        {
-            exe = Some(PathBuf::from(p));
-        }
-    }
-    assert!(child.wait().unwrap().success(), "cargo build -p appliance");
-    exe.expect("cargo reported the appliance executable")
-}
-
-/// Raises the host's neighbour-table limits (one table for all namespaces; the box's
-/// namespace holds an entry per machine) and puts them back on drop.
-struct NeighLimits(Vec<(String, String)>);
-
-impl NeighLimits {
-    fn raise() -> NeighLimits {
-        let mut old = Vec::new();
-        for (k, v) in [
-            ("gc_thresh1", "32768"),
-            ("gc_thresh2", "65536"),
-            ("gc_thresh3", "131072"),
-        ] {
-            let key = format!("net.ipv4.neigh.default.{k}");
-            old.push((key.clone(), run(&["sysctl", "-n", &key]).trim().to_string()));
-            run(&["sysctl", "-qw", &format!("{key}={v}")]);
-        }
-        NeighLimits(old)
-    }
-}
-
-impl Drop for NeighLimits {
-    fn drop(&mut self) {
-        for (k, v) in &self.0 {
-            let _ = Command::new("sysctl")
-                .args(["-qw", &format!("{k}={v}")])
-                .status();
-        }
-    }
-}
 
 #[test]
 fn a_thousand_machines_boot_and_register_with_none_failed() {
