@@ -473,8 +473,8 @@ pub struct TftpConfig {
     /// outside the iPXE root. See `net::tftp_root`.
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, PathBuf>,
-    /// Transfers running at once; further read requests are dropped until a slot frees
-    /// (clients retransmit them).
+    /// Transfers running at full speed at once; further read requests are answered at once
+    /// and paced (one block a second) until a slot frees, oldest first (`net::tftp`).
     pub max_transfers: usize,
     /// Transfers one client (source address) may run at once, so one client cannot take
     /// every slot; its further requests are dropped until one of its transfers ends.

@@ -30,6 +30,10 @@ struct Server {
 
 impl Server {
     async fn start(cache_bytes: u64) -> Server {
+        Server::start_with(cache_bytes, 256).await
+    }
+
+    async fn start_with(cache_bytes: u64, max_transfers: usize) -> Server {
         let root = tempfile::tempdir().unwrap();
         let settings = TftpSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -37,7 +41,7 @@ impl Server {
             link_targets: Vec::new(),
             files: Default::default(),
             limits: Limits::default(),
-            max_transfers: 256,
+            max_transfers,
             // Every client here is 127.0.0.1 (fifty of them at once below, standing for a
             // rack); the per-client cap has its own test in tftp_links.rs.
             max_transfers_per_client: 256,
@@ -452,6 +456,81 @@ async fn window_of_8_arrives_before_any_ack() {
         .await
         .unwrap();
     s.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_finding_every_slot_taken_is_answered_at_once_paced_then_promoted() {
+    // One full-speed slot. Client A takes it and stalls after its OACK.
+    let s = Server::start_with(64 << 20, 1).await;
+    s.put("f", 512 * 20 + 1);
+    let ask = rrq(1, b"f", "octet", &[("blksize", "512"), ("tsize", "0")]);
+    let (reply, a_port, a) = exchange(s.addr, &ask).await;
+    assert!(matches!(wire::decode(&reply).unwrap(), Packet::Oack { .. }));
+    // Client B asks while the slot is held: its OACK comes at once (exchange waits 5 s at
+    // most; A holds the slot for the whole of it), from B's own transfer port.
+    let (reply, b_port, b) = exchange(s.addr, &ask).await;
+    assert!(matches!(wire::decode(&reply).unwrap(), Packet::Oack { .. }));
+    assert_ne!(a_port, b_port);
+    let mut buf = vec![0u8; 70_000];
+    let mut recv = async |sock: &UdpSocket, want: u16| {
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("block {want} within 5 s"))
+            .unwrap();
+        let Packet::Data { block, data } = wire::decode(&buf[..n]).unwrap() else {
+            panic!("DATA expected")
+        };
+        assert_eq!(block, want);
+        data.len()
+    };
+    // Paced: B's blocks keep coming while A holds the slot, one per second, so its
+    // firmware never gives up; a block is never sent before its interval.
+    b.send_to(&[0, 4, 0, 0], b_port).await.unwrap();
+    recv(&b, 1).await;
+    let t1 = std::time::Instant::now();
+    b.send_to(&[0, 4, 0, 1], b_port).await.unwrap();
+    recv(&b, 2).await;
+    assert!(
+        t1.elapsed() >= Duration::from_millis(500),
+        "paced: block 2 waits for its interval ({:?})",
+        t1.elapsed()
+    );
+    assert_eq!(s.counters.paced.get(), 1);
+    // A gives up: the slot goes to B, whose 19 remaining blocks now come as fast as it
+    // ACKs (paced they would take 19 s).
+    a.send_to(&[0, 5, 0, 0, b'b', b'y', b'e', 0], a_port)
+        .await
+        .unwrap();
+    let rest = std::time::Instant::now();
+    for block in 2..=20u16 {
+        b.send_to(&[0, 4, (block >> 8) as u8, block as u8], b_port)
+            .await
+            .unwrap();
+        let len = recv(&b, block + 1).await;
+        assert_eq!(len, if block == 20 { 1 } else { 512 });
+    }
+    assert!(
+        rest.elapsed() < Duration::from_secs(10),
+        "promoted to full speed once A's slot freed ({:?})",
+        rest.elapsed()
+    );
+    b.send_to(&[0, 4, 0, 21], b_port).await.unwrap();
+    let counters = s.counters.clone();
+    for _ in 0..200 {
+        if counters.completed.get() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.stop().await;
+    assert_eq!(
+        (
+            counters.completed.get(),
+            counters.failed.get(),
+            counters.paced.get()
+        ),
+        (1, 1, 1)
+    );
 }
 
 /// A text file with every line-end shape: LF (Unix), CR LF (DOS), a lone CR, NUL and

@@ -2,8 +2,10 @@
 //!
 //! 1. the NIC's UEFI PXE: DHCP DISCOVER/REQUEST (retransmitted after 4, 8, 16, 32 s: PXE
 //!    spec), then TFTP of the boot file from the leased address on the packet socket
-//!    (`blksize 1432`, `tsize`, lock-step ACKs, iPXE's retry timer: 0.25 s doubling, given
-//!    up past 10 s);
+//!    (`blksize 1432`, `tsize`, lock-step ACKs, iPXE's retry timer as `src/net/retry.c`
+//!    runs it: at least 0.25 s, doubled on every expiry, given up once it would pass 10 s;
+//!    a packet received takes back one expiry, or with none outstanding smooths the
+//!    timeout toward four round trips);
 //! 2. iPXE: its own DHCP with user class `iPXE` (1, 2, 4, 8 s), the leased address put on
 //!    the interface, `GET /boot.ipxe`; the script's `ifconf` is a third DHCP; then the
 //!    script's `chain` URL with iPXE's variables filled in (`/ipxe?uuid=…&mac=…`), and the
@@ -37,10 +39,52 @@ use crate::wire::{self, DhcpClient, DhcpReply, Stage, Tftp};
 const PXE_DHCP: [u64; 4] = [4, 8, 16, 32];
 /// iPXE's DHCP timer: 1 s doubling, given up once it would exceed 10 s.
 const IPXE_DHCP: [u64; 4] = [1, 2, 4, 8];
-/// iPXE's default retry timer (TFTP): a quarter second doubling ...
+/// iPXE's default retry timer (TFTP): at least a quarter second, doubling ...
 const TFTP_FIRST: Duration = Duration::from_millis(250);
 /// ... until it would pass 10 s.
 const TFTP_MAX: Duration = Duration::from_secs(10);
+
+/// iPXE's retry timer (`src/net/retry.c`): `start` arms it, `stop` (a packet received)
+/// takes back one expiry or, with none outstanding, smooths the timeout (`t := 7t/8 +
+/// rtt/2`), `expire` doubles it and says whether the transfer gives up.
+struct RetryTimer {
+    timeout: Duration,
+    count: u32,
+    started: std::time::Instant,
+}
+
+impl RetryTimer {
+    fn new() -> RetryTimer {
+        RetryTimer {
+            timeout: TFTP_FIRST,
+            count: 0,
+            started: appliance::clock::now(),
+        }
+    }
+
+    /// Arms the timer; its deadline.
+    fn start(&mut self) -> std::time::Instant {
+        self.timeout = self.timeout.clamp(TFTP_FIRST, TFTP_MAX);
+        self.started = appliance::clock::now();
+        self.started + self.timeout
+    }
+
+    fn stop(&mut self) {
+        if self.count > 0 {
+            self.count -= 1;
+        } else {
+            let rtt = appliance::clock::now().duration_since(self.started);
+            self.timeout = self.timeout - self.timeout / 8 + rtt / 2;
+        }
+    }
+
+    /// `true`: given up.
+    fn expire(&mut self) -> bool {
+        self.count += 1;
+        self.timeout *= 2;
+        self.timeout > TFTP_MAX
+    }
+}
 /// The block size iPXE asks for.
 pub const BLKSIZE: u16 = 1432;
 /// A whole HTTP request (connect included), as iPXE's TCP would give up.
@@ -291,15 +335,16 @@ impl Client {
         let mut expect: u16 = 1;
         let mut got: u64 = 0;
         let mut tid_known = false;
-        let mut timeout = TFTP_FIRST;
+        let mut timer = RetryTimer::new();
+        let mut until = tokio::time::Instant::now();
         let mut next_send = true;
         loop {
             if next_send {
                 let frame = wire::udp_frame(self.shared.box_mac(), self.mac, me, peer, &last);
                 self.shared.send(&frame).await;
+                until = tokio::time::Instant::from_std(timer.start());
             }
             next_send = true;
-            let until = tokio::time::Instant::from_std(appliance::clock::now()) + timeout;
             let msg = loop {
                 match tokio::time::timeout_at(until, self.rx.recv()).await {
                     Err(_) => break None,
@@ -314,8 +359,7 @@ impl Client {
                 }
             };
             let Some((from, payload)) = msg else {
-                timeout *= 2;
-                if timeout > TFTP_MAX {
+                if timer.expire() {
                     return Err(Fail(format!("tftp {file}: timed out at block {expect}")));
                 }
                 self.shared.stats.tftp_retx.fetch_add(1, Ordering::Relaxed);
@@ -335,12 +379,12 @@ impl Client {
                         }
                     }
                     last = wire::tftp_ack(0);
-                    timeout = TFTP_FIRST;
+                    timer.stop();
                 }
                 Tftp::Data(n, data) if n == expect => {
                     got += data.len() as u64;
                     last = wire::tftp_ack(n);
-                    timeout = TFTP_FIRST;
+                    timer.stop();
                     expect = expect.wrapping_add(1);
                     if data.len() < blksize {
                         let frame =
@@ -356,6 +400,7 @@ impl Client {
                 }
                 Tftp::Data(..) | Tftp::Oack(..) => {
                     // A duplicate (our ACK was lost or late): ACK again, as iPXE does.
+                    timer.stop();
                 }
                 Tftp::Error(code, msg) => {
                     return Err(Fail(format!("tftp {file}: error {code} {msg}")));

@@ -15,13 +15,17 @@
 //!   the file bytes its plan names (no translated copy is kept).
 //! - At most `max_transfers_per_client` transfers run for one client address (so one
 //!   client cannot take every slot); a read request beyond that is dropped (logged).
-//! - At most `max_transfers` transfers run at once. Admission under a boot storm: a read
-//!   request that finds every slot taken waits in a FIFO queue (up to [`QUEUE_MAX`]
-//!   requests; its retransmissions are ignored) and starts when a slot frees, oldest
-//!   first, unless it waited longer than [`QUEUE_AGE`] (its client has given up: iPXE's
-//!   timer ends ~16 s after the first RRQ). Overload so makes boots slower, in arrival
-//!   order, instead of failing the clients that lose the race for a freed slot again and
-//!   again (measured by `scripts/bench storm`).
+//! - At most `max_transfers` transfers run at full speed at once. Admission under a boot
+//!   storm: a read request that finds every full-speed slot taken is still answered at
+//!   once (OACK or block 1, from its own socket, in an async task) and then runs paced:
+//!   one window every [`PACE`] (`ReadTransfer::set_pace`), so its firmware hears the box
+//!   at least once a second and its retry timer never runs out (iPXE gives up after ~16 s
+//!   of silence; when requests waited silently, 35 of 1,000 storm clients did). Freed
+//!   slots go to the paced transfers oldest first (tokio's semaphore is FIFO), which then
+//!   continue at full speed on a blocking thread. Up to [`PACED_MAX`] transfers may be
+//!   paced; a request beyond that is dropped (the client retransmits it). Overload so
+//!   makes boots slower, in arrival order, never failed (measured by `scripts/bench
+//!   storm`).
 //! - A retransmitted RRQ from a client whose transfer is already running is ignored.
 //! - Files up to `cache_mib` (total) are kept in memory keyed by path, size and mtime, so
 //!   a rack of machines fetching `ipxe.efi` at once reads it from disk once; bigger files
@@ -33,7 +37,7 @@
 //! - Refusals, finished and failed transfers and bytes sent are counted in
 //!   [`TftpCounters`] (shown on `/metrics`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -41,6 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use socket2::SockRef;
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -55,10 +60,13 @@ use crate::protocol::tftp::wire::{self, ErrorCode, MAX_PACKET, Mode, RequestedOp
 use crate::timeline::Recorder;
 use crate::timeline::event::{Outcome, Step, Who};
 
-/// Read requests that may wait for a free transfer slot.
-pub const QUEUE_MAX: usize = 16_384;
-/// How long a waiting read request stays worth starting.
-pub const QUEUE_AGE: Duration = Duration::from_secs(15);
+/// Transfers that may run paced while every full-speed slot is taken.
+pub const PACED_MAX: usize = 16_384;
+/// A paced transfer's interval between windows: well inside every firmware's retry rules
+/// (iPXE's timer settles near four times it, below its 10 s limit; UEFI's is 4 s).
+pub const PACE: Duration = Duration::from_secs(1);
+/// Receive buffer of a paced transfer (ACKs are 4 bytes; an ERROR's text is cut here).
+const PACED_RECV: usize = 1024;
 
 /// Everything the TFTP service needs, resolved from the config.
 #[derive(Debug, Clone)]
@@ -120,6 +128,8 @@ pub struct TftpCounters {
     pub failed: Counter,
     /// File bytes of completed transfers.
     pub bytes_sent: Counter,
+    /// Transfers that started paced because every full-speed slot was taken.
+    pub paced: Counter,
 }
 
 impl TftpCounters {
@@ -145,6 +155,11 @@ impl TftpCounters {
             "appliance_tftp_sent_bytes",
             "File bytes of completed TFTP transfers",
             self.bytes_sent.clone(),
+        );
+        r.register(
+            "appliance_tftp_paced",
+            "TFTP transfers started paced (every full-speed slot taken)",
+            self.paced.clone(),
         );
     }
 }
@@ -225,45 +240,14 @@ impl Active {
     }
 }
 
-/// A read request waiting for a slot.
+/// An admitted read request.
 #[derive(Debug)]
-struct Queued {
+struct Request {
     peer: SocketAddr,
     requested: String,
     path: PathBuf,
     mode: Mode,
     options: RequestedOptions,
-    since: std::time::Instant,
-}
-
-/// Read requests waiting for a slot, oldest first.
-#[derive(Debug, Default)]
-struct Waiting {
-    queue: VecDeque<Queued>,
-    peers: HashSet<SocketAddr>,
-}
-
-impl Waiting {
-    /// Queues `q` unless its client already waits or the queue is full (`false`).
-    fn push(&mut self, q: Queued) -> bool {
-        if self.queue.len() >= QUEUE_MAX || !self.peers.insert(q.peer) {
-            return false;
-        }
-        self.queue.push_back(q);
-        true
-    }
-
-    /// The oldest request still worth starting (older ones are dropped).
-    fn pop(&mut self, now: std::time::Instant) -> Option<Queued> {
-        while let Some(q) = self.queue.pop_front() {
-            self.peers.remove(&q.peer);
-            if now.duration_since(q.since) <= QUEUE_AGE {
-                return Some(q);
-            }
-            tracing::debug!(peer = %q.peer, file = %q.requested, "TFTP: queued request expired");
-        }
-        None
-    }
 }
 
 impl TftpServer {
@@ -327,20 +311,16 @@ impl TftpServer {
         let mut transfers = JoinSet::new();
         let mut buf = vec![0u8; MAX_PACKET + 1];
         let for_transfers = shutdown.clone();
-        let mut waiting = Waiting::default();
         loop {
             tokio::select! {
                 _ = stopped(&mut shutdown) => break,
-                Some(_) = transfers.join_next(), if !transfers.is_empty() => {
-                    self.start_waiting(&mut waiting, &slots, &mut transfers, &for_transfers);
-                }
+                Some(_) = transfers.join_next(), if !transfers.is_empty() => {}
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, peer)) => {
                         let mut admit = Admit {
                             slots: &slots,
                             transfers: &mut transfers,
                             shutdown: &for_transfers,
-                            waiting: &mut waiting,
                         };
                         self.on_datagram(&buf[..n], peer, &mut admit).await;
                     }
@@ -357,60 +337,22 @@ impl TftpServer {
         tracing::info!("TFTP stopped");
     }
 
-    /// Starts waiting requests while slots are free, oldest first.
-    fn start_waiting(
-        &self,
-        waiting: &mut Waiting,
-        slots: &Arc<Semaphore>,
-        transfers: &mut JoinSet<()>,
-        shutdown: &watch::Receiver<bool>,
-    ) {
-        while !waiting.queue.is_empty() {
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                return;
-            };
-            let Some(q) = waiting.pop(clock::now()) else {
-                return;
-            };
-            let per_client = self.ctx.settings.max_transfers_per_client;
-            if self
-                .ctx
-                .active
-                .lock()
-                .expect("lock")
-                .insert(q.peer, per_client)
-                .is_err()
-            {
-                continue;
-            }
-            self.start(q, permit, transfers, shutdown);
-        }
-    }
-
-    /// Runs one admitted transfer.
+    /// Runs one admitted transfer: at full speed when a slot is free, else paced until one
+    /// frees.
     fn start(
         &self,
-        q: Queued,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        q: Request,
+        slots: &Arc<Semaphore>,
         transfers: &mut JoinSet<()>,
         shutdown: &watch::Receiver<bool>,
     ) {
         let ctx = self.ctx.clone();
         let shutdown = shutdown.clone();
+        let slots = slots.clone();
         transfers.spawn(async move {
             let peer = q.peer;
             let _active = ActiveGuard { ctx: &ctx, peer };
-            serve_read(
-                &ctx,
-                peer,
-                &q.requested,
-                &q.path,
-                q.mode,
-                &q.options,
-                shutdown,
-            )
-            .await;
-            drop(permit);
+            serve_read(&ctx, &q, slots, shutdown).await;
         });
     }
 
@@ -438,8 +380,10 @@ impl TftpServer {
                 mode,
                 options,
             } => {
-                if admit.waiting.peers.contains(&peer) {
-                    tracing::debug!(%peer, file = %requested, "TFTP: retransmitted RRQ of a queued request ignored");
+                let max = self.ctx.settings.max_transfers + PACED_MAX;
+                if admit.transfers.len() >= max {
+                    tracing::warn!(%peer, file = %requested, max,
+                        "TFTP: too many transfers running and paced; request dropped (the client will retry)");
                     return;
                 }
                 let per_client = self.ctx.settings.max_transfers_per_client;
@@ -461,31 +405,14 @@ impl TftpServer {
                         return;
                     }
                 }
-                let q = Queued {
+                let q = Request {
                     peer,
                     requested,
                     path,
                     mode,
                     options,
-                    since: clock::now(),
                 };
-                let permit = if admit.waiting.queue.is_empty() {
-                    admit.slots.clone().try_acquire_owned().ok()
-                } else {
-                    None
-                };
-                if let Some(permit) = permit {
-                    self.start(q, permit, admit.transfers, admit.shutdown);
-                    return;
-                }
-                // Every slot taken (or others waiting before it): queue, oldest first.
-                self.ctx.active.lock().expect("lock").remove(peer);
-                let file = q.requested.clone();
-                if !admit.waiting.push(q) {
-                    tracing::warn!(%peer, file = %file, max = QUEUE_MAX,
-                        "TFTP: too many transfers waiting; request dropped (the client will retry)");
-                }
-                self.start_waiting(admit.waiting, admit.slots, admit.transfers, admit.shutdown);
+                self.start(q, admit.slots, admit.transfers, admit.shutdown);
             }
         }
     }
@@ -496,7 +423,6 @@ struct Admit<'a> {
     slots: &'a Arc<Semaphore>,
     transfers: &'a mut JoinSet<()>,
     shutdown: &'a watch::Receiver<bool>,
-    waiting: &'a mut Waiting,
 }
 
 /// Resolves when the shutdown flag is set (without holding the watch guard).
@@ -520,13 +446,19 @@ impl Drop for ActiveGuard<'_> {
 /// One read transfer, start to end. Never returns an error: everything is logged.
 async fn serve_read(
     ctx: &Ctx,
-    peer: SocketAddr,
-    requested: &str,
-    path: &Path,
-    mode: Mode,
-    options: &RequestedOptions,
-    shutdown: watch::Receiver<bool>,
+    q: &Request,
+    slots: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
+    let Request {
+        peer,
+        requested,
+        path,
+        mode,
+        options,
+    } = q;
+    let (peer, mode) = (*peer, *mode);
+    let requested = requested.as_str();
     let began_ms = ctx.timeline.now_ms();
     let began = clock::now();
     let who = Who {
@@ -624,30 +556,122 @@ async fn serve_read(
     if !options.ignored.is_empty() {
         tracing::debug!(%peer, file = %requested, ignored = ?options.ignored, "TFTP: options ignored");
     }
+    // Blocks are counted over what goes on the wire: the file, or its netascii stream
+    // (one pass over the file, on a blocking thread).
+    let netascii = mode == Mode::Netascii;
+    let stream_len = if netascii {
+        let s = source.clone();
+        match tokio::task::spawn_blocking(move || s.netascii_len()).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                let out = refuse(ErrorCode::NotDefined, "cannot read file", &e);
+                let _ = socket.send(&out).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "TFTP: netascii length thread failed");
+                return;
+            }
+        }
+    } else {
+        source.len()
+    };
 
-    // The transfer itself runs on a blocking thread: in lock-step TFTP every block waits
-    // for one ACK, and a blocking recv wakes with fewer syscalls and no executor hop.
-    let socket = match socket
-        .into_std()
-        .and_then(|s| s.set_nonblocking(false).map(|()| s))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(%peer, file = %requested, error = %e, "TFTP: cannot prepare the transfer socket");
-            return;
+    // Admission: a free slot runs the transfer at full speed; else it is answered at once
+    // and paced here until a slot frees (oldest first), then continues at full speed.
+    let started = clock::now();
+    let now = move || started.elapsed();
+    let mut out = Vec::new();
+    let mut t = ReadTransfer::start(now(), options, stream_len, &ctx.settings.limits, &mut out);
+    let blksize = t.negotiated().blksize;
+    let mut sender = Sender::new(blksize, netascii.then(|| Encoder::new(blksize)));
+    let mut client_gone = false;
+    let permit = match slots.clone().try_acquire_owned() {
+        Ok(permit) => Some(permit),
+        Err(_) => {
+            ctx.counters.paced.inc();
+            t.set_pace(now(), Some(PACE), &mut out);
+            let acquire = slots.acquire_owned();
+            tokio::pin!(acquire);
+            let mut recv_buf = [0u8; PACED_RECV];
+            loop {
+                if let Err(e) = sender.flush(&SockRef::from(&socket), &source, &mut out) {
+                    tracing::debug!(%peer, error = %e, "TFTP: send failed");
+                    if e.kind() == io::ErrorKind::ConnectionRefused {
+                        client_gone = true;
+                        break None;
+                    }
+                }
+                if t.is_finished() {
+                    break None;
+                }
+                let wake = t
+                    .poll_at()
+                    .map_or(Duration::from_secs(3600), |d| d.saturating_sub(now()));
+                tokio::select! {
+                    permit = &mut acquire => {
+                        t.set_pace(now(), None, &mut out);
+                        break permit.ok();
+                    }
+                    _ = stopped(&mut shutdown) => {
+                        t.abort("server shutting down", &mut out);
+                        let _ = sender.flush(&SockRef::from(&socket), &source, &mut out);
+                        break None;
+                    }
+                    r = socket.recv(&mut recv_buf) => match r {
+                        Ok(n) => match wire::decode(&recv_buf[..n]) {
+                            Ok(packet) => t.handle_packet(now(), &packet, &mut out),
+                            Err(e) => t.handle_malformed(e, &mut out),
+                        },
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                            client_gone = true;
+                            break None;
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TFTP: receive failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    },
+                    () = tokio::time::sleep(wake) => t.handle_timeout(now(), &mut out),
+                }
+            }
         }
     };
-    let limits = ctx.settings.limits.clone();
-    let options = options.clone();
-    let requested = requested.to_string();
+
+    let full_speed = permit.is_some();
     let counters = ctx.counters.clone();
     let timeline = ctx.timeline.clone();
+    let requested = requested.to_string();
     let size = source.len();
     let run = move || {
-        let netascii = mode == Mode::Netascii;
-        let sent = run_transfer(
-            &socket, &source, netascii, &options, &limits, &shutdown, peer, &requested,
-        );
+        let _permit = permit;
+        if full_speed {
+            // The transfer itself runs on a blocking thread: in lock-step TFTP every block
+            // waits for one ACK, and a blocking recv wakes with fewer syscalls and no
+            // executor hop.
+            match socket
+                .into_std()
+                .and_then(|s| s.set_nonblocking(false).map(|()| s))
+            {
+                Ok(socket) => {
+                    client_gone = run_transfer(
+                        &socket,
+                        &source,
+                        &mut t,
+                        &mut sender,
+                        &mut out,
+                        &now,
+                        &shutdown,
+                        peer,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, file = %requested, error = %e, "TFTP: cannot prepare the transfer socket");
+                    t.abort("cannot prepare the transfer socket", &mut out);
+                }
+            }
+        }
+        let sent = outcome(&t, client_gone, started, peer, &requested, source.len());
         let (outcome, bytes, detail) = match sent {
             Some(bytes) => {
                 counters.completed.inc();
@@ -678,97 +702,84 @@ async fn serve_read(
     }
 }
 
-/// Drives one transfer to its end on the calling (blocking) thread and logs the outcome;
-/// the file bytes sent if it completed.
+/// Drives a started transfer to its end on the calling (blocking) thread; `true` when the
+/// client's port became unreachable.
 #[allow(clippy::too_many_arguments)]
 fn run_transfer(
     socket: &std::net::UdpSocket,
     source: &Source,
-    netascii: bool,
-    options: &RequestedOptions,
-    limits: &Limits,
+    t: &mut ReadTransfer,
+    sender: &mut Sender,
+    out: &mut Vec<Transmit>,
+    now: &dyn Fn() -> Duration,
     shutdown: &watch::Receiver<bool>,
     peer: SocketAddr,
-    requested: &str,
-) -> Option<u64> {
+) -> bool {
     // Wake at least this often to notice deadlines and shutdown.
     const TICK: Duration = Duration::from_millis(100);
     if let Err(e) = socket.set_read_timeout(Some(TICK)) {
         tracing::warn!(%peer, error = %e, "TFTP: cannot set a receive timeout");
-        return None;
+        t.abort("cannot set a receive timeout", out);
+        let _ = sender.flush(&SockRef::from(socket), source, out);
+        return false;
     }
-    // Blocks are counted over what goes on the wire: the file, or its netascii stream.
-    let stream_len = if netascii {
-        match source.netascii_len() {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(%peer, file = %requested, error = %e, "TFTP: cannot read file");
-                let mut out = Vec::new();
-                wire::encode_error(ErrorCode::NotDefined, "cannot read file", &mut out);
-                let _ = socket.send(&out);
-                return None;
-            }
-        }
-    } else {
-        source.len()
-    };
-    let started = clock::now();
-    let now = || started.elapsed();
-    let mut out = Vec::new();
-    let mut t = ReadTransfer::start(now(), options, stream_len, limits, &mut out);
-    let blksize = t.negotiated().blksize;
-    let mut sender = Sender::new(blksize, netascii.then(|| Encoder::new(blksize)));
     let mut recv_buf = vec![0u8; MAX_PACKET + 1];
-    let mut client_gone = false;
     loop {
-        if let Err(e) = sender.flush(socket, source, &mut out) {
+        if let Err(e) = sender.flush(&SockRef::from(socket), source, out) {
             tracing::debug!(%peer, error = %e, "TFTP: send failed");
             if e.kind() == io::ErrorKind::ConnectionRefused {
-                client_gone = true;
-                break;
+                return true;
             }
         }
         if t.is_finished() {
-            break;
+            return false;
         }
         if *shutdown.borrow() {
-            t.abort("server shutting down", &mut out);
-            let _ = sender.flush(socket, source, &mut out);
-            break;
+            t.abort("server shutting down", out);
+            let _ = sender.flush(&SockRef::from(socket), source, out);
+            return false;
         }
         match socket.recv(&mut recv_buf) {
             Ok(n) => match wire::decode(&recv_buf[..n]) {
-                Ok(packet) => t.handle_packet(now(), &packet, &mut out),
-                Err(e) => t.handle_malformed(e, &mut out),
+                Ok(packet) => t.handle_packet(now(), &packet, out),
+                Err(e) => t.handle_malformed(e, out),
             },
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                client_gone = true;
-                break;
-            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return true,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "TFTP: receive failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
         if t.poll_at().is_some_and(|d| now() >= d) {
-            t.handle_timeout(now(), &mut out);
+            t.handle_timeout(now(), out);
         }
     }
+}
+
+/// Logs how a transfer ended; the file bytes sent if it completed.
+fn outcome(
+    t: &ReadTransfer,
+    client_gone: bool,
+    started: std::time::Instant,
+    peer: SocketAddr,
+    requested: &str,
+    len: u64,
+) -> Option<u64> {
     let n = t.negotiated();
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match t.status() {
         Status::Complete => {
             tracing::info!(
-                %peer, file = %requested, bytes = source.len(), blksize = n.blksize,
+                %peer, file = %requested, bytes = len, blksize = n.blksize,
                 windowsize = n.windowsize, retransmits = t.stats.retransmits, elapsed_ms,
                 "TFTP sent"
             );
-            return Some(source.len());
+            return Some(len);
         }
         Status::Failed(e) => tracing::warn!(
             %peer, file = %requested, retransmits = t.stats.retransmits, elapsed_ms,
@@ -810,7 +821,7 @@ impl Sender {
 
     fn flush(
         &mut self,
-        socket: &std::net::UdpSocket,
+        socket: &socket2::Socket,
         source: &Source,
         out: &mut Vec<Transmit>,
     ) -> io::Result<()> {
@@ -896,7 +907,7 @@ fn gso_refused(e: &io::Error) -> bool {
 /// One `sendmsg` carrying `bytes` with a UDP_SEGMENT control message: the kernel splits it
 /// into datagrams of `segment` bytes (the last may be shorter).
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-fn send_gso(socket: &std::net::UdpSocket, bytes: &[u8], segment: usize) -> io::Result<usize> {
+fn send_gso(socket: &socket2::Socket, bytes: &[u8], segment: usize) -> io::Result<usize> {
     const SOL_UDP: i32 = 17;
     const UDP_SEGMENT: i32 = 103;
     let segment = u16::try_from(segment).map_err(|_| io::Error::from_raw_os_error(22))?;
@@ -911,11 +922,11 @@ fn send_gso(socket: &std::net::UdpSocket, bytes: &[u8], segment: usize) -> io::R
     let msg = socket2::MsgHdr::new()
         .with_buffers(&iov)
         .with_control(&control);
-    socket2::SockRef::from(socket).sendmsg(&msg, 0)
+    socket.sendmsg(&msg, 0)
 }
 
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-fn send_gso(_: &std::net::UdpSocket, _: &[u8], _: usize) -> io::Result<usize> {
+fn send_gso(_: &socket2::Socket, _: &[u8], _: usize) -> io::Result<usize> {
     Err(io::Error::from_raw_os_error(22))
 }
 
@@ -928,7 +939,7 @@ fn slice(bytes: &[u8], offset: u64, len: usize) -> &[u8] {
 }
 
 /// Where a transfer's bytes come from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Source {
     Memory(Arc<[u8]>),
     Disk { file: Arc<std::fs::File>, len: u64 },
@@ -1121,34 +1132,5 @@ mod tests {
         }
         a.remove(peer([10, 0, 0, 2], 1));
         assert!(a.peers.is_empty() && a.per_ip.is_empty(), "{a:?}");
-    }
-
-    #[test]
-    fn waiting_requests_start_oldest_first_once_each_and_expire() {
-        let t0 = clock::now();
-        let q = |port: u16, age: u64| Queued {
-            peer: SocketAddr::from(([10, 0, 0, 1], port)),
-            requested: "ipxe.efi".into(),
-            path: PathBuf::from("/srv/ipxe.efi"),
-            mode: Mode::Octet,
-            options: RequestedOptions::default(),
-            since: t0 + Duration::from_secs(age),
-        };
-        let mut w = Waiting::default();
-        assert!(w.push(q(1, 0)));
-        assert!(w.push(q(2, 10)));
-        assert!(
-            !w.push(q(1, 11)),
-            "a retransmitted RRQ does not queue twice"
-        );
-        assert!(w.push(q(3, 12)));
-        // At t0 + 20 s the first request (20 s old) has expired, the second (10 s) not.
-        let now = t0 + Duration::from_secs(20);
-        assert_eq!(w.pop(now).map(|q| q.peer.port()), Some(2));
-        assert_eq!(w.pop(now).map(|q| q.peer.port()), Some(3));
-        assert!(w.pop(now).is_none());
-        assert!(w.peers.is_empty(), "{w:?}");
-        // A client whose request was taken (or expired) may queue again.
-        assert!(w.push(q(1, 20)));
     }
 }

@@ -1,7 +1,10 @@
 //! The read side of TFTP as pure state machines: [`decide`] turns a datagram that arrived on
 //! the listening port into "start a transfer" or "refuse with this ERROR", and
 //! [`ReadTransfer`] drives one transfer: option negotiation (OACK), windows of DATA blocks
-//! (RFC 7440), ACK handling, retransmission on deadline, block-number wrap-around.
+//! (RFC 7440), ACK handling, retransmission on deadline, block-number wrap-around, and
+//! pacing ([`ReadTransfer::set_pace`]): under a boot storm a transfer waiting for a full-speed
+//! slot is answered at once (OACK or block 1) and then gets one window per pace interval, so
+//! its client sees steady progress and never runs out of retries while it waits.
 //!
 //! Sans-IO: the caller feeds `(now, packet)` and deadlines, and performs the returned
 //! [`Transmit`]s. `now` is any monotonic time as a `Duration` since an arbitrary epoch.
@@ -186,6 +189,13 @@ pub struct ReadTransfer {
     deadline: Option<Duration>,
     retries: u32,
     status: Status,
+    /// At most one window of new blocks per this interval (`None`: as fast as ACKs come).
+    pace: Option<Duration>,
+    /// When the last window holding a new block (or the first OACK) went out.
+    last_new: Option<Duration>,
+    /// The client acknowledged everything sent and the next window waits for the pace;
+    /// `deadline` is then when it may go.
+    held: bool,
     /// Counters for logs and tests.
     pub stats: TransferStats,
 }
@@ -255,10 +265,34 @@ impl ReadTransfer {
             deadline: None,
             retries: 0,
             status: Status::Running,
+            pace: None,
+            last_new: None,
+            held: false,
             stats: TransferStats::default(),
         };
         t.send_current(now, out);
         t
+    }
+
+    /// Paces the transfer: with `Some(interval)` at most one window of new blocks goes out
+    /// per `interval` (an acknowledged window's successor is held until then; a lost block
+    /// is still retransmitted on the normal deadline); with `None` it runs at the client's
+    /// speed again and a held window goes out at once (into `out`).
+    ///
+    /// A transfer waiting for a slot under a boot storm runs paced: its client got its OACK
+    /// (or block 1) at once and then sees a block every `interval`, so a firmware retry
+    /// timer that gives up after ~16 s of silence (iPXE: 0.25 s doubling, fail past 10 s)
+    /// never expires for good, however long the wait for a full-speed slot.
+    pub fn set_pace(&mut self, now: Duration, pace: Option<Duration>, out: &mut Vec<Transmit>) {
+        self.pace = pace.filter(|p| !p.is_zero());
+        if self.held && !self.is_finished() {
+            self.advance(now, out);
+        }
+    }
+
+    /// Whether the transfer is paced ([`ReadTransfer::set_pace`]).
+    pub fn paced(&self) -> bool {
+        self.pace.is_some()
     }
 
     pub fn negotiated(&self) -> Negotiated {
@@ -314,12 +348,18 @@ impl ReadTransfer {
         self.finish(Status::Failed(ReadTransferError::Malformed(error)));
     }
 
-    /// Retransmits (or gives up) when the deadline from [`ReadTransfer::poll_at`] passed.
-    /// Calling it early does nothing.
+    /// Retransmits (or gives up) when the deadline from [`ReadTransfer::poll_at`] passed;
+    /// for a paced transfer whose window was held, sends the next window. Calling it early
+    /// does nothing.
     pub fn handle_timeout(&mut self, now: Duration, out: &mut Vec<Transmit>) {
         match self.deadline {
             Some(d) if now >= d && !self.is_finished() => {}
             _ => return,
+        }
+        if self.held {
+            self.held = false;
+            self.send_current(now, out);
+            return;
         }
         self.stats.timeouts += 1;
         if self.retries >= self.max_retries {
@@ -350,7 +390,7 @@ impl ReadTransfer {
             if block == 0 {
                 self.pending_oack = None;
                 self.retries = 0;
-                self.send_current(now, out);
+                self.advance(now, out);
             } else {
                 self.stats.ignored_acks += 1;
             }
@@ -377,12 +417,28 @@ impl ReadTransfer {
         // was in the middle of the window (the client saw a gap).
         self.base = acked + 1;
         self.retries = 0;
+        self.advance(now, out);
+    }
+
+    /// Everything sent is acknowledged: the next window now, or held until the pace allows.
+    fn advance(&mut self, now: Duration, out: &mut Vec<Transmit>) {
+        if let (Some(pace), Some(last)) = (self.pace, self.last_new)
+            && now < last + pace
+        {
+            self.held = true;
+            self.deadline = Some(last + pace);
+            return;
+        }
+        self.held = false;
         self.send_current(now, out);
     }
 
     /// Sends the OACK if still unacknowledged, else the window starting at `base`.
     fn send_current(&mut self, now: Duration, out: &mut Vec<Transmit>) {
         if let Some(oack) = &self.pending_oack {
+            if self.last_new.is_none() {
+                self.last_new = Some(now);
+            }
             out.push(Transmit::Packet(oack.clone()));
         } else {
             let blksize = u64::from(self.negotiated.blksize);
@@ -404,6 +460,9 @@ impl ReadTransfer {
                 });
                 self.stats.data_sent += 1;
             }
+            if end > self.sent_upto {
+                self.last_new = Some(now);
+            }
             self.sent_upto = self.sent_upto.max(end);
         }
         self.deadline = Some(now + self.negotiated.timeout);
@@ -412,6 +471,7 @@ impl ReadTransfer {
     fn finish(&mut self, status: Status) {
         self.status = status;
         self.deadline = None;
+        self.held = false;
     }
 }
 

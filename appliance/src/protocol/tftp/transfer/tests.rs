@@ -638,3 +638,406 @@ fn decide_table() {
         assert!(check(&d), "{name}: {d:?}");
     }
 }
+
+#[test]
+fn a_paced_transfer_holds_each_window_for_the_interval_and_runs_free_when_released() {
+    let pace = Duration::from_secs(1);
+    let mut out = Vec::new();
+    let mut t = ReadTransfer::start(
+        T0,
+        &opts(Some(1432), None, true),
+        1432 * 5 + 7,
+        &Limits::default(),
+        &mut out,
+    );
+    t.set_pace(T0, Some(pace), &mut out);
+    assert!(t.paced());
+    // The OACK goes out at once, before any pacing.
+    assert!(
+        matches!(&out[..], [Transmit::Packet(p)] if matches!(decode(p), Ok(Packet::Oack { .. })))
+    );
+    out.clear();
+    // ACK 0 right away: block 1 waits for the interval.
+    let ms = Duration::from_millis;
+    t.handle_packet(T0 + ms(5), &Packet::Ack { block: 0 }, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(t.poll_at(), Some(T0 + pace));
+    // The client's retransmitted ACK 0 changes nothing (no Sorcerer's Apprentice).
+    t.handle_packet(T0 + ms(255), &Packet::Ack { block: 0 }, &mut out);
+    t.handle_timeout(T0 + ms(999), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    t.handle_timeout(T0 + pace, &mut out);
+    assert_eq!(
+        out,
+        vec![Transmit::Data {
+            block: 1,
+            offset: 0,
+            len: 1432
+        }]
+    );
+    out.clear();
+    // Block 1 is lost: it is retransmitted on the normal deadline, counted as such.
+    t.handle_timeout(T0 + pace + Duration::from_secs(1), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(t.stats.retransmits, 1);
+    out.clear();
+    // ACK 1 arrives 10 ms after the retransmission, a full interval after block 1 first
+    // went out: block 2 goes at once.
+    let at = T0 + pace + Duration::from_secs(1) + ms(10);
+    t.handle_packet(at, &Packet::Ack { block: 1 }, &mut out);
+    assert_eq!(
+        out,
+        vec![Transmit::Data {
+            block: 2,
+            offset: 1432,
+            len: 1432
+        }]
+    );
+    out.clear();
+    // ACK 2 at once: block 3 waits for the interval after block 2.
+    t.handle_packet(at + ms(10), &Packet::Ack { block: 2 }, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(t.poll_at(), Some(at + pace));
+    // Released (a full-speed slot freed): the held block goes at once, the rest as fast
+    // as the client ACKs.
+    t.set_pace(at + ms(20), None, &mut out);
+    assert!(!t.paced());
+    assert_eq!(
+        out,
+        vec![Transmit::Data {
+            block: 3,
+            offset: 2 * 1432,
+            len: 1432
+        }]
+    );
+    for block in 3..=5 {
+        out.clear();
+        t.handle_packet(at + ms(21), &Packet::Ack { block }, &mut out);
+        assert_eq!(out.len(), 1, "block {} at once", block + 1);
+    }
+    t.handle_packet(at + ms(22), &Packet::Ack { block: 6 }, &mut out);
+    assert_eq!(*t.status(), Status::Complete);
+}
+
+/// iPXE's retry timer (`src/net/retry.c`) as its TFTP client runs it: a timeout of at
+/// least 0.25 s, doubled on every expiry; the transfer fails when it would pass 10 s. A
+/// packet received decrements the expiry count, or, with no expiry outstanding, smooths
+/// the timeout toward four round trips (`t := 7t/8 + rtt/2`).
+#[derive(Debug, Clone, Copy)]
+struct IpxeTimer {
+    timeout: Duration,
+    count: u32,
+    started: Duration,
+    deadline: Option<Duration>,
+}
+
+impl IpxeTimer {
+    const MIN: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn new() -> IpxeTimer {
+        IpxeTimer {
+            timeout: Self::MIN,
+            count: 0,
+            started: Duration::ZERO,
+            deadline: None,
+        }
+    }
+
+    fn start(&mut self, now: Duration) {
+        self.timeout = self.timeout.clamp(Self::MIN, Self::MAX);
+        self.started = now;
+        self.deadline = Some(now + self.timeout);
+    }
+
+    fn stop(&mut self, now: Duration) {
+        if self.deadline.take().is_none() {
+            return;
+        }
+        if self.count > 0 {
+            self.count -= 1;
+        } else {
+            self.timeout = self.timeout - self.timeout / 8 + (now - self.started) / 2;
+        }
+    }
+
+    /// `true`: the client gives up.
+    fn expire(&mut self) -> bool {
+        self.deadline = None;
+        self.count += 1;
+        self.timeout *= 2;
+        if self.timeout > Self::MAX {
+            self.timeout = Self::MAX;
+            return true;
+        }
+        false
+    }
+}
+
+/// How the server treats a read request that finds every full-speed slot taken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Waiting {
+    /// Started at once and paced (one window per interval) until a slot frees.
+    Paced(Duration),
+    /// Kept in a queue without an answer until a slot frees (the box before pacing).
+    Silent,
+}
+
+#[derive(Debug, Default)]
+struct StormResult {
+    completed: usize,
+    /// `(client, block it waited for)` of every client that gave up.
+    gave_up: Vec<(usize, u16)>,
+    data_sent: u64,
+    retransmits: u64,
+    /// The longest a client waited for the server's next packet.
+    longest_silence: Duration,
+    /// The largest retry timeout any client reached.
+    largest_timeout: Duration,
+    /// Virtual time when the last client finished.
+    end: Duration,
+}
+
+/// `clients` lock-step iPXE clients (blksize 1432, tsize) read a `blocks`-block file; the
+/// k-th sends its RRQ at `k * spread / clients`; every packet takes `delay` each way; the
+/// server runs `slots` transfers at full speed and treats the rest as `waiting` says,
+/// releasing the oldest waiter whenever a transfer ends. Event-driven on a virtual clock.
+fn storm(
+    clients: usize,
+    blocks: u64,
+    slots: usize,
+    waiting: Waiting,
+    spread: Duration,
+    delay: Duration,
+) -> StormResult {
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, VecDeque};
+
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+    enum Ev {
+        /// A client's packet reaches the server (`None`: the RRQ, else an ACK).
+        ToServer(usize, Option<u16>),
+        /// A server packet reaches the client.
+        ToClient(usize, Vec<u8>),
+        ClientTimer(usize),
+        ServerPoll(usize),
+    }
+    struct C {
+        timer: IpxeTimer,
+        /// What it would retransmit (`None`: the RRQ).
+        last: Option<u16>,
+        expect: u16,
+        got: u64,
+        last_heard: Duration,
+        done: bool,
+        failed: bool,
+    }
+    let size = 1432 * blocks - 100;
+    let limits = Limits::default();
+    let options = opts(Some(1432), None, true);
+    let mut clients_st: Vec<C> = (0..clients)
+        .map(|_| C {
+            timer: IpxeTimer::new(),
+            last: None,
+            expect: 1,
+            got: 0,
+            last_heard: Duration::ZERO,
+            done: false,
+            failed: false,
+        })
+        .collect();
+    let mut transfers: Vec<Option<ReadTransfer>> = (0..clients).map(|_| None).collect();
+    let mut queued: VecDeque<usize> = VecDeque::new();
+    let mut queued_set: HashSet<usize> = HashSet::new();
+    let mut running = 0usize;
+    type Events = BinaryHeap<Reverse<(Duration, u64, Ev)>>;
+    let mut ev: Events = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut push = |ev: &mut Events, at: Duration, e: Ev| {
+        seq += 1;
+        ev.push(Reverse((at, seq, e)));
+    };
+    let mut r = StormResult::default();
+    for (k, c) in clients_st.iter_mut().enumerate() {
+        let at = spread * u32::try_from(k).unwrap() / u32::try_from(clients).unwrap();
+        c.last_heard = at;
+        c.timer.start(at);
+        push(&mut ev, at + delay, Ev::ToServer(k, None));
+        push(&mut ev, at + IpxeTimer::MIN, Ev::ClientTimer(k));
+    }
+    // Sends what the transfer put in `out` and schedules its next poll.
+    let flush = |k: usize,
+                 now: Duration,
+                 t: &ReadTransfer,
+                 out: &mut Vec<Transmit>,
+                 ev: &mut Events,
+                 push: &mut dyn FnMut(&mut Events, Duration, Ev)| {
+        for tx in out.drain(..) {
+            let bytes = match tx {
+                Transmit::Packet(p) => p,
+                Transmit::Data { block, len, .. } => {
+                    let mut b = Vec::new();
+                    wire::encode_data_header(block, &mut b, &vec![0u8; len]);
+                    b
+                }
+            };
+            push(ev, now + delay, Ev::ToClient(k, bytes));
+        }
+        if let Some(at) = t.poll_at() {
+            push(ev, at, Ev::ServerPoll(k));
+        }
+    };
+    let mut out = Vec::new();
+    while let Some(Reverse((now, _, e))) = ev.pop() {
+        let mut ended = None;
+        match e {
+            Ev::ToServer(k, None) => {
+                if transfers[k].is_some() || queued_set.contains(&k) {
+                    continue; // a retransmitted RRQ
+                }
+                if running < slots {
+                    running += 1;
+                } else if waiting == Waiting::Silent {
+                    queued.push_back(k);
+                    queued_set.insert(k);
+                    continue;
+                } else {
+                    queued.push_back(k);
+                    queued_set.insert(k);
+                }
+                let mut t = ReadTransfer::start(now, &options, size, &limits, &mut out);
+                if let (Waiting::Paced(p), true) = (waiting, queued_set.contains(&k)) {
+                    t.set_pace(now, Some(p), &mut out);
+                }
+                flush(k, now, &t, &mut out, &mut ev, &mut push);
+                transfers[k] = Some(t);
+            }
+            Ev::ToServer(k, Some(block)) => {
+                let Some(t) = transfers[k].as_mut() else {
+                    continue;
+                };
+                t.handle_packet(now, &Packet::Ack { block }, &mut out);
+                flush(k, now, t, &mut out, &mut ev, &mut push);
+                if t.is_finished() {
+                    ended = Some(k);
+                }
+            }
+            Ev::ServerPoll(k) => {
+                let Some(t) = transfers[k].as_mut() else {
+                    continue;
+                };
+                if t.poll_at() != Some(now) {
+                    continue; // superseded
+                }
+                t.handle_timeout(now, &mut out);
+                flush(k, now, t, &mut out, &mut ev, &mut push);
+                if t.is_finished() {
+                    ended = Some(k);
+                }
+            }
+            Ev::ToClient(k, bytes) => {
+                let c = &mut clients_st[k];
+                if c.done || c.failed {
+                    continue;
+                }
+                let ack = match decode(&bytes).unwrap() {
+                    Packet::Oack { .. } if c.expect == 1 => Some(0),
+                    Packet::Data { block, data } if block == c.expect => {
+                        c.got += data.len() as u64;
+                        c.expect = c.expect.wrapping_add(1);
+                        if data.len() < 1432 {
+                            c.done = true;
+                            r.completed += 1;
+                            r.end = r.end.max(now);
+                        }
+                        Some(block)
+                    }
+                    // A duplicate: ACKed again.
+                    _ => Some(c.expect.wrapping_sub(1)),
+                };
+                r.longest_silence = r.longest_silence.max(now - c.last_heard);
+                c.last_heard = now;
+                c.timer.stop(now);
+                c.last = ack;
+                push(&mut ev, now + delay, Ev::ToServer(k, ack));
+                if !c.done {
+                    c.timer.start(now);
+                    push(&mut ev, c.timer.deadline.unwrap(), Ev::ClientTimer(k));
+                }
+            }
+            Ev::ClientTimer(k) => {
+                let c = &mut clients_st[k];
+                if c.done || c.failed || c.timer.deadline != Some(now) {
+                    continue;
+                }
+                if c.timer.expire() {
+                    c.failed = true;
+                    r.gave_up.push((k, c.expect));
+                    continue;
+                }
+                r.largest_timeout = r.largest_timeout.max(c.timer.timeout);
+                push(&mut ev, now + delay, Ev::ToServer(k, c.last));
+                c.timer.start(now);
+                push(&mut ev, c.timer.deadline.unwrap(), Ev::ClientTimer(k));
+            }
+        }
+        if let Some(k) = ended {
+            let t = transfers[k].as_ref().unwrap();
+            r.data_sent += t.stats.data_sent;
+            r.retransmits += t.stats.retransmits;
+            if queued_set.remove(&k) {
+                queued.retain(|&q| q != k); // ended while waiting (paced)
+                continue;
+            }
+            running -= 1;
+            // The oldest waiter takes the slot.
+            if let Some(next) = queued.pop_front() {
+                queued_set.remove(&next);
+                running += 1;
+                match transfers[next].as_mut() {
+                    Some(t) => {
+                        t.set_pace(now, None, &mut out);
+                        flush(next, now, t, &mut out, &mut ev, &mut push);
+                    }
+                    None => {
+                        let t = ReadTransfer::start(now, &options, size, &limits, &mut out);
+                        flush(next, now, &t, &mut out, &mut ev, &mut push);
+                        transfers[next] = Some(t);
+                    }
+                }
+            }
+        }
+    }
+    r
+}
+
+#[test]
+fn a_storm_of_waiting_ipxe_clients_all_complete_when_paced_and_time_out_when_kept_silent() {
+    // 300 clients power on within 2 s; 8 full-speed slots; 100 blocks each at 10 ms a
+    // round trip: one slot-full finishes every second, the last client waits ~37 s.
+    let ms = Duration::from_millis;
+    let silent = storm(300, 100, 8, Waiting::Silent, ms(2000), ms(5));
+    assert!(
+        silent.gave_up.len() > 100,
+        "kept silent, the clients behind the first ~16 s of work give up: {silent:?}"
+    );
+    assert!(silent.gave_up.iter().all(|&(_, block)| block == 1));
+
+    let paced = storm(300, 100, 8, Waiting::Paced(ms(1000)), ms(2000), ms(5));
+    assert_eq!(paced.gave_up, vec![], "{paced:?}");
+    assert_eq!(paced.completed, 300);
+    // Each block went out once: the waiting clients' retransmitted ACKs never made the
+    // server resend (no Sorcerer's Apprentice), and nothing was lost.
+    assert_eq!(
+        (paced.data_sent, paced.retransmits),
+        (300 * 100, 0),
+        "{paced:?}"
+    );
+    // A waiting client hears the server at least once a pace interval (plus the round
+    // trip), and its retry timer settles well below iPXE's 10 s limit.
+    assert!(paced.longest_silence <= ms(1020), "{paced:?}");
+    assert!(paced.largest_timeout <= Duration::from_secs(4), "{paced:?}");
+    // Pacing serves the waiters' blocks on top of the full-speed slots: the storm ends
+    // no later than the slots alone would have taken (300 / 8 slot-fulls of ~1 s).
+    assert!(paced.end <= Duration::from_secs(40), "{paced:?}");
+}
