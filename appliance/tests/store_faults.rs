@@ -6,54 +6,8 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use support::{Appliance, BIN, free_port};
-
-/// Runs `serve` on `data_dir` expecting it to refuse to start: its exit status and log.
-fn serve_refused(data_dir: &Path) -> String {
-    let config = data_dir.join("test-config.toml");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--log-level", "warn", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--http-listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .env_remove("APPLIANCE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = appliance::clock::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if appliance::clock::now() > deadline {
-            let _ = child.kill();
-            panic!("serve kept running on a damaged store");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success(), "serve succeeded on a damaged store");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A data dir with one applied object, the box stopped.
-fn used_data_dir(root: &Path, name: &str) -> std::path::PathBuf {
-    let data = root.join(name);
-    let mut app = Appliance::start_in(&data);
-    let yaml = root.join(format!("{name}.yaml"));
-    std::fs::write(
-        &yaml,
-        "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: kept\nspec: {}\n",
-    )
-    .unwrap();
-    app.ctl_ok(&["apply", "-f", yaml.to_str().unwrap()]);
-    app.stop();
-    data
-}
+use support::{Appliance, data_dir_with_class, serve_refused};
 
 #[test]
 fn damaged_store_files_are_refused_naming_the_file() {
@@ -77,7 +31,7 @@ fn damaged_store_files_are_refused_naming_the_file() {
         }),
     ];
     for (name, damage) in cases {
-        let data = used_data_dir(root.path(), name);
+        let data = data_dir_with_class(root.path(), name);
         let store = data.join("state.redb");
         damage(&store);
         let before = std::fs::read(&store).unwrap();

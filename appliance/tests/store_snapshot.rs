@@ -11,11 +11,9 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use appliance::store::{SCHEMA_VERSION, Store};
-use support::{Appliance, BIN, free_port};
+use support::{Appliance, data_dir_with_class, serve_refused};
 
 fn class_yaml(root: &Path, name: &str) -> PathBuf {
     let yaml = root.join(format!("{name}.yaml"));
@@ -29,15 +27,6 @@ fn class_yaml(root: &Path, name: &str) -> PathBuf {
     yaml
 }
 
-/// A data dir holding ServerClass `kept`, the box stopped.
-fn used_data_dir(root: &Path) -> PathBuf {
-    let data = root.join("data");
-    let mut app = Appliance::start_in(&data);
-    app.ctl_ok(&["apply", "-f", class_yaml(root, "kept").to_str().unwrap()]);
-    app.stop();
-    data
-}
-
 fn classes(app: &Appliance) -> String {
     app.ctl_ok(&["get", "serverclass"])
 }
@@ -49,7 +38,7 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn an_older_schema_is_snapshotted_before_the_box_migrates_it() {
     let root = tempfile::tempdir().unwrap();
-    let data = used_data_dir(root.path());
+    let data = data_dir_with_class(root.path(), "data");
     let store = data.join("state.redb");
     let old = SCHEMA_VERSION - 1;
     Store::stamp_schema_version(&store, old).unwrap();
@@ -88,7 +77,7 @@ fn an_older_schema_is_snapshotted_before_the_box_migrates_it() {
 #[test]
 fn a_box_back_on_the_older_version_restores_its_snapshot() {
     let root = tempfile::tempdir().unwrap();
-    let data = used_data_dir(root.path());
+    let data = data_dir_with_class(root.path(), "data");
     let store = data.join("state.redb");
     let newer = SCHEMA_VERSION + 1;
     // The newer version's first start: the snapshot of this schema (a copy of the file, as
@@ -128,35 +117,11 @@ fn a_box_back_on_the_older_version_restores_its_snapshot() {
 #[test]
 fn a_newer_store_without_a_snapshot_is_refused_clearly() {
     let root = tempfile::tempdir().unwrap();
-    let data = used_data_dir(root.path());
+    let data = data_dir_with_class(root.path(), "data");
     let store = data.join("state.redb");
     let newer = SCHEMA_VERSION + 1;
     Store::stamp_schema_version(&store, newer).unwrap();
-    let config = data.join("test-config.toml");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--log-level", "warn", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--http-listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .env_remove("APPLIANCE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = appliance::clock::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if appliance::clock::now() > deadline {
-            let _ = child.kill();
-            panic!("serve kept running on a newer store without a snapshot");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success());
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = serve_refused(&data);
     let snapshot = data.join(format!("state.v{SCHEMA_VERSION}.redb"));
     for want in [
         format!("schema version {newer}, newer than this binary's {SCHEMA_VERSION}"),

@@ -259,3 +259,51 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
     Some((code, body))
 }
+
+/// A data dir at `root/name` holding ServerClass `kept`, the box that wrote it stopped.
+pub fn data_dir_with_class(root: &Path, name: &str) -> PathBuf {
+    let data = root.join(name);
+    let mut app = Appliance::start_in(&data);
+    let yaml = root.join(format!("{name}.yaml"));
+    std::fs::write(
+        &yaml,
+        "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: kept\nspec: {}\n",
+    )
+    .unwrap();
+    app.ctl_ok(&["apply", "-f", yaml.to_str().unwrap()]);
+    app.stop();
+    data
+}
+
+/// Runs `serve` on `data_dir` expecting it to refuse to start (within 20 s): its stderr.
+pub fn serve_refused(data_dir: &Path) -> String {
+    let config = data_dir.join("test-config.toml");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--log-level", "warn", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env_remove("APPLIANCE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = appliance::clock::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if appliance::clock::now() > deadline {
+            let _ = child.kill();
+            panic!("serve kept running on {}", data_dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "serve started on {}",
+        data_dir.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

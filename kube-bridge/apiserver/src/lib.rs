@@ -145,6 +145,20 @@ fn fail((code, body): (u16, Value)) -> Response<Body> {
     json_response(code, &body, &[])
 }
 
+/// The apiserver's answer for a path that names no known resource (or a subresource or scope it
+/// does not have).
+fn no_such_resource() -> Response<Body> {
+    fail((
+        404,
+        status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            None,
+        ),
+    ))
+}
+
 fn bad_request(message: &str) -> Response<Body> {
     fail((400, status(400, "BadRequest", message, None)))
 }
@@ -256,15 +270,7 @@ async fn handle(
                 let st = ctx.state.lock().unwrap();
                 return match openapi::serve(&st, p) {
                     Some(doc) => json_response(200, &doc, &[]),
-                    None => fail((
-                        404,
-                        status(
-                            404,
-                            "NotFound",
-                            "the server could not find the requested resource",
-                            None,
-                        ),
-                    )),
+                    None => no_such_resource(),
                 };
             }
             _ => {}
@@ -296,41 +302,17 @@ async fn handle(
     }
 
     let Some(target) = parse_target(&path) else {
-        return fail((
-            404,
-            status(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-                None,
-            ),
-        ));
+        return no_such_resource();
     };
     let t = {
         let st = ctx.state.lock().unwrap();
         st.find(&target.group, &target.version, &target.plural)
     };
     let Some(t) = t else {
-        return fail((
-            404,
-            status(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-                None,
-            ),
-        ));
+        return no_such_resource();
     };
     if !t.namespaced && !target.namespace.is_empty() {
-        return fail((
-            404,
-            status(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-                None,
-            ),
-        ));
+        return no_such_resource();
     }
     let scope = match target.subresource.as_deref() {
         None => Scope::Main {
@@ -338,15 +320,7 @@ async fn handle(
         },
         Some("status") if t.status_subresource => Scope::Status,
         Some(_) => {
-            return fail((
-                404,
-                status(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                    None,
-                ),
-            ));
+            return no_such_resource();
         }
     };
 
