@@ -302,8 +302,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
         Err(e) => skipped.push(format!("DHCP not started: {}", error_chain(&e))),
     }
+    let mut dhcpv6_running = false;
     match crate::net::dhcpv6::start(&config, store.clone()).await {
         Ok(Some(mut v6)) => {
+            dhcpv6_running = true;
             v6.record_to(timeline.clone());
             tasks.push(("dhcpv6", tokio::spawn(v6.run(shutdown.clone()))));
         }
@@ -500,9 +502,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         logs: logbook,
     };
     // The agent API checks wipe and BMC reports against this box's DHCP leases when it
-    // hands out the addresses (server mode, running).
+    // hands out the addresses (v4 server mode, running; DHCPv6, running).
     let agent_policy = crate::api::agent::AgentPolicy {
         lease_check: dhcp_running && config.dhcp.mode == crate::config::DhcpMode::Server,
+        lease_check_v6: dhcpv6_running,
         ..Default::default()
     };
     // The mTLS admin port: its CA (created once, key sealed in the store) and listener. A

@@ -182,6 +182,11 @@ pub struct AgentArgs {
     /// Print the hardware inventory this machine would register, and exit.
     #[arg(long)]
     pub print_inventory: bool,
+    /// Get an IPv6 address on IFACE by DHCPv6 (Solicit/Advertise/Request/Reply, DUID-LL of
+    /// its MAC), configure it (with the on-link prefix route from the router advertisement),
+    /// print an `AGENT-LEASE6` line and exit: the agent initramfs's DHCPv6 client.
+    #[arg(long, value_name = "IFACE")]
+    pub dhcp6: Option<String>,
     /// Print the final reboot/poweroff instead of doing it.
     #[arg(long)]
     pub no_power_action: bool,

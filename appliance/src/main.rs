@@ -46,6 +46,22 @@ fn main() -> ExitCode {
         }
         Command::Agent(args) => {
             agent::init_logging(&args.log_level);
+            if let Some(iface) = &args.dhcp6 {
+                return match runtime().block_on(agent::dhcp6::run(iface)) {
+                    Ok(b) => emit(format_args!(
+                        "AGENT-LEASE6 iface={iface} ip={} valid={} preferred={} dns={}\n",
+                        b.addr,
+                        b.valid_secs,
+                        b.preferred_secs,
+                        b.dns
+                            .iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )),
+                    Err(e) => fail(&e, 1),
+                };
+            }
             if args.print_inventory {
                 let addrs = agent::if_addresses();
                 return match agent::inventory::read(&args.root, &addrs) {

@@ -6,7 +6,9 @@
 //! The room: `cmdline` (kernel args, pure), `dmi` (SMBIOS table parsing, pure), `inventory`
 //! (sysfs/procfs → the v1alpha2 hardware layout, on a root dir so tests use fixture trees),
 //! `wipe` (ranges, pure; zero writes), `bmc` (in-band BMC setup steps over a transport) and
-//! `ipmidev` (that transport: `/dev/ipmi0`, the room's only unsafe code), and this file: the
+//! `ipmidev` (that transport: `/dev/ipmi0`, the room's only unsafe code), `dhcp6` (the
+//! initramfs's DHCPv6 client, `appliance agent --dhcp6 IFACE`, over `protocol::dhcpv6::client`;
+//! the init runs it instead of udhcpc when `sidero.endpoint` is an IPv6 address), and this file: the
 //! thin gRPC loop. It touches the local machine only (its block devices, its BMC,
 //! reboot/poweroff) and talks only to the endpoint on the kernel command line. It never
 //! links server-side rooms (it borrows `bmc::setup::generate_password`, a leaf function).
@@ -25,6 +27,7 @@
 
 pub mod bmc;
 pub mod cmdline;
+pub mod dhcp6;
 pub mod dmi;
 pub mod inventory;
 pub mod ipmidev;
@@ -307,7 +310,7 @@ async fn wait_for_address(root: &std::path::Path, mac: Option<&str>) -> Vec<IfAd
     let deadline = clock::now() + ADDRESS_WAIT;
     let want_iface = |addrs: &[IfAddr]| -> bool {
         addrs.iter().any(|(name, ip, _)| {
-            ip.is_ipv4()
+            usable(ip)
                 && !ip.is_loopback()
                 && mac.is_none_or(|m| {
                     std::fs::read_to_string(root.join("sys/class/net").join(name).join("address"))
@@ -320,12 +323,21 @@ async fn wait_for_address(root: &std::path::Path, mac: Option<&str>) -> Vec<IfAd
         if want_iface(&addrs) || clock::now() >= deadline {
             if !want_iface(&addrs) {
                 tracing::warn!(
-                    "no IPv4 address on the PXE NIC after {ADDRESS_WAIT:?}; trying the box anyway"
+                    "no IPv4 or global IPv6 address on the PXE NIC after {ADDRESS_WAIT:?}; trying the box anyway"
                 );
             }
             return addrs;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// An address the agent can call the box from: IPv4, or IPv6 that is not link-local (a
+/// DHCPv6 lease; the link-local one is there before any lease).
+fn usable(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(_) => true,
+        std::net::IpAddr::V6(v6) => !v6.is_unicast_link_local() && !v6.is_unspecified(),
     }
 }
 

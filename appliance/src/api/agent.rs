@@ -55,6 +55,7 @@ use crate::config::WipeMode;
 use crate::metrics::{Counter, Gauge, Labeled, Registry};
 use crate::model::{Kind, MacAddr, Object, Server};
 use crate::protocol::dhcp::{Lease, LeaseState};
+use crate::protocol::dhcpv6::Lease6;
 use crate::protocol::first_contact::{
     self as fc, AgentKey, Junk, KeyClaim, KeyDecision, KeyRefusal, verify_call,
 };
@@ -151,6 +152,10 @@ pub struct AgentPolicy {
     /// DHCP runs in server mode: wipe and BMC reports must also come from an address this box
     /// leased to one of the server's NICs.
     pub lease_check: bool,
+    /// The DHCPv6 server runs: the same for IPv6 callers, against its leases (IPv4 callers
+    /// are then checked only when `lease_check` is on too: their addresses may come from
+    /// the site's DHCP server).
+    pub lease_check_v6: bool,
     /// Caps on new servers per source address.
     pub limits: Limits,
 }
@@ -159,6 +164,7 @@ impl Default for AgentPolicy {
     fn default() -> Self {
         AgentPolicy {
             lease_check: false,
+            lease_check_v6: false,
             limits: Limits::DEFAULT,
         }
     }
@@ -196,30 +202,94 @@ fn caller<T>(req: &Request<T>) -> Result<IpAddr, Status> {
     }
 }
 
-/// In DHCP server mode, whether `caller` holds this box's bound, unexpired `lease` for one of
-/// the server's NIC `macs`; the reason when not.
+impl AgentPolicy {
+    /// Whether any caller's lease is checked.
+    pub fn checks_leases(&self) -> bool {
+        self.lease_check || self.lease_check_v6
+    }
+}
+
+/// Who holds an address by this box's DHCP (v4 or v6): what the lease check compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub state: LeaseState,
+    pub expires_at: u64,
+    /// The NIC: a v4 lease's `chaddr`; a v6 lease's DUID-LL/LLT MAC (none for other DUIDs).
+    pub mac: Option<[u8; 6]>,
+}
+
+impl From<&Lease> for Holder {
+    fn from(l: &Lease) -> Holder {
+        Holder {
+            state: l.state,
+            expires_at: l.expires_at,
+            mac: l.chaddr.as_slice().try_into().ok(),
+        }
+    }
+}
+
+impl From<&Lease6> for Holder {
+    fn from(l: &Lease6) -> Holder {
+        Holder {
+            state: l.state,
+            expires_at: l.expires_at,
+            mac: crate::protocol::dhcpv6::duid_mac(&l.duid),
+        }
+    }
+}
+
+/// What the lease check knows of the caller's address (the one resolver, `resolve_holder`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// No lease check for this caller (its family's addresses are not this box's to give).
+    Unchecked,
+    /// The box's lease of the address, if it has one.
+    Lease(Option<Holder>),
+    /// An IPv6 caller while the box runs no DHCPv6 server.
+    NoDhcpv6,
+}
+
+/// Looks the caller's address up in the lease table of its family, as `policy` says.
+pub fn resolve_holder(
+    store: &crate::store::Store,
+    policy: &AgentPolicy,
+    caller: IpAddr,
+) -> Result<Lookup, crate::store::StoreError> {
+    Ok(match caller {
+        IpAddr::V4(_) if !policy.lease_check => Lookup::Unchecked,
+        IpAddr::V4(v4) => Lookup::Lease(store.dhcp_lease(v4)?.as_ref().map(Holder::from)),
+        _ if !policy.checks_leases() => Lookup::Unchecked,
+        IpAddr::V6(_) if !policy.lease_check_v6 => Lookup::NoDhcpv6,
+        IpAddr::V6(v6) => Lookup::Lease(store.dhcpv6_lease(v6)?.as_ref().map(Holder::from)),
+    })
+}
+
+/// With the lease check on, whether `caller` holds this box's bound, unexpired lease (v4 or
+/// v6, `lookup`) for one of the server's NIC `macs`; the reason when not.
 pub fn lease_check(
     server: &str,
     caller: IpAddr,
-    lease: Option<&Lease>,
+    lookup: &Lookup,
     macs: &[[u8; 6]],
     now_secs: u64,
 ) -> Result<(), String> {
     let why = |what: String| {
         Err(format!(
-            "DHCP runs in server mode, so server {server}'s agent must call from an address this box leased to one of its NICs; {caller} {what}"
+            "this box hands out the addresses (DHCP server mode or DHCPv6), so server {server}'s agent must call from an address this box leased to one of its NICs; {caller} {what}"
         ))
     };
-    let IpAddr::V4(_) = caller else {
-        return why("is not an IPv4 address".into());
-    };
-    let Some(l) = lease else {
-        return why("holds no lease".into());
+    let l = match lookup {
+        Lookup::Unchecked => return Ok(()),
+        Lookup::NoDhcpv6 => {
+            return why("is an IPv6 address and this box runs no DHCPv6 server".into());
+        }
+        Lookup::Lease(None) => return why("holds no lease".into()),
+        Lookup::Lease(Some(l)) => l,
     };
     if l.state != LeaseState::Bound || l.expires_at <= now_secs {
         return why("holds no current lease".into());
     }
-    if !macs.iter().any(|m| l.chaddr == m.as_slice()) {
+    if !l.mac.is_some_and(|mac| macs.contains(&mac)) {
         return why("is leased to another NIC".into());
     }
     Ok(())
@@ -387,22 +457,17 @@ impl AgentService {
 
     /// In DHCP server mode: the caller must hold this box's lease for one of the server's NICs.
     async fn check_lease(&self, server: &Server, caller: IpAddr) -> Result<(), Status> {
-        if !self.policy.lease_check {
+        if !self.policy.checks_leases() {
             return Ok(());
         }
-        let lease = match caller {
-            IpAddr::V4(v4) => {
-                let store = self.lc.store().clone();
-                tokio::task::spawn_blocking(move || store.dhcp_lease(v4))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(|e| lifecycle_status(LifecycleError::Store(e)))?
-            }
-            IpAddr::V6(_) => None,
-        };
+        let (store, policy) = (self.lc.store().clone(), self.policy);
+        let lookup = tokio::task::spawn_blocking(move || resolve_holder(&store, &policy, caller))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| lifecycle_status(LifecycleError::Store(e)))?;
         let now_secs = crate::clock::unix_secs();
         let name = &server.metadata.name;
-        lease_check(name, caller, lease.as_ref(), &server_macs(server), now_secs).map_err(|msg| {
+        lease_check(name, caller, &lookup, &server_macs(server), now_secs).map_err(|msg| {
             self.counters.lease.inc();
             tracing::warn!(server = %name, %caller, "agent call refused: {msg}");
             Status::permission_denied(msg)
@@ -717,7 +782,7 @@ impl Agent for AgentService {
         let req = req.into_inner();
         let uuid = parse_name("uuid", &req.uuid)?;
         self.check_boot(&uuid, caller, Need::Wipe)?;
-        if self.policy.lease_check {
+        if self.policy.checks_leases() {
             let server = self.server(&uuid).await?;
             self.check_lease(&server, caller).await?;
         }
@@ -1190,8 +1255,9 @@ mod tests {
             hostname: None,
         };
         let caller: IpAddr = "10.0.0.7".parse().unwrap();
-        let ok = lease(LeaseState::Bound, mac, 2000);
-        lease_check("s", caller, Some(&ok), &[other, mac], 1000).unwrap();
+        let found = |l: Option<Lease>| Lookup::Lease(l.as_ref().map(Holder::from));
+        let ok = found(Some(lease(LeaseState::Bound, mac, 2000)));
+        lease_check("s", caller, &ok, &[other, mac], 1000).unwrap();
         for (l, want) in [
             (None, "holds no lease"),
             (
@@ -1208,13 +1274,88 @@ mod tests {
             ),
             (Some(lease(LeaseState::Bound, other, 2000)), "another NIC"),
         ] {
-            let e = lease_check("s", caller, l.as_ref(), &[mac], 1000).unwrap_err();
+            let e = lease_check("s", caller, &found(l), &[mac], 1000).unwrap_err();
             assert!(e.contains(want) && e.contains("10.0.0.7"), "{e}");
         }
-        let e = lease_check("s", "fd00::7".parse().unwrap(), Some(&ok), &[mac], 1000).unwrap_err();
-        assert!(e.contains("not an IPv4 address"), "{e}");
-        let e = lease_check("s", caller, Some(&ok), &[], 1000).unwrap_err();
+        let v6: IpAddr = "fd00::7".parse().unwrap();
+        let e = lease_check("s", v6, &Lookup::NoDhcpv6, &[mac], 1000).unwrap_err();
+        assert!(e.contains("runs no DHCPv6 server"), "{e}");
+        let e = lease_check("s", caller, &ok, &[], 1000).unwrap_err();
         assert!(e.contains("another NIC"), "{e}");
+        lease_check("s", caller, &Lookup::Unchecked, &[], 1000).unwrap();
+        // A DHCPv6 lease names the NIC by its DUID: DUID-LL and DUID-LLT carry the MAC;
+        // another DUID type (DUID-UUID) names no NIC, so it never passes.
+        let lease6 = |duid: Vec<u8>| Lease6 {
+            addr: "fd00::7".parse().unwrap(),
+            state: LeaseState::Bound,
+            duid,
+            iaid: 1,
+            expires_at: 2000,
+        };
+        let v6_found = |l: Lease6| Lookup::Lease(Some(Holder::from(&l)));
+        let ll = [vec![0, 3, 0, 1], mac.to_vec()].concat();
+        let llt = [vec![0, 1, 0, 1, 1, 2, 3, 4], mac.to_vec()].concat();
+        lease_check("s", v6, &v6_found(lease6(ll.clone())), &[mac], 1000).unwrap();
+        lease_check("s", v6, &v6_found(lease6(llt)), &[mac], 1000).unwrap();
+        let e = lease_check("s", v6, &v6_found(lease6(ll)), &[other], 1000).unwrap_err();
+        assert!(e.contains("another NIC") && e.contains("fd00::7"), "{e}");
+        let uuid_duid = [vec![0, 4], vec![7; 16]].concat();
+        let e = lease_check("s", v6, &v6_found(lease6(uuid_duid)), &[mac], 1000).unwrap_err();
+        assert!(e.contains("another NIC"), "{e}");
+        let e = lease_check("s", v6, &Lookup::Lease(None), &[mac], 1000).unwrap_err();
+        assert!(e.contains("fd00::7 holds no lease"), "{e}");
+    }
+
+    #[test]
+    fn one_resolver_looks_each_family_up_in_its_own_lease_table_as_the_policy_says() {
+        use crate::protocol::dhcp::LeaseChange;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("state.redb")).unwrap();
+        let mac = [0x52, 0x54, 0, 0, 0, 7];
+        store
+            .commit_lease_changes(&[LeaseChange::Put(Lease {
+                addr: "10.0.0.7".parse().unwrap(),
+                state: LeaseState::Bound,
+                client_id: vec![],
+                chaddr: mac.to_vec(),
+                expires_at: 2000,
+                hostname: None,
+            })])
+            .unwrap();
+        store
+            .commit_lease6_changes(&[Lease6 {
+                addr: "fd00::7".parse().unwrap(),
+                state: LeaseState::Bound,
+                duid: [vec![0, 3, 0, 1], mac.to_vec()].concat(),
+                iaid: 1,
+                expires_at: 2000,
+            }])
+            .unwrap();
+        let held = Lookup::Lease(Some(Holder {
+            state: LeaseState::Bound,
+            expires_at: 2000,
+            mac: Some(mac),
+        }));
+        let policy = |v4, v6| AgentPolicy {
+            lease_check: v4,
+            lease_check_v6: v6,
+            ..Default::default()
+        };
+        let r = |p: AgentPolicy, ip: &str| resolve_holder(&store, &p, ip.parse().unwrap()).unwrap();
+        // Off: nobody is checked.
+        assert_eq!(r(policy(false, false), "10.0.0.7"), Lookup::Unchecked);
+        assert_eq!(r(policy(false, false), "fd00::7"), Lookup::Unchecked);
+        // v4 server mode only: IPv6 callers as before (refused: no DHCPv6 here).
+        assert_eq!(r(policy(true, false), "10.0.0.7"), held);
+        assert_eq!(r(policy(true, false), "10.0.0.8"), Lookup::Lease(None));
+        assert_eq!(r(policy(true, false), "fd00::7"), Lookup::NoDhcpv6);
+        // DHCPv6 only (the site's DHCP or none for v4): v6 callers checked, v4 not.
+        assert_eq!(r(policy(false, true), "fd00::7"), held);
+        assert_eq!(r(policy(false, true), "fd00::8"), Lookup::Lease(None));
+        assert_eq!(r(policy(false, true), "10.0.0.8"), Lookup::Unchecked);
+        // Both.
+        assert_eq!(r(policy(true, true), "fd00::7"), held);
+        assert_eq!(r(policy(true, true), "10.0.0.8"), Lookup::Lease(None));
     }
 
     /// The agent service on the production path (axum listener with the peer address), with

@@ -106,12 +106,16 @@ pub async fn start(
     if !c.enabled {
         return Ok(None);
     }
-    let name = if c.interface.is_empty() {
+    // A named interface is taken as named (an IPv6-only segment has no IPv4 address);
+    // "auto" means the v4 rule (the first up interface with an IPv4 address).
+    let name = if !c.interface.is_empty() {
+        c.interface.clone()
+    } else if config.interface != "auto" {
+        config.interface.clone()
+    } else {
         iface::find(&config.interface)
             .map_err(|e| Dhcpv6StartError::Setting(error_chain(&e)))?
             .name
-    } else {
-        c.interface.clone()
     };
     let (prefix, len) = c.prefix().map_err(Dhcpv6StartError::Setting)?;
     let address = address_in(&name, prefix, len)?;

@@ -81,6 +81,21 @@ impl Store {
         Ok(out)
     }
 
+    /// The DHCPv6 lease record of one address, if any (the agent API checks who holds an
+    /// IPv6 caller's address).
+    pub fn dhcpv6_lease(&self, addr: Ipv6Addr) -> Result<Option<Lease6>, StoreError> {
+        let txn = self.inner.db.read()?;
+        let table = match txn.open_table(LEASES6) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        table
+            .get(u128::from(addr))?
+            .map(|v| decode(addr, v.value()))
+            .transpose()
+    }
+
     /// Writes DHCPv6 lease records in one durable transaction.
     pub fn commit_lease6_changes(&self, changes: &[Lease6]) -> Result<(), StoreError> {
         if changes.is_empty() {
@@ -131,9 +146,12 @@ mod tests {
         {
             let s = Store::open(&dir.path().join("state.redb")).unwrap();
             assert!(s.dhcpv6_leases().unwrap().is_empty());
+            assert_eq!(s.dhcpv6_lease(l.addr).unwrap(), None);
             s.commit_lease6_changes(std::slice::from_ref(&l)).unwrap();
         }
         let s = Store::open(&dir.path().join("state.redb")).unwrap();
-        assert_eq!(s.dhcpv6_leases().unwrap(), [l]);
+        assert_eq!(s.dhcpv6_leases().unwrap(), std::slice::from_ref(&l));
+        assert_eq!(s.dhcpv6_lease(l.addr).unwrap(), Some(l));
+        assert_eq!(s.dhcpv6_lease("fd00::102".parse().unwrap()).unwrap(), None);
     }
 }

@@ -6,10 +6,14 @@
 //!   boot file URL (option 59) and parameters (60), leases to persist.
 //! - `properties`: what must hold for any input (the fuzz target and the corpus replay).
 //! - `ra`: the router advertisement the box sends (Managed flag, the configured prefix).
+//! - `client`: the agent's side (Solicit → Advertise → Request → Reply for one IA_NA),
+//!   reading the server's answers with the same `wire::parse`.
 //!
 //! May touch: nothing outside `protocol` but `std` and `thiserror`. The tokio glue is
-//! `net/dhcpv6.rs`; lease persistence is `store/leases6.rs`.
+//! `net/dhcpv6.rs` (server) and `agent/dhcp6.rs` (client); lease persistence is
+//! `store/leases6.rs`.
 
+pub mod client;
 pub mod properties;
 pub mod ra;
 pub mod server;

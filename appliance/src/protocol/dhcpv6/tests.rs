@@ -550,3 +550,130 @@ fn fuzz_smoke_never_panics() {
         "the stream bound nothing: the property was not exercised"
     );
 }
+
+mod client {
+    //! The agent's client against this server core: the whole exchange, and what it ignores.
+    use super::*;
+    use crate::protocol::dhcpv6::client::{Client, Event, duid_ll};
+    use crate::protocol::dhcpv6::duid_mac;
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+
+    /// Runs one message of `c` through `s`; the reply bytes.
+    fn exchange(s: &mut Dhcpv6Server, c: &Client, now: u64) -> Vec<u8> {
+        let msg = c.message(0).expect("a message to send");
+        let d = s.handle(now, &msg).expect("answered");
+        d.reply.expect("a reply")
+    }
+
+    #[test]
+    fn solicit_advertise_request_reply_binds_a_pool_address_under_the_nics_duid_ll() {
+        let mut s = server();
+        let mut c = Client::new(MAC, 7, [9, 9, 9]);
+        assert_eq!(duid_mac(c.duid()), Some(MAC), "the box reads the MAC back");
+        assert_eq!(c.duid(), duid_ll(MAC));
+        let solicit = wire::parse(&c.message(0).unwrap()).unwrap();
+        assert_eq!(solicit.msg_type, wire::SOLICIT);
+        assert!(solicit.server_id.is_none() && solicit.ia_na[0].iaid == 7);
+        let adv = exchange(&mut s, &c, T0);
+        let Event::Advertised { addr } = c.receive(&adv).unwrap() else {
+            panic!("no advertise")
+        };
+        assert!(
+            (0x100..=0x103).contains(&(u128::from(addr) & 0xffff)),
+            "{addr}"
+        );
+        // The same Advertise again is no answer to the Request now pending.
+        assert!(c.receive(&adv).is_err());
+        let request = wire::parse(&c.message(120).unwrap()).unwrap();
+        assert_eq!(request.msg_type, wire::REQUEST);
+        assert_eq!(request.server_id.as_deref(), Some(SERVER_DUID));
+        assert_eq!(request.ia_na[0].addrs, [addr]);
+        assert_ne!(
+            request.xid, solicit.xid,
+            "a new exchange, a new transaction id"
+        );
+        let reply = exchange(&mut s, &c, T0 + 1);
+        let Event::Bound(b) = c.receive(&reply).unwrap() else {
+            panic!("not bound")
+        };
+        assert_eq!((b.addr, b.preferred_secs, b.valid_secs), (addr, 1800, 3600));
+        assert_eq!(b.dns, [ip("fd00:77::53")]);
+        assert_eq!(b.server_id, SERVER_DUID);
+        assert!(c.message(0).is_none(), "bound: nothing more to send");
+        // The server's lease names the client's DUID, hence its MAC.
+        let l = s.leases().find(|l| l.addr == addr).unwrap();
+        assert_eq!((l.state, duid_mac(&l.duid)), (LeaseState::Bound, Some(MAC)));
+    }
+
+    #[test]
+    fn answers_to_other_clients_or_transactions_and_refusals_change_nothing_or_start_over() {
+        let mut s = server();
+        let mut c = Client::new(MAC, 1, [1, 1, 1]);
+        let mut other = Client::new([2, 0, 0, 0, 0, 9], 1, [1, 1, 1]);
+        // Another client's advertise (same xid): ignored.
+        let adv_other = exchange(&mut s, &other, T0);
+        assert!(c.receive(&adv_other).is_err());
+        assert!(other.receive(&adv_other).is_ok());
+        // Another transaction: ignored.
+        let mut adv = exchange(&mut s, &c, T0);
+        adv[1] ^= 0xff;
+        assert!(c.receive(&adv).is_err());
+        assert_eq!(
+            wire::parse(&c.message(0).unwrap()).unwrap().msg_type,
+            wire::SOLICIT
+        );
+        // Garbage: an error, never a panic.
+        assert!(c.receive(&[2, 1]).is_err());
+        assert!(c.receive(&[2, 1, 1, 1, 0, 1, 0, 200]).is_err());
+        // A full pool: the advertise carries NoAddrsAvail and is not taken.
+        let mut full = Dhcpv6Server::new(
+            Config {
+                pool_end: ip("fd00:77::100"),
+                ..config()
+            },
+            [],
+        )
+        .unwrap();
+        let mut first = Client::new([2, 0, 0, 0, 0, 1], 1, [5, 5, 5]);
+        let a = exchange(&mut full, &first, T0);
+        first.receive(&a).unwrap();
+        let r = exchange(&mut full, &first, T0);
+        assert!(matches!(first.receive(&r), Ok(Event::Bound(_))));
+        let mut second = Client::new(MAC, 1, [6, 6, 6]);
+        let a = exchange(&mut full, &second, T0);
+        assert!(second.receive(&a).is_err(), "no address offered");
+        // A Reply refusing the Request (another client took the address meanwhile): start
+        // over with a Solicit.
+        let mut late = Client::new([2, 0, 0, 0, 0, 3], 1, [7, 7, 7]);
+        let mut pool = Dhcpv6Server::new(
+            Config {
+                pool_end: ip("fd00:77::100"),
+                ..config()
+            },
+            [],
+        )
+        .unwrap();
+        let a = exchange(&mut pool, &late, T0);
+        late.receive(&a).unwrap();
+        // The hold expired and someone else bound the one address.
+        let mut thief = Client::new([2, 0, 0, 0, 0, 4], 1, [8, 8, 8]);
+        let t = T0 + OFFER_HOLD;
+        let a = exchange(&mut pool, &thief, t);
+        thief.receive(&a).unwrap();
+        let r = exchange(&mut pool, &thief, t);
+        assert!(matches!(thief.receive(&r), Ok(Event::Bound(_))));
+        let r = exchange(&mut pool, &late, t);
+        assert!(
+            matches!(late.receive(&r), Ok(Event::Refused(_))),
+            "{:?}",
+            wire::parse(&r)
+        );
+        assert_eq!(
+            wire::parse(&late.message(0).unwrap()).unwrap().msg_type,
+            wire::SOLICIT
+        );
+    }
+
+    const OFFER_HOLD: u64 = crate::protocol::dhcpv6::server::OFFER_HOLD_SECS + 1;
+}

@@ -52,11 +52,16 @@ pub enum DropReason {
     Ignored(&'static str),
 }
 
-/// One IA_NA of a request: its IAID and the addresses the client named in it.
+/// One IA_NA: its IAID and the addresses named in it (by a client's request, or a server's
+/// answer with their lifetimes and the IA's status, which the agent's client reads).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IaNa {
     pub iaid: u32,
     pub addrs: Vec<Ipv6Addr>,
+    /// (preferred, valid) lifetime of each of `addrs`, in the same order.
+    pub lifetimes: Vec<(u32, u32)>,
+    /// The status code option inside the IA_NA, if any.
+    pub status: Option<u16>,
 }
 
 /// A screened client message with the fields the server reads.
@@ -76,6 +81,10 @@ pub struct Message {
     /// Option 6: the option codes the client asked for.
     pub oro: Vec<u16>,
     pub rapid_commit: bool,
+    /// Option 13 at the top level (a server's answer).
+    pub status: Option<u16>,
+    /// Option 23 (a server's answer).
+    pub dns: Vec<Ipv6Addr>,
 }
 
 fn malformed(s: impl Into<String>) -> DropReason {
@@ -131,7 +140,16 @@ fn duid(v: &[u8], what: &str) -> Result<Vec<u8>, DropReason> {
     Ok(v.to_vec())
 }
 
-/// Screens and decodes one client message (not a relay message).
+/// The code of a status code option (its message is not kept).
+fn status_code(v: &[u8]) -> Result<u16, DropReason> {
+    match v {
+        [a, b, ..] => Ok(u16::from_be_bytes([*a, *b])),
+        _ => Err(malformed("status code shorter than 2 bytes")),
+    }
+}
+
+/// Screens and decodes one message (not a relay message): a client's for the server, a
+/// server's answer for the agent's client (`client.rs`).
 pub fn parse(bytes: &[u8]) -> Result<Message, DropReason> {
     if bytes.len() < 4 {
         return Err(malformed(format!(
@@ -157,7 +175,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, DropReason> {
                     return Err(malformed("IA_NA shorter than 12 bytes"));
                 }
                 let iaid = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-                let mut addrs = Vec::new();
+                let (mut addrs, mut lifetimes, mut ia_status) = (Vec::new(), Vec::new(), None);
                 for (c, a) in options(&v[12..])? {
                     if c == OPT_IAADDR {
                         if a.len() < 24 {
@@ -165,6 +183,11 @@ pub fn parse(bytes: &[u8]) -> Result<Message, DropReason> {
                         }
                         let octets: [u8; 16] = a[..16].try_into().expect("16 bytes");
                         addrs.push(Ipv6Addr::from(octets));
+                        let word =
+                            |i: usize| u32::from_be_bytes(a[i..i + 4].try_into().expect("4"));
+                        lifetimes.push((word(16), word(20)));
+                    } else if c == OPT_STATUS_CODE {
+                        ia_status = Some(status_code(a)?);
                     }
                 }
                 if m.ia_na.iter().any(|ia| ia.iaid == iaid) {
@@ -173,7 +196,12 @@ pub fn parse(bytes: &[u8]) -> Result<Message, DropReason> {
                 if m.ia_na.len() >= 8 {
                     return Err(malformed("more than 8 IA_NA"));
                 }
-                m.ia_na.push(IaNa { iaid, addrs });
+                m.ia_na.push(IaNa {
+                    iaid,
+                    addrs,
+                    lifetimes,
+                    status: ia_status,
+                });
             }
             OPT_ORO => {
                 if v.len() % 2 != 0 {
@@ -198,6 +226,16 @@ pub fn parse(bytes: &[u8]) -> Result<Message, DropReason> {
             }
             OPT_USER_CLASS => m.user_class = first_item(v)?,
             OPT_RAPID_COMMIT => m.rapid_commit = true,
+            OPT_STATUS_CODE => m.status = Some(status_code(v)?),
+            OPT_DNS_SERVERS => {
+                if v.len() % 16 != 0 || v.len() > 16 * 8 {
+                    return Err(malformed("DNS servers not a list of at most 8 addresses"));
+                }
+                m.dns = v
+                    .chunks_exact(16)
+                    .map(|c| Ipv6Addr::from(<[u8; 16]>::try_from(c).expect("16 bytes")))
+                    .collect();
+            }
             _ => {}
         }
     }

@@ -1,0 +1,338 @@
+//! Root-only: the agent on IPv6 only, across a veth pair in network namespaces this test
+//! creates (names start with `a6`). The real `appliance serve` with DHCPv4 off and `[dhcpv6]`
+//! on (router advertisements + DHCPv6), the default dual-stack `[::]:8081` listener, and in the
+//! client namespace the real binary as the agent initramfs runs it:
+//!
+//! - `appliance agent --dhcp6 IFACE` (the initramfs's DHCPv6 client): Solicit → Advertise →
+//!   Request → Reply, the address from the box's pool configured on the interface (not
+//!   tentative), the on-link prefix route from the box's router advertisement, the lease in
+//!   the box's store under the NIC's DUID-LL; the box's `/healthz` answers from that address;
+//! - `appliance agent` with the kernel arguments `/ipxe` gave over IPv6 (token, endpoint
+//!   `[fd00:…]:8081`) registers over IPv6 from its DHCPv6 address, is auto-accepted, wipes
+//!   (a fake sysfs tree with no disks) and its MarkServerAsWiped passes the DHCPv6 lease check;
+//! - the same from an IPv6 address the box never leased (another server): MarkServerAsWiped
+//!   is refused, `holds no lease`.
+//!
+//! Skips with a printed reason when not root or a tool is missing; with `APPLIANCE_E2E=1`
+//! (CI) that is a failure instead.
+
+use std::path::Path;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_appliance");
+
+#[path = "support/netns.rs"]
+mod netns;
+#[path = "support/prereq.rs"]
+mod prereq;
+
+use netns::{Namespaces, Proc, run, tag, veth};
+
+const BOX: &str = "fd00:78::1";
+
+/// Polls `f` for up to `secs`; panics with `what` when it never holds.
+fn wait(secs: u64, what: &str, f: impl Fn() -> bool) {
+    let deadline = appliance::clock::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(appliance::clock::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `curl` in `ns`: (status, body).
+fn curl(ns: &str, url: &str) -> (u16, String) {
+    let out = run_out(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "curl",
+        "-g",
+        "-s",
+        "-m",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        url,
+    ]);
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A command's stdout, whatever its exit status.
+fn run_out(cmd: &[&str]) -> String {
+    let out = std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A sysfs/procfs stand-in for `appliance agent --root`: the server's UUID, one NIC with
+/// `mac`, no disks (the wipe writes nothing).
+fn fake_root(dir: &Path, uuid: &str, iface: &str, mac: &str) {
+    let put = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    put("sys/class/dmi/id/product_uuid", uuid);
+    put("sys/class/dmi/id/sys_vendor", "QEMU");
+    put(&format!("sys/class/net/{iface}/address"), mac);
+    put(&format!("sys/class/net/{iface}/ifindex"), "2");
+    put(&format!("sys/class/net/{iface}/mtu"), "1500");
+    put("proc/cpuinfo", "processor\t: 0\nmodel name\t: test\n");
+    put("proc/meminfo", "MemTotal:        1048576 kB\n");
+    std::fs::create_dir_all(dir.join("sys/block")).unwrap();
+}
+
+/// The kernel arguments `/ipxe` hands this server's agent (over IPv6, from `ns`).
+fn agent_cmdline(ns: &str, uuid: &str, mac: &str) -> String {
+    let (code, body) = curl(
+        ns,
+        &format!("http://[{BOX}]:8081/ipxe?uuid={uuid}&mac={mac}"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("kernel "))
+        .unwrap_or_else(|| panic!("no kernel line in {body}"));
+    assert!(
+        line.contains(&format!("sidero.endpoint=[{BOX}]:8081")),
+        "{line}"
+    );
+    line.to_string()
+}
+
+fn global_v6(ns: &str, dev: &str) -> Vec<String> {
+    run(&[
+        "ip", "-n", ns, "-6", "addr", "show", "dev", dev, "scope", "global",
+    ])
+    .lines()
+    .filter_map(|l| l.trim().strip_prefix("inet6 "))
+    .map(|l| l.to_string())
+    .collect()
+}
+
+#[test]
+fn the_agent_gets_its_address_by_dhcpv6_and_its_wipe_report_passes_the_v6_lease_check() {
+    let test = "the_agent_gets_its_address_by_dhcpv6_and_its_wipe_report_passes_the_v6_lease_check";
+    if let Some(why) = prereq::missing_root_or(
+        &[("ip", &["-V"]), ("curl", &["--version"])],
+        "network namespaces and udp/546-547",
+    ) {
+        prereq::skip(test, &why);
+        return;
+    }
+    let t = tag();
+    let (ns_s, ns_c) = (format!("a6{t}s"), format!("a6{t}c"));
+    let _ns = Namespaces::new(&[ns_s.clone(), ns_c.clone()]);
+    let (dev_s, dev_c) = (format!("a6{t}s0"), format!("a6{t}c0"));
+    veth(&ns_s, &dev_s, None, &ns_c, &dev_c, None);
+    run(&[
+        "ip",
+        "-n",
+        &ns_s,
+        "addr",
+        "add",
+        &format!("{BOX}/64"),
+        "dev",
+        &dev_s,
+        "nodad",
+    ]);
+    // Link-local addresses must finish DAD before the box can send from its own.
+    wait(10, "link-local address still tentative", || {
+        let a = run(&[
+            "ip", "-n", &ns_s, "-6", "addr", "show", "dev", &dev_s, "scope", "link",
+        ]);
+        a.contains("fe80") && !a.contains("tentative")
+    });
+    let mac = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns_c,
+        "cat",
+        &format!("/sys/class/net/{dev_c}/address"),
+    ])
+    .trim()
+    .to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = tmp.path().join("agent/agent-amd64");
+    std::fs::create_dir_all(&agent).unwrap();
+    std::fs::write(agent.join("vmlinuz"), vec![7u8; 1000]).unwrap();
+    std::fs::write(agent.join("initramfs.xz"), vec![9u8; 1000]).unwrap();
+    let data = tmp.path().join("data");
+    // No [http] listen: the default [::]:8081.
+    let config = format!(
+        r#"data_dir = "{data}"
+interface = "{dev_s}"
+[boot]
+agent_dir = "{agent_dir}"
+[tftp]
+enabled = false
+[siderolink]
+enabled = false
+[log]
+level = "appliance=debug,info"
+[dhcp]
+mode = "off"
+[lifecycle]
+auto_accept = true
+agent_poll_seconds = 1
+[dhcpv6]
+enabled = true
+prefix = "fd00:78::/64"
+range_start = "fd00:78::100"
+range_end = "fd00:78::1ff"
+ra_interval_secs = 2
+"#,
+        data = data.display(),
+        agent_dir = tmp.path().join("agent").display()
+    );
+    let cfg = tmp.path().join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut server = Proc::spawn(
+        &ns_s,
+        &[BIN, "serve", "--config", cfg.to_str().unwrap()],
+        &tmp.path().join("appliance.log"),
+    );
+    server.wait_for_log("appliance serving");
+
+    // The initramfs's DHCPv6 client.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns_c, BIN, "agent", "--dhcp6", &dev_c])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}\n{}", server.log());
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("AGENT-LEASE6 "))
+        .unwrap_or_else(|| panic!("no AGENT-LEASE6 line: {stdout}{stderr}"));
+    let ip = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ip="))
+        .unwrap()
+        .to_string();
+    let addr: std::net::Ipv6Addr = ip.parse().unwrap();
+    assert!(
+        (0x100..=0x1ff).contains(&(u128::from(addr) & 0xffff)) && ip.starts_with("fd00:78::"),
+        "{line}"
+    );
+    assert!(line.contains("valid=3600"), "{line}");
+    // Configured and usable: on the interface (not tentative), the prefix on-link from the
+    // router advertisement, and the box answers from it.
+    let addrs = global_v6(&ns_c, &dev_c);
+    assert!(
+        addrs
+            .iter()
+            .any(|a| a.starts_with(&format!("{ip}/128")) && !a.contains("tentative")),
+        "{addrs:?}"
+    );
+    let routes = run(&["ip", "-n", &ns_c, "-6", "route"]);
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("fd00:78::/64 dev") && l.contains("expires")),
+        "{routes}"
+    );
+    assert!(
+        stderr.contains("on-link from the router advertisement"),
+        "{stderr}"
+    );
+    let (code, _) = curl(&ns_c, &format!("http://[{BOX}]:8081/healthz"));
+    assert_eq!(code, 200);
+    // The box's log: the DHCPv6 exchange under the NIC's MAC, and the request from the lease.
+    let log = server.log();
+    assert!(log.contains(&ip), "{log}");
+
+    // The agent over IPv6 with the kernel arguments /ipxe gave: registered, accepted, wiped
+    // (no disks), its MarkServerAsWiped from the DHCPv6 address passes the lease check.
+    let uuid = "4c4c4544-0036-3610-8036-b4c04f366636";
+    let root = tmp.path().join("root-a");
+    fake_root(&root, uuid, &dev_c, &mac);
+    let cmdline = tmp.path().join("cmdline-a");
+    std::fs::write(&cmdline, agent_cmdline(&ns_c, uuid, &mac)).unwrap();
+    let mut agent = Proc::spawn(
+        &ns_c,
+        &[
+            BIN,
+            "agent",
+            "--cmdline",
+            cmdline.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--no-bmc-setup",
+            "--no-power-action",
+        ],
+        &tmp.path().join("agent-a.log"),
+    );
+    agent.wait_for_log("AGENT-REGISTERED");
+    agent.wait_for_log("AGENT-WIPED");
+    assert!(!agent.log().contains("AGENT-FAILED"), "{}", agent.log());
+    assert!(
+        !server.log().contains("agent call refused"),
+        "{}",
+        server.log()
+    );
+    agent.stop();
+
+    // Another server's agent from an IPv6 address the box never leased: registered (the
+    // boot token is its own), but its wipe report is refused by the lease check.
+    run(&[
+        "ip",
+        "-n",
+        &ns_c,
+        "-6",
+        "addr",
+        "del",
+        &format!("{ip}/128"),
+        "dev",
+        &dev_c,
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &ns_c,
+        "addr",
+        "add",
+        "fd00:78::99/64",
+        "dev",
+        &dev_c,
+        "nodad",
+    ]);
+    let uuid_b = "4c4c4544-0036-3610-8036-b4c04f366637";
+    let root_b = tmp.path().join("root-b");
+    fake_root(&root_b, uuid_b, &dev_c, &mac);
+    let cmdline_b = tmp.path().join("cmdline-b");
+    std::fs::write(&cmdline_b, agent_cmdline(&ns_c, uuid_b, &mac)).unwrap();
+    let mut agent_b = Proc::spawn(
+        &ns_c,
+        &[
+            BIN,
+            "agent",
+            "--cmdline",
+            cmdline_b.to_str().unwrap(),
+            "--root",
+            root_b.to_str().unwrap(),
+            "--no-bmc-setup",
+            "--no-power-action",
+        ],
+        &tmp.path().join("agent-b.log"),
+    );
+    agent_b.wait_for_log("AGENT-FAILED");
+    let log_b = agent_b.log();
+    assert!(log_b.contains("AGENT-REGISTERED"), "{log_b}");
+    assert!(!log_b.contains("AGENT-WIPED "), "{log_b}");
+    assert!(
+        log_b.contains("MarkServerAsWiped") && log_b.contains("fd00:78::99 holds no lease"),
+        "{log_b}"
+    );
+    wait(5, "the box did not log the refusal", || {
+        server.log().contains("agent call refused")
+    });
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+    server.stop();
+}
