@@ -86,6 +86,17 @@ pub(crate) fn append(
     key: &SecretKey,
     at_ms: u64,
 ) -> Result<(), StoreError> {
+    append_json(log, change, &tables::sealed_json(object, key)?, at_ms)
+}
+
+/// [`append`] with the object's [`tables::sealed_json`] already made (by the put that
+/// wrote the same JSON to the object table).
+pub(crate) fn append_json(
+    log: &mut Table<'_, u64, &'static [u8]>,
+    change: &Change,
+    sealed_json: &str,
+    at_ms: u64,
+) -> Result<(), StoreError> {
     let header = Header {
         op: match change.op {
             ChangeOp::Put => Op::Put,
@@ -97,7 +108,7 @@ pub(crate) fn append(
     };
     let mut value = serde_json::to_vec(&header).expect("a header serialises");
     value.push(b'\n');
-    value.extend_from_slice(tables::sealed_json(object, key)?.as_bytes());
+    value.extend_from_slice(sealed_json.as_bytes());
     log.insert(change.revision, value.as_slice())?;
     Ok(())
 }

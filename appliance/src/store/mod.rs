@@ -601,9 +601,10 @@ impl Store {
                     let old = existing.as_ref().map(|o| &o.object);
                     siderolink_index::follow(&mut index, &name, old, Some(&object))?;
                 }
+                let json = tables::sealed_json(&object, &self.inner.key)?;
                 table.insert(
                     key.as_str(),
-                    tables::encode_record(revision, &object, &self.inner.key)?.as_slice(),
+                    tables::record_from_json(revision, &json).as_slice(),
                 )?;
                 let change = Change {
                     revision,
@@ -611,7 +612,7 @@ impl Store {
                     name: name.clone(),
                     op: ChangeOp::Put,
                 };
-                changelog::append(&mut log, &change, &object, &self.inner.key, now_ms)?;
+                changelog::append_json(&mut log, &change, &json, now_ms)?;
                 changes.push(change);
                 applied.push(Applied {
                     kind,

@@ -38,11 +38,16 @@ pub fn encode_record(
     object: &Object,
     key: &SecretKey,
 ) -> Result<Vec<u8>, StoreError> {
-    let json = sealed_json(object, key)?;
+    Ok(record_from_json(revision, &sealed_json(object, key)?))
+}
+
+/// The record of an object whose [`sealed_json`] the caller already has (a put writes the
+/// same JSON to the object table and to the change log: sealed and serialised once).
+pub fn record_from_json(revision: u64, json: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + json.len());
     out.extend_from_slice(&revision.to_be_bytes());
     out.extend_from_slice(json.as_bytes());
-    Ok(out)
+    out
 }
 
 /// An object's canonical JSON with its secrets sealed with `key`.

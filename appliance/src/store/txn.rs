@@ -73,6 +73,8 @@ impl Txn<'_> {
         {
             return Ok(old.revision);
         }
+        // Sealed and serialised once, for the object table and the change log.
+        let json = tables::sealed_json(object, self.key)?;
         self.attempts += 1;
         if kind == Kind::ServerBinding {
             siderolink_index::follow(
@@ -85,7 +87,7 @@ impl Txn<'_> {
         self.revision += 1;
         self.objects.insert(
             key.as_str(),
-            tables::encode_record(self.revision, object, self.key)?.as_slice(),
+            tables::record_from_json(self.revision, &json).as_slice(),
         )?;
         let change = Change {
             revision: self.revision,
@@ -93,7 +95,7 @@ impl Txn<'_> {
             name,
             op: ChangeOp::Put,
         };
-        changelog::append(&mut self.log, &change, object, self.key, self.now_ms)?;
+        changelog::append_json(&mut self.log, &change, &json, self.now_ms)?;
         self.changes.push(change);
         self.dirty = true;
         Ok(self.revision)
