@@ -390,7 +390,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     // The admin service, one for gRPC and the console. Its group-commit task stops after
     // the listener drained, so calls still in flight then are committed.
-    let (applies, apply_task) = ApplyBatcher::new(store.clone());
+    let (applies, apply_task) =
+        ApplyBatcher::new(store.clone(), crate::reconcile::edits::adopt_applied);
     let (stop_applies, applies_stopped) = watch::channel(false);
     let apply_task = tokio::spawn(apply_task.run(applies_stopped));
     let admin = AdminService::new(

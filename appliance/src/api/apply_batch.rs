@@ -3,7 +3,9 @@
 //! instead of queueing for N. Each call stays all-or-nothing (the shared transaction commits
 //! or aborts as a whole) and its reply is sent only after that commit returned.
 //!
-//! Touches the store only through `Store::apply`. The task ([`ApplyTask::run`], spawned by
+//! Touches the store only through `Store::apply_with`, with the completion given at
+//! construction (the box gives the lifecycle's adoption, `reconcile::edits::adopt_applied`:
+//! a Server applied without a lifecycle state is stored with it in the same commit). The task ([`ApplyTask::run`], spawned by
 //! `app.rs`) stops taking calls on the shutdown signal, commits the calls already queued,
 //! and ends; later calls are answered UNAVAILABLE.
 
@@ -11,7 +13,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
 use crate::model::Object;
-use crate::store::{Applied, Store};
+use crate::store::{Applied, NewEvent, Store};
+
+/// Run on each object an apply writes, inside its transaction (see `Store::apply_with`).
+pub type Complete = fn(&mut Object, u64) -> Option<NewEvent>;
 
 /// Most calls one transaction takes; bounds the latency one commit can add.
 const MAX_CALLS_PER_COMMIT: usize = 256;
@@ -39,14 +44,23 @@ impl std::fmt::Debug for Job {
 #[derive(Debug)]
 pub struct ApplyTask {
     store: Store,
+    complete: Complete,
     rx: mpsc::Receiver<Job>,
 }
 
 impl ApplyBatcher {
-    /// The handle and the task that must be spawned (`ApplyTask::run`).
-    pub fn new(store: Store) -> (ApplyBatcher, ApplyTask) {
+    /// The handle and the task that must be spawned (`ApplyTask::run`); `complete` runs
+    /// on each object written, in the apply's transaction.
+    pub fn new(store: Store, complete: Complete) -> (ApplyBatcher, ApplyTask) {
         let (jobs, rx) = mpsc::channel(1024);
-        (ApplyBatcher { jobs }, ApplyTask { store, rx })
+        (
+            ApplyBatcher { jobs },
+            ApplyTask {
+                store,
+                complete,
+                rx,
+            },
+        )
     }
 
     /// Writes `objects` (already validated) durably; returns what happened to each.
@@ -65,7 +79,11 @@ impl ApplyTask {
     /// Commits calls until `shutdown` turns true (or every handle dropped); then refuses
     /// new calls, commits those already queued, and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let ApplyTask { store, mut rx } = self;
+        let ApplyTask {
+            store,
+            complete,
+            mut rx,
+        } = self;
         let mut stopping = false;
         loop {
             let first = if stopping {
@@ -81,14 +99,14 @@ impl ApplyTask {
                 }
             };
             let Some(first) = first else { return };
-            commit(&store, &mut rx, first).await;
+            commit(&store, complete, &mut rx, first).await;
         }
     }
 }
 
 /// Commits `first` and the calls queued behind it (up to [`MAX_CALLS_PER_COMMIT`]) in one
 /// transaction and answers each.
-async fn commit(store: &Store, rx: &mut mpsc::Receiver<Job>, first: Job) {
+async fn commit(store: &Store, complete: Complete, rx: &mut mpsc::Receiver<Job>, first: Job) {
     let mut jobs = vec![first];
     while jobs.len() < MAX_CALLS_PER_COMMIT {
         match rx.try_recv() {
@@ -102,7 +120,7 @@ async fn commit(store: &Store, rx: &mut mpsc::Receiver<Job>, first: Job) {
         .flat_map(|j| std::mem::take(&mut j.objects))
         .collect();
     let store = store.clone();
-    let result = tokio::task::spawn_blocking(move || store.apply(all)).await;
+    let result = tokio::task::spawn_blocking(move || store.apply_with(all, complete)).await;
     match result {
         Ok(Ok(applied)) => {
             let mut applied = applied.into_iter();
@@ -145,7 +163,7 @@ mod tests {
     async fn concurrent_calls_get_their_own_results_and_all_land() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let (batcher, task) = ApplyBatcher::new(store.clone());
+        let (batcher, task) = ApplyBatcher::new(store.clone(), |_, _| None);
         let (_stop, shutdown) = watch::channel(false);
         tokio::spawn(task.run(shutdown));
         let mut tasks = Vec::new();
@@ -172,11 +190,65 @@ mod tests {
         assert_eq!(store.revision().unwrap(), 128);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_applied_without_a_lifecycle_state_is_adopted_in_the_same_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (batcher, task) =
+            ApplyBatcher::new(store.clone(), crate::reconcile::edits::adopt_applied);
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(task.run(shutdown));
+        let mut feed = store.subscribe();
+        let mut objects = server("s1", "a");
+        objects.extend(
+            parse_documents(
+                "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: c1\n",
+            )
+            .unwrap(),
+        );
+        let applied = batcher.apply(objects).await.unwrap();
+        let revisions: Vec<u64> = applied.iter().map(|a| a.revision).collect();
+        assert_eq!(
+            revisions,
+            [1, 2],
+            "one revision per object, none for the adoption"
+        );
+        assert_eq!(store.revision().unwrap(), 2);
+        let published: Vec<u64> = std::iter::from_fn(|| feed.try_recv().ok())
+            .map(|c| c.revision)
+            .collect();
+        assert_eq!(published, [1, 2]);
+        let Object::Server(s) = store.get(Kind::Server, "s1").unwrap().unwrap().object else {
+            panic!("kind");
+        };
+        let status = s.status.expect("adopted with a status");
+        assert_eq!(status.state.as_deref(), Some("discovered"));
+        assert!(!status.ready && !status.in_use && !status.is_clean);
+        let events = store.events(Some("s1"), 0).unwrap();
+        let events: Vec<_> = events
+            .iter()
+            .map(|e| (e.event.as_str(), e.from.as_str(), e.to.as_str()))
+            .collect();
+        assert_eq!(events, [("adopt", "", "discovered")]);
+        // The same document again (no status: the stored one is kept) changes nothing.
+        let again = batcher.apply(server("s1", "a")).await.unwrap();
+        assert_eq!(again[0].result, ApplyResult::Unchanged);
+        assert_eq!(again[0].revision, 1);
+        assert_eq!(store.events(Some("s1"), 0).unwrap().len(), 1);
+        // A Server applied with its lifecycle state keeps it and gets no event.
+        let mut stated = server("s2", "b");
+        if let Object::Server(s) = &mut stated[0] {
+            crate::reconcile::apply::write_state(s, crate::reconcile::apply::server_state(s), 0);
+        }
+        batcher.apply(stated).await.unwrap();
+        assert!(store.events(Some("s2"), 0).unwrap().is_empty());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn later_calls_in_a_batch_see_earlier_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let (batcher, task) = ApplyBatcher::new(store.clone());
+        let (batcher, task) = ApplyBatcher::new(store.clone(), |_, _| None);
         let (_stop, shutdown) = watch::channel(false);
         tokio::spawn(task.run(shutdown));
         // The same object from many callers at once: exactly one creates it, the rest find
@@ -207,7 +279,7 @@ mod tests {
     async fn shutdown_commits_queued_calls_then_refuses_new_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let (batcher, task) = ApplyBatcher::new(store.clone());
+        let (batcher, task) = ApplyBatcher::new(store.clone(), |_, _| None);
         let queued = {
             let b = batcher.clone();
             tokio::spawn(async move { b.apply(server("queued", "a")).await })

@@ -262,6 +262,33 @@ impl Object {
         Ok(obj)
     }
 
+    /// Reads JSON the store wrote ([`Object::to_json`] of an object that passed
+    /// [`Object::from_value`] when it was written): deserialised straight into the typed
+    /// shape of `kind`, without the JSON value, field-path tracking and `Check` rules that
+    /// [`Object::from_json`] spends on input it has not seen. JSON that does not read that way
+    /// (or names another kind) goes through [`Object::from_json`], so errors are the same.
+    pub fn from_stored_json(kind: Kind, json: &str) -> Result<Object, ParseObjectError> {
+        fn typed<S, T>(kind: Kind, json: &str) -> Option<Resource<S, T>>
+        where
+            Resource<S, T>: serde::de::DeserializeOwned,
+        {
+            serde_json::from_str::<Resource<S, T>>(json)
+                .ok()
+                .filter(|r| r.kind == kind.as_str() && r.api_version == kind.api_version())
+        }
+        let fast = match kind {
+            Kind::Server => typed(kind, json).map(Object::Server),
+            Kind::ServerClass => typed(kind, json).map(Object::ServerClass),
+            Kind::Environment => typed(kind, json).map(Object::Environment),
+            Kind::MetalMachine => typed(kind, json).map(Object::MetalMachine),
+            Kind::ServerBinding => typed(kind, json).map(Object::ServerBinding),
+        };
+        match fast {
+            Some(object) => Ok(object),
+            None => Object::from_json(kind, json),
+        }
+    }
+
     /// Reads one document: checks `kind` and `apiVersion`, deserialises the typed shape
     /// (unknown fields and wrong types fail with their path), then runs the `Check` rules.
     pub fn from_value(

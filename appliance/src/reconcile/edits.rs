@@ -2,6 +2,8 @@
 //! task: `spec.accepted` applied by an operator (Accept/Unaccept, or the flag put back
 //! with a `<event>-rejected` event saying why), a Server applied without a lifecycle state
 //! (adopted), a ServerBinding created or deleted by kube-bridge/admin (Allocate/release).
+//! The admin API's applies adopt in their own commit ([`adopt_applied`]); the task adopts
+//! what reaches the store another way.
 
 use super::apply::{self, LifecycleError};
 use super::lifecycle::{self, Context, Event, Phase, Step};
@@ -34,6 +36,54 @@ pub(super) fn reconcile_server_edits(
     }
 }
 
+/// The lifecycle state recorded in the server's `status.state`.
+fn recorded_phase(server: &Server) -> Option<Phase> {
+    server
+        .status
+        .as_ref()
+        .and_then(|s| s.state.as_deref())
+        .and_then(Phase::parse)
+}
+
+/// Whether a written server needs [`reconcile_server_edits`]: it has no lifecycle state
+/// yet, or its `spec.accepted` disagrees with the recorded one. Read outside a write
+/// transaction, so the reconcile task takes the store's write lock only for those.
+pub(super) fn edit_needed(server: &Server) -> bool {
+    match recorded_phase(server) {
+        None => true,
+        Some(recorded) => server.spec.accepted != lifecycle::flags(recorded).accepted,
+    }
+}
+
+/// A server written without a lifecycle state (e.g. Sidero YAML applied) adopts the state
+/// derived from its flags: written into it, with the `adopt` event to append. `None` (and
+/// the server untouched) when it has one.
+pub fn adopt(server: &mut Server, now_ms: u64) -> Option<NewEvent> {
+    if recorded_phase(server).is_some() {
+        return None;
+    }
+    let state = apply::server_state(server);
+    apply::write_state(server, state, now_ms);
+    Some(NewEvent {
+        time_ms: now_ms,
+        server: server.metadata.name.clone(),
+        event: "adopt".into(),
+        from: String::new(),
+        to: state.phase.as_str().into(),
+        message: "state derived from accepted/inUse/isClean".into(),
+    })
+}
+
+/// [`adopt`] for an object an admin apply is about to write (`Store::apply_with`), so that
+/// a Server applied without a lifecycle state is stored with it in the apply's own commit
+/// rather than in a second one by the reconcile task.
+pub fn adopt_applied(object: &mut Object, now_ms: u64) -> Option<NewEvent> {
+    match object {
+        Object::Server(server) => adopt(server, now_ms),
+        _ => None,
+    }
+}
+
 /// One server's edit (see [`reconcile_server_edits`]) inside `t`.
 fn server_edit_in(
     t: &mut Txn<'_>,
@@ -46,24 +96,11 @@ fn server_edit_in(
     let Object::Server(mut server) = stored.object else {
         return Ok(None);
     };
-    let recorded = server
-        .status
-        .as_ref()
-        .and_then(|s| s.state.as_deref())
-        .and_then(Phase::parse);
-    let Some(recorded) = recorded else {
-        // Applied without a lifecycle state (e.g. Sidero YAML): adopt the derived one.
-        let state = apply::server_state(&server);
-        apply::write_state(&mut server, state, clock::unix_ms());
-        t.put(&Object::Server(server.clone()))?;
-        t.append_event(NewEvent {
-            time_ms: clock::unix_ms(),
-            server: name.to_string(),
-            event: "adopt".into(),
-            from: String::new(),
-            to: state.phase.as_str().into(),
-            message: "state derived from accepted/inUse/isClean".into(),
-        })?;
+    let Some(recorded) = recorded_phase(&server) else {
+        if let Some(event) = adopt(&mut server, clock::unix_ms()) {
+            t.put(&Object::Server(server))?;
+            t.append_event(event)?;
+        }
         return Ok(None);
     };
     let accepted_now = server.spec.accepted;

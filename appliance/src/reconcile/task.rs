@@ -35,7 +35,7 @@ use super::apply::{
 use super::boots::{AgentBoots, Boot, BootRefusal, Need};
 pub use super::class_status::ensure_any_class;
 use super::class_status::{ClassIndex, class_changed, write_class_status};
-use super::edits::{binding_changed, reconcile_server_edits};
+use super::edits::{binding_changed, edit_needed, reconcile_server_edits};
 use super::lifecycle::{Action, Context, Event, Phase, Step};
 use super::power::PowerActions;
 use crate::clock;
@@ -593,14 +593,40 @@ impl ReconcileTask {
                         {
                             names.push(n.name);
                         }
-                        let edits = reconcile_server_edits(&lc, &names);
-                        for (name, edit) in names.iter().zip(edits) {
-                            match edit {
-                                Ok(Some((server, step))) => planned.push((server, step)),
-                                Ok(None) => {}
-                                Err(e) => tracing::warn!(server = %name, error = %crate::error_chain(&e), "lifecycle: reconcile"),
+                        let mut seen = std::collections::HashSet::new();
+                        names.retain(|n| seen.insert(n.clone()));
+                        // Read first: only the servers whose spec needs an edit (most writes
+                        // need none) are edited, in one write transaction.
+                        let mut read: Vec<_> = names
+                            .iter()
+                            .map(|n| Some(lc.store().get(Kind::Server, n)))
+                            .collect();
+                        let to_edit: Vec<usize> = (0..names.len())
+                            .filter(|&i| match &read[i] {
+                                Some(Ok(Some(s))) => match &s.object {
+                                    Object::Server(server) => edit_needed(server),
+                                    _ => false,
+                                },
+                                Some(Ok(None)) => false,
+                                _ => true,
+                            })
+                            .collect();
+                        if !to_edit.is_empty() {
+                            let edit_names: Vec<String> =
+                                to_edit.iter().map(|&i| names[i].clone()).collect();
+                            let edits = reconcile_server_edits(&lc, &edit_names);
+                            for (&i, edit) in to_edit.iter().zip(edits) {
+                                match edit {
+                                    Ok(Some((server, step))) => planned.push((server, step)),
+                                    Ok(None) => {}
+                                    Err(e) => tracing::warn!(server = %names[i], error = %crate::error_chain(&e), "lifecycle: reconcile"),
+                                }
+                                // Edited: read again below.
+                                read[i] = None;
                             }
-                            match lc.store().get(Kind::Server, name) {
+                        }
+                        for (name, read) in names.iter().zip(read) {
+                            match read.unwrap_or_else(|| lc.store().get(Kind::Server, name)) {
                                 Ok(Some(s)) => {
                                     if let Object::Server(server) = s.object {
                                         dirty |= index.update_server(&server);

@@ -558,79 +558,25 @@ impl Store {
     /// Creates or replaces objects in one transaction: all land or none does. An incoming
     /// object without `status` keeps the stored status (as `kubectl apply` does).
     pub fn apply(&self, objects: Vec<Object>) -> Result<Vec<Applied>, StoreError> {
-        let mut changes = Vec::new();
-        let mut applied = Vec::with_capacity(objects.len());
-        let txn = self.inner.db.write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let mut table = txn.open_table(OBJECTS)?;
-            let mut log = txn.open_table(CHANGE_LOG)?;
-            let mut index = txn.open_multimap_table(siderolink_index::SIDEROLINK_INDEX)?;
-            let now_ms = crate::clock::unix_ms();
-            let mut revision = meta
-                .get(tables::META_REVISION)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            for mut object in objects {
-                let kind = object.kind();
-                let name = object.name().to_string();
-                let key = object_key(kind, &name);
-                let existing = table
-                    .get(key.as_str())?
-                    .map(|v| tables::decode_record(kind, &name, v.value(), &self.inner.key))
-                    .transpose()?;
-                if let Some(old) = &existing {
-                    keep_status_if_absent(&mut object, &old.object);
-                    bmc::keep_redacted_pass(&mut object, &old.object);
-                }
-                let result = match &existing {
-                    Some(old) if old.object == object => {
-                        applied.push(Applied {
-                            kind,
-                            name,
-                            result: ApplyResult::Unchanged,
-                            revision: old.revision,
-                        });
-                        continue;
-                    }
-                    Some(_) => ApplyResult::Configured,
-                    None => ApplyResult::Created,
-                };
-                revision += 1;
-                if kind == Kind::ServerBinding {
-                    let old = existing.as_ref().map(|o| &o.object);
-                    siderolink_index::follow(&mut index, &name, old, Some(&object))?;
-                }
-                let json = tables::sealed_json(&object, &self.inner.key)?;
-                table.insert(
-                    key.as_str(),
-                    tables::record_from_json(revision, &json).as_slice(),
-                )?;
-                let change = Change {
-                    revision,
-                    kind,
-                    name: name.clone(),
-                    op: ChangeOp::Put,
-                };
-                changelog::append_json(&mut log, &change, &json, now_ms)?;
-                changes.push(change);
-                applied.push(Applied {
-                    kind,
-                    name,
-                    result,
-                    revision,
-                });
-            }
-            meta.insert(tables::META_REVISION, revision)?;
-            self.prune_log(&mut log, &mut meta, revision, now_ms)?;
-        }
-        if changes.is_empty() {
-            txn.abort()?;
-        } else {
-            self.inner.db.commit(txn)?;
-        }
-        self.publish(changes);
-        Ok(applied)
+        self.apply_with(objects, |_, _| None)
+    }
+
+    /// [`Store::apply`], with `complete` run (inside the same transaction) on each object
+    /// about to be written, created or changed, with the transaction's time: it may fill in
+    /// the object, and the event it returns is appended with it. The admin API's applies
+    /// use it for the lifecycle's adoption of a Server applied without a lifecycle state, so
+    /// that the apply and its adoption are one commit (`reconcile::edits::adopt_applied`).
+    pub fn apply_with(
+        &self,
+        objects: Vec<Object>,
+        complete: impl Fn(&mut Object, u64) -> Option<NewEvent>,
+    ) -> Result<Vec<Applied>, StoreError> {
+        self.transact(|t| {
+            objects
+                .into_iter()
+                .map(|object| t.apply(object, &complete))
+                .collect()
+        })
     }
 
     /// Changes one stored object with `edit` inside one transaction. `edit` may refuse with

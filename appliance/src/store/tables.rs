@@ -63,11 +63,12 @@ pub fn open_json(
     json: &str,
     key: &SecretKey,
 ) -> Result<Object, StoreError> {
-    let mut object = Object::from_json(kind, json).map_err(|e| StoreError::CorruptRecord {
-        kind,
-        name: name.to_string(),
-        message: e.to_string(),
-    })?;
+    let mut object =
+        Object::from_stored_json(kind, json).map_err(|e| StoreError::CorruptRecord {
+            kind,
+            name: name.to_string(),
+            message: e.to_string(),
+        })?;
     super::bmc::open_inline_pass(&mut object, key)?;
     Ok(object)
 }
@@ -96,7 +97,7 @@ pub fn decode_unsealed(kind: Kind, name: &str, bytes: &[u8]) -> Result<Stored, S
         .split_first_chunk::<8>()
         .ok_or_else(|| corrupt(format!("record is {} bytes, shorter than 8", bytes.len())))?;
     let json = std::str::from_utf8(json).map_err(|e| corrupt(e.to_string()))?;
-    let object = Object::from_json(kind, json).map_err(|e| corrupt(e.to_string()))?;
+    let object = Object::from_stored_json(kind, json).map_err(|e| corrupt(e.to_string()))?;
     Ok(Stored {
         object,
         revision: u64::from_be_bytes(*rev),

@@ -13,7 +13,9 @@ use redb::{ReadableTable, Table};
 
 use super::events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
 use super::tables::{self, ALLOCATIONS, CHANGE_LOG, EVENTS, META, OBJECTS, object_key};
-use super::{Change, ChangeOp, Store, StoreError, Stored, changelog, siderolink_index};
+use super::{
+    Applied, ApplyResult, Change, ChangeOp, Store, StoreError, Stored, changelog, siderolink_index,
+};
 use crate::model::{Kind, Object};
 
 /// An open write transaction (see `Store::transact`).
@@ -64,25 +66,67 @@ impl Txn<'_> {
     /// Creates or replaces `object`; returns its revision (unchanged objects keep theirs and
     /// are not written).
     pub fn put(&mut self, object: &Object) -> Result<u64, StoreError> {
-        let kind = object.kind();
-        let name = object.name().to_string();
-        let key = object_key(kind, &name);
-        let old = self.get(kind, &name)?;
+        let old = self.get(object.kind(), object.name())?;
         if let Some(old) = &old
             && old.object == *object
         {
             return Ok(old.revision);
         }
+        self.write(object, old.as_ref().map(|o| &o.object))
+    }
+
+    /// One object of an apply (`Store::apply_with`): an incoming object without `status`
+    /// keeps the stored one, a redacted BMC password the stored password; `complete` runs
+    /// on an object that is then written (created or changed), and the event it returns is
+    /// appended with it.
+    pub(super) fn apply(
+        &mut self,
+        mut object: Object,
+        complete: &impl Fn(&mut Object, u64) -> Option<NewEvent>,
+    ) -> Result<Applied, StoreError> {
+        let kind = object.kind();
+        let name = object.name().to_string();
+        let existing = self.get(kind, &name)?;
+        if let Some(old) = &existing {
+            super::keep_status_if_absent(&mut object, &old.object);
+            super::bmc::keep_redacted_pass(&mut object, &old.object);
+        }
+        let result = match &existing {
+            Some(old) if old.object == object => {
+                return Ok(Applied {
+                    kind,
+                    name,
+                    result: ApplyResult::Unchanged,
+                    revision: old.revision,
+                });
+            }
+            Some(_) => ApplyResult::Configured,
+            None => ApplyResult::Created,
+        };
+        let event = complete(&mut object, self.now_ms);
+        let revision = self.write(&object, existing.as_ref().map(|o| &o.object))?;
+        if let Some(event) = event {
+            self.append_event(event)?;
+        }
+        Ok(Applied {
+            kind,
+            name,
+            result,
+            revision,
+        })
+    }
+
+    /// Writes `object` (replacing `old`, the stored one) under the next revision, with its
+    /// change-log entry and the SideroLink index's entries of a ServerBinding.
+    fn write(&mut self, object: &Object, old: Option<&Object>) -> Result<u64, StoreError> {
+        let kind = object.kind();
+        let name = object.name().to_string();
+        let key = object_key(kind, &name);
         // Sealed and serialised once, for the object table and the change log.
         let json = tables::sealed_json(object, self.key)?;
         self.attempts += 1;
         if kind == Kind::ServerBinding {
-            siderolink_index::follow(
-                &mut self.siderolink_index,
-                &name,
-                old.as_ref().map(|o| &o.object),
-                Some(object),
-            )?;
+            siderolink_index::follow(&mut self.siderolink_index, &name, old, Some(object))?;
         }
         self.revision += 1;
         self.objects.insert(
