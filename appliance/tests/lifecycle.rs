@@ -93,6 +93,7 @@ fn hardware(uuid: &str, cpus: u32) -> pb::HardwareInformation {
             ],
         }),
         network: None,
+        firmware: None,
     }
 }
 

@@ -6,8 +6,10 @@
 //! panics the scratch directory is kept and its path printed, so the logs survive a failure.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
 use crate::appliance::{self, Appliance, ApplianceConfig};
 use std::net::Ipv4Addr;
@@ -149,6 +151,52 @@ impl Lab {
         out
     }
 
+    /// `ctl get <kind> <name> -o json` on the lab's appliance.
+    pub fn get(&self, kind: &str, name: &str) -> Result<Value> {
+        let out = self
+            .appliance_ref()
+            .ctl(&["get", kind, name, "-o", "json"])?;
+        serde_json::from_str(&out).with_context(|| format!("ctl get {kind} {name}: {out}"))
+    }
+
+    /// Waits until the agent in `vm` registered with the box: `AGENT-INVENTORY` on the
+    /// serial console within `boot_timeout` of now, then `AGENT-REGISTERED` (the agent's
+    /// line once CreateServer answered) within 120 s more. Fails on `AGENT-EXIT`, on QEMU
+    /// exiting or on timeout, with the serial console and the lab's logs. Prints
+    /// `time-to-registered: <kind> <seconds> s` (QEMU start → registered), the one line
+    /// format every client kind's test prints (`grep time-to-registered:` gives the table).
+    pub fn wait_registered(
+        &self,
+        vm: &mut Vm,
+        kind: &str,
+        boot_timeout: Duration,
+    ) -> Result<Registered> {
+        if let Err(e) = vm.wait_for("AGENT-INVENTORY", boot_timeout) {
+            bail!("{e:#}\n{}", self.report());
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let line = loop {
+            let exited = vm.exited();
+            let serial = vm.serial();
+            if let Some(l) = serial.lines().find(|l| l.contains("AGENT-REGISTERED")) {
+                break l.trim_end().to_string();
+            }
+            if serial.contains("AGENT-EXIT") || Instant::now() >= deadline {
+                bail!("agent did not register\n{serial}\n{}", self.report());
+            }
+            if let Some(status) = exited {
+                bail!("QEMU exited ({status})\n{serial}\n{}", self.report());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        let after = vm.elapsed();
+        println!(
+            "time-to-registered: {kind} {:.1} s (QEMU start → registered, TCG)",
+            after.as_secs_f64()
+        );
+        Ok(Registered { line, after })
+    }
+
     /// Keep the scratch directory (logs, serial consoles) after drop, not only on panic.
     pub fn keep_dir_on_drop(&mut self) {
         self.keep_dir = true;
@@ -158,6 +206,15 @@ impl Lab {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir().join(name)
     }
+}
+
+/// An agent's registration seen on its serial console ([`Lab::wait_registered`]).
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// The `AGENT-REGISTERED uuid=…` line.
+    pub line: String,
+    /// QEMU start → the line was seen (polled every 0.3 s).
+    pub after: Duration,
 }
 
 impl Drop for Lab {

@@ -11,9 +11,12 @@
 //! `OVMF_VARS_4M.ms.fd`, `-machine q35,smm=on`, secure pflash; the kernel logs "Secure boot
 //! enabled") and the same chain on plain OVMF ("Secure boot disabled"). Each proves the chain
 //! from the box's side too: the server's boot timeline holds the TFTP fetches of shim, GRUB,
-//! `grub/grub.cfg`, the client config, kernel and initrd, and the GRUB decision.
+//! `grub/grub.cfg`, the client config, kernel and initrd, and the GRUB decision. The agent
+//! reads the firmware's `SecureBoot` EFI variable (efivarfs, mounted by the agent
+//! initramfs): the registered Server's inventory says `firmware: {kind: uefi, secureBoot:
+//! enabled}` (`disabled` in the off run), and `ctl server list` shows it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qemu_tests::appliance::ApplianceConfig;
 use qemu_tests::env::agent_env;
@@ -23,7 +26,14 @@ use serde_json::Value;
 /// Generous: TCG on 2 shared cores, with builds running beside.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 
-fn boots_through_shim_and_grub(firmware: Firmware, uuid: &str, mac: &str, kernel_says: &str) {
+fn boots_through_shim_and_grub(
+    firmware: Firmware,
+    uuid: &str,
+    mac: &str,
+    kernel_says: &str,
+    secure_boot: &str,
+    kind: &str,
+) {
     let env = agent_env().expect("agent environment");
     let mut lab = Lab::new().expect("lab");
     let mut config = ApplianceConfig::server().agent_env(&env);
@@ -34,26 +44,46 @@ fn boots_through_shim_and_grub(firmware: Firmware, uuid: &str, mac: &str, kernel
     spec.mac = Some(mac.to_string());
     let mut vm = lab.start_vm(&spec).expect("vm");
 
-    vm.wait_for("AGENT-INVENTORY", BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.report()));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let line = loop {
-        let serial = vm.serial();
-        if let Some(l) = serial.lines().find(|l| l.contains("AGENT-REGISTERED")) {
-            break l.trim_end().to_string();
-        }
-        if serial.contains("AGENT-EXIT") || Instant::now() >= deadline {
-            panic!("agent did not register\n{serial}\n{}", lab.report());
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    let registered_after = vm.elapsed().as_secs_f64();
-    assert!(line.contains(&format!("uuid={uuid}")), "{line}");
+    let registered = lab
+        .wait_registered(&mut vm, kind, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        registered.line.contains(&format!("uuid={uuid}")),
+        "{}",
+        registered.line
+    );
     let serial = vm.serial();
     assert!(
         serial.contains(kernel_says),
         "the kernel did not log {kernel_says:?}:\n{serial}"
     );
+    // The agent's own reading: efivarfs mounted by its /init, the variable decoded.
+    assert!(
+        serial.contains("AGENT-EFI efivarfs mounted"),
+        "efivarfs not mounted in the agent initramfs:\n{serial}"
+    );
+    assert!(
+        serial.contains(&format!("firmware=uefi secure_boot={secure_boot}")),
+        "{serial}"
+    );
+    // The registered server's inventory, as the box stored it and `ctl` shows it.
+    let server = lab.get("server", uuid).expect("ctl get server");
+    assert_eq!(
+        server["spec"]["hardware"]["firmware"],
+        serde_json::json!({"kind": "uefi", "secureBoot": secure_boot}),
+        "{server:#}"
+    );
+    let list = lab
+        .appliance()
+        .ctl(&["server", "list"])
+        .expect("ctl server list");
+    let row: Vec<&str> = list
+        .lines()
+        .find(|l| l.starts_with(uuid))
+        .unwrap_or_else(|| panic!("{uuid} not in\n{list}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[row.len() - 2..], ["uefi", secure_boot], "{list}");
     // GRUB ran the box's chain config (its echo names the MAC and the SMBIOS UUID it read).
     assert!(
         serial.contains(&format!("appliance: GRUB on {mac} (uuid {uuid}, x86_64)")),
@@ -103,7 +133,6 @@ fn boots_through_shim_and_grub(firmware: Firmware, uuid: &str, mac: &str, kernel
     eprintln!("{text}");
     lab.appliance().check_alive().expect("appliance still up");
     vm.kill();
-    eprintln!("secure_boot ({firmware:?}): registered {registered_after:.1}s after QEMU start");
 }
 
 #[test]
@@ -114,6 +143,8 @@ fn secure_boot_on_shim_grub_agent_registers() {
         "5eb0c0de-5ec0-4b00-8a11-0000000000a1",
         "52:54:00:5b:00:01",
         "Secure boot enabled",
+        "enabled",
+        "uefi-secure-boot",
     );
 }
 
@@ -125,5 +156,7 @@ fn secure_boot_off_same_chain_registers() {
         "5eb0c0de-5ec0-4b00-8a11-0000000000a2",
         "52:54:00:5b:00:02",
         "Secure boot disabled",
+        "disabled",
+        "uefi-shim-grub-secure-boot-off",
     );
 }

@@ -19,6 +19,9 @@
 //!   `wwid` (NVMe) or the SCSI `device/wwid` (from VPD page 0x83).
 //! - network: `/sys/class/net/*` with a non-zero MAC: index, MTU, MAC, flags (Go `net.Flags`
 //!   names), plus the addresses the caller passes in (from getifaddrs).
+//! - firmware (extension): UEFI when `/sys/firmware/efi` exists, else BIOS; the Secure Boot
+//!   state from the EFI variable [`SECURE_BOOT_VAR`] in efivarfs (the agent initramfs
+//!   mounts it), decoded by [`secure_boot_from_efivar`].
 //!
 //! Reading is best effort beyond the UUID: an unreadable source is skipped and noted in
 //! [`Inventory::notes`] for the agent's log.
@@ -129,6 +132,7 @@ pub fn read(root: &Path, addrs: &[IfAddr]) -> Result<Inventory, InventoryError> 
         interface_count: interfaces.len() as u32,
         interfaces,
     };
+    let firmware = firmware(root, &mut notes);
     let hostname = text(&root.join("proc/sys/kernel/hostname"));
     let hostname = if hostname == "(none)" {
         String::new()
@@ -142,11 +146,77 @@ pub fn read(root: &Path, addrs: &[IfAddr]) -> Result<Inventory, InventoryError> 
             memory: Some(memory),
             storage: Some(storage),
             network: Some(network),
+            firmware: Some(firmware),
         },
         hostname,
         disks,
         notes,
     })
+}
+
+/// The EFI global variable `SecureBoot` (vendor GUID EFI_GLOBAL_VARIABLE) as efivarfs shows
+/// it, relative to the root.
+pub const SECURE_BOOT_VAR: &str =
+    "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
+
+/// The Secure Boot state from the contents of the efivarfs file [`SECURE_BOOT_VAR`]: 4
+/// bytes of variable attributes (little-endian) and the variable's data, one UINT8 (UEFI
+/// 2.10 §3.3: 1 = the firmware enforces Secure Boot, 0 = it does not). Any other length or
+/// value is `Unknown`.
+pub fn secure_boot_from_efivar(bytes: &[u8]) -> pb::SecureBootState {
+    match bytes {
+        [_, _, _, _, 1] => pb::SecureBootState::Enabled,
+        [_, _, _, _, 0] => pb::SecureBootState::Disabled,
+        _ => pb::SecureBootState::Unknown,
+    }
+}
+
+/// BIOS or UEFI, and under UEFI the Secure Boot state. A UEFI firmware without the
+/// `SecureBoot` variable (efivarfs mounted, so it lists other variables) has no Secure Boot:
+/// disabled. When efivarfs is not mounted or the variable cannot be read, the state is
+/// unknown and a note says why.
+fn firmware(root: &Path, notes: &mut Vec<String>) -> pb::FirmwareInformation {
+    if !root.join("sys/firmware/efi").is_dir() {
+        return pb::FirmwareInformation {
+            kind: pb::FirmwareKind::Bios as i32,
+            secure_boot: pb::SecureBootState::Disabled as i32,
+        };
+    }
+    let var = root.join(SECURE_BOOT_VAR);
+    let state = match std::fs::read(&var) {
+        Ok(bytes) => {
+            let state = secure_boot_from_efivar(&bytes);
+            if state == pb::SecureBootState::Unknown {
+                notes.push(format!(
+                    "{}: {} bytes, not 4 attribute bytes + 0 or 1",
+                    var.display(),
+                    bytes.len()
+                ));
+            }
+            state
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let efivars = root.join("sys/firmware/efi/efivars");
+            let mounted = std::fs::read_dir(&efivars).is_ok_and(|mut d| d.next().is_some());
+            if mounted {
+                pb::SecureBootState::Disabled
+            } else {
+                notes.push(format!(
+                    "{} is empty or missing (efivarfs not mounted): Secure Boot unknown",
+                    efivars.display()
+                ));
+                pb::SecureBootState::Unknown
+            }
+        }
+        Err(e) => {
+            notes.push(format!("{}: {e}", var.display()));
+            pb::SecureBootState::Unknown
+        }
+    };
+    pb::FirmwareInformation {
+        kind: pb::FirmwareKind::Uefi as i32,
+        secure_boot: state as i32,
+    }
 }
 
 /// Trimmed file contents; empty when missing or unreadable. Control characters dropped.

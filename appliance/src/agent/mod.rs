@@ -368,8 +368,14 @@ fn log_inventory(inv: &Inventory) {
     let hw = &inv.hardware;
     let c = hw.compute.clone().unwrap_or_default();
     let m = hw.memory.clone().unwrap_or_default();
+    // As the box will store it.
+    let fw = hw
+        .firmware
+        .as_ref()
+        .map(crate::api::agent_report::firmware)
+        .unwrap_or_default();
     tracing::info!(
-        "AGENT-INVENTORY uuid={} processors={} cores={} threads={} memory_mb={} disks={} nics={}",
+        "AGENT-INVENTORY uuid={} processors={} cores={} threads={} memory_mb={} disks={} nics={} firmware={} secure_boot={}",
         inv.uuid(),
         c.processor_count,
         c.total_core_count,
@@ -386,6 +392,8 @@ fn log_inventory(inv: &Inventory) {
             .collect::<Vec<_>>()
             .join(","),
         hw.network.as_ref().map_or(0, |n| n.interface_count),
+        fw.kind.map_or("?", |k| k.as_str()),
+        fw.secure_boot.map_or("?", |s| s.as_str()),
     );
 }
 

@@ -1206,6 +1206,10 @@ mod tests {
                     },
                 ],
             }),
+            firmware: Some(pb::FirmwareInformation {
+                kind: pb::FirmwareKind::Uefi as i32,
+                secure_boot: pb::SecureBootState::Enabled as i32,
+            }),
         };
         let (uuid, typed) = hardware(&hw).unwrap();
         let v = serde_json::to_value(&typed).unwrap();
@@ -1220,7 +1224,8 @@ mod tests {
                 "storage": {"totalSize": "2 GB", "deviceCount": 1,
                             "devices": [{"type": "HDD", "size": 1u64 << 30, "productName": "QEMU HARDDISK", "deviceName": "/dev/vda"}]},
                 "network": {"interfaceCount": 2,
-                            "interfaces": [{"index": 2, "name": "eth0", "mtu": 1500, "mac": "52:54:00:12:34:56", "addresses": ["10.0.0.5/24"]}]}
+                            "interfaces": [{"index": 2, "name": "eth0", "mtu": 1500, "mac": "52:54:00:12:34:56", "addresses": ["10.0.0.5/24"]}]},
+                "firmware": {"kind": "uefi", "secureBoot": "enabled"}
             })
         );
         // The Server model accepts it.

@@ -9,9 +9,9 @@ use prost::Message;
 use tonic::Status;
 
 use crate::model::{
-    ComputeInformation, HardwareInformation, MacAddr, MemoryInformation, MemoryModule,
-    NetworkInformation, NetworkInterface, Processor, StorageDevice, StorageInformation,
-    SystemInformation,
+    ComputeInformation, FirmwareInformation, FirmwareKind, HardwareInformation, MacAddr,
+    MemoryInformation, MemoryModule, NetworkInformation, NetworkInterface, Processor, SecureBoot,
+    StorageDevice, StorageInformation, SystemInformation,
 };
 
 /// Longest string accepted in any agent field.
@@ -103,9 +103,29 @@ fn storage_type(t: i32) -> &'static str {
     }
 }
 
+/// The reported firmware (extension, field 6) as `spec.hardware.firmware`: `None` when the
+/// agent sent none (a Sidero agent); an unspecified or unknown kind is left out; the Secure
+/// Boot state is kept as reported, `unknown` included (enum values this box does not know
+/// read as `unknown`).
+pub fn firmware(f: &pb::FirmwareInformation) -> FirmwareInformation {
+    FirmwareInformation {
+        kind: match pb::FirmwareKind::try_from(f.kind) {
+            Ok(pb::FirmwareKind::Bios) => Some(FirmwareKind::Bios),
+            Ok(pb::FirmwareKind::Uefi) => Some(FirmwareKind::Uefi),
+            _ => None,
+        },
+        secure_boot: Some(match pb::SecureBootState::try_from(f.secure_boot) {
+            Ok(pb::SecureBootState::Enabled) => SecureBoot::Enabled,
+            Ok(pb::SecureBootState::Disabled) => SecureBoot::Disabled,
+            _ => SecureBoot::Unknown,
+        }),
+    }
+}
+
 /// The agent's hardware report as the typed Server `spec.hardware` (v1alpha2 layout, §4.1):
 /// memory/storage totals as "<N> GB", storage model/serial as productName/serialNumber,
-/// interfaces without a MAC skipped, empty strings, zero numbers and empty parts left out.
+/// interfaces without a MAC skipped, empty strings, zero numbers and empty parts left out;
+/// the firmware extension as [`firmware`] reads it.
 /// Every string is checked with its field path. Returns (uuid, hardware).
 pub fn hardware(hw: &pb::HardwareInformation) -> Result<(String, HardwareInformation), Status> {
     let sys = hw.system.as_ref().ok_or_else(|| {
@@ -222,6 +242,7 @@ pub fn hardware(hw: &pb::HardwareInformation) -> Result<(String, HardwareInforma
             interfaces,
         });
     }
+    out.firmware = hw.firmware.as_ref().map(firmware);
     Ok((uuid, out))
 }
 
@@ -247,4 +268,114 @@ pub fn check_report(data: &[u8]) {
     let again: HardwareInformation =
         serde_json::from_value(json).expect("stored hardware reads back");
     assert_eq!(again, typed, "hardware changed in the JSON round trip");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(firmware: Option<pb::FirmwareInformation>) -> pb::HardwareInformation {
+        pb::HardwareInformation {
+            system: Some(pb::SystemInformation {
+                uuid: "5EB0C0DE-5EC0-4B00-8A11-0000000000A1".into(),
+                ..Default::default()
+            }),
+            firmware,
+            ..Default::default()
+        }
+    }
+
+    fn fw(kind: pb::FirmwareKind, sb: pb::SecureBootState) -> Option<pb::FirmwareInformation> {
+        Some(pb::FirmwareInformation {
+            kind: kind as i32,
+            secure_boot: sb as i32,
+        })
+    }
+
+    #[test]
+    fn firmware_extension_read_into_the_model() {
+        use pb::FirmwareKind as K;
+        use pb::SecureBootState as S;
+        let cases = [
+            (
+                fw(K::Uefi, S::Enabled),
+                Some((Some(FirmwareKind::Uefi), SecureBoot::Enabled)),
+            ),
+            (
+                fw(K::Uefi, S::Disabled),
+                Some((Some(FirmwareKind::Uefi), SecureBoot::Disabled)),
+            ),
+            (
+                fw(K::Uefi, S::Unknown),
+                Some((Some(FirmwareKind::Uefi), SecureBoot::Unknown)),
+            ),
+            (
+                fw(K::Bios, S::Disabled),
+                Some((Some(FirmwareKind::Bios), SecureBoot::Disabled)),
+            ),
+            (
+                fw(K::Unspecified, S::Unknown),
+                Some((None, SecureBoot::Unknown)),
+            ),
+            // Values from a newer agent this box does not know.
+            (
+                Some(pb::FirmwareInformation {
+                    kind: 9,
+                    secure_boot: 7,
+                }),
+                Some((None, SecureBoot::Unknown)),
+            ),
+            // A Sidero agent sends no firmware part.
+            (None, None),
+        ];
+        for (sent, want) in cases {
+            let (uuid, hw) = hardware(&report(sent)).expect("reads");
+            assert_eq!(uuid, "5eb0c0de-5ec0-4b00-8a11-0000000000a1");
+            let got = hw
+                .firmware
+                .as_ref()
+                .map(|f| (f.kind, f.secure_boot.unwrap()));
+            assert_eq!(got, want, "{sent:?}");
+        }
+    }
+
+    #[test]
+    fn firmware_in_the_stored_json_and_through_the_fuzz_property() {
+        let hw = report(fw(pb::FirmwareKind::Uefi, pb::SecureBootState::Enabled));
+        let (_, typed) = hardware(&hw).unwrap();
+        let json = serde_json::to_value(&typed).unwrap();
+        assert_eq!(
+            json["firmware"],
+            serde_json::json!({"kind": "uefi", "secureBoot": "enabled"})
+        );
+        let bytes = CreateServerRequest {
+            hardware: Some(hw),
+            hostname: String::new(),
+        }
+        .encode_to_vec();
+        check_report(&bytes);
+        // The fuzz seeds carry the part: a real OVMF / SeaBIOS report with it added.
+        for (seed, kind, sb) in [
+            (
+                &include_bytes!("../../../fuzz/seeds/agent_report/ovmf-secure-boot-enabled")[..],
+                FirmwareKind::Uefi,
+                SecureBoot::Enabled,
+            ),
+            (
+                &include_bytes!("../../../fuzz/seeds/agent_report/seabios-firmware-bios")[..],
+                FirmwareKind::Bios,
+                SecureBoot::Disabled,
+            ),
+        ] {
+            check_report(seed);
+            let req = CreateServerRequest::decode(seed).unwrap();
+            let (_, typed) = hardware(req.hardware.as_ref().unwrap()).unwrap();
+            let f = typed.firmware.unwrap();
+            assert_eq!((f.kind, f.secure_boot), (Some(kind), Some(sb)));
+            assert!(typed.storage.is_some() && typed.network.is_some());
+        }
+        // A stored value the model does not know is refused, not dropped.
+        let bad = serde_json::json!({"firmware": {"kind": "uefi", "secureBoot": "on"}});
+        assert!(serde_json::from_value::<HardwareInformation>(bad).is_err());
+    }
 }

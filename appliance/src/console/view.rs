@@ -56,6 +56,11 @@ pub struct ServerRow {
     pub disks: u64,
     pub storage_bytes: u64,
     pub nics: u64,
+    /// `spec.hardware.firmware.kind` (`bios`, `uefi`), empty when not reported.
+    pub firmware: String,
+    /// `spec.hardware.firmware.secureBoot` (`enabled`, `disabled`, `unknown`), empty when
+    /// not reported.
+    pub secure_boot: String,
     pub hardware: String,
     pub revision: u64,
 }
@@ -236,6 +241,13 @@ pub fn server_row(object: &Object, revision: u64, classes: &ClassIndex) -> Serve
     if nics > 0 {
         parts.push(format!("{nics} NIC{}", if nics == 1 { "" } else { "s" }));
     }
+    let firmware = s(&hw, "/firmware/kind");
+    let secure_boot = s(&hw, "/firmware/secureBoot");
+    match (firmware, secure_boot) {
+        ("", _) => {}
+        (kind, "enabled") => parts.push(format!("{} Secure Boot", kind.to_ascii_uppercase())),
+        (kind, _) => parts.push(kind.to_ascii_uppercase()),
+    }
     let power = s(&v, "/status/power");
     ServerRow {
         name: object.name().to_string(),
@@ -260,6 +272,8 @@ pub fn server_row(object: &Object, revision: u64, classes: &ClassIndex) -> Serve
         disks,
         storage_bytes,
         nics,
+        firmware: firmware.to_string(),
+        secure_boot: secure_boot.to_string(),
         hardware: parts.join(", "),
         revision,
     }
@@ -688,9 +702,54 @@ status: {ready: true, inUse: false, isClean: true}
         );
         assert_eq!(r.manufacturer, "QEMU");
         assert_eq!(r.power, "unknown");
+        assert_eq!((r.firmware.as_str(), r.secure_boot.as_str()), ("", ""));
         let bare = server_row(&server("b", ""), 1, &ClassIndex::default());
         assert_eq!(bare.state, "discovered");
         assert_eq!(bare.hardware, "");
+    }
+
+    #[test]
+    fn row_shows_the_reported_firmware() {
+        for (firmware, kind, sb, summary) in [
+            (
+                "{kind: uefi, secureBoot: enabled}",
+                "uefi",
+                "enabled",
+                "1 NIC, UEFI Secure Boot",
+            ),
+            (
+                "{kind: uefi, secureBoot: disabled}",
+                "uefi",
+                "disabled",
+                "1 NIC, UEFI",
+            ),
+            (
+                "{kind: uefi, secureBoot: unknown}",
+                "uefi",
+                "unknown",
+                "1 NIC, UEFI",
+            ),
+            (
+                "{kind: bios, secureBoot: disabled}",
+                "bios",
+                "disabled",
+                "1 NIC, BIOS",
+            ),
+        ] {
+            let o = server(
+                "a",
+                &format!(
+                    "spec:\n  hardware:\n    network: {{interfaceCount: 1}}\n    firmware: {firmware}\n"
+                ),
+            );
+            let r = server_row(&o, 1, &ClassIndex::default());
+            assert_eq!(
+                (r.firmware.as_str(), r.secure_boot.as_str()),
+                (kind, sb),
+                "{firmware}"
+            );
+            assert_eq!(r.hardware, summary);
+        }
     }
 
     #[test]

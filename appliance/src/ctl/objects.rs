@@ -285,6 +285,8 @@ pub fn table(kind: Kind, objects: &[Object]) -> String {
                     "ALLOCATED",
                     "CLEAN",
                     "STATE",
+                    "FIRMWARE",
+                    "SECURE-BOOT",
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -292,6 +294,12 @@ pub fn table(kind: Kind, objects: &[Object]) -> String {
             for o in objects {
                 if let Object::Server(s) = o {
                     let status = s.status.clone().unwrap_or_default();
+                    let firmware = s
+                        .spec
+                        .hardware
+                        .as_ref()
+                        .and_then(|h| h.firmware.clone())
+                        .unwrap_or_default();
                     rows.push(vec![
                         s.metadata.name.clone(),
                         s.spec.hostname.clone().unwrap_or_default(),
@@ -300,6 +308,8 @@ pub fn table(kind: Kind, objects: &[Object]) -> String {
                         status.in_use.to_string(),
                         status.is_clean.to_string(),
                         status.state.clone().unwrap_or_default(),
+                        firmware.kind.map_or("", |k| k.as_str()).to_string(),
+                        firmware.secure_boot.map_or("", |b| b.as_str()).to_string(),
                     ]);
                 }
             }
@@ -323,4 +333,28 @@ pub fn table(kind: Kind, objects: &[Object]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_documents;
+
+    #[test]
+    fn server_table_has_firmware_and_secure_boot_columns() {
+        let objects = parse_documents(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata: {name: a}\nspec:\n  accepted: true\n  hardware: {firmware: {kind: uefi, secureBoot: enabled}}\n---\napiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata: {name: b}\nspec: {accepted: false}\n",
+        )
+        .unwrap();
+        let t = table(Kind::Server, &objects);
+        let rows: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0][7..], ["FIRMWARE", "SECURE-BOOT"], "{t}");
+        assert_eq!(
+            rows[1],
+            ["a", "true", "false", "false", "false", "uefi", "enabled"],
+            "{t}"
+        );
+        // Not reported (a Sidero agent): the columns stay empty.
+        assert_eq!(rows[2], ["b", "false", "false", "false", "false"], "{t}");
+    }
 }

@@ -42,9 +42,10 @@ pub use meta::{
 };
 pub use server::{
     Bmc, BootFromDiskMethod, ComputeInformation, ConfigPatch, CredentialSource,
-    HardwareInformation, ManagementApi, MemoryInformation, MemoryModule, NetworkInformation,
-    NetworkInterface, PatchOp, PowerState, Processor, PxeMode, SecretKeyRef, Server, ServerSpec,
-    ServerStatus, StorageDevice, StorageInformation, SystemInformation,
+    FirmwareInformation, FirmwareKind, HardwareInformation, ManagementApi, MemoryInformation,
+    MemoryModule, NetworkInformation, NetworkInterface, PatchOp, PowerState, Processor, PxeMode,
+    SecretKeyRef, SecureBoot, Server, ServerSpec, ServerStatus, StorageDevice, StorageInformation,
+    SystemInformation,
 };
 pub use serverclass::{Qualifiers, ServerClass, ServerClassSpec, ServerClassStatus};
 

@@ -341,9 +341,61 @@ pub struct HardwareInformation {
     pub storage: Option<StorageInformation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkInformation>,
+    /// Appliance extension (Sidero's inventory has no such part): the firmware the agent
+    /// booted under. Absent when the agent did not report it (a Sidero agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<FirmwareInformation>,
 }
 
 impl Check for HardwareInformation {}
+
+/// `spec.hardware.firmware` (appliance extension): `kind: uefi`, `secureBoot: enabled`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FirmwareInformation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FirmwareKind>,
+    /// Whether the firmware enforced Secure Boot when the agent booted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<SecureBoot>,
+}
+
+/// Legacy BIOS or UEFI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirmwareKind {
+    Bios,
+    Uefi,
+}
+
+impl FirmwareKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FirmwareKind::Bios => "bios",
+            FirmwareKind::Uefi => "uefi",
+        }
+    }
+}
+
+/// The Secure Boot state: `enabled` (the EFI `SecureBoot` variable is 1), `disabled` (0,
+/// no such variable, or BIOS), `unknown` (the agent could not read it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureBoot {
+    Enabled,
+    Disabled,
+    Unknown,
+}
+
+impl SecureBoot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecureBoot::Enabled => "enabled",
+            SecureBoot::Disabled => "disabled",
+            SecureBoot::Unknown => "unknown",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -118,6 +118,8 @@ pub fn hardware(i: usize) -> pb::HardwareInformation {
                 })
                 .collect(),
         }),
+        // No firmware part, as a Sidero agent reports (the extension stays optional).
+        firmware: None,
     }
 }
 

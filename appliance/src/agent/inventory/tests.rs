@@ -365,3 +365,75 @@ fn type_and_flag_mapping() {
     assert_eq!(meminfo_total_mb("garbage"), None);
     let _: IpAddr = "::1".parse().unwrap();
 }
+
+#[test]
+fn secure_boot_efivar_decoding() {
+    use pb::SecureBootState as S;
+    // What efivarfs shows under OVMF: attributes BOOTSERVICE_ACCESS | RUNTIME_ACCESS (0x06,
+    // little-endian), then the UINT8.
+    assert_eq!(secure_boot_from_efivar(&[6, 0, 0, 0, 1]), S::Enabled);
+    assert_eq!(secure_boot_from_efivar(&[6, 0, 0, 0, 0]), S::Disabled);
+    // The attributes are not judged; the data byte is.
+    assert_eq!(secure_boot_from_efivar(&[7, 0, 0, 0, 1]), S::Enabled);
+    for bad in [
+        &[][..],
+        &[6, 0, 0, 0],
+        &[1],
+        &[6, 0, 0, 0, 2],
+        &[6, 0, 0, 0, 0xff],
+        &[6, 0, 0, 0, 1, 0],
+    ] {
+        assert_eq!(secure_boot_from_efivar(bad), S::Unknown, "{bad:?}");
+    }
+}
+
+fn firmware_of(root: &Path) -> (pb::FirmwareKind, pb::SecureBootState, Vec<String>) {
+    let inv = read(root, &[]).unwrap();
+    let f = inv.hardware.firmware.expect("firmware always reported");
+    (f.kind(), f.secure_boot(), inv.notes)
+}
+
+#[test]
+fn firmware_kind_and_secure_boot_from_sysfs() {
+    use pb::FirmwareKind as K;
+    use pb::SecureBootState as S;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    qemu_guest(root, true);
+    // No /sys/firmware/efi: BIOS, which has no Secure Boot.
+    let (kind, sb, notes) = firmware_of(root);
+    assert_eq!((kind, sb), (K::Bios, S::Disabled));
+    assert!(notes.is_empty(), "{notes:?}");
+
+    // UEFI, efivarfs not mounted (the empty mount point sysfs shows): unknown, with a note.
+    std::fs::create_dir_all(root.join("sys/firmware/efi/efivars")).unwrap();
+    let (kind, sb, notes) = firmware_of(root);
+    assert_eq!((kind, sb), (K::Uefi, S::Unknown));
+    assert!(
+        notes.iter().any(|n| n.contains("efivarfs not mounted")),
+        "{notes:?}"
+    );
+
+    // efivarfs mounted, but the firmware has no SecureBoot variable: disabled.
+    put(
+        root,
+        "sys/firmware/efi/efivars/BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+        [7, 0, 0, 0, 1, 0],
+    );
+    let (kind, sb, notes) = firmware_of(root);
+    assert_eq!((kind, sb), (K::Uefi, S::Disabled));
+    assert!(notes.is_empty(), "{notes:?}");
+
+    put(root, SECURE_BOOT_VAR, [6, 0, 0, 0, 1]);
+    assert_eq!(firmware_of(root).1, S::Enabled);
+    put(root, SECURE_BOOT_VAR, [6, 0, 0, 0, 0]);
+    assert_eq!(firmware_of(root).1, S::Disabled);
+    // Malformed: unknown, and the note names the variable.
+    put(root, SECURE_BOOT_VAR, [6, 0, 0]);
+    let (_, sb, notes) = firmware_of(root);
+    assert_eq!(sb, S::Unknown);
+    assert!(
+        notes.iter().any(|n| n.contains("SecureBoot-8be4df61")),
+        "{notes:?}"
+    );
+}
