@@ -9,12 +9,15 @@
 //! `wipe` (NextAction must say WIPE; progress + heartbeats, MarkServerAsWiped).
 //!
 //! playwright-core is installed with npm at a pinned version into the git-ignored
-//! `target/console-node/` the first time (Playwright's own browser download is not used:
-//! it does not work here, and Debian's chromium is the browser under test). Skips with a
+//! `target/console-node/` the first time (`support/browser.rs`; Playwright's own browser
+//! download is not used: it does not work here, and Debian's chromium is the browser under
+//! test). Skips with a
 //! printed reason when chromium, node or npm is missing (a failure under
 //! `APPLIANCE_E2E=1`). Screenshots (laptop and phone
 //! widths) and page weights land in `target/console-screenshots/`.
 
+#[path = "support/browser.rs"]
+mod browser;
 mod console_support;
 #[path = "support/prereq.rs"]
 mod prereq;
@@ -24,7 +27,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use console_support::{Appliance, target_dir};
+use console_support::Appliance;
 use synthetic_agent::SyntheticAgent;
 
 /// The synthetic server the browser watches register (2 CPUs × 16 cores in its inventory).
@@ -66,65 +69,14 @@ async fn agent_request(
     }
 }
 
-/// The playwright-core version the test is pinned to.
-const PLAYWRIGHT_CORE: &str = "1.64.1";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn have(cmd: &str) -> bool {
-    Command::new(cmd)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn ensure_playwright(dir: &Path) -> Result<(), String> {
-    let marker = dir.join("node_modules/playwright-core/package.json");
-    if let Ok(text) = std::fs::read_to_string(&marker)
-        && text.contains(&format!("\"version\": \"{PLAYWRIGHT_CORE}\""))
-    {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let out = Command::new("npm")
-        .current_dir(dir)
-        .args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--no-save",
-            "--prefix",
-            ".",
-            &format!("playwright-core@{PLAYWRIGHT_CORE}"),
-        ])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "npm install playwright-core@{PLAYWRIGHT_CORE} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
-}
-
 #[test]
 fn console_end_to_end_in_chromium() {
     const TEST: &str = "console_end_to_end_in_chromium";
-    if !Path::new(CHROMIUM).exists() {
-        return prereq::skip(
-            TEST,
-            &format!("{CHROMIUM} missing (apt-get install chromium)"),
-        );
-    }
-    if !have("node") || !have("npm") {
-        return prereq::skip(TEST, "node/npm missing");
-    }
-    let target = target_dir();
-    let node_dir = target.join("console-node");
-    if let Err(e) = ensure_playwright(&node_dir) {
-        return prereq::skip(TEST, &e);
-    }
-    let shots = target.join("console-screenshots");
+    let node_dir = match browser::prepare() {
+        Ok(d) => d,
+        Err(why) => return prereq::skip(TEST, &why),
+    };
+    let shots = browser::shots_dir();
     // A pool in the config so the settings page has one to show (DHCP itself stays off).
     let app = Appliance::start_with(
         "[[dhcp.pools]]\nrange_start = \"10.10.0.100\"\nrange_end = \"10.10.0.199\"\n\
@@ -139,7 +91,7 @@ fn console_end_to_end_in_chromium() {
         .env("APPLIANCE_BIN", console_support::BIN)
         .env("SHOTS_DIR", &shots)
         .env("NODE_PATH", node_dir.join("node_modules"))
-        .env("CHROMIUM", CHROMIUM)
+        .env("CHROMIUM", browser::CHROMIUM)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -28,11 +28,7 @@ use appliance::siderolink::identity::Identity;
 use appliance::siderolink::sink::EventSink;
 use appliance::siderolink::{peers, provision};
 use appliance::store::Store;
-use appliance_rpc::events::EventRequest;
-use appliance_rpc::events::event_sink_service_client::EventSinkServiceClient;
 use appliance_rpc::events::event_sink_service_server::EventSinkServiceServer;
-use appliance_rpc::{common, machine};
-use prost::Message;
 use tokio::sync::watch;
 
 #[path = "support/prereq.rs"]
@@ -54,17 +50,6 @@ fn skip_reason() -> Option<String> {
     )
 }
 
-fn any<M: Message>(id: &str, name: &str, m: &M) -> EventRequest {
-    EventRequest {
-        data: Some(prost_types::Any {
-            type_url: format!("type.googleapis.com/machine.{name}"),
-            value: m.encode_to_vec(),
-        }),
-        id: id.into(),
-        actor_id: String::new(),
-    }
-}
-
 /// Run inside the node's namespace by the main test (`SL_EVENTS_TO=<server addr>`): plays
 /// Talos's event sink client over the tunnel. Does nothing when run on its own.
 #[tokio::test]
@@ -72,41 +57,7 @@ async fn events_child() {
     let Ok(to) = std::env::var("SL_EVENTS_TO") else {
         return;
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://[{to}]:4002"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("connect to the event sink through the tunnel");
-    let mut client = EventSinkServiceClient::new(channel);
-    let phase = |p: &str| machine::PhaseEvent {
-        phase: p.into(),
-        action: 0,
-    };
-    let done = machine::SequenceEvent {
-        sequence: "install".into(),
-        action: 0,
-        error: Some(common::Error {
-            code: 0,
-            message: "unix.Reboot(0x1234567)".into(),
-            details: vec![],
-        }),
-    };
-    let addresses = machine::AddressEvent {
-        hostname: "talos-a".into(),
-        addresses: vec!["192.168.7.5".into()],
-    };
-    for req in [
-        any("e1", "PhaseEvent", &phase("saveConfig")),
-        any("e2", "PhaseEvent", &phase("install")),
-        any("e3", "AddressEvent", &addresses),
-        any("e4", "SequenceEvent", &done),
-        // Talos's resent backlog: must not undo TalosInstalled.
-        any("e2", "PhaseEvent", &phase("install")),
-    ] {
-        client.publish(req).await.expect("event accepted");
-    }
+    wg::publish_install_events(&to, "talos-a", "192.168.7.5").await;
 }
 
 async fn next_log(

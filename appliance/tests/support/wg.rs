@@ -1,6 +1,8 @@
 //! Shared by the SideroLink netns tests: nodes in network namespaces (names start with
 //! `sl`) joined to the root namespace by veths, running Debian's `wireguard-go` configured
-//! with `wg` as Talos configures its link, and a TCP sender (python3) inside them. Root only.
+//! with `wg` as Talos configures its link, and a TCP sender (python3) inside them, and
+//! Talos's install events published through the tunnel (`publish_install_events`, run by a
+//! test binary re-executed inside a node's namespace). Root only.
 #![allow(dead_code)]
 
 use std::net::{Ipv6Addr, SocketAddr};
@@ -11,6 +13,10 @@ use std::time::Duration;
 use appliance::reconcile::Lifecycle;
 use appliance::reconcile::apply::{AllocateInput, NewServer};
 use appliance::reconcile::lifecycle::Event;
+use appliance_rpc::events::EventRequest;
+use appliance_rpc::events::event_sink_service_client::EventSinkServiceClient;
+use appliance_rpc::{common, machine};
+use prost::Message;
 
 pub const PY: &str = "/usr/bin/python3";
 
@@ -424,5 +430,57 @@ impl BoxSide {
             &format!("{addr}/64"),
             self.prefix.server_address(),
         );
+    }
+}
+
+fn any<M: Message>(id: &str, name: &str, m: &M) -> EventRequest {
+    EventRequest {
+        data: Some(prost_types::Any {
+            type_url: format!("type.googleapis.com/machine.{name}"),
+            value: m.encode_to_vec(),
+        }),
+        id: id.into(),
+        actor_id: String::new(),
+    }
+}
+
+/// Plays Talos's event sink client through the tunnel to `[to]:4002` (run inside the node's
+/// namespace): config saved, install phase, the node's `hostname` and `address`, the install
+/// sequence done (Talos's reboot error), then the install phase again as Talos resends its
+/// backlog after a reconnect (which must not undo TalosInstalled). Panics on a refusal.
+pub async fn publish_install_events(to: &str, hostname: &str, address: &str) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://[{to}]:4002"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connect to the event sink through the tunnel");
+    let mut client = EventSinkServiceClient::new(channel);
+    let phase = |p: &str| machine::PhaseEvent {
+        phase: p.into(),
+        action: 0,
+    };
+    let done = machine::SequenceEvent {
+        sequence: "install".into(),
+        action: 0,
+        error: Some(common::Error {
+            code: 0,
+            message: "unix.Reboot(0x1234567)".into(),
+            details: vec![],
+        }),
+    };
+    let addresses = machine::AddressEvent {
+        hostname: hostname.into(),
+        addresses: vec![address.into()],
+    };
+    for req in [
+        any("e1", "PhaseEvent", &phase("saveConfig")),
+        any("e2", "PhaseEvent", &phase("install")),
+        any("e3", "AddressEvent", &addresses),
+        any("e4", "SequenceEvent", &done),
+        any("e2", "PhaseEvent", &phase("install")),
+    ] {
+        client.publish(req).await.expect("event accepted");
     }
 }

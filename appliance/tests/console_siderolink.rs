@@ -1,0 +1,225 @@
+//! Root-only: the console's SideroLink panels in a real browser. Headless Debian Chromium
+//! driven by playwright-core (`appliance/console-tests/siderolink.mjs`) opens the server page
+//! of an allocated server of a real `appliance serve`, whose Talos node is Debian's
+//! `wireguard-go` + `wg` in a network namespace, provisioned through the box's Provision API
+//! as Talos does (the same node as `tests/siderolink_logs.rs`).
+//!
+//! The script asks this harness to act as the node: it prints `@node line K` (this harness
+//! sends one Talos JSON log line over TCP through the tunnel to `[<prefix>::1]:4001`) or
+//! `@node events` (this test binary re-run inside the node's namespace, `events_child`,
+//! publishes Talos's install events over gRPC through the tunnel to `[<prefix>::1]:4002`)
+//! and waits for `@ok` / `@err <message>` on stdin.
+//!
+//! Proves, from what the page renders: the log tail shows the lines the node sent through
+//! the tunnel (before the page opened, then one live); the boot timeline shows SideroLink up
+//! and, after the install events, Install done, with the server's `installed` state and
+//! `PXEBooted=True`, without a reload. The script fails when either panel is missing.
+//!
+//! Skips with a printed reason when not root or a tool (wireguard-go, wg, ip, python3,
+//! chromium, node, npm) is missing, unless APPLIANCE_E2E=1 (CI), where that is a failure.
+
+mod support;
+
+#[path = "support/browser.rs"]
+mod browser;
+#[path = "support/prereq.rs"]
+mod prereq;
+#[path = "support/wg.rs"]
+mod wg;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use appliance::reconcile::Lifecycle;
+use appliance::reconcile::power::LoggedPower;
+use appliance::store::Store;
+use appliance_rpc::siderolink::ProvisionRequest;
+use appliance_rpc::siderolink::provision_service_client::ProvisionServiceClient;
+use wg::{Lab, PY, send_tcp};
+
+const TEST: &str = "siderolink_panels_in_chromium";
+const NODE: &str = "node-c";
+/// Lines the node sends before the page opens.
+const LINES_BEFORE: usize = 3;
+
+fn log_line(k: usize) -> String {
+    format!(
+        "{{\"clock\":{k},\"facility\":\"kern\",\"msg\":\"[talos] console line {k}\",\"priority\":\"info\",\"seq\":{k},\"talos-level\":\"info\",\"talos-time\":\"2026-12-06T07:00:{k:02}.5Z\"}}\n"
+    )
+}
+
+/// Run inside the node's namespace by the main test (`SL_EVENTS_TO=<server addr>`): Talos's
+/// install events through the tunnel. Does nothing when run on its own.
+#[tokio::test]
+async fn events_child() {
+    let Ok(to) = std::env::var("SL_EVENTS_TO") else {
+        return;
+    };
+    wg::publish_install_events(&to, "talos-c", "192.168.7.9").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn siderolink_panels_in_chromium() {
+    if let Some(why) = prereq::missing_root_or(
+        &[
+            ("wireguard-go", &["--version"]),
+            ("wg", &["--version"]),
+            ("ip", &["-V"]),
+            (PY, &["--version"]),
+        ],
+        "network namespaces and wireguard-go",
+    ) {
+        return prereq::skip(TEST, &why);
+    }
+    let node_dir = match browser::prepare() {
+        Ok(d) => d,
+        Err(why) => return prereq::skip(TEST, &why),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let store = Store::open(&data.join("state.redb")).unwrap();
+        let (lc, _reconcile) = Lifecycle::new(
+            store,
+            appliance::config::Config::default().lifecycle,
+            Arc::new(LoggedPower),
+            None,
+        );
+        wg::allocate(&lc, NODE).await;
+    }
+    // Veths in 198.19.<pid % 250>.240/30 (tests/siderolink_peers.rs uses .0 to .203).
+    let tag = format!("{}", std::process::id() % 10000);
+    let mut lab = Lab::default();
+    let base = Ipv4Addr::new(198, 19, (std::process::id() % 250) as u8, 240);
+    let n = lab.node_in(&format!("{tag}c"), base);
+    let port = std::net::UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "[siderolink]\nlisten = \"0.0.0.0:{port}\"\nendpoint = \"{}:{port}\"\n",
+        n.outside
+    );
+    let app = support::Appliance::start_custom(&data, &config, "info", &[]);
+
+    let mut client = ProvisionServiceClient::connect(app.endpoint())
+        .await
+        .unwrap();
+    let p = client
+        .provision(ProvisionRequest {
+            node_uuid: NODE.into(),
+            node_public_key: n.public.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let server: Ipv6Addr = p.server_address.parse().unwrap();
+    let ep: SocketAddr = p.server_endpoint[0].parse().unwrap();
+    lab.wireguard(
+        &n,
+        tmp.path(),
+        &p.server_public_key,
+        ep,
+        &p.node_address_prefix,
+        server,
+    );
+    let ns = n.ns.clone();
+    let payload: String = (0..LINES_BEFORE).map(log_line).collect();
+    let sent = tokio::task::spawn_blocking(move || send_tcp(&ns, None, server, &payload))
+        .await
+        .unwrap();
+    assert!(sent, "TCP through the tunnel to [{server}]:4001 failed");
+
+    let shots = browser::shots_dir();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("console-tests/siderolink.mjs");
+    let mut child = Command::new("node")
+        .arg(&script)
+        .env("BASE_URL", format!("http://{}", app.addr))
+        .env("DATA_DIR", &app.data_dir)
+        .env("NODE_NAME", NODE)
+        .env("LINES_BEFORE", LINES_BEFORE.to_string())
+        .env("SHOTS_DIR", &shots)
+        .env("NODE_PATH", node_dir.join("node_modules"))
+        .env("CHROMIUM", browser::CHROMIUM)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+    let mut to_script = child.stdin.take().unwrap();
+    let stdout_pipe = child.stdout.take().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let ns = n.ns.clone();
+    let stdout = tokio::task::spawn_blocking(move || {
+        let mut stdout = String::new();
+        for line in BufReader::new(stdout_pipe).lines() {
+            let line = line.expect("script output");
+            println!("{line}");
+            stdout.push_str(&line);
+            stdout.push('\n');
+            let Some(cmd) = line.strip_prefix("@node ") else {
+                continue;
+            };
+            let reply = match cmd.trim().split_once(' ') {
+                Some(("line", k)) => match k.parse::<usize>() {
+                    Ok(k) if send_tcp(&ns, None, server, &log_line(k)) => "@ok".to_string(),
+                    _ => format!("@err cannot send line {k}"),
+                },
+                None if cmd.trim() == "events" => {
+                    let out = Command::new("ip")
+                        .args(["netns", "exec", &ns])
+                        .arg(&exe)
+                        .args(["--exact", "events_child", "--nocapture"])
+                        .env("SL_EVENTS_TO", server.to_string())
+                        .output()
+                        .unwrap();
+                    if out.status.success() {
+                        "@ok".to_string()
+                    } else {
+                        format!(
+                            "@err events child: {}",
+                            String::from_utf8_lossy(&out.stderr).replace('\n', " ")
+                        )
+                    }
+                }
+                _ => format!("@err unknown node command `{cmd}`"),
+            };
+            println!("{reply}");
+            // The script may already have failed and exited: a closed pipe is not our error.
+            let _ = writeln!(to_script, "{reply}");
+            let _ = to_script.flush();
+        }
+        stdout
+    })
+    .await
+    .unwrap();
+    let status = child.wait().expect("node exits");
+    let stderr = stderr_reader.join().unwrap();
+    eprintln!("{stderr}");
+    assert!(
+        status.success() && stdout.contains("console siderolink: all checks passed"),
+        "browser test failed:\n{stdout}\n{stderr}\n{}",
+        app.log()
+    );
+    let shot = shots.join("server-siderolink-laptop.png");
+    let len = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        len > 5_000,
+        "screenshot {} missing or empty",
+        shot.display()
+    );
+    drop(app);
+    drop(lab);
+}
