@@ -201,7 +201,8 @@ pub struct SideroLinkConfig {
     /// Talos log lines kept per server (a ring in the store: older lines are dropped, so
     /// the store holds at most servers × this × `max_log_line` bytes of logs).
     pub log_lines_per_server: usize,
-    /// Log and event connections inside the overlay at once, all nodes together.
+    /// Log and event connections inside the overlay at once, all nodes together (two per
+    /// Talos node; the default admits 10,240 nodes).
     pub max_connections: usize,
     /// Node addresses never recorded from Talos AddressEvents, as CIDR prefixes (Sidero's
     /// `--negative-address-filter`).

@@ -330,8 +330,8 @@ async fn bench_siderolink_at_scale() {
         .filter_map(|s| s.parse().ok())
         .filter(|s| *s <= peers)
         .collect();
-    // Every node holds a log connection: the default `max_connections` (1024) would refuse
-    // the rest, so the bench sizes it to the nodes.
+    // One log connection per node (the generator opens no event connection); sized to the
+    // nodes so that a run above the default's 10,240 nodes is not refused.
     let b = BoxSide::start(config(peers + 64), 5000).await;
     let rss_start = rss_kib();
     let t = appliance::clock::now();
@@ -357,10 +357,12 @@ async fn bench_siderolink_at_scale() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_configured = rss_kib();
     println!(
-        "siderolink: RSS per configured peer (Tunn, no session yet; an upper bound: includes what the Provision calls left, blocking threads and allocator arenas) {:.1} KiB ({peers} peers: {:.0} -> {:.0} MiB) [load {}]",
+        "siderolink: RSS per configured peer (no handshake yet; an upper bound: includes what the Provision calls left, blocking threads and allocator arenas; MALLOC_ARENA_MAX={}) {:.1} KiB ({peers} peers: {:.0} -> {:.0} MiB); a boringtun Tunn, made at a peer's first handshake, is {} bytes [load {}]",
+        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "unset".into()),
         (rss_configured - rss_allocated) / peers as f64,
         rss_allocated / 1024.0,
         rss_configured / 1024.0,
+        std::mem::size_of::<boringtun::noise::Tunn>(),
         load()
     );
     let _ = rss_start;

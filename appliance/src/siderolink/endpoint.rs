@@ -210,7 +210,10 @@ pub struct EndpointConfig {
 
 struct Peer {
     spec: PeerSpec,
-    tunn: Tunn,
+    /// boringtun's state for this peer, made by its first handshake initiation: a `Tunn`
+    /// holds its eight session slots inline (several KiB each peer), and most configured
+    /// peers (allocated servers not booted into Talos yet) never send one.
+    tunn: Option<Box<Tunn>>,
     endpoint: Option<SocketAddr>,
     /// Its first handshake is in the boot timeline.
     up: bool,
@@ -341,21 +344,13 @@ impl Endpoint {
             if self.next_index == 0 {
                 self.next_index = 1;
             }
-            let tunn = Tunn::new(
-                self.identity.secret().clone(),
-                PublicKey::from(spec.key),
-                None,
-                None,
-                index,
-                Some(self.limiters.tunn.clone()),
-            );
             self.by_key.insert(spec.key, index);
             self.by_addr.insert(spec.address, index);
             self.peers.insert(
                 index,
                 Peer {
                     spec: spec.clone(),
-                    tunn,
+                    tunn: None,
                     endpoint: None,
                     up: false,
                 },
@@ -426,7 +421,7 @@ impl Endpoint {
             .get(&req.to)
             .and_then(|i| self.peers.get(i))
             .filter(|p| p.endpoint.is_some())
-            .and_then(|p| p.tunn.time_since_last_handshake())
+            .and_then(|p| p.tunn.as_ref()?.time_since_last_handshake())
             .is_some_and(|t| t < SESSION_LIVE);
         if !live {
             let _ = req.reply.send(Err(std::io::Error::new(
@@ -478,12 +473,25 @@ impl Endpoint {
             self.stats.unknown_index.inc();
             return;
         };
+        if peer.tunn.is_none() && initiation {
+            peer.tunn = Some(Box::new(Tunn::new(
+                self.identity.secret().clone(),
+                PublicKey::from(peer.spec.key),
+                None,
+                None,
+                index,
+                Some(self.limiters.tunn.clone()),
+            )));
+        }
+        let Some(tunn) = peer.tunn.as_mut() else {
+            // A response, cookie or data message for a peer that never initiated: no
+            // session of it can exist.
+            self.stats.rejected.inc();
+            return;
+        };
         let mut replies: Vec<Vec<u8>> = Vec::new();
         let mut authentic = false;
-        match peer
-            .tunn
-            .decapsulate(Some(src.ip()), datagram, &mut self.buf)
-        {
+        match tunn.decapsulate(Some(src.ip()), datagram, &mut self.buf) {
             TunnResult::Done => authentic = true,
             TunnResult::Err(_) => {
                 self.stats.rejected.inc();
@@ -510,8 +518,7 @@ impl Endpoint {
                 }
                 replies.push(p.to_vec());
                 // Flush packets queued while the handshake was pending.
-                while let TunnResult::WriteToNetwork(p) =
-                    peer.tunn.decapsulate(None, &[], &mut self.buf)
+                while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], &mut self.buf)
                 {
                     replies.push(p.to_vec());
                 }
@@ -543,7 +550,10 @@ impl Endpoint {
     async fn timers(&mut self) {
         let mut out = Vec::new();
         for peer in self.peers.values_mut() {
-            if let TunnResult::WriteToNetwork(p) = peer.tunn.update_timers(&mut self.buf)
+            let Some(tunn) = peer.tunn.as_mut() else {
+                continue;
+            };
+            if let TunnResult::WriteToNetwork(p) = tunn.update_timers(&mut self.buf)
                 && let Some(to) = peer.endpoint
             {
                 out.push((to, p.to_vec()));
@@ -592,7 +602,10 @@ impl Endpoint {
             let Some(peer) = self.by_addr.get(&dst).and_then(|i| self.peers.get_mut(i)) else {
                 continue;
             };
-            if let TunnResult::WriteToNetwork(p) = peer.tunn.encapsulate(&packet, &mut self.buf)
+            let Some(tunn) = peer.tunn.as_mut() else {
+                continue;
+            };
+            if let TunnResult::WriteToNetwork(p) = tunn.encapsulate(&packet, &mut self.buf)
                 && let Some(to) = peer.endpoint
             {
                 out.push((to, p.to_vec()));
@@ -701,5 +714,81 @@ mod tests {
         }
         assert_eq!(stats.handshakes.get(), LIMIT);
         assert_eq!(stats.cookies.get(), 1);
+    }
+
+    /// A configured peer holds no `Tunn` (the bulk of a peer's memory) until it initiates
+    /// a handshake; a data message naming a peer that never initiated is rejected without
+    /// one being made; the initiating peer gets one and its handshake completes.
+    #[tokio::test]
+    async fn a_peer_gets_its_tunn_with_its_first_initiation() {
+        let identity = Arc::new(Identity::generate([6; 64]));
+        let stats: Arc<Stats> = Arc::default();
+        let mut endpoint = Endpoint::new(
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            identity.clone(),
+            &EndpointConfig {
+                max_log_line: 1024,
+                max_log_connections: 4,
+                discard_port: None,
+                handshake_limit: 100,
+            },
+            1,
+            stats.clone(),
+        );
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let src = client.local_addr().unwrap();
+        let secrets: Vec<StaticSecret> =
+            (0..3u8).map(|i| StaticSecret::from([i + 40; 32])).collect();
+        let specs: Vec<PeerSpec> = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| PeerSpec {
+                name: format!("node-{i}"),
+                key: PublicKey::from(s).to_bytes(),
+                address: identity.prefix().with_host(i as u64 + 2),
+            })
+            .collect();
+        endpoint.set_peers(&specs);
+        assert!(endpoint.peers.values().all(|p| p.tunn.is_none()));
+        let index_of = |e: &Endpoint, i: usize| e.by_key[&specs[i].key];
+        // A data message (type 4) to peer 1's index: rejected, no Tunn made.
+        let mut data = vec![0u8; 32];
+        data[0] = 4;
+        data[4..8].copy_from_slice(&(index_of(&endpoint, 1) << 8).to_le_bytes());
+        endpoint.datagram(&data, src).await;
+        assert_eq!(stats.rejected.get(), 1);
+        assert!(endpoint.peers.values().all(|p| p.tunn.is_none()));
+        // Peer 0 initiates: it alone gets a Tunn, and the handshake completes.
+        let mut node = Tunn::new(
+            secrets[0].clone(),
+            identity.public_key(),
+            None,
+            None,
+            9,
+            None,
+        );
+        let (mut buf, mut reply) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let TunnResult::WriteToNetwork(init) = node.format_handshake_initiation(&mut buf, true)
+        else {
+            panic!("no initiation");
+        };
+        let init = init.to_vec();
+        endpoint.datagram(&init, src).await;
+        let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut reply))
+            .await
+            .expect("no answer to the initiation")
+            .unwrap();
+        assert!(matches!(
+            node.decapsulate(None, &reply[..n], &mut buf),
+            TunnResult::WriteToNetwork(_)
+        ));
+        let with_tunn: Vec<&str> = endpoint
+            .peers
+            .values()
+            .filter(|p| p.tunn.is_some())
+            .map(|p| p.spec.name.as_str())
+            .collect();
+        assert_eq!(with_tunn, ["node-0"]);
+        assert_eq!(stats.handshakes.get(), 1);
     }
 }

@@ -37,6 +37,10 @@ pub const LOG_PORT: u16 = 4001;
 pub const EVENTS_PORT: u16 = 4002;
 /// Receive window of the bench-only discard port.
 const DISCARD_WINDOW: usize = 256 * 1024;
+/// Each event sink connection's TCP buffers, each way. Talos holds one open per node and
+/// sends an event of a few hundred bytes now and then; at 64 KiB each way (the size of an
+/// outbound connection's) 10,000 idle nodes would hold 1.25 GiB of buffers.
+const EVENTS_BUF: usize = 16 * 1024;
 
 /// Packets in and out of smoltcp.
 #[derive(Debug, Default)]
@@ -214,14 +218,14 @@ impl Overlay {
             if handle.is_some() || self.conns.len() >= self.max_conns {
                 continue;
             }
-            let rx = match port {
-                LOG_PORT => 16 * 1024,
-                EVENTS_PORT => PIPE_CAP,
-                _ => DISCARD_WINDOW,
+            let (rx, tx) = match port {
+                LOG_PORT => (16 * 1024, 1024),
+                EVENTS_PORT => (EVENTS_BUF, EVENTS_BUF),
+                _ => (DISCARD_WINDOW, 1024),
             };
             let mut s = tcp::Socket::new(
                 tcp::SocketBuffer::new(vec![0; rx]),
-                tcp::SocketBuffer::new(vec![0; if port == EVENTS_PORT { PIPE_CAP } else { 1024 }]),
+                tcp::SocketBuffer::new(vec![0; tx]),
             );
             // A node that vanishes without FIN does not hold a slot forever.
             s.set_timeout(Some(smoltcp::time::Duration::from_secs(300)));
