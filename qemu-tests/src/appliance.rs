@@ -102,6 +102,8 @@ pub struct ApplianceConfig {
     pub boot_from_disk_method: Option<String>,
     /// More TOML appended to the generated config.
     pub extra_toml: String,
+    /// `[http] listen` (default: the bridge's IPv4 address, port 8081).
+    pub http_listen: Option<String>,
     /// tracing filter.
     pub log_level: String,
 }
@@ -115,6 +117,7 @@ impl ApplianceConfig {
             agent_env_arm64: None,
             boot_from_disk_method: None,
             extra_toml: String::new(),
+            http_listen: None,
             log_level: "debug,h2=info,hyper=info,tower=info,tonic=info,axum=info".to_string(),
         }
     }
@@ -153,8 +156,12 @@ impl ApplianceConfig {
 
     fn render(&self, data_dir: &Path, agent_dir: &Path) -> String {
         let mut t = format!(
-            "data_dir = \"{data}\"\ninterface = \"{BRIDGE}\"\n\n[http]\nlisten = \"{BRIDGE_ADDR}:{HTTP_PORT}\"\n\n[dhcp]\nmode = \"{mode}\"\n\n[tftp]\nenabled = true\nlisten = \"{BRIDGE_ADDR}:69\"\nroot = \"{tftp}\"\n\n[boot]\nagent_dir = \"{agent}\"\n",
+            "data_dir = \"{data}\"\ninterface = \"{BRIDGE}\"\n\n[http]\nlisten = \"{listen}\"\n\n[dhcp]\nmode = \"{mode}\"\n\n[tftp]\nenabled = true\nlisten = \"{BRIDGE_ADDR}:69\"\nroot = \"{tftp}\"\n\n[boot]\nagent_dir = \"{agent}\"\n",
             data = data_dir.display(),
+            listen = self
+                .http_listen
+                .clone()
+                .unwrap_or_else(|| format!("{BRIDGE_ADDR}:{HTTP_PORT}")),
             mode = self.dhcp_mode,
             tftp = crate::IPXE_DIR,
             agent = agent_dir.display(),

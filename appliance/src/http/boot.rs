@@ -188,9 +188,10 @@ async fn boot_ipxe(
     headers: HeaderMap,
     conn: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
+    let ip = peer_ip(conn);
     ctx.timeline.record(
         Who {
-            ip: peer_ip(conn),
+            ip,
             ..Default::default()
         },
         Step::BootScript,
@@ -201,7 +202,9 @@ async fn boot_ipxe(
     // tftp://<next-server>/ when a DHCP server sets next-server (the site's server beside
     // us in proxy mode), and a relative /ipxe would then go there (found by qemu-tests).
     let url = format!("http://{}/ipxe", endpoint(&ctx, &headers));
-    text(StatusCode::OK, ipxe::chain_script(&url))
+    // A client that came over IPv6 configures its NICs over IPv6 again.
+    let ipv6 = matches!(ip, Some(std::net::IpAddr::V6(_)));
+    text(StatusCode::OK, ipxe::chain_script_for(&url, ipv6))
 }
 
 /// `host:port` for absolute URLs: config `advertise`, else the Host header, else the

@@ -59,6 +59,19 @@ pub const CHAIN_ATTEMPTS: u32 = 10;
 /// `dhcp` in the 2019 iPXE also waits for an IPv6 router advertisement, ~15 s on a segment
 /// without an IPv6 router (measured in qemu-tests: `Configuring (net0 …)` with 18 dots vs 3).
 pub fn chain_script(ipxe_path: &str) -> String {
+    chain_script_for(ipxe_path, false)
+}
+
+/// [`chain_script`] for a client that fetched it over IPv6 (`ipv6`): each NIC is configured
+/// by iPXE's `ipv6` configurator (router advertisement; the box's Managed flag makes iPXE run
+/// stateful DHCPv6) instead of DHCPv4, which never answers on an IPv6-only segment and would
+/// cost iPXE's whole DHCPv4 timeout per NIC and round.
+pub fn chain_script_for(ipxe_path: &str, ipv6: bool) -> String {
+    let configure = if ipv6 {
+        "ifconf --configurator ipv6 net${idx} || goto next_iface"
+    } else {
+        "ifconf --configurator dhcp net${idx} || dhcp net${idx} || goto next_iface"
+    };
     format!(
         "#!ipxe
 prompt --key 0x02 --timeout 2000 Press Ctrl-B for the iPXE command line... && shell ||
@@ -75,7 +88,7 @@ set idx:int32 0
 isset ${{net${{idx}}/mac}} || goto exhausted
 ifclose
 iflinkwait --timeout 5000 net${{idx}} || echo net${{idx}}: no link yet (or iflinkwait unsupported), trying DHCP anyway
-ifconf --configurator dhcp net${{idx}} || dhcp net${{idx}} || goto next_iface
+{configure}
 goto boot
 
 :next_iface

@@ -59,6 +59,30 @@ fn chain_script_shape() {
     }
     let abs = chain_script("http://10.0.0.1:8081/ipxe");
     assert!(abs.contains("chain --replace http://10.0.0.1:8081/ipxe?uuid="));
+    assert!(
+        s.contains("\nifconf --configurator dhcp net${idx} || dhcp net${idx} || goto next_iface\n")
+    );
+    // Fetched over IPv6: iPXE's ipv6 configurator (RA + DHCPv6), never DHCPv4.
+    let v6 = chain_script_for("http://[fd00::1]:8081/ipxe", true);
+    assert!(
+        v6.contains("\nifconf --configurator ipv6 net${idx} || goto next_iface\n"),
+        "{v6}"
+    );
+    assert!(
+        !v6.contains("configurator dhcp") && !v6.contains("|| dhcp "),
+        "{v6}"
+    );
+    assert!(
+        v6.contains("chain --replace http://[fd00::1]:8081/ipxe?uuid="),
+        "{v6}"
+    );
+    assert_eq!(
+        v6.replace(
+            "ipv6 net${idx} || goto",
+            "dhcp net${idx} || dhcp net${idx} || goto"
+        ),
+        abs.replace("http://10.0.0.1:8081", "http://[fd00::1]:8081")
+    );
 }
 
 #[test]
