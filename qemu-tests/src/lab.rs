@@ -50,6 +50,16 @@ impl Lab {
         })
     }
 
+    /// The set-up every agent test repeats: the amd64 agent Environment built from this
+    /// tree ([`crate::env::agent_env`]), a new lab, and the appliance started with `config`
+    /// booting unknown servers into that Environment.
+    pub fn with_agent(config: ApplianceConfig) -> Result<Lab> {
+        let env = crate::env::agent_env()?;
+        let mut lab = Lab::new()?;
+        lab.start_appliance(&config.agent_env(&env))?;
+        Ok(lab)
+    }
+
     /// The scratch directory (configs, logs, serial consoles, data dir).
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().expect("lab dir lives until drop").path()
@@ -157,6 +167,34 @@ impl Lab {
             .appliance_ref()
             .ctl(&["get", kind, name, "-o", "json"])?;
         serde_json::from_str(&out).with_context(|| format!("ctl get {kind} {name}: {out}"))
+    }
+
+    /// Polls `ctl get <kind> <name>` every 0.5 s until `check` holds on its JSON; fails
+    /// after `timeout` naming `what`, with the last answer and the lab's logs.
+    pub fn wait_until(
+        &self,
+        kind: &str,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.get(kind, name);
+            if let Ok(v) = &v
+                && check(v)
+            {
+                return Ok(v.clone());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{kind} {name}: {what} not reached within {timeout:?}; last: {v:#?}\n{}",
+                    self.report()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Waits until the agent in `vm` registered with the box: `AGENT-INVENTORY` on the

@@ -6,7 +6,7 @@
 //! kernel + busybox-static + this tree's aarch64 musl `appliance`) → `appliance agent`
 //! registers it with its arm64 inventory → `ctl server accept` → the agent wipes the disk
 //! (first and last MiB zero, the rest untouched) → clean. Time from power-on to registered
-//! printed as `ARM64-REGISTERED`.
+//! printed as `time-to-registered: arm64 …`.
 //!
 //! Opt-in like every QEMU test; under `APPLIANCE_E2E=1` a missing prerequisite (QEMU for
 //! aarch64, AAVMF, the aarch64 release binary) fails.
@@ -68,7 +68,7 @@ fn arm64_server_pxe_boots_registers_and_is_wiped() {
         .wait_for("AGENT-REGISTERED", BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.report()));
     println!(
-        "ARM64-REGISTERED power-on to registered: {:.1} s (TCG, emulated arm64)",
+        "time-to-registered: arm64 {:.1} s (QEMU start → registered, TCG, emulated arm64)",
         vm.elapsed().as_secs_f64()
     );
     assert!(line.contains(&format!("uuid={UUID}")), "{line}");

@@ -6,14 +6,14 @@
 //! the boot token from /ipxe; every later call is signed) → `ctl server accept` → the agent is told to
 //! wipe (fast) → the disk images have their first and last MiB zeroed and the middle
 //! untouched → the server is clean and available in class `any` and in a class qualifying
-//! on its core count (and not in one asking for 64 cores).
+//! on its core count (and not in one asking for 64 cores), and in one qualifying on its
+//! reported firmware (`firmware: {kind: bios}`; not in one asking for Secure Boot).
+//! Prints `time-to-registered: bios …` (SeaBIOS + the iPXE ROM).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
 use qemu_tests::appliance::ApplianceConfig;
-use qemu_tests::env::agent_env;
 use qemu_tests::{Firmware, Lab, Needs, VmSpec, require_lab};
 use serde_json::Value;
 
@@ -36,39 +36,6 @@ fn write_pattern_disk(path: &Path, size: usize) {
     std::fs::write(path, data).unwrap();
 }
 
-/// `appliance ctl get <kind> <name> -o json`.
-fn get(lab: &mut Lab, kind: &str, name: &str) -> Result<Value> {
-    let out = lab.appliance().ctl(&["get", kind, name, "-o", "json"])?;
-    serde_json::from_str(&out).with_context(|| format!("ctl get {kind} {name}: {out}"))
-}
-
-/// Polls `check` on the server/class JSON until it holds (≤ `timeout`).
-fn wait_until(
-    lab: &mut Lab,
-    kind: &str,
-    name: &str,
-    timeout: Duration,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let v = get(lab, kind, name);
-        if let Ok(v) = &v
-            && check(v)
-        {
-            return v.clone();
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "{kind} {name}: {what} not reached within {timeout:?}; last: {v:#?}\n{}",
-                lab.report()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 fn available(class: &Value) -> Vec<String> {
     class["status"]["serversAvailable"]
         .as_array()
@@ -83,10 +50,7 @@ fn available(class: &Value) -> Vec<String> {
 #[test]
 fn pxe_agent_registers_is_accepted_wiped_and_available() {
     require_lab!(Needs::Bios);
-    let env = agent_env().expect("agent environment");
-    let mut lab = Lab::new().expect("lab");
-    lab.start_appliance(&ApplianceConfig::server().agent_env(&env))
-        .expect("appliance");
+    let mut lab = Lab::with_agent(ApplianceConfig::server()).expect("lab with the agent");
 
     let disks = [
         (lab.path("disk0.img"), 64 * MIB),
@@ -104,25 +68,12 @@ fn pxe_agent_registers_is_accepted_wiped_and_available() {
     let mut vm = lab.start_vm(&spec).expect("vm");
 
     // Registration.
-    vm.wait_for("AGENT-INVENTORY", BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.report()));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let line = loop {
-        let serial = vm.serial();
-        if let Some(l) = serial.lines().find(|l| l.contains("AGENT-REGISTERED")) {
-            break l.trim_end().to_string();
-        }
-        if serial.contains("AGENT-EXIT") || Instant::now() >= deadline {
-            panic!("agent did not register\n{}\n{}", vm.serial(), lab.report());
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    eprintln!(
-        "agent registered after {:.1}s: {line}",
-        vm.elapsed().as_secs_f64()
-    );
+    let line = lab
+        .wait_registered(&mut vm, "bios", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .line;
     assert!(line.contains(&format!("uuid={UUID}")), "{line}");
-    let s = get(&mut lab, "server", UUID).expect("server registered");
+    let s = lab.get("server", UUID).expect("server registered");
     // Authenticated first contact (the box's default): the agent came with the boot token
     // /ipxe put on its command line, and the box pinned the key this boot's agent made.
     let key = s["metadata"]["annotations"]["appliance.sidero.dev/agent-key"]
@@ -167,6 +118,12 @@ fn pxe_agent_registers_is_accepted_wiped_and_available() {
     assert_eq!(devices[0]["serialNumber"], SATA_SERIAL, "{s:#}");
     assert_eq!(devices[0]["productName"], "QEMU HARDDISK", "{s:#}");
     assert_eq!(devices[0]["wwid"], format!("naa.{SATA_WWN:x}"), "{s:#}");
+    // SeaBIOS: no /sys/firmware/efi, so BIOS, which has no Secure Boot.
+    assert_eq!(
+        hw["firmware"],
+        serde_json::json!({"kind": "bios", "secureBoot": "disabled"}),
+        "{s:#}"
+    );
     let nics = hw["network"]["interfaces"].as_array().expect("interfaces");
     assert!(
         nics.iter().any(|n| n["mac"] == vm.mac()),
@@ -181,12 +138,13 @@ fn pxe_agent_registers_is_accepted_wiped_and_available() {
         "wiped before accept"
     );
 
-    // Classes: `any` plus one qualifying on the core count, one that does not match.
+    // Classes: `any` plus one qualifying on the core count and one on the firmware, and
+    // two that do not match.
     let dir = lab.dir().to_path_buf();
     lab.appliance()
         .apply(
             &dir,
-            "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: two-cores\nspec:\n  qualifiers:\n    hardware:\n    - compute:\n        totalCoreCount: 2\n---\napiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: many-cores\nspec:\n  qualifiers:\n    hardware:\n    - compute:\n        totalCoreCount: 64\n",
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: two-cores\nspec:\n  qualifiers:\n    hardware:\n    - compute:\n        totalCoreCount: 2\n---\napiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: many-cores\nspec:\n  qualifiers:\n    hardware:\n    - compute:\n        totalCoreCount: 64\n---\napiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: bios\nspec:\n  qualifiers:\n    hardware:\n    - firmware:\n        kind: bios\n---\napiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: secure-boot\nspec:\n  qualifiers:\n    hardware:\n    - firmware:\n        secureBoot: enabled\n",
         )
         .expect("apply classes");
 
@@ -200,14 +158,11 @@ fn pxe_agent_registers_is_accepted_wiped_and_available() {
     eprintln!("{wiped}");
     assert!(wiped.contains("mode=fast disks=3"), "{wiped}");
 
-    let s = wait_until(
-        &mut lab,
-        "server",
-        UUID,
-        Duration::from_secs(30),
-        "clean",
-        |s| s["status"]["isClean"] == true,
-    );
+    let s = lab
+        .wait_until("server", UUID, Duration::from_secs(30), "clean", |s| {
+            s["status"]["isClean"] == true
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(s["spec"]["accepted"], true, "{s:#}");
 
     // The disk images: first and last MiB zero, everything between untouched.
@@ -225,19 +180,21 @@ fn pxe_agent_registers_is_accepted_wiped_and_available() {
         }
     }
 
-    // Available: in `any` and in `two-cores`, not in `many-cores`.
-    for class in ["any", "two-cores"] {
-        wait_until(
-            &mut lab,
+    // Available: in `any`, `two-cores` and `bios`, not in `many-cores` or `secure-boot`.
+    for class in ["any", "two-cores", "bios"] {
+        lab.wait_until(
             "serverclass",
             class,
             Duration::from_secs(30),
             "server available",
             |c| available(c).contains(&UUID.to_string()),
-        );
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
     }
-    let many = get(&mut lab, "serverclass", "many-cores").unwrap();
-    assert!(available(&many).is_empty(), "{many:#}");
+    for class in ["many-cores", "secure-boot"] {
+        let c = lab.get("serverclass", class).unwrap();
+        assert!(available(&c).is_empty(), "{c:#}");
+    }
     // Auto BMC setup is on (the default), so the accepted server's agent is asked for its
     // BMC; this VM has none: one log line, no report, no condition, the agent carries on.
     assert!(
@@ -251,7 +208,7 @@ fn pxe_agent_registers_is_accepted_wiped_and_available() {
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.report()));
     assert!(!vm.serial().contains("AGENT-BMC-"), "{}", vm.serial());
-    let s = get(&mut lab, "server", UUID).unwrap();
+    let s = lab.get("server", UUID).unwrap();
     assert!(s["spec"]["bmc"].is_null(), "{s:#}");
     // The agent stays up waiting for an allocation (no BMC to power it on again).
     assert!(

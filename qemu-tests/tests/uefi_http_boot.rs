@@ -11,12 +11,11 @@
 //! boot timeline: the first OFFER names the client class and the URL, no `tftp` step; the
 //! log's `GET /tftp/ipxe.efi -> 200`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qemu_tests::appliance::ApplianceConfig;
 use qemu_tests::bmc::epoch_now;
 use qemu_tests::capture::Capture;
-use qemu_tests::env::agent_env;
 use qemu_tests::{Firmware, Lab, Needs, VmSpec, require_lab, skip, which};
 use serde_json::Value;
 
@@ -44,10 +43,7 @@ fn uefi_http_boot_registers_without_tftp() {
         skip(module_path!(), "tcpdump not installed (run scripts/setup)");
         return;
     }
-    let env = agent_env().expect("agent environment");
-    let mut lab = Lab::new().expect("lab");
-    lab.start_appliance(&ApplianceConfig::server().agent_env(&env))
-        .expect("appliance");
+    let mut lab = Lab::with_agent(ApplianceConfig::server()).expect("lab with the agent");
     let wire = Capture::start(
         &lab,
         "wire",
@@ -63,27 +59,13 @@ fn uefi_http_boot_registers_without_tftp() {
     let started = epoch_now();
     let mut vm = lab.start_vm(&spec).expect("vm");
 
-    vm.wait_for("AGENT-INVENTORY", BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", lab.report(), wire.log()));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let line = loop {
-        let serial = vm.serial();
-        if let Some(l) = serial.lines().find(|l| l.contains("AGENT-REGISTERED")) {
-            break l.trim_end().to_string();
-        }
-        if serial.contains("AGENT-EXIT") || Instant::now() >= deadline {
-            panic!("agent did not register\n{serial}\n{}", lab.report());
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    let registered_after = vm.elapsed().as_secs_f64();
+    let registered = lab
+        .wait_registered(&mut vm, "uefi-http", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", wire.log()));
+    let registered_after = registered.after.as_secs_f64();
+    let line = registered.line;
     assert!(line.contains(&format!("uuid={UUID}")), "{line}");
-    let s: Value = serde_json::from_str(
-        &lab.appliance()
-            .ctl(&["get", "server", UUID, "-o", "json"])
-            .expect("ctl get server"),
-    )
-    .unwrap();
+    let s: Value = lab.get("server", UUID).expect("ctl get server");
     let nics = s["spec"]["hardware"]["network"]["interfaces"]
         .as_array()
         .cloned()
