@@ -149,7 +149,10 @@ fn uuid_bytes(uuid: &str) -> [u8; 16] {
 
 /// One client.
 pub struct Client {
+    /// The machine's identity (MAC, UUID, inventory).
     pub i: usize,
+    /// Its place in this storm (transaction ids, inbox, leased address).
+    pub slot: usize,
     pub shared: Arc<Shared>,
     pub rx: mpsc::Receiver<Inbound>,
     pub uuid: String,
@@ -185,7 +188,7 @@ impl Client {
             out.failed = Some(why);
         }
         out.acks = std::mem::take(&mut self.acks);
-        if let Some(ip) = self.shared.leased(self.i) {
+        if let Some(ip) = self.shared.leased(self.slot) {
             self.shared.forget(ip);
         }
         out
@@ -193,7 +196,7 @@ impl Client {
 
     async fn steps(&mut self, out: &mut Outcome) -> Result<(), Fail> {
         let pxe = self.dhcp(Stage::Pxe, 0).await?;
-        self.shared.remember(pxe.yiaddr, self.i);
+        self.shared.remember(pxe.yiaddr, self.slot);
         if self.shared.opts.stages == Stages::Dhcp {
             return Ok(());
         }
@@ -208,7 +211,7 @@ impl Client {
         self.tftp(pxe.yiaddr, tftp_server, &pxe.boot_file).await?;
 
         let ipxe = self.dhcp(Stage::Ipxe, 1).await?;
-        self.shared.remember(ipxe.yiaddr, self.i);
+        self.shared.remember(ipxe.yiaddr, self.slot);
         let ip = ipxe.yiaddr;
         self.shared
             .add_address(ip)
@@ -253,14 +256,16 @@ impl Client {
 
     /// One DHCP exchange (DISCOVER → OFFER, REQUEST → ACK) with the stage's timers.
     async fn dhcp(&mut self, stage: Stage, round: u32) -> Result<DhcpReply, Fail> {
-        let timers: &[u64] = match stage {
-            Stage::Pxe => &PXE_DHCP,
-            Stage::Ipxe => &IPXE_DHCP,
+        let once = self.shared.opts.dora_once.map(|d| [d.as_secs().max(1)]);
+        let timers: &[u64] = match (stage, &once) {
+            (_, Some(once)) => once,
+            (Stage::Pxe, None) => &PXE_DHCP,
+            (Stage::Ipxe, None) => &IPXE_DHCP,
         };
         let c = DhcpClient {
             mac: self.mac,
             uuid: uuid_bytes(&self.uuid),
-            xid: self.shared.xid(self.i, round),
+            xid: self.shared.xid(self.slot, round),
         };
         let offer = self
             .exchange(&c, stage, None, MessageType::Offer, timers)

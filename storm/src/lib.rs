@@ -12,6 +12,7 @@
 pub mod client;
 pub mod httpc;
 pub mod packet;
+pub mod plot;
 pub mod storm;
 pub mod wire;
 

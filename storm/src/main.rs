@@ -45,6 +45,13 @@ struct Args {
     /// this file, one JSON line per machine.
     #[arg(long)]
     outcomes: Option<std::path::PathBuf>,
+    /// DHCP-only rate mode: DISCOVER and REQUEST sent once each, this many seconds' wait
+    /// for each answer, no retransmission (offered rate = clients / ramp-secs).
+    #[arg(long)]
+    dora_once: Option<u64>,
+    /// Distinct machine identities, reused in turn (as perfdhcp's -R).
+    #[arg(long)]
+    macs: Option<usize>,
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -65,6 +72,8 @@ fn main() -> anyhow::Result<()> {
         box_pid: a.box_pid,
         server: a.server,
         outcomes: a.outcomes,
+        dora_once: a.dora_once.map(Duration::from_secs),
+        macs: a.macs,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(a.threads.max(1))

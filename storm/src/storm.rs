@@ -50,6 +50,14 @@ pub struct Options {
     pub server: String,
     /// Write every machine's account ([`Outcome::json`], one JSON line each) to this file.
     pub outcomes: Option<std::path::PathBuf>,
+    /// The DHCP-only rate mode (`scripts/bench dhcp`): each machine sends its DISCOVER and
+    /// its REQUEST once and waits this long for each answer, never retransmitting (as
+    /// perfdhcp counts loss); machine k starts at `ramp * k / clients`, so the offered rate
+    /// is `clients / ramp` DORA/s.
+    pub dora_once: Option<Duration>,
+    /// Distinct machine identities (MAC, UUID): machine k is identity `first + k % macs`
+    /// (as perfdhcp's `-R`, so a long run at a high rate fits the server's pool).
+    pub macs: Option<usize>,
 }
 
 /// A frame handed to one client.
@@ -331,12 +339,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let mut tasks = tokio::task::JoinSet::new();
     for (k, rx) in receivers.into_iter().enumerate() {
         let shared = shared.clone();
-        let i = opts.first + k;
+        let i = opts.first + opts.macs.map_or(k, |m| k % m.max(1));
+        let slot = k;
         let delay = opts.ramp.mul_f64(k as f64 / opts.clients.max(1) as f64);
         tasks.spawn(async move {
             tokio::time::sleep(delay).await;
             let c = Client {
                 i,
+                slot,
                 uuid: crate::synthetic_agent::uuid(i),
                 mac: crate::client::mac(i),
                 shared,
