@@ -78,6 +78,8 @@ fn font() -> bool {
 }
 
 type Series = (String, Vec<(f64, f64)>, RGBColor);
+/// A named value read from each run.
+type Getter<'a> = (&'a str, &'a dyn Fn(&Point) -> Option<f64>);
 
 /// Draws `points` into `out` (PNG, 1200×500): time against N on the left, the box's RSS
 /// against N on the right. `with_text: false` draws no text (no font needed).
@@ -115,7 +117,7 @@ pub fn draw(points: &[Point], out: &Path, with_text: bool) -> Result<(), PlotErr
     let mut memory: Vec<Series> = Vec::new();
     let mut c = 0;
     for s in &servers {
-        let getters: [(&str, &dyn Fn(&Point) -> Option<f64>); 4] = [
+        let getters: [Getter; 4] = [
             ("registered p50", &|p| p.registered_p50),
             ("registered p99", &|p| p.registered_p99),
             ("kernel p50", &|p| p.kernel_p50),
@@ -130,7 +132,7 @@ pub fn draw(points: &[Point], out: &Path, with_text: bool) -> Result<(), PlotErr
         }
     }
     for s in &servers {
-        let getters: [(&str, &dyn Fn(&Point) -> Option<f64>); 2] = [
+        let getters: [Getter; 2] = [
             ("peak RSS", &|p| p.rss_mib),
             ("peak anon RSS", &|p| p.anon_mib),
         ];
