@@ -3,7 +3,8 @@
 //!
 //! Dead peers are reaped without help (a server powered off mid-connection never sends a
 //! FIN): HTTP/2 connections are pinged and closed when a ping goes unanswered, and every
-//! accepted socket has TCP keepalive, which also covers HTTP/1.1 connections. On the
+//! accepted socket has TCP keepalive, which also covers HTTP/1.1 connections. Accepted
+//! sockets are TCP_NODELAY (as tonic's own server sets them). On the
 //! shutdown signal the listener closes, every connection is asked to finish (GOAWAY /
 //! `Connection: close`), and whatever is still open after the drain bound is closed, so
 //! shutdown ends in bounded time whatever the peers do.
@@ -177,6 +178,11 @@ pub async fn serve_tls(
                         .set_tcp_keepalive(&settings.tcp_keepalive())
                     {
                         tracing::debug!(%peer, error = %e, "http: cannot set TCP keepalive");
+                    }
+                    // A reply is several small writes (h2 HEADERS, DATA, trailers): with
+                    // Nagle the last waits for the peer's delayed ACK (~40 ms).
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, error = %e, "http: cannot set TCP_NODELAY");
                     }
                     let guard = Held::new(&open);
                     let (router, close) = (router.clone(), close_rx.clone());
