@@ -75,6 +75,7 @@ fn an_ipv6_only_uefi_http_boot_registers_the_agent_over_ipv6() {
         std::thread::sleep(Duration::from_millis(300));
     };
     let registered_after = vm.elapsed().as_secs_f64();
+    println!("time-to-registered: ipv6 {registered_after:.1} s (QEMU start → registered, TCG)");
     assert!(line.contains(&format!("uuid={UUID}")), "{line}");
     let serial = vm.serial();
     let lease = serial
