@@ -81,6 +81,7 @@ const UNITS: &[&str] = &[
     "appliance.service",
     "appliance-setup.service",
     "appliance-firstboot.service",
+    "appliance-agent-env.service",
     "appliance-healthy.service",
     "appliance-update.path",
     "appliance-update.service",
@@ -117,6 +118,7 @@ fn units_verify_in_a_scratch_root() {
     for link in [
         "etc/systemd/system/multi-user.target.wants/appliance.service",
         "etc/systemd/system/multi-user.target.wants/appliance-firstboot.service",
+        "etc/systemd/system/multi-user.target.wants/appliance-agent-env.service",
         "etc/systemd/system/sysinit.target.wants/appliance-setup.service",
         "etc/systemd/system/multi-user.target.wants/appliance-update.path",
         "etc/systemd/system/boot-complete.target.requires/appliance-healthy.service",

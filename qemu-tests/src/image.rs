@@ -1,7 +1,8 @@
 //! The flashable image under QEMU/OVMF (TCG), shared by `tests/appliance_image.rs` and
 //! `tests/appliance_update.rs`: [`ImageVm`] boots a copy of `images/appliance-<arch>.img`
 //! with two NICs (management on QEMU user-net with the box's :8081 forwarded to a loopback
-//! port; provisioning on an unconnected datagram socket), serial console to a file; helpers
+//! port; provisioning on an unconnected datagram socket, or with [`ImageVm::start_in_lab`]
+//! on a tap of a lab bridge that other VMs share), serial console to a file; helpers
 //! read the disk from outside (partitions by name, the data filesystem through debugfs)
 //! and the first-boot token banner.
 
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::OVMF_CODE;
+use crate::netns::Netns;
 
 /// TCG on 2 shared cores: firmware + kernel + systemd + first-boot repart.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
@@ -66,26 +68,88 @@ pub struct ImageVm {
     monitor: PathBuf,
     port: u16,
     started: Instant,
+    /// The lab namespace QEMU runs in (its management port is forwarded there).
+    netns: Option<String>,
+}
+
+/// Where the image VM's provisioning NIC is plugged in.
+enum Provisioning<'a> {
+    /// A datagram socket to nowhere (a link, no peers).
+    Nowhere,
+    /// A new tap on the lab bridge of `ns` (QEMU runs inside `ns`).
+    Lab(&'a Netns),
 }
 
 impl ImageVm {
     /// Starts the VM on `disk` (boot number `boot` names its logs). QEMU exits when the
     /// guest reboots (`-no-reboot`); see [`ImageVm::start_following_reboots`].
     pub fn start(dir: &Path, disk: &Path, vars: &Path, boot: u32) -> ImageVm {
-        Self::launch(Arch::X86_64, dir, disk, vars, boot, false)
+        Self::launch(
+            Arch::X86_64,
+            dir,
+            disk,
+            vars,
+            boot,
+            false,
+            Provisioning::Nowhere,
+            1024,
+        )
     }
 
     /// As [`ImageVm::start`] for an image of `arch`.
     pub fn start_arch(arch: Arch, dir: &Path, disk: &Path, vars: &Path, boot: u32) -> ImageVm {
-        Self::launch(arch, dir, disk, vars, boot, false)
+        Self::launch(
+            arch,
+            dir,
+            disk,
+            vars,
+            boot,
+            false,
+            Provisioning::Nowhere,
+            1024,
+        )
     }
 
     /// As [`ImageVm::start`], but a guest reboot reboots the VM (an update's reboot, a
     /// failed trial's fallback), on the same serial log.
     pub fn start_following_reboots(dir: &Path, disk: &Path, vars: &Path, boot: u32) -> ImageVm {
-        Self::launch(Arch::X86_64, dir, disk, vars, boot, true)
+        Self::launch(
+            Arch::X86_64,
+            dir,
+            disk,
+            vars,
+            boot,
+            true,
+            Provisioning::Nowhere,
+            1024,
+        )
     }
 
+    /// As [`ImageVm::start`] with `memory_mb` of RAM, QEMU running inside the lab namespace
+    /// `ns` and the provisioning NIC on a new tap of its bridge, where the lab's other VMs
+    /// are: the box is their DHCP/TFTP/HTTP server. The management port is forwarded to
+    /// the namespace's loopback; [`ImageVm::curl`] and [`ImageVm::command`] run there.
+    pub fn start_in_lab(
+        ns: &Netns,
+        dir: &Path,
+        disk: &Path,
+        vars: &Path,
+        boot: u32,
+        memory_mb: u32,
+    ) -> ImageVm {
+        Self::launch(
+            Arch::X86_64,
+            dir,
+            disk,
+            vars,
+            boot,
+            false,
+            Provisioning::Lab(ns),
+            memory_mb,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn launch(
         arch: Arch,
         dir: &Path,
@@ -93,11 +157,27 @@ impl ImageVm {
         vars: &Path,
         boot: u32,
         follow_reboots: bool,
+        provisioning: Provisioning<'_>,
+        memory_mb: u32,
     ) -> ImageVm {
         let port = free_port();
         let serial = dir.join(format!("serial-{boot}.log"));
         let monitor = dir.join(format!("monitor-{boot}.sock"));
-        let prov_port = free_port();
+        let prov_netdev = match provisioning {
+            Provisioning::Nowhere => format!(
+                "dgram,id=prov,local.type=inet,local.host=127.0.0.1,local.port={},remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+                free_port(),
+                free_port()
+            ),
+            Provisioning::Lab(ns) => format!(
+                "tap,id=prov,ifname={},script=no,downscript=no",
+                ns.add_tap().expect("tap on the lab bridge")
+            ),
+        };
+        let netns = match provisioning {
+            Provisioning::Nowhere => None,
+            Provisioning::Lab(ns) => Some(ns.name().to_string()),
+        };
         let (qemu, machine, code): (&str, &[&str], &str) = match arch {
             Arch::X86_64 => (
                 "qemu-system-x86_64",
@@ -110,11 +190,23 @@ impl ImageVm {
                 AAVMF_CODE,
             ),
         };
-        let child = Command::new(qemu)
-            .args(["-accel", "tcg", "-m", "1024", "-smp", "1"])
+        let mut cmd = match &netns {
+            None => Command::new(qemu),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, qemu]);
+                c
+            }
+        };
+        let child = cmd
+            .args(["-accel", "tcg", "-m", &memory_mb.to_string(), "-smp", "1"])
             .args(machine)
             .args(["-display", "none"])
-            .args(if follow_reboots { &[][..] } else { &["-no-reboot"][..] })
+            .args(if follow_reboots {
+                &[][..]
+            } else {
+                &["-no-reboot"][..]
+            })
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,readonly=on,file={code}"))
             .arg("-drive")
@@ -125,12 +217,9 @@ impl ImageVm {
             .arg("-netdev")
             .arg(format!("user,id=mgmt,hostfwd=tcp:127.0.0.1:{port}-:8081"))
             .args(["-device", "virtio-net-pci,netdev=mgmt,addr=0x3"])
-            // Provisioning (enp0s4): a datagram socket to nowhere (a link, no peers).
+            // Provisioning (enp0s4).
             .arg("-netdev")
-            .arg(format!(
-                "dgram,id=prov,local.type=inet,local.host=127.0.0.1,local.port={prov_port},remote.type=inet,remote.host=127.0.0.1,remote.port={}",
-                free_port()
-            ))
+            .arg(prov_netdev)
             .args(["-device", "virtio-net-pci,netdev=prov,addr=0x4"])
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))
@@ -147,6 +236,20 @@ impl ImageVm {
             monitor,
             port,
             started: Instant::now(),
+            netns,
+        }
+    }
+
+    /// A command running `program` where the management port is reachable: the lab
+    /// namespace for [`ImageVm::start_in_lab`], this host otherwise.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.netns {
+            None => Command::new(program),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
         }
     }
 
@@ -155,7 +258,8 @@ impl ImageVm {
     }
 
     pub fn curl(&self, args: &[&str]) -> (u16, String) {
-        let out = Command::new("curl")
+        let out = self
+            .command("curl")
             .args(["-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}"])
             .args(args)
             .output()

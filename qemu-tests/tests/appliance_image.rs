@@ -1,13 +1,21 @@
 //! The flashable image (`scripts/build-image x86_64` → `images/appliance-x86_64.img`) booted
 //! under QEMU/OVMF (TCG) on a 2 GiB copy of it, with two NICs: management on QEMU user-net
-//! (DHCP from QEMU; the box's :8081 forwarded to a loopback port) and provisioning on an
-//! unconnected datagram socket. Checks, all from outside the VM:
+//! (DHCP from QEMU; the box's :8081 forwarded to a loopback port of the lab namespace, where
+//! the test reaches it) and provisioning on a tap of the lab's bridge, shared with a second
+//! VM. Checks, all from outside the VMs:
 //!
 //! - systemd-boot → slot A → `appliance serve` answers `/healthz` and `/readyz` (time from
 //!   QEMU start printed as `IMAGE-BOOT`);
 //! - the admin token is shown once on the console at first boot, logs in to the console API
 //!   and drives `appliance ctl`; it is not in the journal on the data partition (read with
 //!   debugfs, no mounting) and the console does not show it again on the next boot;
+//! - a second VM (OVMF's own UEFI PXE client, nothing else on the bridge answers DHCP) PXE
+//!   boots from the appliance VM with the image's defaults only (the site settings shipped
+//!   on the ESP, the built-in agent Environment `agent-amd64`: the slot's kernel + the
+//!   agent initramfs of the root): its lease names the box's provisioning address
+//!   10.8.0.1 as server, it runs the agent, and the Server it registered is seen through
+//!   the management port (`appliance ctl get server`); two TCG VMs at once, each with
+//!   little memory (the one exception to "one VM at a time" in `scripts/test`);
 //! - first boot grew the data partition (systemd-repart) to the end of the 2 GiB disk, and
 //!   its filesystem with it (systemd-growfs);
 //! - after an ACPI power-off and a second boot the store kept what was applied (ServerClass)
@@ -21,9 +29,18 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use qemu_tests::image::{ImageVm, data_fs, debugfs, partition, run, tail, token_from_console};
-use qemu_tests::{Needs, OVMF_VARS, require_lab, workspace_root};
+use qemu_tests::{Firmware, Lab, Needs, OVMF_VARS, VmSpec, require_lab, workspace_root};
 
 const DISK_BYTES: u64 = 2 << 30;
+/// The second VM, PXE booted from the appliance VM.
+const CLIENT_UUID: &str = "4c0a5e5e-15a5-4d1e-9b00-000000000015";
+/// The box's provisioning address in the shipped site settings (appliance.conf).
+const PROVISIONING_ADDR: &str = "10.8.0.1";
+/// RAM of the two VMs running at once (TCG on 2 shared cores).
+const BOX_MB: u32 = 512;
+const CLIENT_MB: u32 = 384;
+/// Power-on to the agent's registration through OVMF PXE, iPXE and the agent kernel.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(480);
 
 #[test]
 fn image_boots_serves_and_keeps_its_data() {
@@ -47,9 +64,10 @@ fn image_boots_serves_and_keeps_its_data() {
         .arg(format!("--size={DISK_BYTES}"))
         .arg(&disk));
     let (_, data_before) = partition(&disk, "data");
+    let mut lab = Lab::new().expect("lab namespace");
 
     // Boot 1: first boot.
-    let mut vm = ImageVm::start(dir.path(), &disk, &vars, 1);
+    let mut vm = ImageVm::start_in_lab(lab.ns(), dir.path(), &disk, &vars, 1, BOX_MB);
     let secs = vm.wait_healthy();
     println!("IMAGE-BOOT first boot: /healthz after {secs:.1} s (TCG)");
     let ready_deadline = Instant::now() + Duration::from_secs(60);
@@ -86,7 +104,8 @@ fn image_boots_serves_and_keeps_its_data() {
     )
     .unwrap();
     let ctl = |args: &[&str]| {
-        run(Command::new(&bin)
+        run(vm
+            .command(&bin)
             .arg("ctl")
             .arg("--endpoint")
             .arg(vm.url(""))
@@ -96,6 +115,53 @@ fn image_boots_serves_and_keeps_its_data() {
     };
     ctl(&["apply", "-f", yaml.to_str().unwrap()]);
     assert!(ctl(&["get", "serverclass"]).contains("kept-across-reboot"));
+
+    // The second VM on the provisioning bridge PXE boots from the box into its agent.
+    let mut client = lab
+        .start_vm(
+            &VmSpec::new(Firmware::Uefi)
+                .uuid(CLIENT_UUID)
+                .memory(CLIENT_MB)
+                .no_ipv6_pxe(),
+        )
+        .expect("second VM");
+    let registered = client
+        .wait_for("AGENT-REGISTERED", CLIENT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n--- appliance VM serial ---\n{}", tail(&vm.serial())));
+    println!(
+        "IMAGE-PXE second VM: power-on to registered {:.1} s (TCG, two VMs): {registered}",
+        client.elapsed().as_secs_f64()
+    );
+    let serial = client.serial();
+    let lease = serial
+        .lines()
+        .find(|l| l.contains("AGENT-LEASE"))
+        .unwrap_or_else(|| panic!("no AGENT-LEASE line\n{}", tail(&serial)));
+    assert!(
+        lease.contains(&format!("serverid={PROVISIONING_ADDR} ")) && lease.contains("ip=10.8.0."),
+        "the agent's lease is not from the appliance VM ({PROVISIONING_ADDR}): {lease}"
+    );
+    assert!(
+        serial.contains("AGENT-INITRAMFS kernel="),
+        "the agent initramfs did not start\n{}",
+        tail(&serial)
+    );
+    // Registered: the box's API, through the management port, holds the Server with the
+    // VM's NIC.
+    let server = ctl(&["get", "server", CLIENT_UUID, "-o", "json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&server)
+        .unwrap_or_else(|e| panic!("ctl get server -o json: {e}\n{server}"));
+    assert_eq!(
+        parsed["spec"]["hardware"]["system"]["uuid"], CLIENT_UUID,
+        "the registered Server's inventory: {parsed:#}"
+    );
+    assert!(
+        server.to_lowercase().contains(client.mac()),
+        "Server {CLIENT_UUID} does not list the VM's NIC {}: {parsed:#}",
+        client.mac()
+    );
+    client.kill();
+    drop(client);
     vm.power_off();
 
     let (data_start, data_after) = partition(&disk, "data");
@@ -165,10 +231,11 @@ fn image_boots_serves_and_keeps_its_data() {
     );
 
     // Boot 2: same disk. The store and token survive; the token is not shown again.
-    let mut vm = ImageVm::start(dir.path(), &disk, &vars, 2);
+    let mut vm = ImageVm::start_in_lab(lab.ns(), dir.path(), &disk, &vars, 2, BOX_MB);
     let secs = vm.wait_healthy();
     println!("IMAGE-BOOT second boot: /healthz after {secs:.1} s (TCG)");
-    let out = run(Command::new(&bin)
+    let out = run(vm
+        .command(&bin)
         .arg("ctl")
         .arg("--endpoint")
         .arg(vm.url(""))
@@ -176,6 +243,15 @@ fn image_boots_serves_and_keeps_its_data() {
         .arg(&token)
         .args(["get", "serverclass"]));
     assert!(out.contains("kept-across-reboot"), "{out}");
+    let out = run(vm
+        .command(&bin)
+        .arg("ctl")
+        .arg("--endpoint")
+        .arg(vm.url(""))
+        .arg("--token")
+        .arg(&token)
+        .args(["get", "server", CLIENT_UUID]));
+    assert!(out.contains(CLIENT_UUID), "registered Server lost: {out}");
     let serial = vm.serial();
     assert!(
         token_from_console(&serial).is_none() && !serial.contains(&token),
