@@ -269,7 +269,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let (stop_timeline, timeline_stopped) = watch::channel(false);
     let timeline_task = tokio::spawn(timeline_writer.run(timeline_stopped));
     let mut dhcp_running = false;
-    match crate::net::dhcp::start(&config, store.clone(), metrics.dhcp.clone()).await {
+    match crate::net::dhcp::start(
+        &config,
+        store.clone(),
+        metrics.dhcp.clone(),
+        crate::clock::WallClock::process(),
+    )
+    .await
+    {
         Ok(crate::net::dhcp::DhcpStatus::Running(mut dhcp)) => {
             dhcp_running = true;
             dhcp.record_to(timeline.clone());

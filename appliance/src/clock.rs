@@ -6,6 +6,10 @@
 //! tokio's `tokio::time::Instant::now` stays allowed: it is tokio's own clock, which tests
 //! pause and advance (`tokio::time::pause`).
 //!
+//! The wall clock is a value, [`WallClock`], handed to the services that measure expiry
+//! against it; its doc states the rule for wall-clock jumps (monotonic lease time for every
+//! expiry, the wall clock only for timestamps, a clamp after a restart).
+//!
 //! Also the one place for time as text, pure (no clock read): RFC 3339 written
 //! ([`rfc3339`]) and read ([`parse_rfc3339`]), and durations such as `90s`, `10m`, `1h30m`
 //! or `1d` read ([`parse_duration`]) and written ([`duration_text`]). Hand-written (Howard
@@ -27,25 +31,259 @@ pub fn timer_now() -> tokio::time::Instant {
     tokio::time::Instant::now()
 }
 
-/// Wall-clock now.
+/// Wall-clock now (the process's [`WallClock`]).
 pub fn wall() -> SystemTime {
-    SystemTime::now()
+    UNIX_EPOCH + Duration::from_millis(unix_ms())
 }
 
-/// Wall clock as milliseconds since the Unix epoch (0 for a clock set before it).
+/// Wall clock as milliseconds since the Unix epoch (0 for a clock set before it): the
+/// process's [`WallClock`], for timestamps.
 pub fn unix_ms() -> u64 {
-    wall()
+    WallClock::process().unix_ms()
+}
+
+/// Wall clock as seconds since the Unix epoch (0 for a clock set before it): the process's
+/// [`WallClock`], for timestamps.
+pub fn unix_secs() -> u64 {
+    unix_ms() / 1000
+}
+
+/// The box's wall clock as a value handed to the services that read it at construction
+/// ([`WallClock::process`] in the box, [`WallClock::manual`] in tests), with the rule for
+/// wall-clock jumps (NTP stepping the clock, an operator setting it):
+///
+/// - [`WallClock::unix_ms`]/[`WallClock::unix_secs`]: the wall clock as it is, for
+///   timestamps people read and store (condition and event times, log lines, certificate
+///   validity);
+/// - [`WallClock::steady_ms`]/[`WallClock::steady_secs`]: *lease time*, for every duration
+///   measured against a Unix time (DHCP lease and offer expiry, the agent API's lease check,
+///   boot-token expiry). It is the wall clock read once when the clock was made, plus the
+///   monotonic time since: while the process runs a jump of the wall clock moves nothing
+///   measured on it (a lease of an hour lasts an hour of real time after a jump of a day
+///   either way). Expiry times are stored in it; after a restart the new process's lease
+///   time starts again from the wall clock, and the DHCP service clamps every loaded expiry
+///   to at most one lease time ahead (`protocol::dhcp::clamp_after_restart`), so a clock
+///   set back while the box was down never makes a lease live longer than one lease time,
+///   and a clock set forward across a restart expires leases as that much downtime would
+///   (a restart cannot tell the two apart).
+///
+/// Timers kept by tasks (reboot timers, agents' signs of life, retries) run on tokio's
+/// monotonic clock ([`timer_now`]) and never read the wall clock.
+///
+/// The process's clock ([`WallClock::process`]) is the one source behind [`unix_ms`],
+/// [`unix_secs`] and [`wall`] too. In a debug build (never the release binary that images
+/// ship) `APPLIANCE_FAULT_WALL_OFFSET_FILE=<path>` makes it add the whole seconds written
+/// in that file (`86400`, `-86400`; re-read every 100 ms) to the wall clock: the root test
+/// `storm/tests/clock_jump.rs` jumps the real box's wall clock with it.
+#[derive(Clone)]
+pub struct WallClock(std::sync::Arc<WallInner>);
+
+struct WallInner {
+    /// Milliseconds added to the source's wall reading (jumps).
+    offset_ms: std::sync::atomic::AtomicI64,
+    /// The wall reading when the clock was made: lease time's origin.
+    origin_ms: u64,
+    source: WallSource,
+}
+
+enum WallSource {
+    System {
+        origin: Instant,
+    },
+    /// A test clock: its monotonic time only moves by [`WallClock::advance`].
+    Manual {
+        elapsed_ms: std::sync::atomic::AtomicU64,
+    },
+}
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WallClock")
+            .field("unix_ms", &self.unix_ms())
+            .field("steady_ms", &self.steady_ms())
+            .finish()
+    }
+}
+
+fn system_unix_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
-/// Wall clock as seconds since the Unix epoch (0 for a clock set before it).
-pub fn unix_secs() -> u64 {
-    wall()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+fn add_signed(ms: u64, delta: i64) -> u64 {
+    if delta >= 0 {
+        ms.saturating_add(delta.unsigned_abs())
+    } else {
+        ms.saturating_sub(delta.unsigned_abs())
+    }
+}
+
+impl WallClock {
+    /// The process's clock: the system's wall and monotonic clocks (and, in a debug build,
+    /// the fault hook's offset). Made on first use; every call returns the same clock.
+    pub fn process() -> WallClock {
+        static PROCESS: std::sync::OnceLock<WallClock> = std::sync::OnceLock::new();
+        PROCESS
+            .get_or_init(|| {
+                let offset_ms = fault::initial_offset_ms();
+                let clock = WallClock(std::sync::Arc::new(WallInner {
+                    offset_ms: offset_ms.into(),
+                    origin_ms: add_signed(system_unix_ms(), offset_ms),
+                    source: WallSource::System {
+                        origin: Instant::now(),
+                    },
+                }));
+                fault::follow_offset_file(&clock);
+                clock
+            })
+            .clone()
+    }
+
+    /// A clock on the system's clocks, its lease time starting now.
+    pub fn system() -> WallClock {
+        WallClock(std::sync::Arc::new(WallInner {
+            offset_ms: 0.into(),
+            origin_ms: system_unix_ms(),
+            source: WallSource::System {
+                origin: Instant::now(),
+            },
+        }))
+    }
+
+    /// A test clock whose wall clock reads `unix_ms` now and which moves only when told:
+    /// [`WallClock::advance`] (time passes) and [`WallClock::jump`] (the wall clock is set).
+    pub fn manual(unix_ms: u64) -> WallClock {
+        WallClock(std::sync::Arc::new(WallInner {
+            offset_ms: 0.into(),
+            origin_ms: unix_ms,
+            source: WallSource::Manual {
+                elapsed_ms: 0.into(),
+            },
+        }))
+    }
+
+    /// Lets `d` of real time pass on a manual clock (both readings move); nothing on a
+    /// system clock, whose time passes by itself.
+    pub fn advance(&self, d: Duration) {
+        if let WallSource::Manual { elapsed_ms } = &self.0.source {
+            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            elapsed_ms.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Sets the wall clock `delta_ms` forwards (positive) or backwards (negative), as NTP
+    /// stepping it would: lease time does not move.
+    pub fn jump(&self, delta_ms: i64) {
+        self.0
+            .offset_ms
+            .fetch_add(delta_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn set_offset(&self, offset_ms: i64) {
+        self.0
+            .offset_ms
+            .store(offset_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Monotonic milliseconds since the clock was made.
+    fn elapsed_ms(&self) -> u64 {
+        match &self.0.source {
+            WallSource::System { origin } => {
+                u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+            }
+            WallSource::Manual { elapsed_ms } => {
+                elapsed_ms.load(std::sync::atomic::Ordering::SeqCst)
+            }
+        }
+    }
+
+    /// The wall clock, Unix milliseconds (0 for a clock set before 1970): timestamps.
+    pub fn unix_ms(&self) -> u64 {
+        let base = match &self.0.source {
+            WallSource::System { .. } => system_unix_ms(),
+            WallSource::Manual { .. } => self.0.origin_ms.saturating_add(self.elapsed_ms()),
+        };
+        add_signed(
+            base,
+            self.0.offset_ms.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    /// The wall clock, Unix seconds.
+    pub fn unix_secs(&self) -> u64 {
+        self.unix_ms() / 1000
+    }
+
+    /// Lease time, Unix milliseconds: the wall clock when this clock was made plus the
+    /// monotonic time since (see the type's doc). For every expiry.
+    pub fn steady_ms(&self) -> u64 {
+        self.0.origin_ms.saturating_add(self.elapsed_ms())
+    }
+
+    /// Lease time, Unix seconds.
+    pub fn steady_secs(&self) -> u64 {
+        self.steady_ms() / 1000
+    }
+}
+
+/// The debug-build wall-clock fault hook (see [`WallClock`]).
+mod fault {
+    use super::WallClock;
+
+    #[cfg(debug_assertions)]
+    const VAR: &str = "APPLIANCE_FAULT_WALL_OFFSET_FILE";
+
+    /// The offset in the file, milliseconds (0 when unset or unreadable).
+    #[cfg(debug_assertions)]
+    fn read_ms(path: &std::path::Path) -> i64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .unwrap_or(0)
+            .saturating_mul(1000)
+    }
+
+    #[cfg(debug_assertions)]
+    pub(super) fn initial_offset_ms() -> i64 {
+        std::env::var_os(VAR).map_or(0, |p| read_ms(std::path::Path::new(&p)))
+    }
+
+    /// Follows the file: every change of its offset is a jump of the wall clock (logged).
+    #[cfg(debug_assertions)]
+    pub(super) fn follow_offset_file(clock: &WallClock) {
+        let Some(path) = std::env::var_os(VAR).map(std::path::PathBuf::from) else {
+            return;
+        };
+        let clock = clock.clone();
+        let mut last = read_ms(&path);
+        let _ = std::thread::Builder::new()
+            .name("fault-wall-clock".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    let now = read_ms(&path);
+                    if now != last {
+                        clock.set_offset(now);
+                        last = now;
+                        tracing::warn!(
+                            file = %path.display(),
+                            "fault injection (debug build): wall clock offset {:+} s",
+                            now / 1000
+                        );
+                    }
+                }
+            });
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub(super) fn initial_offset_ms() -> i64 {
+        0
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub(super) fn follow_offset_file(_clock: &WallClock) {}
 }
 
 const DAY_SECS: i64 = 86_400;
@@ -284,6 +522,37 @@ mod tests {
             assert_eq!(duration_text(Duration::from_secs(d)), text);
             assert_eq!(secs(text), Some(d), "{text}");
         }
+    }
+
+    #[test]
+    fn lease_time_ignores_wall_clock_jumps_and_counts_real_time() {
+        let c = WallClock::manual(1_800_000_000_000);
+        assert_eq!(
+            (c.unix_ms(), c.steady_ms()),
+            (1_800_000_000_000, 1_800_000_000_000)
+        );
+        c.jump(86_400_000);
+        assert_eq!(
+            c.unix_ms(),
+            1_800_086_400_000,
+            "the wall clock jumped a day"
+        );
+        assert_eq!(c.steady_ms(), 1_800_000_000_000, "lease time did not");
+        c.advance(Duration::from_secs(10));
+        assert_eq!(c.steady_secs(), 1_800_000_010);
+        c.jump(-2 * 86_400_000);
+        assert_eq!(c.unix_secs(), 1_800_000_010 - 86_400);
+        assert_eq!(c.steady_secs(), 1_800_000_010);
+        // A clock set before 1970 reads 0, never wraps.
+        c.jump(-4_000_000_000_000);
+        assert_eq!(c.unix_ms(), 0);
+        // The system clock: lease time starts at the wall clock and only moves forwards.
+        let s = WallClock::system();
+        let (a, w) = (s.steady_ms(), s.unix_ms());
+        assert!(a.abs_diff(w) < 1000, "{a} {w}");
+        s.jump(-86_400_000);
+        assert!(s.steady_ms() >= a);
+        assert!(s.unix_ms() < a - 86_000_000);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   `sys` modules of `agent/ipmidev.rs`,
 //!   `net/packet.rs` and the storm generator's `storm/src/packet.rs`;
 //! - clocks are read only in `appliance/src/clock.rs` (the workspace `clippy.toml` forbids
-//!   `SystemTime::now`/`Instant::now`; only that file may allow the lint);
+//!   `SystemTime::now`/`Instant::now`; only that file may allow the lint), and the rooms of
+//!   [`EXPIRY_ON_LEASE_TIME`] measure expiry on lease time, not wall-clock timestamps;
 //! - ARCHITECTURE.md's code map names every file of `appliance/src` except tests;
 //! - rooms import only downwards: the edges of [`IMPORTS_FORBIDDEN`] (which once made
 //!   circles, or a low room lean on a high one) stay absent outside test modules.
@@ -42,6 +43,21 @@ const SPAWN_ALLOWED: &[(&str, &str)] = &[
         "the lease commit thread (blocking redb fsyncs), one receive loop per provisioning \
          interface and the ARP probe loop, all started and joined by DhcpService::run",
     ),
+    (
+        "appliance/src/clock.rs",
+        "debug builds only, with APPLIANCE_FAULT_WALL_OFFSET_FILE set: the thread following \
+         the fault hook's wall-clock offset file for the life of the process",
+    ),
+];
+
+/// Files that measure expiry against a Unix time: they read lease time
+/// (`WallClock::steady_secs`/`steady_ms`, immune to wall-clock jumps), never the wall
+/// clock's `clock::unix_secs`/`clock::unix_ms`, which are for timestamps.
+const EXPIRY_ON_LEASE_TIME: &[&str] = &[
+    "appliance/src/net/dhcp.rs",
+    "appliance/src/net/dhcpv6.rs",
+    "appliance/src/api/first_contact.rs",
+    "appliance/src/api/agent.rs",
 ];
 
 /// The documented places of `unsafe`: (file, the item it must be inside).
@@ -582,6 +598,25 @@ fn enclosing_item(lines: &[&str], n: usize) -> String {
         .map_or(String::new(), |l| l.to_string())
 }
 
+/// The files of [`EXPIRY_ON_LEASE_TIME`] read no wall-clock timestamps.
+fn check_expiry_clock(file: &str, code: &str) -> Vec<Violation> {
+    if !EXPIRY_ON_LEASE_TIME.contains(&file) {
+        return Vec::new();
+    }
+    code.lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("clock::unix_secs") || l.contains("clock::unix_ms"))
+        .map(|(n, _)| {
+            violation(
+                file,
+                n + 1,
+                "clock",
+                "measures expiry on the wall clock (use WallClock::steady_secs: lease time)",
+            )
+        })
+        .collect()
+}
+
 /// Only the clock module may allow `clippy::disallowed_methods`.
 fn check_clock_allow(file: &str, code: &str) -> Vec<Violation> {
     if file == CLOCK_MODULE {
@@ -900,6 +935,7 @@ fn the_tree_keeps_the_architecture_invariants() {
         v.extend(check_doc(f, &src));
         v.extend(check_unsafe(f, &code));
         v.extend(check_clock_allow(f, &code));
+        v.extend(check_expiry_clock(f, &code));
         if f.starts_with("appliance/src/protocol/") {
             v.extend(check_protocol(f, &code));
         }
@@ -1064,6 +1100,18 @@ fn unsafe_check_allows_only_the_documented_items() {
         )
         .is_empty()
     );
+}
+
+#[test]
+fn expiry_check_catches_a_wall_clock_read_in_a_room_measuring_expiry() {
+    let code = code_only("let now = crate::clock::unix_secs();\n");
+    assert_eq!(
+        rules(&check_expiry_clock("appliance/src/net/dhcp.rs", &code)),
+        ["clock"]
+    );
+    assert!(check_expiry_clock("appliance/src/reconcile/task.rs", &code).is_empty());
+    let ok = code_only("let now = self.clock.steady_secs();\n");
+    assert!(check_expiry_clock("appliance/src/net/dhcp.rs", &ok).is_empty());
 }
 
 #[test]

@@ -259,7 +259,9 @@ impl Client {
         let once = self.shared.opts.dora_once.map(|d| [d.as_secs().max(1)]);
         let timers: &[u64] = match (stage, &once) {
             (_, Some(once)) => once,
-            (Stage::Pxe, None) => &PXE_DHCP,
+            (Stage::Pxe, None) => {
+                &PXE_DHCP[..self.shared.opts.pxe_dhcp_tries.clamp(1, PXE_DHCP.len())]
+            }
             (Stage::Ipxe, None) => &IPXE_DHCP,
         };
         let c = DhcpClient {

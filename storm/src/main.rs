@@ -41,6 +41,9 @@ struct Args {
     /// Append the report as one JSON line to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// PXE DHCP transmissions before a machine gives up (1–4; real firmware: 4).
+    #[arg(long, default_value_t = 4)]
+    pxe_dhcp_tries: usize,
     /// Write every machine's account (its DHCP ACKs and registration, wall-clock times) to
     /// this file, one JSON line per machine.
     #[arg(long)]
@@ -74,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         outcomes: a.outcomes,
         dora_once: a.dora_once.map(Duration::from_secs),
         macs: a.macs,
+        pxe_dhcp_tries: a.pxe_dhcp_tries,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(a.threads.max(1))

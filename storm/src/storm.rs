@@ -48,6 +48,9 @@ pub struct Options {
     pub box_pid: Option<u32>,
     /// A label for the report (`appliance`, `dnsmasq+nginx`).
     pub server: String,
+    /// PXE DHCP transmissions before a machine gives up (1–4; firmware sends 4: 4, 8, 16,
+    /// 32 s). The clock-jump test's machines that must get no address give up after one.
+    pub pxe_dhcp_tries: usize,
     /// Write every machine's account ([`Outcome::json`], one JSON line each) to this file.
     pub outcomes: Option<std::path::PathBuf>,
     /// The DHCP-only rate mode (`scripts/bench dhcp`): each machine sends its DISCOVER and
@@ -101,6 +104,11 @@ impl Shared {
         self.xid_base
             .wrapping_add((i as u32) << 2)
             .wrapping_add(round & 3)
+    }
+
+    /// Machine `i`'s inbox (machines are numbered from `opts.first`; None for others).
+    fn inbox(&self, i: usize) -> Option<&mpsc::Sender<Inbound>> {
+        self.inboxes.get(i.checked_sub(self.opts.first)?)
     }
 
     /// Sends a frame (a failed send is left to the client's retransmission timer).
@@ -170,7 +178,7 @@ async fn receive(shared: Arc<Shared>) {
                     continue;
                 };
                 let i = (xid.wrapping_sub(shared.xid_base) >> 2) as usize;
-                let Some(inbox) = shared.inboxes.get(i) else {
+                let Some(inbox) = shared.inbox(i) else {
                     continue;
                 };
                 if shared.box_mac.load(Ordering::Relaxed) == 0 {
@@ -188,13 +196,13 @@ async fn receive(shared: Arc<Shared>) {
             }
             Frame::Udp { src, dst, payload } => {
                 let i = shared.by_ip.lock().expect("lock").get(dst.ip()).copied();
-                if let Some(i) = i {
+                if let Some(inbox) = i.and_then(|i| shared.inbox(i)) {
                     let msg = Inbound::Tftp {
                         from: src,
                         to: dst,
                         payload: payload.to_vec(),
                     };
-                    if shared.inboxes[i].try_send(msg).is_err() {
+                    if inbox.try_send(msg).is_err() {
                         shared.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -183,6 +183,8 @@ pub struct AgentService {
     epoch: Instant,
     /// The boot timeline: registrations and wipes.
     timeline: Recorder,
+    /// The lease check's clock: lease time, as the DHCP service writes expiry in.
+    clock: clock::WallClock,
 }
 
 /// The caller's address: tonic's own transport sets `TcpConnectInfo`, the shared :8081
@@ -326,6 +328,7 @@ impl AgentService {
             ))),
             epoch: clock::now(),
             timeline: Recorder::off(),
+            clock: clock::WallClock::process(),
         }
     }
 
@@ -465,7 +468,7 @@ impl AgentService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| lifecycle_status(LifecycleError::Store(e)))?;
-        let now_secs = crate::clock::unix_secs();
+        let now_secs = self.clock.steady_secs();
         let name = &server.metadata.name;
         lease_check(name, caller, &lookup, &server_macs(server), now_secs).map_err(|msg| {
             self.counters.lease.inc();
@@ -1377,7 +1380,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.redb")).unwrap();
         let mac = [0x52, 0x54, 0, 0, 0, 7];
-        let now = crate::clock::unix_secs();
+        let now = crate::clock::WallClock::process().steady_secs();
         let lease = |ip: [u8; 4], chaddr: [u8; 6]| {
             LeaseChange::Put(Lease {
                 addr: ip.into(),

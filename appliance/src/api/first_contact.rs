@@ -32,6 +32,8 @@ pub struct FirstContact {
     tokens: Mutex<TokenBook>,
     /// Per server: the key its replay window belongs to, and the window.
     windows: Mutex<HashMap<String, (AgentKey, ReplayWindow)>>,
+    /// Token expiry on its lease time (a wall-clock jump moves no token's end).
+    clock: clock::WallClock,
 }
 
 /// A call's signature from its metadata.
@@ -64,7 +66,15 @@ impl FirstContact {
                 u64::try_from(cfg.token_ttl.as_millis()).unwrap_or(u64::MAX),
             )),
             windows: Mutex::new(HashMap::new()),
+            clock: clock::WallClock::process(),
         }
+    }
+
+    /// Token expiry measured on `clock`'s lease time instead of the process's (tests: a
+    /// wall-clock jump neither expires a token nor keeps one alive).
+    pub fn with_clock(mut self, clock: clock::WallClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Tokens and signatures are required (`first_contact = "token"`).
@@ -84,7 +94,7 @@ impl FirstContact {
             return None;
         }
         let mut book = self.tokens.lock().expect("token book lock");
-        Some(book.mint(random, uuid, mac.0, clock::unix_ms()))
+        Some(book.mint(random, uuid, mac.0, self.clock.steady_ms()))
     }
 
     /// Checks a token for a registration of `uuid` reporting NICs `macs` (not used up).
@@ -95,7 +105,7 @@ impl FirstContact {
         macs: &[[u8; 6]],
     ) -> Result<[u8; 6], TokenError> {
         let book = self.tokens.lock().expect("token book lock");
-        book.check(token, uuid, macs, clock::unix_ms())
+        book.check(token, uuid, macs, self.clock.steady_ms())
     }
 
     /// Uses a token up; false when it was used meanwhile.
@@ -141,5 +151,47 @@ impl FirstContact {
             *entry = (*key, ReplayWindow::default());
         }
         entry.1.accept(signed.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const UUID: &str = "4c4c4544-0000-0001-8000-000000000001";
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+
+    fn contact(clock: &clock::WallClock) -> FirstContact {
+        FirstContact::new(&crate::config::Config::default().agent).with_clock(clock.clone())
+    }
+
+    /// A boot token lives its TTL of real time whatever the wall clock does: a jump forwards
+    /// of a day does not expire it, a jump back of a day does not keep it alive.
+    #[test]
+    fn wall_clock_jumps_neither_expire_nor_prolong_a_boot_token() {
+        let ttl = crate::config::Config::default().agent.token_ttl;
+        let c = clock::WallClock::manual(1_800_000_000_000);
+        let fc = contact(&c);
+        let t = fc.mint(UUID, MacAddr(MAC)).expect("token mode mints");
+        c.jump(86_400_000);
+        c.advance(Duration::from_secs(1));
+        assert!(
+            fc.check_token(&t, UUID, &[MAC]).is_ok(),
+            "+1 day: still valid"
+        );
+
+        let c = clock::WallClock::manual(1_800_000_000_000);
+        let fc = contact(&c);
+        let t = fc.mint(UUID, MacAddr(MAC)).expect("token mode mints");
+        c.jump(-86_400_000);
+        c.advance(ttl - Duration::from_secs(1));
+        assert!(fc.check_token(&t, UUID, &[MAC]).is_ok(), "within its TTL");
+        c.advance(Duration::from_secs(2));
+        assert!(
+            fc.check_token(&t, UUID, &[MAC]).is_err(),
+            "-1 day: expired after its TTL of real time"
+        );
     }
 }

@@ -40,6 +40,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use crate::clock::WallClock;
 use crate::config::{Config, DhcpMode};
 use crate::error_chain;
 use crate::metrics::{Counter, Labeled, Registry};
@@ -49,7 +50,7 @@ use crate::net::packet::PacketSocket;
 use crate::net::tftp_root::TftpRoot;
 use crate::protocol::dhcp::{
     BootConfig, Destination, DhcpServer, DropReason, LeaseChange, Mode, Pool, Port, Reply,
-    Reservation, ServerConfig, ServerConfigError, arch_name, link,
+    Reservation, ServerConfig, ServerConfigError, arch_name, lease, link,
 };
 use crate::store::{Store, StoreError};
 use crate::timeline::Recorder;
@@ -282,6 +283,9 @@ pub struct DhcpService {
     store: Store,
     counters: Arc<DhcpCounters>,
     timeline: Recorder,
+    /// Lease time for every expiry (`WallClock::steady_secs`): a jump of the wall clock
+    /// neither expires nor prolongs a lease.
+    clock: WallClock,
 }
 
 impl DhcpService {
@@ -316,11 +320,13 @@ impl DhcpService {
                 ports: self.ports,
                 counters: self.counters.clone(),
                 timeline: self.timeline.clone(),
+                clock: self.clock.clone(),
                 shutdown: shutdown.clone(),
             }));
         }
         tasks.spawn(probe_loop(
             core,
+            self.clock.clone(),
             links,
             self.counters.clone(),
             shutdown.clone(),
@@ -544,11 +550,14 @@ fn open_packet(iface: &Interface) -> Option<AsyncFd<PacketSocket>> {
     }
 }
 
-/// Starts the DHCP service described by `config` (or says why it is not started).
+/// Starts the DHCP service described by `config` (or says why it is not started), with
+/// every lease expiry on `clock`'s lease time. Loaded leases follow the restart rule
+/// (`lease::clamp_after_restart`, see `crate::clock::WallClock`).
 pub async fn start(
     config: &Config,
     store: Store,
     counters: Arc<DhcpCounters>,
+    clock: WallClock,
 ) -> Result<DhcpStatus, DhcpStartError> {
     let d = &config.dhcp;
     match d.mode {
@@ -570,7 +579,23 @@ pub async fn start(
             .await
             .expect("lease load task")?
     };
+    let mut leases = leases;
     let lease_count = leases.len();
+    let longest = core_cfg
+        .pools
+        .iter()
+        .map(|p| u64::from(p.lease_time_secs))
+        .chain([u64::from(core_cfg.decline_hold_secs)])
+        .max()
+        .unwrap_or(0);
+    let clamped = lease::clamp_after_restart(&mut leases, clock.steady_secs(), longest);
+    if clamped > 0 {
+        tracing::warn!(
+            clamped,
+            "dhcp: leases ending more than {longest} s from now (the wall clock was set back \
+             since they were written) end {longest} s from now"
+        );
+    }
     let core = DhcpServer::new(core_cfg, leases)?;
     let mode = core.config().mode;
     let mut links = Vec::with_capacity(interfaces.len());
@@ -621,6 +646,7 @@ pub async fn start(
         store,
         counters,
         timeline: Recorder::off(),
+        clock,
     })))
 }
 
@@ -633,6 +659,7 @@ struct Receiver {
     ports: Ports,
     counters: Arc<DhcpCounters>,
     timeline: Recorder,
+    clock: WallClock,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -686,7 +713,7 @@ async fn receive_loop(r: Receiver) {
             Port::Pxe => &buf_pxe[..n],
         };
         r.counters.received.inc();
-        let decision = lock(&r.core).handle_on(crate::clock::unix_secs(), port, local, src, bytes);
+        let decision = lock(&r.core).handle_on(r.clock.steady_secs(), port, local, src, bytes);
         let decision = match decision {
             Ok(d) => d,
             Err(reason) => {
@@ -800,7 +827,7 @@ fn arp_in(r: &Receiver, bytes: &[u8]) {
     let Some(sender) = link::probe_answer(bytes) else {
         return;
     };
-    let held = lock(&r.core).arp_seen(crate::clock::unix_secs(), sender.ip, sender.mac);
+    let held = lock(&r.core).arp_seen(r.clock.steady_secs(), sender.ip, sender.mac);
     let Some(lease) = held else { return };
     r.counters.arp_conflicts.inc();
     tracing::warn!(
@@ -823,6 +850,7 @@ fn arp_in(r: &Receiver, bytes: &[u8]) {
 /// and are not probed).
 async fn probe_loop(
     core: Arc<Mutex<DhcpServer>>,
+    clock: WallClock,
     links: Arc<Vec<Link>>,
     counters: Arc<DhcpCounters>,
     mut shutdown: watch::Receiver<bool>,
@@ -836,7 +864,7 @@ async fn probe_loop(
             _ = shutdown.wait_for(|s| *s) => break,
             _ = tick.tick() => {}
         }
-        let targets = lock(&core).probe_targets(crate::clock::unix_secs());
+        let targets = lock(&core).probe_targets(clock.steady_secs());
         for addr in targets {
             let on_link = links.iter().find(|l| {
                 let mask = u32::from(l.iface.netmask);

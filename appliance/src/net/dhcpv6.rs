@@ -280,7 +280,9 @@ impl Dhcpv6Service {
                         }
                     },
                 };
-                let decision = match core.handle(crate::clock::unix_secs(), &buf[..n]) {
+                let decision = match core
+                    .handle(crate::clock::WallClock::process().steady_secs(), &buf[..n])
+                {
                     Ok(d) => d,
                     Err(reason) => {
                         tracing::debug!(%src, %reason, "dhcpv6: dropped");

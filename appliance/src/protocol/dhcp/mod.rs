@@ -21,7 +21,7 @@ pub mod server;
 pub mod wire;
 
 pub use boot::{BootConfig, ClientKind, Firmware, arch_name};
-pub use lease::{Lease, LeaseChange, LeaseState, LeaseTable};
+pub use lease::{Lease, LeaseChange, LeaseState, LeaseTable, clamp_after_restart};
 pub use server::{
     Decision, Destination, DhcpServer, Mode, Pool, Port, Reply, Reservation, ServerConfig,
     ServerConfigError,

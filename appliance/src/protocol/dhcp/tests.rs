@@ -1638,3 +1638,55 @@ proptest! {
         }
     }
 }
+
+/// The restart rule of lease time (`clamp_after_restart`): a lease written by an earlier
+/// process, loaded after the wall clock was set back a day, lasts at most one lease time
+/// more, never the day; set forward a day, it has ended and its address is free again.
+#[test]
+fn a_restart_after_a_wall_clock_jump_keeps_no_lease_beyond_one_lease_time() {
+    let mut cfg = config(Mode::Server);
+    cfg.pools[0].end = ip("10.0.0.100");
+    cfg.pools[0].lease_time_secs = 60;
+    let mut s = DhcpServer::new(cfg.clone(), Vec::new()).unwrap();
+    let a = dora(&mut s, T0, 1);
+    let stored: Vec<Lease> = s.leases().leases().cloned().collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].expires_at, T0 + 60);
+
+    // Set back a day while the box was down: without the clamp the lease would end in a
+    // day and a minute.
+    let back = T0 - 86_400;
+    let mut loaded = stored.clone();
+    assert_eq!(clamp_after_restart(&mut loaded, back, 600), 1);
+    assert_eq!(loaded[0].expires_at, back + 600);
+    let mut s = DhcpServer::new(cfg.clone(), loaded).unwrap();
+    let other = Pkt::new(MessageType::Discover, 2);
+    assert!(
+        send(&mut s, back + 599, Port::Dhcp, &other).is_err(),
+        "still held"
+    );
+    let d = send(&mut s, back + 601, Port::Dhcp, &other).unwrap();
+    assert_eq!(
+        reply(&d).0.yiaddr(),
+        a,
+        "free after one lease time, not a day"
+    );
+    // Its own client renews it meanwhile: the same address.
+    let mut loaded = stored.clone();
+    clamp_after_restart(&mut loaded, back, 600);
+    let mut s = DhcpServer::new(cfg.clone(), loaded).unwrap();
+    assert_eq!(dora(&mut s, back + 10, 1), a);
+
+    // Within the limit nothing changes.
+    let mut loaded = stored.clone();
+    assert_eq!(clamp_after_restart(&mut loaded, T0 + 30, 600), 0);
+    assert_eq!(loaded, stored);
+
+    // Set forward a day across a restart: as a day of downtime, the lease has ended.
+    let fwd = T0 + 86_400;
+    let mut loaded = stored.clone();
+    assert_eq!(clamp_after_restart(&mut loaded, fwd, 600), 0);
+    let mut s = DhcpServer::new(cfg, loaded).unwrap();
+    let d = send(&mut s, fwd, Port::Dhcp, &other).unwrap();
+    assert_eq!(reply(&d).0.yiaddr(), a);
+}
