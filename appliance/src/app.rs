@@ -328,6 +328,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         {
             // The TFTP task ends once its running transfers end.
             Ok(mut server) => {
+                // `[::]` (the default) is dual stack; a host without IPv6 gets 0.0.0.0.
+                if let Some(f) = server.fallback() {
+                    tracing::warn!("tftp: {f}");
+                }
                 server.record_to(timeline.clone());
                 server.render_from(grub_slot.clone());
                 tasks.push(("tftp", tokio::spawn(server.run(shutdown.clone()))));

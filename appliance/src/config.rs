@@ -664,6 +664,7 @@ mod tests {
     fn embedded_default_parses() {
         let c = Config::default();
         assert_eq!(c.http.listen, "[::]:8081".parse().unwrap());
+        assert_eq!(c.tftp.listen, "[::]:69".parse().unwrap());
         assert_eq!(c.dhcp.mode, DhcpMode::Server);
     }
 

@@ -1,7 +1,9 @@
 //! The TFTP service on loopback against real clients (curl, tftp-hpa, atftp) and a raw UDP
 //! client for the refusal paths. Each test runs its own server on a random port with its
 //! own temp root; a test whose client binary is missing skips with a printed reason. The
-//! netascii test runs the real `appliance serve` (tests/support) with TFTP on a free port.
+//! netascii test runs the real `appliance serve` (tests/support) with TFTP on a free port, as
+//! does the IPv6 one: the default `[::]` listener serves ::1 and 127.0.0.1 the same bytes
+//! (tftp-hpa `-6`/`-4` and curl), the IPv4 client named as IPv4 in the log and the timeline.
 
 #[path = "support/prereq.rs"]
 mod prereq;
@@ -643,4 +645,200 @@ async fn tftp_hpa_default_netascii_mode_gets_the_file_as_it_is() {
     for w in &want {
         assert!(metrics.contains(w.as_str()), "{w} in {metrics}");
     }
+}
+
+/// Whether this host has IPv6 on loopback (a missing one is a skip, a failure under
+/// `APPLIANCE_E2E=1`).
+fn have_ipv6() -> bool {
+    let ok = std::net::UdpSocket::bind("[::1]:0").is_ok();
+    if !ok {
+        prereq::skip("tftp", "no IPv6 on loopback (::1)");
+    }
+    ok
+}
+
+/// `text` without its ANSI colour sequences (`ESC [ … m`).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// tftp-hpa (`-6` for IPv6) and curl fetch `name` from `addr` in binary mode into `out`.
+async fn fetch_both(addr: SocketAddr, name: &str, dir: &Path) -> [PathBuf; 2] {
+    let family = if addr.is_ipv6() { "-6" } else { "-4" };
+    let hpa = dir.join(format!("hpa-{}", addr.ip()));
+    let o = run(Command::new("tftp")
+        .args([family, &addr.ip().to_string(), &addr.port().to_string()])
+        .args(["-m", "binary", "-c", "get", name])
+        .arg(&hpa))
+    .await;
+    assert!(o.status.success(), "tftp-hpa {addr}: {o:?}");
+    let via_curl = dir.join(format!("curl-{}", addr.ip()));
+    let o = curl(addr, name, &via_curl, None).await;
+    assert!(o.status.success(), "curl {addr}: {o:?}");
+    [hpa, via_curl]
+}
+
+/// UEFI PXE over IPv6 is handed `tftp://[box]/ipxe.efi` by DHCPv6: the real `appliance serve`
+/// with the default `[tftp] listen` address (`[::]`, on a free port instead of 69) serves the
+/// same bytes to tftp-hpa and curl over ::1 and over 127.0.0.1, and names the IPv4 client as
+/// IPv4 (never `::ffff:127.0.0.1`) in its log.
+#[tokio::test]
+async fn the_default_listener_serves_ipv6_and_ipv4_clients_the_same_bytes() {
+    if !have("tftp") || !have("curl") || !have_ipv6() {
+        return;
+    }
+    let default = appliance::config::Config::default().tftp.listen;
+    assert_eq!(default, "[::]:69".parse().unwrap());
+    let root = tempfile::tempdir().unwrap();
+    // A little over 64 KiB blocks of 512 bytes: the block number wraps on neither path, but
+    // every client walks many windows.
+    let data: Vec<u8> = (0..300_001usize)
+        .map(|i| (i.wrapping_mul(131) ^ (i >> 7)) as u8)
+        .collect();
+    std::fs::write(root.path().join("ipxe.efi"), &data).unwrap();
+    let port = std::net::UdpSocket::bind("[::]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut listen = default;
+    listen.set_port(port);
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tokio::task::spawn_blocking({
+        let config = format!(
+            "[tftp]\nlisten = \"{listen}\"\nroot = \"{}\"\n",
+            root.path().display()
+        );
+        let data_dir = tmp.path().join("data");
+        move || support::Appliance::start_custom(&data_dir, &config, "info", &[])
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut got = Vec::new();
+    for ip in ["::1", "127.0.0.1"] {
+        let addr = SocketAddr::new(ip.parse().unwrap(), port);
+        got.extend(fetch_both(addr, "ipxe.efi", dir.path()).await);
+    }
+    for path in &got {
+        assert!(
+            std::fs::read(path).unwrap() == data,
+            "{}: content differs\n{}",
+            path.display(),
+            a.log()
+        );
+    }
+    // Four transfers completed, each logged under the client's own family.
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = plain(&a.log());
+        if log.matches("TFTP sent").count() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent: Vec<&str> = log.lines().filter(|l| l.contains("TFTP sent")).collect();
+    assert_eq!(sent.len(), 4, "{log}");
+    assert_eq!(
+        sent.iter().filter(|l| l.contains("peer=[::1]:")).count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        sent.iter()
+            .filter(|l| l.contains("peer=127.0.0.1:"))
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        !log.contains("::ffff:"),
+        "an IPv4-mapped address in the log: {log}"
+    );
+    assert!(!log.contains("no IPv6"), "fell back to IPv4: {log}");
+}
+
+/// The boot timeline of a dual-stack listener: the IPv4 client's transfer is recorded under
+/// `ip:127.0.0.1` (where DHCPv4 and `/ipxe` put that client's steps), the IPv6 client's under
+/// `ip:::1`, and nothing under an IPv4-mapped address.
+#[tokio::test]
+async fn an_ipv4_client_of_the_dual_stack_listener_is_ipv4_in_the_timeline() {
+    if !have("curl") || !have_ipv6() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("ipxe.efi"), vec![9u8; 20_000]).unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = appliance::store::Store::open(&store_dir.path().join("s.redb")).unwrap();
+    let (rec, writer) = appliance::timeline::new(
+        store.clone(),
+        64,
+        Arc::default(),
+        Arc::new(appliance::clock::unix_ms),
+    );
+    let (stop_writer, writer_rx) = watch::channel(false);
+    let writer = tokio::spawn(writer.run(writer_rx));
+    let settings = TftpSettings {
+        listen: "[::]:0".parse().unwrap(),
+        root: root.path().to_path_buf(),
+        link_targets: Vec::new(),
+        files: Default::default(),
+        limits: Limits::default(),
+        max_transfers: 8,
+        max_transfers_per_client: 4,
+        cache_bytes: 1 << 20,
+    };
+    let mut server = TftpServer::bind(settings).await.unwrap();
+    assert!(server.fallback().is_none(), "{:?}", server.fallback());
+    server.record_to(rec);
+    let port = server.local_addr().unwrap().port();
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(server.run(rx));
+    let dir = tempfile::tempdir().unwrap();
+    for ip in ["127.0.0.1", "::1"] {
+        let out = dir.path().join(ip);
+        let o = curl(
+            SocketAddr::new(ip.parse().unwrap(), port),
+            "ipxe.efi",
+            &out,
+            None,
+        )
+        .await;
+        assert!(o.status.success(), "curl {ip}: {o:?}");
+        assert_eq!(std::fs::read(&out).unwrap(), vec![9u8; 20_000]);
+    }
+    let mut keys = Vec::new();
+    for _ in 0..100 {
+        keys = store.timeline_pending().unwrap();
+        if keys.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    keys.sort();
+    assert_eq!(keys, ["ip:127.0.0.1", "ip:::1"]);
+    for key in &keys {
+        let events = store.timeline(key).unwrap();
+        assert_eq!(events.len(), 1, "{key}: {events:?}");
+        assert_eq!(events[0].bytes, Some(20_000), "{key}: {events:?}");
+        assert_eq!(events[0].outcome, "ok", "{key}: {events:?}");
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    // The writer ends by itself once the server's recorder is gone.
+    let _ = stop_writer.send(true);
+    writer.await.unwrap();
 }

@@ -9,10 +9,10 @@
 //! `Connection: close`), and whatever is still open after the drain bound is closed, so
 //! shutdown ends in bounded time whatever the peers do.
 //!
-//! [`bind`] opens the listening socket: `[::]` is one dual-stack socket (IPV6_V6ONLY off,
-//! whatever `net.ipv6.bindv6only` says), falling back to `0.0.0.0` on the same port with a
-//! warning when the host has no IPv6. Peers reached over IPv4 on it (`::ffff:a.b.c.d`) are
-//! handed to the handlers as plain IPv4 addresses.
+//! [`bind`] opens the listening socket by the rule TFTP shares (`net::listen`): `[::]` is one
+//! dual-stack socket (IPV6_V6ONLY off, whatever `net.ipv6.bindv6only` says), falling back to
+//! `0.0.0.0` on the same port with a warning when the host has no IPv6. Peers reached over
+//! IPv4 on it (`::ffff:a.b.c.d`) are handed to the handlers as plain IPv4 addresses.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,81 +64,14 @@ impl ListenerSettings {
     }
 }
 
-/// What [`bind`] did instead of what was asked (logged once by the caller).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fallback {
-    pub asked: SocketAddr,
-    pub bound: SocketAddr,
-    pub reason: String,
-}
+pub use crate::net::listen::{Fallback, canonical_peer};
 
-impl std::fmt::Display for Fallback {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "this host has no IPv6 ({}): listening on {} instead of {} (IPv4 only)",
-            self.reason, self.bound, self.asked
-        )
-    }
-}
-
-/// Whether a failure to open an IPv6 socket means the host has no IPv6 (kernel booted with
-/// `ipv6.disable=1`, or no IPv6 address can be bound), rather than a problem of the port.
-pub fn no_ipv6(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL)
-    )
-}
-
-/// Opens the TCP listener for `addr`: the unspecified IPv6 address is one dual-stack socket
-/// (IPv4 peers too), and falls back to `0.0.0.0` on the same port when the host has no IPv6
-/// (the second value says so). Any other address is bound as given.
+/// Opens the TCP listener for `addr` by the box's one listening rule (`net::listen::bind`):
+/// `[::]` is one dual-stack socket, falling back to `0.0.0.0` on the same port when the host
+/// has no IPv6 (the second value says so). Any other address is bound as given.
 pub fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, Option<Fallback>)> {
-    match addr {
-        SocketAddr::V6(v6) if v6.ip().is_unspecified() => match bind_socket(addr, true) {
-            Ok(l) => Ok((l, None)),
-            Err(e) if no_ipv6(&e) => {
-                let bound = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
-                let l = bind_socket(bound, false)?;
-                Ok((
-                    l,
-                    Some(Fallback {
-                        asked: addr,
-                        bound,
-                        reason: e.to_string(),
-                    }),
-                ))
-            }
-            Err(e) => Err(e),
-        },
-        _ => Ok((bind_socket(addr, false)?, None)),
-    }
-}
-
-fn bind_socket(addr: SocketAddr, dual_stack: bool) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    if dual_stack {
-        socket.set_only_v6(false)?;
-    }
-    // As tokio's TcpListener::bind: a restarted box rebinds while old connections linger.
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
-}
-
-/// A peer reached over IPv4 on a dual-stack socket, as the IPv4 address it is.
-pub fn canonical_peer(peer: SocketAddr) -> SocketAddr {
-    match peer {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::from((v4, v6.port())),
-            None => peer,
-        },
-        v4 => v4,
-    }
+    let (socket, fallback) = crate::net::listen::bind(addr, crate::net::listen::Proto::Tcp)?;
+    Ok((TcpListener::from_std(socket.into())?, fallback))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains (see the module
@@ -340,31 +273,6 @@ mod tests {
             assert_eq!(canonical_peer(seen).ip(), ip);
             assert_eq!(canonical_peer(seen).port(), c.local_addr().unwrap().port());
         }
-    }
-
-    #[tokio::test]
-    async fn only_a_missing_ipv6_falls_back_not_a_busy_port() {
-        let os = std::io::Error::from_raw_os_error;
-        assert!(no_ipv6(&os(libc::EAFNOSUPPORT)));
-        assert!(no_ipv6(&os(libc::EADDRNOTAVAIL)));
-        assert!(!no_ipv6(&os(libc::EADDRINUSE)));
-        assert!(!no_ipv6(&os(libc::EACCES)));
-        // A busy port is an error, never a silent move to IPv4.
-        let (held, _) = bind("[::]:0".parse().unwrap()).unwrap();
-        let port = held.local_addr().unwrap().port();
-        let e = bind(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
-        // Explicit addresses are bound as given.
-        let (l, f) = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        assert!(f.is_none() && l.local_addr().unwrap().is_ipv4());
-    }
-
-    #[test]
-    fn ipv4_mapped_peers_are_ipv4() {
-        let p: SocketAddr = "[::ffff:10.0.0.7]:4000".parse().unwrap();
-        assert_eq!(canonical_peer(p), "10.0.0.7:4000".parse().unwrap());
-        let p: SocketAddr = "[fd00::7]:4000".parse().unwrap();
-        assert_eq!(canonical_peer(p), p);
     }
 
     #[test]

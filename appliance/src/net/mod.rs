@@ -6,6 +6,7 @@ pub mod dhcp;
 pub mod dhcp_probe;
 pub mod dhcpv6;
 pub mod iface;
+pub mod listen;
 pub mod packet;
 pub mod tftp;
 pub mod tftp_root;

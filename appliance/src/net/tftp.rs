@@ -1,7 +1,15 @@
-//! TFTP service glue: the UDP listener (port 69 by default, a tokio task) and one read
+//! TFTP service glue: the UDP listener (`[::]:69` by default, a tokio task) and one read
 //! transfer per client on its own ephemeral, connected UDP socket (standard TFTP, RFC 1350
 //! §4). All protocol decisions come from the pure core in `protocol::tftp`; this file owns
 //! sockets, timers and file reads only.
+//!
+//! The listener is opened by the box's one listening rule (`net::listen`, shared with the
+//! :8081 listener): `[::]` is one dual-stack socket serving IPv4 and IPv6 clients (UEFI PXE
+//! over IPv6 fetches the `tftp://[box]/ipxe.efi` DHCPv6 handed it), `0.0.0.0` on the same
+//! port with one warning when the host has no IPv6. An IPv4 client reached through it
+//! (`::ffff:a.b.c.d`) is that IPv4 address everywhere (logs, timeline, per-client counts),
+//! and each transfer's socket takes the client's family: an IPv4 client is answered from an
+//! IPv4 socket, an IPv6 client from an IPv6 one.
 //!
 //! A transfer runs on a tokio blocking thread: lock-step TFTP waits for one ACK per block,
 //! and a blocking `recv` with a 100 ms tick (for deadlines and shutdown) answers it with
@@ -39,7 +47,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +61,7 @@ use tokio::task::JoinSet;
 use crate::clock;
 use crate::config::TftpConfig;
 use crate::metrics::{Counter, Labeled, Registry};
+use crate::net::listen::{self, Fallback, Proto, canonical_peer};
 use crate::net::tftp_root::{RootError, TftpRoot};
 use crate::protocol::tftp::netascii::{self, Encoder};
 use crate::protocol::tftp::transfer::{self, Decision, Limits, ReadTransfer, Status, Transmit};
@@ -116,6 +125,7 @@ pub struct TftpBindError {
 #[derive(Debug)]
 pub struct TftpServer {
     socket: UdpSocket,
+    fallback: Option<Fallback>,
     ctx: Arc<Ctx>,
 }
 
@@ -261,8 +271,8 @@ impl TftpServer {
         counters: Arc<TftpCounters>,
     ) -> Result<TftpServer, TftpBindError> {
         let addr = settings.listen;
-        let socket = UdpSocket::bind(addr)
-            .await
+        let (socket, fallback) = listen::bind(addr, Proto::Udp)
+            .and_then(|(s, f)| Ok((UdpSocket::from_std(s.into())?, f)))
             .map_err(|source| TftpBindError { addr, source })?;
         let cache = FileCache::new(settings.cache_bytes);
         let files = Arc::new(
@@ -271,6 +281,7 @@ impl TftpServer {
         );
         Ok(TftpServer {
             socket,
+            fallback,
             ctx: Arc::new(Ctx {
                 settings,
                 files,
@@ -303,6 +314,12 @@ impl TftpServer {
         self.socket.local_addr()
     }
 
+    /// Set when `[::]` was asked on a host without IPv6 and `0.0.0.0` was bound instead (the
+    /// caller says so once).
+    pub fn fallback(&self) -> Option<&Fallback> {
+        self.fallback.as_ref()
+    }
+
     /// Serves until `shutdown` turns true; running transfers are told (ERROR) and awaited.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let local = self.local_addr().ok();
@@ -316,13 +333,13 @@ impl TftpServer {
                 _ = stopped(&mut shutdown) => break,
                 Some(_) = transfers.join_next(), if !transfers.is_empty() => {}
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, peer)) => {
+                    Ok((n, from)) => {
                         let mut admit = Admit {
                             slots: &slots,
                             transfers: &mut transfers,
                             shutdown: &for_transfers,
                         };
-                        self.on_datagram(&buf[..n], peer, &mut admit).await;
+                        self.on_datagram(&buf[..n], from, &mut admit).await;
                     }
                     Err(e) => {
                         // E.g. an ICMP error for an ERROR we sent earlier; the listener
@@ -356,7 +373,10 @@ impl TftpServer {
         });
     }
 
-    async fn on_datagram(&self, bytes: &[u8], peer: SocketAddr, admit: &mut Admit<'_>) {
+    /// One datagram on the listening port from `from` (as received: an IPv4 client on the
+    /// dual-stack socket is `::ffff:a.b.c.d`, answered so, known as its IPv4 address).
+    async fn on_datagram(&self, bytes: &[u8], from: SocketAddr, admit: &mut Admit<'_>) {
+        let peer = canonical_peer(from);
         match transfer::decide(bytes) {
             Decision::Ignore => {
                 tracing::debug!(%peer, "TFTP: ERROR packet on the listening port ignored");
@@ -370,7 +390,7 @@ impl TftpServer {
                 tracing::warn!(%peer, file = requested.as_deref().unwrap_or(""), code = code.to_u16(), "TFTP request refused: {message}");
                 let mut out = Vec::new();
                 wire::encode_error(code, &message, &mut out);
-                if let Err(e) = self.socket.send_to(&out, peer).await {
+                if let Err(e) = self.socket.send_to(&out, from).await {
                     tracing::debug!(%peer, error = %e, "TFTP: cannot send ERROR");
                 }
             }
@@ -461,22 +481,13 @@ async fn serve_read(
     let requested = requested.as_str();
     let began_ms = ctx.timeline.now_ms();
     let began = clock::now();
+    // `peer` is canonical (an IPv4 client is IPv4 here, whatever socket it came in on).
     let who = Who {
-        ip: Some(match peer.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            ip => ip,
-        }),
+        ip: Some(peer.ip()),
         ..Default::default()
     };
-    let unspecified = match ctx.settings.listen.ip() {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    let local_ip = if ctx.settings.listen.ip().is_unspecified() {
-        unspecified
-    } else {
-        ctx.settings.listen.ip()
-    };
+    // The client's family: an IPv4 client is answered from an IPv4 socket.
+    let local_ip = listen::local_for(ctx.settings.listen, peer);
     let socket = match UdpSocket::bind((local_ip, 0)).await {
         Ok(s) => s,
         Err(e) => {
@@ -506,7 +517,7 @@ async fn serve_read(
     let local = socket.local_addr().map_or(local_ip, |a| a.ip());
     let rendered = match ctx.rendered.get() {
         Some(r) => match path.to_str() {
-            Some(name) => r.render(name, who.ip.unwrap_or(peer.ip()), local).await,
+            Some(name) => r.render(name, peer.ip(), local).await,
             None => None,
         },
         None => None,
