@@ -181,6 +181,9 @@ appliance_tftp_transfers_total{{result="failed"}} 0
 # HELP appliance_tftp_sent_bytes_total File bytes of completed TFTP transfers.
 # TYPE appliance_tftp_sent_bytes_total counter
 appliance_tftp_sent_bytes_total 100
+# HELP appliance_tftp_paced_total TFTP transfers started paced (every full-speed slot taken).
+# TYPE appliance_tftp_paced_total counter
+appliance_tftp_paced_total 0
 # HELP appliance_agent_registrations_refused_total New servers the agent API refused, by per-address cap.
 # TYPE appliance_agent_registrations_refused_total counter
 appliance_agent_registrations_refused_total{{reason="rate"}} 0
