@@ -37,6 +37,12 @@ pub const LOG_PORT: u16 = 4001;
 pub const EVENTS_PORT: u16 = 4002;
 /// Receive window of the bench-only discard port.
 const DISCARD_WINDOW: usize = 256 * 1024;
+/// Each log connection's receive window. Talos sends a few lines a minute once booted;
+/// 100 nodes at 320 lines/s each (`scripts/bench siderolink`) need no more, and every
+/// connected node holds it for as long as it is up (16 KiB was most of a node's RSS).
+const LOG_WINDOW: usize = 8 * 1024;
+/// Each log connection's send buffer: the box sends nothing on it but ACKs and its FIN.
+const LOG_TX: usize = 1024;
 /// Each event sink connection's TCP buffers, each way. Talos holds one open per node and
 /// sends an event of a few hundred bytes now and then; at 64 KiB each way (the size of an
 /// outbound connection's) 10,000 idle nodes would hold 1.25 GiB of buffers.
@@ -219,7 +225,7 @@ impl Overlay {
                 continue;
             }
             let (rx, tx) = match port {
-                LOG_PORT => (16 * 1024, 1024),
+                LOG_PORT => (LOG_WINDOW, LOG_TX),
                 EVENTS_PORT => (EVENTS_BUF, EVENTS_BUF),
                 _ => (DISCARD_WINDOW, 1024),
             };
