@@ -106,9 +106,10 @@ impl Shared {
             .wrapping_add(round & 3)
     }
 
-    /// Machine `i`'s inbox (machines are numbered from `opts.first`; None for others).
-    fn inbox(&self, i: usize) -> Option<&mpsc::Sender<Inbound>> {
-        self.inboxes.get(i.checked_sub(self.opts.first)?)
+    /// The inbox of the machine in storm slot `slot` (0-based: xids and remembered addresses
+    /// are keyed by slot, not by the identity index that starts at `opts.first`).
+    fn inbox(&self, slot: usize) -> Option<&mpsc::Sender<Inbound>> {
+        self.inboxes.get(slot)
     }
 
     /// Sends a frame (a failed send is left to the client's retransmission timer).
