@@ -6,10 +6,14 @@
 //! `[1][state u8][expires_at u64 BE][chaddr_len u8][chaddr][client_id_len u16 BE][client_id]
 //! [hostname_len u8][hostname utf-8]`. Leases are not objects of the model and do not go
 //! out on the change feed.
+//!
+//! Also the path the v4 and v6 lease tables share ([`LeaseRecord`]): one redb table a family,
+//! keyed by the address, read whole at start, read by one address, written in batches. Only
+//! the record encodings differ (this file's and `store/leases6.rs`'s).
 
 use std::net::Ipv4Addr;
 
-use redb::{ReadableTable, TableError};
+use redb::{ReadableTable, TableDefinition, TableError, Value};
 
 use super::tables::LEASES;
 use super::{Store, StoreError};
@@ -17,26 +21,98 @@ use crate::protocol::dhcp::{Lease, LeaseChange, LeaseState};
 
 const RECORD_VERSION: u8 = 1;
 
-fn encode(lease: &Lease) -> Vec<u8> {
-    let chaddr = &lease.chaddr[..lease.chaddr.len().min(255)];
-    let cid = &lease.client_id[..lease.client_id.len().min(u16::MAX as usize)];
-    let host = lease.hostname.as_deref().unwrap_or("");
-    let host = &host.as_bytes()[..floor_char_boundary(host, 255)];
-    let mut out = Vec::with_capacity(16 + chaddr.len() + cid.len() + host.len());
-    out.push(RECORD_VERSION);
-    out.push(match lease.state {
+/// A lease record of one address family, as the store keeps it: its table, its key and its
+/// encoding. The store's reading and writing of lease tables is written once, over this.
+pub(super) trait LeaseRecord: Sized {
+    type Addr: Copy;
+    type Key: redb::Key + 'static;
+    const TABLE: TableDefinition<'static, Self::Key, &'static [u8]>;
+    fn key(addr: Self::Addr) -> <Self::Key as Value>::SelfType<'static>;
+    fn addr(key: <Self::Key as Value>::SelfType<'_>) -> Self::Addr;
+    fn encode(&self) -> Vec<u8>;
+    fn decode(addr: Self::Addr, bytes: &[u8]) -> Result<Self, StoreError>;
+}
+
+/// The stored byte of a lease's state (both families' records).
+pub(super) fn state_byte(state: LeaseState) -> u8 {
+    match state {
         LeaseState::Bound => 0,
         LeaseState::Released => 1,
         LeaseState::Declined => 2,
-    });
-    out.extend_from_slice(&lease.expires_at.to_be_bytes());
-    out.push(chaddr.len() as u8);
-    out.extend_from_slice(chaddr);
-    out.extend_from_slice(&(cid.len() as u16).to_be_bytes());
-    out.extend_from_slice(cid);
-    out.push(host.len() as u8);
-    out.extend_from_slice(host);
-    out
+    }
+}
+
+/// The state a stored byte names, `None` for an unknown byte.
+pub(super) fn state_from_byte(b: u8) -> Option<LeaseState> {
+    match b {
+        0 => Some(LeaseState::Bound),
+        1 => Some(LeaseState::Released),
+        2 => Some(LeaseState::Declined),
+        _ => None,
+    }
+}
+
+impl LeaseRecord for Lease {
+    type Addr = Ipv4Addr;
+    type Key = u32;
+    const TABLE: TableDefinition<'static, u32, &'static [u8]> = LEASES;
+    fn key(addr: Ipv4Addr) -> u32 {
+        u32::from(addr)
+    }
+    fn addr(key: u32) -> Ipv4Addr {
+        Ipv4Addr::from(key)
+    }
+    fn encode(&self) -> Vec<u8> {
+        let chaddr = &self.chaddr[..self.chaddr.len().min(255)];
+        let cid = &self.client_id[..self.client_id.len().min(u16::MAX as usize)];
+        let host = self.hostname.as_deref().unwrap_or("");
+        let host = &host.as_bytes()[..floor_char_boundary(host, 255)];
+        let mut out = Vec::with_capacity(16 + chaddr.len() + cid.len() + host.len());
+        out.push(RECORD_VERSION);
+        out.push(state_byte(self.state));
+        out.extend_from_slice(&self.expires_at.to_be_bytes());
+        out.push(chaddr.len() as u8);
+        out.extend_from_slice(chaddr);
+        out.extend_from_slice(&(cid.len() as u16).to_be_bytes());
+        out.extend_from_slice(cid);
+        out.push(host.len() as u8);
+        out.extend_from_slice(host);
+        out
+    }
+    fn decode(addr: Ipv4Addr, bytes: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = |message: &str| StoreError::CorruptLease {
+            addr,
+            message: message.to_string(),
+        };
+        let mut r = bytes;
+        let mut take = |n: usize| -> Result<&[u8], StoreError> {
+            if r.len() < n {
+                return Err(corrupt("record truncated"));
+            }
+            let (head, tail) = r.split_at(n);
+            r = tail;
+            Ok(head)
+        };
+        if take(1)?[0] != RECORD_VERSION {
+            return Err(corrupt("unknown record version"));
+        }
+        let state = state_from_byte(take(1)?[0]).ok_or_else(|| corrupt("unknown lease state"))?;
+        let expires_at = u64::from_be_bytes(take(8)?.try_into().expect("8 bytes"));
+        let n = take(1)?[0] as usize;
+        let chaddr = take(n)?.to_vec();
+        let n = u16::from_be_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+        let client_id = take(n)?.to_vec();
+        let n = take(1)?[0] as usize;
+        let host = std::str::from_utf8(take(n)?).map_err(|_| corrupt("hostname is not UTF-8"))?;
+        Ok(Lease {
+            addr,
+            state,
+            client_id,
+            chaddr,
+            expires_at,
+            hostname: (!host.is_empty()).then(|| host.to_string()),
+        })
+    }
 }
 
 fn floor_char_boundary(s: &str, max: usize) -> usize {
@@ -49,51 +125,11 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
         .unwrap_or(0)
 }
 
-fn decode(addr: Ipv4Addr, bytes: &[u8]) -> Result<Lease, StoreError> {
-    let corrupt = |message: &str| StoreError::CorruptLease {
-        addr,
-        message: message.to_string(),
-    };
-    let mut r = bytes;
-    let mut take = |n: usize| -> Result<&[u8], StoreError> {
-        if r.len() < n {
-            return Err(corrupt("record truncated"));
-        }
-        let (head, tail) = r.split_at(n);
-        r = tail;
-        Ok(head)
-    };
-    if take(1)?[0] != RECORD_VERSION {
-        return Err(corrupt("unknown record version"));
-    }
-    let state = match take(1)?[0] {
-        0 => LeaseState::Bound,
-        1 => LeaseState::Released,
-        2 => LeaseState::Declined,
-        _ => return Err(corrupt("unknown lease state")),
-    };
-    let expires_at = u64::from_be_bytes(take(8)?.try_into().expect("8 bytes"));
-    let n = take(1)?[0] as usize;
-    let chaddr = take(n)?.to_vec();
-    let n = u16::from_be_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
-    let client_id = take(n)?.to_vec();
-    let n = take(1)?[0] as usize;
-    let host = std::str::from_utf8(take(n)?).map_err(|_| corrupt("hostname is not UTF-8"))?;
-    Ok(Lease {
-        addr,
-        state,
-        client_id,
-        chaddr,
-        expires_at,
-        hostname: (!host.is_empty()).then(|| host.to_string()),
-    })
-}
-
 impl Store {
-    /// Every stored DHCP lease record, ordered by address.
-    pub fn dhcp_leases(&self) -> Result<Vec<Lease>, StoreError> {
+    /// Every stored record of one lease table, ordered by address.
+    pub(super) fn lease_records<R: LeaseRecord>(&self) -> Result<Vec<R>, StoreError> {
         let txn = self.inner.db.read()?;
-        let table = match txn.open_table(LEASES) {
+        let table = match txn.open_table(R::TABLE) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
@@ -101,46 +137,72 @@ impl Store {
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (k, v) = entry?;
-            out.push(decode(Ipv4Addr::from(k.value()), v.value())?);
+            out.push(R::decode(R::addr(k.value()), v.value())?);
         }
         Ok(out)
     }
 
-    /// The lease record of one address, if any (the agent API checks who holds an address).
-    pub fn dhcp_lease(&self, addr: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
+    /// The record of one address in one lease table, if any.
+    pub(super) fn lease_record<R: LeaseRecord>(
+        &self,
+        addr: R::Addr,
+    ) -> Result<Option<R>, StoreError> {
         let txn = self.inner.db.read()?;
-        let table = match txn.open_table(LEASES) {
+        let table = match txn.open_table(R::TABLE) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         table
-            .get(u32::from(addr))?
-            .map(|v| decode(addr, v.value()))
+            .get(R::key(addr))?
+            .map(|v| R::decode(addr, v.value()))
             .transpose()
     }
 
-    /// Applies lease changes (possibly from many requests) in one durable transaction.
-    pub fn commit_lease_changes(&self, changes: &[LeaseChange]) -> Result<(), StoreError> {
-        if changes.is_empty() {
+    /// Writes (`Some`) or removes (`None`) records of one lease table in one durable
+    /// transaction; nothing is written for no changes.
+    pub(super) fn commit_lease_records<'a, R: LeaseRecord + 'a>(
+        &self,
+        changes: impl IntoIterator<Item = (R::Addr, Option<&'a R>)>,
+    ) -> Result<(), StoreError> {
+        let mut changes = changes.into_iter().peekable();
+        if changes.peek().is_none() {
             return Ok(());
         }
         let txn = self.inner.db.write()?;
         {
-            let mut table = txn.open_table(LEASES)?;
-            for change in changes {
-                match change {
-                    LeaseChange::Put(lease) => {
-                        table.insert(u32::from(lease.addr), encode(lease).as_slice())?;
+            let mut table = txn.open_table(R::TABLE)?;
+            for (addr, record) in changes {
+                match record {
+                    Some(r) => {
+                        table.insert(R::key(addr), r.encode().as_slice())?;
                     }
-                    LeaseChange::Remove(addr) => {
-                        table.remove(u32::from(*addr))?;
+                    None => {
+                        table.remove(R::key(addr))?;
                     }
                 }
             }
         }
         self.inner.db.commit(txn)?;
         Ok(())
+    }
+
+    /// Every stored DHCP lease record, ordered by address.
+    pub fn dhcp_leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.lease_records()
+    }
+
+    /// The lease record of one address, if any (the agent API checks who holds an address).
+    pub fn dhcp_lease(&self, addr: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
+        self.lease_record(addr)
+    }
+
+    /// Applies lease changes (possibly from many requests) in one durable transaction.
+    pub fn commit_lease_changes(&self, changes: &[LeaseChange]) -> Result<(), StoreError> {
+        self.commit_lease_records(changes.iter().map(|change| match change {
+            LeaseChange::Put(lease) => (lease.addr, Some(lease)),
+            LeaseChange::Remove(addr) => (*addr, None),
+        }))
     }
 }
 
@@ -166,22 +228,22 @@ mod tests {
             lease([10, 0, 0, 6], 2, LeaseState::Released, None),
             lease([10, 0, 0, 7], 3, LeaseState::Declined, Some("ünïcode")),
         ] {
-            assert_eq!(decode(l.addr, &encode(&l)).unwrap(), l);
+            assert_eq!(Lease::decode(l.addr, &l.encode()).unwrap(), l);
         }
     }
 
     #[test]
     fn corrupt_records_are_errors_not_panics() {
-        let good = encode(&lease([10, 0, 0, 5], 1, LeaseState::Bound, Some("h")));
+        let good = lease([10, 0, 0, 5], 1, LeaseState::Bound, Some("h")).encode();
         for cut in 0..good.len() {
             assert!(
-                decode(Ipv4Addr::LOCALHOST, &good[..cut]).is_err(),
+                Lease::decode(Ipv4Addr::LOCALHOST, &good[..cut]).is_err(),
                 "cut {cut}"
             );
         }
         let mut bad = good.clone();
         bad[1] = 9;
-        let err = decode(Ipv4Addr::new(10, 0, 0, 5), &bad)
+        let err = Lease::decode(Ipv4Addr::new(10, 0, 0, 5), &bad)
             .unwrap_err()
             .to_string();
         assert!(err.contains("10.0.0.5") && err.contains("state"), "{err}");

@@ -1,121 +1,93 @@
-//! DHCPv6 lease persistence, as `store/leases.rs` does for v4: every record loaded at
-//! start, a batch of changes committed in one durable write transaction before the reply
-//! that depends on it is sent.
+//! DHCPv6 lease persistence, as `store/leases.rs` does for v4 and through the same
+//! [`LeaseRecord`] path: every record loaded at start, a batch of changes committed in one
+//! durable write transaction before the reply that depends on it is sent. This file holds
+//! the v6 record encoding.
 //!
 //! Record encoding (value of `tables::LEASES6`, key = address as u128), version 1:
 //! `[1][state u8][expires_at u64 BE][iaid u32 BE][duid_len u8][duid]`.
 
 use std::net::Ipv6Addr;
 
-use redb::{ReadableTable, TableError};
+use redb::TableDefinition;
 
+use super::leases::{LeaseRecord, state_byte, state_from_byte};
 use super::tables::LEASES6;
 use super::{Store, StoreError};
-use crate::protocol::dhcp::LeaseState;
 use crate::protocol::dhcpv6::Lease6;
 
 const RECORD_VERSION: u8 = 1;
 
-fn encode(l: &Lease6) -> Vec<u8> {
-    let duid = &l.duid[..l.duid.len().min(255)];
-    let mut out = Vec::with_capacity(15 + duid.len());
-    out.push(RECORD_VERSION);
-    out.push(match l.state {
-        LeaseState::Bound => 0,
-        LeaseState::Released => 1,
-        LeaseState::Declined => 2,
-    });
-    out.extend_from_slice(&l.expires_at.to_be_bytes());
-    out.extend_from_slice(&l.iaid.to_be_bytes());
-    out.push(duid.len() as u8);
-    out.extend_from_slice(duid);
-    out
-}
-
-fn decode(addr: Ipv6Addr, b: &[u8]) -> Result<Lease6, StoreError> {
-    let corrupt = |message: &str| StoreError::CorruptLease6 {
-        addr,
-        message: message.to_string(),
-    };
-    if b.len() < 15 {
-        return Err(corrupt("record truncated"));
+impl LeaseRecord for Lease6 {
+    type Addr = Ipv6Addr;
+    type Key = u128;
+    const TABLE: TableDefinition<'static, u128, &'static [u8]> = LEASES6;
+    fn key(addr: Ipv6Addr) -> u128 {
+        u128::from(addr)
     }
-    if b[0] != RECORD_VERSION {
-        return Err(corrupt("unknown record version"));
+    fn addr(key: u128) -> Ipv6Addr {
+        Ipv6Addr::from(key)
     }
-    let state = match b[1] {
-        0 => LeaseState::Bound,
-        1 => LeaseState::Released,
-        2 => LeaseState::Declined,
-        _ => return Err(corrupt("unknown lease state")),
-    };
-    let expires_at = u64::from_be_bytes(b[2..10].try_into().expect("8 bytes"));
-    let iaid = u32::from_be_bytes(b[10..14].try_into().expect("4 bytes"));
-    let n = usize::from(b[14]);
-    let duid = b
-        .get(15..15 + n)
-        .ok_or_else(|| corrupt("record truncated"))?;
-    Ok(Lease6 {
-        addr,
-        state,
-        duid: duid.to_vec(),
-        iaid,
-        expires_at,
-    })
+    fn encode(&self) -> Vec<u8> {
+        let duid = &self.duid[..self.duid.len().min(255)];
+        let mut out = Vec::with_capacity(15 + duid.len());
+        out.push(RECORD_VERSION);
+        out.push(state_byte(self.state));
+        out.extend_from_slice(&self.expires_at.to_be_bytes());
+        out.extend_from_slice(&self.iaid.to_be_bytes());
+        out.push(duid.len() as u8);
+        out.extend_from_slice(duid);
+        out
+    }
+    fn decode(addr: Ipv6Addr, b: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = |message: &str| StoreError::CorruptLease6 {
+            addr,
+            message: message.to_string(),
+        };
+        if b.len() < 15 {
+            return Err(corrupt("record truncated"));
+        }
+        if b[0] != RECORD_VERSION {
+            return Err(corrupt("unknown record version"));
+        }
+        let state = state_from_byte(b[1]).ok_or_else(|| corrupt("unknown lease state"))?;
+        let expires_at = u64::from_be_bytes(b[2..10].try_into().expect("8 bytes"));
+        let iaid = u32::from_be_bytes(b[10..14].try_into().expect("4 bytes"));
+        let n = usize::from(b[14]);
+        let duid = b
+            .get(15..15 + n)
+            .ok_or_else(|| corrupt("record truncated"))?;
+        Ok(Lease6 {
+            addr,
+            state,
+            duid: duid.to_vec(),
+            iaid,
+            expires_at,
+        })
+    }
 }
 
 impl Store {
     /// Every stored DHCPv6 lease record, ordered by address.
     pub fn dhcpv6_leases(&self) -> Result<Vec<Lease6>, StoreError> {
-        let txn = self.inner.db.read()?;
-        let table = match txn.open_table(LEASES6) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (k, v) = entry?;
-            out.push(decode(Ipv6Addr::from(k.value()), v.value())?);
-        }
-        Ok(out)
+        self.lease_records()
     }
 
     /// The DHCPv6 lease record of one address, if any (the agent API checks who holds an
     /// IPv6 caller's address).
     pub fn dhcpv6_lease(&self, addr: Ipv6Addr) -> Result<Option<Lease6>, StoreError> {
-        let txn = self.inner.db.read()?;
-        let table = match txn.open_table(LEASES6) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        table
-            .get(u128::from(addr))?
-            .map(|v| decode(addr, v.value()))
-            .transpose()
+        self.lease_record(addr)
     }
 
     /// Writes DHCPv6 lease records in one durable transaction.
     pub fn commit_lease6_changes(&self, changes: &[Lease6]) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let txn = self.inner.db.write()?;
-        {
-            let mut table = txn.open_table(LEASES6)?;
-            for l in changes {
-                table.insert(u128::from(l.addr), encode(l).as_slice())?;
-            }
-        }
-        self.inner.db.commit(txn)?;
-        Ok(())
+        self.commit_lease_records(changes.iter().map(|l| (l.addr, Some(l))))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::dhcp::LeaseState;
 
     #[test]
     fn records_round_trip_and_corruption_is_an_error() {
@@ -126,11 +98,11 @@ mod tests {
             iaid: 7,
             expires_at: 1_800_000_000,
         };
-        assert_eq!(decode(l.addr, &encode(&l)).unwrap(), l);
-        let mut bad = encode(&l);
+        assert_eq!(Lease6::decode(l.addr, &l.encode()).unwrap(), l);
+        let mut bad = l.encode();
         bad.truncate(bad.len() - 1);
-        assert!(decode(l.addr, &bad).is_err());
-        assert!(decode(l.addr, &[2; 20]).is_err());
+        assert!(Lease6::decode(l.addr, &bad).is_err());
+        assert!(Lease6::decode(l.addr, &[2; 20]).is_err());
     }
 
     #[test]
