@@ -310,7 +310,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Err(e) => skipped.push(format!("DHCP not started: {}", error_chain(&e))),
     }
     let mut dhcpv6_running = false;
-    match crate::net::dhcpv6::start(&config, store.clone()).await {
+    match crate::net::dhcpv6::start(&config, store.clone(), crate::clock::WallClock::process())
+        .await
+    {
         Ok(Some(mut v6)) => {
             dhcpv6_running = true;
             v6.record_to(timeline.clone());

@@ -61,8 +61,9 @@ pub fn unix_secs() -> u64 {
 ///   monotonic time since: while the process runs a jump of the wall clock moves nothing
 ///   measured on it (a lease of an hour lasts an hour of real time after a jump of a day
 ///   either way). Expiry times are stored in it; after a restart the new process's lease
-///   time starts again from the wall clock, and the DHCP service clamps every loaded expiry
-///   to at most one lease time ahead (`protocol::dhcp::clamp_after_restart`), so a clock
+///   time starts again from the wall clock, and the DHCP and DHCPv6 services clamp every
+///   loaded expiry to at most one lease time ahead (one rule for both,
+///   `protocol::dhcp::clamp_after_restart`; `Dhcpv6Server::restarted`), so a clock
 ///   set back while the box was down never makes a lease live longer than one lease time,
 ///   and a clock set forward across a restart expires leases as that much downtime would
 ///   (a restart cannot tell the two apart).

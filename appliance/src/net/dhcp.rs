@@ -588,7 +588,11 @@ pub async fn start(
         .chain([u64::from(core_cfg.decline_hold_secs)])
         .max()
         .unwrap_or(0);
-    let clamped = lease::clamp_after_restart(&mut leases, clock.steady_secs(), longest);
+    let clamped = lease::clamp_after_restart(
+        leases.iter_mut().map(|l| &mut l.expires_at),
+        clock.steady_secs(),
+        longest,
+    );
     if clamped > 0 {
         tracing::warn!(
             clamped,

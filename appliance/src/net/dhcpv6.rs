@@ -15,6 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use crate::clock::WallClock;
 use crate::config::Config;
 use crate::error_chain;
 use crate::model::MacAddr;
@@ -63,6 +64,8 @@ pub struct Dhcpv6Service {
     interval: Duration,
     store: Store,
     timeline: Recorder,
+    /// Lease time for every expiry.
+    clock: WallClock,
 }
 
 fn interface_error(interface: &str, message: impl Into<String>) -> Dhcpv6StartError {
@@ -97,10 +100,13 @@ fn sys_value(name: &str, file: &str) -> Result<String, Dhcpv6StartError> {
         .map_err(|e| interface_error(name, format!("cannot read {file}: {e}")))
 }
 
-/// Starts the service when `[dhcpv6] enabled`; `Ok(None)` when it is off.
+/// Starts the service when `[dhcpv6] enabled`; `Ok(None)` when it is off. Every expiry is
+/// on `clock`'s lease time; loaded leases follow the restart rule
+/// (`Dhcpv6Server::restarted`, see `crate::clock::WallClock`).
 pub async fn start(
     config: &Config,
     store: Store,
+    clock: WallClock,
 ) -> Result<Option<Dhcpv6Service>, Dhcpv6StartError> {
     let c = &config.dhcpv6;
     if !c.enabled {
@@ -151,7 +157,16 @@ pub async fn start(
             .await
             .map_err(|e| Dhcpv6StartError::Setting(format!("lease load: {e}")))??
     };
-    let core = Dhcpv6Server::new(core_cfg, leases)?;
+    let (core, clamped) = Dhcpv6Server::restarted(core_cfg, leases, clock.steady_secs())?;
+    if clamped > 0 {
+        tracing::warn!(
+            clamped,
+            "dhcpv6: leases ending more than {} s from now (the wall clock was set back since \
+             they were written) end {} s from now",
+            core.config().longest_secs(),
+            core.config().longest_secs()
+        );
+    }
     let bind_err = |source: std::io::Error| Dhcpv6StartError::Bind {
         port: c.listen_port,
         interface: name.clone(),
@@ -201,6 +216,7 @@ pub async fn start(
         interval: Duration::from_secs(c.ra_interval_secs.max(1)),
         store,
         timeline: Recorder::off(),
+        clock,
     }))
 }
 
@@ -235,6 +251,7 @@ impl Dhcpv6Service {
             interval,
             store,
             timeline,
+            clock,
             ..
         } = self;
         let advert = Arc::new(advert);
@@ -280,9 +297,7 @@ impl Dhcpv6Service {
                         }
                     },
                 };
-                let decision = match core
-                    .handle(crate::clock::WallClock::process().steady_secs(), &buf[..n])
-                {
+                let decision = match core.handle(clock.steady_secs(), &buf[..n]) {
                     Ok(d) => d,
                     Err(reason) => {
                         tracing::debug!(%src, %reason, "dhcpv6: dropped");

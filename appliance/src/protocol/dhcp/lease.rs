@@ -44,17 +44,22 @@ pub struct Lease {
     pub hostname: Option<String>,
 }
 
-/// The restart rule of lease time: expiry times loaded from the store were written by an
-/// earlier process on its lease time, which began at its start's wall clock. An expiry more
-/// than `longest_secs` (the longest lease or hold this box hands out) after `now` can only
-/// come from a wall clock set back since: it is brought back to `now + longest_secs`, so no
-/// lease outlives one lease time. An expiry already past stays past (a clock set forward
-/// across a restart looks like downtime: those leases ended). Returns how many changed.
-pub fn clamp_after_restart(leases: &mut [Lease], now: u64, longest_secs: u64) -> usize {
+/// The restart rule of lease time, for DHCPv4 and DHCPv6 leases alike (their `expires_at`):
+/// expiry times loaded from the store were written by an earlier process on its lease time,
+/// which began at its start's wall clock. An expiry more than `longest_secs` (the longest
+/// lease or hold this box hands out) after `now` can only come from a wall clock set back
+/// since: it is brought back to `now + longest_secs`, so no lease outlives one lease time.
+/// An expiry already past stays past (a clock set forward across a restart looks like
+/// downtime: those leases ended). Returns how many changed.
+pub fn clamp_after_restart<'a>(
+    expiries: impl IntoIterator<Item = &'a mut u64>,
+    now: u64,
+    longest_secs: u64,
+) -> usize {
     let limit = now.saturating_add(longest_secs);
     let mut clamped = 0;
-    for l in leases.iter_mut().filter(|l| l.expires_at > limit) {
-        l.expires_at = limit;
+    for e in expiries.into_iter().filter(|e| **e > limit) {
+        *e = limit;
         clamped += 1;
     }
     clamped

@@ -64,6 +64,14 @@ pub struct Config {
     pub decline_hold_secs: u32,
 }
 
+impl Config {
+    /// The longest a stored record runs: a binding's valid lifetime or a decline hold (an
+    /// Advertise's hold is never stored).
+    pub fn longest_secs(&self) -> u64 {
+        u64::from(self.valid_secs.max(self.decline_hold_secs))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("prefix length {0} is not 1..=128")]
@@ -150,6 +158,24 @@ impl Dhcpv6Server {
             leases,
             offers: HashMap::new(),
         })
+    }
+
+    /// The core after a restart: `leases` as loaded from the store, under the restart rule
+    /// of lease time shared with DHCPv4 (`dhcp::clamp_after_restart`): no stored binding or
+    /// decline hold ends more than [`Config::longest_secs`] after `now`, so a wall clock set
+    /// back while the box was down never keeps an address for longer. Returns how many were
+    /// cut back too.
+    pub fn restarted(
+        cfg: Config,
+        mut leases: Vec<Lease6>,
+        now: u64,
+    ) -> Result<(Self, usize), ConfigError> {
+        let clamped = crate::protocol::dhcp::clamp_after_restart(
+            leases.iter_mut().map(|l| &mut l.expires_at),
+            now,
+            cfg.longest_secs(),
+        );
+        Ok((Dhcpv6Server::new(cfg, leases)?, clamped))
     }
 
     pub fn config(&self) -> &Config {

@@ -451,6 +451,72 @@ fn bindings_survive_a_restart() {
     assert!(adv.addr() != a && adv.addr() != b);
 }
 
+/// The restart rule of lease time, shared with DHCPv4 (`dhcp::clamp_after_restart`): a
+/// binding written by an earlier process and loaded after the wall clock was set back a
+/// day lasts at most one valid lifetime more, never the day; a decline hold likewise; set
+/// forward a day, the binding has ended and its address is free again.
+#[test]
+fn a_restart_after_a_wall_clock_jump_keeps_no_lease_beyond_one_lease_time() {
+    let mut s = server();
+    let a = sarr(&mut s, T0, 1);
+    let held = C {
+        rapid: true,
+        ..C::new(wire::SOLICIT, 2)
+    };
+    let b = send(&mut s, T0, &held).unwrap().0.addr();
+    let decline = C {
+        server_id: Some(SERVER_DUID.to_vec()),
+        ia: vec![(1, vec![b])],
+        ..C::new(wire::DECLINE, 2)
+    };
+    send(&mut s, T0, &decline).unwrap();
+    let stored: Vec<Lease6> = s.leases().cloned().collect();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(config().longest_secs(), 3600);
+
+    // Set back a day while the box was down: without the clamp the binding would end in a
+    // day and an hour, the decline hold in a day and ten minutes.
+    let back = T0 - 86_400;
+    let (mut s, clamped) = Dhcpv6Server::restarted(config(), stored.clone(), back).unwrap();
+    assert_eq!(clamped, 2);
+    assert!(
+        s.leases().all(|l| l.expires_at == back + 3600),
+        "{stored:?}"
+    );
+    // Pool fd00:77::100-103: a and b are held, two addresses are left for newcomers.
+    for mac in 3..=4 {
+        let got = sarr(&mut s, back + 3599, mac);
+        assert!(got != a && got != b);
+    }
+    let (adv, _) = send(&mut s, back + 3599, &C::new(wire::SOLICIT, 5)).unwrap();
+    assert!(adv.ias()[0].3.is_empty(), "still held for one lease time");
+    let (adv, _) = send(&mut s, back + 3601, &C::new(wire::SOLICIT, 5)).unwrap();
+    let freed = adv.addr();
+    assert!(
+        freed == a || freed == b,
+        "free after one lease time, not a day"
+    );
+    // Its own client renews meanwhile: the same address.
+    let (mut s, _) = Dhcpv6Server::restarted(config(), stored.clone(), back).unwrap();
+    assert_eq!(sarr(&mut s, back + 10, 1), a);
+
+    // Within the limit nothing changes.
+    let (s, clamped) = Dhcpv6Server::restarted(config(), stored.clone(), T0 + 30).unwrap();
+    assert_eq!(clamped, 0);
+    let mut kept: Vec<Lease6> = s.leases().cloned().collect();
+    kept.sort_by_key(|l| l.addr);
+    let mut want = stored.clone();
+    want.sort_by_key(|l| l.addr);
+    assert_eq!(kept, want);
+
+    // Set forward a day across a restart: as a day of downtime, the binding has ended.
+    let fwd = T0 + 86_400;
+    let (mut s, clamped) = Dhcpv6Server::restarted(config(), stored, fwd).unwrap();
+    assert_eq!(clamped, 0);
+    let got: Vec<Ipv6Addr> = (3..=6).map(|mac| sarr(&mut s, fwd, mac)).collect();
+    assert!(got.contains(&a) && got.contains(&b), "{got:?}");
+}
+
 #[test]
 fn bad_config_is_an_error() {
     let mut c = config();
