@@ -631,15 +631,20 @@ mod tests {
     use super::*;
     use boringtun::x25519::StaticSecret;
 
-    /// `LIMIT` provisioned peers each send one handshake initiation, all within one
-    /// limiter second (`datagram` is driven directly, so the count is never reset): each
-    /// is answered with a handshake response that completes the peer's session; only the
-    /// next peer's initiation gets a cookie reply. With the screen and the `Tunn`s sharing
-    /// one limiter, every initiation counted twice and peer LIMIT/2 + 1 got the cookie.
-    #[tokio::test]
-    async fn the_limiter_counts_each_handshake_once() {
-        const LIMIT: u64 = 10;
-        let identity = Arc::new(Identity::generate([5; 64]));
+    /// An endpoint on a loopback socket whose identity comes from `seed`, with one
+    /// provisioned peer `node-{i}` (overlay host `i + 2`) for each secret, and the socket
+    /// the tests' nodes send from.
+    struct Fixture {
+        endpoint: Endpoint,
+        identity: Arc<Identity>,
+        stats: Arc<Stats>,
+        specs: Vec<PeerSpec>,
+        client: UdpSocket,
+        src: SocketAddr,
+    }
+
+    async fn fixture(seed: u8, handshake_limit: u64, secrets: &[StaticSecret]) -> Fixture {
+        let identity = Arc::new(Identity::generate([seed; 64]));
         let stats: Arc<Stats> = Arc::default();
         let mut endpoint = Endpoint::new(
             UdpSocket::bind("127.0.0.1:0").await.unwrap(),
@@ -648,48 +653,75 @@ mod tests {
                 max_log_line: 1024,
                 max_log_connections: 4,
                 discard_port: None,
-                handshake_limit: LIMIT,
+                handshake_limit,
             },
             1,
             stats.clone(),
         );
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let src = client.local_addr().unwrap();
-        let prefix = identity.prefix();
-        let secrets: Vec<StaticSecret> = (0..=LIMIT)
-            .map(|i| StaticSecret::from([i as u8 + 1; 32]))
-            .collect();
         let specs: Vec<PeerSpec> = secrets
             .iter()
             .enumerate()
             .map(|(i, s)| PeerSpec {
                 name: format!("node-{i}"),
                 key: PublicKey::from(s).to_bytes(),
-                address: prefix.with_host(i as u64 + 2),
+                address: identity.prefix().with_host(i as u64 + 2),
             })
             .collect();
         endpoint.set_peers(&specs);
-        let mut buf = vec![0u8; 2048];
-        let mut reply = vec![0u8; 2048];
-        for (i, secret) in secrets.iter().enumerate() {
-            let mut node = Tunn::new(
-                secret.clone(),
-                identity.public_key(),
-                None,
-                None,
-                i as u32,
-                None,
-            );
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let src = client.local_addr().unwrap();
+        Fixture {
+            endpoint,
+            identity,
+            stats,
+            specs,
+            client,
+            src,
+        }
+    }
+
+    impl Fixture {
+        /// `node` sends a handshake initiation; the endpoint's answer, written into `reply`,
+        /// and its length.
+        async fn initiate(&mut self, node: &mut Tunn, reply: &mut [u8]) -> usize {
+            let mut buf = vec![0u8; 2048];
             let TunnResult::WriteToNetwork(init) = node.format_handshake_initiation(&mut buf, true)
             else {
                 panic!("no initiation");
             };
             let init = init.to_vec();
-            endpoint.datagram(&init, src).await;
-            let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut reply))
+            self.endpoint.datagram(&init, self.src).await;
+            tokio::time::timeout(Duration::from_secs(5), self.client.recv(reply))
                 .await
                 .expect("no answer to an initiation")
-                .unwrap();
+                .unwrap()
+        }
+    }
+
+    /// `LIMIT` provisioned peers each send one handshake initiation, all within one
+    /// limiter second (`datagram` is driven directly, so the count is never reset): each
+    /// is answered with a handshake response that completes the peer's session; only the
+    /// next peer's initiation gets a cookie reply. With the screen and the `Tunn`s sharing
+    /// one limiter, every initiation counted twice and peer LIMIT/2 + 1 got the cookie.
+    #[tokio::test]
+    async fn the_limiter_counts_each_handshake_once() {
+        const LIMIT: u64 = 10;
+        let secrets: Vec<StaticSecret> = (0..=LIMIT)
+            .map(|i| StaticSecret::from([i as u8 + 1; 32]))
+            .collect();
+        let mut f = fixture(5, LIMIT, &secrets).await;
+        let mut buf = vec![0u8; 2048];
+        let mut reply = vec![0u8; 2048];
+        for (i, secret) in secrets.iter().enumerate() {
+            let mut node = Tunn::new(
+                secret.clone(),
+                f.identity.public_key(),
+                None,
+                None,
+                i as u32,
+                None,
+            );
+            let n = f.initiate(&mut node, &mut reply).await;
             if (i as u64) < LIMIT {
                 assert_eq!(
                     (reply[0], n),
@@ -712,8 +744,8 @@ mod tests {
                 );
             }
         }
-        assert_eq!(stats.handshakes.get(), LIMIT);
-        assert_eq!(stats.cookies.get(), 1);
+        assert_eq!(f.stats.handshakes.get(), LIMIT);
+        assert_eq!(f.stats.cookies.get(), 1);
     }
 
     /// A configured peer holds no `Tunn` (the bulk of a peer's memory) until it initiates
@@ -721,74 +753,41 @@ mod tests {
     /// one being made; the initiating peer gets one and its handshake completes.
     #[tokio::test]
     async fn a_peer_gets_its_tunn_with_its_first_initiation() {
-        let identity = Arc::new(Identity::generate([6; 64]));
-        let stats: Arc<Stats> = Arc::default();
-        let mut endpoint = Endpoint::new(
-            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            identity.clone(),
-            &EndpointConfig {
-                max_log_line: 1024,
-                max_log_connections: 4,
-                discard_port: None,
-                handshake_limit: 100,
-            },
-            1,
-            stats.clone(),
-        );
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let src = client.local_addr().unwrap();
         let secrets: Vec<StaticSecret> =
             (0..3u8).map(|i| StaticSecret::from([i + 40; 32])).collect();
-        let specs: Vec<PeerSpec> = secrets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| PeerSpec {
-                name: format!("node-{i}"),
-                key: PublicKey::from(s).to_bytes(),
-                address: identity.prefix().with_host(i as u64 + 2),
-            })
-            .collect();
-        endpoint.set_peers(&specs);
-        assert!(endpoint.peers.values().all(|p| p.tunn.is_none()));
-        let index_of = |e: &Endpoint, i: usize| e.by_key[&specs[i].key];
+        let mut f = fixture(6, 100, &secrets).await;
+        assert!(f.endpoint.peers.values().all(|p| p.tunn.is_none()));
+        let index_of = |e: &Endpoint, i: usize| e.by_key[&f.specs[i].key];
         // A data message (type 4) to peer 1's index: rejected, no Tunn made.
         let mut data = vec![0u8; 32];
         data[0] = 4;
-        data[4..8].copy_from_slice(&(index_of(&endpoint, 1) << 8).to_le_bytes());
-        endpoint.datagram(&data, src).await;
-        assert_eq!(stats.rejected.get(), 1);
-        assert!(endpoint.peers.values().all(|p| p.tunn.is_none()));
+        data[4..8].copy_from_slice(&(index_of(&f.endpoint, 1) << 8).to_le_bytes());
+        f.endpoint.datagram(&data, f.src).await;
+        assert_eq!(f.stats.rejected.get(), 1);
+        assert!(f.endpoint.peers.values().all(|p| p.tunn.is_none()));
         // Peer 0 initiates: it alone gets a Tunn, and the handshake completes.
         let mut node = Tunn::new(
             secrets[0].clone(),
-            identity.public_key(),
+            f.identity.public_key(),
             None,
             None,
             9,
             None,
         );
         let (mut buf, mut reply) = (vec![0u8; 2048], vec![0u8; 2048]);
-        let TunnResult::WriteToNetwork(init) = node.format_handshake_initiation(&mut buf, true)
-        else {
-            panic!("no initiation");
-        };
-        let init = init.to_vec();
-        endpoint.datagram(&init, src).await;
-        let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut reply))
-            .await
-            .expect("no answer to the initiation")
-            .unwrap();
+        let n = f.initiate(&mut node, &mut reply).await;
         assert!(matches!(
             node.decapsulate(None, &reply[..n], &mut buf),
             TunnResult::WriteToNetwork(_)
         ));
-        let with_tunn: Vec<&str> = endpoint
+        let with_tunn: Vec<&str> = f
+            .endpoint
             .peers
             .values()
             .filter(|p| p.tunn.is_some())
             .map(|p| p.spec.name.as_str())
             .collect();
         assert_eq!(with_tunn, ["node-0"]);
-        assert_eq!(stats.handshakes.get(), 1);
+        assert_eq!(f.stats.handshakes.get(), 1);
     }
 }
