@@ -252,14 +252,8 @@ impl Dhcpv6Server {
                         "Information-request with an IA_NA".into(),
                     ));
                 }
-                let mut out = Out::new(wire::REPLY, m.xid);
-                let mut d = Decision {
-                    reply_type: wire::REPLY,
-                    ..Decision::default()
-                };
-                self.common(&mut out, m, m.client_id.as_deref(), &mut d);
-                d.reply = Some(out.into_bytes());
-                Ok(d)
+                let r = Reply::new(wire::REPLY, m.xid);
+                Ok(self.finish(r, m, m.client_id.as_deref()))
             }
             other => Err(DropReason::Unhandled(other)),
         }
@@ -361,11 +355,7 @@ impl Dhcpv6Server {
 
     fn advertise(&mut self, now: u64, m: &Message, client: &[u8]) -> Decision {
         self.offers.retain(|_, o| o.until > now);
-        let mut out = Out::new(wire::ADVERTISE, m.xid);
-        let mut d = Decision {
-            reply_type: wire::ADVERTISE,
-            ..Decision::default()
-        };
+        let mut r = Reply::new(wire::ADVERTISE, m.xid);
         let (t1, t2) = self.t1_t2();
         for ia in &m.ia_na {
             match self.pick(client, ia.iaid, &ia.addrs, now) {
@@ -378,28 +368,15 @@ impl Dhcpv6Server {
                             until: now + OFFER_HOLD_SECS,
                         },
                     );
-                    let inner = wire::iaaddr(addr, self.cfg.preferred_secs, self.cfg.valid_secs);
-                    out.opt(wire::OPT_IA_NA, &wire::ia_na(ia.iaid, t1, t2, &inner));
-                    d.addrs.push(addr);
+                    r.ia_granted(ia.iaid, (t1, t2), addr, self.lifetimes(addr));
                 }
-                None => {
-                    let inner = wire::tlv(
-                        wire::OPT_STATUS_CODE,
-                        &wire::status(wire::STATUS_NO_ADDRS_AVAIL, "no addresses available"),
-                    );
-                    out.opt(wire::OPT_IA_NA, &wire::ia_na(ia.iaid, 0, 0, &inner));
-                }
+                None => r.ia_refused(ia.iaid, wire::STATUS_NO_ADDRS_AVAIL, NO_ADDRS),
             }
         }
-        if m.ia_na.is_empty() || d.addrs.is_empty() {
-            out.opt(
-                wire::OPT_STATUS_CODE,
-                &wire::status(wire::STATUS_NO_ADDRS_AVAIL, "no addresses available"),
-            );
+        if m.ia_na.is_empty() || r.d.addrs.is_empty() {
+            r.status(wire::STATUS_NO_ADDRS_AVAIL, NO_ADDRS);
         }
-        self.common(&mut out, m, Some(client), &mut d);
-        d.reply = Some(out.into_bytes());
-        d
+        self.finish(r, m, Some(client))
     }
 
     fn bind(
@@ -410,14 +387,10 @@ impl Dhcpv6Server {
         rapid: bool,
     ) -> Result<Decision, DropReason> {
         self.offers.retain(|_, o| o.until > now);
-        let mut out = Out::new(wire::REPLY, m.xid);
+        let mut r = Reply::new(wire::REPLY, m.xid);
         if rapid {
-            out.opt(wire::OPT_RAPID_COMMIT, &[]);
+            r.out.opt(wire::OPT_RAPID_COMMIT, &[]);
         }
-        let mut d = Decision {
-            reply_type: wire::REPLY,
-            ..Decision::default()
-        };
         let (t1, t2) = self.t1_t2();
         for ia in &m.ia_na {
             // A Request names the advertised addresses; take one only when it is free for
@@ -439,7 +412,7 @@ impl Dhcpv6Server {
                     for a in old {
                         if let Some(l) = self.leases.get_mut(&a) {
                             l.state = LeaseState::Released;
-                            d.changes.push(l.clone());
+                            r.d.changes.push(l.clone());
                         }
                     }
                     let lease = Lease6 {
@@ -451,37 +424,20 @@ impl Dhcpv6Server {
                     };
                     self.offers.remove(&addr);
                     self.leases.insert(addr, lease.clone());
-                    d.changes.push(lease);
-                    let inner = wire::iaaddr(addr, self.cfg.preferred_secs, self.cfg.valid_secs);
-                    out.opt(wire::OPT_IA_NA, &wire::ia_na(ia.iaid, t1, t2, &inner));
-                    d.addrs.push(addr);
+                    r.d.changes.push(lease);
+                    r.ia_granted(ia.iaid, (t1, t2), addr, self.lifetimes(addr));
                 }
-                None => {
-                    let inner = wire::tlv(
-                        wire::OPT_STATUS_CODE,
-                        &wire::status(wire::STATUS_NO_ADDRS_AVAIL, "no addresses available"),
-                    );
-                    out.opt(wire::OPT_IA_NA, &wire::ia_na(ia.iaid, 0, 0, &inner));
-                }
+                None => r.ia_refused(ia.iaid, wire::STATUS_NO_ADDRS_AVAIL, NO_ADDRS),
             }
         }
         if m.ia_na.is_empty() {
-            out.opt(
-                wire::OPT_STATUS_CODE,
-                &wire::status(wire::STATUS_NO_ADDRS_AVAIL, "no IA_NA in the request"),
-            );
+            r.status(wire::STATUS_NO_ADDRS_AVAIL, "no IA_NA in the request");
         }
-        self.common(&mut out, m, Some(client), &mut d);
-        d.reply = Some(out.into_bytes());
-        Ok(d)
+        Ok(self.finish(r, m, Some(client)))
     }
 
     fn extend(&mut self, now: u64, m: &Message, client: &[u8]) -> Result<Decision, DropReason> {
-        let mut out = Out::new(wire::REPLY, m.xid);
-        let mut d = Decision {
-            reply_type: wire::REPLY,
-            ..Decision::default()
-        };
+        let mut r = Reply::new(wire::REPLY, m.xid);
         let (t1, t2) = self.t1_t2();
         let mut known = false;
         for ia in &m.ia_na {
@@ -490,23 +446,15 @@ impl Dhcpv6Server {
                     known = true;
                     let l = self.leases.get_mut(&addr).expect("binding is a lease");
                     l.expires_at = now + u64::from(self.cfg.valid_secs);
-                    d.changes.push(l.clone());
-                    let mut inner =
-                        wire::iaaddr(addr, self.cfg.preferred_secs, self.cfg.valid_secs);
+                    r.d.changes.push(l.clone());
+                    let mut inner = self.lifetimes(addr);
                     // Addresses the client named that are no longer its own: lifetimes 0.
                     for other in ia.addrs.iter().filter(|a| **a != addr) {
                         inner.extend(wire::iaaddr(*other, 0, 0));
                     }
-                    out.opt(wire::OPT_IA_NA, &wire::ia_na(ia.iaid, t1, t2, &inner));
-                    d.addrs.push(addr);
+                    r.ia_granted(ia.iaid, (t1, t2), addr, inner);
                 }
-                None => {
-                    let inner = wire::tlv(
-                        wire::OPT_STATUS_CODE,
-                        &wire::status(wire::STATUS_NO_BINDING, "no binding for this IA"),
-                    );
-                    out.opt(wire::OPT_IA_NA, &wire::ia_na(ia.iaid, 0, 0, &inner));
-                }
+                None => r.ia_refused(ia.iaid, wire::STATUS_NO_BINDING, "no binding for this IA"),
             }
         }
         if m.msg_type == wire::REBIND && !known {
@@ -514,16 +462,11 @@ impl Dhcpv6Server {
                 "Rebind for bindings this server does not hold",
             ));
         }
-        self.common(&mut out, m, Some(client), &mut d);
-        d.reply = Some(out.into_bytes());
-        Ok(d)
+        Ok(self.finish(r, m, Some(client)))
     }
 
     fn give_back(&mut self, now: u64, m: &Message, client: &[u8]) -> Decision {
-        let mut d = Decision {
-            reply_type: wire::REPLY,
-            ..Decision::default()
-        };
+        let mut r = Reply::new(wire::REPLY, m.xid);
         for ia in &m.ia_na {
             for a in &ia.addrs {
                 let Some(l) = self.leases.get_mut(a) else {
@@ -539,19 +482,13 @@ impl Dhcpv6Server {
                     l.state = LeaseState::Declined;
                     l.expires_at = now + u64::from(self.cfg.decline_hold_secs);
                 }
-                d.changes.push(l.clone());
-                d.addrs.push(*a);
+                r.d.changes.push(l.clone());
+                r.d.addrs.push(*a);
             }
         }
-        let mut out = Out::new(wire::REPLY, m.xid);
-        out.opt(
-            wire::OPT_STATUS_CODE,
-            &wire::status(wire::STATUS_SUCCESS, "done"),
-        );
-        out.opt(wire::OPT_SERVERID, &self.cfg.server_duid);
-        out.opt(wire::OPT_CLIENTID, client);
-        d.reply = Some(out.into_bytes());
-        d
+        r.status(wire::STATUS_SUCCESS, "done");
+        r.ids(&self.cfg.server_duid, Some(client));
+        r.into_decision()
     }
 
     fn confirm(&mut self, m: &Message, client: &[u8]) -> Result<Decision, DropReason> {
@@ -560,28 +497,32 @@ impl Dhcpv6Server {
             return Err(DropReason::Ignored("Confirm without addresses"));
         }
         let ok = addrs.iter().all(|a| self.on_link(*a));
-        let mut out = Out::new(wire::REPLY, m.xid);
+        let mut r = Reply::new(wire::REPLY, m.xid);
         let (code, text) = if ok {
             (wire::STATUS_SUCCESS, "addresses are on link")
         } else {
             (wire::STATUS_NOT_ON_LINK, "an address is not on this link")
         };
-        out.opt(wire::OPT_STATUS_CODE, &wire::status(code, text));
-        out.opt(wire::OPT_SERVERID, &self.cfg.server_duid);
-        out.opt(wire::OPT_CLIENTID, client);
-        Ok(Decision {
-            reply: Some(out.into_bytes()),
-            reply_type: wire::REPLY,
-            ..Decision::default()
-        })
+        r.status(code, text);
+        r.ids(&self.cfg.server_duid, Some(client));
+        Ok(r.into_decision())
+    }
+
+    /// The IA Address option of `addr` with the configured lifetimes.
+    fn lifetimes(&self, addr: Ipv6Addr) -> Vec<u8> {
+        wire::iaaddr(addr, self.cfg.preferred_secs, self.cfg.valid_secs)
+    }
+
+    /// Ends a reply that carries the common options ([`Self::common`]).
+    fn finish(&self, mut r: Reply, m: &Message, client: Option<&[u8]>) -> Decision {
+        self.common(&mut r, m, client);
+        r.into_decision()
     }
 
     /// Server and client ids, DNS, boot options.
-    fn common(&self, out: &mut Out, m: &Message, client: Option<&[u8]>, d: &mut Decision) {
-        out.opt(wire::OPT_SERVERID, &self.cfg.server_duid);
-        if let Some(c) = client {
-            out.opt(wire::OPT_CLIENTID, c);
-        }
+    fn common(&self, r: &mut Reply, m: &Message, client: Option<&[u8]>) {
+        r.ids(&self.cfg.server_duid, client);
+        let (out, d) = (&mut r.out, &mut r.d);
         if !self.cfg.dns.is_empty() {
             let v: Vec<u8> = self.cfg.dns.iter().flat_map(|a| a.octets()).collect();
             out.opt(wire::OPT_DNS_SERVERS, &v);
@@ -619,6 +560,63 @@ impl Dhcpv6Server {
             out.opt(wire::OPT_VENDOR_CLASS, &v);
         }
         d.boot_url = Some(url);
+    }
+}
+
+/// The status text of an IA (or a reply) given no address.
+const NO_ADDRS: &str = "no addresses available";
+
+/// A reply being written: its bytes and the [`Decision`] it goes out in. Every reply the
+/// server sends is built here, so an IA's answer and a status look the same in each.
+struct Reply {
+    out: Out,
+    d: Decision,
+}
+
+impl Reply {
+    fn new(msg_type: u8, xid: [u8; 3]) -> Reply {
+        Reply {
+            out: Out::new(msg_type, xid),
+            d: Decision {
+                reply_type: msg_type,
+                ..Decision::default()
+            },
+        }
+    }
+
+    /// An IA_NA with T1/T2 holding `inner` (the IA Address options), `addr` its address.
+    fn ia_granted(&mut self, iaid: u32, (t1, t2): (u32, u32), addr: Ipv6Addr, inner: Vec<u8>) {
+        self.out
+            .opt(wire::OPT_IA_NA, &wire::ia_na(iaid, t1, t2, &inner));
+        self.d.addrs.push(addr);
+    }
+
+    /// An IA_NA given no address: T1/T2 0 and a status.
+    fn ia_refused(&mut self, iaid: u32, code: u16, text: &str) {
+        let inner = wire::tlv(wire::OPT_STATUS_CODE, &wire::status(code, text));
+        self.out
+            .opt(wire::OPT_IA_NA, &wire::ia_na(iaid, 0, 0, &inner));
+    }
+
+    /// The message's own status option.
+    fn status(&mut self, code: u16, text: &str) {
+        self.out
+            .opt(wire::OPT_STATUS_CODE, &wire::status(code, text));
+    }
+
+    /// Server identifier, then the client's when known.
+    fn ids(&mut self, server_duid: &[u8], client: Option<&[u8]>) {
+        self.out.opt(wire::OPT_SERVERID, server_duid);
+        if let Some(c) = client {
+            self.out.opt(wire::OPT_CLIENTID, c);
+        }
+    }
+
+    fn into_decision(self) -> Decision {
+        Decision {
+            reply: Some(self.out.into_bytes()),
+            ..self.d
+        }
     }
 }
 
