@@ -204,6 +204,10 @@ pub struct SideroLinkConfig {
     /// Log and event connections inside the overlay at once, all nodes together (two per
     /// Talos node; the default admits 10,240 nodes).
     pub max_connections: usize,
+    /// Log and event connections one node (overlay address) may hold at once: a Talos node
+    /// holds two, one more each while it reconnects; past it a connection is refused
+    /// (counted), so one node cannot hold every slot.
+    pub max_connections_per_node: usize,
     /// Node addresses never recorded from Talos AddressEvents, as CIDR prefixes (Sidero's
     /// `--negative-address-filter`).
     pub negative_address_filter: Vec<String>,

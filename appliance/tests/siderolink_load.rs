@@ -217,6 +217,7 @@ fn config(connections: usize) -> EndpointConfig {
     EndpointConfig {
         max_log_line: 16 * 1024,
         max_log_connections: connections,
+        max_connections_per_node: 4,
         discard_port: None,
         handshake_limit: HANDSHAKE_LIMIT,
     }

@@ -99,6 +99,7 @@ async fn wireguard_go_nodes_through_the_userspace_endpoint() {
     let config = EndpointConfig {
         max_log_line: 16 * 1024,
         max_log_connections: 64,
+        max_connections_per_node: 4,
         discard_port: None,
         handshake_limit: appliance::siderolink::endpoint::HANDSHAKE_LIMIT,
     };

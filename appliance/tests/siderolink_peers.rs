@@ -14,6 +14,9 @@
 //!   endpoint and received by the flooder) and does not starve an established peer:
 //!   every log line it sends during the flood is stored while the flood still runs; a
 //!   node that starts its handshake during the flood still gets through.
+//! - connections per node: a node holding `max_connections_per_node` (4) connections has
+//!   its 5th refused and counted, so with 5 slots in all another node still connects and
+//!   logs; the held ones keep working, and closing them frees the node's share.
 //!
 //! Also the ignored `bench_tunnel_vs_wireguard_go`, run by `scripts/bench siderolink`.
 //!
@@ -52,6 +55,7 @@ fn config() -> EndpointConfig {
     EndpointConfig {
         max_log_line: 16 * 1024,
         max_log_connections: 256,
+        max_connections_per_node: 4,
         discard_port: None,
         handshake_limit: appliance::siderolink::endpoint::HANDSHAKE_LIMIT,
     }
@@ -155,6 +159,112 @@ async fn many_wireguard_go_nodes_each_log_under_their_own_server() {
     assert_eq!(b.stats.spoofed.get(), 0);
     assert_eq!(b.stats.unknown_key.get(), 0);
     assert_eq!(b.stats.log_lines_dropped.get(), 0);
+    drop(lab);
+}
+
+/// Inside `ns`: opens `tries` connections to `[to]:4001` one after another and holds the
+/// ones that connect; prints one line `ok`/`refused`/`err:<why>` per try, then sends one log
+/// line `<tag> <k>` on each held connection, prints `sent`, and holds them until its stdin
+/// closes.
+fn holder(ns: &str, to: Ipv6Addr, tag: &str, tries: usize) -> std::process::Child {
+    let l = line(&format!("{tag} %d"));
+    let script = format!(
+        "import socket,sys\nheld=[]\nres=[]\nfor i in range({tries}):\n    s=socket.socket(socket.AF_INET6)\n    s.settimeout(15)\n    try:\n        s.connect(('{to}',4001))\n        held.append(s)\n        res.append('ok')\n    except ConnectionRefusedError:\n        res.append('refused')\n    except OSError as e:\n        res.append('err:'+type(e).__name__)\nprint(' '.join(res),flush=True)\nfor k,s in enumerate(held):\n    s.sendall(({l:?} % k).encode())\nprint('sent',flush=True)\nsys.stdin.read()\n"
+    );
+    Command::new("ip")
+        .args(["netns", "exec", ns, PY, "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `[siderolink] max_connections_per_node` (4 here, the default) under a total of 5: a
+/// node holding 4 connections has its 5th refused (reset at its SYN, counted as
+/// `node_limit`), so the last slot is left and another node still connects and logs
+/// (without the per-node limit the first node takes all 5 and the other is refused); the
+/// 4 held connections keep working, and once the first node lets them go it connects
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_holding_its_share_of_connections_is_refused_a_fifth_and_others_still_connect() {
+    if let Some(why) = skip_reason() {
+        prereq::skip(
+            "a_node_holding_its_share_of_connections_is_refused_a_fifth_and_others_still_connect",
+            &why,
+        );
+        return;
+    }
+    use std::io::BufRead;
+    let config = EndpointConfig {
+        max_log_connections: 5,
+        ..config()
+    };
+    let b = BoxSide::start(config, 1000).await;
+    let server = b.prefix.server_address();
+    let mut lab = Lab::default();
+    // Nodes 50.. of this process's /24 (the other tests use 0..20 and 40..42).
+    let greedy = lab.node_in(&tag('c', 0), base(50));
+    let other = lab.node_in(&tag('c', 1), base(51));
+    let addr_greedy = b.provision("node-greedy", &greedy, 0xc).await;
+    let addr_other = b.provision("node-other", &other, 0xd).await;
+    b.wait_peers(2).await;
+    b.connect(&mut lab, &greedy, addr_greedy);
+    b.connect(&mut lab, &other, addr_other);
+
+    let mut hold = holder(&greedy.ns, server, "greedy", 5);
+    let mut out = std::io::BufReader::new(hold.stdout.take().unwrap());
+    let read_line = |out: &mut std::io::BufReader<std::process::ChildStdout>| {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    };
+    let results = tokio::task::block_in_place(|| read_line(&mut out));
+    assert_eq!(results, "ok ok ok ok refused", "the greedy node's connects");
+    assert_eq!(b.stats.connections_refused_per_node.get(), 1);
+    // The other node connects and logs while the greedy one holds its four.
+    let ns = other.ns.clone();
+    let sent = tokio::task::spawn_blocking(move || {
+        send_tcp_within(&ns, None, server, &line("other 0"), 15)
+    })
+    .await
+    .unwrap();
+    assert!(sent, "the other node could not connect");
+    // The four held connections work: a line on each.
+    assert_eq!(tokio::task::block_in_place(|| read_line(&mut out)), "sent");
+    wait_stored(&b, 5, Duration::from_secs(20)).await;
+    let mut greedy_lines = stored_msgs(&b, "node-greedy").await;
+    greedy_lines.sort();
+    let want: Vec<(String, String)> = (0..4)
+        .map(|k| (format!("greedy {k}"), addr_greedy.to_string()))
+        .collect();
+    assert_eq!(greedy_lines, want);
+    assert_eq!(
+        stored_msgs(&b, "node-other").await,
+        [("other 0".to_string(), addr_other.to_string())]
+    );
+    assert_eq!(b.stats.connections_refused_per_node.get(), 1);
+    // Let go of the four: the node connects again.
+    drop(hold.stdin.take());
+    tokio::task::block_in_place(|| hold.wait().unwrap());
+    let ns = greedy.ns.clone();
+    let mut again = false;
+    for _ in 0..50 {
+        let ns = ns.clone();
+        let l = line("greedy again");
+        if tokio::task::spawn_blocking(move || send_tcp_within(&ns, None, server, &l, 5))
+            .await
+            .unwrap()
+        {
+            again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        again,
+        "the greedy node never connected again after closing its four"
+    );
+    wait_stored(&b, 6, Duration::from_secs(20)).await;
     drop(lab);
 }
 

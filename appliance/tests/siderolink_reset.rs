@@ -409,6 +409,7 @@ async fn released_server_without_bmc_is_reset_through_talos_api() {
         &EndpointConfig {
             max_log_line: 16 * 1024,
             max_log_connections: 64,
+            max_connections_per_node: 4,
             discard_port: None,
             handshake_limit: appliance::siderolink::endpoint::HANDSHAKE_LIMIT,
         },

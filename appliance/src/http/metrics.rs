@@ -121,6 +121,7 @@ mod tests {
         m.siderolink.peers.set(1);
         m.siderolink.rx_bytes.inc_by(148);
         m.siderolink.spoofed.inc_by(2);
+        m.siderolink.connections_refused_per_node.inc_by(3);
         m.siderolink.log_lines_stored.inc_by(5);
         m.timeline.stored.inc_by(7);
         m.timeline.to_registered.observe(3.0);
@@ -237,6 +238,9 @@ appliance_siderolink_dropped_packets_total{{reason="invalid"}} 0
 appliance_siderolink_dropped_packets_total{{reason="rejected"}} 0
 appliance_siderolink_dropped_packets_total{{reason="spoofed_source"}} 2
 appliance_siderolink_dropped_packets_total{{reason="cookie"}} 0
+# HELP appliance_siderolink_connections_refused_total SideroLink overlay connections (logs, events) refused, by reason (node_limit: the node held max_connections_per_node).
+# TYPE appliance_siderolink_connections_refused_total counter
+appliance_siderolink_connections_refused_total{{reason="node_limit"}} 3
 # HELP appliance_siderolink_log_lines_total Talos log lines: decoded, refused by the decoder, stored, lost before storage.
 # TYPE appliance_siderolink_log_lines_total counter
 appliance_siderolink_log_lines_total{{result="decoded"}} 0

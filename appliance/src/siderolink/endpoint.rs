@@ -34,7 +34,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use x25519_dalek::PublicKey;
 
 use super::identity::Identity;
-use super::overlay::{ConnectReply, Overlay, Received};
+use super::overlay::{ConnLimits, ConnectReply, Overlay, Received};
 use super::peers::PeerSpec;
 use super::screen::{Screen, Screened};
 use super::stream::OverlayStream;
@@ -131,6 +131,9 @@ pub struct Stats {
     /// Log lines written to the store / lost (writer behind, store failure); `logbook`.
     pub log_lines_stored: Counter,
     pub log_lines_dropped: Counter,
+    /// Overlay connections refused because their node held its share
+    /// ([`EndpointConfig::max_connections_per_node`]).
+    pub connections_refused_per_node: Counter,
 }
 
 impl Stats {
@@ -170,6 +173,14 @@ impl Stats {
             ),
         );
         r.register(
+            "appliance_siderolink_connections_refused",
+            "SideroLink overlay connections (logs, events) refused, by reason (node_limit: the node held max_connections_per_node)",
+            Labeled::new(
+                "reason",
+                [("node_limit", self.connections_refused_per_node.clone())],
+            ),
+        );
+        r.register(
             "appliance_siderolink_log_lines",
             "Talos log lines: decoded, refused by the decoder, stored, lost before storage",
             Labeled::new(
@@ -198,8 +209,10 @@ pub struct NodeLog {
 pub struct EndpointConfig {
     /// Longest log object accepted (bytes).
     pub max_log_line: usize,
-    /// Log connections open at once, all nodes together.
+    /// Log and event connections open at once, all nodes together.
     pub max_log_connections: usize,
+    /// Log and event connections one node (overlay source address) may hold at once.
+    pub max_connections_per_node: usize,
     /// A TCP port inside the overlay that reads and drops everything (`scripts/bench
     /// siderolink` measures tunnel throughput with it). Never set by `serve`: the
     /// configuration has no key for it.
@@ -261,7 +274,11 @@ impl Endpoint {
             overlay: Overlay::new(
                 identity.prefix(),
                 seed,
-                config.max_log_connections,
+                ConnLimits {
+                    total: config.max_log_connections,
+                    per_node: config.max_connections_per_node,
+                    refused_per_node: stats.connections_refused_per_node.clone(),
+                },
                 config.max_log_line,
                 config.discard_port,
             ),
@@ -652,6 +669,7 @@ mod tests {
             &EndpointConfig {
                 max_log_line: 1024,
                 max_log_connections: 4,
+                max_connections_per_node: 4,
                 discard_port: None,
                 handshake_limit,
             },

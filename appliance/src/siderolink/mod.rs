@@ -119,6 +119,7 @@ pub async fn start(
         &endpoint::EndpointConfig {
             max_log_line: config.max_log_line,
             max_log_connections: config.max_connections,
+            max_connections_per_node: config.max_connections_per_node,
             discard_port: None,
             handshake_limit: endpoint::HANDSHAKE_LIMIT,
         },

@@ -4,7 +4,7 @@
 //! Server address `<prefix>::1/64`, MTU 1280 (as Sidero's link).
 //!
 //! Inside it, the TCP 4001 log receiver: a pool of smoltcp TCP sockets (one always
-//! listening, bounded in total), each connection with its own streaming
+//! listening, bounded in total and per node: [`ConnLimits`]), each connection with its own streaming
 //! [`LogDecoder`]; every decoded line is attributed by the connection's remote address,
 //! i.e. the tunnel address of the peer that sent it. And the TCP 4002 event sink's
 //! connections, handed out as [`OverlayStream`]s for tonic (see `stream`).
@@ -26,6 +26,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 use tokio::sync::{Notify, oneshot};
 
 use super::stream::{OverlayStream, PIPE_CAP, Pipe};
+use crate::metrics::Counter;
 use crate::protocol::siderolink::address::Prefix;
 use crate::protocol::siderolink::logline::{LogDecoder, LogLine, LogLineError};
 
@@ -111,6 +112,9 @@ fn peer_finished(s: &tcp::Socket) -> bool {
 
 enum ConnKind {
     Log(LogDecoder),
+    /// Over its node's share ([`ConnLimits::per_node`]): aborted, kept until smoltcp sent
+    /// its RST.
+    Refused,
     /// The bench-only discard port: read and dropped.
     Discard,
     Stream(Arc<Mutex<Pipe>>),
@@ -119,6 +123,23 @@ enum ConnKind {
 struct Conn {
     handle: SocketHandle,
     kind: ConnKind,
+    /// The node that opened it (its overlay address); none for the box's own outbound
+    /// connections.
+    from: Option<Ipv6Addr>,
+}
+
+/// Bounds on the connections nodes open into the overlay (logs, events).
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// All nodes together (`[siderolink] max_connections`): past it no socket listens, so
+    /// a new connection is reset by smoltcp.
+    pub total: usize,
+    /// Per node, counted by overlay source address, which the endpoint has checked is the
+    /// sending peer's own (`[siderolink] max_connections_per_node`): one node cannot hold
+    /// every slot. The connection over it is reset at its SYN.
+    pub per_node: usize,
+    /// Connections refused by `per_node`.
+    pub refused_per_node: Counter,
 }
 
 /// The answer to an outbound connect: the stream once established, or why not.
@@ -163,7 +184,7 @@ pub struct Overlay {
     conns: Vec<Conn>,
     pending: Vec<Pending>,
     next_port: u16,
-    max_conns: usize,
+    limits: ConnLimits,
     max_line: usize,
     start: std::time::Instant,
     wake: Arc<Notify>,
@@ -175,7 +196,7 @@ impl Overlay {
     pub fn new(
         prefix: Prefix,
         seed: u64,
-        max_conns: usize,
+        limits: ConnLimits,
         max_line: usize,
         discard: Option<u16>,
     ) -> Overlay {
@@ -199,7 +220,11 @@ impl Overlay {
             conns: Vec::new(),
             pending: Vec::new(),
             next_port: *EPHEMERAL.start() + (seed % 16_384) as u16,
-            max_conns: max_conns.max(1),
+            limits: ConnLimits {
+                total: limits.total.max(1),
+                per_node: limits.per_node.max(1),
+                ..limits
+            },
             max_line,
             start,
             wake: Arc::new(Notify::new()),
@@ -221,7 +246,7 @@ impl Overlay {
     fn listen(&mut self) {
         for i in 0..self.listeners.len() {
             let (port, handle) = self.listeners[i];
-            if handle.is_some() || self.conns.len() >= self.max_conns {
+            if handle.is_some() || self.conns.len() >= self.limits.total {
                 continue;
             }
             let (rx, tx) = match port {
@@ -260,6 +285,19 @@ impl Overlay {
             };
             self.listeners[i].1 = None;
             accepted = true;
+            let held = self.conns.iter().filter(|c| c.from == Some(remote)).count();
+            if held >= self.limits.per_node {
+                // Reset at its SYN: the node's connect fails at once.
+                self.sockets.get_mut::<tcp::Socket>(h).abort();
+                self.limits.refused_per_node.inc();
+                tracing::debug!(node = %remote, port, held, "SideroLink connection refused: the node holds its share of connections");
+                self.conns.push(Conn {
+                    handle: h,
+                    kind: ConnKind::Refused,
+                    from: None,
+                });
+                continue;
+            }
             let kind = match port {
                 LOG_PORT => ConnKind::Log(LogDecoder::new(self.max_line)),
                 EVENTS_PORT => {
@@ -269,7 +307,11 @@ impl Overlay {
                 }
                 _ => ConnKind::Discard,
             };
-            self.conns.push(Conn { handle: h, kind });
+            self.conns.push(Conn {
+                handle: h,
+                kind,
+                from: Some(remote),
+            });
         }
         if accepted {
             self.listen();
@@ -278,7 +320,10 @@ impl Overlay {
 
     /// Open connections (logs and events).
     pub fn connections(&self) -> usize {
-        self.conns.len()
+        self.conns
+            .iter()
+            .filter(|c| !matches!(c.kind, ConnKind::Refused))
+            .count()
     }
 
     /// Starts a TCP connection from the server address to `[to]:port` inside the overlay;
@@ -347,6 +392,7 @@ impl Overlay {
             self.conns.push(Conn {
                 handle: p.handle,
                 kind: ConnKind::Stream(p.pipe),
+                from: None,
             });
         }
     }
@@ -381,8 +427,14 @@ impl Overlay {
             while i < self.conns.len() {
                 let c = &mut self.conns[i];
                 let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
-                let closed = !s.is_active();
+                // A refused connection goes once its RST is out (smoltcp then forgets the
+                // remote end).
+                let closed = match c.kind {
+                    ConnKind::Refused => s.remote_endpoint().is_none(),
+                    _ => !s.is_active(),
+                };
                 match &mut c.kind {
+                    ConnKind::Refused => {}
                     ConnKind::Log(decoder) => {
                         let from = match s.remote_endpoint().map(|e| e.addr) {
                             Some(IpAddress::Ipv6(a)) => Some(a),
