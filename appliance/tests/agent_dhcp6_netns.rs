@@ -17,7 +17,6 @@
 //! (CI) that is a failure instead.
 
 use std::path::Path;
-use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_appliance");
 
@@ -26,47 +25,9 @@ mod netns;
 #[path = "support/prereq.rs"]
 mod prereq;
 
-use netns::{Namespaces, Proc, run, tag, veth};
+use netns::{Proc, Segment6, agent_env, curl, run, wait};
 
 const BOX: &str = "fd00:78::1";
-
-/// Polls `f` for up to `secs`; panics with `what` when it never holds.
-fn wait(secs: u64, what: &str, f: impl Fn() -> bool) {
-    let deadline = appliance::clock::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(appliance::clock::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `curl` in `ns`: (status, body).
-fn curl(ns: &str, url: &str) -> (u16, String) {
-    let out = run_out(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "curl",
-        "-g",
-        "-s",
-        "-m",
-        "10",
-        "-w",
-        "\n%{http_code}",
-        url,
-    ]);
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// A command's stdout, whatever its exit status.
-fn run_out(cmd: &[&str]) -> String {
-    let out = std::process::Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A sysfs/procfs stand-in for `appliance agent --root`: the server's UUID, one NIC with
 /// `mac`, no disks (the wipe writes nothing).
@@ -88,7 +49,7 @@ fn fake_root(dir: &Path, uuid: &str, iface: &str, mac: &str) {
 
 /// The kernel arguments `/ipxe` hands this server's agent (over IPv6, from `ns`).
 fn agent_cmdline(ns: &str, uuid: &str, mac: &str) -> String {
-    let (code, body) = curl(
+    let (code, _, body) = curl(
         ns,
         &format!("http://[{BOX}]:8081/ipxe?uuid={uuid}&mac={mac}"),
     );
@@ -102,6 +63,30 @@ fn agent_cmdline(ns: &str, uuid: &str, mac: &str) -> String {
         "{line}"
     );
     line.to_string()
+}
+
+/// `appliance agent` in `ns` as the initramfs runs it, for the server `uuid` whose NIC
+/// `iface` has `mac`: its fake root and the kernel arguments `/ipxe` gave it, under
+/// `dir/{name}-*`.
+fn spawn_agent(ns: &str, dir: &Path, name: &str, uuid: &str, iface: &str, mac: &str) -> Proc {
+    let root = dir.join(format!("root-{name}"));
+    fake_root(&root, uuid, iface, mac);
+    let cmdline = dir.join(format!("cmdline-{name}"));
+    std::fs::write(&cmdline, agent_cmdline(ns, uuid, mac)).unwrap();
+    Proc::spawn(
+        ns,
+        &[
+            BIN,
+            "agent",
+            "--cmdline",
+            cmdline.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--no-bmc-setup",
+            "--no-power-action",
+        ],
+        &dir.join(format!("agent-{name}.log")),
+    )
 }
 
 fn global_v6(ns: &str, dev: &str) -> Vec<String> {
@@ -124,44 +109,11 @@ fn the_agent_gets_its_address_by_dhcpv6_and_its_wipe_report_passes_the_v6_lease_
         prereq::skip(test, &why);
         return;
     }
-    let t = tag();
-    let (ns_s, ns_c) = (format!("a6{t}s"), format!("a6{t}c"));
-    let _ns = Namespaces::new(&[ns_s.clone(), ns_c.clone()]);
-    let (dev_s, dev_c) = (format!("a6{t}s0"), format!("a6{t}c0"));
-    veth(&ns_s, &dev_s, None, &ns_c, &dev_c, None);
-    run(&[
-        "ip",
-        "-n",
-        &ns_s,
-        "addr",
-        "add",
-        &format!("{BOX}/64"),
-        "dev",
-        &dev_s,
-        "nodad",
-    ]);
-    // Link-local addresses must finish DAD before the box can send from its own.
-    wait(10, "link-local address still tentative", || {
-        let a = run(&[
-            "ip", "-n", &ns_s, "-6", "addr", "show", "dev", &dev_s, "scope", "link",
-        ]);
-        a.contains("fe80") && !a.contains("tentative")
-    });
-    let mac = run(&[
-        "ip",
-        "netns",
-        "exec",
-        &ns_c,
-        "cat",
-        &format!("/sys/class/net/{dev_c}/address"),
-    ])
-    .trim()
-    .to_string();
+    let seg = Segment6::new("a6", BOX, None);
+    let (ns_s, ns_c, dev_s, dev_c) = (&seg.ns_s, &seg.ns_c, &seg.dev_s, &seg.dev_c);
+    let mac = seg.client_mac();
     let tmp = tempfile::tempdir().unwrap();
-    let agent = tmp.path().join("agent/agent-amd64");
-    std::fs::create_dir_all(&agent).unwrap();
-    std::fs::write(agent.join("vmlinuz"), vec![7u8; 1000]).unwrap();
-    std::fs::write(agent.join("initramfs.xz"), vec![9u8; 1000]).unwrap();
+    let agent_dir = agent_env(tmp.path(), 1000, 1000);
     let data = tmp.path().join("data");
     // No [http] listen: the default [::]:8081.
     let config = format!(
@@ -188,20 +140,13 @@ range_end = "fd00:78::1ff"
 ra_interval_secs = 2
 "#,
         data = data.display(),
-        agent_dir = tmp.path().join("agent").display()
+        agent_dir = agent_dir.display()
     );
-    let cfg = tmp.path().join("config.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let mut server = Proc::spawn(
-        &ns_s,
-        &[BIN, "serve", "--config", cfg.to_str().unwrap()],
-        &tmp.path().join("appliance.log"),
-    );
-    server.wait_for_log("appliance serving");
+    let server = netns::serve(BIN, ns_s, tmp.path(), &config, "appliance serving");
 
     // The initramfs's DHCPv6 client.
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns_c, BIN, "agent", "--dhcp6", &dev_c])
+        .args(["netns", "exec", ns_c, BIN, "agent", "--dhcp6", dev_c])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -224,14 +169,14 @@ ra_interval_secs = 2
     assert!(line.contains("valid=3600"), "{line}");
     // Configured and usable: on the interface (not tentative), the prefix on-link from the
     // router advertisement, and the box answers from it.
-    let addrs = global_v6(&ns_c, &dev_c);
+    let addrs = global_v6(ns_c, dev_c);
     assert!(
         addrs
             .iter()
             .any(|a| a.starts_with(&format!("{ip}/128")) && !a.contains("tentative")),
         "{addrs:?}"
     );
-    let routes = run(&["ip", "-n", &ns_c, "-6", "route"]);
+    let routes = run(&["ip", "-n", ns_c, "-6", "route"]);
     assert!(
         routes
             .lines()
@@ -242,7 +187,7 @@ ra_interval_secs = 2
         stderr.contains("on-link from the router advertisement"),
         "{stderr}"
     );
-    let (code, _) = curl(&ns_c, &format!("http://[{BOX}]:8081/healthz"));
+    let (code, _, _) = curl(ns_c, &format!("http://[{BOX}]:8081/healthz"));
     assert_eq!(code, 200);
     // The box's log: the DHCPv6 exchange under the NIC's MAC, and the request from the lease.
     let log = server.log();
@@ -251,24 +196,7 @@ ra_interval_secs = 2
     // The agent over IPv6 with the kernel arguments /ipxe gave: registered, accepted, wiped
     // (no disks), its MarkServerAsWiped from the DHCPv6 address passes the lease check.
     let uuid = "4c4c4544-0036-3610-8036-b4c04f366636";
-    let root = tmp.path().join("root-a");
-    fake_root(&root, uuid, &dev_c, &mac);
-    let cmdline = tmp.path().join("cmdline-a");
-    std::fs::write(&cmdline, agent_cmdline(&ns_c, uuid, &mac)).unwrap();
-    let mut agent = Proc::spawn(
-        &ns_c,
-        &[
-            BIN,
-            "agent",
-            "--cmdline",
-            cmdline.to_str().unwrap(),
-            "--root",
-            root.to_str().unwrap(),
-            "--no-bmc-setup",
-            "--no-power-action",
-        ],
-        &tmp.path().join("agent-a.log"),
-    );
+    let mut agent = spawn_agent(ns_c, tmp.path(), "a", uuid, dev_c, &mac);
     agent.wait_for_log("AGENT-REGISTERED");
     agent.wait_for_log("AGENT-WIPED");
     assert!(!agent.log().contains("AGENT-FAILED"), "{}", agent.log());
@@ -284,44 +212,27 @@ ra_interval_secs = 2
     run(&[
         "ip",
         "-n",
-        &ns_c,
+        ns_c,
         "-6",
         "addr",
         "del",
         &format!("{ip}/128"),
         "dev",
-        &dev_c,
+        dev_c,
     ]);
     run(&[
         "ip",
         "-n",
-        &ns_c,
+        ns_c,
         "addr",
         "add",
         "fd00:78::99/64",
         "dev",
-        &dev_c,
+        dev_c,
         "nodad",
     ]);
     let uuid_b = "4c4c4544-0036-3610-8036-b4c04f366637";
-    let root_b = tmp.path().join("root-b");
-    fake_root(&root_b, uuid_b, &dev_c, &mac);
-    let cmdline_b = tmp.path().join("cmdline-b");
-    std::fs::write(&cmdline_b, agent_cmdline(&ns_c, uuid_b, &mac)).unwrap();
-    let mut agent_b = Proc::spawn(
-        &ns_c,
-        &[
-            BIN,
-            "agent",
-            "--cmdline",
-            cmdline_b.to_str().unwrap(),
-            "--root",
-            root_b.to_str().unwrap(),
-            "--no-bmc-setup",
-            "--no-power-action",
-        ],
-        &tmp.path().join("agent-b.log"),
-    );
+    let mut agent_b = spawn_agent(ns_c, tmp.path(), "b", uuid_b, dev_c, &mac);
     agent_b.wait_for_log("AGENT-FAILED");
     let log_b = agent_b.log();
     assert!(log_b.contains("AGENT-REGISTERED"), "{log_b}");

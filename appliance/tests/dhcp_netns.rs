@@ -38,15 +38,7 @@ fn skip_reason(tools: &[(&str, &[&str])]) -> Option<String> {
 }
 
 fn start_appliance(ns: &str, dir: &Path, config: &str) -> Proc {
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let mut p = Proc::spawn(
-        ns,
-        &[BIN, "serve", "--config", cfg.to_str().unwrap()],
-        &dir.join("appliance.log"),
-    );
-    p.wait_for_log("dhcp serving");
-    p
+    netns::serve(BIN, ns, dir, config, "dhcp serving")
 }
 
 /// Writes the udhcpc event script (records the `bound` variables in `$DH_OUT`).

@@ -18,7 +18,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_appliance");
 
@@ -27,29 +26,12 @@ mod netns;
 #[path = "support/prereq.rs"]
 mod prereq;
 
-use netns::{Namespaces, Proc, run, tag, veth};
+use netns::{Proc, Segment6, agent_env, curl, run, wait};
 
 const BOX: &str = "fd00:77::1";
 
 fn start_appliance(ns: &str, dir: &Path, config: &str) -> Proc {
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let mut p = Proc::spawn(
-        ns,
-        &[BIN, "serve", "--config", cfg.to_str().unwrap()],
-        &dir.join("appliance.log"),
-    );
-    p.wait_for_log("dhcpv6 serving");
-    p
-}
-
-/// Polls `f` for up to `secs`; panics with `what` when it never holds.
-fn wait(secs: u64, what: &str, f: impl Fn() -> bool) {
-    let deadline = appliance::clock::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(appliance::clock::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    netns::serve(BIN, ns, dir, config, "dhcpv6 serving")
 }
 
 /// Runs `dhclient -6` once in `ns` (state in `dir/<name>.*`) until bound; returns the
@@ -120,21 +102,6 @@ fn kill_dhclient(dir: &Path, name: &str) {
     }
 }
 
-/// `curl` in `ns`: (status, body length, body).
-fn curl(ns: &str, url: &str) -> (u16, usize, String) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-g", "-s", "-m", "10"])
-        .args(["-w", "\n%{http_code} %{size_download}", url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let mut it = tail.split_whitespace();
-    let code = it.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-    let size = it.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, size, body.chars().take(2000).collect())
-}
-
 fn in_pool(addr: &str) -> bool {
     let a: std::net::Ipv6Addr = addr.parse().unwrap();
     let a = u128::from(a);
@@ -157,49 +124,24 @@ fn dhcpv6_and_router_advertisements_serve_real_clients_and_http_answers_over_ipv
         prereq::skip(test, &why);
         return;
     }
-    let t = tag();
-    let (ns_s, ns_c) = (format!("d6{t}s"), format!("d6{t}c"));
-    let _ns = Namespaces::new(&[ns_s.clone(), ns_c.clone()]);
-    let (dev_s, dev_c) = (format!("d6{t}s0"), format!("d6{t}c0"));
-    veth(&ns_s, &dev_s, Some("10.78.0.1/24"), &ns_c, &dev_c, None);
-    run(&[
-        "ip",
-        "-n",
-        &ns_s,
-        "addr",
-        "add",
-        &format!("{BOX}/64"),
-        "dev",
-        &dev_s,
-        "nodad",
-    ]);
+    // Link-local addresses past DAD before the box and dhclient use them.
+    let seg = Segment6::new("d6", BOX, Some("10.78.0.1/24"));
+    let (ns_s, ns_c, dev_s, dev_c) = (&seg.ns_s, &seg.ns_c, &seg.dev_s, &seg.dev_c);
     // The client learns routes from advertisements (it is no router).
     run(&[
         "ip",
         "netns",
         "exec",
-        &ns_c,
+        ns_c,
         "sysctl",
         "-q",
         "-w",
         &format!("net.ipv6.conf.{dev_c}.accept_ra=1"),
     ]);
-    // Link-local addresses must finish DAD before the box and dhclient can use them.
-    for (ns, dev) in [(&ns_s, &dev_s), (&ns_c, &dev_c)] {
-        wait(10, "link-local address still tentative", || {
-            let a = run(&[
-                "ip", "-n", ns, "-6", "addr", "show", "dev", dev, "scope", "link",
-            ]);
-            a.contains("fe80") && !a.contains("tentative")
-        });
-    }
     let tmp = tempfile::tempdir().unwrap();
     let _clients = Dhclients(tmp.path().to_path_buf());
     // A stand-in agent Environment, so /ipxe boots it and its kernel is fetched over IPv6.
-    let agent = tmp.path().join("agent/agent-amd64");
-    std::fs::create_dir_all(&agent).unwrap();
-    std::fs::write(agent.join("vmlinuz"), vec![7u8; 300_000]).unwrap();
-    std::fs::write(agent.join("initramfs.xz"), vec![9u8; 100_000]).unwrap();
+    let agent_dir = agent_env(tmp.path(), 300_000, 100_000);
     let config = format!(
         r#"data_dir = "{data}"
 interface = "{dev_s}"
@@ -224,14 +166,14 @@ boot_file_params = ["ip=dhcp6"]
 ra_interval_secs = 3
 "#,
         data = tmp.path().join("data").display(),
-        agent_dir = tmp.path().join("agent").display()
+        agent_dir = agent_dir.display()
     );
-    let server = start_appliance(&ns_s, tmp.path(), &config);
+    let server = start_appliance(ns_s, tmp.path(), &config);
 
     // The HTTP listener is bound to [::] (dual stack); it comes up after DHCPv6.
     let listening = || {
         run(&[
-            "ip", "netns", "exec", &ns_s, "ss", "-Hltn", "sport", "= :8081",
+            "ip", "netns", "exec", ns_s, "ss", "-Hltn", "sport", "= :8081",
         ])
     };
     wait(20, "no listener on :8081", || !listening().is_empty());
@@ -240,7 +182,7 @@ ra_interval_secs = 3
 
     // Router advertisement, solicited by rdisc6: Managed, the prefix, not a default router.
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns_c, "rdisc6", "-1", "-w", "3000", &dev_c])
+        .args(["netns", "exec", ns_c, "rdisc6", "-1", "-w", "3000", dev_c])
         .output()
         .unwrap();
     let ra = String::from_utf8_lossy(&out.stdout);
@@ -260,7 +202,7 @@ ra_interval_secs = 3
     );
     // The client kernel took the prefix as on-link from the advertisements: a route for it
     // with the advertised lifetime (the client has no address there yet).
-    let routes = || run(&["ip", "-n", &ns_c, "-6", "route"]);
+    let routes = || run(&["ip", "-n", ns_c, "-6", "route"]);
     wait(10, "no prefix route from the advertisements", || {
         routes()
             .lines()
@@ -268,7 +210,7 @@ ra_interval_secs = 3
     });
 
     // DHCPv6 with a real client announcing UEFI HTTP boot.
-    let a = dhclient(&ns_c, &dev_c, tmp.path(), "a");
+    let a = dhclient(ns_c, dev_c, tmp.path(), "a");
     let a_ip = a["new_ip6_address"].clone();
     assert!(in_pool(&a_ip), "{a:?}");
     assert_eq!(a["new_dhcp6_name_servers"], "fd00:77::53", "{a:?}");
@@ -289,16 +231,16 @@ ra_interval_secs = 3
 
     // HTTP over IPv6 from the leased address: the boot script, the first stage (its exact
     // size), the /ipxe decision, health; the box logs the client's v6 address.
-    let (code, _, body) = curl(&ns_c, &format!("http://[{BOX}]:8081/boot.ipxe"));
+    let (code, _, body) = curl(ns_c, &format!("http://[{BOX}]:8081/boot.ipxe"));
     assert_eq!(code, 200, "{body}");
     assert!(body.starts_with("#!ipxe"), "{body}");
     let efi = std::fs::metadata("/usr/lib/ipxe/ipxe.efi").map(|m| m.len() as usize);
-    let (code, size, _) = curl(&ns_c, &format!("http://[{BOX}]:8081/tftp/ipxe.efi"));
+    let (code, size, _) = curl(ns_c, &format!("http://[{BOX}]:8081/tftp/ipxe.efi"));
     if let Ok(len) = efi {
         assert_eq!((code, size), (200, len));
     }
     let (code, _, body) = curl(
-        &ns_c,
+        ns_c,
         &format!(
             "http://[{BOX}]:8081/ipxe?uuid=11111111-2222-3333-4444-555555555555&mac=02:00:00:00:00:01"
         ),
@@ -314,11 +256,11 @@ ra_interval_secs = 3
         .split_whitespace()
         .find(|w| w.starts_with("/env/") && w.ends_with("vmlinuz"))
         .unwrap_or_else(|| panic!("no kernel path in {body}"));
-    let (code, size, _) = curl(&ns_c, &format!("http://[{BOX}]:8081{kernel}"));
+    let (code, size, _) = curl(ns_c, &format!("http://[{BOX}]:8081{kernel}"));
     assert_eq!((code, size), (200, 300_000), "{kernel}");
-    assert_eq!(curl(&ns_c, &format!("http://[{BOX}]:8081/healthz")).0, 200);
+    assert_eq!(curl(ns_c, &format!("http://[{BOX}]:8081/healthz")).0, 200);
     // Dual stack: IPv4 on the same listener.
-    assert_eq!(curl(&ns_s, "http://10.78.0.1:8081/healthz").0, 200);
+    assert_eq!(curl(ns_s, "http://10.78.0.1:8081/healthz").0, 200);
     wait(5, "no log line with the client's v6 address", || {
         server.log().contains(&format!("[{a_ip}]"))
     });
@@ -326,8 +268,8 @@ ra_interval_secs = 3
     // Leases are durable: after a restart, a second client never gets the first's address.
     kill_dhclient(tmp.path(), "a");
     server.stop();
-    let server = start_appliance(&ns_s, tmp.path(), &config);
-    let b = dhclient(&ns_c, &dev_c, tmp.path(), "b");
+    let server = start_appliance(ns_s, tmp.path(), &config);
+    let b = dhclient(ns_c, dev_c, tmp.path(), "b");
     assert!(in_pool(&b["new_ip6_address"]), "{b:?}");
     assert_ne!(
         b["new_ip6_address"], a_ip,

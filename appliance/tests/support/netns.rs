@@ -1,6 +1,8 @@
 //! Network-namespace helpers for root-only tests: namespaces and veth pairs this test
-//! creates (deleted on drop), and child processes run inside a namespace with their output
-//! in a log file. Included with `#[path]`; check `prereq` first (root, `ip`).
+//! creates (deleted on drop), the IPv6 segment of the DHCPv6 tests ([`Segment6`]), child
+//! processes run inside a namespace with their output in a log file (`appliance serve` among
+//! them, [`serve`]), `curl` from a namespace and a polling [`wait`]. Included with `#[path]`;
+//! check `prereq` first (root, `ip`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -62,6 +64,104 @@ pub fn veth(ns_a: &str, a: &str, addr_a: Option<&str>, ns_b: &str, b: &str, addr
         }
         run(&["ip", "-n", ns, "link", "set", dev, "up"]);
     }
+}
+
+/// Polls `f` for up to `secs`; panics with `what` when it never holds.
+pub fn wait(secs: u64, what: &str, f: impl Fn() -> bool) {
+    let deadline = appliance::clock::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(appliance::clock::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Two namespaces `{prefix}{tag}s` (the box) and `{prefix}{tag}c` (the client) joined by a
+/// veth pair `{prefix}{tag}s0` / `{prefix}{tag}c0`, the box's side holding `box_addr/64`
+/// without DAD (and `v4`, if given), both link-local addresses past DAD so that the box and
+/// a DHCPv6 client can send from them. Deleted on drop.
+pub struct Segment6 {
+    pub ns_s: String,
+    pub ns_c: String,
+    pub dev_s: String,
+    pub dev_c: String,
+    _ns: Namespaces,
+}
+
+impl Segment6 {
+    pub fn new(prefix: &str, box_addr: &str, v4: Option<&str>) -> Segment6 {
+        let t = tag();
+        let (ns_s, ns_c) = (format!("{prefix}{t}s"), format!("{prefix}{t}c"));
+        let ns = Namespaces::new(&[ns_s.clone(), ns_c.clone()]);
+        let (dev_s, dev_c) = (format!("{prefix}{t}s0"), format!("{prefix}{t}c0"));
+        veth(&ns_s, &dev_s, v4, &ns_c, &dev_c, None);
+        let cidr = format!("{box_addr}/64");
+        run(&[
+            "ip", "-n", &ns_s, "addr", "add", &cidr, "dev", &dev_s, "nodad",
+        ]);
+        for (ns, dev) in [(&ns_s, &dev_s), (&ns_c, &dev_c)] {
+            wait(10, "link-local address still tentative", || {
+                let a = run(&[
+                    "ip", "-n", ns, "-6", "addr", "show", "dev", dev, "scope", "link",
+                ]);
+                a.contains("fe80") && !a.contains("tentative")
+            });
+        }
+        Segment6 {
+            ns_s,
+            ns_c,
+            dev_s,
+            dev_c,
+            _ns: ns,
+        }
+    }
+
+    /// The client interface's MAC address.
+    pub fn client_mac(&self) -> String {
+        let path = format!("/sys/class/net/{}/address", self.dev_c);
+        run(&["ip", "netns", "exec", &self.ns_c, "cat", &path])
+            .trim()
+            .to_string()
+    }
+}
+
+/// `curl` in `ns`: (status, body length, body); status 0 when nothing answered.
+pub fn curl(ns: &str, url: &str) -> (u16, usize, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-g", "-s", "-m", "10"])
+        .args(["-w", "\n%{http_code} %{size_download}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let mut it = tail.split_whitespace();
+    let code = it.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let size = it.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, size, body.to_string())
+}
+
+/// A stand-in agent Environment under `dir/agent/agent-amd64` (kernel and initramfs of
+/// the given sizes) for `[boot] agent_dir`; returns that `agent_dir`.
+pub fn agent_env(dir: &Path, kernel_len: usize, initrd_len: usize) -> PathBuf {
+    let agent_dir = dir.join("agent");
+    let env = agent_dir.join("agent-amd64");
+    std::fs::create_dir_all(&env).unwrap();
+    std::fs::write(env.join("vmlinuz"), vec![7u8; kernel_len]).unwrap();
+    std::fs::write(env.join("initramfs.xz"), vec![9u8; initrd_len]).unwrap();
+    agent_dir
+}
+
+/// `bin serve` in `ns` with `config` written to `dir/config.toml`, its output in
+/// `dir/appliance.log`; returns once the log says `ready`.
+pub fn serve(bin: &str, ns: &str, dir: &Path, config: &str, ready: &str) -> Proc {
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut p = Proc::spawn(
+        ns,
+        &[bin, "serve", "--config", cfg.to_str().unwrap()],
+        &dir.join("appliance.log"),
+    );
+    p.wait_for_log(ready);
+    p
 }
 
 /// A child process run in a namespace, killed on drop; its stderr+stdout go to `log`.
