@@ -1653,7 +1653,7 @@ fn a_restart_after_a_wall_clock_jump_keeps_no_lease_beyond_one_lease_time() {
     cfg.pools[0].lease_time_secs = 60;
     let mut s = DhcpServer::new(cfg.clone(), Vec::new()).unwrap();
     let a = dora(&mut s, T0, 1);
-    let stored: Vec<Lease> = s.leases().leases().cloned().collect();
+    let stored: Vec<Lease> = s.leases().leases().collect();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].expires_at, T0 + 60);
 
