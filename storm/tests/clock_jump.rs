@@ -18,20 +18,17 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 #[path = "../../appliance/tests/support/netns.rs"]
 mod netns;
 #[path = "../../appliance/tests/support/prereq.rs"]
 mod prereq;
-#[allow(dead_code)] // the neighbour limits: four machines need none
 mod support;
 
-use netns::{Namespaces, Proc, tag, veth};
-use support::appliance_bin;
+use netns::Proc;
+use support::StormBox;
 
-const GEN: &str = env!("CARGO_BIN_EXE_storm");
 const LEASE_SECS: u64 = 10;
 
 /// The addresses a storm's machines were ACKed last, by machine (None: no address).
@@ -58,68 +55,21 @@ fn wall_clock_jumps_neither_expire_nor_prolong_dhcp_leases() {
     ) {
         return prereq::skip("clock_jump", &why);
     }
-    let t = tag();
-    let (ns_s, ns_c) = (format!("sjs{t}"), format!("sjc{t}"));
-    let (vs, vc) = (format!("sjs{t}"), format!("sjc{t}"));
-    let _ns = Namespaces::new(&[ns_s.clone(), ns_c.clone()]);
-    veth(
-        &ns_s,
-        &vs,
-        Some("10.254.0.1/16"),
-        &ns_c,
-        &vc,
-        Some("10.254.255.254/16"),
+    let sb = StormBox::new(
+        "sj",
+        "10.254.1.3",
+        &format!(
+            "lease_time_secs = {LEASE_SECS}\ndecline_hold_secs = {LEASE_SECS}\nprobe_interval_secs = 0\n"
+        ),
     );
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let data = dir.join("data");
-    let tftp = dir.join("tftp");
-    std::fs::create_dir_all(&tftp).unwrap();
-    std::fs::write(tftp.join("ipxe.efi"), b"test").unwrap();
-    let config = format!(
-        "data_dir = \"{data}\"\ninterface = \"{vs}\"\n\
-         [http]\nlisten = \"0.0.0.0:8081\"\n\
-         [tftp]\nlisten = \"10.254.0.1:69\"\nroot = \"{tftp}\"\n\
-         [dhcp]\nmode = \"server\"\nlease_time_secs = {LEASE_SECS}\ndecline_hold_secs = {LEASE_SECS}\nprobe_interval_secs = 0\n\
-         [[dhcp.pools]]\nrange_start = \"10.254.1.0\"\nrange_end = \"10.254.1.3\"\nnetmask = \"255.255.0.0\"\n\
-         [boot]\nadvertise = \"10.254.0.1:8081\"\ndownload_assets = false\n\
-         [siderolink]\nenabled = false\n[admin_tls]\nenabled = false\n[log]\nlevel = \"warn\"\n",
-        data = data.display(),
-        tftp = tftp.display(),
-    );
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, config).unwrap();
+    let dir = sb.dir();
     let offset = dir.join("wall-offset");
     std::fs::write(&offset, "0").unwrap();
-    let bin = appliance_bin();
-    let bin = bin.to_str().unwrap();
     let start_box = |log: &str| {
-        let mut server = Proc::spawn_env(
-            &ns_s,
-            &[bin, "serve", "--config", cfg.to_str().unwrap()],
+        sb.start(
+            log,
             &[("APPLIANCE_FAULT_WALL_OFFSET_FILE", offset.to_str().unwrap())],
-            &dir.join(log),
-        );
-        let deadline = appliance::clock::now() + Duration::from_secs(60);
-        loop {
-            let healthy = Command::new("ip")
-                .args(["netns", "exec", &ns_s, "curl", "-sf"])
-                .arg("http://10.254.0.1:8081/healthz")
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if healthy {
-                return server;
-            }
-            assert!(
-                appliance::clock::now() < deadline,
-                "the box never became healthy:\n{}",
-                server.log()
-            );
-            if let Some(st) = server.child.try_wait().unwrap() {
-                panic!("the box exited ({st}):\n{}", server.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        )
     };
     // `clients` machines from index `first` do one PXE DHCP exchange (`tries`
     // transmissions); their addresses.
@@ -127,10 +77,9 @@ fn wall_clock_jumps_neither_expire_nor_prolong_dhcp_leases() {
     let dhcp = |first: usize, clients: usize, tries: usize| -> Vec<Option<String>> {
         let n: usize = std::cell::Cell::replace(&run, std::cell::Cell::get(&run) + 1);
         let out = dir.join(format!("storm{n}.jsonl"));
-        let o = Command::new("ip")
-            .args([
-                "netns", "exec", &ns_c, GEN, "--iface", &vc, "--stages", "dhcp",
-            ])
+        let o = sb
+            .storm()
+            .args(["--stages", "dhcp"])
             .args(["--first", &first.to_string()])
             .args(["--clients", &clients.to_string(), "--ramp-secs", "0.2"])
             .args(["--pxe-dhcp-tries", &tries.to_string()])

@@ -19,7 +19,6 @@
 //! after it), so the checks are about something.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use appliance::model::Kind;
@@ -31,10 +30,8 @@ mod netns;
 mod prereq;
 mod support;
 
-use netns::{Namespaces, Proc, tag, veth};
-use support::{NeighLimits, appliance_bin};
+use support::{NeighLimits, StormBox};
 
-const GEN: &str = env!("CARGO_BIN_EXE_storm");
 const CLIENTS: usize = 300;
 /// Stored Servers when the box is killed.
 const KILL_AT_REGISTERED: usize = 40;
@@ -88,94 +85,16 @@ fn kill_9_mid_storm_hands_no_address_twice_and_loses_no_registration() {
     ) {
         return prereq::skip("kill9", &why);
     }
-    let t = tag();
-    let (ns_s, ns_c) = (format!("sks{t}"), format!("skc{t}"));
-    let (vs, vc) = (format!("sks{t}"), format!("skc{t}"));
-    let _ns = Namespaces::new(&[ns_s.clone(), ns_c.clone()]);
-    veth(
-        &ns_s,
-        &vs,
-        Some("10.254.0.1/16"),
-        &ns_c,
-        &vc,
-        Some("10.254.255.254/16"),
-    );
+    let sb = StormBox::new("sk", "10.254.200.255", "");
     let _limits = NeighLimits::raise();
-
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let data = dir.join("data");
-    let tftp = dir.join("tftp");
-    std::fs::create_dir_all(&tftp).unwrap();
-    std::fs::write(tftp.join("ipxe.efi"), vec![0x5a; 256 * 1024]).unwrap();
-    let env = data.join("env/agent-amd64");
-    std::fs::create_dir_all(&env).unwrap();
-    std::fs::write(env.join("vmlinuz"), vec![b'k'; 256 * 1024]).unwrap();
-    std::fs::write(env.join("initramfs.xz"), vec![b'i'; 512 * 1024]).unwrap();
-    let config = format!(
-        "data_dir = \"{data}\"\ninterface = \"{vs}\"\n\
-         [http]\nlisten = \"0.0.0.0:8081\"\n\
-         [tftp]\nlisten = \"10.254.0.1:69\"\nroot = \"{tftp}\"\n\
-         [dhcp]\nmode = \"server\"\n\
-         [[dhcp.pools]]\nrange_start = \"10.254.1.0\"\nrange_end = \"10.254.200.255\"\nnetmask = \"255.255.0.0\"\n\
-         [boot]\nadvertise = \"10.254.0.1:8081\"\ndownload_assets = false\n\
-         [siderolink]\nenabled = false\n[admin_tls]\nenabled = false\n[log]\nlevel = \"warn\"\n",
-        data = data.display(),
-        tftp = tftp.display(),
-    );
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let bin = appliance_bin();
-    let bin = bin.to_str().unwrap();
+    let dir = sb.dir();
     let t0 = appliance::clock::now();
     let at = || format!("{:.1} s", t0.elapsed().as_secs_f64());
 
-    let start_box = |log: &str| {
-        let mut server = Proc::spawn(
-            &ns_s,
-            &[bin, "serve", "--config", cfg.to_str().unwrap()],
-            &dir.join(log),
-        );
-        let deadline = appliance::clock::now() + Duration::from_secs(60);
-        loop {
-            let healthy = Command::new("ip")
-                .args(["netns", "exec", &ns_s, "curl", "-sf"])
-                .arg("http://10.254.0.1:8081/healthz")
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if healthy {
-                return server;
-            }
-            assert!(
-                appliance::clock::now() < deadline,
-                "the box never became healthy:\n{}",
-                server.log()
-            );
-            if let Some(st) = server.child.try_wait().unwrap() {
-                panic!("the box exited ({st}):\n{}", server.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    let servers_stored = || -> Option<usize> {
-        let o = Command::new("ip")
-            .args(["netns", "exec", &ns_s, bin, "ctl"])
-            .args(["--endpoint", "http://10.254.0.1:8081"])
-            .args(["--data-dir", data.to_str().unwrap(), "status"])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("Server:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
+    let start_box = |log: &str| sb.start(log, &[]);
     let storm = |stages: &str, ramp: &str, outcomes: &std::path::Path| {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &ns_c, GEN, "--iface", &vc])
-            .args(["--clients", &CLIENTS.to_string(), "--ramp-secs", ramp])
+        let mut c = sb.storm();
+        c.args(["--clients", &CLIENTS.to_string(), "--ramp-secs", ramp])
             .args(["--stages", stages])
             .arg("--outcomes")
             .arg(outcomes);
@@ -192,7 +111,7 @@ fn kill_9_mid_storm_hands_no_address_twice_and_loses_no_registration() {
     // Kill once the box stores KILL_AT_REGISTERED Servers.
     let deadline = appliance::clock::now() + Duration::from_secs(60);
     loop {
-        if servers_stored().is_some_and(|n| n >= KILL_AT_REGISTERED) {
+        if sb.servers_stored().is_some_and(|n| n >= KILL_AT_REGISTERED) {
             break;
         }
         assert!(
@@ -278,7 +197,7 @@ fn kill_9_mid_storm_hands_no_address_twice_and_loses_no_registration() {
     }
 
     // The store: one lease per machine, the one the second storm was given.
-    let store = Store::open(&data.join("state.redb")).unwrap();
+    let store = Store::open(&sb.data.join("state.redb")).unwrap();
     let leases = store.dhcp_leases().unwrap();
     let mut by_mac: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for l in &leases {

@@ -10,7 +10,6 @@
 //! and a sampled machine's boot timeline on the box holds every step of the boot. Times
 //! are printed, never asserted (numbers come from `scripts/bench storm`).
 
-use std::process::Command;
 use std::time::Duration;
 
 #[path = "../../appliance/tests/support/netns.rs"]
@@ -19,10 +18,8 @@ mod netns;
 mod prereq;
 mod support;
 
-use netns::{Namespaces, Proc, tag, veth};
-use support::{NeighLimits, appliance_bin};
+use support::{NeighLimits, StormBox, servers_in};
 
-const GEN: &str = env!("CARGO_BIN_EXE_storm");
 const CLIENTS: usize = 1000;
 /// Power-on spread: 1,000 machines in 5 s (200 power-ons a second). The box's 256
 /// full-speed TFTP slots are then far fewer than the machines fetching `ipxe.efi`: the rest
@@ -38,79 +35,15 @@ fn a_thousand_machines_boot_and_register_with_none_failed() {
     ) {
         return prereq::skip("storm_ci", &why);
     }
-    let t = tag();
-    let (ns_s, ns_c) = (format!("sts{t}"), format!("stc{t}"));
-    let (vs, vc) = (format!("sts{t}"), format!("stc{t}"));
-    let _ns = Namespaces::new(&[ns_s.clone(), ns_c.clone()]);
-    veth(
-        &ns_s,
-        &vs,
-        Some("10.254.0.1/16"),
-        &ns_c,
-        &vc,
-        Some("10.254.255.254/16"),
-    );
+    let sb = StormBox::new("st", "10.254.200.255", "");
     let _limits = NeighLimits::raise();
-
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let tftp = dir.join("tftp");
-    std::fs::create_dir_all(&tftp).unwrap();
-    std::fs::write(tftp.join("ipxe.efi"), vec![0x5a; 256 * 1024]).unwrap();
-    let env = dir.join("data/env/agent-amd64");
-    std::fs::create_dir_all(&env).unwrap();
-    std::fs::write(env.join("vmlinuz"), vec![b'k'; 256 * 1024]).unwrap();
-    std::fs::write(env.join("initramfs.xz"), vec![b'i'; 512 * 1024]).unwrap();
-    let config = format!(
-        "data_dir = \"{data}\"\ninterface = \"{vs}\"\n\
-         [http]\nlisten = \"0.0.0.0:8081\"\n\
-         [tftp]\nlisten = \"10.254.0.1:69\"\nroot = \"{tftp}\"\n\
-         [dhcp]\nmode = \"server\"\n\
-         [[dhcp.pools]]\nrange_start = \"10.254.1.0\"\nrange_end = \"10.254.200.255\"\nnetmask = \"255.255.0.0\"\n\
-         [boot]\nadvertise = \"10.254.0.1:8081\"\ndownload_assets = false\n\
-         [siderolink]\nenabled = false\n[admin_tls]\nenabled = false\n[log]\nlevel = \"warn\"\n",
-        data = dir.join("data").display(),
-        tftp = tftp.display(),
-    );
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let bin = appliance_bin();
-    let bin = bin.to_str().unwrap();
-    let mut server = Proc::spawn(
-        &ns_s,
-        &[bin, "serve", "--config", cfg.to_str().unwrap()],
-        &dir.join("appliance.log"),
-    );
-    let healthy = || {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns_s,
-                "curl",
-                "-sf",
-                "http://10.254.0.1:8081/healthz",
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let deadline = appliance::clock::now() + Duration::from_secs(60);
-    while !healthy() {
-        assert!(
-            appliance::clock::now() < deadline,
-            "the box never became healthy:\n{}",
-            server.log()
-        );
-        if let Some(st) = server.child.try_wait().unwrap() {
-            panic!("the box exited ({st}):\n{}", server.log());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let dir = sb.dir();
+    let server = sb.start("appliance.log", &[]);
 
     let json = dir.join("report.jsonl");
     let pid = server.child.id().to_string();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns_c, GEN, "--iface", &vc])
+    let out = sb
+        .storm()
         .args([
             "--clients",
             &CLIENTS.to_string(),
@@ -131,27 +64,8 @@ fn a_thousand_machines_boot_and_register_with_none_failed() {
     assert!(out.status.success(), "{text}");
 
     // The box's own account: every machine is a stored Server.
-    let ctl = |args: &[&str]| {
-        let o = Command::new("ip")
-            .args(["netns", "exec", &ns_s, bin, "ctl"])
-            .args(["--endpoint", "http://10.254.0.1:8081"])
-            .args(["--data-dir", dir.join("data").to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "ctl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let status = ctl(&["status"]);
-    let servers = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Server:"))
-        .map(|v| v.split_whitespace().next().unwrap_or("").to_string());
-    assert_eq!(servers.as_deref(), Some("1000"), "{status}");
+    let status = sb.ctl_ok(&["status"]);
+    assert_eq!(servers_in(&status), Some(CLIENTS), "{status}");
 
     // A sampled machine went through every step on the box's side.
     let name = storm::synthetic_agent::uuid(CLIENTS / 2);
@@ -168,7 +82,7 @@ fn a_thousand_machines_boot_and_register_with_none_failed() {
     ];
     while appliance::clock::now() < deadline {
         let t: serde_json::Value =
-            serde_json::from_str(&ctl(&["server", "timeline", &name, "-o", "json"])).unwrap();
+            serde_json::from_str(&sb.ctl_ok(&["server", "timeline", &name, "-o", "json"])).unwrap();
         steps = t["events"]
             .as_array()
             .unwrap()
