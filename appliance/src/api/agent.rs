@@ -25,7 +25,11 @@
 //!   credentials only while the server needs them; `MarkServerAsWiped` only after the box
 //!   told that boot to wipe (FAILED_PRECONDITION otherwise);
 //! - with DHCP in server mode both must also come from an address this box leased to one of
-//!   the server's NICs (its stored hardware);
+//!   the server's NICs (its stored hardware); and a registration of a known server is
+//!   refused while the address its agent last registered from still holds this box's
+//!   current lease for one of its NICs ([`displacement_check`]: a DUID-LL/LLT or a
+//!   `chaddr` is the client's own claim, which a host on the segment can copy under another
+//!   client identifier or IAID and so hold a second address "of" the same NIC);
 //! - new servers are capped per source address (`agent_limit`: rate and count,
 //!   RESOURCE_EXHAUSTED); every refusal is counted in [`AgentCounters`] (`/metrics`).
 
@@ -288,13 +292,53 @@ pub fn lease_check(
         Lookup::Lease(None) => return why("holds no lease".into()),
         Lookup::Lease(Some(l)) => l,
     };
-    if l.state != LeaseState::Bound || l.expires_at <= now_secs {
+    if !l.current(now_secs) {
         return why("holds no current lease".into());
     }
-    if !l.mac.is_some_and(|mac| macs.contains(&mac)) {
+    if !l.names_one_of(macs) {
         return why("is leased to another NIC".into());
     }
     Ok(())
+}
+
+impl Holder {
+    /// Bound and not expired at `now_secs` (lease time).
+    fn current(&self, now_secs: u64) -> bool {
+        self.state == LeaseState::Bound && self.expires_at > now_secs
+    }
+
+    /// The lease names one of `macs` (a v4 `chaddr`, a v6 DUID-LL/LLT MAC).
+    fn names_one_of(&self, macs: &[[u8; 6]]) -> bool {
+        self.mac.is_some_and(|mac| macs.contains(&mac))
+    }
+}
+
+/// The displacement rule, with the lease check on: a lease proves a NIC only by the MAC the
+/// client itself put in its request (a v4 `chaddr`, a v6 DUID-LL/LLT), which any host on
+/// the segment can copy under its own client identifier or IAID and so hold a second
+/// address "of" that NIC. So a CreateServer for a known server from `caller` is refused
+/// while `prior`, the address the server's agent last registered from, still holds this
+/// box's current lease for one of the server's NIC `macs` (`prior_lookup`): a NIC has one
+/// agent address at a time, and the registered one keeps it. The real agent registers again
+/// from its own lease (the same client gets the same address) or after that lease ended
+/// (released, expired). The reason when refused; it never names `prior`.
+pub fn displacement_check(
+    server: &str,
+    caller: IpAddr,
+    prior: IpAddr,
+    prior_lookup: &Lookup,
+    macs: &[[u8; 6]],
+    now_secs: u64,
+) -> Result<(), String> {
+    if prior == caller {
+        return Ok(());
+    }
+    match prior_lookup {
+        Lookup::Lease(Some(l)) if l.current(now_secs) && l.names_one_of(macs) => Err(format!(
+            "server {server}'s agent registered from another address, which still holds this box's current lease for one of its NICs; a registration from {caller} is refused: another lease naming the same NIC (a copied DUID or chaddr) is no proof of being that server (its agent registers from its own lease, or once that lease ended)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The MACs of a server's NICs in its stored hardware.
@@ -458,23 +502,48 @@ impl AgentService {
         }
     }
 
+    /// What this box's DHCP (v4 or v6, as the policy says) knows of `ip`'s lease.
+    async fn lookup(&self, ip: IpAddr) -> Result<Lookup, Status> {
+        let (store, policy) = (self.lc.store().clone(), self.policy);
+        tokio::task::spawn_blocking(move || resolve_holder(&store, &policy, ip))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| lifecycle_status(LifecycleError::Store(e)))
+    }
+
     /// In DHCP server mode: the caller must hold this box's lease for one of the server's NICs.
     async fn check_lease(&self, server: &Server, caller: IpAddr) -> Result<(), Status> {
         if !self.policy.checks_leases() {
             return Ok(());
         }
-        let (store, policy) = (self.lc.store().clone(), self.policy);
-        let lookup = tokio::task::spawn_blocking(move || resolve_holder(&store, &policy, caller))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| lifecycle_status(LifecycleError::Store(e)))?;
+        let lookup = self.lookup(caller).await?;
         let now_secs = self.clock.steady_secs();
         let name = &server.metadata.name;
-        lease_check(name, caller, &lookup, &server_macs(server), now_secs).map_err(|msg| {
-            self.counters.lease.inc();
-            tracing::warn!(server = %name, %caller, "agent call refused: {msg}");
-            Status::permission_denied(msg)
-        })
+        lease_check(name, caller, &lookup, &server_macs(server), now_secs)
+            .map_err(|msg| self.lease_refused(name, caller, msg))
+    }
+
+    /// With the lease check on, a registration of a known server must not displace its
+    /// agent's address while that address still holds the NIC's lease
+    /// ([`displacement_check`]).
+    async fn check_displacement(&self, server: &Server, caller: IpAddr) -> Result<(), Status> {
+        let name = &server.metadata.name;
+        if !self.policy.checks_leases() {
+            return Ok(());
+        }
+        let Some(prior) = self.lc.last_agent_source(name).filter(|p| *p != caller) else {
+            return Ok(());
+        };
+        let lookup = self.lookup(prior).await?;
+        let now_secs = self.clock.steady_secs();
+        displacement_check(name, caller, prior, &lookup, &server_macs(server), now_secs)
+            .map_err(|msg| self.lease_refused(name, caller, msg))
+    }
+
+    fn lease_refused(&self, server: &str, caller: IpAddr, msg: String) -> Status {
+        self.counters.lease.inc();
+        tracing::warn!(%server, %caller, "agent call refused: {msg}");
+        Status::permission_denied(msg)
     }
 
     /// Charges a new server to the caller's address (see `agent_limit`).
@@ -645,6 +714,15 @@ impl Agent for AgentService {
                 n
             }
         };
+        // A known server's agent address is not moved by a copied NIC identity; the pinned
+        // key itself (its signature is checked below) is the same agent.
+        if let Some(s) = &stored
+            && !presented
+                .as_ref()
+                .is_some_and(|p| pinned_key(s) == Some(p.key))
+        {
+            self.check_displacement(s, caller).await?;
+        }
         let mut claim = None;
         let mut spend = None;
         if let Some(p) = &presented {
@@ -1540,6 +1618,327 @@ mod tests {
         assert_eq!(phase(), Phase::Available);
         let _ = stop.send(());
         server.await.unwrap().unwrap();
+    }
+
+    /// The displacement rule at the lease-check level: a second DHCPv6 lease whose DUID
+    /// (DUID-LL under another IAID, or a DUID-LLT) names server A's MAC passes the plain
+    /// lease check — the DUID is the client's own claim — but never displaces A's agent
+    /// while the address A's agent registered from still holds its current lease.
+    #[test]
+    fn a_copied_duid_never_displaces_the_registered_agent() {
+        let a_mac = [0x52, 0x54, 0, 0, 0, 0xa];
+        let other = [0x52, 0x54, 0, 0, 0, 0xb];
+        let (a_ip, forger): (IpAddr, IpAddr) =
+            ("fd00::a".parse().unwrap(), "fd00::f".parse().unwrap());
+        let lease6 = |addr: IpAddr, duid: Vec<u8>, iaid, state, expires_at| Lease6 {
+            addr: match addr {
+                IpAddr::V6(a) => a,
+                IpAddr::V4(_) => unreachable!(),
+            },
+            state,
+            duid,
+            iaid,
+            expires_at,
+        };
+        let found = |l: Lease6| Lookup::Lease(Some(Holder::from(&l)));
+        let ll = [vec![0, 3, 0, 1], a_mac.to_vec()].concat();
+        let llt = [vec![0, 1, 0, 1, 9, 9, 9, 9], a_mac.to_vec()].concat();
+        let a_lease = |state, expires_at| found(lease6(a_ip, ll.clone(), 1, state, expires_at));
+        for forged in [
+            lease6(forger, ll.clone(), 2, LeaseState::Bound, 2000),
+            lease6(forger, llt.clone(), 1, LeaseState::Bound, 2000),
+        ] {
+            // The DUID alone passes the lease check: it is no proof.
+            lease_check("a", forger, &found(forged), &[a_mac], 1000).unwrap();
+            // While A's own address holds its lease, the forger cannot displace it.
+            let e = displacement_check(
+                "a",
+                forger,
+                a_ip,
+                &a_lease(LeaseState::Bound, 2000),
+                &[a_mac],
+                1000,
+            )
+            .unwrap_err();
+            assert!(
+                e.contains("copied DUID") && e.contains("fd00::f") && !e.contains("fd00::a"),
+                "{e}"
+            );
+        }
+        // A's agent registering again from its own address: no displacement.
+        displacement_check(
+            "a",
+            a_ip,
+            a_ip,
+            &a_lease(LeaseState::Bound, 2000),
+            &[a_mac],
+            1000,
+        )
+        .unwrap();
+        // Once that lease ended (expired, released, declined), the NIC has no agent
+        // address: a new one may register (the documented limit of a non-cryptographic
+        // check; token mode's pinned key is what binds later calls).
+        for (state, expires_at) in [
+            (LeaseState::Bound, 1000),
+            (LeaseState::Released, 2000),
+            (LeaseState::Declined, 2000),
+        ] {
+            displacement_check(
+                "a",
+                forger,
+                a_ip,
+                &a_lease(state, expires_at),
+                &[a_mac],
+                1000,
+            )
+            .unwrap();
+        }
+        // The prior address leased to another NIC, or to none, or not checked: no claim.
+        for l in [
+            found(lease6(
+                a_ip,
+                [vec![0, 3, 0, 1], other.to_vec()].concat(),
+                1,
+                LeaseState::Bound,
+                2000,
+            )),
+            Lookup::Lease(None),
+            Lookup::Unchecked,
+            Lookup::NoDhcpv6,
+        ] {
+            displacement_check("a", forger, a_ip, &l, &[a_mac], 1000).unwrap();
+        }
+        // The same rule for IPv4: a chaddr copied under another client identifier.
+        let v4 = |ip: [u8; 4]| Lease {
+            addr: ip.into(),
+            state: LeaseState::Bound,
+            client_id: vec![ip[3]],
+            chaddr: a_mac.to_vec(),
+            expires_at: 2000,
+            hostname: None,
+        };
+        let (a4, f4) = (IpAddr::from([10, 0, 0, 10]), IpAddr::from([10, 0, 0, 15]));
+        lease_check(
+            "a",
+            f4,
+            &Lookup::Lease(Some(Holder::from(&v4([10, 0, 0, 15])))),
+            &[a_mac],
+            1000,
+        )
+        .unwrap();
+        let e = displacement_check(
+            "a",
+            f4,
+            a4,
+            &Lookup::Lease(Some(Holder::from(&v4([10, 0, 0, 10])))),
+            &[a_mac],
+            1000,
+        )
+        .unwrap_err();
+        assert!(e.contains("10.0.0.15"), "{e}");
+    }
+
+    /// The attack end to end at the agent service (its handlers called with the caller's
+    /// address as the :8081 listener sets it), in Sidero-compatible mode where no key binds
+    /// the calls and the lease check is the guard: the box's real DHCPv6 core leases server
+    /// A's agent an address under A's DUID-LL, and two more to a host on the segment under
+    /// DUIDs naming A's MAC (A's DUID-LL with another IAID; a DUID-LLT). From those
+    /// addresses the forger's registration of A (with a changed report), its BMC report
+    /// and its wipe report are all refused, and nothing of A changes: its stored object,
+    /// its agent boot's address, its phase; A's own agent then reports its wipe.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_with_a_dhcpv6_lease_under_a_copied_duid_changes_nothing_of_the_server() {
+        use crate::protocol::dhcpv6::{self, Dhcpv6Server, wire};
+        use crate::store::Store;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let now = crate::clock::WallClock::process().steady_secs();
+        let a_mac = [0x52, 0x54, 0, 0, 0, 0xa];
+        let ip = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        let mut core = Dhcpv6Server::new(
+            dhcpv6::Config {
+                server_duid: vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 1],
+                server_ip: ip("fd00:77::1"),
+                prefix: ip("fd00:77::"),
+                prefix_len: 64,
+                pool_start: ip("fd00:77::100"),
+                pool_end: ip("fd00:77::1ff"),
+                preferred_secs: 1800,
+                valid_secs: 3600,
+                dns: vec![],
+                boot: Default::default(),
+                boot_file_params: vec![],
+                decline_hold_secs: 600,
+            },
+            [],
+        )
+        .unwrap();
+        // A Solicit with Rapid Commit: the core binds at once; the lease is stored as the
+        // DHCPv6 service stores it.
+        let mut lease = |duid: &[u8], iaid: u32| -> IpAddr {
+            let mut out = wire::Out::new(wire::SOLICIT, [1, 2, 3]);
+            out.opt(wire::OPT_CLIENTID, duid);
+            out.opt(wire::OPT_RAPID_COMMIT, &[]);
+            out.opt(wire::OPT_IA_NA, &wire::ia_na(iaid, 0, 0, &[]));
+            let d = core.handle(now, &out.into_bytes()).unwrap();
+            assert_eq!(d.changes.len(), 1, "{d:?}");
+            store.commit_lease6_changes(&d.changes).unwrap();
+            IpAddr::V6(d.changes[0].addr)
+        };
+        let ll = [vec![0, 3, 0, 1], a_mac.to_vec()].concat();
+        let llt = [vec![0, 1, 0, 1, 0x2f, 0, 0, 1], a_mac.to_vec()].concat();
+        let a_ip = lease(&ll, 1);
+        let forgers = [lease(&ll, 2), lease(&llt, 1)];
+        assert!(forgers.iter().all(|f| *f != a_ip), "{a_ip} {forgers:?}");
+
+        let mut cfg = crate::config::Config::default().lifecycle;
+        cfg.auto_accept = true;
+        let bmc_cfg = crate::config::Config::default().bmc;
+        let power = crate::bmc::power::PowerControl::new(store.clone(), &bmc_cfg);
+        let setup =
+            crate::bmc::setup::AutoSetup::new(store.clone(), power.gate().clone(), &bmc_cfg);
+        let (lc, _task) = Lifecycle::new(
+            store,
+            cfg,
+            Arc::new(crate::reconcile::power::LoggedPower),
+            Some(setup),
+        );
+        let counters = Arc::new(AgentCounters::default());
+        let mut agent_cfg = crate::config::Config::default().agent;
+        agent_cfg.first_contact = crate::config::FirstContactMode::SideroCompatible;
+        let svc = AgentService::new(
+            lc.clone(),
+            counters.clone(),
+            AgentPolicy {
+                lease_check_v6: true,
+                ..Default::default()
+            },
+            Arc::new(FirstContact::new(&agent_cfg)),
+        );
+        fn from<T>(ip: IpAddr, msg: T) -> Request<T> {
+            let mut r = Request::new(msg);
+            r.extensions_mut()
+                .insert(axum::extract::ConnectInfo(SocketAddr::new(ip, 40000)));
+            r
+        }
+        let uuid = "4c4c4544-0042-3510-8052-b4c04f4e3141";
+        let create = |hostname: &str, disk: u64| pb::CreateServerRequest {
+            hardware: Some(pb::HardwareInformation {
+                system: Some(pb::SystemInformation {
+                    uuid: uuid.into(),
+                    ..Default::default()
+                }),
+                storage: Some(pb::StorageInformation {
+                    total_size: disk,
+                    device_count: 1,
+                    devices: vec![pb::StorageDevice {
+                        size: disk,
+                        device_name: "/dev/vda".into(),
+                        ..Default::default()
+                    }],
+                }),
+                network: Some(pb::NetworkInformation {
+                    interface_count: 1,
+                    interfaces: vec![pb::NetworkInterface {
+                        name: "eth0".into(),
+                        mac: "52:54:00:00:00:0a".into(),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            }),
+            hostname: hostname.into(),
+        };
+        let stored = || {
+            let Some(Object::Server(s)) = lc
+                .store()
+                .get(Kind::Server, uuid)
+                .unwrap()
+                .map(|s| s.object)
+            else {
+                panic!("no server")
+            };
+            s
+        };
+
+        // A's agent registers from its own lease: asked for its BMC, then told to wipe.
+        let r = svc
+            .create_server(from(a_ip, create("a", 1 << 30)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.setup_bmc, "{r:?}");
+        let n = svc
+            .next_action(from(a_ip, pb::NextActionRequest { uuid: uuid.into() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(n.action, AgentAction::Wipe as i32);
+        let before = serde_json::to_value(stored()).unwrap();
+        assert_eq!(apply::server_state(&stored()).phase, Phase::Wiping);
+
+        for (k, f) in forgers.iter().enumerate() {
+            // The forger's address passes the plain lease check for A's NIC…
+            let lookup = resolve_holder(lc.store(), &svc.policy, *f).unwrap();
+            lease_check(uuid, *f, &lookup, &[a_mac], now).unwrap();
+            // …but its registration of A (another hostname, another disk) is refused,
+            let e = svc
+                .create_server(from(*f, create("forged", 2 << 30)))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+            assert!(e.message().contains("copied DUID"), "{e}");
+            // and so are its BMC and wipe reports for A.
+            let e = svc
+                .update_bmc_info(from(
+                    *f,
+                    pb::UpdateBmcInfoRequest {
+                        uuid: uuid.into(),
+                        bmc_info: Some(pb::BmcInfo {
+                            ip: "10.9.9.9".into(),
+                            user: "root".into(),
+                            pass: "forged".into(),
+                            ..Default::default()
+                        }),
+                    },
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+            let e = svc
+                .mark_server_as_wiped(from(
+                    *f,
+                    pb::MarkServerAsWipedRequest {
+                        uuid: uuid.into(),
+                        wipe_mode: 0,
+                    },
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+            // Nothing of A changed: its object, its agent boot's address, its phase.
+            assert_eq!(
+                serde_json::to_value(stored()).unwrap(),
+                before,
+                "forger {k}"
+            );
+            assert_eq!(lc.boot(uuid).map(|b| b.source), Some(a_ip));
+            assert_eq!(apply::server_state(&stored()).phase, Phase::Wiping);
+        }
+        assert_eq!(counters.lease.get(), 2);
+        assert_eq!(counters.wrong_source.get(), 4);
+        // A's own agent goes on: its wipe report from its lease counts.
+        svc.mark_server_as_wiped(from(
+            a_ip,
+            pb::MarkServerAsWipedRequest {
+                uuid: uuid.into(),
+                wipe_mode: 0,
+            },
+        ))
+        .await
+        .unwrap();
+        assert_eq!(apply::server_state(&stored()).phase, Phase::Available);
     }
 
     #[test]

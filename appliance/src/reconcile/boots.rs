@@ -79,11 +79,15 @@ pub enum BootRefusal {
 #[derive(Debug, Default)]
 pub struct AgentBoots {
     boots: HashMap<String, Boot>,
+    /// Where each server's latest CreateServer came from, kept after its boot ended (the
+    /// agent API's displacement rule: `api::agent::displacement_check`).
+    last: HashMap<String, IpAddr>,
 }
 
 impl AgentBoots {
     /// A CreateServer from `source` began a new boot of `server` (replacing any other).
     pub fn begin(&mut self, server: &str, source: IpAddr, bmc_asked: bool, wipe_told: bool) {
+        self.last.insert(server.to_string(), source);
         self.boots.insert(
             server.to_string(),
             Boot {
@@ -97,6 +101,11 @@ impl AgentBoots {
 
     pub fn get(&self, server: &str) -> Option<Boot> {
         self.boots.get(server).copied()
+    }
+
+    /// Where the server's latest agent boot registered from, whether or not it is over.
+    pub fn last_source(&self, server: &str) -> Option<IpAddr> {
+        self.last.get(server).copied()
     }
 
     /// May `caller` make a call that needs `need` about `server`? Returns the boot.

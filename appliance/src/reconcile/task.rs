@@ -230,6 +230,12 @@ impl Lifecycle {
         self.boots().get(name)
     }
 
+    /// Where the server's latest agent boot registered from (since this box started),
+    /// whether or not that boot is over.
+    pub fn last_agent_source(&self, name: &str) -> Option<IpAddr> {
+        self.boots().last_source(name)
+    }
+
     /// NextAction told the server's current agent boot to wipe.
     pub fn boot_told_wipe(&self, name: &str) {
         self.boots().told_wipe(name);
