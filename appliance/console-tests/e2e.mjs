@@ -17,45 +17,22 @@
 // main page at laptop and phone widths go to SHOTS_DIR; first-load page weights to
 // SHOTS_DIR/page-weights.json. Exits non-zero on the first failed check.
 
-import { createRequire } from "node:module";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync, readFileSync } from "node:fs";
+import { writeFileSync, readFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
 
-const require = createRequire(join(process.env.NODE_PATH || ".", "noop.js"));
-const { chromium } = require("playwright-core");
+import { BASE, DATA_DIR, SHOTS, TOKEN, asker, at, check, fail, finish, launch } from "./harness.mjs";
 
-const BASE = process.env.BASE_URL;
-const DATA_DIR = process.env.DATA_DIR;
 const BIN = process.env.APPLIANCE_BIN;
-const SHOTS = process.env.SHOTS_DIR;
 const HERE = dirname(fileURLToPath(import.meta.url));
-const TOKEN = readFileSync(join(DATA_DIR, "admin.token"), "utf8").trim();
-mkdirSync(SHOTS, { recursive: true });
 
 const LAPTOP = { width: 1366, height: 860 };
 const PHONE = { width: 390, height: 844 };
 let NEW_SERVER = ""; // the UUID the agent registers
 
 // The agent, played by the Rust harness over stdin/stdout (see the header).
-const harness = createInterface({ input: process.stdin });
-const waiting = [];
-harness.on("line", (l) => { const w = waiting.shift(); if (w) w(l); });
-async function agent(cmd) {
-  const reply = new Promise((resolve) => waiting.push(resolve));
-  console.log(`@agent ${cmd}`);
-  const line = await reply;
-  if (!line.startsWith("@ok ")) throw new Error(`agent ${cmd} failed: ${line}`);
-  return line.slice(4).trim();
-}
-
-let step = "start";
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed at step "${step}": ${what}`);
-  console.log(`  ok: ${what}`);
-}
+const agent = asker("agent");
 function ctl(...args) {
   return execFileSync(BIN, ["ctl", "--endpoint", BASE, "--data-dir", DATA_DIR, ...args], { encoding: "utf8" });
 }
@@ -63,12 +40,7 @@ function apply(yaml) {
   return execFileSync(BIN, ["ctl", "--endpoint", BASE, "--data-dir", DATA_DIR, "apply", "-f", "-"], { input: yaml, encoding: "utf8" });
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-  headless: true,
-});
+const browser = await launch();
 
 async function shot(page, name) {
   await page.waitForTimeout(150);
@@ -81,7 +53,7 @@ try {
   page.on("pageerror", (e) => { console.error("page error:", e.message); process.exitCode = 1; });
   page.on("console", (m) => { if (m.type() === "error" && !/401|Failed to load resource/.test(m.text())) console.error("console error:", m.text()); });
 
-  step = "login";
+  at.step = "login";
   await page.goto(BASE + "/servers");
   check(new URL(page.url()).pathname === "/login", "an unauthenticated page visit redirects to /login");
   await shot(page, "login-laptop");
@@ -99,7 +71,7 @@ try {
   await page.locator("#live.on").waitFor();
   check(true, "the live stream connected");
 
-  step = "overview live";
+  at.step = "overview live";
   await page.getByRole("link", { name: "Overview" }).click();
   await page.locator("#state-counts").waitFor();
   await page.evaluate(() => { window.__noReload = "still here"; });
@@ -111,7 +83,7 @@ try {
   check(await page.locator("#events li").count() > 0, "recent events listed");
   await shot(page, "overview-laptop");
 
-  step = "server appears";
+  at.step = "server appears";
   await page.getByRole("link", { name: "Servers", exact: true }).click();
   await page.locator("#servers-table").waitFor();
   await page.evaluate(() => { window.__noReload = "servers"; });
@@ -131,7 +103,7 @@ try {
   check((await row.textContent()).includes("2 × 32c"), "with the CPU inventory the agent reported (2 sockets, 32 cores)");
   await shot(page, "servers-laptop");
 
-  step = "filter and sort";
+  at.step = "filter and sort";
   await page.getByLabel("State").selectOption("discovered");
   await page.waitForFunction(() => [...document.querySelectorAll("#servers-table tbody tr")].every((r) => r.querySelector(".badge").textContent === "discovered"));
   check(new URL(page.url()).searchParams.get("state") === "discovered", "state filter is in the URL and applied server-side");
@@ -140,7 +112,7 @@ try {
   await page.waitForFunction(() => new URL(location.href).searchParams.get("sort") === "memory");
   check(true, "sorting by memory");
 
-  step = "accept";
+  at.step = "accept";
   await page.getByRole("link", { name: "e2e-node" }).click();
   await page.locator("#server-state").waitFor();
   await page.evaluate(() => { window.__noReload = "detail"; });
@@ -157,13 +129,13 @@ try {
   check(stored().spec.accepted === true, "accept reached the store (ctl get shows accepted: true)");
   check(await page.evaluate(() => window.__noReload === "detail"), "accepted state shown live, without a reload");
 
-  step = "agent wipes after accept";
+  at.step = "agent wipes after accept";
   check((await agent("wipe")) === "wiping", "the agent's NextAction said WIPE; it wiped and reported it");
   await badgeIs("available");
   check(stored().status.state === "available" && stored().status.isClean === true, "available and clean in the store");
   check(await page.evaluate(() => window.__noReload === "detail"), "available shown live, without a reload");
 
-  step = "cordon";
+  at.step = "cordon";
   await page.locator('[data-action="cordon"]').click();
   await page.locator("dialog#confirm[open]").waitFor();
   await page.locator("#confirm-ok").click();
@@ -171,7 +143,7 @@ try {
   check(stored().spec.cordoned === true, "cordon reached the store");
   check(await page.locator('[data-action="uncordon"]').isVisible(), "uncordon offered once cordoned");
 
-  step = "wipe on demand";
+  at.step = "wipe on demand";
   const wipe = page.locator('[data-action="wipe"]');
   await page.waitForFunction(() => !document.querySelector('[data-action="wipe"]').disabled);
   check(true, "wipe is offered for an available server");
@@ -193,7 +165,7 @@ try {
   check(await page.evaluate(() => window.__noReload === "detail"), "the whole wipe was shown live, without a reload");
   await shot(page, "server-detail-laptop");
 
-  step = "csrf";
+  at.step = "csrf";
   // Forged mutations from the logged-in browser: no token, a wrong token, and (through the
   // context's request API, which sends the session cookie) the right token from another
   // origin. Each is refused and the server stays cordoned.
@@ -206,7 +178,7 @@ try {
   check(cross.status() === 403 && /cross-origin/.test(await cross.text()), "a cross-origin mutation is refused even with the token (403)");
   check(stored().spec.cordoned === true, "none of them changed anything: still cordoned");
 
-  step = "class edit with a bad field";
+  at.step = "class edit with a bad field";
   await page.getByRole("link", { name: "Classes", exact: true }).click();
   await page.getByRole("link", { name: "control-plane" }).click();
   const ta = page.locator("textarea#yaml");
@@ -234,21 +206,21 @@ try {
   await page.locator("table").waitFor();
   await shot(page, "classes-laptop");
 
-  step = "environment";
+  at.step = "environment";
   await page.getByRole("link", { name: "Environments" }).click();
   await page.getByRole("link", { name: "default" }).click();
   await page.locator("textarea#yaml").waitFor();
   check((await page.locator("#assets .badge").first().textContent()).includes("ready"), "environment asset status shown");
   await shot(page, "environment-laptop");
 
-  step = "settings";
+  at.step = "settings";
   await page.getByRole("link", { name: "Settings" }).click();
   await page.locator("#dhcp-mode").waitFor();
   check((await page.locator("#dhcp-mode").getAttribute("data-mode")) === "off", "settings show the DHCP mode the box runs with");
   check((await page.locator("#pools").textContent()).includes("10.10.0.100 – 10.10.0.199"), "settings show the configured address pool");
   await shot(page, "settings-laptop");
 
-  step = "phone";
+  at.step = "phone";
   const phone = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true, storageState: await context.storageState() });
   const pp = await phone.newPage();
   for (const [path, name, wait] of [["/", "overview", "#state-counts"], ["/servers", "servers", "#servers-table"], [`/servers/${NEW_SERVER}`, "server-detail", "#server-state"],
@@ -263,7 +235,7 @@ try {
   await loginPhone.goto(BASE + "/login");
   await shot(loginPhone, "login-phone");
 
-  step = "page weights";
+  at.step = "page weights";
   const weights = {};
   for (const [path, name, wait] of [["/login", "login", "#secret"], ["/", "overview", "#state-counts"], ["/servers", "servers", "#servers-table"],
     [`/servers/${NEW_SERVER}`, "server-detail", "#server-state"], ["/classes", "classes", "table"], ["/environments/default", "environment", "textarea"], ["/settings", "settings", "#dhcp-mode"]]) {
@@ -290,7 +262,7 @@ try {
   writeFileSync(join(SHOTS, "page-weights.json"), JSON.stringify(weights, null, 2));
   console.log("page weights (KiB transferred on first load, assets gzip-compressed):", JSON.stringify(weights));
 
-  step = "logout";
+  at.step = "logout";
   await page.getByRole("button", { name: "Log out" }).click();
   await page.waitForURL(BASE + "/login");
   const after = await page.request.get(BASE + "/api/v1/overview");
@@ -298,7 +270,7 @@ try {
   await page.goto(BASE + "/servers");
   check(new URL(page.url()).pathname === "/login", "after logout pages redirect to /login");
 
-  step = "login redirect";
+  at.step = "login redirect";
   // A `next` that the browser would resolve to another host (`/\host` is `//host` to a
   // browser; here a closed loopback port, so nothing leaves the machine) must land on the
   // box's own front page instead.
@@ -310,10 +282,7 @@ try {
   check(page.url() === BASE + "/", `login with next=/\\127.0.0.9:9/x (another origin) lands on the box's / (at ${page.url()})`);
   console.log("console e2e: all checks passed");
 } catch (e) {
-  console.error(String(e.stack || e));
-  process.exitCode = 1;
+  fail(e);
 } finally {
-  await browser.close();
-  harness.close();
-  process.exit(process.exitCode ?? 0);
+  await finish(browser);
 }

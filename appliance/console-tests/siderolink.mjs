@@ -16,51 +16,22 @@
 // SHOTS_DIR/server-siderolink-laptop.png. Exits non-zero on the first failed check, so a
 // missing panel (or one that shows nothing) fails.
 
-import { createRequire } from "node:module";
-import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 
-const require = createRequire(join(process.env.NODE_PATH || ".", "noop.js"));
-const { chromium } = require("playwright-core");
+import { BASE, SHOTS, TOKEN, asker, at, check, fail, finish, launch } from "./harness.mjs";
 
-const BASE = process.env.BASE_URL;
 const NODE = process.env.NODE_NAME;
-const SHOTS = process.env.SHOTS_DIR;
 const BEFORE = Number(process.env.LINES_BEFORE);
-const TOKEN = readFileSync(join(process.env.DATA_DIR, "admin.token"), "utf8").trim();
-mkdirSync(SHOTS, { recursive: true });
+const node = asker("node");
 
-const harness = createInterface({ input: process.stdin });
-const waiting = [];
-harness.on("line", (l) => { const w = waiting.shift(); if (w) w(l); });
-async function node(cmd) {
-  const reply = new Promise((resolve) => waiting.push(resolve));
-  console.log(`@node ${cmd}`);
-  const line = await reply;
-  if (!line.startsWith("@ok")) throw new Error(`node ${cmd} failed: ${line}`);
-  return line.slice(3).trim();
-}
-
-let step = "start";
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed at step "${step}": ${what}`);
-  console.log(`  ok: ${what}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-  headless: true,
-});
+const browser = await launch();
 
 try {
   const context = await browser.newContext({ viewport: { width: 1366, height: 860 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => { console.error("page error:", e.message); process.exitCode = 1; });
 
-  step = "login";
+  at.step = "login";
   await page.goto(BASE + `/servers/${NODE}`);
   await page.getByLabel("Admin token or console password").fill(TOKEN);
   await page.getByRole("button", { name: "Log in" }).click();
@@ -69,7 +40,7 @@ try {
   await page.evaluate(() => { window.__noReload = "siderolink"; });
   const still = async () => page.evaluate(() => window.__noReload === "siderolink");
 
-  step = "log tail";
+  at.step = "log tail";
   const heading = page.locator("#h-logs");
   await heading.waitFor({ timeout: 10000 });
   check((await heading.textContent()).includes("Logs (SideroLink)"), "the server page has the SideroLink logs panel");
@@ -86,7 +57,7 @@ try {
   await page.locator("#server-logs .log-line", { hasText: `[talos] console line ${BEFORE}` }).waitFor({ timeout: 15000 });
   check(await rows.count() === BEFORE + 1 && await still(), "a line sent through the tunnel while the page is open appears live, without a reload");
 
-  step = "boot timeline";
+  at.step = "boot timeline";
   const boot = page.locator("#h-boot");
   await boot.waitFor();
   check((await boot.textContent()) === "Boot timeline", "the server page has the boot timeline panel");
@@ -108,10 +79,7 @@ try {
   await page.screenshot({ path: join(SHOTS, "server-siderolink-laptop.png"), fullPage: true });
   console.log("console siderolink: all checks passed");
 } catch (e) {
-  console.error(String(e.stack || e));
-  process.exitCode = 1;
+  fail(e);
 } finally {
-  await browser.close();
-  harness.close();
-  process.exit(process.exitCode ?? 0);
+  await finish(browser);
 }

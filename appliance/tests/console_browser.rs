@@ -23,10 +23,6 @@ mod console_support;
 mod prereq;
 mod synthetic_agent;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
-
 use console_support::Appliance;
 use synthetic_agent::SyntheticAgent;
 
@@ -83,54 +79,28 @@ fn console_end_to_end_in_chromium() {
          netmask = \"255.255.255.0\"\nrouter = \"10.10.0.1\"\ndns = [\"10.10.0.1\"]\n\
          domain = \"lab.example\"\n",
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("console-tests/e2e.mjs");
-    let mut child = Command::new("node")
-        .arg(&script)
-        .env("BASE_URL", app.base_url())
-        .env("DATA_DIR", app.data_dir())
-        .env("APPLIANCE_BIN", console_support::BIN)
-        .env("SHOTS_DIR", &shots)
-        .env("NODE_PATH", node_dir.join("node_modules"))
-        .env("CHROMIUM", browser::CHROMIUM)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs");
-    let mut stderr_pipe = child.stderr.take().unwrap();
-    let stderr_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr_pipe.read_to_string(&mut s);
-        s
-    });
-    let mut to_script = child.stdin.take().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let endpoint = app.base_url();
     let mut agent = None;
-    let mut stdout = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.expect("script output");
-        println!("{line}");
-        stdout.push_str(&line);
-        stdout.push('\n');
-        if let Some(cmd) = line.strip_prefix("@agent ") {
-            let reply = match rt.block_on(agent_request(&mut agent, &endpoint, cmd.trim())) {
-                Ok(v) => format!("@ok {v}\n"),
-                Err(m) => format!("@err {}\n", m.replace('\n', " ")),
-            };
-            println!("{}", reply.trim_end());
-            // The script may already have failed and exited: a closed pipe is not our error.
-            let _ = to_script.write_all(reply.as_bytes());
-            let _ = to_script.flush();
-        }
-    }
-    drop(to_script);
-    let status = child.wait().expect("node exits");
-    let stderr = stderr_reader.join().unwrap();
-    eprintln!("{stderr}");
+    let browser::ScriptRun {
+        status,
+        stdout,
+        stderr,
+    } = browser::run_script(
+        &node_dir,
+        "e2e.mjs",
+        &app.base_url(),
+        app.data_dir(),
+        &[("APPLIANCE_BIN", console_support::BIN.to_string())],
+        "agent",
+        |cmd| match rt.block_on(agent_request(&mut agent, &endpoint, cmd)) {
+            Ok(v) => format!("@ok {v}"),
+            Err(m) => format!("@err {}", m.replace('\n', " ")),
+        },
+    );
     assert!(
         status.success() && stdout.contains("all checks passed"),
         "browser test failed:\n{stdout}\n{stderr}"

@@ -27,10 +27,8 @@ mod prereq;
 #[path = "support/wg.rs"]
 mod wg;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use appliance::reconcile::Lifecycle;
@@ -136,48 +134,26 @@ async fn siderolink_panels_in_chromium() {
         .unwrap();
     assert!(sent, "TCP through the tunnel to [{server}]:4001 failed");
 
-    let shots = browser::shots_dir();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("console-tests/siderolink.mjs");
-    let mut child = Command::new("node")
-        .arg(&script)
-        .env("BASE_URL", format!("http://{}", app.addr))
-        .env("DATA_DIR", &app.data_dir)
-        .env("NODE_NAME", NODE)
-        .env("LINES_BEFORE", LINES_BEFORE.to_string())
-        .env("SHOTS_DIR", &shots)
-        .env("NODE_PATH", node_dir.join("node_modules"))
-        .env("CHROMIUM", browser::CHROMIUM)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs");
-    let mut stderr_pipe = child.stderr.take().unwrap();
-    let stderr_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr_pipe.read_to_string(&mut s);
-        s
-    });
-    let mut to_script = child.stdin.take().unwrap();
-    let stdout_pipe = child.stdout.take().unwrap();
     let exe = std::env::current_exe().unwrap();
     let ns = n.ns.clone();
-    let stdout = tokio::task::spawn_blocking(move || {
-        let mut stdout = String::new();
-        for line in BufReader::new(stdout_pipe).lines() {
-            let line = line.expect("script output");
-            println!("{line}");
-            stdout.push_str(&line);
-            stdout.push('\n');
-            let Some(cmd) = line.strip_prefix("@node ") else {
-                continue;
-            };
-            let reply = match cmd.trim().split_once(' ') {
+    let (base_url, data_dir) = (format!("http://{}", app.addr), app.data_dir.clone());
+    let run = tokio::task::spawn_blocking(move || {
+        browser::run_script(
+            &node_dir,
+            "siderolink.mjs",
+            &base_url,
+            &data_dir,
+            &[
+                ("NODE_NAME", NODE.to_string()),
+                ("LINES_BEFORE", LINES_BEFORE.to_string()),
+            ],
+            "node",
+            |cmd| match cmd.split_once(' ') {
                 Some(("line", k)) => match k.parse::<usize>() {
                     Ok(k) if send_tcp(&ns, None, server, &log_line(k)) => "@ok".to_string(),
                     _ => format!("@err cannot send line {k}"),
                 },
-                None if cmd.trim() == "events" => {
+                None if cmd == "events" => {
                     let out = Command::new("ip")
                         .args(["netns", "exec", &ns])
                         .arg(&exe)
@@ -195,25 +171,18 @@ async fn siderolink_panels_in_chromium() {
                     }
                 }
                 _ => format!("@err unknown node command `{cmd}`"),
-            };
-            println!("{reply}");
-            // The script may already have failed and exited: a closed pipe is not our error.
-            let _ = writeln!(to_script, "{reply}");
-            let _ = to_script.flush();
-        }
-        stdout
+            },
+        )
     })
     .await
     .unwrap();
-    let status = child.wait().expect("node exits");
-    let stderr = stderr_reader.join().unwrap();
-    eprintln!("{stderr}");
+    let (status, stdout, stderr) = (run.status, run.stdout, run.stderr);
     assert!(
         status.success() && stdout.contains("console siderolink: all checks passed"),
         "browser test failed:\n{stdout}\n{stderr}\n{}",
         app.log()
     );
-    let shot = shots.join("server-siderolink-laptop.png");
+    let shot = browser::shots_dir().join("server-siderolink-laptop.png");
     let len = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(
         len > 5_000,

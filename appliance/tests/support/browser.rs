@@ -2,11 +2,13 @@
 //! Debian's chromium as the browser under test, driven by playwright-core installed with npm
 //! at a pinned version into the git-ignored `target/console-node/` the first time
 //! (Playwright's own browser download is not used: it does not work here). Screenshots go to
-//! `target/console-screenshots/`.
+//! `target/console-screenshots/`. [`run_script`] runs a script of `console-tests/` and
+//! answers its requests (the other side of `console-tests/harness.mjs`).
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus, Stdio};
 
 /// The playwright-core version the tests are pinned to.
 pub const PLAYWRIGHT_CORE: &str = "1.64.1";
@@ -72,4 +74,74 @@ pub fn prepare() -> Result<PathBuf, String> {
     let dir = target_dir().join("console-node");
     ensure_playwright(&dir)?;
     Ok(dir)
+}
+
+/// How a console script ended and what it printed.
+pub struct ScriptRun {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `console-tests/{script}` with node against the box at `base_url` (its data dir
+/// `data_dir`, for the admin token), playwright-core from `node_dir` (see [`prepare`]),
+/// Debian's chromium, screenshots to [`shots_dir`], and `env`. Each line the script prints
+/// is echoed; a line `@{who} CMD` is answered on its stdin with `answer(CMD)` (`@ok …` or
+/// `@err …`, echoed too). Returns once the script exited; its stderr is echoed then.
+pub fn run_script(
+    node_dir: &Path,
+    script: &str,
+    base_url: &str,
+    data_dir: &Path,
+    env: &[(&str, String)],
+    who: &str,
+    mut answer: impl FnMut(&str) -> String,
+) -> ScriptRun {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("console-tests")
+        .join(script);
+    let mut child = Command::new("node")
+        .arg(&path)
+        .env("BASE_URL", base_url)
+        .env("DATA_DIR", data_dir)
+        .env("SHOTS_DIR", shots_dir())
+        .env("NODE_PATH", node_dir.join("node_modules"))
+        .env("CHROMIUM", CHROMIUM)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+    let mut to_script = child.stdin.take().unwrap();
+    let prefix = format!("@{who} ");
+    let mut stdout = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.expect("script output");
+        println!("{line}");
+        stdout.push_str(&line);
+        stdout.push('\n');
+        if let Some(cmd) = line.strip_prefix(&prefix) {
+            let reply = answer(cmd.trim());
+            println!("{reply}");
+            // The script may already have failed and exited: a closed pipe is not our error.
+            let _ = writeln!(to_script, "{reply}");
+            let _ = to_script.flush();
+        }
+    }
+    drop(to_script);
+    let status = child.wait().expect("node exits");
+    let stderr = stderr_reader.join().unwrap();
+    eprintln!("{stderr}");
+    ScriptRun {
+        status,
+        stdout,
+        stderr,
+    }
 }
