@@ -11,7 +11,13 @@
 //!   `[fd00:…]:8081`) registers over IPv6 from its DHCPv6 address, is auto-accepted, wipes
 //!   (a fake sysfs tree with no disks) and its MarkServerAsWiped passes the DHCPv6 lease check;
 //! - the same from an IPv6 address the box never leased (another server): MarkServerAsWiped
-//!   is refused, `holds no lease`.
+//!   is refused, `holds no lease`;
+//! - a forged DUID: once the first server's agent is gone (no live agent, so a fresh boot
+//!   token alone would let a new key in), a host on the segment gets its own DHCPv6 lease
+//!   from ISC `dhclient -6` under a DUID-LLT naming that server's MAC (a second address "of"
+//!   its NIC, which passes the plain lease check) and runs the agent for that server with a
+//!   fresh `/ipxe` token: its registration is refused (the displacement rule: the server's
+//!   agent address still holds its lease) and the box records no registration from it.
 //!
 //! Skips with a printed reason when not root or a tool is missing; with `APPLIANCE_E2E=1`
 //! (CI) that is a failure instead.
@@ -26,6 +32,62 @@ mod netns;
 mod prereq;
 
 use netns::{Proc, Segment6, agent_env, curl, run, wait};
+
+/// Kills a daemonized `dhclient` (its pid file) on drop, also when an assertion failed.
+struct KillPid(std::path::PathBuf);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid.trim()])
+                .status();
+        }
+    }
+}
+
+/// ISC `dhclient -6` once in `ns` on `dev` under `duid` (its lease file's `default-duid`);
+/// the bound address is added to `dev`. Returns the address and the guard that kills the
+/// daemonized client.
+fn dhclient_with_duid(ns: &str, dev: &str, dir: &Path, duid: &[u8]) -> (String, KillPid) {
+    let octal: String = duid.iter().map(|b| format!("\\{b:03o}")).collect();
+    let lease = dir.join("forged.leases");
+    std::fs::write(&lease, format!("default-duid \"{octal}\";\n")).unwrap();
+    let out = dir.join("forged.out");
+    let script = dir.join("forged.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             case \"$reason\" in\n\
+             BOUND6|REBOOT6) ip -6 addr add \"$new_ip6_address/64\" dev \"$interface\" nodad\n\
+               echo \"$new_ip6_address\" > {out}.tmp && mv {out}.tmp {out} ;;\n\
+             esac\nexit 0\n",
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    run(&["chmod", "+x", script.to_str().unwrap()]);
+    let pid = dir.join("forged.pid");
+    let guard = KillPid(pid.clone());
+    let res = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "dhclient", "-6", "-1", "-v"])
+        .args(["-sf", script.to_str().unwrap()])
+        .args(["-pf", pid.to_str().unwrap()])
+        .args(["-lf", lease.to_str().unwrap()])
+        .arg(dev)
+        .output()
+        .unwrap();
+    let addr = std::fs::read_to_string(&out).unwrap_or_else(|_| {
+        panic!(
+            "dhclient -6 got no lease ({}):\n{}{}",
+            res.status,
+            String::from_utf8_lossy(&res.stdout),
+            String::from_utf8_lossy(&res.stderr)
+        )
+    });
+    (addr.trim().to_string(), guard)
+}
 
 const BOX: &str = "fd00:78::1";
 
@@ -103,7 +165,11 @@ fn global_v6(ns: &str, dev: &str) -> Vec<String> {
 fn the_agent_gets_its_address_by_dhcpv6_and_its_wipe_report_passes_the_v6_lease_check() {
     let test = "the_agent_gets_its_address_by_dhcpv6_and_its_wipe_report_passes_the_v6_lease_check";
     if let Some(why) = prereq::missing_root_or(
-        &[("ip", &["-V"]), ("curl", &["--version"])],
+        &[
+            ("ip", &["-V"]),
+            ("curl", &["--version"]),
+            ("dhclient", &["--version"]),
+        ],
         "network namespaces and udp/546-547",
     ) {
         prereq::skip(test, &why);
@@ -244,6 +310,57 @@ ra_interval_secs = 2
     wait(5, "the box did not log the refusal", || {
         server.log().contains("agent call refused")
     });
+    agent_b.stop();
+
+    // A forged DUID. The first server's agent stopped seconds ago (more than 3 poll
+    // intervals: no live agent), so without the displacement rule a fresh token would
+    // replace its key. A host on the segment leases an address of its own under a DUID-LLT
+    // naming that server's MAC (ISC dhclient with a `default-duid`), then runs the agent for
+    // that server, reporting that MAC, with a fresh token from /ipxe.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    run(&[
+        "ip",
+        "-n",
+        ns_c,
+        "-6",
+        "addr",
+        "del",
+        "fd00:78::99/64",
+        "dev",
+        dev_c,
+    ]);
+    let mac_bytes: Vec<u8> = mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let duid_llt = [vec![0, 1, 0, 1, 0x30, 0x39, 0x2f, 0x11], mac_bytes].concat();
+    let (forged, _dhclient) = dhclient_with_duid(ns_c, dev_c, tmp.path(), &duid_llt);
+    assert!(
+        forged.starts_with("fd00:78::") && forged != ip,
+        "{forged} vs {ip}"
+    );
+    let refusals = server.log().matches("agent call refused").count();
+    let mut forger = spawn_agent(ns_c, tmp.path(), "forger", uuid, dev_c, &mac);
+    forger.wait_for_log("AGENT-FAILED");
+    let log_f = forger.log();
+    assert!(!log_f.contains("AGENT-REGISTERED"), "{log_f}");
+    assert!(
+        log_f.contains("CreateServer")
+            && log_f.contains("PermissionDenied")
+            && log_f.contains("copied DUID"),
+        "{log_f}"
+    );
+    wait(5, "the box did not log the forger's refusal", || {
+        server.log().matches("agent call refused").count() > refusals
+    });
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("agent call refused") && l.contains(&forged)),
+        "{log}"
+    );
+    assert!(!log.contains("agent-key-replaced"), "{log}");
+    forger.stop();
     assert!(!server.log().contains("panicked"), "{}", server.log());
     server.stop();
 }
