@@ -27,16 +27,10 @@ mod prereq;
 #[path = "support/wg.rs"]
 mod wg;
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::Arc;
 
-use appliance::reconcile::Lifecycle;
-use appliance::reconcile::power::LoggedPower;
-use appliance::store::Store;
-use appliance_rpc::siderolink::ProvisionRequest;
-use appliance_rpc::siderolink::provision_service_client::ProvisionServiceClient;
-use wg::{Lab, PY, send_tcp};
+use wg::{Lab, send_tcp};
 
 const TEST: &str = "siderolink_panels_in_chromium";
 const NODE: &str = "node-c";
@@ -61,15 +55,7 @@ async fn events_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn siderolink_panels_in_chromium() {
-    if let Some(why) = prereq::missing_root_or(
-        &[
-            ("wireguard-go", &["--version"]),
-            ("wg", &["--version"]),
-            ("ip", &["-V"]),
-            (PY, &["--version"]),
-        ],
-        "network namespaces and wireguard-go",
-    ) {
+    if let Some(why) = prereq::missing_root_or(wg::TOOLS, wg::NEEDS) {
         return prereq::skip(TEST, &why);
     }
     let node_dir = match browser::prepare() {
@@ -77,18 +63,7 @@ async fn siderolink_panels_in_chromium() {
         Err(why) => return prereq::skip(TEST, &why),
     };
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    {
-        let store = Store::open(&data.join("state.redb")).unwrap();
-        let (lc, _reconcile) = Lifecycle::new(
-            store,
-            appliance::config::Config::default().lifecycle,
-            Arc::new(LoggedPower),
-            None,
-        );
-        wg::allocate(&lc, NODE).await;
-    }
+    let data = wg::data_dir_allocated(tmp.path(), NODE).await;
     // Veths in 198.19.<pid % 250>.240/30 (tests/siderolink_peers.rs uses .0 to .203).
     let tag = format!("{}", std::process::id() % 10000);
     let mut lab = Lab::default();
@@ -105,34 +80,8 @@ async fn siderolink_panels_in_chromium() {
     );
     let app = support::Appliance::start_custom(&data, &config, "info", &[]);
 
-    let mut client = ProvisionServiceClient::connect(app.endpoint())
-        .await
-        .unwrap();
-    let p = client
-        .provision(ProvisionRequest {
-            node_uuid: NODE.into(),
-            node_public_key: n.public.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let server: Ipv6Addr = p.server_address.parse().unwrap();
-    let ep: SocketAddr = p.server_endpoint[0].parse().unwrap();
-    lab.wireguard(
-        &n,
-        tmp.path(),
-        &p.server_public_key,
-        ep,
-        &p.node_address_prefix,
-        server,
-    );
-    let ns = n.ns.clone();
-    let payload: String = (0..LINES_BEFORE).map(log_line).collect();
-    let sent = tokio::task::spawn_blocking(move || send_tcp(&ns, None, server, &payload))
-        .await
-        .unwrap();
-    assert!(sent, "TCP through the tunnel to [{server}]:4001 failed");
+    let (server, _) = wg::provision(&mut lab, &n, app.endpoint(), NODE, tmp.path()).await;
+    wg::send_lines(&n.ns, server, (0..LINES_BEFORE).map(log_line).collect()).await;
 
     let exe = std::env::current_exe().unwrap();
     let ns = n.ns.clone();

@@ -21,29 +21,15 @@ mod prereq;
 mod wg;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv6Addr, SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use appliance::reconcile::Lifecycle;
-use appliance::reconcile::power::LoggedPower;
-use appliance::store::Store;
-use appliance_rpc::siderolink::ProvisionRequest;
-use appliance_rpc::siderolink::provision_service_client::ProvisionServiceClient;
-use wg::{Lab, PY, send_tcp};
+use wg::Lab;
 
 fn skip_reason() -> Option<String> {
-    prereq::missing_root_or(
-        &[
-            ("wireguard-go", &["--version"]),
-            ("wg", &["--version"]),
-            ("ip", &["-V"]),
-            (PY, &["--version"]),
-        ],
-        "network namespaces and wireguard-go",
-    )
+    prereq::missing_root_or(wg::TOOLS, wg::NEEDS)
 }
 
 fn log_line(i: usize) -> String {
@@ -102,19 +88,8 @@ async fn talos_log_lines_reach_ctl_and_the_console() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
     // node-a is allocated before the box starts (the lifecycle on the same store).
-    {
-        let store = Store::open(&data.join("state.redb")).unwrap();
-        let (lc, _reconcile) = Lifecycle::new(
-            store,
-            appliance::config::Config::default().lifecycle,
-            Arc::new(LoggedPower),
-            None,
-        );
-        wg::allocate(&lc, "node-a").await;
-    }
+    let data = wg::data_dir_allocated(tmp.path(), "node-a").await;
     let tag = format!("{}", std::process::id() % 10000);
     let net = 240 + (std::process::id() % 4) as u8 * 4;
     let mut lab = Lab::default();
@@ -130,36 +105,10 @@ async fn talos_log_lines_reach_ctl_and_the_console() {
     let mut app = support::Appliance::start_custom(&data, &config, "info", &[]);
 
     // Provision as Talos does, then the tunnel.
-    let mut client = ProvisionServiceClient::connect(app.endpoint())
-        .await
-        .unwrap();
-    let p = client
-        .provision(ProvisionRequest {
-            node_uuid: "node-a".into(),
-            node_public_key: a.public.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let server: Ipv6Addr = p.server_address.parse().unwrap();
-    let ep: SocketAddr = p.server_endpoint[0].parse().unwrap();
-    lab.wireguard(
-        &a,
-        tmp.path(),
-        &p.server_public_key,
-        ep,
-        &p.node_address_prefix,
-        server,
-    );
+    let (server, p) = wg::provision(&mut lab, &a, app.endpoint(), "node-a", tmp.path()).await;
 
     // 8 lines on one connection: the ring keeps the newest 5.
-    let ns = a.ns.clone();
-    let payload: String = (0..8).map(log_line).collect();
-    let sent = tokio::task::spawn_blocking(move || send_tcp(&ns, None, server, &payload))
-        .await
-        .unwrap();
-    assert!(sent, "TCP through the tunnel to [{server}]:4001 failed");
+    wg::send_lines(&a.ns, server, (0..8).map(log_line).collect()).await;
     let stored = wait_for_stored(&app, "node-a", "[talos] line 7");
     assert_eq!(
         stored,
@@ -258,12 +207,7 @@ async fn talos_log_lines_reach_ctl_and_the_console() {
     });
     std::thread::sleep(Duration::from_millis(300));
 
-    let ns = a.ns.clone();
-    let payload = log_line(8);
-    let sent = tokio::task::spawn_blocking(move || send_tcp(&ns, None, server, &payload))
-        .await
-        .unwrap();
-    assert!(sent);
+    wg::send_lines(&a.ns, server, log_line(8)).await;
     let l = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("-f prints the new line");

@@ -36,18 +36,10 @@ mod prereq;
 #[path = "support/wg.rs"]
 mod wg;
 
-use wg::{Lab, PY, allocate, run_in, send_tcp};
+use wg::{Lab, allocate, run_in, send_tcp};
 
 fn skip_reason() -> Option<String> {
-    prereq::missing_root_or(
-        &[
-            ("wireguard-go", &["--version"]),
-            ("wg", &["--version"]),
-            ("ip", &["-V"]),
-            (PY, &["--version"]),
-        ],
-        "network namespaces and wireguard-go",
-    )
+    prereq::missing_root_or(wg::TOOLS, wg::NEEDS)
 }
 
 /// Run inside the node's namespace by the main test (`SL_EVENTS_TO=<server addr>`): plays

@@ -40,15 +40,7 @@ mod wg;
 use wg::{BoxSide, Lab, PY, run_in, send_tcp, send_tcp_within};
 
 fn skip_reason() -> Option<String> {
-    prereq::missing_root_or(
-        &[
-            ("wireguard-go", &["--version"]),
-            ("wg", &["--version"]),
-            ("ip", &["-V"]),
-            (PY, &["--version"]),
-        ],
-        "network namespaces and wireguard-go",
-    )
+    prereq::missing_root_or(wg::TOOLS, wg::NEEDS)
 }
 
 fn config() -> EndpointConfig {

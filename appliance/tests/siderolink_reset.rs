@@ -51,18 +51,10 @@ mod prereq;
 #[path = "support/wg.rs"]
 mod wg;
 
-use wg::{Lab, PY, allocate};
+use wg::{Lab, allocate};
 
 fn skip_reason() -> Option<String> {
-    prereq::missing_root_or(
-        &[
-            ("wireguard-go", &["--version"]),
-            ("wg", &["--version"]),
-            ("ip", &["-V"]),
-            (PY, &["--version"]),
-        ],
-        "network namespaces and wireguard-go",
-    )
+    prereq::missing_root_or(wg::TOOLS, wg::NEEDS)
 }
 
 // ---- the stand-in machine API (runs inside a node's namespace) ----

@@ -2,23 +2,41 @@
 //! `sl`) joined to the root namespace by veths, running Debian's `wireguard-go` configured
 //! with `wg` as Talos configures its link, and a TCP sender (python3) inside them, and
 //! Talos's install events published through the tunnel (`publish_install_events`, run by a
-//! test binary re-executed inside a node's namespace). Root only.
+//! test binary re-executed inside a node's namespace). Root only: [`TOOLS`] and [`NEEDS`]
+//! for `prereq::missing_root_or`. Against the real `appliance serve`: a data dir with a
+//! server allocated before the box starts ([`data_dir_allocated`]) and a node provisioned
+//! through the box's Provision API as Talos does, its tunnel up ([`provision`]).
 #![allow(dead_code)]
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use appliance::reconcile::Lifecycle;
 use appliance::reconcile::apply::{AllocateInput, NewServer};
 use appliance::reconcile::lifecycle::Event;
+use appliance::reconcile::power::LoggedPower;
+use appliance::store::Store;
 use appliance_rpc::events::EventRequest;
 use appliance_rpc::events::event_sink_service_client::EventSinkServiceClient;
+use appliance_rpc::siderolink::provision_service_client::ProvisionServiceClient;
+use appliance_rpc::siderolink::{ProvisionRequest, ProvisionResponse};
 use appliance_rpc::{common, machine};
 use prost::Message;
 
 pub const PY: &str = "/usr/bin/python3";
+
+/// The tools these tests run, for `prereq::missing_root_or(TOOLS, NEEDS)`.
+pub const TOOLS: &[(&str, &[&str])] = &[
+    ("wireguard-go", &["--version"]),
+    ("wg", &["--version"]),
+    ("ip", &["-V"]),
+    (PY, &["--version"]),
+];
+/// What root is needed for.
+pub const NEEDS: &str = "network namespaces and wireguard-go";
 
 pub fn run(cmd: &[&str]) -> String {
     let out = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
@@ -290,6 +308,64 @@ pub fn send_tcp_within(
         .output()
         .unwrap();
     out.status.success()
+}
+
+/// `dir/data`, whose store holds `name` allocated by the real lifecycle (on the same store,
+/// closed again before a box starts on it).
+pub async fn data_dir_allocated(dir: &Path, name: &str) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = Store::open(&data.join("state.redb")).unwrap();
+    let (lc, _reconcile) = Lifecycle::new(
+        store,
+        appliance::config::Config::default().lifecycle,
+        Arc::new(LoggedPower),
+        None,
+    );
+    allocate(&lc, name).await;
+    data
+}
+
+/// `node` calls the box's Provision API at `endpoint` as Talos does (as `uuid`, with its
+/// key) and brings its tunnel up with the answer (files in `dir`). The box's overlay
+/// address and the answer.
+pub async fn provision(
+    lab: &mut Lab,
+    node: &Node,
+    endpoint: String,
+    uuid: &str,
+    dir: &Path,
+) -> (Ipv6Addr, ProvisionResponse) {
+    let mut client = ProvisionServiceClient::connect(endpoint).await.unwrap();
+    let p = client
+        .provision(ProvisionRequest {
+            node_uuid: uuid.into(),
+            node_public_key: node.public.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let server: Ipv6Addr = p.server_address.parse().unwrap();
+    let ep: SocketAddr = p.server_endpoint[0].parse().unwrap();
+    lab.wireguard(
+        node,
+        dir,
+        &p.server_public_key,
+        ep,
+        &p.node_address_prefix,
+        server,
+    );
+    (server, p)
+}
+
+/// [`send_tcp`] from `ns` to `[server]:4001` off the async runtime; panics when it fails.
+pub async fn send_lines(ns: &str, server: Ipv6Addr, payload: String) {
+    let ns = ns.to_string();
+    let sent = tokio::task::spawn_blocking(move || send_tcp(&ns, None, server, &payload))
+        .await
+        .unwrap();
+    assert!(sent, "TCP through the tunnel to [{server}]:4001 failed");
 }
 
 /// Registers, accepts, wipes and allocates `name` through the real lifecycle.
