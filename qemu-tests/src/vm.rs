@@ -12,6 +12,10 @@
 //!   (`-fw_cfg opt/org.tianocore/IPv4PXESupport` and `IPv6PXESupport` = `no`), so the
 //!   network boot option is the firmware's UEFI HTTP boot client (HttpBootDxe: DHCP with
 //!   `HTTPClient:Arch:00016`, then the boot file URL over HTTP), no TFTP on the path.
+//!   [`VmSpec::no_firmware_ipv4`] also turns off OVMF's IPv4 stack
+//!   (`opt/org.tianocore/IPv4Support` = `no`) for an IPv6-only segment: the firmware's first
+//!   boot option is then HTTP boot over IPv6 (after a 6 s boot-menu wait), with no IPv4
+//!   attempt timing out before it.
 //! - [`Firmware::Aavmf`]: an ARM64 server, `qemu-system-aarch64 -machine virt -cpu
 //!   cortex-a57` with AAVMF (`qemu-efi-aarch64`), whose own UEFI PXE client (arch 11) gets the
 //!   box's ARM64 first stage over TFTP. No SATA or in-band BMC on this machine type.
@@ -56,6 +60,14 @@ impl Firmware {
     }
 }
 
+/// OVMF's boot-menu wait (`-boot menu=on,splash-time=`) for a VM without the firmware's
+/// IPv4 stack. Its HTTPv6 boot option then comes first, and started at once it failed
+/// ("Unexpected network error", no DHCPv6 Solicit of its own: 2 runs of 2, while the
+/// stack's own DHCPv6, started by the box's router advertisement, got an address); after
+/// this wait it booted (2 runs of 2), as it did after the 90 s IPv4 attempt that came first
+/// before.
+pub const FIRMWARE_SETTLE_MS: u32 = 6000;
+
 #[derive(Debug, Clone)]
 pub struct VmSpec {
     pub firmware: Firmware,
@@ -87,6 +99,11 @@ pub struct VmSpec {
     /// OVMF's IPv6 PXE attempt (`opt/org.tianocore/IPv6PXESupport`); off saves its wait on
     /// a segment without IPv6 boot service.
     pub ipv6_pxe: bool,
+    /// OVMF's IPv4 network stack (`opt/org.tianocore/IPv4Support`). Off on an IPv6-only
+    /// segment: OVMF otherwise tries HTTP boot over IPv4 first, and on a segment without
+    /// DHCPv4 that attempt times out (about 90 s under TCG) before IPv6 is tried. Off, the
+    /// firmware also waits [`FIRMWARE_SETTLE_MS`] before its first boot option.
+    pub firmware_ipv4: bool,
 }
 
 impl VmSpec {
@@ -104,6 +121,7 @@ impl VmSpec {
             no_reboot: true,
             inband_bmc_port: None,
             ipv6_pxe: true,
+            firmware_ipv4: true,
         }
     }
 
@@ -152,6 +170,14 @@ impl VmSpec {
     /// OVMF tries no IPv6 PXE (it waits for an IPv6 boot server first otherwise).
     pub fn no_ipv6_pxe(mut self) -> VmSpec {
         self.ipv6_pxe = false;
+        self
+    }
+
+    /// OVMF has no IPv4 network stack: its network boot options are IPv6 only (see
+    /// [`VmSpec::firmware_ipv4`]), tried after a [`FIRMWARE_SETTLE_MS`] boot-menu wait. An
+    /// OS or iPXE it loads still has IPv4.
+    pub fn no_firmware_ipv4(mut self) -> VmSpec {
+        self.firmware_ipv4 = false;
         self
     }
 
@@ -231,6 +257,13 @@ impl VmSpec {
                 // (UefiHttp turns IPv6 PXE off below, with IPv4.)
                 if !self.ipv6_pxe && self.firmware != Firmware::UefiHttp {
                     push(&["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no"]);
+                }
+                if !self.firmware_ipv4 {
+                    push(&["-fw_cfg", "name=opt/org.tianocore/IPv4Support,string=no"]);
+                    push(&[
+                        "-boot",
+                        &format!("menu=on,splash-time={FIRMWARE_SETTLE_MS}"),
+                    ]);
                 }
                 nic.push_str(",romfile=");
                 if self.firmware == Firmware::UefiHttp {

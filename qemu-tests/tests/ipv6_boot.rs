@@ -1,15 +1,17 @@
 //! IPv6-only boot end to end: an OVMF VM on a segment where the box serves no IPv4 (DHCPv4
 //! off; router advertisements + DHCPv6 on, the default dual-stack `[::]:8081`) boots the
-//! agent through OVMF's UEFI HTTP boot client over IPv6 (PXE off by fw_cfg, no option ROM):
+//! agent through OVMF's UEFI HTTP boot client over IPv6 (PXE off and the firmware's IPv4
+//! stack off by fw_cfg, no option ROM: HTTP boot over IPv6 is the firmware's first boot
+//! option, with no IPv4 attempt timing out before it, about 90 s of TCG):
 //! DHCPv6 with vendor class `HTTPClient` → option 59 `http://[fd00:77::1]:8081/tftp/ipxe.efi`
 //! → Debian's iPXE → its own DHCPv6 (user class iPXE) → `/boot.ipxe` → `/ipxe` → the agent
 //! Environment, whose init runs `appliance agent --dhcp6` (the agent's own DHCPv6 client)
 //! because `sidero.endpoint` is an IPv6 address → the agent registers over IPv6.
 //!
-//! The wire (tcpdump on the bridge): no IPv4 packet from the VM other than the firmware's
-//! and iPXE's unanswered DHCPv4 broadcasts from 0.0.0.0 (the VM never has an IPv4 address;
-//! nothing IPv4 reaches the box's address); the registration came from the VM's DHCPv6
-//! lease.
+//! The wire (tcpdump on the bridge): no IPv4 packet from the VM other than iPXE's unanswered
+//! DHCPv4 broadcasts from 0.0.0.0 (the VM never has an IPv4 address; nothing IPv4 reaches
+//! the box's address), none of them before the firmware's first DHCPv6 Solicit (the firmware
+//! tried no IPv4); the registration came from the VM's DHCPv6 lease.
 
 use std::time::{Duration, Instant};
 
@@ -51,7 +53,10 @@ fn an_ipv6_only_uefi_http_boot_registers_the_agent_over_ipv6() {
     )
     .expect("tcpdump");
 
-    let mut spec = VmSpec::new(Firmware::UefiHttp).uuid(UUID).memory(1024);
+    let mut spec = VmSpec::new(Firmware::UefiHttp)
+        .uuid(UUID)
+        .memory(1024)
+        .no_firmware_ipv4();
     spec.mac = Some(MAC.to_string());
     let mut vm = lab.start_vm(&spec).expect("vm");
     vm.wait_for("AGENT-LEASE6", BOOT_TIMEOUT)
@@ -111,6 +116,24 @@ fn an_ipv6_only_uefi_http_boot_registers_the_agent_over_ipv6() {
         "no HTTP over IPv6 from the VM:\n{v6_log}"
     );
     let v4_log = v4.log();
+    // The firmware went straight to IPv6: its console names no IPv4 boot attempt, and the
+    // first IPv4 packet from the VM (iPXE's DHCPv4) comes after its first DHCPv6 Solicit.
+    assert!(
+        serial.contains(">>Start HTTP Boot over IPv6")
+            && !serial.contains("HTTP Boot over IPv4")
+            && !serial.contains("PXE over IPv4"),
+        "the firmware tried IPv4 or did not HTTP boot over IPv6:\n{serial}"
+    );
+    let first = |log: &str| {
+        log.lines()
+            .find_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+    };
+    if let (Some(v4_first), Some(v6_first)) = (first(&v4_log), first(&v6_log)) {
+        assert!(
+            v6_first < v4_first,
+            "IPv4 from the VM before its first DHCPv6:\nv4:\n{v4_log}\nv6:\n{v6_log}"
+        );
+    }
     for l in v4_log.lines().filter(|l| l.contains(" > ")) {
         assert!(
             l.trim_start()
