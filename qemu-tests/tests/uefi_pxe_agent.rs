@@ -3,12 +3,18 @@
 //! → `/boot.ipxe` → `/ipxe` → the agent Environment → the agent registers. The registered
 //! Server's inventory says `firmware: {kind: uefi, secureBoot: disabled}` (plain OVMF
 //! enforces no Secure Boot), read by the agent from efivarfs. Prints
-//! `time-to-registered: uefi-pxe …`, the UEFI PXE row of issue 17's table (`pxe_boot.rs`
-//! boots the same path into the test Environment, which never registers).
+//! `time-to-registered: uefi-pxe …`, the UEFI PXE row of issue 17's table.
+//!
+//! The one VM that boots OVMF's PXE path (`pxe_boot.rs` booted it into the test Environment
+//! too, a second VM for the same path): the box's own log shows the whole path — a DHCP ACK
+//! from the lab pool, the TFTP transfer of `ipxe.efi`, `/boot.ipxe`, `/ipxe` with the boot
+//! decision for this UUID, the Environment's kernel and initrd over HTTP — and the kernel
+//! command line the guest printed holds the console, initrd, `sidero.mac` and
+//! `sidero.endpoint` arguments the box rendered.
 
 use std::time::Duration;
 
-use qemu_tests::appliance::ApplianceConfig;
+use qemu_tests::appliance::{ApplianceConfig, POOL};
 use qemu_tests::{Firmware, Lab, Needs, VmSpec, require_lab};
 use serde_json::json;
 
@@ -36,12 +42,17 @@ fn uefi_pxe_ipxe_efi_agent_registers_as_uefi() {
         "{}",
         registered.line
     );
-    // The path: the firmware's PXE client fetched iPXE over TFTP, iPXE ran the box's script.
+    // The path: the firmware's PXE client fetched iPXE over TFTP, iPXE ran the box's script,
+    // which decided this server boots the agent Environment, served over HTTP.
     let log = lab.appliance().log();
+    let decision = format!("boot decision uuid={UUID} ");
     for needles in [
         &["TFTP sent", "file=ipxe.efi"][..],
         &["HTTP GET /boot.ipxe ", "-> 200"],
         &["HTTP GET /ipxe ", "-> 200"],
+        &[decision.as_str(), "plan="],
+        &["HTTP GET /env/agent-amd64/vmlinuz ", "-> 200"],
+        &["HTTP GET /env/agent-amd64/initramfs.xz ", "-> 200"],
     ] {
         assert!(
             log.lines().any(|l| needles.iter().all(|n| l.contains(n))),
@@ -49,7 +60,34 @@ fn uefi_pxe_ipxe_efi_agent_registers_as_uefi() {
             lab.report()
         );
     }
+    // Server mode: the box's ACK gave an address from the lab pool.
+    let (first, last) = POOL;
+    let in_pool = log
+        .lines()
+        .filter(|l| l.contains("dhcp: reply") && l.contains("Ack"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("yiaddr=")))
+        .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        .any(|a| a >= first && a <= last);
+    assert!(
+        in_pool,
+        "no DHCP ACK from the pool {first}-{last}\n{}",
+        lab.report()
+    );
+    // The kernel arguments the box rendered, as the guest kernel printed them.
     let serial = vm.serial();
+    let cmdline = serial
+        .lines()
+        .find_map(|l| l.split_once("Command line: ").map(|(_, c)| c.trim_end()))
+        .unwrap_or_else(|| panic!("no kernel command line on the console:\n{serial}"));
+    let args: Vec<&str> = cmdline.split_whitespace().collect();
+    for want in [
+        "console=ttyS0",
+        "initrd=initramfs.xz",
+        &format!("sidero.mac={MAC}"),
+        "sidero.endpoint=10.77.0.1:8081",
+    ] {
+        assert!(args.contains(&want), "{want} not in kernel args {args:?}");
+    }
     assert!(
         serial.contains("AGENT-EFI efivarfs mounted"),
         "efivarfs not mounted in the agent initramfs:\n{serial}"
