@@ -66,7 +66,9 @@ pub enum UpdateCommand {
     Health {
         #[arg(long, default_value = "127.0.0.1:8081")]
         addr: SocketAddr,
-        #[arg(long, default_value = "120")]
+        /// Seconds the trial boot has to answer /readyz. The unit takes it from the slot's
+        /// `/etc/appliance/health-gate.env` when that file sets it.
+        #[arg(long, env = "APPLIANCE_HEALTH_DEADLINE_SECS", default_value = "120")]
         deadline_secs: u64,
         /// efivarfs, where systemd-boot says whether this boot is counted.
         #[arg(long, default_value = "/sys/firmware/efi/efivars")]

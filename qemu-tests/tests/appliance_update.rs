@@ -9,7 +9,9 @@
 //!    naming why, no update pending.
 //! 3. A signed bundle whose `appliance serve` never becomes ready (its root's config is
 //!    broken): the box writes slot B and reboots into it by itself; B's health gate
-//!    (`appliance-healthy.service`) fails after its deadline and reboots; systemd-boot,
+//!    (`appliance-healthy.service`) fails after its deadline (30 s, set by the bundle's own
+//!    `/etc/appliance/health-gate.env` instead of the default 120 s: the slot never becomes
+//!    ready, so the shorter wait proves the same fallback) and reboots; systemd-boot,
 //!    finding B's entry out of tries, boots A again. The test never reboots the VM.
 //! 4. A good signed bundle (new version): the box boots B, serves with the new version, the
 //!    ServerClass is still there, and B is blessed (its loader entry loses the counter).
@@ -29,7 +31,9 @@ use qemu_tests::image::{ImageVm, data_fs, debugfs, partition, run, tail, token_f
 use qemu_tests::{Needs, OVMF_VARS, require_lab, workspace_root};
 
 const DISK_BYTES: u64 = 2 << 30;
-/// Boot (≈140 s under TCG here) + the health gate's deadline (120 s) + the fallback boot.
+/// The unhealthy bundle's health-gate deadline (its `/etc/appliance/health-gate.env`).
+const BAD_SLOT_DEADLINE_SECS: u64 = 30;
+/// Boot (≈140 s under TCG here) + the health gate's deadline + the fallback boot, generous.
 const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// A console session: cookie jar + CSRF token.
@@ -219,6 +223,11 @@ fn update_rolls_back_a_bad_slot_and_switches_to_a_good_one() {
         std::fs::write(
             tree.join("etc/appliance/config.toml"),
             "this is [not toml\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tree.join("etc/appliance/health-gate.env"),
+            format!("APPLIANCE_HEALTH_DEADLINE_SECS={BAD_SLOT_DEADLINE_SECS}\n"),
         )
         .unwrap();
     });
@@ -423,6 +432,13 @@ fn update_rolls_back_a_bad_slot_and_switches_to_a_good_one() {
         "cat",
     ]));
     println!("UPDATE-GATE journal:\n{gate}");
+    // B's gate waited the bundle's own deadline, not the default.
+    assert!(
+        gate.contains(&format!(
+            "no /readyz within {BAD_SLOT_DEADLINE_SECS} s: this slot failed its trial"
+        )),
+        "the unhealthy slot's gate did not use its {BAD_SLOT_DEADLINE_SECS} s deadline:\n{gate}"
+    );
     let failed = gate.find("this slot failed its trial");
     let good = gate.find("marking this slot good");
     assert!(
