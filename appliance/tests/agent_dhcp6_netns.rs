@@ -31,63 +31,7 @@ mod netns;
 #[path = "support/prereq.rs"]
 mod prereq;
 
-use netns::{Proc, Segment6, agent_env, curl, run, wait};
-
-/// Kills a daemonized `dhclient` (its pid file) on drop, also when an assertion failed.
-struct KillPid(std::path::PathBuf);
-
-impl Drop for KillPid {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.0) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", pid.trim()])
-                .status();
-        }
-    }
-}
-
-/// ISC `dhclient -6` once in `ns` on `dev` under `duid` (its lease file's `default-duid`);
-/// the bound address is added to `dev`. Returns the address and the guard that kills the
-/// daemonized client.
-fn dhclient_with_duid(ns: &str, dev: &str, dir: &Path, duid: &[u8]) -> (String, KillPid) {
-    let octal: String = duid.iter().map(|b| format!("\\{b:03o}")).collect();
-    let lease = dir.join("forged.leases");
-    std::fs::write(&lease, format!("default-duid \"{octal}\";\n")).unwrap();
-    let out = dir.join("forged.out");
-    let script = dir.join("forged.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n\
-             case \"$reason\" in\n\
-             BOUND6|REBOOT6) ip -6 addr add \"$new_ip6_address/64\" dev \"$interface\" nodad\n\
-               echo \"$new_ip6_address\" > {out}.tmp && mv {out}.tmp {out} ;;\n\
-             esac\nexit 0\n",
-            out = out.display()
-        ),
-    )
-    .unwrap();
-    run(&["chmod", "+x", script.to_str().unwrap()]);
-    let pid = dir.join("forged.pid");
-    let guard = KillPid(pid.clone());
-    let res = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "dhclient", "-6", "-1", "-v"])
-        .args(["-sf", script.to_str().unwrap()])
-        .args(["-pf", pid.to_str().unwrap()])
-        .args(["-lf", lease.to_str().unwrap()])
-        .arg(dev)
-        .output()
-        .unwrap();
-    let addr = std::fs::read_to_string(&out).unwrap_or_else(|_| {
-        panic!(
-            "dhclient -6 got no lease ({}):\n{}{}",
-            res.status,
-            String::from_utf8_lossy(&res.stdout),
-            String::from_utf8_lossy(&res.stderr)
-        )
-    });
-    (addr.trim().to_string(), guard)
-}
+use netns::{Proc, Segment6, agent_env, curl, dhclient6, run, wait};
 
 const BOX: &str = "fd00:78::1";
 
@@ -334,7 +278,8 @@ ra_interval_secs = 2
         .map(|h| u8::from_str_radix(h, 16).unwrap())
         .collect();
     let duid_llt = [vec![0, 1, 0, 1, 0x30, 0x39, 0x2f, 0x11], mac_bytes].concat();
-    let (forged, _dhclient) = dhclient_with_duid(ns_c, dev_c, tmp.path(), &duid_llt);
+    let (vars, _dhclient) = dhclient6(ns_c, dev_c, tmp.path(), "forged", None, Some(&duid_llt));
+    let forged = vars["new_ip6_address"].clone();
     assert!(
         forged.starts_with("fd00:78::") && forged != ip,
         "{forged} vs {ip}"

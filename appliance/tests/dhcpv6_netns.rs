@@ -15,7 +15,6 @@
 //! Skips with a printed reason when not root or a tool is missing; with `APPLIANCE_E2E=1`
 //! (CI) that is a failure instead.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -26,7 +25,7 @@ mod netns;
 #[path = "support/prereq.rs"]
 mod prereq;
 
-use netns::{Proc, Segment6, agent_env, curl, run, wait};
+use netns::{Proc, Segment6, agent_env, curl, dhclient6, run, wait};
 
 const BOX: &str = "fd00:77::1";
 
@@ -34,73 +33,10 @@ fn start_appliance(ns: &str, dir: &Path, config: &str) -> Proc {
     netns::serve(BIN, ns, dir, config, "dhcpv6 serving")
 }
 
-/// Runs `dhclient -6` once in `ns` (state in `dir/<name>.*`) until bound; returns the
-/// variables its script saw at BOUND6. The client stays running (daemonized); its pid is in
-/// `dir/<name>.pid`.
-fn dhclient(ns: &str, dev: &str, dir: &Path, name: &str) -> HashMap<String, String> {
-    let conf = dir.join(format!("{name}.conf"));
-    std::fs::write(
-        &conf,
-        "send dhcp6.client-arch-type 16;\n\
-         also request dhcp6.bootfile-url, dhcp6.bootfile-param, dhcp6.name-servers;\n",
-    )
-    .unwrap();
-    let script = dir.join(format!("{name}.sh"));
-    let out = dir.join(format!("{name}.out"));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n\
-             case \"$reason\" in\n\
-             BOUND6|REBOOT6) ip -6 addr add \"$new_ip6_address/64\" dev \"$interface\" nodad\n\
-               env | grep -E '^(reason|new_)' > {out}.tmp && mv {out}.tmp {out} ;;\n\
-             esac\nexit 0\n",
-            out = out.display()
-        ),
-    )
-    .unwrap();
-    run(&["chmod", "+x", script.to_str().unwrap()]);
-    let pid = dir.join(format!("{name}.pid"));
-    let lease = dir.join(format!("{name}.leases"));
-    let res = Command::new("ip")
-        .args(["netns", "exec", ns, "dhclient", "-6", "-1", "-v"])
-        .args(["-cf", conf.to_str().unwrap()])
-        .args(["-sf", script.to_str().unwrap()])
-        .args(["-pf", pid.to_str().unwrap()])
-        .args(["-lf", lease.to_str().unwrap()])
-        .arg(dev)
-        .output()
-        .unwrap();
-    let text = std::fs::read_to_string(&out).unwrap_or_else(|_| {
-        panic!(
-            "dhclient -6 got no lease ({}):\n{}{}",
-            res.status,
-            String::from_utf8_lossy(&res.stdout),
-            String::from_utf8_lossy(&res.stderr)
-        )
-    });
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect()
-}
-
-/// Kills the daemonized `dhclient`s of this test on drop, also when an assertion failed.
-struct Dhclients(std::path::PathBuf);
-
-impl Drop for Dhclients {
-    fn drop(&mut self) {
-        for name in ["a", "b"] {
-            kill_dhclient(&self.0, name);
-        }
-    }
-}
-
-fn kill_dhclient(dir: &Path, name: &str) {
-    if let Ok(pid) = std::fs::read_to_string(dir.join(format!("{name}.pid"))) {
-        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
-    }
-}
+/// The dhclient config of the UEFI HTTP boot client: architecture x64 UEFI HTTP (16), the
+/// boot file URL and parameters and the DNS servers asked for.
+const UEFI_HTTP: &str = "send dhcp6.client-arch-type 16;\n\
+     also request dhcp6.bootfile-url, dhcp6.bootfile-param, dhcp6.name-servers;\n";
 
 fn in_pool(addr: &str) -> bool {
     let a: std::net::Ipv6Addr = addr.parse().unwrap();
@@ -139,7 +75,6 @@ fn dhcpv6_and_router_advertisements_serve_real_clients_and_http_answers_over_ipv
         &format!("net.ipv6.conf.{dev_c}.accept_ra=1"),
     ]);
     let tmp = tempfile::tempdir().unwrap();
-    let _clients = Dhclients(tmp.path().to_path_buf());
     // A stand-in agent Environment, so /ipxe boots it and its kernel is fetched over IPv6.
     let agent_dir = agent_env(tmp.path(), 300_000, 100_000);
     let config = format!(
@@ -210,7 +145,7 @@ ra_interval_secs = 3
     });
 
     // DHCPv6 with a real client announcing UEFI HTTP boot.
-    let a = dhclient(ns_c, dev_c, tmp.path(), "a");
+    let (a, a_client) = dhclient6(ns_c, dev_c, tmp.path(), "a", Some(UEFI_HTTP), None);
     let a_ip = a["new_ip6_address"].clone();
     assert!(in_pool(&a_ip), "{a:?}");
     assert_eq!(a["new_dhcp6_name_servers"], "fd00:77::53", "{a:?}");
@@ -266,16 +201,16 @@ ra_interval_secs = 3
     });
 
     // Leases are durable: after a restart, a second client never gets the first's address.
-    kill_dhclient(tmp.path(), "a");
+    drop(a_client);
     server.stop();
     let server = start_appliance(ns_s, tmp.path(), &config);
-    let b = dhclient(ns_c, dev_c, tmp.path(), "b");
+    let (b, b_client) = dhclient6(ns_c, dev_c, tmp.path(), "b", Some(UEFI_HTTP), None);
     assert!(in_pool(&b["new_ip6_address"]), "{b:?}");
     assert_ne!(
         b["new_ip6_address"], a_ip,
         "an address bound before the restart was handed out again"
     );
-    kill_dhclient(tmp.path(), "b");
+    drop(b_client);
     assert!(!server.log().contains("panicked"), "{}", server.log());
     server.stop();
 }

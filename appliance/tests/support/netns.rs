@@ -139,6 +139,82 @@ pub fn curl(ns: &str, url: &str) -> (u16, usize, String) {
     (code, size, body.to_string())
 }
 
+/// Kills a daemonized process by its pid file on drop (also when an assertion failed).
+pub struct KillPid(PathBuf);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+    }
+}
+
+/// ISC `dhclient -6` once in `ns` on `dev` until bound (files `dir/{name}.*`; `conf` its
+/// config, else dhclient's own; `duid` the lease file's `default-duid`, else dhclient
+/// makes one): the bound address is added to `dev` (/64, no DAD). Returns the variables
+/// its script saw at BOUND6 (`new_ip6_address`, `new_dhcp6_*`) and the guard that kills
+/// the daemonized client.
+pub fn dhclient6(
+    ns: &str,
+    dev: &str,
+    dir: &Path,
+    name: &str,
+    conf: Option<&str>,
+    duid: Option<&[u8]>,
+) -> (std::collections::HashMap<String, String>, KillPid) {
+    let lease = dir.join(format!("{name}.leases"));
+    if let Some(duid) = duid {
+        let octal: String = duid.iter().map(|b| format!("\\{b:03o}")).collect();
+        std::fs::write(&lease, format!("default-duid \"{octal}\";\n")).unwrap();
+    }
+    let script = dir.join(format!("{name}.sh"));
+    let out = dir.join(format!("{name}.out"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             case \"$reason\" in\n\
+             BOUND6|REBOOT6) ip -6 addr add \"$new_ip6_address/64\" dev \"$interface\" nodad\n\
+               env | grep -E '^(reason|new_)' > {out}.tmp && mv {out}.tmp {out} ;;\n\
+             esac\nexit 0\n",
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    run(&["chmod", "+x", script.to_str().unwrap()]);
+    let pid = dir.join(format!("{name}.pid"));
+    let guard = KillPid(pid.clone());
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "dhclient", "-6", "-1", "-v"]);
+    if let Some(conf) = conf {
+        let path = dir.join(format!("{name}.conf"));
+        std::fs::write(&path, conf).unwrap();
+        cmd.arg("-cf").arg(path);
+    }
+    let res = cmd
+        .args(["-sf", script.to_str().unwrap()])
+        .args(["-pf", pid.to_str().unwrap()])
+        .args(["-lf", lease.to_str().unwrap()])
+        .arg(dev)
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&out).unwrap_or_else(|_| {
+        panic!(
+            "dhclient -6 got no lease ({}):\n{}{}",
+            res.status,
+            String::from_utf8_lossy(&res.stdout),
+            String::from_utf8_lossy(&res.stderr)
+        )
+    });
+    let vars = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect();
+    (vars, guard)
+}
+
 /// A stand-in agent Environment under `dir/agent/agent-amd64` (kernel and initramfs of
 /// the given sizes) for `[boot] agent_dir`; returns that `agent_dir`.
 pub fn agent_env(dir: &Path, kernel_len: usize, initrd_len: usize) -> PathBuf {
