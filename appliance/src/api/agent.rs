@@ -46,7 +46,6 @@ use appliance_rpc::agent::{
     UpdateBmcInfoResponse, agent_server::Agent,
 };
 use prost::Message;
-use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
 
 use super::agent_limit::{Limits, RegistrationLimiter};
@@ -936,32 +935,12 @@ impl Agent for AgentService {
         }
         self.check_boot(&uuid, caller, Need::Report)?;
         self.lc.touch(&uuid);
-        let store = self.lc.store().clone();
-        tokio::task::spawn_blocking(move || {
-            apply::edit_server(&store, &uuid, |v| {
-                let status = v
-                    .as_object_mut()
-                    .ok_or("server is not an object")?
-                    .entry("status")
-                    .or_insert_with(|| json!({}));
-                let list = status
-                    .as_object_mut()
-                    .ok_or("status is not an object")?
-                    .entry("addresses")
-                    .or_insert_with(|| json!([]));
-                let arr = list.as_array_mut().ok_or("addresses is not a list")?;
-                // Replace, per type sent, the addresses of that type; keep other types.
-                arr.retain(|a| {
-                    let t = a.get("type").and_then(Value::as_str).unwrap_or_default();
-                    !sent.iter().any(|(st, _)| st == t)
-                });
-                arr.extend(sent.iter().map(|(t, a)| json!({"type": t, "address": a})));
-                Ok(())
-            })
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(lifecycle_status)?;
+        // Group-committed with the other agents' reports: a boot storm's reports share
+        // fsyncs instead of each holding a blocking thread while it waits for its own.
+        self.lc
+            .report_addresses(uuid, sent)
+            .await
+            .map_err(lifecycle_status)?;
         Ok(Response::new(ReconcileServerAddressesResponse {}))
     }
 
@@ -1210,6 +1189,7 @@ impl Agent for AgentService {
 mod tests {
     use super::*;
     use crate::api::agent_report::MAX_STR;
+    use serde_json::json;
 
     #[test]
     fn uuids() {

@@ -329,17 +329,53 @@ pub fn edit_server(
     name: &str,
     edit: impl FnOnce(&mut Value) -> Result<(), String>,
 ) -> Result<bool, LifecycleError> {
-    store.transact(|t| {
-        let server = load_server(t, name)?;
-        let mut v = serde_json::to_value(&server).expect("servers serialise");
-        edit(&mut v).map_err(LifecycleError::Invalid)?;
-        let edited = Object::from_json(Kind::Server, &v.to_string())
-            .map_err(|e| LifecycleError::Invalid(e.to_string()))?;
-        if edited == Object::Server(server) {
-            return Ok(false);
-        }
-        t.put(&edited)?;
-        Ok(true)
+    store.transact(|t| edit_server_in(t, name, edit))
+}
+
+/// [`edit_server`] inside `t`.
+pub fn edit_server_in(
+    t: &mut Txn<'_>,
+    name: &str,
+    edit: impl FnOnce(&mut Value) -> Result<(), String>,
+) -> Result<bool, LifecycleError> {
+    let server = load_server(t, name)?;
+    let mut v = serde_json::to_value(&server).expect("servers serialise");
+    edit(&mut v).map_err(LifecycleError::Invalid)?;
+    let edited = Object::from_json(Kind::Server, &v.to_string())
+        .map_err(|e| LifecycleError::Invalid(e.to_string()))?;
+    if edited == Object::Server(server) {
+        return Ok(false);
+    }
+    t.put(&edited)?;
+    Ok(true)
+}
+
+/// ReconcileServerAddresses: per address type sent, the sent `(type, address)` pairs replace
+/// the server's `status.addresses` of that type; other types are kept. Inside `t` (the
+/// lifecycle group-commits these reports: `store::Group`); whether anything changed.
+pub fn set_addresses_in(
+    t: &mut Txn<'_>,
+    name: &str,
+    sent: &[(String, String)],
+) -> Result<bool, LifecycleError> {
+    edit_server_in(t, name, |v| {
+        let status = v
+            .as_object_mut()
+            .ok_or("server is not an object")?
+            .entry("status")
+            .or_insert_with(|| json!({}));
+        let list = status
+            .as_object_mut()
+            .ok_or("status is not an object")?
+            .entry("addresses")
+            .or_insert_with(|| json!([]));
+        let arr = list.as_array_mut().ok_or("addresses is not a list")?;
+        arr.retain(|a| {
+            let t = a.get("type").and_then(Value::as_str).unwrap_or_default();
+            !sent.iter().any(|(st, _)| st == t)
+        });
+        arr.extend(sent.iter().map(|(t, a)| json!({"type": t, "address": a})));
+        Ok(())
     })
 }
 

@@ -78,7 +78,12 @@ struct Shared {
     tx: mpsc::UnboundedSender<Planned>,
     /// CreateServer calls, group-committed.
     registrations: Group<Registration, Registered, LifecycleError>,
+    /// ReconcileServerAddresses reports, group-committed.
+    addresses: Group<AddressReport, bool, LifecycleError>,
 }
+
+/// One ReconcileServerAddresses: the server and the `(type, address)` pairs it sent.
+type AddressReport = (String, Vec<(String, String)>);
 
 /// One CreateServer, as the registration group commit runs it.
 #[derive(Debug)]
@@ -109,6 +114,9 @@ impl Lifecycle {
             inner: Arc::new(Shared {
                 registrations: Group::new(store.clone(), |t, r: &Registration| {
                     apply::register_in(t, &r.new, r.auto_accept, &r.ctx, r.now_ms)
+                }),
+                addresses: Group::new(store.clone(), |t, (name, sent): &AddressReport| {
+                    apply::set_addresses_in(t, name, sent)
                 }),
                 store,
                 config,
@@ -329,6 +337,17 @@ impl Lifecycle {
             self.dispatch(&r.server, step, 0);
         }
         Ok(r)
+    }
+
+    /// ReconcileServerAddresses from an agent: the sent `(type, address)` pairs replace the
+    /// server's addresses of those types (`apply::set_addresses_in`), in the next group
+    /// commit of address reports. Whether anything changed.
+    pub async fn report_addresses(
+        &self,
+        name: String,
+        sent: Vec<(String, String)>,
+    ) -> Result<bool, LifecycleError> {
+        self.inner.addresses.run((name, sent)).await
     }
 
     pub async fn allocate(&self, input: AllocateInput) -> Result<Allocated, LifecycleError> {

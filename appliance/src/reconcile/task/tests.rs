@@ -1,8 +1,9 @@
 //! `ReconcileTask` under paused tokio time, against a real store: reboot timers with their
 //! doubling backoff ending in `PowerCycle=False`, a heartbeat pushing the deadline back,
 //! `spec.accepted` edits accepted or put back with the refusal, a ServerBinding created
-//! and deleted outside the lifecycle API, and class status written at most every
-//! `CLASS_FLUSH`.
+//! and deleted outside the lifecycle API, class status written at most every
+//! `CLASS_FLUSH`, and concurrent address reports (group-committed) each landing on its own
+//! server.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -334,5 +335,90 @@ async fn class_status_follows_servers_at_most_every_class_flush() {
         avail.len() == 1 && used.len() == 1
     })
     .await;
+    b.stop().await;
+}
+
+/// `(type, address)` of the server's stored `status.addresses`.
+fn stored_addresses(s: &Server) -> Vec<(String, String)> {
+    let v = serde_json::to_value(s).unwrap();
+    v["status"]["addresses"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|a| {
+                    let f = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+                    (f("type"), f("address"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_address_reports_each_land_on_their_own_server_only() {
+    let b = start().await;
+    let names: Vec<String> = (0..48).map(|i| format!("s{i}")).collect();
+    for n in &names {
+        b.register(n).await;
+    }
+    let pair = |t: &str, a: String| (t.to_string(), a);
+    // A first report with two types, then concurrent reports replacing one type each, and
+    // reports about a server the box does not know, all at once.
+    for (i, n) in names.iter().enumerate() {
+        let sent = vec![
+            pair("InternalIP", format!("10.0.0.{i}")),
+            pair("Hostname", format!("h{i}")),
+        ];
+        assert!(b.lc.report_addresses(n.clone(), sent).await.unwrap());
+    }
+    let mut calls = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let lc = b.lc.clone();
+        let (n, sent) = (n.clone(), vec![pair("InternalIP", format!("10.1.0.{i}"))]);
+        calls.push(tokio::spawn(
+            async move { lc.report_addresses(n, sent).await },
+        ));
+        let lc = b.lc.clone();
+        let sent = vec![pair("InternalIP", "10.9.9.9".into())];
+        calls.push(tokio::spawn(async move {
+            lc.report_addresses(format!("unknown-{i}"), sent).await
+        }));
+    }
+    let results: Vec<_> = futures_util::future::join_all(calls).await;
+    for (k, r) in results.into_iter().enumerate() {
+        let r = r.unwrap();
+        if k % 2 == 0 {
+            assert!(r.unwrap(), "report {k} changed its server");
+        } else {
+            assert!(
+                matches!(r, Err(LifecycleError::UnknownServer(_))),
+                "report {k}: {r:?}"
+            );
+        }
+    }
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(
+            stored_addresses(&b.server(n)),
+            [
+                pair("Hostname", format!("h{i}")),
+                pair("InternalIP", format!("10.1.0.{i}")),
+            ],
+            "{n}"
+        );
+    }
+    assert!(
+        b.lc.store()
+            .get(Kind::Server, "unknown-0")
+            .unwrap()
+            .is_none()
+    );
+    // The same report again changes nothing.
+    let again = vec![pair("InternalIP", "10.1.0.0".into())];
+    assert!(
+        !b.lc
+            .report_addresses(names[0].clone(), again)
+            .await
+            .unwrap()
+    );
     b.stop().await;
 }
