@@ -74,8 +74,10 @@ pub const PACED_MAX: usize = 16_384;
 /// A paced transfer's interval between windows: well inside every firmware's retry rules
 /// (iPXE's timer settles near four times it, below its 10 s limit; UEFI's is 4 s).
 pub const PACE: Duration = Duration::from_secs(1);
-/// Receive buffer of a paced transfer (ACKs are 4 bytes; an ERROR's text is cut here).
-const PACED_RECV: usize = 1024;
+/// Receive buffer of a transfer, on the stack while it reads (ACKs are 4 bytes; an ERROR's
+/// text is cut here). A 10,000-client storm runs 256 transfers at full speed and the rest
+/// paced: none holds a receive buffer on the heap, nor one in its task between reads.
+const TRANSFER_RECV: usize = 1024;
 
 /// Everything the TFTP service needs, resolved from the config.
 #[derive(Debug, Clone)]
@@ -604,7 +606,6 @@ async fn serve_read(
             t.set_pace(now(), Some(PACE), &mut out);
             let acquire = slots.acquire_owned();
             tokio::pin!(acquire);
-            let mut recv_buf = [0u8; PACED_RECV];
             loop {
                 if let Err(e) = sender.flush(&SockRef::from(&socket), &source, &mut out) {
                     tracing::debug!(%peer, error = %e, "TFTP: send failed");
@@ -629,11 +630,18 @@ async fn serve_read(
                         let _ = sender.flush(&SockRef::from(&socket), &source, &mut out);
                         break None;
                     }
-                    r = socket.recv(&mut recv_buf) => match r {
-                        Ok(n) => match wire::decode(&recv_buf[..n]) {
+                    r = socket.readable() => match r.and_then(|()| {
+                        // Read on the stack: the buffer is not kept in the task.
+                        let mut recv_buf = [0u8; TRANSFER_RECV];
+                        let n = socket.try_recv(&mut recv_buf)?;
+                        match wire::decode(&recv_buf[..n]) {
                             Ok(packet) => t.handle_packet(now(), &packet, &mut out),
                             Err(e) => t.handle_malformed(e, &mut out),
-                        },
+                        }
+                        Ok(())
+                    }) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                             client_gone = true;
                             break None;
@@ -734,7 +742,7 @@ fn run_transfer(
         let _ = sender.flush(&SockRef::from(socket), source, out);
         return false;
     }
-    let mut recv_buf = vec![0u8; MAX_PACKET + 1];
+    let mut recv_buf = [0u8; TRANSFER_RECV];
     loop {
         if let Err(e) = sender.flush(&SockRef::from(socket), source, out) {
             tracing::debug!(%peer, error = %e, "TFTP: send failed");
@@ -812,20 +820,34 @@ static GSO_USABLE: AtomicBool =
 
 /// Turns the core's [`Transmit`]s into datagrams. A window of DATA blocks (consecutive,
 /// equal size but the last) goes out as one UDP GSO `sendmsg` where the kernel allows it.
+///
+/// The datagram and GSO window bytes are built in buffers of the sending thread
+/// ([`SEND_BUFFERS`]), not of the transfer: a paced transfer sends one window a second and
+/// holds no send buffer in between.
 struct Sender {
-    buf: Vec<u8>,
     segment: usize,
-    window: Vec<u8>,
     /// For a netascii transfer: DATA offsets are positions in the translated stream.
     netascii: Option<Encoder>,
+}
+
+/// A sending thread's scratch buffers: one datagram, and one GSO window of datagrams.
+#[derive(Default)]
+struct SendBuffers {
+    datagram: Vec<u8>,
+    window: Vec<u8>,
+}
+
+thread_local! {
+    /// Reused by every transfer that sends from this thread (the runtime's workers and the
+    /// full-speed transfers' blocking threads), so their number bounds the send buffers.
+    static SEND_BUFFERS: std::cell::RefCell<SendBuffers> =
+        std::cell::RefCell::new(SendBuffers::default());
 }
 
 impl Sender {
     fn new(blksize: u16, netascii: Option<Encoder>) -> Sender {
         Sender {
-            buf: Vec::with_capacity(4 + usize::from(blksize)),
             segment: 4 + usize::from(blksize),
-            window: Vec::new(),
             netascii,
         }
     }
@@ -854,6 +876,21 @@ impl Sender {
             (None, Source::Memory(bytes)) => slice(bytes, offset, len),
             (None, Source::Disk { .. }) => &[][..],
         };
+        SEND_BUFFERS.with_borrow_mut(|bufs| {
+            let result = self.send_all(socket, out, &data_of, bufs);
+            out.clear();
+            result
+        })
+    }
+
+    /// Sends `out` (DATA bytes from `data_of`) with the thread's buffers.
+    fn send_all<'a>(
+        &self,
+        socket: &socket2::Socket,
+        out: &[Transmit],
+        data_of: &dyn Fn(u64, usize) -> &'a [u8],
+        bufs: &mut SendBuffers,
+    ) -> io::Result<()> {
         let mut result = Ok(());
         let mut i = 0;
         while i < out.len() {
@@ -872,13 +909,13 @@ impl Sender {
                 }
             }
             let r = if run >= 2 && GSO_USABLE.load(Ordering::Relaxed) {
-                self.window.clear();
+                bufs.window.clear();
                 for tx in &out[i..i + run] {
                     if let Transmit::Data { block, offset, len } = *tx {
-                        wire::encode_data_header(block, &mut self.window, data_of(offset, len));
+                        wire::encode_data_header(block, &mut bufs.window, data_of(offset, len));
                     }
                 }
-                match send_gso(socket, &self.window, self.segment) {
+                match send_gso(socket, &bufs.window, self.segment) {
                     Err(e) if gso_refused(&e) => {
                         tracing::debug!(error = %e, "UDP GSO not usable; sending datagrams one by one");
                         GSO_USABLE.store(false, Ordering::Relaxed);
@@ -893,9 +930,9 @@ impl Sender {
                 let r = match &out[i] {
                     Transmit::Packet(bytes) => socket.send(bytes),
                     &Transmit::Data { block, offset, len } => {
-                        self.buf.clear();
-                        wire::encode_data_header(block, &mut self.buf, data_of(offset, len));
-                        socket.send(&self.buf)
+                        bufs.datagram.clear();
+                        wire::encode_data_header(block, &mut bufs.datagram, data_of(offset, len));
+                        socket.send(&bufs.datagram)
                     }
                 };
                 i += 1;
@@ -905,7 +942,6 @@ impl Sender {
                 result = Err(e);
             }
         }
-        out.clear();
         result.map(|_| ())
     }
 }
