@@ -207,6 +207,11 @@ pub fn dhclient6(
             String::from_utf8_lossy(&res.stderr)
         )
     });
+    // The daemonized client writes its pid file just after the foreground one returned:
+    // wait for it, so that the guard kills the client (else it outlives the test).
+    wait(5, "dhclient -6 wrote no pid file", || {
+        std::fs::read_to_string(&pid).is_ok_and(|p| !p.trim().is_empty())
+    });
     let vars = text
         .lines()
         .filter_map(|l| l.split_once('='))
