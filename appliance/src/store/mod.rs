@@ -234,8 +234,10 @@ pub enum StoreError {
 
 /// redb's page cache (reads and the write buffer). redb's default (1 GiB) keeps every page
 /// it ever touched: the whole file, 136 MiB with 10,000 registered servers. Pages beyond it
-/// are read back with `pread` from the kernel's page cache.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// are read back with `pread` from the kernel's page cache. 8 MiB: at 16 MiB the box held
+/// 68 MiB RSS with 10,000 registered servers (`scripts/bench agents`, issue 12's limit is
+/// 64 MiB), the cache full.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A blocking task that panicked or was cancelled before it returned.
 #[derive(Debug, thiserror::Error)]
