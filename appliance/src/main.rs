@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             if let Some(w) = logging::init(config.log.format, &config.log.level) {
                 tracing::warn!("{w}");
             }
-            limit_malloc_arenas();
+            tune_malloc();
             let result = runtime().block_on(app::serve(config));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -330,11 +330,17 @@ async fn download(
 /// operator's own `MALLOC_ARENA_MAX` is left as it is). glibc gives threads that allocate at
 /// once arenas of their own, up to eight per core, and an arena keeps what was freed in it:
 /// tokio's blocking pool (store transactions) and worker threads held about 30 MiB more
-/// with 10,000 registered servers (`scripts/bench agents`, 101 vs 69 MiB RSS). musl, which
-/// the shipped static build links, has no arenas.
+/// with 10,000 registered servers (`scripts/bench agents`, 101 vs 69 MiB RSS).
+///
+/// And the `heap-trim` thread: glibc gives back to the kernel only the free top of a heap,
+/// so what a boot storm's transfers and connections freed in its middle stayed resident
+/// for good (about 160 MiB after a 10,000-machine storm). Every [`TRIM_EVERY`] the thread
+/// asks how much is free, and when [`TRIM_MIN`] more than the least since its last trim
+/// is ([`trim_due`]), `malloc_trim(0)` returns the free pages. musl, which the shipped
+/// static build links, has neither arenas nor this.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)] // mallopt has no safe form; ARCHITECTURE.md lists this exception.
-fn limit_malloc_arenas() {
+#[allow(unsafe_code)] // mallopt, mallinfo2, malloc_trim: no safe form; ARCHITECTURE.md lists it.
+fn tune_malloc() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only sets a malloc tunable; called before the runtime starts any
         // thread, and M_ARENA_MAX takes any positive value.
@@ -342,10 +348,50 @@ fn limit_malloc_arenas() {
             libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
+    let trim = move || {
+        let mut low = usize::MAX;
+        loop {
+            std::thread::sleep(TRIM_EVERY);
+            // SAFETY: mallinfo2 reads glibc's allocator statistics under its own locks.
+            let free = unsafe { libc::mallinfo2() }.fordblks;
+            if trim_due(free, &mut low) {
+                // SAFETY: malloc_trim walks glibc's own free lists under its arena locks and
+                // releases whole free pages; no memory in use is touched.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("heap-trim".into())
+        .spawn(trim)
+    {
+        tracing::warn!(error = %e, "cannot start the heap-trim thread; freed memory stays resident");
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
+fn tune_malloc() {}
+
+/// How often the `heap-trim` thread looks (see [`tune_malloc`]).
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Bytes freed since the last trim (over the least free seen since) that make a trim due.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+const TRIM_MIN: usize = 8 << 20;
+
+/// Whether a trim is due with `free` bytes free in the heap now; `low` is the least free
+/// seen since the last trim (a trim leaves glibc's count of free bytes as it was).
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+fn trim_due(free: usize, low: &mut usize) -> bool {
+    *low = (*low).min(free);
+    if free >= low.saturating_add(TRIM_MIN) {
+        *low = free;
+        return true;
+    }
+    false
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -369,4 +415,26 @@ fn emit(text: std::fmt::Arguments<'_>) -> ExitCode {
 fn fail(e: &dyn std::error::Error, code: u8) -> ExitCode {
     eprintln!("error: {}", error_chain(e));
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trim_is_due_once_enough_more_is_free_than_since_the_last() {
+        let mib = 1 << 20;
+        let mut low = usize::MAX;
+        // A quiet heap: never.
+        assert!(!trim_due(2 * mib, &mut low));
+        assert!(!trim_due(9 * mib, &mut low));
+        // A storm's frees: 8 MiB more free than the least seen.
+        assert!(trim_due(10 * mib, &mut low));
+        // The count stays as it was after the trim: not again until more is freed.
+        assert!(!trim_due(10 * mib, &mut low));
+        assert!(!trim_due(17 * mib, &mut low));
+        // Reused, then freed again.
+        assert!(!trim_due(4 * mib, &mut low));
+        assert!(trim_due(12 * mib, &mut low));
+    }
 }

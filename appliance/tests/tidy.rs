@@ -8,7 +8,7 @@
 //!   reason); elsewhere a `spawn_blocking` must be awaited in place;
 //! - kube-bridge depends on no workspace crate but `appliance-rpc`;
 //! - every source file starts with a `//!` doc;
-//! - `unsafe` only in `http/boot.rs::map_file`, `main.rs::limit_malloc_arenas` and the
+//! - `unsafe` only in `http/boot.rs::map_file`, `main.rs::tune_malloc` and the
 //!   `sys` modules of `agent/ipmidev.rs`,
 //!   `net/packet.rs` and the storm generator's `storm/src/packet.rs`, and the counting
 //!   allocator of `tests/dhcp_lease_memory.rs`;
@@ -64,7 +64,7 @@ const EXPIRY_ON_LEASE_TIME: &[&str] = &[
 /// The documented places of `unsafe`: (file, the item it must be inside).
 const UNSAFE_ALLOWED: &[(&str, &str)] = &[
     ("appliance/src/http/boot.rs", "fn map_file"),
-    ("appliance/src/main.rs", "fn limit_malloc_arenas"),
+    ("appliance/src/main.rs", "fn tune_malloc"),
     ("appliance/src/agent/ipmidev.rs", "mod sys"),
     ("appliance/src/net/packet.rs", "mod sys"),
     ("storm/src/packet.rs", "mod sys"),
