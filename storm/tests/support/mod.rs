@@ -82,6 +82,26 @@ impl StormBox {
         }
     }
 
+    /// Adds `lines` to the `[tftp]` table of the box's config (before `start`).
+    pub fn tftp_extra(&self, lines: &str) {
+        let text = std::fs::read_to_string(&self.cfg).unwrap();
+        let text = text.replacen("[tftp]\n", &format!("[tftp]\n{lines}"), 1);
+        std::fs::write(&self.cfg, text).unwrap();
+    }
+
+    /// The value of the un-labelled sample `name` on the running box's `/metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns_s, "curl", "-sf"])
+            .arg("http://10.254.0.1:8081/metrics")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let (key, value) = l.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
+    }
+
     /// The temporary dir (logs, reports, the data dir) removed with the box.
     pub fn dir(&self) -> &Path {
         self.tmp.path()
