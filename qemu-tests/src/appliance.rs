@@ -299,6 +299,31 @@ impl Appliance {
         run(&mut cmd)
     }
 
+    /// `ctl server timeline <uuid> -o json` once it holds a `step` event, or as it stands
+    /// after `timeout`. The box writes the timeline in batches (`timeline::BATCH_WINDOW`)
+    /// after the event, so a read right after, say, the agent's registration line may
+    /// not hold that registration yet; CI once read an empty timeline so.
+    pub fn timeline_with(
+        &self,
+        uuid: &str,
+        step: &str,
+        timeout: Duration,
+    ) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let t: serde_json::Value =
+                serde_json::from_str(&self.ctl(&["server", "timeline", uuid, "-o", "json"])?)
+                    .context("timeline json")?;
+            let has = t["events"]
+                .as_array()
+                .is_some_and(|events| events.iter().any(|e| e["step"] == step));
+            if has || Instant::now() > deadline {
+                return Ok(t);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// `appliance ctl apply -f <file with yaml>`.
     pub fn apply(&self, dir: &Path, yaml: &str) -> Result<String> {
         let file = tempfile::Builder::new()

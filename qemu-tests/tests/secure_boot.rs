@@ -21,7 +21,6 @@ use std::time::Duration;
 use qemu_tests::appliance::ApplianceConfig;
 use qemu_tests::env::agent_env;
 use qemu_tests::{Firmware, Lab, Needs, VmSpec, require_lab};
-use serde_json::Value;
 
 /// Generous: TCG on 2 shared cores, with builds running beside.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
@@ -90,16 +89,14 @@ fn boots_through_shim_and_grub(
         "{serial}"
     );
 
+    let timeline = lab
+        .appliance()
+        .timeline_with(uuid, "registered", Duration::from_secs(10))
+        .expect("ctl server timeline");
     let text = lab
         .appliance()
         .ctl(&["server", "timeline", uuid])
         .unwrap_or_default();
-    let timeline: Value = serde_json::from_str(
-        &lab.appliance()
-            .ctl(&["server", "timeline", uuid, "-o", "json"])
-            .expect("ctl server timeline"),
-    )
-    .unwrap();
     let events = timeline["events"].as_array().expect("events");
     let fetched = |name: &str| {
         events.iter().any(|e| {

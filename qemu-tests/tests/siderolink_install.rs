@@ -435,24 +435,10 @@ status:
         "boot-script",
         "boot-from-disk",
     ];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let timeline = loop {
-        let t: Value = serde_json::from_str(
-            &lab.appliance()
-                .ctl(&["server", "timeline", UUID, "-o", "json"])
-                .expect("ctl server timeline"),
-        )
-        .unwrap();
-        let has_disk = t["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["step"] == "boot-from-disk");
-        if has_disk || Instant::now() > deadline {
-            break t;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let timeline = lab
+        .appliance()
+        .timeline_with(UUID, "boot-from-disk", Duration::from_secs(10))
+        .expect("ctl server timeline");
     let text = lab
         .appliance()
         .ctl(&["server", "timeline", UUID])

@@ -105,16 +105,14 @@ fn uefi_http_boot_registers_without_tftp() {
         "the box logged TFTP activity:\n{}",
         lab.report()
     );
+    let timeline = lab
+        .appliance()
+        .timeline_with(UUID, "registered", Duration::from_secs(10))
+        .expect("ctl server timeline");
     let text = lab
         .appliance()
         .ctl(&["server", "timeline", UUID])
         .unwrap_or_default();
-    let timeline: Value = serde_json::from_str(
-        &lab.appliance()
-            .ctl(&["server", "timeline", UUID, "-o", "json"])
-            .expect("ctl server timeline"),
-    )
-    .unwrap();
     let events = timeline["events"].as_array().expect("events");
     let offer = events
         .iter()
