@@ -170,6 +170,13 @@ impl AgentBoots {
     pub fn end(&mut self, server: &str) {
         self.boots.remove(server);
     }
+
+    /// The Server was deleted: where its agent last registered from is no longer kept (a
+    /// later CreateServer for that UUID registers a new server, which the displacement
+    /// rule does not cover; without this every deleted name stayed in memory).
+    pub fn forget_source(&mut self, server: &str) {
+        self.last.remove(server);
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +187,18 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_last_source_outlives_the_boot_but_not_the_server() {
+        let mut b = AgentBoots::default();
+        b.begin(S, ip("10.0.0.5"), false, false);
+        b.end(S);
+        assert_eq!(b.get(S), None);
+        assert_eq!(b.last_source(S), Some(ip("10.0.0.5")));
+        b.forget_source(S);
+        assert_eq!(b.last_source(S), None);
+        assert!(b.last.is_empty());
     }
 
     #[test]

@@ -662,7 +662,10 @@ impl ReconcileTask {
                             }
                         }
                     }
-                    (Kind::Server, ChangeOp::Delete) => dirty |= index.remove_server(&c.name),
+                    (Kind::Server, ChangeOp::Delete) => {
+                        lc.boots().forget_source(&c.name);
+                        dirty |= index.remove_server(&c.name);
+                    }
                     (Kind::ServerClass, _) => match class_changed(&lc, &index, &c.name) {
                         Ok(true) => rescan = true,
                         Ok(false) => {}

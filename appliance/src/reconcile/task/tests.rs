@@ -2,8 +2,8 @@
 //! doubling backoff ending in `PowerCycle=False`, a heartbeat pushing the deadline back,
 //! `spec.accepted` edits accepted or put back with the refusal, a ServerBinding created
 //! and deleted outside the lifecycle API, class status written at most every
-//! `CLASS_FLUSH`, and concurrent address reports (group-committed) each landing on its own
-//! server.
+//! `CLASS_FLUSH`, concurrent address reports (group-committed) each landing on its own
+//! server, and a deleted Server's remembered agent source dropped.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -286,6 +286,27 @@ async fn a_binding_created_or_deleted_outside_the_api_allocates_or_releases() {
     let status = b.server("n1").status.unwrap();
     assert!(!status.in_use);
     assert_eq!(status.state.as_deref(), Some("released"));
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_server_leaves_no_remembered_agent_source() {
+    let b = start().await;
+    b.register("n1").await;
+    b.register("n2").await;
+    let from: IpAddr = "10.0.0.5".parse().unwrap();
+    b.lc.begin_boot("n1", from, false, false);
+    b.lc.begin_boot("n2", from, false, false);
+    b.lc.end_boot("n1");
+    assert_eq!(b.lc.last_agent_source("n1"), Some(from));
+
+    b.lc.store().delete(Kind::Server, "n1").unwrap();
+    b.until(Duration::from_secs(1), |b| {
+        b.lc.last_agent_source("n1").is_none()
+    })
+    .await;
+    // Another server's is kept.
+    assert_eq!(b.lc.last_agent_source("n2"), Some(from));
     b.stop().await;
 }
 
