@@ -1426,6 +1426,42 @@ mod tests {
 
     /// The agent service on the production path (axum listener with the peer address), with
     /// DHCP server mode's lease check on; clients bind their sockets to 127/8 addresses.
+    /// An agent service in sidero-compatible mode over `store` (auto-accept on, the BMC
+    /// set-up of a default box), with `policy`; its lifecycle task is returned, not run
+    /// (kept by the test until its end, as its channel's receiver).
+    fn sidero_compatible(
+        store: crate::store::Store,
+        policy: AgentPolicy,
+    ) -> (
+        Lifecycle,
+        crate::reconcile::task::ReconcileTask,
+        Arc<AgentCounters>,
+        AgentService,
+    ) {
+        let mut cfg = crate::config::Config::default().lifecycle;
+        cfg.auto_accept = true;
+        let bmc_cfg = crate::config::Config::default().bmc;
+        let power = crate::bmc::power::PowerControl::new(store.clone(), &bmc_cfg);
+        let setup =
+            crate::bmc::setup::AutoSetup::new(store.clone(), power.gate().clone(), &bmc_cfg);
+        let (lc, task) = Lifecycle::new(
+            store,
+            cfg,
+            Arc::new(crate::reconcile::power::LoggedPower),
+            Some(setup),
+        );
+        let counters = Arc::new(AgentCounters::default());
+        let mut agent_cfg = crate::config::Config::default().agent;
+        agent_cfg.first_contact = crate::config::FirstContactMode::SideroCompatible;
+        let svc = AgentService::new(
+            lc.clone(),
+            counters.clone(),
+            policy,
+            Arc::new(FirstContact::new(&agent_cfg)),
+        );
+        (lc, task, counters, svc)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_dhcp_server_mode_wipe_and_bmc_reports_need_this_boxs_lease() {
         use appliance_rpc::agent::agent_client::AgentClient;
@@ -1455,29 +1491,12 @@ mod tests {
                 lease([127, 0, 0, 9], [0x52, 0x54, 0, 0, 0, 9]),
             ])
             .unwrap();
-        let mut cfg = crate::config::Config::default().lifecycle;
-        cfg.auto_accept = true;
-        let bmc_cfg = crate::config::Config::default().bmc;
-        let power = crate::bmc::power::PowerControl::new(store.clone(), &bmc_cfg);
-        let setup =
-            crate::bmc::setup::AutoSetup::new(store.clone(), power.gate().clone(), &bmc_cfg);
-        let (lc, _task) = Lifecycle::new(
+        let (lc, _task, counters, svc) = sidero_compatible(
             store,
-            cfg,
-            Arc::new(crate::reconcile::power::LoggedPower),
-            Some(setup),
-        );
-        let counters = Arc::new(AgentCounters::default());
-        let mut agent_cfg = crate::config::Config::default().agent;
-        agent_cfg.first_contact = crate::config::FirstContactMode::SideroCompatible;
-        let svc = AgentService::new(
-            lc.clone(),
-            counters.clone(),
             AgentPolicy {
                 lease_check: true,
                 ..Default::default()
             },
-            Arc::new(FirstContact::new(&agent_cfg)),
         );
         let router = tonic::service::Routes::new(AgentServer::new(svc)).into_axum_router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1772,29 +1791,12 @@ mod tests {
         let forgers = [lease(&ll, 2), lease(&llt, 1)];
         assert!(forgers.iter().all(|f| *f != a_ip), "{a_ip} {forgers:?}");
 
-        let mut cfg = crate::config::Config::default().lifecycle;
-        cfg.auto_accept = true;
-        let bmc_cfg = crate::config::Config::default().bmc;
-        let power = crate::bmc::power::PowerControl::new(store.clone(), &bmc_cfg);
-        let setup =
-            crate::bmc::setup::AutoSetup::new(store.clone(), power.gate().clone(), &bmc_cfg);
-        let (lc, _task) = Lifecycle::new(
+        let (lc, _task, counters, svc) = sidero_compatible(
             store,
-            cfg,
-            Arc::new(crate::reconcile::power::LoggedPower),
-            Some(setup),
-        );
-        let counters = Arc::new(AgentCounters::default());
-        let mut agent_cfg = crate::config::Config::default().agent;
-        agent_cfg.first_contact = crate::config::FirstContactMode::SideroCompatible;
-        let svc = AgentService::new(
-            lc.clone(),
-            counters.clone(),
             AgentPolicy {
                 lease_check_v6: true,
                 ..Default::default()
             },
-            Arc::new(FirstContact::new(&agent_cfg)),
         );
         fn from<T>(ip: IpAddr, msg: T) -> Request<T> {
             let mut r = Request::new(msg);
