@@ -219,28 +219,13 @@ ra_interval_secs = 2
 
     // Another server's agent from an IPv6 address the box never leased: registered (the
     // boot token is its own), but its wipe report is refused by the lease check.
-    run(&[
-        "ip",
-        "-n",
-        ns_c,
-        "-6",
-        "addr",
-        "del",
-        &format!("{ip}/128"),
-        "dev",
-        dev_c,
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        ns_c,
-        "addr",
-        "add",
-        "fd00:78::99/64",
-        "dev",
-        dev_c,
-        "nodad",
-    ]);
+    // The client's IPv6 address: `ip -6 addr OP CIDR dev <client side> [nodad]`.
+    let client_addr = |op: &str, cidr: &str, extra: &[&str]| {
+        let args = ["ip", "-n", ns_c, "-6", "addr", op, cidr, "dev", dev_c];
+        run(&[&args[..], extra].concat());
+    };
+    client_addr("del", &format!("{ip}/128"), &[]);
+    client_addr("add", "fd00:78::99/64", &["nodad"]);
     let uuid_b = "4c4c4544-0036-3610-8036-b4c04f366637";
     let mut agent_b = spawn_agent(ns_c, tmp.path(), "b", uuid_b, dev_c, &mac);
     agent_b.wait_for_log("AGENT-FAILED");
@@ -262,17 +247,7 @@ ra_interval_secs = 2
     // naming that server's MAC (ISC dhclient with a `default-duid`), then runs the agent for
     // that server, reporting that MAC, with a fresh token from /ipxe.
     std::thread::sleep(std::time::Duration::from_secs(4));
-    run(&[
-        "ip",
-        "-n",
-        ns_c,
-        "-6",
-        "addr",
-        "del",
-        "fd00:78::99/64",
-        "dev",
-        dev_c,
-    ]);
+    client_addr("del", "fd00:78::99/64", &[]);
     let mac_bytes: Vec<u8> = mac
         .split(':')
         .map(|h| u8::from_str_radix(h, 16).unwrap())
