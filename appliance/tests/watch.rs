@@ -84,12 +84,14 @@ async fn watch(c: &mut Client, kinds: &[&str], since: Option<u64>) -> tonic::Str
     .into_inner()
 }
 
-/// The next non-bookmark event (within 20 s).
+/// The next non-bookmark event, within 30 s: bookmarks (every 15 s on an idle stream) do not
+/// extend the wait, so a stream on which commits stopped fails here instead of idling forever.
 async fn next_change(s: &mut tonic::Streaming<WatchEvent>) -> WatchEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let e = tokio::time::timeout(Duration::from_secs(20), s.message())
+        let e = tokio::time::timeout_at(deadline, s.message())
             .await
-            .expect("an event within 20 s")
+            .expect("a change within 30 s")
             .unwrap()
             .expect("stream open");
         if e.r#type != ChangeType::Bookmark as i32 {
@@ -353,41 +355,55 @@ async fn stalled_watchers_never_hold_up_commits_and_are_told_to_list_again() {
     // Fat objects: the stalled streams' HTTP/2 windows fill quickly.
     let pad = "x".repeat(40_000);
     let mut wc = client(&box_).await;
-    let writes = tokio::spawn(async move {
+    // The writer hands back its first refused apply instead of panicking in its task: the
+    // reader below then reports it rather than waiting for changes that never come.
+    let mut writes = tokio::spawn(async move {
         let mut last = 0;
         for i in 0..600 {
             let doc = padded_class_doc(&format!("p{}", i % 20), &i.to_string(), &pad);
-            last = apply(&mut wc, doc).await;
+            let reply = wc
+                .apply(ApplyRequest {
+                    documents: doc,
+                    dry_run: false,
+                })
+                .await
+                .map_err(|status| format!("apply {i} refused: {status:?}"))?;
+            last = reply.into_inner().applied[0].revision;
         }
-        last
+        Ok::<u64, String>(last)
     });
     let mut prev = start;
     let last = loop {
-        let e = next_change(&mut reader).await;
-        assert_eq!(
-            e.revision,
-            prev + 1,
-            "a reading watcher sees every change in order"
-        );
-        prev = e.revision;
-        if writes.is_finished() {
-            let last = writes.await.unwrap();
-            while prev < last {
-                let e = next_change(&mut reader).await;
-                assert_eq!(e.revision, prev + 1);
+        tokio::select! {
+            e = next_change(&mut reader) => {
+                assert_eq!(
+                    e.revision,
+                    prev + 1,
+                    "a reading watcher sees every change in order"
+                );
                 prev = e.revision;
             }
-            break last;
+            done = &mut writes => {
+                let last = done.unwrap().unwrap_or_else(|e| panic!("{e}"));
+                while prev < last {
+                    let e = next_change(&mut reader).await;
+                    assert_eq!(e.revision, prev + 1);
+                    prev = e.revision;
+                }
+                break last;
+            }
         }
     };
     assert!(last >= start + 600);
-    // Each stalled watcher gets what its connection buffered, then OUT_OF_RANGE.
+    // Each stalled watcher gets what its connection buffered, then OUT_OF_RANGE, within 60 s
+    // (a watcher that caught up instead would idle on bookmarks: that fails here).
     for mut s in stalled {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut prev = start;
         let status = loop {
-            match tokio::time::timeout(Duration::from_secs(20), s.message())
+            match tokio::time::timeout_at(deadline, s.message())
                 .await
-                .expect("a stalled stream answers when read")
+                .expect("a stalled stream is told to list again within 60 s of being read")
             {
                 Ok(Some(e)) => {
                     if e.r#type != ChangeType::Bookmark as i32 {
