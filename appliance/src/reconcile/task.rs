@@ -45,6 +45,9 @@ use crate::store::{Change, ChangeOp, Group, Store, StoreError};
 
 /// Class status is written at most this often during bursts of server changes.
 pub const CLASS_FLUSH: Duration = Duration::from_millis(500);
+/// Most changes of one batch that the task handles on its runtime worker (see
+/// `ReconcileTask::on_plain_server_writes`); a longer batch goes to the blocking pool.
+const INLINE_BATCH: usize = 16;
 
 /// Per-disk progress of a running wipe, as the agent reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -600,6 +603,12 @@ impl ReconcileTask {
     }
 
     async fn on_changes(&mut self, batch: Vec<Change>) {
+        if self.on_plain_server_writes(&batch) {
+            if self.class_dirty && self.last_flush.elapsed() >= CLASS_FLUSH {
+                self.flush_classes().await;
+            }
+            return;
+        }
         let lc = self.lc.clone();
         let mut index = std::mem::take(&mut self.index);
         let result = tokio::task::spawn_blocking(move || {
@@ -612,23 +621,32 @@ impl ReconcileTask {
             while let Some(c) = batch.next() {
                 match (c.kind, c.op) {
                     (Kind::Server, ChangeOp::Put) => {
+                        // The newest object each change of the run carries, by name.
+                        let mut carried = HashMap::new();
                         let mut names = vec![c.name];
+                        carried.extend(c.object.map(|o| (names[0].clone(), o)));
                         while let Some(n) =
                             batch.next_if(|n| (n.kind, n.op) == (Kind::Server, ChangeOp::Put))
                         {
+                            if let Some(o) = n.object {
+                                carried.insert(n.name.clone(), o);
+                            } else {
+                                carried.remove(&n.name);
+                            }
                             names.push(n.name);
                         }
                         let mut seen = std::collections::HashSet::new();
                         names.retain(|n| seen.insert(n.clone()));
-                        // Read first: only the servers whose spec needs an edit (most writes
-                        // need none) are edited, in one write transaction.
+                        // Read first (the object the change carries, else the store): only
+                        // the servers whose spec needs an edit (most writes need none) are
+                        // edited, in one write transaction.
                         let mut read: Vec<_> = names
                             .iter()
-                            .map(|n| Some(lc.store().get(Kind::Server, n)))
+                            .map(|n| Some(carried.get(n).map_or_else(|| lc.store().get(Kind::Server, n).map(|s| s.map(|s| Arc::new(s.object))), |o| Ok(Some(o.clone())))))
                             .collect();
                         let to_edit: Vec<usize> = (0..names.len())
                             .filter(|&i| match &read[i] {
-                                Some(Ok(Some(s))) => match &s.object {
+                                Some(Ok(Some(object))) => match &**object {
                                     Object::Server(server) => edit_needed(server),
                                     _ => false,
                                 },
@@ -651,10 +669,15 @@ impl ReconcileTask {
                             }
                         }
                         for (name, read) in names.iter().zip(read) {
-                            match read.unwrap_or_else(|| lc.store().get(Kind::Server, name)) {
-                                Ok(Some(s)) => {
-                                    if let Object::Server(server) = s.object {
-                                        dirty |= index.update_server(&server);
+                            let read = read.unwrap_or_else(|| {
+                                lc.store()
+                                    .get(Kind::Server, name)
+                                    .map(|s| s.map(|s| Arc::new(s.object)))
+                            });
+                            match read {
+                                Ok(Some(object)) => {
+                                    if let Object::Server(server) = &*object {
+                                        dirty |= index.update_server(server);
                                     }
                                 }
                                 Ok(None) => dirty |= index.remove_server(name),
@@ -704,6 +727,31 @@ impl ReconcileTask {
         if self.class_dirty && self.last_flush.elapsed() >= CLASS_FLUSH {
             self.flush_classes().await;
         }
+    }
+
+    /// The common batch, handled here without the blocking pool or a store read: a few
+    /// Server writes whose carried objects need no lifecycle edit (an apply that changed
+    /// labels or spec, a registration, a status write) only update the class index. False
+    /// (nothing done) for any other batch, which [`ReconcileTask::on_changes`] handles.
+    fn on_plain_server_writes(&mut self, batch: &[Change]) -> bool {
+        let plain = batch.len() <= INLINE_BATCH
+            && batch
+                .iter()
+                .all(|c| match (c.kind, c.op, c.object.as_deref()) {
+                    (Kind::Server, ChangeOp::Put, Some(Object::Server(server))) => {
+                        !edit_needed(server)
+                    }
+                    _ => false,
+                });
+        if !plain {
+            return false;
+        }
+        for c in batch {
+            if let Some(Object::Server(server)) = c.object.as_deref() {
+                self.class_dirty |= self.index.update_server(server);
+            }
+        }
+        true
     }
 
     /// Writes every class whose member lists changed, in one transaction.

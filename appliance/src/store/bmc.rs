@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use redb::{ReadableTable, TableError};
 use serde::{Deserialize, Serialize};
@@ -362,23 +363,19 @@ impl Store {
                     kind: Kind::Server,
                     name: server.to_string(),
                     op: ChangeOp::Put,
+                    object: Some(Arc::new(object.clone())),
                 };
                 self.log_one(&txn, &mut meta, &change, &object)?;
-                changed = Some(Some(revision));
+                changed = Some(Some(change));
                 stored = Stored { object, revision };
             }
         }
         match changed {
             None => txn.abort()?,
-            Some(revision) => {
+            Some(change) => {
                 self.inner.db.commit(txn)?;
-                if let Some(revision) = revision {
-                    self.publish(Some(Change {
-                        revision,
-                        kind: Kind::Server,
-                        name: server.to_string(),
-                        op: ChangeOp::Put,
-                    }));
+                if let Some(change) = change {
+                    self.publish(Some(change));
                 }
             }
         }

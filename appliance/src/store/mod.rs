@@ -61,12 +61,16 @@ pub use timeline::{TimelineLimits, TimelineOp, TimelineRecord};
 pub use txn::Txn;
 
 /// A committed change, as sent on the change feed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub revision: u64,
     pub kind: Kind,
     pub name: String,
     pub op: ChangeOp,
+    /// The object as this change committed it (`None` for a delete): a subscriber reads
+    /// it here instead of reading the store again after every commit. Shared, not copied,
+    /// between subscribers; the feed holds it until the slowest receiver has seen it.
+    pub object: Option<Arc<Object>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -457,6 +461,12 @@ impl Store {
         self.inner.changes.subscribe()
     }
 
+    /// How many changes (with their objects) the feed still holds because some receiver
+    /// has not seen them yet.
+    pub fn feed_backlog(&self) -> usize {
+        self.inner.changes.len()
+    }
+
     /// The revision of the last committed change (0 for an empty store).
     pub fn revision(&self) -> Result<u64, StoreError> {
         let txn = self.inner.db.read()?;
@@ -634,6 +644,7 @@ impl Store {
                     kind,
                     name: name.to_string(),
                     op: ChangeOp::Put,
+                    object: Some(Arc::new(object.clone())),
                 };
                 self.log_one(&txn, &mut meta, &c, &object)?;
                 change = Some(c);
@@ -676,6 +687,7 @@ impl Store {
                 kind,
                 name: name.to_string(),
                 op: ChangeOp::Delete,
+                object: None,
             };
             self.log_one(&txn, &mut meta, &change, &old.object)?;
         }

@@ -92,6 +92,75 @@ fn change_feed_sees_committed_changes_in_order() {
 }
 
 #[test]
+fn every_write_path_publishes_the_object_it_committed() {
+    let (_dir, store) = open_temp();
+    let mut rx = store.subscribe();
+    store.apply(objects(&server_yaml("a", false))).unwrap();
+    store
+        .update(Kind::Server, "a", |o| {
+            if let Object::Server(s) = o {
+                s.spec.accepted = true;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let spec = crate::model::Bmc {
+        endpoint: "10.0.0.5".into(),
+        ..Default::default()
+    };
+    store.set_server_bmc("a", spec, "sidero", "P-1").unwrap();
+    let adopted = store
+        .apply_with(objects(&server_yaml("b", false)), |o, _| {
+            if let Object::Server(s) = o {
+                s.spec.hostname = Some("completed".into());
+            }
+            None
+        })
+        .unwrap();
+    assert_eq!(adopted[0].result, ApplyResult::Created);
+    store
+        .transact(|t| {
+            let mut c = objects(&server_yaml("c", true)).remove(0);
+            if let Object::Server(s) = &mut c {
+                s.spec.hostname = Some("c1".into());
+            }
+            t.put(&c).map(|_| ())
+        })
+        .unwrap();
+    store.delete(Kind::Server, "c").unwrap();
+    let got: Vec<Change> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert_eq!(got.len(), 6);
+    // Each put carries the object exactly as a read right after its commit returns it
+    // (with what the write path added: the BMC secret reference, the completion).
+    let log = logged(&store, 0);
+    for (change, logged) in got.iter().zip(&log).take(5) {
+        assert_eq!(
+            (change.revision, change.op),
+            (logged.revision, ChangeOp::Put)
+        );
+        assert_eq!(change.object.as_deref(), Some(&logged.object), "{change:?}");
+    }
+    let Some(Object::Server(a)) = got[2].object.as_deref() else {
+        panic!("{:?}", got[2]);
+    };
+    assert!(a.spec.accepted && a.spec.bmc.as_ref().unwrap().pass_from.is_some());
+    let Some(Object::Server(b)) = got[3].object.as_deref() else {
+        panic!("{:?}", got[3]);
+    };
+    assert_eq!(b.spec.hostname.as_deref(), Some("completed"));
+    assert_eq!(
+        got[3].object.as_deref(),
+        Some(&store.get(Kind::Server, "b").unwrap().unwrap().object)
+    );
+    assert_eq!(
+        (got[5].op, got[5].object.as_ref()),
+        (ChangeOp::Delete, None)
+    );
+    // Every receiver saw everything: the feed holds nothing (and no object) any more.
+    assert_eq!(store.feed_backlog(), 0);
+}
+
+#[test]
 fn rejected_update_writes_nothing() {
     let (_dir, store) = open_temp();
     store.apply(objects(&server_yaml("a", false))).unwrap();
@@ -617,6 +686,7 @@ fn the_log_drops_changes_older_than_its_age() {
                 kind: Kind::Server,
                 name: "s".into(),
                 op: ChangeOp::Put,
+                object: None,
             };
             changelog::append(&mut log, &change, &object, &key, at_ms).unwrap();
         }

@@ -9,6 +9,8 @@
 //! commit, one fsync) with each job's result its own: the group commit of `group.rs`.
 //! Only this module and its siblings name redb types.
 
+use std::sync::Arc;
+
 use redb::{ReadableTable, Table};
 
 use super::events::{AllocationRecord, EVENTS_PER_SERVER, EventRecord, NewEvent};
@@ -72,7 +74,7 @@ impl Txn<'_> {
         {
             return Ok(old.revision);
         }
-        self.write(object, old.as_ref().map(|o| &o.object))
+        self.write(Arc::new(object.clone()), old.as_ref().map(|o| &o.object))
     }
 
     /// One object of an apply (`Store::apply_with`): an incoming object without `status`
@@ -104,7 +106,7 @@ impl Txn<'_> {
             None => ApplyResult::Created,
         };
         let event = complete(&mut object, self.now_ms);
-        let revision = self.write(&object, existing.as_ref().map(|o| &o.object))?;
+        let revision = self.write(Arc::new(object), existing.as_ref().map(|o| &o.object))?;
         if let Some(event) = event {
             self.append_event(event)?;
         }
@@ -117,16 +119,17 @@ impl Txn<'_> {
     }
 
     /// Writes `object` (replacing `old`, the stored one) under the next revision, with its
-    /// change-log entry and the SideroLink index's entries of a ServerBinding.
-    fn write(&mut self, object: &Object, old: Option<&Object>) -> Result<u64, StoreError> {
+    /// change-log entry and the SideroLink index's entries of a ServerBinding; the change
+    /// published after the commit carries `object`.
+    fn write(&mut self, object: Arc<Object>, old: Option<&Object>) -> Result<u64, StoreError> {
         let kind = object.kind();
         let name = object.name().to_string();
         let key = object_key(kind, &name);
         // Sealed and serialised once, for the object table and the change log.
-        let json = tables::sealed_json(object, self.key)?;
+        let json = tables::sealed_json(&object, self.key)?;
         self.attempts += 1;
         if kind == Kind::ServerBinding {
-            siderolink_index::follow(&mut self.siderolink_index, &name, old, Some(object))?;
+            siderolink_index::follow(&mut self.siderolink_index, &name, old, Some(&object))?;
         }
         self.revision += 1;
         self.objects.insert(
@@ -138,6 +141,7 @@ impl Txn<'_> {
             kind,
             name,
             op: ChangeOp::Put,
+            object: Some(object),
         };
         changelog::append_json(&mut self.log, &change, &json, self.now_ms)?;
         self.changes.push(change);
@@ -162,6 +166,7 @@ impl Txn<'_> {
             kind,
             name: name.to_string(),
             op: ChangeOp::Delete,
+            object: None,
         };
         changelog::append(&mut self.log, &change, &old.object, self.key, self.now_ms)?;
         if kind == Kind::Server {

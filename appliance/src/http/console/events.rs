@@ -17,7 +17,7 @@ use super::auth::SessionCtx;
 use crate::clock;
 use crate::console::view::{self, RecentEvent};
 use crate::model::Kind;
-use crate::store::{Change, ChangeOp, Store};
+use crate::store::{Change, ChangeOp};
 
 impl ConsoleState {
     /// Follows the store change feed into the recent-events list until `shutdown`.
@@ -49,14 +49,25 @@ impl ConsoleState {
                     break;
                 }
             }
-            let store = self.inner.store.clone();
-            let entries = tokio::task::spawn_blocking(move || describe(&store, batch))
-                .await
-                .unwrap_or_default();
-            let mut ev = self.inner.events.lock().expect("events lock");
-            for e in entries {
-                view::push_recent(&mut ev, e);
+            // The changes carry their objects: nothing is read from the store. A short batch
+            // (the usual one change per commit) is described here, a long one on the blocking
+            // pool so that it does not hold a runtime worker.
+            let entries = if batch.len() <= INLINE_BATCH {
+                describe(batch)
+            } else {
+                tokio::task::spawn_blocking(move || describe(batch))
+                    .await
+                    .unwrap_or_default()
+            };
+            {
+                let mut ev = self.inner.events.lock().expect("events lock");
+                for e in entries {
+                    view::push_recent(&mut ev, e);
+                }
             }
+            // The server rows' receiver is drained here too, so that the feed does not hold
+            // the changes' objects until the next page view.
+            self.inner.rows.lock().expect("rows lock").absorb();
         }
     }
 
@@ -71,18 +82,17 @@ impl ConsoleState {
     }
 }
 
-fn describe(store: &Store, batch: Vec<Change>) -> Vec<RecentEvent> {
+/// Most changes of one batch described on the runtime worker itself.
+const INLINE_BATCH: usize = 16;
+
+/// The recent-events entries of `batch`, from the objects the changes carry.
+fn describe(batch: Vec<Change>) -> Vec<RecentEvent> {
     let at = crate::clock::unix_secs();
     batch
         .into_iter()
         .map(|c| {
-            let detail = match (c.kind, c.op) {
-                (Kind::Server, ChangeOp::Put) => store
-                    .get(Kind::Server, &c.name)
-                    .ok()
-                    .flatten()
-                    .map(|s| view::change_detail(&s.object))
-                    .unwrap_or_default(),
+            let detail = match (c.kind, c.op, &c.object) {
+                (Kind::Server, ChangeOp::Put, Some(object)) => view::change_detail(object),
                 _ => String::new(),
             };
             RecentEvent {
@@ -137,4 +147,53 @@ pub(super) async fn events(
             })
         });
     Sse::new(hello.chain(changes)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::Object;
+
+    #[test]
+    fn a_change_is_described_from_the_object_it_carries() {
+        let object = crate::model::parse_documents(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata:\n  name: s1\nspec:\n  cordoned: true\n",
+        )
+        .unwrap()
+        .remove(0);
+        let detail = view::change_detail(&object);
+        assert!(detail.ends_with(", cordoned"), "{detail}");
+        let change = |op, object: Option<Object>| Change {
+            revision: 7,
+            kind: Kind::Server,
+            name: "s1".into(),
+            op,
+            object: object.map(Arc::new),
+        };
+        let described = describe(vec![
+            change(ChangeOp::Put, Some(object)),
+            change(ChangeOp::Delete, None),
+        ]);
+        let got: Vec<_> = described
+            .iter()
+            .map(|e| {
+                (
+                    e.revision,
+                    e.kind.as_str(),
+                    e.name.as_str(),
+                    e.op,
+                    e.detail.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (7, "Server", "s1", "put", detail.as_str()),
+                (7, "Server", "s1", "delete", "")
+            ]
+        );
+    }
 }

@@ -23,13 +23,23 @@ use crate::store::{Change, StoreError};
 /// Server rows kept current from the change feed: built once, then each request first
 /// applies the changes queued on its own receiver (re-reading only the changed servers), so
 /// a client that refreshes on an SSE event sees that change. A lagged receiver rebuilds.
+/// The console's change follower drains the receiver after each batch ([`RowsCache::absorb`])
+/// into a set of names, so that the feed does not keep the changes' objects for it.
 pub(super) struct RowsCache {
     rx: tokio::sync::broadcast::Receiver<Change>,
     built: bool,
     rows: std::collections::BTreeMap<String, ServerRow>,
     classes: Arc<ClassIndex>,
     snapshot: Option<Arc<Vec<ServerRow>>>,
+    /// Servers changed since the rows were last brought up to date.
+    pending: std::collections::BTreeSet<String>,
+    classes_changed: bool,
+    /// Everything is read again at the next request (lagged, or too many pending names).
+    rebuild: bool,
 }
+
+/// Most pending server names kept; more and the next request rebuilds every row.
+const MAX_PENDING: usize = 1024;
 
 impl RowsCache {
     /// An empty cache following `rx` (subscribed when the console is built).
@@ -40,6 +50,34 @@ impl RowsCache {
             rows: Default::default(),
             classes: Arc::default(),
             snapshot: None,
+            pending: Default::default(),
+            classes_changed: false,
+            rebuild: false,
+        }
+    }
+
+    /// Takes every change queued on the receiver into the pending names (reads nothing).
+    pub(super) fn absorb(&mut self) {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            match self.rx.try_recv() {
+                Ok(change) => match change.kind {
+                    Kind::Server if !self.rebuild => {
+                        self.pending.insert(change.name);
+                        if self.pending.len() > MAX_PENDING {
+                            self.rebuild = true;
+                            self.pending.clear();
+                        }
+                    }
+                    Kind::ServerClass => self.classes_changed = true,
+                    _ => {}
+                },
+                Err(TryRecvError::Lagged(_)) => {
+                    self.rebuild = true;
+                    self.pending.clear();
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
         }
     }
 }
@@ -47,25 +85,12 @@ impl RowsCache {
 impl ConsoleState {
     /// All server rows (sorted by name) and the class index, current as of now.
     pub(super) fn rows(&self) -> Result<(Arc<Vec<ServerRow>>, Arc<ClassIndex>), StoreError> {
-        use tokio::sync::broadcast::error::TryRecvError;
         let store = &self.inner.store;
         let mut c = self.inner.rows.lock().expect("rows lock");
-        let mut servers = std::collections::BTreeSet::new();
-        let mut classes_changed = false;
-        let mut rebuild = !c.built;
-        loop {
-            match c.rx.try_recv() {
-                Ok(change) => match change.kind {
-                    Kind::Server => {
-                        servers.insert(change.name);
-                    }
-                    Kind::ServerClass => classes_changed = true,
-                    _ => {}
-                },
-                Err(TryRecvError::Lagged(_)) => rebuild = true,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
+        c.absorb();
+        let servers = std::mem::take(&mut c.pending);
+        let classes_changed = std::mem::take(&mut c.classes_changed);
+        let rebuild = !c.built || std::mem::take(&mut c.rebuild);
         if rebuild || classes_changed {
             let list: Vec<Object> = store
                 .list(Kind::ServerClass)?
@@ -315,5 +340,49 @@ pub(super) async fn delete_kind(state: &ConsoleState, kind: Kind, name: String) 
     match state.inner.admin.delete(req).await {
         Ok(r) => Json(json!({ "ok": true, "revision": r.into_inner().revision })).into_response(),
         Err(s) => status_error(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn server(name: &str) -> Vec<Object> {
+        crate::model::parse_documents(&format!(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata:\n  name: {name}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn absorbing_releases_the_feed_and_keeps_the_changed_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut cache = RowsCache::new(store.subscribe());
+        for name in ["a", "b", "a"] {
+            store.apply(server(name)).unwrap();
+        }
+        store
+            .apply(
+                crate::model::parse_documents(
+                    "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: c\n",
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        // Until the cache's receiver has seen them, the feed keeps the changes' objects.
+        assert_eq!(store.feed_backlog(), 3);
+        cache.absorb();
+        assert_eq!(store.feed_backlog(), 0);
+        assert_eq!(cache.pending.iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(cache.classes_changed && !cache.rebuild);
+        // More changed servers than are worth remembering: the next request rebuilds.
+        for i in 0..=MAX_PENDING {
+            store.apply(server(&format!("s{i}"))).unwrap();
+        }
+        cache.absorb();
+        assert!(cache.rebuild && cache.pending.is_empty());
+        assert_eq!(store.feed_backlog(), 0);
     }
 }

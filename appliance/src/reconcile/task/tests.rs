@@ -443,3 +443,37 @@ async fn concurrent_address_reports_each_land_on_their_own_server_only() {
     );
     b.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_server_change_is_indexed_from_the_object_it_carries() {
+    // An available server, taken from one box...
+    let b = start().await;
+    b.available("n1").await;
+    let server = b.server("n1");
+    b.stop().await;
+    // ...arrives on the change feed of a task whose store never held it: the class index
+    // follows the carried object (a re-read of the store would have found nothing).
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let (_lc, mut task) = Lifecycle::new(
+        store,
+        crate::config::Config::default().lifecycle,
+        Arc::new(Recorded::default()),
+        None,
+    );
+    task.start().await.unwrap();
+    let change = |op, object: Option<Server>| Change {
+        revision: 1,
+        kind: Kind::Server,
+        name: "n1".into(),
+        op,
+        object: object.map(|s| Arc::new(Object::Server(s))),
+    };
+    task.on_changes(vec![change(ChangeOp::Put, Some(server))])
+        .await;
+    let members = |task: &ReconcileTask| task.index.status().remove("any").unwrap();
+    assert_eq!(members(&task), (vec!["n1".to_string()], vec![]));
+    assert!(task.class_dirty);
+    task.on_changes(vec![change(ChangeOp::Delete, None)]).await;
+    assert_eq!(members(&task), (vec![], vec![]));
+}
