@@ -30,6 +30,7 @@
 //! `Store::{dhcp_leases, commit_lease_changes}`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,7 +59,8 @@ use crate::timeline::event::{Outcome, Step, Who};
 
 /// Largest batch of requests committed in one transaction.
 const MAX_BATCH: usize = 4096;
-/// Requests waiting for a commit before new ones are dropped (the client retries).
+/// Requests waiting for a commit before new ones are dropped (the client retries). A bound,
+/// not an allocation: see [`commit_queue`].
 const QUEUE_DEPTH: usize = 16384;
 /// Client port for broadcast and unicast replies.
 const CLIENT_PORT: u16 = 68;
@@ -297,7 +299,7 @@ impl DhcpService {
     /// Serves until `shutdown` turns true; returns once the commit thread committed what
     /// was queued and ended.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let (tx, rx) = mpsc::sync_channel::<Pending>(QUEUE_DEPTH);
+        let (tx, rx) = commit_queue::<Pending>(QUEUE_DEPTH);
         let links = Arc::new(self.links);
         let core = Arc::new(Mutex::new(self.core));
         let commit_thread = {
@@ -460,22 +462,97 @@ struct Pending {
     reply: Option<Outgoing>,
 }
 
+/// The commit queue: at most `depth` items waiting, in memory that follows its use. std's
+/// unbounded channel allocates its slots in blocks of 31 as they fill and frees them as
+/// they drain; `sync_channel(depth)` allocated and wrote all `depth` slots at start (1.4
+/// MiB resident for 16,384 requests, whether DHCP was busy or not).
+fn commit_queue<T>(depth: usize) -> (CommitSender<T>, CommitReceiver<T>) {
+    let (tx, rx) = mpsc::channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        CommitSender {
+            tx,
+            queued: queued.clone(),
+            depth,
+        },
+        CommitReceiver { rx, queued },
+    )
+}
+
+/// The queue held `depth` items: the new one was dropped.
+#[derive(Debug, PartialEq, Eq)]
+struct QueueFull;
+
+/// The sending side of [`commit_queue`]; cheap to clone.
+struct CommitSender<T> {
+    tx: mpsc::Sender<T>,
+    queued: Arc<AtomicUsize>,
+    depth: usize,
+}
+
+impl<T> Clone for CommitSender<T> {
+    fn clone(&self) -> Self {
+        CommitSender {
+            tx: self.tx.clone(),
+            queued: self.queued.clone(),
+            depth: self.depth,
+        }
+    }
+}
+
+impl<T> CommitSender<T> {
+    /// Queues `item` unless `depth` items wait already. With the receiver gone (the
+    /// service stopping) the item is dropped quietly, as a closed `sync_channel` did.
+    fn try_send(&self, item: T) -> Result<(), QueueFull> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.depth {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(QueueFull);
+        }
+        if self.tx.send(item).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+}
+
+/// The receiving side of [`commit_queue`].
+struct CommitReceiver<T> {
+    rx: mpsc::Receiver<T>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl<T> CommitReceiver<T> {
+    /// The next item; `None` once every sender is gone and the queue is empty.
+    fn recv(&self) -> Option<T> {
+        let item = self.rx.recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(item)
+    }
+
+    /// The next item if one waits.
+    fn try_recv(&self) -> Option<T> {
+        let item = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(item)
+    }
+}
+
 /// The commit thread: group commit, then the replies that waited for it.
 fn commit_loop(
     store: Store,
     links: Arc<Vec<Link>>,
     ports: Ports,
-    rx: mpsc::Receiver<Pending>,
+    rx: CommitReceiver<Pending>,
     counters: Arc<DhcpCounters>,
 ) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Pending> = Vec::new();
     let mut changes: Vec<LeaseChange> = Vec::new();
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = rx.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+                Some(p) => batch.push(p),
+                None => break,
             }
         }
         changes.clear();
@@ -659,7 +736,7 @@ struct Receiver {
     index: usize,
     core: Arc<Mutex<DhcpServer>>,
     links: Arc<Vec<Link>>,
-    commits: mpsc::SyncSender<Pending>,
+    commits: CommitSender<Pending>,
     ports: Ports,
     counters: Arc<DhcpCounters>,
     timeline: Recorder,
@@ -771,7 +848,7 @@ async fn receive_loop(r: Receiver) {
             changes: decision.changes,
             reply,
         };
-        if let Err(mpsc::TrySendError::Full(_)) = r.commits.try_send(pending) {
+        if let Err(QueueFull) = r.commits.try_send(pending) {
             r.counters.dropped_overload.inc();
             tracing::debug!(%src, "dhcp: commit queue full, request dropped");
         }
@@ -841,7 +918,7 @@ fn arp_in(r: &Receiver, bytes: &[u8]) {
         "dhcp: address in use by a host the box did not configure (it answered an ARP \
          probe); not handed out until the hold ends"
     );
-    if let Err(mpsc::TrySendError::Full(_)) = r.commits.try_send(Pending {
+    if let Err(QueueFull) = r.commits.try_send(Pending {
         changes: vec![LeaseChange::Put(lease)],
         reply: None,
     }) {
@@ -887,5 +964,44 @@ async fn probe_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The queue holds at most `depth` items and refuses the next until one is taken; items
+    /// come out in order; once the receiver is gone a send drops its item quietly.
+    #[test]
+    fn the_commit_queue_holds_depth_items_in_order_and_refuses_more() {
+        let (tx, rx) = commit_queue::<u32>(3);
+        let tx2 = tx.clone();
+        assert_eq!(tx.try_send(1), Ok(()));
+        assert_eq!(tx2.try_send(2), Ok(()));
+        assert_eq!(tx.try_send(3), Ok(()));
+        assert_eq!(tx2.try_send(4), Err(QueueFull));
+        assert_eq!(rx.recv(), Some(1));
+        assert_eq!(tx.try_send(5), Ok(()));
+        assert_eq!(tx.try_send(6), Err(QueueFull));
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(rx.try_recv(), Some(3));
+        assert_eq!(rx.try_recv(), Some(5));
+        assert_eq!(rx.try_recv(), None);
+        for i in 0..3 {
+            assert_eq!(tx.try_send(10 + i), Ok(()), "drained: room for 3 again");
+        }
+        drop((tx, tx2));
+        let rest: Vec<u32> = std::iter::from_fn(|| rx.recv()).collect();
+        assert_eq!(rest, [10, 11, 12], "queued items outlive the senders");
+
+        let (tx, rx) = commit_queue::<u32>(1);
+        drop(rx);
+        assert_eq!(tx.try_send(1), Ok(()));
+        assert_eq!(
+            tx.try_send(2),
+            Ok(()),
+            "a closed queue counts nothing as waiting"
+        );
     }
 }
