@@ -2,8 +2,8 @@
 //! log (`store/changelog.rs`), from a revision on.
 //!
 //! The stream is pulled: the log is read (in batches, on the blocking pool) only when the
-//! client takes the next event, and the in-process change feed only wakes a caught-up
-//! stream. A slow or stuck watcher therefore holds no buffer of its own and never slows a
+//! client takes the next event, and a commit only wakes a caught-up stream (through
+//! `Store::committed`, which carries no objects). A slow or stuck watcher therefore holds no buffer of its own and never slows a
 //! commit; when it falls behind the log's retention, its next read ends the stream with
 //! OUT_OF_RANGE, the same "too old: list again" answer a resume from a compacted revision
 //! gets. Watchers at once are capped (`[watch] max_watchers`); on shutdown streams end with
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use appliance_rpc::admin::{ChangeType, WatchEvent, WatchRequest};
 use futures_util::Stream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
@@ -86,7 +86,8 @@ impl Watches {
             ))
         })?;
         // Subscribe before the first read, so no commit between the two goes unnoticed.
-        let wake = self.store.subscribe();
+        let mut wake = self.store.committed();
+        wake.borrow_and_update();
         let store = self.store.clone();
         let since = req.since_revision;
         let (start, check) = blocking(&self.store, move |s| {
@@ -158,7 +159,9 @@ impl Filter {
 
 struct State {
     store: Store,
-    wake: broadcast::Receiver<crate::store::Change>,
+    /// Commits' wake-ups (`Store::committed`, not the object-carrying change feed: a stream
+    /// that is not read must not keep committed objects alive).
+    wake: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
     filter: Filter,
     /// Every change up to here has been read from the log (and queued if wanted).
@@ -184,9 +187,8 @@ async fn next(mut s: State) -> Option<(Result<WatchEvent, Status>, State)> {
         if *s.shutdown.borrow() {
             return Some((Err(shutting_down(s.pos)), s.finish()));
         }
-        // Wake-ups queued so far are covered by the read below; drop them, so a stream that
-        // was not polled for a while does not read the log once per stale wake-up.
-        while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = s.wake.try_recv() {}
+        // Commits so far are covered by the read below; only a later one wakes the wait.
+        s.wake.borrow_and_update();
         let pos = s.pos;
         let read = blocking(&s.store, move |store| store.changes_since(pos, BATCH)).await;
         let (changes, revision) = match read {
@@ -218,11 +220,10 @@ async fn next(mut s: State) -> Option<(Result<WatchEvent, Status>, State)> {
         // Caught up with nothing to send: wait for a commit, the bookmark time or shutdown.
         let deadline = s.last_sent + s.bookmark;
         tokio::select! {
-            r = s.wake.recv() => {
-                if let Err(broadcast::error::RecvError::Closed) = r {
+            r = s.wake.changed() => {
+                if r.is_err() {
                     return Some((Err(shutting_down(s.pos)), s.finish()));
                 }
-                // A lagged receiver only missed wake-ups: the log has the changes.
             }
             _ = tokio::time::sleep_until(deadline) => s.pending.push_back(bookmark(s.pos)),
             _ = s.shutdown.changed() => {}
@@ -306,4 +307,61 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(super::admin::store_status)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::model::parse_documents;
+
+    fn class(name: &str, note: &str) -> Vec<crate::model::Object> {
+        parse_documents(&format!(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: {name}\n  labels:\n    note: \"{note}\"\nspec:\n  qualifiers: {{}}\n"
+        ))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unread_stream_pins_no_committed_object_and_a_read_one_sees_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let watches = Watches::new(store.clone(), &WatchSettings::default(), shutdown);
+        let req = WatchRequest {
+            kinds: vec![],
+            name: String::new(),
+            since_revision: Some(0),
+            bookmark_interval_ms: 0,
+        };
+        let _stalled = watches.open(req.clone()).await.unwrap();
+        let mut read = watches.open(req).await.unwrap();
+        // Caught up on an empty store: the first event is the bookmark.
+        let first = read.next().await.unwrap().unwrap();
+        assert_eq!(first.r#type, ChangeType::Bookmark as i32);
+        for i in 0..20 {
+            store.apply(class("c", &i.to_string())).unwrap();
+        }
+        // Nobody holds a feed receiver: the 20 commits' objects are not kept for the
+        // stalled stream (a feed receiver per stream kept them until it read).
+        assert_eq!(store.feed_backlog(), 0);
+        // A waiting stream still wakes for a commit made after it went idle.
+        for revision in 1..=20 {
+            let e = tokio::time::timeout(Duration::from_secs(5), read.next())
+                .await
+                .expect("woken by the commits")
+                .unwrap()
+                .unwrap();
+            assert_eq!((e.r#type, e.revision), (ChangeType::Put as i32, revision));
+        }
+        let waiting = tokio::spawn(async move { read.next().await.map(|e| e.unwrap().revision) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store.apply(class("c", "late")).unwrap();
+        let late = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a commit wakes a caught-up stream")
+            .unwrap();
+        assert_eq!(late, Some(21));
+    }
 }

@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::model::{Kind, Object};
 use crate::secrets::{SecretKey, SecretsError, keyfile};
@@ -277,6 +277,9 @@ struct Inner {
     path: PathBuf,
     key: SecretKey,
     changes: broadcast::Sender<Change>,
+    /// The revision of the last commit that changed something: a wake-up with no object
+    /// attached, for readers of the change log that must not pin the feed's objects.
+    committed: watch::Sender<u64>,
     /// How much of the change log (`changelog.rs`) is kept.
     retention: Retention,
 }
@@ -397,12 +400,14 @@ impl Store {
             );
         }
         let (changes, _) = broadcast::channel(4096);
+        let (committed, _) = watch::channel(0);
         Ok(Store {
             inner: Arc::new(Inner {
                 db: db::Db::new(path, db, CACHE_BYTES),
                 path: path.to_path_buf(),
                 key,
                 changes,
+                committed,
                 retention,
             }),
         })
@@ -459,6 +464,14 @@ impl Store {
     /// Subscribes to committed changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.changes.subscribe()
+    }
+
+    /// Wakes on every commit that changed something (the value is its revision). Unlike
+    /// [`Store::subscribe`] it holds no objects: a receiver that is never read (a stalled
+    /// watch stream) costs nothing, where a feed receiver keeps up to the feed's capacity of
+    /// committed objects alive.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.inner.committed.subscribe()
     }
 
     /// How many changes (with their objects) the feed still holds because some receiver
@@ -737,9 +750,14 @@ impl Store {
     }
 
     fn publish(&self, changes: impl IntoIterator<Item = Change>) {
+        let mut last = None;
         for c in changes {
+            last = Some(c.revision);
             // No subscribers is fine: nobody is watching yet.
             let _ = self.inner.changes.send(c);
+        }
+        if let Some(revision) = last {
+            self.inner.committed.send_replace(revision);
         }
     }
 }
