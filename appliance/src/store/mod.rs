@@ -280,6 +280,9 @@ struct Inner {
     /// The revision of the last commit that changed something: a wake-up with no object
     /// attached, for readers of the change log that must not pin the feed's objects.
     committed: watch::Sender<u64>,
+    /// The same changes without their objects, for followers that may fall behind for as
+    /// long as a client lets them (the console's per-browser event stream).
+    changes_without_objects: broadcast::Sender<Change>,
     /// How much of the change log (`changelog.rs`) is kept.
     retention: Retention,
 }
@@ -401,6 +404,7 @@ impl Store {
         }
         let (changes, _) = broadcast::channel(4096);
         let (committed, _) = watch::channel(0);
+        let (changes_without_objects, _) = broadcast::channel(4096);
         Ok(Store {
             inner: Arc::new(Inner {
                 db: db::Db::new(path, db, CACHE_BYTES),
@@ -408,6 +412,7 @@ impl Store {
                 key,
                 changes,
                 committed,
+                changes_without_objects,
                 retention,
             }),
         })
@@ -464,6 +469,13 @@ impl Store {
     /// Subscribes to committed changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.changes.subscribe()
+    }
+
+    /// Subscribes to committed changes from now on, each without its object (`object` is
+    /// `None`): what a follower paced by a remote client takes, so that a client that stops
+    /// reading holds only the changes' names, never the objects.
+    pub fn subscribe_without_objects(&self) -> broadcast::Receiver<Change> {
+        self.inner.changes_without_objects.subscribe()
     }
 
     /// Wakes on every commit that changed something (the value is its revision). Unlike
@@ -754,6 +766,12 @@ impl Store {
         for c in changes {
             last = Some(c.revision);
             // No subscribers is fine: nobody is watching yet.
+            if self.inner.changes_without_objects.receiver_count() > 0 {
+                let _ = self.inner.changes_without_objects.send(Change {
+                    object: None,
+                    ..c.clone()
+                });
+            }
             let _ = self.inner.changes.send(c);
         }
         if let Some(revision) = last {

@@ -991,3 +991,24 @@ fn migration_snapshot_and_rollback_restore() {
         Some(SCHEMA_VERSION + 1)
     );
 }
+
+#[test]
+fn a_follower_without_objects_pins_none_and_still_sees_every_change() {
+    let (_dir, store) = open_temp();
+    let mut names = store.subscribe_without_objects();
+    for i in 0..10 {
+        store
+            .apply(objects(&server_yaml(&format!("s{i}"), false)))
+            .unwrap();
+    }
+    store.delete(Kind::Server, "s0").unwrap();
+    // Unread, it keeps no committed object alive in the object-carrying feed.
+    assert_eq!(store.feed_backlog(), 0);
+    let got: Vec<Change> = std::iter::from_fn(|| names.try_recv().ok()).collect();
+    let seen: Vec<_> = got.iter().map(|c| (c.revision, c.op)).collect();
+    let mut want: Vec<_> = (1..=10).map(|r| (r, ChangeOp::Put)).collect();
+    want.push((11, ChangeOp::Delete));
+    assert_eq!(seen, want);
+    assert!(got.iter().all(|c| c.object.is_none()));
+    assert_eq!(got[3].name, "s3");
+}

@@ -117,7 +117,9 @@ pub(super) async fn events(
     State(state): State<ConsoleState>,
     axum::Extension(s): axum::Extension<SessionCtx>,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
-    let rx = state.inner.store.subscribe();
+    // Paced by the browser: a client that stops reading must not keep committed objects
+    // alive in the feed, and this stream sends only names anyway.
+    let rx = state.inner.store.subscribe_without_objects();
     let hello = tokio_stream::once(Ok(Event::default()
         .event("hello")
         .data(json!({ "revision": state.inner.store.revision().unwrap_or(0) }).to_string())));
