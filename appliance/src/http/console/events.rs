@@ -49,16 +49,13 @@ impl ConsoleState {
                     break;
                 }
             }
-            // The changes carry their objects: nothing is read from the store. A short batch
-            // (the usual one change per commit) is described here, a long one on the blocking
-            // pool so that it does not hold a runtime worker.
-            let entries = if batch.len() <= INLINE_BATCH {
-                describe(batch)
-            } else {
-                tokio::task::spawn_blocking(move || describe(batch))
-                    .await
-                    .unwrap_or_default()
-            };
+            // The changes carry their objects: nothing is read from the store. Described on
+            // the blocking pool all the same: a Server's detail goes through its JSON form
+            // (tens of µs), which on a runtime worker delayed the replies of the applies
+            // committed with it (16 writers: 7,780 -> 5,180 applies/s).
+            let entries = tokio::task::spawn_blocking(move || describe(batch))
+                .await
+                .unwrap_or_default();
             {
                 let mut ev = self.inner.events.lock().expect("events lock");
                 for e in entries {
@@ -81,9 +78,6 @@ impl ConsoleState {
             .collect()
     }
 }
-
-/// Most changes of one batch described on the runtime worker itself.
-const INLINE_BATCH: usize = 16;
 
 /// The recent-events entries of `batch`, from the objects the changes carry.
 fn describe(batch: Vec<Change>) -> Vec<RecentEvent> {
