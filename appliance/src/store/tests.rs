@@ -671,6 +671,52 @@ fn the_log_keeps_the_newest_changes_and_survives_reopen() {
 }
 
 #[test]
+fn the_log_is_pruned_by_count_once_it_is_over_by_its_slack() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("log.redb")).unwrap();
+    let key = crate::secrets::SecretKey::from_bytes(&[7; 32]);
+    let object = objects(&server_yaml("s", true)).remove(0);
+    let retention = Retention {
+        max_changes: 256,
+        max_age_ms: None,
+    };
+    assert_eq!(changelog::count_slack(256), 2);
+    assert_eq!(
+        changelog::count_slack(127),
+        0,
+        "a small retention is kept exactly"
+    );
+    let txn = db.begin_write().unwrap();
+    {
+        let mut log = txn.open_table(CHANGE_LOG).unwrap();
+        let mut meta = txn.open_table(META).unwrap();
+        let compacted = |meta: &redb::Table<'_, &'static str, u64>| {
+            meta.get(tables::META_LOG_COMPACTED)
+                .unwrap()
+                .map_or(0, |v| v.value())
+        };
+        for revision in 1..=259 {
+            let change = Change {
+                revision,
+                kind: Kind::Server,
+                name: "s".into(),
+                op: ChangeOp::Put,
+                object: None,
+            };
+            changelog::append(&mut log, &change, &object, &key, 1_000).unwrap();
+            changelog::prune(&mut log, &mut meta, revision, retention, 1_000).unwrap();
+            // Up to 256 + 2 changes stay; the commit that makes 259 prunes back to 256.
+            let expected = if revision <= 258 { 0 } else { 3 };
+            assert_eq!(compacted(&meta), expected, "after revision {revision}");
+        }
+        assert!(log.get(3).unwrap().is_none());
+        assert!(log.get(4).unwrap().is_some());
+        assert_eq!(log.len().unwrap(), 256);
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
 fn the_log_drops_changes_older_than_its_age() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::create(dir.path().join("log.redb")).unwrap();
