@@ -46,7 +46,8 @@ impl Txn<'_> {
     ) -> Result<(), StoreError> {
         let key = format!("{SIDEROLINK_NODE_PREFIX}{server}");
         let value = serde_json::to_vec(record).expect("node record encodes");
-        self.siderolink.insert(key.as_str(), value.as_slice())?;
+        self.siderolink_table()?
+            .insert(key.as_str(), value.as_slice())?;
         self.mark_dirty();
         Ok(())
     }

@@ -161,6 +161,51 @@ fn every_write_path_publishes_the_object_it_committed() {
 }
 
 #[test]
+fn tables_a_transaction_never_used_read_empty_and_open_on_first_use() {
+    // A Txn opens the events, allocations and SideroLink tables only when a job uses them:
+    // in a new store that has only applied objects they do not exist yet, and every read
+    // answers as for an empty table.
+    let (_dir, store) = open_temp();
+    store
+        .transact(|t| {
+            t.put(&objects(&server_yaml("s", true)).remove(0))
+                .map(|_| ())
+        })
+        .unwrap();
+    assert!(store.events(None, 0).unwrap().is_empty());
+    assert_eq!(store.allocation("s").unwrap(), None);
+    assert!(store.siderolink_nodes().unwrap().is_empty());
+    assert!(store.talos_event_ids("s").unwrap().is_empty());
+    store
+        .transact(|t| {
+            assert!(t.allocations()?.is_empty());
+            assert!(
+                t.siderolink_address_holders("fdae:41e4:649b:9303::1".parse().unwrap())?
+                    .is_empty()
+            );
+            t.append_event(NewEvent {
+                time_ms: 1,
+                server: "s".into(),
+                event: "adopt".into(),
+                from: String::new(),
+                to: "discovered".into(),
+                message: String::new(),
+            })?;
+            t.remember_talos_event("s", "e1", 8)?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    assert_eq!(store.events(Some("s"), 0).unwrap().len(), 1);
+    assert_eq!(store.talos_event_ids("s").unwrap(), ["e1"]);
+    // Deleting the Server opens the tables its forgetting touches, in the same commit.
+    store
+        .transact(|t| t.delete(Kind::Server, "s").map(|_| ()))
+        .unwrap();
+    assert!(store.talos_event_ids("s").unwrap().is_empty());
+    assert!(store.get(Kind::Server, "s").unwrap().is_none());
+}
+
+#[test]
 fn rejected_update_writes_nothing() {
     let (_dir, store) = open_temp();
     store.apply(objects(&server_yaml("a", false))).unwrap();

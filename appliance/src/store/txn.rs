@@ -20,17 +20,19 @@ use super::{
 };
 use crate::model::{Kind, Object};
 
-/// An open write transaction (see `Store::transact`).
+/// An open write transaction (see `Store::transact`). The tables every object write
+/// touches are opened with it; the others when a job first uses them, since each table
+/// opened costs a lookup on open and another when the commit records its root.
 pub struct Txn<'t> {
     objects: Table<'t, &'static str, &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
-    events: Table<'t, (&'static str, u64), &'static [u8]>,
-    allocations: Table<'t, &'static str, &'static [u8]>,
     log: Table<'t, u64, &'static [u8]>,
-    talos_events: Table<'t, (&'static str, u64), &'static str>,
-    pub(super) siderolink: Table<'t, &'static str, &'static [u8]>,
+    events: Option<Table<'t, (&'static str, u64), &'static [u8]>>,
+    allocations: Option<Table<'t, &'static str, &'static [u8]>>,
+    talos_events: Option<Table<'t, (&'static str, u64), &'static str>>,
+    siderolink: Option<Table<'t, &'static str, &'static [u8]>>,
     /// Who holds which overlay address / WireGuard key (`siderolink_index.rs`).
-    siderolink_index: super::siderolink_index::IndexTable<'t>,
+    siderolink_index: Option<super::siderolink_index::IndexTable<'t>>,
     /// The transaction itself, for the tables a Txn opens only when it needs them.
     wtx: &'t redb::WriteTransaction,
     key: &'t crate::secrets::SecretKey,
@@ -41,6 +43,60 @@ pub struct Txn<'t> {
     /// Writes begun (counted before each one touches a table): a job of
     /// `Store::transact_each` that fails after one must not leave it behind.
     attempts: u64,
+}
+
+/// The table in `slot`, opened in `wtx` on first use.
+fn lazy<'a, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+    wtx: &'t redb::WriteTransaction,
+    slot: &'a mut Option<Table<'t, K, V>>,
+    table: redb::TableDefinition<'static, K, V>,
+) -> Result<&'a mut Table<'t, K, V>, StoreError> {
+    if slot.is_none() {
+        *slot = Some(wtx.open_table(table)?);
+    }
+    Ok(slot.as_mut().expect("opened above"))
+}
+
+impl<'t> Txn<'t> {
+    fn events_table(
+        &mut self,
+    ) -> Result<&mut Table<'t, (&'static str, u64), &'static [u8]>, StoreError> {
+        lazy(self.wtx, &mut self.events, EVENTS)
+    }
+
+    fn allocations_table(
+        &mut self,
+    ) -> Result<&mut Table<'t, &'static str, &'static [u8]>, StoreError> {
+        lazy(self.wtx, &mut self.allocations, ALLOCATIONS)
+    }
+
+    fn talos_events_table(
+        &mut self,
+    ) -> Result<&mut Table<'t, (&'static str, u64), &'static str>, StoreError> {
+        lazy(
+            self.wtx,
+            &mut self.talos_events,
+            tables::SIDEROLINK_EVENT_IDS,
+        )
+    }
+
+    pub(super) fn siderolink_table(
+        &mut self,
+    ) -> Result<&mut Table<'t, &'static str, &'static [u8]>, StoreError> {
+        lazy(self.wtx, &mut self.siderolink, tables::SIDEROLINK)
+    }
+
+    fn siderolink_index_table(
+        &mut self,
+    ) -> Result<&mut super::siderolink_index::IndexTable<'t>, StoreError> {
+        if self.siderolink_index.is_none() {
+            self.siderolink_index = Some(
+                self.wtx
+                    .open_multimap_table(siderolink_index::SIDEROLINK_INDEX)?,
+            );
+        }
+        Ok(self.siderolink_index.as_mut().expect("opened above"))
+    }
 }
 
 impl Txn<'_> {
@@ -129,7 +185,7 @@ impl Txn<'_> {
         let json = tables::sealed_json(&object, self.key)?;
         self.attempts += 1;
         if kind == Kind::ServerBinding {
-            siderolink_index::follow(&mut self.siderolink_index, &name, old, Some(&object))?;
+            siderolink_index::follow(self.siderolink_index_table()?, &name, old, Some(&object))?;
         }
         self.revision += 1;
         self.objects.insert(
@@ -158,7 +214,12 @@ impl Txn<'_> {
             None => return Ok(false),
         };
         if kind == Kind::ServerBinding {
-            siderolink_index::follow(&mut self.siderolink_index, name, Some(&old.object), None)?;
+            siderolink_index::follow(
+                self.siderolink_index_table()?,
+                name,
+                Some(&old.object),
+                None,
+            )?;
         }
         self.revision += 1;
         let change = Change {
@@ -170,7 +231,14 @@ impl Txn<'_> {
         };
         changelog::append(&mut self.log, &change, &old.object, self.key, self.now_ms)?;
         if kind == Kind::Server {
-            forget_server(self.wtx, &mut self.talos_events, &mut self.siderolink, name)?;
+            self.talos_events_table()?;
+            self.siderolink_table()?;
+            let (Some(talos_events), Some(siderolink)) =
+                (self.talos_events.as_mut(), self.siderolink.as_mut())
+            else {
+                unreachable!("both opened above")
+            };
+            forget_server(self.wtx, talos_events, siderolink, name)?;
         }
         self.changes.push(change);
         self.dirty = true;
@@ -188,14 +256,12 @@ impl Txn<'_> {
             + 1;
         self.meta.insert(tables::META_EVENT_SEQ, seq)?;
         let record = EventRecord::from_new(seq, event);
-        self.events
-            .insert((record.server.as_str(), seq), record.to_json().as_bytes())?;
+        let events = self.events_table()?;
+        events.insert((record.server.as_str(), seq), record.to_json().as_bytes())?;
         let server = record.server.clone();
         let mut old = Vec::new();
         {
-            let range = self
-                .events
-                .range((server.as_str(), 0)..(server.as_str(), u64::MAX))?;
+            let range = events.range((server.as_str(), 0)..(server.as_str(), u64::MAX))?;
             for entry in range {
                 let (k, _) = entry?;
                 old.push(k.value().1);
@@ -203,7 +269,7 @@ impl Txn<'_> {
         }
         if old.len() > EVENTS_PER_SERVER {
             for s in &old[..old.len() - EVENTS_PER_SERVER] {
-                self.events.remove((server.as_str(), *s))?;
+                events.remove((server.as_str(), *s))?;
             }
         }
         self.dirty = true;
@@ -226,14 +292,15 @@ impl Txn<'_> {
             .unwrap_or(0)
             + 1;
         self.meta.insert(tables::META_SIDEROLINK_EVENT_SEQ, seq)?;
-        self.talos_events.insert((server, seq), id)?;
+        let talos_events = self.talos_events_table()?;
+        talos_events.insert((server, seq), id)?;
         if let Some(upto) = seq.checked_sub(keep.max(1)) {
             let mut old = Vec::new();
-            for entry in self.talos_events.range((server, 0)..=(server, upto))? {
+            for entry in talos_events.range((server, 0)..=(server, upto))? {
                 old.push(entry?.0.value().1);
             }
             for s in old {
-                self.talos_events.remove((server, s))?;
+                talos_events.remove((server, s))?;
             }
         }
         self.dirty = true;
@@ -243,16 +310,19 @@ impl Txn<'_> {
     /// The ServerBindings whose `spec.siderolink.address` is `addr` (any prefix length), from
     /// the index (`siderolink_index.rs`), without reading any binding.
     pub fn siderolink_address_holders(
-        &self,
+        &mut self,
         addr: std::net::Ipv6Addr,
     ) -> Result<Vec<String>, StoreError> {
-        siderolink_index::holders(&self.siderolink_index, &siderolink_index::address_key(addr))
+        siderolink_index::holders(
+            self.siderolink_index_table()?,
+            &siderolink_index::address_key(addr),
+        )
     }
 
     /// The ServerBindings whose `spec.siderolink.publicKey` is `key` (base64), from the index.
-    pub fn siderolink_key_holders(&self, key: &str) -> Result<Vec<String>, StoreError> {
+    pub fn siderolink_key_holders(&mut self, key: &str) -> Result<Vec<String>, StoreError> {
         siderolink_index::holders(
-            &self.siderolink_index,
+            self.siderolink_index_table()?,
             &siderolink_index::public_key_key(key),
         )
     }
@@ -262,17 +332,17 @@ impl Txn<'_> {
         self.dirty = true;
     }
 
-    pub fn allocation(&self, server: &str) -> Result<Option<AllocationRecord>, StoreError> {
-        self.allocations
+    pub fn allocation(&mut self, server: &str) -> Result<Option<AllocationRecord>, StoreError> {
+        self.allocations_table()?
             .get(server)?
             .map(|v| AllocationRecord::decode(server, v.value()))
             .transpose()
     }
 
     /// All allocations, by server name.
-    pub fn allocations(&self) -> Result<Vec<(String, AllocationRecord)>, StoreError> {
+    pub fn allocations(&mut self) -> Result<Vec<(String, AllocationRecord)>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.allocations.iter()? {
+        for entry in self.allocations_table()?.iter()? {
             let (k, v) = entry?;
             let server = k.value().to_string();
             let record = AllocationRecord::decode(&server, v.value())?;
@@ -287,7 +357,7 @@ impl Txn<'_> {
         record: &AllocationRecord,
     ) -> Result<(), StoreError> {
         self.attempts += 1;
-        self.allocations
+        self.allocations_table()?
             .insert(server, record.to_json().as_bytes())?;
         self.dirty = true;
         Ok(())
@@ -295,7 +365,7 @@ impl Txn<'_> {
 
     pub fn delete_allocation(&mut self, server: &str) -> Result<bool, StoreError> {
         self.attempts += 1;
-        let removed = self.allocations.remove(server)?.is_some();
+        let removed = self.allocations_table()?.remove(server)?.is_some();
         self.dirty |= removed;
         Ok(removed)
     }
@@ -312,12 +382,12 @@ impl Store {
         Ok(Txn {
             objects: txn.open_table(OBJECTS)?,
             meta,
-            events: txn.open_table(EVENTS)?,
-            allocations: txn.open_table(ALLOCATIONS)?,
             log: txn.open_table(CHANGE_LOG)?,
-            talos_events: txn.open_table(tables::SIDEROLINK_EVENT_IDS)?,
-            siderolink: txn.open_table(tables::SIDEROLINK)?,
-            siderolink_index: txn.open_multimap_table(siderolink_index::SIDEROLINK_INDEX)?,
+            events: None,
+            allocations: None,
+            talos_events: None,
+            siderolink: None,
+            siderolink_index: None,
             wtx: txn,
             key: &self.inner.key,
             now_ms: crate::clock::unix_ms(),
