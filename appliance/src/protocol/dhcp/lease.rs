@@ -203,15 +203,7 @@ impl LeaseTable {
     }
 
     fn client_id_of(&self, slot: u32) -> &[u8] {
-        let r = self.rec(slot);
-        if r.id_len == IN_EXTRA {
-            self.extra
-                .get(&slot)
-                .and_then(|e| e.client_id.as_deref())
-                .unwrap_or_default()
-        } else {
-            &r.id[..usize::from(r.id_len)]
-        }
+        client_id_in(&self.recs, &self.extra, slot)
     }
 
     fn chaddr_of(&self, slot: u32) -> &[u8] {
@@ -342,17 +334,7 @@ impl LeaseTable {
             extra,
             ..
         } = self;
-        let id_of = |s: u32| -> &[u8] {
-            let r = &recs[s as usize];
-            if r.id_len == IN_EXTRA {
-                extra
-                    .get(&s)
-                    .and_then(|e| e.client_id.as_deref())
-                    .unwrap_or_default()
-            } else {
-                &r.id[..usize::from(r.id_len)]
-            }
-        };
+        let id_of = |s: u32| client_id_in(recs, extra, s);
         let id = id_of(slot);
         let hash = Self::hash_id(hasher, id);
         match by_client.entry(
@@ -376,17 +358,7 @@ impl LeaseTable {
             extra,
             ..
         } = self;
-        let id_of = |s: u32| -> &[u8] {
-            let r = &recs[s as usize];
-            if r.id_len == IN_EXTRA {
-                extra
-                    .get(&s)
-                    .and_then(|e| e.client_id.as_deref())
-                    .unwrap_or_default()
-            } else {
-                &r.id[..usize::from(r.id_len)]
-            }
-        };
+        let id_of = |s: u32| client_id_in(recs, extra, s);
         if let Ok(e) = by_client.find_entry(hash, |&s| s == slot && id_of(s) == client_id) {
             e.remove();
         }
@@ -571,6 +543,20 @@ impl LeaseTable {
             None,
         );
         lease
+    }
+}
+
+/// The client identifier `slot` holds: in place, or in the side map when it is longer (the
+/// one reader, for methods and for closures that borrow the table's fields apart).
+fn client_id_in<'a>(recs: &'a [Rec], extra: &'a HashMap<u32, Extra>, slot: u32) -> &'a [u8] {
+    let r = &recs[slot as usize];
+    if r.id_len == IN_EXTRA {
+        extra
+            .get(&slot)
+            .and_then(|e| e.client_id.as_deref())
+            .unwrap_or_default()
+    } else {
+        &r.id[..usize::from(r.id_len)]
     }
 }
 
