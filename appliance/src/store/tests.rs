@@ -16,6 +16,18 @@ fn objects(yaml: &str) -> Vec<Object> {
     parse_documents(yaml).unwrap()
 }
 
+/// Accepts Server `name` through `Store::update` (one committed change).
+fn accept(store: &Store, name: &str) {
+    store
+        .update(Kind::Server, name, |o| {
+            if let Object::Server(s) = o {
+                s.spec.accepted = true;
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
 fn open_temp() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.redb")).unwrap();
@@ -70,14 +82,7 @@ fn change_feed_sees_committed_changes_in_order() {
     let (_dir, store) = open_temp();
     let mut rx = store.subscribe();
     store.apply(objects(&server_yaml("a", false))).unwrap();
-    store
-        .update(Kind::Server, "a", |o| {
-            if let Object::Server(s) = o {
-                s.spec.accepted = true;
-            }
-            Ok(())
-        })
-        .unwrap();
+    accept(&store, "a");
     store.delete(Kind::Server, "a").unwrap();
     let got: Vec<_> = (0..3).map(|_| rx.try_recv().unwrap()).collect();
     assert_eq!(
@@ -96,14 +101,7 @@ fn every_write_path_publishes_the_object_it_committed() {
     let (_dir, store) = open_temp();
     let mut rx = store.subscribe();
     store.apply(objects(&server_yaml("a", false))).unwrap();
-    store
-        .update(Kind::Server, "a", |o| {
-            if let Object::Server(s) = o {
-                s.spec.accepted = true;
-            }
-            Ok(())
-        })
-        .unwrap();
+    accept(&store, "a");
     let spec = crate::model::Bmc {
         endpoint: "10.0.0.5".into(),
         ..Default::default()
@@ -583,14 +581,7 @@ fn every_write_path_logs_its_change_in_revision_order() {
             server_yaml("b", false)
         )))
         .unwrap();
-    store
-        .update(Kind::Server, "a", |o| {
-            if let Object::Server(s) = o {
-                s.spec.accepted = true;
-            }
-            Ok(())
-        })
-        .unwrap();
+    accept(&store, "a");
     let spec = crate::model::Bmc {
         endpoint: "10.0.0.5".into(),
         ..Default::default()
