@@ -22,7 +22,7 @@ use redb::{
     Database, ReadTransaction, ReadableDatabase, StorageError, TransactionError, WriteTransaction,
 };
 
-use super::StoreError;
+use super::{StoreError, wal};
 
 /// The open database, reopened after an I/O error poisoned it.
 pub(super) struct Db {
@@ -54,12 +54,22 @@ impl Db {
         }
     }
 
-    /// Opens the file at `path` as the store does.
+    /// Opens the file at `path` as the store does: under its write-ahead log (`wal.rs`),
+    /// replaying the log first after an unclean stop.
     pub(super) fn open_file(
         path: &Path,
         cache_bytes: usize,
     ) -> Result<Database, redb::DatabaseError> {
-        Database::builder().set_cache_size(cache_bytes).create(path)
+        let (file, _) = wal::LoggedFile::open(path).map_err(|e| match e {
+            wal::WalError::Locked { .. } => redb::DatabaseError::DatabaseAlreadyOpen,
+            wal::WalError::Io { ref source, .. } => {
+                redb::DatabaseError::from(std::io::Error::new(source.kind(), e.to_string()))
+            }
+            other => redb::DatabaseError::from(std::io::Error::other(other.to_string())),
+        })?;
+        Database::builder()
+            .set_cache_size(cache_bytes)
+            .create_with_backend(file)
     }
 
     /// Runs `f` on the open database (unit tests that set the file up by hand).
@@ -79,7 +89,8 @@ impl Db {
         self.begin(|db| db.begin_read())
     }
 
-    /// Begins a write transaction (its commit fsyncs: immediate durability).
+    /// Begins a write transaction (its commit is durable when it returns: one flush of the
+    /// write-ahead log, `wal.rs`).
     pub(super) fn write(&self) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.begin(|db| db.begin_write())?;
         if self.durability_none {

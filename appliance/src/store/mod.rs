@@ -36,6 +36,7 @@ mod snapshot;
 mod tables;
 mod timeline;
 mod txn;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
