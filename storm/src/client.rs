@@ -138,7 +138,7 @@ fn mac_text(m: [u8; 6], sep: char) -> String {
 }
 
 /// The UUID of synthetic server `i` as 16 bytes (SMBIOS order as iPXE prints it).
-fn uuid_bytes(uuid: &str) -> [u8; 16] {
+pub(crate) fn uuid_bytes(uuid: &str) -> [u8; 16] {
     let hex: String = uuid.chars().filter(|c| *c != '-').collect();
     let mut out = [0u8; 16];
     for (k, b) in out.iter_mut().enumerate() {

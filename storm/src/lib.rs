@@ -7,12 +7,14 @@
 //! - `httpc`: iPXE-like HTTP GETs from a leased address;
 //! - `client`: one machine's boot with the firmware's timers;
 //! - `storm`: the crowd, the receive loop and the report;
+//! - `rate`: the DHCP-only rate mode of `scripts/bench dhcp`, one loop for every machine;
 //! - `plot`: the PNG of time and memory against N.
 
 pub mod client;
 pub mod httpc;
 pub mod packet;
 pub mod plot;
+pub mod rate;
 pub mod storm;
 pub mod wire;
 

@@ -57,6 +57,10 @@ impl Link {
         let fd = sys::open(ifindex)?;
         sys::set_buffers(&fd, 256 << 20, 16 << 20)?;
         sys::attach_filter(&fd, &ARP_OR_UDP)?;
+        // The frames the clients send are not copied back to this socket (each would cost a
+        // receive and be skipped); kernels before 4.20 lack the option, and `recv` still
+        // skips them there.
+        let _ = sys::ignore_outgoing(&fd);
         Ok(Link {
             fd: sys::register(Fd(fd))?,
             mac,
@@ -91,10 +95,67 @@ impl Link {
         }
     }
 
+    /// Sends every frame of `frames` (in order, `sendmmsg`: one call for a batch), waiting
+    /// while the socket's send buffer is full.
+    pub async fn send_batch(&self, frames: &[Vec<u8>]) -> io::Result<()> {
+        let mut sent = 0;
+        while sent < frames.len() {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|fd| sys::send_batch(&fd.get_ref().0, &frames[sent..])) {
+                Ok(Ok(n)) => sent += n,
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    guard.clear_ready();
+                    tokio::task::yield_now().await;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads as many waiting frames as `batch` holds (`recvmmsg`: one call for a batch)
+    /// without waiting; frames this host sent are left out. `None` when nothing waits,
+    /// else how many frames `batch` now holds (0: all were outgoing).
+    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<Option<usize>> {
+        match sys::recv_batch(&self.fd.get_ref().0, batch) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Frames the kernel dropped because this socket's receive buffer was full, since the
     /// last call (`PACKET_STATISTICS` resets on read).
     pub fn drops(&self) -> u64 {
         sys::drops(&self.fd.get_ref().0).unwrap_or(0)
+    }
+}
+
+/// Buffers for [`Link::try_recv_batch`]: `frames` frames of up to `size` bytes each.
+#[derive(Debug)]
+pub struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    held: usize,
+}
+
+impl RecvBatch {
+    pub fn new(frames: usize, size: usize) -> RecvBatch {
+        RecvBatch {
+            bufs: vec![vec![0; size]; frames.max(1)],
+            lens: vec![0; frames.max(1)],
+            held: 0,
+        }
+    }
+
+    /// The frames the last `try_recv_batch` read.
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        self.bufs
+            .iter()
+            .zip(&self.lens)
+            .take(self.held)
+            .map(|(b, n)| &b[..*n])
     }
 }
 
@@ -233,6 +294,102 @@ mod sys {
             return Ok(None);
         }
         Ok(Some(n as usize))
+    }
+
+    pub fn ignore_outgoing(fd: &OwnedFd) -> io::Result<()> {
+        set_int(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
+    }
+
+    /// `sendmmsg` of `frames` (at most 1024 in one call); how many went out.
+    pub fn send_batch(fd: &OwnedFd, frames: &[Vec<u8>]) -> io::Result<usize> {
+        let frames = &frames[..frames.len().min(1024)];
+        let mut iov: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr().cast_mut().cast(),
+                iov_len: f.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                // SAFETY: mmsghdr is plain old data; all zeros is a valid value.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = v;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        // SAFETY: every header points at one iovec of `iov`, each naming a frame of
+        // `frames`; all of them outlive the call, which only reads the frames.
+        let n = unsafe {
+            libc::sendmmsg(
+                fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                msgs.len() as u32,
+                Default::default(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// `recvmmsg` into `batch` without waiting; frames sent by this host are dropped from
+    /// it. The number of frames it holds (0: all read were outgoing).
+    pub fn recv_batch(fd: &OwnedFd, batch: &mut super::RecvBatch) -> io::Result<usize> {
+        let count = batch.bufs.len();
+        // SAFETY: all zeros is a valid sockaddr_ll.
+        let mut names: Vec<libc::sockaddr_ll> = vec![unsafe { std::mem::zeroed() }; count];
+        let mut iov: Vec<libc::iovec> = batch
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .zip(names.iter_mut())
+            .map(|(v, name)| {
+                // SAFETY: mmsghdr is plain old data; all zeros is a valid value.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = (name as *mut libc::sockaddr_ll).cast();
+                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                m.msg_hdr.msg_iov = v;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        // SAFETY: every header points at its own sockaddr_ll of `names` and one iovec of
+        // `iov` naming a buffer of `batch`, all valid for writes of the given lengths for
+        // the call; no timeout is passed.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                count as u32,
+                libc::MSG_DONTWAIT as _,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut held = 0;
+        for k in 0..n as usize {
+            if names[k].sll_pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            let len = msgs[k].msg_len as usize;
+            batch.bufs.swap(held, k);
+            batch.lens[held] = len;
+            held += 1;
+        }
+        batch.held = held;
+        Ok(held)
     }
 
     pub fn drops(fd: &OwnedFd) -> io::Result<u64> {

@@ -298,10 +298,93 @@ fn spawn_ip_batch() -> anyhow::Result<(Child, ChildStdin)> {
     Ok((child, stdin))
 }
 
+/// The transaction id base of a run: from the pid, so two generators on one segment differ.
+fn xid_base() -> u32 {
+    std::process::id().wrapping_mul(0x9e37_79b9) & 0xfff0_0000
+}
+
+/// What a report measures of the server and the generator: CPU time since [`Watch::start`]
+/// and the server's peak RSS (VmHWM, else the peak sampled every 200 ms).
+struct Watch {
+    box_pid: Option<u32>,
+    box_cpu0: Option<f64>,
+    gen_cpu0: Option<f64>,
+    peak_rss: Arc<AtomicU64>,
+    peak_anon: Arc<AtomicU64>,
+    sampler: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// [`Watch`]'s numbers at the end of the run.
+struct Measured {
+    box_peak_rss_kib: Option<u64>,
+    box_peak_anon_kib: Option<u64>,
+    box_cpu_s: Option<f64>,
+    generator_cpu_s: Option<f64>,
+}
+
+impl Watch {
+    fn start(box_pid: Option<u32>) -> Watch {
+        let peak_rss = Arc::new(AtomicU64::new(0));
+        let peak_anon = Arc::new(AtomicU64::new(0));
+        let sampler = box_pid.map(|pid| {
+            let peak = peak_rss.clone();
+            let anon = peak_anon.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Some(kib) = status_kib(pid, "VmRSS:") {
+                        peak.fetch_max(kib, Ordering::Relaxed);
+                    }
+                    if let Some(kib) = status_kib(pid, "RssAnon:") {
+                        anon.fetch_max(kib, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        });
+        Watch {
+            box_pid,
+            box_cpu0: box_pid.and_then(|p| cpu_seconds(&p.to_string())),
+            gen_cpu0: cpu_seconds("self"),
+            peak_rss,
+            peak_anon,
+            sampler,
+        }
+    }
+
+    fn stop(self) -> Measured {
+        if let Some(s) = self.sampler {
+            s.abort();
+        }
+        Measured {
+            box_peak_rss_kib: self
+                .box_pid
+                .and_then(|p| status_kib(p, "VmHWM:"))
+                .or(Some(self.peak_rss.load(Ordering::Relaxed)).filter(|v| *v > 0)),
+            box_peak_anon_kib: Some(self.peak_anon.load(Ordering::Relaxed)).filter(|v| *v > 0),
+            box_cpu_s: self
+                .box_pid
+                .and_then(|p| cpu_seconds(&p.to_string()))
+                .zip(self.box_cpu0)
+                .map(|(b, a)| b - a),
+            generator_cpu_s: cpu_seconds("self").zip(self.gen_cpu0).map(|(b, a)| b - a),
+        }
+    }
+}
+
+/// Writes every machine's account to `path`, in machine order.
+fn write_outcomes(path: &std::path::Path, outcomes: &mut [Outcome]) -> anyhow::Result<()> {
+    outcomes.sort_by_key(|o| o.i);
+    let lines: String = outcomes.iter().map(|o| format!("{}\n", o.json())).collect();
+    std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Runs the storm to the end (every client completed or failed).
 pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let link =
         Link::open(&opts.iface).with_context(|| format!("packet socket on {}", opts.iface))?;
+    if let (Stages::Dhcp, Some(wait)) = (opts.stages, opts.dora_once) {
+        return run_rate(opts, wait, link).await;
+    }
     let (mut ip_child, ip_stdin) = spawn_ip_batch()?;
     let mut inboxes = Vec::with_capacity(opts.clients);
     let mut receivers = Vec::with_capacity(opts.clients);
@@ -313,7 +396,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let shared = Arc::new(Shared {
         opts: opts.clone(),
         link,
-        xid_base: std::process::id().wrapping_mul(0x9e37_79b9) & 0xfff0_0000,
+        xid_base: xid_base(),
         inboxes,
         by_ip: Mutex::new(HashMap::new()),
         leased: Mutex::new(HashMap::new()),
@@ -322,27 +405,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         stats: Stats::default(),
     });
     let _ = shared.link.drops();
-    let box_pid = opts.box_pid.map(|p| p.to_string());
-    let box_cpu0 = box_pid.as_deref().and_then(cpu_seconds);
-    let gen_cpu0 = cpu_seconds("self");
+    let watch = Watch::start(opts.box_pid);
     let receiver = tokio::spawn(receive(shared.clone()));
-    let peak_rss = Arc::new(AtomicU64::new(0));
-    let peak_anon = Arc::new(AtomicU64::new(0));
-    let sampler = opts.box_pid.map(|pid| {
-        let peak = peak_rss.clone();
-        let anon = peak_anon.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Some(kib) = status_kib(pid, "VmRSS:") {
-                    peak.fetch_max(kib, Ordering::Relaxed);
-                }
-                if let Some(kib) = status_kib(pid, "RssAnon:") {
-                    anon.fetch_max(kib, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
 
     let start = appliance::clock::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -378,14 +442,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         outcomes.push(o);
     }
     receiver.abort();
-    if let Some(s) = sampler {
-        s.abort();
-    }
+    let measured = watch.stop();
     let _ = ip_child.kill().await;
     if let Some(path) = &opts.outcomes {
-        outcomes.sort_by_key(|o| o.i);
-        let lines: String = outcomes.iter().map(|o| format!("{}\n", o.json())).collect();
-        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+        write_outcomes(path, &mut outcomes)?;
     }
 
     let mut reasons = BTreeMap::new();
@@ -398,10 +458,6 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let mut kernel: Vec<f64> = outcomes.iter().filter_map(|o| o.kernel_loaded).collect();
     let mut registered: Vec<f64> = outcomes.iter().filter_map(|o| o.registered).collect();
     let failed = outcomes.iter().filter(|o| o.failed.is_some()).count();
-    let box_peak = opts
-        .box_pid
-        .and_then(|p| status_kib(p, "VmHWM:"))
-        .or(Some(peak_rss.load(Ordering::Relaxed)).filter(|v| *v > 0));
     Ok(Report {
         server: opts.server.clone(),
         stages: opts.stages,
@@ -419,14 +475,47 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         agent_retries: shared.stats.agent_retries.load(Ordering::Relaxed),
         socket_drops: shared.link.drops(),
         queue_drops: shared.stats.queue_drops.load(Ordering::Relaxed),
-        box_peak_rss_kib: box_peak,
-        box_peak_anon_kib: Some(peak_anon.load(Ordering::Relaxed)).filter(|v| *v > 0),
-        box_cpu_s: box_pid
-            .as_deref()
-            .and_then(cpu_seconds)
-            .zip(box_cpu0)
-            .map(|(b, a)| b - a),
-        generator_cpu_s: cpu_seconds("self").zip(gen_cpu0).map(|(b, a)| b - a),
+        box_peak_rss_kib: measured.box_peak_rss_kib,
+        box_peak_anon_kib: measured.box_peak_anon_kib,
+        box_cpu_s: measured.box_cpu_s,
+        generator_cpu_s: measured.generator_cpu_s,
+        ramp_s: opts.ramp.as_secs_f64(),
+    })
+}
+
+/// The DHCP-only rate mode (`crate::rate`): no task, inbox or address per machine.
+async fn run_rate(opts: Options, wait: Duration, link: Link) -> anyhow::Result<Report> {
+    let _ = link.drops();
+    let base = xid_base();
+    let watch = Watch::start(opts.box_pid);
+    let mut tally = crate::rate::run(&opts, wait, &link, |k| base.wrapping_add((k as u32) << 2))
+        .await
+        .context("the rate run's packet socket")?;
+    let measured = watch.stop();
+    if let Some(path) = &opts.outcomes {
+        write_outcomes(path, &mut tally.outcomes)?;
+    }
+    Ok(Report {
+        server: opts.server.clone(),
+        stages: opts.stages,
+        clients: opts.clients,
+        completed: tally.completed,
+        failed: tally.failed,
+        reasons: tally.reasons,
+        kernel_p50: None,
+        kernel_p99: None,
+        registered_p50: None,
+        registered_p99: None,
+        last_done: tally.last_done,
+        dhcp_retx: 0,
+        tftp_retx: 0,
+        agent_retries: 0,
+        socket_drops: link.drops(),
+        queue_drops: 0,
+        box_peak_rss_kib: measured.box_peak_rss_kib,
+        box_peak_anon_kib: measured.box_peak_anon_kib,
+        box_cpu_s: measured.box_cpu_s,
+        generator_cpu_s: measured.generator_cpu_s,
         ramp_s: opts.ramp.as_secs_f64(),
     })
 }
