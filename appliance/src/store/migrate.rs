@@ -8,7 +8,11 @@
 //!
 //! Versions: 1 = secrets in clear; 2 = BMC secrets and inline BMC passwords sealed with
 //! the secrets key (`crate::secrets`), whose id is recorded in `meta`; 3 = the durable
-//! change log (`change_log`, `changelog.rs`), started empty at the store's revision.
+//! change log (`change_log`, `changelog.rs`), started empty at the store's revision; 4 =
+//! the SideroLink index; 5 = the file is kept under a write-ahead log (`wal.rs`, `state.wal`
+//! beside it): between checkpoints the file alone is not the store, so a binary that does not
+//! replay the log must not read it. No record changes: the bump makes an older binary (back
+//! on the other slot after an update) restore its own snapshot instead of reading the file.
 
 use std::path::Path;
 
@@ -23,13 +27,18 @@ use crate::model::Kind;
 use crate::secrets::SecretKey;
 
 /// The schema this binary reads and writes.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// One migration step; returns how many records it rewrote.
 type Step = fn(&WriteTransaction, &SecretKey) -> Result<usize, StoreError>;
 
 /// `MIGRATIONS[i]` migrates version `i + 1` to `i + 2`.
-const MIGRATIONS: &[Step] = &[seal_secrets, start_change_log, index_siderolink];
+const MIGRATIONS: &[Step] = &[
+    seal_secrets,
+    start_change_log,
+    index_siderolink,
+    under_write_ahead_log,
+];
 
 /// What opening did to the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +198,12 @@ fn start_change_log(txn: &WriteTransaction, _key: &SecretKey) -> Result<usize, S
 /// every stored ServerBinding.
 fn index_siderolink(txn: &WriteTransaction, _key: &SecretKey) -> Result<usize, StoreError> {
     super::siderolink_index::rebuild(txn)?;
+    Ok(0)
+}
+
+/// 4 → 5: nothing to rewrite; the version says the file is kept under the write-ahead log
+/// (`Store::open` checkpoints right after, so the file alone already holds version 5).
+fn under_write_ahead_log(_txn: &WriteTransaction, _key: &SecretKey) -> Result<usize, StoreError> {
     Ok(0)
 }
 

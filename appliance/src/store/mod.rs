@@ -387,7 +387,8 @@ impl Store {
             }
             (None, None) => keyfile::create(&key_path)?,
         };
-        if let migrate::Outcome::Migrated { sealed } = migrate::run(&db, path, &key)?
+        let outcome = migrate::run(&db, path, &key)?;
+        if let migrate::Outcome::Migrated { sealed } = outcome
             && sealed > 0
         {
             // Sealing rewrote the records; compaction drops the pages that held them in
@@ -402,6 +403,12 @@ impl Store {
                 "sealed clear-text secrets in the store with {}",
                 key_path.display()
             );
+        }
+        if matches!(outcome, migrate::Outcome::Migrated { .. }) {
+            // Closing checkpoints the write-ahead log (`wal.rs`): the file alone now holds
+            // the migrated schema, which an older binary must find if it ever reads it.
+            drop(db);
+            db = open_db(path)?;
         }
         let (changes, _) = broadcast::channel(4096);
         let (committed, _) = watch::channel(0);
