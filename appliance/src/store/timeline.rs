@@ -81,21 +81,58 @@ fn count(counts: &redb::Table<&str, u64>, key: &str) -> Result<u64, StoreError> 
     Ok(counts.get(key)?.map(|v| v.value()).unwrap_or(0))
 }
 
+/// The timeline's four tables, each opened once in a write transaction (every table opened
+/// costs a table-tree lookup, and another when the commit records its root: a batch of 1,024
+/// appends opened them thousands of times).
+struct Rings<'txn> {
+    events: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+    counts: redb::Table<'txn, &'static str, u64>,
+    pending_keys: redb::Table<'txn, &'static str, u64>,
+    pending: redb::Table<'txn, u64, &'static str>,
+}
+
+impl<'txn> Rings<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Rings<'txn>, StoreError> {
+        Ok(Rings {
+            events: txn.open_table(TIMELINE)?,
+            counts: txn.open_table(TIMELINE_COUNTS)?,
+            pending_keys: txn.open_table(TIMELINE_PENDING_KEYS)?,
+            pending: txn.open_table(TIMELINE_PENDING)?,
+        })
+    }
+
+    /// Deletes every event of `key` and its bookkeeping.
+    fn drop_key(&mut self, key: &str) -> Result<(), StoreError> {
+        let seqs: Vec<u64> = self
+            .events
+            .range((key, 0)..=(key, u64::MAX))?
+            .map(|e| e.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        for s in seqs {
+            self.events.remove((key, s))?;
+        }
+        self.counts.remove(key)?;
+        if let Some(created) = self.pending_keys.remove(key)? {
+            self.pending.remove(created.value())?;
+        }
+        Ok(())
+    }
+
+    /// `key` holds `held` more events from `first` on: counted, and a pending client that
+    /// held none is now pending since `first`.
+    fn added(&mut self, key: &str, held: u64, more: u64, first: u64) -> Result<(), StoreError> {
+        self.counts.insert(key, held + more)?;
+        if is_pending(key) && held == 0 {
+            self.pending_keys.insert(key, first)?;
+            self.pending.insert(first, key)?;
+        }
+        Ok(())
+    }
+}
+
 /// Deletes every event of `key` and its bookkeeping.
 pub(super) fn drop_key(txn: &WriteTransaction, key: &str) -> Result<(), StoreError> {
-    let mut events = txn.open_table(TIMELINE)?;
-    let seqs: Vec<u64> = events
-        .range((key, 0)..=(key, u64::MAX))?
-        .map(|e| e.map(|(k, _)| k.value().1))
-        .collect::<Result<_, _>>()?;
-    for s in seqs {
-        events.remove((key, s))?;
-    }
-    txn.open_table(TIMELINE_COUNTS)?.remove(key)?;
-    if let Some(created) = txn.open_table(TIMELINE_PENDING_KEYS)?.remove(key)? {
-        txn.open_table(TIMELINE_PENDING)?.remove(created.value())?;
-    }
-    Ok(())
+    Rings::open(txn)?.drop_key(key)
 }
 
 impl Store {
@@ -115,6 +152,7 @@ impl Store {
         let mut touched: BTreeSet<String> = BTreeSet::new();
         {
             let mut meta = txn.open_table(META)?;
+            let mut rings = Rings::open(&txn)?;
             let mut seq = meta
                 .get(tables::META_TIMELINE_SEQ)?
                 .map(|v| v.value())
@@ -125,89 +163,63 @@ impl Store {
                         seq += 1;
                         record.seq = seq;
                         let json = serde_json::to_vec(&record).expect("timeline records serialise");
-                        txn.open_table(TIMELINE)?
-                            .insert((key.as_str(), seq), json.as_slice())?;
-                        let mut counts = txn.open_table(TIMELINE_COUNTS)?;
-                        let held = count(&counts, &key)?;
-                        counts.insert(key.as_str(), held + 1)?;
-                        if is_pending(&key) && held == 0 {
-                            txn.open_table(TIMELINE_PENDING_KEYS)?
-                                .insert(key.as_str(), seq)?;
-                            txn.open_table(TIMELINE_PENDING)?
-                                .insert(seq, key.as_str())?;
-                        }
+                        rings.events.insert((key.as_str(), seq), json.as_slice())?;
+                        let held = count(&rings.counts, &key)?;
+                        rings.added(&key, held, 1, seq)?;
                         touched.insert(key.clone());
                         appended.push((key, record));
                     }
                     TimelineOp::Move { from, to } => {
-                        let moved: Vec<(u64, Vec<u8>)> = {
-                            let events = txn.open_table(TIMELINE)?;
-                            events
-                                .range((from.as_str(), 0)..=(from.as_str(), u64::MAX))?
-                                .map(|e| e.map(|(k, v)| (k.value().1, v.value().to_vec())))
-                                .collect::<Result<_, _>>()?
-                        };
+                        let moved: Vec<(u64, Vec<u8>)> = rings
+                            .events
+                            .range((from.as_str(), 0)..=(from.as_str(), u64::MAX))?
+                            .map(|e| e.map(|(k, v)| (k.value().1, v.value().to_vec())))
+                            .collect::<Result<_, _>>()?;
                         if moved.is_empty() {
                             continue;
                         }
-                        drop_key(&txn, &from)?;
-                        let mut events = txn.open_table(TIMELINE)?;
+                        rings.drop_key(&from)?;
                         for (s, v) in &moved {
-                            events.insert((to.as_str(), *s), v.as_slice())?;
+                            rings.events.insert((to.as_str(), *s), v.as_slice())?;
                         }
-                        let mut counts = txn.open_table(TIMELINE_COUNTS)?;
-                        let held = count(&counts, &to)?;
-                        counts.insert(to.as_str(), held + moved.len() as u64)?;
-                        if is_pending(&to) && held == 0 {
-                            let first = moved[0].0;
-                            txn.open_table(TIMELINE_PENDING_KEYS)?
-                                .insert(to.as_str(), first)?;
-                            txn.open_table(TIMELINE_PENDING)?
-                                .insert(first, to.as_str())?;
-                        }
+                        let held = count(&rings.counts, &to)?;
+                        rings.added(&to, held, moved.len() as u64, moved[0].0)?;
                         touched.remove(&from);
                         touched.insert(to);
                     }
                 }
             }
             meta.insert(tables::META_TIMELINE_SEQ, seq)?;
-        }
-        for key in &touched {
-            let max = if is_pending(key) {
-                limits.per_pending
-            } else {
-                limits.per_server
+            for key in &touched {
+                let max = if is_pending(key) {
+                    limits.per_pending
+                } else {
+                    limits.per_server
+                }
+                .max(1);
+                let held = count(&rings.counts, key)?;
+                let excess = held.saturating_sub(max);
+                if excess == 0 {
+                    continue;
+                }
+                let old: Vec<u64> = rings
+                    .events
+                    .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?
+                    .take(excess as usize)
+                    .map(|e| e.map(|(k, _)| k.value().1))
+                    .collect::<Result<_, _>>()?;
+                for s in old {
+                    rings.events.remove((key.as_str(), s))?;
+                }
+                rings.counts.insert(key.as_str(), held - excess)?;
             }
-            .max(1);
-            let mut counts = txn.open_table(TIMELINE_COUNTS)?;
-            let held = count(&counts, key)?;
-            let excess = held.saturating_sub(max);
-            if excess == 0 {
-                continue;
-            }
-            let mut events = txn.open_table(TIMELINE)?;
-            let old: Vec<u64> = events
-                .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?
-                .take(excess as usize)
-                .map(|e| e.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()?;
-            for s in old {
-                events.remove((key.as_str(), s))?;
-            }
-            counts.insert(key.as_str(), held - excess)?;
-        }
-        loop {
-            let oldest = {
-                let pending = txn.open_table(TIMELINE_PENDING)?;
-                if pending.len()? <= limits.pending_keys {
+            while rings.pending.len()? > limits.pending_keys {
+                let Some(oldest) = rings.pending.first()?.map(|(_, k)| k.value().to_string())
+                else {
                     break;
-                }
-                match pending.first()? {
-                    Some((_, k)) => k.value().to_string(),
-                    None => break,
-                }
-            };
-            drop_key(&txn, &oldest)?;
+                };
+                rings.drop_key(&oldest)?;
+            }
         }
         self.inner.db.commit(txn)?;
         Ok(appended)
