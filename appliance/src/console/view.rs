@@ -10,7 +10,7 @@
 //! readiness is the exception: it is read where the boot routes read it (`boot::assets`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -439,30 +439,83 @@ pub struct RecentEvent {
     pub detail: String,
 }
 
-/// Appends to the recent-events list, dropping the oldest beyond `RECENT_EVENTS`. A change
-/// that reads the same as the object's previous entry is left out: the change feed glue
-/// reads the object as it is when the batch is described, so a create followed by a status
-/// write (two changes, one batch later) would otherwise show twice with the same state.
-pub fn push_recent(ev: &mut VecDeque<RecentEvent>, e: RecentEvent) {
-    let previous = ev
-        .iter()
-        .rev()
-        .find(|p| p.kind == e.kind && p.name == e.name);
-    if previous.is_some_and(|p| p.op == e.op && p.detail == e.detail) {
-        return;
+/// The recent-changes list, oldest first, at most `RECENT_EVENTS` long, and for each object
+/// in it how many entries it has and what its newest one says: the repeat check of
+/// [`RecentEvents::push`] looks there instead of scanning the list (500 string
+/// comparisons per change, for a new object every time).
+#[derive(Debug, Default)]
+pub struct RecentEvents {
+    list: VecDeque<RecentEvent>,
+    /// (kind, name) → (entries in `list`, the newest one's op and detail).
+    newest: HashMap<(String, String), (usize, &'static str, String)>,
+}
+
+impl RecentEvents {
+    /// Appends `e`, dropping the oldest beyond `RECENT_EVENTS`. A change that reads the
+    /// same as the object's previous entry is left out: the change feed glue reads the
+    /// object as it is when the batch is described, so a create followed by a status write
+    /// (two changes, one batch later) would otherwise show twice with the same state.
+    pub fn push(&mut self, e: RecentEvent) {
+        let key = (e.kind.clone(), e.name.clone());
+        if let Some((_, op, detail)) = self.newest.get(&key)
+            && *op == e.op
+            && *detail == e.detail
+        {
+            return;
+        }
+        if self.list.len() == RECENT_EVENTS
+            && let Some(oldest) = self.list.pop_front()
+        {
+            let oldest_key = (oldest.kind, oldest.name);
+            if let Some((count, _, _)) = self.newest.get_mut(&oldest_key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.newest.remove(&oldest_key);
+                }
+            }
+        }
+        let entry = self.newest.entry(key).or_insert((0, e.op, String::new()));
+        entry.0 += 1;
+        entry.1 = e.op;
+        entry.2.clone_from(&e.detail);
+        self.list.push_back(e);
     }
-    if ev.len() == RECENT_EVENTS {
-        ev.pop_front();
+
+    /// The entries, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &RecentEvent> {
+        self.list.iter()
     }
-    ev.push_back(e);
 }
 
 /// The detail of a recent-changes entry for a server as stored now: its state, and
-/// ", cordoned" when it is.
-pub fn change_detail(server: &Object) -> String {
-    let v = serde_json::to_value(server).unwrap_or_default();
-    let mut d = server_state(&v);
-    if v.pointer("/spec/cordoned").and_then(Value::as_bool) == Some(true) {
+/// ", cordoned" when it is. A Server's is read from its typed fields, as
+/// [`server_state`] and `/spec/cordoned` read them from its JSON form (which the console
+/// would otherwise build for every change it is told of).
+pub fn change_detail(object: &Object) -> String {
+    let Object::Server(server) = object else {
+        let v = serde_json::to_value(object).unwrap_or_default();
+        let mut d = server_state(&v);
+        if v.pointer("/spec/cordoned").and_then(Value::as_bool) == Some(true) {
+            d.push_str(", cordoned");
+        }
+        return d;
+    };
+    let status = server.status.as_ref();
+    let mut d = match status.and_then(|s| s.state.as_deref()) {
+        Some(state) if !state.is_empty() => state.to_ascii_lowercase(),
+        _ => {
+            let in_use = status.is_some_and(|s| s.in_use);
+            let clean = status.is_some_and(|s| s.is_clean);
+            match (server.spec.accepted, in_use, clean) {
+                (false, _, _) => "discovered",
+                (true, true, _) => "allocated",
+                (true, false, true) => "available",
+                (true, false, false) => "accepted",
+            }
+            .to_string()
+        }
+    };
+    if server.spec.cordoned {
         d.push_str(", cordoned");
     }
     d
@@ -851,19 +904,89 @@ status: {ready: true, inUse: false, isClean: true}
             op,
             detail: detail.into(),
         };
-        let mut list = VecDeque::new();
-        push_recent(&mut list, ev(1, "a", "put", "discovered"));
-        push_recent(&mut list, ev(2, "b", "put", "discovered"));
-        push_recent(&mut list, ev(3, "a", "put", "discovered"));
-        push_recent(&mut list, ev(4, "a", "put", "accepted"));
-        push_recent(&mut list, ev(5, "a", "put", "discovered"));
-        push_recent(&mut list, ev(6, "a", "delete", ""));
+        let mut list = RecentEvents::default();
+        list.push(ev(1, "a", "put", "discovered"));
+        list.push(ev(2, "b", "put", "discovered"));
+        list.push(ev(3, "a", "put", "discovered"));
+        list.push(ev(4, "a", "put", "accepted"));
+        list.push(ev(5, "a", "put", "discovered"));
+        list.push(ev(6, "a", "delete", ""));
+        // Another kind of the same name is another object.
+        let mut class = ev(7, "a", "delete", "");
+        class.kind = "ServerClass".into();
+        list.push(class);
         let revs: Vec<u64> = list.iter().map(|e| e.revision).collect();
-        assert_eq!(revs, vec![1, 2, 4, 5, 6]);
+        assert_eq!(revs, vec![1, 2, 4, 5, 6, 7]);
+        list.push(ev(8, "b", "put", "discovered"));
         for i in 0..RECENT_EVENTS as u64 + 10 {
-            push_recent(&mut list, ev(10 + i, &format!("s{i}"), "put", "x"));
+            list.push(ev(10 + i, &format!("s{i}"), "put", "x"));
+            assert!(list.list.len() <= RECENT_EVENTS);
         }
-        assert_eq!(list.len(), RECENT_EVENTS);
+        assert_eq!(list.list.len(), RECENT_EVENTS);
+        // Only what the list still holds is remembered: `b` left it, so the same state
+        // is listed again; the newest `s…` is still there, so its repeat is not.
+        assert_eq!(list.newest.len(), RECENT_EVENTS);
+        list.push(ev(1000, "b", "put", "discovered"));
+        let newest = RECENT_EVENTS as u64 + 9;
+        list.push(ev(1001, &format!("s{newest}"), "put", "x"));
+        let tail: Vec<u64> = list.iter().rev().take(2).map(|e| e.revision).collect();
+        assert_eq!(tail, vec![1000, 10 + newest]);
+        assert_eq!(list.list.len(), RECENT_EVENTS);
+    }
+
+    #[test]
+    fn a_servers_change_detail_reads_its_typed_fields_as_its_json_form_reads() {
+        let server = |spec: &str, status: &str| {
+            model::parse_documents(&format!(
+                "apiVersion: metal.sidero.dev/v1alpha2\nkind: Server\nmetadata:\n  name: s1\nspec:\n{spec}{status}"
+            ))
+            .unwrap()
+            .remove(0)
+        };
+        let from_json = |object: &Object| {
+            let v = serde_json::to_value(object).unwrap();
+            let mut d = server_state(&v);
+            if v.pointer("/spec/cordoned").and_then(Value::as_bool) == Some(true) {
+                d.push_str(", cordoned");
+            }
+            d
+        };
+        let specs = [
+            "  accepted: false\n",
+            "  accepted: true\n",
+            "  accepted: true\n  cordoned: true\n",
+            "  cordoned: true\n",
+        ];
+        let statuses = [
+            "",
+            "status:\n  ready: false\n",
+            "status:\n  inUse: true\n",
+            "status:\n  isClean: true\n",
+            "status:\n  inUse: true\n  isClean: true\n",
+            "status:\n  state: Installed\n",
+            "status:\n  state: ''\n  isClean: true\n",
+            "status:\n  state: wiping\n  inUse: true\n",
+        ];
+        let mut seen = BTreeSet::new();
+        for spec in specs {
+            for status in statuses {
+                let object = server(spec, status);
+                let detail = change_detail(&object);
+                assert_eq!(detail, from_json(&object), "{spec}{status}");
+                seen.insert(detail);
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            12,
+            "every state and its cordoned form: {seen:?}"
+        );
+        let class = model::parse_documents(
+            "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: c\n",
+        )
+        .unwrap()
+        .remove(0);
+        assert_eq!(change_detail(&class), from_json(&class));
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl ConsoleState {
             {
                 let mut ev = self.inner.events.lock().expect("events lock");
                 for e in entries {
-                    view::push_recent(&mut ev, e);
+                    ev.push(e);
                 }
             }
             // The server rows' receiver is drained here too, so that the feed does not hold

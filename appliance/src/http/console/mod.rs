@@ -47,7 +47,6 @@ mod verify;
 
 pub use verify::LoginStats;
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
@@ -64,7 +63,7 @@ use crate::config::Config;
 use crate::console::password;
 use crate::console::session::Sessions;
 use crate::console::throttle::LoginThrottle;
-use crate::console::view::RecentEvent;
+use crate::console::view::RecentEvents;
 use crate::siderolink::logbook::LogBook;
 use crate::store::{Store, StoreError};
 
@@ -88,7 +87,7 @@ struct Inner {
     sessions: Mutex<Sessions>,
     throttle: Mutex<LoginThrottle>,
     verify: verify::VerifyGate,
-    events: Mutex<VecDeque<RecentEvent>>,
+    events: Mutex<RecentEvents>,
     rows: Mutex<servers::RowsCache>,
     /// The BMC room's Power service (power and boot-device actions).
     power: PowerService,
