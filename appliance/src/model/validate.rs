@@ -76,6 +76,17 @@ pub fn find_list_read_as_mapping(
     }
 }
 
+/// Whether `written` holds a list anywhere: [`find_list_read_as_mapping`] finds nothing in
+/// a document without one.
+pub fn holds_a_list(written: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match written {
+        Value::Array(_) => true,
+        Value::Object(m) => m.values().any(holds_a_list),
+        _ => false,
+    }
+}
+
 /// The path of `field` below `path` (`spec` + `hostname` = `spec.hostname`), as field
 /// errors name it.
 pub(crate) fn join(path: &str, field: &str) -> String {

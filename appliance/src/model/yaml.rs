@@ -7,8 +7,25 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+use super::ParseObjectError;
+
 /// Deepest nesting accepted. Sidero objects nest about 8 levels; config patch values more.
 pub const MAX_DEPTH: usize = 64;
+
+/// The documents of a YAML stream, each read by [`StrictValue`], in order; a document that
+/// does not read is a [`ParseObjectError::Syntax`] naming it (1-based).
+pub fn strict_documents(text: &str) -> impl Iterator<Item = Result<Value, ParseObjectError>> {
+    yaml_serde::Deserializer::from_str(text)
+        .enumerate()
+        .map(|(i, de)| {
+            StrictValue::new()
+                .deserialize(de)
+                .map_err(|e| ParseObjectError::Syntax {
+                    document: i + 1,
+                    message: e.to_string(),
+                })
+        })
+}
 
 /// Deserialises any self-describing input into a `serde_json::Value`, refusing duplicate
 /// keys, non-string keys and nesting deeper than [`MAX_DEPTH`].
