@@ -99,8 +99,9 @@ struct LogState {
     /// The next record's sequence number and where it goes.
     seq: u64,
     end: u64,
-    /// Operations written to the redb file since the last durable point, encoded as in a
-    /// record's payload.
+    /// The next record: room for its header, then the operations written to the redb file
+    /// since the last durable point, encoded as in a record's payload (the header is filled
+    /// in place, so a record is written without a copy).
     pending: Vec<u8>,
     /// Writes were dropped from `pending` (too many): the next durable point must be a
     /// checkpoint. Also set for a new file, so that the redb file's first content is flushed
@@ -214,7 +215,7 @@ impl LoggedFile {
                 generation: 0,
                 seq: 0,
                 end: BLOCK,
-                pending: Vec::new(),
+                pending: vec![0; RECORD_HEADER],
                 must_checkpoint: main_empty,
                 failed: None,
                 checkpoints: 0,
@@ -264,8 +265,7 @@ impl LoggedFile {
     /// Flushes the redb file in place and starts the log over.
     fn checkpoint(&self, st: &mut LogState) -> io::Result<()> {
         self.main.sync_data()?;
-        st.pending.clear();
-        st.pending.shrink_to(64 * 1024);
+        st.clear_pending();
         st.must_checkpoint = false;
         self.start_over(st)?;
         st.checkpoints += 1;
@@ -301,7 +301,7 @@ impl LoggedFile {
         }
         let len: usize = op.iter().map(|p| p.len()).sum();
         if st.pending.len() + len > MAX_PENDING {
-            st.pending.clear();
+            st.clear_pending();
             st.must_checkpoint = true;
             return;
         }
@@ -312,31 +312,40 @@ impl LoggedFile {
 
     /// Appends `st.pending` as one record and flushes the log.
     fn append(&self, st: &mut LogState) -> io::Result<()> {
-        let payload_len = st.pending.len();
-        let total = align((RECORD_HEADER + payload_len) as u64);
+        let payload_len = st.pending.len() - RECORD_HEADER;
+        let total = align(st.pending.len() as u64);
         if st.end + total > CAPACITY {
             return self.checkpoint(st);
         }
-        let mut record = Vec::with_capacity(total as usize);
-        record.extend_from_slice(RECORD_MAGIC);
-        record.extend_from_slice(&st.generation.to_le_bytes());
-        record.extend_from_slice(&st.seq.to_le_bytes());
-        record.extend_from_slice(&(payload_len as u32).to_le_bytes());
+        let (generation, seq) = (st.generation, st.seq);
+        let header = &mut st.pending[..RECORD_HEADER];
+        header[..4].copy_from_slice(RECORD_MAGIC);
+        header[4..12].copy_from_slice(&generation.to_le_bytes());
+        header[12..20].copy_from_slice(&seq.to_le_bytes());
+        header[20..24].copy_from_slice(&(payload_len as u32).to_le_bytes());
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&record[4..]);
-        crc.update(&st.pending);
-        record.extend_from_slice(&crc.finalize().to_le_bytes());
-        record.extend_from_slice(&st.pending);
-        record.resize(total as usize, 0);
-        st.log.write_all_at(&record, st.end)?;
+        crc.update(&st.pending[4..24]);
+        crc.update(&st.pending[RECORD_HEADER..]);
+        let crc = crc.finalize();
+        st.pending[24..28].copy_from_slice(&crc.to_le_bytes());
+        // The padding to the next block is not written: replay reads only what the header
+        // says, and the next record starts on the next block.
+        st.log.write_all_at(&st.pending, st.end)?;
         st.log.sync_data()?;
         st.end += total;
         st.seq += 1;
-        st.pending.clear();
-        if st.pending.capacity() > 1024 * 1024 {
-            st.pending.shrink_to(64 * 1024);
-        }
+        st.clear_pending();
         Ok(())
+    }
+}
+
+impl LogState {
+    /// Empties the next record, keeping a modest buffer.
+    fn clear_pending(&mut self) {
+        self.pending.truncate(RECORD_HEADER);
+        if self.pending.capacity() > 1024 * 1024 {
+            self.pending.shrink_to(64 * 1024);
+        }
     }
 }
 
@@ -364,7 +373,7 @@ impl redb::StorageBackend for LoggedFile {
             if st.must_checkpoint {
                 return this.checkpoint(st);
             }
-            if st.pending.is_empty() {
+            if st.pending.len() == RECORD_HEADER {
                 return Ok(());
             }
             match this.append(st) {
