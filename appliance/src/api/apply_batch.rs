@@ -8,6 +8,12 @@
 //! a Server applied without a lifecycle state is stored with it in the same commit). The task ([`ApplyTask::run`], spawned by
 //! `app.rs`) stops taking calls on the shutdown signal, commits the calls already queued,
 //! and ends; later calls are answered UNAVAILABLE.
+//!
+//! The commits run on a thread of their own (`apply-commit`), which takes the calls from the
+//! channel itself: a call wakes one thread to be committed and its caller once answered,
+//! where a tokio task handing each commit to the blocking pool woke four (the task, a pool
+//! thread, the task again, the caller). With one writer that hand-off was a visible part of
+//! each apply's latency.
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
@@ -26,10 +32,17 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<Applied>, Status>>,
 }
 
+/// What the commit thread is sent: a call, or the shutdown (after which it commits what is
+/// queued and ends).
+enum Msg {
+    Job(Job),
+    Stop,
+}
+
 /// Handle to the group-commit task; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ApplyBatcher {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Msg>,
 }
 
 impl std::fmt::Debug for Job {
@@ -45,7 +58,18 @@ impl std::fmt::Debug for Job {
 pub struct ApplyTask {
     store: Store,
     complete: Complete,
-    rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<Msg>,
+    /// Sends the shutdown; weak, so that the task ends when every handle is gone.
+    stop: mpsc::WeakSender<Msg>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Job(job) => job.fmt(f),
+            Msg::Stop => f.write_str("Stop"),
+        }
+    }
 }
 
 impl ApplyBatcher {
@@ -53,12 +77,14 @@ impl ApplyBatcher {
     /// on each object written, in the apply's transaction.
     pub fn new(store: Store, complete: Complete) -> (ApplyBatcher, ApplyTask) {
         let (jobs, rx) = mpsc::channel(1024);
+        let stop = jobs.downgrade();
         (
             ApplyBatcher { jobs },
             ApplyTask {
                 store,
                 complete,
                 rx,
+                stop,
             },
         )
     }
@@ -67,7 +93,7 @@ impl ApplyBatcher {
     pub async fn apply(&self, objects: Vec<Object>) -> Result<Vec<Applied>, Status> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job { objects, reply })
+            .send(Msg::Job(Job { objects, reply }))
             .await
             .map_err(|_| Status::unavailable("store writer stopped"))?;
         rx.await
@@ -82,45 +108,68 @@ impl ApplyTask {
         let ApplyTask {
             store,
             complete,
-            mut rx,
+            rx,
+            stop,
         } = self;
-        let mut stopping = false;
-        loop {
-            let first = if stopping {
-                rx.recv().await
-            } else {
-                tokio::select! {
-                    job = rx.recv() => job,
-                    _ = shutdown.wait_for(|s| *s) => {
-                        stopping = true;
-                        rx.close();
-                        continue;
-                    }
-                }
-            };
-            let Some(first) = first else { return };
-            commit(&store, complete, &mut rx, first).await;
+        let (ended, mut thread_ended) = oneshot::channel::<()>();
+        let started = std::thread::Builder::new()
+            .name("apply-commit".into())
+            .spawn(move || {
+                commit_loop(&store, complete, rx);
+                let _ = ended.send(());
+            });
+        if let Err(e) = started {
+            // Every call is then refused: the channel's receiver went with the closure.
+            tracing::error!(error = %e, "cannot start the apply commit thread");
+            return;
         }
+        tokio::select! {
+            _ = &mut thread_ended => return,
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+        if let Some(tx) = stop.upgrade() {
+            let _ = tx.send(Msg::Stop).await;
+        }
+        let _ = thread_ended.await;
     }
 }
 
-/// Commits `first` and the calls queued behind it (up to [`MAX_CALLS_PER_COMMIT`]) in one
-/// transaction and answers each.
-async fn commit(store: &Store, complete: Complete, rx: &mut mpsc::Receiver<Job>, first: Job) {
-    let mut jobs = vec![first];
-    while jobs.len() < MAX_CALLS_PER_COMMIT {
-        match rx.try_recv() {
-            Ok(job) => jobs.push(job),
-            Err(_) => break,
+/// The commit thread: takes the first queued call and every call queued behind it (up to
+/// [`MAX_CALLS_PER_COMMIT`]), commits them in one transaction, answers each, and again;
+/// after `Stop` the channel refuses new calls and the loop ends once the queue is empty.
+fn commit_loop(store: &Store, complete: Complete, mut rx: mpsc::Receiver<Msg>) {
+    loop {
+        let first = match rx.blocking_recv() {
+            None => return,
+            Some(Msg::Stop) => {
+                rx.close();
+                continue;
+            }
+            Some(Msg::Job(job)) => job,
+        };
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_CALLS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => jobs.push(job),
+                Ok(Msg::Stop) => rx.close(),
+                Err(_) => break,
+            }
         }
+        commit(store, complete, jobs);
     }
+}
+
+/// Commits `jobs` in one transaction and answers each.
+fn commit(store: &Store, complete: Complete, mut jobs: Vec<Job>) {
     let counts: Vec<usize> = jobs.iter().map(|j| j.objects.len()).collect();
     let all: Vec<Object> = jobs
         .iter_mut()
         .flat_map(|j| std::mem::take(&mut j.objects))
         .collect();
-    let store = store.clone();
-    let result = tokio::task::spawn_blocking(move || store.apply_with(all, complete)).await;
+    // A panic in the store answers the calls (debug builds; release builds abort).
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.apply_with(all, complete)
+    }));
     match result {
         Ok(Ok(applied)) => {
             let mut applied = applied.into_iter();
@@ -136,11 +185,11 @@ async fn commit(store: &Store, complete: Complete, rx: &mut mpsc::Receiver<Job>,
                 let _ = job.reply.send(Err(Status::internal(msg.clone())));
             }
         }
-        Err(e) => {
+        Err(_) => {
             for job in jobs {
                 let _ = job
                     .reply
-                    .send(Err(Status::internal(format!("store task failed: {e}"))));
+                    .send(Err(Status::internal("store task failed: it panicked")));
             }
         }
     }
