@@ -157,6 +157,17 @@ fn align(n: u64) -> u64 {
     n.div_ceil(BLOCK) * BLOCK
 }
 
+/// Opens `path` for reading and writing, created 0600 if missing.
+fn open_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(crate::secrets::files::FILE_MODE)
+        .open(path)
+}
+
 fn identity(main: &File) -> io::Result<(u64, u64)> {
     let m = main.metadata()?;
     Ok((m.dev(), m.ino()))
@@ -166,24 +177,10 @@ impl LoggedFile {
     /// Opens the redb file at `path` (created empty, mode 0600, if missing) and its log,
     /// replaying the log's complete records onto the file first.
     pub(super) fn open(path: &Path) -> Result<(LoggedFile, Replayed), WalError> {
-        let main = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(crate::secrets::files::FILE_MODE)
-            .open(path)
-            .map_err(io_at(path))?;
+        let main = open_private(path).map_err(io_at(path))?;
         let log_path = wal_path(path);
         let created = !log_path.exists();
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(crate::secrets::files::FILE_MODE)
-            .open(&log_path)
-            .map_err(io_at(&log_path))?;
+        let log = open_private(&log_path).map_err(io_at(&log_path))?;
         match log.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

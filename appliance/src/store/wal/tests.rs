@@ -30,11 +30,25 @@ fn lose_page_cache(path: &Path, flushed: &[u8]) {
     f.write_all_at(flushed, 0).unwrap();
 }
 
-#[test]
-fn replay_brings_back_every_flushed_write_and_nothing_unflushed() {
+/// A new dir holding a store file of one zero page.
+fn one_page_store() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
     std::fs::write(&path, page(0)).unwrap();
+    (dir, path)
+}
+
+/// Commits page `b` over page 0 for each `b`, one flush each: one record each.
+fn commit_first_page(f: &LoggedFile, bytes: std::ops::RangeInclusive<u8>) {
+    for b in bytes {
+        f.write(0, &page(b)).unwrap();
+        f.sync_data().unwrap();
+    }
+}
+
+#[test]
+fn replay_brings_back_every_flushed_write_and_nothing_unflushed() {
+    let (_dir, path) = one_page_store();
     {
         let (f, replayed) = LoggedFile::open(&path).unwrap();
         assert_eq!(replayed, Replayed::default());
@@ -59,15 +73,10 @@ fn replay_brings_back_every_flushed_write_and_nothing_unflushed() {
 
 #[test]
 fn a_torn_record_ends_the_replay() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.redb");
-    std::fs::write(&path, page(0)).unwrap();
+    let (_dir, path) = one_page_store();
     {
         let (f, _) = LoggedFile::open(&path).unwrap();
-        for b in 1..=3 {
-            f.write(0, &page(b)).unwrap();
-            f.sync_data().unwrap();
-        }
+        commit_first_page(&f, 1..=3);
     }
     // Each record is one 4 KiB write plus its header: blocks 1-2, 3-4, 5-6. Damage the third.
     let log = OpenOptions::new()
@@ -83,15 +92,10 @@ fn a_torn_record_ends_the_replay() {
 
 #[test]
 fn records_of_an_earlier_round_are_not_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.redb");
-    std::fs::write(&path, page(0)).unwrap();
+    let (_dir, path) = one_page_store();
     {
         let (f, _) = LoggedFile::open(&path).unwrap();
-        for b in 1..=3 {
-            f.write(0, &page(b)).unwrap();
-            f.sync_data().unwrap();
-        }
+        commit_first_page(&f, 1..=3);
         // A clean close: the file is flushed in place, the log starts over.
         f.close().unwrap();
     }
@@ -113,9 +117,7 @@ fn records_of_an_earlier_round_are_not_replayed() {
 
 #[test]
 fn a_full_log_checkpoints_and_starts_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.redb");
-    std::fs::write(&path, page(0)).unwrap();
+    let (_dir, path) = one_page_store();
     let big = vec![7u8; 1024 * 1024];
     let commits = CAPACITY / big.len() as u64 + 8;
     {
@@ -147,13 +149,10 @@ fn a_second_open_is_refused_while_the_first_holds_the_log() {
 
 #[test]
 fn the_log_of_a_replaced_store_file_is_not_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.redb");
-    std::fs::write(&path, page(0)).unwrap();
+    let (dir, path) = one_page_store();
     {
         let (f, _) = LoggedFile::open(&path).unwrap();
-        f.write(0, &page(1)).unwrap();
-        f.sync_data().unwrap();
+        commit_first_page(&f, 1..=1);
     }
     // An operator restores another store file in its place (a new inode).
     let other = dir.path().join("restored");
