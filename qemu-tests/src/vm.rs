@@ -421,14 +421,21 @@ impl Vm {
             .unwrap_or_default()
     }
 
-    /// Waits until a serial line contains `needle`; returns that line. Fails on timeout or
+    /// Waits until a whole serial line contains `needle`; returns that line. Fails on timeout or
     /// when QEMU exits first, with the end of the serial log and QEMU's own output.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let exited = self.process.exited();
             let serial = self.serial();
-            if let Some(line) = serial.lines().find(|l| l.contains(needle)) {
+            // Only whole lines while the guest runs: a line is read while the emulated UART
+            // is still writing it, and a caller that parses the rest of the line (the test
+            // Environment's kernel command line) would see it cut short.
+            let whole = match exited {
+                Some(_) => serial.as_str(),
+                None => whole_lines(&serial),
+            };
+            if let Some(line) = whole.lines().find(|l| l.contains(needle)) {
                 return Ok(line.trim_end_matches('\r').to_string());
             }
             if let Some(status) = exited {
@@ -480,4 +487,9 @@ impl Vm {
             tail(&self.process.log(), 1000)
         )
     }
+}
+
+/// The serial log up to its last line break: what a running guest has finished printing.
+pub fn whole_lines(serial: &str) -> &str {
+    serial.rfind('\n').map_or("", |end| &serial[..end])
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use qemu_tests::appliance::ApplianceConfig;
 use qemu_tests::capture::Capture;
 use qemu_tests::env::agent_env;
+use qemu_tests::vm::whole_lines;
 use qemu_tests::{Firmware, Lab, Needs, VmSpec, require_lab, skip, which};
 use serde_json::Value;
 
@@ -59,7 +60,8 @@ fn an_ipv6_only_uefi_http_boot_registers_the_agent_over_ipv6() {
         .no_firmware_ipv4();
     spec.mac = Some(MAC.to_string());
     let mut vm = lab.start_vm(&spec).expect("vm");
-    vm.wait_for("AGENT-LEASE6", BOOT_TIMEOUT)
+    let lease = vm
+        .wait_for("AGENT-LEASE6", BOOT_TIMEOUT)
         .unwrap_or_else(|e| {
             panic!(
                 "{e:#}\n{}\nv4:\n{}\nv6:\n{}",
@@ -71,7 +73,10 @@ fn an_ipv6_only_uefi_http_boot_registers_the_agent_over_ipv6() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let line = loop {
         let serial = vm.serial();
-        if let Some(l) = serial.lines().find(|l| l.contains("AGENT-REGISTERED")) {
+        if let Some(l) = whole_lines(&serial)
+            .lines()
+            .find(|l| l.contains("AGENT-REGISTERED"))
+        {
             break l.trim_end().to_string();
         }
         if serial.contains("AGENT-EXIT") || Instant::now() >= deadline {
@@ -83,10 +88,6 @@ fn an_ipv6_only_uefi_http_boot_registers_the_agent_over_ipv6() {
     println!("time-to-registered: ipv6 {registered_after:.1} s (QEMU start → registered, TCG)");
     assert!(line.contains(&format!("uuid={UUID}")), "{line}");
     let serial = vm.serial();
-    let lease = serial
-        .lines()
-        .find(|l| l.contains("AGENT-LEASE6"))
-        .unwrap_or_default();
     let ip = lease
         .split_whitespace()
         .find_map(|w| w.strip_prefix("ip="))
