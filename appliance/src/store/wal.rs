@@ -99,6 +99,10 @@ struct LogState {
     /// The next record's sequence number and where it goes.
     seq: u64,
     end: u64,
+    /// How far the log file has been written, ever (its blocks are allocated): a record
+    /// inside it overwrites and its flush is data only; one beyond it would also flush the
+    /// file's new size and extents, which costs this machine's disk ~2.5x (see `extend`).
+    written: u64,
     /// The next record: room for its header, then the operations written to the redb file
     /// since the last durable point, encoded as in a record's payload (the header is filled
     /// in place, so a record is written without a copy).
@@ -202,6 +206,7 @@ impl LoggedFile {
             }
         }
         let replayed = replay(&main, path, &log, &log_path)?;
+        let written = log.metadata().map_err(io_at(&log_path))?.len();
         let main_empty = main.metadata().map_err(io_at(path))?.len() == 0;
         let file = LoggedFile {
             main,
@@ -212,6 +217,7 @@ impl LoggedFile {
                 generation: 0,
                 seq: 0,
                 end: BLOCK,
+                written,
                 pending: vec![0; RECORD_HEADER],
                 must_checkpoint: main_empty,
                 failed: None,
@@ -256,6 +262,7 @@ impl LoggedFile {
         st.generation = generation;
         st.seq = 0;
         st.end = BLOCK;
+        st.written = st.written.max(BLOCK);
         Ok(())
     }
 
@@ -325,6 +332,9 @@ impl LoggedFile {
         crc.update(&st.pending[RECORD_HEADER..]);
         let crc = crc.finalize();
         st.pending[24..28].copy_from_slice(&crc.to_le_bytes());
+        if st.end + total > st.written {
+            Self::extend(st, st.end + total)?;
+        }
         // The padding to the next block is not written: replay reads only what the header
         // says, and the next record starts on the next block.
         st.log.write_all_at(&st.pending, st.end)?;
@@ -332,6 +342,29 @@ impl LoggedFile {
         st.end += total;
         st.seq += 1;
         st.clear_pending();
+        Ok(())
+    }
+}
+
+impl LoggedFile {
+    /// Writes zeros from where the log was written so far to at least `to`, in steps that
+    /// double (64 KiB up to 4 MiB, never past `CAPACITY`), flushed with the record that needs
+    /// them. Why: appending to a file and flushing it also flushes its new length and
+    /// extents; on this machine's disk that is ~330 µs per 48 KiB record against ~130 µs
+    /// for overwriting written blocks. Until the log has been written to its size once,
+    /// every record was such an append; now one record in many pays for the next stretch.
+    /// Zeros are never a record (no magic), so replay stops at them as at any dead block.
+    fn extend(st: &mut LogState, to: u64) -> io::Result<()> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let step = st.written.clamp(64 * 1024, 4 * 1024 * 1024);
+        let target = align(to.max(st.written + step)).min(CAPACITY).max(to);
+        let mut at = st.written;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64) as usize;
+            st.log.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        st.written = target;
         Ok(())
     }
 }

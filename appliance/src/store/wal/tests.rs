@@ -116,6 +116,32 @@ fn records_of_an_earlier_round_are_not_replayed() {
 }
 
 #[test]
+fn the_log_is_written_ahead_of_its_records_in_growing_steps() {
+    let (_dir, path) = one_page_store();
+    let log_len = || std::fs::metadata(wal_path(&path)).unwrap().len();
+    {
+        let (f, _) = LoggedFile::open(&path).unwrap();
+        assert_eq!(log_len(), BLOCK, "a new log is its start block");
+        commit_first_page(&f, 1..=1);
+        // The record (blocks 1-2) and zeros after it, up to the first 64 KiB step.
+        assert_eq!(log_len(), BLOCK + 64 * 1024);
+        // Records of two blocks: 7 more fill the step; the 9th needs the next one, as long
+        // as all that was written so far.
+        commit_first_page(&f, 2..=8);
+        assert_eq!(log_len(), BLOCK + 64 * 1024);
+        commit_first_page(&f, 9..=16);
+        assert_eq!(log_len(), 2 * (BLOCK + 64 * 1024));
+        commit_first_page(&f, 17..=17);
+        assert_eq!(log_len(), 4 * (BLOCK + 64 * 1024));
+    }
+    // The zeros end the replay like any dead block; every record before them counts.
+    lose_page_cache(&path, &page(0));
+    let (_f, replayed) = LoggedFile::open(&path).unwrap();
+    assert_eq!(replayed.records, 17);
+    assert_eq!(read_at(&path, 0, 4096), page(17));
+}
+
+#[test]
 fn a_full_log_checkpoints_and_starts_over() {
     let (_dir, path) = one_page_store();
     let big = vec![7u8; 1024 * 1024];
