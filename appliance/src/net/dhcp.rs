@@ -20,8 +20,9 @@
 //!   shutdown the queued changes are committed first.
 //!
 //! A reply for a hardware address ([`Destination::Link`]) is an IPv4/UDP datagram sent on
-//! the interface's packet socket to the client's MAC; without a packet socket (no CAP_NET_RAW,
-//! not Ethernet) it is broadcast instead.
+//! the interface's packet socket to the client's MAC, and so is a broadcast reply from port
+//! 67 (to ff:ff:ff:ff:ff:ff, the frame the kernel would send: see `Link::send_frame`);
+//! without a packet socket (no CAP_NET_RAW, not Ethernet) both go by UDP broadcast instead.
 //!
 //! Every datagram, reply, drop and probe is counted in [`DhcpCounters`] (shown on
 //! `/metrics`).
@@ -246,11 +247,23 @@ impl Link {
         }
     }
 
-    /// A reply for a hardware address goes out as a frame when the packet socket can send
-    /// it; false means "send it by UDP instead" (broadcast).
+    /// A reply for a hardware address, or a broadcast one on port 67, goes out as a frame
+    /// when the packet socket can send it; false means "send it by UDP instead" (broadcast).
+    ///
+    /// A broadcast reply is the same frame the kernel's UDP broadcast would put on the wire
+    /// (IPv4 with DF, id 0, TTL 64, from the interface's address and the server port, to
+    /// 255.255.255.255:68 and ff:ff:ff:ff:ff:ff), sent as Kea's raw socket sends it: without
+    /// the route lookup, the copy the kernel loops back into the box's own stack for every
+    /// broadcast, and the UDP socket's write-space wake-up of the reactor for every datagram
+    /// freed. Proxy replies from port 4011 keep the UDP path (their source port).
     fn send_frame(&self, out: &Outgoing, ports: Ports) -> bool {
-        let (Destination::Link { ip, mac }, Some(sock)) = (out.to, self.packet.as_ref()) else {
+        let Some(sock) = self.packet.as_ref() else {
             return false;
+        };
+        let (ip, mac) = match (out.to, out.port) {
+            (Destination::Link { ip, mac }, _) => (ip, mac),
+            (Destination::Broadcast, Port::Dhcp) => (Ipv4Addr::BROADCAST, [0xff; 6]),
+            _ => return false,
         };
         let datagram = link::ipv4_udp(
             SocketAddrV4::new(out.from, ports.server),

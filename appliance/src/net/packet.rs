@@ -54,7 +54,8 @@ impl PacketSocket {
         Ok(PacketSocket { fd, ifindex, mac })
     }
 
-    /// Registers the socket with the tokio reactor (for `readable().await`).
+    /// Registers the socket with the tokio reactor (for `readable().await`; sends never wait
+    /// on it).
     pub fn into_async(self) -> io::Result<AsyncFd<PacketSocket>> {
         sys::register(self)
     }
@@ -79,12 +80,17 @@ mod sys {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+    /// Registers for readability only: the socket's writes are plain non-blocking sends,
+    /// and an interest in writability would have every frame sent wake the reactor when
+    /// the kernel frees it (the socket's write-space wake-up).
     pub fn register(
         sock: super::PacketSocket,
     ) -> io::Result<tokio::io::unix::AsyncFd<super::PacketSocket>> {
         // SAFETY: the socket owns its descriptor (an `OwnedFd` never handed out), so the fd
         // stays open exactly as long as the registration that holds the socket.
-        Ok(unsafe { tokio::io::unix::AsyncFd::register(sock) }?)
+        Ok(unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE)
+        }?)
     }
 
     pub fn ifindex(name: &str) -> io::Result<i32> {
