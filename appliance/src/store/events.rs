@@ -234,6 +234,54 @@ mod tests {
     }
 
     #[test]
+    fn event_numbers_continue_across_transactions_and_a_restarted_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store
+            .transact(|t| {
+                t.append_event(ev("a", "e1"))?;
+                t.append_event(ev("b", "e2"))?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        // The second job fails after appending: the transaction starts over without it, so
+        // its number is taken by the third job.
+        let results = store
+            .transact_each(&["c", "fail", "d"], |t, name| {
+                t.append_event(ev(name, "e"))?;
+                if *name == "fail" {
+                    return Err(StoreError::NotFound {
+                        kind: Kind::Server,
+                        name: name.to_string(),
+                    });
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+        // An aborted transaction takes no number either.
+        let r: Result<(), StoreError> = store.transact(|t| {
+            t.append_event(ev("x", "e"))?;
+            Err(StoreError::NotFound {
+                kind: Kind::Server,
+                name: "x".into(),
+            })
+        });
+        assert!(r.is_err());
+        store.transact(|t| t.append_event(ev("e", "e"))).unwrap();
+        let numbered: Vec<(u64, String)> = store
+            .events(None, 0)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.server))
+            .collect();
+        assert_eq!(
+            numbered,
+            [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")].map(|(n, s)| (n, s.to_string()))
+        );
+    }
+
+    #[test]
     fn allocations_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();

@@ -38,6 +38,10 @@ pub struct Txn<'t> {
     key: &'t crate::secrets::SecretKey,
     now_ms: u64,
     revision: u64,
+    /// The last lifecycle event sequence number taken, once an event was appended: read
+    /// from META by the first append, written back once by `finish_txn` (not by every
+    /// append: a group commit appends an adoption event per new Server).
+    event_seq: Option<u64>,
     changes: Vec<Change>,
     dirty: bool,
     /// Writes begun (counted before each one touches a table): a job of
@@ -248,13 +252,16 @@ impl Txn<'_> {
     /// Appends a lifecycle event; keeps the newest `EVENTS_PER_SERVER` per server.
     pub fn append_event(&mut self, event: NewEvent) -> Result<u64, StoreError> {
         self.attempts += 1;
-        let seq = self
-            .meta
-            .get(tables::META_EVENT_SEQ)?
-            .map(|v| v.value())
-            .unwrap_or(0)
-            + 1;
-        self.meta.insert(tables::META_EVENT_SEQ, seq)?;
+        let last = match self.event_seq {
+            Some(seq) => seq,
+            None => self
+                .meta
+                .get(tables::META_EVENT_SEQ)?
+                .map(|v| v.value())
+                .unwrap_or(0),
+        };
+        let seq = last + 1;
+        self.event_seq = Some(seq);
         let record = EventRecord::from_new(seq, event);
         let events = self.events_table()?;
         events.insert((record.server.as_str(), seq), record.to_json().as_bytes())?;
@@ -392,14 +399,19 @@ impl Store {
             key: &self.inner.key,
             now_ms: crate::clock::unix_ms(),
             revision,
+            event_seq: None,
             changes: Vec::new(),
             dirty: false,
             attempts: 0,
         })
     }
 
-    /// Records the revision and prunes the change log before a commit of `t`.
+    /// Records the revision and the lifecycle event sequence and prunes the change log
+    /// before a commit of `t`.
     fn finish_txn(&self, t: &mut Txn<'_>) -> Result<(), StoreError> {
+        if let Some(seq) = t.event_seq {
+            t.meta.insert(tables::META_EVENT_SEQ, seq)?;
+        }
         if !t.changes.is_empty() {
             t.meta.insert(tables::META_REVISION, t.revision)?;
             self.prune_log(&mut t.log, &mut t.meta, t.revision, t.now_ms)?;
