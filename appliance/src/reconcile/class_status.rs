@@ -3,7 +3,7 @@
 //! per server write), the write of every class's `serversAvailable` / `serversInUse`, and
 //! the built-in `any` class (created if missing, its qualifiers reset as Sidero does).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
@@ -67,26 +67,32 @@ impl ClassIndex {
         Ok(())
     }
 
-    /// (available, in use) per class, sorted by server name.
+    /// (available, in use) per class, sorted by server name. The names are gathered and
+    /// sorted as borrowed strings and copied once (server names are the keys of
+    /// `members`, so each appears once per class).
     pub(super) fn status(&self) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
-        let mut out: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = self
+        let mut out: BTreeMap<&str, (Vec<&str>, Vec<&str>)> = self
             .classes
             .keys()
-            .map(|k| (k.clone(), Default::default()))
+            .map(|k| (k.as_str(), Default::default()))
             .collect();
         for (server, (in_use, classes)) in &self.members {
             for c in classes {
-                if let Some((avail, used)) = out.get_mut(c) {
+                if let Some((avail, used)) = out.get_mut(c.as_str()) {
                     if *in_use {
-                        used.insert(server.clone());
+                        used.push(server);
                     } else {
-                        avail.insert(server.clone());
+                        avail.push(server);
                     }
                 }
             }
         }
+        let owned = |mut names: Vec<&str>| -> Vec<String> {
+            names.sort_unstable();
+            names.into_iter().map(str::to_string).collect()
+        };
         out.into_iter()
-            .map(|(k, (a, u))| (k, (a.into_iter().collect(), u.into_iter().collect())))
+            .map(|(k, (a, u))| (k.to_string(), (owned(a), owned(u))))
             .collect()
     }
 }
@@ -110,24 +116,39 @@ pub(super) fn write_class_status(
             }
             st.servers_available = avail.clone();
             st.servers_in_use = used.clone();
-            t.put(&Object::ServerClass(class))?;
+            // Read and found different just above: not read and compared again.
+            t.put_changed(Object::ServerClass(class))?;
         }
         Ok(())
     })
+}
+
+/// The built-in `any` class as it is created: no qualifiers, so every accepted, uncordoned
+/// server is a member.
+fn fresh_any_class() -> Result<Object, LifecycleError> {
+    let doc = serde_json::json!({
+        "apiVersion": Kind::ServerClass.api_version(),
+        "kind": "ServerClass",
+        "metadata": { "name": ANY },
+        "spec": {},
+    });
+    Object::from_json(Kind::ServerClass, &doc.to_string())
+        .map_err(|e| LifecycleError::Internal(e.to_string()))
+}
+
+/// A class's `spec.qualifiers` as JSON: what [`ensure_any_class`] compares with the fresh
+/// `any` class's.
+fn qualifiers(c: &ServerClass) -> Option<Value> {
+    serde_json::to_value(&c.spec)
+        .ok()
+        .and_then(|v| v.get("qualifiers").cloned())
 }
 
 /// Creates the built-in `any` class if missing, and resets its qualifiers (as Sidero does
 /// on every reconcile), so it lists every accepted, uncordoned server.
 pub fn ensure_any_class(store: &Store) -> Result<(), LifecycleError> {
     store.transact(|t| {
-        let doc = serde_json::json!({
-            "apiVersion": Kind::ServerClass.api_version(),
-            "kind": "ServerClass",
-            "metadata": { "name": ANY },
-            "spec": {},
-        });
-        let fresh = Object::from_json(Kind::ServerClass, &doc.to_string())
-            .map_err(|e| LifecycleError::Internal(e.to_string()))?;
+        let fresh = fresh_any_class()?;
         match t.get(Kind::ServerClass, ANY)? {
             None => {
                 t.put(&fresh)?;
@@ -135,21 +156,15 @@ pub fn ensure_any_class(store: &Store) -> Result<(), LifecycleError> {
             Some(stored) => {
                 if let (Object::ServerClass(mut class), Object::ServerClass(f)) =
                     (stored.object, fresh)
+                    && qualifiers(&class) != qualifiers(&f)
                 {
-                    let q = |c: &ServerClass| {
-                        serde_json::to_value(&c.spec)
-                            .ok()
-                            .and_then(|v| v.get("qualifiers").cloned())
-                    };
-                    if q(&class) != q(&f) {
-                        let mut spec = serde_json::to_value(&class.spec).unwrap_or_default();
-                        if let Some(m) = spec.as_object_mut() {
-                            m.remove("qualifiers");
-                        }
-                        if let Ok(s) = serde_json::from_value(spec) {
-                            class.spec = s;
-                            t.put(&Object::ServerClass(class))?;
-                        }
+                    let mut spec = serde_json::to_value(&class.spec).unwrap_or_default();
+                    if let Some(m) = spec.as_object_mut() {
+                        m.remove("qualifiers");
+                    }
+                    if let Ok(s) = serde_json::from_value(spec) {
+                        class.spec = s;
+                        t.put(&Object::ServerClass(class))?;
                     }
                 }
             }
@@ -158,20 +173,47 @@ pub fn ensure_any_class(store: &Store) -> Result<(), LifecycleError> {
     })
 }
 
-/// A class changed: returns whether its spec differs from the indexed one (then members
-/// must be recomputed). Resets `any`'s qualifiers.
+/// A class changed (`carried`: the class as the change wrote it, `None` for a delete):
+/// returns whether its spec differs from the indexed one (then members must be
+/// recomputed). Resets `any`'s qualifiers.
+///
+/// The spec is read from the carried class, not from the store: the class status writer
+/// changes `any` with every flush, and `any` holds every server's name, so reading and
+/// decoding it again (twice, with the reset's check, in a write transaction of its own)
+/// cost more than half as much as the flush itself. A later change of the class comes on
+/// the feed with its own object, so the last one compared is the stored one. Likewise
+/// `any` is reset only when the carried version has qualifiers to reset (or is gone, or
+/// not carried): the status writes never have.
 pub(super) fn class_changed(
     lc: &Lifecycle,
     index: &ClassIndex,
     name: &str,
+    carried: Option<&Object>,
 ) -> Result<bool, LifecycleError> {
-    if name == ANY {
-        ensure_any_class(lc.store())?;
-    }
-    let now = lc.store().get(Kind::ServerClass, name)?;
-    let spec = now.and_then(|s| match s.object {
-        Object::ServerClass(c) => serde_json::to_value(&c.spec).ok(),
+    let mut carried = match carried {
+        Some(Object::ServerClass(c)) => Some(c),
         _ => None,
-    });
+    };
+    if name == ANY {
+        let reset_due = match (carried, fresh_any_class()?) {
+            (Some(c), Object::ServerClass(fresh)) => qualifiers(c) != qualifiers(&fresh),
+            _ => true,
+        };
+        if reset_due {
+            ensure_any_class(lc.store())?;
+            // The reset may have written a new version: compare the stored one.
+            carried = None;
+        }
+    }
+    let spec = match carried {
+        Some(c) => serde_json::to_value(&c.spec).ok(),
+        None => lc
+            .store()
+            .get(Kind::ServerClass, name)?
+            .and_then(|s| match s.object {
+                Object::ServerClass(c) => serde_json::to_value(&c.spec).ok(),
+                _ => None,
+            }),
+    };
     Ok(spec.as_ref() != index.classes.get(name).map(|(v, _)| v))
 }

@@ -689,7 +689,7 @@ impl ReconcileTask {
                         lc.boots().forget_source(&c.name);
                         dirty |= index.remove_server(&c.name);
                     }
-                    (Kind::ServerClass, _) => match class_changed(&lc, &index, &c.name) {
+                    (Kind::ServerClass, _) => match class_changed(&lc, &index, &c.name, c.object.as_deref()) {
                         Ok(true) => rescan = true,
                         Ok(false) => {}
                         Err(e) => tracing::warn!(error = %crate::error_chain(&e), "lifecycle: class"),

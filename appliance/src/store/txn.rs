@@ -137,6 +137,18 @@ impl Txn<'_> {
         self.write(Arc::new(object.clone()), old.as_ref().map(|o| &o.object))
     }
 
+    /// Writes `object` over the stored one, which the caller read in this transaction and
+    /// found different from it: [`Txn::put`] without reading, decoding and comparing it
+    /// again (the class status writer's `any` class holds every server's name). A
+    /// ServerBinding goes through `put`, since the SideroLink index follows its old
+    /// version.
+    pub fn put_changed(&mut self, object: Object) -> Result<u64, StoreError> {
+        if object.kind() == Kind::ServerBinding {
+            return self.put(&object);
+        }
+        self.write(Arc::new(object), None)
+    }
+
     /// One object of an apply (`Store::apply_with`): an incoming object without `status`
     /// keeps the stored one, a redacted BMC password the stored password; `complete` runs
     /// on an object that is then written (created or changed), and the event it returns is

@@ -2,7 +2,7 @@
 //! doubling backoff ending in `PowerCycle=False`, a heartbeat pushing the deadline back,
 //! `spec.accepted` edits accepted or put back with the refusal, a ServerBinding created
 //! and deleted outside the lifecycle API, class status written at most every
-//! `CLASS_FLUSH`, concurrent address reports (group-committed) each landing on its own
+//! `CLASS_FLUSH`, the `any` class reset and recreated, concurrent address reports (group-committed) each landing on its own
 //! server, and a deleted Server's remembered agent source dropped.
 
 use std::sync::{Arc, Mutex};
@@ -317,6 +317,45 @@ fn any_class(store: &Store) -> (Vec<String>, Vec<String>) {
     };
     let st = c.status.unwrap_or_default();
     (st.servers_available, st.servers_in_use)
+}
+
+/// The `any` class's `spec.qualifiers` as JSON (null when it has none), or None when gone.
+fn any_qualifiers(store: &Store) -> Option<serde_json::Value> {
+    let Object::ServerClass(c) = store.get(Kind::ServerClass, "any").unwrap()?.object else {
+        panic!("not a class")
+    };
+    let spec = serde_json::to_value(&c.spec).unwrap();
+    Some(spec.get("qualifiers").cloned().unwrap_or_default())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_any_class_loses_applied_qualifiers_and_comes_back_when_deleted() {
+    let b = start().await;
+    b.available("n1").await;
+    b.until(Duration::from_secs(2), |b| {
+        any_class(b.lc.store()) == (vec!["n1".to_string()], vec![])
+    })
+    .await;
+    let none = any_qualifiers(b.lc.store()).expect("created at start");
+    // Qualifiers applied to `any` are taken away again; its member lists stay.
+    let with_qualifiers = crate::model::parse_documents(
+        "apiVersion: metal.sidero.dev/v1alpha2\nkind: ServerClass\nmetadata:\n  name: any\nspec:\n  qualifiers:\n    hardware:\n      - system:\n          manufacturer: Dell Inc.\n",
+    )
+    .unwrap();
+    b.lc.store().apply(with_qualifiers).unwrap();
+    assert_ne!(any_qualifiers(b.lc.store()).as_ref(), Some(&none));
+    b.until(Duration::from_secs(2), |b| {
+        any_qualifiers(b.lc.store()).as_ref() == Some(&none)
+    })
+    .await;
+    assert_eq!(any_class(b.lc.store()), (vec!["n1".to_string()], vec![]));
+    // Deleted, it is created again.
+    b.lc.store().delete(Kind::ServerClass, "any").unwrap();
+    b.until(Duration::from_secs(2), |b| {
+        any_qualifiers(b.lc.store()).as_ref() == Some(&none)
+    })
+    .await;
+    b.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
