@@ -339,8 +339,14 @@ impl Object {
                 path,
                 message,
             };
-            let typed: T = serde_path_to_error::deserialize(&value)
-                .map_err(|e| field(e.path().to_string(), e.into_inner().to_string()))?;
+            // Read without tracking the field path first: the tracking (a key recorded for
+            // every field) was a third of the read, and only an error needs it. A document
+            // that fails is read again with it, for the path and message of that error.
+            let typed: T = match T::deserialize(&value) {
+                Ok(typed) => typed,
+                Err(_) => serde_path_to_error::deserialize(&value)
+                    .map_err(|e| field(e.path().to_string(), e.into_inner().to_string()))?,
+            };
             // Only a list can have been read as a mapping: without one, nothing to compare
             // (and the typed object is not printed for it).
             if validate::holds_a_list(&value) {
