@@ -4,7 +4,9 @@
 //! ([`Attributor`], the rule in `timeline/mod.rs`). No IO, no clock: times are inputs.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::model::MacAddr;
 
@@ -265,21 +267,85 @@ pub struct Move {
     pub to: Key,
 }
 
+/// Who holds an address: a MAC, or a server by its number in [`Attributor::names`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Mac(MacAddr),
+    Server(u32),
+}
+
+/// What the attributor knows of one address: its holder, the low 32 bits of the number it
+/// was learned under, and whether this box's DHCP leased it to that holder. 16 bytes: an
+/// IPv4 address's bucket is 20 bytes, where an `IpAddr` key and a [`Key`] took 72.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    holder: Holder,
+    learned: u32,
+    leased: bool,
+}
+
+/// The addresses of one family: what each is held by, and the order they were learned in
+/// (each with its learn number; an entry whose address was forgotten or learned again
+/// since is stale and skipped). The oldest address is at the front: evicting it is no scan
+/// of the map (with 16,384 addresses held, a scan per new address made the timeline writer
+/// drop a third of a 45,000-client DHCP storm's events).
+#[derive(Debug, Clone)]
+struct Family<A> {
+    held: HashMap<A, Held>,
+    order: VecDeque<(A, u32)>,
+}
+
+impl<A: Copy + Eq + Hash> Family<A> {
+    fn new() -> Family<A> {
+        Family {
+            held: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The learn number of the oldest live address (stale entries in front are dropped).
+    fn oldest(&mut self) -> Option<u32> {
+        while let Some(&(a, n)) = self.order.front() {
+            if self.held.get(&a).is_some_and(|h| h.learned == n) {
+                return Some(n);
+            }
+            self.order.pop_front();
+        }
+        None
+    }
+
+    /// Forgets the oldest live address (after [`Family::oldest`] found one).
+    fn forget_oldest(&mut self) {
+        if let Some((a, _)) = self.order.pop_front() {
+            self.held.remove(&a);
+        }
+    }
+
+    /// Holds `a` as the newest address. The order queue is trimmed of stale entries when
+    /// it reaches `2 * bound` before it grows, so it never holds more than that.
+    fn learn(&mut self, a: A, h: Held, bound: usize) {
+        if self.order.len() >= 2 * bound {
+            let held = &self.held;
+            self.order
+                .retain(|(a, n)| held.get(a).is_some_and(|h| h.learned == *n));
+        }
+        self.held.insert(a, h);
+        self.order.push_back((a, h.learned));
+    }
+}
+
 /// The attribution state: which MAC is whose NIC, which address which client holds.
 #[derive(Debug, Clone)]
 pub struct Attributor {
-    mac_server: HashMap<MacAddr, String>,
+    /// Server names, each once; a server is its number here.
+    names: Vec<Arc<str>>,
+    numbers: HashMap<Arc<str>, u32>,
+    mac_server: HashMap<MacAddr, u32>,
     /// Address → the MAC a DHCP ACK (or `/ipxe`'s `mac=`) gave it, or the server that
-    /// registered from it; with the order learned (the oldest goes when full) and whether
-    /// this box's DHCP leased it to that MAC.
-    ip_key: HashMap<IpAddr, (Key, u64, bool)>,
-    /// Addresses in the order learned, each with the low 32 bits of the number it was
-    /// learned under (the queue is trimmed long before they wrap); an entry whose address
-    /// was forgotten or learned again since is stale and skipped. The oldest
-    /// address is at the front: evicting it is no scan of `ip_key` (with 16,384 addresses
-    /// held, a scan per new address made the timeline writer drop a third of a 45,000-client
-    /// DHCP storm's events).
-    order: VecDeque<(IpAddr, u32)>,
+    /// registered from it, by family (a DHCP storm's IPv4 addresses in 20-byte buckets);
+    /// at most `max_addresses` of both together, the one learned longest ago goes first.
+    v4: Family<Ipv4Addr>,
+    v6: Family<Ipv6Addr>,
     learned: u64,
     max_addresses: usize,
 }
@@ -290,18 +356,44 @@ impl Attributor {
         servers: impl IntoIterator<Item = (String, Vec<MacAddr>)>,
         max_addresses: usize,
     ) -> Attributor {
-        let mut mac_server = HashMap::new();
-        for (name, macs) in servers {
-            for m in macs {
-                mac_server.insert(m, name.clone());
-            }
-        }
-        Attributor {
-            mac_server,
-            ip_key: HashMap::new(),
-            order: VecDeque::new(),
+        let mut a = Attributor {
+            names: Vec::new(),
+            numbers: HashMap::new(),
+            mac_server: HashMap::new(),
+            v4: Family::new(),
+            v6: Family::new(),
             learned: 0,
             max_addresses: max_addresses.max(1),
+        };
+        for (name, macs) in servers {
+            let n = a.number(&name);
+            for m in macs {
+                a.mac_server.insert(m, n);
+            }
+        }
+        a
+    }
+
+    /// The number of server `name` (given one on first sight).
+    fn number(&mut self, name: &str) -> u32 {
+        if let Some(&n) = self.numbers.get(name) {
+            return n;
+        }
+        let n = u32::try_from(self.names.len()).expect("fewer than 2^32 servers");
+        let name: Arc<str> = Arc::from(name);
+        self.names.push(name.clone());
+        self.numbers.insert(name, n);
+        n
+    }
+
+    fn server(&self, n: u32) -> Key {
+        Key::Server(self.names[n as usize].to_string())
+    }
+
+    fn held(&self, ip: &IpAddr) -> Option<&Held> {
+        match ip {
+            IpAddr::V4(a) => self.v4.held.get(a),
+            IpAddr::V6(a) => self.v6.held.get(a),
         }
     }
 
@@ -309,11 +401,12 @@ impl Attributor {
     fn resolve(&self, key: &Key) -> Key {
         match key {
             Key::Mac(m) => match self.mac_server.get(m) {
-                Some(s) => Key::Server(s.clone()),
+                Some(&n) => self.server(n),
                 None => key.clone(),
             },
-            Key::Ip(ip) => match self.ip_key.get(ip) {
-                Some((k, _, _)) => self.resolve(k),
+            Key::Ip(ip) => match self.held(ip).map(|h| h.holder) {
+                Some(Holder::Mac(m)) => self.resolve(&Key::Mac(m)),
+                Some(Holder::Server(n)) => self.server(n),
                 None => key.clone(),
             },
             Key::Server(_) => key.clone(),
@@ -322,34 +415,40 @@ impl Attributor {
 
     /// Remembers that `ip` is held by `holder` (a MAC or a server; `leased` by this box's
     /// DHCP); true if the holder is new.
-    fn learn_ip(&mut self, ip: IpAddr, holder: Key, leased: bool) -> bool {
-        if let Some((k, _, l)) = self.ip_key.get_mut(&ip)
-            && *k == holder
-        {
-            *l |= leased;
-            return false;
-        }
-        if self.ip_key.len() >= self.max_addresses && !self.ip_key.contains_key(&ip) {
-            // The live entry learned longest ago: the first one the queue still names.
-            while let Some((old, n)) = self.order.pop_front() {
-                if self
-                    .ip_key
-                    .get(&old)
-                    .is_some_and(|(_, m, _)| *m as u32 == n)
-                {
-                    self.ip_key.remove(&old);
-                    break;
-                }
+    fn learn_ip(&mut self, ip: IpAddr, holder: Holder, leased: bool) -> bool {
+        let known = match ip {
+            IpAddr::V4(a) => self.v4.held.get_mut(&a),
+            IpAddr::V6(a) => self.v6.held.get_mut(&a),
+        };
+        let known = match known {
+            Some(h) if h.holder == holder => {
+                h.leased |= leased;
+                return false;
+            }
+            known => known.is_some(),
+        };
+        let count = self.v4.held.len() + self.v6.held.len();
+        if count >= self.max_addresses && !known {
+            // The live entry learned longest ago, of either family (by age: the learn
+            // numbers are the low 32 bits of a counter).
+            let now = self.learned as u32;
+            let age = |n: Option<u32>| n.map(|n| now.wrapping_sub(n));
+            match (age(self.v4.oldest()), age(self.v6.oldest())) {
+                (Some(a4), Some(a6)) if a6 > a4 => self.v6.forget_oldest(),
+                (Some(_), _) => self.v4.forget_oldest(),
+                (None, Some(_)) => self.v6.forget_oldest(),
+                (None, None) => {}
             }
         }
         self.learned += 1;
-        self.ip_key.insert(ip, (holder, self.learned, leased));
-        self.order.push_back((ip, self.learned as u32));
-        if self.order.len() > 2 * self.max_addresses {
-            // Stale entries (addresses learned again) are dropped once they are half.
-            let ip_key = &self.ip_key;
-            self.order
-                .retain(|(ip, n)| ip_key.get(ip).is_some_and(|(_, m, _)| *m as u32 == *n));
+        let h = Held {
+            holder,
+            learned: self.learned as u32,
+            leased,
+        };
+        match ip {
+            IpAddr::V4(a) => self.v4.learn(a, h, self.max_addresses),
+            IpAddr::V6(a) => self.v6.learn(a, h, self.max_addresses),
         }
         true
     }
@@ -359,9 +458,10 @@ impl Attributor {
     pub fn place(&mut self, who: &Who) -> (Vec<Move>, Key) {
         let mut moves = Vec::new();
         if let (Some(server), Some(nics)) = (&who.server, &who.nics) {
+            let n = self.number(server);
             for &m in nics {
-                if self.mac_server.get(&m) != Some(server) {
-                    self.mac_server.insert(m, server.clone());
+                if self.mac_server.get(&m) != Some(&n) {
+                    self.mac_server.insert(m, n);
                     moves.push(Move {
                         from: Key::Mac(m),
                         to: Key::Server(server.clone()),
@@ -370,7 +470,7 @@ impl Attributor {
             }
             // A registration speaks for its own address too (proxy DHCP: no ACK names it).
             if let Some(ip) = who.ip
-                && self.learn_ip(ip, Key::Server(server.clone()), false)
+                && self.learn_ip(ip, Holder::Server(n), false)
             {
                 moves.push(Move {
                     from: Key::Ip(ip),
@@ -381,19 +481,23 @@ impl Attributor {
             // A request naming a stored server (`/ipxe?uuid=…&mac=…`) from the address this
             // box's DHCP leased to that MAC: the NIC is the server's (the lease tie; a
             // client speaks only for the MAC whose lease it holds).
-            let leased_here =
-                matches!(self.ip_key.get(&ip), Some((Key::Mac(m), _, true)) if *m == mac);
+            let leased_here = matches!(
+                self.held(&ip),
+                Some(Held { holder: Holder::Mac(m), leased: true, .. }) if *m == mac
+            );
             if let Some(server) = &who.server
                 && leased_here
-                && self.mac_server.get(&mac) != Some(server)
             {
-                self.mac_server.insert(mac, server.clone());
-                moves.push(Move {
-                    from: Key::Mac(mac),
-                    to: Key::Server(server.clone()),
-                });
+                let n = self.number(server);
+                if self.mac_server.get(&mac) != Some(&n) {
+                    self.mac_server.insert(mac, n);
+                    moves.push(Move {
+                        from: Key::Mac(mac),
+                        to: Key::Server(server.clone()),
+                    });
+                }
             }
-            if self.learn_ip(ip, Key::Mac(mac), who.leased) {
+            if self.learn_ip(ip, Holder::Mac(mac), who.leased) {
                 moves.push(Move {
                     from: Key::Ip(ip),
                     to: self.resolve(&Key::Mac(mac)),
@@ -699,7 +803,7 @@ mod tests {
                 ..Default::default()
             })
         };
-        let held = |a: &Attributor, i: u32| a.ip_key.contains_key(&ip(i));
+        let held = |a: &Attributor, i: u32| a.held(&ip(i)).is_some();
         let mut a = Attributor::new(Vec::new(), 3);
         for i in 1..=3 {
             learn(&mut a, i, i);
@@ -714,13 +818,61 @@ mod tests {
         for round in 0..50 {
             learn(&mut a, 1, 100 + round);
         }
-        assert!(a.order.len() <= 6, "order queue {} long", a.order.len());
+        assert!(
+            a.v4.order.len() <= 6,
+            "order queue {} long",
+            a.v4.order.len()
+        );
         learn(&mut a, 6, 6);
         learn(&mut a, 7, 7);
-        assert_eq!(a.ip_key.len(), 3);
+        assert_eq!(a.v4.held.len(), 3);
         assert!(
             held(&a, 1) && held(&a, 6) && held(&a, 7),
             "1 was learned after 4 and 5"
         );
+    }
+
+    /// IPv4 and IPv6 addresses share the one bound: the oldest of either goes first.
+    #[test]
+    fn both_families_share_the_bound_oldest_first() {
+        let v4 = |i: u8| IpAddr::from([10, 0, 0, i]);
+        let v6 = |i: u16| IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, i]);
+        let mut a = Attributor::new(Vec::new(), 3);
+        for (i, ip) in [v4(1), v6(1), v4(2)].into_iter().enumerate() {
+            a.place(&Who {
+                mac: Some(mac(i as u8)),
+                ip: Some(ip),
+                ..Default::default()
+            });
+        }
+        a.place(&Who {
+            mac: Some(mac(10)),
+            ip: Some(v6(2)),
+            ..Default::default()
+        });
+        assert!(a.held(&v4(1)).is_none(), "the oldest, IPv4, went");
+        a.place(&Who {
+            mac: Some(mac(11)),
+            ip: Some(v4(3)),
+            ..Default::default()
+        });
+        assert!(a.held(&v6(1)).is_none(), "then the oldest, IPv6, went");
+        for ip in [v4(2), v6(2), v4(3)] {
+            assert!(a.held(&ip).is_some(), "{ip} is held");
+        }
+        // A registered server's address resolves to it by name.
+        a.place(&Who {
+            server: Some("s9".into()),
+            ip: Some(v6(3)),
+            nics: Some(vec![mac(12)]),
+            ..Default::default()
+        });
+        let by_ip = Who {
+            ip: Some(v6(3)),
+            ..Default::default()
+        };
+        assert_eq!(a.place(&by_ip).1, Key::Server("s9".into()));
+        // What a storm fills: an IPv4 address's bucket stays 20 bytes.
+        assert_eq!(std::mem::size_of::<(Ipv4Addr, Held)>(), 20);
     }
 }
