@@ -53,9 +53,9 @@ async fn events_child() {
 }
 
 async fn next_log(
-    rx: &mut tokio::sync::broadcast::Receiver<NodeLog>,
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<NodeLog>>,
     within: Duration,
-) -> Option<NodeLog> {
+) -> Option<Arc<NodeLog>> {
     tokio::time::timeout(within, rx.recv()).await.ok()?.ok()
 }
 

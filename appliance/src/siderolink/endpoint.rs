@@ -243,7 +243,9 @@ pub struct Endpoint {
     next_index: u32,
     overlay: Overlay,
     stats: Arc<Stats>,
-    logs: broadcast::Sender<NodeLog>,
+    /// Each line shared, not copied: the channel's 4,096 slots, written at start, are 32
+    /// bytes each instead of 160 (512 KiB less resident), and a receiver's copy is a count.
+    logs: broadcast::Sender<Arc<NodeLog>>,
     events_tx: mpsc::Sender<std::io::Result<OverlayStream>>,
     events_rx: Option<mpsc::Receiver<std::io::Result<OverlayStream>>>,
     connect_tx: mpsc::Sender<ConnectRequest>,
@@ -308,12 +310,12 @@ impl Endpoint {
     }
 
     /// Decoded log lines, as they arrive.
-    pub fn subscribe_logs(&self) -> broadcast::Receiver<NodeLog> {
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<Arc<NodeLog>> {
         self.logs.subscribe()
     }
 
     /// The sender of decoded log lines (subscribe to it after `run` took the endpoint).
-    pub fn log_sender(&self) -> broadcast::Sender<NodeLog> {
+    pub fn log_sender(&self) -> broadcast::Sender<Arc<NodeLog>> {
         self.logs.clone()
     }
 
@@ -599,11 +601,11 @@ impl Endpoint {
                 Ok(line) => {
                     self.stats.log_lines.inc();
                     tracing::debug!(target: "siderolink::log", server = %peer.spec.name, msg = %line.msg);
-                    let _ = self.logs.send(NodeLog {
+                    let _ = self.logs.send(Arc::new(NodeLog {
                         server: peer.spec.name.clone(),
                         address: from,
                         line,
-                    });
+                    }));
                 }
                 Err(e) => {
                     self.stats.log_errors.inc();

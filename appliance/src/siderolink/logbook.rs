@@ -7,7 +7,7 @@
 //! it exists, empty, when SideroLink is off.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -20,6 +20,9 @@ use crate::store::{NodeLogQuery, NodeLogRecord, Store, StoreError};
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// At most this many lines per transaction.
 pub const BATCH_MAX: usize = 1024;
+/// Stored lines announced to followers and not yet read by the slowest; one that falls
+/// further behind reads the store again from its last line.
+const ANNOUNCED: usize = 4096;
 
 /// Handle to the log book; cheap to clone.
 #[derive(Clone)]
@@ -31,7 +34,10 @@ struct Inner {
     store: Store,
     per_server: usize,
     stats: Arc<Stats>,
-    stored: broadcast::Sender<Arc<NodeLogRecord>>,
+    /// Stored lines announced to followers; made by the first follower (a broadcast
+    /// channel writes all its 4,096 slots when made, and without a receiver a line sent
+    /// is dropped anyway, so until someone follows there is nothing to hold).
+    stored: OnceLock<broadcast::Sender<Arc<NodeLogRecord>>>,
 }
 
 impl std::fmt::Debug for LogBook {
@@ -50,7 +56,7 @@ impl LogBook {
                 store,
                 per_server: per_server.max(1),
                 stats,
-                stored: broadcast::channel(4096).0,
+                stored: OnceLock::new(),
             }),
         }
     }
@@ -83,7 +89,11 @@ impl LogBook {
     {
         // Subscribe first: a line committed meanwhile is in the backlog or announced
         // (or both: the sequence number drops the second copy).
-        let rx = self.inner.stored.subscribe();
+        let rx = self
+            .inner
+            .stored
+            .get_or_init(|| broadcast::channel(ANNOUNCED).0)
+            .subscribe();
         let backlog = self.read(server, query).await?;
         let last_seq = backlog.last().map_or(0, |l| l.seq);
         let state = Follow {
@@ -100,7 +110,7 @@ impl LogBook {
     /// SideroLink task); lines still queued at shutdown are written before it returns.
     pub async fn record(
         self,
-        mut lines: broadcast::Receiver<NodeLog>,
+        mut lines: broadcast::Receiver<Arc<NodeLog>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
@@ -143,13 +153,14 @@ impl LogBook {
     }
 
     /// Stores one batch (one transaction) and announces the stored lines.
-    pub async fn write(&self, batch: Vec<NodeLog>) {
+    pub async fn write(&self, batch: Vec<Arc<NodeLog>>) {
         if batch.is_empty() {
             return;
         }
         let now = crate::clock::unix_ms();
         let records: Vec<NodeLogRecord> = batch
             .into_iter()
+            .map(Arc::unwrap_or_clone)
             .map(|l| NodeLogRecord {
                 seq: 0,
                 time_ms: now,
@@ -169,8 +180,10 @@ impl LogBook {
         match stored {
             Ok(Ok(stored)) => {
                 self.inner.stats.log_lines_stored.inc_by(n);
-                for r in stored {
-                    let _ = self.inner.stored.send(Arc::new(r));
+                if let Some(tx) = self.inner.stored.get() {
+                    for r in stored {
+                        let _ = tx.send(Arc::new(r));
+                    }
                 }
             }
             Ok(Err(e)) => {
@@ -229,8 +242,8 @@ mod tests {
     use crate::protocol::siderolink::logline::LogLine;
     use futures_util::StreamExt;
 
-    fn node_log(server: &str, msg: &str) -> NodeLog {
-        NodeLog {
+    fn node_log(server: &str, msg: &str) -> Arc<NodeLog> {
+        Arc::new(NodeLog {
             server: server.into(),
             address: "fd00::2".parse().unwrap(),
             line: LogLine {
@@ -239,7 +252,7 @@ mod tests {
                 level: Some("info".into()),
                 fields: vec![],
             },
-        }
+        })
     }
 
     #[tokio::test]

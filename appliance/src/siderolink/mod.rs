@@ -55,7 +55,7 @@ pub struct Started {
     pub provision: provision::ProvisionApi,
     pub server_address: Ipv6Addr,
     pub stats: Arc<endpoint::Stats>,
-    pub logs: tokio::sync::broadcast::Sender<endpoint::NodeLog>,
+    pub logs: tokio::sync::broadcast::Sender<Arc<endpoint::NodeLog>>,
     /// The reset without BMC, for the lifecycle's power hook (`reconcile::power`).
     pub reset: reset::TalosReset,
     /// The room's long-running tasks, for `app.rs` to spawn and join; each ends on the

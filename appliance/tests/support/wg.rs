@@ -407,7 +407,8 @@ pub struct BoxSide {
     pub port: u16,
     pub stats: std::sync::Arc<appliance::siderolink::endpoint::Stats>,
     pub logbook: appliance::siderolink::logbook::LogBook,
-    pub logs: tokio::sync::broadcast::Receiver<appliance::siderolink::endpoint::NodeLog>,
+    pub logs:
+        tokio::sync::broadcast::Receiver<std::sync::Arc<appliance::siderolink::endpoint::NodeLog>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
