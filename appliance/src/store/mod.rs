@@ -41,7 +41,7 @@ mod wal;
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use redb::{ReadableTable, ReadableTableMetadata};
 use tokio::sync::{broadcast, watch};
@@ -247,6 +247,8 @@ pub enum StoreError {
 /// DORA, no more box CPU (2.72/3.05 vs 2.89/3.39 s), 3.8-5.6 MiB less peak RSS than with
 /// 8 MiB, which the cache filled within the storm's first second.
 const CACHE_BYTES: usize = 1024 * 1024;
+/// Committed changes the feed holds for its slowest receiver; one further behind lags.
+const FEED: usize = 4096;
 
 /// A blocking task that panicked or was cancelled before it returned.
 #[derive(Debug, thiserror::Error)]
@@ -286,8 +288,10 @@ struct Inner {
     /// attached, for readers of the change log that must not pin the feed's objects.
     committed: watch::Sender<u64>,
     /// The same changes without their objects, for followers that may fall behind for as
-    /// long as a client lets them (the console's per-browser event stream).
-    changes_without_objects: broadcast::Sender<Change>,
+    /// long as a client lets them (the console's per-browser event stream). Made by the
+    /// first such follower: a broadcast channel writes all its slots when made (288 KiB
+    /// here), and until someone follows there is nothing to send.
+    changes_without_objects: OnceLock<broadcast::Sender<Change>>,
     /// How much of the change log (`changelog.rs`) is kept.
     retention: Retention,
 }
@@ -414,9 +418,8 @@ impl Store {
             drop(db);
             db = open_db(path)?;
         }
-        let (changes, _) = broadcast::channel(4096);
+        let (changes, _) = broadcast::channel(FEED);
         let (committed, _) = watch::channel(0);
-        let (changes_without_objects, _) = broadcast::channel(4096);
         Ok(Store {
             inner: Arc::new(Inner {
                 db: db::Db::new(path, db, CACHE_BYTES),
@@ -424,7 +427,7 @@ impl Store {
                 key,
                 changes,
                 committed,
-                changes_without_objects,
+                changes_without_objects: OnceLock::new(),
                 retention,
             }),
         })
@@ -487,7 +490,10 @@ impl Store {
     /// `None`): what a follower paced by a remote client takes, so that a client that stops
     /// reading holds only the changes' names, never the objects.
     pub fn subscribe_without_objects(&self) -> broadcast::Receiver<Change> {
-        self.inner.changes_without_objects.subscribe()
+        self.inner
+            .changes_without_objects
+            .get_or_init(|| broadcast::channel(FEED).0)
+            .subscribe()
     }
 
     /// Wakes on every commit that changed something (the value is its revision). Unlike
@@ -778,8 +784,10 @@ impl Store {
         for c in changes {
             last = Some(c.revision);
             // No subscribers is fine: nobody is watching yet.
-            if self.inner.changes_without_objects.receiver_count() > 0 {
-                let _ = self.inner.changes_without_objects.send(Change {
+            if let Some(tx) = self.inner.changes_without_objects.get()
+                && tx.receiver_count() > 0
+            {
+                let _ = tx.send(Change {
                     object: None,
                     ..c.clone()
                 });
