@@ -6,7 +6,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::meta::{Address, Condition, ObjectReference, Resource};
-use super::validate::join;
 use super::validate::{Check, FieldError};
 
 pub type MetalMachine = Resource<MetalMachineSpec, MetalMachineStatus>;
@@ -52,7 +51,7 @@ pub struct MetalMachineStatus {
 
 impl Check for MetalMachineStatus {
     fn check(&self, path: &str) -> Result<(), FieldError> {
-        self.conditions.check(&join(path, "conditions"))
+        self.conditions.check_field(path, "conditions")
     }
 }
 
@@ -98,6 +97,6 @@ pub struct ServerBindingStatus {
 
 impl Check for ServerBindingStatus {
     fn check(&self, path: &str) -> Result<(), FieldError> {
-        self.conditions.check(&join(path, "conditions"))
+        self.conditions.check_field(path, "conditions")
     }
 }

@@ -25,9 +25,9 @@ pub struct Resource<Spec, Status> {
 
 impl<Spec: Check, Status: Check> Check for Resource<Spec, Status> {
     fn check(&self, path: &str) -> Result<(), FieldError> {
-        self.metadata.check(&join(path, "metadata"))?;
-        self.spec.check(&join(path, "spec"))?;
-        self.status.check(&join(path, "status"))
+        self.metadata.check_field(path, "metadata")?;
+        self.spec.check_field(path, "spec")?;
+        self.status.check_field(path, "status")
     }
 }
 
@@ -71,7 +71,7 @@ pub struct ObjectMeta {
 impl Check for ObjectMeta {
     fn check(&self, path: &str) -> Result<(), FieldError> {
         validate_name(&self.name).map_err(|m| FieldError::new(join(path, "name"), m))?;
-        check_labels(&self.labels, &join(path, "labels"))
+        check_labels(&self.labels, path, "labels")
     }
 }
 
@@ -138,9 +138,8 @@ impl LabelSelector {
 
 impl Check for LabelSelector {
     fn check(&self, path: &str) -> Result<(), FieldError> {
-        check_labels(&self.match_labels, &join(path, "matchLabels"))?;
-        self.match_expressions
-            .check(&join(path, "matchExpressions"))
+        check_labels(&self.match_labels, path, "matchLabels")?;
+        self.match_expressions.check_field(path, "matchExpressions")
     }
 }
 
@@ -460,10 +459,15 @@ pub fn validate_label_value(value: &str) -> Result<(), String> {
 }
 
 /// Checks every key and value of a label map; the error names the key's path.
-fn check_labels(labels: &BTreeMap<String, String>, path: &str) -> Result<(), FieldError> {
+/// `labels` at `path`.`field`: the path is written out only for an error.
+fn check_labels(
+    labels: &BTreeMap<String, String>,
+    path: &str,
+    field: &str,
+) -> Result<(), FieldError> {
     labels.iter().try_for_each(|(k, v)| {
         validate_label_key(k)
             .and_then(|()| validate_label_value(v))
-            .map_err(|m| FieldError::new(join(path, k), m))
+            .map_err(|m| FieldError::new(join(&join(path, field), k), m))
     })
 }

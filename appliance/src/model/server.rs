@@ -77,10 +77,10 @@ pub struct ServerSpec {
 
 impl Check for ServerSpec {
     fn check(&self, path: &str) -> Result<(), FieldError> {
-        self.hardware.check(&join(path, "hardware"))?;
-        self.bmc.check(&join(path, "bmc"))?;
-        self.management_api.check(&join(path, "managementApi"))?;
-        self.config_patches.check(&join(path, "configPatches"))
+        self.hardware.check_field(path, "hardware")?;
+        self.bmc.check_field(path, "bmc")?;
+        self.management_api.check_field(path, "managementApi")?;
+        self.config_patches.check_field(path, "configPatches")
     }
 }
 
@@ -115,8 +115,8 @@ pub struct ServerStatus {
 
 impl Check for ServerStatus {
     fn check(&self, path: &str) -> Result<(), FieldError> {
-        self.conditions.check(&join(path, "conditions"))?;
-        self.addresses.check(&join(path, "addresses"))
+        self.conditions.check_field(path, "conditions")?;
+        self.addresses.check_field(path, "addresses")
     }
 }
 

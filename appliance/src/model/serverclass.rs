@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::meta::{LabelSelector, ObjectReference, Resource, empty_as_none, null_as_default};
 use super::server::{BootFromDiskMethod, ConfigPatch, HardwareInformation};
-use super::validate::join;
 use super::validate::{Check, FieldError};
 
 pub type ServerClass = Resource<ServerClassSpec, ServerClassStatus>;
@@ -49,9 +48,9 @@ pub struct ServerClassSpec {
 
 impl Check for ServerClassSpec {
     fn check(&self, path: &str) -> Result<(), FieldError> {
-        self.qualifiers.check(&join(path, "qualifiers"))?;
-        self.selector.check(&join(path, "selector"))?;
-        self.config_patches.check(&join(path, "configPatches"))
+        self.qualifiers.check_field(path, "qualifiers")?;
+        self.selector.check_field(path, "selector")?;
+        self.config_patches.check_field(path, "configPatches")
     }
 }
 
@@ -74,7 +73,7 @@ impl Qualifiers {
 
 impl Check for Qualifiers {
     fn check(&self, path: &str) -> Result<(), FieldError> {
-        self.hardware.check(&join(path, "hardware"))
+        self.hardware.check_field(path, "hardware")
     }
 }
 

@@ -24,12 +24,26 @@ pub trait Check {
         let _ = path;
         Ok(())
     }
+
+    /// [`Check::check`] of the field `field` of what sits at `path`. The field's path is
+    /// written out only where there is something to check (an absent `Option`, an empty
+    /// list: none), since every apply checks every field of its objects.
+    fn check_field(&self, path: &str, field: &str) -> Result<(), FieldError> {
+        self.check(&join(path, field))
+    }
 }
 
 impl<T: Check> Check for Option<T> {
     fn check(&self, path: &str) -> Result<(), FieldError> {
         match self {
             Some(v) => v.check(path),
+            None => Ok(()),
+        }
+    }
+
+    fn check_field(&self, path: &str, field: &str) -> Result<(), FieldError> {
+        match self {
+            Some(v) => v.check_field(path, field),
             None => Ok(()),
         }
     }
@@ -40,6 +54,13 @@ impl<T: Check> Check for Vec<T> {
         self.iter()
             .enumerate()
             .try_for_each(|(i, v)| v.check(&format!("{path}[{i}]")))
+    }
+
+    fn check_field(&self, path: &str, field: &str) -> Result<(), FieldError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        self.check(&join(path, field))
     }
 }
 
