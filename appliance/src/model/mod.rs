@@ -238,6 +238,11 @@ impl Object {
         serde_json::to_string(self).expect("model types serialise infallibly")
     }
 
+    /// [`Object::to_json`] appended to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("model types serialise infallibly");
+    }
+
     /// YAML as `kubectl get -o yaml` prints it (keys sorted; strings quoted wherever a YAML
     /// 1.1 or 1.2 reader could misread them).
     pub fn to_yaml(&self) -> String {

@@ -87,31 +87,31 @@ pub(crate) fn append(
     key: &SecretKey,
     at_ms: u64,
 ) -> Result<(), StoreError> {
-    append_json(log, change, &tables::sealed_json(object, key)?, at_ms)
-}
-
-/// [`append`] with the object's [`tables::sealed_json`] already made (by the put that
-/// wrote the same JSON to the object table).
-pub(crate) fn append_json(
-    log: &mut Table<'_, u64, &'static [u8]>,
-    change: &Change,
-    sealed_json: &str,
-    at_ms: u64,
-) -> Result<(), StoreError> {
-    let header = Header {
-        op: match change.op {
-            ChangeOp::Put => Op::Put,
-            ChangeOp::Delete => Op::Delete,
-        },
-        kind: change.kind.as_str().to_string(),
-        name: change.name.clone(),
-        at_ms,
-    };
-    let mut value = serde_json::to_vec(&header).expect("a header serialises");
-    value.push(b'\n');
-    value.extend_from_slice(sealed_json.as_bytes());
+    let json = tables::sealed_json(object, key)?;
+    let mut value = Vec::new();
+    entry_into(&mut value, change, json.as_bytes(), at_ms);
     log.insert(change.revision, value.as_slice())?;
     Ok(())
+}
+
+/// Writes the log entry of `change` into `out` (emptied first): its header line, the
+/// bytes serde_json writes for [`Header`] (field order, escaping), written without building
+/// one (a put is on every apply's path: the header's copies of kind and name were two
+/// allocations), then the object's sealed JSON.
+pub(crate) fn entry_into(out: &mut Vec<u8>, change: &Change, sealed_json: &[u8], at_ms: u64) {
+    out.clear();
+    out.reserve(64 + change.name.len() + sealed_json.len());
+    out.extend_from_slice(match change.op {
+        ChangeOp::Put => &b"{\"op\":\"put\",\"kind\":"[..],
+        ChangeOp::Delete => &b"{\"op\":\"delete\",\"kind\":"[..],
+    });
+    serde_json::to_writer(&mut *out, change.kind.as_str()).expect("a string serialises");
+    out.extend_from_slice(b",\"name\":");
+    serde_json::to_writer(&mut *out, &change.name).expect("a string serialises");
+    out.extend_from_slice(b",\"at_ms\":");
+    serde_json::to_writer(&mut *out, &at_ms).expect("a number serialises");
+    out.extend_from_slice(b"}\n");
+    out.extend_from_slice(sealed_json);
 }
 
 /// Changes the log may hold beyond `max_changes` before the count rule prunes it (back
@@ -239,5 +239,46 @@ impl Store {
             .get(META_LOG_COMPACTED)?
             .map(|v| v.value())
             .unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header line written by hand is serde_json's own for [`Header`], byte for byte,
+    /// and reads back.
+    #[test]
+    fn an_entry_header_is_what_serde_json_writes() {
+        let mut out = Vec::new();
+        for op in [ChangeOp::Put, ChangeOp::Delete] {
+            for name in ["s1", "a \"quoted\" \\ name\n\u{7f}é"] {
+                let change = Change {
+                    revision: 7,
+                    kind: Kind::ServerClass,
+                    name: name.to_string(),
+                    op,
+                    object: None,
+                };
+                entry_into(&mut out, &change, b"{\"x\":1}", u64::MAX - 3);
+                let mut want = serde_json::to_vec(&Header {
+                    op: match op {
+                        ChangeOp::Put => Op::Put,
+                        ChangeOp::Delete => Op::Delete,
+                    },
+                    kind: "ServerClass".into(),
+                    name: name.into(),
+                    at_ms: u64::MAX - 3,
+                })
+                .unwrap();
+                want.extend_from_slice(b"\n{\"x\":1}");
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&want)
+                );
+                let header = header_of(7, &out).unwrap();
+                assert_eq!((header.name.as_str(), header.at_ms), (name, u64::MAX - 3));
+            }
+        }
     }
 }

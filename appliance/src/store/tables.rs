@@ -38,16 +38,27 @@ pub fn encode_record(
     object: &Object,
     key: &SecretKey,
 ) -> Result<Vec<u8>, StoreError> {
-    Ok(record_from_json(revision, &sealed_json(object, key)?))
+    let mut out = Vec::new();
+    sealed_record_into(&mut out, object, key)?;
+    out[..8].copy_from_slice(&revision.to_be_bytes());
+    Ok(out)
 }
 
-/// The record of an object whose [`sealed_json`] the caller already has (a put writes the
-/// same JSON to the object table and to the change log: sealed and serialised once).
-pub fn record_from_json(revision: u64, json: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + json.len());
-    out.extend_from_slice(&revision.to_be_bytes());
-    out.extend_from_slice(json.as_bytes());
-    out
+/// [`encode_record`] into `out` (emptied first) with the revision left zero, for the
+/// caller to fill in: a put writes the record's JSON to the change log as well.
+pub fn sealed_record_into(
+    out: &mut Vec<u8>,
+    object: &Object,
+    key: &SecretKey,
+) -> Result<(), StoreError> {
+    let sealed = super::bmc::seal_inline_pass(object, key)?;
+    out.clear();
+    // A Server's JSON is a few hundred bytes: grown from empty, the buffer was reallocated
+    // five times in a transaction's first write.
+    out.reserve(1024);
+    out.extend_from_slice(&[0; 8]);
+    sealed.as_ref().unwrap_or(object).write_json(out);
+    Ok(())
 }
 
 /// An object's canonical JSON with its secrets sealed with `key`.

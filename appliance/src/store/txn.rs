@@ -43,6 +43,10 @@ pub struct Txn<'t> {
     /// append: a group commit appends an adoption event per new Server).
     event_seq: Option<u64>,
     changes: Vec<Change>,
+    /// Scratch for the object record and the change-log entry a write inserts (redb copies
+    /// them), kept for the transaction's next write.
+    record: Vec<u8>,
+    entry: Vec<u8>,
     dirty: bool,
     /// Writes begun (counted before each one touches a table): a job of
     /// `Store::transact_each` that fails after one must not leave it behind.
@@ -197,17 +201,16 @@ impl Txn<'_> {
         let kind = object.kind();
         let name = object.name().to_string();
         let key = object_key(kind, &name);
-        // Sealed and serialised once, for the object table and the change log.
-        let json = tables::sealed_json(&object, self.key)?;
+        // Sealed and serialised once, into the record for the object table, whose JSON
+        // the change log's entry copies; both buffers live as long as the transaction.
+        tables::sealed_record_into(&mut self.record, &object, self.key)?;
         self.attempts += 1;
         if kind == Kind::ServerBinding {
             siderolink_index::follow(self.siderolink_index_table()?, &name, old, Some(&object))?;
         }
         self.revision += 1;
-        self.objects.insert(
-            key.as_str(),
-            tables::record_from_json(self.revision, &json).as_slice(),
-        )?;
+        self.record[..8].copy_from_slice(&self.revision.to_be_bytes());
+        self.objects.insert(key.as_str(), self.record.as_slice())?;
         let change = Change {
             revision: self.revision,
             kind,
@@ -215,7 +218,8 @@ impl Txn<'_> {
             op: ChangeOp::Put,
             object: Some(object),
         };
-        changelog::append_json(&mut self.log, &change, &json, self.now_ms)?;
+        changelog::entry_into(&mut self.entry, &change, &self.record[8..], self.now_ms);
+        self.log.insert(change.revision, self.entry.as_slice())?;
         self.changes.push(change);
         self.dirty = true;
         Ok(self.revision)
@@ -413,6 +417,8 @@ impl Store {
             revision,
             event_seq: None,
             changes: Vec::new(),
+            record: Vec::new(),
+            entry: Vec::new(),
             dirty: false,
             attempts: 0,
         })
