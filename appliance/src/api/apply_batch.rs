@@ -15,9 +15,12 @@
 //! thread, the task again, the caller). With one writer that hand-off was a visible part of
 //! each apply's latency.
 
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
+use crate::clock;
 use crate::model::Object;
 use crate::store::{Applied, NewEvent, Store};
 
@@ -26,6 +29,9 @@ pub type Complete = fn(&mut Object, u64) -> Option<NewEvent>;
 
 /// Most calls one transaction takes; bounds the latency one commit can add.
 const MAX_CALLS_PER_COMMIT: usize = 256;
+
+/// Longest wait for more calls before a commit (see [`commit_loop`]).
+const MAX_LINGER: Duration = Duration::from_micros(500);
 
 struct Job {
     objects: Vec<Object>,
@@ -137,7 +143,17 @@ impl ApplyTask {
 /// The commit thread: takes the first queued call and every call queued behind it (up to
 /// [`MAX_CALLS_PER_COMMIT`]), commits them in one transaction, answers each, and again;
 /// after `Stop` the channel refuses new calls and the loop ends once the queue is empty.
+///
+/// After a commit that answered several calls, the next one first waits about as long as
+/// that commit took (at most [`MAX_LINGER`]) for more calls. Why: the writers just answered
+/// come back while the next commit runs, so without the wait concurrent writers split into
+/// two groups that alternate, each half the size, each paying redb's fixed cost of a commit
+/// (~300k instructions, ~18 page writes and an fdatasync, whatever it holds). 16 writers:
+/// 7.4 calls per commit without it. One writer (one call per commit) never waits, nor does
+/// the loop after `Stop`.
 fn commit_loop(store: &Store, complete: Complete, mut rx: mpsc::Receiver<Msg>) {
+    let mut answered = 0;
+    let mut last_commit = Duration::ZERO;
     loop {
         let first = match rx.blocking_recv() {
             None => return,
@@ -148,14 +164,26 @@ fn commit_loop(store: &Store, complete: Complete, mut rx: mpsc::Receiver<Msg>) {
             Some(Msg::Job(job)) => job,
         };
         let mut jobs = vec![first];
-        while jobs.len() < MAX_CALLS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(Msg::Job(job)) => jobs.push(job),
-                Ok(Msg::Stop) => rx.close(),
-                Err(_) => break,
-            }
+        take_queued(&mut rx, &mut jobs);
+        if answered > 1 && jobs.len() < MAX_CALLS_PER_COMMIT && !rx.is_closed() {
+            std::thread::sleep(last_commit.min(MAX_LINGER));
+            take_queued(&mut rx, &mut jobs);
         }
+        answered = jobs.len();
+        let started = clock::now();
         commit(store, complete, jobs);
+        last_commit = started.elapsed();
+    }
+}
+
+/// Moves the calls queued now into `jobs`, up to [`MAX_CALLS_PER_COMMIT`].
+fn take_queued(rx: &mut mpsc::Receiver<Msg>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_CALLS_PER_COMMIT {
+        match rx.try_recv() {
+            Ok(Msg::Job(job)) => jobs.push(job),
+            Ok(Msg::Stop) => rx.close(),
+            Err(_) => break,
+        }
     }
 }
 
