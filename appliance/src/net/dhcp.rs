@@ -6,18 +6,20 @@
 //!
 //! [`start`] binds the sockets and loads the leases; `app.rs` spawns [`DhcpService::run`],
 //! which starts and joins:
-//! - one receive loop per interface: its datagrams go through the one shared `DhcpServer`
-//!   (a mutex held only for `handle_on`, never across an await), for that interface's box
+//! - one receive loop per interface: its datagrams, read from udp/67 in batches
+//!   (`recvmmsg`, `net::udp_batch`), go through the one shared `DhcpServer` (a mutex held
+//!   for a batch's `handle_on` calls, never across an await), for that interface's box
 //!   address; replies that change no lease (OFFER, NAK, INFORM ACK, proxy replies) go out
-//!   at once. It also reads the interface's ARP packets (packet socket) for the core's
-//!   probe bookkeeping;
+//!   at once, a batch's frames in one `sendmmsg`. It also reads the interface's ARP
+//!   packets (packet socket) for the core's probe bookkeeping;
 //! - the probe loop: every second, ARP probes for the addresses the core will hand out next
 //!   (off the reply path: no request waits for a probe); an answered probe holds the
 //!   address;
 //! - the commit thread: receives (lease changes, reply) pairs, commits everything queued in
 //!   ONE redb transaction (group commit: whatever arrived while the previous commit ran),
-//!   and only then sends those replies. A failed commit sends nothing (clients retry). On
-//!   shutdown the queued changes are committed first.
+//!   and only then sends those replies (their frames in `sendmmsg` batches). A failed
+//!   commit sends nothing (clients retry). On shutdown the queued changes are committed
+//!   first.
 //!
 //! A reply for a hardware address ([`Destination::Link`]) is an IPv4/UDP datagram sent on
 //! the interface's packet socket to the client's MAC, and so is a broadcast reply from port
@@ -27,7 +29,7 @@
 //! Every datagram, reply, drop and probe is counted in [`DhcpCounters`] (shown on
 //! `/metrics`).
 //!
-//! May touch: sockets (UDP and `net::packet`), the clock,
+//! May touch: sockets (UDP, `net::udp_batch` and `net::packet`), the clock,
 //! `Store::{dhcp_leases, commit_lease_changes}`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -50,9 +52,10 @@ use crate::model::MacAddr;
 use crate::net::iface::{self, Interface};
 use crate::net::packet::PacketSocket;
 use crate::net::tftp_root::TftpRoot;
+use crate::net::udp_batch::{self, RecvBatch};
 use crate::protocol::dhcp::{
-    BootConfig, Destination, DhcpServer, DropReason, LeaseChange, Mode, Pool, Port, Reply,
-    Reservation, ServerConfig, ServerConfigError, arch_name, lease, link,
+    BootConfig, Decision, Destination, DhcpServer, DropReason, LeaseChange, Mode, Pool, Port,
+    Reply, Reservation, ServerConfig, ServerConfigError, arch_name, lease, link,
 };
 use crate::store::{Store, StoreError};
 use crate::timeline::Recorder;
@@ -63,6 +66,14 @@ const MAX_BATCH: usize = 4096;
 /// Requests waiting for a commit before new ones are dropped (the client retries). A bound,
 /// not an allocation: see [`commit_queue`].
 const QUEUE_DEPTH: usize = 16384;
+/// Frames handed to the packet socket in one `sendmmsg`.
+const SEND_BATCH: usize = 64;
+/// Batches read from udp/67 in one turn of a receive loop before its other sockets (ARP,
+/// 4011, shutdown) get a look.
+const RECV_TURN: usize = 8;
+/// The receive buffer udp/67 asks for: room for bursts while the receive loop waits for a
+/// core (see `udp_batch::set_recv_buffer`).
+const RECV_BUFFER: usize = 4 << 20;
 /// Client port for broadcast and unicast replies.
 const CLIENT_PORT: u16 = 68;
 /// How often the addresses handed out next are ARP-probed (see `DhcpServer::probe_targets`).
@@ -207,48 +218,50 @@ struct Link {
 }
 
 impl Link {
-    /// Sends `out` from any thread; a full socket buffer is waited out briefly.
-    fn send_now(&self, out: &Outgoing, ports: Ports) {
-        if self.send_frame(out, ports) {
-            return;
-        }
-        let sock = match (out.port, self.pxe.as_ref()) {
-            (Port::Pxe, Some(s)) => s,
-            _ => &self.dhcp,
-        };
-        let to = udp_target(out.to, ports.server);
-        for _ in 0..100 {
-            match sock.try_send_to(&out.packet, to) {
-                Ok(_) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_micros(200));
-                }
-                Err(e) => {
-                    tracing::debug!(%to, error = %e, "dhcp: send failed");
-                    return;
+    /// Sends `outs` from any thread: those that go as frames in batches (`sendmmsg`), the
+    /// others by UDP, a full socket buffer waited out briefly.
+    fn send_all_now<'o>(&self, outs: impl Iterator<Item = &'o Outgoing>, ports: Ports) {
+        'replies: for out in self.send_frames(outs, ports) {
+            let (sock, to) = self.udp_route(out, ports);
+            for _ in 0..100 {
+                match sock.try_send_to(&out.packet, to) {
+                    Ok(_) => continue 'replies,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                    }
+                    Err(e) => {
+                        tracing::debug!(%to, error = %e, "dhcp: send failed");
+                        continue 'replies;
+                    }
                 }
             }
+            tracing::debug!(%to, "dhcp: send buffer full, reply dropped");
         }
-        tracing::debug!(%to, "dhcp: send buffer full, reply dropped");
     }
 
-    /// Sends `out` now from the receive loop.
-    async fn send(&self, out: &Outgoing, ports: Ports) {
-        if self.send_frame(out, ports) {
-            return;
+    /// Sends `outs` now from the receive loop: those that go as frames in batches
+    /// (`sendmmsg`), the others by UDP.
+    async fn send_all(&self, outs: &[Outgoing], ports: Ports) {
+        for out in self.send_frames(outs.iter(), ports) {
+            let (sock, to) = self.udp_route(out, ports);
+            if let Err(e) = sock.send_to(&out.packet, to).await {
+                tracing::debug!(%to, error = %e, "dhcp: send failed");
+            }
         }
+    }
+
+    /// The socket and address a reply goes to by UDP.
+    fn udp_route(&self, out: &Outgoing, ports: Ports) -> (&UdpSocket, SocketAddr) {
         let sock = match (out.port, self.pxe.as_ref()) {
             (Port::Pxe, Some(s)) => s,
             _ => &self.dhcp,
         };
-        let to = udp_target(out.to, ports.server);
-        if let Err(e) = sock.send_to(&out.packet, to).await {
-            tracing::debug!(%to, error = %e, "dhcp: send failed");
-        }
+        (sock, udp_target(out.to, ports.server))
     }
 
-    /// A reply for a hardware address, or a broadcast one on port 67, goes out as a frame
-    /// when the packet socket can send it; false means "send it by UDP instead" (broadcast).
+    /// Sends as frames, in `sendmmsg` batches, the replies of `outs` for a hardware address
+    /// and the broadcast ones on port 67, when the packet socket can send them; returns the
+    /// rest, to send by UDP (a reply whose frame failed goes broadcast).
     ///
     /// A broadcast reply is the same frame the kernel's UDP broadcast would put on the wire
     /// (IPv4 with DF, id 0, TTL 64, from the interface's address and the server port, to
@@ -256,27 +269,55 @@ impl Link {
     /// the route lookup, the copy the kernel loops back into the box's own stack for every
     /// broadcast, and the UDP socket's write-space wake-up of the reactor for every datagram
     /// freed. Proxy replies from port 4011 keep the UDP path (their source port).
-    fn send_frame(&self, out: &Outgoing, ports: Ports) -> bool {
+    fn send_frames<'o>(
+        &self,
+        outs: impl Iterator<Item = &'o Outgoing>,
+        ports: Ports,
+    ) -> Vec<&'o Outgoing> {
         let Some(sock) = self.packet.as_ref() else {
-            return false;
+            return outs.collect();
         };
-        let (ip, mac) = match (out.to, out.port) {
-            (Destination::Link { ip, mac }, _) => (ip, mac),
-            (Destination::Broadcast, Port::Dhcp) => (Ipv4Addr::BROADCAST, [0xff; 6]),
-            _ => return false,
-        };
-        let datagram = link::ipv4_udp(
-            SocketAddrV4::new(out.from, ports.server),
-            SocketAddrV4::new(ip, CLIENT_PORT),
-            &out.packet,
-        );
-        match sock.get_ref().send(link::ETH_P_IP, mac, &datagram) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(%ip, error = %e, "dhcp: frame to the client failed; broadcasting");
-                false
+        let mut by_udp = Vec::new();
+        let mut frames: Vec<([u8; 6], Vec<u8>, &Outgoing)> = Vec::new();
+        for out in outs {
+            let (ip, mac) = match (out.to, out.port) {
+                (Destination::Link { ip, mac }, _) => (ip, mac),
+                (Destination::Broadcast, Port::Dhcp) => (Ipv4Addr::BROADCAST, [0xff; 6]),
+                _ => {
+                    by_udp.push(out);
+                    continue;
+                }
+            };
+            let datagram = link::ipv4_udp(
+                SocketAddrV4::new(out.from, ports.server),
+                SocketAddrV4::new(ip, CLIENT_PORT),
+                &out.packet,
+            );
+            frames.push((mac, datagram, out));
+        }
+        let mut sent = 0;
+        while sent < frames.len() {
+            let chunk: Vec<([u8; 6], &[u8])> = frames[sent..]
+                .iter()
+                .take(SEND_BATCH)
+                .map(|(mac, datagram, _)| (*mac, datagram.as_slice()))
+                .collect();
+            match sock.get_ref().send_many(link::ETH_P_IP, &chunk) {
+                Ok(n) if n > 0 => sent += n,
+                failed => {
+                    let (_, _, out) = frames[sent];
+                    let error = failed.err().map(|e| e.to_string()).unwrap_or_default();
+                    tracing::debug!(
+                        to = ?out.to,
+                        %error,
+                        "dhcp: frame to the client failed; broadcasting"
+                    );
+                    by_udp.push(out);
+                    sent += 1;
+                }
             }
         }
+        by_udp
     }
 }
 
@@ -440,8 +481,23 @@ fn bind(iface: &Interface, port: u16) -> Result<UdpSocket, DhcpStartError> {
     s.set_reuse_address(true).map_err(err)?;
     s.set_broadcast(true).map_err(err)?;
     s.bind_device(Some(iface.name.as_bytes())).map_err(err)?;
-    // Room for bursts while the commit thread syncs; the kernel caps it at rmem_max.
-    let _ = s.set_recv_buffer_size(4 << 20);
+    match udp_batch::set_recv_buffer(&s, RECV_BUFFER) {
+        Ok(given) => tracing::debug!(
+            interface = %iface.name,
+            port,
+            asked = RECV_BUFFER,
+            given,
+            "dhcp: receive buffer"
+        ),
+        Err(e) => {
+            tracing::debug!(
+                interface = %iface.name,
+                port,
+                error = %e,
+                "dhcp: receive buffer not set"
+            )
+        }
+    }
     let _ = s.set_send_buffer_size(4 << 20);
     s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())
         .map_err(err)?;
@@ -574,11 +630,11 @@ fn commit_loop(
         }
         match store.commit_lease_changes(&changes) {
             Ok(()) => {
-                for p in batch.drain(..) {
-                    if let Some(out) = p.reply {
-                        links[out.link].send_now(&out, ports);
-                    }
+                for (index, link) in links.iter().enumerate() {
+                    let replies = batch.iter().filter_map(|p| p.reply.as_ref());
+                    link.send_all_now(replies.filter(|out| out.link == index), ports);
                 }
+                batch.clear();
             }
             Err(e) => {
                 tracing::error!(
@@ -764,15 +820,17 @@ fn lock(core: &Mutex<DhcpServer>) -> std::sync::MutexGuard<'_, DhcpServer> {
 
 /// One interface: its DHCP (and 4011) datagrams into the core, replies out, lease changes to
 /// the commit thread; its ARP packets to the core's probe bookkeeping.
+///
+/// udp/67 is read in batches ([`udp_batch::recv_batch`]: every datagram waiting, up to
+/// `RecvBatch::SLOTS`, in one call), each batch handled under one lock of the core.
 async fn receive_loop(r: Receiver) {
     let mut shutdown = r.shutdown.clone();
     let link = &r.links[r.index];
-    let local = link.iface.addr;
-    let mut buf_dhcp = vec![0u8; 4096];
+    let mut batch = RecvBatch::default();
     let mut buf_pxe = vec![0u8; 4096];
     let mut buf_arp = vec![0u8; 256];
     loop {
-        let (port, n, src) = tokio::select! {
+        let wake = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
             ready = packet_readable(link.packet.as_ref()) => {
                 match ready {
@@ -792,22 +850,71 @@ async fn receive_loop(r: Receiver) {
                 }
                 continue;
             }
-            got = link.dhcp.recv_from(&mut buf_dhcp) => match got {
-                Ok((n, src)) => (Port::Dhcp, n, src),
+            ready = link.dhcp.readable() => match ready {
+                Ok(()) => Wake::Dhcp,
                 Err(e) => { tracing::debug!(error = %e, "dhcp: recv failed"); continue; }
             },
             got = recv_on(link.pxe.as_ref(), &mut buf_pxe) => match got {
-                Ok((n, src)) => (Port::Pxe, n, src),
+                Ok((n, SocketAddr::V4(src))) => Wake::Pxe(n, src),
+                Ok(_) => continue,
                 Err(e) => { tracing::debug!(error = %e, "dhcp: recv on 4011 failed"); continue; }
             },
         };
-        let SocketAddr::V4(src) = src else { continue };
-        let bytes = match port {
-            Port::Dhcp => &buf_dhcp[..n],
-            Port::Pxe => &buf_pxe[..n],
-        };
+        match wake {
+            Wake::Dhcp => {
+                for _ in 0..RECV_TURN {
+                    let read = link.dhcp.try_io(tokio::io::Interest::READABLE, || {
+                        udp_batch::recv_batch(&link.dhcp, &mut batch)
+                    });
+                    match read {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "dhcp: recv failed");
+                            break;
+                        }
+                    }
+                    handle_batch(&r, Port::Dhcp, batch.datagrams()).await;
+                    if !batch.is_full() {
+                        break;
+                    }
+                }
+            }
+            Wake::Pxe(n, src) => {
+                handle_batch(&r, Port::Pxe, std::iter::once((src, &buf_pxe[..n]))).await;
+            }
+        }
+    }
+}
+
+/// What woke a receive loop with work to do.
+enum Wake {
+    /// udp/67 is readable.
+    Dhcp,
+    /// A datagram of this length from this source on 4011.
+    Pxe(usize, SocketAddrV4),
+}
+
+/// The requests that arrived together on `port`: through the core under one lock, then
+/// the replies that change no lease (OFFER, NAK, INFORM ACK, proxy replies) sent at once,
+/// together, and the others queued for the commit thread.
+async fn handle_batch<'b>(
+    r: &Receiver,
+    port: Port,
+    datagrams: impl Iterator<Item = (SocketAddrV4, &'b [u8])>,
+) {
+    let link = &r.links[r.index];
+    let local = link.iface.addr;
+    let decisions: Vec<(SocketAddrV4, Result<Decision, DropReason>)> = {
+        let now = r.clock.steady_secs();
+        let mut core = lock(&r.core);
+        datagrams
+            .map(|(src, bytes)| (src, core.handle_on(now, port, local, src, bytes)))
+            .collect()
+    };
+    let mut now = Vec::new();
+    for (src, decision) in decisions {
         r.counters.received.inc();
-        let decision = lock(&r.core).handle_on(r.clock.steady_secs(), port, local, src, bytes);
         let decision = match decision {
             Ok(d) => d,
             Err(reason) => {
@@ -852,9 +959,7 @@ async fn receive_loop(r: Receiver) {
             }
         });
         if decision.changes.is_empty() {
-            if let Some(out) = reply {
-                link.send(&out, r.ports).await;
-            }
+            now.extend(reply);
             continue;
         }
         let pending = Pending {
@@ -866,6 +971,7 @@ async fn receive_loop(r: Receiver) {
             tracing::debug!(%src, "dhcp: commit queue full, request dropped");
         }
     }
+    link.send_all(&now, r.ports).await;
 }
 
 /// An OFFER or ACK in the boot timeline, under the client's MAC (and, for an ACK, the

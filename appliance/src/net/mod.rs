@@ -10,3 +10,4 @@ pub mod listen;
 pub mod packet;
 pub mod tftp;
 pub mod tftp_root;
+pub mod udp_batch;

@@ -66,6 +66,13 @@ impl PacketSocket {
         sys::send(&self.fd, self.ifindex, ethertype, dst, payload)
     }
 
+    /// Sends each `(dst, payload)` of `frames` in a frame of its own (`sendmmsg`: one call
+    /// for the lot, in order); how many went out before the first that failed. An error
+    /// only when the first failed.
+    pub fn send_many(&self, ethertype: u16, frames: &[([u8; 6], &[u8])]) -> io::Result<usize> {
+        sys::send_many(&self.fd, self.ifindex, ethertype, frames)
+    }
+
     /// Receives one incoming packet into `buf` (would-block when none is queued). Frames
     /// the box itself sent are skipped (`Ok(None)`).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
@@ -75,7 +82,7 @@ impl PacketSocket {
 
 #[allow(unsafe_code)]
 mod sys {
-    //! The raw calls: `socket`/`bind`/`sendto`/`recvfrom` on `sockaddr_ll`.
+    //! The raw calls: `socket`/`bind`/`sendto`/`sendmmsg`/`recvfrom` on `sockaddr_ll`.
     use std::ffi::CString;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -168,6 +175,54 @@ mod sys {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Frames handed to one `sendmmsg` at most (its headers live on the stack).
+    const SEND_MANY: usize = 64;
+
+    pub fn send_many(
+        fd: &OwnedFd,
+        ifindex: i32,
+        ethertype: u16,
+        frames: &[([u8; 6], &[u8])],
+    ) -> io::Result<usize> {
+        let frames = &frames[..frames.len().min(SEND_MANY)];
+        let mut names = [address(ifindex, ethertype, None); SEND_MANY];
+        // SAFETY: iovec and mmsghdr are plain old data; all zeros is a valid value.
+        let mut iov: [libc::iovec; SEND_MANY] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; SEND_MANY] = unsafe { std::mem::zeroed() };
+        for (((dst, payload), v), (m, name)) in frames
+            .iter()
+            .zip(iov.iter_mut())
+            .zip(msgs.iter_mut().zip(names.iter_mut()))
+        {
+            *name = address(ifindex, ethertype, Some(*dst));
+            v.iov_base = payload.as_ptr().cast_mut().cast();
+            v.iov_len = payload.len();
+            m.msg_hdr.msg_name = (name as *mut libc::sockaddr_ll).cast();
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // The syscall itself: musl's 64-bit `sendmmsg` is a loop of `sendmsg` calls (its
+        // msghdr pads `msg_iovlen` to the kernel's size_t; the pads are zero here).
+        // SAFETY: the first `frames.len()` headers each point at their own sockaddr_ll of
+        // `names` and one iovec of `iov` naming a payload of `frames`; all outlive the call,
+        // which only reads them (and writes each header's `msg_len`).
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_sendmmsg,
+                fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                frames.len() as libc::c_uint,
+                0 as libc::c_uint,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
     }
 
     pub fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
