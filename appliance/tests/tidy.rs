@@ -16,6 +16,9 @@
 //!   `SystemTime::now`/`Instant::now`; only that file may allow the lint), and the rooms of
 //!   [`EXPIRY_ON_LEASE_TIME`] measure expiry on lease time, not wall-clock timestamps;
 //! - ARCHITECTURE.md's code map names every file of `appliance/src` except tests;
+//! - the x86_64 static musl link goes through `scripts/link-ordered` as an ld.lld-flavoured
+//!   linker, and `appliance/link-order.txt` (the functions it places first) is well formed:
+//!   demangled names without hashes, each once;
 //! - rooms import only downwards: the edges of [`IMPORTS_FORBIDDEN`] (which once made
 //!   circles, or a low room lean on a high one) stay absent outside test modules.
 //!
@@ -669,6 +672,97 @@ fn check_clippy_toml(text: &str) -> Vec<Violation> {
         .collect()
 }
 
+/// The x86_64 static musl binary links through `scripts/link-ordered` (the wrapper that applies
+/// the function order; rustc must call it as an ld.lld-flavoured linker), and the order file
+/// lists demangled names without the legacy `::h<hash>` suffix or v0 `[<hash>]` crate
+/// disambiguators (those change with every build), each once, no mangled names, no stray blanks.
+fn check_link_order(config: &str, order: &str) -> Vec<Violation> {
+    let mut v = Vec::new();
+    let value: toml::Value = match toml::from_str(config) {
+        Ok(x) => x,
+        Err(e) => {
+            return vec![violation(
+                ".cargo/config.toml",
+                1,
+                "link-order",
+                e.to_string(),
+            )];
+        }
+    };
+    let target = value
+        .get("target")
+        .and_then(|t| t.get("x86_64-unknown-linux-musl"));
+    let linker = target
+        .and_then(|t| t.get("linker"))
+        .and_then(|l| l.as_str());
+    if linker != Some("scripts/link-ordered") {
+        v.push(violation(
+            ".cargo/config.toml",
+            1,
+            "link-order",
+            "the x86_64 musl linker is not `scripts/link-ordered`",
+        ));
+    }
+    let flags: Vec<&str> = target
+        .and_then(|t| t.get("rustflags"))
+        .and_then(|f| f.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str())
+        .collect();
+    if !flags
+        .windows(2)
+        .any(|w| w == ["-C", "linker-flavor=ld.lld"])
+    {
+        v.push(violation(
+            ".cargo/config.toml",
+            1,
+            "link-order",
+            "the x86_64 musl rustflags do not set `-C linker-flavor=ld.lld`",
+        ));
+    }
+    let file = "appliance/link-order.txt";
+    let hashed = |name: &str| {
+        let legacy = name.rfind("::h").is_some_and(|k| {
+            let h = &name[k + 3..];
+            h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+        let disambiguator = name.split('[').skip(1).any(|rest| {
+            rest.split_once(']').is_some_and(|(h, _)| {
+                (8..=16).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+        });
+        legacy || disambiguator
+    };
+    let mut seen = BTreeSet::new();
+    let mut names = 0;
+    for (i, line) in order.lines().enumerate() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let n = i + 1;
+        let bad = if line.trim() != line || line.is_empty() {
+            Some("blank or padded line")
+        } else if line.starts_with("_ZN") || line.starts_with("_R") {
+            Some("mangled name (list demangled names)")
+        } else if hashed(line) {
+            Some("name with a hash (`::h…` or `[…]`), which changes with every build")
+        } else if !seen.insert(line) {
+            Some("listed twice")
+        } else {
+            None
+        };
+        match bad {
+            Some(what) => v.push(violation(file, n, "link-order", what)),
+            None => names += 1,
+        }
+    }
+    if names == 0 {
+        v.push(violation(file, 1, "link-order", "no functions listed"));
+    }
+    v
+}
+
 /// kube-bridge depends on no workspace crate but `appliance-rpc`; its tests may also use
 /// `kube-test-apiserver` (its own in-test API server, `kube-bridge/apiserver/`, which links
 /// nothing of the appliance). `members` maps each workspace member's package name to its
@@ -962,6 +1056,10 @@ fn the_tree_keeps_the_architecture_invariants() {
         &std::fs::read_to_string(root.join("kube-bridge/Cargo.toml")).unwrap(),
         &workspace_members(&root),
     ));
+    v.extend(check_link_order(
+        &std::fs::read_to_string(root.join(".cargo/config.toml")).unwrap(),
+        &std::fs::read_to_string(root.join("appliance/link-order.txt")).unwrap(),
+    ));
     let src_files: Vec<String> = files
         .iter()
         .filter(|f| f.starts_with("appliance/src/") && !tests_only.contains(*f))
@@ -1159,6 +1257,30 @@ fn bridge_check_allows_only_the_rpc_crate() {
     assert_eq!(rules(&check_bridge_deps(bad, &members)), ["bridge-deps"]);
     let bad = "[target.'cfg(unix)'.dependencies]\nappliance.workspace = true\n";
     assert_eq!(rules(&check_bridge_deps(bad, &members)), ["bridge-deps"]);
+}
+
+#[test]
+fn link_order_check_wants_the_wrapper_and_hashless_names() {
+    let config = "[target.x86_64-unknown-linux-musl]\nlinker = \"scripts/link-ordered\"\nrustflags = [\"-C\", \"linker-flavor=ld.lld\"]\n";
+    let order = "# comment\nmemcpy\n<alloc::raw_vec::RawVecInner>::reserve::do_reserve_and_handle::<alloc::alloc::Global>\nhashbrown::raw::RawTable<T,A>::reserve_rehash\n<[u8]>::to_vec\n<[f32]>::sort\n";
+    assert!(check_link_order(config, order).is_empty());
+    let cc = "[target.x86_64-unknown-linux-musl]\nrustflags = [\"-C\", \"linker-flavor=ld.lld\"]\n";
+    assert_eq!(rules(&check_link_order(cc, order)), ["link-order"]);
+    let gcc = "[target.x86_64-unknown-linux-musl]\nlinker = \"scripts/link-ordered\"\n";
+    assert_eq!(rules(&check_link_order(gcc, order)), ["link-order"]);
+    for bad in [
+        "hashbrown::raw::RawTable<T,A>::reserve_rehash::h44312cfc4d9c081d\n",
+        "<alloc[2088bb033b66609e]::raw_vec::RawVecInner<_>>::grow_one\n",
+        "_ZN9hashbrown3raw8RawTable14reserve_rehash17h44312cfc4d9c081dE\n",
+        "memcpy\nmemcpy\n",
+        "memcpy\n\nmemset\n",
+        "# only a comment\n",
+    ] {
+        assert!(
+            rules(&check_link_order(config, bad)).contains(&"link-order"),
+            "{bad:?} passed"
+        );
+    }
 }
 
 #[test]
