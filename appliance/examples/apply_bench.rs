@@ -3,9 +3,16 @@
 //!
 //! usage: apply_bench --appliance http://127.0.0.1:P --token T --etcd http://127.0.0.1:Q
 //!                    [--count N] [--concurrency C] [--rounds R]
+//!                    [--appliance-pid PID] [--etcd-pid PID] [--fsync-probe DIR]
 //! Each appliance write is one `Apply` of one Server document; each etcd write is one
-//! `/v3/kv/put` of the same document's JSON through etcd's HTTP gateway. Both stores fsync
-//! before they acknowledge. Prints objects/s and latency percentiles for each.
+//! gRPC `KV/Put` of the same document's JSON. Both stores fsync before they acknowledge.
+//! Both clients are tonic over one HTTP/2 connection shared by the writers. Prints
+//! objects/s and latency percentiles for each, and the CPU time per object of this client
+//! and (given its pid) of the store: both share the machine's cores, so a heavier client on
+//! one side would slow that side's store. With `--fsync-probe DIR` each round also prints the
+//! median time of a 4 KiB overwrite + `fdatasync` in DIR (the stores' disk) before it: both
+//! stores wait for such flushes, and on a shared virtual disk their time swings (0.2-4 ms
+//! within minutes) with other tenants' writes, and both stores' rates with it.
 //!
 //! On a shared machine the load of other work swings both stores' rates, so the two take
 //! turns: R rounds of N new objects each (box, etcd, box, etcd, …), every round with the
@@ -17,8 +24,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use appliance_rpc::admin::ApplyRequest;
 use appliance_rpc::admin::admin_client::AdminClient;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 struct Args {
     appliance: String,
@@ -28,6 +33,9 @@ struct Args {
     concurrency: usize,
     rounds: usize,
     prefix: String,
+    appliance_pid: Option<u32>,
+    etcd_pid: Option<u32>,
+    fsync_probe: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -39,6 +47,9 @@ fn parse_args() -> Result<Args> {
         concurrency: 16,
         rounds: 5,
         prefix: "bench".into(),
+        appliance_pid: None,
+        etcd_pid: None,
+        fsync_probe: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +62,9 @@ fn parse_args() -> Result<Args> {
             "--concurrency" => a.concurrency = v.parse()?,
             "--rounds" => a.rounds = v.parse()?,
             "--prefix" => a.prefix = v,
+            "--appliance-pid" => a.appliance_pid = Some(v.parse()?),
+            "--etcd-pid" => a.etcd_pid = Some(v.parse()?),
+            "--fsync-probe" => a.fsync_probe = Some(v.into()),
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -80,10 +94,30 @@ struct Measured {
     rate: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU time per object of this client, µs.
+    client_us: f64,
+    /// CPU time per object of the store's process, µs (NaN without its pid).
+    server_us: f64,
+}
+
+/// CPU time a process has run, ns: the sum over its threads (`/proc/PID/task/*/schedstat`,
+/// nanoseconds where `/proc/PID/stat` counts 10 ms ticks). NaN where it cannot be read.
+fn cpu_ns(pid: Option<u32>) -> f64 {
+    let Some(dir) = pid.map(|p| format!("/proc/{p}/task")) else {
+        return f64::NAN;
+    };
+    let Ok(tasks) = std::fs::read_dir(dir) else {
+        return f64::NAN;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum()
 }
 
 impl Run {
-    fn measure(mut self) -> Measured {
+    /// `client_ns`, `server_ns`: the CPU time this client and the store ran during it.
+    fn measure(mut self, client_ns: f64, server_ns: f64) -> Measured {
         self.latencies.sort();
         let n = self.latencies.len();
         let pct = |p: f64| self.latencies[((n as f64 * p) as usize).min(n - 1)];
@@ -91,6 +125,8 @@ impl Run {
             rate: n as f64 / self.wall.as_secs_f64(),
             p50_ms: pct(0.50).as_secs_f64() * 1e3,
             p99_ms: pct(0.99).as_secs_f64() * 1e3,
+            client_us: client_ns / n as f64 / 1e3,
+            server_us: server_ns / n as f64 / 1e3,
         }
     }
 }
@@ -113,10 +149,31 @@ fn load() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Median time of 20 overwrites of one 4 KiB block in `dir`, each flushed with `fdatasync`
+/// (the file is written and flushed once first, so that each flush is data only).
+fn fsync_probe(dir: &std::path::Path) -> Result<Duration> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("fsync-probe");
+    let file = std::fs::File::create(&path)?;
+    let block = [0x5a_u8; 4096];
+    file.write_all_at(&block, 0)?;
+    file.sync_all()?;
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        file.write_all_at(&block, 0)?;
+        let t = appliance::clock::now();
+        file.sync_data()?;
+        times.push(t.elapsed());
+    }
+    std::fs::remove_file(&path)?;
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
 fn line(what: &str, m: &Measured) -> String {
     format!(
-        "{what} {:>6.0}/s p50 {:.2} p99 {:.2} ms",
-        m.rate, m.p50_ms, m.p99_ms
+        "{what} {:>6.0}/s p50 {:.2} p99 {:.2} ms cpu/obj {:.0}+{:.0} us",
+        m.rate, m.p50_ms, m.p99_ms, m.server_us, m.client_us
     )
 }
 
@@ -159,74 +216,54 @@ async fn bench_appliance(a: &Args, prefix: &str) -> Result<Run> {
     })
 }
 
-/// One keep-alive HTTP/1.1 connection to etcd's JSON gateway.
-async fn etcd_put(conn: &mut BufReader<TcpStream>, host: &str, body: &str) -> Result<()> {
-    let req = format!(
-        "POST /v3/kv/put HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.get_mut().write_all(req.as_bytes()).await?;
-    let mut status = String::new();
-    conn.read_line(&mut status).await?;
-    if !status.contains(" 200 ") {
-        bail!("etcd answered {status}");
-    }
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        conn.read_line(&mut line).await?;
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse()?;
-        }
-    }
-    let mut sink = vec![0u8; len];
-    conn.read_exact(&mut sink).await?;
-    Ok(())
+/// etcd's `etcdserverpb.PutRequest`, the two fields a put of a new key sets.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PutRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
 }
 
-fn b64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// etcd's `etcdserverpb.PutResponse`; its fields (header, prev_kv) are not read.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PutResponse {}
+
+/// The object as the JSON etcd stores for it (what `doc(name)` holds).
+fn json(name: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"metal.sidero.dev/v1alpha2","kind":"Server","metadata":{{"labels":{{"rack":"r1"}},"name":"{name}"}},"spec":{{"accepted":true,"hostname":"{name}.rack"}}}}"#
+    )
 }
 
+/// etcd through its gRPC API (`etcdserverpb.KV/Put`), as the Kubernetes API server and
+/// etcd's own `benchmark put` reach it: one HTTP/2 connection shared by the writers, the
+/// same client stack (tonic) and the same sharing as the appliance's side.
 async fn bench_etcd(a: &Args, url: &str, prefix: &str) -> Result<Run> {
-    let host = url.trim_start_matches("http://").to_string();
+    let channel = tonic::transport::Channel::from_shared(url.to_string())?
+        .connect()
+        .await?;
     let start = appliance::clock::now();
     let mut tasks = Vec::new();
     for w in 0..a.concurrency {
-        let (count, conc, host, prefix) =
-            (a.count, a.concurrency, host.clone(), prefix.to_string());
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        let (count, conc, prefix) = (a.count, a.concurrency, prefix.to_string());
         tasks.push(tokio::spawn(async move {
-            let mut conn = BufReader::new(TcpStream::connect(&host).await?);
             let mut lat = Vec::new();
             for i in (w..count).step_by(conc) {
-                let name = format!("{prefix}-{i}");
-                let value = serde_json::to_string(&yaml_serde::from_str::<serde_json::Value>(
-                    &doc(&name),
-                )?)?;
-                let body = format!(
-                    "{{\"key\":\"{}\",\"value\":\"{}\"}}",
-                    b64(format!("/registry/metal.sidero.dev/servers/{name}").as_bytes()),
-                    b64(value.as_bytes())
-                );
                 let t = appliance::clock::now();
-                etcd_put(&mut conn, &host, &body).await?;
+                let name = format!("{prefix}-{i}");
+                let put = PutRequest {
+                    key: format!("/registry/metal.sidero.dev/servers/{name}").into_bytes(),
+                    value: json(&name).into_bytes(),
+                };
+                grpc.ready().await?;
+                grpc.unary::<_, PutResponse, _>(
+                    tonic::Request::new(put),
+                    tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.KV/Put"),
+                    tonic_prost::ProstCodec::default(),
+                )
+                .await?;
                 lat.push(t.elapsed());
             }
             anyhow::Ok(lat)
@@ -242,6 +279,17 @@ async fn bench_etcd(a: &Args, url: &str, prefix: &str) -> Result<Run> {
     })
 }
 
+/// Runs one store's round and measures it with the CPU time this client and the store's
+/// process (`pid`) ran meanwhile.
+async fn timed(pid: Option<u32>, run: impl Future<Output = Result<Run>>) -> Result<Measured> {
+    let (client, server) = (cpu_ns(Some(std::process::id())), cpu_ns(pid));
+    let run = run.await?;
+    Ok(run.measure(
+        cpu_ns(Some(std::process::id())) - client,
+        cpu_ns(pid) - server,
+    ))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = parse_args()?;
@@ -254,12 +302,22 @@ async fn main() -> Result<()> {
     for r in 0..a.rounds {
         let prefix = format!("{}-r{r}", a.prefix);
         let l = load();
-        let box_ = bench_appliance(&a, &prefix).await?.measure();
-        let mut out = format!("round {r}: load {l:.1}  {}", line("appliance", &box_));
+        let probe = match &a.fsync_probe {
+            Some(dir) => format!(
+                "  fdatasync {:.0} us",
+                fsync_probe(dir)?.as_secs_f64() * 1e6
+            ),
+            None => String::new(),
+        };
+        let box_ = timed(a.appliance_pid, bench_appliance(&a, &prefix)).await?;
+        let mut out = format!(
+            "round {r}: load {l:.1}{probe}  {}",
+            line("appliance", &box_)
+        );
         ours.push(box_);
         loads.push(l);
         if let Some(url) = &a.etcd {
-            let etcd = bench_etcd(&a, url, &prefix).await?.measure();
+            let etcd = timed(a.etcd_pid, bench_etcd(&a, url, &prefix)).await?;
             out += &format!(
                 "  {}  ratio {:.2}",
                 line("etcd", &etcd),
@@ -272,21 +330,25 @@ async fn main() -> Result<()> {
     }
     let med = |v: &[Measured], f: fn(&Measured) -> f64| median(v.iter().map(f).collect());
     println!(
-        "median of {} rounds (load {:.1}-{:.1}): appliance {:.0} objects/s, p50 {:.2} ms, p99 {:.2} ms",
+        "median of {} rounds (load {:.1}-{:.1}): appliance {:.0} objects/s, p50 {:.2} ms, p99 {:.2} ms, cpu/obj {:.0} us (client {:.0} us)",
         a.rounds,
         loads.iter().copied().fold(f64::INFINITY, f64::min),
         loads.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         med(&ours, |m| m.rate),
         med(&ours, |m| m.p50_ms),
         med(&ours, |m| m.p99_ms),
+        med(&ours, |m| m.server_us),
+        med(&ours, |m| m.client_us),
     );
     if !peers.is_empty() {
         println!(
-            "median of {} rounds: etcd {:.0} objects/s, p50 {:.2} ms, p99 {:.2} ms",
+            "median of {} rounds: etcd {:.0} objects/s, p50 {:.2} ms, p99 {:.2} ms, cpu/obj {:.0} us (client {:.0} us)",
             a.rounds,
             med(&peers, |m| m.rate),
             med(&peers, |m| m.p50_ms),
             med(&peers, |m| m.p99_ms),
+            med(&peers, |m| m.server_us),
+            med(&peers, |m| m.client_us),
         );
         let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
