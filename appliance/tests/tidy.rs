@@ -18,7 +18,7 @@
 //! - ARCHITECTURE.md's code map names every file of `appliance/src` except tests;
 //! - the x86_64 static musl link goes through `scripts/link-ordered` as an ld.lld-flavoured
 //!   linker, and `appliance/link-order.txt` (the functions it places first) is well formed:
-//!   demangled names without hashes, each once;
+//!   demangled names without hashes, each once, and `appliance/build.rs` names it to cargo;
 //! - rooms import only downwards: the edges of [`IMPORTS_FORBIDDEN`] (which once made
 //!   circles, or a low room lean on a high one) stay absent outside test modules.
 //!
@@ -675,9 +675,21 @@ fn check_clippy_toml(text: &str) -> Vec<Violation> {
 /// The x86_64 static musl binary links through `scripts/link-ordered` (the wrapper that applies
 /// the function order; rustc must call it as an ld.lld-flavoured linker), and the order file
 /// lists demangled names without the legacy `::h<hash>` suffix or v0 `[<hash>]` crate
-/// disambiguators (those change with every build), each once, no mangled names, no stray blanks.
-fn check_link_order(config: &str, order: &str) -> Vec<Violation> {
+/// disambiguators (those change with every build), each once, no mangled names, no stray blanks;
+/// and `appliance/build.rs` names the list to cargo, so that a new list links the binary again.
+fn check_link_order(config: &str, order: &str, build_rs: &str) -> Vec<Violation> {
     let mut v = Vec::new();
+    if !build_rs
+        .lines()
+        .any(|l| l.contains("rerun-if-changed=link-order.txt") && !l.trim_start().starts_with("//"))
+    {
+        v.push(violation(
+            "appliance/build.rs",
+            1,
+            "link-order",
+            "the build script does not name `link-order.txt` (rerun-if-changed): a new list would not link again",
+        ));
+    }
     let value: toml::Value = match toml::from_str(config) {
         Ok(x) => x,
         Err(e) => {
@@ -1059,6 +1071,7 @@ fn the_tree_keeps_the_architecture_invariants() {
     v.extend(check_link_order(
         &std::fs::read_to_string(root.join(".cargo/config.toml")).unwrap(),
         &std::fs::read_to_string(root.join("appliance/link-order.txt")).unwrap(),
+        &std::fs::read_to_string(root.join("appliance/build.rs")).unwrap_or_default(),
     ));
     let src_files: Vec<String> = files
         .iter()
@@ -1263,11 +1276,21 @@ fn bridge_check_allows_only_the_rpc_crate() {
 fn link_order_check_wants_the_wrapper_and_hashless_names() {
     let config = "[target.x86_64-unknown-linux-musl]\nlinker = \"scripts/link-ordered\"\nrustflags = [\"-C\", \"linker-flavor=ld.lld\"]\n";
     let order = "# comment\nmemcpy\n<alloc::raw_vec::RawVecInner>::reserve::do_reserve_and_handle::<alloc::alloc::Global>\nhashbrown::raw::RawTable<T,A>::reserve_rehash\n<[u8]>::to_vec\n<[f32]>::sort\n";
-    assert!(check_link_order(config, order).is_empty());
+    let build = "fn main() {\n    println!(\"cargo::rerun-if-changed=link-order.txt\");\n}\n";
+    assert!(check_link_order(config, order, build).is_empty());
     let cc = "[target.x86_64-unknown-linux-musl]\nrustflags = [\"-C\", \"linker-flavor=ld.lld\"]\n";
-    assert_eq!(rules(&check_link_order(cc, order)), ["link-order"]);
+    assert_eq!(rules(&check_link_order(cc, order, build)), ["link-order"]);
     let gcc = "[target.x86_64-unknown-linux-musl]\nlinker = \"scripts/link-ordered\"\n";
-    assert_eq!(rules(&check_link_order(gcc, order)), ["link-order"]);
+    assert_eq!(rules(&check_link_order(gcc, order, build)), ["link-order"]);
+    for untracked in [
+        "",
+        "fn main() {\n    // println!(\"cargo::rerun-if-changed=link-order.txt\");\n}\n",
+    ] {
+        assert_eq!(
+            rules(&check_link_order(config, order, untracked)),
+            ["link-order"]
+        );
+    }
     for bad in [
         "hashbrown::raw::RawTable<T,A>::reserve_rehash::h44312cfc4d9c081d\n",
         "<alloc[2088bb033b66609e]::raw_vec::RawVecInner<_>>::grow_one\n",
@@ -1277,7 +1300,7 @@ fn link_order_check_wants_the_wrapper_and_hashless_names() {
         "# only a comment\n",
     ] {
         assert!(
-            rules(&check_link_order(config, bad)).contains(&"link-order"),
+            rules(&check_link_order(config, bad, build)).contains(&"link-order"),
             "{bad:?} passed"
         );
     }
