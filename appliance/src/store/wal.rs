@@ -9,10 +9,12 @@
 //! measures the result against etcd, whose WAL works the same way).
 //!
 //! How: every write and length change redb makes goes to the redb file at once (into the
-//! kernel's page cache, not flushed) and is also kept in memory. When redb asks for its data
-//! to be made durable (`sync_data`, once per commit), everything kept since the last time is
-//! appended to the log (`state.wal`) as one checksummed record and the log alone is
-//! flushed. When the log is full the redb file is flushed instead and the log starts over (a
+//! kernel's page cache, not flushed) and is also written, as an operation of the next record,
+//! to the log (`state.wal`) after its last record, in pieces of up to [`STAGE`] bytes kept in
+//! memory (a DHCP storm's timeline commit writes 1-2 MiB: kept whole, it was up to 2 MiB of
+//! the box's peak RSS, issue 16). When redb asks for its data to be made durable
+//! (`sync_data`, once per commit), the rest is written, then the record's header, which
+//! checksums everything since the last time, and the log alone is flushed. When the log is full the redb file is flushed instead and the log starts over (a
 //! checkpoint); so it does when the database closes, so that a closed store is one complete
 //! file (snapshots copy it alone). Reads come from the redb file, whose page cache holds every
 //! write.
@@ -54,10 +56,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// log takes and the replay after a crash (a few hundred commits of an admin apply).
 pub(super) const CAPACITY: u64 = 32 * 1024 * 1024;
 
-/// Most bytes of writes kept for the next record; beyond it (a commit larger than the log,
-/// or commits that never ask for durability) they are dropped and the next `sync_data`
-/// checkpoints instead.
-const MAX_PENDING: usize = 8 * 1024 * 1024;
+/// Most bytes of the next record's operations kept in memory: more are written to the log
+/// (not flushed) ahead of the record's header. A commit of an admin apply (~60 KiB) or of a
+/// lease group still goes out in one write with its header. Operations that would not fit in
+/// the log (a commit larger than it, or commits that never ask for durability) are dropped
+/// and the next `sync_data` checkpoints instead.
+const STAGE: usize = 256 * 1024;
 
 const BLOCK: u64 = 4096;
 const START_MAGIC: &[u8; 8] = b"APPLWAL1";
@@ -104,9 +108,14 @@ struct LogState {
     /// file's new size and extents, which costs this machine's disk ~2.5x (see `extend`).
     written: u64,
     /// The next record: room for its header, then the operations written to the redb file
-    /// since the last durable point, encoded as in a record's payload (the header is filled
-    /// in place, so a record is written without a copy).
+    /// since the last durable point and not yet written to the log, encoded as in a record's
+    /// payload (the header is filled in place, so a record of up to [`STAGE`] bytes is
+    /// written without a copy, in one write).
     pending: Vec<u8>,
+    /// Bytes of the next record's payload already written to the log after its header's
+    /// room at `end` (when `pending` reached [`STAGE`]), and their CRC-32.
+    streamed: u64,
+    streamed_crc: crc32fast::Hasher,
     /// Writes were dropped from `pending` (too many): the next durable point must be a
     /// checkpoint. Also set for a new file, so that the redb file's first content is flushed
     /// in place before it is relied on.
@@ -219,6 +228,8 @@ impl LoggedFile {
                 end: BLOCK,
                 written,
                 pending: vec![0; RECORD_HEADER],
+                streamed: 0,
+                streamed_crc: crc32fast::Hasher::new(),
                 must_checkpoint: main_empty,
                 failed: None,
                 checkpoints: 0,
@@ -299,25 +310,59 @@ impl LoggedFile {
         r
     }
 
-    fn keep(st: &mut LogState, op: &[&[u8]]) {
+    fn keep(&self, st: &mut LogState, op: &[&[u8]]) {
         if st.must_checkpoint {
-            return;
-        }
-        let len: usize = op.iter().map(|p| p.len()).sum();
-        if st.pending.len() + len > MAX_PENDING {
-            st.clear_pending();
-            st.must_checkpoint = true;
             return;
         }
         for part in op {
             st.pending.extend_from_slice(part);
         }
+        if st.pending.len() >= RECORD_HEADER + STAGE {
+            self.stream(st);
+        }
     }
 
-    /// Appends `st.pending` as one record and flushes the log.
+    /// Writes the operations kept in memory to the log, after what was streamed of the next
+    /// record; not flushed, and not a record until `append` writes its header. Operations that
+    /// would not fit in the log, or whose write fails, are dropped and the next durable point
+    /// is a checkpoint (every write is in the redb file already).
+    fn stream(&self, st: &mut LogState) {
+        let at = st.end + (RECORD_HEADER as u64) + st.streamed;
+        let to = at + (st.pending.len() - RECORD_HEADER) as u64;
+        if align(to) > CAPACITY {
+            st.clear_pending();
+            st.must_checkpoint = true;
+            return;
+        }
+        let written = if to > st.written {
+            Self::extend(st, to)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| st.log.write_all_at(&st.pending[RECORD_HEADER..], at));
+        match written {
+            Ok(()) => {
+                st.streamed_crc.update(&st.pending[RECORD_HEADER..]);
+                st.streamed = to - st.end - RECORD_HEADER as u64;
+                st.pending.truncate(RECORD_HEADER);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    log = %self.log_path.display(),
+                    error = %e,
+                    "store write-ahead log write failed; the next commit flushes the store file in place"
+                );
+                st.clear_pending();
+                st.must_checkpoint = true;
+            }
+        }
+    }
+
+    /// Appends the next record (what was streamed of it, the rest of `st.pending`, then its
+    /// header) and flushes the log.
     fn append(&self, st: &mut LogState) -> io::Result<()> {
-        let payload_len = st.pending.len() - RECORD_HEADER;
-        let total = align(st.pending.len() as u64);
+        let payload_len = st.streamed + (st.pending.len() - RECORD_HEADER) as u64;
+        let total = align(RECORD_HEADER as u64 + payload_len);
         if st.end + total > CAPACITY {
             return self.checkpoint(st);
         }
@@ -327,9 +372,11 @@ impl LoggedFile {
         header[4..12].copy_from_slice(&generation.to_le_bytes());
         header[12..20].copy_from_slice(&seq.to_le_bytes());
         header[20..24].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        let mut payload_crc = st.streamed_crc.clone();
+        payload_crc.update(&st.pending[RECORD_HEADER..]);
         let mut crc = crc32fast::Hasher::new();
         crc.update(&st.pending[4..24]);
-        crc.update(&st.pending[RECORD_HEADER..]);
+        crc.combine(&payload_crc);
         let crc = crc.finalize();
         st.pending[24..28].copy_from_slice(&crc.to_le_bytes());
         if st.end + total > st.written {
@@ -337,7 +384,15 @@ impl LoggedFile {
         }
         // The padding to the next block is not written: replay reads only what the header
         // says, and the next record starts on the next block.
-        st.log.write_all_at(&st.pending, st.end)?;
+        if st.streamed == 0 {
+            st.log.write_all_at(&st.pending, st.end)?;
+        } else {
+            // The header last: until it is written, the record's start holds an earlier
+            // round's bytes or zeros, and a crash before the flush tears it either way.
+            let rest = st.end + RECORD_HEADER as u64 + st.streamed;
+            st.log.write_all_at(&st.pending[RECORD_HEADER..], rest)?;
+            st.log.write_all_at(&st.pending[..RECORD_HEADER], st.end)?;
+        }
         st.log.sync_data()?;
         st.end += total;
         st.seq += 1;
@@ -373,7 +428,9 @@ impl LogState {
     /// Empties the next record, keeping a modest buffer.
     fn clear_pending(&mut self) {
         self.pending.truncate(RECORD_HEADER);
-        if self.pending.capacity() > 1024 * 1024 {
+        self.streamed = 0;
+        self.streamed_crc = crc32fast::Hasher::new();
+        if self.pending.capacity() > 2 * (RECORD_HEADER + STAGE) {
             self.pending.shrink_to(64 * 1024);
         }
     }
@@ -392,7 +449,7 @@ impl redb::StorageBackend for LoggedFile {
         let mut st = lock(&self.state);
         self.guarded(&mut st, |this, st| {
             this.main.set_len(len)?;
-            Self::keep(st, &[&[OP_SET_LEN], &len.to_le_bytes()]);
+            this.keep(st, &[&[OP_SET_LEN], &len.to_le_bytes()]);
             Ok(())
         })
     }
@@ -403,7 +460,7 @@ impl redb::StorageBackend for LoggedFile {
             if st.must_checkpoint {
                 return this.checkpoint(st);
             }
-            if st.pending.len() == RECORD_HEADER {
+            if st.pending.len() == RECORD_HEADER && st.streamed == 0 {
                 return Ok(());
             }
             match this.append(st) {
@@ -426,7 +483,7 @@ impl redb::StorageBackend for LoggedFile {
         let mut st = lock(&self.state);
         self.guarded(&mut st, |this, st| {
             this.main.write_all_at(data, offset)?;
-            Self::keep(
+            this.keep(
                 st,
                 &[
                     &[OP_WRITE],

@@ -162,6 +162,41 @@ fn a_full_log_checkpoints_and_starts_over() {
     );
 }
 
+/// A commit larger than [`STAGE`] goes to the log in pieces ahead of its header, with at most
+/// about [`STAGE`] of it in memory, and replays whole; a second one, streamed in part but never
+/// flushed (no header), replays as nothing, as a commit cut short must.
+#[test]
+fn a_commit_larger_than_the_stage_is_streamed_and_replays_whole() {
+    let (_dir, path) = one_page_store();
+    let pages = (3 * STAGE / 4096) as u64;
+    {
+        let (f, _) = LoggedFile::open(&path).unwrap();
+        f.set_len((pages + 1) * 4096).unwrap();
+        for i in 1..=pages {
+            f.write(i * 4096, &page(i as u8)).unwrap();
+            let st = lock(&f.state);
+            assert!(st.pending.len() < RECORD_HEADER + STAGE);
+            assert!(st.pending.capacity() <= 2 * (RECORD_HEADER + STAGE));
+        }
+        assert!(lock(&f.state).streamed > 2 * STAGE as u64);
+        f.sync_data().unwrap();
+        // The next commit streams part of itself, then the crash.
+        for i in 1..=pages {
+            f.write(i * 4096, &page(0xee)).unwrap();
+        }
+        assert!(lock(&f.state).streamed > 0);
+        assert_eq!(f.checkpoints(), 0);
+    }
+    lose_page_cache(&path, &page(0));
+    let (f, replayed) = LoggedFile::open(&path).unwrap();
+    assert_eq!(replayed.records, 1);
+    assert_eq!(replayed.bytes, pages * 4096);
+    assert_eq!(f.len().unwrap(), (pages + 1) * 4096);
+    for i in [1, pages / 2, pages] {
+        assert_eq!(read_at(&path, i * 4096, 4096), page(i as u8));
+    }
+}
+
 #[test]
 fn a_second_open_is_refused_while_the_first_holds_the_log() {
     let dir = tempfile::tempdir().unwrap();
