@@ -33,6 +33,9 @@ const MAX_CALLS_PER_COMMIT: usize = 256;
 /// Longest wait for more calls before a commit (see [`commit_loop`]).
 const MAX_LINGER: Duration = Duration::from_micros(500);
 
+/// How often the wait for more calls looks at the queue (see [`linger`]).
+const LINGER_POLL: Duration = Duration::from_micros(50);
+
 struct Job {
     objects: Vec<Object>,
     reply: oneshot::Sender<Result<Vec<Applied>, Status>>,
@@ -144,8 +147,9 @@ impl ApplyTask {
 /// [`MAX_CALLS_PER_COMMIT`]), commits them in one transaction, answers each, and again;
 /// after `Stop` the channel refuses new calls and the loop ends once the queue is empty.
 ///
-/// After a commit that answered several calls, the next one first waits about as long as
-/// that commit took (at most [`MAX_LINGER`]) for more calls. Why: the writers just answered
+/// After a commit that answered several calls, the next one first waits for more calls
+/// ([`linger`]): until as many are queued as that commit answered, at most as long as it
+/// took (and at most [`MAX_LINGER`]). Why: the writers just answered
 /// come back while the next commit runs, so without the wait concurrent writers split into
 /// two groups that alternate, each half the size, each paying redb's fixed cost of a commit
 /// (~300k instructions, ~18 page writes and an fdatasync, whatever it holds). 16 writers:
@@ -165,14 +169,29 @@ fn commit_loop(store: &Store, complete: Complete, mut rx: mpsc::Receiver<Msg>) {
         };
         let mut jobs = vec![first];
         take_queued(&mut rx, &mut jobs);
-        if answered > 1 && jobs.len() < MAX_CALLS_PER_COMMIT && !rx.is_closed() {
-            std::thread::sleep(last_commit.min(MAX_LINGER));
-            take_queued(&mut rx, &mut jobs);
+        if answered > 1 {
+            linger(&mut rx, &mut jobs, answered, last_commit.min(MAX_LINGER));
         }
         answered = jobs.len();
         let started = clock::now();
         commit(store, complete, jobs);
         last_commit = started.elapsed();
+    }
+}
+
+/// Waits at most `bound` for more calls, until `expected` are queued (the writers the last
+/// commit answered are back) or the queue is closed. Why not sleep out the bound: the
+/// writers come back within a part of it, and the time left would be the cycle's idle time.
+fn linger(rx: &mut mpsc::Receiver<Msg>, jobs: &mut Vec<Job>, expected: usize, bound: Duration) {
+    let expected = expected.min(MAX_CALLS_PER_COMMIT);
+    let started = clock::now();
+    loop {
+        take_queued(rx, jobs);
+        let left = bound.saturating_sub(started.elapsed());
+        if jobs.len() >= expected || rx.is_closed() || left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(LINGER_POLL));
     }
 }
 
