@@ -3,7 +3,7 @@
 //! instead of queueing for N. Each call stays all-or-nothing (the shared transaction commits
 //! or aborts as a whole) and its reply is sent only after that commit returned.
 //!
-//! Touches the store only through `Store::apply_with`, with the completion given at
+//! Touches the store only through `Store::apply_answered`, with the completion given at
 //! construction (the box gives the lifecycle's adoption, `reconcile::edits::adopt_applied`:
 //! a Server applied without a lifecycle state is stored with it in the same commit). The task ([`ApplyTask::run`], spawned by
 //! `app.rs`) stops taking calls on the shutdown signal, commits the calls already queued,
@@ -22,7 +22,7 @@ use tonic::Status;
 
 use crate::clock;
 use crate::model::Object;
-use crate::store::{Applied, NewEvent, Store};
+use crate::store::{Applied, NewEvent, Store, StoreError};
 
 /// Run on each object an apply writes, inside its transaction (see `Store::apply_with`).
 pub type Complete = fn(&mut Object, u64) -> Option<NewEvent>;
@@ -206,37 +206,50 @@ fn take_queued(rx: &mut mpsc::Receiver<Msg>, jobs: &mut Vec<Job>) {
     }
 }
 
-/// Commits `jobs` in one transaction and answers each.
-fn commit(store: &Store, complete: Complete, mut jobs: Vec<Job>) {
-    let counts: Vec<usize> = jobs.iter().map(|j| j.objects.len()).collect();
-    let all: Vec<Object> = jobs
-        .iter_mut()
-        .flat_map(|j| std::mem::take(&mut j.objects))
-        .collect();
+/// Commits `jobs` in one transaction and answers each, before the commit's changes are
+/// published on the change feed (`Store::apply_answered`).
+fn commit(store: &Store, complete: Complete, jobs: Vec<Job>) {
+    let mut all = Vec::new();
+    let mut calls = Vec::with_capacity(jobs.len());
+    for mut job in jobs {
+        let n = job.objects.len();
+        all.append(&mut job.objects);
+        calls.push((job, n));
+    }
+    let mut unanswered = Some(calls);
     // A panic in the store answers the calls (debug builds; release builds abort).
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        store.apply_with(all, complete)
+        store.apply_answered(all, complete, |result| {
+            if let Some(calls) = unanswered.take() {
+                answer(calls, result);
+            }
+        })
     }));
+    if let (Err(_), Some(calls)) = (result, unanswered) {
+        for (job, _) in calls {
+            let _ = job
+                .reply
+                .send(Err(Status::internal("store task failed: it panicked")));
+        }
+    }
+}
+
+/// Answers each call of a commit with its share of the result: its own objects' outcomes,
+/// in order (each call paired with the number of objects it sent), or the commit's error.
+fn answer(calls: Vec<(Job, usize)>, result: Result<Vec<Applied>, StoreError>) {
     match result {
-        Ok(Ok(applied)) => {
+        Ok(applied) => {
             let mut applied = applied.into_iter();
-            for (job, n) in jobs.into_iter().zip(counts) {
+            for (job, n) in calls {
                 let mine: Vec<Applied> = applied.by_ref().take(n).collect();
                 let _ = job.reply.send(Ok(mine));
             }
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             let msg = crate::error_chain(&e);
-            tracing::error!(error = %msg, calls = jobs.len(), "group commit failed");
-            for job in jobs {
+            tracing::error!(error = %msg, calls = calls.len(), "group commit failed");
+            for (job, _) in calls {
                 let _ = job.reply.send(Err(Status::internal(msg.clone())));
-            }
-        }
-        Err(_) => {
-            for job in jobs {
-                let _ = job
-                    .reply
-                    .send(Err(Status::internal("store task failed: it panicked")));
             }
         }
     }

@@ -634,6 +634,27 @@ impl Store {
         })
     }
 
+    /// [`Store::apply_with`], handing its result to `answer` once committed (or failed), and
+    /// only then publishing the changes on the change feed. Why: the admin apply's commit
+    /// thread answers its callers there, and the feed's followers (reconcile, console, class
+    /// status, watches) woken first would run on the runtime's threads ahead of the calls'
+    /// replies. What is published, and its order, is the same.
+    pub fn apply_answered(
+        &self,
+        objects: Vec<Object>,
+        complete: impl Fn(&mut Object, u64) -> Option<NewEvent>,
+        answer: impl FnOnce(Result<Vec<Applied>, StoreError>),
+    ) {
+        let (result, changes) = self.transact_unpublished(|t| {
+            objects
+                .into_iter()
+                .map(|object| t.apply(object, &complete))
+                .collect()
+        });
+        answer(result);
+        self.publish(changes);
+    }
+
     /// Changes one stored object with `edit` inside one transaction. `edit` may refuse with
     /// a reason; then nothing is written.
     pub fn update(

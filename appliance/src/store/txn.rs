@@ -443,6 +443,27 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let (result, changes) = self.transact_unpublished(f);
+        self.publish(changes);
+        result
+    }
+
+    /// [`Store::transact`], leaving the committed changes for the caller to publish
+    /// ([`Store::publish`]); none when nothing was committed.
+    pub(super) fn transact_unpublished<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
+    ) -> (Result<T, E>, Vec<Change>) {
+        match self.transact_inner(f) {
+            Ok((v, changes)) => (Ok(v), changes),
+            Err(e) => (Err(e), Vec::new()),
+        }
+    }
+
+    fn transact_inner<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
+    ) -> Result<(T, Vec<Change>), E> {
         let txn = self.inner.db.write()?;
         let (result, changes, dirty) = {
             let mut t = self.open_txn(&txn)?;
@@ -455,12 +476,11 @@ impl Store {
         match result {
             Ok(v) if dirty => {
                 self.inner.db.commit(txn)?;
-                self.publish(changes);
-                Ok(v)
+                Ok((v, changes))
             }
             Ok(v) => {
                 txn.abort().map_err(StoreError::from)?;
-                Ok(v)
+                Ok((v, Vec::new()))
             }
             Err(e) => {
                 txn.abort().map_err(StoreError::from)?;
