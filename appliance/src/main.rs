@@ -12,7 +12,7 @@ use appliance::{agent, app, config, ctl, error_chain, logging, site};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     match cli.command {
         Command::Version => emit(format_args!("appliance {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Config { command } => match command {
@@ -108,6 +108,22 @@ fn main() -> ExitCode {
             Err(e) if e.reader_gone() => ExitCode::SUCCESS,
             Err(e) => fail(&e, 1),
         },
+    }
+}
+
+/// Parses the command line on a short-lived thread. clap's derive builds the whole command
+/// tree (every subcommand and argument) in frames that take ~120 KiB of stack at opt-level
+/// "z": on the main thread those pages would stay resident for the life of `serve` (issue 16,
+/// the box's RSS), while a joined thread's stack is unmapped.
+fn parse_cli() -> Cli {
+    match std::thread::Builder::new()
+        .name("cli".into())
+        .spawn(Cli::parse)
+    {
+        Ok(parse) => parse
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        Err(_) => Cli::parse(),
     }
 }
 

@@ -48,6 +48,11 @@ const SPAWN_ALLOWED: &[(&str, &str)] = &[
          interface and the ARP probe loop, all started and joined by DhcpService::run",
     ),
     (
+        "appliance/src/main.rs",
+        "the command line parsed on a thread joined at once (clap's deep stack unmapped with \
+         it), and with glibc the heap-trim thread (`tune_malloc`)",
+    ),
+    (
         "appliance/src/clock.rs",
         "debug builds only, with APPLIANCE_FAULT_WALL_OFFSET_FILE set: the thread following \
          the fault hook's wall-clock offset file for the life of the process",
