@@ -266,6 +266,10 @@ pub fn encode(msg: &Message, relay_info: Option<&[u8]>) -> Result<Vec<u8>, DropR
             out.push(255);
         }
     }
+    // dhcproto reserves 512 bytes; a reply is ~300. Under a storm, replies wait by the
+    // thousand for their group commit (an ACK goes out only once its lease is durable) or
+    // the next send batch, so their size is part of the peak RSS (issue 16).
+    out.shrink_to_fit();
     Ok(out)
 }
 
