@@ -373,7 +373,7 @@ impl Store {
         match changed {
             None => txn.abort()?,
             Some(change) => {
-                self.inner.db.commit(txn)?;
+                let _order = self.commit_in_order(txn)?;
                 if let Some(change) = change {
                     self.publish(Some(change));
                 }

@@ -41,7 +41,7 @@ mod wal;
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use redb::{ReadableTable, ReadableTableMetadata};
 use tokio::sync::{broadcast, watch};
@@ -294,6 +294,9 @@ struct Inner {
     changes_without_objects: OnceLock<broadcast::Sender<Change>>,
     /// How much of the change log (`changelog.rs`) is kept.
     retention: Retention,
+    /// Held from a commit that changed objects until its changes are published
+    /// ([`Store::commit_in_order`]): the feed carries changes in revision order.
+    feed_order: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -429,6 +432,7 @@ impl Store {
                 committed,
                 changes_without_objects: OnceLock::new(),
                 retention,
+                feed_order: Mutex::new(()),
             }),
         })
     }
@@ -645,14 +649,14 @@ impl Store {
         complete: impl Fn(&mut Object, u64) -> Option<NewEvent>,
         answer: impl FnOnce(Result<Vec<Applied>, StoreError>),
     ) {
-        let (result, changes) = self.transact_unpublished(|t| {
+        let (result, unpublished) = self.transact_unpublished(|t| {
             objects
                 .into_iter()
                 .map(|object| t.apply(object, &complete))
                 .collect()
         });
         answer(result);
-        self.publish(changes);
+        unpublished.publish();
     }
 
     /// Changes one stored object with `edit` inside one transaction. `edit` may refuse with
@@ -715,11 +719,13 @@ impl Store {
                 stored = Stored { object, revision };
             }
         }
-        if change.is_some() {
-            self.inner.db.commit(txn)?;
-        } else {
-            txn.abort()?;
-        }
+        let _order = match change {
+            Some(_) => Some(self.commit_in_order(txn)?),
+            None => {
+                txn.abort()?;
+                None
+            }
+        };
         self.publish(change);
         Ok(stored)
     }
@@ -760,7 +766,7 @@ impl Store {
             let mut siderolink = txn.open_table(tables::SIDEROLINK)?;
             txn::forget_server(&txn, &mut talos_events, &mut siderolink, name)?;
         }
-        self.inner.db.commit(txn)?;
+        let _order = self.commit_in_order(txn)?;
         self.publish(Some(change));
         Ok(revision)
     }
@@ -798,6 +804,27 @@ impl Store {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         changelog::prune(log, meta, revision, self.inner.retention, now_ms)
+    }
+
+    /// Commits `txn`, which wrote changes for the feed, and returns the feed's order lock,
+    /// taken before the commit: the caller publishes those changes before it lets go. Why:
+    /// revisions are taken inside the write transaction, but publishing comes after the
+    /// commit has let the next writer in; without the lock a later commit could publish
+    /// first (the admin apply answers its callers in between, `apply_answered`), and
+    /// followers that keep the last object they were sent by name (reconcile) would end
+    /// with an older one. The next writer waits here only for that publish, which sends on
+    /// channels and never blocks.
+    pub(super) fn commit_in_order(
+        &self,
+        txn: redb::WriteTransaction,
+    ) -> Result<MutexGuard<'_, ()>, StoreError> {
+        let order = self
+            .inner
+            .feed_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner.db.commit(txn)?;
+        Ok(order)
     }
 
     fn publish(&self, changes: impl IntoIterator<Item = Change>) {

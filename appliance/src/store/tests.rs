@@ -1094,3 +1094,35 @@ fn a_follower_without_objects_pins_none_and_still_sees_every_change() {
     assert!(got.iter().all(|c| c.object.is_none()));
     assert_eq!(got[3].name, "s3");
 }
+
+/// The feed carries changes in revision order even when a writer commits while another's
+/// changes wait to be published: here a second writer starts inside the first's `answer`
+/// (after its commit, before its publish) and is given time to commit and publish first.
+#[test]
+fn the_feed_keeps_revision_order_across_writers() {
+    let (_dir, store) = open_temp();
+    let mut feed = store.subscribe();
+    let mut other = None;
+    store.apply_answered(
+        objects(&server_yaml("a", false)),
+        |_, _| None,
+        |result| {
+            assert_eq!(result.unwrap()[0].revision, 1);
+            let s = store.clone();
+            other = Some(std::thread::spawn(move || {
+                s.apply(objects(&server_yaml("b", false))).unwrap();
+            }));
+            // Without the order lock the other writer's change (revision 2) went out here,
+            // ahead of this one's; with it, the other waits for this publish.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        },
+    );
+    other.unwrap().join().unwrap();
+    let first = feed.try_recv().unwrap();
+    let second = feed.try_recv().unwrap();
+    assert_eq!(
+        [(first.revision, first.name), (second.revision, second.name)],
+        [(1, "a".to_string()), (2, "b".to_string())]
+    );
+    assert_eq!(*store.committed().borrow(), 2);
+}

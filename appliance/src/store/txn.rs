@@ -443,27 +443,34 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let (result, changes) = self.transact_unpublished(f);
-        self.publish(changes);
+        let (result, unpublished) = self.transact_unpublished(f);
+        unpublished.publish();
         result
     }
 
     /// [`Store::transact`], leaving the committed changes for the caller to publish
-    /// ([`Store::publish`]); none when nothing was committed.
+    /// ([`Unpublished::publish`]); none when nothing was committed.
     pub(super) fn transact_unpublished<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
-    ) -> (Result<T, E>, Vec<Change>) {
+    ) -> (Result<T, E>, Unpublished<'_>) {
         match self.transact_inner(f) {
-            Ok((v, changes)) => (Ok(v), changes),
-            Err(e) => (Err(e), Vec::new()),
+            Ok((v, unpublished)) => (Ok(v), unpublished),
+            Err(e) => (
+                Err(e),
+                Unpublished {
+                    store: self,
+                    changes: Vec::new(),
+                    _order: None,
+                },
+            ),
         }
     }
 
     fn transact_inner<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
-    ) -> Result<(T, Vec<Change>), E> {
+    ) -> Result<(T, Unpublished<'_>), E> {
         let txn = self.inner.db.write()?;
         let (result, changes, dirty) = {
             let mut t = self.open_txn(&txn)?;
@@ -475,12 +482,26 @@ impl Store {
         };
         match result {
             Ok(v) if dirty => {
-                self.inner.db.commit(txn)?;
-                Ok((v, changes))
+                let order = self.commit_in_order(txn)?;
+                Ok((
+                    v,
+                    Unpublished {
+                        store: self,
+                        changes,
+                        _order: Some(order),
+                    },
+                ))
             }
             Ok(v) => {
                 txn.abort().map_err(StoreError::from)?;
-                Ok((v, Vec::new()))
+                Ok((
+                    v,
+                    Unpublished {
+                        store: self,
+                        changes: Vec::new(),
+                        _order: None,
+                    },
+                ))
             }
             Err(e) => {
                 txn.abort().map_err(StoreError::from)?;
@@ -533,7 +554,7 @@ impl Store {
                 (t.changes, t.dirty)
             };
             if dirty {
-                self.inner.db.commit(txn)?;
+                let _order = self.commit_in_order(txn)?;
                 self.publish(changes);
             } else {
                 txn.abort()?;
@@ -567,4 +588,19 @@ pub(super) fn forget_server(
     super::node_logs::drop_server(wtx, name)?;
     super::timeline::drop_key(wtx, name)?;
     Ok(())
+}
+
+/// The changes of a commit not yet on the feed, holding the feed's order lock
+/// ([`Store::commit_in_order`]) until [`Unpublished::publish`] sends them.
+pub(super) struct Unpublished<'a> {
+    store: &'a Store,
+    changes: Vec<Change>,
+    _order: Option<std::sync::MutexGuard<'a, ()>>,
+}
+
+impl Unpublished<'_> {
+    /// Sends the changes on the feed, then lets the next commit's publish go.
+    pub(super) fn publish(self) {
+        self.store.publish(self.changes);
+    }
 }
