@@ -456,14 +456,7 @@ impl Store {
     ) -> (Result<T, E>, Unpublished<'_>) {
         match self.transact_inner(f) {
             Ok((v, unpublished)) => (Ok(v), unpublished),
-            Err(e) => (
-                Err(e),
-                Unpublished {
-                    store: self,
-                    changes: Vec::new(),
-                    _order: None,
-                },
-            ),
+            Err(e) => (Err(e), Unpublished::nothing(self)),
         }
     }
 
@@ -494,14 +487,7 @@ impl Store {
             }
             Ok(v) => {
                 txn.abort().map_err(StoreError::from)?;
-                Ok((
-                    v,
-                    Unpublished {
-                        store: self,
-                        changes: Vec::new(),
-                        _order: None,
-                    },
-                ))
+                Ok((v, Unpublished::nothing(self)))
             }
             Err(e) => {
                 txn.abort().map_err(StoreError::from)?;
@@ -598,7 +584,16 @@ pub(super) struct Unpublished<'a> {
     _order: Option<std::sync::MutexGuard<'a, ()>>,
 }
 
-impl Unpublished<'_> {
+impl<'a> Unpublished<'a> {
+    /// No changes (nothing was committed), holding no lock.
+    fn nothing(store: &'a Store) -> Self {
+        Unpublished {
+            store,
+            changes: Vec::new(),
+            _order: None,
+        }
+    }
+
     /// Sends the changes on the feed, then lets the next commit's publish go.
     pub(super) fn publish(self) {
         self.store.publish(self.changes);
