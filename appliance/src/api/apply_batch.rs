@@ -323,10 +323,21 @@ mod tests {
             "one revision per object, none for the adoption"
         );
         assert_eq!(store.revision().unwrap(), 2);
-        let published: Vec<u64> = std::iter::from_fn(|| feed.try_recv().ok())
-            .map(|c| c.revision)
-            .collect();
+        // The callers are answered before the changes go on the feed (`apply_answered`),
+        // so the feed is awaited, not polled.
+        let mut published = Vec::new();
+        for _ in 0..2 {
+            let change = tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv())
+                .await
+                .expect("published")
+                .unwrap();
+            published.push(change.revision);
+        }
         assert_eq!(published, [1, 2]);
+        assert!(
+            feed.try_recv().is_err(),
+            "nothing published for the adoption"
+        );
         let Object::Server(s) = store.get(Kind::Server, "s1").unwrap().unwrap().object else {
             panic!("kind");
         };
