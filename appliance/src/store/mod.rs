@@ -659,6 +659,21 @@ impl Store {
         unpublished.publish();
     }
 
+    /// Returns once every commit that returned before this call has put its changes on the
+    /// change feed. Why: the admin apply answers its callers before it publishes
+    /// (`apply_answered`), so a view kept from the feed and read right after an answer (the
+    /// console's server rows) could still miss that caller's change. Waits at most for the
+    /// commit in flight: a commit holds the feed's order lock from before it commits until
+    /// it has published (`commit_in_order`).
+    pub fn wait_published(&self) {
+        drop(
+            self.inner
+                .feed_order
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+    }
+
     /// Changes one stored object with `edit` inside one transaction. `edit` may refuse with
     /// a reason; then nothing is written.
     pub fn update(

@@ -1126,3 +1126,31 @@ fn the_feed_keeps_revision_order_across_writers() {
     );
     assert_eq!(*store.committed().borrow(), 2);
 }
+
+/// A view kept from the feed can read its own writes: a reader that waits for the feed
+/// (`wait_published`) after an apply was answered finds that apply's change on its receiver,
+/// although the answer came before the publish.
+#[test]
+fn an_answered_change_is_on_the_feed_once_waited_for() {
+    let (_dir, store) = open_temp();
+    let (tx, seen) = std::sync::mpsc::channel();
+    let mut reader = None;
+    store.apply_answered(
+        objects(&server_yaml("a", false)),
+        |_, _| None,
+        |result| {
+            assert_eq!(result.unwrap()[0].revision, 1);
+            let s = store.clone();
+            let mut rx = s.subscribe();
+            reader = Some(std::thread::spawn(move || {
+                s.wait_published();
+                tx.send(rx.try_recv().map(|c| c.revision).ok()).unwrap();
+            }));
+            // Without the wait the reader looked here and found nothing.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(seen.try_recv().is_err(), "the reader waits for the publish");
+        },
+    );
+    assert_eq!(seen.recv().unwrap(), Some(1));
+    reader.unwrap().join().unwrap();
+}

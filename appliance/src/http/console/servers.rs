@@ -86,6 +86,8 @@ impl ConsoleState {
     /// All server rows (sorted by name) and the class index, current as of now.
     pub(super) fn rows(&self) -> Result<(Arc<Vec<ServerRow>>, Arc<ClassIndex>), StoreError> {
         let store = &self.inner.store;
+        // Read-your-writes: an apply answered just before this request is on the feed.
+        store.wait_published();
         let mut c = self.inner.rows.lock().expect("rows lock");
         c.absorb();
         let servers = std::mem::take(&mut c.pending);
