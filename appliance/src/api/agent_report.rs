@@ -53,6 +53,9 @@ pub fn canonical_uuid(field: &str, s: &str) -> Result<String, Status> {
 }
 
 pub fn check_str(path: &str, s: &str) -> Result<(), Status> {
+    if str_ok(s) {
+        return Ok(());
+    }
     if s.len() > MAX_STR {
         return Err(Status::invalid_argument(format!(
             "{path} is {} bytes, at most {MAX_STR} allowed",
@@ -67,6 +70,20 @@ pub fn check_str(path: &str, s: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Whether `s` passes [`check_str`]; the path of its error is made only for a string that
+/// fails (a hardware report has ~70 strings, each path a `format!` of its own).
+fn str_ok(s: &str) -> bool {
+    s.len() <= MAX_STR && !s.chars().any(char::is_control)
+}
+
+/// [`check_str`] at `{prefix}.{field}`.
+fn check_at(prefix: &str, field: &str, s: &str) -> Result<(), Status> {
+    if str_ok(s) {
+        return Ok(());
+    }
+    check_str(&format!("{prefix}.{field}"), s)
+}
+
 pub fn check_len(path: &str, n: usize) -> Result<(), Status> {
     if n > MAX_LIST {
         return Err(Status::invalid_argument(format!(
@@ -77,9 +94,9 @@ pub fn check_len(path: &str, n: usize) -> Result<(), Status> {
 }
 
 /// A reported string for an optional model field: checked (length, control characters) at
-/// `path`, `None` when empty (Go `omitempty`, as Sidero serialises the hardware).
-fn text(path: &str, v: &str) -> Result<Option<String>, Status> {
-    check_str(path, v)?;
+/// `{prefix}.{field}`, `None` when empty (Go `omitempty`, as Sidero serialises the hardware).
+fn text(prefix: &str, field: &str, v: &str) -> Result<Option<String>, Status> {
+    check_at(prefix, field, v)?;
     Ok((!v.is_empty()).then(|| v.to_string()))
 }
 
@@ -135,13 +152,13 @@ pub fn hardware(hw: &pb::HardwareInformation) -> Result<(String, HardwareInforma
     let uuid = canonical_uuid("hardware.system.uuid", &sys.uuid)?;
     let p = "hardware.system";
     let system = SystemInformation {
-        uuid: text(&format!("{p}.uuid"), &uuid)?,
-        manufacturer: text(&format!("{p}.manufacturer"), &sys.manufacturer)?,
-        product_name: text(&format!("{p}.productName"), &sys.product_name)?,
-        version: text(&format!("{p}.version"), &sys.version)?,
-        serial_number: text(&format!("{p}.serialNumber"), &sys.serial_number)?,
-        sku_number: text(&format!("{p}.skuNumber"), &sys.sku_number)?,
-        family: text(&format!("{p}.family"), &sys.family)?,
+        uuid: text(p, "uuid", &uuid)?,
+        manufacturer: text(p, "manufacturer", &sys.manufacturer)?,
+        product_name: text(p, "productName", &sys.product_name)?,
+        version: text(p, "version", &sys.version)?,
+        serial_number: text(p, "serialNumber", &sys.serial_number)?,
+        sku_number: text(p, "skuNumber", &sys.sku_number)?,
+        family: text(p, "family", &sys.family)?,
     };
     let mut out = HardwareInformation {
         system: part(system),
@@ -155,9 +172,9 @@ pub fn hardware(hw: &pb::HardwareInformation) -> Result<(String, HardwareInforma
             .iter()
             .map(|x| {
                 Ok(Processor {
-                    manufacturer: text(&format!("{p}.manufacturer"), &x.manufacturer)?,
-                    product_name: text(&format!("{p}.productName"), &x.product_name)?,
-                    serial_number: text(&format!("{p}.serialNumber"), &x.serial_number)?,
+                    manufacturer: text(p, "manufacturer", &x.manufacturer)?,
+                    product_name: text(p, "productName", &x.product_name)?,
+                    serial_number: text(p, "serialNumber", &x.serial_number)?,
                     speed: num(x.speed),
                     core_count: num(x.core_count),
                     thread_count: num(x.thread_count),
@@ -179,10 +196,10 @@ pub fn hardware(hw: &pb::HardwareInformation) -> Result<(String, HardwareInforma
             .iter()
             .map(|x| {
                 Ok(MemoryModule {
-                    manufacturer: text(&format!("{p}.manufacturer"), &x.manufacturer)?,
-                    product_name: text(&format!("{p}.productName"), &x.product_name)?,
-                    serial_number: text(&format!("{p}.serialNumber"), &x.serial_number)?,
-                    type_: text(&format!("{p}.type"), &x.r#type)?,
+                    manufacturer: text(p, "manufacturer", &x.manufacturer)?,
+                    product_name: text(p, "productName", &x.product_name)?,
+                    serial_number: text(p, "serialNumber", &x.serial_number)?,
+                    type_: text(p, "type", &x.r#type)?,
                     size: num(x.size),
                     speed: num(x.speed),
                 })
@@ -204,12 +221,12 @@ pub fn hardware(hw: &pb::HardwareInformation) -> Result<(String, HardwareInforma
                 Ok(StorageDevice {
                     type_: Some(storage_type(d.r#type).to_string()),
                     size: num(d.size),
-                    product_name: text(&format!("{p}.productName"), &d.model)?,
-                    serial_number: text(&format!("{p}.serialNumber"), &d.serial)?,
-                    name: text(&format!("{p}.name"), &d.name)?,
-                    device_name: text(&format!("{p}.deviceName"), &d.device_name)?,
-                    uuid: text(&format!("{p}.uuid"), &d.uuid)?,
-                    wwid: text(&format!("{p}.wwid"), &d.wwid)?,
+                    product_name: text(p, "productName", &d.model)?,
+                    serial_number: text(p, "serialNumber", &d.serial)?,
+                    name: text(p, "name", &d.name)?,
+                    device_name: text(p, "deviceName", &d.device_name)?,
+                    uuid: text(p, "uuid", &d.uuid)?,
+                    wwid: text(p, "wwid", &d.wwid)?,
                 })
             })
             .collect::<Result<Vec<_>, Status>>()?;
@@ -224,16 +241,18 @@ pub fn hardware(hw: &pb::HardwareInformation) -> Result<(String, HardwareInforma
         let p = "hardware.network.interfaces[]";
         let mut interfaces = Vec::new();
         for i in n.interfaces.iter().filter(|i| !i.mac.is_empty()) {
-            check_len(&format!("{p}.addresses"), i.addresses.len())?;
+            if i.addresses.len() > MAX_LIST {
+                check_len(&format!("{p}.addresses"), i.addresses.len())?;
+            }
             for a in &i.addresses {
-                check_str(&format!("{p}.addresses[]"), a)?;
+                check_at(p, "addresses[]", a)?;
             }
             interfaces.push(NetworkInterface {
                 index: num(i.index),
-                name: text(&format!("{p}.name"), &i.name)?,
-                flags: text(&format!("{p}.flags"), &i.flags)?,
+                name: text(p, "name", &i.name)?,
+                flags: text(p, "flags", &i.flags)?,
                 mtu: num(i.mtu),
-                mac: text(&format!("{p}.mac"), &i.mac)?,
+                mac: text(p, "mac", &i.mac)?,
                 addresses: i.addresses.clone(),
             });
         }

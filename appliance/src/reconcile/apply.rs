@@ -301,7 +301,8 @@ pub fn register_in(
         LifecycleError::Invalid(format!("hardware: at `{}`: {}", e.path, e.message))
     })?;
     write_state(&mut server, step.next, now_ms);
-    t.put(&Object::Server(server.clone()))?;
+    // New (read above, absent): written without `put`'s second read and its copy.
+    t.put_changed(Object::Server(server.clone()))?;
     t.append_event(NewEvent {
         time_ms: now_ms,
         server: new.name.clone(),

@@ -142,8 +142,9 @@ impl Txn<'_> {
     }
 
     /// Writes `object` over the stored one, which the caller read in this transaction and
-    /// found different from it: [`Txn::put`] without reading, decoding and comparing it
-    /// again (the class status writer's `any` class holds every server's name). A
+    /// found different from it (or absent): [`Txn::put`] without reading, decoding and
+    /// comparing it again (the class status writer's `any` class holds every server's name;
+    /// a registration creates a Server it found absent). A
     /// ServerBinding goes through `put`, since the SideroLink index follows its old
     /// version.
     pub fn put_changed(&mut self, object: Object) -> Result<u64, StoreError> {
