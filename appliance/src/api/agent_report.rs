@@ -397,4 +397,67 @@ mod tests {
         let bad = serde_json::json!({"firmware": {"kind": "uefi", "secureBoot": "on"}});
         assert!(serde_json::from_value::<HardwareInformation>(bad).is_err());
     }
+
+    /// A refused string is named by its field path (made only on failure, `check_at`).
+    #[test]
+    fn a_refused_string_names_its_field_path() {
+        /// Puts the string into one field of a report.
+        type Set = fn(&mut pb::HardwareInformation, &str);
+        let long = "x".repeat(MAX_STR + 1);
+        let cases: [(Set, &str); 4] = [
+            (
+                |hw, v| hw.system.as_mut().unwrap().family = v.into(),
+                "hardware.system.family",
+            ),
+            (
+                |hw, v| {
+                    hw.memory = Some(pb::MemoryInformation {
+                        modules: vec![pb::MemoryModule {
+                            serial_number: v.into(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                },
+                "hardware.memory.modules[].serialNumber",
+            ),
+            (
+                |hw, v| {
+                    hw.storage = Some(pb::StorageInformation {
+                        devices: vec![pb::StorageDevice {
+                            model: v.into(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                },
+                "hardware.storage.devices[].productName",
+            ),
+            (
+                |hw, v| {
+                    hw.network = Some(pb::NetworkInformation {
+                        interfaces: vec![pb::NetworkInterface {
+                            mac: "52:54:00:12:34:56".into(),
+                            addresses: vec![v.into()],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                },
+                "hardware.network.interfaces[].addresses[]",
+            ),
+        ];
+        for (set, path) in cases {
+            for (v, why) in [
+                ("a\nb", format!("{path} contains control characters")),
+                (&long, format!("{path} is 1025 bytes, at most 1024 allowed")),
+            ] {
+                let mut hw = report(None);
+                set(&mut hw, v);
+                let e = hardware(&hw).unwrap_err();
+                assert_eq!(e.code(), tonic::Code::InvalidArgument);
+                assert_eq!(e.message(), why);
+            }
+        }
+    }
 }
