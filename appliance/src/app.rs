@@ -191,18 +191,9 @@ fn boot_context(
 
 /// The Environment asset download task (follows the store change feed).
 fn env_sync(config: &Config, data_dir: &Path, store: Store) -> EnvSyncTask {
-    crate::install_crypto_provider();
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("appliance/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "HTTP client with defaults only");
-            reqwest::Client::new()
-        });
     EnvSyncTask::new(
         store,
-        client,
+        download_client,
         EnvSyncConfig {
             dirs: AssetDirs::new(data_dir, config.boot.agent_dir.as_deref()),
             idle_timeout: Duration::from_secs(config.boot.download_idle_timeout_secs.max(1)),
@@ -210,6 +201,19 @@ fn env_sync(config: &Config, data_dir: &Path, store: Store) -> EnvSyncTask {
             max_parallel: 2,
         },
     )
+}
+
+/// The HTTP client of asset downloads (built by the download task for its first fetch).
+fn download_client() -> reqwest::Client {
+    crate::install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("appliance/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "HTTP client with defaults only");
+            reqwest::Client::new()
+        })
 }
 
 /// Runs the box until SIGINT/SIGTERM.

@@ -68,7 +68,7 @@ fn rig(retry_after: Duration) -> Rig {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = EnvSyncTask::new(
         store.clone(),
-        reqwest::Client::new(),
+        reqwest::Client::new,
         EnvSyncConfig {
             dirs: dirs.clone(),
             idle_timeout: Duration::from_secs(1),
