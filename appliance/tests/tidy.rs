@@ -48,6 +48,12 @@ const SPAWN_ALLOWED: &[(&str, &str)] = &[
          interface and the ARP probe loop, all started and joined by DhcpService::run",
     ),
     (
+        "appliance/src/store/group.rs",
+        "a run of group commits on the blocking pool, started by the call that found the queue \
+         idle and ending when the queue is empty; not awaited by that call, which waits only \
+         for its own answer (awaiting the run held it back by every later call's commit)",
+    ),
+    (
         "appliance/src/api/apply_batch.rs",
         "the admin apply commit thread (blocking redb commits and fsyncs), started and \
          joined by ApplyTask::run",

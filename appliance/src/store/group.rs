@@ -4,8 +4,9 @@
 //! for N. Each call keeps its own result (a failing call fails no other and leaves nothing
 //! written) and is answered only after the commit that holds it returned.
 //!
-//! No task to spawn: the first call that finds no commit running starts one on tokio's
-//! blocking pool, which commits the queue until it is empty. A caller that goes away (a
+//! No long-running task: the first call that finds no commit running starts a run on
+//! tokio's blocking pool, which commits the queue until it is empty; that call, like the
+//! others, waits only for its own answer, not for the run's end. A caller that goes away (a
 //! dropped future) does not stop that commit; its own write still lands or fails whole.
 
 use std::sync::{Arc, Mutex, MutexGuard};
