@@ -952,6 +952,7 @@ fn give_records(store: &Store, name: &str) {
                 record,
             }],
             limits,
+            |_, _| true,
         )
         .unwrap();
 }

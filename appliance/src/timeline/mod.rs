@@ -36,7 +36,7 @@
 pub mod event;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -271,7 +271,7 @@ impl Writer {
             tracing::warn!(error = %e, "timeline: stored servers not read; their NICs are learned again as they register");
             Vec::new()
         });
-        let mut attributor = Attributor::new(nics, ADDRESSES);
+        let attributor = Arc::new(Mutex::new(Attributor::new(nics, ADDRESSES)));
         loop {
             let first = tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break,
@@ -286,37 +286,44 @@ impl Writer {
                     Ok(None) | Err(_) => break,
                 }
             }
-            self.write(&mut attributor, batch).await;
+            self.write(&attributor, batch).await;
         }
         let mut rest = Vec::new();
         while let Ok(s) = self.rx.try_recv() {
             rest.push(s);
         }
-        self.write(&mut attributor, rest).await;
+        self.write(&attributor, rest).await;
     }
 
     /// Attributes and stores one batch (one transaction), then observes the durations of
-    /// the registrations and installations in it.
-    async fn write(&self, attributor: &mut Attributor, batch: Vec<Sighting>) {
+    /// the registrations and installations in it. Each event is attributed as the
+    /// transaction takes it (on the blocking thread, the attributor locked by this task
+    /// alone), so the batch's store operations are never all held at once.
+    async fn write(&self, attributor: &Arc<Mutex<Attributor>>, batch: Vec<Sighting>) {
         if batch.is_empty() {
             return;
         }
         let n = batch.len() as u64;
-        let ops = plan(attributor, batch);
+        let attributor = attributor.clone();
         let store = self.store.clone();
         let limits = self.limits;
         let stored = tokio::task::spawn_blocking(move || {
-            let appended = store.apply_timeline(ops, limits)?;
+            let mut attributor = attributor.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut ops = plan(&mut attributor, batch);
+            let appended = store.apply_timeline(&mut ops, limits, |key, r| {
+                !key.contains(':')
+                    && (r.step == Step::Registered.as_str() || r.step == Step::Installed.as_str())
+            });
+            // A failed transaction still attributes the rest of its batch, as when the
+            // whole batch was planned first: what is learned does not depend on the store.
+            ops.for_each(drop);
+            drop(attributor);
+            let appended = appended?;
             // The milestones' durations, read from their servers' rings as stored.
             let mut observed = Vec::new();
             let milestones: BTreeSet<(String, u64, String)> = appended
-                .iter()
-                .filter(|(key, r)| {
-                    !key.contains(':')
-                        && (r.step == Step::Registered.as_str()
-                            || r.step == Step::Installed.as_str())
-                })
-                .map(|(key, r)| (key.clone(), r.seq, r.step.clone()))
+                .into_iter()
+                .map(|(key, r)| (key, r.seq, r.step))
                 .collect();
             for (key, seq, step) in milestones {
                 let events = read_events(&store, &key)?;
@@ -351,20 +358,22 @@ impl Writer {
     }
 }
 
-/// The store operations for `batch`, attributed in order.
-pub fn plan(attributor: &mut Attributor, batch: Vec<Sighting>) -> Vec<TimelineOp> {
-    let mut ops = Vec::new();
-    for s in batch {
+/// The store operations for `batch`, attributed in order, each event when it is taken.
+pub fn plan(
+    attributor: &mut Attributor,
+    batch: Vec<Sighting>,
+) -> impl Iterator<Item = TimelineOp> + '_ {
+    batch.into_iter().flat_map(move |s| {
         let (moves, key) = attributor.place(&s.who);
-        ops.extend(moves.into_iter().map(|m| TimelineOp::Move {
-            from: m.from.store_key(),
-            to: m.to.store_key(),
-        }));
         let key = match key {
             Key::Server(name) => name,
             other => other.store_key(),
         };
-        ops.push(TimelineOp::Append {
+        let moves = moves.into_iter().map(|m| TimelineOp::Move {
+            from: m.from.store_key(),
+            to: m.to.store_key(),
+        });
+        moves.chain(std::iter::once(TimelineOp::Append {
             key,
             record: TimelineRecord {
                 seq: 0,
@@ -377,9 +386,8 @@ pub fn plan(attributor: &mut Attributor, batch: Vec<Sighting>) -> Vec<TimelineOp
                 mac: s.who.mac.map(|m| m.to_string()),
                 ip: s.who.ip.map(|ip| ip.to_string()),
             },
-        });
-    }
-    ops
+        }))
+    })
 }
 
 /// A stored record as an event (records of unknown steps are skipped: a newer box's).
