@@ -3,6 +3,8 @@
 //! binding/allocation if any, and the lifecycle event together. Actions are returned to the
 //! caller, who runs them after the commit. Synchronous (redb); call from `spawn_blocking`.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::lifecycle::{self, Context, Event, IllegalTransition, Phase, ServerState, Step};
@@ -219,29 +221,97 @@ fn pin_key(
 #[derive(Debug, Clone)]
 pub struct Registered {
     pub created: bool,
-    pub server: Server,
+    /// The server as stored: an `Object::Server` ([`Registered::server`]), the one the
+    /// transaction wrote when created (shared with the change it published, not copied).
+    object: Arc<Object>,
     /// The step taken (creation, or wipe started), if any.
     pub step: Option<Step>,
     /// The agent is to wipe now.
     pub wipe: bool,
 }
 
+impl Registered {
+    pub fn server(&self) -> &Server {
+        match &*self.object {
+            Object::Server(s) => s,
+            _ => unreachable!("a registration holds a Server"),
+        }
+    }
+}
+
+/// One CreateServer as its transaction runs it ([`register_in`]): the request's claims and
+/// the Server it creates if its name is new, built once beforehand from the reported
+/// inventory (moved, not copied), so the job, which `transact_each` may run again, and its
+/// result share that Server instead of each copying the inventory.
+#[derive(Debug)]
+pub struct Registration {
+    name: String,
+    key: Option<KeyClaim>,
+    auto_accept: bool,
+    ctx: Context,
+    now_ms: u64,
+    /// The step of a new server (`lifecycle::register`).
+    step: Step,
+    /// The Server created if the name is new (an `Object::Server`), or why its inventory is
+    /// refused.
+    created: Result<Arc<Object>, String>,
+}
+
+impl Registration {
+    pub fn new(new: NewServer, auto_accept: bool, ctx: Context, now_ms: u64) -> Registration {
+        let step = lifecycle::register(auto_accept, &ctx);
+        let mut meta = ObjectMeta {
+            name: new.name.clone(),
+            ..ObjectMeta::default()
+        };
+        if let Some(c) = &new.key {
+            meta.annotations
+                .insert(KEY_ANNOTATION.into(), c.presented.to_string());
+        }
+        if let Some(j) = new.junk {
+            meta.labels.insert(JUNK_LABEL.into(), j.as_str().into());
+        }
+        let mut server = Server {
+            api_version: Kind::Server.api_version().into(),
+            kind: Kind::Server.as_str().into(),
+            metadata: meta,
+            spec: ServerSpec {
+                hardware: Some(new.hardware),
+                hostname: new.hostname,
+                accepted: false,
+                ..ServerSpec::default()
+            },
+            status: None,
+        };
+        let created = server
+            .check("")
+            .map_err(|e| format!("hardware: at `{}`: {}", e.path, e.message))
+            .map(|()| {
+                write_state(&mut server, step.next, now_ms);
+                Arc::new(Object::Server(server))
+            });
+        Registration {
+            name: new.name,
+            key: new.key,
+            auto_accept,
+            ctx,
+            now_ms,
+            step,
+            created,
+        }
+    }
+}
+
 /// CreateServer: creates the Server (hardware captured once, as Sidero), or, for a known
 /// accepted dirty free server, starts its wipe, inside `t` (the lifecycle group-commits
-/// registrations: `store::Group`). Depends only on its inputs and the store.
-pub fn register_in(
-    t: &mut Txn<'_>,
-    new: &NewServer,
-    auto_accept: bool,
-    ctx: &Context,
-    now_ms: u64,
-) -> Result<Registered, LifecycleError> {
-    if let Some(stored) = t.get(Kind::Server, &new.name)? {
+/// registrations: `store::Group`). Depends only on its input and the store.
+pub fn register_in(t: &mut Txn<'_>, r: &Registration) -> Result<Registered, LifecycleError> {
+    if let Some(stored) = t.get(Kind::Server, &r.name)? {
         let Object::Server(mut server) = stored.object else {
-            return Err(LifecycleError::UnknownServer(new.name.clone()));
+            return Err(LifecycleError::UnknownServer(r.name.clone()));
         };
-        if let Some(claim) = &new.key {
-            pin_key(t, &mut server, claim, now_ms)?;
+        if let Some(claim) = &r.key {
+            pin_key(t, &mut server, claim, r.now_ms)?;
         }
         let state = server_state(&server);
         if matches!(
@@ -250,66 +320,41 @@ pub fn register_in(
         ) {
             let o = transition_in(
                 t,
-                &new.name,
+                &r.name,
                 Event::WipeStarted,
-                ctx,
-                now_ms,
+                &r.ctx,
+                r.now_ms,
                 "agent registered; told to wipe",
             )?;
             return Ok(Registered {
                 created: false,
-                server: o.server,
+                object: Arc::new(Object::Server(o.server)),
                 step: Some(o.step),
                 wipe: true,
             });
         }
         return Ok(Registered {
             created: false,
-            server,
+            object: Arc::new(Object::Server(server)),
             step: None,
             wipe: false,
         });
     }
-    let step = lifecycle::register(auto_accept, ctx);
-    let mut meta = ObjectMeta {
-        name: new.name.clone(),
-        ..ObjectMeta::default()
-    };
-    if let Some(c) = &new.key {
-        if let KeyDecision::Refuse(why) = key_rule(KeyClaim { pinned: None, ..*c }) {
-            return Err(LifecycleError::Denied(why.to_string()));
-        }
-        meta.annotations
-            .insert(KEY_ANNOTATION.into(), c.presented.to_string());
+    if let Some(c) = &r.key
+        && let KeyDecision::Refuse(why) = key_rule(KeyClaim { pinned: None, ..*c })
+    {
+        return Err(LifecycleError::Denied(why.to_string()));
     }
-    if let Some(j) = new.junk {
-        meta.labels.insert(JUNK_LABEL.into(), j.as_str().into());
-    }
-    let mut server = Server {
-        api_version: Kind::Server.api_version().into(),
-        kind: Kind::Server.as_str().into(),
-        metadata: meta,
-        spec: ServerSpec {
-            hardware: Some(new.hardware.clone()),
-            hostname: new.hostname.clone(),
-            accepted: false,
-            ..ServerSpec::default()
-        },
-        status: None,
-    };
-    server.check("").map_err(|e| {
-        LifecycleError::Invalid(format!("hardware: at `{}`: {}", e.path, e.message))
-    })?;
-    write_state(&mut server, step.next, now_ms);
+    let created = r.created.clone().map_err(LifecycleError::Invalid)?;
     // New (read above, absent): written without `put`'s second read and its copy.
-    t.put_changed(Object::Server(server.clone()))?;
+    t.put_changed(created.clone())?;
     t.append_event(NewEvent {
-        time_ms: now_ms,
-        server: new.name.clone(),
+        time_ms: r.now_ms,
+        server: r.name.clone(),
         event: "register".into(),
         from: String::new(),
-        to: step.next.phase.as_str().into(),
-        message: if auto_accept {
+        to: r.step.next.phase.as_str().into(),
+        message: if r.auto_accept {
             "registered by its agent; auto-accepted".into()
         } else {
             "registered by its agent".into()
@@ -317,8 +362,8 @@ pub fn register_in(
     })?;
     Ok(Registered {
         created: true,
-        server,
-        step: Some(step),
+        object: created,
+        step: Some(r.step.clone()),
         wipe: false,
     })
 }

@@ -30,7 +30,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 use super::apply::{
-    self, AllocateInput, Allocated, LifecycleError, NewServer, Outcome, Registered, ReleaseBy,
+    self, AllocateInput, Allocated, LifecycleError, NewServer, Outcome, Registered, Registration,
+    ReleaseBy,
 };
 use super::boots::{AgentBoots, Boot, BootRefusal, Need};
 pub use super::class_status::ensure_any_class;
@@ -88,15 +89,6 @@ struct Shared {
 /// One ReconcileServerAddresses: the server and the `(type, address)` pairs it sent.
 type AddressReport = (String, Vec<(String, String)>);
 
-/// One CreateServer, as the registration group commit runs it.
-#[derive(Debug)]
-struct Registration {
-    new: NewServer,
-    auto_accept: bool,
-    ctx: Context,
-    now_ms: u64,
-}
-
 /// Handle to the lifecycle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
@@ -115,9 +107,7 @@ impl Lifecycle {
         let (tx, rx) = mpsc::unbounded_channel();
         let lc = Lifecycle {
             inner: Arc::new(Shared {
-                registrations: Group::new(store.clone(), |t, r: &Registration| {
-                    apply::register_in(t, &r.new, r.auto_accept, &r.ctx, r.now_ms)
-                }),
+                registrations: Group::new(store.clone(), apply::register_in),
                 addresses: Group::new(store.clone(), |t, (name, sent): &AddressReport| {
                     apply::set_addresses_in(t, name, sent)
                 }),
@@ -329,15 +319,10 @@ impl Lifecycle {
         let r = self
             .inner
             .registrations
-            .run(Registration {
-                new,
-                auto_accept,
-                ctx,
-                now_ms: clock::unix_ms(),
-            })
+            .run(Registration::new(new, auto_accept, ctx, clock::unix_ms()))
             .await?;
         if let Some(step) = &r.step {
-            self.dispatch(&r.server, step, 0);
+            self.dispatch(r.server(), step, 0);
         }
         Ok(r)
     }

@@ -144,14 +144,15 @@ impl Txn<'_> {
     /// Writes `object` over the stored one, which the caller read in this transaction and
     /// found different from it (or absent): [`Txn::put`] without reading, decoding and
     /// comparing it again (the class status writer's `any` class holds every server's name;
-    /// a registration creates a Server it found absent). A
+    /// a registration creates a Server it found absent, and passes it shared: an `Arc`). A
     /// ServerBinding goes through `put`, since the SideroLink index follows its old
     /// version.
-    pub fn put_changed(&mut self, object: Object) -> Result<u64, StoreError> {
+    pub fn put_changed(&mut self, object: impl Into<Arc<Object>>) -> Result<u64, StoreError> {
+        let object = object.into();
         if object.kind() == Kind::ServerBinding {
             return self.put(&object);
         }
-        self.write(Arc::new(object), None)
+        self.write(object, None)
     }
 
     /// One object of an apply (`Store::apply_with`): an incoming object without `status`
