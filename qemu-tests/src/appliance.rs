@@ -3,9 +3,10 @@
 //! `appliance ctl` and plain-HTTP helpers that run inside the namespace (the bridge address is
 //! only reachable there).
 //!
-//! The binary: `$APPLIANCE_BIN` if set, else `cargo build -p appliance --bin appliance` is run
-//! once per test process (a no-op when up to date) and the path Cargo reports is used, so the
-//! tests always run the binary built from this tree, whatever the target dir.
+//! The binary: `$APPLIANCE_BIN` if set (`scripts/test` sets it to its own build's), else
+//! `cargo build -p appliance --bin appliance` is run once per test process (a no-op when up to
+//! date) and the path Cargo reports is used, so the tests always run the binary built from
+//! this tree, whatever the target dir.
 
 use std::io::BufRead;
 use std::net::Ipv4Addr;
@@ -26,25 +27,25 @@ pub const HTTP_PORT: u16 = 8081;
 /// Path of the `appliance` binary to test (built on first use).
 pub fn binary() -> Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| build_binary().map_err(|e| format!("{e:#}")))
+    BIN.get_or_init(|| cargo_build("appliance", "appliance").map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!("appliance binary: {e}"))
 }
 
-fn build_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("APPLIANCE_BIN") {
-        let bin = PathBuf::from(bin);
-        if !bin.is_file() {
-            bail!("APPLIANCE_BIN={} is not a file", bin.display());
-        }
-        return Ok(bin);
-    }
-    cargo_build("appliance", "appliance")
-}
-
-/// `cargo build -p <package> --bin <bin>` in this workspace (a no-op when up to date); the
+/// The executable of the workspace binary `bin` of `package`: `$<BIN>_BIN` when set
+/// (`APPLIANCE_BIN`, `KUBE_BRIDGE_BIN`, `KUBE_TEST_APISERVER_BIN`; `scripts/test` sets them
+/// to its first step's build, so the QEMU tests build nothing), else
+/// `cargo build -p <package> --bin <bin>` in this workspace (a no-op when up to date) and the
 /// path of the executable Cargo reports, so it is this tree's, whatever the target dir.
 pub(crate) fn cargo_build(package: &str, bin: &str) -> Result<PathBuf> {
+    let var = format!("{}_BIN", bin.to_uppercase().replace('-', "_"));
+    if let Some(path) = std::env::var_os(&var) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{var}={} is not a file", path.display());
+        }
+        return Ok(path);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
     let mut child = Command::new(cargo)
         .current_dir(workspace_root())
