@@ -35,6 +35,9 @@ const DISK_BYTES: u64 = 2 << 30;
 const BAD_SLOT_DEADLINE_SECS: u64 = 30;
 /// Boot (≈140 s under TCG here) + the health gate's deadline + the fallback boot, generous.
 const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(900);
+/// From B serving to its loader entry blessed on the disk (the gate's next /readyz poll,
+/// then systemd-bless-boot): seconds; generous.
+const BLESS_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A console session: cookie jar + CSRF token.
 struct Session {
@@ -86,15 +89,9 @@ fn upload(vm: &ImageVm, s: &Session, bundle: &Path) -> (u16, String) {
     ])
 }
 
-/// A root squashfs made from the build's root with `edit` applied, signed as `version`.
-fn bundle(
-    work: &Path,
-    out_dir: &Path,
-    version: &str,
-    key: &Path,
-    arch: &str,
-    edit: impl Fn(&Path),
-) -> PathBuf {
+/// A root squashfs made from the build's root with `edit` applied, its os-release saying
+/// `version`.
+fn root_squashfs(work: &Path, out_dir: &Path, version: &str, edit: impl Fn(&Path)) -> PathBuf {
     let tree = out_dir.join(format!("root-{version}"));
     run(Command::new("unsquashfs")
         .args(["-q", "-n", "-d"])
@@ -115,31 +112,110 @@ fn bundle(
     std::fs::write(&os_release, text).unwrap();
     edit(&tree);
     let squash = out_dir.join(format!("root-{version}.squashfs"));
+    // One compressor thread: the bundles are made while slot A boots on the other core.
     run(Command::new("mksquashfs").arg(&tree).arg(&squash).args([
         "-comp",
         "zstd",
         "-Xcompression-level",
         "3",
+        "-processors",
+        "1",
         "-noappend",
         "-quiet",
         "-no-progress",
     ]));
     std::fs::remove_dir_all(&tree).unwrap();
+    squash
+}
+
+/// `root` with the build's kernel and initrd, signed with `key` as `version` for `arch`.
+fn sign(
+    work: &Path,
+    out_dir: &Path,
+    root: &Path,
+    version: &str,
+    key: &Path,
+    arch: &str,
+) -> PathBuf {
     let out = out_dir.join(format!("{version}.bundle"));
     run(Command::new(workspace_root().join("scripts/sign-bundle"))
         .arg("--key")
         .arg(key)
         .args(["--arch", arch, "--version", version])
         .arg("--root")
-        .arg(&squash)
+        .arg(root)
         .arg("--kernel")
         .arg(work.join("esp/a/vmlinuz"))
         .arg("--initrd")
         .arg(work.join("esp/a/initrd.img"))
         .arg("--out")
         .arg(&out));
-    std::fs::remove_file(&squash).unwrap();
     out
+}
+
+/// The bundles the test uploads.
+struct Bundles {
+    /// Signed, its slot never ready (broken config, a 30 s health gate).
+    bad: PathBuf,
+    /// Signed, a new version.
+    good: PathBuf,
+    /// The good root signed for aarch64.
+    arm: PathBuf,
+    /// The good root signed with another key.
+    foreign: PathBuf,
+    /// The good bundle with a payload byte flipped.
+    tampered: PathBuf,
+    /// The good bundle without its last 4 KiB.
+    truncated: PathBuf,
+}
+
+/// Makes [`Bundles`] in `d` from the build in `work`: two roots (the unhealthy one and the
+/// good one; the refused bundles reuse the good root, only their signature or architecture
+/// differs).
+fn make_bundles(work: &Path, d: &Path, key: &Path, bin: &Path) -> Bundles {
+    let started = Instant::now();
+    let bad_root = root_squashfs(work, d, "9.9.9-unhealthy", |tree| {
+        std::fs::write(
+            tree.join("etc/appliance/config.toml"),
+            "this is [not toml\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tree.join("etc/appliance/health-gate.env"),
+            format!("APPLIANCE_HEALTH_DEADLINE_SECS={BAD_SLOT_DEADLINE_SECS}\n"),
+        )
+        .unwrap();
+    });
+    let bad = sign(work, d, &bad_root, "9.9.9-unhealthy", key, "x86_64");
+    std::fs::remove_file(&bad_root).unwrap();
+    let good_root = root_squashfs(work, d, "9.9.9-good", |_| {});
+    let good = sign(work, d, &good_root, "9.9.9-good", key, "x86_64");
+    let arm = sign(work, d, &good_root, "9.9.9-arm", key, "aarch64");
+    let other_key = d.join("other.pem");
+    run(Command::new(bin).args(["update", "keygen"]).arg(&other_key));
+    let foreign = sign(work, d, &good_root, "9.9.9-foreign", &other_key, "x86_64");
+    std::fs::remove_file(&good_root).unwrap();
+    let good_bytes = std::fs::read(&good).unwrap();
+    let tampered = d.join("tampered.bundle");
+    let mut t = good_bytes.clone();
+    let mid = t.len() / 2;
+    t[mid] ^= 0x40;
+    std::fs::write(&tampered, t).unwrap();
+    let truncated = d.join("truncated.bundle");
+    std::fs::write(&truncated, &good_bytes[..good_bytes.len() - 4096]).unwrap();
+    println!(
+        "UPDATE-BUNDLES made in {:.1} s ({} MiB each)",
+        started.elapsed().as_secs_f64(),
+        good_bytes.len() >> 20
+    );
+    Bundles {
+        bad,
+        good,
+        arm,
+        foreign,
+        tampered,
+        truncated,
+    }
 }
 
 /// Waits until `/api/v1/system` answers and `check` holds; returns its last answer. Logs
@@ -175,19 +251,34 @@ fn wait_system(
 
 /// The loader entries on the ESP of `disk` (VM off), through mtools.
 fn loader_entries(disk: &Path) -> Vec<String> {
+    read_loader_entries(disk).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`loader_entries`], an error instead of a panic: also read while the VM runs, when
+/// the guest may be writing the FAT.
+fn read_loader_entries(disk: &Path) -> Result<Vec<String>, String> {
     let (start, _) = partition(disk, "esp");
-    let out = run(Command::new("mdir")
+    let out = Command::new("mdir")
         .args(["-b", "-i"])
         .arg(format!("{}@@{start}", disk.display()))
-        .arg("::/loader/entries"));
-    let mut names: Vec<String> = out
+        .arg("::/loader/entries")
+        .output()
+        .map_err(|e| format!("mdir: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mdir {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.rsplit('/').next())
         .map(str::to_string)
         .filter(|n| n.ends_with(".conf"))
         .collect();
     names.sort();
-    names
+    Ok(names)
 }
 
 #[test]
@@ -217,42 +308,8 @@ fn update_rolls_back_a_bad_slot_and_switches_to_a_good_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
-    // The bundles, made before the VM starts (CPU is shared with it).
-    let started = Instant::now();
-    let bad = bundle(&work, d, "9.9.9-unhealthy", &key, "x86_64", |tree| {
-        std::fs::write(
-            tree.join("etc/appliance/config.toml"),
-            "this is [not toml\n",
-        )
-        .unwrap();
-        std::fs::write(
-            tree.join("etc/appliance/health-gate.env"),
-            format!("APPLIANCE_HEALTH_DEADLINE_SECS={BAD_SLOT_DEADLINE_SECS}\n"),
-        )
-        .unwrap();
-    });
-    let good = bundle(&work, d, "9.9.9-good", &key, "x86_64", |_| {});
-    let arm = bundle(&work, d, "9.9.9-arm", &key, "aarch64", |_| {});
     let bin = qemu_tests::appliance::binary().unwrap();
-    let other_key = d.join("other.pem");
-    run(Command::new(&bin)
-        .args(["update", "keygen"])
-        .arg(&other_key));
-    let foreign = bundle(&work, d, "9.9.9-foreign", &other_key, "x86_64", |_| {});
-    let good_bytes = std::fs::read(&good).unwrap();
-    let tampered = d.join("tampered.bundle");
-    let mut t = good_bytes.clone();
-    let mid = t.len() / 2;
-    t[mid] ^= 0x40;
-    std::fs::write(&tampered, t).unwrap();
-    let truncated = d.join("truncated.bundle");
-    std::fs::write(&truncated, &good_bytes[..good_bytes.len() - 4096]).unwrap();
-    println!(
-        "UPDATE-BUNDLES made in {:.1} s ({} MiB each)",
-        started.elapsed().as_secs_f64(),
-        good_bytes.len() >> 20
-    );
-
+    let started = Instant::now();
     let disk = d.join("disk.img");
     let vars = d.join("vars.fd");
     run(Command::new("cp")
@@ -264,8 +321,13 @@ fn update_rolls_back_a_bad_slot_and_switches_to_a_good_one() {
         .arg(&disk));
     std::fs::copy(OVMF_VARS, &vars).unwrap();
 
-    // 1. Slot A.
+    // 1. Slot A. The bundles are made meanwhile: the VM (TCG, one vCPU) keeps one core
+    // busy and the test is otherwise idle while it boots.
     let mut vm = ImageVm::start_following_reboots(d, &disk, &vars, 1);
+    let maker = std::thread::spawn({
+        let (work, d, key, bin) = (work.clone(), d.to_path_buf(), key.clone(), bin.clone());
+        move || make_bundles(&work, &d, &key, &bin)
+    });
     let secs = vm.wait_healthy();
     println!("UPDATE-BOOT slot A: /healthz after {secs:.1} s (TCG)");
     let serial = vm.serial();
@@ -296,6 +358,14 @@ fn update_rolls_back_a_bad_slot_and_switches_to_a_good_one() {
     ctl(&vm, &["apply", "-f", yaml.to_str().unwrap()]);
 
     // 2. Refused, nothing pending.
+    let Bundles {
+        bad,
+        good,
+        arm,
+        foreign,
+        tampered,
+        truncated,
+    } = maker.join().expect("making the bundles");
     for (b, want) in [
         (&tampered, "SHA-256 does not match"),
         (&truncated, "truncated or padded"),
@@ -376,8 +446,19 @@ fn update_rolls_back_a_bad_slot_and_switches_to_a_good_one() {
     assert_eq!(sys["other_slot"], "A", "{sys}");
     assert!(ctl(&vm, &["get", "serverclass"]).contains("kept-across-updates"));
     // systemd-bless-boot runs right after the health gate passed (it polls /readyz every
-    // second); give it time before powering off, then check its work on the ESP.
-    std::thread::sleep(Duration::from_secs(30));
+    // second) and syncs the ESP: power off once the disk shows B's entry without its
+    // counter (read while the VM runs; the check below reads it again, powered off).
+    let blessed = "appliance-3-b.conf".to_string();
+    let deadline = Instant::now() + BLESS_TIMEOUT;
+    while !read_loader_entries(&disk).is_ok_and(|e| e.contains(&blessed))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    println!(
+        "UPDATE-BLESSED slot B's entry blessed on the disk {:.1} s after the upload (TCG)",
+        t0.elapsed().as_secs_f64()
+    );
     vm.power_off();
 
     // 5. The ESP: A's entry and B's blessed one (generation 3: the failed trial was 2).
