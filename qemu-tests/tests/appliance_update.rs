@@ -6,7 +6,7 @@
 //!    ServerClass is applied to find again after the updates.
 //! 2. Refused, nothing written: a payload byte flipped (SHA-256 mismatch), a truncated
 //!    bundle, a bundle signed with another key, one for another architecture: each a 400
-//!    naming why, no update pending.
+//!    naming why, no update pending (these carry a small root: see `make_bundles`).
 //! 3. A signed bundle whose `appliance serve` never becomes ready (its root's config is
 //!    broken): the box writes slot B and reboots into it by itself; B's health gate
 //!    (`appliance-healthy.service`) fails after its deadline (30 s, set by the bundle's own
@@ -159,19 +159,23 @@ struct Bundles {
     bad: PathBuf,
     /// Signed, a new version.
     good: PathBuf,
-    /// The good root signed for aarch64.
+    /// A small root signed with the box's key: the CSRF check's upload.
+    small: PathBuf,
+    /// The small root signed for aarch64.
     arm: PathBuf,
-    /// The good root signed with another key.
+    /// The small root signed with another key.
     foreign: PathBuf,
-    /// The good bundle with a payload byte flipped.
+    /// The small bundle with a payload byte flipped.
     tampered: PathBuf,
-    /// The good bundle without its last 4 KiB.
+    /// The small bundle without its last 4 KiB.
     truncated: PathBuf,
 }
 
-/// Makes [`Bundles`] in `d` from the build in `work`: two roots (the unhealthy one and the
-/// good one; the refused bundles reuse the good root, only their signature or architecture
-/// differs).
+/// Makes [`Bundles`] in `d` from the build in `work`: two full roots (the unhealthy one and
+/// the good one). What the refused bundles are refused for lies in their header or in a
+/// component's digest, whatever the root's size, so they carry a small root (a squashfs of
+/// an os-release alone) beside the build's kernel and initrd: about 11 MiB each to upload
+/// into the TCG guest instead of 93 MiB.
 fn make_bundles(work: &Path, d: &Path, key: &Path, bin: &Path) -> Bundles {
     let started = Instant::now();
     let bad_root = root_squashfs(work, d, "9.9.9-unhealthy", |tree| {
@@ -190,27 +194,43 @@ fn make_bundles(work: &Path, d: &Path, key: &Path, bin: &Path) -> Bundles {
     std::fs::remove_file(&bad_root).unwrap();
     let good_root = root_squashfs(work, d, "9.9.9-good", |_| {});
     let good = sign(work, d, &good_root, "9.9.9-good", key, "x86_64");
-    let arm = sign(work, d, &good_root, "9.9.9-arm", key, "aarch64");
+    std::fs::remove_file(&good_root).unwrap();
+    let small_tree = d.join("root-small");
+    std::fs::create_dir_all(small_tree.join("usr/lib")).unwrap();
+    std::fs::write(
+        small_tree.join("usr/lib/os-release"),
+        "ID=debian\nIMAGE_VERSION=9.9.9-refused\n",
+    )
+    .unwrap();
+    let small_root = d.join("root-small.squashfs");
+    run(Command::new("mksquashfs")
+        .arg(&small_tree)
+        .arg(&small_root)
+        .args(["-comp", "zstd", "-noappend", "-quiet", "-no-progress"]));
+    let small = sign(work, d, &small_root, "9.9.9-small", key, "x86_64");
+    let arm = sign(work, d, &small_root, "9.9.9-arm", key, "aarch64");
     let other_key = d.join("other.pem");
     run(Command::new(bin).args(["update", "keygen"]).arg(&other_key));
-    let foreign = sign(work, d, &good_root, "9.9.9-foreign", &other_key, "x86_64");
-    std::fs::remove_file(&good_root).unwrap();
-    let good_bytes = std::fs::read(&good).unwrap();
+    let foreign = sign(work, d, &small_root, "9.9.9-foreign", &other_key, "x86_64");
+    std::fs::remove_file(&small_root).unwrap();
+    let small_bytes = std::fs::read(&small).unwrap();
     let tampered = d.join("tampered.bundle");
-    let mut t = good_bytes.clone();
+    let mut t = small_bytes.clone();
     let mid = t.len() / 2;
     t[mid] ^= 0x40;
     std::fs::write(&tampered, t).unwrap();
     let truncated = d.join("truncated.bundle");
-    std::fs::write(&truncated, &good_bytes[..good_bytes.len() - 4096]).unwrap();
+    std::fs::write(&truncated, &small_bytes[..small_bytes.len() - 4096]).unwrap();
     println!(
-        "UPDATE-BUNDLES made in {:.1} s ({} MiB each)",
+        "UPDATE-BUNDLES made in {:.1} s (good {} MiB, refused {} MiB)",
         started.elapsed().as_secs_f64(),
-        good_bytes.len() >> 20
+        std::fs::metadata(&good).unwrap().len() >> 20,
+        small_bytes.len() >> 20
     );
     Bundles {
         bad,
         good,
+        small,
         arm,
         foreign,
         tampered,
@@ -361,6 +381,7 @@ fn update_rolls_back_a_bad_slot_and_switches_to_a_good_one() {
     let Bundles {
         bad,
         good,
+        small,
         arm,
         foreign,
         tampered,
@@ -390,7 +411,7 @@ fn update_rolls_back_a_bad_slot_and_switches_to_a_good_one() {
         "-X",
         "POST",
         "--data-binary",
-        &format!("@{}", good.display()),
+        &format!("@{}", small.display()),
         &vm.url("/api/v1/update"),
     ]);
     assert_eq!(code, 403);
