@@ -10,6 +10,8 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::OVMF_CODE;
@@ -70,6 +72,8 @@ const ALONE_VCPUS: u32 = 2;
 
 pub struct ImageVm {
     child: Child,
+    /// For a VM following its reboots: the stop flag of its [`reset_guard`] thread.
+    guard_stop: Option<Arc<AtomicBool>>,
     serial: PathBuf,
     monitor: PathBuf,
     port: u16,
@@ -119,7 +123,8 @@ impl ImageVm {
     }
 
     /// As [`ImageVm::start`], but a guest reboot reboots the VM (an update's reboot, a
-    /// failed trial's fallback), on the same serial log.
+    /// failed trial's fallback), on the same serial log; a reboot that hangs silent is reset
+    /// (see [`reset_guard`]).
     pub fn start_following_reboots(dir: &Path, disk: &Path, vars: &Path, boot: u32) -> ImageVm {
         Self::launch(
             Arch::X86_64,
@@ -242,8 +247,17 @@ impl ImageVm {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("start {qemu}: {e}"));
+        let guard_stop = follow_reboots.then(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            std::thread::spawn({
+                let (stop, serial, monitor) = (stop.clone(), serial.clone(), monitor.clone());
+                move || reset_guard(&stop, &serial, &monitor)
+            });
+            stop
+        });
         ImageVm {
             child,
+            guard_stop,
             serial,
             monitor,
             port,
@@ -328,8 +342,61 @@ impl ImageVm {
     }
 }
 
+/// How long a guest's reboot may stay silent (after the kernel's "reboot: Restarting system",
+/// before the firmware's `BdsDxe` lines) before [`reset_guard`] resets the VM; a reset under
+/// TCG here puts them on the serial within about 10 s.
+const SILENT_REBOOT: Duration = Duration::from_secs(60);
+
+/// Watches the serial log of a VM that follows its reboots: when the kernel has said
+/// "reboot: Restarting system" and the serial then stays silent for [`SILENT_REBOOT`], resets
+/// the VM through the monitor, as an operator would with the BMC's reset. Once an update's
+/// reboot here sat silent for 10 minutes, until the guest's iTCO watchdog (systemd's default
+/// `RebootWatchdogSec`) reset it; the cause (kernel or firmware under TCG) was not found, and
+/// the update test is about the box, so a hung reset is cut short, and said so on stderr.
+fn reset_guard(stop: &AtomicBool, serial: &Path, monitor: &Path) {
+    const MARK: &[u8] = b"reboot: Restarting system";
+    const FIRMWARE: &[u8] = b"BdsDxe";
+    let find = |log: &[u8], from: usize, what: &[u8]| {
+        log.get(from..)
+            .and_then(|rest| rest.windows(what.len()).position(|w| w == what))
+            .map(|at| from + at + what.len())
+    };
+    // Where the serial was read up to, and since when a reboot has been silent.
+    let mut seen = 0usize;
+    let mut rebooting: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_secs(1));
+        let log = std::fs::read(serial).unwrap_or_default();
+        match rebooting {
+            None => {
+                if let Some(end) = find(&log, seen, MARK) {
+                    seen = end;
+                    rebooting = Some(Instant::now());
+                }
+            }
+            Some(since) => {
+                if let Some(end) = find(&log, seen, FIRMWARE) {
+                    seen = end;
+                    rebooting = None;
+                } else if since.elapsed() > SILENT_REBOOT {
+                    eprintln!(
+                        "IMAGE-VM: the reboot stayed silent for {SILENT_REBOOT:?} after \"reboot: Restarting system\"; reset through the monitor"
+                    );
+                    if let Ok(mut m) = std::os::unix::net::UnixStream::connect(monitor) {
+                        let _ = m.write_all(b"system_reset\n");
+                    }
+                    rebooting = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
 impl Drop for ImageVm {
     fn drop(&mut self) {
+        if let Some(stop) = &self.guard_stop {
+            stop.store(true, Ordering::Relaxed);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
