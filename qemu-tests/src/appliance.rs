@@ -27,7 +27,7 @@ pub const HTTP_PORT: u16 = 8081;
 /// Path of the `appliance` binary to test (built on first use).
 pub fn binary() -> Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| cargo_build("appliance", "appliance").map_err(|e| format!("{e:#}")))
+    BIN.get_or_init(|| workspace_bin("appliance", "appliance").map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!("appliance binary: {e}"))
 }
@@ -37,7 +37,7 @@ pub fn binary() -> Result<PathBuf> {
 /// to its first step's build, so the QEMU tests build nothing), else
 /// `cargo build -p <package> --bin <bin>` in this workspace (a no-op when up to date) and the
 /// path of the executable Cargo reports, so it is this tree's, whatever the target dir.
-pub(crate) fn cargo_build(package: &str, bin: &str) -> Result<PathBuf> {
+pub(crate) fn workspace_bin(package: &str, bin: &str) -> Result<PathBuf> {
     let var = format!("{}_BIN", bin.to_uppercase().replace('-', "_"));
     if let Some(path) = std::env::var_os(&var) {
         let path = PathBuf::from(path);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::appliance::cargo_build;
+use crate::appliance::workspace_bin;
 use crate::netns::Netns;
 use crate::process::{Guarded, run};
 use crate::tail;
@@ -35,7 +35,7 @@ impl KubeCluster {
         if crate::which("kubectl").is_none() {
             bail!("kubectl not installed (run scripts/setup)");
         }
-        let bin = cargo_build("kube-test-apiserver", "kube-test-apiserver")?;
+        let bin = workspace_bin("kube-test-apiserver", "kube-test-apiserver")?;
         let kubeconfig = dir.join("kubeconfig");
         let mut cmd = ns.command(bin.to_str().context("binary path is not UTF-8")?);
         cmd.args(["--listen", API_ADDR, "--kubeconfig"])
@@ -141,7 +141,7 @@ impl KubeBridge {
         credentials: &Path,
         kubeconfig: &Path,
     ) -> Result<KubeBridge> {
-        let bin = cargo_build("kube-bridge", "kube-bridge")?;
+        let bin = workspace_bin("kube-bridge", "kube-bridge")?;
         let mut cmd = ns.command(bin.to_str().context("binary path is not UTF-8")?);
         cmd.args(["run", "--box-id", box_id, "--box", box_url, "--credentials"])
             .arg(credentials)
