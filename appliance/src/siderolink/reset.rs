@@ -44,6 +44,18 @@ pub const DEFAULT_CLUSTER: &str = "default";
 /// The Server condition this path sets.
 pub const CONDITION: &str = "ResetViaTalos";
 
+/// How long a failed call waits for its connection to say why it ended.
+const CONNECTION_END: Duration = Duration::from_secs(1);
+
+/// Why the connection ended before the node answered.
+fn connection_failure(ended: Result<(), hyper::Error>) -> ResetError {
+    let why = match ended {
+        Ok(()) => "the node closed the connection before answering".to_string(),
+        Err(e) => crate::error_chain(&e),
+    };
+    ResetError::Tls(std::io::Error::other(why))
+}
+
 /// Retry and timeout of resets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResetSettings {
@@ -183,21 +195,23 @@ impl TalosReset {
             .connect(name, stream)
             .await
             .map_err(ResetError::Tls)?;
-        // The one connection, handed to tonic through a connector that yields it once.
-        let conn = Arc::new(Mutex::new(Some(tls)));
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://[{addr}]:{MACHINE_API_PORT}"))
-                .map_err(ResetError::Transport)?
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let taken = conn.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    async move {
-                        taken
-                            .map(hyper_util::rt::TokioIo::new)
-                            .ok_or_else(|| std::io::Error::other("the reset connection was used"))
-                    }
-                }))
-                .await
-                .map_err(ResetError::Transport)?;
+        // HTTP/2 straight on this one connection (no tonic Channel: a Channel reconnects
+        // when its connection dies, and a node that refuses the client certificate kills
+        // it right after the TLS 1.3 handshake, whose alert then raced the reconnect; the
+        // refusal must be what the condition says, however the two interleave).
+        let (send, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .map_err(|e| ResetError::Tls(std::io::Error::other(crate::error_chain(&e))))?;
+        let service = tower::service_fn(move |request: hyper::Request<tonic::body::Body>| {
+            let mut send = send.clone();
+            async move { send.send_request(request).await }
+        });
+        let origin: hyper::Uri = format!("http://[{addr}]:{MACHINE_API_PORT}")
+            .parse()
+            .map_err(|_| ResetError::BadAddress(record.address.clone()))?;
         let request = ResetRequest {
             graceful: false,
             reboot: true,
@@ -205,23 +219,34 @@ impl TalosReset {
             user_disks_to_wipe: Vec::new(),
             mode: WipeMode::SystemDisk as i32,
         };
-        MachineServiceClient::new(channel)
-            .reset(request)
-            .await
-            .map_err(|s| {
-                // A connection that failed under the call (a TLS alert: the node refused
-                // the client certificate) is a transport error, not an answer.
-                match std::error::Error::source(&s) {
-                    Some(cause) => {
-                        ResetError::Tls(std::io::Error::other(crate::error_chain(cause)))
-                    }
-                    None => ResetError::Refused {
-                        code: s.code(),
-                        message: s.message().to_string(),
-                    },
-                }
-            })?;
-        Ok(())
+        let mut client = MachineServiceClient::with_origin(service, origin);
+        let call = client.reset(request);
+        tokio::pin!(call, connection);
+        let answer = tokio::select! {
+            biased;
+            ended = &mut connection => {
+                // The connection ended before the answer: its cause is the error.
+                return Err(connection_failure(ended));
+            }
+            answer = &mut call => answer,
+        };
+        let Err(status) = answer else {
+            return Ok(());
+        };
+        let Some(cause) = std::error::Error::source(&status).map(crate::error_chain) else {
+            return Err(ResetError::Refused {
+                code: status.code(),
+                message: status.message().to_string(),
+            });
+        };
+        // A call that failed with a cause (not a status the node sent) lost its
+        // connection: the connection's own end says why (a TLS alert: the node refused the
+        // client certificate); the call's cause only when the connection has none.
+        let cause = match tokio::time::timeout(CONNECTION_END, &mut connection).await {
+            Ok(Err(e)) => crate::error_chain(&e),
+            _ => cause,
+        };
+        Err(ResetError::Tls(std::io::Error::other(cause)))
     }
 
     /// Resets `server` with retries, setting `ResetViaTalos` after each attempt. Stops
