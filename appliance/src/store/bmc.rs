@@ -354,7 +354,7 @@ impl Store {
                 stored = old;
             } else {
                 let revision = super::next_revision(&mut meta)?;
-                objects.insert(
+                let replaced = objects.insert(
                     key.as_str(),
                     tables::encode_record(revision, &object, &self.inner.key)?.as_slice(),
                 )?;
@@ -365,7 +365,13 @@ impl Store {
                     op: ChangeOp::Put,
                     object: Some(Arc::new(object.clone())),
                 };
-                self.log_one(&txn, &mut meta, &change, &object)?;
+                self.log_one(
+                    &txn,
+                    &mut meta,
+                    &change,
+                    &object,
+                    replaced.as_ref().map(|r| r.value()),
+                )?;
                 changed = Some(Some(change));
                 stored = Stored { object, revision };
             }

@@ -4,6 +4,15 @@
 //! kind, name, put/delete, commit time and the object (after a put; the last state before a
 //! delete), with inline BMC passwords sealed as in the `objects` table.
 //!
+//! A put written by a `Txn` (every create and most writes) leaves the object out of its
+//! entry (a header line alone, [`refer_into`]): it refers to the object's record in
+//! `objects`, which holds that revision until the object is written again or deleted. The
+//! record's JSON was the entry's second copy of the same bytes (a Server's is ~3 KB: a
+//! registration wrote a 4 KiB log leaf for it). Every write that replaces or deletes a record
+//! first gives the entry of the replaced revision its bytes ([`keep_replaced`]), in the same
+//! transaction, so a reader of any revision still in the log gets that revision's object,
+//! whatever came after (from schema 6).
+//!
 //! The log is bounded by a [`Retention`] (number of changes and age), pruned oldest first
 //! in the writing transaction. `meta` `change_log_compacted` is the highest revision pruned:
 //! a reader may resume after any revision `r` with `compacted <= r <= revision`; an older
@@ -11,7 +20,7 @@
 
 use redb::{ReadableTable, Table};
 
-use super::tables::{self, CHANGE_LOG, META, META_LOG_COMPACTED};
+use super::tables::{self, CHANGE_LOG, META, META_LOG_COMPACTED, OBJECTS};
 use super::{Change, ChangeOp, Store, StoreError};
 use crate::model::{Kind, Object};
 use crate::secrets::SecretKey;
@@ -114,6 +123,54 @@ pub(crate) fn entry_into(out: &mut Vec<u8>, change: &Change, sealed_json: &[u8],
     out.extend_from_slice(sealed_json);
 }
 
+/// Writes the entry of a put into `out` (emptied first) that refers to the object's record
+/// in `objects` instead of copying it: the header line alone. The caller writes that record
+/// under `change.revision` in the same transaction.
+pub(crate) fn refer_into(out: &mut Vec<u8>, change: &Change, at_ms: u64) {
+    entry_into(out, change, b"", at_ms);
+}
+
+/// Whether a logged entry refers to the object's record (written by [`refer_into`]): its
+/// header line ends it. A header is one line (serde_json escapes newlines in strings), and a
+/// copied object's JSON never ends in a newline.
+fn refers(entry: &[u8]) -> bool {
+    entry.last() == Some(&b'\n')
+}
+
+/// Called with the record (as stored: revision + sealed JSON) that a write of `kind`/`name`
+/// is replacing or deleting, before the write's own entry is appended: when the log still
+/// holds that revision's entry as a reference to the record, the entry gets the record's
+/// JSON now, since the record is about to stop holding it. `scratch` is any buffer.
+pub(crate) fn keep_replaced(
+    log: &mut Table<'_, u64, &'static [u8]>,
+    kind: Kind,
+    name: &str,
+    record: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    let (revision, json) =
+        record
+            .split_first_chunk::<8>()
+            .ok_or_else(|| StoreError::CorruptRecord {
+                kind,
+                name: name.to_string(),
+                message: format!("record is {} bytes, shorter than 8", record.len()),
+            })?;
+    let revision = u64::from_be_bytes(*revision);
+    scratch.clear();
+    match log.get(revision)? {
+        Some(entry) if refers(entry.value()) => {
+            scratch.reserve(entry.value().len() + json.len());
+            scratch.extend_from_slice(entry.value());
+            scratch.extend_from_slice(json);
+        }
+        // Already a copy (written whole, or kept before), or pruned.
+        _ => return Ok(()),
+    }
+    log.insert(revision, scratch.as_slice())?;
+    Ok(())
+}
+
 /// Changes the log may hold beyond `max_changes` before the count rule prunes it (back
 /// to `max_changes`): 1/128 of it, so that with the default 10,000 a commit touches the
 /// oldest end of the log (one more leaf and its path written and fsynced) once in 78
@@ -178,13 +235,37 @@ fn header_of(revision: u64, bytes: &[u8]) -> Result<Header, StoreError> {
     serde_json::from_slice(&bytes[..end]).map_err(|e| corrupt(revision, e))
 }
 
-fn decode(revision: u64, bytes: &[u8], key: &SecretKey) -> Result<LoggedChange, StoreError> {
+/// Reads the entry logged under `revision`; an entry that refers to the object's record
+/// reads it from `objects` (of the same snapshot), which must still hold that revision.
+fn decode(
+    revision: u64,
+    bytes: &[u8],
+    objects: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &SecretKey,
+) -> Result<LoggedChange, StoreError> {
     let header = header_of(revision, bytes)?;
     let kind = Kind::parse_cli(&header.kind)
         .ok_or_else(|| corrupt(revision, format!("unknown kind `{}`", header.kind)))?;
-    let end = bytes.iter().position(|b| *b == b'\n').unwrap_or(0);
-    let json = std::str::from_utf8(&bytes[end + 1..]).map_err(|e| corrupt(revision, e))?;
-    let object = tables::open_json(kind, &header.name, json, key)?;
+    let object = if refers(bytes) {
+        let record = objects
+            .get(tables::object_key(kind, &header.name).as_str())?
+            .ok_or_else(|| corrupt(revision, "refers to an object that is gone"))?;
+        let stored = tables::decode_record(kind, &header.name, record.value(), key)?;
+        if stored.revision != revision {
+            return Err(corrupt(
+                revision,
+                format!(
+                    "refers to an object now at revision {}, without a copy",
+                    stored.revision
+                ),
+            ));
+        }
+        stored.object
+    } else {
+        let end = bytes.iter().position(|b| *b == b'\n').unwrap_or(0);
+        let json = std::str::from_utf8(&bytes[end + 1..]).map_err(|e| corrupt(revision, e))?;
+        tables::open_json(kind, &header.name, json, key)?
+    };
     Ok(LoggedChange {
         revision,
         kind,
@@ -219,10 +300,11 @@ impl Store {
             });
         }
         let log = txn.open_table(CHANGE_LOG)?;
+        let objects = txn.open_table(OBJECTS)?;
         let mut changes = Vec::new();
         for entry in log.range(revision + 1..)?.take(limit) {
             let (k, v) = entry?;
-            changes.push(decode(k.value(), v.value(), &self.inner.key)?);
+            changes.push(decode(k.value(), v.value(), &objects, &self.inner.key)?);
         }
         Ok(Since::Changes {
             changes,

@@ -12,7 +12,10 @@
 //! the SideroLink index; 5 = the file is kept under a write-ahead log (`wal.rs`, `state.wal`
 //! beside it): between checkpoints the file alone is not the store, so a binary that does not
 //! replay the log must not read it. No record changes: the bump makes an older binary (back
-//! on the other slot after an update) restore its own snapshot instead of reading the file.
+//! on the other slot after an update) restore its own snapshot instead of reading the file;
+//! 6 = a put's change-log entry may refer to the object's record instead of copying it
+//! (`changelog.rs`), which an older binary would read as a corrupt entry. Entries written
+//! whole before stay as they are: this binary reads both.
 
 use std::path::Path;
 
@@ -27,7 +30,7 @@ use crate::model::Kind;
 use crate::secrets::SecretKey;
 
 /// The schema this binary reads and writes.
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// One migration step; returns how many records it rewrote.
 type Step = fn(&WriteTransaction, &SecretKey) -> Result<usize, StoreError>;
@@ -38,6 +41,7 @@ const MIGRATIONS: &[Step] = &[
     start_change_log,
     index_siderolink,
     under_write_ahead_log,
+    log_refers_to_records,
 ];
 
 /// What opening did to the file.
@@ -204,6 +208,12 @@ fn index_siderolink(txn: &WriteTransaction, _key: &SecretKey) -> Result<usize, S
 /// 4 → 5: nothing to rewrite; the version says the file is kept under the write-ahead log
 /// (`Store::open` checkpoints right after, so the file alone already holds version 5).
 fn under_write_ahead_log(_txn: &WriteTransaction, _key: &SecretKey) -> Result<usize, StoreError> {
+    Ok(0)
+}
+
+/// 5 → 6: nothing to rewrite; the version keeps an older binary, which reads only whole
+/// entries, from the change log's entries that refer to records.
+fn log_refers_to_records(_txn: &WriteTransaction, _key: &SecretKey) -> Result<usize, StoreError> {
     Ok(0)
 }
 

@@ -718,7 +718,7 @@ impl Store {
                     let mut index = txn.open_multimap_table(siderolink_index::SIDEROLINK_INDEX)?;
                     siderolink_index::follow(&mut index, name, Some(&old.object), Some(&object))?;
                 }
-                table.insert(
+                let replaced = table.insert(
                     key.as_str(),
                     tables::encode_record(revision, &object, &self.inner.key)?.as_slice(),
                 )?;
@@ -729,7 +729,13 @@ impl Store {
                     op: ChangeOp::Put,
                     object: Some(Arc::new(object.clone())),
                 };
-                self.log_one(&txn, &mut meta, &c, &object)?;
+                self.log_one(
+                    &txn,
+                    &mut meta,
+                    &c,
+                    &object,
+                    replaced.as_ref().map(|r| r.value()),
+                )?;
                 change = Some(c);
                 stored = Stored { object, revision };
             }
@@ -753,15 +759,13 @@ impl Store {
         {
             let mut meta = txn.open_table(META)?;
             let mut table = txn.open_table(OBJECTS)?;
-            let old = match table.remove(object_key(kind, name).as_str())? {
-                Some(v) => tables::decode_record(kind, name, v.value(), &self.inner.key)?,
-                None => {
-                    return Err(StoreError::NotFound {
-                        kind,
-                        name: name.to_string(),
-                    });
-                }
+            let Some(removed) = table.remove(object_key(kind, name).as_str())? else {
+                return Err(StoreError::NotFound {
+                    kind,
+                    name: name.to_string(),
+                });
             };
+            let old = tables::decode_record(kind, name, removed.value(), &self.inner.key)?;
             revision = next_revision(&mut meta)?;
             if kind == Kind::ServerBinding {
                 let mut index = txn.open_multimap_table(siderolink_index::SIDEROLINK_INDEX)?;
@@ -774,7 +778,7 @@ impl Store {
                 op: ChangeOp::Delete,
                 object: None,
             };
-            self.log_one(&txn, &mut meta, &change, &old.object)?;
+            self.log_one(&txn, &mut meta, &change, &old.object, Some(removed.value()))?;
         }
         if kind == Kind::Server {
             let mut talos_events = txn.open_table(tables::SIDEROLINK_EVENT_IDS)?;
@@ -797,15 +801,21 @@ impl Store {
     }
 
     /// Logs one change made in `txn` (whose revision `meta` already holds) and prunes the
-    /// change log.
+    /// change log. `replaced` is the record the change replaced or deleted, as it was
+    /// stored: its log entry keeps its bytes (`changelog::keep_replaced`).
     fn log_one(
         &self,
         txn: &redb::WriteTransaction,
         meta: &mut redb::Table<'_, &'static str, u64>,
         change: &Change,
         object: &Object,
+        replaced: Option<&[u8]>,
     ) -> Result<(), StoreError> {
         let mut log = txn.open_table(CHANGE_LOG)?;
+        if let Some(record) = replaced {
+            let mut scratch = Vec::new();
+            changelog::keep_replaced(&mut log, change.kind, &change.name, record, &mut scratch)?;
+        }
         let now_ms = crate::clock::unix_ms();
         changelog::append(&mut log, change, object, &self.inner.key, now_ms)?;
         self.prune_log(&mut log, meta, change.revision, now_ms)

@@ -4,7 +4,8 @@
 //! a Server's inline `spec.bmc.pass` is sealed inside that JSON (see `bmc.rs`).
 //! `meta`: schema version, the store revision counter and the secrets key id.
 //! `change_log`: key revision, value = one JSON header line + the object's canonical JSON
-//! (sealed as in `objects`); see `changelog.rs`.
+//! (sealed as in `objects`), or the header line alone when the entry refers to the object's
+//! record in `objects` (from schema 6); see `changelog.rs`.
 
 use redb::TableDefinition;
 

@@ -632,6 +632,17 @@ fn every_write_path_logs_its_change_in_revision_order() {
         panic!()
     };
     assert_eq!(c.spec.hostname.as_deref(), Some("c1"));
+    // Each put carries the object as that revision wrote it, also after later writes
+    // replaced it (an update, a BMC edit, a delete, a second write in one transaction).
+    let server = |i: usize| match &log[i].object {
+        Object::Server(s) => s.spec.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(!server(0).accepted, "a at revision 1");
+    assert!(server(2).accepted, "a at revision 3");
+    assert!(server(1).bmc.is_none(), "b at revision 2");
+    assert_eq!(server(3).bmc.unwrap().endpoint, "10.0.0.5");
+    assert_eq!(server(5).hostname, None, "c at revision 6");
     assert!(log.iter().all(|c| c.committed_ms > 0));
     // Reading after a revision, in batches.
     let tail: Vec<u64> = logged(&store, 5).iter().map(|c| c.revision).collect();
@@ -654,6 +665,155 @@ fn every_write_path_logs_its_change_in_revision_order() {
     });
     assert!(r.is_err());
     assert!(logged(&store, 8).is_empty());
+}
+
+/// The raw change-log entry under `revision`.
+fn raw_entry(store: &Store, revision: u64) -> Option<Vec<u8>> {
+    let txn = store.inner.db.read().unwrap();
+    let log = txn.open_table(CHANGE_LOG).unwrap();
+    log.get(revision).unwrap().map(|v| v.value().to_vec())
+}
+
+#[test]
+fn a_put_refers_to_its_record_until_the_record_is_replaced() {
+    let (_dir, store) = open_temp();
+    let named = |name: &str| {
+        let mut o = objects(&server_yaml(name, false)).remove(0);
+        if let Object::Server(s) = &mut o {
+            s.spec.hostname = Some(format!("{name}-host"));
+        }
+        o
+    };
+    store
+        .transact(|t| {
+            t.put_changed(named("a"))?;
+            t.put_changed(named("b"))?;
+            t.put(&named("c")).map(|_| ())
+        })
+        .unwrap();
+    // The header line alone: the object's JSON is only in `objects`.
+    for revision in 1..=3 {
+        let entry = raw_entry(&store, revision).unwrap();
+        assert!(
+            entry.ends_with(b"}\n"),
+            "{}",
+            String::from_utf8_lossy(&entry)
+        );
+        assert!(!contains(&entry, "-host"));
+    }
+    accept(&store, "a"); // 4, through Store::update: written whole
+    store
+        .transact(|t| t.delete(Kind::Server, "b").map(|_| ()))
+        .unwrap(); // 5
+    store
+        .transact(|t| {
+            let mut c = named("c");
+            if let Object::Server(s) = &mut c {
+                s.spec.accepted = true;
+            }
+            t.put(&c).map(|_| ())
+        })
+        .unwrap(); // 6
+    // Each replaced revision's entry now holds its object; the live one of a Txn still
+    // refers.
+    for revision in 1..=4 {
+        assert!(contains(&raw_entry(&store, revision).unwrap(), "-host"));
+    }
+    assert!(!contains(&raw_entry(&store, 6).unwrap(), "-host"));
+    let log = logged(&store, 0);
+    let got: Vec<_> = log
+        .iter()
+        .map(|c| {
+            let Object::Server(s) = &c.object else {
+                panic!("{c:?}")
+            };
+            (c.revision, c.op, c.name.as_str(), s.spec.accepted)
+        })
+        .collect();
+    use ChangeOp::{Delete, Put};
+    assert_eq!(
+        got,
+        [
+            (1, Put, "a", false),
+            (2, Put, "b", false),
+            (3, Put, "c", false),
+            (4, Put, "a", true),
+            (5, Delete, "b", false),
+            (6, Put, "c", true),
+        ]
+    );
+    // A reference whose record moved on without a copy is refused, not read as the newer
+    // object.
+    {
+        let txn = store.inner.db.write().unwrap();
+        let mut objects = txn.open_table(OBJECTS).unwrap();
+        let key = object_key(Kind::Server, "c");
+        let mut record = objects.get(key.as_str()).unwrap().unwrap().value().to_vec();
+        record[..8].copy_from_slice(&7u64.to_be_bytes());
+        objects.insert(key.as_str(), record.as_slice()).unwrap();
+        drop(objects);
+        txn.commit().unwrap();
+    }
+    let err = store.changes_since(5, 10).unwrap_err();
+    assert!(
+        matches!(err, StoreError::CorruptChange { revision: 6, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_schema_5_log_of_whole_entries_reads_and_is_kept_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        store.apply(objects(&server_yaml("a", false))).unwrap();
+        // As schema 5 wrote it: the entry holds the object's JSON.
+        let object = store.get(Kind::Server, "a").unwrap().unwrap().object;
+        let txn = store.inner.db.write().unwrap();
+        {
+            let mut log = txn.open_table(CHANGE_LOG).unwrap();
+            let change = Change {
+                revision: 1,
+                kind: Kind::Server,
+                name: "a".into(),
+                op: ChangeOp::Put,
+                object: None,
+            };
+            let now_ms = crate::clock::unix_ms();
+            changelog::append(&mut log, &change, &object, &store.inner.key, now_ms).unwrap();
+        }
+        txn.commit().unwrap();
+        store
+            .inner
+            .db
+            .with(|db| migrate::stamp_version(db, 5))
+            .unwrap()
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        Store::schema_version_of(&snapshot::snapshot_path(&path, 5)).unwrap(),
+        Some(5)
+    );
+    let whole = raw_entry(&store, 1).unwrap();
+    assert!(!whole.ends_with(b"\n"), "written whole");
+    accept(&store, "a");
+    assert_eq!(
+        raw_entry(&store, 1).unwrap(),
+        whole,
+        "a whole entry is kept"
+    );
+    let accepted: Vec<_> = logged(&store, 0)
+        .iter()
+        .map(|c| match &c.object {
+            Object::Server(s) => (c.revision, s.spec.accepted),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(accepted, [(1, false), (2, true)]);
+    drop(store);
+    assert_eq!(Store::schema_version_of(&path).unwrap(), Some(6));
 }
 
 #[test]

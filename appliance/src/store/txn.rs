@@ -43,8 +43,8 @@ pub struct Txn<'t> {
     /// append: a group commit appends an adoption event per new Server).
     event_seq: Option<u64>,
     changes: Vec<Change>,
-    /// Scratch for the object record and the change-log entry a write inserts (redb copies
-    /// them), kept for the transaction's next write.
+    /// Scratch for the object record and the change-log entries a write inserts (redb
+    /// copies them), kept for the transaction's next write.
     record: Vec<u8>,
     entry: Vec<u8>,
     dirty: bool,
@@ -198,13 +198,15 @@ impl Txn<'_> {
 
     /// Writes `object` (replacing `old`, the stored one) under the next revision, with its
     /// change-log entry and the SideroLink index's entries of a ServerBinding; the change
-    /// published after the commit carries `object`.
+    /// published after the commit carries `object`. The entry refers to the record written
+    /// (`changelog::refer_into`); the entry of the record it replaces gets that record's
+    /// bytes first (`changelog::keep_replaced`).
     fn write(&mut self, object: Arc<Object>, old: Option<&Object>) -> Result<u64, StoreError> {
         let kind = object.kind();
         let name = object.name().to_string();
         let key = object_key(kind, &name);
-        // Sealed and serialised once, into the record for the object table, whose JSON
-        // the change log's entry copies; both buffers live as long as the transaction.
+        // Sealed and serialised once, into the record for the object table; the buffers
+        // live as long as the transaction.
         tables::sealed_record_into(&mut self.record, &object, self.key)?;
         self.attempts += 1;
         if kind == Kind::ServerBinding {
@@ -212,7 +214,15 @@ impl Txn<'_> {
         }
         self.revision += 1;
         self.record[..8].copy_from_slice(&self.revision.to_be_bytes());
-        self.objects.insert(key.as_str(), self.record.as_slice())?;
+        if let Some(replaced) = self.objects.insert(key.as_str(), self.record.as_slice())? {
+            changelog::keep_replaced(
+                &mut self.log,
+                kind,
+                &name,
+                replaced.value(),
+                &mut self.entry,
+            )?;
+        }
         let change = Change {
             revision: self.revision,
             kind,
@@ -220,7 +230,7 @@ impl Txn<'_> {
             op: ChangeOp::Put,
             object: Some(object),
         };
-        changelog::entry_into(&mut self.entry, &change, &self.record[8..], self.now_ms);
+        changelog::refer_into(&mut self.entry, &change, self.now_ms);
         self.log.insert(change.revision, self.entry.as_slice())?;
         self.changes.push(change);
         self.dirty = true;
@@ -232,7 +242,10 @@ impl Txn<'_> {
     pub fn delete(&mut self, kind: Kind, name: &str) -> Result<bool, StoreError> {
         self.attempts += 1;
         let old = match self.objects.remove(object_key(kind, name).as_str())? {
-            Some(v) => tables::decode_record(kind, name, v.value(), self.key)?,
+            Some(v) => {
+                changelog::keep_replaced(&mut self.log, kind, name, v.value(), &mut self.entry)?;
+                tables::decode_record(kind, name, v.value(), self.key)?
+            }
             None => return Ok(false),
         };
         if kind == Kind::ServerBinding {
