@@ -47,15 +47,6 @@ pub const CONDITION: &str = "ResetViaTalos";
 /// How long a failed call waits for its connection to say why it ended.
 const CONNECTION_END: Duration = Duration::from_secs(1);
 
-/// Why the connection ended before the node answered.
-fn connection_failure(ended: Result<(), hyper::Error>) -> ResetError {
-    let why = match ended {
-        Ok(()) => "the node closed the connection before answering".to_string(),
-        Err(e) => crate::error_chain(&e),
-    };
-    ResetError::Tls(std::io::Error::other(why))
-}
-
 /// Retry and timeout of resets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResetSettings {
@@ -82,8 +73,6 @@ pub enum ResetError {
     NoSession(#[source] std::io::Error),
     #[error("TLS with the node's machine API failed")]
     Tls(#[source] std::io::Error),
-    #[error("HTTP/2 with the node's machine API failed")]
-    Transport(#[source] tonic::transport::Error),
     #[error("the node's machine API answered {code:?}: {message}")]
     Refused { code: tonic::Code, message: String },
     #[error("no answer from the node's machine API within {0:?}")]
@@ -101,7 +90,7 @@ impl ResetError {
             ResetError::NoTalosconfig(_) => "NoTalosconfig",
             ResetError::BadTalosconfig(..) => "TalosconfigInvalid",
             ResetError::BadAddress(_) | ResetError::NoSession(_) => "NoSideroLinkSession",
-            ResetError::Tls(_) | ResetError::Transport(_) => "MachineAPIUnreachable",
+            ResetError::Tls(_) => "MachineAPIUnreachable",
             ResetError::Refused { .. } => "ResetRefused",
             ResetError::Timeout(_) => "ResetTimeout",
             ResetError::Store(_) | ResetError::Task(_) => "StoreError",
@@ -222,13 +211,16 @@ impl TalosReset {
         let mut client = MachineServiceClient::with_origin(service, origin);
         let call = client.reset(request);
         tokio::pin!(call, connection);
-        let answer = tokio::select! {
-            biased;
-            ended = &mut connection => {
-                // The connection ended before the answer: its cause is the error.
-                return Err(connection_failure(ended));
+        // The answer first: a node that accepts the reset reboots at once, so its
+        // connection may end in the same breath as the answer arrives. A connection that
+        // ends first fails the pending call, which then ends this loop.
+        let mut ended = None;
+        let answer = loop {
+            tokio::select! {
+                biased;
+                answer = &mut call => break answer,
+                end = &mut connection, if ended.is_none() => ended = Some(end),
             }
-            answer = &mut call => answer,
         };
         let Err(status) = answer else {
             return Ok(());
@@ -242,8 +234,14 @@ impl TalosReset {
         // A call that failed with a cause (not a status the node sent) lost its
         // connection: the connection's own end says why (a TLS alert: the node refused the
         // client certificate); the call's cause only when the connection has none.
-        let cause = match tokio::time::timeout(CONNECTION_END, &mut connection).await {
-            Ok(Err(e)) => crate::error_chain(&e),
+        let ended = match ended {
+            Some(end) => Some(end),
+            None => tokio::time::timeout(CONNECTION_END, &mut connection)
+                .await
+                .ok(),
+        };
+        let cause = match ended {
+            Some(Err(e)) => crate::error_chain(&e),
             _ => cause,
         };
         Err(ResetError::Tls(std::io::Error::other(cause)))
